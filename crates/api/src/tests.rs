@@ -1,0 +1,47 @@
+use super::*;
+
+fn sample() -> Snapshot {
+    Snapshot {
+        version: 7,
+        services: vec![Service {
+            key: ServiceKey::new("hello", "default"),
+            port: 80,
+            lb: LoadBalancer::RoundRobin,
+            endpoints: vec![Endpoint {
+                instance: "hello-v1-0".into(),
+                workload: "hello-v1".into(),
+                address: "127.0.0.1:4143".parse().unwrap(),
+                labels: [("app".to_string(), "hello".to_string())].into(),
+                identity: Identity::spiffe("default", "hello"),
+            }],
+        }],
+    }
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let s = sample();
+    let wire = pb::Snapshot::from(&s);
+    assert_eq!(Snapshot::try_from(wire).unwrap(), s);
+}
+
+#[test]
+fn bad_wire_values_are_rejected_by_name() {
+    let mut wire = pb::Snapshot::from(&sample());
+    wire.services[0].endpoints[0].address = "nowhere".into();
+    assert!(matches!(
+        Snapshot::try_from(wire.clone()),
+        Err(WireError::Address { .. })
+    ));
+    wire.services[0].port = 70000;
+    assert!(matches!(
+        Snapshot::try_from(wire.clone()),
+        Err(WireError::Port { .. })
+    ));
+    wire.services[0].port = 80;
+    wire.services[0].lb = "magic".into();
+    assert_eq!(
+        Snapshot::try_from(wire).unwrap_err().to_string(),
+        "service hello: unknown load balancer \"magic\""
+    );
+}

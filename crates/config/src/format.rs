@@ -1,0 +1,67 @@
+//! The `kind: Mesh` document as written, for serde: no defaults applied, nothing checked yet.
+
+use model::{Labels, LoadBalancer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The only `apiVersion` of `kind: Mesh`.
+pub const API_VERSION: &str = "weft.dev/v1alpha1";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct MeshDocument {
+    // Read (and checked) from the marked tree before serde sees the document.
+    #[allow(dead_code)]
+    pub api_version: String,
+    #[allow(dead_code)]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: MeshBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MeshBody {
+    pub ingress: Option<String>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Service {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: u16,
+    pub lb: Option<LoadBalancer>,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub annotations: Labels,
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Workload {
+    pub name: String,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}

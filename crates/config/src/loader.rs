@@ -1,0 +1,342 @@
+//! Turns documents into one validated [`MeshSpec`]: reads each document's header, parses and
+//! checks `kind: Mesh` documents, merges them, and records everything else as unsupported.
+
+use crate::format::{MeshDocument, API_VERSION};
+use crate::marked::{Node, Pos, Value};
+use crate::split::{split, Document};
+use crate::{Diagnostic, Errors, Loaded};
+use model::mesh::DEFAULT_INGRESS;
+use model::names::DEFAULT_NAMESPACE;
+use model::{MeshSpec, ServiceSpec, WorkloadSpec};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Default)]
+pub(crate) struct Loader {
+    errors: Vec<Diagnostic>,
+    unsupported: Vec<Diagnostic>,
+    /// The first Mesh document's `metadata.name`; `None` until a Mesh document is seen.
+    name: Option<String>,
+    /// The ingress set so far and where (`FILE:LINE`) it was set.
+    ingress: Option<(SocketAddr, String)>,
+    services: Vec<ServiceSpec>,
+    /// Where each service (name, namespace) and each workload name was first defined.
+    service_at: HashMap<(String, String), String>,
+    workload_at: HashMap<String, String>,
+}
+
+/// One parsed document of one file, to turn field paths into diagnostics.
+struct Doc<'a> {
+    file: &'a Path,
+    first_line: usize,
+    tree: &'a Node,
+}
+
+impl Doc<'_> {
+    fn at(&self, pos: Pos, field: &str, message: impl Into<String>) -> Diagnostic {
+        at(self.file, self.first_line, pos, field, message.into())
+    }
+
+    /// A diagnostic at the line of `field`.
+    fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        self.at(self.tree.locate(field), field, message)
+    }
+
+    /// `FILE:LINE` of `field`, for "first defined at" messages.
+    fn place(&self, field: &str) -> String {
+        let d = self.error(field, "");
+        format!("{}:{}", d.file.display(), d.line)
+    }
+
+    /// serde_yaml_ng's error as a diagnostic. Its message reads `PATH: MESSAGE at line L column C`;
+    /// an unknown, missing or duplicate field's name is added to the path.
+    fn serde_error(&self, err: &serde_yaml_ng::Error) -> Diagnostic {
+        let text = err.to_string();
+        let text = match (err.location(), text.rfind(" at line ")) {
+            (Some(_), Some(i)) => &text[..i],
+            _ => &text,
+        };
+        let (path, message) = match text.split_once(": ") {
+            Some((path, message)) if !path.contains(' ') => (path, message),
+            _ => ("", text),
+        };
+        let named = ["unknown field `", "missing field `", "duplicate field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
+        let field = match named {
+            Some(name) if path.is_empty() => name.to_string(),
+            Some(name) => format!("{path}.{name}"),
+            None => path.to_string(),
+        };
+        match err.location() {
+            Some(l) if field.is_empty() => self.at(
+                Pos {
+                    line: l.line(),
+                    column: l.column(),
+                },
+                "",
+                message,
+            ),
+            _ => self.error(&field, message),
+        }
+    }
+}
+
+impl Loader {
+    pub fn file(&mut self, file: &Path) {
+        match std::fs::read_to_string(file) {
+            Ok(text) => self.text(file, &text),
+            Err(e) => self
+                .errors
+                .push(whole_file(file, format!("cannot read: {e}"))),
+        }
+    }
+
+    pub fn dir(&mut self, dir: &Path) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return self
+                    .errors
+                    .push(whole_file(dir, format!("cannot read directory: {e}")))
+            }
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            self.file(&file);
+        }
+    }
+
+    pub fn text(&mut self, file: &Path, text: &str) {
+        for document in split(text.strip_prefix('\u{feff}').unwrap_or(text)) {
+            self.document(file, &document);
+        }
+    }
+
+    fn document(&mut self, file: &Path, document: &Document) {
+        let tree = match Node::parse(document.text) {
+            Ok(Some(tree)) => tree,
+            Ok(None) => return,
+            Err((pos, message)) => {
+                return self
+                    .errors
+                    .push(at(file, document.first_line, pos, "", message));
+            }
+        };
+        let doc = Doc {
+            file,
+            first_line: document.first_line,
+            tree: &tree,
+        };
+        if !matches!(tree.value, Value::Map(_)) {
+            return self
+                .errors
+                .push(doc.error("", "a document must be a mapping with apiVersion and kind"));
+        }
+        let header = |field: &str| match tree.get(field).map(|n| n.as_str()) {
+            Some(Some(value)) if !value.is_empty() => Ok(value),
+            Some(_) => Err(doc.error(field, "must be a non-empty string")),
+            None => Err(doc.error(field, format!("missing field `{field}`"))),
+        };
+        let (api_version, kind) = match (header("apiVersion"), header("kind")) {
+            (Ok(api_version), Ok(kind)) => (api_version, kind),
+            (a, k) => return self.errors.extend([a.err(), k.err()].into_iter().flatten()),
+        };
+        if kind != "Mesh" {
+            let name = tree
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Node::as_str);
+            let what = [kind, &format!("({api_version})"), name.unwrap_or_default()].join(" ");
+            return self
+                .unsupported
+                .push(doc.error("", format!("{} is not yet supported", what.trim_end())));
+        }
+        if api_version != API_VERSION {
+            self.errors.push(doc.error(
+                "apiVersion",
+                format!("kind Mesh needs apiVersion {API_VERSION}, not `{api_version}`"),
+            ));
+        }
+        match serde_yaml_ng::from_str::<MeshDocument>(document.text) {
+            Ok(mesh) => self.mesh(&doc, mesh),
+            Err(e) => self.errors.push(doc.serde_error(&e)),
+        }
+    }
+
+    fn mesh(&mut self, doc: &Doc, mesh: MeshDocument) {
+        self.check_name(doc, "metadata.name", &mesh.metadata.name);
+        if let Some(namespace) = &mesh.metadata.namespace {
+            self.check_name(doc, "metadata.namespace", namespace);
+        }
+        self.name.get_or_insert(mesh.metadata.name);
+        let default_namespace = mesh
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE);
+
+        if let Some(text) = &mesh.spec.ingress {
+            match (text.parse::<SocketAddr>(), &self.ingress) {
+                (Err(e), _) => self
+                    .errors
+                    .push(doc.error("spec.ingress", format!("invalid address `{text}`: {e}"))),
+                (Ok(addr), Some((first, at))) if addr != *first => self.errors.push(doc.error(
+                    "spec.ingress",
+                    format!("ingress {addr} conflicts with ingress {first} set at {at}"),
+                )),
+                (Ok(addr), None) => self.ingress = Some((addr, doc.place("spec.ingress"))),
+                (Ok(_), Some(_)) => {}
+            }
+        }
+
+        for (i, s) in mesh.spec.services.into_iter().enumerate() {
+            let field = format!("spec.services[{i}]");
+            self.check_name(doc, &format!("{field}.name"), &s.name);
+            if let Some(namespace) = &s.namespace {
+                self.check_name(doc, &format!("{field}.namespace"), namespace);
+            }
+            if s.port == 0 {
+                self.errors
+                    .push(doc.error(&format!("{field}.port"), "port must be between 1 and 65535"));
+            }
+            let namespace = s.namespace.unwrap_or_else(|| default_namespace.to_string());
+            let key = (s.name.clone(), namespace.clone());
+            match self.service_at.get(&key) {
+                Some(at) => self.errors.push(doc.error(
+                    &format!("{field}.name"),
+                    format!(
+                        "duplicate service {}.{} (first defined at {at})",
+                        s.name, namespace
+                    ),
+                )),
+                None => {
+                    _ = self
+                        .service_at
+                        .insert(key, doc.place(&format!("{field}.name")))
+                }
+            }
+
+            let mut workloads = Vec::new();
+            for (j, w) in s.workloads.into_iter().enumerate() {
+                let field = format!("{field}.workloads[{j}]");
+                self.check_name(doc, &format!("{field}.name"), &w.name);
+                match self.workload_at.get(&w.name) {
+                    Some(at) => self.errors.push(doc.error(
+                        &format!("{field}.name"),
+                        format!("duplicate workload {} (first defined at {at})", w.name),
+                    )),
+                    None => {
+                        _ = self
+                            .workload_at
+                            .insert(w.name.clone(), doc.place(&format!("{field}.name")))
+                    }
+                }
+                match w.command.first() {
+                    None => self
+                        .errors
+                        .push(doc.error(&format!("{field}.command"), "command must not be empty")),
+                    Some(program) if program.trim().is_empty() => self.errors.push(doc.error(
+                        &format!("{field}.command[0]"),
+                        "the first word of command must not be empty",
+                    )),
+                    Some(_) => {}
+                }
+                let mut labels = w.labels;
+                labels
+                    .entry("app".to_string())
+                    .or_insert_with(|| s.name.clone());
+                workloads.push(WorkloadSpec {
+                    name: w.name,
+                    labels,
+                    replicas: w.replicas,
+                    command: w.command,
+                    env: w.env,
+                });
+            }
+
+            self.services.push(ServiceSpec {
+                name: s.name,
+                namespace,
+                port: s.port,
+                lb: s.lb.unwrap_or_default(),
+                labels: s.labels,
+                annotations: s.annotations,
+                workloads,
+            });
+        }
+    }
+
+    fn check_name(&mut self, doc: &Doc, field: &str, name: &str) {
+        if !is_dns_label(name) {
+            self.errors.push(doc.error(
+                field,
+                format!(
+                    "`{name}` is not a valid name: use at most 63 lowercase letters, digits and '-', \
+                     starting and ending with a letter or digit"
+                ),
+            ));
+        }
+    }
+
+    pub fn finish(self) -> Result<Loaded, Errors> {
+        if !self.errors.is_empty() {
+            return Err(Errors(self.errors));
+        }
+        let ingress = match self.ingress {
+            Some((addr, _)) => addr,
+            None => DEFAULT_INGRESS
+                .parse()
+                .expect("DEFAULT_INGRESS is a socket address"),
+        };
+        let services = self.services;
+        Ok(Loaded {
+            mesh: self.name.map(|name| MeshSpec {
+                name,
+                ingress,
+                services,
+            }),
+            unsupported: self.unsupported,
+        })
+    }
+}
+
+/// A DNS-1123 label, as Kubernetes names services and namespaces.
+fn is_dns_label(s: &str) -> bool {
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = s.as_bytes();
+    matches!((bytes.first(), bytes.last()), (Some(&a), Some(&z)) if alphanumeric(a) && alphanumeric(z))
+        && bytes.len() <= 63
+        && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
+}
+
+/// A diagnostic at `pos` of the document that starts at file line `first_line`.
+fn at(file: &Path, first_line: usize, pos: Pos, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        line: first_line + pos.line.saturating_sub(1),
+        column: pos.column,
+        field: field.to_string(),
+        message,
+    }
+}
+
+fn whole_file(file: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+    }
+}

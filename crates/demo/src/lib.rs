@@ -1,0 +1,53 @@
+//! The echo demo service behind `weft demo echo`: a small HTTP app that reports what it received,
+//! with knobs for latency, failures and calls to other services, so a mesh has something to route.
+//!
+//! Layout:
+//! - [`serve_echo`] (`server`): the accept loop — HTTP/1.1 keep-alive and h2c, graceful drain.
+//! - `handler`: routing (`/status/{code}`, `/delay/{ms}`, `/healthz`, `/readyz`, `/fetch`,
+//!   everything else echoes) and the JSON response.
+//! - `fetch`: `/fetch`, one downstream call through the sidecar, propagating trace headers.
+//! - [`parse_duration`], [`proxy_from_env`] (`parse`): small parsers the CLI shares.
+//!
+//! The service does not depend on any other weft crate: it is an ordinary app the mesh carries.
+
+mod fetch;
+mod handler;
+mod parse;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use parse::{parse_duration, proxy_from_env};
+pub use server::serve_echo;
+
+/// How one echo instance identifies itself and misbehaves.
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    pub service: String,
+    pub version: String,
+    pub instance: String,
+    /// Added to every response (health endpoints excepted).
+    pub delay: Duration,
+    /// Fraction (0..=1) of requests answered with `fail_status` instead (health endpoints excepted).
+    pub fail_rate: f64,
+    pub fail_status: u16,
+    /// Where `/fetch` sends requests: the sidecar's outbound listener. `None` connects directly.
+    pub proxy: Option<SocketAddr>,
+}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        EchoOptions {
+            service: "echo".into(),
+            version: "v1".into(),
+            instance: "echo-0".into(),
+            delay: Duration::ZERO,
+            fail_rate: 0.0,
+            fail_status: 500,
+            proxy: None,
+        }
+    }
+}

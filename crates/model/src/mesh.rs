@@ -1,0 +1,65 @@
+//! The declared mesh: which services exist, which workloads back them, and how many replicas
+//! of each `weft up` runs. Produced by the `config` crate from a `kind: Mesh` file.
+
+use crate::names::{Identity, ServiceKey};
+use crate::snapshot::LoadBalancer;
+use crate::Labels;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Where the ingress gateway listens when the mesh file does not say.
+pub const DEFAULT_INGRESS: &str = "127.0.0.1:8080";
+
+/// A whole mesh, validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeshSpec {
+    /// The mesh's name (`metadata.name` of its first `Mesh` document); several meshes may run at once.
+    pub name: String,
+    /// Where the ingress gateway listens (port 0 picks a free one).
+    pub ingress: SocketAddr,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// One service: the name clients call, its port, and the workloads that serve it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub namespace: String,
+    /// The port clients call (`http://NAME:PORT/`).
+    pub port: u16,
+    pub lb: LoadBalancer,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub workloads: Vec<WorkloadSpec>,
+}
+
+impl ServiceSpec {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.name, &self.namespace)
+    }
+
+    /// The identity the service's workloads run as (service account = service name).
+    pub fn identity(&self) -> Identity {
+        Identity::spiffe(&self.namespace, &self.name)
+    }
+}
+
+/// One workload (a Deployment, in Kubernetes terms): a command run as `replicas` processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub labels: Labels,
+    pub replicas: u32,
+    /// argv; a first word of `weft` means the running weft executable.
+    pub command: Vec<String>,
+    /// Extra environment for the process.
+    pub env: BTreeMap<String, String>,
+}
+
+impl WorkloadSpec {
+    /// The name of replica `i`: `WORKLOAD-i`, like a StatefulSet pod.
+    pub fn instance_name(&self, i: u32) -> String {
+        format!("{}-{}", self.name, i)
+    }
+}

@@ -1,0 +1,121 @@
+//! Service names, authorities and workload identities.
+//!
+//! A client may call a service as `NAME`, `NAME:PORT`, `NAME.NAMESPACE`,
+//! `NAME.NAMESPACE.svc`, or `NAME.NAMESPACE.svc.cluster.local` (with or without a port), as in
+//! Kubernetes. These helpers turn any of those into one [`ServiceKey`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The namespace a service lives in when none is given, as in Kubernetes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The cluster domain of fully qualified service names, as in Kubernetes.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// Istio's default SPIFFE trust domain.
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// A service's name and namespace: the key everything about a service is stored under.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl ServiceKey {
+    pub fn new(name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+
+    /// `NAME.NAMESPACE.svc.cluster.local`, as Istio's `destination_service` label spells it.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.{}", self.name, self.namespace, CLUSTER_DOMAIN)
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+/// A request's host and optional port, split from a `Host` header or an `:authority`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authority<'a> {
+    pub host: &'a str,
+    pub port: Option<u16>,
+}
+
+impl<'a> Authority<'a> {
+    /// Splits `host[:port]` (and `[v6]:port`). A port that is not a number makes the whole
+    /// string the host, so it cannot match any service and the caller reports it as unknown.
+    pub fn parse(s: &'a str) -> Authority<'a> {
+        if let Some(rest) = s.strip_prefix('[') {
+            if let Some(end) = rest.find(']') {
+                let host = &rest[..end];
+                let port = rest[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+                return Authority { host, port };
+            }
+        }
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => match p.parse() {
+                Ok(port) => Authority {
+                    host: h,
+                    port: Some(port),
+                },
+                Err(_) => Authority { host: s, port: None },
+            },
+            _ => Authority { host: s, port: None },
+        }
+    }
+
+    /// The service this host names, if it has one of the Kubernetes service-name forms.
+    /// `default_namespace` is the namespace a bare `NAME` resolves in (the caller's own).
+    pub fn service_key(&self, default_namespace: &str) -> Option<ServiceKey> {
+        let host = self.host.trim_end_matches('.');
+        if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
+        let mut parts = host.split('.');
+        let name = parts.next()?;
+        let rest: Vec<&str> = parts.collect();
+        let namespace = match rest.as_slice() {
+            [] => default_namespace,
+            [ns] => ns,
+            [ns, "svc"] => ns,
+            [ns, "svc", domain @ ..] if domain.join(".").eq_ignore_ascii_case(CLUSTER_DOMAIN) => {
+                ns
+            }
+            _ => return None,
+        };
+        Some(ServiceKey::new(
+            name.to_ascii_lowercase(),
+            namespace.to_ascii_lowercase(),
+        ))
+    }
+}
+
+/// A workload identity: a SPIFFE ID such as `spiffe://cluster.local/ns/default/sa/hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Identity(pub String);
+
+impl Identity {
+    /// The SPIFFE ID of a service account in a namespace, in the default trust domain.
+    pub fn spiffe(namespace: &str, service_account: &str) -> Self {
+        Identity(format!(
+            "spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+        ))
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Endpoint state and endpoint choice.
+//!
+//! The default balancer is power-of-two-choices over peak-EWMA cost, as Linkerd's: each endpoint
+//! keeps a latency estimate that jumps up to any slower response and decays back toward faster
+//! ones; its cost is that estimate times (in-flight requests + 1). Two endpoints are drawn at
+//! random and the cheaper is taken. Costs within [`TIE_BAND`] of each other count as equal and
+//! the choice between them is random, so measurement noise on identical replicas does not pin
+//! traffic to one of them. Endpoints that just failed to connect sit out a short backoff.
+//!
+//! All state here is atomics: the hot path takes no lock.
+
+use crate::upstream::H2Pool;
+use model::Endpoint;
+use rand::Rng;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How fast a latency estimate forgets: after this long without new samples it has decayed to
+/// 1/e. Short, so that an endpoint that had one slow response is tried again within a second.
+pub const DECAY: Duration = Duration::from_millis(300);
+/// Costs closer than this ratio are a tie, broken at random.
+pub const TIE_BAND: f64 = 1.25;
+/// First and longest sit-out after a connection failure.
+pub const FAIL_BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub const FAIL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// One endpoint as the balancer sees it. Outlives snapshots: a new snapshot that still lists
+/// the endpoint keeps its estimate, its in-flight count and its pooled connection.
+pub struct EndpointState {
+    pub endpoint: Endpoint,
+    pub conn: H2Pool,
+    rtt_ns: AtomicU64,
+    stamp_ns: AtomicU64,
+    pending: AtomicUsize,
+    fail_until_ns: AtomicU64,
+    fail_streak: AtomicU32,
+}
+
+impl EndpointState {
+    pub fn new(endpoint: Endpoint, initial_rtt_ns: u64) -> Self {
+        Self {
+            endpoint,
+            conn: H2Pool::default(),
+            rtt_ns: AtomicU64::new(initial_rtt_ns),
+            stamp_ns: AtomicU64::new(now_ns()),
+            pending: AtomicUsize::new(0),
+            fail_until_ns: AtomicU64::new(0),
+            fail_streak: AtomicU32::new(0),
+        }
+    }
+
+    /// The latency estimate now, decayed for the time since the last sample.
+    pub fn rtt_estimate_ns(&self, now: u64) -> f64 {
+        let rtt = self.rtt_ns.load(Relaxed) as f64;
+        let elapsed = now.saturating_sub(self.stamp_ns.load(Relaxed)) as f64;
+        rtt * (-elapsed / DECAY.as_nanos() as f64).exp()
+    }
+
+    fn cost(&self, now: u64) -> f64 {
+        // +1 ns keeps a fresh endpoint's in-flight count meaningful when its estimate is 0.
+        (self.rtt_estimate_ns(now) + 1.0) * (self.pending.load(Relaxed) + 1) as f64
+    }
+
+    fn is_failing(&self, now: u64) -> bool {
+        self.fail_until_ns.load(Relaxed) > now
+    }
+
+    /// Marks a request as started; the guard records its latency when dropped (or on `success`).
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.pending.fetch_add(1, Relaxed);
+        InFlight {
+            ep: self.clone(),
+            started: now_ns(),
+        }
+    }
+
+    /// A connection to this endpoint failed: sit out an exponentially growing backoff.
+    pub fn connect_failed(&self) {
+        let streak = self.fail_streak.fetch_add(1, Relaxed).min(10);
+        let backoff = (FAIL_BACKOFF_MIN * 2u32.pow(streak)).min(FAIL_BACKOFF_MAX);
+        self.fail_until_ns
+            .store(now_ns() + backoff.as_nanos() as u64, Relaxed);
+        self.conn.reset();
+    }
+
+    fn record(&self, started: u64) {
+        let now = now_ns();
+        let sample = now.saturating_sub(started) as f64;
+        let prev_stamp = self.stamp_ns.swap(now, Relaxed);
+        let est = self.rtt_ns.load(Relaxed) as f64;
+        let new = if sample > est {
+            sample
+        } else {
+            let w = (-(now.saturating_sub(prev_stamp) as f64) / DECAY.as_nanos() as f64).exp();
+            est * w + sample * (1.0 - w)
+        };
+        self.rtt_ns.store(new as u64, Relaxed);
+        if self.fail_streak.load(Relaxed) != 0 {
+            self.fail_streak.store(0, Relaxed);
+            self.fail_until_ns.store(0, Relaxed);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Relaxed)
+    }
+}
+
+/// A request in flight to an endpoint.
+pub struct InFlight {
+    ep: Arc<EndpointState>,
+    started: u64,
+}
+
+impl InFlight {
+    /// The response head arrived: feed its latency to the estimate.
+    pub fn success(self) {
+        self.ep.record(self.started);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ep.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The initial estimate for an endpoint that has none: the cheapest of its peers', so a new or
+/// returning replica gets traffic at once instead of waiting for a pessimistic default to decay.
+pub fn initial_rtt_ns(peers: &[Arc<EndpointState>]) -> u64 {
+    let now = now_ns();
+    peers
+        .iter()
+        .map(|p| p.rtt_estimate_ns(now) as u64)
+        .min()
+        .unwrap_or(0)
+}
+
+/// Picks an endpoint with power of two choices over peak-EWMA cost, skipping `exclude`
+/// (endpoints a retry already tried) and endpoints in failure backoff when others are left.
+pub fn pick_p2c<'a>(
+    eps: &'a [Arc<EndpointState>],
+    exclude: &[usize],
+) -> Option<(usize, &'a Arc<EndpointState>)> {
+    let now = now_ns();
+    let mut rng = rand::thread_rng();
+    let usable = |i: usize, strict: bool| !exclude.contains(&i) && !(strict && eps[i].is_failing(now));
+    for strict in [true, false] {
+        let candidates = (0..eps.len()).filter(|&i| usable(i, strict)).count();
+        match candidates {
+            0 => continue,
+            1 => {
+                let i = (0..eps.len()).find(|&i| usable(i, strict))?;
+                return Some((i, &eps[i]));
+            }
+            _ => {}
+        }
+        let draw = |rng: &mut rand::rngs::ThreadRng| loop {
+            let i = rng.gen_range(0..eps.len());
+            if usable(i, strict) {
+                return i;
+            }
+        };
+        let a = draw(&mut rng);
+        let b = loop {
+            let b = draw(&mut rng);
+            if b != a {
+                break b;
+            }
+        };
+        let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
+        let pick = if ca * TIE_BAND < cb {
+            a
+        } else if cb * TIE_BAND < ca {
+            b
+        } else if rng.gen::<bool>() {
+            a
+        } else {
+            b
+        };
+        return Some((pick, &eps[pick]));
+    }
+    None
+}
+
+/// Picks the next endpoint in turn, skipping `exclude` and failing endpoints when others are left.
+pub fn pick_round_robin<'a>(
+    eps: &'a [Arc<EndpointState>],
+    next: &AtomicUsize,
+    exclude: &[usize],
+) -> Option<(usize, &'a Arc<EndpointState>)> {
+    if eps.is_empty() {
+        return None;
+    }
+    let now = now_ns();
+    let start = next.fetch_add(1, Relaxed);
+    for strict in [true, false] {
+        for k in 0..eps.len() {
+            let i = (start + k) % eps.len();
+            if !exclude.contains(&i) && !(strict && eps[i].is_failing(now)) {
+                return Some((i, &eps[i]));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

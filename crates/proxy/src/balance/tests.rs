@@ -1,0 +1,86 @@
+use super::*;
+use model::Identity;
+
+fn eps(n: usize) -> Vec<Arc<EndpointState>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(EndpointState::new(
+                Endpoint {
+                    instance: format!("e-{i}"),
+                    workload: "e".into(),
+                    address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    labels: Default::default(),
+                    identity: Identity::spiffe("default", "e"),
+                },
+                0,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn p2c_spreads_over_identical_endpoints() {
+    let eps = eps(2);
+    let mut counts = [0usize; 2];
+    for _ in 0..2000 {
+        let (i, ep) = pick_p2c(&eps, &[]).unwrap();
+        counts[i] += 1;
+        ep.start().success();
+    }
+    assert!(counts.iter().all(|&c| c > 700), "{counts:?}");
+}
+
+#[test]
+fn p2c_prefers_the_endpoint_with_fewer_requests_in_flight() {
+    let eps = eps(2);
+    let _busy: Vec<_> = (0..10).map(|_| eps[0].start()).collect();
+    eps[0].rtt_ns.store(1_000_000, Relaxed);
+    eps[1].rtt_ns.store(1_000_000, Relaxed);
+    for _ in 0..100 {
+        assert_eq!(pick_p2c(&eps, &[]).unwrap().0, 1);
+    }
+}
+
+#[test]
+fn failing_endpoints_sit_out_unless_nothing_else_is_left() {
+    let eps = eps(3);
+    eps[1].connect_failed();
+    for _ in 0..200 {
+        assert_ne!(pick_p2c(&eps, &[]).unwrap().0, 1);
+    }
+    assert_eq!(pick_p2c(&eps, &[0, 2]).unwrap().0, 1);
+    let next = AtomicUsize::new(0);
+    for _ in 0..10 {
+        assert_ne!(pick_round_robin(&eps, &next, &[]).unwrap().0, 1);
+    }
+}
+
+#[test]
+fn retries_exclude_tried_endpoints() {
+    let eps = eps(2);
+    for _ in 0..50 {
+        assert_eq!(pick_p2c(&eps, &[0]).unwrap().0, 1);
+    }
+    assert!(pick_p2c(&eps, &[0, 1]).is_none());
+}
+
+#[test]
+fn round_robin_takes_turns() {
+    let eps = eps(3);
+    let next = AtomicUsize::new(0);
+    let order: Vec<usize> = (0..6)
+        .map(|_| pick_round_robin(&eps, &next, &[]).unwrap().0)
+        .collect();
+    assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn peak_estimate_jumps_up_and_decays() {
+    let ep = &eps(1)[0];
+    ep.rtt_ns.store(5_000_000, Relaxed);
+    ep.stamp_ns.store(now_ns(), Relaxed);
+    let now = now_ns();
+    assert!(ep.rtt_estimate_ns(now) > 4_000_000.0);
+    let later = now + 3 * DECAY.as_nanos() as u64;
+    assert!(ep.rtt_estimate_ns(later) < 500_000.0);
+}

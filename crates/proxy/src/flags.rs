@@ -1,0 +1,73 @@
+//! Response flags: the closed set of reasons a proxy answers a request itself, named as Envoy
+//! names them so that logs and dashboards read the same. Every such response carries the header
+//! `x-weft-flag`.
+
+use crate::body::{self, Body};
+use http::{HeaderValue, Response, StatusCode};
+
+/// The header a proxy-made response carries, naming its [`Flag`].
+pub const FLAG_HEADER: &str = "x-weft-flag";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// No route: the host is not a service of the mesh.
+    NoRoute,
+    /// No healthy upstream: the service has no ready endpoint.
+    NoHealthyUpstream,
+    /// Upstream connection failure.
+    UpstreamConnectFailure,
+    /// Upstream connection terminated mid-request.
+    UpstreamConnectionTermination,
+    /// Upstream request timeout.
+    UpstreamTimeout,
+    /// Retry limit exceeded.
+    RetryLimitExceeded,
+    /// The proxy is draining / overflowing and refused the request.
+    Overflow,
+    /// Downstream sent a request the proxy cannot forward.
+    BadRequest,
+}
+
+impl Flag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::NoRoute => "NR",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::UpstreamConnectFailure => "UF",
+            Flag::UpstreamConnectionTermination => "UC",
+            Flag::UpstreamTimeout => "UT",
+            Flag::RetryLimitExceeded => "URX",
+            Flag::Overflow => "UO",
+            Flag::BadRequest => "DPE",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Flag::NoRoute => StatusCode::NOT_FOUND,
+            Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Flag::BadRequest => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A response the proxy makes itself: the flag's status, the flag header and a one-line body.
+pub fn respond(flag: Flag, message: impl Into<String>) -> Response<Body> {
+    let mut msg = message.into();
+    msg.push('\n');
+    let mut rsp = Response::new(body::full(msg));
+    *rsp.status_mut() = flag.status();
+    let h = rsp.headers_mut();
+    h.insert(FLAG_HEADER, HeaderValue::from_static(flag.as_str()));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+/// The flag a response carries, if a proxy made it.
+pub fn of<B>(rsp: &Response<B>) -> Option<&str> {
+    rsp.headers().get(FLAG_HEADER).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,163 @@
+//! Mesh → app: the inbound side of a sidecar. Requests from peer proxies (HTTP/2) and from
+//! plain clients (HTTP/1.1 or HTTP/2) are forwarded to the local app over a keep-alive HTTP/1.1
+//! pool. The sidecar also watches whether its app accepts connections and reports that as its
+//! readiness, so the control plane takes a dead app's replica out of every balancer.
+
+use crate::body::{self, Body};
+use crate::flags::{self, Flag};
+use crate::metrics::{Direction, Metrics};
+use crate::outbound::{finish_response, request_authority, strip_hop_by_hop};
+use crate::server::{Drain, Handler};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The header the inbound side adds, naming the replica whose sidecar the request went through.
+pub const INBOUND_HEADER: &str = "x-weft-inbound";
+/// How long an idle keep-alive connection to the app is kept.
+const APP_POOL_IDLE: Duration = Duration::from_secs(90);
+/// How long the app gets to accept a connection.
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether the local app accepts connections, and who wants to hear when that changes.
+#[derive(Default)]
+pub struct AppHealth {
+    ready: AtomicBool,
+    pub changed: Notify,
+}
+
+impl AppHealth {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::AcqRel) != ready {
+            self.changed.notify_one();
+        }
+    }
+}
+
+pub struct Inbound {
+    app: SocketAddr,
+    app_authority: http::uri::Authority,
+    client: Client<HttpConnector, Body>,
+    instance: HeaderValue,
+    pub health: Arc<AppHealth>,
+    metrics: Arc<Metrics>,
+    drain: Drain,
+}
+
+impl Inbound {
+    pub fn new(
+        app: SocketAddr,
+        instance: &str,
+        health: Arc<AppHealth>,
+        metrics: Arc<Metrics>,
+        drain: Drain,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(APP_CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(APP_POOL_IDLE)
+            .build(connector);
+        Inbound {
+            app,
+            app_authority: app.to_string().parse().expect("a socket address is an authority"),
+            client,
+            instance: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("unknown")),
+            health,
+            metrics,
+            drain,
+        }
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let authority = request_authority(&parts.uri, &parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(a) = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            parts.headers.insert(header::HOST, a);
+        }
+        parts
+            .headers
+            .insert(INBOUND_HEADER, self.instance.clone());
+        let path = parts.uri.path_and_query().cloned();
+        let mut uri = Uri::builder()
+            .scheme("http")
+            .authority(self.app_authority.clone());
+        if let Some(p) = path {
+            uri = uri.path_and_query(p);
+        } else {
+            uri = uri.path_and_query("/");
+        }
+        parts.uri = match uri.build() {
+            Ok(u) => u,
+            Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
+        };
+        parts.version = Version::HTTP_11;
+        let req = Request::from_parts(parts, body::incoming(body));
+        match self.client.request(req).await {
+            Ok(rsp) => rsp.map(body::incoming),
+            Err(e) if e.is_connect() => {
+                // Tell the control plane at once; the prober will notice when the app is back.
+                self.health.set(false);
+                flags::respond(
+                    Flag::UpstreamConnectFailure,
+                    format!("app at {} refused the connection", self.app),
+                )
+            }
+            Err(e) => flags::respond(
+                Flag::UpstreamConnectionTermination,
+                format!("app at {}: {e}", self.app),
+            ),
+        }
+    }
+}
+
+impl Handler for Inbound {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        async move {
+            let version = req.version();
+            let mut rsp = self.forward(req).await;
+            finish_response(&mut rsp, version, &self.drain);
+            if let Some(f) = flags::of(&rsp) {
+                if f == Flag::UpstreamConnectFailure.as_str() {
+                    self.metrics.flag(Flag::UpstreamConnectFailure);
+                } else if f == Flag::UpstreamConnectionTermination.as_str() {
+                    self.metrics.flag(Flag::UpstreamConnectionTermination);
+                }
+            }
+            self.metrics.request(Direction::inbound, rsp.status().as_u16());
+            rsp
+        }
+    }
+}
+
+/// Checks every `interval` that the app accepts TCP connections, and records the answer.
+pub async fn probe_app(app: SocketAddr, health: Arc<AppHealth>, interval: Duration) {
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(app)).await,
+            Ok(Ok(_))
+        );
+        if ok != health.is_ready() {
+            tracing::info!(%app, ready = ok, "app readiness changed");
+        }
+        health.set(ok);
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,33 @@
+//! weft's data plane: one proxy binary that runs as a workload's sidecar, as the mesh's ingress
+//! gateway, or as a short-lived client proxy for `weft exec`.
+//!
+//! Layout — one file per phase of a request:
+//! - [`settings`]: what a proxy is told at start (who it is, where to listen, its control plane).
+//! - [`run`]: binds every listener eagerly, starts the runtimes, and drains on shutdown.
+//! - [`discovery`]: the control-plane stream: receives snapshots, acks them, reports health.
+//! - [`table`]: a snapshot compiled into the lookup structure requests read (one `ArcSwap` load each).
+//! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, round robin).
+//! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies.
+//! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
+//! - [`inbound`]: mesh → app: forward to the local app over a keep-alive HTTP/1.1 pool.
+//! - [`server`]: the accept loop shared by every listener, with graceful drain.
+//! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
+//! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
+//! - [`metrics`]: the proxy's Prometheus metrics.
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod discovery;
+pub mod flags;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod run;
+pub mod server;
+pub mod settings;
+pub mod table;
+pub mod upstream;
+
+pub use run::{run, Bound};
+pub use settings::{Mode, Settings};

@@ -1,0 +1,344 @@
+//! App → mesh: the outbound side of a sidecar, and the ingress gateway.
+//!
+//! A request names its service in the absolute-form URI (`GET http://hello:80/ HTTP/1.1`, as sent
+//! to an `HTTP_PROXY`) or in `Host`/`:authority`. The route is looked up in the snapshot in force,
+//! an endpoint is chosen by the service's balancer, and the request goes to that endpoint's
+//! sidecar over the pooled HTTP/2 connection. Attempts that provably never reached the app
+//! (connection refused, stream refused, the peer sidecar could not reach its app) are retried on
+//! another endpoint, as Istio's default retry policy does for connect failures.
+
+use crate::balance::{EndpointState, InFlight};
+use crate::body::{self, Body};
+use crate::flags::{self, Flag};
+use crate::metrics::{Direction, Metrics};
+use crate::server::{Drain, Handler};
+use crate::settings::Mode;
+use crate::table::RouteTable;
+use crate::upstream::ConnectError;
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use model::Authority;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Attempts per request: the first plus Istio's default of two retries.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// The header the outbound side adds, naming the calling workload's identity.
+pub const CLIENT_ID_HEADER: &str = "x-weft-client";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub struct Outbound {
+    pub table: Arc<ArcSwap<RouteTable>>,
+    pub mode: Mode,
+    /// The namespace a bare service name resolves in.
+    pub namespace: String,
+    pub client_id: HeaderValue,
+    pub metrics: Arc<Metrics>,
+    pub drain: Drain,
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// The request never reached the peer: safe to send elsewhere.
+    Retryable(String),
+    /// The request may have reached the app: answering is all that is left.
+    Final(Flag, String),
+}
+
+impl Handler for Outbound {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        async move {
+            let version = req.version();
+            let mut rsp = self.route(req).await;
+            finish_response(&mut rsp, version, &self.drain);
+            if let Some(flag) = flags::of(&rsp).and_then(flag_from_str) {
+                self.metrics.flag(flag);
+            }
+            self.metrics
+                .request(Direction::outbound, rsp.status().as_u16());
+            rsp
+        }
+    }
+}
+
+impl Outbound {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let Some(authority) = request_authority(&parts.uri, &parts.headers) else {
+            return flags::respond(Flag::BadRequest, "request names no host");
+        };
+        let auth = Authority::parse(&authority);
+        let backend = {
+            let table = self.table.load();
+            table.resolve(&auth, &self.namespace).cloned()
+        };
+        let Some(backend) = backend else {
+            return flags::respond(
+                Flag::NoRoute,
+                format!("no service in the mesh for host {authority:?}"),
+            );
+        };
+        if self.mode != Mode::Ingress {
+            let port = auth.port.unwrap_or(80);
+            if port != backend.port {
+                return flags::respond(
+                    Flag::NoRoute,
+                    format!(
+                        "no service in the mesh for host {authority:?}: {} listens on port {}",
+                        backend.key, backend.port
+                    ),
+                );
+            }
+        }
+
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        if !parts.headers.contains_key(REQUEST_ID_HEADER) {
+            parts
+                .headers
+                .insert(REQUEST_ID_HEADER, new_request_id());
+        }
+        parts
+            .headers
+            .insert(CLIENT_ID_HEADER, self.client_id.clone());
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = match Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(u) => u,
+            Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
+        };
+        parts.version = Version::HTTP_2;
+
+        // Only a request without a body can be sent twice; any request can move on to another
+        // endpoint while no connection would take it.
+        let replayable = http_body::Body::is_end_stream(&body);
+        let mut first_body = Some(body::incoming(body));
+        let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
+        let mut last_error = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some((idx, ep)) = backend.pick(&tried) else {
+                break;
+            };
+            let ep = ep.clone();
+            tried.push(idx);
+            if attempt > 0 {
+                self.metrics.retries.inc();
+            }
+            let in_flight = ep.start();
+            let sender = match ready_sender(&ep).await {
+                Ok(s) => s,
+                Err(msg) => {
+                    tracing::debug!(service = %backend.key, %msg, "attempt failed");
+                    last_error = Some(msg);
+                    continue;
+                }
+            };
+            let req = match (replayable, first_body.take()) {
+                (true, b) => clone_request(&parts, b.unwrap_or_else(body::empty)),
+                (false, Some(b)) => {
+                    Request::from_parts(std::mem::replace(&mut parts, empty_parts()), b)
+                }
+                (false, None) => break,
+            };
+            match send(&ep, sender, req, in_flight).await {
+                Ok(rsp) => return rsp,
+                Err(AttemptError::Final(flag, msg)) => return flags::respond(flag, msg),
+                Err(AttemptError::Retryable(msg)) => {
+                    tracing::debug!(service = %backend.key, %msg, "attempt failed");
+                    last_error = Some(msg);
+                }
+            }
+        }
+        match last_error {
+            None => flags::respond(
+                Flag::NoHealthyUpstream,
+                format!("no ready endpoint for service {}", backend.key),
+            ),
+            Some(msg) => flags::respond(
+                Flag::UpstreamConnectFailure,
+                format!("no endpoint of {} could be reached: {msg}", backend.key),
+            ),
+        }
+    }
+}
+
+/// A sender on an open, ready connection to `ep`.
+async fn ready_sender(
+    ep: &Arc<EndpointState>,
+) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
+    let mut sender = match ep.conn.sender(ep.endpoint.address).await {
+        Ok(s) => s,
+        Err(e) => {
+            ep.connect_failed();
+            return Err(connect_message(&ep.endpoint.instance, &e));
+        }
+    };
+    if sender.ready().await.is_err() {
+        ep.conn.reset();
+        return Err(format!("connection to {} closed", ep.endpoint.instance));
+    }
+    Ok(sender)
+}
+
+/// One attempt on a ready connection.
+async fn send(
+    ep: &Arc<EndpointState>,
+    mut sender: hyper::client::conn::http2::SendRequest<Body>,
+    req: Request<Body>,
+    in_flight: InFlight,
+) -> Result<Response<Body>, AttemptError> {
+    match sender.send_request(req).await {
+        Ok(rsp) => {
+            // The peer sidecar could not reach its app: nothing was processed, try elsewhere.
+            if flags::of(&rsp) == Some(Flag::UpstreamConnectFailure.as_str()) {
+                return Err(AttemptError::Retryable(format!(
+                    "{}: its app refused the connection",
+                    ep.endpoint.instance
+                )));
+            }
+            in_flight.success();
+            Ok(rsp.map(body::incoming))
+        }
+        Err(e) if never_processed(&e) => {
+            ep.conn.reset();
+            Err(AttemptError::Retryable(format!(
+                "{}: request refused: {e}",
+                ep.endpoint.instance
+            )))
+        }
+        Err(e) => {
+            ep.conn.reset();
+            Err(AttemptError::Final(
+                Flag::UpstreamConnectionTermination,
+                format!("{}: upstream connection error: {e}", ep.endpoint.instance),
+            ))
+        }
+    }
+}
+
+fn connect_message(instance: &str, e: &ConnectError) -> String {
+    format!("{instance}: {e}")
+}
+
+/// True when hyper or h2 says the peer did not start processing the request.
+fn never_processed(e: &hyper::Error) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn flag_from_str(s: &str) -> Option<Flag> {
+    [
+        Flag::NoRoute,
+        Flag::NoHealthyUpstream,
+        Flag::UpstreamConnectFailure,
+        Flag::UpstreamConnectionTermination,
+        Flag::UpstreamTimeout,
+        Flag::RetryLimitExceeded,
+        Flag::Overflow,
+        Flag::BadRequest,
+    ]
+    .into_iter()
+    .find(|f| f.as_str() == s)
+}
+
+/// The authority a request is for: its absolute-form URI, else its Host header.
+pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(a) = uri.authority() {
+        return Some(a.as_str().to_owned());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones the
+/// `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(n);
+    }
+}
+
+/// Makes a response fit the downstream connection it goes back on.
+pub fn finish_response(rsp: &mut Response<Body>, downstream: Version, drain: &Drain) {
+    if rsp.version() != downstream {
+        strip_hop_by_hop(rsp.headers_mut());
+        *rsp.version_mut() = downstream;
+    }
+    if drain.is_draining() && downstream < Version::HTTP_2 {
+        rsp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+fn clone_request(parts: &http::request::Parts, body: Body) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+fn empty_parts() -> http::request::Parts {
+    Request::new(()).into_parts().0
+}
+
+/// A random UUID (version 4 layout), as Envoy generates for `x-request-id`.
+pub fn new_request_id() -> HeaderValue {
+    let v: u128 = rand::random();
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (v >> 96) as u32,
+        (v >> 80) as u16,
+        (v >> 64) as u16,
+        (v >> 48) as u16,
+        v & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}

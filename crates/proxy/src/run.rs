@@ -1,0 +1,265 @@
+//! Starting and stopping a proxy. Every listener is bound eagerly (a taken port is an error
+//! before anything runs) and reported; the data plane runs on its own runtime, while control
+//! work (the control-plane stream, the app prober, the admin listener) runs on another thread.
+//!
+//! Shutdown: tell the control plane we are draining (peers stop picking us), stop accepting,
+//! let in-flight requests finish up to the drain timeout, then exit.
+
+use crate::admin::Admin;
+use crate::inbound::{self, AppHealth, Inbound};
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+use crate::server::{self, Drain};
+use crate::settings::{Mode, Settings};
+use crate::table::RouteTable;
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The addresses a proxy actually listens on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bound {
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr} ({what} listener): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// State shared by the data plane, the control stream and the admin listener.
+pub struct Shared {
+    pub settings: Settings,
+    pub bound: Bound,
+    pub table: Arc<ArcSwap<RouteTable>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<AppHealth>,
+    pub has_snapshot: AtomicBool,
+    /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
+    pub shutdown: CancellationToken,
+    pub drain: Drain,
+}
+
+impl Shared {
+    /// Why this proxy should not receive traffic as an endpoint, if it should not.
+    pub fn endpoint_not_ready_reason(&self) -> Option<&'static str> {
+        if self.drain.is_draining() {
+            Some("draining")
+        } else if self.settings.mode == Mode::Sidecar && !self.health.is_ready() {
+            Some("app is not accepting connections")
+        } else {
+            None
+        }
+    }
+
+    /// Why `/ready` says no, if it does.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.has_snapshot.load(Ordering::Acquire) {
+            Some("no snapshot from the control plane yet")
+        } else {
+            self.endpoint_not_ready_reason()
+        }
+    }
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, RunError> {
+    let err = |source| RunError::Bind { addr, what, source };
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    Ok(l)
+}
+
+/// Runs a proxy until `shutdown` is cancelled (or SIGTERM/SIGINT when `signals`), then drains.
+/// `on_bound` is called once every listener is bound, before any traffic is served.
+pub fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    signals: bool,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<(), RunError> {
+    let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
+    let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
+    let admin = bind(settings.admin, "admin")?;
+    let local = |l: &std::net::TcpListener| l.local_addr().ok();
+    let bound = Bound {
+        inbound: inbound.as_ref().and_then(local),
+        outbound: outbound.as_ref().and_then(local),
+        admin: local(&admin).unwrap_or(settings.admin),
+    };
+    on_bound(&bound);
+
+    let drain = Drain::new(settings.drain_grace);
+    let shared = Arc::new(Shared {
+        bound,
+        table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(AppHealth::default()),
+        has_snapshot: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
+        drain: drain.clone(),
+        settings,
+    });
+
+    // Control work: its own thread and runtime, so it never steals data-plane time.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let done = CancellationToken::new();
+    let control_thread = {
+        let (shared, done) = (shared.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("weft-control".into())
+            .spawn(move || {
+                control_rt.block_on(control_work(shared, admin, signals, done));
+            })
+            .map_err(RunError::Runtime)?
+    };
+
+    let workers = shared.settings.workers.max(1);
+    let data_rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    }
+    .enable_all()
+    .thread_name("weft-data")
+    .build()
+    .map_err(RunError::Runtime)?;
+
+    let result = data_rt.block_on(data_plane(shared.clone(), outbound, inbound));
+    done.cancel();
+    let _ = control_thread.join();
+    data_rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+async fn control_work(
+    shared: Arc<Shared>,
+    admin: std::net::TcpListener,
+    signals: bool,
+    done: CancellationToken,
+) {
+    if signals {
+        let token = shared.shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received; draining");
+            token.cancel();
+        });
+    }
+    if let (Mode::Sidecar, Some(app)) = (shared.settings.mode, shared.settings.app) {
+        let health = shared.health.clone();
+        let metrics = shared.metrics.clone();
+        let interval = shared.settings.probe_interval;
+        tokio::spawn(async move {
+            let watch = inbound::probe_app(app, health.clone(), interval);
+            tokio::pin!(watch);
+            loop {
+                tokio::select! {
+                    _ = &mut watch => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        metrics.app_ready.set(health.is_ready() as i64);
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(crate::discovery::run(shared.clone()));
+    match tokio::net::TcpListener::from_std(admin) {
+        Ok(admin) => {
+            let admin_drain = Drain::new(Duration::ZERO);
+            let handler = Arc::new(Admin {
+                shared: shared.clone(),
+            });
+            tokio::spawn(server::serve(admin, handler, admin_drain, TaskTracker::new()));
+        }
+        Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+    }
+    done.cancelled().await;
+}
+
+async fn data_plane(
+    shared: Arc<Shared>,
+    outbound: Option<std::net::TcpListener>,
+    inbound: Option<std::net::TcpListener>,
+) -> Result<(), RunError> {
+    let tracker = TaskTracker::new();
+    let s = &shared.settings;
+    let from_std = |l: std::net::TcpListener, what| {
+        let addr = l.local_addr().unwrap_or(s.admin);
+        tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind { addr, what, source })
+    };
+    if let Some(l) = outbound {
+        let handler = Arc::new(Outbound {
+            table: shared.table.clone(),
+            mode: s.mode,
+            namespace: s.namespace.clone(),
+            client_id: HeaderValue::from_str(&s.identity.0)
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            metrics: shared.metrics.clone(),
+            drain: shared.drain.clone(),
+        });
+        tracker.spawn(server::serve(
+            from_std(l, "outbound")?,
+            handler,
+            shared.drain.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let (Some(l), Some(app)) = (inbound, s.app) {
+        let handler = Arc::new(Inbound::new(
+            app,
+            &s.instance,
+            shared.health.clone(),
+            shared.metrics.clone(),
+            shared.drain.clone(),
+        ));
+        tracker.spawn(server::serve(
+            from_std(l, "inbound")?,
+            handler,
+            shared.drain.clone(),
+            tracker.clone(),
+        ));
+    }
+
+    shared.shutdown.cancelled().await;
+    tracing::info!(instance = %s.instance, "draining");
+    shared.drain.start();
+    shared.health.changed.notify_one();
+    tracker.close();
+    if tokio::time::timeout(s.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?s.drain_timeout, "drain timed out; closing the remaining connections");
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Connections to peer proxies: one multiplexed HTTP/2 connection per endpoint, opened on first
+//! use and reopened when it closes. Whatever the app speaks, proxy-to-proxy traffic rides these
+//! (as Linkerd does), so the two-hop path costs one pooled connection, not one per request.
+
+use crate::body::Body;
+use arc_swap::ArcSwapOption;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// How long to wait for a peer proxy to accept a connection. Peers are on loopback or a LAN; a
+/// peer that takes longer is treated as down and another endpoint is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 PING interval on idle connections, to notice a dead peer without traffic.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0}: {1}")]
+    Tcp(SocketAddr, std::io::Error),
+    #[error("connect to {0}: timed out after {CONNECT_TIMEOUT:?}")]
+    Timeout(SocketAddr),
+    #[error("HTTP/2 handshake with {0}: {1}")]
+    Handshake(SocketAddr, hyper::Error),
+}
+
+/// The pooled connection to one endpoint.
+#[derive(Default)]
+pub struct H2Pool {
+    current: ArcSwapOption<http2::SendRequest<Body>>,
+    /// Serialises connection setup so that a burst of requests opens one connection, not many.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl H2Pool {
+    /// A sender on an open connection, connecting first when there is none.
+    pub async fn sender(&self, addr: SocketAddr) -> Result<http2::SendRequest<Body>, ConnectError> {
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
+        let send = connect(addr).await?;
+        self.current.store(Some(Arc::new(send.clone())));
+        Ok(send)
+    }
+
+    fn live(&self) -> Option<http2::SendRequest<Body>> {
+        let cur = self.current.load();
+        match cur.as_deref() {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Forgets the current connection (after it failed), so the next request opens a new one.
+    pub fn reset(&self) {
+        self.current.store(None);
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<http2::SendRequest<Body>, ConnectError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout(addr))?
+        .map_err(|e| ConnectError::Tcp(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_while_idle(false)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::Handshake(addr, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "peer connection closed");
+        }
+    });
+    Ok(send)
+}
