@@ -3,9 +3,12 @@
 //! The default balancer is power-of-two-choices over peak-EWMA cost, as Linkerd's: each endpoint
 //! keeps a latency estimate that jumps up to any slower response and decays back toward faster
 //! ones; its cost is that estimate times (in-flight requests + 1). Two endpoints are drawn at
-//! random and the cheaper is taken. Costs within [`TIE_BAND`] of each other count as equal and
-//! the choice between them is random, so measurement noise on identical replicas does not pin
-//! traffic to one of them. Endpoints that just failed to connect sit out a short backoff.
+//! random and one of them is taken with a probability inversely proportional to its cost: an
+//! endpoint three times as costly gets a quarter of the pair's traffic. (Classic P2C always
+//! takes the cheaper one; on identical replicas that lets a single slow response pin traffic to
+//! one replica for as long as the estimate takes to decay. The weighted coin spreads identical
+//! replicas evenly and still steers hard away from slow or overloaded ones.) Endpoints that just
+//! failed to connect sit out a short backoff.
 //!
 //! All state here is atomics: the hot path takes no lock.
 
@@ -19,8 +22,8 @@ use std::time::{Duration, Instant};
 /// How fast a latency estimate forgets: after this long without new samples it has decayed to
 /// 1/e. Short, so that an endpoint that had one slow response is tried again within a second.
 pub const DECAY: Duration = Duration::from_millis(300);
-/// Costs closer than this ratio are a tie, broken at random.
-pub const TIE_BAND: f64 = 1.25;
+/// Latency differences below this are noise, not signal (a loopback round trip is ~100 µs).
+const RTT_FLOOR_NS: f64 = 10_000.0;
 /// First and longest sit-out after a connection failure.
 pub const FAIL_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const FAIL_BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -63,8 +66,7 @@ impl EndpointState {
     }
 
     fn cost(&self, now: u64) -> f64 {
-        // +1 ns keeps a fresh endpoint's in-flight count meaningful when its estimate is 0.
-        (self.rtt_estimate_ns(now) + 1.0) * (self.pending.load(Relaxed) + 1) as f64
+        (self.rtt_estimate_ns(now) + RTT_FLOOR_NS) * (self.pending.load(Relaxed) + 1) as f64
     }
 
     fn is_failing(&self, now: u64) -> bool {
@@ -91,7 +93,11 @@ impl EndpointState {
 
     fn record(&self, started: u64) {
         let now = now_ns();
-        let sample = now.saturating_sub(started) as f64;
+        self.observe(now.saturating_sub(started) as f64, now);
+    }
+
+    /// Feeds one latency sample (ns) taken at `now`.
+    fn observe(&self, sample: f64, now: u64) {
         let prev_stamp = self.stamp_ns.swap(now, Relaxed);
         let est = self.rtt_ns.load(Relaxed) as f64;
         let new = if sample > est {
@@ -175,15 +181,8 @@ pub fn pick_p2c<'a>(
             }
         };
         let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
-        let pick = if ca * TIE_BAND < cb {
-            a
-        } else if cb * TIE_BAND < ca {
-            b
-        } else if rng.gen::<bool>() {
-            a
-        } else {
-            b
-        };
+        // P(a) = cb / (ca + cb): the cheaper endpoint is likelier, never certain.
+        let pick = if rng.gen::<f64>() * (ca + cb) < cb { a } else { b };
         return Some((pick, &eps[pick]));
     }
     None

@@ -221,7 +221,7 @@ async fn data_plane(
         let handler = Arc::new(Outbound {
             table: shared.table.clone(),
             mode: s.mode,
-            namespace: s.namespace.clone(),
+            namespace: s.default_namespace.clone(),
             client_id: HeaderValue::from_str(&s.identity.0)
                 .unwrap_or(HeaderValue::from_static("unknown")),
             metrics: shared.metrics.clone(),

@@ -38,6 +38,8 @@ pub struct Settings {
     pub mode: Mode,
     pub service: String,
     pub namespace: String,
+    /// The namespace a bare service name (`http://hello/`) resolves in.
+    pub default_namespace: String,
     pub workload: String,
     pub instance: String,
     pub labels: Labels,

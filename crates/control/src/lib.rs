@@ -1,0 +1,22 @@
+//! weft's control plane.
+//!
+//! Layout:
+//! - [`registry`]: the declared mesh plus every connected proxy (where it listens, whether it is
+//!   ready, which snapshot version it acked); builds the snapshot proxies route from.
+//! - [`push`]: the gRPC `Discovery` stream: hello, snapshots out, acks/health/drain in.
+//! - [`http_api`]: the JSON API the CLI reads (`/status`, `/snapshot`).
+//! - [`status`]: the `weft status` document.
+//! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
+//! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
+//! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
+
+pub mod http_api;
+pub mod local;
+pub mod meshes;
+pub mod push;
+pub mod registry;
+pub mod server;
+pub mod status;
+
+pub use registry::Registry;
+pub use server::{ControlPlane, ControlError};

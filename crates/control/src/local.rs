@@ -1,0 +1,489 @@
+//! Local mode (`weft up`): the whole mesh as processes on 127.0.0.1 — the control plane in this
+//! process, an ingress gateway, and for every replica its sidecar proxy and its app.
+//!
+//! Start order: control plane → ingress → for each replica, sidecar then app (the app needs the
+//! sidecar's outbound address for `HTTP_PROXY`). The mesh is ready when every replica's sidecar
+//! reports its app ready and every proxy has applied the latest snapshot.
+//!
+//! Supervision: a process that exits is restarted with exponential backoff and reported.
+//!
+//! Stop order (Ctrl-C / SIGTERM): the ingress drains first (its in-flight requests still need the
+//! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps.
+//! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
+//! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
+
+use crate::meshes::{self, MeshRecord};
+use crate::registry::Registry;
+use crate::server::{ControlError, ControlPlane};
+use crate::status;
+use model::{MeshSpec, ServiceSpec, WorkloadSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long `weft up` waits for every replica to become ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Restart backoff for a crashed process: first delay, cap, and how long a process must have
+/// run for the backoff to start over.
+const RESTART_MIN: Duration = Duration::from_millis(200);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
+/// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
+pub const INGRESS_NAMESPACE: &str = "istio-system";
+pub const INGRESS_NAME: &str = "istio-ingressgateway";
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The weft executable (for proxies and for commands whose first word is `weft`).
+    pub exe: PathBuf,
+    pub ready_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("mesh {0:?} is already running (pid {1}); stop it first or give this one another metadata.name")]
+    AlreadyRunning(String, u32),
+    #[error("ingress: cannot listen on {0}: {1}")]
+    IngressPort(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Record(#[from] meshes::FindError),
+    #[error("{what}: cannot start {program:?}: {source}")]
+    Spawn {
+        what: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: the proxy did not report its addresses: {1}")]
+    ProxyStart(String, String),
+    #[error("the mesh did not become ready within {timeout:?}:\n{pending}")]
+    NotReady { timeout: Duration, pending: String },
+    #[error("interrupted while starting")]
+    Interrupted,
+}
+
+/// A command to run (again, on restart).
+#[derive(Clone)]
+struct Launch {
+    what: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<Child, UpError> {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| UpError::Spawn {
+            what: self.what.clone(),
+            program: self.argv[0].clone(),
+            source,
+        })?;
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(err, self.what.clone()));
+        }
+        Ok(child)
+    }
+}
+
+/// Copies a child's output to our stderr, each line prefixed with the child's name.
+async fn forward(out: impl AsyncRead + Unpin, what: String) {
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{what}] {line}");
+    }
+}
+
+/// Runs `launch` until `stop`, restarting it with backoff when it exits.
+async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_timeout: Duration) {
+    let mut child = first;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward(out, launch.what.clone()));
+    }
+    let mut backoff = RESTART_MIN;
+    let mut restarts = 0u32;
+    loop {
+        let started = Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                if stop.is_cancelled() {
+                    return;
+                }
+                if started.elapsed() >= RESTART_RESET_AFTER {
+                    backoff = RESTART_MIN;
+                }
+                restarts += 1;
+                eprintln!(
+                    "weft: {} exited ({}); restarting in {:?} (restart {restarts})",
+                    launch.what,
+                    describe(status),
+                    backoff
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(RESTART_MAX);
+                match launch.spawn() {
+                    Ok(mut c) => {
+                        if let Some(out) = c.stdout.take() {
+                            tokio::spawn(forward(out, launch.what.clone()));
+                        }
+                        child = c;
+                    }
+                    Err(e) => {
+                        eprintln!("weft: {e}");
+                        // Keep the old (exited) child; the next loop waits on it at once.
+                    }
+                }
+            }
+            _ = stop.cancelled() => {
+                terminate(&mut child, drain_timeout + Duration::from_secs(2)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process outlives `deadline`.
+async fn terminate(child: &mut Child, deadline: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// Starts a proxy and reads the addresses it bound (its first stdout line, JSON).
+async fn start_proxy(launch: &Launch) -> Result<(Child, serde_json::Value), UpError> {
+    let mut child = launch.spawn()?;
+    let out = child.stdout.take().ok_or_else(|| {
+        UpError::ProxyStart(launch.what.clone(), "no stdout".into())
+    })?;
+    let mut lines = BufReader::new(out).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+    let line = match first {
+        Ok(Ok(Some(l))) => l,
+        Ok(Ok(None)) => {
+            let status = child.wait().await;
+            return Err(UpError::ProxyStart(
+                launch.what.clone(),
+                format!("it exited ({})", describe(status)),
+            ));
+        }
+        Ok(Err(e)) => return Err(UpError::ProxyStart(launch.what.clone(), e.to_string())),
+        Err(_) => return Err(UpError::ProxyStart(launch.what.clone(), "timed out".into())),
+    };
+    let bound: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| UpError::ProxyStart(launch.what.clone(), format!("{e}: {line:?}")))?;
+    let what = launch.what.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{what}] {line}");
+        }
+    });
+    Ok((child, bound))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn proxy_args(
+    opts: &UpOptions,
+    control: SocketAddr,
+    mode: &str,
+    svc: (&str, &str),
+    workload: &str,
+    instance: &str,
+    labels: &model::Labels,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        opts.exe.display().to_string(),
+        "proxy".into(),
+        "--mode".into(),
+        mode.into(),
+        "--control".into(),
+        control.to_string(),
+        "--service".into(),
+        svc.0.into(),
+        "--namespace".into(),
+        svc.1.into(),
+        "--workload".into(),
+        workload.into(),
+        "--instance".into(),
+        instance.into(),
+        "--drain-timeout".into(),
+        format!("{}ms", opts.drain_timeout.as_millis()),
+    ];
+    for (k, v) in labels {
+        a.push("--label".into());
+        a.push(format!("{k}={v}"));
+    }
+    a
+}
+
+/// Runs the mesh until `shutdown` is cancelled; `on_ready` is told the status once it is ready.
+pub async fn up(
+    spec: MeshSpec,
+    opts: UpOptions,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&status::Status),
+) -> Result<(), UpError> {
+    if let Ok(m) = meshes::find(Some(&spec.name)) {
+        return Err(UpError::AlreadyRunning(m.name, m.pid));
+    }
+    // A clear error before anything starts, rather than a crash-looping ingress.
+    drop(
+        std::net::TcpListener::bind(spec.ingress)
+            .map_err(|e| UpError::IngressPort(spec.ingress, e))?,
+    );
+
+    let registry = Registry::new(spec.clone());
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let control = ControlPlane::start(registry.clone(), any, any).await?;
+    let _record = meshes::record(&MeshRecord {
+        name: spec.name.clone(),
+        pid: std::process::id(),
+        control: control.grpc.to_string(),
+        api: control.api.to_string(),
+        ingress: spec.ingress.to_string(),
+    })?;
+
+    let stops = [
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    ];
+    let [ingress_stop, sidecar_stop, app_stop] = &stops;
+    let mut ingress_tasks = JoinSet::new();
+    let mut sidecar_tasks = JoinSet::new();
+    let mut app_tasks = JoinSet::new();
+
+    let started = start_all(
+        &spec,
+        &opts,
+        control.grpc,
+        (&mut ingress_tasks, &mut sidecar_tasks, &mut app_tasks),
+        (ingress_stop, sidecar_stop, app_stop),
+    )
+    .await;
+    let result = match started {
+        Ok(()) => {
+            tokio::select! {
+                r = wait_ready(&registry, &control, opts.ready_timeout) => r,
+                _ = shutdown.cancelled() => Err(UpError::Interrupted),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_ok() {
+        on_ready(&status::build(&registry, control.grpc, control.api));
+        shutdown.cancelled().await;
+        eprintln!("weft: stopping mesh {}: draining the ingress, then sidecars, then apps", spec.name);
+    }
+
+    ingress_stop.cancel();
+    while ingress_tasks.join_next().await.is_some() {}
+    sidecar_stop.cancel();
+    while sidecar_tasks.join_next().await.is_some() {}
+    app_stop.cancel();
+    while app_tasks.join_next().await.is_some() {}
+    control.shutdown.cancel();
+    result
+}
+
+type Tasks<'a> = (
+    &'a mut JoinSet<()>,
+    &'a mut JoinSet<()>,
+    &'a mut JoinSet<()>,
+);
+
+async fn start_all(
+    spec: &MeshSpec,
+    opts: &UpOptions,
+    control: SocketAddr,
+    tasks: Tasks<'_>,
+    stops: (&CancellationToken, &CancellationToken, &CancellationToken),
+) -> Result<(), UpError> {
+    let (ingress_tasks, sidecar_tasks, app_tasks) = tasks;
+    let ingress_labels: model::Labels = [
+        ("istio".to_string(), "ingressgateway".to_string()),
+        ("app".to_string(), INGRESS_NAME.to_string()),
+    ]
+    .into();
+    let mut argv = proxy_args(
+        opts,
+        control,
+        "ingress",
+        (INGRESS_NAME, INGRESS_NAMESPACE),
+        INGRESS_NAME,
+        "ingress-0",
+        &ingress_labels,
+    );
+    argv.extend(["--outbound".into(), spec.ingress.to_string()]);
+    let launch = Launch {
+        what: "ingress".into(),
+        argv,
+        env: vec![],
+    };
+    let (child, _) = start_proxy(&launch).await?;
+    ingress_tasks.spawn(supervise(launch, child, stops.0.clone(), opts.drain_timeout));
+
+    for svc in &spec.services {
+        for w in &svc.workloads {
+            for i in 0..w.replicas {
+                start_replica(opts, control, svc, w, i, sidecar_tasks, app_tasks, stops).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_replica(
+    opts: &UpOptions,
+    control: SocketAddr,
+    svc: &ServiceSpec,
+    w: &WorkloadSpec,
+    i: u32,
+    sidecar_tasks: &mut JoinSet<()>,
+    app_tasks: &mut JoinSet<()>,
+    stops: (&CancellationToken, &CancellationToken, &CancellationToken),
+) -> Result<(), UpError> {
+    let instance = w.instance_name(i);
+    let port = free_port().map_err(|e| UpError::Spawn {
+        what: instance.clone(),
+        program: "port allocation".into(),
+        source: e,
+    })?;
+    let app = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut argv = proxy_args(
+        opts,
+        control,
+        "sidecar",
+        (&svc.name, &svc.namespace),
+        &w.name,
+        &instance,
+        &w.labels,
+    );
+    argv.extend([
+        "--app".into(),
+        app.to_string(),
+        "--inbound".into(),
+        "127.0.0.1:0".into(),
+        "--outbound".into(),
+        "127.0.0.1:0".into(),
+        "--identity".into(),
+        svc.identity().0,
+    ]);
+    let mut launch = Launch {
+        what: format!("{instance} proxy"),
+        argv,
+        env: vec![],
+    };
+    let (child, bound) = start_proxy(&launch).await?;
+    let field = |k: &str| bound.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let (inbound, outbound, admin) = (field("inbound"), field("outbound"), field("admin"));
+    // Restarts reuse the same addresses, so the app's HTTP_PROXY and peers' routes stay valid.
+    for (flag, v) in [("--inbound", &inbound), ("--outbound", &outbound), ("--admin", &admin)] {
+        if let Some(pos) = launch.argv.iter().position(|a| a == flag) {
+            launch.argv[pos + 1] = v.clone();
+        } else {
+            launch.argv.extend([flag.to_string(), v.clone()]);
+        }
+    }
+    sidecar_tasks.spawn(supervise(launch, child, stops.1.clone(), opts.drain_timeout));
+
+    let mut argv = w.command.clone();
+    if argv[0] == "weft" {
+        argv[0] = opts.exe.display().to_string();
+    }
+    let proxy_url = format!("http://{outbound}");
+    let mut env = vec![
+        ("PORT".to_string(), port.to_string()),
+        ("HTTP_PROXY".into(), proxy_url.clone()),
+        ("http_proxy".into(), proxy_url),
+        ("NO_PROXY".into(), "localhost,127.0.0.1,::1".into()),
+        ("no_proxy".into(), "localhost,127.0.0.1,::1".into()),
+        ("WEFT_SERVICE".into(), svc.name.clone()),
+        ("WEFT_NAMESPACE".into(), svc.namespace.clone()),
+        ("WEFT_WORKLOAD".into(), w.name.clone()),
+        ("WEFT_INSTANCE".into(), instance.clone()),
+    ];
+    env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let launch = Launch {
+        what: instance,
+        argv,
+        env,
+    };
+    let child = launch.spawn()?;
+    app_tasks.spawn(supervise(launch, child, stops.2.clone(), opts.drain_timeout));
+    Ok(())
+}
+
+/// Waits until every declared replica is ready and every proxy runs the latest snapshot.
+async fn wait_ready(
+    registry: &Arc<Registry>,
+    control: &ControlPlane,
+    timeout: Duration,
+) -> Result<(), UpError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut generation = registry.watch_generation();
+    loop {
+        let st = status::build(registry, control.grpc, control.api);
+        let version = registry.snapshot().version;
+        let proxies = registry.proxies();
+        let pending: Vec<String> = st
+            .workloads
+            .iter()
+            .filter(|w| !w.ready)
+            .map(|w| format!("  {}: {} {}", w.instance, w.state, w.reason))
+            .chain(
+                proxies
+                    .iter()
+                    .filter(|p| p.acked != version)
+                    .map(|p| format!("  {} proxy: has not applied snapshot {version}", p.node.instance)),
+            )
+            .chain(
+                (!proxies.iter().any(|p| p.node.mode == "ingress"))
+                    .then(|| "  ingress: not registered".to_string()),
+            )
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = generation.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(UpError::NotReady { timeout, pending: pending.join("\n") });
+            }
+        }
+    }
+}

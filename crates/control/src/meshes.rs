@@ -1,0 +1,111 @@
+//! Where running meshes record themselves, so that `weft status`, `weft exec` and later commands
+//! find a mesh without flags: one JSON file per mesh under `$WEFT_HOME/meshes/` (default
+//! `$XDG_RUNTIME_DIR/weft`, else `/tmp/weft-$UID`).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MeshRecord {
+    pub name: String,
+    pub pid: u32,
+    pub control: String,
+    pub api: String,
+    pub ingress: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("no mesh is running (looked in {0}); start one with `weft up`")]
+    None(PathBuf),
+    #[error("no mesh named {name:?} is running; running: {running}")]
+    NotFound { name: String, running: String },
+    #[error("several meshes are running ({0}); choose one with --mesh NAME")]
+    Several(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("WEFT_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(r) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(r).join("weft");
+    }
+    PathBuf::from(format!("/tmp/weft-{}", nix::unistd::getuid()))
+}
+
+fn dir() -> PathBuf {
+    home().join("meshes")
+}
+
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Meshes whose recording process is still alive (stale records are removed).
+pub fn running() -> Vec<MeshRecord> {
+    let Ok(entries) = std::fs::read_dir(dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<MeshRecord> = entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let rec: MeshRecord = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            if alive(rec.pid) {
+                Some(rec)
+            } else {
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The mesh a command talks to: the one named, or the only one running.
+pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
+    let all = running();
+    let names = || {
+        all.iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(n) => all.iter().find(|m| m.name == n).cloned().ok_or_else(|| FindError::NotFound {
+            name: n.to_string(),
+            running: if all.is_empty() { "none".into() } else { names() },
+        }),
+        None => match all.len() {
+            0 => Err(FindError::None(dir())),
+            1 => Ok(all[0].clone()),
+            _ => Err(FindError::Several(names())),
+        },
+    }
+}
+
+/// Records a running mesh; the returned guard removes the record when dropped.
+pub fn record(rec: &MeshRecord) -> Result<RecordGuard, FindError> {
+    let d = dir();
+    std::fs::create_dir_all(&d).map_err(|e| FindError::Io(d.clone(), e))?;
+    let path = d.join(format!("{}.json", rec.name));
+    let tmp = d.join(format!(".{}.json.{}", rec.name, rec.pid));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(rec).unwrap_or_default())
+        .map_err(|e| FindError::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| FindError::Io(path.clone(), e))?;
+    Ok(RecordGuard { path })
+}
+
+pub struct RecordGuard {
+    path: PathBuf,
+}
+
+impl Drop for RecordGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

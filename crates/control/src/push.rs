@@ -1,0 +1,87 @@
+//! The gRPC `Discovery` stream (ADS-shaped): a proxy says hello, then receives the current
+//! snapshot and every later one; it answers each with an ack or a nack and reports its health
+//! and drain on the same stream. The proxy is deregistered when its stream ends.
+
+use crate::registry::{Node, Registry};
+use api::pb::{self, discovery_server::Discovery, proxy_message::Msg};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct Push {
+    pub registry: Arc<Registry>,
+}
+
+type ControlStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::ControlMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Discovery for Push {
+    type StreamStream = ControlStream;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::ProxyMessage>>,
+    ) -> Result<Response<ControlStream>, Status> {
+        let mut from_proxy = req.into_inner();
+        let hello = match from_proxy.message().await? {
+            Some(pb::ProxyMessage {
+                msg: Some(Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be a Hello")),
+        };
+        let node = Node::try_from(hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");
+        let registration = self.registry.register(node);
+        let registry = self.registry.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            // Held for the stream's life: dropping it deregisters the proxy.
+            let registration = registration;
+            let id = registration.id;
+            let mut snapshots = registry.subscribe();
+            while !registry.is_warm() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    m = from_proxy.message() => match m {
+                        Ok(Some(m)) => handle(&registry, id, m),
+                        _ => return,
+                    },
+                }
+            }
+            snapshots.mark_changed();
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let snap = snapshots.borrow_and_update().clone();
+                        let msg = pb::ControlMessage { snapshot: Some(pb::Snapshot::from(&*snap)) };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    m = from_proxy.message() => match m {
+                        Ok(Some(m)) => handle(&registry, id, m),
+                        // Stream over: `registration` drops and the proxy is deregistered.
+                        _ => return,
+                    },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn handle(registry: &Registry, id: u64, m: pb::ProxyMessage) {
+    match m.msg {
+        Some(Msg::Ack(a)) => registry.ack(id, a.version, a.error),
+        Some(Msg::Health(h)) => registry.set_health(id, h.ready, h.reason),
+        Some(Msg::Drain(_)) => registry.set_draining(id),
+        Some(Msg::Hello(_)) | None => {}
+    }
+}

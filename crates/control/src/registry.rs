@@ -1,0 +1,300 @@
+//! The registry: what the mesh declares and which proxies are connected, and the snapshot built
+//! from both. Mutations come from the push server (control path only); the data plane never
+//! reads this — proxies get immutable snapshots.
+
+use model::{Endpoint, Identity, Labels, MeshSpec, Service, Snapshot};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// A control plane that has just started waits this long for the proxies it expects to
+/// reconnect before it pushes a snapshot, so a restart never pushes an empty endpoint set that
+/// would wipe the routes proxies are serving from.
+pub const WARMUP: Duration = Duration::from_secs(2);
+
+/// What a proxy said about itself in its hello, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub mode: String,
+    pub service: String,
+    pub namespace: String,
+    pub workload: String,
+    pub instance: String,
+    pub labels: Labels,
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub app: Option<SocketAddr>,
+    pub identity: Identity,
+    pub pid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("hello: {field} {value:?} is not HOST:PORT")]
+pub struct BadHello {
+    pub field: &'static str,
+    pub value: String,
+}
+
+impl TryFrom<api::pb::Hello> for Node {
+    type Error = BadHello;
+
+    fn try_from(h: api::pb::Hello) -> Result<Self, BadHello> {
+        let addr = |field: &'static str, v: &str| -> Result<Option<SocketAddr>, BadHello> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse().map(Some).map_err(|_| BadHello {
+                field,
+                value: v.to_string(),
+            })
+        };
+        Ok(Node {
+            inbound: addr("inbound", &h.inbound)?,
+            outbound: addr("outbound", &h.outbound)?,
+            admin: addr("admin", &h.admin)?,
+            app: addr("app", &h.app)?,
+            mode: h.mode,
+            service: h.service,
+            namespace: h.namespace,
+            workload: h.workload,
+            instance: h.instance,
+            labels: h.labels.into_iter().collect(),
+            identity: Identity(h.identity),
+            pid: h.pid,
+        })
+    }
+}
+
+/// One connected proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyRecord {
+    pub node: Node,
+    pub ready: bool,
+    pub reason: String,
+    pub draining: bool,
+    pub acked: u64,
+    pub nack: Option<(u64, String)>,
+}
+
+/// A handle to one proxy's registration; dropping it deregisters the proxy.
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+struct Inner {
+    spec: MeshSpec,
+    proxies: BTreeMap<u64, ProxyRecord>,
+    next_id: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+pub struct Registry {
+    inner: Mutex<Inner>,
+    started: Instant,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    /// Bumped on every change (registrations, health, acks), for whoever waits on the mesh state.
+    generation: watch::Sender<u64>,
+}
+
+impl Registry {
+    pub fn new(spec: MeshSpec) -> Arc<Self> {
+        // Versions start at the wall clock in ms, so a restarted control plane never reuses a
+        // version a proxy already acked.
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let snapshot = Arc::new(build(&spec, &BTreeMap::new(), epoch));
+        Arc::new(Registry {
+            inner: Mutex::new(Inner {
+                spec,
+                proxies: BTreeMap::new(),
+                next_id: 1,
+                snapshot: snapshot.clone(),
+            }),
+            started: Instant::now(),
+            snapshots: watch::Sender::new(snapshot),
+            generation: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spec(&self) -> MeshSpec {
+        self.lock().spec.clone()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.lock().snapshot.clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.subscribe()
+    }
+
+    pub fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn proxies(&self) -> Vec<ProxyRecord> {
+        self.lock().proxies.values().cloned().collect()
+    }
+
+    /// Whether snapshots may be pushed: every declared replica has registered, or the warm-up
+    /// period is over.
+    pub fn is_warm(&self) -> bool {
+        if self.started.elapsed() >= WARMUP {
+            return true;
+        }
+        let inner = self.lock();
+        let warm = declared_instances(&inner.spec).all(|(svc, inst)| {
+            inner
+                .proxies
+                .values()
+                .any(|p| p.node.instance == inst && p.node.service == svc)
+        });
+        warm
+    }
+
+    pub fn register(self: &Arc<Self>, node: Node) -> Registration {
+        let id = self.mutate(|inner| {
+            let id = inner.next_id;
+            inner.next_id += 1;
+            inner.proxies.insert(
+                id,
+                ProxyRecord {
+                    node,
+                    ready: false,
+                    reason: "registered".into(),
+                    draining: false,
+                    acked: 0,
+                    nack: None,
+                },
+            );
+            id
+        });
+        Registration {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    pub fn set_health(&self, id: u64, ready: bool, reason: String) {
+        self.mutate(|inner| {
+            if let Some(p) = inner.proxies.get_mut(&id) {
+                p.ready = ready;
+                p.reason = reason;
+            }
+        });
+    }
+
+    pub fn set_draining(&self, id: u64) {
+        self.mutate(|inner| {
+            if let Some(p) = inner.proxies.get_mut(&id) {
+                p.draining = true;
+                p.ready = false;
+                p.reason = "draining".into();
+            }
+        });
+    }
+
+    pub fn ack(&self, id: u64, version: u64, error: String) {
+        self.mutate(|inner| {
+            if let Some(p) = inner.proxies.get_mut(&id) {
+                if error.is_empty() {
+                    p.acked = version;
+                    p.nack = None;
+                } else {
+                    tracing::warn!(instance = %p.node.instance, version, %error, "proxy rejected a snapshot");
+                    p.nack = Some((version, error));
+                }
+            }
+        });
+    }
+
+    fn remove(&self, id: u64) {
+        self.mutate(|inner| {
+            inner.proxies.remove(&id);
+        });
+    }
+
+    /// Applies a change, rebuilds the snapshot if the endpoint set moved, and wakes watchers.
+    fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner = self.lock();
+        let out = f(&mut inner);
+        let next = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
+        if next.services != inner.snapshot.services {
+            let next = Arc::new(next);
+            inner.snapshot = next.clone();
+            self.snapshots.send_replace(next);
+        }
+        drop(inner);
+        self.generation.send_modify(|g| *g += 1);
+        out
+    }
+}
+
+/// Every `(service, instance)` the mesh declares.
+pub fn declared_instances(spec: &MeshSpec) -> impl Iterator<Item = (String, String)> + '_ {
+    spec.services.iter().flat_map(|s| {
+        s.workloads.iter().flat_map(move |w| {
+            (0..w.replicas).map(move |i| (s.name.clone(), w.instance_name(i)))
+        })
+    })
+}
+
+/// The snapshot every proxy gets: each declared service with the sidecars that are ready to
+/// serve it. When a replica's proxy reconnected, its newest registration wins.
+fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) -> Snapshot {
+    let services = spec
+        .services
+        .iter()
+        .map(|svc| {
+            let mut newest: BTreeMap<&str, &ProxyRecord> = BTreeMap::new();
+            for p in proxies.values() {
+                if p.node.mode == "sidecar"
+                    && p.node.service == svc.name
+                    && p.node.namespace == svc.namespace
+                {
+                    newest.insert(&p.node.instance, p);
+                }
+            }
+            let endpoints = newest
+                .values()
+                .filter(|p| p.ready && !p.draining)
+                .filter_map(|p| {
+                    Some(Endpoint {
+                        instance: p.node.instance.clone(),
+                        workload: p.node.workload.clone(),
+                        address: p.node.inbound?,
+                        labels: p.node.labels.clone(),
+                        identity: p.node.identity.clone(),
+                    })
+                })
+                .collect();
+            Service {
+                key: svc.key(),
+                port: svc.port,
+                lb: svc.lb,
+                endpoints,
+            }
+        })
+        .collect();
+    Snapshot { version, services }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+use super::*;
+use model::{LoadBalancer, ServiceSpec, WorkloadSpec};
+
+fn spec() -> MeshSpec {
+    MeshSpec {
+        name: "t".into(),
+        ingress: "127.0.0.1:0".parse().unwrap(),
+        services: vec![ServiceSpec {
+            name: "hello".into(),
+            namespace: "default".into(),
+            port: 80,
+            lb: LoadBalancer::PeakEwma,
+            labels: Default::default(),
+            annotations: Default::default(),
+            workloads: vec![WorkloadSpec {
+                name: "hello-v1".into(),
+                labels: Default::default(),
+                replicas: 2,
+                command: vec!["x".into()],
+                env: Default::default(),
+            }],
+        }],
+    }
+}
+
+fn node(instance: &str, port: u16) -> Node {
+    Node {
+        mode: "sidecar".into(),
+        service: "hello".into(),
+        namespace: "default".into(),
+        workload: "hello-v1".into(),
+        instance: instance.into(),
+        labels: Default::default(),
+        inbound: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        outbound: None,
+        admin: None,
+        app: None,
+        identity: Identity::spiffe("default", "hello"),
+        pid: 1,
+    }
+}
+
+fn endpoints(r: &Registry) -> Vec<String> {
+    r.snapshot().services[0]
+        .endpoints
+        .iter()
+        .map(|e| e.instance.clone())
+        .collect()
+}
+
+#[test]
+fn only_ready_undrained_sidecars_are_endpoints() {
+    let r = Registry::new(spec());
+    let v0 = r.snapshot().version;
+    let a = r.register(node("hello-v1-0", 1000));
+    let b = r.register(node("hello-v1-1", 1001));
+    assert!(endpoints(&r).is_empty());
+    r.set_health(a.id, true, String::new());
+    r.set_health(b.id, true, String::new());
+    assert_eq!(endpoints(&r), ["hello-v1-0", "hello-v1-1"]);
+    assert!(r.snapshot().version > v0);
+    r.set_draining(a.id);
+    assert_eq!(endpoints(&r), ["hello-v1-1"]);
+    drop(b);
+    assert!(endpoints(&r).is_empty());
+}
+
+#[test]
+fn versions_only_move_when_endpoints_change() {
+    let r = Registry::new(spec());
+    let a = r.register(node("hello-v1-0", 1000));
+    r.set_health(a.id, true, String::new());
+    let v = r.snapshot().version;
+    r.ack(a.id, v, String::new());
+    r.set_health(a.id, true, String::new());
+    assert_eq!(r.snapshot().version, v);
+    assert_eq!(r.proxies()[0].acked, v);
+}
+
+#[test]
+fn a_reconnected_proxy_replaces_its_old_registration() {
+    let r = Registry::new(spec());
+    let old = r.register(node("hello-v1-0", 1000));
+    r.set_health(old.id, true, String::new());
+    let new = r.register(node("hello-v1-0", 2000));
+    r.set_health(new.id, true, String::new());
+    let snap = r.snapshot();
+    assert_eq!(snap.services[0].endpoints.len(), 1);
+    assert_eq!(snap.services[0].endpoints[0].address.port(), 2000);
+}
+
+#[test]
+fn warm_once_every_declared_replica_registered() {
+    let r = Registry::new(spec());
+    assert!(!r.is_warm());
+    let _a = r.register(node("hello-v1-0", 1000));
+    assert!(!r.is_warm());
+    let _b = r.register(node("hello-v1-1", 1001));
+    assert!(r.is_warm());
+}

@@ -1,0 +1,79 @@
+//! Starting the control plane: the gRPC push server and the JSON API on listeners bound up
+//! front, so a taken port is reported before anything runs.
+
+use crate::http_api::{self, Api};
+use crate::push::Push;
+use crate::registry::Registry;
+use api::pb::discovery_server::DiscoveryServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub registry: Arc<Registry>,
+    pub grpc: SocketAddr,
+    pub api: SocketAddr,
+    pub shutdown: CancellationToken,
+}
+
+impl ControlPlane {
+    /// Binds both listeners and starts serving on the current runtime.
+    pub async fn start(
+        registry: Arc<Registry>,
+        grpc: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<ControlPlane, ControlError> {
+        let bind = |addr, what| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ControlError::Bind { addr, what, source })
+        };
+        let grpc_l = bind(grpc, "control plane gRPC").await?;
+        let api_l = bind(api, "control plane API").await?;
+        let grpc = grpc_l.local_addr().unwrap_or(grpc);
+        let api = api_l.local_addr().unwrap_or(api);
+        let shutdown = CancellationToken::new();
+
+        let push = DiscoveryServer::new(Push {
+            registry: registry.clone(),
+        });
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(grpc_l);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .add_service(push)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "control plane gRPC server failed");
+            }
+        });
+        let api_state = Arc::new(Api {
+            registry: registry.clone(),
+            control: grpc,
+            api,
+        });
+        tokio::spawn(http_api::serve(api_l, api_state, shutdown.clone()));
+        Ok(ControlPlane {
+            registry,
+            grpc,
+            api,
+            shutdown,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! The `weft status` document: the control plane, the ingress, and every declared replica with
+//! where it listens and whether it is ready. Field names are a stable interface scripts use:
+//! fields may be added, never renamed.
+
+use crate::registry::{ProxyRecord, Registry};
+use model::Labels;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub mesh: String,
+    pub control: String,
+    pub api: String,
+    pub ingress: String,
+    pub version: u64,
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    pub service: String,
+    pub namespace: String,
+    pub workload: String,
+    pub instance: String,
+    pub labels: Labels,
+    pub app: String,
+    pub inbound: String,
+    pub outbound: String,
+    pub admin: String,
+    pub identity: String,
+    pub ready: bool,
+    /// `ready`, `starting` (no proxy yet), `not-ready` (with `reason`), or `draining`.
+    pub state: String,
+    pub reason: String,
+    pub pid: u32,
+    /// The snapshot version this replica's proxy last applied.
+    pub config_version: u64,
+}
+
+fn addr(a: Option<SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_default()
+}
+
+pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Status {
+    let spec = registry.spec();
+    let proxies = registry.proxies();
+    let newest = |pred: &dyn Fn(&ProxyRecord) -> bool| proxies.iter().rev().find(|p| pred(p)).cloned();
+    let ingress = newest(&|p| p.node.mode == "ingress")
+        .and_then(|p| p.node.outbound)
+        .unwrap_or(spec.ingress);
+    let mut workloads = Vec::new();
+    for svc in &spec.services {
+        for w in &svc.workloads {
+            for i in 0..w.replicas {
+                let instance = w.instance_name(i);
+                let rec = newest(&|p| {
+                    p.node.mode == "sidecar"
+                        && p.node.instance == instance
+                        && p.node.service == svc.name
+                        && p.node.namespace == svc.namespace
+                });
+                let (state, reason) = match &rec {
+                    None => ("starting", "no proxy registered yet".to_string()),
+                    Some(p) if p.draining => ("draining", String::new()),
+                    Some(p) if p.ready => ("ready", String::new()),
+                    Some(p) => ("not-ready", p.reason.clone()),
+                };
+                let n = rec.as_ref().map(|r| &r.node);
+                workloads.push(WorkloadStatus {
+                    service: svc.name.clone(),
+                    namespace: svc.namespace.clone(),
+                    workload: w.name.clone(),
+                    instance,
+                    labels: w.labels.clone(),
+                    app: addr(n.and_then(|n| n.app)),
+                    inbound: addr(n.and_then(|n| n.inbound)),
+                    outbound: addr(n.and_then(|n| n.outbound)),
+                    admin: addr(n.and_then(|n| n.admin)),
+                    identity: n
+                        .map(|n| n.identity.0.clone())
+                        .unwrap_or_else(|| svc.identity().0),
+                    ready: state == "ready",
+                    state: state.into(),
+                    reason,
+                    pid: n.map(|n| n.pid).unwrap_or(0),
+                    config_version: rec.as_ref().map(|r| r.acked).unwrap_or(0),
+                });
+            }
+        }
+    }
+    Status {
+        mesh: spec.name,
+        control: control.to_string(),
+        api: api.to_string(),
+        ingress: ingress.to_string(),
+        version: registry.snapshot().version,
+        workloads,
+    }
+}

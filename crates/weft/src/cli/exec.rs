@@ -1,0 +1,99 @@
+//! `weft exec`: run a command as a short-lived client of the running mesh, under a service's
+//! identity, through its own client proxy (what `kubectl exec` into Istio's `sleep` pod is for).
+
+use super::{get::get, runtime};
+use model::Identity;
+use proxy::{Mode, Settings};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long the client proxy may take to get its first snapshot.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// Run as this service (its identity and namespace)
+    #[arg(long)]
+    service: String,
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    #[arg(long)]
+    mesh: Option<String>,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
+    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let control: SocketAddr = mesh.control.parse()?;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let settings = Settings {
+        mode: Mode::Client,
+        identity: Identity::spiffe(&a.namespace, &a.service),
+        service: a.service.clone(),
+        namespace: a.namespace.clone(),
+        default_namespace: a.namespace.clone(),
+        workload: format!("{}-exec", a.service),
+        instance: format!("{}-exec-{}", a.service, std::process::id()),
+        labels: Default::default(),
+        control,
+        outbound: Some(any),
+        inbound: None,
+        admin: any,
+        app: None,
+        drain_timeout: Duration::from_secs(2),
+        drain_grace: Duration::ZERO,
+        probe_interval: Duration::from_secs(1),
+        workers: 1,
+    };
+    let stop = CancellationToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let proxy_stop = stop.clone();
+    let proxy = std::thread::spawn(move || {
+        proxy::run(settings, proxy_stop, false, move |b| {
+            let _ = tx.send(b.clone());
+        })
+    });
+    let bound = match rx.recv() {
+        Ok(b) => b,
+        Err(_) => {
+            return match proxy.join() {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Err(anyhow::anyhow!("the client proxy did not start")),
+            }
+        }
+    };
+    let outbound = bound.outbound.ok_or_else(|| anyhow::anyhow!("no outbound listener"))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok((200, _)) = get(&format!("http://{}/ready", bound.admin)).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the client proxy got no snapshot from the control plane at {control} within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })?;
+    let url = format!("http://{outbound}");
+    let status = std::process::Command::new(&a.command[0])
+        .args(&a.command[1..])
+        .env("HTTP_PROXY", &url)
+        .env("http_proxy", &url)
+        .env("NO_PROXY", "localhost,127.0.0.1,::1")
+        .env("no_proxy", "localhost,127.0.0.1,::1")
+        .env("WEFT_SERVICE", &a.service)
+        .env("WEFT_NAMESPACE", &a.namespace)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", a.command[0]))?;
+    stop.cancel();
+    let _ = proxy.join();
+    Ok(status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    }))
+}

@@ -1,0 +1,154 @@
+//! The command line: flags per subcommand and the glue that calls the library crates.
+
+mod exec;
+mod get;
+mod proxy_cmd;
+mod status;
+mod up;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "A service mesh: sidecar proxy, control plane and CLI")]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole mesh on 127.0.0.1 until Ctrl-C (no file: the built-in demo)
+    Up(up::UpArgs),
+    /// Run the control plane alone
+    Control(up::ControlArgs),
+    /// Run one proxy (started by `weft up` for every replica and for the ingress)
+    Proxy(proxy_cmd::ProxyArgs),
+    /// Show what runs where in the running mesh
+    Status(status::StatusArgs),
+    /// Run a command as a client of the running mesh, under a service's identity
+    Exec(exec::ExecArgs),
+    /// Demo applications
+    #[command(subcommand)]
+    Demo(DemoCmd),
+}
+
+#[derive(Subcommand)]
+enum DemoCmd {
+    /// The echo service (hello/slow): answers with what it received
+    Echo(EchoArgs),
+}
+
+#[derive(clap::Args)]
+struct EchoArgs {
+    #[arg(long, default_value = "echo")]
+    service: String,
+    #[arg(long, default_value = "v1")]
+    version: String,
+    /// Added to every response
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    delay: Duration,
+    /// Fraction of requests (0..1) answered with --fail-status
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    #[arg(long, default_value_t = 500)]
+    fail_status: u16,
+    /// Where to listen (127.0.0.1:PORT); `weft up` sets PORT
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    #[arg(long, env = "WEFT_INSTANCE", default_value = "local")]
+    instance: String,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    demo::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (e.g. 250ms, 1s, 2m)"))
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs a subcommand; the result is the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Up(a) => up::up(a),
+        Cmd::Control(a) => up::control(a),
+        Cmd::Proxy(a) => proxy_cmd::run(a),
+        Cmd::Status(a) => status::run(a),
+        Cmd::Exec(a) => exec::run(a),
+        Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
+    }
+}
+
+fn echo(a: EchoArgs) -> anyhow::Result<i32> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let opts = demo::EchoOptions {
+            service: a.service,
+            version: a.version,
+            instance: a.instance,
+            delay: a.delay,
+            fail_rate: a.fail_rate,
+            fail_status: a.fail_status,
+            proxy: demo::proxy_from_env(),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        demo::serve_echo(listener, opts, shutdown).await?;
+        Ok(0)
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn on_signal(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    token.cancel();
+}
+
+/// Files given on the command line, or none.
+pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<model::MeshSpec> {
+    const DEMO: &str = include_str!("../../../../examples/hello/mesh.yaml");
+    let loaded = if files.is_empty() {
+        config::load_str(std::path::Path::new("<built-in demo>"), DEMO)
+    } else {
+        config::load(files)
+    };
+    let loaded = loaded.map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    for d in &loaded.unsupported {
+        eprintln!("weft: warning: {d}; ignored");
+    }
+    loaded
+        .mesh
+        .ok_or_else(|| anyhow::anyhow!("no `kind: Mesh` document in {files:?}"))
+}

@@ -1,0 +1,86 @@
+//! `weft up` and `weft control`.
+
+use super::{load_mesh, on_signal, parse_duration, runtime};
+use control::local::{self, UpOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Mesh files or directories (multi-document YAML); none: the built-in demo
+    files: Vec<PathBuf>,
+    /// Give up if the mesh is not ready after this long
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    ready_timeout: Duration,
+    /// On shutdown, how long each proxy may take to finish in-flight requests
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    drain_timeout: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    /// Mesh files or directories; none: the built-in demo
+    files: Vec<PathBuf>,
+    /// Where proxies connect (gRPC)
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    listen: SocketAddr,
+    /// Where the CLI reads status (HTTP/JSON)
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    api: SocketAddr,
+}
+
+pub fn up(a: UpArgs) -> anyhow::Result<i32> {
+    let spec = load_mesh(&a.files)?;
+    let exe = std::env::current_exe()?;
+    let opts = UpOptions {
+        exe,
+        ready_timeout: a.ready_timeout,
+        drain_timeout: a.drain_timeout,
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        let name = spec.name.clone();
+        local::up(spec, opts, shutdown, |st| {
+            let replicas = st.workloads.len();
+            let services: std::collections::BTreeSet<_> =
+                st.workloads.iter().map(|w| &w.service).collect();
+            println!(
+                "weft: mesh {name} is ready: ingress http://{} · control {} · {replicas} replicas of {} services",
+                st.ingress,
+                st.control,
+                services.len()
+            );
+        })
+        .await?;
+        eprintln!("weft: mesh stopped");
+        Ok(0)
+    })
+}
+
+pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
+    let spec = load_mesh(&a.files)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let registry = control::Registry::new(spec.clone());
+        let cp = control::ControlPlane::start(registry, a.listen, a.api).await?;
+        let _record = control::meshes::record(&control::meshes::MeshRecord {
+            name: spec.name.clone(),
+            pid: std::process::id(),
+            control: cp.grpc.to_string(),
+            api: cp.api.to_string(),
+            ingress: spec.ingress.to_string(),
+        })?;
+        println!(
+            "weft: control plane for mesh {} ready: proxies connect to {}, API on http://{}",
+            spec.name, cp.grpc, cp.api
+        );
+        let stop = CancellationToken::new();
+        on_signal(stop.clone()).await;
+        cp.shutdown.cancel();
+        Ok(0)
+    })
+}

@@ -1,0 +1,25 @@
+//! `weft`: the one binary. Each subcommand parses its flags and calls into a library crate.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let level = std::env::var("WEFT_LOG")
+        .unwrap_or_else(|_| "info,h2=warn,hyper=warn,tower=warn,tonic=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let code = match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weft: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
