@@ -45,6 +45,8 @@ struct Echo<'a> {
     service: &'a str,
     version: &'a str,
     instance: &'a str,
+    /// The process id, so tests and demos can tell replicas' restarts apart.
+    pid: u32,
     method: &'a str,
     path: &'a str,
     query: BTreeMap<String, String>,
@@ -89,6 +91,7 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
         service: &state.opts.service,
         version: &state.opts.version,
         instance: &state.opts.instance,
+        pid: std::process::id(),
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query,

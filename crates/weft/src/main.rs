@@ -6,8 +6,13 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
-    let level = std::env::var("WEFT_LOG")
-        .unwrap_or_else(|_| "info,h2=warn,hyper=warn,tower=warn,tonic=warn".into());
+    // A client command's own proxy should not talk over the command it runs.
+    let default = if args.is_quiet() {
+        "warn"
+    } else {
+        "info,h2=warn,hyper=warn,tower=warn,tonic=warn"
+    };
+    let level = std::env::var("WEFT_LOG").unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(level))
         .with_writer(std::io::stderr)

@@ -85,6 +85,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+impl Cli {
+    /// Commands whose output is for the user, not logs.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.cmd, Cmd::Exec(_) | Cmd::Status(_))
+    }
+}
+
 /// Runs a subcommand; the result is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {

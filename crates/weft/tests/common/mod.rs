@@ -1,0 +1,239 @@
+//! Test support: runs the real `weft` binary (`weft up` as a child process, CLI commands) in an
+//! isolated `WEFT_HOME`, and a small HTTP client for driving traffic through the mesh.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+/// A debug build on a loaded 2-core CI machine starts a dozen processes slowly.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A mesh file with `services` (name, replicas, extra echo args) on an ephemeral ingress port.
+pub fn mesh_yaml(name: &str, services: &[(&str, u32, &str)]) -> String {
+    let mut y = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n"
+    );
+    for (svc, replicas, extra) in services {
+        let extra: String = extra
+            .split_whitespace()
+            .map(|a| format!(", {a}"))
+            .collect();
+        y.push_str(&format!(
+            "  - name: {svc}\n    port: 80\n    workloads:\n    - name: {svc}-v1\n      labels: {{app: {svc}, version: v1}}\n      replicas: {replicas}\n      command: [weft, demo, echo, --service, {svc}, --version, v1{extra}]\n"
+        ));
+    }
+    y
+}
+
+/// A running `weft up`.
+pub struct Mesh {
+    pub child: Child,
+    pub home: PathBuf,
+    _home: Option<tempfile::TempDir>,
+    pub files: tempfile::TempDir,
+    pub stderr: Arc<Mutex<String>>,
+    pub status: Value,
+    pub ingress: SocketAddr,
+}
+
+impl Mesh {
+    pub fn up(yaml: &str) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let mut m = Self::up_in(yaml, home.path());
+        m._home = Some(home);
+        m
+    }
+
+    /// Starts a mesh in `home`, which other meshes may share (to test several at once).
+    pub fn up_in(yaml: &str, home: &Path) -> Mesh {
+        let files = tempfile::tempdir().unwrap();
+        let file = files.path().join("mesh.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut child = Command::new(WEFT)
+            .arg("up")
+            .arg(&file)
+            .env("WEFT_HOME", home)
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weft up");
+        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "weft up did not become ready:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        }
+        let mut mesh = Mesh {
+            child,
+            home: home.to_path_buf(),
+            _home: None,
+            files,
+            stderr,
+            status: Value::Null,
+            ingress: "127.0.0.1:0".parse().unwrap(),
+        };
+        // The mesh's name, from the `metadata: {name: NAME}` line `mesh_yaml` writes.
+        let name = yaml
+            .split("metadata: {name: ")
+            .nth(1)
+            .and_then(|r| r.split('}').next())
+            .map(str::to_owned);
+        mesh.status = mesh.status_json(name.as_deref());
+        mesh.ingress = mesh.status["ingress"].as_str().unwrap().parse().unwrap();
+        mesh
+    }
+
+    pub fn weft(&self, args: &[&str]) -> std::process::Output {
+        weft_in(&self.home, args)
+    }
+
+    pub fn status_json(&self, mesh: Option<&str>) -> Value {
+        let mut args = vec!["status", "-o", "json"];
+        if let Some(m) = mesh {
+            args.extend(["--mesh", m]);
+        }
+        let out = self.weft(&args);
+        assert!(out.status.success(), "weft status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends SIGTERM and waits for `weft up` to exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        wait_timeout(&mut self.child, within)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() && self.terminate(Duration::from_secs(30)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn weft_in(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(WEFT)
+        .args(args)
+        .env("WEFT_HOME", home)
+        .output()
+        .expect("run weft")
+}
+
+pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let mut b = b.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+    buf
+}
+
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// What one request got.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub flag: Option<String>,
+    pub body: Value,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The connection was refused: the request was never accepted.
+    Connect(String),
+    Other(String),
+}
+
+/// GET `path` from `addr` with `Host: host`.
+pub async fn get(c: &HttpClient, addr: SocketAddr, host: &str, path: &str) -> Result<Reply, Failure> {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let rsp = c.request(req).await.map_err(|e| {
+        if e.is_connect() {
+            Failure::Connect(format!("{e:?}"))
+        } else {
+            Failure::Other(format!("{e:?}"))
+        }
+    })?;
+    let status = rsp.status().as_u16();
+    let flag = rsp
+        .headers()
+        .get("x-weft-flag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = rsp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Failure::Other(format!("body: {e}")))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply { status, flag, body, text })
+}
+
+pub fn path_exists(p: &PathBuf) -> bool {
+    p.exists()
+}
