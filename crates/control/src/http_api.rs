@@ -35,7 +35,9 @@ fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
 impl Api {
     fn serve(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/status") => json(&status::build(&self.registry, self.control, self.api)),
+            (&Method::GET, "/status") => {
+                json(&status::build(&self.registry, self.control, self.api))
+            }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             _ => {

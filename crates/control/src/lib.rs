@@ -19,4 +19,4 @@ pub mod server;
 pub mod status;
 
 pub use registry::Registry;
-pub use server::{ControlPlane, ControlError};
+pub use server::{ControlError, ControlPlane};

@@ -182,9 +182,10 @@ async fn terminate(child: &mut Child, deadline: Duration) {
 /// Starts a proxy and reads the addresses it bound (its first stdout line, JSON).
 async fn start_proxy(launch: &Launch) -> Result<(Child, serde_json::Value), UpError> {
     let mut child = launch.spawn()?;
-    let out = child.stdout.take().ok_or_else(|| {
-        UpError::ProxyStart(launch.what.clone(), "no stdout".into())
-    })?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| UpError::ProxyStart(launch.what.clone(), "no stdout".into()))?;
     let mut lines = BufReader::new(out).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
     let line = match first {
@@ -211,7 +212,9 @@ async fn start_proxy(launch: &Launch) -> Result<(Child, serde_json::Value), UpEr
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn proxy_args(
@@ -305,7 +308,10 @@ pub async fn up(
     if result.is_ok() {
         on_ready(&status::build(&registry, control.grpc, control.api));
         shutdown.cancelled().await;
-        eprintln!("weft: stopping mesh {}: draining the ingress, then sidecars, then apps", spec.name);
+        eprintln!(
+            "weft: stopping mesh {}: draining the ingress, then sidecars, then apps",
+            spec.name
+        );
     }
 
     ingress_stop.cancel();
@@ -353,7 +359,12 @@ async fn start_all(
         env: vec![],
     };
     let (child, _) = start_proxy(&launch).await?;
-    ingress_tasks.spawn(supervise(launch, child, stops.0.clone(), opts.drain_timeout));
+    ingress_tasks.spawn(supervise(
+        launch,
+        child,
+        stops.0.clone(),
+        opts.drain_timeout,
+    ));
 
     for svc in &spec.services {
         for w in &svc.workloads {
@@ -408,17 +419,32 @@ async fn start_replica(
         env: vec![],
     };
     let (child, bound) = start_proxy(&launch).await?;
-    let field = |k: &str| bound.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let field = |k: &str| {
+        bound
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let (inbound, outbound, admin) = (field("inbound"), field("outbound"), field("admin"));
     // Restarts reuse the same addresses, so the app's HTTP_PROXY and peers' routes stay valid.
-    for (flag, v) in [("--inbound", &inbound), ("--outbound", &outbound), ("--admin", &admin)] {
+    for (flag, v) in [
+        ("--inbound", &inbound),
+        ("--outbound", &outbound),
+        ("--admin", &admin),
+    ] {
         if let Some(pos) = launch.argv.iter().position(|a| a == flag) {
             launch.argv[pos + 1] = v.clone();
         } else {
             launch.argv.extend([flag.to_string(), v.clone()]);
         }
     }
-    sidecar_tasks.spawn(supervise(launch, child, stops.1.clone(), opts.drain_timeout));
+    sidecar_tasks.spawn(supervise(
+        launch,
+        child,
+        stops.1.clone(),
+        opts.drain_timeout,
+    ));
 
     let mut argv = w.command.clone();
     if argv[0] == "weft" {
@@ -443,7 +469,12 @@ async fn start_replica(
         env,
     };
     let child = launch.spawn()?;
-    app_tasks.spawn(supervise(launch, child, stops.2.clone(), opts.drain_timeout));
+    app_tasks.spawn(supervise(
+        launch,
+        child,
+        stops.2.clone(),
+        opts.drain_timeout,
+    ));
     Ok(())
 }
 
@@ -464,12 +495,12 @@ async fn wait_ready(
             .iter()
             .filter(|w| !w.ready)
             .map(|w| format!("  {}: {} {}", w.instance, w.state, w.reason))
-            .chain(
-                proxies
-                    .iter()
-                    .filter(|p| p.acked != version)
-                    .map(|p| format!("  {} proxy: has not applied snapshot {version}", p.node.instance)),
-            )
+            .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
+                format!(
+                    "  {} proxy: has not applied snapshot {version}",
+                    p.node.instance
+                )
+            }))
             .chain(
                 (!proxies.iter().any(|p| p.node.mode == "ingress"))
                     .then(|| "  ingress: not registered".to_string()),

@@ -76,10 +76,18 @@ pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
             .join(", ")
     };
     match name {
-        Some(n) => all.iter().find(|m| m.name == n).cloned().ok_or_else(|| FindError::NotFound {
-            name: n.to_string(),
-            running: if all.is_empty() { "none".into() } else { names() },
-        }),
+        Some(n) => all
+            .iter()
+            .find(|m| m.name == n)
+            .cloned()
+            .ok_or_else(|| FindError::NotFound {
+                name: n.to_string(),
+                running: if all.is_empty() {
+                    "none".into()
+                } else {
+                    names()
+                },
+            }),
         None => match all.len() {
             0 => Err(FindError::None(dir())),
             1 => Ok(all[0].clone()),

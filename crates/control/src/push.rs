@@ -31,7 +31,11 @@ impl Discovery for Push {
             Some(pb::ProxyMessage {
                 msg: Some(Msg::Hello(h)),
             }) => h,
-            _ => return Err(Status::invalid_argument("the first message must be a Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ))
+            }
         };
         let node = Node::try_from(hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");

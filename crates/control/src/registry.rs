@@ -250,9 +250,9 @@ impl Registry {
 /// Every `(service, instance)` the mesh declares.
 pub fn declared_instances(spec: &MeshSpec) -> impl Iterator<Item = (String, String)> + '_ {
     spec.services.iter().flat_map(|s| {
-        s.workloads.iter().flat_map(move |w| {
-            (0..w.replicas).map(move |i| (s.name.clone(), w.instance_name(i)))
-        })
+        s.workloads
+            .iter()
+            .flat_map(move |w| (0..w.replicas).map(move |i| (s.name.clone(), w.instance_name(i))))
     })
 }
 

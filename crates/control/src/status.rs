@@ -45,7 +45,8 @@ fn addr(a: Option<SocketAddr>) -> String {
 pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Status {
     let spec = registry.spec();
     let proxies = registry.proxies();
-    let newest = |pred: &dyn Fn(&ProxyRecord) -> bool| proxies.iter().rev().find(|p| pred(p)).cloned();
+    let newest =
+        |pred: &dyn Fn(&ProxyRecord) -> bool| proxies.iter().rev().find(|p| pred(p)).cloned();
     let ingress = newest(&|p| p.node.mode == "ingress")
         .and_then(|p| p.node.outbound)
         .unwrap_or(spec.ingress);

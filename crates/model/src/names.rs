@@ -55,7 +55,9 @@ impl<'a> Authority<'a> {
         if let Some(rest) = s.strip_prefix('[') {
             if let Some(end) = rest.find(']') {
                 let host = &rest[..end];
-                let port = rest[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+                let port = rest[end + 1..]
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok());
                 return Authority { host, port };
             }
         }
@@ -65,9 +67,15 @@ impl<'a> Authority<'a> {
                     host: h,
                     port: Some(port),
                 },
-                Err(_) => Authority { host: s, port: None },
+                Err(_) => Authority {
+                    host: s,
+                    port: None,
+                },
             },
-            _ => Authority { host: s, port: None },
+            _ => Authority {
+                host: s,
+                port: None,
+            },
         }
     }
 
@@ -85,9 +93,7 @@ impl<'a> Authority<'a> {
             [] => default_namespace,
             [ns] => ns,
             [ns, "svc"] => ns,
-            [ns, "svc", domain @ ..] if domain.join(".").eq_ignore_ascii_case(CLUSTER_DOMAIN) => {
-                ns
-            }
+            [ns, "svc", domain @ ..] if domain.join(".").eq_ignore_ascii_case(CLUSTER_DOMAIN) => ns,
             _ => return None,
         };
         Some(ServiceKey::new(

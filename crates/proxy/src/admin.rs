@@ -30,7 +30,10 @@ impl Admin {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => match shared.not_ready_reason() {
                 None => text(StatusCode::OK, "ready\n"),
-                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                Some(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
             },
             (&Method::GET, "/config") => {
                 let table = shared.table.load();

@@ -156,7 +156,8 @@ pub fn pick_p2c<'a>(
 ) -> Option<(usize, &'a Arc<EndpointState>)> {
     let now = now_ns();
     let mut rng = rand::thread_rng();
-    let usable = |i: usize, strict: bool| !exclude.contains(&i) && !(strict && eps[i].is_failing(now));
+    let usable =
+        |i: usize, strict: bool| !(exclude.contains(&i) || strict && eps[i].is_failing(now));
     for strict in [true, false] {
         let candidates = (0..eps.len()).filter(|&i| usable(i, strict)).count();
         match candidates {
@@ -182,7 +183,11 @@ pub fn pick_p2c<'a>(
         };
         let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
         // P(a) = cb / (ca + cb): the cheaper endpoint is likelier, never certain.
-        let pick = if rng.gen::<f64>() * (ca + cb) < cb { a } else { b };
+        let pick = if rng.gen::<f64>() * (ca + cb) < cb {
+            a
+        } else {
+            b
+        };
         return Some((pick, &eps[pick]));
     }
     None
@@ -202,7 +207,7 @@ pub fn pick_round_robin<'a>(
     for strict in [true, false] {
         for k in 0..eps.len() {
             let i = (start + k) % eps.len();
-            if !exclude.contains(&i) && !(strict && eps[i].is_failing(now)) {
+            if !(exclude.contains(&i) || strict && eps[i].is_failing(now)) {
                 return Some((i, &eps[i]));
             }
         }

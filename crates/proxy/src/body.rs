@@ -11,7 +11,9 @@ pub fn empty() -> Body {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn incoming(b: hyper::body::Incoming) -> Body {

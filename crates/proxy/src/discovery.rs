@@ -83,15 +83,13 @@ fn health(shared: &Shared) -> pb::ProxyMessage {
 /// One connection's life. Returns whether it delivered at least one snapshot.
 async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
     let mut got = false;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        shared.settings.control
-    ))
-    .map_err(|e| (got, e.into()))?
-    .connect_timeout(CONNECT_TIMEOUT)
-    .tcp_nodelay(true)
-    .http2_keep_alive_interval(Duration::from_secs(10))
-    .keep_alive_timeout(Duration::from_secs(5));
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", shared.settings.control))
+            .map_err(|e| (got, e.into()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| (got, e.into()))?;
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
@@ -149,7 +147,9 @@ fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
             let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
             let table = RouteTable::compile(snapshot, &previous);
             shared.table.store(Arc::new(table));
-            shared.has_snapshot.store(true, std::sync::atomic::Ordering::Release);
+            shared
+                .has_snapshot
+                .store(true, std::sync::atomic::Ordering::Release);
             shared.metrics.config_version.set(version as i64);
             shared.metrics.endpoints_ready.set(endpoints as i64);
             let now = SystemTime::now()

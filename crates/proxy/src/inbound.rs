@@ -72,9 +72,13 @@ impl Inbound {
             .build(connector);
         Inbound {
             app,
-            app_authority: app.to_string().parse().expect("a socket address is an authority"),
+            app_authority: app
+                .to_string()
+                .parse()
+                .expect("a socket address is an authority"),
             client,
-            instance: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("unknown")),
+            instance: HeaderValue::from_str(instance)
+                .unwrap_or(HeaderValue::from_static("unknown")),
             health,
             metrics,
             drain,
@@ -85,12 +89,13 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         let authority = request_authority(&parts.uri, &parts.headers);
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(a) = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+        if let Some(a) = authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
             parts.headers.insert(header::HOST, a);
         }
-        parts
-            .headers
-            .insert(INBOUND_HEADER, self.instance.clone());
+        parts.headers.insert(INBOUND_HEADER, self.instance.clone());
         let path = parts.uri.path_and_query().cloned();
         let mut uri = Uri::builder()
             .scheme("http")
@@ -125,25 +130,20 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        _peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
-        async move {
-            let version = req.version();
-            let mut rsp = self.forward(req).await;
-            finish_response(&mut rsp, version, &self.drain);
-            if let Some(f) = flags::of(&rsp) {
-                if f == Flag::UpstreamConnectFailure.as_str() {
-                    self.metrics.flag(Flag::UpstreamConnectFailure);
-                } else if f == Flag::UpstreamConnectionTermination.as_str() {
-                    self.metrics.flag(Flag::UpstreamConnectionTermination);
-                }
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let version = req.version();
+        let mut rsp = self.forward(req).await;
+        finish_response(&mut rsp, version, &self.drain);
+        if let Some(f) = flags::of(&rsp) {
+            if f == Flag::UpstreamConnectFailure.as_str() {
+                self.metrics.flag(Flag::UpstreamConnectFailure);
+            } else if f == Flag::UpstreamConnectionTermination.as_str() {
+                self.metrics.flag(Flag::UpstreamConnectionTermination);
             }
-            self.metrics.request(Direction::inbound, rsp.status().as_u16());
-            rsp
         }
+        self.metrics
+            .request(Direction::inbound, rsp.status().as_u16());
+        rsp
     }
 }
 

@@ -76,7 +76,11 @@ impl Metrics {
             "Responses the proxy made itself, by response flag",
             flags_family.clone(),
         );
-        let flags = FLAGS.map(|f| flags_family.get_or_create(&FlagLabels { flag: f.as_str() }).clone());
+        let flags = FLAGS.map(|f| {
+            flags_family
+                .get_or_create(&FlagLabels { flag: f.as_str() })
+                .clone()
+        });
         let m = Metrics {
             requests,
             flags,
@@ -90,7 +94,11 @@ impl Metrics {
         };
         let mut m = m;
         let r = &mut m.registry;
-        r.register("weft_retries", "Retried request attempts", m.retries.clone());
+        r.register(
+            "weft_retries",
+            "Retried request attempts",
+            m.retries.clone(),
+        );
         r.register(
             "weft_config_version",
             "Version of the snapshot in force",

@@ -49,22 +49,16 @@ enum AttemptError {
 }
 
 impl Handler for Outbound {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        _peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
-        async move {
-            let version = req.version();
-            let mut rsp = self.route(req).await;
-            finish_response(&mut rsp, version, &self.drain);
-            if let Some(flag) = flags::of(&rsp).and_then(flag_from_str) {
-                self.metrics.flag(flag);
-            }
-            self.metrics
-                .request(Direction::outbound, rsp.status().as_u16());
-            rsp
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let version = req.version();
+        let mut rsp = self.route(req).await;
+        finish_response(&mut rsp, version, &self.drain);
+        if let Some(flag) = flags::of(&rsp).and_then(flag_from_str) {
+            self.metrics.flag(flag);
         }
+        self.metrics
+            .request(Direction::outbound, rsp.status().as_u16());
+        rsp
     }
 }
 
@@ -101,9 +95,7 @@ impl Outbound {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         if !parts.headers.contains_key(REQUEST_ID_HEADER) {
-            parts
-                .headers
-                .insert(REQUEST_ID_HEADER, new_request_id());
+            parts.headers.insert(REQUEST_ID_HEADER, new_request_id());
         }
         parts
             .headers

@@ -199,7 +199,12 @@ async fn control_work(
             let handler = Arc::new(Admin {
                 shared: shared.clone(),
             });
-            tokio::spawn(server::serve(admin, handler, admin_drain, TaskTracker::new()));
+            tokio::spawn(server::serve(
+                admin,
+                handler,
+                admin_drain,
+                TaskTracker::new(),
+            ));
         }
         Err(e) => tracing::error!(error = %e, "admin listener unusable"),
     }

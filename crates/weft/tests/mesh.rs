@@ -24,13 +24,29 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
     let workloads = st["workloads"].as_array().unwrap();
     assert_eq!(workloads.len(), 3);
     for w in workloads {
-        for f in ["service", "namespace", "workload", "instance", "app", "inbound", "outbound", "admin", "identity"] {
+        for f in [
+            "service",
+            "namespace",
+            "workload",
+            "instance",
+            "app",
+            "inbound",
+            "outbound",
+            "admin",
+            "identity",
+        ] {
             assert!(w[f].is_string(), "{f} missing in {w}");
         }
         assert!(w["labels"].is_object());
         assert_eq!(w["ready"], Value::Bool(true), "{w}");
         for f in ["app", "inbound", "outbound", "admin"] {
-            assert!(w[f].as_str().unwrap().parse::<std::net::SocketAddr>().is_ok(), "{f} of {w}");
+            assert!(
+                w[f].as_str()
+                    .unwrap()
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok(),
+                "{f} of {w}"
+            );
         }
     }
     assert_eq!(
@@ -46,7 +62,9 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
         let (c, counts, ingress) = (c.clone(), counts.clone(), mesh.ingress);
         tasks.push(tokio::spawn(async move {
             for _ in 0..250 {
-                let r = get(&c, ingress, "hello", "/anything").await.expect("request failed");
+                let r = get(&c, ingress, "hello", "/anything")
+                    .await
+                    .expect("request failed");
                 assert_eq!(r.status, 200, "{}", r.text);
                 *counts.lock().unwrap().entry(instance(&r)).or_default() += 1;
             }
@@ -59,13 +77,25 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
     assert_eq!(counts.values().sum::<usize>(), 1000);
     for inst in ["hello-v1-0", "hello-v1-1"] {
         let n = counts.get(inst).copied().unwrap_or(0);
-        assert!((400..=600).contains(&n), "{inst} got {n} of 1000: {counts:?}");
+        assert!(
+            (400..=600).contains(&n),
+            "{inst} got {n} of 1000: {counts:?}"
+        );
     }
 
     // Every Kubernetes form of the name reaches the service; the ingress ignores the port.
-    for host in ["world", "world:8080", "world.default", "world.default.svc.cluster.local"] {
+    for host in [
+        "world",
+        "world:8080",
+        "world.default",
+        "world.default.svc.cluster.local",
+    ] {
         let r = get(&c, mesh.ingress, host, "/").await.unwrap();
-        assert_eq!((r.status, r.body["service"].as_str()), (200, Some("world")), "{host}");
+        assert_eq!(
+            (r.status, r.body["service"].as_str()),
+            (200, Some("world")),
+            "{host}"
+        );
     }
     // Unknown host: 404 from the proxy itself, flagged NR, naming the host.
     let r = get(&c, mesh.ingress, "nosuch", "/").await.unwrap();
@@ -78,9 +108,14 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
 async fn service_to_service_calls_go_through_both_sidecars() {
     let mesh = Mesh::up(&mesh_yaml("chain", &[("front", 1, ""), ("back", 2, "")]));
     let c = client();
-    let r = get(&c, mesh.ingress, "front", "/fetch?url=http://back:80/anything")
-        .await
-        .unwrap();
+    let r = get(
+        &c,
+        mesh.ingress,
+        "front",
+        "/fetch?url=http://back:80/anything",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     // front's own sidecar took the request in...
     assert_eq!(r.body["headers"]["x-weft-inbound"], "front-v1-0");
@@ -99,13 +134,19 @@ async fn service_to_service_calls_go_through_both_sidecars() {
     assert_eq!(back["headers"]["x-request-id"], rid);
 
     // A call to a port the service does not listen on is no route.
-    let r = get(&c, mesh.ingress, "front", "/fetch?url=http://back:81/").await.unwrap();
+    let r = get(&c, mesh.ingress, "front", "/fetch?url=http://back:81/")
+        .await
+        .unwrap();
     assert_eq!(r.body["downstream"]["status"], 404, "{}", r.text);
 
     // weft exec: a short-lived client under front's identity, through its own proxy.
     let script = "import json,urllib.request; b=json.load(urllib.request.urlopen('http://back/anything')); print(b['headers']['x-weft-client'])";
     let out = mesh.weft(&["exec", "--service", "front", "--", "python3", "-c", script]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "spiffe://cluster.local/ns/default/sa/front"
@@ -128,7 +169,9 @@ async fn a_killed_app_is_routed_around_restarted_and_gets_traffic_again() {
         }
     };
     let killed_at = Arc::new(Mutex::new(None::<Instant>));
-    let log = Arc::new(Mutex::new(Vec::<(Instant, Result<(String, u64), String>)>::new()));
+    let log = Arc::new(Mutex::new(
+        Vec::<(Instant, Result<(String, u64), String>)>::new(),
+    ));
     let stop = tokio_util_stop();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -177,9 +220,22 @@ async fn a_killed_app_is_routed_around_restarted_and_gets_traffic_again() {
         .iter()
         .filter(|(t, _)| t.duration_since(killed) > Duration::from_secs(2))
         .collect();
-    assert!(late.is_empty(), "{} failures after the proxies noticed: {:?}", late.len(), late.first());
-    assert!(failures.len() <= 4, "{} failures around the kill: {failures:?}", failures.len());
-    eprintln!("{} requests, {} failed around the kill", log.len(), failures.len());
+    assert!(
+        late.is_empty(),
+        "{} failures after the proxies noticed: {:?}",
+        late.len(),
+        late.first()
+    );
+    assert!(
+        failures.len() <= 4,
+        "{} failures around the kill: {failures:?}",
+        failures.len()
+    );
+    eprintln!(
+        "{} requests, {} failed around the kill",
+        log.len(),
+        failures.len()
+    );
     let stderr = mesh.stderr();
     assert!(
         stderr.contains("hello-v1-0 exited") && stderr.contains("restarting"),
@@ -236,20 +292,32 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
         t.await.unwrap();
     }
     let status = status.expect("weft up did not exit");
-    assert!(status.success(), "weft up exited with {status}:\n{}", mesh.stderr());
+    assert!(
+        status.success(),
+        "weft up exited with {status}:\n{}",
+        mesh.stderr()
+    );
     let log = log.lock().unwrap();
     let before: Vec<_> = log.iter().filter(|(t, _)| *t < signalled).collect();
     let failed: Vec<_> = before
         .iter()
         .filter(|(_, r)| !matches!(r, Ok(200)))
         .collect();
-    assert!(failed.is_empty(), "{} of {} requests sent before SIGTERM failed: {:?}", failed.len(), before.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests sent before SIGTERM failed: {:?}",
+        failed.len(),
+        before.len(),
+        failed.first()
+    );
     eprintln!("{} requests sent before SIGTERM, all 200", before.len());
     for pid in pids {
         let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
         assert!(gone, "process {pid} outlived weft up");
     }
-    let records = std::fs::read_dir(mesh.home.join("meshes")).map(|d| d.count()).unwrap_or(0);
+    let records = std::fs::read_dir(mesh.home.join("meshes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(records, 0, "the mesh record was left behind");
 }
 
@@ -258,14 +326,21 @@ fn invalid_mesh_files_are_rejected_with_file_line_and_field() {
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
-    let yaml = mesh_yaml("bad", &[("hello", 1, "")]).replace("    port: 80\n", "    port: 80\n    colour: blue\n");
+    let yaml = mesh_yaml("bad", &[("hello", 1, "")])
+        .replace("    port: 80\n", "    port: 80\n    colour: blue\n");
     std::fs::write(&file, yaml).unwrap();
     let out = weft_in(home.path(), &["up", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.yaml:9:5:"), "{err}");
     assert!(err.contains("spec.services[0].colour"), "{err}");
-    assert!(!home.path().join("meshes").exists() || std::fs::read_dir(home.path().join("meshes")).unwrap().count() == 0);
+    assert!(
+        !home.path().join("meshes").exists()
+            || std::fs::read_dir(home.path().join("meshes"))
+                .unwrap()
+                .count()
+                == 0
+    );
 
     let yaml = format!(
         "{}  - name: hello\n    port: 81\n    workloads: []\n",
@@ -275,7 +350,10 @@ fn invalid_mesh_files_are_rejected_with_file_line_and_field() {
     let out = weft_in(home.path(), &["up", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("bad.yaml:14:5:") && err.contains("duplicate"), "{err}");
+    assert!(
+        err.contains("bad.yaml:14:5:") && err.contains("duplicate"),
+        "{err}"
+    );
 
     // Other kinds are reported by kind and file, not silently ignored.
     let yaml = format!(
@@ -283,9 +361,17 @@ fn invalid_mesh_files_are_rejected_with_file_line_and_field() {
         mesh_yaml("other", &[]).replace("  services:\n", "  services: []\n")
     );
     std::fs::write(&file, yaml).unwrap();
-    let out = weft_in(home.path(), &["up", "--ready-timeout", "1ms", file.to_str().unwrap()]);
+    let out = weft_in(
+        home.path(),
+        &["up", "--ready-timeout", "1ms", file.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:8:1:") && err.contains("VirtualService") && err.contains("not yet supported"), "{err}");
+    assert!(
+        err.contains("bad.yaml:8:1:")
+            && err.contains("VirtualService")
+            && err.contains("not yet supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -295,11 +381,19 @@ fn a_taken_ingress_port_is_a_clear_error() {
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, mesh_yaml("taken", &[("hello", 1, "")]).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    std::fs::write(
+        &file,
+        mesh_yaml("taken", &[("hello", 1, "")])
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
     let out = weft_in(home.path(), &["up", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -313,15 +407,27 @@ fn several_meshes_run_at_once_and_commands_pick_by_name() {
     std::fs::write(&file, mesh_yaml("alpha", &[("hello", 1, "")])).unwrap();
     let out = weft_in(home.path(), &["up", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("already running"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("already running"),
+        "{err}"
+    );
     let beta = Mesh::up_in(&mesh_yaml("beta", &[("hello", 1, "")]), home.path());
 
     let out = weft_in(home.path(), &["status"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "status picked a mesh out of two");
-    assert!(err.contains("alpha") && err.contains("beta") && err.contains("--mesh"), "{err}");
-    assert_eq!(alpha.status_json(Some("alpha"))["ingress"], alpha.status["ingress"]);
-    assert_eq!(alpha.status_json(Some("beta"))["ingress"], beta.status["ingress"]);
+    assert!(
+        err.contains("alpha") && err.contains("beta") && err.contains("--mesh"),
+        "{err}"
+    );
+    assert_eq!(
+        alpha.status_json(Some("alpha"))["ingress"],
+        alpha.status["ingress"]
+    );
+    assert_eq!(
+        alpha.status_json(Some("beta"))["ingress"],
+        beta.status["ingress"]
+    );
     assert_ne!(alpha.status["ingress"], beta.status["ingress"]);
     let out = weft_in(home.path(), &["status", "--mesh", "gamma"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mesh named \"gamma\""));

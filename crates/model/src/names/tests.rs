@@ -19,7 +19,10 @@ fn service_name_forms_are_one_service() {
     ] {
         assert_eq!(key(host), want, "{host}");
     }
-    assert_eq!(key("reviews.shop"), Some(ServiceKey::new("reviews", "shop")));
+    assert_eq!(
+        key("reviews.shop"),
+        Some(ServiceKey::new("reviews", "shop"))
+    );
 }
 
 #[test]

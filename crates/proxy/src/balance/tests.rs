@@ -1,6 +1,6 @@
 use super::*;
-use rand::Rng;
 use model::Identity;
+use rand::Rng;
 
 fn eps(n: usize) -> Vec<Arc<EndpointState>> {
     (0..n)

@@ -65,7 +65,9 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    let outbound = bound.outbound.ok_or_else(|| anyhow::anyhow!("no outbound listener"))?;
+    let outbound = bound
+        .outbound
+        .ok_or_else(|| anyhow::anyhow!("no outbound listener"))?;
     let rt = runtime()?;
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "A service mesh: sidecar proxy, control plane and CLI")]
+#[command(
+    name = "weft",
+    version,
+    about = "A service mesh: sidecar proxy, control plane and CLI"
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -25,7 +29,7 @@ enum Cmd {
     /// Run the control plane alone
     Control(up::ControlArgs),
     /// Run one proxy (started by `weft up` for every replica and for the ingress)
-    Proxy(proxy_cmd::ProxyArgs),
+    Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Show what runs where in the running mesh
     Status(status::StatusArgs),
     /// Run a command as a client of the running mesh, under a service's identity
@@ -97,7 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Up(a) => up::up(a),
         Cmd::Control(a) => up::control(a),
-        Cmd::Proxy(a) => proxy_cmd::run(a),
+        Cmd::Proxy(a) => proxy_cmd::run(*a),
         Cmd::Status(a) => status::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),

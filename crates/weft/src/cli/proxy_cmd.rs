@@ -85,7 +85,11 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         labels: a.labels.into_iter().collect(),
         control: a.control,
         outbound: a.outbound,
-        inbound: if mode == Mode::Sidecar { a.inbound } else { None },
+        inbound: if mode == Mode::Sidecar {
+            a.inbound
+        } else {
+            None
+        },
         admin: a.admin,
         app: a.app,
         drain_timeout: a.drain_timeout,

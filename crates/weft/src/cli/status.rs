@@ -17,7 +17,10 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
     let rt = runtime()?;
     let (code, body) = rt.block_on(get(&format!("http://{}/status", mesh.api)))?;
     if code != 200 {
-        anyhow::bail!("control plane answered {code}: {}", String::from_utf8_lossy(&body));
+        anyhow::bail!(
+            "control plane answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let st: Status = serde_json::from_slice(&body)?;
     match a.output {
@@ -53,7 +56,9 @@ fn print_table(st: &Status) {
             ]
         })
         .collect();
-    let head = ["SERVICE", "INSTANCE", "STATE", "APP", "INBOUND", "OUTBOUND", "ADMIN", "LABELS"];
+    let head = [
+        "SERVICE", "INSTANCE", "STATE", "APP", "INBOUND", "OUTBOUND", "ADMIN", "LABELS",
+    ];
     let mut width = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

@@ -25,10 +25,7 @@ pub fn mesh_yaml(name: &str, services: &[(&str, u32, &str)]) -> String {
         "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n"
     );
     for (svc, replicas, extra) in services {
-        let extra: String = extra
-            .split_whitespace()
-            .map(|a| format!(", {a}"))
-            .collect();
+        let extra: String = extra.split_whitespace().map(|a| format!(", {a}")).collect();
         y.push_str(&format!(
             "  - name: {svc}\n    port: 80\n    workloads:\n    - name: {svc}-v1\n      labels: {{app: {svc}, version: v1}}\n      replicas: {replicas}\n      command: [weft, demo, echo, --service, {svc}, --version, v1{extra}]\n"
         ));
@@ -84,10 +81,7 @@ impl Mesh {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "weft up did not become ready:\n{}",
-                    stderr.lock().unwrap()
-                );
+                panic!("weft up did not become ready:\n{}", stderr.lock().unwrap());
             }
         }
         let mut mesh = Mesh {
@@ -120,7 +114,11 @@ impl Mesh {
             args.extend(["--mesh", m]);
         }
         let out = self.weft(&args);
-        assert!(out.status.success(), "weft status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "weft status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status is JSON")
     }
 
@@ -141,7 +139,9 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() && self.terminate(Duration::from_secs(30)).is_none() {
+        if self.child.try_wait().ok().flatten().is_none()
+            && self.terminate(Duration::from_secs(30)).is_none()
+        {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -205,7 +205,12 @@ pub enum Failure {
 }
 
 /// GET `path` from `addr` with `Host: host`.
-pub async fn get(c: &HttpClient, addr: SocketAddr, host: &str, path: &str) -> Result<Reply, Failure> {
+pub async fn get(
+    c: &HttpClient,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<Reply, Failure> {
     let req = http::Request::get(format!("http://{addr}{path}"))
         .header("host", host)
         .body(Empty::new())
@@ -231,9 +236,10 @@ pub async fn get(c: &HttpClient, addr: SocketAddr, host: &str, path: &str) -> Re
         .to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Reply { status, flag, body, text })
-}
-
-pub fn path_exists(p: &PathBuf) -> bool {
-    p.exists()
+    Ok(Reply {
+        status,
+        flag,
+        body,
+        text,
+    })
 }
