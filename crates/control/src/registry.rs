@@ -74,6 +74,8 @@ pub struct ProxyRecord {
     pub node: Node,
     pub ready: bool,
     pub reason: String,
+    /// Whether the proxy has reported its health at least once.
+    pub reported: bool,
     pub draining: bool,
     pub acked: u64,
     pub nack: Option<(u64, String)>,
@@ -153,8 +155,8 @@ impl Registry {
         self.lock().proxies.values().cloned().collect()
     }
 
-    /// Whether snapshots may be pushed: every declared replica has registered, or the warm-up
-    /// period is over.
+    /// Whether snapshots may be pushed: every declared replica has registered and reported its
+    /// health, or the warm-up period is over.
     pub fn is_warm(&self) -> bool {
         if self.started.elapsed() >= WARMUP {
             return true;
@@ -164,7 +166,7 @@ impl Registry {
             inner
                 .proxies
                 .values()
-                .any(|p| p.node.instance == inst && p.node.service == svc)
+                .any(|p| p.node.instance == inst && p.node.service == svc && p.reported)
         });
         warm
     }
@@ -179,6 +181,7 @@ impl Registry {
                     node,
                     ready: false,
                     reason: "registered".into(),
+                    reported: false,
                     draining: false,
                     acked: 0,
                     nack: None,
@@ -197,6 +200,7 @@ impl Registry {
             if let Some(p) = inner.proxies.get_mut(&id) {
                 p.ready = ready;
                 p.reason = reason;
+                p.reported = true;
             }
         });
     }

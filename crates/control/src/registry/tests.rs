@@ -93,8 +93,11 @@ fn a_reconnected_proxy_replaces_its_old_registration() {
 fn warm_once_every_declared_replica_registered() {
     let r = Registry::new(spec());
     assert!(!r.is_warm());
-    let _a = r.register(node("hello-v1-0", 1000));
+    let a = r.register(node("hello-v1-0", 1000));
+    r.set_health(a.id, true, String::new());
     assert!(!r.is_warm());
-    let _b = r.register(node("hello-v1-1", 1001));
+    let b = r.register(node("hello-v1-1", 1001));
+    assert!(!r.is_warm(), "registered but health unknown");
+    r.set_health(b.id, false, "app down".into());
     assert!(r.is_warm());
 }
