@@ -2,6 +2,7 @@
 
 mod exec;
 mod get;
+mod load;
 mod proxy_cmd;
 mod status;
 mod up;
@@ -34,6 +35,8 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Run a command as a client of the running mesh, under a service's identity
     Exec(exec::ExecArgs),
+    /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
+    Load(load::LoadArgs),
     /// Demo applications
     #[command(subcommand)]
     Demo(DemoCmd),
@@ -92,7 +95,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 impl Cli {
     /// Commands whose output is for the user, not logs.
     pub fn is_quiet(&self) -> bool {
-        matches!(self.cmd, Cmd::Exec(_) | Cmd::Status(_))
+        matches!(self.cmd, Cmd::Exec(_) | Cmd::Status(_) | Cmd::Load(_))
     }
 }
 
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Proxy(a) => proxy_cmd::run(*a),
         Cmd::Status(a) => status::run(a),
         Cmd::Exec(a) => exec::run(a),
+        Cmd::Load(a) => load::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
     }
 }
