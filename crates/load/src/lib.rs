@@ -14,9 +14,12 @@
 //! - [`Report`], [`Latency`] (`report`): merging lanes into one result, JSON and text renderings.
 //! - [`Slo`], [`parse_success`] (`slo`): pass/fail gates over a report.
 //! - [`Progress`], [`spawn_progress_printer`] (`progress`): live counters and the stderr progress bar.
+//! - [`bench`]: `weft bench` — the same workload direct, through weft's two-hop path and through
+//!   Envoy's, interleaved in rounds, with proxy CPU and memory read from `/proc`.
 //!
 //! The crate does not depend on any other weft crate.
 
+pub mod bench;
 mod conn;
 mod lane;
 mod plan;

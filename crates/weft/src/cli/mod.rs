@@ -1,5 +1,6 @@
 //! The command line: flags per subcommand and the glue that calls the library crates.
 
+mod bench;
 mod exec;
 mod get;
 mod load;
@@ -37,6 +38,8 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
+    /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
+    Bench(bench::BenchArgs),
     /// Demo applications
     #[command(subcommand)]
     Demo(DemoCmd),
@@ -108,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status(a) => status::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
     }
 }

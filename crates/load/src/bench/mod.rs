@@ -1,0 +1,589 @@
+//! `weft bench`: one workload, several paths, measured side by side in the same run.
+//!
+//! Paths: `direct` (load generator → app), `weft` (→ client proxy → HTTP/2 → sidecar → app) and,
+//! when an `envoy` binary is available, `envoy` (the same two hops through two Envoys). Rounds
+//! interleave the paths (A B C A B C …) and every figure quoted is the median over rounds, as
+//! `../shared/reference/benchmarks.md` found necessary on a 2-core VM. Per step: latency at fixed
+//! rates (open model, coordinated-omission corrected), peak throughput (closed model), proxy CPU
+//! time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under load.
+//!
+//! With `pin`, the load generator runs on CPU 0 and everything else on CPU 1.
+
+mod envoy;
+mod procs;
+
+use crate::{run_blocking, LoadSpec, Report};
+use procs::{cpu_time, first_line, free_port, rss_kib, spawn, Proc};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const SCHEMA: &str = "weft.bench/v1";
+
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    /// The weft executable (app, control plane and proxies are started from it).
+    pub weft: PathBuf,
+    pub envoy: Option<PathBuf>,
+    /// Fixed rates (requests/s) at which latency is measured.
+    pub rates: Vec<f64>,
+    /// How long each fixed-rate step runs.
+    pub step: Duration,
+    /// How long each peak-throughput step runs.
+    pub peak: Duration,
+    pub rounds: usize,
+    pub connections: usize,
+    pub pin: bool,
+    pub workdir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+    #[error("load: {0}")]
+    Load(#[from] crate::LoadError),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RateResult {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    /// This path's latency minus the direct path's, in the same round (median over rounds).
+    pub added_p50_us: Option<f64>,
+    pub added_p99_us: Option<f64>,
+    /// Proxy CPU time (all of this path's proxies) per request.
+    pub cpu_us_per_request: Option<f64>,
+    pub achieved_rps: f64,
+    pub failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PathResult {
+    pub name: String,
+    pub description: String,
+    pub proxies: usize,
+    pub peak_rps: f64,
+    pub peak_cpu_us_per_request: Option<f64>,
+    pub peak_failed: u64,
+    pub rates: Vec<RateResult>,
+    /// Largest single proxy's RSS, idle and at peak load.
+    pub rss_idle_kib: Option<u64>,
+    pub rss_load_kib: Option<u64>,
+    /// CPU the path's proxies burn with no traffic, ms per second.
+    pub idle_cpu_ms_per_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub schema: String,
+    pub rounds: usize,
+    pub step_s: f64,
+    pub peak_s: f64,
+    pub connections: usize,
+    pub pinned: bool,
+    pub paths: Vec<PathResult>,
+    /// weft ÷ envoy for each figure (lower is better, except throughput).
+    pub weft_vs_envoy: Option<serde_json::Value>,
+}
+
+/// One path under test: where to send, which processes are its proxies.
+struct Path {
+    name: &'static str,
+    description: &'static str,
+    target: SocketAddr,
+    proxies: Vec<u32>,
+    _procs: Vec<Proc>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn load_spec(target: SocketAddr, rate: Option<f64>, d: Duration, connections: usize) -> LoadSpec {
+    let mut spec = LoadSpec::new(
+        format!("http://{target}/bench")
+            .parse()
+            .expect("a socket address makes a URI"),
+    );
+    spec.headers
+        .push((http::header::HOST, http::HeaderValue::from_static("bench")));
+    spec.rate = rate;
+    spec.duration = Some(d);
+    spec.connections = connections;
+    spec.concurrency = connections;
+    spec.timeout = Duration::from_secs(10);
+    spec
+}
+
+/// Waits until a request through `target` succeeds.
+fn wait_path(target: SocketAddr, what: &str) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut spec = load_spec(target, None, Duration::from_secs(1), 1);
+        spec.duration = None;
+        spec.requests = Some(1);
+        spec.timeout = Duration::from_secs(2);
+        if let Ok(r) = run_blocking(spec, None) {
+            if r.succeeded == 1 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Setup(format!(
+                "{what} never answered through {target}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn parse_bound(line: &str, key: &str) -> Result<SocketAddr, BenchError> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| BenchError::Setup(format!("proxy said {line:?}: {e}")))?;
+    v[key]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| BenchError::Setup(format!("proxy did not report {key}: {line}")))
+}
+
+fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, BenchError> {
+    let mesh = spec.workdir.join("bench-mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - name: bench-v1\n      replicas: 1\n      command: [weft, demo, echo]\n",
+    )?;
+    let quiet = [
+        ("WEFT_LOG", "warn".to_string()),
+        ("WEFT_HOME", spec.workdir.display().to_string()),
+    ];
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut control = spawn(
+        "control",
+        &spec.weft,
+        &s(&[
+            "control",
+            &mesh.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ]),
+        &quiet,
+        cpu,
+        true,
+    )?;
+    let line = first_line(&mut control)?;
+    let grpc = line
+        .split("connect to ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .ok_or_else(|| BenchError::Setup(format!("control plane said {line:?}")))?
+        .to_string();
+    let app = format!("127.0.0.1:{app}");
+    let mut sidecar = spawn(
+        "sidecar",
+        &spec.weft,
+        &s(&[
+            "proxy",
+            "--mode",
+            "sidecar",
+            "--control",
+            &grpc,
+            "--service",
+            "bench",
+            "--workload",
+            "bench-v1",
+            "--instance",
+            "bench-v1-0",
+            "--app",
+            &app,
+            "--inbound",
+            "127.0.0.1:0",
+        ]),
+        &quiet,
+        cpu,
+        true,
+    )?;
+    first_line(&mut sidecar)?;
+    let mut client = spawn(
+        "client",
+        &spec.weft,
+        &s(&[
+            "proxy",
+            "--mode",
+            "client",
+            "--control",
+            &grpc,
+            "--service",
+            "loadgen",
+            "--instance",
+            "loadgen-0",
+            "--outbound",
+            "127.0.0.1:0",
+        ]),
+        &quiet,
+        cpu,
+        true,
+    )?;
+    let target = parse_bound(&first_line(&mut client)?, "outbound")?;
+    wait_path(target, "weft")?;
+    Ok(Path {
+        name: "weft",
+        description: "client → weft outbound → HTTP/2 → weft inbound → app",
+        target,
+        proxies: vec![client.pid(), sidecar.pid()],
+        _procs: vec![client, sidecar, control],
+    })
+}
+
+fn start_envoy(
+    spec: &BenchSpec,
+    envoy: &std::path::Path,
+    app: u16,
+    cpu: Option<usize>,
+) -> Result<Path, BenchError> {
+    let (inbound, outbound) = (free_port()?, free_port()?);
+    let mut procs = Vec::new();
+    for (name, listen, upstream, h2) in [
+        ("envoy-inbound", inbound, app, false),
+        ("envoy-outbound", outbound, inbound, true),
+    ] {
+        let file = spec.workdir.join(format!("{name}.yaml"));
+        std::fs::write(&file, envoy::config(listen, upstream, h2, free_port()?))?;
+        let args: Vec<String> = [
+            "-c",
+            &file.display().to_string(),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--base-id",
+            &listen.to_string(),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        procs.push(spawn(name, envoy, &args, &[], cpu, false)?);
+    }
+    let target = SocketAddr::from(([127, 0, 0, 1], outbound));
+    wait_path(target, "envoy")?;
+    Ok(Path {
+        name: "envoy",
+        description: "client → Envoy → HTTP/2 → Envoy → app",
+        target,
+        proxies: procs.iter().map(Proc::pid).collect(),
+        _procs: procs,
+    })
+}
+
+fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter().map(|p| cpu_time(*p)).sum()
+}
+
+/// Runs one step on `path` and returns the load report with the proxies' CPU per request and
+/// their largest RSS seen during the step.
+fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), BenchError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, max_rss, pids) = (stop.clone(), max_rss.clone(), path.proxies.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for p in &pids {
+                    max_rss.fetch_max(rss_kib(*p), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let before = cpu_of(&path.proxies);
+    let report = run_blocking(spec, None);
+    let cpu = cpu_of(&path.proxies).saturating_sub(before);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let report = report?;
+    let per_req = (!path.proxies.is_empty() && report.requests > 0)
+        .then(|| cpu.as_secs_f64() * 1e6 / report.requests as f64);
+    Ok((report, per_req, max_rss.load(Ordering::Relaxed)))
+}
+
+fn pin_self(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Runs the whole benchmark; `log` gets a line per step.
+pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, BenchError> {
+    let cpu = spec.pin.then_some(1);
+    if spec.pin {
+        pin_self(0);
+    }
+    let app_port = free_port()?;
+    let _app = spawn(
+        "app",
+        &spec.weft,
+        &[
+            "demo".into(),
+            "echo".into(),
+            "--service".into(),
+            "bench".into(),
+            "--port".into(),
+            app_port.to_string(),
+        ],
+        &[
+            ("WEFT_LOG", "warn".into()),
+            ("WEFT_INSTANCE", "bench-0".into()),
+        ],
+        cpu,
+        false,
+    )?;
+    let app = SocketAddr::from(([127, 0, 0, 1], app_port));
+    wait_path(app, "the app")?;
+    let mut paths = vec![Path {
+        name: "direct",
+        description: "client → app",
+        target: app,
+        proxies: vec![],
+        _procs: vec![],
+    }];
+    paths.push(start_weft(spec, app_port, cpu)?);
+    if let Some(envoy) = &spec.envoy {
+        paths.push(start_envoy(spec, envoy, app_port, cpu)?);
+    }
+
+    // Warm up every path (connections, pools, caches), then measure idle cost.
+    for p in &paths {
+        step(
+            p,
+            load_spec(
+                p.target,
+                Some(500.0),
+                Duration::from_secs(1),
+                spec.connections,
+            ),
+        )?;
+    }
+    let mut idle = Vec::new();
+    for p in &paths {
+        let rss = p.proxies.iter().map(|pid| rss_kib(*pid)).max();
+        let before = cpu_of(&p.proxies);
+        idle.push((rss, before));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle: Vec<(Option<u64>, Option<f64>)> = paths
+        .iter()
+        .zip(idle)
+        .map(|(p, (rss, before))| {
+            let ms = (cpu_of(&p.proxies).saturating_sub(before)).as_secs_f64() * 1e3 / 2.0;
+            (rss, (!p.proxies.is_empty()).then_some(ms))
+        })
+        .collect();
+
+    // samples[path][rate] = (p50, p95, p99, cpu, rps, failed, added_p50, added_p99)
+    type Sample = (f64, f64, f64, Option<f64>, f64, u64);
+    let mut fixed: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
+    let mut added: Vec<Vec<Vec<(f64, f64)>>> =
+        vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
+    let mut peak: Vec<Vec<(f64, Option<f64>, u64, u64)>> = vec![Vec::new(); paths.len()];
+    for round in 0..spec.rounds {
+        for (ri, &rate) in spec.rates.iter().enumerate() {
+            let mut direct = None;
+            for (pi, p) in paths.iter().enumerate() {
+                let (r, cpu, _) = step(
+                    p,
+                    load_spec(p.target, Some(rate), spec.step, spec.connections),
+                )?;
+                let l = &r.latency_us;
+                log(&format!(
+                    "round {} {:>6} @ {rate} rps: p50 {} µs p99 {} µs, {} failed",
+                    round + 1,
+                    p.name,
+                    l.p50,
+                    l.p99,
+                    r.failed
+                ));
+                let s = (
+                    l.p50 as f64,
+                    l.p95 as f64,
+                    l.p99 as f64,
+                    cpu,
+                    r.achieved_rps,
+                    r.failed,
+                );
+                if pi == 0 {
+                    direct = Some(s);
+                } else if let Some(d) = direct {
+                    added[pi][ri].push((s.0 - d.0, s.2 - d.2));
+                }
+                fixed[pi][ri].push(s);
+            }
+        }
+        for (pi, p) in paths.iter().enumerate() {
+            let (r, cpu, rss) = step(p, load_spec(p.target, None, spec.peak, spec.connections))?;
+            log(&format!(
+                "round {} {:>6} peak: {:.0} rps, {} failed",
+                round + 1,
+                p.name,
+                r.achieved_rps,
+                r.failed
+            ));
+            peak[pi].push((r.achieved_rps, cpu, rss, r.failed));
+        }
+    }
+
+    let opt_median = |v: Vec<Option<f64>>| -> Option<f64> {
+        let v: Vec<f64> = v.into_iter().flatten().collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let results: Vec<PathResult> = paths
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| PathResult {
+            name: p.name.into(),
+            description: p.description.into(),
+            proxies: p.proxies.len(),
+            peak_rps: median(peak[pi].iter().map(|x| x.0).collect()),
+            peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.1).collect()),
+            peak_failed: peak[pi].iter().map(|x| x.3).sum(),
+            rates: spec
+                .rates
+                .iter()
+                .enumerate()
+                .map(|(ri, &rate)| {
+                    let s = &fixed[pi][ri];
+                    let a = &added[pi][ri];
+                    RateResult {
+                        rate,
+                        p50_us: median(s.iter().map(|x| x.0).collect()),
+                        p95_us: median(s.iter().map(|x| x.1).collect()),
+                        p99_us: median(s.iter().map(|x| x.2).collect()),
+                        added_p50_us: (!a.is_empty())
+                            .then(|| median(a.iter().map(|x| x.0).collect())),
+                        added_p99_us: (!a.is_empty())
+                            .then(|| median(a.iter().map(|x| x.1).collect())),
+                        cpu_us_per_request: opt_median(s.iter().map(|x| x.3).collect()),
+                        achieved_rps: median(s.iter().map(|x| x.4).collect()),
+                        failed: s.iter().map(|x| x.5).sum(),
+                    }
+                })
+                .collect(),
+            rss_idle_kib: idle[pi].0,
+            rss_load_kib: (!p.proxies.is_empty())
+                .then(|| peak[pi].iter().map(|x| x.2).max().unwrap_or(0)),
+            idle_cpu_ms_per_s: idle[pi].1,
+        })
+        .collect();
+    let weft_vs_envoy = ratios(&results);
+    Ok(BenchReport {
+        schema: SCHEMA.into(),
+        rounds: spec.rounds,
+        step_s: spec.step.as_secs_f64(),
+        peak_s: spec.peak.as_secs_f64(),
+        connections: spec.connections,
+        pinned: spec.pin,
+        paths: results,
+        weft_vs_envoy,
+    })
+}
+
+fn ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
+    let w = paths.iter().find(|p| p.name == "weft")?;
+    let e = paths.iter().find(|p| p.name == "envoy")?;
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => serde_json::json!((a / b * 100.0).round() / 100.0),
+        _ => serde_json::Value::Null,
+    };
+    let mut per_rate = serde_json::Map::new();
+    for (wr, er) in w.rates.iter().zip(&e.rates) {
+        per_rate.insert(
+            format!("{}", wr.rate),
+            serde_json::json!({
+                "added_p50": div(wr.added_p50_us, er.added_p50_us),
+                "added_p99": div(wr.added_p99_us, er.added_p99_us),
+                "cpu_per_request": div(wr.cpu_us_per_request, er.cpu_us_per_request),
+            }),
+        );
+    }
+    Some(serde_json::json!({
+        "peak_rps": div(Some(w.peak_rps), Some(e.peak_rps)),
+        "peak_cpu_per_request": div(w.peak_cpu_us_per_request, e.peak_cpu_us_per_request),
+        "rss_load": div(w.rss_load_kib.map(|v| v as f64), e.rss_load_kib.map(|v| v as f64)),
+        "rates": per_rate,
+    }))
+}
+
+impl BenchReport {
+    /// The guide's table: one row per path.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "weft bench: {} rounds, {}s per rate step, {}s peak steps, {} connections{}; medians over rounds",
+            self.rounds,
+            self.step_s,
+            self.peak_s,
+            self.connections,
+            if self.pinned { ", load on CPU0, the rest on CPU1" } else { "" }
+        );
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+        for p in &self.paths {
+            let _ = writeln!(out, "\n{} — {}", p.name, p.description);
+            let _ = writeln!(
+                out,
+                "  peak {:.0} rps ({} failed), proxy CPU {} µs/request at peak",
+                p.peak_rps,
+                p.peak_failed,
+                f(p.peak_cpu_us_per_request)
+            );
+            for r in &p.rates {
+                let _ = writeln!(
+                    out,
+                    "  @{:>6} rps: p50 {:>5.0} µs  p95 {:>5.0} µs  p99 {:>5.0} µs  added p50 {:>5} µs  p99 {:>5} µs  proxy CPU {:>4} µs/request  ({} failed)",
+                    r.rate,
+                    r.p50_us,
+                    r.p95_us,
+                    r.p99_us,
+                    f(r.added_p50_us),
+                    f(r.added_p99_us),
+                    f(r.cpu_us_per_request),
+                    r.failed
+                );
+            }
+            if p.proxies > 0 {
+                let _ = writeln!(
+                    out,
+                    "  RSS per proxy: idle {} KiB, under load {} KiB; idle CPU {} ms/s ({} proxies)",
+                    p.rss_idle_kib.map(|v| v.to_string()).unwrap_or_default(),
+                    p.rss_load_kib.map(|v| v.to_string()).unwrap_or_default(),
+                    p.idle_cpu_ms_per_s.map(|v| format!("{v:.2}")).unwrap_or_default(),
+                    p.proxies
+                );
+            }
+        }
+        if let Some(r) = &self.weft_vs_envoy {
+            let _ = writeln!(out, "\nweft ÷ envoy: {r}");
+        }
+        out
+    }
+}

