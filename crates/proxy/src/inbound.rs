@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 pub const INBOUND_HEADER: &str = "x-weft-inbound";
 /// How long an idle keep-alive connection to the app is kept.
 const APP_POOL_IDLE: Duration = Duration::from_secs(90);
+/// How often a ready app is checked (see [`probe_app`]).
+pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the app gets to accept a connection.
 const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -30,7 +32,10 @@ const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct AppHealth {
     ready: AtomicBool,
+    /// Wakes the control-plane stream to report the change.
     pub changed: Notify,
+    /// Wakes the prober to watch for the app's return.
+    went_down: Notify,
 }
 
 impl AppHealth {
@@ -41,6 +46,9 @@ impl AppHealth {
     pub fn set(&self, ready: bool) {
         if self.ready.swap(ready, Ordering::AcqRel) != ready {
             self.changed.notify_one();
+            if !ready {
+                self.went_down.notify_one();
+            }
         }
     }
 }
@@ -147,8 +155,16 @@ impl Handler for Inbound {
     }
 }
 
-/// Checks every `interval` that the app accepts TCP connections, and records the answer.
-pub async fn probe_app(app: SocketAddr, health: Arc<AppHealth>, interval: Duration) {
+/// Watches whether the app accepts TCP connections. While it is not ready the app is checked
+/// every `interval`, so a (re)started app gets traffic quickly; while it is ready, only every
+/// [`READY_PROBE_INTERVAL`]: traffic itself reports a dead app at once (a refused connection
+/// flips readiness), and an idle sidecar should cost nothing.
+pub async fn probe_app(
+    app: SocketAddr,
+    health: Arc<AppHealth>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
     loop {
         let ok = matches!(
             tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(app)).await,
@@ -158,6 +174,12 @@ pub async fn probe_app(app: SocketAddr, health: Arc<AppHealth>, interval: Durati
             tracing::info!(%app, ready = ok, "app readiness changed");
         }
         health.set(ok);
-        tokio::time::sleep(interval).await;
+        metrics.app_ready.set(ok as i64);
+        let wait = if ok { READY_PROBE_INTERVAL } else { interval };
+        // A refused connection on the data path wakes the prober early.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = health.went_down.notified() => {}
+        }
     }
 }

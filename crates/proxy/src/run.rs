@@ -176,21 +176,12 @@ async fn control_work(
         });
     }
     if let (Mode::Sidecar, Some(app)) = (shared.settings.mode, shared.settings.app) {
-        let health = shared.health.clone();
-        let metrics = shared.metrics.clone();
-        let interval = shared.settings.probe_interval;
-        tokio::spawn(async move {
-            let watch = inbound::probe_app(app, health.clone(), interval);
-            tokio::pin!(watch);
-            loop {
-                tokio::select! {
-                    _ = &mut watch => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                        metrics.app_ready.set(health.is_ready() as i64);
-                    }
-                }
-            }
-        });
+        tokio::spawn(inbound::probe_app(
+            app,
+            shared.health.clone(),
+            shared.metrics.clone(),
+            shared.settings.probe_interval,
+        ));
     }
     tokio::spawn(crate::discovery::run(shared.clone()));
     match tokio::net::TcpListener::from_std(admin) {

@@ -294,6 +294,18 @@ fn start_envoy(
     })
 }
 
+/// One fixed-rate step's figures.
+type Sample = (f64, f64, f64, Option<f64>, f64, u64);
+
+/// One peak step's figures.
+#[derive(Clone)]
+struct PeakSample {
+    rps: f64,
+    cpu: Option<f64>,
+    rss: u64,
+    failed: u64,
+}
+
 fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
@@ -399,12 +411,11 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         })
         .collect();
 
-    // samples[path][rate] = (p50, p95, p99, cpu, rps, failed, added_p50, added_p99)
-    type Sample = (f64, f64, f64, Option<f64>, f64, u64);
+    // fixed[path][rate]: one sample per round; added[path][rate]: (p50, p99) minus direct's.
     let mut fixed: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
     let mut added: Vec<Vec<Vec<(f64, f64)>>> =
         vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
-    let mut peak: Vec<Vec<(f64, Option<f64>, u64, u64)>> = vec![Vec::new(); paths.len()];
+    let mut peak: Vec<Vec<PeakSample>> = vec![Vec::new(); paths.len()];
     for round in 0..spec.rounds {
         for (ri, &rate) in spec.rates.iter().enumerate() {
             let mut direct = None;
@@ -447,7 +458,12 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 r.achieved_rps,
                 r.failed
             ));
-            peak[pi].push((r.achieved_rps, cpu, rss, r.failed));
+            peak[pi].push(PeakSample {
+                rps: r.achieved_rps,
+                cpu,
+                rss,
+                failed: r.failed,
+            });
         }
     }
 
@@ -462,9 +478,9 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             name: p.name.into(),
             description: p.description.into(),
             proxies: p.proxies.len(),
-            peak_rps: median(peak[pi].iter().map(|x| x.0).collect()),
-            peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.1).collect()),
-            peak_failed: peak[pi].iter().map(|x| x.3).sum(),
+            peak_rps: median(peak[pi].iter().map(|x| x.rps).collect()),
+            peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.cpu).collect()),
+            peak_failed: peak[pi].iter().map(|x| x.failed).sum(),
             rates: spec
                 .rates
                 .iter()
@@ -489,7 +505,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 .collect(),
             rss_idle_kib: idle[pi].0,
             rss_load_kib: (!p.proxies.is_empty())
-                .then(|| peak[pi].iter().map(|x| x.2).max().unwrap_or(0)),
+                .then(|| peak[pi].iter().map(|x| x.rss).max().unwrap_or(0)),
             idle_cpu_ms_per_s: idle[pi].1,
         })
         .collect();
