@@ -119,6 +119,8 @@ impl Outbound {
         // Only a request without a body can be sent twice; any request can move on to another
         // endpoint while no connection would take it.
         let replayable = http_body::Body::is_end_stream(&body);
+        // A peer's app that died mid-request may have seen it: only idempotent methods go again.
+        let idempotent = replayable && parts.method.is_idempotent();
         let mut first_body = Some(body::incoming(body));
         let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last_error = None;
@@ -147,7 +149,7 @@ impl Outbound {
                 }
                 (false, None) => break,
             };
-            match send(&ep, sender, req, in_flight).await {
+            match send(&ep, sender, req, in_flight, idempotent).await {
                 Ok(rsp) => return rsp,
                 Err(AttemptError::Final(flag, msg)) => return flags::respond(flag, msg),
                 Err(AttemptError::Retryable(msg)) => {
@@ -193,15 +195,26 @@ async fn send(
     mut sender: hyper::client::conn::http2::SendRequest<Body>,
     req: Request<Body>,
     in_flight: InFlight,
+    idempotent: bool,
 ) -> Result<Response<Body>, AttemptError> {
     match sender.send_request(req).await {
         Ok(rsp) => {
             // The peer sidecar could not reach its app: nothing was processed, try elsewhere.
-            if flags::of(&rsp) == Some(Flag::UpstreamConnectFailure.as_str()) {
-                return Err(AttemptError::Retryable(format!(
-                    "{}: its app refused the connection",
-                    ep.endpoint.instance
-                )));
+            match flags::of(&rsp) {
+                Some(f) if f == Flag::UpstreamConnectFailure.as_str() => {
+                    return Err(AttemptError::Retryable(format!(
+                        "{}: its app refused the connection",
+                        ep.endpoint.instance
+                    )));
+                }
+                // The peer's app dropped the connection mid-request (it crashed, say).
+                Some(f) if idempotent && f == Flag::UpstreamConnectionTermination.as_str() => {
+                    return Err(AttemptError::Retryable(format!(
+                        "{}: its app dropped the connection",
+                        ep.endpoint.instance
+                    )));
+                }
+                _ => {}
             }
             in_flight.success();
             Ok(rsp.map(body::incoming))
