@@ -15,14 +15,17 @@ fn instance(r: &Reply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_balances_across_replicas_and_status_reports_them() {
-    let mesh = Mesh::up(&mesh_yaml("balance", &[("hello", 2, ""), ("world", 1, "")]));
+    let mesh = Mesh::up(&mesh_yaml(
+        "balance",
+        &[("hello", 2, ""), ("world", 1, ""), ("empty", 0, "")],
+    ));
 
     // status -o json: the stable fields scripts rely on.
     let st = &mesh.status;
     assert!(st["control"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(st["ingress"].as_str().unwrap(), mesh.ingress.to_string());
     let workloads = st["workloads"].as_array().unwrap();
-    assert_eq!(workloads.len(), 3);
+    assert_eq!(workloads.len(), 3, "{st}");
     for w in workloads {
         for f in [
             "service",
@@ -102,6 +105,44 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
     assert_eq!(r.status, 404);
     assert_eq!(r.flag.as_deref(), Some("NR"));
     assert!(r.text.contains("nosuch"), "{}", r.text);
+    // A service without a ready endpoint: 503, flagged UH.
+    let r = get(&c, mesh.ingress, "empty", "/").await.unwrap();
+    assert_eq!(
+        (r.status, r.flag.as_deref()),
+        (503, Some("UH")),
+        "{}",
+        r.text
+    );
+
+    // HTTP/2 with prior knowledge (h2c) from the client works the same way.
+    let (version, status, body) = get_h2(mesh.ingress, "hello", "/anything").await;
+    assert_eq!((version, status), (http::Version::HTTP_2, 200));
+    assert_eq!(body["service"], "hello");
+
+    // Every proxy's admin endpoints.
+    let admin: std::net::SocketAddr = workloads[0]["admin"].as_str().unwrap().parse().unwrap();
+    let r = get(&c, admin, "admin", "/ready").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = get(&c, admin, "admin", "/live").await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(&c, admin, "admin", "/config").await.unwrap();
+    assert_eq!(r.body["instance"], workloads[0]["instance"]);
+    assert_eq!(r.body["version"], st["version"]);
+    let services: Vec<&str> = r.body["snapshot"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["hello", "world", "empty"]);
+    let r = get(&c, admin, "admin", "/metrics").await.unwrap();
+    assert!(r.text.contains("weft_config_version"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("weft_requests_total{direction=\"inbound\",status_class=\"2xx\"}"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

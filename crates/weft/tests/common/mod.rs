@@ -188,6 +188,30 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// GET over HTTP/2 with prior knowledge (h2c), as gRPC clients speak: connects to `addr` and
+/// asks for `http://AUTHORITY/path` (`:authority` is what names the service in HTTP/2).
+pub async fn get_h2(addr: SocketAddr, authority: &str, path: &str) -> (http::Version, u16, Value) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{authority}{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    let (version, status) = (rsp.version(), rsp.status().as_u16());
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (
+        version,
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
 /// What one request got.
 #[derive(Debug, Clone)]
 pub struct Reply {
