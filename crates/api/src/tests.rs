@@ -1,3 +1,5 @@
+//! Unit tests: snapshot wire conversions.
+
 use super::*;
 
 fn sample() -> Snapshot {

@@ -1,3 +1,5 @@
+//! Unit tests: mesh files in, specs or located errors out.
+
 use super::*;
 use model::{LoadBalancer, MeshSpec, ServiceSpec, WorkloadSpec};
 use std::collections::BTreeMap;

@@ -1,3 +1,5 @@
+//! Unit tests: which proxies become endpoints, versions, warm-up.
+
 use super::*;
 use model::{LoadBalancer, ServiceSpec, WorkloadSpec};
 

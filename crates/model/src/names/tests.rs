@@ -1,3 +1,5 @@
+//! Unit tests: service-name forms and authorities.
+
 use super::*;
 
 fn key(s: &str) -> Option<ServiceKey> {

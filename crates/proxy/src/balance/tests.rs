@@ -1,3 +1,5 @@
+//! Unit tests: endpoint choice under noise, load, failures and retries.
+
 use super::*;
 use model::Identity;
 use rand::Rng;
