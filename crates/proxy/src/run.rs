@@ -151,6 +151,23 @@ pub fn run(
     result
 }
 
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received; draining");
+    token.cancel();
+}
+
 async fn control_work(
     shared: Arc<Shared>,
     admin: std::net::TcpListener,
@@ -158,22 +175,7 @@ async fn control_work(
     done: CancellationToken,
 ) {
     if signals {
-        let token = shared.shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            tracing::info!("signal received; draining");
-            token.cancel();
-        });
+        tokio::spawn(cancel_on_signal(shared.shutdown.clone()));
     }
     if let (Mode::Sidecar, Some(app)) = (shared.settings.mode, shared.settings.app) {
         tokio::spawn(inbound::probe_app(

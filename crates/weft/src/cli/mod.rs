@@ -139,21 +139,7 @@ fn echo(a: EchoArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-pub async fn on_signal(token: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    token.cancel();
-}
+pub use proxy::run::cancel_on_signal as on_signal;
 
 /// Files given on the command line, or none.
 pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<model::MeshSpec> {
