@@ -88,6 +88,18 @@ impl Launch {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe system call (prctl). It is needed because the children sit in their
+        // own process group: if `weft up` itself is killed (SIGKILL, OOM), nothing else would
+        // stop them, and they would keep the mesh's ports. With PDEATHSIG they get SIGTERM
+        // and drain. (The signal follows the spawning thread; `weft up` spawns from its
+        // runtime's worker threads, which live as long as it does.)
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = cmd.spawn().map_err(|source| UpError::Spawn {
             what: self.what.clone(),
             program: self.argv[0].clone(),

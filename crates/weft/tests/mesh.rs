@@ -489,3 +489,21 @@ async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// If `weft up` itself is killed outright, its proxies and apps do not outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_weft_up_takes_its_processes_with_it() {
+    let mut mesh = Mesh::up(&mesh_yaml("orphans", &[("hello", 1, "")]));
+    let c = client();
+    let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+    let mut pids = vec![r.body["pid"].as_i64().unwrap() as i32];
+    pids.push(mesh.status["workloads"][0]["pid"].as_i64().unwrap() as i32);
+    nix::sys::signal::kill(mesh.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = mesh.child.wait();
+    let gone = wait_until(Duration::from_secs(20), || {
+        pids.iter()
+            .all(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), None).is_err())
+    })
+    .await;
+    assert!(gone, "processes {pids:?} outlived a killed weft up");
+}
