@@ -19,3 +19,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn incoming(b: hyper::body::Incoming) -> Body {
     b.boxed()
 }
+
+/// Boxes any body with our data and error types.
+pub fn boxed<B>(b: B) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    b.boxed()
+}

@@ -3,6 +3,7 @@
 //! pool. The sidecar also watches whether its app accepts connections and reports that as its
 //! readiness, so the control plane takes a dead app's replica out of every balancer.
 
+use crate::app_pool::{AppError, AppPool};
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
@@ -11,8 +12,6 @@ use crate::server::{Drain, Handler};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,8 +20,6 @@ use tokio::sync::Notify;
 
 /// The header the inbound side adds, naming the replica whose sidecar the request went through.
 pub const INBOUND_HEADER: &str = "x-weft-inbound";
-/// How long an idle keep-alive connection to the app is kept.
-const APP_POOL_IDLE: Duration = Duration::from_secs(90);
 /// How often a ready app is checked (see [`probe_app`]).
 pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the app gets to accept a connection.
@@ -55,8 +52,7 @@ impl AppHealth {
 
 pub struct Inbound {
     app: SocketAddr,
-    app_authority: http::uri::Authority,
-    client: Client<HttpConnector, Body>,
+    pool: Arc<AppPool>,
     instance: HeaderValue,
     pub health: Arc<AppHealth>,
     metrics: Arc<Metrics>,
@@ -71,20 +67,9 @@ impl Inbound {
         metrics: Arc<Metrics>,
         drain: Drain,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(APP_CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(APP_POOL_IDLE)
-            .build(connector);
         Inbound {
+            pool: AppPool::new(app),
             app,
-            app_authority: app
-                .to_string()
-                .parse()
-                .expect("a socket address is an authority"),
-            client,
             instance: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("unknown")),
             health,
@@ -104,24 +89,16 @@ impl Inbound {
             parts.headers.insert(header::HOST, a);
         }
         parts.headers.insert(INBOUND_HEADER, self.instance.clone());
-        let path = parts.uri.path_and_query().cloned();
-        let mut uri = Uri::builder()
-            .scheme("http")
-            .authority(self.app_authority.clone());
-        if let Some(p) = path {
-            uri = uri.path_and_query(p);
-        } else {
-            uri = uri.path_and_query("/");
-        }
-        parts.uri = match uri.build() {
-            Ok(u) => u,
-            Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
+        // Origin form (`/path?query`) on the wire to the app; the Host header names the service.
+        parts.uri = match parts.uri.path_and_query() {
+            Some(p) => Uri::from(p.clone()),
+            None => Uri::from_static("/"),
         };
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body::incoming(body));
-        match self.client.request(req).await {
-            Ok(rsp) => rsp.map(body::incoming),
-            Err(e) if e.is_connect() => {
+        match self.pool.send(req).await {
+            Ok(rsp) => rsp,
+            Err(AppError::Connect(_)) => {
                 // Tell the control plane at once; the prober will notice when the app is back.
                 self.health.set(false);
                 flags::respond(

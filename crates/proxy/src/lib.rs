@@ -9,13 +9,15 @@
 //! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, round robin).
 //! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies.
 //! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
-//! - [`inbound`]: mesh → app: forward to the local app over a keep-alive HTTP/1.1 pool.
+//! - [`inbound`]: mesh → app: forward to the local app.
+//! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
 //! - [`metrics`]: the proxy's Prometheus metrics.
 
 pub mod admin;
+pub mod app_pool;
 pub mod balance;
 pub mod body;
 pub mod discovery;
