@@ -172,3 +172,6 @@ fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
