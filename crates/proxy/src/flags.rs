@@ -29,6 +29,22 @@ pub enum Flag {
 }
 
 impl Flag {
+    pub const ALL: [Flag; 8] = [
+        Flag::NoRoute,
+        Flag::NoHealthyUpstream,
+        Flag::UpstreamConnectFailure,
+        Flag::UpstreamConnectionTermination,
+        Flag::UpstreamTimeout,
+        Flag::RetryLimitExceeded,
+        Flag::Overflow,
+        Flag::BadRequest,
+    ];
+
+    /// The flag a header value names.
+    pub fn parse(s: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Flag::NoRoute => "NR",
@@ -68,6 +84,9 @@ pub fn respond(flag: Flag, message: impl Into<String>) -> Response<Body> {
 }
 
 /// The flag a response carries, if a proxy made it.
-pub fn of<B>(rsp: &Response<B>) -> Option<&str> {
-    rsp.headers().get(FLAG_HEADER).and_then(|v| v.to_str().ok())
+pub fn of<B>(rsp: &Response<B>) -> Option<Flag> {
+    rsp.headers()
+        .get(FLAG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Flag::parse)
 }

@@ -119,12 +119,9 @@ impl Handler for Inbound {
         let version = req.version();
         let mut rsp = self.forward(req).await;
         finish_response(&mut rsp, version, &self.drain);
+        // Only flags this proxy set: an app's response never carries one.
         if let Some(f) = flags::of(&rsp) {
-            if f == Flag::UpstreamConnectFailure.as_str() {
-                self.metrics.flag(Flag::UpstreamConnectFailure);
-            } else if f == Flag::UpstreamConnectionTermination.as_str() {
-                self.metrics.flag(Flag::UpstreamConnectionTermination);
-            }
+            self.metrics.flag(f);
         }
         self.metrics
             .request(Direction::inbound, rsp.status().as_u16());

@@ -28,16 +28,6 @@ struct FlagLabels {
 }
 
 const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
-const FLAGS: [Flag; 8] = [
-    Flag::NoRoute,
-    Flag::NoHealthyUpstream,
-    Flag::UpstreamConnectFailure,
-    Flag::UpstreamConnectionTermination,
-    Flag::UpstreamTimeout,
-    Flag::RetryLimitExceeded,
-    Flag::Overflow,
-    Flag::BadRequest,
-];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -76,7 +66,7 @@ impl Metrics {
             "Responses the proxy made itself, by response flag",
             flags_family.clone(),
         );
-        let flags = FLAGS.map(|f| {
+        let flags = Flag::ALL.map(|f| {
             flags_family
                 .get_or_create(&FlagLabels { flag: f.as_str() })
                 .clone()
@@ -136,7 +126,7 @@ impl Metrics {
     }
 
     pub fn flag(&self, flag: Flag) {
-        if let Some(i) = FLAGS.iter().position(|f| *f == flag) {
+        if let Some(i) = Flag::ALL.iter().position(|f| *f == flag) {
             self.flags[i].inc();
         }
     }

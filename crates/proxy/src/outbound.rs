@@ -53,7 +53,7 @@ impl Handler for Outbound {
         let version = req.version();
         let mut rsp = self.route(req).await;
         finish_response(&mut rsp, version, &self.drain);
-        if let Some(flag) = flags::of(&rsp).and_then(flag_from_str) {
+        if let Some(flag) = flags::of(&rsp) {
             self.metrics.flag(flag);
         }
         self.metrics
@@ -201,14 +201,14 @@ async fn send(
         Ok(rsp) => {
             // The peer sidecar could not reach its app: nothing was processed, try elsewhere.
             match flags::of(&rsp) {
-                Some(f) if f == Flag::UpstreamConnectFailure.as_str() => {
+                Some(Flag::UpstreamConnectFailure) => {
                     return Err(AttemptError::Retryable(format!(
                         "{}: its app refused the connection",
                         ep.endpoint.instance
                     )));
                 }
                 // The peer's app dropped the connection mid-request (it crashed, say).
-                Some(f) if idempotent && f == Flag::UpstreamConnectionTermination.as_str() => {
+                Some(Flag::UpstreamConnectionTermination) if idempotent => {
                     return Err(AttemptError::Retryable(format!(
                         "{}: its app dropped the connection",
                         ep.endpoint.instance
@@ -253,21 +253,6 @@ fn never_processed(e: &hyper::Error) -> bool {
         src = s.source();
     }
     false
-}
-
-fn flag_from_str(s: &str) -> Option<Flag> {
-    [
-        Flag::NoRoute,
-        Flag::NoHealthyUpstream,
-        Flag::UpstreamConnectFailure,
-        Flag::UpstreamConnectionTermination,
-        Flag::UpstreamTimeout,
-        Flag::RetryLimitExceeded,
-        Flag::Overflow,
-        Flag::BadRequest,
-    ]
-    .into_iter()
-    .find(|f| f.as_str() == s)
 }
 
 /// The authority a request is for: its absolute-form URI, else its Host header.
