@@ -70,6 +70,9 @@ struct EchoArgs {
     port: u16,
     #[arg(long, env = "WEFT_INSTANCE", default_value = "local")]
     instance: String,
+    /// Worker threads (a demo app is small; one keeps it cheap and its latency steady)
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -117,7 +120,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn echo(a: EchoArgs) -> anyhow::Result<i32> {
-    let rt = runtime()?;
+    let rt = if a.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.workers)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
         let listener = tokio::net::TcpListener::bind(addr)
