@@ -7,6 +7,8 @@
 
 use model::{Endpoint, Identity, LoadBalancer, Service, ServiceKey, Snapshot};
 
+mod route;
+
 /// Generated from proto/weft.proto.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
@@ -20,6 +22,8 @@ pub enum WireError {
     Port { service: String, port: u32 },
     #[error("service {service}: unknown load balancer {lb:?}")]
     LoadBalancer { service: String, lb: String },
+    #[error("route {route}: {why}")]
+    Route { route: String, why: String },
     #[error("service {service}: endpoint {instance}: address {address:?} is not HOST:PORT")]
     Address {
         service: String,
@@ -58,6 +62,7 @@ impl From<&Snapshot> for pb::Snapshot {
                             identity: e.identity.0.clone(),
                         })
                         .collect(),
+                    routes: svc.routes.iter().map(route::to_wire).collect(),
                 })
                 .collect(),
         }
@@ -102,11 +107,17 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                     identity: Identity(e.identity),
                 });
             }
+            let routes = svc
+                .routes
+                .into_iter()
+                .map(route::from_wire)
+                .collect::<Result<_, _>>()?;
             services.push(Service {
                 key: ServiceKey::new(svc.name, svc.namespace),
                 port,
                 lb,
                 endpoints,
+                routes,
             });
         }
         Ok(Snapshot {

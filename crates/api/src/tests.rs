@@ -16,6 +16,28 @@ fn sample() -> Snapshot {
                 labels: [("app".to_string(), "hello".to_string())].into(),
                 identity: Identity::spiffe("default", "hello"),
             }],
+            routes: vec![model::HttpRoute {
+                name: "canary".into(),
+                matches: vec![model::RouteMatch {
+                    path: Some(model::PathMatch::Prefix("/api".into())),
+                    method: Some("GET".into()),
+                    headers: vec![model::HeaderMatch {
+                        name: "end-user".into(),
+                        value: model::StringMatch::Exact("jason".into()),
+                        invert: false,
+                    }],
+                    query: vec![model::QueryMatch {
+                        name: "debug".into(),
+                        value: model::StringMatch::Present,
+                    }],
+                }],
+                destinations: vec![model::Destination {
+                    service: ServiceKey::new("hello", "default"),
+                    subset: Some("v2".into()),
+                    labels: [("version".to_string(), "v2".to_string())].into(),
+                    weight: 10,
+                }],
+            }],
         }],
     }
 }

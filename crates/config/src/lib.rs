@@ -1,4 +1,5 @@
-//! weft's mesh files: YAML (or JSON) `kind: Mesh` documents in, one validated
+//! weft's mesh files: YAML (or JSON) `kind: Mesh` documents (plus Istio VirtualServices and
+//! DestinationRules, which become the mesh's routes) in, one validated
 //! [`model::MeshSpec`] out, with every problem reported as `FILE:LINE:COL: FIELD: MESSAGE`.
 //!
 //! Layout:
@@ -7,11 +8,13 @@
 //! - `split`: cuts a file into documents at `---` / `...` lines, keeping their start lines.
 //! - `marked`: a position-marked tree of a document (yaml-rust2 events), to find a field's line.
 //! - `format`: the serde shape of a `kind: Mesh` document.
+//! - `istio`: Istio VirtualService / DestinationRule documents, translated into routes.
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
 mod diagnostic;
 mod format;
+mod istio;
 mod loader;
 mod marked;
 mod split;
@@ -26,8 +29,9 @@ use std::path::{Path, PathBuf};
 pub struct Loaded {
     /// The merged `kind: Mesh` documents; `None` if there were none.
     pub mesh: Option<model::MeshSpec>,
-    /// Documents of kinds weft does not implement yet (VirtualService, HTTPRoute, …), one notice
-    /// each, for the caller to print.
+    /// Documents of kinds weft does not implement yet (HTTPRoute, …), one notice each, and
+    /// fields of implemented kinds that are accepted but ignored for now (a VirtualService's
+    /// `retries`, …), one notice each with its line: warnings for the caller to print.
     pub unsupported: Vec<Diagnostic>,
 }
 

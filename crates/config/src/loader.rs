@@ -2,6 +2,7 @@
 //! checks `kind: Mesh` documents, merges them, and records everything else as unsupported.
 
 use crate::format::{MeshDocument, API_VERSION};
+use crate::istio;
 use crate::marked::{Node, Pos, Value};
 use crate::split::{split, Document};
 use crate::{Diagnostic, Errors, Loaded};
@@ -24,13 +25,15 @@ pub(crate) struct Loader {
     /// Where each service (name, namespace) and each workload name was first defined.
     service_at: HashMap<(String, String), String>,
     workload_at: HashMap<String, String>,
+    /// Istio VirtualServices and DestinationRules, resolved once every file is read.
+    istio: Vec<istio::Pending>,
 }
 
 /// One parsed document of one file, to turn field paths into diagnostics.
-struct Doc<'a> {
-    file: &'a Path,
-    first_line: usize,
-    tree: &'a Node,
+pub(crate) struct Doc<'a> {
+    pub file: &'a Path,
+    pub first_line: usize,
+    pub tree: &'a Node,
 }
 
 impl Doc<'_> {
@@ -39,12 +42,12 @@ impl Doc<'_> {
     }
 
     /// A diagnostic at the line of `field`.
-    fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
         self.at(self.tree.locate(field), field, message)
     }
 
     /// `FILE:LINE` of `field`, for "first defined at" messages.
-    fn place(&self, field: &str) -> String {
+    pub fn place(&self, field: &str) -> String {
         let d = self.error(field, "");
         format!("{}:{}", d.file.display(), d.line)
     }
@@ -152,6 +155,28 @@ impl Loader {
             (Ok(api_version), Ok(kind)) => (api_version, kind),
             (a, k) => return self.errors.extend([a.err(), k.err()].into_iter().flatten()),
         };
+        if istio::KINDS.contains(&kind) && istio::API_VERSIONS.contains(&api_version) {
+            let kind = match kind {
+                "VirtualService" => {
+                    serde_yaml_ng::from_str(document.text).map(istio::Kind::VirtualService)
+                }
+                _ => serde_yaml_ng::from_str(document.text).map(istio::Kind::DestinationRule),
+            };
+            match kind {
+                Ok(kind) => {
+                    let pending = istio::Pending {
+                        file: file.to_path_buf(),
+                        first_line: document.first_line,
+                        tree,
+                        kind,
+                    };
+                    self.unsupported.extend(pending.notices());
+                    self.istio.push(pending);
+                }
+                Err(e) => self.errors.push(doc.serde_error(&e)),
+            }
+            return;
+        }
         if kind != "Mesh" {
             let name = tree
                 .get("metadata")
@@ -289,7 +314,9 @@ impl Loader {
         }
     }
 
-    pub fn finish(self) -> Result<Loaded, Errors> {
+    pub fn finish(mut self) -> Result<Loaded, Errors> {
+        let services = self.name.is_some().then_some(self.services.as_slice());
+        let routes = istio::resolve(services, &self.istio, &mut self.errors);
         if !self.errors.is_empty() {
             return Err(Errors(self.errors));
         }
@@ -305,6 +332,7 @@ impl Loader {
                 name,
                 ingress,
                 services,
+                routes,
             }),
             unsupported: self.unsupported,
         })

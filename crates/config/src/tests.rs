@@ -111,6 +111,7 @@ fn valid_mesh_with_defaults() {
                 workloads: vec![],
             },
         ],
+        routes: Vec::new(),
     };
     assert_eq!(mesh(VALID), expected);
 }
@@ -334,11 +335,11 @@ fn wrong_api_version() {
 fn unsupported_kind_is_recorded_and_the_mesh_still_loads() {
     let text = "\
 apiVersion: networking.istio.io/v1
-kind: VirtualService
+kind: Gateway
 metadata:
   name: reviews
 spec:
-  hosts: [reviews]
+  selector: {istio: ingressgateway}
 ...
 ---
 apiVersion: weft.dev/v1alpha1
@@ -357,7 +358,7 @@ kind: HTTPRoute
     assert_eq!(
         notices,
         [
-            "all.yaml:1:1: VirtualService (networking.istio.io/v1) reviews is not yet supported",
+            "all.yaml:1:1: Gateway (networking.istio.io/v1) reviews is not yet supported",
             "all.yaml:16:1: HTTPRoute (gateway.networking.k8s.io/v1) is not yet supported",
         ]
     );
@@ -478,4 +479,440 @@ fn hostile_input_does_not_panic() {
     ] {
         let _ = load_str(Path::new("x"), text);
     }
+}
+
+// ---- Istio VirtualService / DestinationRule ----
+
+const BOOKINFO_MESH: &str = "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: bookinfo}
+spec:
+  services:
+  - name: reviews
+    port: 9080
+    workloads:
+    - {name: reviews-v1, labels: {version: v1}, command: [x]}
+    - {name: reviews-v2, labels: {version: v2}, command: [x]}
+  - name: ratings
+    port: 9080
+";
+
+const REVIEWS_DR: &str = "\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+";
+
+/// The mesh file followed by `docs` (each a whole document), as one multi-document file.
+fn istio(docs: &[&str]) -> String {
+    let mut text = BOOKINFO_MESH.to_string();
+    for d in docs {
+        text.push_str("---\n");
+        text.push_str(d);
+    }
+    text
+}
+
+fn reviews() -> model::ServiceKey {
+    model::ServiceKey::new("reviews", "default")
+}
+
+fn dest(subset: &str, weight: u32) -> model::Destination {
+    model::Destination {
+        service: reviews(),
+        subset: Some(subset.into()),
+        labels: map(&[("version", subset)]),
+        weight,
+    }
+}
+
+fn routes(text: &str) -> Vec<model::HttpRoute> {
+    let m = mesh(text);
+    assert_eq!(m.routes.len(), 1, "{:#?}", m.routes);
+    assert_eq!(m.routes[0].service, reviews());
+    m.routes[0].routes.clone()
+}
+
+#[test]
+fn istio_canary_90_10() {
+    let vs = "\
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews.default.svc.cluster.local, subset: v2, port: {number: 9080}}
+      weight: 10
+";
+    let m = mesh(&istio(&[REVIEWS_DR, vs]));
+    assert_eq!(
+        m.routes,
+        vec![model::ServiceRoutes {
+            service: reviews(),
+            routes: vec![model::HttpRoute {
+                name: "VirtualService default/reviews http[0]".into(),
+                matches: vec![],
+                destinations: vec![dest("v1", 90), dest("v2", 10)],
+            }],
+        }]
+    );
+}
+
+#[test]
+fn istio_header_match_then_default_keeps_order() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [mesh]
+  http:
+  - name: jason
+    match:
+    - headers:
+        End-User: {exact: jason}
+        x-canary: {}
+      withoutHeaders:
+        x-debug: {prefix: 'on'}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+";
+    let r = routes(&istio(&[vs, REVIEWS_DR]));
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].name, "jason");
+    assert_eq!(
+        r[0].matches,
+        vec![model::RouteMatch {
+            headers: vec![
+                model::HeaderMatch {
+                    name: "end-user".into(),
+                    value: model::StringMatch::Exact("jason".into()),
+                    invert: false,
+                },
+                model::HeaderMatch {
+                    name: "x-canary".into(),
+                    value: model::StringMatch::Present,
+                    invert: false,
+                },
+                model::HeaderMatch {
+                    name: "x-debug".into(),
+                    value: model::StringMatch::Prefix("on".into()),
+                    invert: true,
+                },
+            ],
+            ..Default::default()
+        }]
+    );
+    assert_eq!(r[0].destinations, vec![dest("v2", 100)]);
+    assert_eq!(r[1].name, "VirtualService default/reviews http[1]");
+    assert!(r[1].matches.is_empty());
+    assert_eq!(r[1].destinations, vec![dest("v1", 100)]);
+}
+
+#[test]
+fn istio_uri_method_and_query_matches() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {prefix: /api}
+      method: {exact: GET}
+    - uri: {regex: '/v[0-9]+/.*'}
+      queryParams:
+        debug: {exact: '1'}
+    - uri: {exact: /health}
+    route:
+    - destination: {host: reviews}
+";
+    let r = routes(&istio(&[vs]));
+    let m = &r[0].matches;
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[0].path, Some(model::PathMatch::Prefix("/api".into())));
+    assert_eq!(m[0].method.as_deref(), Some("GET"));
+    assert_eq!(
+        m[1].path,
+        Some(model::PathMatch::Regex("/v[0-9]+/.*".into()))
+    );
+    assert_eq!(
+        m[1].query,
+        vec![model::QueryMatch {
+            name: "debug".into(),
+            value: model::StringMatch::Exact("1".into()),
+        }]
+    );
+    assert_eq!(m[2].path, Some(model::PathMatch::Exact("/health".into())));
+    assert_eq!(
+        r[0].destinations,
+        vec![model::Destination {
+            service: reviews(),
+            subset: None,
+            labels: map(&[]),
+            weight: 100,
+        }]
+    );
+}
+
+#[test]
+fn istio_unknown_subset_points_at_the_subset() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v3
+";
+    // The mesh is 12 lines, the DR 11 (with its `---`), so the VS's `---` is line 25.
+    assert_eq!(
+        error(&istio(&[REVIEWS_DR, vs])),
+        "34:9: spec.http[0].route[0].destination.subset: unknown subset v3 of reviews.default"
+    );
+}
+
+#[test]
+fn istio_unknown_host_is_an_error_naming_it() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details}
+spec:
+  hosts: [details]
+  http:
+  - route:
+    - destination: {host: reviews}
+";
+    assert_eq!(
+        error(&istio(&[vs])),
+        "18:11: spec.hosts[0]: host `details` is not a service of the mesh"
+    );
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: nope.other}\n";
+    assert_eq!(
+        error(&istio(&[dr])),
+        "17:8: spec.host: host `nope.other` is not a service of the mesh"
+    );
+}
+
+#[test]
+fn istio_bad_regex_and_query_prefix_and_method_forms() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri:
+        regex: '/v[0-9'
+    - queryParams:
+        q: {prefix: a}
+    - method: {prefix: G}
+    route:
+    - destination: {host: reviews}
+";
+    let diagnostics: Vec<String> = errors(&istio(&[vs]))
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(diagnostics.len(), 3, "{diagnostics:#?}");
+    assert!(
+        diagnostics[0]
+            .starts_with("mesh.yaml:22:9: spec.http[0].match[0].uri.regex: invalid regex:"),
+        "{diagnostics:#?}"
+    );
+    assert!(
+        diagnostics[1].starts_with("mesh.yaml:24:13: spec.http[0].match[1].queryParams.q.prefix: Istio does not support prefix"),
+        "{diagnostics:#?}"
+    );
+    assert_eq!(
+        diagnostics[2],
+        "mesh.yaml:25:7: spec.http[0].match[2].method: only exact is supported for method"
+    );
+}
+
+#[test]
+fn istio_ignored_fields_are_reported_and_the_route_still_loads() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    retries:
+      attempts: 3
+";
+    let dr = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {}
+";
+    let loaded = load_str(Path::new("mesh.yaml"), &istio(&[vs, dr])).unwrap();
+    let notices: Vec<String> = loaded.unsupported.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notices,
+        [
+            "mesh.yaml:22:5: spec.http[0].retries: VirtualService default/reviews: retries is not yet supported; ignored",
+            "mesh.yaml:30:3: spec.trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
+            "mesh.yaml:34:5: spec.subsets[0].trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
+        ]
+    );
+    let mesh = loaded.mesh.unwrap();
+    assert_eq!(mesh.routes[0].routes[0].destinations[0].weight, 100);
+}
+
+#[test]
+fn istio_unknown_field_is_an_error_with_its_line() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  htttp: []
+";
+    let e = error(&istio(&[vs]));
+    assert!(
+        e.starts_with("19:3: spec.htttp: unknown field `htttp`"),
+        "{e}"
+    );
+    let vs = vs.replace(
+        "htttp: []",
+        "http:\n  - route:\n    - destination: {host: reviews, version: v1}",
+    );
+    let e = error(&istio(&[&vs]));
+    assert!(
+        e.starts_with("21:36: spec.http[0].route[0].destination.version: unknown field `version`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn istio_dr_before_mesh_and_vs_in_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = format!("{REVIEWS_DR}---\n{BOOKINFO_MESH}");
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v2}
+";
+    std::fs::write(dir.path().join("a.yaml"), first).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), vs).unwrap();
+    let loaded = load(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.unsupported, vec![]);
+    let m = loaded.mesh.unwrap();
+    assert_eq!(m.services.len(), 2);
+    assert_eq!(m.routes[0].routes[0].destinations, vec![dest("v2", 100)]);
+}
+
+#[test]
+fn istio_two_virtual_services_for_one_host() {
+    let vs = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n\
+             spec:\n  hosts: [{host}]\n  http:\n  - route:\n    - destination: {{host: reviews}}\n"
+        )
+    };
+    let (a, b) = (
+        vs("a", "reviews"),
+        vs("b", "reviews.default.svc.cluster.local"),
+    );
+    let e = error(&istio(&[&a, &b]));
+    assert_eq!(
+        e,
+        "27:11: spec.hosts[0]: one VirtualService per host: reviews.default already has one at mesh.yaml:18"
+    );
+}
+
+#[test]
+fn istio_weights() {
+    let vs = |route: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\n\
+             spec:\n  hosts: [reviews]\n  http:\n  - route:\n{route}"
+        )
+    };
+    // Several without weights.
+    let text = istio(&[
+        REVIEWS_DR,
+        &vs("    - destination: {host: reviews, subset: v1}\n    - destination: {host: reviews, subset: v2}\n"),
+    ]);
+    assert_eq!(
+        error(&text),
+        "31:5: spec.http[0].route: several destinations need weights"
+    );
+    // A missing weight among several is 0.
+    let text = istio(&[
+        REVIEWS_DR,
+        &vs("    - destination: {host: reviews, subset: v1}\n      weight: 100\n    - destination: {host: reviews, subset: v2}\n"),
+    ]);
+    assert_eq!(
+        routes(&text)[0].destinations,
+        vec![dest("v1", 100), dest("v2", 0)]
+    );
+    // All zero.
+    let text = istio(&[
+        REVIEWS_DR,
+        &vs("    - destination: {host: reviews, subset: v1}\n      weight: 0\n    - destination: {host: reviews, subset: v2}\n      weight: 0\n"),
+    ]);
+    assert_eq!(error(&text), "31:5: spec.http[0].route: all weights are 0");
+}
+
+#[test]
+fn istio_without_mesh_skips_host_checks() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: anything}
+spec:
+  hosts: [nowhere.example.com]
+  http:
+  - route:
+    - destination: {host: nowhere, subset: v9}
+";
+    let loaded = load_str(Path::new("vs.yaml"), vs).unwrap();
+    assert_eq!(
+        loaded,
+        Loaded {
+            mesh: None,
+            unsupported: vec![]
+        }
+    );
 }

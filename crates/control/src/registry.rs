@@ -289,11 +289,18 @@ fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) ->
                     })
                 })
                 .collect();
+            let routes = spec
+                .routes
+                .iter()
+                .find(|r| r.service == svc.key())
+                .map(|r| r.routes.clone())
+                .unwrap_or_default();
             Service {
                 key: svc.key(),
                 port: svc.port,
                 lb: svc.lb,
                 endpoints,
+                routes,
             }
         })
         .collect();

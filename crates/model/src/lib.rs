@@ -4,13 +4,18 @@
 //! - [`mesh`]: the declared mesh (services, workloads, replicas) as `weft up` runs it.
 //! - [`snapshot`]: the immutable routing state a proxy serves from.
 //! - [`names`]: host/authority parsing and the service-name forms a client may use.
+//! - [`route`]: HTTP routes — matches and weighted destinations — in one shape for every API.
 
 pub mod mesh;
 pub mod names;
+pub mod route;
 pub mod snapshot;
 
-pub use mesh::{MeshSpec, ServiceSpec, WorkloadSpec};
+pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};
+pub use route::{
+    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RouteMatch, StringMatch,
+};
 pub use snapshot::{Endpoint, LoadBalancer, Service, Snapshot};
 
 /// Labels as Kubernetes has them: ordered so that output and hashing are stable.

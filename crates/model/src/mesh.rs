@@ -19,6 +19,17 @@ pub struct MeshSpec {
     /// Where the ingress gateway listens (port 0 picks a free one).
     pub ingress: SocketAddr,
     pub services: Vec<ServiceSpec>,
+    /// HTTP routes per service (from VirtualServices, HTTPRoutes…); a service without routes
+    /// sends every request to all its endpoints.
+    #[serde(default)]
+    pub routes: Vec<ServiceRoutes>,
+}
+
+/// The routes of one service, in the order they are tried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRoutes {
+    pub service: ServiceKey,
+    pub routes: Vec<crate::route::HttpRoute>,
 }
 
 /// One service: the name clients call, its port, and the workloads that serve it.

@@ -39,6 +39,9 @@ pub struct Service {
     pub lb: LoadBalancer,
     /// Only endpoints that are ready; a replica that is starting, failing or draining is absent.
     pub endpoints: Vec<Endpoint>,
+    /// Tried in order; empty: every request goes to all endpoints.
+    #[serde(default)]
+    pub routes: Vec<crate::route::HttpRoute>,
 }
 
 /// Everything a proxy needs to route, at one version.

@@ -141,11 +141,16 @@ fn drain_msg() -> pb::ProxyMessage {
 /// Validates and swaps in a snapshot; the ack says what happened.
 fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
     let version = wire.version;
-    match Snapshot::try_from(wire) {
-        Ok(snapshot) => {
-            let previous = shared.table.load_full();
+    let compiled = Snapshot::try_from(wire)
+        .map_err(|e| e.to_string())
+        .and_then(|snapshot| {
             let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
-            let table = RouteTable::compile(snapshot, &previous);
+            RouteTable::compile(snapshot, &shared.table.load_full())
+                .map(|t| (t, endpoints))
+                .map_err(|e| e.to_string())
+        });
+    match compiled {
+        Ok((table, endpoints)) => {
             shared.table.store(Arc::new(table));
             shared
                 .has_snapshot
@@ -165,10 +170,7 @@ fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
         }
         Err(e) => {
             tracing::warn!(version, error = %e, "snapshot rejected; keeping the last good one");
-            pb::Ack {
-                version,
-                error: e.to_string(),
-            }
+            pb::Ack { version, error: e }
         }
     }
 }

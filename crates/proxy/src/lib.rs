@@ -6,6 +6,7 @@
 //! - [`run`]: binds every listener eagerly, starts the runtimes, and drains on shutdown.
 //! - [`discovery`]: the control-plane stream: receives snapshots, acks them, reports health.
 //! - [`table`]: a snapshot compiled into the lookup structure requests read (one `ArcSwap` load each).
+//! - [`route`]: route matching and weighted destinations.
 //! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, round robin).
 //! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies.
 //! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
@@ -25,6 +26,7 @@ pub mod flags;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod route;
 pub mod run;
 pub mod server;
 pub mod settings;

@@ -69,11 +69,11 @@ impl Outbound {
             return flags::respond(Flag::BadRequest, "request names no host");
         };
         let auth = Authority::parse(&authority);
-        let backend = {
+        let service = {
             let table = self.table.load();
             table.resolve(&auth, &self.namespace).cloned()
         };
-        let Some(backend) = backend else {
+        let Some(service) = service else {
             return flags::respond(
                 Flag::NoRoute,
                 format!("no service in the mesh for host {authority:?}"),
@@ -81,16 +81,27 @@ impl Outbound {
         };
         if self.mode != Mode::Ingress {
             let port = auth.port.unwrap_or(80);
-            if port != backend.port {
+            if port != service.port {
                 return flags::respond(
                     Flag::NoRoute,
                     format!(
                         "no service in the mesh for host {authority:?}: {} listens on port {}",
-                        backend.key, backend.port
+                        service.key, service.port
                     ),
                 );
             }
         }
+        let Some(backend) = service.route(&parts).cloned() else {
+            return flags::respond(
+                Flag::NoRoute,
+                format!(
+                    "no route of {} matches {} {}",
+                    service.key,
+                    parts.method,
+                    parts.uri.path()
+                ),
+            );
+        };
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -137,7 +148,7 @@ impl Outbound {
             let sender = match ready_sender(&ep).await {
                 Ok(s) => s,
                 Err(msg) => {
-                    tracing::debug!(service = %backend.key, %msg, "attempt failed");
+                    tracing::debug!(backend = %backend.name, %msg, "attempt failed");
                     last_error = Some(msg);
                     continue;
                 }
@@ -153,7 +164,7 @@ impl Outbound {
                 Ok(rsp) => return rsp,
                 Err(AttemptError::Final(flag, msg)) => return flags::respond(flag, msg),
                 Err(AttemptError::Retryable(msg)) => {
-                    tracing::debug!(service = %backend.key, %msg, "attempt failed");
+                    tracing::debug!(backend = %backend.name, %msg, "attempt failed");
                     last_error = Some(msg);
                 }
             }
@@ -161,11 +172,11 @@ impl Outbound {
         match last_error {
             None => flags::respond(
                 Flag::NoHealthyUpstream,
-                format!("no ready endpoint for service {}", backend.key),
+                format!("no ready endpoint for {}", backend.name),
             ),
             Some(msg) => flags::respond(
                 Flag::UpstreamConnectFailure,
-                format!("no endpoint of {} could be reached: {msg}", backend.key),
+                format!("no endpoint of {} could be reached: {msg}", backend.name),
             ),
         }
     }

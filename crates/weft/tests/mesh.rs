@@ -402,14 +402,14 @@ fn invalid_mesh_files_are_rejected_with_file_line_and_field() {
 #[test]
 fn documents_of_other_kinds_are_reported_as_not_yet_supported() {
     let yaml = format!(
-        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec: {{}}\n",
+        "{}---\napiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata: {{name: sp}}\nspec: {{}}\n",
         mesh_yaml("other", &[("hello", 1, "")])
     );
     let mesh = Mesh::up(&yaml);
     let err = mesh.stderr();
     assert!(
         err.contains(
-            "mesh.yaml:15:1: VirtualService (networking.istio.io/v1) vs is not yet supported"
+            "mesh.yaml:15:1: ServiceProfile (linkerd.io/v1alpha2) sp is not yet supported"
         ),
         "{err}"
     );

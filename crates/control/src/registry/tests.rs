@@ -22,6 +22,7 @@ fn spec() -> MeshSpec {
                 env: Default::default(),
             }],
         }],
+        routes: Vec::new(),
     }
 }
 

@@ -63,14 +63,15 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
                 labels: Default::default(),
                 identity: Identity::spiffe("default", "hello"),
             }],
+            routes: vec![],
         }],
     }
 }
 
 fn endpoint_port(s: &Shared) -> Option<u16> {
     let table = s.table.load();
-    let backend = table.resolve(&Authority::parse("hello"), "default")?;
-    Some(backend.endpoints.first()?.endpoint.address.port())
+    let service = table.resolve(&Authority::parse("hello"), "default")?;
+    Some(service.all.endpoints.first()?.endpoint.address.port())
 }
 
 #[test]
@@ -97,6 +98,33 @@ fn a_bad_snapshot_is_nacked_and_the_last_good_one_keeps_serving() {
 }
 
 #[test]
+fn a_snapshot_with_a_bad_regex_is_nacked() {
+    let s = shared();
+    apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
+    let mut bad = snapshot(6, 1000);
+    bad.services[0].routes.push(model::HttpRoute {
+        name: "broken".into(),
+        matches: vec![model::RouteMatch {
+            path: Some(model::PathMatch::Regex("/(unclosed".into())),
+            ..Default::default()
+        }],
+        destinations: vec![model::Destination {
+            service: ServiceKey::new("hello", "default"),
+            subset: None,
+            labels: Default::default(),
+            weight: 100,
+        }],
+    });
+    let ack = apply(&s, pb::Snapshot::from(&bad));
+    assert!(
+        ack.error.contains("route broken: bad regex"),
+        "{}",
+        ack.error
+    );
+    assert_eq!(s.table.load().version(), 5);
+}
+
+#[test]
 fn endpoint_state_survives_a_new_snapshot() {
     let s = shared();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
@@ -104,6 +132,7 @@ fn endpoint_state_survives_a_new_snapshot() {
         let t = s.table.load();
         t.resolve(&Authority::parse("hello"), "default")
             .unwrap()
+            .all
             .endpoints[0]
             .clone()
     };
@@ -112,6 +141,7 @@ fn endpoint_state_survives_a_new_snapshot() {
         let t = s.table.load();
         t.resolve(&Authority::parse("hello"), "default")
             .unwrap()
+            .all
             .endpoints[0]
             .clone()
     };

@@ -1,0 +1,141 @@
+//! Route conversions between `model::route` and the wire.
+
+use crate::pb;
+use crate::WireError;
+use model::route::{
+    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RouteMatch, StringMatch,
+};
+use model::ServiceKey;
+
+fn string_to(m: &StringMatch) -> pb::StringMatch {
+    use pb::string_match::Kind;
+    pb::StringMatch {
+        kind: Some(match m {
+            StringMatch::Exact(s) => Kind::Exact(s.clone()),
+            StringMatch::Prefix(s) => Kind::Prefix(s.clone()),
+            StringMatch::Regex(s) => Kind::Regex(s.clone()),
+            StringMatch::Present => Kind::Present(true),
+        }),
+    }
+}
+
+fn string_from(m: Option<pb::StringMatch>, route: &str) -> Result<StringMatch, WireError> {
+    use pb::string_match::Kind;
+    match m.and_then(|m| m.kind) {
+        Some(Kind::Exact(s)) => Ok(StringMatch::Exact(s)),
+        Some(Kind::Prefix(s)) => Ok(StringMatch::Prefix(s)),
+        Some(Kind::Regex(s)) => Ok(StringMatch::Regex(s)),
+        Some(Kind::Present(_)) => Ok(StringMatch::Present),
+        None => Err(WireError::Route {
+            route: route.to_string(),
+            why: "a match without a value".into(),
+        }),
+    }
+}
+
+pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
+    use pb::path_match::Kind;
+    pb::HttpRoute {
+        name: r.name.clone(),
+        matches: r
+            .matches
+            .iter()
+            .map(|m| pb::RouteMatch {
+                path: m.path.as_ref().map(|p| pb::PathMatch {
+                    kind: Some(match p {
+                        PathMatch::Exact(s) => Kind::Exact(s.clone()),
+                        PathMatch::Prefix(s) => Kind::Prefix(s.clone()),
+                        PathMatch::SegmentPrefix(s) => Kind::SegmentPrefix(s.clone()),
+                        PathMatch::Regex(s) => Kind::Regex(s.clone()),
+                    }),
+                }),
+                method: m.method.clone().unwrap_or_default(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|h| pb::HeaderMatch {
+                        name: h.name.clone(),
+                        value: Some(string_to(&h.value)),
+                        invert: h.invert,
+                    })
+                    .collect(),
+                query: m
+                    .query
+                    .iter()
+                    .map(|q| pb::QueryMatch {
+                        name: q.name.clone(),
+                        value: Some(string_to(&q.value)),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        destinations: r
+            .destinations
+            .iter()
+            .map(|d| pb::Destination {
+                service: d.service.name.clone(),
+                namespace: d.service.namespace.clone(),
+                subset: d.subset.clone().unwrap_or_default(),
+                labels: d.labels.clone().into_iter().collect(),
+                weight: d.weight,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
+    use pb::path_match::Kind;
+    let name = r.name;
+    let mut matches = Vec::with_capacity(r.matches.len());
+    for m in r.matches {
+        let path = match m.path.and_then(|p| p.kind) {
+            None => None,
+            Some(Kind::Exact(s)) => Some(PathMatch::Exact(s)),
+            Some(Kind::Prefix(s)) => Some(PathMatch::Prefix(s)),
+            Some(Kind::SegmentPrefix(s)) => Some(PathMatch::SegmentPrefix(s)),
+            Some(Kind::Regex(s)) => Some(PathMatch::Regex(s)),
+        };
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for h in m.headers {
+            headers.push(HeaderMatch {
+                name: h.name,
+                value: string_from(h.value, &name)?,
+                invert: h.invert,
+            });
+        }
+        let mut query = Vec::with_capacity(m.query.len());
+        for q in m.query {
+            query.push(QueryMatch {
+                name: q.name,
+                value: string_from(q.value, &name)?,
+            });
+        }
+        matches.push(RouteMatch {
+            path,
+            method: (!m.method.is_empty()).then_some(m.method),
+            headers,
+            query,
+        });
+    }
+    if r.destinations.is_empty() {
+        return Err(WireError::Route {
+            route: name,
+            why: "no destination".into(),
+        });
+    }
+    let destinations = r
+        .destinations
+        .into_iter()
+        .map(|d| Destination {
+            service: ServiceKey::new(d.service, d.namespace),
+            subset: (!d.subset.is_empty()).then_some(d.subset),
+            labels: d.labels.into_iter().collect(),
+            weight: d.weight,
+        })
+        .collect();
+    Ok(HttpRoute {
+        name,
+        matches,
+        destinations,
+    })
+}

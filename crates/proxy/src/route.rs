@@ -1,0 +1,217 @@
+//! Route matching: which rule a request falls under and which destination of that rule it goes
+//! to. Compiled from a snapshot's `model::HttpRoute`s off the data path (regexes built once);
+//! per request it only reads.
+
+use crate::table::Backend;
+use http::request::Parts;
+use model::route::{HeaderMatch, HttpRoute, PathMatch, QueryMatch, RouteMatch, StringMatch};
+use rand::Rng;
+use regex::Regex;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: {why}")]
+pub struct RouteError {
+    pub route: String,
+    pub why: String,
+}
+
+enum Str {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    Present,
+}
+
+impl Str {
+    fn compile(m: &StringMatch, route: &str) -> Result<Str, RouteError> {
+        Ok(match m {
+            StringMatch::Exact(s) => Str::Exact(s.clone()),
+            StringMatch::Prefix(s) => Str::Prefix(s.clone()),
+            StringMatch::Regex(r) => Str::Regex(full_regex(r, route)?),
+            StringMatch::Present => Str::Present,
+        })
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Str::Exact(s) => v == s,
+            Str::Prefix(s) => v.starts_with(s.as_str()),
+            Str::Regex(r) => r.is_match(v),
+            Str::Present => true,
+        }
+    }
+}
+
+/// RE2-style full match, as Istio and the Gateway API mean it.
+fn full_regex(r: &str, route: &str) -> Result<Regex, RouteError> {
+    Regex::new(&format!("^(?:{r})$")).map_err(|e| RouteError {
+        route: route.to_string(),
+        why: format!("bad regex {r:?}: {e}"),
+    })
+}
+
+enum Path {
+    Exact(String),
+    Prefix(String),
+    SegmentPrefix(String),
+    Regex(Regex),
+}
+
+struct Match {
+    path: Option<Path>,
+    method: Option<http::Method>,
+    headers: Vec<(http::HeaderName, Str, bool)>,
+    query: Vec<(String, Str)>,
+}
+
+impl Match {
+    fn compile(m: &RouteMatch, route: &str) -> Result<Match, RouteError> {
+        let bad = |why: String| RouteError {
+            route: route.to_string(),
+            why,
+        };
+        let path = match &m.path {
+            None => None,
+            Some(PathMatch::Exact(p)) => Some(Path::Exact(p.clone())),
+            Some(PathMatch::Prefix(p)) => Some(Path::Prefix(p.clone())),
+            Some(PathMatch::SegmentPrefix(p)) => {
+                Some(Path::SegmentPrefix(p.trim_end_matches('/').to_string()))
+            }
+            Some(PathMatch::Regex(r)) => Some(Path::Regex(full_regex(r, route)?)),
+        };
+        let method = match &m.method {
+            None => None,
+            Some(s) => Some(
+                http::Method::from_bytes(s.as_bytes())
+                    .map_err(|_| bad(format!("bad method {s:?}")))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for HeaderMatch {
+            name,
+            value,
+            invert,
+        } in &m.headers
+        {
+            let n = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("bad header name {name:?}")))?;
+            headers.push((n, Str::compile(value, route)?, *invert));
+        }
+        let mut query = Vec::new();
+        for QueryMatch { name, value } in &m.query {
+            query.push((name.clone(), Str::compile(value, route)?));
+        }
+        Ok(Match {
+            path,
+            method,
+            headers,
+            query,
+        })
+    }
+
+    fn matches(&self, req: &Parts) -> bool {
+        if let Some(p) = &self.path {
+            let path = req.uri.path();
+            let ok = match p {
+                Path::Exact(e) => path == e,
+                Path::Prefix(e) => path.starts_with(e.as_str()),
+                // Segment-wise: `/v2` matches `/v2` and `/v2/x`, not `/v2x`.
+                Path::SegmentPrefix(e) => {
+                    e.is_empty()
+                        || path
+                            .strip_prefix(e.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                }
+                Path::Regex(r) => r.is_match(path),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(m) = &self.method {
+            if req.method != m {
+                return false;
+            }
+        }
+        for (name, value, invert) in &self.headers {
+            let found = req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| value.matches(v)));
+            if found == *invert {
+                return false;
+            }
+        }
+        if !self.query.is_empty() {
+            let q = req.uri.query().unwrap_or("");
+            for (name, value) in &self.query {
+                // The first occurrence of a parameter decides, as in the Gateway API.
+                let v = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name);
+                if !v.is_some_and(|(_, v)| value.matches(&v)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// One compiled rule.
+pub struct Route {
+    pub name: String,
+    matches: Vec<Match>,
+    /// Destinations with their cumulative weights.
+    destinations: Vec<(Arc<Backend>, u32)>,
+    total: u32,
+}
+
+impl Route {
+    /// `backend_for` gives the endpoints a destination selects.
+    pub fn compile(
+        r: &HttpRoute,
+        mut backend_for: impl FnMut(&model::route::Destination) -> Arc<Backend>,
+    ) -> Result<Route, RouteError> {
+        let matches = r
+            .matches
+            .iter()
+            .map(|m| Match::compile(m, &r.name))
+            .collect::<Result<_, _>>()?;
+        let mut total = 0u32;
+        let mut destinations = Vec::new();
+        for d in &r.destinations {
+            if d.weight == 0 {
+                continue;
+            }
+            total = total.saturating_add(d.weight);
+            destinations.push((backend_for(d), total));
+        }
+        if total == 0 {
+            return Err(RouteError {
+                route: r.name.clone(),
+                why: "every destination has weight 0".into(),
+            });
+        }
+        Ok(Route {
+            name: r.name.clone(),
+            matches,
+            destinations,
+            total,
+        })
+    }
+
+    pub fn matches(&self, req: &Parts) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    }
+
+    /// A destination, drawn by weight.
+    pub fn pick(&self) -> &Arc<Backend> {
+        let n = rand::thread_rng().gen_range(0..self.total);
+        let i = self.destinations.partition_point(|(_, cum)| *cum <= n);
+        &self.destinations[i.min(self.destinations.len() - 1)].0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Unit tests: match semantics (segment-wise prefixes, header presence and absence, query
+//! parameters, methods) and weighted destinations.
+
+use super::*;
+use model::route::Destination;
+use model::{LoadBalancer, ServiceKey};
+
+fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+    let mut b = http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn backend(name: &str) -> Arc<Backend> {
+    Arc::new(crate::table::tests_support::backend(
+        name,
+        LoadBalancer::RoundRobin,
+    ))
+}
+
+fn route(matches: Vec<RouteMatch>) -> Route {
+    let r = HttpRoute {
+        name: "r".into(),
+        matches,
+        destinations: vec![Destination {
+            service: ServiceKey::new("s", "default"),
+            subset: None,
+            labels: Default::default(),
+            weight: 1,
+        }],
+    };
+    Route::compile(&r, |_| backend("s")).unwrap()
+}
+
+#[test]
+fn segment_prefix_matches_whole_segments_only() {
+    let r = route(vec![RouteMatch {
+        path: Some(PathMatch::SegmentPrefix("/v2".into())),
+        ..Default::default()
+    }]);
+    for (path, want) in [
+        ("/v2", true),
+        ("/v2/", true),
+        ("/v2/example", true),
+        ("/v2example", false),
+        ("/", false),
+    ] {
+        assert_eq!(r.matches(&parts("GET", path, &[])), want, "{path}");
+    }
+    let istio = route(vec![RouteMatch {
+        path: Some(PathMatch::Prefix("/v2".into())),
+        ..Default::default()
+    }]);
+    assert!(istio.matches(&parts("GET", "/v2example", &[])));
+}
+
+#[test]
+fn headers_presence_absence_and_regex() {
+    let m = |name: &str, value: StringMatch, invert: bool| {
+        route(vec![RouteMatch {
+            headers: vec![HeaderMatch {
+                name: name.into(),
+                value,
+                invert,
+            }],
+            ..Default::default()
+        }])
+    };
+    let jason = m("end-user", StringMatch::Exact("jason".into()), false);
+    assert!(jason.matches(&parts("GET", "/", &[("end-user", "jason")])));
+    assert!(!jason.matches(&parts("GET", "/", &[("end-user", "json")])));
+    assert!(!jason.matches(&parts("GET", "/", &[])));
+    let present = m("x-canary", StringMatch::Present, false);
+    assert!(present.matches(&parts("GET", "/", &[("x-canary", "")])));
+    assert!(!present.matches(&parts("GET", "/", &[])));
+    let without = m("x-canary", StringMatch::Present, true);
+    assert!(without.matches(&parts("GET", "/", &[])));
+    assert!(!without.matches(&parts("GET", "/", &[("x-canary", "1")])));
+    let re = m(
+        "user-agent",
+        StringMatch::Regex(".*Firefox.*".into()),
+        false,
+    );
+    assert!(re.matches(&parts("GET", "/", &[("user-agent", "Mozilla Firefox 1")])));
+    assert!(!re.matches(&parts("GET", "/", &[("user-agent", "curl")])));
+}
+
+#[test]
+fn query_parameters_are_case_sensitive_and_exact() {
+    let r = route(vec![RouteMatch {
+        query: vec![QueryMatch {
+            name: "animal".into(),
+            value: StringMatch::Exact("whale".into()),
+        }],
+        ..Default::default()
+    }]);
+    assert!(r.matches(&parts("GET", "/?animal=whale", &[])));
+    assert!(!r.matches(&parts("GET", "/?animal=whaledolphin", &[])));
+    assert!(!r.matches(&parts("GET", "/?ANIMAL=whale", &[])));
+    assert!(!r.matches(&parts("GET", "/", &[])));
+}
+
+#[test]
+fn any_of_the_matches_and_all_conditions_within_one() {
+    let r = route(vec![
+        RouteMatch {
+            method: Some("POST".into()),
+            path: Some(PathMatch::Exact("/a".into())),
+            ..Default::default()
+        },
+        RouteMatch {
+            method: Some("GET".into()),
+            ..Default::default()
+        },
+    ]);
+    assert!(r.matches(&parts("POST", "/a", &[])));
+    assert!(!r.matches(&parts("POST", "/b", &[])));
+    assert!(r.matches(&parts("GET", "/b", &[])));
+    assert!(!r.matches(&parts("HEAD", "/a", &[])));
+}
+
+#[test]
+fn weights_split_traffic_and_zero_gets_nothing() {
+    let r = HttpRoute {
+        name: "split".into(),
+        matches: vec![],
+        destinations: ["a", "b", "c"]
+            .iter()
+            .zip([70, 30, 0])
+            .map(|(n, w)| Destination {
+                service: ServiceKey::new(*n, "default"),
+                subset: None,
+                labels: Default::default(),
+                weight: w,
+            })
+            .collect(),
+    };
+    let r = Route::compile(&r, |d| backend(&d.service.name)).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..10_000 {
+        *counts.entry(r.pick().name.clone()).or_insert(0) += 1;
+    }
+    let a = counts.get("a").copied().unwrap_or(0);
+    assert!((6700..=7300).contains(&a), "{counts:?}");
+    assert_eq!(counts.get("c"), None, "{counts:?}");
+}
