@@ -86,6 +86,51 @@ spec:
     let counts = versions(&mesh, 4000, &[]).await;
     let v2 = counts.get("v2").copied().unwrap_or(0) as f64 / 4000.0;
     assert!((0.07..=0.13).contains(&v2), "v2 share {v2}: {counts:?}");
+
+    // `weft routes` shows the table the proxies run.
+    let out = mesh.weft(&["routes", "reviews"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("reviews.default subset v1 90%")
+            && text.contains("reviews.default subset v2 10%"),
+        "{text}"
+    );
+}
+
+/// `weft check` validates offline: exit 0 with a summary, or 1 with every error located.
+#[test]
+fn weft_check_validates_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("canary.yaml");
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n";
+    std::fs::write(&file, mesh_with_versions("check", vs)).unwrap();
+    let out = std::process::Command::new(WEFT)
+        .args(["check", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("canary.yaml:37:36:") && err.contains("unknown subset v3"),
+        "{err}"
+    );
+
+    std::fs::write(&file, mesh_with_versions("check", &vs.replace("v3", "v2"))).unwrap();
+    let out = std::process::Command::new(WEFT)
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 routes for 1 services"));
 }
 
 /// A/B by header, Istio's first-match order: `end-user: jason` goes to v2, everyone else to v1.

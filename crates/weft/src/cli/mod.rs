@@ -1,10 +1,12 @@
 //! The command line: flags per subcommand and the glue that calls the library crates.
 
 mod bench;
+mod check;
 mod exec;
 mod get;
 mod load;
 mod proxy_cmd;
+mod routes;
 mod status;
 mod up;
 
@@ -36,6 +38,10 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Run a command as a client of the running mesh, under a service's identity
     Exec(exec::ExecArgs),
+    /// Validate configuration files offline; non-zero on errors
+    Check(check::CheckArgs),
+    /// The route table a proxy runs for a service
+    Routes(routes::RoutesArgs),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
@@ -101,7 +107,10 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 impl Cli {
     /// Commands whose output is for the user, not logs.
     pub fn is_quiet(&self) -> bool {
-        matches!(self.cmd, Cmd::Exec(_) | Cmd::Status(_) | Cmd::Load(_))
+        matches!(
+            self.cmd,
+            Cmd::Exec(_) | Cmd::Status(_) | Cmd::Load(_) | Cmd::Check(_) | Cmd::Routes(_)
+        )
     }
 }
 
@@ -114,6 +123,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status(a) => status::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::Check(a) => check::run(a),
+        Cmd::Routes(a) => routes::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
     }
