@@ -342,13 +342,14 @@ impl Services<'_> {
     }
 }
 
-/// Turns every pending document into routes; `services` is `None` when there is no Mesh
-/// document, and then hosts and subsets are not checked (and no routes can be produced).
+/// Turns every pending document into routes, with the VirtualService (`VirtualService NS/NAME`)
+/// that routes each service; `services` is `None` when there is no Mesh document, and then hosts
+/// and subsets are not checked (and no routes can be produced).
 pub(crate) fn resolve(
     services: Option<&[ServiceSpec]>,
     pending: &[Pending],
     errors: &mut Vec<Diagnostic>,
-) -> Vec<ServiceRoutes> {
+) -> (Vec<ServiceRoutes>, HashMap<ServiceKey, String>) {
     let services = Services {
         known: services.map(|s| s.iter().map(|s| (s.key(), s)).collect()),
     };
@@ -392,6 +393,7 @@ pub(crate) fn resolve(
 
     let mut routes = Vec::new();
     let mut vs_at: HashMap<ServiceKey, String> = HashMap::new();
+    let mut owners: HashMap<ServiceKey, String> = HashMap::new();
     for p in pending {
         let Kind::VirtualService(vs) = &p.kind else {
             continue;
@@ -448,13 +450,14 @@ pub(crate) fn resolve(
                 continue;
             }
             vs_at.insert(key.clone(), doc.place(&field));
+            owners.insert(key.clone(), label.clone());
             routes.push(ServiceRoutes {
                 service: key,
                 routes: rules.clone(),
             });
         }
     }
-    routes
+    (routes, owners)
 }
 
 /// A rule's `route[]` as weighted destinations.

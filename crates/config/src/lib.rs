@@ -1,5 +1,5 @@
 //! weft's mesh files: YAML (or JSON) `kind: Mesh` documents (plus Istio VirtualServices and
-//! DestinationRules, which become the mesh's routes) in, one validated
+//! DestinationRules, Gateway API HTTPRoutes and SMI TrafficSplits, which become the mesh's routes) in, one validated
 //! [`model::MeshSpec`] out, with every problem reported as `FILE:LINE:COL: FIELD: MESSAGE`.
 //!
 //! Layout:
@@ -9,11 +9,14 @@
 //! - `marked`: a position-marked tree of a document (yaml-rust2 events), to find a field's line.
 //! - `format`: the serde shape of a `kind: Mesh` document.
 //! - `istio`: Istio VirtualService / DestinationRule documents, translated into routes.
+//! - `gateway`: Gateway API HTTPRoutes bound to Services (GAMMA) and SMI TrafficSplits,
+//!   translated into routes (VirtualService > HTTPRoute > TrafficSplit when several apply).
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
 mod diagnostic;
 mod format;
+mod gateway;
 mod istio;
 mod loader;
 mod marked;
@@ -29,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub struct Loaded {
     /// The merged `kind: Mesh` documents; `None` if there were none.
     pub mesh: Option<model::MeshSpec>,
-    /// Documents of kinds weft does not implement yet (HTTPRoute, …), one notice each, and
+    /// Documents of kinds weft does not implement yet (a Gateway, …), one notice each, and
     /// fields of implemented kinds that are accepted but ignored for now (a VirtualService's
     /// `retries`, …), one notice each with its line: warnings for the caller to print.
     pub unsupported: Vec<Diagnostic>,

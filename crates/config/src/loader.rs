@@ -2,9 +2,9 @@
 //! checks `kind: Mesh` documents, merges them, and records everything else as unsupported.
 
 use crate::format::{MeshDocument, API_VERSION};
-use crate::istio;
 use crate::marked::{Node, Pos, Value};
 use crate::split::{split, Document};
+use crate::{gateway, istio};
 use crate::{Diagnostic, Errors, Loaded};
 use model::mesh::DEFAULT_INGRESS;
 use model::names::DEFAULT_NAMESPACE;
@@ -27,6 +27,8 @@ pub(crate) struct Loader {
     workload_at: HashMap<String, String>,
     /// Istio VirtualServices and DestinationRules, resolved once every file is read.
     istio: Vec<istio::Pending>,
+    /// Gateway API HTTPRoutes and SMI TrafficSplits, resolved once every file is read.
+    gateway: Vec<gateway::Pending>,
 }
 
 /// One parsed document of one file, to turn field paths into diagnostics.
@@ -54,7 +56,7 @@ impl Doc<'_> {
 
     /// serde_yaml_ng's error as a diagnostic. Its message reads `PATH: MESSAGE at line L column C`;
     /// an unknown, missing or duplicate field's name is added to the path.
-    fn serde_error(&self, err: &serde_yaml_ng::Error) -> Diagnostic {
+    pub(crate) fn serde_error(&self, err: &serde_yaml_ng::Error) -> Diagnostic {
         let text = err.to_string();
         let text = match (err.location(), text.rfind(" at line ")) {
             (Some(_), Some(i)) => &text[..i],
@@ -172,6 +174,23 @@ impl Loader {
                     };
                     self.unsupported.extend(pending.notices());
                     self.istio.push(pending);
+                }
+                Err(e) => self.errors.push(doc.serde_error(&e)),
+            }
+            return;
+        }
+        if let Some(parsed) = gateway::parse(api_version, kind, document.text) {
+            match parsed {
+                Ok(kind) => {
+                    let pending = gateway::Pending {
+                        file: file.to_path_buf(),
+                        first_line: document.first_line,
+                        tree,
+                        kind,
+                        order: self.gateway.len(),
+                    };
+                    self.unsupported.extend(pending.notices());
+                    self.gateway.push(pending);
                 }
                 Err(e) => self.errors.push(doc.serde_error(&e)),
             }
@@ -316,7 +335,15 @@ impl Loader {
 
     pub fn finish(mut self) -> Result<Loaded, Errors> {
         let services = self.name.is_some().then_some(self.services.as_slice());
-        let routes = istio::resolve(services, &self.istio, &mut self.errors);
+        let (mut routes, owners) = istio::resolve(services, &self.istio, &mut self.errors);
+        gateway::resolve(
+            services,
+            &self.gateway,
+            &mut routes,
+            &owners,
+            &mut self.errors,
+            &mut self.unsupported,
+        );
         if !self.errors.is_empty() {
             return Err(Errors(self.errors));
         }

@@ -350,7 +350,7 @@ spec: {}
 
 # comment
 apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+kind: Gateway
 ";
     let loaded = load_str(Path::new("all.yaml"), text).unwrap();
     assert_eq!(loaded.mesh.map(|m| m.name).as_deref(), Some("m"));
@@ -359,7 +359,7 @@ kind: HTTPRoute
         notices,
         [
             "all.yaml:1:1: Gateway (networking.istio.io/v1) reviews is not yet supported",
-            "all.yaml:16:1: HTTPRoute (gateway.networking.k8s.io/v1) is not yet supported",
+            "all.yaml:16:1: Gateway (gateway.networking.k8s.io/v1) is not yet supported",
         ]
     );
 }

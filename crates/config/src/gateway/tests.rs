@@ -1,0 +1,773 @@
+//! HTTPRoute (GAMMA) and TrafficSplit tests: the Gateway API conformance manifests loaded as
+//! written, their routes evaluated by a tiny matcher against the conformance expectations.
+
+use super::*;
+use crate::{load_str, Errors, Loaded};
+use std::path::Path;
+
+const CONFORMANCE: &str = "/work/shared/conformance/gateway-api";
+
+/// The mesh services the conformance manifests name. `gw` stands in for the conformance
+/// Gateway: the ingress manifests' `parentRefs: [{name: same-namespace}]` is rewritten to it.
+const MESH: &str = "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: conformance}
+spec:
+  services:
+  - {name: echo, namespace: gateway-conformance-mesh, port: 80}
+  - {name: echo-v1, namespace: gateway-conformance-mesh, port: 8080}
+  - {name: echo-v2, namespace: gateway-conformance-mesh, port: 8080}
+  - {name: gw, namespace: gateway-conformance-infra, port: 80}
+  - {name: infra-backend-v1, namespace: gateway-conformance-infra, port: 8080}
+  - {name: infra-backend-v2, namespace: gateway-conformance-infra, port: 8080}
+  - {name: infra-backend-v3, namespace: gateway-conformance-infra, port: 8080}
+  - {name: reviews, port: 80}
+  - {name: reviews-v1, port: 80}
+  - {name: reviews-v2, port: 80}
+";
+
+/// `docs` (whole documents) then the mesh, as one file: the documents keep their line numbers.
+fn file(docs: &[&str]) -> String {
+    let mut text = String::new();
+    for d in docs {
+        text.push_str(d);
+        text.push_str("---\n");
+    }
+    text + MESH
+}
+
+fn load(docs: &[&str]) -> Result<Loaded, Errors> {
+    load_str(Path::new("route.yaml"), &file(docs))
+}
+
+fn ok(docs: &[&str]) -> Loaded {
+    load(docs).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Diagnostics as `LINE:COL: FIELD: MESSAGE`.
+fn lines(diagnostics: &[Diagnostic]) -> Vec<String> {
+    diagnostics
+        .iter()
+        .map(|d| {
+            let d = d.to_string();
+            d.strip_prefix("route.yaml:").unwrap_or(&d).to_string()
+        })
+        .collect()
+}
+
+fn errors(docs: &[&str]) -> Vec<String> {
+    match load(docs) {
+        Ok(loaded) => panic!("expected errors, loaded {loaded:?}"),
+        Err(Errors(d)) => lines(&d),
+    }
+}
+
+/// A conformance manifest; an ingress one (`conformance/`) gets the `gw` Service as parent.
+fn conformance(name: &str) -> String {
+    let text = std::fs::read_to_string(format!("{CONFORMANCE}/{name}")).unwrap();
+    if name.starts_with("conformance/") {
+        let parent = "  - name: same-namespace\n";
+        assert!(text.contains(parent), "{name}");
+        text.replace(parent, "  - {group: \"\", kind: Service, name: gw}\n")
+    } else {
+        text
+    }
+}
+
+fn routes_of(loaded: &Loaded, name: &str, namespace: &str) -> Vec<HttpRoute> {
+    let key = ServiceKey::new(name, namespace);
+    let mesh = loaded.mesh.as_ref().unwrap();
+    let found: Vec<_> = mesh.routes.iter().filter(|r| r.service == key).collect();
+    assert_eq!(found.len(), 1, "{:#?}", mesh.routes);
+    found[0].routes.clone()
+}
+
+/// A request for the tiny matcher.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+}
+
+fn get(path: &str) -> Req<'_> {
+    Req {
+        method: "GET",
+        path,
+        query: "",
+        headers: &[],
+    }
+}
+
+fn string_holds(m: &StringMatch, v: &str) -> bool {
+    match m {
+        StringMatch::Exact(e) => e == v,
+        StringMatch::Prefix(p) => v.starts_with(p.as_str()),
+        StringMatch::Regex(r) => regex::Regex::new(&format!("^(?:{r})$"))
+            .unwrap()
+            .is_match(v),
+        StringMatch::Present => true,
+    }
+}
+
+/// The proxy's matching rules, in miniature.
+fn holds(m: &RouteMatch, req: &Req) -> bool {
+    let path_ok = match &m.path {
+        None => true,
+        Some(PathMatch::Exact(e)) => req.path == e,
+        Some(PathMatch::Prefix(p)) => req.path.starts_with(p.as_str()),
+        Some(PathMatch::SegmentPrefix(p)) => {
+            let p = p.trim_end_matches('/');
+            p.is_empty()
+                || req
+                    .path
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }
+        Some(PathMatch::Regex(r)) => string_holds(&StringMatch::Regex(r.clone()), req.path),
+    };
+    let query: Vec<(&str, &str)> = req
+        .query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    path_ok
+        && m.method.as_deref().is_none_or(|x| x == req.method)
+        && m.headers.iter().all(|h| {
+            let found = req
+                .headers
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case(&h.name) && string_holds(&h.value, v));
+            found != h.invert
+        })
+        && m.query.iter().all(|q| {
+            query
+                .iter()
+                .find(|(n, _)| *n == q.name)
+                .is_some_and(|(_, v)| string_holds(&q.value, v))
+        })
+}
+
+/// The backend the first matching route sends to (its first weighted destination), or "404".
+fn answer(routes: &[HttpRoute], req: &Req) -> String {
+    routes
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| holds(m, req)))
+        .map(|r| {
+            let d = r.destinations.iter().find(|d| d.weight > 0).unwrap();
+            d.service.name.clone()
+        })
+        .unwrap_or_else(|| "404".into())
+}
+
+/// Loads a conformance manifest and checks `(request, backend)` expectations for `service`.
+fn check(name: &str, service: (&str, &str), cases: &[(Req, &str)]) {
+    let loaded = ok(&[&conformance(name)]);
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let routes = routes_of(&loaded, service.0, service.1);
+    let failed: Vec<String> = cases
+        .iter()
+        .filter_map(|(req, want)| {
+            let got = answer(&routes, req);
+            (got != *want).then(|| {
+                format!(
+                    "{} {}?{} {:?}: got {got}, want {want}",
+                    req.method, req.path, req.query, req.headers
+                )
+            })
+        })
+        .collect();
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert!(failed.is_empty(), "{name}: {failed:#?}\norder: {names:#?}");
+}
+
+const INFRA: (&str, &str) = ("gw", "gateway-conformance-infra");
+
+fn h<'a>(headers: &'a [(&'a str, &'a str)]) -> Req<'a> {
+    Req {
+        headers,
+        ..get("/")
+    }
+}
+
+fn q(query: &str) -> Req<'_> {
+    Req { query, ..get("/") }
+}
+
+#[test]
+fn conformance_httproute_matching_ingress_and_mesh() {
+    for (name, service, v1, v2) in [
+        (
+            "conformance/httproute-matching.yaml",
+            INFRA,
+            "infra-backend-v1",
+            "infra-backend-v2",
+        ),
+        (
+            "conformance-mesh/httproute-matching.yaml",
+            ("echo", "gateway-conformance-mesh"),
+            "echo-v1",
+            "echo-v2",
+        ),
+    ] {
+        check(
+            name,
+            service,
+            &[
+                (get("/"), v1),
+                (get("/example"), v1),
+                (h(&[("Version", "one")]), v1),
+                (get("/v2"), v2),
+                (get("/v2/example"), v2),
+                (get("/v2/"), v2),
+                (h(&[("Version", "two")]), v2),
+                (get("/v2example"), v1),
+                (get("/foo/v2/example"), v1),
+            ],
+        );
+    }
+}
+
+#[test]
+fn conformance_httproute_header_matching() {
+    let (v1, v2) = ("infra-backend-v1", "infra-backend-v2");
+    check(
+        "conformance/httproute-header-matching.yaml",
+        INFRA,
+        &[
+            (h(&[("Version", "one")]), v1),
+            (h(&[("Version", "two")]), v2),
+            (h(&[("Version", "two"), ("Color", "orange")]), v1),
+            (h(&[("Version", "two"), ("Color", "blue")]), v2),
+            (h(&[("Color", "blue")]), v1),
+            (h(&[("Color", "green")]), v1),
+            (h(&[("Color", "red")]), v2),
+            (h(&[("Color", "yellow")]), v2),
+            (h(&[("Color", "orange")]), "404"),
+            (h(&[("Color", "purple")]), "404"),
+            (h(&[("Some-Other-Header", "one")]), "404"),
+        ],
+    );
+}
+
+#[test]
+fn conformance_httproute_method_matching() {
+    let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
+    let m = |method, path, headers| Req {
+        method,
+        path,
+        query: "",
+        headers,
+    };
+    check(
+        "conformance/httproute-method-matching.yaml",
+        INFRA,
+        &[
+            (m("POST", "/", &[]), v1),
+            (m("GET", "/", &[]), v2),
+            (m("HEAD", "/", &[]), "404"),
+            // Combinations with path and headers.
+            (m("GET", "/path1", &[]), v1),
+            (m("PUT", "/", &[("version", "one")]), v2),
+            (m("POST", "/path2", &[("version", "two")]), v3),
+            (m("PATCH", "/path3", &[]), v1),
+            (m("DELETE", "/path4", &[("version", "three")]), v1),
+            // Not matching every condition of a combination.
+            (m("PUT", "/", &[]), "404"),
+            (m("DELETE", "/path4", &[]), "404"),
+            // Path prefix before method; method before headers.
+            (m("PATCH", "/path5", &[]), v1),
+            (m("PATCH", "/", &[("version", "four")]), v2),
+            (m("PUT", "/", &[("version", "four")]), v3),
+        ],
+    );
+}
+
+#[test]
+fn conformance_httproute_query_param_matching() {
+    let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
+    let pq = |path, query, headers| Req {
+        method: "GET",
+        path,
+        query,
+        headers,
+    };
+    check(
+        "conformance/httproute-query-param-matching.yaml",
+        INFRA,
+        &[
+            (q("animal=whale"), v1),
+            (q("animal=dolphin"), v2),
+            (q("animal=dolphin&color=blue"), v3),
+            (q("ANIMAL=Whale"), v3),
+            (q("animal=whaledolphin"), "404"),
+            (q("color=blue"), "404"),
+            (get("/"), "404"),
+            // Combinations with path and headers.
+            (pq("/path1", "animal=whale", &[]), v1),
+            (pq("/", "animal=whale", &[("version", "one")]), v2),
+            (pq("/path2", "animal=whale", &[("version", "two")]), v3),
+            (pq("/path3", "animal=shark", &[]), v1),
+            (pq("/path4", "animal=kraken", &[("version", "three")]), v1),
+            (pq("/path4", "animal=kraken", &[]), "404"),
+            // Path prefix before query; headers before query.
+            (pq("/path5", "animal=hydra", &[]), v1),
+            (pq("/", "animal=hydra", &[("version", "four")]), v3),
+        ],
+    );
+}
+
+#[test]
+fn conformance_httproute_path_match_order() {
+    let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
+    check(
+        "conformance/httproute-path-match-order.yaml",
+        INFRA,
+        &[
+            (get("/match/exact/one"), v3),
+            (get("/match/exact"), v2),
+            (get("/match"), v1),
+            (get("/match/prefix/one/any"), v2),
+            (get("/match/prefix/any"), v1),
+            (get("/match/any"), v3),
+        ],
+    );
+}
+
+fn weights(routes: &[HttpRoute]) -> Vec<(String, u32)> {
+    assert_eq!(routes.len(), 1, "{routes:#?}");
+    routes[0]
+        .destinations
+        .iter()
+        .map(|d| (d.service.name.clone(), d.weight))
+        .collect()
+}
+
+#[test]
+fn conformance_weights_and_simple_route() {
+    let loaded = ok(&[&conformance("conformance/httproute-weight.yaml")]);
+    assert_eq!(
+        weights(&routes_of(&loaded, "gw", "gateway-conformance-infra")),
+        [
+            ("infra-backend-v1".to_string(), 70),
+            ("infra-backend-v2".to_string(), 30),
+            ("infra-backend-v3".to_string(), 0),
+        ]
+    );
+    let ns = "gateway-conformance-mesh";
+    let loaded = ok(&[&conformance("conformance-mesh/httproute-weight.yaml")]);
+    let routes = routes_of(&loaded, "echo", ns);
+    assert_eq!(
+        weights(&routes),
+        [("echo-v1".to_string(), 70), ("echo-v2".to_string(), 30)]
+    );
+    // A rule without matches is one `PathPrefix /` match; destinations carry no subset.
+    assert_eq!(
+        routes[0].matches,
+        [RouteMatch {
+            path: Some(PathMatch::SegmentPrefix("/".into())),
+            ..RouteMatch::default()
+        }]
+    );
+    assert_eq!(
+        routes[0].name,
+        format!("HTTPRoute {ns}/mesh-weighted-backends rules[0].matches[0]")
+    );
+    let loaded = ok(&[&conformance(
+        "conformance-mesh/httproute-simple-same-namespace.yaml",
+    )]);
+    assert_eq!(
+        routes_of(&loaded, "echo", ns)[0].destinations,
+        [Destination {
+            service: ServiceKey::new("echo-v1", ns),
+            subset: None,
+            labels: Labels::new(),
+            weight: 1,
+        }]
+    );
+}
+
+#[test]
+fn gateway_parent_is_a_notice_and_routes_nothing() {
+    let path = format!("{CONFORMANCE}/conformance/httproute-matching.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = load_str(Path::new("route.yaml"), &format!("{text}---\n{MESH}")).unwrap();
+    assert_eq!(
+        lines(&loaded.unsupported),
+        [
+            "8:5: spec.parentRefs[0]: HTTPRoute gateway-conformance-infra/matching: parentRef to \
+          Gateway same-namespace is not yet supported; ignored"
+        ]
+    );
+    assert_eq!(loaded.mesh.unwrap().routes, vec![]);
+    // Every conformance and example manifest loads (with notices) next to the mesh.
+    for dir in ["conformance", "conformance-mesh", "examples"] {
+        let paths: Vec<_> = std::fs::read_dir(format!("{CONFORMANCE}/{dir}"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        for p in paths {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let result = load_str(&p, &format!("{text}\n---\n{MESH}"));
+            assert!(result.is_ok(), "{}: {}", p.display(), result.unwrap_err());
+        }
+    }
+}
+
+const ROUTE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: reviews, port: 80}
+  rules:
+  - matches:
+    - headers:
+      - {name: End-User, value: jason}
+    backendRefs:
+    - {name: reviews-v2}
+  - backendRefs:
+    - {name: reviews-v1}
+";
+
+#[test]
+fn ignored_fields_are_notices_with_their_lines() {
+    let route = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs:
+  - {group: core, kind: Service, name: reviews, sectionName: http}
+  - {name: ingress, namespace: infra}
+  rules:
+  - backendRefs:
+    - name: reviews-v1
+      filters: [{type: RequestHeaderModifier}]
+    filters:
+    - type: RequestHeaderModifier
+    timeouts: {request: 10s}
+    retry: {attempts: 2}
+    sessionPersistence: {type: Cookie}
+";
+    let loaded = ok(&[route]);
+    assert_eq!(
+        lines(&loaded.unsupported),
+        [
+            "6:49: spec.parentRefs[0].sectionName: HTTPRoute default/reviews: sectionName is not yet supported; ignored",
+            "7:6: spec.parentRefs[1]: HTTPRoute default/reviews: parentRef to Gateway infra/ingress is not yet supported; ignored",
+            "11:7: spec.rules[0].backendRefs[0].filters: HTTPRoute default/reviews: filters is not yet supported; ignored",
+            "12:5: spec.rules[0].filters: HTTPRoute default/reviews: filters is not yet supported; ignored",
+            "14:5: spec.rules[0].timeouts: HTTPRoute default/reviews: timeouts is not yet supported; ignored",
+            "15:5: spec.rules[0].retry: HTTPRoute default/reviews: retry is not yet supported; ignored",
+            "16:5: spec.rules[0].sessionPersistence: HTTPRoute default/reviews: sessionPersistence is not yet supported; ignored",
+        ]
+    );
+    assert_eq!(routes_of(&loaded, "reviews", "default").len(), 1);
+}
+
+#[test]
+fn errors_are_located_and_all_collected() {
+    let route = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: reviews, port: 8080}
+  - {kind: Service, name: reviews}
+  - {group: example.com, kind: Mesh, name: x}
+  - {group: \"\", kind: Service, name: nowhere}
+  rules:
+  - matches:
+    - path: {type: RegularExpression, value: \"/(\"}
+      headers:
+      - {type: RegularExpression, name: x, value: \"[\"}
+    - path: {type: Exact, value: nope}
+    backendRefs:
+    - {name: missing}
+    - {name: reviews-v1, weight: -1}
+    - {kind: ServiceImport, name: reviews-v2}
+  - matches: [{method: GET}]
+  - backendRefs: [{name: reviews-v1, weight: 0}]
+";
+    let got = errors(&[route]);
+    let want = [
+        "6:47: spec.parentRefs[0].port: service reviews.default listens on port 80, not 8080",
+        "7:6: spec.parentRefs[1]: a Service parentRef needs `group: \"\"` (no group means gateway.networking.k8s.io)",
+        "8:6: spec.parentRefs[2]: parentRef kind Mesh (group `example.com`) is not supported: use a Service (group \"\") or a Gateway",
+        "9:32: spec.parentRefs[3].name: parentRef nowhere.default is not a service of the mesh",
+        "17:8: spec.rules[0].backendRefs[0].name: backend missing.default is not a service of the mesh",
+        "18:26: spec.rules[0].backendRefs[1].weight: weight -1 must be between 0 and 1000000",
+        "19:8: spec.rules[0].backendRefs[2]: backend kind ServiceImport (group ``) is not supported: only Services",
+        "12:39: spec.rules[0].matches[0].path.value: invalid regex: regex parse error: /( ^ error: unclosed group",
+        "14:44: spec.rules[0].matches[0].headers[0].value: invalid regex: regex parse error: [ ^ error: unclosed character class",
+        "15:27: spec.rules[0].matches[1].path.value: a path must start with `/`",
+        "20:5: spec.rules[1].backendRefs: needs at least one backendRef (filters such as RequestRedirect are not yet supported)",
+        "21:5: spec.rules[2].backendRefs: all weights are 0",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn unknown_field_and_bad_enum_are_errors_with_their_lines() {
+    let route = ROUTE.replace(
+        "{name: End-User, value: jason}",
+        "{name: End-User, value: jason, exact: x}",
+    );
+    assert_eq!(
+        errors(&[&route]),
+        ["10:40: spec.rules[0].matches[0].headers[0].exact: unknown field `exact`, expected one of `type`, `name`, `value`"]
+    );
+    let route = ROUTE.replace("- headers:", "- method: FETCH\n      headers:");
+    let got = errors(&[&route]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("9:7: spec.rules[0].matches[0].method: unknown variant `FETCH`"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn header_names_are_lowercased_and_query_names_kept() {
+    let route = ROUTE.replace(
+        "      - {name: End-User, value: jason}",
+        "      - {name: End-User, value: jason}\n      - {name: end-user, value: ignored}\n      queryParams:\n      - {name: Q, value: \"a.*\", type: RegularExpression}",
+    );
+    let loaded = ok(&[&route]);
+    let routes = routes_of(&loaded, "reviews", "default");
+    assert_eq!(
+        routes[0].matches[0],
+        RouteMatch {
+            path: Some(PathMatch::SegmentPrefix("/".into())),
+            method: None,
+            headers: vec![HeaderMatch {
+                name: "end-user".into(),
+                value: StringMatch::Exact("jason".into()),
+                invert: false,
+            }],
+            query: vec![QueryMatch {
+                name: "Q".into(),
+                value: StringMatch::Regex("a.*".into()),
+            }],
+        }
+    );
+    assert_eq!(answer(&routes, &h(&[("end-user", "jason")])), "reviews-v1");
+    let req = Req {
+        query: "Q=abc",
+        ..h(&[("END-USER", "jason")])
+    };
+    assert_eq!(answer(&routes, &req), "reviews-v2");
+    assert_eq!(answer(&routes, &get("/")), "reviews-v1");
+}
+
+fn ranked(age: Age, owner: &str, rule: usize, m: RouteMatch) -> Ranked {
+    Ranked {
+        age,
+        owner: owner.into(),
+        rule,
+        index: 0,
+        route: HttpRoute {
+            name: format!("{owner} {rule}"),
+            matches: vec![m],
+            destinations: vec![],
+        },
+    }
+}
+
+#[test]
+fn precedence_order_directly() {
+    let prefix = |p: &str| RouteMatch {
+        path: Some(PathMatch::SegmentPrefix(p.into())),
+        ..RouteMatch::default()
+    };
+    let exact = RouteMatch {
+        path: Some(PathMatch::Exact("/a".into())),
+        ..RouteMatch::default()
+    };
+    let regex = RouteMatch {
+        path: Some(PathMatch::Regex("/a/.*/b/c/d".into())),
+        ..RouteMatch::default()
+    };
+    let method = RouteMatch {
+        method: Some("GET".into()),
+        ..prefix("/")
+    };
+    let header = |n: usize| RouteMatch {
+        headers: (0..n)
+            .map(|i| HeaderMatch {
+                name: format!("h{i}"),
+                value: StringMatch::Exact("v".into()),
+                invert: false,
+            })
+            .collect(),
+        ..prefix("/")
+    };
+    let query = RouteMatch {
+        query: vec![QueryMatch {
+            name: "q".into(),
+            value: StringMatch::Exact("v".into()),
+        }],
+        ..header(1)
+    };
+    let t = |s: &str| Age::Created(s.into());
+    let mut all = vec![
+        ranked(Age::Loaded(0), "ns/z", 0, prefix("/")),
+        ranked(Age::Loaded(1), "ns/a", 0, prefix("/")),
+        ranked(t("2024-01-02T00:00:00Z"), "ns/b", 0, prefix("/")),
+        ranked(t("2024-01-01T00:00:00Z"), "ns/c", 1, prefix("/")),
+        ranked(t("2024-01-01T00:00:00Z"), "ns/c", 0, prefix("/")),
+        ranked(t("2024-01-01T00:00:00Z"), "ns/a", 3, prefix("/")),
+        ranked(Age::Loaded(0), "r", 1, header(1)),
+        ranked(Age::Loaded(0), "r", 2, query.clone()),
+        ranked(Age::Loaded(0), "r", 3, header(2)),
+        ranked(Age::Loaded(0), "r", 4, method),
+        ranked(Age::Loaded(0), "r", 5, regex),
+        ranked(Age::Loaded(0), "r", 6, prefix("/a/b")),
+        ranked(Age::Loaded(0), "r", 7, prefix("/a")),
+        ranked(Age::Loaded(0), "r", 8, exact),
+    ];
+    order_by_gateway_api_precedence(&mut all);
+    let names: Vec<&str> = all.iter().map(|r| r.route.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "r 8",    // Exact
+            "r 6",    // longer prefix
+            "r 7",    //
+            "r 4",    // method
+            "r 3",    // 2 headers
+            "r 2",    // 1 header + 1 query
+            "r 1",    // 1 header
+            "ns/a 3", // oldest by timestamp, then name
+            "ns/c 0", // then rule order
+            "ns/c 1", "ns/b 0", "ns/z 0", // no timestamp: load order
+            "ns/a 0", "r 5", // regex paths after prefixes
+        ]
+    );
+}
+
+#[test]
+fn routes_of_several_httproutes_merge_by_precedence() {
+    let older = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: zz-old, creationTimestamp: \"2020-01-01T00:00:00Z\"}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
+  rules:
+  - backendRefs: [{name: reviews-v2}]
+";
+    let loaded = ok(&[ROUTE, older]);
+    let routes = routes_of(&loaded, "reviews", "default");
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "HTTPRoute default/reviews rules[0].matches[0]",
+            "HTTPRoute default/zz-old rules[0].matches[0]",
+            "HTTPRoute default/reviews rules[1].matches[0]",
+        ]
+    );
+    let bad = older.replace("2020-01-01T00:00:00Z", "yesterday");
+    assert_eq!(
+        errors(&[&bad]),
+        ["3:26: metadata.creationTimestamp: `yesterday` is not a timestamp like 2024-01-31T12:00:00Z"]
+    );
+}
+
+const SPLIT: &str = "\
+apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata: {name: canary}
+spec:
+  service: reviews
+  backends:
+  - {service: reviews-v1, weight: \"900\"}
+  - {service: reviews-v2, weight: 100}
+";
+
+#[test]
+fn traffic_split_weights() {
+    let loaded = ok(&[SPLIT]);
+    let routes = routes_of(&loaded, "reviews", "default");
+    assert_eq!(routes[0].name, "TrafficSplit default/canary");
+    assert!(routes[0].matches.is_empty());
+    assert_eq!(
+        weights(&routes),
+        [
+            ("reviews-v1".to_string(), 900),
+            ("reviews-v2".to_string(), 100)
+        ]
+    );
+    let bad = SPLIT
+        .replace("\"900\"", "500m")
+        .replace("reviews-v2", "reviews-v9")
+        .replace("service: reviews\n", "service: nowhere\n")
+        .replace("v1alpha1", "v1alpha4")
+        + "  matches: [{kind: HTTPRouteGroup, name: api}]\n";
+    assert_eq!(
+        errors(&[&bad]),
+        [
+            "9:3: spec.matches: matching on HTTPRouteGroups is not yet supported",
+            "5:3: spec.service: service nowhere.default is not a service of the mesh",
+            "7:27: spec.backends[0].weight: weight must be a non-negative integer or a string of digits, not `500m`",
+            "8:6: spec.backends[1].service: backend reviews-v9.default is not a service of the mesh",
+        ]
+    );
+    let zero = SPLIT.replace("\"900\"", "0").replace("100", "\"0\"");
+    assert_eq!(errors(&[&zero]), ["6:3: spec.backends: all weights are 0"]);
+    assert_eq!(
+        errors(&[SPLIT, SPLIT]),
+        ["14:3: spec.service: one TrafficSplit per service: reviews.default already has TrafficSplit default/canary at route.yaml:5"]
+    );
+}
+
+#[test]
+fn precedence_virtual_service_over_httproute_over_traffic_split() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-vs}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews-v1}
+";
+    // HTTPRoute beats TrafficSplit.
+    let loaded = load(&[SPLIT, ROUTE]).unwrap();
+    assert_eq!(
+        lines(&loaded.unsupported),
+        ["5:3: spec.service: TrafficSplit default/canary: service reviews.default is also routed \
+          by HTTPRoute default/reviews; HTTPRoute wins; precedence: VirtualService > HTTPRoute > TrafficSplit"]
+    );
+    let routes = routes_of(&loaded, "reviews", "default");
+    assert_eq!(routes.len(), 2);
+    assert!(routes[0].name.starts_with("HTTPRoute"));
+    // VirtualService beats both.
+    let loaded = load(&[vs, ROUTE, SPLIT]).unwrap();
+    assert_eq!(
+        lines(&loaded.unsupported),
+        [
+            "15:6: spec.parentRefs[0]: HTTPRoute default/reviews: service reviews.default is also \
+             routed by VirtualService default/reviews-vs; VirtualService wins; precedence: \
+             VirtualService > HTTPRoute > TrafficSplit",
+            "29:3: spec.service: TrafficSplit default/canary: service reviews.default is also \
+             routed by VirtualService default/reviews-vs; VirtualService wins; precedence: \
+             VirtualService > HTTPRoute > TrafficSplit",
+        ]
+    );
+    let routes = routes_of(&loaded, "reviews", "default");
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].name, "VirtualService default/reviews-vs http[0]");
+}
+
+#[test]
+fn without_a_mesh_names_are_not_checked() {
+    let loaded = load_str(Path::new("r.yaml"), ROUTE).unwrap();
+    assert_eq!(loaded.mesh, None);
+    assert_eq!(loaded.unsupported, vec![]);
+}
