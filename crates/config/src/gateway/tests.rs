@@ -5,7 +5,10 @@ use super::*;
 use crate::{load_str, Errors, Loaded};
 use std::path::Path;
 
-const CONFORMANCE: &str = "/work/shared/conformance/gateway-api";
+const CONFORMANCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/conformance/gateway-api"
+);
 
 /// The mesh services the conformance manifests name. `gw` stands in for the conformance
 /// Gateway: the ingress manifests' `parentRefs: [{name: same-namespace}]` is rewritten to it.
