@@ -3,7 +3,8 @@
 use crate::pb;
 use crate::WireError;
 use model::route::{
-    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RouteMatch, StringMatch,
+    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
+    StringMatch,
 };
 use model::ServiceKey;
 
@@ -80,6 +81,17 @@ pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
                 weight: d.weight,
             })
             .collect(),
+        timeout_ms: r.timeout_ms.unwrap_or(0),
+        retry: r.retry.as_ref().map(|p| pb::RetryPolicy {
+            attempts: p.attempts,
+            per_try_timeout_ms: p.per_try_timeout_ms.unwrap_or(0),
+            server_error: p.on.server_error,
+            gateway_error: p.on.gateway_error,
+            connect_failure: p.on.connect_failure,
+            reset: p.on.reset,
+            refused_stream: p.on.refused_stream,
+            status_codes: p.on.status_codes.iter().map(|c| u32::from(*c)).collect(),
+        }),
     }
 }
 
@@ -133,9 +145,36 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
             weight: d.weight,
         })
         .collect();
+    let retry = match r.retry {
+        None => None,
+        Some(p) => {
+            let mut status_codes = Vec::with_capacity(p.status_codes.len());
+            for c in p.status_codes {
+                let code = u16::try_from(c).ok().filter(|c| (100..=599).contains(c));
+                status_codes.push(code.ok_or_else(|| WireError::Route {
+                    route: name.clone(),
+                    why: format!("retry on status {c}: not an HTTP status"),
+                })?);
+            }
+            Some(RetryPolicy {
+                attempts: p.attempts,
+                per_try_timeout_ms: (p.per_try_timeout_ms > 0).then_some(p.per_try_timeout_ms),
+                on: RetryOn {
+                    server_error: p.server_error,
+                    gateway_error: p.gateway_error,
+                    connect_failure: p.connect_failure,
+                    reset: p.reset,
+                    refused_stream: p.refused_stream,
+                    status_codes,
+                },
+            })
+        }
+    };
     Ok(HttpRoute {
         name,
         matches,
         destinations,
+        timeout_ms: (r.timeout_ms > 0).then_some(r.timeout_ms),
+        retry,
     })
 }

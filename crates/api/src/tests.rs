@@ -37,6 +37,16 @@ fn sample() -> Snapshot {
                     labels: [("version".to_string(), "v2".to_string())].into(),
                     weight: 10,
                 }],
+                timeout_ms: Some(1500),
+                retry: Some(model::RetryPolicy {
+                    attempts: 3,
+                    per_try_timeout_ms: Some(200),
+                    on: model::RetryOn {
+                        gateway_error: true,
+                        status_codes: vec![500],
+                        ..Default::default()
+                    },
+                }),
             }],
         }],
     }

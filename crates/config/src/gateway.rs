@@ -8,11 +8,11 @@
 
 use crate::loader::Doc;
 use crate::marked::Node;
-use crate::Diagnostic;
+use crate::{policy, Diagnostic};
 use model::names::DEFAULT_NAMESPACE;
 use model::{
-    Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RouteMatch, ServiceKey,
-    ServiceRoutes, ServiceSpec, StringMatch,
+    Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -140,10 +140,32 @@ pub(crate) struct Rule {
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
     pub filters: Option<Value>,
-    pub timeouts: Option<Value>,
-    pub retry: Option<Value>,
+    pub timeouts: Option<Timeouts>,
+    /// Experimental (HTTPRouteRetry).
+    pub retry: Option<Retry>,
     pub session_persistence: Option<Value>,
 }
+
+/// HTTPRouteTimeouts: Gateway API Durations; `0s` disables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Timeouts {
+    pub request: Option<String>,
+    pub backend_request: Option<String>,
+}
+
+/// HTTPRouteRetry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    #[serde(default)]
+    pub codes: Vec<i64>,
+    pub attempts: Option<i64>,
+    pub backoff: Option<String>,
+}
+
+/// Retries when an HTTPRoute's `retry` leaves `attempts` out (implementation-specific; Istio's).
+const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -297,13 +319,14 @@ impl Pending {
         for (i, rule) in o.spec.rules.iter().enumerate() {
             for (name, value) in [
                 ("filters", &rule.filters),
-                ("timeouts", &rule.timeouts),
-                ("retry", &rule.retry),
                 ("sessionPersistence", &rule.session_persistence),
             ] {
                 if value.is_some() {
                     ignored(format!("spec.rules[{i}].{name}"));
                 }
+            }
+            if rule.retry.as_ref().is_some_and(|r| r.backoff.is_some()) {
+                ignored(format!("spec.rules[{i}].retry.backoff"));
             }
             for (j, b) in rule.backend_refs.iter().enumerate() {
                 if b.filters.is_some() {
@@ -526,6 +549,7 @@ pub(crate) fn resolve(
         for (i, rule) in o.spec.rules.iter().enumerate() {
             let field = format!("spec.rules[{i}]");
             let destinations = backends(&doc, &field, rule, namespace, &services, errors);
+            let (timeout_ms, retry) = timeout_and_retry(&doc, &field, rule, errors);
             let default = [Match::default()];
             let matches = if rule.matches.is_empty() {
                 &default[..]
@@ -546,6 +570,8 @@ pub(crate) fn resolve(
                         name: format!("{label} rules[{i}].matches[{j}]"),
                         matches: vec![m],
                         destinations: destinations.clone(),
+                        timeout_ms,
+                        retry: retry.clone(),
                     },
                 });
             }
@@ -623,6 +649,7 @@ pub(crate) fn resolve(
             name: label.clone(),
             matches: Vec::new(),
             destinations,
+            ..HttpRoute::default()
         };
         *slot = Some((route, label, doc.error("spec.service", "")));
     }
@@ -714,6 +741,84 @@ fn split_weight(v: &Value) -> Result<u32, String> {
             serde_yaml_ng::to_string(v).unwrap_or_default().trim_end()
         )),
     }
+}
+
+/// A rule's `timeouts` and `retry`: `request` is the route's timeout, `backendRequest` each
+/// attempt's (with `attempts: 0` when the rule does not retry).
+fn timeout_and_retry(
+    doc: &Doc,
+    field: &str,
+    rule: &Rule,
+    errors: &mut Vec<Diagnostic>,
+) -> (Option<u64>, Option<RetryPolicy>) {
+    let mut duration =
+        |name: &str, text: &Option<String>| match text.as_deref().map(policy::gateway_duration) {
+            Some(Ok(ms)) => ms,
+            Some(Err(message)) => {
+                errors.push(doc.error(&format!("{field}.{name}"), message));
+                None
+            }
+            None => None,
+        };
+    let (timeout_ms, per_try_timeout_ms) = match &rule.timeouts {
+        Some(t) => (
+            duration("timeouts.request", &t.request),
+            duration("timeouts.backendRequest", &t.backend_request),
+        ),
+        None => (None, None),
+    };
+    if let (Some(request), Some(backend)) = (timeout_ms, per_try_timeout_ms) {
+        if backend > request {
+            errors.push(doc.error(
+                &format!("{field}.timeouts.backendRequest"),
+                format!(
+                    "backendRequest ({backend}ms) must not be longer than request ({request}ms)"
+                ),
+            ));
+        }
+    }
+    let retry = match &rule.retry {
+        Some(r) => {
+            let attempts = match r.attempts.map(u32::try_from) {
+                None => DEFAULT_RETRY_ATTEMPTS,
+                Some(Ok(a)) => a,
+                Some(Err(_)) => {
+                    errors.push(doc.error(
+                        &format!("{field}.retry.attempts"),
+                        "attempts must be 0 or more",
+                    ));
+                    0
+                }
+            };
+            let mut status_codes = Vec::new();
+            for (k, &code) in r.codes.iter().enumerate() {
+                match u16::try_from(code).ok().filter(|c| (400..=599).contains(c)) {
+                    Some(c) if !status_codes.contains(&c) => status_codes.push(c),
+                    Some(_) => {}
+                    None => errors.push(doc.error(
+                        &format!("{field}.retry.codes[{k}]"),
+                        format!("retry code {code} must be between 400 and 599"),
+                    )),
+                }
+            }
+            Some(RetryPolicy {
+                attempts,
+                per_try_timeout_ms,
+                on: RetryOn {
+                    connect_failure: true,
+                    status_codes,
+                    ..RetryOn::default()
+                },
+            })
+        }
+        // A per-attempt timeout without retries.
+        None => per_try_timeout_ms.map(|ms| RetryPolicy {
+            attempts: 0,
+            per_try_timeout_ms: Some(ms),
+            on: RetryOn::default(),
+        }),
+    };
+    (timeout_ms, retry)
 }
 
 /// A rule's `backendRefs` as weighted destinations.

@@ -4,11 +4,11 @@
 
 use crate::loader::Doc;
 use crate::marked::Node;
-use crate::Diagnostic;
+use crate::{policy, Diagnostic};
 use model::names::DEFAULT_NAMESPACE;
 use model::{
-    Authority, Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RouteMatch,
-    ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
+    Authority, Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RetryPolicy,
+    RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -79,8 +79,9 @@ pub(crate) struct HttpRule {
     pub direct_response: Option<Value>,
     pub delegate: Option<Value>,
     pub rewrite: Option<Value>,
-    pub timeout: Option<Value>,
-    pub retries: Option<Value>,
+    /// A protobuf Duration; `0s` disables.
+    pub timeout: Option<String>,
+    pub retries: Option<HttpRetry>,
     pub fault: Option<Value>,
     pub mirror: Option<Value>,
     pub mirrors: Option<Value>,
@@ -98,8 +99,6 @@ impl HttpRule {
             ("directResponse", &self.direct_response),
             ("delegate", &self.delegate),
             ("rewrite", &self.rewrite),
-            ("timeout", &self.timeout),
-            ("retries", &self.retries),
             ("fault", &self.fault),
             ("mirror", &self.mirror),
             ("mirrors", &self.mirrors),
@@ -116,6 +115,56 @@ impl HttpRule {
     /// no `route`; weft drops it for now.
     fn answers_itself(&self) -> bool {
         self.redirect.is_some() || self.direct_response.is_some() || self.delegate.is_some()
+    }
+}
+
+/// Istio's HTTPRetry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct HttpRetry {
+    pub attempts: i64,
+    pub per_try_timeout: Option<String>,
+    /// Comma-separated Envoy retry-on names and status codes; absent: Istio's default.
+    pub retry_on: Option<String>,
+    pub retry_remote_localities: Option<Value>,
+}
+
+impl HttpRetry {
+    /// The rule's retry policy, with error messages for (field suffix, message).
+    fn policy(&self) -> (RetryPolicy, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let attempts = match u32::try_from(self.attempts) {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push((
+                    "attempts",
+                    format!("attempts {} must be 0 or more", self.attempts),
+                ));
+                0
+            }
+        };
+        let per_try_timeout_ms = match self.per_try_timeout.as_deref().map(policy::istio_duration) {
+            Some(Ok(ms)) => ms,
+            Some(Err(message)) => {
+                problems.push(("perTryTimeout", message));
+                None
+            }
+            None => None,
+        };
+        let on = match &self.retry_on {
+            Some(text) => {
+                let list = policy::istio_retry_on(text);
+                problems.extend(list.invalid.into_iter().map(|m| ("retryOn", m)));
+                list.on
+            }
+            None => policy::istio_default_retry_on(),
+        };
+        let policy = RetryPolicy {
+            attempts,
+            per_try_timeout_ms,
+            on,
+        };
+        (policy, problems)
     }
 }
 
@@ -270,6 +319,11 @@ impl Pending {
                 let spec = &o.spec;
                 for (i, rule) in spec.http.iter().enumerate() {
                     fields.extend(rule.ignored().map(|f| format!("spec.http[{i}].{f}")));
+                    if let Some(retries) = &rule.retries {
+                        if retries.retry_remote_localities.is_some() {
+                            fields.push(format!("spec.http[{i}].retries.retryRemoteLocalities"));
+                        }
+                    }
                     for (j, m) in rule.matches.iter().enumerate() {
                         if m.stat_prefix.is_some() {
                             fields.push(format!("spec.http[{i}].match[{j}].statPrefix"));
@@ -303,6 +357,17 @@ impl Pending {
             })
             .collect();
         if let Kind::VirtualService(o) = &self.kind {
+            for (i, rule) in o.spec.http.iter().enumerate() {
+                let Some(text) = rule.retries.as_ref().and_then(|r| r.retry_on.as_ref()) else {
+                    continue;
+                };
+                for value in policy::istio_retry_on(text).unsupported {
+                    notices.push(doc.error(
+                        &format!("spec.http[{i}].retries.retryOn"),
+                        format!("{label}: retryOn {value} is not yet supported; ignored"),
+                    ));
+                }
+            }
             if !applies_to_sidecars(&o.spec) {
                 notices.push(doc.error(
                     "spec.gateways",
@@ -417,6 +482,7 @@ pub(crate) fn resolve(
                 .collect();
             let destinations =
                 destinations(&doc, &field, rule, namespace, &services, &subsets, errors);
+            let (timeout_ms, retry) = timeout_and_retry(&doc, &field, rule, errors);
             if rule.route.is_empty() && rule.answers_itself() {
                 continue;
             }
@@ -427,6 +493,8 @@ pub(crate) fn resolve(
                     .unwrap_or_else(|| format!("{label} http[{i}]")),
                 matches,
                 destinations,
+                timeout_ms,
+                retry,
             });
         }
         if vs.spec.hosts.is_empty() {
@@ -458,6 +526,31 @@ pub(crate) fn resolve(
         }
     }
     (routes, owners)
+}
+
+/// A rule's `timeout` (`0s`: none) and `retries` (`attempts: 0`: retries disabled).
+fn timeout_and_retry(
+    doc: &Doc,
+    field: &str,
+    rule: &HttpRule,
+    errors: &mut Vec<Diagnostic>,
+) -> (Option<u64>, Option<RetryPolicy>) {
+    let timeout_ms = match rule.timeout.as_deref().map(policy::istio_duration) {
+        Some(Ok(ms)) => ms,
+        Some(Err(message)) => {
+            errors.push(doc.error(&format!("{field}.timeout"), message));
+            None
+        }
+        None => None,
+    };
+    let retry = rule.retries.as_ref().map(|r| {
+        let (policy, problems) = r.policy();
+        for (name, message) in problems {
+            errors.push(doc.error(&format!("{field}.retries.{name}"), message));
+        }
+        policy
+    });
+    (timeout_ms, retry)
 }
 
 /// A rule's `route[]` as weighted destinations.

@@ -11,6 +11,7 @@
 //! - `istio`: Istio VirtualService / DestinationRule documents, translated into routes.
 //! - `gateway`: Gateway API HTTPRoutes bound to Services (GAMMA) and SMI TrafficSplits,
 //!   translated into routes (VirtualService > HTTPRoute > TrafficSplit when several apply).
+//! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
@@ -20,6 +21,7 @@ mod gateway;
 mod istio;
 mod loader;
 mod marked;
+mod policy;
 mod split;
 
 pub use diagnostic::{Diagnostic, Errors};
@@ -34,7 +36,7 @@ pub struct Loaded {
     pub mesh: Option<model::MeshSpec>,
     /// Documents of kinds weft does not implement yet (a Gateway, …), one notice each, and
     /// fields of implemented kinds that are accepted but ignored for now (a VirtualService's
-    /// `retries`, …), one notice each with its line: warnings for the caller to print.
+    /// `fault`, …), one notice each with its line: warnings for the caller to print.
     pub unsupported: Vec<Diagnostic>,
 }
 

@@ -565,6 +565,7 @@ spec:
                 name: "VirtualService default/reviews http[0]".into(),
                 matches: vec![],
                 destinations: vec![dest("v1", 90), dest("v2", 10)],
+                ..Default::default()
             }],
         }]
     );
@@ -766,6 +767,8 @@ spec:
     - destination: {host: reviews}
     retries:
       attempts: 3
+      retryOn: 5xx,cancelled
+      retryRemoteLocalities: true
 ";
     let dr = "\
 apiVersion: networking.istio.io/v1
@@ -784,9 +787,10 @@ spec:
     assert_eq!(
         notices,
         [
-            "mesh.yaml:22:5: spec.http[0].retries: VirtualService default/reviews: retries is not yet supported; ignored",
-            "mesh.yaml:30:3: spec.trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
-            "mesh.yaml:34:5: spec.subsets[0].trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
+            "mesh.yaml:24:7: spec.http[0].retries.retryOn: VirtualService default/reviews: retryOn cancelled is not yet supported; ignored",
+            "mesh.yaml:25:7: spec.http[0].retries.retryRemoteLocalities: VirtualService default/reviews: retryRemoteLocalities is not yet supported; ignored",
+            "mesh.yaml:32:3: spec.trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
+            "mesh.yaml:36:5: spec.subsets[0].trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
         ]
     );
     let mesh = loaded.mesh.unwrap();
@@ -915,4 +919,106 @@ spec:
             unsupported: vec![]
         }
     );
+}
+
+/// A VirtualService for reviews whose one rule (line 20 on, after the mesh) ends with `extra`.
+fn reviews_vs(extra: &str) -> String {
+    let vs = format!(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+{extra}"
+    );
+    istio(&[&vs])
+}
+
+#[test]
+fn istio_timeout_and_retries_are_translated() {
+    use model::{RetryOn, RetryPolicy};
+    let rule = |extra: &str| routes(&reviews_vs(extra)).remove(0);
+
+    let r = rule("    timeout: 1.5s\n    retries: {attempts: 3, perTryTimeout: 100ms, retryOn: \"5xx,gateway-error,reset,retriable-status-codes,503,429\"}\n");
+    assert_eq!(r.timeout_ms, Some(1500));
+    assert_eq!(
+        r.retry,
+        Some(RetryPolicy {
+            attempts: 3,
+            per_try_timeout_ms: Some(100),
+            on: RetryOn {
+                server_error: true,
+                gateway_error: true,
+                reset: true,
+                status_codes: vec![503, 429],
+                ..RetryOn::default()
+            },
+        })
+    );
+
+    // `0s`: no timeout; no retryOn: Istio's default; attempts 0: retries disabled.
+    let r = rule("    timeout: 0s\n    retries: {attempts: 0}\n");
+    assert_eq!(r.timeout_ms, None);
+    assert_eq!(
+        r.retry,
+        Some(RetryPolicy {
+            attempts: 0,
+            per_try_timeout_ms: None,
+            on: RetryOn {
+                connect_failure: true,
+                refused_stream: true,
+                status_codes: vec![503],
+                ..RetryOn::default()
+            },
+        })
+    );
+
+    // Bare codes, refused-stream, connect-failure; minutes and hours.
+    let r = rule("    timeout: 1m\n    retries: {attempts: 2, perTryTimeout: 1h, retryOn: 'connect-failure,refused-stream,502'}\n");
+    assert_eq!(r.timeout_ms, Some(60_000));
+    let retry = r.retry.unwrap();
+    assert_eq!(retry.per_try_timeout_ms, Some(3_600_000));
+    assert_eq!(
+        retry.on,
+        RetryOn {
+            connect_failure: true,
+            refused_stream: true,
+            status_codes: vec![502],
+            ..RetryOn::default()
+        }
+    );
+
+    // Neither: none.
+    let r = rule("");
+    assert_eq!((r.timeout_ms, r.retry), (None, None));
+}
+
+#[test]
+fn istio_bad_timeout_and_retries_are_errors_with_their_lines() {
+    assert_eq!(
+        error(&reviews_vs("    timeout: 5 seconds\n")),
+        "22:5: spec.http[0].timeout: `5 seconds` is not a duration like 1s, 0.5s, 100ms or 1m"
+    );
+    assert_eq!(
+        error(&reviews_vs("    retries:\n      attempts: 2\n      perTryTimeout: 10\n")),
+        "24:7: spec.http[0].retries.perTryTimeout: `10` is not a duration like 1s, 0.5s, 100ms or 1m"
+    );
+    assert_eq!(
+        error(&reviews_vs(
+            "    retries:\n      attempts: 2\n      retryOn: 5xx,sometimes\n"
+        )),
+        "24:7: spec.http[0].retries.retryOn: unknown retryOn `sometimes`: use 5xx, gateway-error, \
+         connect-failure, reset, refused-stream, retriable-status-codes or status codes"
+    );
+    assert_eq!(
+        error(&reviews_vs("    retries:\n      attempts: -1\n")),
+        "23:7: spec.http[0].retries.attempts: attempts -1 must be 0 or more"
+    );
+    // attempts is required.
+    let missing = error(&reviews_vs("    retries: {retryOn: 5xx}\n"));
+    assert!(missing.contains("attempts"), "{missing}");
 }

@@ -15,7 +15,7 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
 /// A service's name and namespace: the key everything about a service is stored under.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServiceKey {
     pub name: String,
     pub namespace: String,

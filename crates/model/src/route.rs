@@ -75,7 +75,7 @@ pub struct Destination {
 }
 
 /// One routing rule. Rules are tried in order; the first whose any-of `matches` holds wins.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HttpRoute {
     /// Where it came from (`VirtualService default/reviews`, rule index), for `weft routes` and logs.
     pub name: String,
@@ -83,4 +83,48 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RouteMatch>,
     pub destinations: Vec<Destination>,
+    /// The whole request, retries included, must finish within this (ms); the proxy answers
+    /// 504 with flag UT otherwise. `None`: no timeout (Istio's default; `0s` also means none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// When and how often a failed attempt is sent again. `None`: the proxy's default (retry
+    /// only what provably never reached the app: connect failures, refused streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Istio's `retries` / Gateway API's `retry` / Envoy's retry policy, in one shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (Istio `attempts`; Gateway API `attempts`).
+    pub attempts: u32,
+    /// Each attempt's own deadline (ms); an attempt that exceeds it is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Envoy `retry-on` conditions.
+    #[serde(default)]
+    pub on: RetryOn,
+}
+
+/// What makes an attempt worth retrying (Envoy's `x-envoy-retry-on` values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RetryOn {
+    /// `5xx`: any 5xx answer (and connect failures, resets, timeouts of an attempt).
+    #[serde(default)]
+    pub server_error: bool,
+    /// `gateway-error`: 502, 503, 504.
+    #[serde(default)]
+    pub gateway_error: bool,
+    /// `connect-failure`.
+    #[serde(default)]
+    pub connect_failure: bool,
+    /// `reset`: the upstream reset or closed the connection mid-request.
+    #[serde(default)]
+    pub reset: bool,
+    /// `refused-stream`.
+    #[serde(default)]
+    pub refused_stream: bool,
+    /// `retriable-status-codes` (Istio: listed codes in `retryOn`; Gateway API: `codes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<u16>,
 }

@@ -13,15 +13,17 @@ use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
 use crate::server::{Drain, Handler};
 use crate::settings::Mode;
-use crate::table::RouteTable;
+use crate::table::{Backend, RouteTable};
 use crate::upstream::ConnectError;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use model::route::RetryPolicy;
 use model::Authority;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Attempts per request: the first plus Istio's default of two retries.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -44,6 +46,8 @@ pub struct Outbound {
 enum AttemptError {
     /// The request never reached the peer: safe to send elsewhere.
     Retryable(String),
+    /// No answer within the route's per-try timeout.
+    PerTryTimeout(String),
     /// The request may have reached the app: answering is all that is left.
     Final(Flag, String),
 }
@@ -91,7 +95,7 @@ impl Outbound {
                 );
             }
         }
-        let Some(backend) = service.route(&parts).cloned() else {
+        let Some((rule, backend)) = service.route(&parts) else {
             return flags::respond(
                 Flag::NoRoute,
                 format!(
@@ -127,15 +131,49 @@ impl Outbound {
         };
         parts.version = Version::HTTP_2;
 
+        let backend = backend.clone();
+        let timeout = rule.and_then(|r| r.timeout);
+        let retry = rule.and_then(|r| r.retry.clone());
+        let attempts = self.attempts(parts, body, &backend, retry.as_ref());
+        match timeout {
+            None => attempts.await,
+            Some(t) => match tokio::time::timeout(t, attempts).await {
+                Ok(rsp) => rsp,
+                Err(_) => flags::respond(
+                    Flag::UpstreamTimeout,
+                    format!("upstream request timeout ({t:?}) for {}", backend.name),
+                ),
+            },
+        }
+    }
+
+    /// Sends the request to `backend`, again on another endpoint when an attempt fails in a
+    /// way the route's retry policy (or, without one, the proxy's default) says to retry.
+    async fn attempts(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        backend: &Arc<Backend>,
+        retry: Option<&RetryPolicy>,
+    ) -> Response<Body> {
         // Only a request without a body can be sent twice; any request can move on to another
         // endpoint while no connection would take it.
         let replayable = http_body::Body::is_end_stream(&body);
         // A peer's app that died mid-request may have seen it: only idempotent methods go again.
         let idempotent = replayable && parts.method.is_idempotent();
+        let max_attempts = retry.map_or(MAX_ATTEMPTS, |p| 1 + p.attempts as usize);
+        let per_try = retry
+            .and_then(|p| p.per_try_timeout_ms)
+            .map(Duration::from_millis);
         let mut first_body = Some(body::incoming(body));
-        let mut tried: Vec<usize> = Vec::with_capacity(MAX_ATTEMPTS);
+        let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
         let mut last_error = None;
-        for attempt in 0..MAX_ATTEMPTS {
+        let mut last_response: Option<Response<Body>> = None;
+        for attempt in 0..max_attempts {
+            if tried.len() >= backend.endpoints.len() {
+                // Every endpoint had its turn: a retry policy may go round again.
+                tried.clear();
+            }
             let Some((idx, ep)) = backend.pick(&tried) else {
                 break;
             };
@@ -143,13 +181,17 @@ impl Outbound {
             tried.push(idx);
             if attempt > 0 {
                 self.metrics.retries.inc();
+                if retry.is_some() {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
             }
             let in_flight = ep.start();
             let sender = match ready_sender(&ep).await {
                 Ok(s) => s,
                 Err(msg) => {
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
-                    last_error = Some(msg);
+                    // Nothing reached the app: any attempt left may go elsewhere.
+                    last_error = Some((Flag::UpstreamConnectFailure, msg));
                     continue;
                 }
             };
@@ -160,26 +202,77 @@ impl Outbound {
                 }
                 (false, None) => break,
             };
-            match send(&ep, sender, req, in_flight, idempotent).await {
-                Ok(rsp) => return rsp,
-                Err(AttemptError::Final(flag, msg)) => return flags::respond(flag, msg),
+            let outcome = match per_try {
+                None => send(&ep, sender, req, in_flight, idempotent).await,
+                Some(t) => {
+                    match tokio::time::timeout(t, send(&ep, sender, req, in_flight, idempotent))
+                        .await
+                    {
+                        Ok(o) => o,
+                        Err(_) => Err(AttemptError::PerTryTimeout(format!(
+                            "{}: no answer within the per-try timeout {t:?}",
+                            ep.endpoint.instance
+                        ))),
+                    }
+                }
+            };
+            match outcome {
+                Ok(rsp) => {
+                    let more = attempt + 1 < max_attempts && replayable;
+                    if more && retry.is_some_and(|p| retry_status(p, rsp.status().as_u16())) {
+                        tracing::debug!(backend = %backend.name, status = %rsp.status(), "retrying on status");
+                        last_response = Some(rsp);
+                        continue;
+                    }
+                    return rsp;
+                }
+                Err(AttemptError::Final(flag, msg)) => {
+                    let reset = flag == Flag::UpstreamConnectionTermination;
+                    if reset && retry.is_some_and(|p| p.on.reset || p.on.server_error) {
+                        last_error = Some((flag, msg));
+                        continue;
+                    }
+                    return flags::respond(flag, msg);
+                }
+                Err(AttemptError::PerTryTimeout(msg)) => {
+                    last_error = Some((Flag::UpstreamTimeout, msg));
+                    last_response = None;
+                }
                 Err(AttemptError::Retryable(msg)) => {
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
-                    last_error = Some(msg);
+                    last_error = Some((Flag::UpstreamConnectFailure, msg));
                 }
             }
+        }
+        if let Some(rsp) = last_response {
+            return rsp;
         }
         match last_error {
             None => flags::respond(
                 Flag::NoHealthyUpstream,
                 format!("no ready endpoint for {}", backend.name),
             ),
-            Some(msg) => flags::respond(
+            Some((Flag::UpstreamConnectFailure, msg)) => flags::respond(
                 Flag::UpstreamConnectFailure,
                 format!("no endpoint of {} could be reached: {msg}", backend.name),
             ),
+            Some((flag, msg)) => flags::respond(flag, msg),
         }
     }
+}
+
+/// Whether a response status calls for another attempt under `p`.
+fn retry_status(p: &RetryPolicy, status: u16) -> bool {
+    (p.on.server_error && status >= 500)
+        || (p.on.gateway_error && matches!(status, 502..=504))
+        || p.on.status_codes.contains(&status)
+}
+
+/// Envoy's retry back-off: 25 ms doubling, capped at 250 ms, with full jitter.
+fn backoff(attempt: usize) -> Duration {
+    let base = Duration::from_millis(25) * 2u32.pow((attempt as u32 - 1).min(3));
+    let cap = base.min(Duration::from_millis(250));
+    cap.mul_f64(rand::random::<f64>())
 }
 
 /// A sender on an open, ready connection to `ep`.

@@ -161,6 +161,8 @@ impl Match {
 /// One compiled rule.
 pub struct Route {
     pub name: String,
+    pub timeout: Option<std::time::Duration>,
+    pub retry: Option<model::route::RetryPolicy>,
     matches: Vec<Match>,
     /// Destinations with their cumulative weights.
     destinations: Vec<(Arc<Backend>, u32)>,
@@ -195,6 +197,8 @@ impl Route {
         }
         Ok(Route {
             name: r.name.clone(),
+            timeout: r.timeout_ms.map(std::time::Duration::from_millis),
+            retry: r.retry.clone(),
             matches,
             destinations,
             total,

@@ -51,13 +51,15 @@ pub struct Service {
 }
 
 impl Service {
-    /// The endpoints this request goes to: the first matching route's destination (drawn by
-    /// weight), or all endpoints when the service has no routes. `None`: no route matched.
-    pub fn route(&self, req: &Parts) -> Option<&Arc<Backend>> {
+    /// The rule this request falls under (if the service has rules) and the endpoints it goes
+    /// to: that rule's destination drawn by weight, or all endpoints when the service has no
+    /// rules. `None`: the service has rules and none matched.
+    pub fn route(&self, req: &Parts) -> Option<(Option<&Route>, &Arc<Backend>)> {
         if self.routes.is_empty() {
-            return Some(&self.all);
+            return Some((None, &self.all));
         }
-        self.routes.iter().find(|r| r.matches(req)).map(Route::pick)
+        let r = self.routes.iter().find(|r| r.matches(req))?;
+        Some((Some(r), r.pick()))
     }
 }
 

@@ -221,3 +221,89 @@ async fn gateway_api_mesh_conformance_weight_and_matching() {
         }
     }
 }
+
+fn flaky_mesh(name: &str, vs: &str) -> String {
+    format!(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {{name: {name}}}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: ratings
+    port: 9080
+    workloads:
+    - name: ratings-v1
+      labels: {{app: ratings, version: v1}}
+      replicas: 2
+      command: [weft, demo, echo, --service, ratings, --fail-rate, "0.5", --fail-status, "503"]
+---
+{vs}"#
+    )
+}
+
+/// Istio timeouts: a slow answer past the route's timeout is 504 with flag UT; `0s` disables.
+/// Retries: with half the answers failing, `attempts: 3` on 5xx lifts success from ~50% to ~94%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_timeouts_and_retries() {
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - name: no-timeout
+    match: [{uri: {prefix: /forever}}]
+    timeout: 0s
+    retries: {attempts: 0}
+    route: [{destination: {host: ratings}}]
+  - name: no-retries
+    match: [{uri: {prefix: /once}}]
+    timeout: 500ms
+    retries: {attempts: 0}
+    route: [{destination: {host: ratings}}]
+  - name: default
+    timeout: 500ms
+    retries: {attempts: 3, retryOn: 5xx}
+    route: [{destination: {host: ratings}}]
+"#;
+    let mesh = Mesh::up(&flaky_mesh("timeouts", vs));
+    let c = client();
+    // The app fails half its answers; only 504s with UT show the timeout.
+    let mut timed_out = 0;
+    for _ in 0..10 {
+        let r = get(&c, mesh.ingress, "ratings", "/once?delay=1s")
+            .await
+            .unwrap();
+        if r.status == 504 {
+            assert_eq!(r.flag.as_deref(), Some("UT"), "{}", r.text);
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 10, "every 1 s answer is past the 500 ms timeout");
+    let mut slow_ok = 0;
+    for _ in 0..10 {
+        let r = get(&c, mesh.ingress, "ratings", "/forever?delay=700ms")
+            .await
+            .unwrap();
+        assert_ne!(r.status, 504, "0s disables the timeout: {}", r.text);
+        slow_ok += (r.status == 200) as usize;
+    }
+    assert!(slow_ok > 0);
+
+    let share = |path: &'static str| {
+        let (c, ingress) = (c.clone(), mesh.ingress);
+        async move {
+            let mut ok = 0;
+            for _ in 0..400 {
+                let r = get(&c, ingress, "ratings", path).await.unwrap();
+                ok += (r.status == 200) as usize;
+            }
+            ok as f64 / 400.0
+        }
+    };
+    let once = share("/once").await;
+    let retried = share("/anything").await;
+    assert!((0.35..=0.65).contains(&once), "without retries {once}");
+    assert!(retried >= 0.85, "with 3 retries on 5xx {retried}");
+}

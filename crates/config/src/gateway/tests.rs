@@ -452,7 +452,7 @@ spec:
     filters:
     - type: RequestHeaderModifier
     timeouts: {request: 10s}
-    retry: {attempts: 2}
+    retry: {attempts: 2, backoff: 100ms}
     sessionPersistence: {type: Cookie}
 ";
     let loaded = ok(&[route]);
@@ -463,12 +463,14 @@ spec:
             "7:6: spec.parentRefs[1]: HTTPRoute default/reviews: parentRef to Gateway infra/ingress is not yet supported; ignored",
             "11:7: spec.rules[0].backendRefs[0].filters: HTTPRoute default/reviews: filters is not yet supported; ignored",
             "12:5: spec.rules[0].filters: HTTPRoute default/reviews: filters is not yet supported; ignored",
-            "14:5: spec.rules[0].timeouts: HTTPRoute default/reviews: timeouts is not yet supported; ignored",
-            "15:5: spec.rules[0].retry: HTTPRoute default/reviews: retry is not yet supported; ignored",
+            "15:26: spec.rules[0].retry.backoff: HTTPRoute default/reviews: backoff is not yet supported; ignored",
             "16:5: spec.rules[0].sessionPersistence: HTTPRoute default/reviews: sessionPersistence is not yet supported; ignored",
         ]
     );
-    assert_eq!(routes_of(&loaded, "reviews", "default").len(), 1);
+    let routes = routes_of(&loaded, "reviews", "default");
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].timeout_ms, Some(10_000));
+    assert_eq!(routes[0].retry.as_ref().map(|r| r.attempts), Some(2));
 }
 
 #[test]
@@ -576,6 +578,7 @@ fn ranked(age: Age, owner: &str, rule: usize, m: RouteMatch) -> Ranked {
             name: format!("{owner} {rule}"),
             matches: vec![m],
             destinations: vec![],
+            ..HttpRoute::default()
         },
     }
 }
@@ -773,4 +776,145 @@ fn without_a_mesh_names_are_not_checked() {
     let loaded = load_str(Path::new("r.yaml"), ROUTE).unwrap();
     assert_eq!(loaded.mesh, None);
     assert_eq!(loaded.unsupported, vec![]);
+}
+
+#[test]
+fn conformance_httproute_timeout_request() {
+    let loaded = ok(&[&conformance("conformance/httproute-timeout-request.yaml")]);
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let routes = routes_of(&loaded, INFRA.0, INFRA.1);
+    let by_path = |p: &str| {
+        routes
+            .iter()
+            .find(|r| r.matches[0].path == Some(PathMatch::SegmentPrefix(p.into())))
+            .unwrap_or_else(|| panic!("{p}: {routes:#?}"))
+    };
+    let r = by_path("/request-timeout");
+    assert_eq!((r.timeout_ms, &r.retry), (Some(500), &None));
+    let r = by_path("/disable-request-timeout");
+    assert_eq!((r.timeout_ms, &r.retry), (None, &None));
+}
+
+#[test]
+fn conformance_httproute_timeout_backend_request() {
+    let loaded = ok(&[&conformance(
+        "conformance/httproute-timeout-backend-request.yaml",
+    )]);
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let routes = routes_of(&loaded, INFRA.0, INFRA.1);
+    let by_path = |p: &str| {
+        routes
+            .iter()
+            .find(|r| r.matches[0].path == Some(PathMatch::SegmentPrefix(p.into())))
+            .unwrap_or_else(|| panic!("{p}: {routes:#?}"))
+    };
+    let r = by_path("/backend-timeout");
+    assert_eq!(r.timeout_ms, None);
+    assert_eq!(
+        r.retry,
+        Some(RetryPolicy {
+            attempts: 0,
+            per_try_timeout_ms: Some(500),
+            on: RetryOn::default(),
+        })
+    );
+    let r = by_path("/disable-backend-timeout");
+    assert_eq!((r.timeout_ms, &r.retry), (None, &None));
+}
+
+#[test]
+fn conformance_httproute_retry() {
+    let loaded = ok(&[&conformance("conformance/httproute-retry.yaml")]);
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let routes = routes_of(&loaded, INFRA.0, INFRA.1);
+    let retry_of = |p: &str| {
+        routes
+            .iter()
+            .find(|r| r.matches[0].path == Some(PathMatch::SegmentPrefix(p.into())))
+            .unwrap_or_else(|| panic!("{p}: {routes:#?}"))
+            .retry
+            .clone()
+    };
+    let policy = |attempts, status_codes: Vec<u16>| {
+        Some(RetryPolicy {
+            attempts,
+            per_try_timeout_ms: None,
+            on: RetryOn {
+                connect_failure: true,
+                status_codes,
+                ..RetryOn::default()
+            },
+        })
+    };
+    assert_eq!(retry_of("/retry/code-500-attempts-3"), policy(3, vec![500]));
+    assert_eq!(
+        retry_of("/retry/code-all-attempts-2"),
+        policy(2, vec![500, 502, 503, 504])
+    );
+}
+
+#[test]
+fn every_match_of_a_rule_gets_its_timeout_and_retry() {
+    let route = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: reviews}
+  rules:
+  - matches:
+    - path: {value: /a}
+    - path: {value: /b}
+    backendRefs:
+    - {name: reviews-v1}
+    timeouts: {request: 1h30m, backendRequest: 10s}
+    retry: {codes: [503], attempts: 1}
+  - backendRefs:
+    - {name: reviews-v2}
+";
+    let routes = routes_of(&ok(&[route]), "reviews", "default");
+    assert_eq!(routes.len(), 3);
+    for r in &routes[..2] {
+        assert_eq!(r.timeout_ms, Some(5_400_000));
+        let retry = r.retry.as_ref().unwrap();
+        assert_eq!(
+            (
+                retry.attempts,
+                retry.per_try_timeout_ms,
+                &retry.on.status_codes[..]
+            ),
+            (1, Some(10_000), &[503][..])
+        );
+    }
+    assert_eq!((routes[2].timeout_ms, &routes[2].retry), (None, &None));
+}
+
+#[test]
+fn bad_timeouts_and_retries_are_errors() {
+    let route = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: reviews}
+  rules:
+  - backendRefs:
+    - {name: reviews-v1}
+    timeouts: {request: 1s, backendRequest: 2s}
+  - backendRefs:
+    - {name: reviews-v1}
+    timeouts: {request: 0.5s}
+    retry: {codes: [200], attempts: -1}
+";
+    assert_eq!(
+        errors(&[route]),
+        [
+            "10:29: spec.rules[0].timeouts.backendRequest: backendRequest (2000ms) must not be longer than request (1000ms)",
+            "13:16: spec.rules[1].timeouts.request: `0.5s` is not a Gateway API duration like 500ms, 10s or 1h30m",
+            "14:27: spec.rules[1].retry.attempts: attempts must be 0 or more",
+            "14:21: spec.rules[1].retry.codes[0]: retry code 200 must be between 400 and 599",
+        ]
+    );
 }

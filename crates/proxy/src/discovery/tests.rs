@@ -114,6 +114,7 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
             labels: Default::default(),
             weight: 100,
         }],
+        ..Default::default()
     });
     let ack = apply(&s, pb::Snapshot::from(&bad));
     assert!(

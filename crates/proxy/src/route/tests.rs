@@ -30,6 +30,7 @@ fn route(matches: Vec<RouteMatch>) -> Route {
             labels: Default::default(),
             weight: 1,
         }],
+        ..Default::default()
     };
     Route::compile(&r, |_| backend("s")).unwrap()
 }
@@ -136,6 +137,7 @@ fn weights_split_traffic_and_zero_gets_nothing() {
                 weight: w,
             })
             .collect(),
+        ..Default::default()
     };
     let r = Route::compile(&r, |d| backend(&d.service.name)).unwrap();
     let mut counts = std::collections::HashMap::new();

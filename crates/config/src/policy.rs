@@ -1,0 +1,208 @@
+//! Timeouts and retries shared by the Istio and Gateway API translations: the two duration
+//! syntaxes and Istio's `retryOn` list.
+
+use model::RetryOn;
+
+const NS_PER_MS: u128 = 1_000_000;
+
+/// An Istio (protobuf) duration such as `1s`, `0.5s`, `100ms`, `1m`, `1h` or `1m30s`, in
+/// milliseconds; `Ok(None)` for a zero duration (disabled).
+pub(crate) fn istio_duration(text: &str) -> Result<Option<u64>, String> {
+    let bad = || format!("`{text}` is not a duration like 1s, 0.5s, 100ms or 1m");
+    let nanos =
+        parse_duration(text, true, &["h", "m", "s", "ms", "us", "µs", "ns"]).ok_or_else(bad)?;
+    to_ms(text, nanos)
+}
+
+/// A Gateway API Duration (`^([0-9]{1,5}(h|m|s|ms)){1,4}$`: `500ms`, `10s`, `1h30m`), in
+/// milliseconds; `Ok(None)` for a zero duration (disabled).
+pub(crate) fn gateway_duration(text: &str) -> Result<Option<u64>, String> {
+    let bad = || format!("`{text}` is not a Gateway API duration like 500ms, 10s or 1h30m");
+    let nanos = parse_duration(text, false, &["h", "m", "s", "ms"]).ok_or_else(bad)?;
+    to_ms(text, nanos)
+}
+
+fn to_ms(text: &str, nanos: u128) -> Result<Option<u64>, String> {
+    match nanos {
+        0 => Ok(None),
+        n if n < NS_PER_MS => Err(format!("`{text}` is shorter than 1ms")),
+        n => u64::try_from(n / NS_PER_MS)
+            .map(Some)
+            .map_err(|_| format!("`{text}` is too long")),
+    }
+}
+
+/// One or more `NUMBER UNIT` components (unit required). `decimal`: Istio's fractional numbers
+/// and any count of digits and components; otherwise the Gateway API's 1–5 digit integers, 1–4
+/// components.
+fn parse_duration(text: &str, decimal: bool, units: &[&str]) -> Option<u128> {
+    let mut rest = text;
+    let mut total: u128 = 0;
+    let mut components = 0;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || (decimal && c == '.')))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits_end);
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() > 18 {
+            return None;
+        }
+        if !decimal && !(1..=5).contains(&int.len()) {
+            return None;
+        }
+        // The longest unit that fits (`ms` before `m`).
+        let unit = units
+            .iter()
+            .filter(|u| after.starts_with(**u))
+            .max_by_key(|u| u.len())?;
+        let unit_ns: u128 = match *unit {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            _ => 1,
+        };
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let frac_digits = &frac[..frac.len().min(18)];
+        let frac_ns = if frac_digits.is_empty() {
+            0
+        } else {
+            frac_digits.parse::<u128>().ok()? * unit_ns / 10u128.pow(frac_digits.len() as u32)
+        };
+        total = total.checked_add(int.checked_mul(unit_ns)?.checked_add(frac_ns)?)?;
+        rest = &after[unit.len()..];
+        components += 1;
+    }
+    (components > 0 && (decimal || components <= 4)).then_some(total)
+}
+
+/// Envoy `retry-on` values Istio accepts that weft does not implement (yet).
+const UNSUPPORTED_RETRY_ON: [&str; 8] = [
+    "retriable-4xx",
+    "cancelled",
+    "deadline-exceeded",
+    "unavailable",
+    "resource-exhausted",
+    "internal",
+    "retriable-headers",
+    "envoy-ratelimited",
+];
+
+/// Istio's default `retryOn`: `connect-failure,refused-stream,unavailable,cancelled,
+/// retriable-status-codes` with 503 (the gRPC conditions are not implemented).
+pub(crate) fn istio_default_retry_on() -> RetryOn {
+    RetryOn {
+        connect_failure: true,
+        refused_stream: true,
+        status_codes: vec![503],
+        ..RetryOn::default()
+    }
+}
+
+/// What an Istio `retryOn` list says.
+#[derive(Debug, Default)]
+pub(crate) struct RetryOnList {
+    pub on: RetryOn,
+    /// Known Envoy values weft ignores.
+    pub unsupported: Vec<String>,
+    /// Error messages for values that are not retry conditions.
+    pub invalid: Vec<String>,
+}
+
+/// Parses `5xx,gateway-error,retriable-status-codes,503`: names and status codes.
+pub(crate) fn istio_retry_on(text: &str) -> RetryOnList {
+    let mut out = RetryOnList::default();
+    for value in text.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        match value {
+            "5xx" => out.on.server_error = true,
+            "gateway-error" => out.on.gateway_error = true,
+            "connect-failure" => out.on.connect_failure = true,
+            "reset" => out.on.reset = true,
+            "refused-stream" => out.on.refused_stream = true,
+            // The codes are listed alongside, as numbers.
+            "retriable-status-codes" => {}
+            v if UNSUPPORTED_RETRY_ON.contains(&v) => out.unsupported.push(v.to_string()),
+            v if v.bytes().all(|c| c.is_ascii_digit()) => match status_code(v) {
+                Some(code) => {
+                    if !out.on.status_codes.contains(&code) {
+                        out.on.status_codes.push(code);
+                    }
+                }
+                None => out.invalid.push(format!(
+                    "retryOn status code {v} must be between 100 and 599"
+                )),
+            },
+            v => out.invalid.push(format!(
+                "unknown retryOn `{v}`: use 5xx, gateway-error, connect-failure, reset, \
+                 refused-stream, retriable-status-codes or status codes"
+            )),
+        }
+    }
+    out
+}
+
+fn status_code(v: &str) -> Option<u16> {
+    v.parse::<u16>().ok().filter(|c| (100..=599).contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_durations() {
+        for (text, ms) in [
+            ("1s", Some(1000)),
+            ("0.5s", Some(500)),
+            ("100ms", Some(100)),
+            ("1m", Some(60_000)),
+            ("1h", Some(3_600_000)),
+            ("1m30s", Some(90_000)),
+            ("1.5ms", Some(1)),
+            ("0s", None),
+            ("0ms", None),
+        ] {
+            assert_eq!(istio_duration(text), Ok(ms), "{text}");
+        }
+        for text in ["", "1", "s", "1x", "1.2.3s", "-1s", "1 s", "10ns", ".s"] {
+            assert!(istio_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn gateway_durations() {
+        for (text, ms) in [
+            ("500ms", Some(500)),
+            ("10s", Some(10_000)),
+            ("1h", Some(3_600_000)),
+            ("1h30m", Some(5_400_000)),
+            ("0s", None),
+        ] {
+            assert_eq!(gateway_duration(text), Ok(ms), "{text}");
+        }
+        for text in ["", "0.5s", "100us", "123456s", "1h1m1s1ms1s", "10", "1d"] {
+            assert!(gateway_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn retry_on_lists() {
+        let l = istio_retry_on("5xx, gateway-error,retriable-status-codes,503,504,503,cancelled");
+        assert_eq!(
+            l.on,
+            RetryOn {
+                server_error: true,
+                gateway_error: true,
+                status_codes: vec![503, 504],
+                ..RetryOn::default()
+            }
+        );
+        assert_eq!(l.unsupported, ["cancelled"]);
+        assert!(l.invalid.is_empty());
+        let l = istio_retry_on("connect-failure,reset,refused-stream,42,bogus");
+        assert!(l.on.connect_failure && l.on.reset && l.on.refused_stream);
+        assert_eq!(l.invalid.len(), 2, "{:?}", l.invalid);
+    }
+}
