@@ -3,8 +3,8 @@
 use crate::pb;
 use crate::WireError;
 use model::route::{
-    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
-    StringMatch,
+    Destination, Fault, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    RouteMatch, StringMatch,
 };
 use model::ServiceKey;
 
@@ -92,6 +92,12 @@ pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
             refused_stream: p.on.refused_stream,
             status_codes: p.on.status_codes.iter().map(|c| u32::from(*c)).collect(),
         }),
+        fault: r.fault.as_ref().map(|f| pb::Fault {
+            delay_ms: f.delay_ms.unwrap_or(0),
+            delay_per_million: f.delay_per_million,
+            abort_status: f.abort_status.map_or(0, u32::from),
+            abort_per_million: f.abort_per_million,
+        }),
     }
 }
 
@@ -170,11 +176,35 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
             })
         }
     };
+    let fault = match r.fault {
+        None => None,
+        Some(f) => {
+            let abort_status = match f.abort_status {
+                0 => None,
+                s => Some(
+                    u16::try_from(s)
+                        .ok()
+                        .filter(|s| (200..=599).contains(s))
+                        .ok_or_else(|| WireError::Route {
+                            route: name.clone(),
+                            why: format!("fault abort status {s}: not an HTTP status"),
+                        })?,
+                ),
+            };
+            Some(Fault {
+                delay_ms: (f.delay_ms > 0).then_some(f.delay_ms),
+                delay_per_million: f.delay_per_million.min(1_000_000),
+                abort_status,
+                abort_per_million: f.abort_per_million.min(1_000_000),
+            })
+        }
+    };
     Ok(HttpRoute {
         name,
         matches,
         destinations,
         timeout_ms: (r.timeout_ms > 0).then_some(r.timeout_ms),
         retry,
+        fault,
     })
 }

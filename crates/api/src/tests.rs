@@ -47,6 +47,12 @@ fn sample() -> Snapshot {
                         ..Default::default()
                     },
                 }),
+                fault: Some(model::Fault {
+                    delay_ms: Some(5000),
+                    delay_per_million: 1_000_000,
+                    abort_status: Some(500),
+                    abort_per_million: 100_000,
+                }),
             }],
         }],
     }

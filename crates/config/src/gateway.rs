@@ -572,6 +572,7 @@ pub(crate) fn resolve(
                         destinations: destinations.clone(),
                         timeout_ms,
                         retry: retry.clone(),
+                        fault: None,
                     },
                 });
             }

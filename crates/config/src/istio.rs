@@ -7,8 +7,8 @@ use crate::marked::Node;
 use crate::{policy, Diagnostic};
 use model::names::DEFAULT_NAMESPACE;
 use model::{
-    Authority, Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RetryPolicy,
-    RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
+    Authority, Destination, Fault, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch,
+    RetryPolicy, RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -82,7 +82,7 @@ pub(crate) struct HttpRule {
     /// A protobuf Duration; `0s` disables.
     pub timeout: Option<String>,
     pub retries: Option<HttpRetry>,
-    pub fault: Option<Value>,
+    pub fault: Option<HttpFault>,
     pub mirror: Option<Value>,
     pub mirrors: Option<Value>,
     pub mirror_percentage: Option<Value>,
@@ -99,7 +99,6 @@ impl HttpRule {
             ("directResponse", &self.direct_response),
             ("delegate", &self.delegate),
             ("rewrite", &self.rewrite),
-            ("fault", &self.fault),
             ("mirror", &self.mirror),
             ("mirrors", &self.mirrors),
             ("mirrorPercentage", &self.mirror_percentage),
@@ -115,6 +114,118 @@ impl HttpRule {
     /// no `route`; weft drops it for now.
     fn answers_itself(&self) -> bool {
         self.redirect.is_some() || self.direct_response.is_some() || self.delegate.is_some()
+    }
+}
+
+/// Istio's HTTPFaultInjection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpFault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+/// Istio's HTTPFaultInjection.Delay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct FaultDelay {
+    pub fixed_delay: Option<String>,
+    pub exponential_delay: Option<Value>,
+    pub percentage: Option<Percent>,
+    /// Deprecated integer percentage; `percentage` wins when both are set.
+    pub percent: Option<i64>,
+}
+
+/// Istio's HTTPFaultInjection.Abort.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct FaultAbort {
+    pub http_status: Option<i64>,
+    pub grpc_status: Option<Value>,
+    pub http2_error: Option<Value>,
+    pub percentage: Option<Percent>,
+    /// Deprecated integer percentage; `percentage` wins when both are set.
+    pub percent: Option<i64>,
+}
+
+/// Istio's Percent: a share of requests, 0 to 100.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Percent {
+    #[serde(default)]
+    pub value: f64,
+}
+
+/// A fault's share of requests in millionths, from `percentage.value` or the legacy `percent`,
+/// or (field suffix, message). Neither given: no request, as Istio translates it (the legacy
+/// integer `percent` defaults to 0).
+fn per_million(
+    percentage: Option<&Percent>,
+    percent: Option<i64>,
+) -> Result<u32, (&'static str, String)> {
+    match (percentage, percent) {
+        (Some(p), _) => {
+            if (0.0..=100.0).contains(&p.value) {
+                // At most 1e6 after the range check, so the cast is exact.
+                Ok((p.value * 10_000.0).round() as u32)
+            } else {
+                Err((
+                    "percentage.value",
+                    format!("percentage {} must be between 0 and 100", p.value),
+                ))
+            }
+        }
+        (None, Some(p)) => match u32::try_from(p) {
+            Ok(p) if p <= 100 => Ok(p * 10_000),
+            _ => Err(("percent", format!("percent {p} must be between 0 and 100"))),
+        },
+        (None, None) => Ok(0),
+    }
+}
+
+impl HttpFault {
+    /// The rule's faults, with error messages for (field suffix, message). A delay or abort of
+    /// an unsupported kind only (`exponentialDelay`, `grpcStatus`, `http2Error`) is left out;
+    /// `notices` reports it.
+    fn fault(&self) -> (Option<Fault>, Vec<(String, String)>) {
+        let mut problems = Vec::new();
+        let mut fault = Fault::default();
+        if let Some(delay) = &self.delay {
+            match (&delay.fixed_delay, &delay.exponential_delay) {
+                (Some(text), _) => match policy::istio_duration(text) {
+                    Ok(ms) => fault.delay_ms = ms,
+                    Err(message) => problems.push(("delay.fixedDelay".into(), message)),
+                },
+                (None, Some(_)) => {}
+                (None, None) => problems.push(("delay".into(), "a delay needs fixedDelay".into())),
+            }
+            match per_million(delay.percentage.as_ref(), delay.percent) {
+                Ok(share) if fault.delay_ms.is_some() => fault.delay_per_million = share,
+                Ok(_) => {}
+                Err((name, message)) => problems.push((format!("delay.{name}"), message)),
+            }
+        }
+        if let Some(abort) = &self.abort {
+            let unsupported_only = abort.grpc_status.is_some() || abort.http2_error.is_some();
+            match abort.http_status {
+                Some(code) => match u16::try_from(code) {
+                    Ok(code) if (200..=599).contains(&code) => fault.abort_status = Some(code),
+                    _ => problems.push((
+                        "abort.httpStatus".into(),
+                        format!("httpStatus {code} must be between 200 and 599"),
+                    )),
+                },
+                None if unsupported_only => {}
+                None => problems.push(("abort".into(), "an abort needs httpStatus".into())),
+            }
+            match per_million(abort.percentage.as_ref(), abort.percent) {
+                Ok(share) if fault.abort_status.is_some() => fault.abort_per_million = share,
+                Ok(_) => {}
+                Err((name, message)) => problems.push((format!("abort.{name}"), message)),
+            }
+        }
+        let any = fault.delay_ms.is_some() || fault.abort_status.is_some();
+        (any.then_some(fault), problems)
     }
 }
 
@@ -319,6 +430,28 @@ impl Pending {
                 let spec = &o.spec;
                 for (i, rule) in spec.http.iter().enumerate() {
                     fields.extend(rule.ignored().map(|f| format!("spec.http[{i}].{f}")));
+                    if let Some(fault) = &rule.fault {
+                        let delay = fault.delay.as_ref();
+                        let abort = fault.abort.as_ref();
+                        for (name, set) in [
+                            (
+                                "delay.exponentialDelay",
+                                delay.is_some_and(|d| d.exponential_delay.is_some()),
+                            ),
+                            (
+                                "abort.grpcStatus",
+                                abort.is_some_and(|a| a.grpc_status.is_some()),
+                            ),
+                            (
+                                "abort.http2Error",
+                                abort.is_some_and(|a| a.http2_error.is_some()),
+                            ),
+                        ] {
+                            if set {
+                                fields.push(format!("spec.http[{i}].fault.{name}"));
+                            }
+                        }
+                    }
                     if let Some(retries) = &rule.retries {
                         if retries.retry_remote_localities.is_some() {
                             fields.push(format!("spec.http[{i}].retries.retryRemoteLocalities"));
@@ -483,6 +616,13 @@ pub(crate) fn resolve(
             let destinations =
                 destinations(&doc, &field, rule, namespace, &services, &subsets, errors);
             let (timeout_ms, retry) = timeout_and_retry(&doc, &field, rule, errors);
+            let fault = rule.fault.as_ref().and_then(|f| {
+                let (fault, problems) = f.fault();
+                for (name, message) in problems {
+                    errors.push(doc.error(&format!("{field}.fault.{name}"), message));
+                }
+                fault
+            });
             if rule.route.is_empty() && rule.answers_itself() {
                 continue;
             }
@@ -495,6 +635,7 @@ pub(crate) fn resolve(
                 destinations,
                 timeout_ms,
                 retry,
+                fault,
             });
         }
         if vs.spec.hosts.is_empty() {

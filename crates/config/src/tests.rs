@@ -1022,3 +1022,129 @@ fn istio_bad_timeout_and_retries_are_errors_with_their_lines() {
     let missing = error(&reviews_vs("    retries: {retryOn: 5xx}\n"));
     assert!(missing.contains("attempts"), "{missing}");
 }
+
+#[test]
+fn istio_fault_injection_is_translated() {
+    use model::Fault;
+    let fault = |extra: &str| {
+        routes(&reviews_vs(&format!("    fault:\n{extra}")))
+            .remove(0)
+            .fault
+    };
+
+    // Delay 5s for every request.
+    assert_eq!(
+        fault("      delay:\n        fixedDelay: 5s\n        percentage: {value: 100}\n"),
+        Some(Fault {
+            delay_ms: Some(5000),
+            delay_per_million: 1_000_000,
+            ..Fault::default()
+        })
+    );
+    // Abort 500 for half.
+    assert_eq!(
+        fault("      abort:\n        httpStatus: 500\n        percentage: {value: 50.0}\n"),
+        Some(Fault {
+            abort_status: Some(500),
+            abort_per_million: 500_000,
+            ..Fault::default()
+        })
+    );
+    // The deprecated integer `percent`; both at once.
+    assert_eq!(
+        fault("      delay: {fixedDelay: 100ms, percent: 10}\n      abort: {httpStatus: 503, percent: 100}\n"),
+        Some(Fault {
+            delay_ms: Some(100),
+            delay_per_million: 100_000,
+            abort_status: Some(503),
+            abort_per_million: 1_000_000,
+        })
+    );
+    // No share given: no request, as Istio translates it.
+    let f = fault("      abort: {httpStatus: 404}\n      delay: {fixedDelay: 1s}\n").unwrap();
+    assert_eq!((f.abort_per_million, f.delay_per_million), (0, 0));
+    // Fractions of a percent, rounded to millionths.
+    let f = fault("      abort: {httpStatus: 500, percentage: {value: 0.1}}\n").unwrap();
+    assert_eq!(f.abort_per_million, 1_000);
+    let f = fault("      abort: {httpStatus: 500, percentage: {value: 0.00005}}\n").unwrap();
+    assert_eq!(f.abort_per_million, 1);
+    // `percentage` wins over `percent`; 0%.
+    let f = fault("      abort: {httpStatus: 500, percentage: {value: 0}, percent: 50}\n").unwrap();
+    assert_eq!(f.abort_per_million, 0);
+    // No fault, an empty one, a 0s delay: none.
+    assert_eq!(routes(&reviews_vs("")).remove(0).fault, None);
+    assert_eq!(fault("      {}\n"), None);
+    assert_eq!(fault("      delay: {fixedDelay: 0s}\n"), None);
+}
+
+#[test]
+fn istio_bad_faults_are_errors_with_their_lines() {
+    let fault = |extra: &str| error(&reviews_vs(&format!("    fault:\n{extra}")));
+    assert_eq!(
+        fault("      delay:\n        fixedDelay: 5s\n        percentage:\n          value: 100.5\n"),
+        "26:11: spec.http[0].fault.delay.percentage.value: percentage 100.5 must be between 0 and 100"
+    );
+    assert_eq!(
+        fault("      abort:\n        httpStatus: 500\n        percentage: {value: -1}\n"),
+        "25:22: spec.http[0].fault.abort.percentage.value: percentage -1 must be between 0 and 100"
+    );
+    assert_eq!(
+        fault("      abort:\n        httpStatus: 500\n        percent: 101\n"),
+        "25:9: spec.http[0].fault.abort.percent: percent 101 must be between 0 and 100"
+    );
+    assert_eq!(
+        fault("      delay:\n        percent: 10\n        fixedDelay: 5 seconds\n"),
+        "25:9: spec.http[0].fault.delay.fixedDelay: `5 seconds` is not a duration like 1s, 0.5s, 100ms or 1m"
+    );
+    assert_eq!(
+        fault("      abort:\n        httpStatus: 600\n"),
+        "24:9: spec.http[0].fault.abort.httpStatus: httpStatus 600 must be between 200 and 599"
+    );
+    assert_eq!(
+        fault("      abort:\n        httpStatus: 199\n"),
+        "24:9: spec.http[0].fault.abort.httpStatus: httpStatus 199 must be between 200 and 599"
+    );
+    assert_eq!(
+        fault("      delay:\n        percent: 10\n"),
+        "23:7: spec.http[0].fault.delay: a delay needs fixedDelay"
+    );
+    assert_eq!(
+        fault("      delay: {fixedDelay: 1s}\n      abort:\n        percentage: {value: 5}\n"),
+        "24:7: spec.http[0].fault.abort: an abort needs httpStatus"
+    );
+    // Unknown fields are errors too.
+    let unknown = fault("      delay: {fixedDelay: 1s, jitter: 1s}\n");
+    assert!(unknown.contains("jitter"), "{unknown}");
+}
+
+#[test]
+fn istio_unsupported_fault_kinds_are_notices() {
+    let text = reviews_vs(
+        "    fault:\n      delay:\n        exponentialDelay: 1s\n      abort:\n        grpcStatus: UNAVAILABLE\n        http2Error: REFUSED_STREAM\n        httpStatus: 503\n        percentage: {value: 100}\n",
+    );
+    let loaded = load_str(Path::new("mesh.yaml"), &text).unwrap();
+    let notices: Vec<String> = loaded.unsupported.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notices,
+        [
+            "mesh.yaml:24:9: spec.http[0].fault.delay.exponentialDelay: VirtualService default/reviews: exponentialDelay is not yet supported; ignored",
+            "mesh.yaml:26:9: spec.http[0].fault.abort.grpcStatus: VirtualService default/reviews: grpcStatus is not yet supported; ignored",
+            "mesh.yaml:27:9: spec.http[0].fault.abort.http2Error: VirtualService default/reviews: http2Error is not yet supported; ignored",
+        ]
+    );
+    // The exponential delay is left out; the HTTP abort still applies.
+    let mesh = loaded.mesh.unwrap();
+    assert_eq!(
+        mesh.routes[0].routes[0].fault,
+        Some(model::Fault {
+            abort_status: Some(503),
+            abort_per_million: 1_000_000,
+            ..model::Fault::default()
+        })
+    );
+    // A gRPC-only abort is ignored without an error.
+    let text = reviews_vs("    fault:\n      abort: {grpcStatus: UNAVAILABLE}\n");
+    let loaded = load_str(Path::new("mesh.yaml"), &text).unwrap();
+    assert_eq!(loaded.unsupported.len(), 1);
+    assert_eq!(loaded.mesh.unwrap().routes[0].routes[0].fault, None);
+}

@@ -14,8 +14,8 @@ pub mod snapshot;
 pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};
 pub use route::{
-    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
-    StringMatch,
+    Destination, Fault, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    RouteMatch, StringMatch,
 };
 pub use snapshot::{Endpoint, LoadBalancer, Service, Snapshot};
 

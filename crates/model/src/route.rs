@@ -91,6 +91,26 @@ pub struct HttpRoute {
     /// only what provably never reached the app: connect failures, refused streams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Istio's fault injection: delays and aborts for a share of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// Faults injected by the client-side proxy before the request goes anywhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fault {
+    /// Delay this long (ms)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// …for this share of requests, in millionths (100% = 1,000,000; Istio's `percentage.value`).
+    #[serde(default)]
+    pub delay_per_million: u32,
+    /// Answer with this status instead of forwarding…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_status: Option<u16>,
+    /// …for this share of requests, in millionths.
+    #[serde(default)]
+    pub abort_per_million: u32,
 }
 
 /// Istio's `retries` / Gateway API's `retry` / Envoy's retry policy, in one shape.

@@ -26,10 +26,14 @@ pub enum Flag {
     Overflow,
     /// Downstream sent a request the proxy cannot forward.
     BadRequest,
+    /// The route's fault injection aborted the request.
+    FaultInjected,
+    /// The route's fault injection delayed the request.
+    DelayInjected,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 8] = [
+    pub const ALL: [Flag; 10] = [
         Flag::NoRoute,
         Flag::NoHealthyUpstream,
         Flag::UpstreamConnectFailure,
@@ -38,6 +42,8 @@ impl Flag {
         Flag::RetryLimitExceeded,
         Flag::Overflow,
         Flag::BadRequest,
+        Flag::FaultInjected,
+        Flag::DelayInjected,
     ];
 
     /// The flag a header value names.
@@ -55,6 +61,8 @@ impl Flag {
             Flag::RetryLimitExceeded => "URX",
             Flag::Overflow => "UO",
             Flag::BadRequest => "DPE",
+            Flag::FaultInjected => "FI",
+            Flag::DelayInjected => "DI",
         }
     }
 
@@ -70,10 +78,15 @@ impl Flag {
 
 /// A response the proxy makes itself: the flag's status, the flag header and a one-line body.
 pub fn respond(flag: Flag, message: impl Into<String>) -> Response<Body> {
+    respond_with(flag, flag.status(), message)
+}
+
+/// As [`respond`], with a status other than the flag's own (a fault's configured status).
+pub fn respond_with(flag: Flag, status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut msg = message.into();
     msg.push('\n');
     let mut rsp = Response::new(body::full(msg));
-    *rsp.status_mut() = flag.status();
+    *rsp.status_mut() = status;
     let h = rsp.headers_mut();
     h.insert(FLAG_HEADER, HeaderValue::from_static(flag.as_str()));
     h.insert(

@@ -32,7 +32,7 @@ const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct Metrics {
     pub registry: Registry,
     requests: [[Counter; 6]; 2],
-    flags: [Counter; 8],
+    flags: [Counter; 10],
     pub retries: Counter,
     pub config_version: Gauge,
     pub config_updated: Gauge<f64, AtomicU64>,

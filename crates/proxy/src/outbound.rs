@@ -21,6 +21,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use model::route::RetryPolicy;
 use model::Authority;
+use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,9 +133,34 @@ impl Outbound {
         parts.version = Version::HTTP_2;
 
         let backend = backend.clone();
-        let timeout = rule.and_then(|r| r.timeout);
-        let retry = rule.and_then(|r| r.retry.clone());
-        let attempts = self.attempts(parts, body, &backend, retry.as_ref());
+        let fault = rule.and_then(|r| r.fault.as_ref());
+        let mut delayed = false;
+        if let Some(f) = fault {
+            if let Some(ms) = f.delay_ms.filter(|_| chance(f.delay_per_million)) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                delayed = true;
+            }
+            if let Some(status) = f.abort_status.filter(|_| chance(f.abort_per_million)) {
+                let status = http::StatusCode::from_u16(status)
+                    .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                return flags::respond_with(Flag::FaultInjected, status, "fault filter abort");
+            }
+        }
+        // As in Istio, a route that injects faults has no client-side timeout or retries.
+        let timeout = rule.and_then(|r| r.timeout).filter(|_| fault.is_none());
+        let retry = rule
+            .and_then(|r| r.retry.as_ref())
+            .filter(|_| fault.is_none());
+        let attempts = async {
+            let mut rsp = self.attempts(parts, body, &backend, retry).await;
+            if delayed && flags::of(&rsp).is_none() {
+                rsp.headers_mut().insert(
+                    flags::FLAG_HEADER,
+                    HeaderValue::from_static(Flag::DelayInjected.as_str()),
+                );
+            }
+            rsp
+        };
         match timeout {
             None => attempts.await,
             Some(t) => match tokio::time::timeout(t, attempts).await {
@@ -259,6 +285,11 @@ impl Outbound {
             Some((flag, msg)) => flags::respond(flag, msg),
         }
     }
+}
+
+/// True for `per_million` out of a million calls.
+fn chance(per_million: u32) -> bool {
+    per_million >= 1_000_000 || rand::thread_rng().gen_range(0..1_000_000) < per_million
 }
 
 /// Whether a response status calls for another attempt under `p`.

@@ -163,6 +163,7 @@ pub struct Route {
     pub name: String,
     pub timeout: Option<std::time::Duration>,
     pub retry: Option<model::route::RetryPolicy>,
+    pub fault: Option<model::route::Fault>,
     matches: Vec<Match>,
     /// Destinations with their cumulative weights.
     destinations: Vec<(Arc<Backend>, u32)>,
@@ -199,6 +200,7 @@ impl Route {
             name: r.name.clone(),
             timeout: r.timeout_ms.map(std::time::Duration::from_millis),
             retry: r.retry.clone(),
+            fault: r.fault.clone(),
             matches,
             destinations,
             total,

@@ -307,3 +307,49 @@ spec:
     assert!((0.35..=0.65).contains(&once), "without retries {once}");
     assert!(retried >= 0.85, "with 3 retries on 5xx {retried}");
 }
+
+/// Istio fault injection: an abort for half the requests (flag FI, the configured status), a
+/// delay for every request of another route (flag DI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_fault_injection_aborts_and_delays() {
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    fault:
+      delay: {fixedDelay: 300ms, percentage: {value: 100}}
+    route: [{destination: {host: ratings}}]
+  - fault:
+      abort: {httpStatus: 418, percentage: {value: 50}}
+    route: [{destination: {host: ratings}}]
+"#;
+    let mesh = Mesh::up(&flaky_mesh("faults", vs).replace(
+        "--fail-rate, \"0.5\", --fail-status, \"503\"",
+        "--version, v1",
+    ));
+    let c = client();
+    let mut aborted = 0;
+    for _ in 0..400 {
+        let r = get(&c, mesh.ingress, "ratings", "/").await.unwrap();
+        if r.status == 418 {
+            assert_eq!(r.flag.as_deref(), Some("FI"));
+            aborted += 1;
+        } else {
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+    let share = aborted as f64 / 400.0;
+    assert!((0.4..=0.6).contains(&share), "aborted {share}");
+    let started = std::time::Instant::now();
+    let r = get(&c, mesh.ingress, "ratings", "/slow").await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        (r.status, r.flag.as_deref()),
+        (200, Some("DI")),
+        "{}",
+        r.text
+    );
+}
