@@ -6,10 +6,10 @@
 //! Gateway API's precedence ([`order_by_gateway_api_precedence`]), across every HTTPRoute of a
 //! service. When several APIs route one service: VirtualService > HTTPRoute > TrafficSplit.
 
+use crate::k8s::{Metadata, Object};
 use crate::loader::Doc;
 use crate::marked::Node;
 use crate::{policy, Diagnostic};
-use model::names::DEFAULT_NAMESPACE;
 use model::{
     Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RetryOn, RetryPolicy,
     RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
@@ -50,37 +50,6 @@ pub(crate) fn parse(
         Some(serde_yaml_ng::from_str(text).map(Kind::TrafficSplit))
     } else {
         None
-    }
-}
-
-/// A Kubernetes object as written: header, metadata and a kind-specific `spec`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Object<S> {
-    #[allow(dead_code)]
-    pub api_version: String,
-    #[allow(dead_code)]
-    pub kind: String,
-    pub metadata: Metadata,
-    pub spec: S,
-    /// What `kubectl get -o yaml` prints back; not configuration.
-    #[allow(dead_code)]
-    pub status: Option<Value>,
-}
-
-/// Kubernetes object metadata: name, namespace and creation time (HTTPRoute precedence) are
-/// used; labels, annotations and the rest are accepted as in any Kubernetes object.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Metadata {
-    pub name: String,
-    pub namespace: Option<String>,
-    pub creation_timestamp: Option<String>,
-}
-
-impl Metadata {
-    fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
     }
 }
 

@@ -2,10 +2,10 @@
 //! the "not yet supported; ignored" notices for fields weft accepts but does not implement, and
 //! their translation into [`model::ServiceRoutes`] once every document has been read.
 
+use crate::k8s::Object;
 use crate::loader::Doc;
 use crate::marked::Node;
 use crate::{policy, Diagnostic};
-use model::names::DEFAULT_NAMESPACE;
 use model::{
     Authority, Destination, Fault, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch,
     RetryPolicy, RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
@@ -24,35 +24,6 @@ pub(crate) const API_VERSIONS: [&str; 3] = [
 
 /// The kinds read.
 pub(crate) const KINDS: [&str; 2] = ["VirtualService", "DestinationRule"];
-
-/// A Kubernetes object as written: header, metadata and a kind-specific `spec`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Object<S> {
-    #[allow(dead_code)]
-    pub api_version: String,
-    #[allow(dead_code)]
-    pub kind: String,
-    pub metadata: Metadata,
-    pub spec: S,
-    /// What `kubectl get -o yaml` prints back; not configuration.
-    #[allow(dead_code)]
-    pub status: Option<Value>,
-}
-
-/// Kubernetes object metadata: only the name and namespace are used; labels, annotations and
-/// the rest are accepted as they are in any Kubernetes object.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Metadata {
-    pub name: String,
-    pub namespace: Option<String>,
-}
-
-impl Metadata {
-    fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

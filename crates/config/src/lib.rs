@@ -19,6 +19,7 @@ mod diagnostic;
 mod format;
 mod gateway;
 mod istio;
+mod k8s;
 mod loader;
 mod marked;
 mod policy;
