@@ -13,6 +13,8 @@
 //!   translated into routes (VirtualService > HTTPRoute > TrafficSplit when several apply).
 //! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
+//! - [`Store`] / [`Resource`]: the resources in force, keyed by kind, namespace and name, as
+//!   `weft apply` / `weft delete` change them.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
 mod diagnostic;
@@ -24,9 +26,11 @@ mod loader;
 mod marked;
 mod policy;
 mod split;
+mod store;
 
 pub use diagnostic::{Diagnostic, Errors};
 pub use format::API_VERSION;
+pub use store::{resources, Resource, Store};
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +57,45 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, Errors> {
         }
     }
     loader.finish()
+}
+
+/// Reads files and directories into a [`Store`] (not yet validated: call [`Store::load`]).
+pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| read_error(path, e))?;
+            let mut names: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+                })
+                .collect();
+            names.sort();
+            files.extend(names);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut store = Store::default();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| read_error(&f, e))?;
+        store = store.applied(resources(&f, &text));
+    }
+    Ok(store)
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> Errors {
+    Errors(vec![Diagnostic {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    }])
 }
 
 /// Loads one file's text; `file` is only used in diagnostics.

@@ -1,4 +1,7 @@
-//! The control plane's JSON API, read by the CLI: `GET /status`, `GET /snapshot`, `GET /healthz`.
+//! The control plane's JSON API, read by the CLI: `GET /status`, `GET /snapshot`, `GET /healthz`,
+//! `GET /resources`, and `POST /apply?file=F` / `POST /delete?file=F` with YAML bodies (as
+//! `kubectl apply` / `delete`: by kind, namespace and name; the whole set is validated before it
+//! replaces the one in force, so a bad document changes nothing).
 
 use crate::registry::Registry;
 use crate::status;
@@ -19,7 +22,18 @@ pub struct Api {
     pub registry: Arc<Registry>,
     pub control: SocketAddr,
     pub api: SocketAddr,
+    /// The resources in force. The lock only serialises applies; nothing on the data path reads it.
+    pub store: tokio::sync::Mutex<config::Store>,
 }
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp
+}
+
+/// Largest configuration document set one request may carry.
+const MAX_APPLY_BYTES: usize = 8 << 20;
 
 fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
     let mut rsp = Response::new(Full::new(Bytes::from(
@@ -33,12 +47,79 @@ fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
 }
 
 impl Api {
+    async fn change(&self, req: Request<Incoming>, delete: bool) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let file = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("file=")))
+            .unwrap_or("<stdin>")
+            .to_string();
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_APPLY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}\n"),
+                )
+            }
+        };
+        let Ok(body) = std::str::from_utf8(&body) else {
+            return text(StatusCode::BAD_REQUEST, "the body is not UTF-8\n".into());
+        };
+        let new = config::resources(std::path::Path::new(&file), body);
+        if let Some(m) = new.iter().find(|r| r.kind == "Mesh") {
+            return text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{}:{}: kind Mesh ({}) cannot be changed in a running mesh; restart `weft up` with the new file\n",
+                    m.file.display(),
+                    m.first_line,
+                    m.name
+                ),
+            );
+        }
+        let mut store = self.store.lock().await;
+        let next = if delete {
+            store.deleted(&new)
+        } else {
+            store.applied(new.clone())
+        };
+        match next.load() {
+            Err(errors) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errors}\n")),
+            Ok(loaded) => {
+                let routes = loaded.mesh.map(|m| m.routes).unwrap_or_default();
+                self.registry.set_routes(routes);
+                *store = next;
+                let verb = if delete { "deleted" } else { "configured" };
+                let mut out: String = new
+                    .iter()
+                    .map(|r| format!("{} {}/{} {verb}\n", r.kind, r.namespace, r.name))
+                    .collect();
+                for w in &loaded.unsupported {
+                    out.push_str(&format!("warning: {w}\n"));
+                }
+                text(StatusCode::OK, out)
+            }
+        }
+    }
+
     fn serve(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/status") => {
                 json(&status::build(&self.registry, self.control, self.api))
             }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
+            (&Method::GET, "/resources") => match self.store.try_lock() {
+                Ok(store) => json(&store.resources),
+                Err(_) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "an apply is in progress\n".into(),
+                ),
+            },
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             _ => {
                 let mut rsp = Response::new(Full::new(Bytes::from_static(
@@ -62,9 +143,16 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
         };
         let api = api.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let rsp = api.serve(&req);
-                async move { Ok::<_, Infallible>(rsp) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let api = api.clone();
+                async move {
+                    let rsp = match (req.method(), req.uri().path()) {
+                        (&Method::POST, "/apply") => api.change(req, false).await,
+                        (&Method::POST, "/delete") => api.change(req, true).await,
+                        _ => api.serve(&req),
+                    };
+                    Ok::<_, Infallible>(rsp)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

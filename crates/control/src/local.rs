@@ -266,6 +266,7 @@ fn proxy_args(
 /// Runs the mesh until `shutdown` is cancelled; `on_ready` is told the status once it is ready.
 pub async fn up(
     spec: MeshSpec,
+    store: config::Store,
     opts: UpOptions,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&status::Status),
@@ -281,7 +282,7 @@ pub async fn up(
 
     let registry = Registry::new(spec.clone());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let control = ControlPlane::start(registry.clone(), any, any).await?;
+    let control = ControlPlane::start(registry.clone(), store, any, any).await?;
     let _record = meshes::record(&MeshRecord {
         name: spec.name.clone(),
         pid: std::process::id(),

@@ -195,6 +195,12 @@ impl Registry {
         }
     }
 
+    /// Replaces every service's routes (after `weft apply` / `weft delete`); proxies get the
+    /// new snapshot at once.
+    pub fn set_routes(&self, routes: Vec<model::ServiceRoutes>) {
+        self.mutate(|inner| inner.spec.routes = routes);
+    }
+
     pub fn set_health(&self, id: u64, ready: bool, reason: String) {
         self.mutate(|inner| {
             if let Some(p) = inner.proxies.get_mut(&id) {

@@ -33,6 +33,7 @@ impl ControlPlane {
     /// Binds both listeners and starts serving on the current runtime.
     pub async fn start(
         registry: Arc<Registry>,
+        store: config::Store,
         grpc: SocketAddr,
         api: SocketAddr,
     ) -> Result<ControlPlane, ControlError> {
@@ -67,6 +68,7 @@ impl ControlPlane {
             registry: registry.clone(),
             control: grpc,
             api,
+            store: tokio::sync::Mutex::new(store),
         });
         tokio::spawn(http_api::serve(api_l, api_state, shutdown.clone()));
         Ok(ControlPlane {

@@ -1,5 +1,6 @@
 //! The command line: flags per subcommand and the glue that calls the library crates.
 
+mod apply;
 mod bench;
 mod check;
 mod exec;
@@ -38,6 +39,12 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Run a command as a client of the running mesh, under a service's identity
     Exec(exec::ExecArgs),
+    /// Create or replace resources in the running mesh (by kind, namespace and name)
+    Apply(apply::ApplyArgs),
+    /// Remove resources from the running mesh
+    Delete(apply::ApplyArgs),
+    /// Show the resources in force: `weft get [KIND [NAME]]`
+    Get(apply::GetArgs),
     /// Validate configuration files offline; non-zero on errors
     Check(check::CheckArgs),
     /// The route table a proxy runs for a service
@@ -109,7 +116,14 @@ impl Cli {
     pub fn is_quiet(&self) -> bool {
         matches!(
             self.cmd,
-            Cmd::Exec(_) | Cmd::Status(_) | Cmd::Load(_) | Cmd::Check(_) | Cmd::Routes(_)
+            Cmd::Exec(_)
+                | Cmd::Status(_)
+                | Cmd::Load(_)
+                | Cmd::Check(_)
+                | Cmd::Routes(_)
+                | Cmd::Apply(_)
+                | Cmd::Delete(_)
+                | Cmd::Get(_)
         )
     }
 }
@@ -124,6 +138,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Exec(a) => exec::run(a),
         Cmd::Load(a) => load::run(a),
         Cmd::Check(a) => check::run(a),
+        Cmd::Apply(a) => apply::apply(a, false),
+        Cmd::Delete(a) => apply::apply(a, true),
+        Cmd::Get(a) => apply::get(a),
         Cmd::Routes(a) => routes::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
@@ -164,19 +181,26 @@ fn echo(a: EchoArgs) -> anyhow::Result<i32> {
 
 pub use proxy::run::cancel_on_signal as on_signal;
 
-/// Files given on the command line, or none.
-pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<model::MeshSpec> {
+/// The mesh the files declare (none: the built-in demo), and the resources they hold.
+pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<(model::MeshSpec, config::Store)> {
     const DEMO: &str = include_str!("../../../../examples/hello/mesh.yaml");
-    let loaded = if files.is_empty() {
-        config::load_str(std::path::Path::new("<built-in demo>"), DEMO)
+    let store = if files.is_empty() {
+        config::Store::default().applied(config::resources(
+            std::path::Path::new("<built-in demo>"),
+            DEMO,
+        ))
     } else {
-        config::load(files)
+        config::read_store(files)
+            .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?
     };
-    let loaded = loaded.map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let loaded = store
+        .load()
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     for d in &loaded.unsupported {
         eprintln!("weft: warning: {d}; ignored");
     }
-    loaded
+    let mesh = loaded
         .mesh
-        .ok_or_else(|| anyhow::anyhow!("no `kind: Mesh` document in {files:?}"))
+        .ok_or_else(|| anyhow::anyhow!("no `kind: Mesh` document in {files:?}"))?;
+    Ok((mesh, store))
 }

@@ -32,7 +32,7 @@ pub struct ControlArgs {
 }
 
 pub fn up(a: UpArgs) -> anyhow::Result<i32> {
-    let spec = load_mesh(&a.files)?;
+    let (spec, store) = load_mesh(&a.files)?;
     let exe = std::env::current_exe()?;
     let opts = UpOptions {
         exe,
@@ -44,7 +44,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         let name = spec.name.clone();
-        local::up(spec, opts, shutdown, |st| {
+        local::up(spec, store, opts, shutdown, |st| {
             let replicas = st.workloads.len();
             let services: std::collections::BTreeSet<_> =
                 st.workloads.iter().map(|w| &w.service).collect();
@@ -62,11 +62,11 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
 }
 
 pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
-    let spec = load_mesh(&a.files)?;
+    let (spec, store) = load_mesh(&a.files)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let registry = control::Registry::new(spec.clone());
-        let cp = control::ControlPlane::start(registry, a.listen, a.api).await?;
+        let cp = control::ControlPlane::start(registry, store, a.listen, a.api).await?;
         let _record = control::meshes::record(&control::meshes::MeshRecord {
             name: spec.name.clone(),
             pid: std::process::id(),

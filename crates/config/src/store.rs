@@ -1,0 +1,101 @@
+//! The set of configuration resources in force, keyed as `kubectl apply` keys them (kind,
+//! namespace, name): applying a document creates or replaces its resource, deleting removes it,
+//! and the whole set is validated together before it replaces the previous one.
+
+use crate::split::split;
+use crate::{Errors, Loaded};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One document of a file, with what identifies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resource {
+    pub kind: String,
+    pub api_version: String,
+    pub namespace: String,
+    pub name: String,
+    /// Where it came from, for diagnostics.
+    pub file: PathBuf,
+    pub first_line: usize,
+    #[serde(skip)]
+    pub text: String,
+}
+
+impl Resource {
+    pub fn key(&self) -> (&str, &str, &str) {
+        (&self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// Cuts a file into resources. Documents without a kind or name are kept under an empty name
+/// so that validation reports them.
+pub fn resources(file: &Path, text: &str) -> Vec<Resource> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    split(text)
+        .into_iter()
+        .filter_map(|d| {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(d.text).ok()?;
+            if v.is_null() {
+                return None;
+            }
+            let s = |v: &serde_yaml_ng::Value| v.as_str().unwrap_or("").to_string();
+            let ns = s(&v["metadata"]["namespace"]);
+            Some(Resource {
+                kind: s(&v["kind"]),
+                api_version: s(&v["apiVersion"]),
+                namespace: if ns.is_empty() {
+                    model::names::DEFAULT_NAMESPACE.to_string()
+                } else {
+                    ns
+                },
+                name: s(&v["metadata"]["name"]),
+                file: file.to_path_buf(),
+                first_line: d.first_line,
+                text: d.text.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Resources in the order they were first applied.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub resources: Vec<Resource>,
+}
+
+impl Store {
+    /// The store after applying `new`: each replaces the resource with its key, or is added.
+    pub fn applied(&self, new: Vec<Resource>) -> Store {
+        let mut resources = self.resources.clone();
+        for r in new {
+            match resources.iter_mut().find(|o| o.key() == r.key()) {
+                Some(old) => *old = r,
+                None => resources.push(r),
+            }
+        }
+        Store { resources }
+    }
+
+    /// The store without the resources keyed as `gone`.
+    pub fn deleted(&self, gone: &[Resource]) -> Store {
+        Store {
+            resources: self
+                .resources
+                .iter()
+                .filter(|r| !gone.iter().any(|g| g.key() == r.key()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Validates and translates the whole set, reporting lines of the files it came from.
+    pub fn load(&self) -> Result<Loaded, Errors> {
+        let mut loader = crate::loader::Loader::default();
+        for r in &self.resources {
+            // Padding keeps every reported line a line of the original file.
+            let padded = format!("{}{}", "\n".repeat(r.first_line.saturating_sub(1)), r.text);
+            loader.text(&r.file, &padded);
+        }
+        loader.finish()
+    }
+}

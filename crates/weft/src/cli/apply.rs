@@ -1,0 +1,127 @@
+//! `weft apply -f`, `weft delete -f` and `weft get`: change and read the resources in force in
+//! a running mesh, as `kubectl apply` / `delete` / `get` do. The control plane validates the
+//! whole set before switching to it and pushes the new routes to every proxy.
+
+use super::get::{get as http_get, post};
+use super::{runtime, Output};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// A file, a directory (its *.yaml, *.yml, *.json), or - for stdin; repeatable
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    #[arg(long)]
+    mesh: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// A kind (VirtualService, HTTPRoute, …; case-insensitive), or all
+    kind: Option<String>,
+    name: Option<String>,
+    #[arg(long)]
+    mesh: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Output,
+}
+
+fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            out.push(("<stdin>".to_string(), s));
+        } else if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.extension()
+                        .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+                })
+                .collect();
+            files.sort();
+            for f in files {
+                out.push((f.display().to_string(), std::fs::read_to_string(&f)?));
+            }
+        } else {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            out.push((p.display().to_string(), text));
+        }
+    }
+    Ok(out)
+}
+
+pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
+    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let sources = read_all(&a.files)?;
+    let rt = runtime()?;
+    let verb = if delete { "delete" } else { "apply" };
+    let mut code = 0;
+    for (file, text) in sources {
+        let url = format!(
+            "http://{}/{verb}?file={}",
+            mesh.api,
+            file.replace('&', "%26").replace(' ', "%20")
+        );
+        let (status, body) = rt.block_on(post(&url, text))?;
+        let body = String::from_utf8_lossy(&body);
+        if status == 200 {
+            print!("{body}");
+        } else {
+            eprint!("{body}");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+pub fn get(a: GetArgs) -> anyhow::Result<i32> {
+    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let rt = runtime()?;
+    let (status, body) = rt.block_on(http_get(&format!("http://{}/resources", mesh.api)))?;
+    if status != 200 {
+        anyhow::bail!(
+            "control plane answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let chosen: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|r| {
+            a.kind
+                .as_deref()
+                .is_none_or(|k| k.eq_ignore_ascii_case(&s(r, "kind")) || k == "all")
+                && a.name.as_deref().is_none_or(|n| n == s(r, "name"))
+        })
+        .collect();
+    if a.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&chosen)?);
+        return Ok(0);
+    }
+    if chosen.is_empty() {
+        eprintln!("no resources found");
+        return Ok(if a.name.is_some() { 1 } else { 0 });
+    }
+    println!(
+        "{:<18} {:<28} {:<32} SOURCE",
+        "KIND", "NAMESPACE/NAME", "API VERSION"
+    );
+    for r in chosen {
+        println!(
+            "{:<18} {:<28} {:<32} {}:{}",
+            s(r, "kind"),
+            format!("{}/{}", s(r, "namespace"), s(r, "name")),
+            s(r, "api_version"),
+            s(r, "file"),
+            r["first_line"]
+        );
+    }
+    Ok(0)
+}
