@@ -32,6 +32,9 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     rsp
 }
 
+/// How long `apply` waits for every proxy to run the new snapshot before answering anyway.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest configuration document set one request may carry.
 const MAX_APPLY_BYTES: usize = 8 << 20;
 
@@ -92,13 +95,27 @@ impl Api {
             Err(errors) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errors}\n")),
             Ok(loaded) => {
                 let routes = loaded.mesh.map(|m| m.routes).unwrap_or_default();
+                let started = std::time::Instant::now();
                 self.registry.set_routes(routes);
                 *store = next;
+                // Answer once every proxy runs the new snapshot, so scripts can rely on it.
+                let version = self.registry.snapshot().version;
+                let (proxies, all) = self.registry.wait_applied(version, APPLY_WAIT).await;
                 let verb = if delete { "deleted" } else { "configured" };
                 let mut out: String = new
                     .iter()
                     .map(|r| format!("{} {}/{} {verb}\n", r.kind, r.namespace, r.name))
                     .collect();
+                out.push_str(&if all {
+                    format!(
+                        "snapshot {version} applied by all {proxies} proxies in {} ms\n",
+                        started.elapsed().as_millis()
+                    )
+                } else {
+                    format!(
+                        "warning: snapshot {version} not yet applied by every proxy after {APPLY_WAIT:?}\n"
+                    )
+                });
                 for w in &loaded.unsupported {
                     out.push_str(&format!("warning: {w}\n"));
                 }

@@ -201,6 +201,24 @@ impl Registry {
         self.mutate(|inner| inner.spec.routes = routes);
     }
 
+    /// Waits until every connected proxy has applied `version` (or a later one), up to
+    /// `within`. Returns how many proxies there are and whether all of them got there.
+    pub async fn wait_applied(&self, version: u64, within: std::time::Duration) -> (usize, bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut generation = self.watch_generation();
+        loop {
+            let proxies = self.proxies();
+            let live: Vec<_> = proxies.iter().filter(|p| !p.draining).collect();
+            if live.iter().all(|p| p.acked >= version) {
+                return (live.len(), true);
+            }
+            tokio::select! {
+                _ = generation.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return (live.len(), false),
+            }
+        }
+    }
+
     pub fn set_health(&self, id: u64, ready: bool, reason: String) {
         self.mutate(|inner| {
             if let Some(p) = inner.proxies.get_mut(&id) {
