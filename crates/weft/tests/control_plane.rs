@@ -36,6 +36,15 @@ fn start(home: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (Proc
     (Proc(child), line)
 }
 
+/// `weft control FILE --listen LISTEN` with its API on any port.
+fn start_control(home: &std::path::Path, file: &str, listen: &str) -> (Proc, String) {
+    start(
+        home,
+        &["control", file, "--listen", listen, "--api", "127.0.0.1:0"],
+        &[],
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -61,18 +70,7 @@ async fn proxies_keep_serving_without_the_control_plane_and_reconnect() {
     let file = file.to_str().unwrap().to_string();
     let cp_port = free_port();
     let listen = format!("127.0.0.1:{cp_port}");
-    let (control, line) = start(
-        home.path(),
-        &[
-            "control",
-            &file,
-            "--listen",
-            &listen,
-            "--api",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let (control, line) = start_control(home.path(), &file, &listen);
     assert!(line.contains("ready"), "{line}");
 
     let app_port = free_port();
@@ -167,18 +165,7 @@ async fn proxies_keep_serving_without_the_control_plane_and_reconnect() {
 
     // It comes back on the same address: the proxies reconnect (with backoff) and the new
     // control plane does not wipe their routes while they do.
-    let (_control, line) = start(
-        home.path(),
-        &[
-            "control",
-            &file,
-            "--listen",
-            &listen,
-            "--api",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let (_control, line) = start_control(home.path(), &file, &listen);
     assert!(line.contains("ready"), "{line}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(&c, admin, "weft_control_plane_connected").await != Some(1.0) {

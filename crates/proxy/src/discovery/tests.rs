@@ -68,6 +68,14 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
     }
 }
 
+fn first_endpoint(s: &Shared) -> Arc<crate::balance::EndpointState> {
+    let table = s.table.load();
+    let service = table
+        .resolve(&Authority::parse("hello"), "default")
+        .unwrap();
+    service.all.endpoints[0].clone()
+}
+
 fn endpoint_port(s: &Shared) -> Option<u16> {
     let table = s.table.load();
     let service = table.resolve(&Authority::parse("hello"), "default")?;
@@ -129,23 +137,9 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
 fn endpoint_state_survives_a_new_snapshot() {
     let s = shared();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
-    let before = {
-        let t = s.table.load();
-        t.resolve(&Authority::parse("hello"), "default")
-            .unwrap()
-            .all
-            .endpoints[0]
-            .clone()
-    };
+    let before = first_endpoint(&s);
     apply(&s, pb::Snapshot::from(&snapshot(6, 1000)));
-    let after = {
-        let t = s.table.load();
-        t.resolve(&Authority::parse("hello"), "default")
-            .unwrap()
-            .all
-            .endpoints[0]
-            .clone()
-    };
+    let after = first_endpoint(&s);
     assert!(
         Arc::ptr_eq(&before, &after),
         "the pooled connection and estimates were dropped"

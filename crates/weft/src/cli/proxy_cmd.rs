@@ -2,7 +2,7 @@
 
 use super::{parse_duration, parse_label};
 use model::Identity;
-use proxy::{Mode, Settings};
+use proxy::{settings, Mode, Settings};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,12 +47,15 @@ pub struct ProxyArgs {
     /// Namespace a bare service name resolves in (default: the proxy's own; `default` for ingress)
     #[arg(long)]
     default_namespace: Option<String>,
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    drain_timeout: Duration,
-    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
-    drain_grace: Duration,
-    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
-    probe_interval: Duration,
+    /// How long shutdown waits for in-flight requests [default: 10s]
+    #[arg(long, value_parser = parse_duration)]
+    drain_timeout: Option<Duration>,
+    /// How long HTTP/1 connections keep being served after shutdown begins [default: 500ms]
+    #[arg(long, value_parser = parse_duration)]
+    drain_grace: Option<Duration>,
+    /// How often a sidecar checks an app that is not ready [default: 500ms]
+    #[arg(long, value_parser = parse_duration)]
+    probe_interval: Option<Duration>,
     /// Data-plane worker threads
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -92,9 +95,9 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         },
         admin: a.admin,
         app: a.app,
-        drain_timeout: a.drain_timeout,
-        drain_grace: a.drain_grace,
-        probe_interval: a.probe_interval,
+        drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
+        drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
+        probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
     };
     proxy::run(s, Default::default(), true, |bound| {

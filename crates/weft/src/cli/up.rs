@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 pub struct UpArgs {
     /// Mesh files or directories (multi-document YAML); none: the built-in demo
     files: Vec<PathBuf>,
-    /// Give up if the mesh is not ready after this long
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    ready_timeout: Duration,
-    /// On shutdown, how long each proxy may take to finish in-flight requests
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    drain_timeout: Duration,
+    /// Give up if the mesh is not ready after this long [default: 60s]
+    #[arg(long, value_parser = parse_duration)]
+    ready_timeout: Option<Duration>,
+    /// On shutdown, how long each proxy may take to finish in-flight requests [default: 10s]
+    #[arg(long, value_parser = parse_duration)]
+    drain_timeout: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -36,8 +36,10 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     let opts = UpOptions {
         exe,
-        ready_timeout: a.ready_timeout,
-        drain_timeout: a.drain_timeout,
+        ready_timeout: a.ready_timeout.unwrap_or(local::DEFAULT_READY_TIMEOUT),
+        drain_timeout: a
+            .drain_timeout
+            .unwrap_or(proxy::settings::DEFAULT_DRAIN_TIMEOUT),
     };
     let rt = runtime()?;
     rt.block_on(async move {
