@@ -36,6 +36,8 @@ pub fn lb_name(lb: LoadBalancer) -> &'static str {
     match lb {
         LoadBalancer::PeakEwma => "peak-ewma",
         LoadBalancer::RoundRobin => "round-robin",
+        LoadBalancer::LeastRequest => "least-request",
+        LoadBalancer::Random => "random",
     }
 }
 
@@ -85,6 +87,8 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             let lb = match svc.lb.as_str() {
                 "" | "peak-ewma" => LoadBalancer::PeakEwma,
                 "round-robin" => LoadBalancer::RoundRobin,
+                "least-request" => LoadBalancer::LeastRequest,
+                "random" => LoadBalancer::Random,
                 other => {
                     return Err(WireError::LoadBalancer {
                         service: svc.name,
@@ -118,11 +122,14 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 lb,
                 endpoints,
                 routes,
+                policy: Default::default(),
+                subsets: Vec::new(),
             });
         }
         Ok(Snapshot {
             version: s.version,
             services,
+            gateway: Vec::new(),
         })
     }
 }

@@ -149,6 +149,8 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
             subset: (!d.subset.is_empty()).then_some(d.subset),
             labels: d.labels.into_iter().collect(),
             weight: d.weight,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         })
         .collect();
     let retry = match r.retry {
@@ -172,6 +174,7 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
                     reset: p.reset,
                     refused_stream: p.refused_stream,
                     status_codes,
+                    ..Default::default()
                 },
             })
         }
@@ -206,5 +209,6 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
         timeout_ms: (r.timeout_ms > 0).then_some(r.timeout_ms),
         retry,
         fault,
+        ..Default::default()
     })
 }

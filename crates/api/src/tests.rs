@@ -32,10 +32,9 @@ fn sample() -> Snapshot {
                     }],
                 }],
                 destinations: vec![model::Destination {
-                    service: ServiceKey::new("hello", "default"),
                     subset: Some("v2".into()),
                     labels: [("version".to_string(), "v2".to_string())].into(),
-                    weight: 10,
+                    ..model::Destination::service(ServiceKey::new("hello", "default"), 10)
                 }],
                 timeout_ms: Some(1500),
                 retry: Some(model::RetryPolicy {
@@ -53,8 +52,12 @@ fn sample() -> Snapshot {
                     abort_status: Some(500),
                     abort_per_million: 100_000,
                 }),
+                ..Default::default()
             }],
+            policy: Default::default(),
+            subsets: vec![],
         }],
+        gateway: vec![],
     }
 }
 

@@ -11,8 +11,8 @@ use crate::loader::Doc;
 use crate::marked::Node;
 use crate::{policy, Diagnostic};
 use model::{
-    Destination, HeaderMatch, HttpRoute, Labels, PathMatch, QueryMatch, RetryOn, RetryPolicy,
-    RouteMatch, ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
+    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
+    ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -541,7 +541,7 @@ pub(crate) fn resolve(
                         destinations: destinations.clone(),
                         timeout_ms,
                         retry: retry.clone(),
-                        fault: None,
+                        ..Default::default()
                     },
                 });
             }
@@ -585,12 +585,7 @@ pub(crate) fn resolve(
                 }
             };
             match services.resolve(&b.service, namespace, "backend") {
-                Ok(service) => destinations.push(Destination {
-                    service,
-                    subset: None,
-                    labels: Labels::new(),
-                    weight,
-                }),
+                Ok(service) => destinations.push(Destination::service(service, weight)),
                 Err(message) => errors.push(doc.error(&format!("{field}.service"), message)),
             }
         }
@@ -846,12 +841,7 @@ fn backends(
         if let Some(message) = b.port.and_then(|n| services.check_port(&key, n)) {
             errors.push(doc.error(&format!("{field}.port"), message));
         }
-        out.push(Destination {
-            service: key,
-            subset: None,
-            labels: Labels::new(),
-            weight,
-        });
+        out.push(Destination::service(key, weight));
     }
     if ok && out.iter().all(|d| d.weight == 0) {
         errors.push(doc.error(&format!("{field}.backendRefs"), "all weights are 0"));

@@ -607,6 +607,7 @@ pub(crate) fn resolve(
                 timeout_ms,
                 retry,
                 fault,
+                ..Default::default()
             });
         }
         if vs.spec.hosts.is_empty() {
@@ -750,10 +751,9 @@ fn destinations(
         }
         if let Some(key) = key {
             out.push(Destination {
-                service: key,
                 subset: d.subset.clone(),
                 labels,
-                weight,
+                ..Destination::service(key, weight)
             });
         }
     }

@@ -360,6 +360,8 @@ impl Loader {
                 ingress,
                 services,
                 routes,
+                policies: Vec::new(),
+                gateway: Vec::new(),
             }),
             unsupported: self.unsupported,
         })

@@ -112,6 +112,8 @@ fn valid_mesh_with_defaults() {
             },
         ],
         routes: Vec::new(),
+        policies: Vec::new(),
+        gateway: Vec::new(),
     };
     assert_eq!(mesh(VALID), expected);
 }
@@ -527,10 +529,9 @@ fn reviews() -> model::ServiceKey {
 
 fn dest(subset: &str, weight: u32) -> model::Destination {
     model::Destination {
-        service: reviews(),
         subset: Some(subset.into()),
         labels: map(&[("version", subset)]),
-        weight,
+        ..model::Destination::service(reviews(), weight)
     }
 }
 
@@ -663,12 +664,7 @@ spec:
     assert_eq!(m[2].path, Some(model::PathMatch::Exact("/health".into())));
     assert_eq!(
         r[0].destinations,
-        vec![model::Destination {
-            service: reviews(),
-            subset: None,
-            labels: map(&[]),
-            weight: 100,
-        }]
+        vec![model::Destination::service(reviews(), 100)]
     );
 }
 

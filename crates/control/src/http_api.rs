@@ -94,9 +94,8 @@ impl Api {
         match next.load() {
             Err(errors) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errors}\n")),
             Ok(loaded) => {
-                let routes = loaded.mesh.map(|m| m.routes).unwrap_or_default();
                 let started = std::time::Instant::now();
-                self.registry.set_routes(routes);
+                self.registry.set_traffic(loaded.mesh);
                 *store = next;
                 // Answer once every proxy runs the new snapshot, so scripts can rely on it.
                 let version = self.registry.snapshot().version;

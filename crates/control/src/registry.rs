@@ -195,10 +195,21 @@ impl Registry {
         }
     }
 
-    /// Replaces every service's routes (after `weft apply` / `weft delete`); proxies get the
-    /// new snapshot at once.
-    pub fn set_routes(&self, routes: Vec<model::ServiceRoutes>) {
-        self.mutate(|inner| inner.spec.routes = routes);
+    /// Replaces every service's routes and policies and the gateway's virtual hosts with
+    /// `from`'s (after `weft apply` / `weft delete`); proxies get the new snapshot at once.
+    pub fn set_traffic(&self, from: Option<MeshSpec>) {
+        self.mutate(|inner| match from {
+            Some(m) => {
+                inner.spec.routes = m.routes;
+                inner.spec.policies = m.policies;
+                inner.spec.gateway = m.gateway;
+            }
+            None => {
+                inner.spec.routes.clear();
+                inner.spec.policies.clear();
+                inner.spec.gateway.clear();
+            }
+        });
     }
 
     /// Waits until every connected proxy has applied `version` (or a later one), up to
@@ -319,16 +330,28 @@ fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) ->
                 .find(|r| r.service == svc.key())
                 .map(|r| r.routes.clone())
                 .unwrap_or_default();
+            let (policy, subsets) = spec
+                .policies
+                .iter()
+                .find(|p| p.service == svc.key())
+                .map(|p| (p.policy.clone(), p.subsets.clone()))
+                .unwrap_or_default();
             Service {
                 key: svc.key(),
                 port: svc.port,
                 lb: svc.lb,
                 endpoints,
                 routes,
+                policy,
+                subsets,
             }
         })
         .collect();
-    Snapshot { version, services }
+    Snapshot {
+        version,
+        services,
+        gateway: spec.gateway.clone(),
+    }
 }
 
 #[cfg(test)]

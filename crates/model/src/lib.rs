@@ -4,20 +4,27 @@
 //! - [`mesh`]: the declared mesh (services, workloads, replicas) as `weft up` runs it.
 //! - [`snapshot`]: the immutable routing state a proxy serves from.
 //! - [`names`]: host/authority parsing and the service-name forms a client may use.
-//! - [`route`]: HTTP routes — matches and weighted destinations — in one shape for every API.
+//! - [`route`]: HTTP routes — matches, weighted destinations, filters — in one shape for every API.
+//! - [`policy`]: per-service traffic policies — balancing, limits, ejection, retry budgets.
 
 pub mod mesh;
 pub mod names;
+pub mod policy;
 pub mod route;
 pub mod snapshot;
 
 pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};
+pub use policy::{
+    ConnectionPool, FailureAccrual, HashOn, OutlierDetection, RetryBudget, ServicePolicy,
+    SubsetPolicy, TrafficPolicy,
+};
 pub use route::{
-    Destination, Fault, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    Cors, Destination, DirectResponse, Fault, HeaderEdits, HeaderMatch, HttpRoute, Mirror,
+    PathMatch, PathRewrite, QueryMatch, Redirect, ResponseClass, RetryOn, RetryPolicy, Rewrite,
     RouteMatch, StringMatch,
 };
-pub use snapshot::{Endpoint, LoadBalancer, Service, Snapshot};
+pub use snapshot::{Endpoint, LoadBalancer, Service, Snapshot, VirtualHost};
 
 /// Labels as Kubernetes has them: ordered so that output and hashing are stable.
 pub type Labels = std::collections::BTreeMap<String, String>;

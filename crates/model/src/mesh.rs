@@ -23,6 +23,12 @@ pub struct MeshSpec {
     /// sends every request to all its endpoints.
     #[serde(default)]
     pub routes: Vec<ServiceRoutes>,
+    /// Traffic policies per service (DestinationRules, ServiceProfiles, annotations).
+    #[serde(default)]
+    pub policies: Vec<crate::policy::ServicePolicy>,
+    /// Host-based routes of the ingress gateway.
+    #[serde(default)]
+    pub gateway: Vec<crate::snapshot::VirtualHost>,
 }
 
 /// The routes of one service, in the order they are tried.

@@ -72,6 +72,26 @@ pub struct Destination {
     pub labels: Labels,
     /// Relative weight; a weight of 0 gets no traffic.
     pub weight: u32,
+    /// Header edits for requests sent to this destination (Istio's per-destination `headers`,
+    /// Gateway API's backendRef filters), applied after the route's own.
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub request_headers: HeaderEdits,
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub response_headers: HeaderEdits,
+}
+
+impl Destination {
+    /// All of `service`'s endpoints, with this weight.
+    pub fn service(service: ServiceKey, weight: u32) -> Self {
+        Self {
+            service,
+            subset: None,
+            labels: Labels::new(),
+            weight,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+        }
+    }
 }
 
 /// One routing rule. Rules are tried in order; the first whose any-of `matches` holds wins.
@@ -94,6 +114,147 @@ pub struct HttpRoute {
     /// Istio's fault injection: delays and aborts for a share of requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// Header edits on the request sent upstream (Istio `headers.request`, Gateway API
+    /// `RequestHeaderModifier`).
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub request_headers: HeaderEdits,
+    /// Header edits on the response returned downstream (Istio `headers.response`, Gateway API
+    /// `ResponseHeaderModifier`).
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub response_headers: HeaderEdits,
+    /// Path and authority rewritten before the request goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Answer with a redirect instead of forwarding (then `destinations` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    /// Answer with this status and body instead of forwarding (Istio `directResponse`; also
+    /// what an invalid Gateway API backend becomes: 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+    /// Copies of a share of requests, sent fire-and-forget; their answers are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    /// Answered by the proxy for CORS preflights; adds the CORS headers to responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Which responses count as failures (Linkerd ServiceProfile `responseClasses`), for
+    /// retries, failure accrual and metrics. Empty: 5xx are failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_classes: Vec<ResponseClass>,
+}
+
+/// Header edits, applied in the order remove, set, add (as Envoy does).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeaderEdits {
+    /// Replace (or create) these headers. Names lowercase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    /// Append these values (a header may then carry several).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Remove these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// How a path is rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathRewrite {
+    /// The whole path becomes this (Gateway API `ReplaceFullPath`; Istio `uri` after an exact
+    /// or regex match).
+    Full(String),
+    /// The part the route's prefix match matched becomes this (Gateway API
+    /// `ReplacePrefixMatch`, Istio `uri` after a prefix match).
+    Prefix(String),
+    /// RE2 `pattern` replaced by `substitution` (`\1` groups), Istio `uriRegexRewrite`.
+    Regex {
+        pattern: String,
+        substitution: String,
+    },
+}
+
+/// Rewrites applied to the request sent upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// New Host / :authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// An HTTP redirect answered by the proxy. Fields left `None` keep the request's own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// 301 by default (Istio and Gateway API), or 302, 303, 307, 308.
+    pub status: u16,
+}
+
+/// A fixed answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+}
+
+/// A mirror target and the share of requests copied to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mirror {
+    pub destination: Destination,
+    /// In millionths; Istio's default (no `mirrorPercentage`) is 100%.
+    pub per_million: u32,
+}
+
+/// Istio `corsPolicy` / Gateway API CORS filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cors {
+    /// Origins allowed; `Exact("*")` allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<StringMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+/// Linkerd's `responseClasses[]`: responses whose status is in `min..=max` are failures (or
+/// successes, when `is_failure` is false). The first class that matches decides.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResponseClass {
+    pub min: u16,
+    pub max: u16,
+    pub is_failure: bool,
+}
+
+/// Whether `status` is a failure under `classes` (empty: 5xx are failures).
+pub fn is_failure(classes: &[ResponseClass], status: u16) -> bool {
+    classes
+        .iter()
+        .find(|c| (c.min..=c.max).contains(&status))
+        .map_or(status >= 500, |c| c.is_failure)
 }
 
 /// Faults injected by the client-side proxy before the request goes anywhere.
@@ -147,4 +308,14 @@ pub struct RetryOn {
     /// `retriable-status-codes` (Istio: listed codes in `retryOn`; Gateway API: `codes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status_codes: Vec<u16>,
+    /// `retriable-4xx`: 409.
+    #[serde(default)]
+    pub retriable_4xx: bool,
+    /// A failure as the route's response classes define it (Linkerd `isRetryable`).
+    #[serde(default)]
+    pub failure_class: bool,
+    /// gRPC statuses (from `grpc-status`) worth a retry: `cancelled` 1, `deadline-exceeded` 4,
+    /// `resource-exhausted` 8, `internal` 13, `unavailable` 14.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_statuses: Vec<u32>,
 }

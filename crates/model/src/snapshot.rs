@@ -3,6 +3,7 @@
 //! swaps it in whole.
 
 use crate::names::{Identity, ServiceKey};
+use crate::policy::{SubsetPolicy, TrafficPolicy};
 use crate::Labels;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -17,6 +18,10 @@ pub enum LoadBalancer {
     PeakEwma,
     /// Each endpoint in turn.
     RoundRobin,
+    /// Power of two choices over in-flight requests (Istio's recommended `LEAST_REQUEST`).
+    LeastRequest,
+    /// Uniformly at random.
+    Random,
 }
 
 /// One ready-to-serve replica: where its sidecar's inbound listener is.
@@ -42,6 +47,23 @@ pub struct Service {
     /// Tried in order; empty: every request goes to all endpoints.
     #[serde(default)]
     pub routes: Vec<crate::route::HttpRoute>,
+    /// The service's traffic policy (DestinationRule, ServiceProfile, annotations).
+    #[serde(default, skip_serializing_if = "TrafficPolicy::is_empty")]
+    pub policy: TrafficPolicy,
+    /// Subsets with their own policy (already merged over `policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<SubsetPolicy>,
+}
+
+/// Routes for requests entering the mesh through the ingress gateway with one of `hosts` as
+/// their Host (Istio Gateway + VirtualService `gateways`, Gateway API HTTPRoute with a Gateway
+/// parent). `*.example.com` matches one or more leading labels; `*` matches any host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    /// Where it came from, for `weft routes` and logs.
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub routes: Vec<crate::route::HttpRoute>,
 }
 
 /// Everything a proxy needs to route, at one version.
@@ -50,6 +72,9 @@ pub struct Snapshot {
     /// Increases with every change; proxies acknowledge the version they applied.
     pub version: u64,
     pub services: Vec<Service>,
+    /// Host-based routes the ingress gateway tries before falling back to service names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway: Vec<VirtualHost>,
 }
 
 impl Snapshot {

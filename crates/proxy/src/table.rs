@@ -34,7 +34,9 @@ impl Backend {
 
     pub fn pick(&self, exclude: &[usize]) -> Option<(usize, &Arc<EndpointState>)> {
         match self.lb {
-            LoadBalancer::PeakEwma => balance::pick_p2c(&self.endpoints, exclude),
+            LoadBalancer::PeakEwma | LoadBalancer::LeastRequest | LoadBalancer::Random => {
+                balance::pick_p2c(&self.endpoints, exclude)
+            }
             LoadBalancer::RoundRobin => {
                 balance::pick_round_robin(&self.endpoints, &self.rr_next, exclude)
             }

@@ -382,12 +382,7 @@ fn conformance_weights_and_simple_route() {
     )]);
     assert_eq!(
         routes_of(&loaded, "echo", ns)[0].destinations,
-        [Destination {
-            service: ServiceKey::new("echo-v1", ns),
-            subset: None,
-            labels: Labels::new(),
-            weight: 1,
-        }]
+        [Destination::service(ServiceKey::new("echo-v1", ns), 1)]
     );
 }
 

@@ -23,6 +23,8 @@ fn spec() -> MeshSpec {
             }],
         }],
         routes: Vec::new(),
+        policies: Vec::new(),
+        gateway: Vec::new(),
     }
 }
 

@@ -64,7 +64,10 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
                 identity: Identity::spiffe("default", "hello"),
             }],
             routes: vec![],
+            policy: Default::default(),
+            subsets: vec![],
         }],
+        gateway: vec![],
     }
 }
 
@@ -116,12 +119,10 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
             path: Some(model::PathMatch::Regex("/(unclosed".into())),
             ..Default::default()
         }],
-        destinations: vec![model::Destination {
-            service: ServiceKey::new("hello", "default"),
-            subset: None,
-            labels: Default::default(),
-            weight: 100,
-        }],
+        destinations: vec![model::Destination::service(
+            ServiceKey::new("hello", "default"),
+            100,
+        )],
         ..Default::default()
     });
     let ack = apply(&s, pb::Snapshot::from(&bad));

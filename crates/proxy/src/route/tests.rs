@@ -24,12 +24,7 @@ fn route(matches: Vec<RouteMatch>) -> Route {
     let r = HttpRoute {
         name: "r".into(),
         matches,
-        destinations: vec![Destination {
-            service: ServiceKey::new("s", "default"),
-            subset: None,
-            labels: Default::default(),
-            weight: 1,
-        }],
+        destinations: vec![Destination::service(ServiceKey::new("s", "default"), 1)],
         ..Default::default()
     };
     Route::compile(&r, |_| backend("s")).unwrap()
@@ -130,12 +125,7 @@ fn weights_split_traffic_and_zero_gets_nothing() {
         destinations: ["a", "b", "c"]
             .iter()
             .zip([70, 30, 0])
-            .map(|(n, w)| Destination {
-                service: ServiceKey::new(*n, "default"),
-                subset: None,
-                labels: Default::default(),
-                weight: w,
-            })
+            .map(|(n, w)| Destination::service(ServiceKey::new(*n, "default"), w))
             .collect(),
         ..Default::default()
     };
