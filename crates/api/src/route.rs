@@ -133,6 +133,7 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
             method: (!m.method.is_empty()).then_some(m.method),
             headers,
             query,
+            negated: Vec::new(),
         });
     }
     if r.destinations.is_empty() {

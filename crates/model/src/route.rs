@@ -58,6 +58,9 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<QueryMatch>,
+    /// The request matches only if it matches none of these (Linkerd ServiceProfile `not`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negated: Vec<RouteMatch>,
 }
 
 /// Where a share of a route's traffic goes: a service, optionally only its endpoints carrying
