@@ -30,6 +30,7 @@ fn sample() -> Snapshot {
                         name: "debug".into(),
                         value: model::StringMatch::Present,
                     }],
+                    negated: vec![],
                 }],
                 destinations: vec![model::Destination {
                     subset: Some("v2".into()),
