@@ -3,11 +3,16 @@
 //!
 //! Layout:
 //! - [`pb`]: the generated messages, client and server.
-//! - conversions: `From<&model::Snapshot> for pb::Snapshot` and `TryFrom<pb::Snapshot> for model::Snapshot`.
+//! - conversions: `From<&model::Snapshot> for pb::Snapshot` and `TryFrom<pb::Snapshot> for model::Snapshot`;
+//!   services and endpoints here, routes, route filters and gateway virtual hosts in `route`,
+//!   traffic policies and subsets in `policy`.
 
-use model::{Endpoint, Identity, LoadBalancer, Service, ServiceKey, Snapshot};
+use model::{Endpoint, Identity, Service, ServiceKey, Snapshot};
 
+mod policy;
 mod route;
+
+pub use policy::lb_name;
 
 /// Generated from proto/weft.proto.
 pub mod pb {
@@ -30,43 +35,17 @@ pub enum WireError {
         instance: String,
         address: String,
     },
-}
-
-pub fn lb_name(lb: LoadBalancer) -> &'static str {
-    match lb {
-        LoadBalancer::PeakEwma => "peak-ewma",
-        LoadBalancer::RoundRobin => "round-robin",
-        LoadBalancer::LeastRequest => "least-request",
-        LoadBalancer::Random => "random",
-    }
+    /// A traffic policy (the service's or a subset's, which `why` then names) that cannot apply.
+    #[error("service {service}: {why}")]
+    Policy { service: String, why: String },
 }
 
 impl From<&Snapshot> for pb::Snapshot {
     fn from(s: &Snapshot) -> Self {
         pb::Snapshot {
             version: s.version,
-            services: s
-                .services
-                .iter()
-                .map(|svc| pb::Service {
-                    name: svc.key.name.clone(),
-                    namespace: svc.key.namespace.clone(),
-                    port: svc.port.into(),
-                    lb: lb_name(svc.lb).to_string(),
-                    endpoints: svc
-                        .endpoints
-                        .iter()
-                        .map(|e| pb::Endpoint {
-                            instance: e.instance.clone(),
-                            workload: e.workload.clone(),
-                            address: e.address.to_string(),
-                            labels: e.labels.clone().into_iter().collect(),
-                            identity: e.identity.0.clone(),
-                        })
-                        .collect(),
-                    routes: svc.routes.iter().map(route::to_wire).collect(),
-                })
-                .collect(),
+            services: s.services.iter().map(service_to).collect(),
+            gateway: s.gateway.iter().map(route::vhost_to).collect(),
         }
     }
 }
@@ -75,63 +54,95 @@ impl TryFrom<pb::Snapshot> for Snapshot {
     type Error = WireError;
 
     fn try_from(s: pb::Snapshot) -> Result<Self, WireError> {
-        let mut services = Vec::with_capacity(s.services.len());
-        for svc in s.services {
-            let port = u16::try_from(svc.port)
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| WireError::Port {
-                    service: svc.name.clone(),
-                    port: svc.port,
-                })?;
-            let lb = match svc.lb.as_str() {
-                "" | "peak-ewma" => LoadBalancer::PeakEwma,
-                "round-robin" => LoadBalancer::RoundRobin,
-                "least-request" => LoadBalancer::LeastRequest,
-                "random" => LoadBalancer::Random,
-                other => {
-                    return Err(WireError::LoadBalancer {
-                        service: svc.name,
-                        lb: other.to_string(),
-                    })
-                }
-            };
-            let mut endpoints = Vec::with_capacity(svc.endpoints.len());
-            for e in svc.endpoints {
-                let address = e.address.parse().map_err(|_| WireError::Address {
-                    service: svc.name.clone(),
-                    instance: e.instance.clone(),
-                    address: e.address.clone(),
-                })?;
-                endpoints.push(Endpoint {
-                    instance: e.instance,
-                    workload: e.workload,
-                    address,
-                    labels: e.labels.into_iter().collect(),
-                    identity: Identity(e.identity),
-                });
-            }
-            let routes = svc
-                .routes
-                .into_iter()
-                .map(route::from_wire)
-                .collect::<Result<_, _>>()?;
-            services.push(Service {
-                key: ServiceKey::new(svc.name, svc.namespace),
-                port,
-                lb,
-                endpoints,
-                routes,
-                policy: Default::default(),
-                subsets: Vec::new(),
-            });
-        }
         Ok(Snapshot {
             version: s.version,
-            services,
-            gateway: Vec::new(),
+            services: s
+                .services
+                .into_iter()
+                .map(service_from)
+                .collect::<Result<_, _>>()?,
+            gateway: s
+                .gateway
+                .into_iter()
+                .map(route::vhost_from)
+                .collect::<Result<_, _>>()?,
         })
     }
+}
+
+fn service_to(svc: &Service) -> pb::Service {
+    pb::Service {
+        name: svc.key.name.clone(),
+        namespace: svc.key.namespace.clone(),
+        port: svc.port.into(),
+        lb: lb_name(svc.lb).to_string(),
+        endpoints: svc
+            .endpoints
+            .iter()
+            .map(|e| pb::Endpoint {
+                instance: e.instance.clone(),
+                workload: e.workload.clone(),
+                address: e.address.to_string(),
+                labels: e.labels.clone().into_iter().collect(),
+                identity: e.identity.0.clone(),
+            })
+            .collect(),
+        routes: svc.routes.iter().map(route::to_wire).collect(),
+        policy: policy::service_policy_to(&svc.policy),
+        subsets: svc.subsets.iter().map(policy::subset_to).collect(),
+    }
+}
+
+fn service_from(svc: pb::Service) -> Result<Service, WireError> {
+    let port = u16::try_from(svc.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| WireError::Port {
+            service: svc.name.clone(),
+            port: svc.port,
+        })?;
+    // An empty name is the default, as it was before the field had other values.
+    let lb = policy::lb_from(&svc.lb)
+        .map_err(|lb| WireError::LoadBalancer {
+            service: svc.name.clone(),
+            lb,
+        })?
+        .unwrap_or_default();
+    let mut endpoints = Vec::with_capacity(svc.endpoints.len());
+    for e in svc.endpoints {
+        let address = e.address.parse().map_err(|_| WireError::Address {
+            service: svc.name.clone(),
+            instance: e.instance.clone(),
+            address: e.address.clone(),
+        })?;
+        endpoints.push(Endpoint {
+            instance: e.instance,
+            workload: e.workload,
+            address,
+            labels: e.labels.into_iter().collect(),
+            identity: Identity(e.identity),
+        });
+    }
+    let routes = svc
+        .routes
+        .into_iter()
+        .map(route::from_wire)
+        .collect::<Result<_, _>>()?;
+    let policy = policy::service_policy_from(svc.policy, &svc.name)?;
+    let subsets = svc
+        .subsets
+        .into_iter()
+        .map(|s| policy::subset_from(s, &svc.name))
+        .collect::<Result<_, _>>()?;
+    Ok(Service {
+        key: ServiceKey::new(svc.name, svc.namespace),
+        port,
+        lb,
+        endpoints,
+        routes,
+        policy,
+        subsets,
+    })
 }
 
 #[cfg(test)]

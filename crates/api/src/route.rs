@@ -1,12 +1,198 @@
-//! Route conversions between `model::route` and the wire.
+//! Route conversions between `model::route` and the wire: matches, destinations, retries,
+//! faults, the route filters (header edits, rewrite, redirect, direct response, mirrors, CORS,
+//! response classes) and the ingress gateway's virtual hosts.
 
 use crate::pb;
 use crate::WireError;
 use model::route::{
-    Destination, Fault, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    Cors, Destination, DirectResponse, Fault, HeaderEdits, HeaderMatch, HttpRoute, Mirror,
+    PathMatch, PathRewrite, QueryMatch, Redirect, ResponseClass, RetryOn, RetryPolicy, Rewrite,
     RouteMatch, StringMatch,
 };
-use model::ServiceKey;
+use model::{ServiceKey, VirtualHost};
+
+/// Redirect statuses Istio and the Gateway API allow.
+const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+/// The highest gRPC status code (`unauthenticated`).
+const MAX_GRPC_STATUS: u32 = 16;
+/// Shares are in millionths; more than all requests is all requests.
+const PER_MILLION: u32 = 1_000_000;
+
+fn bad(route: &str, why: impl Into<String>) -> WireError {
+    WireError::Route {
+        route: route.to_string(),
+        why: why.into(),
+    }
+}
+
+/// An HTTP status from the wire, if it is one (100..=599).
+fn http_status(s: u32) -> Option<u16> {
+    u16::try_from(s).ok().filter(|s| (100..=599).contains(s))
+}
+
+pub(crate) fn vhost_to(v: &VirtualHost) -> pb::VirtualHost {
+    pb::VirtualHost {
+        name: v.name.clone(),
+        hosts: v.hosts.clone(),
+        routes: v.routes.iter().map(to_wire).collect(),
+    }
+}
+
+pub(crate) fn vhost_from(v: pb::VirtualHost) -> Result<VirtualHost, WireError> {
+    Ok(VirtualHost {
+        name: v.name,
+        hosts: v.hosts,
+        routes: v
+            .routes
+            .into_iter()
+            .map(from_wire)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
+    pb::HttpRoute {
+        name: r.name.clone(),
+        matches: r.matches.iter().map(match_to).collect(),
+        destinations: r.destinations.iter().map(destination_to).collect(),
+        timeout_ms: r.timeout_ms.unwrap_or(0),
+        retry: r.retry.as_ref().map(|p| pb::RetryPolicy {
+            attempts: p.attempts,
+            per_try_timeout_ms: p.per_try_timeout_ms.unwrap_or(0),
+            server_error: p.on.server_error,
+            gateway_error: p.on.gateway_error,
+            connect_failure: p.on.connect_failure,
+            reset: p.on.reset,
+            refused_stream: p.on.refused_stream,
+            status_codes: p.on.status_codes.iter().map(|c| u32::from(*c)).collect(),
+            retriable_4xx: p.on.retriable_4xx,
+            failure_class: p.on.failure_class,
+            grpc_statuses: p.on.grpc_statuses.clone(),
+        }),
+        fault: r.fault.as_ref().map(|f| pb::Fault {
+            delay_ms: f.delay_ms.unwrap_or(0),
+            delay_per_million: f.delay_per_million,
+            abort_status: f.abort_status.map_or(0, u32::from),
+            abort_per_million: f.abort_per_million,
+        }),
+        request_headers: edits_to(&r.request_headers),
+        response_headers: edits_to(&r.response_headers),
+        rewrite: r.rewrite.as_ref().map(|w| pb::Rewrite {
+            path: w.path.as_ref().map(path_rewrite_to),
+            authority: w.authority.clone(),
+        }),
+        redirect: r.redirect.as_ref().map(|d| pb::Redirect {
+            scheme: d.scheme.clone(),
+            host: d.host.clone(),
+            port: d.port.map(u32::from),
+            path: d.path.as_ref().map(path_rewrite_to),
+            status: d.status.into(),
+        }),
+        direct_response: r.direct_response.as_ref().map(|d| pb::DirectResponse {
+            status: d.status.into(),
+            body: d.body.clone(),
+        }),
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|m| pb::Mirror {
+                destination: Some(destination_to(&m.destination)),
+                per_million: m.per_million,
+            })
+            .collect(),
+        cors: r.cors.as_ref().map(|c| pb::Cors {
+            allow_origins: c.allow_origins.iter().map(string_to).collect(),
+            allow_methods: c.allow_methods.clone(),
+            allow_headers: c.allow_headers.clone(),
+            expose_headers: c.expose_headers.clone(),
+            max_age_s: c.max_age_s,
+            allow_credentials: c.allow_credentials,
+        }),
+        response_classes: r
+            .response_classes
+            .iter()
+            .map(|c| pb::ResponseClass {
+                min: c.min.into(),
+                max: c.max.into(),
+                is_failure: c.is_failure,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
+    let name = r.name;
+    let matches = r
+        .matches
+        .into_iter()
+        .map(|m| match_from(m, &name))
+        .collect::<Result<_, _>>()?;
+    // A route that answers by itself forwards nowhere.
+    if r.destinations.is_empty() && r.redirect.is_none() && r.direct_response.is_none() {
+        return Err(bad(&name, "no destination"));
+    }
+    let destinations = r
+        .destinations
+        .into_iter()
+        .map(|d| destination_from(d, &name))
+        .collect::<Result<_, _>>()?;
+    let retry = r.retry.map(|p| retry_from(p, &name)).transpose()?;
+    let fault = r.fault.map(|f| fault_from(f, &name)).transpose()?;
+    let request_headers = edits_from(r.request_headers, &name)?;
+    let response_headers = edits_from(r.response_headers, &name)?;
+    let rewrite = match r.rewrite {
+        None => None,
+        Some(w) => Some(Rewrite {
+            path: w.path.map(|p| path_rewrite_from(p, &name)).transpose()?,
+            authority: w.authority,
+        }),
+    };
+    let redirect = r.redirect.map(|d| redirect_from(d, &name)).transpose()?;
+    let direct_response = match r.direct_response {
+        None => None,
+        Some(d) => Some(DirectResponse {
+            status: http_status(d.status).ok_or_else(|| {
+                bad(
+                    &name,
+                    format!("direct response status {}: not an HTTP status", d.status),
+                )
+            })?,
+            body: d.body,
+        }),
+    };
+    let mut mirrors = Vec::with_capacity(r.mirrors.len());
+    for m in r.mirrors {
+        let d = m
+            .destination
+            .ok_or_else(|| bad(&name, "a mirror without a destination"))?;
+        mirrors.push(Mirror {
+            destination: destination_from(d, &name)?,
+            per_million: m.per_million.min(PER_MILLION),
+        });
+    }
+    let cors = r.cors.map(|c| cors_from(c, &name)).transpose()?;
+    let response_classes = r
+        .response_classes
+        .into_iter()
+        .map(|c| response_class_from(c, &name))
+        .collect::<Result<_, _>>()?;
+    Ok(HttpRoute {
+        name,
+        matches,
+        destinations,
+        timeout_ms: (r.timeout_ms > 0).then_some(r.timeout_ms),
+        retry,
+        fault,
+        request_headers,
+        response_headers,
+        rewrite,
+        redirect,
+        direct_response,
+        mirrors,
+        cors,
+        response_classes,
+    })
+}
 
 fn string_to(m: &StringMatch) -> pb::StringMatch {
     use pb::string_match::Kind;
@@ -27,189 +213,314 @@ fn string_from(m: Option<pb::StringMatch>, route: &str) -> Result<StringMatch, W
         Some(Kind::Prefix(s)) => Ok(StringMatch::Prefix(s)),
         Some(Kind::Regex(s)) => Ok(StringMatch::Regex(s)),
         Some(Kind::Present(_)) => Ok(StringMatch::Present),
-        None => Err(WireError::Route {
-            route: route.to_string(),
-            why: "a match without a value".into(),
-        }),
+        None => Err(bad(route, "a match without a value")),
     }
 }
 
-pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
+fn match_to(m: &RouteMatch) -> pb::RouteMatch {
     use pb::path_match::Kind;
-    pb::HttpRoute {
-        name: r.name.clone(),
-        matches: r
-            .matches
-            .iter()
-            .map(|m| pb::RouteMatch {
-                path: m.path.as_ref().map(|p| pb::PathMatch {
-                    kind: Some(match p {
-                        PathMatch::Exact(s) => Kind::Exact(s.clone()),
-                        PathMatch::Prefix(s) => Kind::Prefix(s.clone()),
-                        PathMatch::SegmentPrefix(s) => Kind::SegmentPrefix(s.clone()),
-                        PathMatch::Regex(s) => Kind::Regex(s.clone()),
-                    }),
-                }),
-                method: m.method.clone().unwrap_or_default(),
-                headers: m
-                    .headers
-                    .iter()
-                    .map(|h| pb::HeaderMatch {
-                        name: h.name.clone(),
-                        value: Some(string_to(&h.value)),
-                        invert: h.invert,
-                    })
-                    .collect(),
-                query: m
-                    .query
-                    .iter()
-                    .map(|q| pb::QueryMatch {
-                        name: q.name.clone(),
-                        value: Some(string_to(&q.value)),
-                    })
-                    .collect(),
-            })
-            .collect(),
-        destinations: r
-            .destinations
-            .iter()
-            .map(|d| pb::Destination {
-                service: d.service.name.clone(),
-                namespace: d.service.namespace.clone(),
-                subset: d.subset.clone().unwrap_or_default(),
-                labels: d.labels.clone().into_iter().collect(),
-                weight: d.weight,
-            })
-            .collect(),
-        timeout_ms: r.timeout_ms.unwrap_or(0),
-        retry: r.retry.as_ref().map(|p| pb::RetryPolicy {
-            attempts: p.attempts,
-            per_try_timeout_ms: p.per_try_timeout_ms.unwrap_or(0),
-            server_error: p.on.server_error,
-            gateway_error: p.on.gateway_error,
-            connect_failure: p.on.connect_failure,
-            reset: p.on.reset,
-            refused_stream: p.on.refused_stream,
-            status_codes: p.on.status_codes.iter().map(|c| u32::from(*c)).collect(),
+    pb::RouteMatch {
+        path: m.path.as_ref().map(|p| pb::PathMatch {
+            kind: Some(match p {
+                PathMatch::Exact(s) => Kind::Exact(s.clone()),
+                PathMatch::Prefix(s) => Kind::Prefix(s.clone()),
+                PathMatch::SegmentPrefix(s) => Kind::SegmentPrefix(s.clone()),
+                PathMatch::Regex(s) => Kind::Regex(s.clone()),
+            }),
         }),
-        fault: r.fault.as_ref().map(|f| pb::Fault {
-            delay_ms: f.delay_ms.unwrap_or(0),
-            delay_per_million: f.delay_per_million,
-            abort_status: f.abort_status.map_or(0, u32::from),
-            abort_per_million: f.abort_per_million,
-        }),
-    }
-}
-
-pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
-    use pb::path_match::Kind;
-    let name = r.name;
-    let mut matches = Vec::with_capacity(r.matches.len());
-    for m in r.matches {
-        let path = match m.path.and_then(|p| p.kind) {
-            None => None,
-            Some(Kind::Exact(s)) => Some(PathMatch::Exact(s)),
-            Some(Kind::Prefix(s)) => Some(PathMatch::Prefix(s)),
-            Some(Kind::SegmentPrefix(s)) => Some(PathMatch::SegmentPrefix(s)),
-            Some(Kind::Regex(s)) => Some(PathMatch::Regex(s)),
-        };
-        let mut headers = Vec::with_capacity(m.headers.len());
-        for h in m.headers {
-            headers.push(HeaderMatch {
-                name: h.name,
-                value: string_from(h.value, &name)?,
+        method: m.method.clone().unwrap_or_default(),
+        headers: m
+            .headers
+            .iter()
+            .map(|h| pb::HeaderMatch {
+                name: h.name.clone(),
+                value: Some(string_to(&h.value)),
                 invert: h.invert,
-            });
-        }
-        let mut query = Vec::with_capacity(m.query.len());
-        for q in m.query {
-            query.push(QueryMatch {
-                name: q.name,
-                value: string_from(q.value, &name)?,
-            });
-        }
-        matches.push(RouteMatch {
-            path,
-            method: (!m.method.is_empty()).then_some(m.method),
-            headers,
-            query,
-            negated: Vec::new(),
+            })
+            .collect(),
+        query: m
+            .query
+            .iter()
+            .map(|q| pb::QueryMatch {
+                name: q.name.clone(),
+                value: Some(string_to(&q.value)),
+            })
+            .collect(),
+        negated: m.negated.iter().map(match_to).collect(),
+    }
+}
+
+/// Recursive through `negated`; prost's decoder already bounds the nesting depth.
+fn match_from(m: pb::RouteMatch, route: &str) -> Result<RouteMatch, WireError> {
+    use pb::path_match::Kind;
+    let path = match m.path.and_then(|p| p.kind) {
+        None => None,
+        Some(Kind::Exact(s)) => Some(PathMatch::Exact(s)),
+        Some(Kind::Prefix(s)) => Some(PathMatch::Prefix(s)),
+        Some(Kind::SegmentPrefix(s)) => Some(PathMatch::SegmentPrefix(s)),
+        Some(Kind::Regex(s)) => Some(PathMatch::Regex(s)),
+    };
+    let mut headers = Vec::with_capacity(m.headers.len());
+    for h in m.headers {
+        headers.push(HeaderMatch {
+            name: h.name,
+            value: string_from(h.value, route)?,
+            invert: h.invert,
         });
     }
-    if r.destinations.is_empty() {
-        return Err(WireError::Route {
-            route: name,
-            why: "no destination".into(),
+    let mut query = Vec::with_capacity(m.query.len());
+    for q in m.query {
+        query.push(QueryMatch {
+            name: q.name,
+            value: string_from(q.value, route)?,
         });
     }
-    let destinations = r
-        .destinations
+    let negated = m
+        .negated
         .into_iter()
-        .map(|d| Destination {
-            service: ServiceKey::new(d.service, d.namespace),
-            subset: (!d.subset.is_empty()).then_some(d.subset),
-            labels: d.labels.into_iter().collect(),
-            weight: d.weight,
-            request_headers: Default::default(),
-            response_headers: Default::default(),
-        })
-        .collect();
-    let retry = match r.retry {
-        None => None,
-        Some(p) => {
-            let mut status_codes = Vec::with_capacity(p.status_codes.len());
-            for c in p.status_codes {
-                let code = u16::try_from(c).ok().filter(|c| (100..=599).contains(c));
-                status_codes.push(code.ok_or_else(|| WireError::Route {
-                    route: name.clone(),
-                    why: format!("retry on status {c}: not an HTTP status"),
-                })?);
-            }
-            Some(RetryPolicy {
-                attempts: p.attempts,
-                per_try_timeout_ms: (p.per_try_timeout_ms > 0).then_some(p.per_try_timeout_ms),
-                on: RetryOn {
-                    server_error: p.server_error,
-                    gateway_error: p.gateway_error,
-                    connect_failure: p.connect_failure,
-                    reset: p.reset,
-                    refused_stream: p.refused_stream,
-                    status_codes,
-                    ..Default::default()
-                },
-            })
-        }
-    };
-    let fault = match r.fault {
-        None => None,
-        Some(f) => {
-            let abort_status = match f.abort_status {
-                0 => None,
-                s => Some(
-                    u16::try_from(s)
-                        .ok()
-                        .filter(|s| (200..=599).contains(s))
-                        .ok_or_else(|| WireError::Route {
-                            route: name.clone(),
-                            why: format!("fault abort status {s}: not an HTTP status"),
-                        })?,
-                ),
-            };
-            Some(Fault {
-                delay_ms: (f.delay_ms > 0).then_some(f.delay_ms),
-                delay_per_million: f.delay_per_million.min(1_000_000),
-                abort_status,
-                abort_per_million: f.abort_per_million.min(1_000_000),
-            })
-        }
-    };
-    Ok(HttpRoute {
-        name,
-        matches,
-        destinations,
-        timeout_ms: (r.timeout_ms > 0).then_some(r.timeout_ms),
-        retry,
-        fault,
-        ..Default::default()
+        .map(|n| match_from(n, route))
+        .collect::<Result<_, _>>()?;
+    Ok(RouteMatch {
+        path,
+        method: (!m.method.is_empty()).then_some(m.method),
+        headers,
+        query,
+        negated,
     })
+}
+
+fn destination_to(d: &Destination) -> pb::Destination {
+    pb::Destination {
+        service: d.service.name.clone(),
+        namespace: d.service.namespace.clone(),
+        subset: d.subset.clone().unwrap_or_default(),
+        labels: d.labels.clone().into_iter().collect(),
+        weight: d.weight,
+        request_headers: edits_to(&d.request_headers),
+        response_headers: edits_to(&d.response_headers),
+    }
+}
+
+fn destination_from(d: pb::Destination, route: &str) -> Result<Destination, WireError> {
+    Ok(Destination {
+        service: ServiceKey::new(d.service, d.namespace),
+        subset: (!d.subset.is_empty()).then_some(d.subset),
+        labels: d.labels.into_iter().collect(),
+        weight: d.weight,
+        request_headers: edits_from(d.request_headers, route)?,
+        response_headers: edits_from(d.response_headers, route)?,
+    })
+}
+
+/// `None` for no edits, which is what an absent message decodes to.
+fn edits_to(e: &HeaderEdits) -> Option<pb::HeaderEdits> {
+    let pairs = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(name, value)| pb::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    (!e.is_empty()).then(|| pb::HeaderEdits {
+        set: pairs(&e.set),
+        add: pairs(&e.add),
+        remove: e.remove.clone(),
+    })
+}
+
+/// Names must be HTTP tokens and values free of control characters: the proxy builds real
+/// headers from them, and a CR or LF would split a header in two.
+fn edits_from(e: Option<pb::HeaderEdits>, route: &str) -> Result<HeaderEdits, WireError> {
+    let Some(e) = e else {
+        return Ok(HeaderEdits::default());
+    };
+    let name_ok = |name: &str| {
+        if is_token(name) {
+            Ok(())
+        } else {
+            Err(bad(
+                route,
+                format!("header edit: {name:?} is not a header name"),
+            ))
+        }
+    };
+    let pairs = |v: Vec<pb::Header>| {
+        v.into_iter()
+            .map(|h| {
+                name_ok(&h.name)?;
+                if h.value
+                    .bytes()
+                    .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                {
+                    return Err(bad(
+                        route,
+                        format!("header edit: {}: a control character in the value", h.name),
+                    ));
+                }
+                Ok((h.name, h.value))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let set = pairs(e.set)?;
+    let add = pairs(e.add)?;
+    for name in &e.remove {
+        name_ok(name)?;
+    }
+    Ok(HeaderEdits {
+        set,
+        add,
+        remove: e.remove,
+    })
+}
+
+/// RFC 9110 `token`: what a header name may be made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn retry_from(p: pb::RetryPolicy, route: &str) -> Result<RetryPolicy, WireError> {
+    let mut status_codes = Vec::with_capacity(p.status_codes.len());
+    for c in p.status_codes {
+        status_codes.push(
+            http_status(c)
+                .ok_or_else(|| bad(route, format!("retry on status {c}: not an HTTP status")))?,
+        );
+    }
+    if let Some(s) = p.grpc_statuses.iter().find(|s| **s > MAX_GRPC_STATUS) {
+        return Err(bad(
+            route,
+            format!("retry on gRPC status {s}: not a gRPC status"),
+        ));
+    }
+    Ok(RetryPolicy {
+        attempts: p.attempts,
+        per_try_timeout_ms: (p.per_try_timeout_ms > 0).then_some(p.per_try_timeout_ms),
+        on: RetryOn {
+            server_error: p.server_error,
+            gateway_error: p.gateway_error,
+            connect_failure: p.connect_failure,
+            reset: p.reset,
+            refused_stream: p.refused_stream,
+            status_codes,
+            retriable_4xx: p.retriable_4xx,
+            failure_class: p.failure_class,
+            grpc_statuses: p.grpc_statuses,
+        },
+    })
+}
+
+fn fault_from(f: pb::Fault, route: &str) -> Result<Fault, WireError> {
+    let abort_status = match f.abort_status {
+        0 => None,
+        s => Some(
+            u16::try_from(s)
+                .ok()
+                .filter(|s| (200..=599).contains(s))
+                .ok_or_else(|| bad(route, format!("fault abort status {s}: not an HTTP status")))?,
+        ),
+    };
+    Ok(Fault {
+        delay_ms: (f.delay_ms > 0).then_some(f.delay_ms),
+        delay_per_million: f.delay_per_million.min(PER_MILLION),
+        abort_status,
+        abort_per_million: f.abort_per_million.min(PER_MILLION),
+    })
+}
+
+fn path_rewrite_to(p: &PathRewrite) -> pb::PathRewrite {
+    use pb::path_rewrite::Kind;
+    pb::PathRewrite {
+        kind: Some(match p {
+            PathRewrite::Full(s) => Kind::Full(s.clone()),
+            PathRewrite::Prefix(s) => Kind::Prefix(s.clone()),
+            PathRewrite::Regex {
+                pattern,
+                substitution,
+            } => Kind::Regex(pb::RegexRewrite {
+                pattern: pattern.clone(),
+                substitution: substitution.clone(),
+            }),
+        }),
+    }
+}
+
+fn path_rewrite_from(p: pb::PathRewrite, route: &str) -> Result<PathRewrite, WireError> {
+    use pb::path_rewrite::Kind;
+    match p.kind {
+        Some(Kind::Full(s)) => Ok(PathRewrite::Full(s)),
+        Some(Kind::Prefix(s)) => Ok(PathRewrite::Prefix(s)),
+        Some(Kind::Regex(r)) => Ok(PathRewrite::Regex {
+            pattern: r.pattern,
+            substitution: r.substitution,
+        }),
+        // Also what a kind added by a newer control plane decodes to.
+        None => Err(bad(route, "a path rewrite of an unknown kind")),
+    }
+}
+
+fn redirect_from(d: pb::Redirect, route: &str) -> Result<Redirect, WireError> {
+    let status = u16::try_from(d.status)
+        .ok()
+        .filter(|s| REDIRECT_STATUSES.contains(s))
+        .ok_or_else(|| {
+            bad(
+                route,
+                format!(
+                    "redirect status {}: not 301, 302, 303, 307 or 308",
+                    d.status
+                ),
+            )
+        })?;
+    let port = match d.port {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(route, format!("redirect port {p}: not a valid port")))?,
+        ),
+    };
+    Ok(Redirect {
+        scheme: d.scheme,
+        host: d.host,
+        port,
+        path: d.path.map(|p| path_rewrite_from(p, route)).transpose()?,
+        status,
+    })
+}
+
+fn cors_from(c: pb::Cors, route: &str) -> Result<Cors, WireError> {
+    let allow_origins = c
+        .allow_origins
+        .into_iter()
+        .map(|o| string_from(Some(o), route))
+        .collect::<Result<_, _>>()?;
+    Ok(Cors {
+        allow_origins,
+        allow_methods: c.allow_methods,
+        allow_headers: c.allow_headers,
+        expose_headers: c.expose_headers,
+        max_age_s: c.max_age_s,
+        allow_credentials: c.allow_credentials,
+    })
+}
+
+fn response_class_from(c: pb::ResponseClass, route: &str) -> Result<ResponseClass, WireError> {
+    match (http_status(c.min), http_status(c.max)) {
+        (Some(min), Some(max)) if min <= max => Ok(ResponseClass {
+            min,
+            max,
+            is_failure: c.is_failure,
+        }),
+        _ => Err(bad(
+            route,
+            format!(
+                "response class {}..={}: not a range of HTTP statuses",
+                c.min, c.max
+            ),
+        )),
+    }
 }

@@ -12,12 +12,13 @@
 //!
 //! All state here is atomics: the hot path takes no lock.
 
+use crate::policy::{now_ns, Health};
 use crate::upstream::H2Pool;
 use model::Endpoint;
 use rand::Rng;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How fast a latency estimate forgets: after this long without new samples it has decayed to
 /// 1/e. Short, so that an endpoint that had one slow response is tried again within a second.
@@ -27,11 +28,6 @@ const RTT_FLOOR_NS: f64 = 10_000.0;
 /// First and longest sit-out after a connection failure.
 pub const FAIL_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const FAIL_BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-fn now_ns() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
 
 /// One endpoint as the balancer sees it. Outlives snapshots: a new snapshot that still lists
 /// the endpoint keeps its estimate, its in-flight count and its pooled connection.
@@ -43,18 +39,24 @@ pub struct EndpointState {
     pending: AtomicUsize,
     fail_until_ns: AtomicU64,
     fail_streak: AtomicU32,
+    /// Outlier detection and failure accrual state.
+    pub health: Health,
+    /// The instance name hashed once, for consistent hashing.
+    name_hash: u64,
 }
 
 impl EndpointState {
     pub fn new(endpoint: Endpoint, initial_rtt_ns: u64) -> Self {
         Self {
-            endpoint,
             conn: H2Pool::default(),
             rtt_ns: AtomicU64::new(initial_rtt_ns),
             stamp_ns: AtomicU64::new(now_ns()),
             pending: AtomicUsize::new(0),
             fail_until_ns: AtomicU64::new(0),
             fail_streak: AtomicU32::new(0),
+            health: Health::default(),
+            name_hash: hash_str(&endpoint_name(&endpoint)),
+            endpoint,
         }
     }
 
@@ -71,6 +73,15 @@ impl EndpointState {
 
     fn is_failing(&self, now: u64) -> bool {
         self.fail_until_ns.load(Relaxed) > now
+    }
+
+    /// Whether a request may go here: `strict` also avoids endpoints in connect backoff or
+    /// ejected by outlier detection; even without it, endpoints tripped by failure accrual
+    /// (waiting out their penalty, or with their one probe out) get nothing.
+    fn usable(&self, now: u64, strict: bool) -> bool {
+        let tripped =
+            self.health.in_probation() && (self.health.is_ejected(now) || self.health.is_probing());
+        !tripped && !(strict && (self.is_failing(now) || self.health.is_ejected(now)))
     }
 
     /// Marks a request as started; the guard records its latency when dropped (or on `success`).
@@ -148,52 +159,90 @@ pub fn initial_rtt_ns(peers: &[Arc<EndpointState>]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Picks an endpoint with power of two choices over peak-EWMA cost, skipping `exclude`
-/// (endpoints a retry already tried) and endpoints in failure backoff when others are left.
-pub fn pick_p2c<'a>(
+/// How a backend chooses.
+#[derive(Clone, Copy, Debug)]
+pub enum Choice {
+    /// P2C over peak-EWMA cost.
+    PeakEwma,
+    /// P2C over in-flight requests only.
+    LeastRequest,
+    Random,
+    /// Rendezvous hashing on this key.
+    Hash(u64),
+}
+
+/// Picks an endpoint, skipping `exclude` (endpoints a retry already tried) and endpoints out
+/// of rotation while others are left. `None`: nothing may take the request.
+pub fn pick<'a>(
     eps: &'a [Arc<EndpointState>],
+    how: Choice,
     exclude: &[usize],
 ) -> Option<(usize, &'a Arc<EndpointState>)> {
     let now = now_ns();
     let mut rng = rand::thread_rng();
-    let usable =
-        |i: usize, strict: bool| !(exclude.contains(&i) || strict && eps[i].is_failing(now));
     for strict in [true, false] {
-        let candidates = (0..eps.len()).filter(|&i| usable(i, strict)).count();
-        match candidates {
+        let usable = |i: usize| !exclude.contains(&i) && eps[i].usable(now, strict);
+        let candidates = (0..eps.len()).filter(|&i| usable(i)).count();
+        let pick = match candidates {
             0 => continue,
-            1 => {
-                let i = (0..eps.len()).find(|&i| usable(i, strict))?;
-                return Some((i, &eps[i]));
-            }
-            _ => {}
-        }
-        let draw = |rng: &mut rand::rngs::ThreadRng| loop {
-            let i = rng.gen_range(0..eps.len());
-            if usable(i, strict) {
-                return i;
-            }
+            1 => (0..eps.len()).find(|&i| usable(i))?,
+            _ => match how {
+                Choice::Hash(key) => (0..eps.len())
+                    .filter(|&i| usable(i))
+                    .max_by_key(|&i| mix(key ^ eps[i].name_hash))?,
+                Choice::Random => {
+                    let k = rng.gen_range(0..candidates);
+                    (0..eps.len()).filter(|&i| usable(i)).nth(k)?
+                }
+                Choice::PeakEwma | Choice::LeastRequest => {
+                    let draw = |rng: &mut rand::rngs::ThreadRng| loop {
+                        let i = rng.gen_range(0..eps.len());
+                        if usable(i) {
+                            return i;
+                        }
+                    };
+                    let a = draw(&mut rng);
+                    let b = loop {
+                        let b = draw(&mut rng);
+                        if b != a {
+                            break b;
+                        }
+                    };
+                    if let Choice::LeastRequest = how {
+                        let (pa, pb) = (eps[a].pending(), eps[b].pending());
+                        match pa.cmp(&pb) {
+                            std::cmp::Ordering::Less => a,
+                            std::cmp::Ordering::Greater => b,
+                            std::cmp::Ordering::Equal => [a, b][rng.gen_range(0..2)],
+                        }
+                    } else {
+                        let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
+                        // P(a) = cb / (ca + cb): the cheaper endpoint is likelier, never certain.
+                        if rng.gen::<f64>() * (ca + cb) < cb {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                }
+            },
         };
-        let a = draw(&mut rng);
-        let b = loop {
-            let b = draw(&mut rng);
-            if b != a {
-                break b;
-            }
-        };
-        let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
-        // P(a) = cb / (ca + cb): the cheaper endpoint is likelier, never certain.
-        let pick = if rng.gen::<f64>() * (ca + cb) < cb {
-            a
-        } else {
-            b
-        };
+        eps[pick].health.claim();
         return Some((pick, &eps[pick]));
     }
     None
 }
 
-/// Picks the next endpoint in turn, skipping `exclude` and failing endpoints when others are left.
+/// Power of two choices over peak-EWMA cost (see the module docs).
+pub fn pick_p2c<'a>(
+    eps: &'a [Arc<EndpointState>],
+    exclude: &[usize],
+) -> Option<(usize, &'a Arc<EndpointState>)> {
+    pick(eps, Choice::PeakEwma, exclude)
+}
+
+/// Picks the next endpoint in turn, skipping `exclude` and endpoints out of rotation when
+/// others are left.
 pub fn pick_round_robin<'a>(
     eps: &'a [Arc<EndpointState>],
     next: &AtomicUsize,
@@ -207,12 +256,37 @@ pub fn pick_round_robin<'a>(
     for strict in [true, false] {
         for k in 0..eps.len() {
             let i = (start + k) % eps.len();
-            if !(exclude.contains(&i) || strict && eps[i].is_failing(now)) {
+            if !exclude.contains(&i) && eps[i].usable(now, strict) {
+                eps[i].health.claim();
                 return Some((i, &eps[i]));
             }
         }
     }
     None
+}
+
+/// What identifies an endpoint for hashing: its instance, so that a restarted replica (new
+/// address, same name) keeps its keys.
+fn endpoint_name(e: &Endpoint) -> String {
+    format!("{}/{}", e.workload, e.instance)
+}
+
+/// A stable 64-bit hash of a string (the same in every proxy and every run).
+pub fn hash_str(s: &str) -> u64 {
+    // FNV-1a: stable across processes, unlike std's randomly keyed SipHash.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// SplitMix64's finaliser: spreads a key's bits so rendezvous scores are independent.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! - [`discovery`]: the control-plane stream: receives snapshots, acks them, reports health.
 //! - [`table`]: a snapshot compiled into the lookup structure requests read (one `ArcSwap` load each).
 //! - [`route`]: route matching and weighted destinations.
-//! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, round robin).
+//! - [`filters`]: route filters: header edits, rewrites, redirects, CORS, fixed answers.
+//! - [`policy`]: traffic policies: limits (503 UO), retry budgets, outlier ejection, failure accrual.
+//! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, least request,
+//!   random, round robin, consistent hash).
 //! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies.
 //! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
 //! - [`inbound`]: mesh → app: forward to the local app.
@@ -22,10 +25,12 @@ pub mod app_pool;
 pub mod balance;
 pub mod body;
 pub mod discovery;
+pub mod filters;
 pub mod flags;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod route;
 pub mod run;
 pub mod server;

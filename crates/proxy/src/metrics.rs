@@ -34,6 +34,9 @@ pub struct Metrics {
     requests: [[Counter; 6]; 2],
     flags: [Counter; 10],
     pub retries: Counter,
+    /// Retries not sent because the retry budget or `maxRetries` said no.
+    pub retries_refused: Counter,
+    pub mirrors: Counter,
     pub config_version: Gauge,
     pub config_updated: Gauge<f64, AtomicU64>,
     pub control_connected: Gauge,
@@ -75,6 +78,8 @@ impl Metrics {
             requests,
             flags,
             retries: Counter::default(),
+            retries_refused: Counter::default(),
+            mirrors: Counter::default(),
             config_version: Gauge::default(),
             config_updated: Gauge::default(),
             control_connected: Gauge::default(),
@@ -88,6 +93,16 @@ impl Metrics {
             "weft_retries",
             "Retried request attempts",
             m.retries.clone(),
+        );
+        r.register(
+            "weft_retries_refused",
+            "Retries not sent because the retry budget or maxRetries was exhausted",
+            m.retries_refused.clone(),
+        );
+        r.register(
+            "weft_mirrored_requests",
+            "Requests copied to a mirror",
+            m.mirrors.clone(),
         );
         r.register(
             "weft_config_version",

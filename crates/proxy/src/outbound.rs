@@ -9,8 +9,10 @@
 
 use crate::balance::{EndpointState, InFlight};
 use crate::body::{self, Body};
+use crate::filters;
 use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
+use crate::policy::Outcome;
 use crate::server::{Drain, Handler};
 use crate::settings::Mode;
 use crate::table::{Backend, RouteTable};
@@ -20,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use model::route::RetryPolicy;
-use model::Authority;
+use model::{Authority, HashOn};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,9 +56,9 @@ enum AttemptError {
 }
 
 impl Handler for Outbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let version = req.version();
-        let mut rsp = self.route(req).await;
+        let mut rsp = self.route(req, peer).await;
         finish_response(&mut rsp, version, &self.drain);
         if let Some(flag) = flags::of(&rsp) {
             self.metrics.flag(flag);
@@ -67,72 +69,151 @@ impl Handler for Outbound {
     }
 }
 
+/// A request body as the retry and mirror logic see it.
+enum ReqBody {
+    /// No body: the request can be sent any number of times.
+    Empty,
+    /// A small body read in full (≤ [`MAX_BUFFERED_BODY`]): it can be sent again too.
+    Buffered(bytes::Bytes),
+    /// Anything else streams through once.
+    Streaming(Incoming),
+}
+
+impl ReqBody {
+    fn replayable(&self) -> bool {
+        !matches!(self, ReqBody::Streaming(_))
+    }
+
+    /// A copy for one more send, when the body allows it.
+    fn copy(&self) -> Option<Body> {
+        match self {
+            ReqBody::Empty => Some(body::empty()),
+            ReqBody::Buffered(b) => Some(body::full(b.clone())),
+            ReqBody::Streaming(_) => None,
+        }
+    }
+}
+
+/// Request bodies up to this size are buffered so that a retry or a mirror can resend them
+/// (Linkerd's limit); bigger ones stream and are never retried.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Reads a small body in full when it will be needed again.
+async fn prepare_body(b: Incoming, keep: bool) -> Result<ReqBody, Response<Body>> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    if b.is_end_stream() {
+        return Ok(ReqBody::Empty);
+    }
+    let small = b
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_BUFFERED_BODY);
+    if !(keep && small) {
+        return Ok(ReqBody::Streaming(b));
+    }
+    match b.collect().await {
+        Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
+        Err(e) => Err(flags::respond(
+            Flag::BadRequest,
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
 impl Outbound {
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let Some(authority) = request_authority(&parts.uri, &parts.headers) else {
             return flags::respond(Flag::BadRequest, "request names no host");
         };
         let auth = Authority::parse(&authority);
-        let service = {
-            let table = self.table.load();
-            table.resolve(&auth, &self.namespace).cloned()
+        // One snapshot for the whole request.
+        let table = self.table.load_full();
+        let service;
+        let vhost = match self.mode {
+            Mode::Ingress => table.virtual_host(auth.host),
+            _ => None,
         };
-        let Some(service) = service else {
-            return flags::respond(
-                Flag::NoRoute,
-                format!("no service in the mesh for host {authority:?}"),
-            );
-        };
-        if self.mode != Mode::Ingress {
-            let port = auth.port.unwrap_or(80);
-            if port != service.port {
+        let routed = if let Some(vh) = vhost {
+            let Some(r) = vh.route(&parts) else {
                 return flags::respond(
                     Flag::NoRoute,
                     format!(
-                        "no service in the mesh for host {authority:?}: {} listens on port {}",
-                        service.key, service.port
+                        "no route of {} matches {} {}",
+                        vh.name,
+                        parts.method,
+                        parts.uri.path()
                     ),
                 );
+            };
+            r
+        } else {
+            service = match table.resolve(&auth, &self.namespace) {
+                Some(s) => s,
+                None => {
+                    return flags::respond(
+                        Flag::NoRoute,
+                        format!("no service in the mesh for host {authority:?}"),
+                    )
+                }
+            };
+            if self.mode != Mode::Ingress {
+                let port = auth.port.unwrap_or(80);
+                if port != service.port {
+                    return flags::respond(
+                        Flag::NoRoute,
+                        format!(
+                            "no service in the mesh for host {authority:?}: {} listens on port {}",
+                            service.key, service.port
+                        ),
+                    );
+                }
             }
-        }
-        let Some((rule, backend)) = service.route(&parts) else {
-            return flags::respond(
-                Flag::NoRoute,
-                format!(
-                    "no route of {} matches {} {}",
-                    service.key,
-                    parts.method,
-                    parts.uri.path()
-                ),
-            );
+            let Some(r) = service.route(&parts) else {
+                return flags::respond(
+                    Flag::NoRoute,
+                    format!(
+                        "no route of {} matches {} {}",
+                        service.key,
+                        parts.method,
+                        parts.uri.path()
+                    ),
+                );
+            };
+            r
         };
-
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
-        if !parts.headers.contains_key(REQUEST_ID_HEADER) {
-            parts.headers.insert(REQUEST_ID_HEADER, new_request_id());
-        }
-        parts
-            .headers
-            .insert(CLIENT_ID_HEADER, self.client_id.clone());
-        let path = parts
+        let rule = routed.rule;
+        let path_and_query = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path)
-            .build()
-        {
-            Ok(u) => u,
-            Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
-        };
-        parts.version = Version::HTTP_2;
+            .unwrap_or("/")
+            .to_string();
 
-        let backend = backend.clone();
+        if let Some(r) = rule {
+            if let Some(rsp) = r
+                .cors
+                .as_ref()
+                .and_then(|c| c.preflight(&parts.method, &parts.headers))
+            {
+                return rsp;
+            }
+            if let Some(redirect) = &r.redirect {
+                return redirect.respond("http", &authority, &path_and_query, routed.prefix);
+            }
+            if let Some(d) = &r.direct {
+                return filters::direct(d);
+            }
+        }
+        let Some(backend) = routed.backend.cloned() else {
+            return flags::respond_with(
+                Flag::NoRoute,
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the route has no destination",
+            );
+        };
+
         let fault = rule.and_then(|r| r.fault.as_ref());
         let mut delayed = false;
         if let Some(f) = fault {
@@ -151,8 +232,83 @@ impl Outbound {
         let retry = rule
             .and_then(|r| r.retry.as_ref())
             .filter(|_| fault.is_none());
+
+        let Some(_admitted) = backend.counters.admit(backend.policy.max_in_flight) else {
+            return flags::respond(
+                Flag::Overflow,
+                format!(
+                    "upstream overflow: {} already has {} requests in flight (connectionPool limit)",
+                    backend.name,
+                    backend.policy.max_in_flight.unwrap_or_default()
+                ),
+            );
+        };
+        backend.counters.budget.deposit();
+
+        let mut set_cookie = None;
+        let hash = backend
+            .policy
+            .hash
+            .as_ref()
+            .and_then(|on| hash_key(on, &parts, peer, &mut set_cookie));
+
+        // The request as it goes upstream.
+        let downstream_headers = rule
+            .and_then(|r| r.cors.as_ref())
+            .map(|_| parts.headers.clone());
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        if !parts.headers.contains_key(REQUEST_ID_HEADER) {
+            parts.headers.insert(REQUEST_ID_HEADER, new_request_id());
+        }
+        parts
+            .headers
+            .insert(CLIENT_ID_HEADER, self.client_id.clone());
+        let mut upstream_authority = authority.clone();
+        let mut upstream_path = path_and_query;
+        if let Some(r) = rule {
+            r.request_headers.apply(&mut parts.headers);
+            if let Some(w) = &r.rewrite {
+                upstream_path = w.path_and_query(&upstream_path, routed.prefix);
+                if let Some(a) = &w.authority {
+                    upstream_authority = a.clone();
+                }
+            }
+        }
+        if let Some(d) = routed.dest {
+            d.request_headers.apply(&mut parts.headers);
+        }
+        parts.uri = match Uri::builder()
+            .scheme("http")
+            .authority(upstream_authority.as_str())
+            .path_and_query(upstream_path.as_str())
+            .build()
+        {
+            Ok(u) => u,
+            Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
+        };
+        parts.version = Version::HTTP_2;
+
+        let mirrors = rule.map(|r| r.mirrors.as_slice()).unwrap_or_default();
+        let body = match prepare_body(body, retry.is_some() || !mirrors.is_empty()).await {
+            Ok(b) => b,
+            Err(rsp) => return rsp,
+        };
+        for (mirror, per_million) in mirrors {
+            if chance(*per_million) {
+                if let Some(b) = body.copy() {
+                    self.mirror(mirror.clone(), clone_request(&parts, b));
+                }
+            }
+        }
+
+        let classes = rule
+            .map(|r| r.response_classes.as_slice())
+            .unwrap_or_default();
         let attempts = async {
-            let mut rsp = self.attempts(parts, body, &backend, retry).await;
+            let mut rsp = self
+                .attempts(parts, body, &backend, retry, classes, hash)
+                .await;
             if delayed && flags::of(&rsp).is_none() {
                 rsp.headers_mut().insert(
                     flags::FLAG_HEADER,
@@ -161,7 +317,7 @@ impl Outbound {
             }
             rsp
         };
-        match timeout {
+        let mut rsp = match timeout {
             None => attempts.await,
             Some(t) => match tokio::time::timeout(t, attempts).await {
                 Ok(rsp) => rsp,
@@ -170,7 +326,61 @@ impl Outbound {
                     format!("upstream request timeout ({t:?}) for {}", backend.name),
                 ),
             },
+        };
+        if let Some(r) = rule {
+            r.response_headers.apply(rsp.headers_mut());
+            if let (Some(c), Some(h)) = (&r.cors, &downstream_headers) {
+                c.decorate(h, rsp.headers_mut());
+            }
         }
+        if let Some(d) = routed.dest {
+            d.response_headers.apply(rsp.headers_mut());
+        }
+        if let Some(c) = set_cookie {
+            rsp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        rsp
+    }
+
+    /// Sends a copy of a request to a mirror, fire-and-forget: `-shadow` is appended to its
+    /// host (as Envoy does), its answer is dropped, and its failure fails nothing.
+    fn mirror(&self, backend: Arc<Backend>, mut req: Request<Body>) {
+        let uri = req.uri().clone();
+        let Some(a) = uri.authority() else { return };
+        let shadow = match a.port_u16() {
+            Some(p) => format!("{}-shadow:{p}", a.host()),
+            None => format!("{}-shadow", a.host()),
+        };
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let Ok(u) = Uri::builder()
+            .scheme("http")
+            .authority(shadow.as_str())
+            .path_and_query(pq)
+            .build()
+        else {
+            return;
+        };
+        *req.uri_mut() = u;
+        self.metrics.mirrors.inc();
+        tokio::spawn(async move {
+            let Some((_, ep)) = backend.pick(&[], None) else {
+                return;
+            };
+            let ep = ep.clone();
+            let in_flight = ep.start();
+            let Ok(sender) = ready_sender(&ep, backend.policy.connect_timeout).await else {
+                return;
+            };
+            let sent = send(&ep, sender, req, in_flight, false);
+            if let Ok(Ok(rsp)) = tokio::time::timeout(MIRROR_TIMEOUT, sent).await {
+                // Read the answer to the end so the stream closes cleanly, then drop it.
+                let _ = tokio::time::timeout(
+                    MIRROR_TIMEOUT,
+                    http_body_util::BodyExt::collect(rsp.into_body()),
+                )
+                .await;
+            }
+        });
     }
 
     /// Sends the request to `backend`, again on another endpoint when an attempt fails in a
@@ -178,55 +388,70 @@ impl Outbound {
     async fn attempts(
         &self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: ReqBody,
         backend: &Arc<Backend>,
         retry: Option<&RetryPolicy>,
+        classes: &[model::ResponseClass],
+        hash: Option<u64>,
     ) -> Response<Body> {
-        // Only a request without a body can be sent twice; any request can move on to another
-        // endpoint while no connection would take it.
-        let replayable = http_body::Body::is_end_stream(&body);
+        // Only a request whose body we hold can be sent twice; any request can move on to
+        // another endpoint while no connection would take it.
+        let replayable = body.replayable();
         // A peer's app that died mid-request may have seen it: only idempotent methods go again.
         let idempotent = replayable && parts.method.is_idempotent();
         let max_attempts = retry.map_or(MAX_ATTEMPTS, |p| 1 + p.attempts as usize);
         let per_try = retry
             .and_then(|p| p.per_try_timeout_ms)
             .map(Duration::from_millis);
-        let mut first_body = Some(body::incoming(body));
+        let (mut first_body, held) = match body {
+            ReqBody::Streaming(b) => (Some(body::incoming(b)), None),
+            held => (None, Some(held)),
+        };
         let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
         let mut last_error = None;
         let mut last_response: Option<Response<Body>> = None;
+        let mut _retry_slot = None;
         for attempt in 0..max_attempts {
             if tried.len() >= backend.endpoints.len() {
                 // Every endpoint had its turn: a retry policy may go round again.
                 tried.clear();
             }
-            let Some((idx, ep)) = backend.pick(&tried) else {
+            let Some((idx, ep)) = backend.pick(&tried, hash) else {
                 break;
             };
             let ep = ep.clone();
             tried.push(idx);
             if attempt > 0 {
+                match backend.counters.admit_retry(backend.policy.max_retries) {
+                    Ok(slot) => _retry_slot = Some(slot),
+                    Err(why) => {
+                        tracing::debug!(backend = %backend.name, why, "no retry");
+                        self.metrics.retries_refused.inc();
+                        break;
+                    }
+                }
                 self.metrics.retries.inc();
                 if retry.is_some() {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
             }
             let in_flight = ep.start();
-            let sender = match ready_sender(&ep).await {
+            let sender = match ready_sender(&ep, backend.policy.connect_timeout).await {
                 Ok(s) => s,
                 Err(msg) => {
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
+                    backend.record(&ep, Outcome::Error);
                     // Nothing reached the app: any attempt left may go elsewhere.
                     last_error = Some((Flag::UpstreamConnectFailure, msg));
                     continue;
                 }
             };
-            let req = match (replayable, first_body.take()) {
-                (true, b) => clone_request(&parts, b.unwrap_or_else(body::empty)),
-                (false, Some(b)) => {
+            let req = match (&held, first_body.take()) {
+                (Some(b), _) => clone_request(&parts, b.copy().unwrap_or_else(body::empty)),
+                (None, Some(b)) => {
                     Request::from_parts(std::mem::replace(&mut parts, empty_parts()), b)
                 }
-                (false, None) => break,
+                (None, None) => break,
             };
             let outcome = match per_try {
                 None => send(&ep, sender, req, in_flight, idempotent).await,
@@ -244,8 +469,11 @@ impl Outbound {
             };
             match outcome {
                 Ok(rsp) => {
+                    let status = rsp.status().as_u16();
+                    let failure = model::route::is_failure(classes, status);
+                    backend.record(&ep, Outcome::Response { status, failure });
                     let more = attempt + 1 < max_attempts && replayable;
-                    if more && retry.is_some_and(|p| retry_status(p, rsp.status().as_u16())) {
+                    if more && retry.is_some_and(|p| retry_response(p, &rsp, failure)) {
                         tracing::debug!(backend = %backend.name, status = %rsp.status(), "retrying on status");
                         last_response = Some(rsp);
                         continue;
@@ -253,18 +481,22 @@ impl Outbound {
                     return rsp;
                 }
                 Err(AttemptError::Final(flag, msg)) => {
+                    backend.record(&ep, Outcome::Error);
                     let reset = flag == Flag::UpstreamConnectionTermination;
-                    if reset && retry.is_some_and(|p| p.on.reset || p.on.server_error) {
+                    if reset && replayable && retry.is_some_and(|p| p.on.reset || p.on.server_error)
+                    {
                         last_error = Some((flag, msg));
                         continue;
                     }
                     return flags::respond(flag, msg);
                 }
                 Err(AttemptError::PerTryTimeout(msg)) => {
+                    backend.record(&ep, Outcome::Error);
                     last_error = Some((Flag::UpstreamTimeout, msg));
                     last_response = None;
                 }
                 Err(AttemptError::Retryable(msg)) => {
+                    backend.record(&ep, Outcome::Error);
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
                     last_error = Some((Flag::UpstreamConnectFailure, msg));
                 }
@@ -287,16 +519,79 @@ impl Outbound {
     }
 }
 
+/// How long a mirrored request may take before it is abandoned.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request's consistent-hash key under `on`, if it has one. A cookie policy with a TTL
+/// makes up a cookie for a request without one and puts it in `set_cookie`, as Envoy does.
+fn hash_key(
+    on: &HashOn,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+    set_cookie: &mut Option<HeaderValue>,
+) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => parts
+            .headers
+            .get(name.as_str())
+            .map(|v| hash_bytes(v.as_bytes())),
+        HashOn::SourceIp => Some(hash_bytes(peer.ip().to_string().as_bytes())),
+        HashOn::QueryParam(name) => {
+            let q = parts.uri.query()?;
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| hash_bytes(v.as_bytes()))
+        }
+        HashOn::Cookie { name, path, ttl_s } => {
+            let found = parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| hash_bytes(v.as_bytes()));
+            if found.is_some() {
+                return found;
+            }
+            let ttl = (*ttl_s)?;
+            let value = format!("{:016x}", rand::random::<u64>());
+            let mut cookie = format!("{name}={value}; Max-Age={ttl}; HttpOnly");
+            if let Some(p) = path {
+                cookie.push_str(&format!("; Path={p}"));
+            }
+            *set_cookie = HeaderValue::from_str(&cookie).ok();
+            Some(hash_bytes(value.as_bytes()))
+        }
+    }
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    crate::balance::hash_str(&String::from_utf8_lossy(b))
+}
+
 /// True for `per_million` out of a million calls.
 fn chance(per_million: u32) -> bool {
     per_million >= 1_000_000 || rand::thread_rng().gen_range(0..1_000_000) < per_million
 }
 
-/// Whether a response status calls for another attempt under `p`.
-fn retry_status(p: &RetryPolicy, status: u16) -> bool {
+/// Whether a response calls for another attempt under `p`; `failure` says whether the route's
+/// response classes count it as a failure.
+fn retry_response<B>(p: &RetryPolicy, rsp: &Response<B>, failure: bool) -> bool {
+    let status = rsp.status().as_u16();
     (p.on.server_error && status >= 500)
         || (p.on.gateway_error && matches!(status, 502..=504))
+        || (p.on.retriable_4xx && status == 409)
+        || (p.on.failure_class && failure)
         || p.on.status_codes.contains(&status)
+        || (!p.on.grpc_statuses.is_empty()
+            && rsp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|code| p.on.grpc_statuses.contains(&code)))
 }
 
 /// Envoy's retry back-off: 25 ms doubling, capped at 250 ms, with full jitter.
@@ -309,8 +604,9 @@ fn backoff(attempt: usize) -> Duration {
 /// A sender on an open, ready connection to `ep`.
 async fn ready_sender(
     ep: &Arc<EndpointState>,
+    connect_timeout: Option<Duration>,
 ) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
-    let mut sender = match ep.conn.sender(ep.endpoint.address).await {
+    let mut sender = match ep.conn.sender(ep.endpoint.address, connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             ep.connect_failed();

@@ -2,9 +2,13 @@
 //! to. Compiled from a snapshot's `model::HttpRoute`s off the data path (regexes built once);
 //! per request it only reads.
 
+use crate::filters::{CorsOp, HeaderOps, RedirectOp, RewriteOp};
 use crate::table::Backend;
 use http::request::Parts;
-use model::route::{HeaderMatch, HttpRoute, PathMatch, QueryMatch, RouteMatch, StringMatch};
+use model::route::{
+    DirectResponse, HeaderMatch, HttpRoute, PathMatch, QueryMatch, ResponseClass, RouteMatch,
+    StringMatch,
+};
 use rand::Rng;
 use regex::Regex;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ pub struct RouteError {
     pub why: String,
 }
 
-enum Str {
+pub(crate) enum Str {
     Exact(String),
     Prefix(String),
     Regex(Regex),
@@ -24,7 +28,7 @@ enum Str {
 }
 
 impl Str {
-    fn compile(m: &StringMatch, route: &str) -> Result<Str, RouteError> {
+    pub(crate) fn compile(m: &StringMatch, route: &str) -> Result<Str, RouteError> {
         Ok(match m {
             StringMatch::Exact(s) => Str::Exact(s.clone()),
             StringMatch::Prefix(s) => Str::Prefix(s.clone()),
@@ -33,7 +37,7 @@ impl Str {
         })
     }
 
-    fn matches(&self, v: &str) -> bool {
+    pub(crate) fn matches(&self, v: &str) -> bool {
         match self {
             Str::Exact(s) => v == s,
             Str::Prefix(s) => v.starts_with(s.as_str()),
@@ -63,6 +67,7 @@ struct Match {
     method: Option<http::Method>,
     headers: Vec<(http::HeaderName, Str, bool)>,
     query: Vec<(String, Str)>,
+    negated: Vec<Match>,
 }
 
 impl Match {
@@ -102,12 +107,26 @@ impl Match {
         for QueryMatch { name, value } in &m.query {
             query.push((name.clone(), Str::compile(value, route)?));
         }
+        let negated = m
+            .negated
+            .iter()
+            .map(|n| Match::compile(n, route))
+            .collect::<Result<_, _>>()?;
         Ok(Match {
             path,
             method,
             headers,
             query,
+            negated,
         })
+    }
+
+    /// The prefix a prefix path match matched, for prefix rewrites.
+    fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            Some(Path::Prefix(p) | Path::SegmentPrefix(p)) => Some(p),
+            _ => None,
+        }
     }
 
     fn matches(&self, req: &Parts) -> bool {
@@ -154,8 +173,15 @@ impl Match {
                 }
             }
         }
-        true
+        !self.negated.iter().any(|n| n.matches(req))
     }
+}
+
+/// Where a share of a rule's traffic goes, with that destination's own header edits.
+pub struct Dest {
+    pub backend: Arc<Backend>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
 }
 
 /// One compiled rule.
@@ -164,9 +190,18 @@ pub struct Route {
     pub timeout: Option<std::time::Duration>,
     pub retry: Option<model::route::RetryPolicy>,
     pub fault: Option<model::route::Fault>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub rewrite: Option<RewriteOp>,
+    pub redirect: Option<RedirectOp>,
+    pub direct: Option<DirectResponse>,
+    /// Mirror backends with their share in millionths.
+    pub mirrors: Vec<(Arc<Backend>, u32)>,
+    pub cors: Option<CorsOp>,
+    pub response_classes: Vec<ResponseClass>,
     matches: Vec<Match>,
     /// Destinations with their cumulative weights.
-    destinations: Vec<(Arc<Backend>, u32)>,
+    destinations: Vec<(Dest, u32)>,
     total: u32,
 }
 
@@ -176,10 +211,11 @@ impl Route {
         r: &HttpRoute,
         mut backend_for: impl FnMut(&model::route::Destination) -> Arc<Backend>,
     ) -> Result<Route, RouteError> {
+        let name = &r.name;
         let matches = r
             .matches
             .iter()
-            .map(|m| Match::compile(m, &r.name))
+            .map(|m| Match::compile(m, name))
             .collect::<Result<_, _>>()?;
         let mut total = 0u32;
         let mut destinations = Vec::new();
@@ -188,9 +224,15 @@ impl Route {
                 continue;
             }
             total = total.saturating_add(d.weight);
-            destinations.push((backend_for(d), total));
+            let dest = Dest {
+                backend: backend_for(d),
+                request_headers: HeaderOps::compile(&d.request_headers, name)?,
+                response_headers: HeaderOps::compile(&d.response_headers, name)?,
+            };
+            destinations.push((dest, total));
         }
-        if total == 0 {
+        let answers_itself = r.redirect.is_some() || r.direct_response.is_some();
+        if total == 0 && !answers_itself {
             return Err(RouteError {
                 route: r.name.clone(),
                 why: "every destination has weight 0".into(),
@@ -201,21 +243,69 @@ impl Route {
             timeout: r.timeout_ms.map(std::time::Duration::from_millis),
             retry: r.retry.clone(),
             fault: r.fault.clone(),
+            request_headers: HeaderOps::compile(&r.request_headers, name)?,
+            response_headers: HeaderOps::compile(&r.response_headers, name)?,
+            rewrite: r
+                .rewrite
+                .as_ref()
+                .map(|w| RewriteOp::compile(w, name))
+                .transpose()?,
+            redirect: r
+                .redirect
+                .as_ref()
+                .map(|w| RedirectOp::compile(w, name))
+                .transpose()?,
+            direct: r.direct_response.clone(),
+            mirrors: r
+                .mirrors
+                .iter()
+                .filter(|m| m.per_million > 0)
+                .map(|m| (backend_for(&m.destination), m.per_million))
+                .collect(),
+            cors: r
+                .cors
+                .as_ref()
+                .map(|c| CorsOp::compile(c, name))
+                .transpose()?,
+            response_classes: r.response_classes.clone(),
             matches,
             destinations,
             total,
         })
     }
 
-    pub fn matches(&self, req: &Parts) -> bool {
-        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    /// Whether the request falls under this rule: `Some(prefix)` when it does, with the path
+    /// prefix its match matched (for prefix rewrites).
+    pub fn matched(&self, req: &Parts) -> Option<Option<&str>> {
+        if self.matches.is_empty() {
+            return Some(None);
+        }
+        self.matches
+            .iter()
+            .find(|m| m.matches(req))
+            .map(|m| m.prefix())
     }
 
-    /// A destination, drawn by weight.
-    pub fn pick(&self) -> &Arc<Backend> {
+    pub fn matches(&self, req: &Parts) -> bool {
+        self.matched(req).is_some()
+    }
+
+    /// Every backend the rule sends to or mirrors to.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.destinations
+            .iter()
+            .map(|(d, _)| &d.backend)
+            .chain(self.mirrors.iter().map(|(b, _)| b))
+    }
+
+    /// A destination, drawn by weight; `None` for a rule that answers by itself.
+    pub fn pick(&self) -> Option<&Dest> {
+        if self.total == 0 {
+            return None;
+        }
         let n = rand::thread_rng().gen_range(0..self.total);
         let i = self.destinations.partition_point(|(_, cum)| *cum <= n);
-        &self.destinations[i.min(self.destinations.len() - 1)].0
+        Some(&self.destinations[i.min(self.destinations.len() - 1)].0)
     }
 }
 

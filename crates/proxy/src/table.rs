@@ -1,47 +1,117 @@
-//! A snapshot compiled for the hot path: services indexed by key, each with its balancer and the
-//! live state of its endpoints. Built off the data path whenever a snapshot arrives; requests
-//! read it through one `ArcSwap` load.
+//! A snapshot compiled for the hot path: services indexed by key, each with its balancer, its
+//! traffic policy and the live state of its endpoints, plus the ingress gateway's virtual
+//! hosts. Built off the data path whenever a snapshot arrives; requests read it through one
+//! `ArcSwap` load.
 
-use crate::balance::{self, EndpointState};
-use crate::route::{Route, RouteError};
+use crate::balance::{self, Choice, EndpointState};
+use crate::policy::{now_ns, Counters, Outcome, Policy};
+use crate::route::{Dest, Route, RouteError};
 use http::request::Parts;
-use model::{Authority, LoadBalancer, ServiceKey, Snapshot};
+use model::{Authority, Labels, LoadBalancer, ServiceKey, Snapshot, TrafficPolicy};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// A set of endpoints and how to choose among them: a whole service, or the subset of one a
-/// route's destination selects.
+/// route's destination selects (Envoy's "cluster").
 pub struct Backend {
     /// What it is, for messages: `reviews.default` or `reviews.default (subset v2)`.
     pub name: String,
-    pub lb: LoadBalancer,
+    /// Service and labels: what identifies the backend across snapshots.
+    key: String,
+    pub policy: Arc<Policy>,
+    /// Limits and retry budget, shared by every request to this backend.
+    pub counters: Arc<Counters>,
     pub endpoints: Vec<Arc<EndpointState>>,
     rr_next: AtomicUsize,
 }
 
 impl Backend {
-    /// The endpoint for the next attempt, never one of `exclude` (already tried).
-    fn new(name: String, lb: LoadBalancer, endpoints: Vec<Arc<EndpointState>>) -> Self {
+    fn new(
+        name: String,
+        key: String,
+        policy: Arc<Policy>,
+        counters: Arc<Counters>,
+        endpoints: Vec<Arc<EndpointState>>,
+    ) -> Self {
         Backend {
             name,
-            lb,
+            key,
+            policy,
+            counters,
             endpoints,
             rr_next: AtomicUsize::new(0),
         }
     }
 
-    pub fn pick(&self, exclude: &[usize]) -> Option<(usize, &Arc<EndpointState>)> {
-        match self.lb {
-            LoadBalancer::PeakEwma | LoadBalancer::LeastRequest | LoadBalancer::Random => {
-                balance::pick_p2c(&self.endpoints, exclude)
+    /// The endpoint for the next attempt, never one of `exclude` (already tried). `hash` is the
+    /// request's consistent-hash key when the policy hashes.
+    pub fn pick(
+        &self,
+        exclude: &[usize],
+        hash: Option<u64>,
+    ) -> Option<(usize, &Arc<EndpointState>)> {
+        if let Some(key) = hash {
+            return balance::pick(&self.endpoints, Choice::Hash(key), exclude);
+        }
+        match self.policy.lb {
+            LoadBalancer::PeakEwma => balance::pick(&self.endpoints, Choice::PeakEwma, exclude),
+            LoadBalancer::LeastRequest => {
+                balance::pick(&self.endpoints, Choice::LeastRequest, exclude)
             }
+            LoadBalancer::Random => balance::pick(&self.endpoints, Choice::Random, exclude),
             LoadBalancer::RoundRobin => {
                 balance::pick_round_robin(&self.endpoints, &self.rr_next, exclude)
             }
         }
     }
+
+    /// Feeds an attempt's outcome to outlier detection and failure accrual.
+    pub fn record(&self, ep: &EndpointState, outcome: Outcome) {
+        if self.policy.outlier.is_none() && self.policy.accrual.is_none() {
+            return;
+        }
+        let ejected = ep.health.record(
+            &self.policy,
+            outcome,
+            || {
+                let now = now_ns();
+                self.endpoints
+                    .iter()
+                    .filter(|e| e.health.is_ejected(now))
+                    .count()
+            },
+            self.endpoints.len(),
+        );
+        if ejected {
+            tracing::info!(backend = %self.name, endpoint = %ep.endpoint.instance, ?outcome, "endpoint taken out of rotation");
+        }
+    }
+}
+
+/// What a request falls under.
+pub struct Routed<'a> {
+    /// The rule (if the service has rules).
+    pub rule: Option<&'a Route>,
+    /// The path prefix the rule's match matched, for prefix rewrites.
+    pub prefix: Option<&'a str>,
+    /// The destination drawn (with its header edits), if the rule has destinations.
+    pub dest: Option<&'a Dest>,
+    /// Where the request goes; `None` only for a rule that answers by itself.
+    pub backend: Option<&'a Arc<Backend>>,
+}
+
+/// Finds the first rule of `routes` a request matches and draws its destination.
+fn route_in<'a>(routes: &'a [Route], req: &Parts) -> Option<Routed<'a>> {
+    let (rule, prefix) = routes.iter().find_map(|r| r.matched(req).map(|p| (r, p)))?;
+    let dest = rule.pick();
+    Some(Routed {
+        rule: Some(rule),
+        prefix,
+        backend: dest.map(|d| &d.backend),
+        dest,
+    })
 }
 
 /// One service as requests see it: its port, all its endpoints, and its routes.
@@ -56,13 +126,66 @@ impl Service {
     /// The rule this request falls under (if the service has rules) and the endpoints it goes
     /// to: that rule's destination drawn by weight, or all endpoints when the service has no
     /// rules. `None`: the service has rules and none matched.
-    pub fn route(&self, req: &Parts) -> Option<(Option<&Route>, &Arc<Backend>)> {
+    pub fn route(&self, req: &Parts) -> Option<Routed<'_>> {
         if self.routes.is_empty() {
-            return Some((None, &self.all));
+            return Some(Routed {
+                rule: None,
+                prefix: None,
+                dest: None,
+                backend: Some(&self.all),
+            });
         }
-        let r = self.routes.iter().find(|r| r.matches(req))?;
-        Some((Some(r), r.pick()))
+        route_in(&self.routes, req)
     }
+}
+
+/// A host pattern of a virtual host: exact, `*.suffix`, or `*`.
+enum HostPattern {
+    Exact(String),
+    Suffix(String),
+    Any,
+}
+
+impl HostPattern {
+    fn new(h: &str) -> HostPattern {
+        let h = h.to_ascii_lowercase();
+        if h == "*" {
+            HostPattern::Any
+        } else if let Some(rest) = h.strip_prefix('*') {
+            HostPattern::Suffix(rest.to_string())
+        } else {
+            HostPattern::Exact(h)
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Suffix(s) => {
+                host.len() > s.len()
+                    && host
+                        .get(host.len() - s.len()..)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(s))
+            }
+        }
+    }
+
+    /// Exact hosts beat wildcards, longer wildcards beat shorter ones.
+    fn rank(&self) -> usize {
+        match self {
+            HostPattern::Exact(_) => usize::MAX,
+            HostPattern::Suffix(s) => s.len(),
+            HostPattern::Any => 0,
+        }
+    }
+}
+
+/// A compiled gateway virtual host.
+pub struct VirtualHost {
+    pub name: String,
+    hosts: Vec<HostPattern>,
+    pub routes: Vec<Route>,
 }
 
 /// Everything a request needs to be routed, at one snapshot version.
@@ -70,21 +193,39 @@ impl Service {
 pub struct RouteTable {
     pub snapshot: Arc<Snapshot>,
     services: HashMap<ServiceKey, Arc<Service>>,
+    gateway: Vec<VirtualHost>,
 }
 
 impl RouteTable {
     /// Compiles `snapshot`, carrying over the state (latency estimates, in-flight counts, pooled
-    /// connections) of endpoints that `previous` already had.
+    /// connections, limits and budgets) of endpoints and backends that `previous` already had.
     pub fn compile(snapshot: Snapshot, previous: &RouteTable) -> Result<RouteTable, RouteError> {
         let mut known: HashMap<(&ServiceKey, SocketAddr, &str), &Arc<EndpointState>> =
             HashMap::new();
+        let mut old_counters: HashMap<&str, &Arc<Counters>> = HashMap::new();
         for svc in previous.services.values() {
             for e in &svc.all.endpoints {
                 known.insert((&svc.key, e.endpoint.address, &e.endpoint.instance), e);
             }
+            old_counters.insert(&svc.all.key, &svc.all.counters);
+            let backends = svc.routes.iter().flat_map(|r| r.backends()).chain(
+                previous
+                    .gateway
+                    .iter()
+                    .flat_map(|v| v.routes.iter())
+                    .flat_map(|r| r.backends()),
+            );
+            for b in backends {
+                old_counters.insert(&b.key, &b.counters);
+            }
         }
+        let counters_for = |key: &str, policy: &Policy| match old_counters.get(key) {
+            Some(c) => (*c).clone(),
+            None => Counters::new(&policy.budget),
+        };
         // First every service's endpoints, then routes, which may point at other services.
         let mut alls: HashMap<&ServiceKey, Arc<Backend>> = HashMap::new();
+        let mut specs: HashMap<&ServiceKey, &model::Service> = HashMap::new();
         for svc in &snapshot.services {
             let (mut kept, mut fresh) = (Vec::new(), Vec::new());
             for ep in &svc.endpoints {
@@ -101,39 +242,80 @@ impl RouteTable {
                     .map(|ep| Arc::new(EndpointState::new(ep, initial))),
             );
             endpoints.sort_by(|a, b| a.endpoint.instance.cmp(&b.endpoint.instance));
+            let key = backend_key(&svc.key, &Labels::new());
+            let policy = Arc::new(Policy::compile(svc.lb, &svc.policy));
+            let counters = counters_for(&key, &policy);
             alls.insert(
                 &svc.key,
-                Arc::new(Backend::new(svc.key.to_string(), svc.lb, endpoints)),
+                Arc::new(Backend::new(
+                    svc.key.to_string(),
+                    key,
+                    policy,
+                    counters,
+                    endpoints,
+                )),
             );
+            specs.insert(&svc.key, svc);
         }
+        // Subset backends, one per (service, labels), shared by every route that names them.
+        let mut subsets: HashMap<String, Arc<Backend>> = HashMap::new();
+        let mut backend_for = |d: &model::route::Destination| -> Arc<Backend> {
+            let key = backend_key(&d.service, &d.labels);
+            if let Some(b) = subsets.get(&key) {
+                return b.clone();
+            }
+            let Some(all) = alls.get(&d.service) else {
+                let policy = Arc::new(Policy::default());
+                let counters = counters_for(&key, &policy);
+                return Arc::new(Backend::new(
+                    d.service.to_string(),
+                    key,
+                    policy,
+                    counters,
+                    Vec::new(),
+                ));
+            };
+            if d.labels.is_empty() {
+                return all.clone();
+            }
+            let spec = specs[&d.service];
+            let policy = match spec
+                .subsets
+                .iter()
+                .find(|s| d.subset.as_deref() == Some(s.name.as_str()) || s.labels == d.labels)
+            {
+                Some(s) => Arc::new(Policy::compile(
+                    spec.lb,
+                    &TrafficPolicy::default().merged(&s.policy),
+                )),
+                None => all.policy.clone(),
+            };
+            let endpoints = all
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    d.labels
+                        .iter()
+                        .all(|(k, v)| e.endpoint.labels.get(k) == Some(v))
+                })
+                .cloned()
+                .collect();
+            let name = match &d.subset {
+                Some(s) => format!("{} (subset {s})", d.service),
+                None => format!("{} {:?}", d.service, d.labels),
+            };
+            let counters = counters_for(&key, &policy);
+            let b = Arc::new(Backend::new(name, key.clone(), policy, counters, endpoints));
+            subsets.insert(key, b.clone());
+            b
+        };
         let mut services = HashMap::with_capacity(snapshot.services.len());
         for svc in &snapshot.services {
-            let mut routes = Vec::with_capacity(svc.routes.len());
-            for r in &svc.routes {
-                routes.push(Route::compile(r, |d| {
-                    let Some(all) = alls.get(&d.service) else {
-                        return Arc::new(Backend::new(d.service.to_string(), svc.lb, Vec::new()));
-                    };
-                    if d.labels.is_empty() {
-                        return all.clone();
-                    }
-                    let endpoints = all
-                        .endpoints
-                        .iter()
-                        .filter(|e| {
-                            d.labels
-                                .iter()
-                                .all(|(k, v)| e.endpoint.labels.get(k) == Some(v))
-                        })
-                        .cloned()
-                        .collect();
-                    let name = match &d.subset {
-                        Some(s) => format!("{} (subset {s})", d.service),
-                        None => d.service.to_string(),
-                    };
-                    Arc::new(Backend::new(name, all.lb, endpoints))
-                })?);
-            }
+            let routes = svc
+                .routes
+                .iter()
+                .map(|r| Route::compile(r, &mut backend_for))
+                .collect::<Result<Vec<_>, _>>()?;
             services.insert(
                 svc.key.clone(),
                 Arc::new(Service {
@@ -144,9 +326,22 @@ impl RouteTable {
                 }),
             );
         }
+        let mut gateway = Vec::with_capacity(snapshot.gateway.len());
+        for v in &snapshot.gateway {
+            gateway.push(VirtualHost {
+                name: v.name.clone(),
+                hosts: v.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+                routes: v
+                    .routes
+                    .iter()
+                    .map(|r| Route::compile(r, &mut backend_for))
+                    .collect::<Result<Vec<_>, _>>()?,
+            });
+        }
         Ok(RouteTable {
             snapshot: Arc::new(snapshot),
             services,
+            gateway,
         })
     }
 
@@ -159,6 +354,37 @@ impl RouteTable {
     pub fn resolve(&self, authority: &Authority<'_>, namespace: &str) -> Option<&Arc<Service>> {
         self.services.get(&authority.service_key(namespace)?)
     }
+
+    /// The gateway virtual host for `host` (the most specific pattern wins), if any.
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        self.gateway
+            .iter()
+            .filter_map(|v| {
+                v.hosts
+                    .iter()
+                    .filter(|p| p.matches(host))
+                    .map(HostPattern::rank)
+                    .max()
+                    .map(|rank| (rank, v))
+            })
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, v)| v)
+    }
+}
+
+impl VirtualHost {
+    /// The rule a request falls under; `None`: no rule matches (404).
+    pub fn route(&self, req: &Parts) -> Option<Routed<'_>> {
+        route_in(&self.routes, req)
+    }
+}
+
+fn backend_key(service: &ServiceKey, labels: &Labels) -> String {
+    let mut k = service.to_string();
+    for (n, v) in labels {
+        k.push_str(&format!("|{n}={v}"));
+    }
+    k
 }
 
 #[cfg(test)]
@@ -167,6 +393,17 @@ pub(crate) mod tests_support {
     use super::*;
 
     pub fn backend(name: &str, lb: LoadBalancer) -> Backend {
-        Backend::new(name.to_string(), lb, Vec::new())
+        let policy = Arc::new(Policy {
+            lb,
+            ..Policy::default()
+        });
+        let counters = Counters::new(&policy.budget);
+        Backend::new(
+            name.to_string(),
+            name.to_string(),
+            policy,
+            counters,
+            Vec::new(),
+        )
     }
 }

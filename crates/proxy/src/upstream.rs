@@ -21,8 +21,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub enum ConnectError {
     #[error("connect to {0}: {1}")]
     Tcp(SocketAddr, std::io::Error),
-    #[error("connect to {0}: timed out after {CONNECT_TIMEOUT:?}")]
-    Timeout(SocketAddr),
+    #[error("connect to {0}: timed out after {1:?}")]
+    Timeout(SocketAddr, Duration),
     #[error("HTTP/2 handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
 }
@@ -37,7 +37,11 @@ pub struct H2Pool {
 
 impl H2Pool {
     /// A sender on an open connection, connecting first when there is none.
-    pub async fn sender(&self, addr: SocketAddr) -> Result<http2::SendRequest<Body>, ConnectError> {
+    pub async fn sender(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Option<Duration>,
+    ) -> Result<http2::SendRequest<Body>, ConnectError> {
         if let Some(s) = self.live() {
             return Ok(s);
         }
@@ -45,7 +49,7 @@ impl H2Pool {
         if let Some(s) = self.live() {
             return Ok(s);
         }
-        let send = connect(addr).await?;
+        let send = connect(addr, connect_timeout.unwrap_or(CONNECT_TIMEOUT)).await?;
         self.current.store(Some(Arc::new(send.clone())));
         Ok(send)
     }
@@ -64,10 +68,13 @@ impl H2Pool {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<http2::SendRequest<Body>, ConnectError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<http2::SendRequest<Body>, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| ConnectError::Timeout(addr))?
+        .map_err(|_| ConnectError::Timeout(addr, timeout))?
         .map_err(|e| ConnectError::Tcp(addr, e))?;
     let _ = stream.set_nodelay(true);
     let (send, conn) = http2::Builder::new(TokioExecutor::new())

@@ -109,3 +109,64 @@ fn peak_estimate_jumps_up_and_decays() {
     let later = now + 3 * DECAY.as_nanos() as u64;
     assert!(ep.rtt_estimate_ns(later) < 500_000.0);
 }
+
+#[test]
+fn consistent_hash_is_sticky_and_moves_about_one_nth_when_a_replica_joins() {
+    let three = eps(3);
+    let four = eps(4);
+    let keys: Vec<u64> = (0..4000).map(|k| hash_str(&format!("user-{k}"))).collect();
+    let pick_in = |set: &[Arc<EndpointState>], k: u64| {
+        pick(set, Choice::Hash(k), &[])
+            .unwrap()
+            .1
+            .endpoint
+            .instance
+            .clone()
+    };
+    let mut moved = 0;
+    let mut per = std::collections::HashMap::new();
+    for &k in &keys {
+        let a = pick_in(&three, k);
+        assert_eq!(a, pick_in(&three, k), "same key, same endpoint");
+        *per.entry(a.clone()).or_insert(0) += 1;
+        if pick_in(&four, k) != a {
+            moved += 1;
+        }
+    }
+    // Rendezvous hashing moves exactly the keys the new replica wins: about 1/4.
+    let share = moved as f64 / keys.len() as f64;
+    assert!((0.20..0.30).contains(&share), "moved {share}");
+    for (_, n) in per {
+        assert!((1000..1700).contains(&n), "uneven spread: {n}");
+    }
+}
+
+#[test]
+fn least_request_prefers_the_endpoint_with_fewer_in_flight() {
+    let eps = eps(2);
+    let _busy: Vec<_> = (0..5).map(|_| eps[0].start()).collect();
+    for _ in 0..100 {
+        assert_eq!(pick(&eps, Choice::LeastRequest, &[]).unwrap().0, 1);
+    }
+}
+
+#[test]
+fn tripped_endpoints_get_nothing_even_as_a_last_resort() {
+    let eps = eps(2);
+    let p = crate::policy::Policy {
+        accrual: Some(model::FailureAccrual {
+            max_failures: 1,
+            min_penalty_ms: 60_000,
+            max_penalty_ms: 60_000,
+            jitter_ratio: 0.0,
+        }),
+        ..Default::default()
+    };
+    let fail = crate::policy::Outcome::Error;
+    eps[0].health.record(&p, fail, || 0, 2);
+    for _ in 0..50 {
+        assert_eq!(pick(&eps, Choice::Random, &[]).unwrap().0, 1);
+    }
+    eps[1].health.record(&p, fail, || 1, 2);
+    assert!(pick(&eps, Choice::Random, &[]).is_none());
+}

@@ -132,7 +132,9 @@ fn weights_split_traffic_and_zero_gets_nothing() {
     let r = Route::compile(&r, |d| backend(&d.service.name)).unwrap();
     let mut counts = std::collections::HashMap::new();
     for _ in 0..10_000 {
-        *counts.entry(r.pick().name.clone()).or_insert(0) += 1;
+        *counts
+            .entry(r.pick().unwrap().backend.name.clone())
+            .or_insert(0) += 1;
     }
     let a = counts.get("a").copied().unwrap_or(0);
     assert!((6700..=7300).contains(&a), "{counts:?}");

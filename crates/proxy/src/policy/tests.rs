@@ -1,0 +1,160 @@
+//! Unit tests: limits, budgets, ejection and accrual.
+
+use super::*;
+use model::ConnectionPool;
+
+#[test]
+fn admission_stops_at_the_limit_and_frees_slots_on_drop() {
+    let c = Counters::new(&RetryBudget::default());
+    let a = c.admit(Some(2)).unwrap();
+    let b = c.admit(Some(2)).unwrap();
+    assert!(c.admit(Some(2)).is_none());
+    assert_eq!(c.in_flight(), 2, "a refused request holds no slot");
+    drop(a);
+    let _c = c.admit(Some(2)).unwrap();
+    drop(b);
+    assert!(c.admit(None).is_some());
+}
+
+#[test]
+fn istio_circuit_breaker_task_admits_connections_plus_pending() {
+    let pool = ConnectionPool {
+        max_connections: Some(1),
+        max_pending_requests: Some(1),
+        max_requests_per_connection: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(pool.max_in_flight(), Some(2));
+    let pool = ConnectionPool {
+        max_requests: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(pool.max_in_flight(), Some(5));
+    assert_eq!(ConnectionPool::default().max_in_flight(), None);
+}
+
+#[test]
+fn budget_allows_the_ratio_plus_the_reserve() {
+    let b = Budget::new(&RetryBudget {
+        ratio: 0.2,
+        min_per_second: 1,
+        ttl_ms: 10_000,
+    });
+    for _ in 0..100 {
+        b.deposit();
+    }
+    // 20% of 100 plus 1/s over 10 s.
+    let allowed = (0..100).filter(|_| b.withdraw()).count();
+    assert_eq!(allowed, 30);
+}
+
+#[test]
+fn max_retries_caps_retries_in_flight() {
+    let c = Counters::new(&RetryBudget::default());
+    let r = c.admit_retry(Some(1)).unwrap();
+    assert_eq!(c.admit_retry(Some(1)).err(), Some("maxRetries reached"));
+    drop(r);
+    assert!(c.admit_retry(Some(1)).is_ok());
+}
+
+fn outlier_policy() -> Policy {
+    Policy {
+        outlier: Some(OutlierDetection {
+            consecutive_5xx: 3,
+            base_ejection_ms: 50,
+            max_ejection_percent: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+const FAIL: Outcome = Outcome::Response {
+    status: 500,
+    failure: true,
+};
+const OK: Outcome = Outcome::Response {
+    status: 200,
+    failure: false,
+};
+
+#[test]
+fn consecutive_errors_eject_and_success_resets_the_streak() {
+    let p = outlier_policy();
+    let h = Health::default();
+    assert!(!h.record(&p, FAIL, || 0, 2));
+    assert!(!h.record(&p, FAIL, || 0, 2));
+    assert!(!h.record(&p, OK, || 0, 2), "a success resets the streak");
+    assert!(!h.record(&p, FAIL, || 0, 2));
+    assert!(!h.record(&p, FAIL, || 0, 2));
+    assert!(h.record(&p, Outcome::Error, || 0, 2));
+    assert!(h.is_ejected(now_ns()));
+}
+
+#[test]
+fn ejection_time_grows_with_the_ejection_count() {
+    let p = outlier_policy();
+    let h = Health::default();
+    for _ in 0..3 {
+        h.record(&p, FAIL, || 0, 2);
+    }
+    let first = h.ejected_until.load(Relaxed) - now_ns();
+    h.ejected_until.store(0, Relaxed);
+    for _ in 0..3 {
+        h.record(&p, FAIL, || 0, 2);
+    }
+    let second = h.ejected_until.load(Relaxed) - now_ns();
+    assert!(second > first + 30_000_000, "{first} then {second}");
+}
+
+#[test]
+fn max_ejection_percent_is_respected_but_one_may_always_go() {
+    let mut o = OutlierDetection {
+        consecutive_5xx: 1,
+        ..Default::default()
+    };
+    assert!(may_eject(&o, 0, 2), "10% of 2 still lets one go");
+    assert!(!may_eject(&o, 1, 2));
+    o.max_ejection_percent = 50;
+    assert!(may_eject(&o, 1, 4));
+    assert!(!may_eject(&o, 2, 4));
+    o.min_health_percent = 80;
+    assert!(
+        !may_eject(&o, 1, 4),
+        "below minHealthPercent nothing more goes"
+    );
+    o.max_ejection_percent = 0;
+    o.min_health_percent = 0;
+    assert!(!may_eject(&o, 0, 4));
+}
+
+#[test]
+fn failure_accrual_trips_then_probes_one_request() {
+    let p = Policy {
+        accrual: Some(FailureAccrual {
+            max_failures: 2,
+            min_penalty_ms: 1,
+            max_penalty_ms: 1,
+            jitter_ratio: 0.0,
+        }),
+        ..Default::default()
+    };
+    let h = Health::default();
+    assert!(!h.record(&p, FAIL, || 0, 1));
+    assert!(h.record(&p, FAIL, || 0, 1));
+    assert!(h.in_probation());
+    std::thread::sleep(Duration::from_millis(3));
+    assert!(!h.is_ejected(now_ns()));
+    assert!(h.claim(), "the first probe is allowed");
+    assert!(h.is_probing());
+    assert!(!h.claim(), "only one probe at a time");
+    // The probe fails: back out, still in probation.
+    assert!(h.record(&p, FAIL, || 0, 1));
+    std::thread::sleep(Duration::from_millis(3));
+    assert!(h.claim());
+    assert!(!h.record(&p, OK, || 0, 1));
+    assert!(
+        !h.in_probation(),
+        "a successful probe restores the endpoint"
+    );
+}
