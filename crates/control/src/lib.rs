@@ -9,6 +9,7 @@
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
 //! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
+//! - [`watch`]: the watched configuration files behind `--watch`.
 
 pub mod http_api;
 pub mod local;
@@ -17,6 +18,7 @@ pub mod push;
 pub mod registry;
 pub mod server;
 pub mod status;
+pub mod watch;
 
 pub use registry::Registry;
 pub use server::{ControlError, ControlPlane};

@@ -44,6 +44,8 @@ pub struct UpOptions {
     pub exe: PathBuf,
     pub ready_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Files and directories to watch for routing changes (`--watch`); empty: none.
+    pub watch: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +285,9 @@ pub async fn up(
     let registry = Registry::new(spec.clone());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let control = ControlPlane::start(registry.clone(), store, any, any).await?;
+    if !opts.watch.is_empty() {
+        control.watch(opts.watch.clone());
+    }
     let _record = meshes::record(&MeshRecord {
         name: spec.name.clone(),
         pid: std::process::id(),

@@ -27,6 +27,7 @@ pub struct ControlPlane {
     pub grpc: SocketAddr,
     pub api: SocketAddr,
     pub shutdown: CancellationToken,
+    api_state: Arc<Api>,
 }
 
 impl ControlPlane {
@@ -70,12 +71,23 @@ impl ControlPlane {
             api,
             store: tokio::sync::Mutex::new(store),
         });
-        tokio::spawn(http_api::serve(api_l, api_state, shutdown.clone()));
+        tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));
         Ok(ControlPlane {
             registry,
             grpc,
             api,
             shutdown,
+            api_state,
         })
+    }
+
+    /// Watches `paths` (the files and directories the mesh came from) and applies what
+    /// changes in them, until the control plane stops.
+    pub fn watch(&self, paths: Vec<std::path::PathBuf>) {
+        tokio::spawn(crate::watch::run(
+            self.api_state.clone(),
+            paths,
+            self.shutdown.clone(),
+        ));
     }
 }

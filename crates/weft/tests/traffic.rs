@@ -513,3 +513,41 @@ async fn weighted_splits_hold_within_three_points() {
         }
     }
 }
+
+/// `weft up --watch DIR`: editing a VirtualService in the directory reroutes the running mesh;
+/// a broken edit is reported and the last good routes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_directory_applies_edits_and_rejects_broken_ones() {
+    let route = |subset: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n"
+        )
+    };
+    let mesh = Mesh::up_watching(
+        &mesh_with_versions("watched", ""),
+        &[("vs.yaml", &route("v1"))],
+    );
+    let all = |counts: &HashMap<String, usize>, v: &str| counts.get(v) == Some(&20);
+    assert!(all(&versions(&mesh, 20, &[]).await, "v1"));
+
+    std::fs::write(mesh.files.path().join("vs.yaml"), route("v2")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Polled every 500 ms, then pushed to every proxy.
+    while !all(&versions(&mesh, 20, &[]).await, "v2") {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.stderr());
+    }
+
+    // A subset that does not exist: rejected, v2 keeps serving.
+    std::fs::write(mesh.files.path().join("vs.yaml"), route("v9")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !mesh.stderr().contains("change rejected") {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        mesh.stderr().contains("unknown subset v9"),
+        "{}",
+        mesh.stderr()
+    );
+    assert!(all(&versions(&mesh, 20, &[]).await, "v2"));
+}

@@ -17,6 +17,10 @@ pub struct UpArgs {
     /// On shutdown, how long each proxy may take to finish in-flight requests [default: 10s]
     #[arg(long, value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
+    /// Watch the files and directories given and apply routing changes made to them (kind
+    /// Mesh still needs a restart)
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(clap::Args)]
@@ -29,6 +33,9 @@ pub struct ControlArgs {
     /// Where the CLI reads status (HTTP/JSON)
     #[arg(long, default_value = "127.0.0.1:15014")]
     api: SocketAddr,
+    /// Watch the files and directories given and apply routing changes made to them
+    #[arg(long)]
+    watch: bool,
 }
 
 pub fn up(a: UpArgs) -> anyhow::Result<i32> {
@@ -40,6 +47,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
         drain_timeout: a
             .drain_timeout
             .unwrap_or(proxy::settings::DEFAULT_DRAIN_TIMEOUT),
+        watch: if a.watch { a.files.clone() } else { Vec::new() },
     };
     let rt = runtime()?;
     rt.block_on(async move {
@@ -69,6 +77,9 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let registry = control::Registry::new(spec.clone());
         let cp = control::ControlPlane::start(registry, store, a.listen, a.api).await?;
+        if a.watch {
+            cp.watch(a.files.clone());
+        }
         let _record = control::meshes::record(&control::meshes::MeshRecord {
             name: spec.name.clone(),
             pid: std::process::id(),

@@ -54,12 +54,33 @@ impl Mesh {
 
     /// Starts a mesh in `home`, which other meshes may share (to test several at once).
     pub fn up_in(yaml: &str, home: &Path) -> Mesh {
+        Self::start(yaml, home, &[], false)
+    }
+
+    /// `weft up --watch DIR` on a directory holding `mesh.yaml` (= `yaml`) and `more` files
+    /// (name, content); the directory is `mesh.files`.
+    pub fn up_watching(yaml: &str, more: &[(&str, &str)]) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let mut m = Self::start(yaml, home.path(), more, true);
+        m._home = Some(home);
+        m
+    }
+
+    fn start(yaml: &str, home: &Path, more: &[(&str, &str)], watch: bool) -> Mesh {
         let files = tempfile::tempdir().unwrap();
         let file = files.path().join("mesh.yaml");
         std::fs::write(&file, yaml).unwrap();
-        let mut child = Command::new(WEFT)
-            .arg("up")
-            .arg(&file)
+        for (name, text) in more {
+            std::fs::write(files.path().join(name), text).unwrap();
+        }
+        let mut cmd = Command::new(WEFT);
+        cmd.arg("up");
+        if watch {
+            cmd.arg("--watch").arg(files.path());
+        } else {
+            cmd.arg(&file);
+        }
+        let mut child = cmd
             .env("WEFT_HOME", home)
             .env("WEFT_LOG", "warn")
             .stdout(Stdio::piped())
@@ -266,4 +287,33 @@ pub async fn get(
         body,
         text,
     })
+}
+
+/// The sum of every sample of the metric family `name` whose line starts with `prefix`
+/// (e.g. `weft_requests_total{direction="inbound"`) on a proxy's admin `/metrics`.
+pub async fn metric_sum(c: &HttpClient, admin: SocketAddr, prefix: &str) -> f64 {
+    let r = get(c, admin, "admin", "/metrics")
+        .await
+        .expect("admin /metrics");
+    r.text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests a replica's sidecar handed to its app (its inbound count), by instance name.
+pub async fn inbound_requests(c: &HttpClient, mesh: &Mesh, instance: &str) -> f64 {
+    let status = mesh.status_json(None);
+    let admin = status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .unwrap_or_else(|| panic!("no instance {instance} in {status}"))["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    metric_sum(c, admin, "weft_requests_total{direction=\"inbound\"").await
 }
