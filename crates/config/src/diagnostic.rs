@@ -41,3 +41,22 @@ fn lines(diagnostics: &[Diagnostic]) -> String {
     let lines: Vec<String> = diagnostics.iter().map(Diagnostic::to_string).collect();
     lines.join("\n")
 }
+
+impl Diagnostic {
+    /// The same place with another message (a warning about what was found there).
+    pub(crate) fn with_message(&self, message: String) -> Diagnostic {
+        Diagnostic {
+            message,
+            ..self.clone()
+        }
+    }
+}
+
+/// A resource's errors as the diagnostics of its rejection: each message starts with the
+/// resource's `KIND NS/NAME: `, which [`crate::Loaded::rejected_for`] relies on.
+pub(crate) fn reject(label: &str, errors: Vec<Diagnostic>, rejected: &mut Vec<Diagnostic>) {
+    rejected.extend(errors.into_iter().map(|d| Diagnostic {
+        message: format!("{label}: {}", d.message),
+        ..d
+    }));
+}

@@ -1,11 +1,28 @@
-//! Gateway API `gateway.networking.k8s.io` HTTPRoutes bound to mesh Services (GAMMA) and SMI
+//! Gateway API `gateway.networking.k8s.io` HTTPRoutes and Gateways, and SMI
 //! `split.smi-spec.io` TrafficSplits: their serde shape, the "not yet supported; ignored"
-//! notices, and their translation into [`model::ServiceRoutes`] once every document is read.
+//! notices, and their translation once every document is read: HTTPRoutes bound to mesh
+//! Services (GAMMA) and TrafficSplits into [`model::ServiceRoutes`], HTTPRoutes bound to a
+//! Gateway into ingress routes per host.
 //!
 //! An HTTPRoute's `(rule, match)` pairs become one [`HttpRoute`] each and are ordered by the
 //! Gateway API's precedence ([`order_by_gateway_api_precedence`]), across every HTTPRoute of a
-//! service. When several APIs route one service: VirtualService > HTTPRoute > TrafficSplit.
+//! service (or of an ingress host). When several APIs route one service, or one ingress host:
+//! VirtualService > HTTPRoute > TrafficSplit, with a warning naming both resources.
+//!
+//! An HTTPRoute bound to a Gateway serves the hosts its `hostnames` share with the Gateway's
+//! HTTP listeners (all of them, or those `sectionName` / `port` pick), or the listeners'
+//! hostnames, or `*`. A Gateway that is not declared is taken to be weft's ingress with no
+//! hostname of its own (a warning says so). A resource that cannot be honoured is rejected
+//! whole; the others apply. One thing weft does not do as the Gateway API says: a backendRef to
+//! an unknown Service is an error (the resource is rejected) where the spec answers 500 for
+//! that backend's share, because the model has no per-destination fixed answer.
+//!
+//! Layout: `filters` (HTTPRoute filters).
 
+mod filters;
+
+use crate::diagnostic::reject;
+use crate::ingress::{intersect, HostRoutes};
 use crate::k8s::{Metadata, Object};
 use crate::loader::Doc;
 use crate::marked::Node;
@@ -19,8 +36,8 @@ use serde_yaml_ng::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// The HTTPRoute `apiVersion`s read.
-const HTTP_ROUTE_API_VERSIONS: [&str; 2] = [
+/// The HTTPRoute and Gateway `apiVersion`s read.
+const GATEWAY_API_VERSIONS: [&str; 2] = [
     "gateway.networking.k8s.io/v1",
     "gateway.networking.k8s.io/v1beta1",
 ];
@@ -36,7 +53,8 @@ const TRAFFIC_SPLIT_API_VERSIONS: [&str; 4] = [
 /// The Gateway API's largest backend weight.
 const MAX_WEIGHT: i64 = 1_000_000;
 
-const PRECEDENCE: &str = "precedence: VirtualService > HTTPRoute > TrafficSplit";
+/// Which API wins when several route one service or one ingress host.
+pub(crate) const PRECEDENCE: &str = "precedence: VirtualService > HTTPRoute > TrafficSplit";
 
 /// Parses a document of a kind this module reads; `None` for any other kind or version.
 pub(crate) fn parse(
@@ -44,8 +62,10 @@ pub(crate) fn parse(
     kind: &str,
     text: &str,
 ) -> Option<serde_yaml_ng::Result<Kind>> {
-    if kind == "HTTPRoute" && HTTP_ROUTE_API_VERSIONS.contains(&api_version) {
+    if kind == "HTTPRoute" && GATEWAY_API_VERSIONS.contains(&api_version) {
         Some(serde_yaml_ng::from_str(text).map(Kind::HttpRoute))
+    } else if kind == "Gateway" && GATEWAY_API_VERSIONS.contains(&api_version) {
+        Some(serde_yaml_ng::from_str(text).map(|o| Kind::Gateway(Box::new(o))))
     } else if kind == "TrafficSplit" && TRAFFIC_SPLIT_API_VERSIONS.contains(&api_version) {
         Some(serde_yaml_ng::from_str(text).map(Kind::TrafficSplit))
     } else {
@@ -58,9 +78,9 @@ pub(crate) fn parse(
 pub(crate) struct HttpRouteSpec {
     #[serde(default)]
     pub parent_refs: Vec<ParentRef>,
-    /// GAMMA: a Service parent is reached by its own name; hostnames do not apply.
-    #[allow(dead_code)]
-    pub hostnames: Option<Vec<String>>,
+    /// For Gateway parents; a Service parent (GAMMA) is reached by its own name.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
     #[serde(default)]
     pub rules: Vec<Rule>,
 }
@@ -81,6 +101,8 @@ enum Parent<'a> {
     /// `kind: Service` without `group: ""`: the group then defaults to the Gateway API's.
     ServiceWithoutGroup,
     Gateway,
+    /// A Linkerd `Server`: inbound policy, noticed (and skipped) by `linkerd`.
+    Server,
     Other(&'a str, &'a str),
 }
 
@@ -91,6 +113,7 @@ impl ParentRef {
             (Some("" | "core"), Some("Service")) => Parent::Service,
             (None, Some("Service")) => Parent::ServiceWithoutGroup,
             (None | Some("gateway.networking.k8s.io"), None | Some("Gateway")) => Parent::Gateway,
+            (Some("policy.linkerd.io"), Some("Server")) => Parent::Server,
             (g, k) => Parent::Other(
                 g.unwrap_or("gateway.networking.k8s.io"),
                 k.unwrap_or("Gateway"),
@@ -108,7 +131,8 @@ pub(crate) struct Rule {
     pub matches: Vec<Match>,
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
-    pub filters: Option<Value>,
+    #[serde(default)]
+    pub filters: Vec<filters::Filter>,
     pub timeouts: Option<Timeouts>,
     /// Experimental (HTTPRouteRetry).
     pub retry: Option<Retry>,
@@ -202,7 +226,72 @@ pub(crate) struct BackendRef {
     pub namespace: Option<String>,
     pub port: Option<u32>,
     pub weight: Option<i64>,
-    pub filters: Option<Value>,
+    #[serde(default)]
+    pub filters: Vec<filters::Filter>,
+}
+
+/// A Gateway: weft's ingress, and the hostnames its HTTP listeners serve. Its class, addresses
+/// and ports do not pick another gateway: weft runs one, listening where the Mesh's
+/// `spec.ingress` says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct GatewaySpec {
+    #[allow(dead_code)]
+    pub gateway_class_name: String,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    pub addresses: Option<Value>,
+    pub infrastructure: Option<Value>,
+    #[serde(rename = "backendTLS")]
+    pub backend_tls: Option<Value>,
+    pub allowed_listeners: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Listener {
+    pub name: String,
+    pub hostname: Option<String>,
+    pub port: u32,
+    pub protocol: String,
+    /// Only HTTPS and TLS listeners have one, and those are not yet supported (a notice).
+    #[allow(dead_code)]
+    pub tls: Option<Value>,
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AllowedRoutes {
+    pub namespaces: Option<RouteNamespaces>,
+    pub kinds: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteNamespaces {
+    /// `Same` (the default), `All` or `Selector`.
+    pub from: Option<String>,
+    #[allow(dead_code)]
+    pub selector: Option<Value>,
+}
+
+impl Listener {
+    fn from(&self) -> &str {
+        self.allowed_routes
+            .as_ref()
+            .and_then(|a| a.namespaces.as_ref()?.from.as_deref())
+            .unwrap_or("Same")
+    }
+
+    /// Whether an HTTPRoute of `namespace` may attach (a `Selector` is not evaluated: any).
+    fn allows(&self, namespace: &str, gateway_namespace: &str) -> bool {
+        self.from() != "Same" || namespace == gateway_namespace
+    }
+
+    fn is_http(&self) -> bool {
+        self.protocol == "HTTP"
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +316,8 @@ pub(crate) struct SplitBackend {
 #[derive(Debug)]
 pub(crate) enum Kind {
     HttpRoute(Object<HttpRouteSpec>),
+    // Boxed: larger than the others.
+    Gateway(Box<Object<GatewaySpec>>),
     TrafficSplit(Object<TrafficSplitSpec>),
 }
 
@@ -253,13 +344,18 @@ impl Pending {
     fn metadata(&self) -> &Metadata {
         match &self.kind {
             Kind::HttpRoute(o) => &o.metadata,
+            Kind::Gateway(o) => &o.metadata,
             Kind::TrafficSplit(o) => &o.metadata,
         }
     }
 
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let kind = match &self.kind {
+            Kind::HttpRoute(o) if crate::linkerd::is_policy_group(&o.api_version) => {
+                "HTTPRoute.policy.linkerd.io"
+            }
             Kind::HttpRoute(_) => "HTTPRoute",
+            Kind::Gateway(_) => "Gateway",
             Kind::TrafficSplit(_) => "TrafficSplit",
         };
         let m = self.metadata();
@@ -268,60 +364,71 @@ impl Pending {
 
     /// Notices for what weft accepts and ignores, in document order.
     pub fn notices(&self) -> Vec<Diagnostic> {
-        let Kind::HttpRoute(o) = &self.kind else {
-            return Vec::new();
-        };
         let (doc, label) = (self.doc(), self.label());
         let mut notices = Vec::new();
-        let mut ignored = |field: String| {
+        let mut say = |field: String, what: &str| {
             let short = field.rsplit('.').next().unwrap_or(&field).to_string();
-            notices.push(doc.error(
-                &field,
-                format!("{label}: {short} is not yet supported; ignored"),
-            ));
+            notices.push(doc.error(&field, format!("{label}: {short} {what}")));
         };
-        for (i, p) in o.spec.parent_refs.iter().enumerate() {
-            if matches!(p.parent(), Parent::Service) && p.section_name.is_some() {
-                ignored(format!("spec.parentRefs[{i}].sectionName"));
-            }
-        }
-        for (i, rule) in o.spec.rules.iter().enumerate() {
-            for (name, value) in [
-                ("filters", &rule.filters),
-                ("sessionPersistence", &rule.session_persistence),
-            ] {
-                if value.is_some() {
-                    ignored(format!("spec.rules[{i}].{name}"));
+        const NOT_YET: &str = "is not yet supported; ignored";
+        match &self.kind {
+            Kind::TrafficSplit(_) => {}
+            Kind::Gateway(o) => {
+                for (name, value) in [
+                    ("addresses", &o.spec.addresses),
+                    ("infrastructure", &o.spec.infrastructure),
+                    ("backendTLS", &o.spec.backend_tls),
+                    ("allowedListeners", &o.spec.allowed_listeners),
+                ] {
+                    if value.is_some() {
+                        say(format!("spec.{name}"), NOT_YET);
+                    }
+                }
+                for (i, l) in o.spec.listeners.iter().enumerate() {
+                    let field = format!("spec.listeners[{i}]");
+                    if !l.is_http() {
+                        say(
+                            format!("{field}.protocol"),
+                            &format!(
+                                "{} is not yet supported (weft's ingress serves plain HTTP); \
+                                 this listener is ignored",
+                                l.protocol
+                            ),
+                        );
+                        continue;
+                    }
+                    if l.from() == "Selector" {
+                        say(
+                            format!("{field}.allowedRoutes.namespaces.from"),
+                            "Selector is not yet supported; routes of every namespace may attach",
+                        );
+                    }
+                    if l.allowed_routes.as_ref().is_some_and(|a| a.kinds.is_some()) {
+                        say(format!("{field}.allowedRoutes.kinds"), NOT_YET);
+                    }
                 }
             }
-            if rule.retry.as_ref().is_some_and(|r| r.backoff.is_some()) {
-                ignored(format!("spec.rules[{i}].retry.backoff"));
-            }
-            for (j, b) in rule.backend_refs.iter().enumerate() {
-                if b.filters.is_some() {
-                    ignored(format!("spec.rules[{i}].backendRefs[{j}].filters"));
+            Kind::HttpRoute(o) => {
+                for (i, p) in o.spec.parent_refs.iter().enumerate() {
+                    if matches!(p.parent(), Parent::Service) && p.section_name.is_some() {
+                        say(format!("spec.parentRefs[{i}].sectionName"), NOT_YET);
+                    }
+                }
+                for (i, rule) in o.spec.rules.iter().enumerate() {
+                    if rule.session_persistence.is_some() {
+                        say(format!("spec.rules[{i}].sessionPersistence"), NOT_YET);
+                    }
+                    if rule.retry.as_ref().is_some_and(|r| r.backoff.is_some()) {
+                        say(format!("spec.rules[{i}].retry.backoff"), NOT_YET);
+                    }
+                }
+                if o.spec.parent_refs.is_empty() {
+                    notices.push(doc.error(
+                        "spec",
+                        format!("{label}: has no parentRefs, so it routes nothing; ignored"),
+                    ));
                 }
             }
-        }
-        for (i, p) in o.spec.parent_refs.iter().enumerate() {
-            if matches!(p.parent(), Parent::Gateway) {
-                let gateway = match &p.namespace {
-                    Some(ns) => format!("{ns}/{}", p.name),
-                    None => p.name.clone(),
-                };
-                notices.push(doc.error(
-                    &format!("spec.parentRefs[{i}]"),
-                    format!(
-                        "{label}: parentRef to Gateway {gateway} is not yet supported; ignored"
-                    ),
-                ));
-            }
-        }
-        if o.spec.parent_refs.is_empty() {
-            notices.push(doc.error(
-                "spec",
-                format!("{label}: has no parentRefs, so it routes nothing; ignored"),
-            ));
         }
         notices.sort_by_key(|d| (d.line, d.column));
         notices
@@ -439,29 +546,200 @@ impl<T: Default> Table<T> {
     }
 }
 
+/// A declared Gateway: its listeners (HTTP or not, for messages) and namespace.
+struct DeclaredGateway<'a> {
+    namespace: &'a str,
+    listeners: &'a [Listener],
+}
+
+/// Every declared Gateway by (namespace, name); one with errors is rejected.
+fn gateways<'a>(
+    pending: &'a [Pending],
+    rejected: &mut Vec<Diagnostic>,
+) -> HashMap<(String, String), (DeclaredGateway<'a>, String)> {
+    let mut out: HashMap<(String, String), (DeclaredGateway, String)> = HashMap::new();
+    for p in pending {
+        let Kind::Gateway(o) = &p.kind else {
+            continue;
+        };
+        let (doc, label) = (p.doc(), p.label());
+        let namespace = o.metadata.namespace();
+        let key = (namespace.to_string(), o.metadata.name.clone());
+        let mut errors = Vec::new();
+        if let Some((_, at)) = out.get(&key) {
+            errors.push(doc.error(
+                "metadata.name",
+                format!("Gateway {}/{} is already defined at {at}", key.0, key.1),
+            ));
+        }
+        if o.spec.listeners.is_empty() {
+            errors.push(doc.error("spec.listeners", "needs at least one listener"));
+        }
+        for (i, l) in o.spec.listeners.iter().enumerate() {
+            let field = format!("spec.listeners[{i}]");
+            if o.spec.listeners[..i].iter().any(|x| x.name == l.name) {
+                errors.push(doc.error(
+                    &format!("{field}.name"),
+                    format!("duplicate listener {}", l.name),
+                ));
+            }
+            if l.port == 0 || l.port > 65535 {
+                errors
+                    .push(doc.error(&format!("{field}.port"), "port must be between 1 and 65535"));
+            }
+            if let Some(h) = &l.hostname {
+                if h.is_empty() || h == "*" || h.parse::<std::net::IpAddr>().is_ok() {
+                    errors.push(doc.error(
+                        &format!("{field}.hostname"),
+                        format!("`{h}` is not a hostname (`*.example.com` for a wildcard)"),
+                    ));
+                }
+            }
+            if !matches!(l.from(), "Same" | "All" | "Selector") {
+                errors.push(doc.error(
+                    &format!("{field}.allowedRoutes.namespaces.from"),
+                    format!("`{}` must be Same, All or Selector", l.from()),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            reject(&label, errors, rejected);
+            continue;
+        }
+        let gateway = DeclaredGateway {
+            namespace,
+            listeners: &o.spec.listeners,
+        };
+        out.insert(key, (gateway, doc.place("metadata.name")));
+    }
+    out
+}
+
+/// An HTTPRoute's hosts through a Gateway parent (added to `hosts`), with errors and warnings.
+#[allow(clippy::too_many_arguments)]
+fn gateway_hosts(
+    doc: &Doc,
+    field: &str,
+    parent: &ParentRef,
+    route: &HttpRouteSpec,
+    namespace: &str,
+    label: &str,
+    gateways: &HashMap<(String, String), (DeclaredGateway, String)>,
+    hosts: &mut Vec<(String, Diagnostic)>,
+    errors: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Diagnostic>,
+) {
+    let at = doc.error(field, "");
+    let gns = parent.namespace.as_deref().unwrap_or(namespace);
+    let name = format!("{gns}/{}", parent.name);
+    let own: Vec<String> = route
+        .hostnames
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let mut add = |host: String| {
+        if !hosts.iter().any(|(h, _)| *h == host) {
+            hosts.push((host, at.clone()));
+        }
+    };
+    let Some((gateway, _)) = gateways.get(&(gns.to_string(), parent.name.clone())) else {
+        notes.push(at.with_message(format!(
+            "{label}: Gateway {name} is not declared; the route is bound to weft's ingress \
+             with its own hostnames"
+        )));
+        if own.is_empty() {
+            add("*".into());
+        }
+        own.into_iter().for_each(add);
+        return;
+    };
+    let selected: Vec<&Listener> = gateway
+        .listeners
+        .iter()
+        .filter(|l| parent.section_name.as_ref().is_none_or(|s| *s == l.name))
+        .filter(|l| parent.port.is_none_or(|p| p == l.port))
+        .collect();
+    if selected.is_empty() {
+        let which = match (&parent.section_name, parent.port) {
+            (Some(s), Some(p)) => format!("named {s} on port {p}"),
+            (Some(s), None) => format!("named {s}"),
+            (None, Some(p)) => format!("on port {p}"),
+            (None, None) => "at all".into(),
+        };
+        errors.push(doc.error(field, format!("Gateway {name} has no listener {which}")));
+        return;
+    }
+    let allowed: Vec<&Listener> = selected
+        .into_iter()
+        .filter(|l| l.allows(namespace, gateway.namespace))
+        .collect();
+    if allowed.is_empty() {
+        errors.push(doc.error(
+            field,
+            format!(
+                "Gateway {name} does not let routes of namespace {namespace} attach \
+                 (allowedRoutes.namespaces.from: Same)"
+            ),
+        ));
+        return;
+    }
+    let http: Vec<&Listener> = allowed.into_iter().filter(|l| l.is_http()).collect();
+    if http.is_empty() {
+        notes.push(at.with_message(format!(
+            "{label}: Gateway {name} has no HTTP listener for it (HTTPS is not yet supported); \
+             nothing is routed through it"
+        )));
+        return;
+    }
+    let mut served = Vec::new();
+    for l in &http {
+        match (&l.hostname, own.is_empty()) {
+            (None, true) => served.push("*".to_string()),
+            (None, false) => served.extend(own.iter().cloned()),
+            (Some(h), true) => served.push(h.to_ascii_lowercase()),
+            (Some(h), false) => served.extend(own.iter().filter_map(|o| intersect(o, h))),
+        }
+    }
+    if served.is_empty() {
+        errors.push(doc.error(
+            "spec.hostnames",
+            format!("none of these hostnames is served by a listener of Gateway {name}"),
+        ));
+    }
+    served.into_iter().for_each(add);
+}
+
 /// Turns every pending document into routes, added to `routes` (the VirtualServices' routes;
-/// `owners` names the VirtualService of each of them). `services` is `None` when there is no
-/// Mesh document, and then names are not checked.
+/// `owners` names the VirtualService of each of them), and returns the HTTPRoutes' ingress
+/// routes per host. `services` is `None` when there is no Mesh document, and then names are not
+/// checked. A resource with errors is rejected (its errors go to `rejected`) and the others
+/// still apply; `warnings` gets what applies but may surprise (precedence, undeclared
+/// Gateways).
 pub(crate) fn resolve(
     services: Option<&[ServiceSpec]>,
     pending: &[Pending],
     routes: &mut Vec<ServiceRoutes>,
     owners: &HashMap<ServiceKey, String>,
-    errors: &mut Vec<Diagnostic>,
+    rejected: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
-) {
+) -> Vec<HostRoutes> {
     let services = Services {
         known: services.map(|s| s.iter().map(|s| (s.key(), s)).collect()),
     };
+    let gateways = gateways(pending, rejected);
 
-    // HTTPRoutes: every (rule, match) of every route of a service, with (route label, where).
+    // HTTPRoutes: every (rule, match) of every route of a service, with (route label, where);
+    // and the same per ingress host.
     let mut http: Table<HttpRoutesOf> = Table::default();
+    let mut ingress: Vec<(String, HttpRoutesOf)> = Vec::new();
     for p in pending {
         let Kind::HttpRoute(o) = &p.kind else {
             continue;
         };
         let (doc, label) = (p.doc(), p.label());
         let namespace = o.metadata.namespace();
+        let mut errors = Vec::new();
+        let mut notes = Vec::new();
         let age = match &o.metadata.creation_timestamp {
             Some(t) if is_timestamp(t) => Age::Created(t.clone()),
             Some(t) => {
@@ -475,10 +753,23 @@ pub(crate) fn resolve(
         };
 
         let mut parents: Vec<(ServiceKey, Diagnostic)> = Vec::new();
+        let mut hosts: Vec<(String, Diagnostic)> = Vec::new();
         for (i, parent) in o.spec.parent_refs.iter().enumerate() {
             let field = format!("spec.parentRefs[{i}]");
             match parent.parent() {
-                Parent::Gateway => {}
+                Parent::Gateway => gateway_hosts(
+                    &doc,
+                    &field,
+                    parent,
+                    &o.spec,
+                    namespace,
+                    &label,
+                    &gateways,
+                    &mut hosts,
+                    &mut errors,
+                    &mut notes,
+                ),
+                Parent::Server => {}
                 Parent::ServiceWithoutGroup => errors.push(doc.error(
                     &field,
                     "a Service parentRef needs `group: \"\"` (no group means \
@@ -509,45 +800,27 @@ pub(crate) fn resolve(
                 }
             }
         }
-        if parents.is_empty() {
-            // Gateway parents only (noticed already), or errors: nothing for the mesh.
+
+        let ranked = http_route_rules(&doc, o, &label, age, &services, &mut errors);
+        if !errors.is_empty() {
+            reject(&label, errors, rejected);
             continue;
         }
-
-        let mut ranked = Vec::new();
-        for (i, rule) in o.spec.rules.iter().enumerate() {
-            let field = format!("spec.rules[{i}]");
-            let destinations = backends(&doc, &field, rule, namespace, &services, errors);
-            let (timeout_ms, retry) = timeout_and_retry(&doc, &field, rule, errors);
-            let default = [Match::default()];
-            let matches = if rule.matches.is_empty() {
-                &default[..]
-            } else {
-                &rule.matches[..]
-            };
-            for (j, m) in matches.iter().enumerate() {
-                let Some(m) = translate_match(&doc, &format!("{field}.matches[{j}]"), m, errors)
-                else {
-                    continue;
-                };
-                ranked.push(Ranked {
-                    age: age.clone(),
-                    owner: format!("{namespace}/{}", o.metadata.name),
-                    rule: i,
-                    index: j,
-                    route: HttpRoute {
-                        name: format!("{label} rules[{i}].matches[{j}]"),
-                        matches: vec![m],
-                        destinations: destinations.clone(),
-                        timeout_ms,
-                        retry: retry.clone(),
-                        ..Default::default()
-                    },
-                });
-            }
-        }
+        warnings.extend(notes);
         for (key, at) in parents {
             let (all, sources) = http.entry(&key);
+            all.extend(ranked.iter().cloned());
+            sources.push((label.clone(), at));
+        }
+        for (host, at) in hosts {
+            let i = match ingress.iter().position(|(h, _)| *h == host) {
+                Some(i) => i,
+                None => {
+                    ingress.push((host, HttpRoutesOf::default()));
+                    ingress.len() - 1
+                }
+            };
+            let (all, sources) = &mut ingress[i].1;
             all.extend(ranked.iter().cloned());
             sources.push((label.clone(), at));
         }
@@ -561,6 +834,7 @@ pub(crate) fn resolve(
         };
         let (doc, label) = (p.doc(), p.label());
         let namespace = o.metadata.namespace();
+        let mut errors = Vec::new();
         if o.spec.matches.is_some() {
             errors.push(doc.error(
                 "spec.matches",
@@ -595,38 +869,39 @@ pub(crate) fn resolve(
         {
             errors.push(doc.error("spec.backends", "all weights are 0"));
         }
-        let Ok(apex) = apex else {
-            continue;
-        };
-        let slot = splits.entry(&apex);
-        if let Some((_, other, at)) = slot {
-            errors.push(doc.error(
-                "spec.service",
-                format!(
-                    "one TrafficSplit per service: {apex} already has {other} at {}:{}",
-                    at.file.display(),
-                    at.line
-                ),
-            ));
-            continue;
+        if let Ok(apex) = &apex {
+            if let Some(Some((_, other, at))) = splits.entries.get(apex) {
+                errors.push(doc.error(
+                    "spec.service",
+                    format!(
+                        "one TrafficSplit per service: {apex} already has {other} at {}:{}",
+                        at.file.display(),
+                        at.line
+                    ),
+                ));
+            }
         }
+        let apex = match apex {
+            Ok(apex) if errors.is_empty() => apex,
+            _ => {
+                reject(&label, errors, rejected);
+                continue;
+            }
+        };
         let route = HttpRoute {
             name: label.clone(),
             matches: Vec::new(),
             destinations,
             ..HttpRoute::default()
         };
-        *slot = Some((route, label, doc.error("spec.service", "")));
+        *splits.entry(&apex) = Some((route, label, doc.error("spec.service", "")));
     }
 
     let vs_wins = |key: &ServiceKey, label: &str, at: &Diagnostic| {
         let vs = owners.get(key)?;
-        Some(warning(
-            at,
-            format!(
-                "{label}: service {key} is also routed by {vs}; VirtualService wins; {PRECEDENCE}"
-            ),
-        ))
+        Some(at.with_message(format!(
+            "{label}: service {key} is also routed by {vs}; VirtualService wins; {PRECEDENCE}"
+        )))
     };
     for key in &http.order {
         let (mut ranked, sources) = http.entries.remove(key).unwrap_or_default();
@@ -645,13 +920,10 @@ pub(crate) fn resolve(
         });
         if let Some(Some((_, split, at))) = splits.entries.remove(key) {
             let names: Vec<&str> = sources.iter().map(|(l, _)| l.as_str()).collect();
-            warnings.push(warning(
-                &at,
-                format!(
-                    "{split}: service {key} is also routed by {}; HTTPRoute wins; {PRECEDENCE}",
-                    names.join(", ")
-                ),
-            ));
+            warnings.push(at.with_message(format!(
+                "{split}: service {key} is also routed by {}; HTTPRoute wins; {PRECEDENCE}",
+                names.join(", ")
+            )));
         }
     }
     for key in &splits.order {
@@ -667,13 +939,87 @@ pub(crate) fn resolve(
             routes: vec![route],
         });
     }
+
+    ingress
+        .into_iter()
+        .map(|(host, (mut ranked, sources))| {
+            order_by_gateway_api_precedence(&mut ranked);
+            HostRoutes {
+                host,
+                sources,
+                routes: ranked.into_iter().map(|r| r.route).collect(),
+            }
+        })
+        .collect()
 }
 
-fn warning(at: &Diagnostic, message: String) -> Diagnostic {
-    Diagnostic {
-        message,
-        ..at.clone()
+/// An HTTPRoute's `(rule, match)` pairs as routes with their filters, to be ordered with those
+/// of the other HTTPRoutes of the same service or host.
+fn http_route_rules(
+    doc: &Doc,
+    o: &Object<HttpRouteSpec>,
+    label: &str,
+    age: Age,
+    services: &Services,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Ranked> {
+    let namespace = o.metadata.namespace();
+    let mut ranked = Vec::new();
+    for (i, rule) in o.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let f = filters::rule_filters(doc, &field, &rule.filters, namespace, services, errors);
+        let destinations = match &f.redirect {
+            Some(_) if !rule.backend_refs.is_empty() => {
+                errors.push(doc.error(
+                    &format!("{field}.backendRefs"),
+                    "a rule with a RequestRedirect filter cannot have backendRefs",
+                ));
+                Vec::new()
+            }
+            Some(_) => Vec::new(),
+            None => backends(doc, &field, rule, namespace, services, errors),
+        };
+        let (timeout_ms, retry) = timeout_and_retry(doc, &field, rule, errors);
+        let default = [Match::default()];
+        let matches = if rule.matches.is_empty() {
+            &default[..]
+        } else {
+            &rule.matches[..]
+        };
+        for (j, m) in matches.iter().enumerate() {
+            let mfield = format!("{field}.matches[{j}]");
+            let Some(m) = translate_match(doc, &mfield, m, errors) else {
+                continue;
+            };
+            if f.replaces_prefix && !matches!(m.path, Some(PathMatch::SegmentPrefix(_))) {
+                errors.push(doc.error(
+                    &format!("{mfield}.path"),
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
+                ));
+            }
+            ranked.push(Ranked {
+                age: age.clone(),
+                owner: format!("{namespace}/{}", o.metadata.name),
+                rule: i,
+                index: j,
+                route: HttpRoute {
+                    name: format!("{label} rules[{i}].matches[{j}]"),
+                    matches: vec![m],
+                    destinations: destinations.clone(),
+                    timeout_ms,
+                    retry: retry.clone(),
+                    request_headers: f.request_headers.clone(),
+                    response_headers: f.response_headers.clone(),
+                    rewrite: f.rewrite.clone(),
+                    redirect: f.redirect.clone(),
+                    mirrors: f.mirrors.clone(),
+                    cors: f.cors.clone(),
+                    ..Default::default()
+                },
+            });
+        }
     }
+    ranked
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, as Kubernetes writes creation timestamps.
@@ -786,7 +1132,7 @@ fn timeout_and_retry(
     (timeout_ms, retry)
 }
 
-/// A rule's `backendRefs` as weighted destinations.
+/// A rule's `backendRefs` as weighted destinations, with their own header filters.
 fn backends(
     doc: &Doc,
     field: &str,
@@ -798,12 +1144,12 @@ fn backends(
     if rule.backend_refs.is_empty() {
         errors.push(doc.error(
             &format!("{field}.backendRefs"),
-            "needs at least one backendRef (filters such as RequestRedirect are not yet supported)",
+            "needs at least one backendRef, or a RequestRedirect filter",
         ));
         return Vec::new();
     }
     let mut out = Vec::new();
-    let mut ok = true;
+    let before = errors.len();
     for (j, b) in rule.backend_refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{j}]");
         let (group, kind) = (
@@ -815,7 +1161,6 @@ fn backends(
                 &field,
                 format!("backend kind {kind} (group `{group}`) is not supported: only Services"),
             ));
-            ok = false;
             continue;
         }
         let weight = match b.weight.unwrap_or(1) {
@@ -825,7 +1170,6 @@ fn backends(
                     &format!("{field}.weight"),
                     format!("weight {w} must be between 0 and {MAX_WEIGHT}"),
                 ));
-                ok = false;
                 0
             }
         };
@@ -834,16 +1178,21 @@ fn backends(
             Ok(key) => key,
             Err(message) => {
                 errors.push(doc.error(&format!("{field}.name"), message));
-                ok = false;
                 continue;
             }
         };
         if let Some(message) = b.port.and_then(|n| services.check_port(&key, n)) {
             errors.push(doc.error(&format!("{field}.port"), message));
         }
-        out.push(Destination::service(key, weight));
+        let (request_headers, response_headers) =
+            filters::backend_filters(doc, &field, &b.filters, errors);
+        out.push(Destination {
+            request_headers,
+            response_headers,
+            ..Destination::service(key, weight)
+        });
     }
-    if ok && out.iter().all(|d| d.weight == 0) {
+    if errors.len() == before && out.iter().all(|d| d.weight == 0) {
         errors.push(doc.error(&format!("{field}.backendRefs"), "all weights are 0"));
     }
     out

@@ -1,6 +1,20 @@
-//! weft's mesh files: YAML (or JSON) `kind: Mesh` documents (plus Istio VirtualServices and
-//! DestinationRules, Gateway API HTTPRoutes and SMI TrafficSplits, which become the mesh's routes) in, one validated
+//! weft's mesh files: YAML (or JSON) `kind: Mesh` documents (plus Istio VirtualServices,
+//! DestinationRules and Gateways, Gateway API HTTPRoutes and Gateways, SMI TrafficSplits, and
+//! Linkerd ServiceProfiles, `policy.linkerd.io` HTTPRoutes and annotations, which become the
+//! mesh's routes, policies and ingress routes) in, one validated
 //! [`model::MeshSpec`] out, with every problem reported as `FILE:LINE:COL: FIELD: MESSAGE`.
+//!
+//! An error in a `kind: Mesh` document, a YAML syntax error or a file that cannot be read fails
+//! the whole load ([`Errors`]). A routing resource (VirtualService, DestinationRule, Gateway,
+//! HTTPRoute, TrafficSplit, ServiceProfile) that cannot be honoured is rejected alone: its errors, each naming
+//! `KIND NS/NAME`, go to [`Loaded::rejected`] and the rest applies.
+//!
+//! When several APIs route one service (or one ingress host), one wins and a warning in
+//! [`Loaded::unsupported`] names both resources: VirtualService > ServiceProfile (with routes
+//! or dstOverrides, as in Linkerd) > HTTPRoute > TrafficSplit.
+//! Within one API: the first VirtualService (bound to `mesh`) and the first DestinationRule
+//! loaded for a host apply and later ones are rejected; HTTPRoutes of one service merge by the
+//! Gateway API's precedence; one TrafficSplit per service.
 //!
 //! Layout:
 //! - [`load`] / [`load_str`]: the entry points; files, directories (`*.yaml`, `*.yml`, `*.json`)
@@ -8,20 +22,28 @@
 //! - `split`: cuts a file into documents at `---` / `...` lines, keeping their start lines.
 //! - `marked`: a position-marked tree of a document (yaml-rust2 events), to find a field's line.
 //! - `format`: the serde shape of a `kind: Mesh` document.
-//! - `istio`: Istio VirtualService / DestinationRule documents, translated into routes.
-//! - `gateway`: Gateway API HTTPRoutes bound to Services (GAMMA) and SMI TrafficSplits,
-//!   translated into routes (VirtualService > HTTPRoute > TrafficSplit when several apply).
+//! - `istio`: Istio VirtualService / DestinationRule / Gateway documents, translated into
+//!   routes, filters, traffic policies and ingress routes.
+//! - `gateway`: Gateway API HTTPRoutes bound to Services (GAMMA) or Gateways, their filters,
+//!   Gateways, and SMI TrafficSplits, translated into routes and ingress routes.
+//! - `ingress`: hostname intersection and the ingress gateway's virtual hosts.
+//! - `linkerd`: Linkerd ServiceProfiles (conditions in disjunctive normal form, response
+//!   classes, dstOverrides, retry budgets), `policy.linkerd.io` HTTPRoutes (translated by
+//!   `gateway`), and the retry, timeout and failure-accrual annotations of Services and
+//!   HTTPRoutes.
 //! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
-//! - [`Store`] / [`Resource`]: the resources in force, keyed by kind, namespace and name, as
-//!   `weft apply` / `weft delete` change them.
+//! - [`Store`] / [`Resource`]: the resources in force, keyed by API group, kind, namespace and
+//!   name, as `weft apply` / `weft delete` change them.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
 mod diagnostic;
 mod format;
 mod gateway;
+mod ingress;
 mod istio;
 mod k8s;
+mod linkerd;
 mod loader;
 mod marked;
 mod policy;
@@ -39,10 +61,14 @@ use std::path::{Path, PathBuf};
 pub struct Loaded {
     /// The merged `kind: Mesh` documents; `None` if there were none.
     pub mesh: Option<model::MeshSpec>,
-    /// Documents of kinds weft does not implement yet (a Gateway, …), one notice each, and
+    /// Documents of kinds weft does not implement yet (a ServiceEntry, …), one notice each,
     /// fields of implemented kinds that are accepted but ignored for now (a VirtualService's
-    /// `fault`, …), one notice each with its line: warnings for the caller to print.
+    /// `delegate`, …), one notice each with its line, and what applies but may surprise (two
+    /// APIs routing one service, and which wins): warnings for the caller to print.
     pub unsupported: Vec<Diagnostic>,
+    /// The errors of routing resources that were rejected (and left out); each message starts
+    /// with the resource's `KIND NS/NAME: `. The rest of the configuration applies.
+    pub rejected: Vec<Diagnostic>,
 }
 
 /// Loads files and directories (a directory means its `*.yaml`, `*.yml` and `*.json` files,

@@ -1,10 +1,13 @@
 //! Turns documents into one validated [`MeshSpec`]: reads each document's header, parses and
-//! checks `kind: Mesh` documents, merges them, and records everything else as unsupported.
+//! checks `kind: Mesh` documents, merges them, hands routing documents (Istio, Gateway API,
+//! SMI) to their modules, and records everything else as unsupported. Errors in Mesh documents
+//! are fatal; a routing resource with errors is rejected alone.
 
+use crate::diagnostic::reject;
 use crate::format::{MeshDocument, API_VERSION};
 use crate::marked::{Node, Pos, Value};
 use crate::split::{split, Document};
-use crate::{gateway, istio};
+use crate::{gateway, ingress, istio, linkerd};
 use crate::{Diagnostic, Errors, Loaded};
 use model::mesh::DEFAULT_INGRESS;
 use model::names::DEFAULT_NAMESPACE;
@@ -17,6 +20,8 @@ use std::path::Path;
 pub(crate) struct Loader {
     errors: Vec<Diagnostic>,
     unsupported: Vec<Diagnostic>,
+    /// The errors of routing resources (Istio, Gateway API, SMI) that are rejected alone.
+    rejected: Vec<Diagnostic>,
     /// The first Mesh document's `metadata.name`; `None` until a Mesh document is seen.
     name: Option<String>,
     /// The ingress set so far and where (`FILE:LINE`) it was set.
@@ -25,10 +30,13 @@ pub(crate) struct Loader {
     /// Where each service (name, namespace) and each workload name was first defined.
     service_at: HashMap<(String, String), String>,
     workload_at: HashMap<String, String>,
-    /// Istio VirtualServices and DestinationRules, resolved once every file is read.
+    /// Istio VirtualServices, DestinationRules and Gateways, resolved once every file is read.
     istio: Vec<istio::Pending>,
-    /// Gateway API HTTPRoutes and SMI TrafficSplits, resolved once every file is read.
+    /// Gateway API HTTPRoutes and Gateways and SMI TrafficSplits, resolved once every file is
+    /// read.
     gateway: Vec<gateway::Pending>,
+    /// Linkerd ServiceProfiles and annotations, resolved once every file is read.
+    linkerd: linkerd::Linkerd,
 }
 
 /// One parsed document of one file, to turn field paths into diagnostics.
@@ -157,29 +165,25 @@ impl Loader {
             (Ok(api_version), Ok(kind)) => (api_version, kind),
             (a, k) => return self.errors.extend([a.err(), k.err()].into_iter().flatten()),
         };
-        if istio::KINDS.contains(&kind) && istio::API_VERSIONS.contains(&api_version) {
-            let kind = match kind {
-                "VirtualService" => {
-                    serde_yaml_ng::from_str(document.text).map(istio::Kind::VirtualService)
-                }
-                _ => serde_yaml_ng::from_str(document.text).map(istio::Kind::DestinationRule),
-            };
-            match kind {
-                Ok(kind) => {
+        if let Some(parsed) = istio::parse(api_version, kind, document.text) {
+            match parsed {
+                Ok(parsed) => {
                     let pending = istio::Pending {
                         file: file.to_path_buf(),
                         first_line: document.first_line,
                         tree,
-                        kind,
+                        kind: parsed,
                     };
                     self.unsupported.extend(pending.notices());
                     self.istio.push(pending);
                 }
-                Err(e) => self.errors.push(doc.serde_error(&e)),
+                Err(e) => self.reject_unparsed(&doc, kind, &e),
             }
             return;
         }
-        if let Some(parsed) = gateway::parse(api_version, kind, document.text) {
+        if let Some(parsed) = gateway::parse(api_version, kind, document.text)
+            .or_else(|| linkerd::parse_route(api_version, kind, document.text))
+        {
             match parsed {
                 Ok(kind) => {
                     let pending = gateway::Pending {
@@ -189,10 +193,25 @@ impl Loader {
                         kind,
                         order: self.gateway.len(),
                     };
+                    if !self
+                        .linkerd
+                        .http_route(&pending, &mut self.rejected, &mut self.unsupported)
+                    {
+                        return;
+                    }
                     self.unsupported.extend(pending.notices());
                     self.gateway.push(pending);
                 }
-                Err(e) => self.errors.push(doc.serde_error(&e)),
+                Err(e) => self.reject_unparsed(&doc, &linkerd::kind_label(api_version, kind), &e),
+            }
+            return;
+        }
+        if let Some(parsed) = linkerd::parse_profile(api_version, kind, document.text) {
+            match parsed {
+                Ok(profile) => self
+                    .linkerd
+                    .profile(file, document.first_line, tree, profile),
+                Err(e) => self.reject_unparsed(&doc, kind, &e),
             }
             return;
         }
@@ -216,6 +235,19 @@ impl Loader {
             Ok(mesh) => self.mesh(&doc, mesh),
             Err(e) => self.errors.push(doc.serde_error(&e)),
         }
+    }
+
+    /// A routing resource that does not parse is rejected alone, named by what its tree says.
+    fn reject_unparsed(&mut self, doc: &Doc, kind: &str, e: &serde_yaml_ng::Error) {
+        let name = |field: &str| {
+            doc.tree
+                .get("metadata")
+                .and_then(|m| m.get(field))
+                .and_then(Node::as_str)
+        };
+        let namespace = name("namespace").unwrap_or(DEFAULT_NAMESPACE);
+        let label = format!("{kind} {namespace}/{}", name("name").unwrap_or_default());
+        reject(&label, vec![doc.serde_error(e)], &mut self.rejected);
     }
 
     fn mesh(&mut self, doc: &Doc, mesh: MeshDocument) {
@@ -309,6 +341,9 @@ impl Loader {
                 });
             }
 
+            let key = model::ServiceKey::new(&s.name, &namespace);
+            let (errors, notices) = (&mut self.errors, &mut self.unsupported);
+            self.linkerd.service(doc, &field, key, errors, notices);
             self.services.push(ServiceSpec {
                 name: s.name,
                 namespace,
@@ -335,16 +370,34 @@ impl Loader {
 
     pub fn finish(mut self) -> Result<Loaded, Errors> {
         let services = self.name.is_some().then_some(self.services.as_slice());
-        let (mut routes, owners) = istio::resolve(services, &self.istio, &mut self.errors);
-        gateway::resolve(
+        let istio = istio::resolve(
+            services,
+            &self.istio,
+            &mut self.rejected,
+            &mut self.unsupported,
+        );
+        let mut routes = istio.routes;
+        let gateway_api = gateway::resolve(
             services,
             &self.gateway,
             &mut routes,
-            &owners,
-            &mut self.errors,
+            &istio.owners,
+            &mut self.rejected,
             &mut self.unsupported,
         );
+        let mut policies = istio.policies;
+        self.linkerd.resolve(
+            services,
+            &mut routes,
+            &istio.owners,
+            &mut policies,
+            &mut self.rejected,
+            &mut self.unsupported,
+        );
+        let gateway = ingress::assemble(istio.ingress, gateway_api, &mut self.unsupported);
         if !self.errors.is_empty() {
+            // Everything wrong at once: the fatal errors, then the rejections.
+            self.errors.append(&mut self.rejected);
             return Err(Errors(self.errors));
         }
         let ingress = match self.ingress {
@@ -360,10 +413,11 @@ impl Loader {
                 ingress,
                 services,
                 routes,
-                policies: Vec::new(),
-                gateway: Vec::new(),
+                policies,
+                gateway,
             }),
             unsupported: self.unsupported,
+            rejected: self.rejected,
         })
     }
 }

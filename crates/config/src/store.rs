@@ -1,9 +1,9 @@
-//! The set of configuration resources in force, keyed as `kubectl apply` keys them (kind,
-//! namespace, name): applying a document creates or replaces its resource, deleting removes it,
+//! The set of configuration resources in force, keyed as `kubectl apply` keys them (API group,
+//! kind, namespace, name): applying a document creates or replaces its resource, deleting removes it,
 //! and the whole set is validated together before it replaces the previous one.
 
 use crate::split::split;
-use crate::{Errors, Loaded};
+use crate::{Diagnostic, Errors, Loaded};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -22,22 +22,34 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn key(&self) -> (&str, &str, &str) {
-        (&self.kind, &self.namespace, &self.name)
+    /// The API group (`gateway.networking.k8s.io`, `policy.linkerd.io`; empty for core): two
+    /// HTTPRoutes of one name in different groups are different resources. The version is not
+    /// part of the key, as `kubectl apply` of another version replaces the resource.
+    pub fn group(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    pub fn key(&self) -> (&str, &str, &str, &str) {
+        (self.group(), &self.kind, &self.namespace, &self.name)
     }
 }
 
-/// Cuts a file into resources. Documents without a kind or name are kept under an empty name
-/// so that validation reports them.
+/// Cuts a file into resources. Documents without a kind or name, or that are not YAML at all,
+/// are kept under an empty name so that validation reports them.
 pub fn resources(file: &Path, text: &str) -> Vec<Resource> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     split(text)
         .into_iter()
         .filter_map(|d| {
-            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(d.text).ok()?;
-            if v.is_null() {
-                return None;
-            }
+            let v = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d.text) {
+                Ok(v) if v.is_null() => return None,
+                Ok(v) => v,
+                // Only comments: nothing to keep.
+                Err(_) if matches!(crate::marked::Node::parse(d.text), Ok(None)) => return None,
+                Err(_) => serde_yaml_ng::Value::Null,
+            };
             let s = |v: &serde_yaml_ng::Value| v.as_str().unwrap_or("").to_string();
             let ns = s(&v["metadata"]["namespace"]);
             Some(Resource {
@@ -97,5 +109,20 @@ impl Store {
             loader.text(&r.file, &padded);
         }
         loader.finish()
+    }
+}
+
+impl Loaded {
+    /// The rejection diagnostics of the resource `kind` `namespace`/`name`.
+    pub fn rejected_for<'a>(
+        &'a self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &'a Diagnostic> + 'a {
+        let prefix = format!("{kind} {namespace}/{name}: ");
+        self.rejected
+            .iter()
+            .filter(move |d| d.message.starts_with(&prefix))
     }
 }

@@ -15,12 +15,23 @@ fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
 }
 
-/// The diagnostics of a file that must fail to load.
+/// The diagnostics of a file that must fail to load, or else of the resources it rejects
+/// (without the `KIND NS/NAME: ` each rejection's message starts with).
 fn errors(text: &str) -> Vec<Diagnostic> {
     match load_str(Path::new("mesh.yaml"), text) {
-        Ok(loaded) => panic!("expected errors, loaded {loaded:?}"),
+        Ok(loaded) if loaded.rejected.is_empty() => panic!("expected errors, loaded {loaded:?}"),
+        Ok(loaded) => loaded.rejected.into_iter().map(unlabel).collect(),
         Err(Errors(diagnostics)) => diagnostics,
     }
+}
+
+/// A rejection without the `KIND NS/NAME: ` its message starts with.
+pub(crate) fn unlabel(d: Diagnostic) -> Diagnostic {
+    let message = match d.message.split_once(": ") {
+        Some((_, rest)) => rest.to_string(),
+        None => d.message.clone(),
+    };
+    Diagnostic { message, ..d }
 }
 
 /// The only diagnostic of a file that must fail to load, as `LINE:COL: FIELD: MESSAGE`.
@@ -135,7 +146,8 @@ fn no_mesh_document_is_no_mesh() {
         loaded,
         Loaded {
             mesh: None,
-            unsupported: vec![]
+            unsupported: vec![],
+            rejected: vec![],
         }
     );
 }
@@ -337,11 +349,11 @@ fn wrong_api_version() {
 fn unsupported_kind_is_recorded_and_the_mesh_still_loads() {
     let text = "\
 apiVersion: networking.istio.io/v1
-kind: Gateway
+kind: ServiceEntry
 metadata:
   name: reviews
 spec:
-  selector: {istio: ingressgateway}
+  hosts: [api.example.com]
 ...
 ---
 apiVersion: weft.dev/v1alpha1
@@ -352,7 +364,7 @@ spec: {}
 
 # comment
 apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
+kind: GRPCRoute
 ";
     let loaded = load_str(Path::new("all.yaml"), text).unwrap();
     assert_eq!(loaded.mesh.map(|m| m.name).as_deref(), Some("m"));
@@ -360,10 +372,71 @@ kind: Gateway
     assert_eq!(
         notices,
         [
-            "all.yaml:1:1: Gateway (networking.istio.io/v1) reviews is not yet supported",
-            "all.yaml:16:1: Gateway (gateway.networking.k8s.io/v1) is not yet supported",
+            "all.yaml:1:1: ServiceEntry (networking.istio.io/v1) reviews is not yet supported",
+            "all.yaml:16:1: GRPCRoute (gateway.networking.k8s.io/v1) is not yet supported",
         ]
     );
+    assert_eq!(loaded.rejected, vec![]);
+}
+
+#[test]
+fn a_routing_resource_that_cannot_be_honoured_is_rejected_alone() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+spec:
+  selector: {istio: ingressgateway}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: m}
+spec:
+  services: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: edge}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a]
+  http:
+  - route:
+    - destination: {host: a}
+";
+    let loaded = load_str(Path::new("all.yaml"), text).unwrap();
+    let rejected: Vec<String> = loaded.rejected.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rejected,
+        [
+            // Parse errors are found first, while reading.
+            "all.yaml:14:1: spec: Gateway edge/web: missing field `spec`",
+            "all.yaml:5:1: spec.servers: Gateway default/ingress: needs at least one server",
+        ]
+    );
+    assert_eq!(loaded.rejected_for("Gateway", "edge", "web").count(), 1);
+    assert_eq!(
+        loaded
+            .rejected_for("VirtualService", "default", "a")
+            .count(),
+        0
+    );
+    // The rest applies.
+    let mesh = loaded.mesh.unwrap();
+    assert_eq!(mesh.routes.len(), 1);
+    assert_eq!(loaded.unsupported, vec![]);
+
+    // A fatal error carries the rejections too.
+    let bad = text.replace("port: 80", "port: 0");
+    let Err(Errors(all)) = load_str(Path::new("all.yaml"), &bad) else {
+        panic!("port 0 accepted")
+    };
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[0].field, "spec.services[0].port");
 }
 
 #[test]
@@ -772,11 +845,11 @@ kind: DestinationRule
 metadata: {name: reviews}
 spec:
   host: reviews
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s}}}
   subsets:
   - name: v1
     labels: {version: v1}
-    trafficPolicy: {}
+    trafficPolicy: {tls: {mode: SIMPLE}}
 ";
     let loaded = load_str(Path::new("mesh.yaml"), &istio(&[vs, dr])).unwrap();
     let notices: Vec<String> = loaded.unsupported.iter().map(ToString::to_string).collect();
@@ -785,12 +858,13 @@ spec:
         [
             "mesh.yaml:24:7: spec.http[0].retries.retryOn: VirtualService default/reviews: retryOn cancelled is not yet supported; ignored",
             "mesh.yaml:25:7: spec.http[0].retries.retryRemoteLocalities: VirtualService default/reviews: retryRemoteLocalities is not yet supported; ignored",
-            "mesh.yaml:32:3: spec.trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
-            "mesh.yaml:36:5: spec.subsets[0].trafficPolicy: DestinationRule default/reviews: trafficPolicy is not yet supported; ignored",
+            "mesh.yaml:32:55: spec.trafficPolicy.loadBalancer.warmup: DestinationRule default/reviews: warmup is not yet supported; ignored",
+            "mesh.yaml:36:21: spec.subsets[0].trafficPolicy.tls: DestinationRule default/reviews: tls is ignored: weft's proxies secure traffic between them with mutual TLS themselves",
         ]
     );
     let mesh = loaded.mesh.unwrap();
     assert_eq!(mesh.routes[0].routes[0].destinations[0].weight, 100);
+    assert_eq!(mesh.policies[0].policy.lb, Some(LoadBalancer::RoundRobin));
 }
 
 #[test]
@@ -912,7 +986,8 @@ spec:
         loaded,
         Loaded {
             mesh: None,
-            unsupported: vec![]
+            unsupported: vec![],
+            rejected: vec![],
         }
     );
 }
@@ -1143,4 +1218,53 @@ fn istio_unsupported_fault_kinds_are_notices() {
     let loaded = load_str(Path::new("mesh.yaml"), &text).unwrap();
     assert_eq!(loaded.unsupported.len(), 1);
     assert_eq!(loaded.mesh.unwrap().routes[0].routes[0].fault, None);
+}
+
+#[test]
+fn store_rejections_name_the_applied_resource_at_its_own_file_and_line() {
+    let store = Store::default().applied(resources(Path::new("mesh.yaml"), &istio(&[REVIEWS_DR])));
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v9}
+";
+    let applied = resources(Path::new("vs.yaml"), &format!("# canary\n---\n{vs}"));
+    let loaded = store.applied(applied.clone()).load().unwrap();
+    let r = &applied[0];
+    let own: Vec<String> = loaded
+        .rejected_for(&r.kind, &r.namespace, &r.name)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        own,
+        ["vs.yaml:10:36: spec.http[0].route[0].destination.subset: VirtualService default/reviews: \
+          unknown subset v9 of reviews.default"]
+    );
+    // The store without it still loads cleanly, and the DestinationRule is not blamed.
+    assert_eq!(
+        loaded
+            .rejected_for("DestinationRule", "default", "reviews")
+            .count(),
+        0
+    );
+    assert_eq!(store.load().unwrap().rejected, vec![]);
+}
+
+#[test]
+fn a_yaml_syntax_error_stays_fatal_through_the_store() {
+    let text = format!("{BOOKINFO_MESH}---\nkind: VirtualService\nspec: [oops\n");
+    let store = Store::default().applied(resources(Path::new("bad.yaml"), &text));
+    let Err(Errors(d)) = store.load() else {
+        panic!("a syntax error loaded")
+    };
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].file.as_path(), d[0].line),
+        (Path::new("bad.yaml"), 16)
+    );
 }

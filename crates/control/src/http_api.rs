@@ -1,7 +1,8 @@
 //! The control plane's JSON API, read by the CLI: `GET /status`, `GET /snapshot`, `GET /healthz`,
 //! `GET /resources`, and `POST /apply?file=F` / `POST /delete?file=F` with YAML bodies (as
 //! `kubectl apply` / `delete`: by kind, namespace and name; the whole set is validated before it
-//! replaces the one in force, so a bad document changes nothing).
+//! replaces the one in force, so a bad document changes nothing: an applied resource that would
+//! be rejected gets 422 with its errors; rejections of other resources are only reported).
 
 use crate::registry::Registry;
 use crate::status;
@@ -24,6 +25,8 @@ pub struct Api {
     pub api: SocketAddr,
     /// The resources in force. The lock only serialises applies; nothing on the data path reads it.
     pub store: tokio::sync::Mutex<config::Store>,
+    /// Mints join tokens for `POST /join` (local CLI tools that run a proxy, like `weft exec`).
+    pub ca: Option<Arc<crate::ca::Ca>>,
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -93,6 +96,16 @@ impl Api {
         };
         match next.load() {
             Err(errors) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errors}\n")),
+            // What is applied must be honoured; a resource already in the store that is
+            // rejected (it was, or what it needs is gone) is only reported below.
+            Ok(loaded) if !delete && new.iter().any(|r| rejected(&loaded, r)) => {
+                let body: String = new
+                    .iter()
+                    .flat_map(|r| loaded.rejected_for(&r.kind, &r.namespace, &r.name))
+                    .map(|d| format!("{d}\n"))
+                    .collect();
+                text(StatusCode::UNPROCESSABLE_ENTITY, body)
+            }
             Ok(loaded) => {
                 let started = std::time::Instant::now();
                 self.registry.set_traffic(loaded.mesh);
@@ -117,6 +130,9 @@ impl Api {
                 });
                 for w in &loaded.unsupported {
                     out.push_str(&format!("warning: {w}\n"));
+                }
+                for d in &loaded.rejected {
+                    out.push_str(&format!("error: {d} (rejected: not in force)\n"));
                 }
                 text(StatusCode::OK, out)
             }
@@ -148,6 +164,17 @@ impl Api {
     }
 }
 
+/// Whether `r`'s own errors reject it. (Kinds that several API groups share, like Linkerd's
+/// `HTTPRoute`, are labelled `KIND.GROUP`.)
+pub(crate) fn rejected(loaded: &config::Loaded, r: &config::Resource) -> bool {
+    let grouped = format!("{}.{}", r.kind, r.group());
+    loaded
+        .rejected_for(&r.kind, &r.namespace, &r.name)
+        .chain(loaded.rejected_for(&grouped, &r.namespace, &r.name))
+        .next()
+        .is_some()
+}
+
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
@@ -165,6 +192,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                     let rsp = match (req.method(), req.uri().path()) {
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
+                        (&Method::POST, "/join") => api.join(&req),
                         _ => api.serve(&req),
                     };
                     Ok::<_, Infallible>(rsp)

@@ -10,8 +10,12 @@
 //! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
 //! - [`watch`]: the watched configuration files behind `--watch`.
+//! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
+//! - `join`: `POST /join`, join tokens for proxies the CLI starts.
 
+pub mod ca;
 pub mod http_api;
+mod join;
 pub mod local;
 pub mod meshes;
 pub mod push;

@@ -12,11 +12,12 @@
 //! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
 //! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
 
+use crate::ca::Ca;
 use crate::meshes::{self, MeshRecord};
 use crate::registry::Registry;
 use crate::server::{ControlError, ControlPlane};
 use crate::status;
-use model::{MeshSpec, ServiceSpec, WorkloadSpec};
+use model::{Identity, MeshSpec, ServiceSpec, WorkloadSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -35,6 +36,9 @@ const RESTART_MIN: Duration = Duration::from_millis(200);
 const RESTART_MAX: Duration = Duration::from_secs(10);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
 /// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
+/// The environment variable a proxy finds its one-time join token in.
+pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
+
 pub const INGRESS_NAMESPACE: &str = "istio-system";
 pub const INGRESS_NAME: &str = "istio-ingressgateway";
 
@@ -46,6 +50,8 @@ pub struct UpOptions {
     pub drain_timeout: Duration,
     /// Files and directories to watch for routing changes (`--watch`); empty: none.
     pub watch: Vec<PathBuf>,
+    /// The mesh CA; every proxy gets a join token for it and runs mTLS. `None`: plaintext.
+    pub ca: Option<Arc<Ca>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,8 @@ struct Launch {
     what: String,
     argv: Vec<String>,
     env: Vec<(String, String)>,
+    /// A proxy that asks the CA for its certificate: each start gets a fresh one-time token.
+    join: Option<(Arc<Ca>, Identity)>,
 }
 
 impl Launch {
@@ -90,6 +98,10 @@ impl Launch {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some((ca, identity)) = &self.join {
+            // In the environment, not argv: other users cannot read it from `ps`.
+            cmd.env(JOIN_TOKEN_ENV, ca.join_token(identity));
+        }
         // SAFETY: the closure runs in the forked child before exec and makes one
         // async-signal-safe system call (prctl). It is needed because the children sit in their
         // own process group: if `weft up` itself is killed (SIGKILL, OOM), nothing else would
@@ -284,7 +296,7 @@ pub async fn up(
 
     let registry = Registry::new(spec.clone());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let control = ControlPlane::start(registry.clone(), store, any, any).await?;
+    let control = ControlPlane::start(registry.clone(), store, any, any, opts.ca.clone()).await?;
     if !opts.watch.is_empty() {
         control.watch(opts.watch.clone());
     }
@@ -375,6 +387,10 @@ async fn start_all(
         what: "ingress".into(),
         argv,
         env: vec![],
+        join: opts
+            .ca
+            .clone()
+            .map(|ca| (ca, Identity::spiffe(INGRESS_NAMESPACE, INGRESS_NAME))),
     };
     let (child, _) = start_proxy(&launch).await?;
     ingress_tasks.spawn(supervise(
@@ -435,6 +451,7 @@ async fn start_replica(
         what: format!("{instance} proxy"),
         argv,
         env: vec![],
+        join: opts.ca.clone().map(|ca| (ca, svc.identity())),
     };
     let (child, bound) = start_proxy(&launch).await?;
     let field = |k: &str| {
@@ -485,6 +502,7 @@ async fn start_replica(
         what: instance,
         argv,
         env,
+        join: None,
     };
     let child = launch.spawn()?;
     app_tasks.spawn(supervise(

@@ -13,6 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct Push {
     pub registry: Arc<Registry>,
+    /// The mesh's CA; `None`: proxies run without certificates (plaintext between them).
+    pub ca: Option<Arc<crate::ca::Ca>>,
 }
 
 type ControlStream =
@@ -78,6 +80,31 @@ impl Discovery for Push {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn certify(
+        &self,
+        req: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyResponse>, Status> {
+        let Some(ca) = &self.ca else {
+            return Err(Status::unimplemented("this control plane runs no CA"));
+        };
+        let r = req.into_inner();
+        let identity = model::Identity(r.identity);
+        match ca.sign(r.csr_pem.as_bytes(), &identity, &r.token) {
+            Ok(issued) => {
+                tracing::debug!(%identity, not_after = ?issued.not_after, "certificate issued");
+                Ok(Response::new(pb::CertifyResponse {
+                    chain_pem: issued.chain_pem(),
+                    bundle_pem: ca.bundle_pem(),
+                    renewal_token: issued.renewal_token,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(%identity, error = %e, "certificate refused");
+                Err(Status::permission_denied(e.to_string()))
+            }
+        }
     }
 }
 

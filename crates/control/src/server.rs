@@ -28,6 +28,8 @@ pub struct ControlPlane {
     pub api: SocketAddr,
     pub shutdown: CancellationToken,
     api_state: Arc<Api>,
+    /// The mesh's CA, when it runs one.
+    pub ca: Option<Arc<crate::ca::Ca>>,
 }
 
 impl ControlPlane {
@@ -37,6 +39,7 @@ impl ControlPlane {
         store: config::Store,
         grpc: SocketAddr,
         api: SocketAddr,
+        ca: Option<Arc<crate::ca::Ca>>,
     ) -> Result<ControlPlane, ControlError> {
         let bind = |addr, what| async move {
             TcpListener::bind(addr)
@@ -51,6 +54,7 @@ impl ControlPlane {
 
         let push = DiscoveryServer::new(Push {
             registry: registry.clone(),
+            ca: ca.clone(),
         });
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -70,6 +74,7 @@ impl ControlPlane {
             control: grpc,
             api,
             store: tokio::sync::Mutex::new(store),
+            ca: ca.clone(),
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));
         Ok(ControlPlane {
@@ -78,6 +83,7 @@ impl ControlPlane {
             api,
             shutdown,
             api_state,
+            ca,
         })
     }
 

@@ -113,8 +113,18 @@ impl Api {
         new: Vec<config::Resource>,
     ) -> Result<String, String> {
         let mut store = self.store.lock().await;
-        let next = store.deleted(old).applied(new);
+        let next = store.deleted(old).applied(new.clone());
         let loaded = next.load().map_err(|e| e.to_string())?;
+        // A changed resource that cannot be honoured changes nothing: its last good version
+        // (and everything else) keeps serving.
+        if new.iter().any(|r| crate::http_api::rejected(&loaded, r)) {
+            return Err(loaded
+                .rejected
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"));
+        }
         let warnings: Vec<String> = loaded
             .unsupported
             .iter()

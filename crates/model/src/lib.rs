@@ -6,11 +6,13 @@
 //! - [`names`]: host/authority parsing and the service-name forms a client may use.
 //! - [`route`]: HTTP routes — matches, weighted destinations, filters — in one shape for every API.
 //! - [`policy`]: per-service traffic policies — balancing, limits, ejection, retry budgets.
+//! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
 
 pub mod mesh;
 pub mod names;
 pub mod policy;
 pub mod route;
+pub mod security;
 pub mod snapshot;
 
 pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};

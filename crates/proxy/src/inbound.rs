@@ -7,8 +7,8 @@ use crate::app_pool::{AppError, AppPool};
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
-use crate::outbound::{finish_response, request_authority, strip_hop_by_hop};
-use crate::server::{Drain, Handler};
+use crate::outbound::{finish_response, request_authority, strip_hop_by_hop, CLIENT_ID_HEADER};
+use crate::server::{Drain, Handler, PeerInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -57,6 +57,9 @@ pub struct Inbound {
     pub health: Arc<AppHealth>,
     metrics: Arc<Metrics>,
     drain: Drain,
+    /// The mesh runs mTLS: the client identity the app sees is the one the handshake proved
+    /// (a plaintext caller's claim is dropped). Without it the client sidecar's header stands.
+    pub authenticated: bool,
 }
 
 impl Inbound {
@@ -75,6 +78,7 @@ impl Inbound {
             health,
             metrics,
             drain,
+            authenticated: false,
         }
     }
 
@@ -89,6 +93,20 @@ impl Inbound {
             parts.headers.insert(header::HOST, a);
         }
         parts.headers.insert(INBOUND_HEADER, self.instance.clone());
+        if self.authenticated {
+            let proven = parts
+                .extensions
+                .get::<Arc<PeerInfo>>()
+                .and_then(|p| p.identity_header.clone());
+            match proven {
+                Some(id) => {
+                    parts.headers.insert(CLIENT_ID_HEADER, id);
+                }
+                None => {
+                    parts.headers.remove(CLIENT_ID_HEADER);
+                }
+            }
+        }
         // Origin form (`/path?query`) on the wire to the app; the Host header names the service.
         parts.uri = match parts.uri.path_and_query() {
             Some(p) => Uri::from(p.clone()),

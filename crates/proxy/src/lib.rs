@@ -11,7 +11,9 @@
 //! - [`policy`]: traffic policies: limits (503 UO), retry budgets, outlier ejection, failure accrual.
 //! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, least request,
 //!   random, round robin, consistent hash).
-//! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies.
+//! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies (mTLS or plaintext).
+//! - [`tls`]: mTLS: the proxy's key, certificate and trust bundle, verifiers, PERMISSIVE sniffing.
+//! - [`identity`]: getting the certificate from the mesh CA with a join token, and renewing it.
 //! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
 //! - [`inbound`]: mesh → app: forward to the local app.
 //! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
@@ -27,6 +29,7 @@ pub mod body;
 pub mod discovery;
 pub mod filters;
 pub mod flags;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
@@ -36,6 +39,7 @@ pub mod run;
 pub mod server;
 pub mod settings;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 pub use run::{run, Bound};

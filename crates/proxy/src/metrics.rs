@@ -29,7 +29,20 @@ struct FlagLabels {
 
 const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Labels of a refused mTLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `inbound` (we refused a client) or `outbound` (we refused a server, or it refused us).
+    pub direction: &'static str,
+    /// Why: `expired`, `unknown_ca`, `wrong_trust_domain`, `plaintext`… (see `tls::RejectReason`).
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
+    /// Refused mTLS handshakes and plaintext refused by STRICT ports.
+    pub tls_failures: Family<TlsLabels, Counter>,
+    pub cert_expiry: Gauge,
+    pub cert_renewals: Counter,
     pub registry: Registry,
     requests: [[Counter; 6]; 2],
     flags: [Counter; 10],
@@ -74,7 +87,16 @@ impl Metrics {
                 .get_or_create(&FlagLabels { flag: f.as_str() })
                 .clone()
         });
+        let tls_failures = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "weft_tls_handshake_failures",
+            "mTLS handshakes refused, by direction and reason",
+            tls_failures.clone(),
+        );
         let m = Metrics {
+            tls_failures,
+            cert_expiry: Gauge::default(),
+            cert_renewals: Counter::default(),
             requests,
             flags,
             retries: Counter::default(),
@@ -103,6 +125,16 @@ impl Metrics {
             "weft_mirrored_requests",
             "Requests copied to a mirror",
             m.mirrors.clone(),
+        );
+        r.register(
+            "weft_cert_expiration_timestamp_seconds",
+            "When the proxy's certificate expires (Unix time); 0 before it has one",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "weft_cert_renewals",
+            "Certificate renewals",
+            m.cert_renewals.clone(),
         );
         r.register(
             "weft_config_version",
@@ -138,6 +170,12 @@ impl Metrics {
             _ => 0,
         };
         self.requests[direction as usize][class].inc();
+    }
+
+    pub fn tls_failure(&self, direction: &'static str, reason: &'static str) {
+        self.tls_failures
+            .get_or_create(&TlsLabels { direction, reason })
+            .inc();
     }
 
     pub fn flag(&self, flag: Flag) {

@@ -16,7 +16,7 @@ use crate::policy::Outcome;
 use crate::server::{Drain, Handler};
 use crate::settings::Mode;
 use crate::table::{Backend, RouteTable};
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, Transport};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -43,6 +43,26 @@ pub struct Outbound {
     pub client_id: HeaderValue,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
+    /// `Some`: peers are reached over mTLS with these credentials (never plaintext, even
+    /// before the first certificate arrives). `None`: a mesh without a CA, plaintext.
+    pub tls: Option<Arc<crate::identity::Slot>>,
+}
+
+/// How to reach `ep`, given the proxy's credentials slot.
+fn transport_for(
+    tls: &Option<Arc<crate::identity::Slot>>,
+    ep: &EndpointState,
+) -> Result<Transport, ConnectError> {
+    match tls {
+        None => Ok(Transport::Plain),
+        Some(slot) => match slot.get() {
+            Some(creds) => Ok(Transport::Mtls {
+                creds: creds.clone(),
+                expected: ep.endpoint.identity.clone(),
+            }),
+            None => Err(ConnectError::NoCertificate),
+        },
+    }
 }
 
 /// Why one attempt failed.
@@ -345,30 +365,21 @@ impl Outbound {
     /// Sends a copy of a request to a mirror, fire-and-forget: `-shadow` is appended to its
     /// host (as Envoy does), its answer is dropped, and its failure fails nothing.
     fn mirror(&self, backend: Arc<Backend>, mut req: Request<Body>) {
-        let uri = req.uri().clone();
-        let Some(a) = uri.authority() else { return };
-        let shadow = match a.port_u16() {
-            Some(p) => format!("{}-shadow:{p}", a.host()),
-            None => format!("{}-shadow", a.host()),
-        };
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let Ok(u) = Uri::builder()
-            .scheme("http")
-            .authority(shadow.as_str())
-            .path_and_query(pq)
-            .build()
-        else {
+        let Some(u) = shadow_uri(req.uri()) else {
             return;
         };
         *req.uri_mut() = u;
         self.metrics.mirrors.inc();
+        let (tls, metrics) = (self.tls.clone(), self.metrics.clone());
         tokio::spawn(async move {
             let Some((_, ep)) = backend.pick(&[], None) else {
                 return;
             };
             let ep = ep.clone();
             let in_flight = ep.start();
-            let Ok(sender) = ready_sender(&ep, backend.policy.connect_timeout).await else {
+            let Ok(sender) =
+                ready_sender(&ep, backend.policy.connect_timeout, &tls, &metrics).await
+            else {
                 return;
             };
             let sent = send(&ep, sender, req, in_flight, false);
@@ -436,7 +447,14 @@ impl Outbound {
                 }
             }
             let in_flight = ep.start();
-            let sender = match ready_sender(&ep, backend.policy.connect_timeout).await {
+            let sender = match ready_sender(
+                &ep,
+                backend.policy.connect_timeout,
+                &self.tls,
+                &self.metrics,
+            )
+            .await
+            {
                 Ok(s) => s,
                 Err(msg) => {
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
@@ -517,6 +535,23 @@ impl Outbound {
             Some((flag, msg)) => flags::respond(flag, msg),
         }
     }
+}
+
+/// The URI a mirrored copy goes to: the same, with `-shadow` appended to the host, as Envoy
+/// does (`reviews:9080` → `reviews-shadow:9080`).
+pub fn shadow_uri(uri: &Uri) -> Option<Uri> {
+    let a = uri.authority()?;
+    let shadow = match a.port_u16() {
+        Some(p) => format!("{}-shadow:{p}", a.host()),
+        None => format!("{}-shadow", a.host()),
+    };
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(shadow.as_str())
+        .path_and_query(pq)
+        .build()
+        .ok()
 }
 
 /// How long a mirrored request may take before it is abandoned.
@@ -605,11 +640,26 @@ fn backoff(attempt: usize) -> Duration {
 async fn ready_sender(
     ep: &Arc<EndpointState>,
     connect_timeout: Option<Duration>,
+    tls: &Option<Arc<crate::identity::Slot>>,
+    metrics: &Metrics,
 ) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
-    let mut sender = match ep.conn.sender(ep.endpoint.address, connect_timeout).await {
+    let transport = || transport_for(tls, ep);
+    let mut sender = match ep
+        .conn
+        .sender(ep.endpoint.address, connect_timeout, transport)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
-            ep.connect_failed();
+            match &e {
+                ConnectError::NoCertificate => {}
+                ConnectError::Tls { kind, .. } => {
+                    metrics.tls_failure("outbound", kind);
+                    tracing::warn!(endpoint = %ep.endpoint.instance, error = %e, "mTLS handshake failed");
+                    ep.connect_failed();
+                }
+                _ => ep.connect_failed(),
+            }
             return Err(connect_message(&ep.endpoint.instance, &e));
         }
     };
@@ -762,4 +812,64 @@ pub fn new_request_id() -> HeaderValue {
         v & 0xffff_ffff_ffff
     );
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests: the pieces of outbound handling that need no sockets.
+    use super::*;
+
+    #[test]
+    fn mirrors_go_to_the_shadow_host() {
+        let u: Uri = "http://reviews:9080/a?b=1".parse().unwrap();
+        assert_eq!(
+            shadow_uri(&u).unwrap().to_string(),
+            "http://reviews-shadow:9080/a?b=1"
+        );
+        let u: Uri = "http://reviews.default.svc.cluster.local/".parse().unwrap();
+        assert_eq!(
+            shadow_uri(&u).unwrap().to_string(),
+            "http://reviews.default.svc.cluster.local-shadow/"
+        );
+    }
+
+    #[test]
+    fn retry_conditions_follow_envoy() {
+        let p = |on: model::RetryOn| RetryPolicy {
+            attempts: 1,
+            per_try_timeout_ms: None,
+            on,
+        };
+        let rsp = |status: u16, grpc: Option<&str>| {
+            let mut r = Response::builder().status(status);
+            if let Some(g) = grpc {
+                r = r.header("grpc-status", g);
+            }
+            r.body(()).unwrap()
+        };
+        let gw = p(model::RetryOn {
+            gateway_error: true,
+            ..Default::default()
+        });
+        assert!(retry_response(&gw, &rsp(503, None), true));
+        assert!(!retry_response(&gw, &rsp(500, None), true));
+        let r4 = p(model::RetryOn {
+            retriable_4xx: true,
+            ..Default::default()
+        });
+        assert!(retry_response(&r4, &rsp(409, None), false));
+        assert!(!retry_response(&r4, &rsp(404, None), false));
+        let grpc = p(model::RetryOn {
+            grpc_statuses: vec![14],
+            ..Default::default()
+        });
+        assert!(retry_response(&grpc, &rsp(200, Some("14")), false));
+        assert!(!retry_response(&grpc, &rsp(200, Some("0")), false));
+        let class = p(model::RetryOn {
+            failure_class: true,
+            ..Default::default()
+        });
+        assert!(retry_response(&class, &rsp(429, None), true));
+        assert!(!retry_response(&class, &rsp(500, None), false));
+    }
 }

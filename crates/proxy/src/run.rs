@@ -50,6 +50,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub health: Arc<AppHealth>,
     pub has_snapshot: AtomicBool,
+    /// The proxy's mTLS credentials, once the CA has signed them.
+    pub tls: Arc<crate::identity::Slot>,
+    /// How the inbound listener authenticates peers (meshes with a CA).
+    pub inbound_tls: Option<Arc<server::InboundTls>>,
     /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
     pub shutdown: CancellationToken,
     pub drain: Drain,
@@ -60,6 +64,8 @@ impl Shared {
     pub fn endpoint_not_ready_reason(&self) -> Option<&'static str> {
         if self.drain.is_draining() {
             Some("draining")
+        } else if self.settings.join_token.is_some() && self.tls.get().is_none() {
+            Some("no certificate from the mesh CA yet")
         } else if self.settings.mode == Mode::Sidecar && !self.health.is_ready() {
             Some("app is not accepting connections")
         } else {
@@ -104,12 +110,20 @@ pub fn run(
     on_bound(&bound);
 
     let drain = Drain::new(settings.drain_grace);
+    let metrics = Arc::new(Metrics::new());
+    let tls: Arc<crate::identity::Slot> = Arc::default();
+    let inbound_tls = settings
+        .join_token
+        .as_ref()
+        .map(|_| Arc::new(server::InboundTls::new(tls.clone(), metrics.clone())));
     let shared = Arc::new(Shared {
         bound,
         table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         health: Arc::new(AppHealth::default()),
         has_snapshot: AtomicBool::new(false),
+        tls,
+        inbound_tls,
         shutdown: shutdown.clone(),
         drain: drain.clone(),
         settings,
@@ -185,6 +199,17 @@ async fn control_work(
             shared.settings.probe_interval,
         ));
     }
+    if let Some(token) = shared.settings.join_token.clone() {
+        let s = shared.clone();
+        tokio::spawn(crate::identity::run(
+            shared.settings.control,
+            shared.settings.identity.clone(),
+            token,
+            shared.tls.clone(),
+            shared.metrics.clone(),
+            move || s.health.changed.notify_one(),
+        ));
+    }
     tokio::spawn(crate::discovery::run(shared.clone()));
     match tokio::net::TcpListener::from_std(admin) {
         Ok(admin) => {
@@ -224,6 +249,7 @@ async fn data_plane(
                 .unwrap_or(HeaderValue::from_static("unknown")),
             metrics: shared.metrics.clone(),
             drain: shared.drain.clone(),
+            tls: s.join_token.as_ref().map(|_| shared.tls.clone()),
         });
         tracker.spawn(server::serve(
             from_std(l, "outbound")?,
@@ -233,18 +259,20 @@ async fn data_plane(
         ));
     }
     if let (Some(l), Some(app)) = (inbound, s.app) {
-        let handler = Arc::new(Inbound::new(
+        let mut handler = Inbound::new(
             app,
             &s.instance,
             shared.health.clone(),
             shared.metrics.clone(),
             shared.drain.clone(),
-        ));
-        tracker.spawn(server::serve(
+        );
+        handler.authenticated = s.join_token.is_some();
+        tracker.spawn(server::serve_with(
             from_std(l, "inbound")?,
-            handler,
+            Arc::new(handler),
             shared.drain.clone(),
             tracker.clone(),
+            shared.inbound_tls.clone(),
         ));
     }
 

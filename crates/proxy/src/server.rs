@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,13 +84,147 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What the accepting listener knows about a connection's peer; every request of the
+/// connection carries it in its extensions (as `Arc<PeerInfo>`).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// The peer's verified SPIFFE identity (mTLS), `None` for plaintext.
+    pub identity: Option<model::Identity>,
+    /// `identity` as a header value, made once per connection.
+    pub identity_header: Option<http::HeaderValue>,
+}
+
+impl PeerInfo {
+    fn new(addr: SocketAddr, identity: Option<model::Identity>) -> Self {
+        let identity_header = identity
+            .as_ref()
+            .and_then(|i| http::HeaderValue::from_str(&i.0).ok());
+        PeerInfo {
+            addr,
+            identity,
+            identity_header,
+        }
+    }
+}
+
+/// How an inbound listener authenticates peers: mTLS with the proxy's credentials, plaintext,
+/// or both told apart by their first bytes, as the port's PeerAuthentication mode says.
+pub struct InboundTls {
+    pub slot: Arc<crate::identity::Slot>,
+    /// The port's mode, `MtlsMode as u8`; updated when a snapshot changes it.
+    pub mode: std::sync::atomic::AtomicU8,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// How long a client may take to send its first bytes before a PERMISSIVE or STRICT port gives
+/// up telling TLS from plaintext (Linkerd's protocol detection waits 10 s).
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl InboundTls {
+    pub fn new(slot: Arc<crate::identity::Slot>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        InboundTls {
+            slot,
+            mode: std::sync::atomic::AtomicU8::new(model::security::MtlsMode::Permissive as u8),
+            metrics,
+        }
+    }
+
+    pub fn set_mode(&self, mode: model::security::MtlsMode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    pub fn mode(&self) -> model::security::MtlsMode {
+        use model::security::MtlsMode;
+        match self.mode.load(Ordering::Relaxed) {
+            m if m == MtlsMode::Strict as u8 => MtlsMode::Strict,
+            m if m == MtlsMode::Disable as u8 => MtlsMode::Disable,
+            _ => MtlsMode::Permissive,
+        }
+    }
+
+    /// Authenticates a new connection and serves it, or refuses it with a log line and a
+    /// counter saying why.
+    async fn accept<H: Handler>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        handler: Arc<H>,
+        drain: Drain,
+    ) {
+        use crate::tls::{sniff, PeerRole, RejectReason, Sniffed};
+        use model::security::MtlsMode;
+        let mode = self.mode();
+        if mode == MtlsMode::Disable {
+            let info = PeerInfo::new(peer, None);
+            return serve_connection(stream, info, builder, handler, drain).await;
+        }
+        let sniffed = tokio::select! {
+            r = tokio::time::timeout(DETECT_TIMEOUT, sniff(&stream)) => r,
+            _ = drain.started() => return,
+        };
+        match sniffed {
+            Ok(Ok(Sniffed::Tls)) => {}
+            Ok(Ok(Sniffed::Plaintext)) if mode == MtlsMode::Permissive => {
+                let info = PeerInfo::new(peer, None);
+                return serve_connection(stream, info, builder, handler, drain).await;
+            }
+            Ok(Ok(Sniffed::Plaintext)) => {
+                self.metrics.tls_failure("inbound", "plaintext");
+                tracing::warn!(%peer, "plaintext connection refused: this port requires mTLS (PeerAuthentication STRICT)");
+                return;
+            }
+            Ok(Ok(Sniffed::Closed)) | Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "no bytes from the client within {DETECT_TIMEOUT:?}");
+                return;
+            }
+        }
+        let Some(creds) = self.slot.get() else {
+            self.metrics.tls_failure("inbound", "no_certificate_yet");
+            tracing::warn!(%peer, "mTLS connection refused: this proxy has no certificate yet");
+            return;
+        };
+        let tls = match creds.acceptor().accept(stream).await {
+            Ok(t) => t,
+            Err(e) => {
+                let reason = RejectReason::of_io(&e);
+                if reason == Some(RejectReason::NoCertificate) {
+                    creds
+                        .rejections()
+                        .record(PeerRole::Client, RejectReason::NoCertificate, &peer);
+                }
+                let label = reason.map_or("handshake", RejectReason::as_str);
+                self.metrics.tls_failure("inbound", label);
+                tracing::debug!(%peer, error = %e, "mTLS handshake failed");
+                return;
+            }
+        };
+        let identity = crate::tls::peer_identity(tls.get_ref().1);
+        let info = PeerInfo::new(peer, identity);
+        serve_connection(tls, info, builder, handler, drain).await
+    }
+}
+
 /// Accepts connections on `listener` until the drain starts; connection tasks are tracked by
-/// `tracker` so that shutdown can wait for them.
+/// `tracker` so that shutdown can wait for them. `tls`: authenticate peers (inbound listeners
+/// of a mesh with a CA); `None`: plaintext.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     drain: Drain,
     tracker: TaskTracker,
+) {
+    serve_with(listener, handler, drain, tracker, None).await
+}
+
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    drain: Drain,
+    tracker: TaskTracker,
+    tls: Option<Arc<InboundTls>>,
 ) {
     let builder = Arc::new(builder());
     loop {
@@ -110,23 +244,49 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let (builder, handler, drain) = (builder.clone(), handler.clone(), drain.clone());
-        tracker.spawn(async move {
-            let svc = service_fn(move |req| {
-                let fut = handler.clone().handle(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = drain.started() => {}
+        match &tls {
+            None => {
+                let info = PeerInfo::new(peer, None);
+                tracker.spawn(serve_connection(stream, info, builder, handler, drain));
             }
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = tokio::time::sleep(drain.grace) => {}
+            Some(tls) => {
+                let tls = tls.clone();
+                tracker.spawn(async move {
+                    tls.accept(stream, peer, builder, handler, drain).await;
+                });
             }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        });
+        }
     }
+}
+
+/// Serves HTTP on one connection until it closes or the drain ends it.
+async fn serve_connection<H, IO>(
+    io: IO,
+    info: PeerInfo,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: Arc<H>,
+    drain: Drain,
+) where
+    H: Handler,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.addr;
+    let info = Arc::new(info);
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        let fut = handler.clone().handle(req, peer);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.started() => {}
+    }
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep(drain.grace) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

@@ -57,4 +57,7 @@ pub struct Settings {
     pub probe_interval: Duration,
     /// Data-plane worker threads (control work runs on its own thread).
     pub workers: usize,
+    /// The one-time token for the mesh CA. `Some`: the proxy gets a certificate and speaks
+    /// mTLS to its peers (and not at all before it has one); `None`: plaintext.
+    pub join_token: Option<String>,
 }

@@ -25,6 +25,26 @@ pub enum ConnectError {
     Timeout(SocketAddr, Duration),
     #[error("HTTP/2 handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("mTLS handshake with {addr} (expecting {expected}): {kind}: {detail}")]
+    Tls {
+        addr: SocketAddr,
+        expected: model::Identity,
+        /// A `tls::RejectReason` label, or `handshake` for other failures.
+        kind: &'static str,
+        detail: String,
+    },
+    #[error("no certificate yet: this proxy cannot open mTLS connections")]
+    NoCertificate,
+}
+
+/// How to reach a peer: plaintext, or mTLS expecting the peer's identity.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Mtls {
+        creds: Arc<crate::tls::Credentials>,
+        expected: model::Identity,
+    },
 }
 
 /// The pooled connection to one endpoint.
@@ -41,6 +61,7 @@ impl H2Pool {
         &self,
         addr: SocketAddr,
         connect_timeout: Option<Duration>,
+        transport: impl FnOnce() -> Result<Transport, ConnectError>,
     ) -> Result<http2::SendRequest<Body>, ConnectError> {
         if let Some(s) = self.live() {
             return Ok(s);
@@ -49,7 +70,12 @@ impl H2Pool {
         if let Some(s) = self.live() {
             return Ok(s);
         }
-        let send = connect(addr, connect_timeout.unwrap_or(CONNECT_TIMEOUT)).await?;
+        let send = connect(
+            addr,
+            connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+            transport()?,
+        )
+        .await?;
         self.current.store(Some(Arc::new(send.clone())));
         Ok(send)
     }
@@ -71,19 +97,45 @@ impl H2Pool {
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
+    transport: Transport,
 ) -> Result<http2::SendRequest<Body>, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(addr, timeout))?
         .map_err(|e| ConnectError::Tcp(addr, e))?;
     let _ = stream.set_nodelay(true);
+    match transport {
+        Transport::Plain => h2_handshake(addr, stream).await,
+        Transport::Mtls { creds, expected } => {
+            let connector = creds.connector(&expected);
+            let tls = tokio::time::timeout(
+                timeout,
+                connector.connect(crate::tls::server_name(&expected), stream),
+            )
+            .await
+            .map_err(|_| ConnectError::Timeout(addr, timeout))?
+            .map_err(|e| ConnectError::Tls {
+                addr,
+                expected: expected.clone(),
+                kind: crate::tls::RejectReason::of_io(&e).map_or("handshake", |r| r.as_str()),
+                detail: e.to_string(),
+            })?;
+            h2_handshake(addr, tls).await
+        }
+    }
+}
+
+async fn h2_handshake<S>(addr: SocketAddr, io: S) -> Result<http2::SendRequest<Body>, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_while_idle(false)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::Handshake(addr, e))?;
     tokio::spawn(async move {

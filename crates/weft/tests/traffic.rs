@@ -309,7 +309,8 @@ spec:
 }
 
 /// Istio fault injection: an abort for half the requests (flag FI, the configured status), a
-/// delay for every request of another route (flag DI).
+/// delay for a quarter of another route's requests and for every request of a third (flag DI);
+/// each share within 3 points over 4,000 requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_fault_injection_aborts_and_delays() {
     let vs = r#"apiVersion: networking.istio.io/v1
@@ -322,6 +323,10 @@ spec:
     fault:
       delay: {fixedDelay: 300ms, percentage: {value: 100}}
     route: [{destination: {host: ratings}}]
+  - match: [{uri: {prefix: /partly}}]
+    fault:
+      delay: {fixedDelay: 5ms, percentage: {value: 25}}
+    route: [{destination: {host: ratings}}]
   - fault:
       abort: {httpStatus: 418, percentage: {value: 50}}
     route: [{destination: {host: ratings}}]
@@ -331,18 +336,51 @@ spec:
         "--version, v1",
     ));
     let c = client();
-    let mut aborted = 0;
-    for _ in 0..400 {
-        let r = get(&c, mesh.ingress, "ratings", "/").await.unwrap();
-        if r.status == 418 {
-            assert_eq!(r.flag.as_deref(), Some("FI"));
-            aborted += 1;
-        } else {
-            assert_eq!(r.status, 200, "{}", r.text);
-        }
+    // 4,000 requests over 4 connections: the aborted share is within 3 points of 50%.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, ingress) = (c.clone(), mesh.ingress);
+        tasks.push(tokio::spawn(async move {
+            let mut aborted = 0;
+            for _ in 0..1000 {
+                let r = get(&c, ingress, "ratings", "/").await.unwrap();
+                if r.status == 418 {
+                    assert_eq!(r.flag.as_deref(), Some("FI"));
+                    aborted += 1;
+                } else {
+                    assert_eq!(r.status, 200, "{}", r.text);
+                }
+            }
+            aborted
+        }));
     }
-    let share = aborted as f64 / 400.0;
-    assert!((0.4..=0.6).contains(&share), "aborted {share}");
+    let mut aborted = 0;
+    for t in tasks {
+        aborted += t.await.unwrap();
+    }
+    let share = aborted as f64 / 4000.0;
+    assert!((0.47..=0.53).contains(&share), "aborted {share}");
+    // A 25% delay: 4,000 requests, the delayed (DI) share within 3 points.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, ingress) = (c.clone(), mesh.ingress);
+        tasks.push(tokio::spawn(async move {
+            let mut delayed = 0;
+            for _ in 0..1000 {
+                let r = get(&c, ingress, "ratings", "/partly").await.unwrap();
+                assert_eq!(r.status, 200, "{}", r.text);
+                delayed += (r.flag.as_deref() == Some("DI")) as usize;
+            }
+            delayed
+        }));
+    }
+    let mut delayed = 0;
+    for t in tasks {
+        delayed += t.await.unwrap();
+    }
+    let share = delayed as f64 / 4000.0;
+    assert!((0.22..=0.28).contains(&share), "delayed {share}");
+
     let started = std::time::Instant::now();
     let r = get(&c, mesh.ingress, "ratings", "/slow").await.unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));

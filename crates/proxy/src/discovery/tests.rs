@@ -34,6 +34,7 @@ fn shared() -> Shared {
             drain_grace: Duration::ZERO,
             probe_interval: Duration::from_secs(1),
             workers: 1,
+            join_token: None,
         },
         bound: Bound {
             inbound: None,
@@ -44,6 +45,8 @@ fn shared() -> Shared {
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(AppHealth::default()),
         has_snapshot: AtomicBool::new(false),
+        tls: Default::default(),
+        inbound_tls: None,
         shutdown: Default::default(),
         drain: Drain::new(Duration::ZERO),
     }

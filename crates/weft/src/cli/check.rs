@@ -1,5 +1,7 @@
 //! `weft check`: the configuration's validation, offline (as `istioctl analyze`): every error
-//! with its file, line and field; warnings for what is not yet supported; non-zero on errors.
+//! with its file, line and field (a resource `weft up` would reject is an error too); warnings
+//! for what is not yet supported and for APIs that disagree about a service (and which wins);
+//! non-zero on errors.
 
 use std::path::PathBuf;
 
@@ -28,6 +30,17 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
         Ok(loaded) => {
             for d in &loaded.unsupported {
                 eprintln!("warning: {d}");
+            }
+            if !loaded.rejected.is_empty() {
+                for d in &loaded.rejected {
+                    eprintln!("error: {d}");
+                }
+                eprintln!(
+                    "{} error(s); the resources they name would be rejected, {} warning(s)",
+                    loaded.rejected.len(),
+                    loaded.unsupported.len()
+                );
+                return Ok(1);
             }
             match &loaded.mesh {
                 Some(m) => {

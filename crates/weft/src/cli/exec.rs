@@ -29,9 +29,26 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
     let mesh = control::meshes::find(a.mesh.as_deref())?;
     let control: SocketAddr = mesh.control.parse()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let identity = Identity::spiffe(&a.namespace, &a.service);
+    // A join token for the mesh CA, when the mesh runs one: the client proxy then speaks mTLS.
+    let join_token = runtime()?.block_on(async {
+        let url = format!(
+            "http://{}/join?identity={}",
+            mesh.api,
+            form_urlencoded::byte_serialize(identity.0.as_bytes()).collect::<String>()
+        );
+        match super::get::post(&url, String::new()).await? {
+            (200, body) => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
+            (404, _) => Ok(None),
+            (status, body) => Err(anyhow::anyhow!(
+                "the control plane refused a join token ({status}): {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    })?;
     let settings = Settings {
         mode: Mode::Client,
-        identity: Identity::spiffe(&a.namespace, &a.service),
+        identity,
         service: a.service.clone(),
         namespace: a.namespace.clone(),
         default_namespace: a.namespace.clone(),
@@ -47,6 +64,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         drain_grace: Duration::ZERO,
         probe_interval: Duration::from_secs(1),
         workers: 1,
+        join_token,
     };
     let stop = CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -197,7 +197,17 @@ pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<(model::MeshSpec, config::
         .load()
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     for d in &loaded.unsupported {
-        eprintln!("weft: warning: {d}; ignored");
+        eprintln!("weft: warning: {d}");
+    }
+    // A rejected resource is left out and the mesh starts without it.
+    for d in &loaded.rejected {
+        eprintln!("weft: error: {d}");
+    }
+    if !loaded.rejected.is_empty() {
+        eprintln!(
+            "weft: {} error(s): the resources they name are rejected; the rest applies",
+            loaded.rejected.len()
+        );
     }
     let mesh = loaded
         .mesh

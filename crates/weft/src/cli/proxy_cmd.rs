@@ -99,6 +99,10 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
+        // From the environment, not a flag: argv is visible to every user in `ps`.
+        join_token: std::env::var(control::local::JOIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     proxy::run(s, Default::default(), true, |bound| {
         // The first stdout line tells whoever started us where we listen.

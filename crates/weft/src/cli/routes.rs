@@ -52,6 +52,12 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
             snapshot.version,
             proxy.instance
         );
+        if !svc.policy.is_empty() {
+            println!("  policy: {}", compact(&svc.policy));
+        }
+        for sub in &svc.subsets {
+            println!("  subset {}: {}", sub.name, compact(&sub.policy));
+        }
         if svc.routes.is_empty() {
             println!("  no routes: every request goes to every endpoint");
         }
@@ -89,7 +95,21 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
                 r.name,
                 dests.join(", ")
             );
+            // Everything else the rule does (timeouts, retries, faults, filters), as JSON.
+            let mut rest = serde_json::to_value(r)?;
+            if let Some(o) = rest.as_object_mut() {
+                for k in ["name", "matches", "destinations"] {
+                    o.remove(k);
+                }
+                for (k, v) in o.iter() {
+                    println!("     {k}: {}", compact(v));
+                }
+            }
         }
         Ok(0)
     })
+}
+
+fn compact<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }

@@ -21,6 +21,66 @@ pub struct UpArgs {
     /// Mesh still needs a restart)
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    ca: CaArgs,
+}
+
+/// The mesh CA: where its root lives and how it issues.
+#[derive(clap::Args)]
+pub struct CaArgs {
+    /// Keep the CA's root here (generated on first start) [default: $WEFT_HOME/ca]
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Use this root certificate (PEM) instead of a generated one (with --ca-key)
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The private key (PEM) of --ca-cert
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Sign proxies' certificates with an intermediate issuer, as Linkerd does
+    #[arg(long)]
+    intermediate: bool,
+    /// Lifetime of proxies' certificates; they renew at ~70% of it [default: 24h]
+    #[arg(long, value_parser = parse_duration)]
+    cert_ttl: Option<Duration>,
+    /// SPIFFE trust domain [default: cluster.local]
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// No CA, no certificates: proxies talk plaintext (for comparisons and debugging)
+    #[arg(long, conflicts_with_all = ["ca_dir", "ca_cert", "intermediate", "cert_ttl"])]
+    no_mtls: bool,
+}
+
+impl CaArgs {
+    /// The CA these flags describe; `None` with `--no-mtls`.
+    pub fn open(&self) -> anyhow::Result<Option<std::sync::Arc<control::ca::Ca>>> {
+        use control::ca::{Ca, CaConfig};
+        if self.no_mtls {
+            return Ok(None);
+        }
+        let mut config = CaConfig {
+            intermediate: self.intermediate,
+            ..CaConfig::default()
+        };
+        if let Some(t) = self.cert_ttl {
+            config.leaf_lifetime = t;
+        }
+        if let Some(td) = &self.trust_domain {
+            config.trust_domain = td.clone();
+        }
+        let ca = match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => Ca::from_files(cert, key, config),
+            _ => {
+                let dir = self
+                    .ca_dir
+                    .clone()
+                    .unwrap_or_else(|| control::meshes::home().join("ca"));
+                Ca::open(&dir, config)
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("CA: {e}"))?;
+        Ok(Some(std::sync::Arc::new(ca)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -36,6 +96,8 @@ pub struct ControlArgs {
     /// Watch the files and directories given and apply routing changes made to them
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    ca: CaArgs,
 }
 
 pub fn up(a: UpArgs) -> anyhow::Result<i32> {
@@ -48,6 +110,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
             .drain_timeout
             .unwrap_or(proxy::settings::DEFAULT_DRAIN_TIMEOUT),
         watch: if a.watch { a.files.clone() } else { Vec::new() },
+        ca: a.ca.open()?,
     };
     let rt = runtime()?;
     rt.block_on(async move {
@@ -76,7 +139,8 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
     let rt = runtime()?;
     rt.block_on(async move {
         let registry = control::Registry::new(spec.clone());
-        let cp = control::ControlPlane::start(registry, store, a.listen, a.api).await?;
+        let cp =
+            control::ControlPlane::start(registry, store, a.listen, a.api, a.ca.open()?).await?;
         if a.watch {
             cp.watch(a.files.clone());
         }

@@ -1,0 +1,166 @@
+//! The proxy's side of the mesh CA: with the one-time join token it was started with, it makes
+//! its own key, sends a CSR and installs the certificate it gets back; then it renews at ~70%
+//! of each certificate's lifetime with the renewal token the last answer carried. Renewal
+//! swaps the credentials in place ([`Credentials::rotate`]), so no connection or request is
+//! dropped. Without its control plane the proxy keeps its current certificate and retries.
+
+use crate::tls::{self, Credentials};
+use api::pb::{self, discovery_client::DiscoveryClient};
+use model::Identity;
+use rand::Rng;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("connecting to the control plane: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the CA refused: {0}")]
+    Refused(Box<tonic::Status>),
+    #[error("the CA's answer: {0}")]
+    Pem(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Where the proxy's credentials live once it has them. Empty until the first certificate.
+#[derive(Default)]
+pub struct Slot {
+    creds: OnceLock<Arc<Credentials>>,
+}
+
+impl Slot {
+    pub fn get(&self) -> Option<&Arc<Credentials>> {
+        self.creds.get()
+    }
+}
+
+fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let out: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    let out = out.map_err(|e| IdentityError::Pem(e.to_string()))?;
+    if out.is_empty() {
+        return Err(IdentityError::Pem("no certificate in it".into()));
+    }
+    Ok(out)
+}
+
+/// One CSR round trip: a fresh key, its CSR signed by the CA.
+async fn certify(
+    control: SocketAddr,
+    identity: &Identity,
+    token: &str,
+) -> Result<(rcgen::KeyPair, pb::CertifyResponse), IdentityError> {
+    let (key, csr_pem) = tls::csr(identity)?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{control}"))
+        .map_err(IdentityError::Connect)?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let mut client = DiscoveryClient::new(endpoint.connect().await?);
+    let rsp = client
+        .certify(pb::CertifyRequest {
+            identity: identity.0.clone(),
+            token: token.to_string(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| IdentityError::Refused(Box::new(s)))?;
+    Ok((key, rsp.into_inner()))
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Gets the first certificate (retrying until it works), publishes it in `slot`, then renews
+/// for as long as the proxy runs. `on_ready` is called once the first certificate is in.
+pub async fn run(
+    control: SocketAddr,
+    identity: Identity,
+    join_token: String,
+    slot: Arc<Slot>,
+    metrics: Arc<crate::metrics::Metrics>,
+    on_ready: impl FnOnce(),
+) {
+    let mut token = join_token;
+    let mut backoff = RETRY_MIN;
+    // The first certificate.
+    let creds = loop {
+        match certify(control, &identity, &token)
+            .await
+            .and_then(|(key, rsp)| {
+                let creds = Credentials::new(
+                    &identity,
+                    &key,
+                    certs(&rsp.chain_pem)?,
+                    certs(&rsp.bundle_pem)?,
+                )?;
+                Ok((creds, rsp.renewal_token))
+            }) {
+            Ok((creds, next)) => {
+                token = next;
+                break creds;
+            }
+            Err(e) => {
+                tracing::warn!(%identity, error = %e, "no certificate yet; retrying");
+                // A refused token will not become valid: give up loudly instead of spinning.
+                if let IdentityError::Refused(s) = &e {
+                    if s.code() == tonic::Code::PermissionDenied {
+                        tracing::error!(%identity, "the CA refused our join token; this proxy cannot take mesh traffic");
+                        return;
+                    }
+                }
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    let (_, not_after) = creds.validity();
+    metrics.cert_expiry.set(unix(not_after) as i64);
+    let _ = slot.creds.set(creds.clone());
+    tracing::info!(%identity, expires = ?not_after, "certificate installed");
+    on_ready();
+
+    // Renewals.
+    loop {
+        let (nb, na) = creds.validity();
+        let wait = tls::renew_in(nb, na, SystemTime::now());
+        tokio::time::sleep(wait).await;
+        let mut backoff = RETRY_MIN;
+        loop {
+            let renewed = certify(control, &identity, &token)
+                .await
+                .and_then(|(key, rsp)| {
+                    creds.rotate(&key, certs(&rsp.chain_pem)?, certs(&rsp.bundle_pem)?)?;
+                    Ok(rsp.renewal_token)
+                });
+            match renewed {
+                Ok(next) => {
+                    token = next;
+                    let (_, na) = creds.validity();
+                    metrics.cert_expiry.set(unix(na) as i64);
+                    metrics.cert_renewals.inc();
+                    tracing::debug!(%identity, expires = ?na, "certificate renewed");
+                    break;
+                }
+                Err(e) => {
+                    // Keep serving with the current certificate; it is still valid for a while.
+                    tracing::warn!(%identity, error = %e, "certificate renewal failed; retrying");
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+}
