@@ -13,6 +13,9 @@ pub struct Status {
     pub control: String,
     pub api: String,
     pub ingress: String,
+    /// The ingress gateway proxy's admin address (empty before it registers).
+    #[serde(default)]
+    pub ingress_admin: String,
     pub version: u64,
     pub workloads: Vec<WorkloadStatus>,
 }
@@ -47,7 +50,9 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
     let proxies = registry.proxies();
     let newest =
         |pred: &dyn Fn(&ProxyRecord) -> bool| proxies.iter().rev().find(|p| pred(p)).cloned();
-    let ingress = newest(&|p| p.node.mode == "ingress")
+    let ingress_proxy = newest(&|p| p.node.mode == "ingress");
+    let ingress_admin = addr(ingress_proxy.as_ref().and_then(|p| p.node.admin));
+    let ingress = ingress_proxy
         .and_then(|p| p.node.outbound)
         .unwrap_or(spec.ingress);
     let mut workloads = Vec::new();
@@ -95,6 +100,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         control: control.to_string(),
         api: api.to_string(),
         ingress: ingress.to_string(),
+        ingress_admin,
         version: registry.snapshot().version,
         workloads,
     }

@@ -1,4 +1,5 @@
-//! The admin listener: `/ready`, `/live`, `/config` (JSON), `/metrics` (Prometheus text) and
+//! The admin listener: `/ready`, `/live`, `/config` (JSON), `/identity` (the certificate the
+//! proxy holds, JSON), `/metrics` (Prometheus text) and
 //! `POST /shutdown` (drain and exit, as Linkerd's). Served off the data-plane threads.
 
 use crate::body::{self, Body};
@@ -59,6 +60,27 @@ impl Admin {
                 );
                 rsp
             }
+            (&Method::GET, "/identity") => match shared.tls.get() {
+                Some(creds) => {
+                    let doc = crate::identity::describe(creds);
+                    let mut rsp = Response::new(body::full(
+                        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+                    ));
+                    rsp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    rsp
+                }
+                None if shared.settings.join_token.is_some() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no certificate from the mesh CA yet\n",
+                ),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "this proxy runs without mTLS (the mesh has no CA)\n",
+                ),
+            },
             (&Method::GET, "/metrics") => {
                 let mut rsp = text(StatusCode::OK, shared.metrics.encode());
                 rsp.headers_mut().insert(
@@ -74,12 +96,12 @@ impl Admin {
                 shared.shutdown.cancel();
                 text(StatusCode::ACCEPTED, "shutting down\n")
             }
-            (_, "/live" | "/ready" | "/config" | "/metrics" | "/shutdown") => {
+            (_, "/live" | "/ready" | "/config" | "/identity" | "/metrics" | "/shutdown") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /ready /live /config /metrics or POST /shutdown\n",
+                "not found; try /ready /live /config /identity /metrics or POST /shutdown\n",
             ),
         }
     }

@@ -164,3 +164,60 @@ pub async fn run(
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
 }
+
+/// What `weft identity` shows: the identity, each certificate of the chain and of the trust
+/// bundle (subject, issuer, SANs, validity, PEM).
+pub fn describe(creds: &Credentials) -> serde_json::Value {
+    let chain: Vec<serde_json::Value> = creds.chain().iter().map(|c| cert_json(c)).collect();
+    let bundle: Vec<serde_json::Value> = creds.bundle().iter().map(|c| cert_json(c)).collect();
+    let (nb, na) = creds.validity();
+    serde_json::json!({
+        "identity": creds.identity(),
+        "not_before": rfc3339(nb),
+        "not_after": rfc3339(na),
+        "renew_at": rfc3339(creds.renew_at()),
+        "chain": chain,
+        "trust_bundle": bundle,
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn cert_json(der: &CertificateDer<'_>) -> serde_json::Value {
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => {
+            let sans: Vec<String> = c
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|ext| {
+                    ext.value
+                        .general_names
+                        .iter()
+                        .map(|n| match n {
+                            x509_parser::extensions::GeneralName::URI(u) => format!("URI:{u}"),
+                            x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "subject": c.subject().to_string(),
+                "issuer": c.issuer().to_string(),
+                "serial": c.raw_serial_as_string(),
+                "not_before": c.validity().not_before.to_string(),
+                "not_after": c.validity().not_after.to_string(),
+                "subject_alt_names": sans,
+                "is_ca": c.is_ca(),
+                "pem": pem,
+            })
+        }
+        Err(e) => serde_json::json!({ "error": e.to_string(), "pem": pem }),
+    }
+}

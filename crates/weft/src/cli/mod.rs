@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod exec;
 mod get;
+mod identity;
 mod load;
 mod proxy_cmd;
 mod routes;
@@ -49,6 +50,8 @@ enum Cmd {
     Check(check::CheckArgs),
     /// The route table a proxy runs for a service
     Routes(routes::RoutesArgs),
+    /// The certificate chain, SPIFFE identity and expiry a proxy of a service holds
+    Identity(identity::IdentityArgs),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
@@ -121,6 +124,7 @@ impl Cli {
                 | Cmd::Load(_)
                 | Cmd::Check(_)
                 | Cmd::Routes(_)
+                | Cmd::Identity(_)
                 | Cmd::Apply(_)
                 | Cmd::Delete(_)
                 | Cmd::Get(_)
@@ -142,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Delete(a) => apply::apply(a, true),
         Cmd::Get(a) => apply::get(a),
         Cmd::Routes(a) => routes::run(a),
+        Cmd::Identity(a) => identity::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
     }

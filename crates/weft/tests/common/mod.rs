@@ -54,19 +54,27 @@ impl Mesh {
 
     /// Starts a mesh in `home`, which other meshes may share (to test several at once).
     pub fn up_in(yaml: &str, home: &Path) -> Mesh {
-        Self::start(yaml, home, &[], false)
+        Self::start(yaml, home, &[], false, &[])
+    }
+
+    /// `weft up ARGS… mesh.yaml`.
+    pub fn up_with(yaml: &str, args: &[&str]) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let mut m = Self::start(yaml, home.path(), &[], false, args);
+        m._home = Some(home);
+        m
     }
 
     /// `weft up --watch DIR` on a directory holding `mesh.yaml` (= `yaml`) and `more` files
     /// (name, content); the directory is `mesh.files`.
     pub fn up_watching(yaml: &str, more: &[(&str, &str)]) -> Mesh {
         let home = tempfile::tempdir().unwrap();
-        let mut m = Self::start(yaml, home.path(), more, true);
+        let mut m = Self::start(yaml, home.path(), more, true, &[]);
         m._home = Some(home);
         m
     }
 
-    fn start(yaml: &str, home: &Path, more: &[(&str, &str)], watch: bool) -> Mesh {
+    fn start(yaml: &str, home: &Path, more: &[(&str, &str)], watch: bool, args: &[&str]) -> Mesh {
         let files = tempfile::tempdir().unwrap();
         let file = files.path().join("mesh.yaml");
         std::fs::write(&file, yaml).unwrap();
@@ -74,7 +82,7 @@ impl Mesh {
             std::fs::write(files.path().join(name), text).unwrap();
         }
         let mut cmd = Command::new(WEFT);
-        cmd.arg("up");
+        cmd.arg("up").args(args);
         if watch {
             cmd.arg("--watch").arg(files.path());
         } else {
