@@ -5,14 +5,17 @@
 //! - [`pb`]: the generated messages, client and server.
 //! - conversions: `From<&model::Snapshot> for pb::Snapshot` and `TryFrom<pb::Snapshot> for model::Snapshot`;
 //!   services and endpoints here, routes, route filters and gateway virtual hosts in `route`,
-//!   traffic policies and subsets in `policy`.
+//!   traffic policies and subsets in `policy`, security policies (mTLS modes, authorization,
+//!   JWT rules, Linkerd Servers and default inbound policies) in `security`.
 
 use model::{Endpoint, Identity, Service, ServiceKey, Snapshot};
 
 mod policy;
 mod route;
+mod security;
 
 pub use policy::lb_name;
+pub use security::policy_name;
 
 /// Generated from proto/weft.proto.
 pub mod pb {
@@ -38,6 +41,10 @@ pub enum WireError {
     /// A traffic policy (the service's or a subset's, which `why` then names) that cannot apply.
     #[error("service {service}: {why}")]
     Policy { service: String, why: String },
+    /// A security policy that cannot apply: the whole snapshot is refused rather than enforcing
+    /// less (or more) than the control plane meant.
+    #[error("security policy {policy}: {why}")]
+    Security { policy: String, why: String },
 }
 
 impl From<&Snapshot> for pb::Snapshot {
@@ -46,6 +53,7 @@ impl From<&Snapshot> for pb::Snapshot {
             version: s.version,
             services: s.services.iter().map(service_to).collect(),
             gateway: s.gateway.iter().map(route::vhost_to).collect(),
+            security: Some(security::to_wire(&s.security)),
         }
     }
 }
@@ -66,6 +74,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .into_iter()
                 .map(route::vhost_from)
                 .collect::<Result<_, _>>()?,
+            security: security::from_wire(s.security)?,
         })
     }
 }

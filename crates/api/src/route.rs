@@ -217,7 +217,7 @@ fn string_from(m: Option<pb::StringMatch>, route: &str) -> Result<StringMatch, W
     }
 }
 
-fn match_to(m: &RouteMatch) -> pb::RouteMatch {
+pub(crate) fn match_to(m: &RouteMatch) -> pb::RouteMatch {
     use pb::path_match::Kind;
     pb::RouteMatch {
         path: m.path.as_ref().map(|p| pb::PathMatch {
@@ -251,7 +251,7 @@ fn match_to(m: &RouteMatch) -> pb::RouteMatch {
 }
 
 /// Recursive through `negated`; prost's decoder already bounds the nesting depth.
-fn match_from(m: pb::RouteMatch, route: &str) -> Result<RouteMatch, WireError> {
+pub(crate) fn match_from(m: pb::RouteMatch, route: &str) -> Result<RouteMatch, WireError> {
     use pb::path_match::Kind;
     let path = match m.path.and_then(|p| p.kind) {
         None => None,

@@ -1,11 +1,16 @@
 //! Unit tests: snapshot wire conversions.
 //!
-//! `sample()` gives every field a non-default value somewhere, and `canary()`, `destination()`
-//! and hello's policy spell every field out (no `..Default::default()`), so a new model field
-//! fails to compile here until it is given a value — and, through `snapshot_round_trips`, a
-//! wire mapping.
+//! `sample()` gives every field a non-default value somewhere, and `canary()`, `destination()`,
+//! hello's policy and `security()` spell every field out (no `..Default::default()`), so a new
+//! model field fails to compile here until it is given a value — and, through
+//! `snapshot_round_trips`, a wire mapping.
 
 use super::*;
+use model::security::{
+    AuthzAction, AuthzPolicy, AuthzRule, Condition, DefaultPolicy, JwtRule, LinkerdAuthn,
+    LinkerdAuthz, LinkerdServer, LinkerdTarget, MtlsMode, Operation, PeerAuthn, RequestAuthn,
+    Scope, SecuritySpec, Source,
+};
 use model::{
     ConnectionPool, Cors, Destination, DirectResponse, FailureAccrual, Fault, HashOn, HeaderEdits,
     HeaderMatch, HttpRoute, LoadBalancer, Mirror, OutlierDetection, PathMatch, PathRewrite,
@@ -199,6 +204,172 @@ fn service(name: &str, policy: TrafficPolicy, subsets: Vec<SubsetPolicy>) -> Ser
     }
 }
 
+fn workload(namespace: &str, app: &str) -> Scope {
+    Scope::Workload {
+        namespace: namespace.into(),
+        labels: labels("app", app),
+    }
+}
+
+/// Every security field set, every variant of every enum used somewhere.
+fn security() -> SecuritySpec {
+    let source = Source {
+        principals: vec!["cluster.local/ns/default/sa/sleep".into()],
+        not_principals: vec!["*/sa/legacy".into()],
+        request_principals: vec!["testing@secure.istio.io/*".into()],
+        not_request_principals: vec!["*/admin".into()],
+        namespaces: vec!["foo".into()],
+        not_namespaces: vec!["legacy".into()],
+        ip_blocks: vec!["10.0.0.0/8".into()],
+        not_ip_blocks: vec!["10.1.0.0/16".into()],
+        remote_ip_blocks: vec!["203.0.113.0/24".into()],
+        not_remote_ip_blocks: vec!["203.0.113.4".into()],
+    };
+    let operation = Operation {
+        hosts: vec!["httpbin.foo".into()],
+        not_hosts: vec!["*.internal".into()],
+        ports: vec![8000],
+        not_ports: vec![15000],
+        methods: vec!["GET".into()],
+        not_methods: vec!["DELETE".into()],
+        paths: vec!["/headers".into(), "/api/{*}/items/{**}".into()],
+        not_paths: vec!["/admin*".into()],
+    };
+    let rule = AuthzRule {
+        from: vec![source, Source::default()],
+        to: vec![operation],
+        when: vec![Condition {
+            key: "request.auth.claims[groups]".into(),
+            values: vec!["group1".into()],
+            not_values: vec!["group2".into()],
+        }],
+    };
+    let authz = |name: &str, scope, action| AuthzPolicy {
+        name: name.into(),
+        scope,
+        action,
+        rules: vec![rule.clone()],
+    };
+    SecuritySpec {
+        root_namespace: "mesh-root".into(),
+        default_inbound_policy: DefaultPolicy::AllAuthenticated,
+        default_policy_overrides: vec![
+            (
+                Scope::Namespace("legacy".into()),
+                DefaultPolicy::AllUnauthenticated,
+            ),
+            (workload("foo", "a"), DefaultPolicy::ClusterAuthenticated),
+            (workload("foo", "b"), DefaultPolicy::ClusterUnauthenticated),
+            (workload("foo", "c"), DefaultPolicy::Deny),
+            (Scope::Mesh, DefaultPolicy::Audit),
+        ],
+        peer_authns: vec![
+            PeerAuthn {
+                name: "PeerAuthentication mesh-root/default".into(),
+                scope: Scope::Mesh,
+                mode: MtlsMode::Strict,
+                ports: vec![],
+            },
+            PeerAuthn {
+                name: "PeerAuthentication foo/httpbin".into(),
+                scope: workload("foo", "httpbin"),
+                mode: MtlsMode::Unset,
+                ports: vec![(8080, MtlsMode::Disable), (8443, MtlsMode::Permissive)],
+            },
+        ],
+        authz: vec![
+            authz("foo/allow", workload("foo", "httpbin"), AuthzAction::Allow),
+            authz(
+                "foo/deny",
+                Scope::Namespace("foo".into()),
+                AuthzAction::Deny,
+            ),
+            authz("mesh-root/audit", Scope::Mesh, AuthzAction::Audit),
+            authz("foo/ext", Scope::Mesh, AuthzAction::Custom),
+            // Empty rules: ALLOW nothing.
+            AuthzPolicy {
+                name: "foo/allow-nothing".into(),
+                scope: Scope::Namespace("foo".into()),
+                action: AuthzAction::Allow,
+                rules: vec![],
+            },
+        ],
+        request_authns: vec![RequestAuthn {
+            name: "foo/jwt".into(),
+            scope: workload("foo", "httpbin"),
+            rules: vec![
+                JwtRule {
+                    issuer: "testing@secure.istio.io".into(),
+                    audiences: vec!["app".into(), "web".into()],
+                    jwks: Some(r#"{"keys":[]}"#.into()),
+                    jwks_uri: Some("https://example.com/jwks.json".into()),
+                    from_headers: vec![("x-jwt".into(), "Bearer ".into())],
+                    from_params: vec!["token".into()],
+                    from_cookies: vec!["session".into()],
+                    forward_original_token: true,
+                    output_payload_to_header: Some("x-jwt-payload".into()),
+                    output_claim_to_headers: vec![("x-sub".into(), "sub".into())],
+                    timeout_ms: Some(5_000),
+                },
+                // Absent optional fields stay absent, and empty ones empty.
+                JwtRule {
+                    issuer: "other".into(),
+                    jwks_uri: Some(String::new()),
+                    ..Default::default()
+                },
+            ],
+        }],
+        servers: vec![
+            LinkerdServer {
+                name: "emojivoto/emoji-grpc".into(),
+                scope: workload("emojivoto", "emoji-svc"),
+                port: Some(8080),
+                access_policy: DefaultPolicy::Deny,
+                routes: vec![(
+                    "emojivoto/emoji-get".into(),
+                    vec![RouteMatch {
+                        path: Some(PathMatch::SegmentPrefix("/api".into())),
+                        method: Some("GET".into()),
+                        ..Default::default()
+                    }],
+                )],
+            },
+            LinkerdServer {
+                name: "emojivoto/web-http".into(),
+                scope: Scope::Namespace("emojivoto".into()),
+                port: None,
+                access_policy: DefaultPolicy::Audit,
+                routes: vec![],
+            },
+        ],
+        linkerd_authz: vec![
+            LinkerdAuthz {
+                name: "AuthorizationPolicy emojivoto/emoji".into(),
+                target: LinkerdTarget::Server("emojivoto/emoji-grpc".into()),
+                authns: vec![
+                    LinkerdAuthn::MeshTls {
+                        identities: vec!["spiffe://cluster.local/ns/emojivoto/sa/web".into()],
+                    },
+                    LinkerdAuthn::Network {
+                        cidrs: vec!["10.0.0.0/8".into()],
+                        except: vec!["10.0.1.0/24".into()],
+                    },
+                ],
+            },
+            LinkerdAuthz {
+                name: "AuthorizationPolicy emojivoto/route".into(),
+                target: LinkerdTarget::Route("emojivoto/emoji-get".into()),
+                authns: vec![LinkerdAuthn::Unauthenticated],
+            },
+            LinkerdAuthz {
+                name: "AuthorizationPolicy emojivoto/ns".into(),
+                target: LinkerdTarget::Namespace("emojivoto".into()),
+                authns: vec![],
+            },
+        ],
+    }
+}
+
 fn sample() -> Snapshot {
     let hello_policy = TrafficPolicy {
         lb: Some(LoadBalancer::LeastRequest),
@@ -321,6 +492,7 @@ fn sample() -> Snapshot {
                 }],
             },
         ],
+        security: security(),
     }
 }
 
@@ -546,4 +718,72 @@ fn absent_policy_and_edits_decode_to_defaults() {
     let s = Snapshot::try_from(wire).unwrap();
     assert!(s.services[0].policy.is_empty());
     assert!(s.services[0].routes[0].request_headers.is_empty());
+}
+
+#[test]
+fn absent_security_decodes_to_no_policies() {
+    let mut wire = pb::Snapshot::from(&sample());
+    wire.security = None;
+    let s = Snapshot::try_from(wire).unwrap();
+    assert_eq!(s.security, SecuritySpec::new());
+    // And an empty spec travels as one.
+    let empty = Snapshot::default();
+    assert_eq!(
+        Snapshot::try_from(pb::Snapshot::from(&empty)).unwrap(),
+        empty
+    );
+}
+
+fn security_wire(w: &mut pb::Snapshot) -> &mut pb::Security {
+    w.security.as_mut().unwrap()
+}
+
+#[test]
+fn bad_security_policies_are_rejected_by_policy() {
+    assert_eq!(
+        reject(|w| security_wire(w).authz[0].action = "PERMIT".into()),
+        "security policy foo/allow: unknown name \"PERMIT\""
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).authz[1].scope = None),
+        "security policy foo/deny: a scope of an unknown kind"
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).authz[0].rules[0].to[0].ports[0] = 70_000),
+        "security policy foo/allow: port 70000 is not a valid port"
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).peer_authns[1].ports[0].port = 0),
+        "security policy PeerAuthentication foo/httpbin: port 0 is not a valid port"
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).peer_authns[0].mode = "MUTUAL".into()),
+        "security policy PeerAuthentication mesh-root/default: unknown name \"MUTUAL\""
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).default_inbound_policy = "allow".into()),
+        "security policy default inbound policy: unknown name \"allow\""
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).servers[0].access_policy = "open".into()),
+        "security policy emojivoto/emoji-grpc: unknown name \"open\""
+    );
+    assert_eq!(
+        reject(
+            |w| security_wire(w).servers[0].routes[0].matches[0].headers = vec![pb::HeaderMatch {
+                name: "x".into(),
+                value: None,
+                invert: false,
+            }]
+        ),
+        "route emojivoto/emoji-get: a match without a value"
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).linkerd_authz[0].authns[0].kind = None),
+        "security policy AuthorizationPolicy emojivoto/emoji: an authentication of an unknown kind"
+    );
+    assert_eq!(
+        reject(|w| security_wire(w).linkerd_authz[1].target = None),
+        "security policy AuthorizationPolicy emojivoto/route: a target of an unknown kind"
+    );
 }

@@ -1,5 +1,6 @@
 //! The `kind: Mesh` document as written, for serde: no defaults applied, nothing checked yet.
 
+use model::security::DefaultPolicy;
 use model::{Labels, LoadBalancer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +33,13 @@ pub(crate) struct MeshBody {
     pub ingress: Option<String>,
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Istio's root namespace: security policies there without a selector are mesh-wide
+    /// (`istio-system` when no Mesh document sets it).
+    #[serde(rename = "rootNamespace")]
+    pub root_namespace: Option<String>,
+    /// Linkerd's cluster-wide default inbound policy (`all-unauthenticated` when none sets it).
+    #[serde(rename = "defaultInboundPolicy")]
+    pub default_inbound_policy: Option<DefaultPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,8 +68,15 @@ pub(crate) struct Workload {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `false`: the workload runs without a sidecar, as a plaintext client outside the mesh.
+    #[serde(default = "yes")]
+    pub sidecar: bool,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }

@@ -101,12 +101,17 @@ enum Parent<'a> {
     /// `kind: Service` without `group: ""`: the group then defaults to the Gateway API's.
     ServiceWithoutGroup,
     Gateway,
-    /// A Linkerd `Server`: inbound policy, noticed (and skipped) by `linkerd`.
+    /// A Linkerd `Server`: an inbound route, translated by `security` (and skipped here).
     Server,
     Other(&'a str, &'a str),
 }
 
 impl ParentRef {
+    /// A Linkerd `Server` parent: the route is an inbound route of that Server.
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self.parent(), Parent::Server)
+    }
+
     fn parent(&self) -> Parent<'_> {
         let group = self.group.as_deref();
         match (group, self.kind.as_deref()) {
@@ -1199,7 +1204,7 @@ fn backends(
 }
 
 /// One `matches[]` entry, or `None` (with errors) if it cannot be honoured.
-fn translate_match(
+pub(crate) fn translate_match(
     doc: &Doc,
     field: &str,
     m: &Match,

@@ -1,13 +1,17 @@
 //! weft's mesh files: YAML (or JSON) `kind: Mesh` documents (plus Istio VirtualServices,
 //! DestinationRules and Gateways, Gateway API HTTPRoutes and Gateways, SMI TrafficSplits, and
 //! Linkerd ServiceProfiles, `policy.linkerd.io` HTTPRoutes and annotations, which become the
-//! mesh's routes, policies and ingress routes) in, one validated
-//! [`model::MeshSpec`] out, with every problem reported as `FILE:LINE:COL: FIELD: MESSAGE`.
+//! mesh's routes, policies and ingress routes; and Istio `security.istio.io` and Linkerd
+//! `policy.linkerd.io` security resources and Namespaces, which become its security policies)
+//! in, one validated [`model::MeshSpec`] out, with every problem reported as
+//! `FILE:LINE:COL: FIELD: MESSAGE`.
 //!
 //! An error in a `kind: Mesh` document, a YAML syntax error or a file that cannot be read fails
-//! the whole load ([`Errors`]). A routing resource (VirtualService, DestinationRule, Gateway,
-//! HTTPRoute, TrafficSplit, ServiceProfile) that cannot be honoured is rejected alone: its errors, each naming
-//! `KIND NS/NAME`, go to [`Loaded::rejected`] and the rest applies.
+//! the whole load ([`Errors`]). A routing or security resource (VirtualService, DestinationRule,
+//! Gateway, HTTPRoute, TrafficSplit, ServiceProfile, PeerAuthentication, AuthorizationPolicy,
+//! RequestAuthentication, Server, ServerAuthorization, MeshTLSAuthentication,
+//! NetworkAuthentication, Namespace) that cannot be honoured is rejected alone: its errors, each
+//! naming `KIND NS/NAME` (`Namespace NAME`), go to [`Loaded::rejected`] and the rest applies.
 //!
 //! When several APIs route one service (or one ingress host), one wins and a warning in
 //! [`Loaded::unsupported`] names both resources: VirtualService > ServiceProfile (with routes
@@ -32,6 +36,11 @@
 //!   `gateway`), and the retry, timeout and failure-accrual annotations of Services and
 //!   HTTPRoutes.
 //! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
+//! - `security`: Istio `security.istio.io` PeerAuthentications, AuthorizationPolicies and
+//!   RequestAuthentications, Linkerd `policy.linkerd.io` Servers, authorizations,
+//!   authentications and inbound HTTPRoutes (Server parents), default inbound policies (Mesh
+//!   documents, service and `kind: Namespace` annotations), translated into
+//!   [`model::security::SecuritySpec`].
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
 //! - [`Store`] / [`Resource`]: the resources in force, keyed by API group, kind, namespace and
 //!   name, as `weft apply` / `weft delete` change them.
@@ -47,6 +56,7 @@ mod linkerd;
 mod loader;
 mod marked;
 mod policy;
+mod security;
 mod split;
 mod store;
 
@@ -66,8 +76,9 @@ pub struct Loaded {
     /// `delegate`, …), one notice each with its line, and what applies but may surprise (two
     /// APIs routing one service, and which wins): warnings for the caller to print.
     pub unsupported: Vec<Diagnostic>,
-    /// The errors of routing resources that were rejected (and left out); each message starts
-    /// with the resource's `KIND NS/NAME: `. The rest of the configuration applies.
+    /// The errors of routing and security resources that were rejected (and left out); each
+    /// message starts with the resource's `KIND NS/NAME: ` (`Namespace NAME: `). The rest of the
+    /// configuration applies.
     pub rejected: Vec<Diagnostic>,
 }
 

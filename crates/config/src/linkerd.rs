@@ -12,8 +12,8 @@
 //! - A `policy.linkerd.io` HTTPRoute has the Gateway API HTTPRoute's shape and is translated
 //!   by `gateway`, ranked together with the Gateway API's own HTTPRoutes and named
 //!   `HTTPRoute.policy.linkerd.io NS/NAME`. A `Server` parent (of an HTTPRoute of either group)
-//!   is inbound policy: a notice says it is not yet supported, and a route with only Server
-//!   parents goes no further.
+//!   makes it an inbound route of that Server, translated by `security`; a route with only
+//!   Server parents goes no further here.
 //! - Retry and timeout annotations on an HTTPRoute (either group) apply to that route's rules
 //!   (bound to Services; Linkerd has no Gateway parents); on a Service (a Mesh file's
 //!   `services[].annotations`) they are the defaults of every route of the service that does
@@ -212,44 +212,24 @@ impl Linkerd {
         });
     }
 
-    /// Reads what Linkerd adds to an HTTPRoute of either group: its retry and timeout
-    /// annotations, and its `Server` parents (inbound policy, not yet supported). Returns
-    /// whether the route goes on to be translated: not when an annotation is bad (the route is
-    /// rejected) or when it has only Server parents.
+    /// Reads what Linkerd adds to an outbound HTTPRoute of either group: its retry and timeout
+    /// annotations (its `Server` parents are `security`'s). Returns whether the route goes on
+    /// to be translated: not when an annotation is bad (the route is rejected).
     pub fn http_route(
         &mut self,
         p: &gateway::Pending,
         rejected: &mut Vec<Diagnostic>,
         warnings: &mut Vec<Diagnostic>,
     ) -> bool {
-        let gateway::Kind::HttpRoute(o) = &p.kind else {
+        if !matches!(p.kind, gateway::Kind::HttpRoute(_)) {
             return true;
-        };
+        }
         let label = p.label();
         let doc = Doc {
             file: &p.file,
             first_line: p.first_line,
             tree: &p.tree,
         };
-        let mut servers = 0;
-        for (i, parent) in o.spec.parent_refs.iter().enumerate() {
-            let group = parent
-                .group
-                .as_deref()
-                .unwrap_or("gateway.networking.k8s.io");
-            if group == "policy.linkerd.io" && parent.kind.as_deref() == Some("Server") {
-                servers += 1;
-                warnings.push(doc.error(
-                    &format!("spec.parentRefs[{i}]"),
-                    format!(
-                        "{label}: inbound HTTPRoute (Server parent) is not yet supported; ignored"
-                    ),
-                ));
-            }
-        }
-        if servers > 0 && servers == o.spec.parent_refs.len() {
-            return false;
-        }
         let found = annotations::read(&doc, "metadata");
         if found.is_empty() {
             return true;

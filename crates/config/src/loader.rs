@@ -1,13 +1,14 @@
 //! Turns documents into one validated [`MeshSpec`]: reads each document's header, parses and
 //! checks `kind: Mesh` documents, merges them, hands routing documents (Istio, Gateway API,
-//! SMI) to their modules, and records everything else as unsupported. Errors in Mesh documents
-//! are fatal; a routing resource with errors is rejected alone.
+//! SMI, Linkerd) and security documents (Istio, Linkerd, Namespaces) to their modules, and
+//! records everything else as unsupported. Errors in Mesh documents are fatal; a routing or
+//! security resource with errors is rejected alone.
 
 use crate::diagnostic::reject;
 use crate::format::{MeshDocument, API_VERSION};
 use crate::marked::{Node, Pos, Value};
 use crate::split::{split, Document};
-use crate::{gateway, ingress, istio, linkerd};
+use crate::{gateway, ingress, istio, linkerd, security};
 use crate::{Diagnostic, Errors, Loaded};
 use model::mesh::DEFAULT_INGRESS;
 use model::names::DEFAULT_NAMESPACE;
@@ -37,6 +38,9 @@ pub(crate) struct Loader {
     gateway: Vec<gateway::Pending>,
     /// Linkerd ServiceProfiles and annotations, resolved once every file is read.
     linkerd: linkerd::Linkerd,
+    /// Istio and Linkerd security documents, inbound routes and default inbound policies,
+    /// resolved once every file is read.
+    security: security::Security,
 }
 
 /// One parsed document of one file, to turn field paths into diagnostics.
@@ -193,14 +197,35 @@ impl Loader {
                         kind,
                         order: self.gateway.len(),
                     };
-                    if !self
-                        .linkerd
-                        .http_route(&pending, &mut self.rejected, &mut self.unsupported)
+                    // A Server parent makes it an inbound route (for `security`) too.
+                    let inbound = match security::inbound_route(&pending) {
+                        Ok(inbound) => inbound,
+                        Err(errors) => return reject(&pending.label(), errors, &mut self.rejected),
+                    };
+                    let outbound = match &pending.kind {
+                        gateway::Kind::HttpRoute(o) => {
+                            !o.spec.parent_refs.iter().all(|r| r.is_server())
+                                || o.spec.parent_refs.is_empty()
+                        }
+                        _ => true,
+                    };
+                    if outbound
+                        && !self.linkerd.http_route(
+                            &pending,
+                            &mut self.rejected,
+                            &mut self.unsupported,
+                        )
                     {
                         return;
                     }
-                    self.unsupported.extend(pending.notices());
-                    self.gateway.push(pending);
+                    if let Some((route, notices)) = inbound {
+                        self.unsupported.extend(notices);
+                        self.security.route(route);
+                    }
+                    if outbound {
+                        self.unsupported.extend(pending.notices());
+                        self.gateway.push(pending);
+                    }
                 }
                 Err(e) => self.reject_unparsed(&doc, &linkerd::kind_label(api_version, kind), &e),
             }
@@ -212,6 +237,21 @@ impl Loader {
                     .linkerd
                     .profile(file, document.first_line, tree, profile),
                 Err(e) => self.reject_unparsed(&doc, kind, &e),
+            }
+            return;
+        }
+        if let Some(parsed) = security::parse(api_version, kind, document.text) {
+            match parsed {
+                Ok(kind) => self.security.document(security::Pending {
+                    file: file.to_path_buf(),
+                    first_line: document.first_line,
+                    tree,
+                    kind,
+                }),
+                Err(e) => {
+                    let label = security::label_of(api_version, kind, doc.tree);
+                    reject(&label, vec![doc.serde_error(&e)], &mut self.rejected);
+                }
             }
             return;
         }
@@ -256,6 +296,15 @@ impl Loader {
             self.check_name(doc, "metadata.namespace", namespace);
         }
         self.name.get_or_insert(mesh.metadata.name);
+        if let Some(root) = &mesh.spec.root_namespace {
+            self.check_name(doc, "spec.rootNamespace", root);
+        }
+        self.security.defaults.mesh(
+            doc,
+            mesh.spec.root_namespace.as_deref(),
+            mesh.spec.default_inbound_policy,
+            &mut self.errors,
+        );
         let default_namespace = mesh
             .metadata
             .namespace
@@ -338,13 +387,14 @@ impl Loader {
                     replicas: w.replicas,
                     command: w.command,
                     env: w.env,
+                    sidecar: w.sidecar,
                 });
             }
 
             let key = model::ServiceKey::new(&s.name, &namespace);
             let (errors, notices) = (&mut self.errors, &mut self.unsupported);
             self.linkerd.service(doc, &field, key, errors, notices);
-            self.services.push(ServiceSpec {
+            let service = ServiceSpec {
                 name: s.name,
                 namespace,
                 port: s.port,
@@ -352,7 +402,11 @@ impl Loader {
                 labels: s.labels,
                 annotations: s.annotations,
                 workloads,
-            });
+            };
+            self.security
+                .defaults
+                .service(doc, &field, &service, &mut self.errors);
+            self.services.push(service);
         }
     }
 
@@ -395,6 +449,9 @@ impl Loader {
             &mut self.unsupported,
         );
         let gateway = ingress::assemble(istio.ingress, gateway_api, &mut self.unsupported);
+        let security = self
+            .security
+            .resolve(services, &mut self.rejected, &mut self.unsupported);
         if !self.errors.is_empty() {
             // Everything wrong at once: the fatal errors, then the rejections.
             self.errors.append(&mut self.rejected);
@@ -415,6 +472,7 @@ impl Loader {
                 routes,
                 policies,
                 gateway,
+                security,
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,

@@ -52,14 +52,19 @@ pub fn resources(file: &Path, text: &str) -> Vec<Resource> {
             };
             let s = |v: &serde_yaml_ng::Value| v.as_str().unwrap_or("").to_string();
             let ns = s(&v["metadata"]["namespace"]);
+            let (kind, api_version) = (s(&v["kind"]), s(&v["apiVersion"]));
+            // A Namespace is cluster-scoped: it has no namespace of its own.
+            let cluster_scoped = kind == "Namespace" && api_version == "v1";
             Some(Resource {
-                kind: s(&v["kind"]),
-                api_version: s(&v["apiVersion"]),
-                namespace: if ns.is_empty() {
+                namespace: if cluster_scoped {
+                    String::new()
+                } else if ns.is_empty() {
                     model::names::DEFAULT_NAMESPACE.to_string()
                 } else {
                     ns
                 },
+                kind,
+                api_version,
                 name: s(&v["metadata"]["name"]),
                 file: file.to_path_buf(),
                 first_line: d.first_line,
@@ -113,14 +118,19 @@ impl Store {
 }
 
 impl Loaded {
-    /// The rejection diagnostics of the resource `kind` `namespace`/`name`.
+    /// The rejection diagnostics of the resource `kind` `namespace`/`name` (`kind` `name` for
+    /// a cluster-scoped one, whose namespace is empty).
     pub fn rejected_for<'a>(
         &'a self,
         kind: &str,
         namespace: &str,
         name: &str,
     ) -> impl Iterator<Item = &'a Diagnostic> + 'a {
-        let prefix = format!("{kind} {namespace}/{name}: ");
+        let prefix = if namespace.is_empty() {
+            format!("{kind} {name}: ")
+        } else {
+            format!("{kind} {namespace}/{name}: ")
+        };
         self.rejected
             .iter()
             .filter(move |d| d.message.starts_with(&prefix))

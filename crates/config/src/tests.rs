@@ -95,6 +95,7 @@ fn valid_mesh_with_defaults() {
                     replicas: 1,
                     command: words(&["weft", "demo", "echo", "--service", "hello"]),
                     env: map(&[]),
+                    sidecar: true,
                 }],
             },
             ServiceSpec {
@@ -110,6 +111,7 @@ fn valid_mesh_with_defaults() {
                     replicas: 0,
                     command: words(&["postgres"]),
                     env: map(&[("PGPORT", "5432")]),
+                    sidecar: true,
                 }],
             },
             ServiceSpec {
@@ -125,6 +127,7 @@ fn valid_mesh_with_defaults() {
         routes: Vec::new(),
         policies: Vec::new(),
         gateway: Vec::new(),
+        security: model::security::SecuritySpec::new(),
     };
     assert_eq!(mesh(VALID), expected);
 }

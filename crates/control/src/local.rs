@@ -86,11 +86,16 @@ struct Launch {
     env: Vec<(String, String)>,
     /// A proxy that asks the CA for its certificate: each start gets a fresh one-time token.
     join: Option<(Arc<Ca>, Identity)>,
+    /// Inherited environment variables to remove (`HTTP_PROXY` for an app outside the mesh).
+    unset: &'static [&'static str],
 }
 
 impl Launch {
     fn spawn(&self) -> Result<Child, UpError> {
         let mut cmd = Command::new(&self.argv[0]);
+        for k in self.unset {
+            cmd.env_remove(k);
+        }
         cmd.args(&self.argv[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -391,6 +396,7 @@ async fn start_all(
             .ca
             .clone()
             .map(|ca| (ca, Identity::spiffe(INGRESS_NAMESPACE, INGRESS_NAME))),
+        unset: &[],
     };
     let (child, _) = start_proxy(&launch).await?;
     ingress_tasks.spawn(supervise(
@@ -427,6 +433,9 @@ async fn start_replica(
         program: "port allocation".into(),
         source: e,
     })?;
+    if !w.sidecar {
+        return start_unmeshed(opts, svc, w, instance, port, app_tasks, stops.2);
+    }
     let app = SocketAddr::from(([127, 0, 0, 1], port));
     let mut argv = proxy_args(
         opts,
@@ -452,6 +461,7 @@ async fn start_replica(
         argv,
         env: vec![],
         join: opts.ca.clone().map(|ca| (ca, svc.identity())),
+        unset: &[],
     };
     let (child, bound) = start_proxy(&launch).await?;
     let field = |k: &str| {
@@ -503,6 +513,7 @@ async fn start_replica(
         argv,
         env,
         join: None,
+        unset: &[],
     };
     let child = launch.spawn()?;
     app_tasks.spawn(supervise(
@@ -511,6 +522,43 @@ async fn start_replica(
         stops.2.clone(),
         opts.drain_timeout,
     ));
+    Ok(())
+}
+
+/// Starts a replica of a workload declared with `sidecar: false`: only its app, as a client
+/// outside the mesh (Istio's `legacy` namespace). It gets `PORT` but no `HTTP_PROXY` (an
+/// inherited one is removed), so it calls services in plaintext and no proxy registers it as
+/// an endpoint.
+fn start_unmeshed(
+    opts: &UpOptions,
+    svc: &ServiceSpec,
+    w: &WorkloadSpec,
+    instance: String,
+    port: u16,
+    app_tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<(), UpError> {
+    let mut argv = w.command.clone();
+    if argv[0] == "weft" {
+        argv[0] = opts.exe.display().to_string();
+    }
+    let mut env = vec![
+        ("PORT".to_string(), port.to_string()),
+        ("WEFT_SERVICE".into(), svc.name.clone()),
+        ("WEFT_NAMESPACE".into(), svc.namespace.clone()),
+        ("WEFT_WORKLOAD".into(), w.name.clone()),
+        ("WEFT_INSTANCE".into(), instance.clone()),
+    ];
+    env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let launch = Launch {
+        what: instance,
+        argv,
+        env,
+        join: None,
+        unset: &["HTTP_PROXY", "http_proxy"],
+    };
+    let child = launch.spawn()?;
+    app_tasks.spawn(supervise(launch, child, stop.clone(), opts.drain_timeout));
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! from both. Mutations come from the push server (control path only); the data plane never
 //! reads this — proxies get immutable snapshots.
 
+use model::security::SecuritySpec;
 use model::{Endpoint, Identity, Labels, MeshSpec, Service, Snapshot};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -195,19 +196,22 @@ impl Registry {
         }
     }
 
-    /// Replaces every service's routes and policies and the gateway's virtual hosts with
-    /// `from`'s (after `weft apply` / `weft delete`); proxies get the new snapshot at once.
+    /// Replaces every service's routes and policies, the gateway's virtual hosts and the
+    /// security policies with `from`'s (after `weft apply` / `weft delete`); proxies get the
+    /// new snapshot at once.
     pub fn set_traffic(&self, from: Option<MeshSpec>) {
         self.mutate(|inner| match from {
             Some(m) => {
                 inner.spec.routes = m.routes;
                 inner.spec.policies = m.policies;
                 inner.spec.gateway = m.gateway;
+                inner.spec.security = m.security;
             }
             None => {
                 inner.spec.routes.clear();
                 inner.spec.policies.clear();
                 inner.spec.gateway.clear();
+                inner.spec.security = SecuritySpec::new();
             }
         });
     }
@@ -270,12 +274,16 @@ impl Registry {
         });
     }
 
-    /// Applies a change, rebuilds the snapshot if the endpoint set moved, and wakes watchers.
+    /// Applies a change, rebuilds the snapshot if what proxies get changed (endpoints, routes,
+    /// gateway, security), and wakes watchers.
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
         let next = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
-        if next.services != inner.snapshot.services {
+        let now = &inner.snapshot;
+        if (&next.services, &next.gateway, &next.security)
+            != (&now.services, &now.gateway, &now.security)
+        {
             let next = Arc::new(next);
             inner.snapshot = next.clone();
             self.snapshots.send_replace(next);
@@ -286,11 +294,12 @@ impl Registry {
     }
 }
 
-/// Every `(service, instance)` the mesh declares.
+/// Every `(service, instance)` the mesh declares with a sidecar (one without never registers).
 pub fn declared_instances(spec: &MeshSpec) -> impl Iterator<Item = (String, String)> + '_ {
     spec.services.iter().flat_map(|s| {
         s.workloads
             .iter()
+            .filter(|w| w.sidecar)
             .flat_map(move |w| (0..w.replicas).map(move |i| (s.name.clone(), w.instance_name(i))))
     })
 }
@@ -351,6 +360,7 @@ fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) ->
         version,
         services,
         gateway: spec.gateway.clone(),
+        security: spec.security.clone(),
     }
 }
 

@@ -57,7 +57,8 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         .unwrap_or(spec.ingress);
     let mut workloads = Vec::new();
     for svc in &spec.services {
-        for w in &svc.workloads {
+        // A workload without a sidecar never registers: it is not a replica of the mesh.
+        for w in svc.workloads.iter().filter(|w| w.sidecar) {
             for i in 0..w.replicas {
                 let instance = w.instance_name(i);
                 let rec = newest(&|p| {

@@ -24,12 +24,18 @@ pub(crate) struct State {
     client: fetch::Client,
     instance_header: Option<HeaderValue>,
     fail_status: StatusCode,
+    /// Attempts seen per `x-request-id`, for `?fail_times=N` (retries keep the request id).
+    attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
+
+/// How many request ids `?fail_times` remembers before it starts over.
+const MAX_TRACKED_ATTEMPTS: usize = 10_000;
 
 impl State {
     pub(crate) fn new(opts: EchoOptions, shutdown: CancellationToken) -> Self {
         State {
             instance_header: HeaderValue::from_str(&opts.instance).ok(),
+            attempts: Default::default(),
             fail_status: StatusCode::from_u16(opts.fail_status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             client: fetch::client(),
@@ -167,6 +173,33 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
     }
     if let Some(explicit) = plan.status {
         status = explicit;
+    }
+    // `?fail_times=N`: the first N attempts of one request (same x-request-id) answer with
+    // `?status=` (default 500), later ones succeed: what a retry policy is tested against.
+    if let Some(n) = echo.query.get("fail_times") {
+        let Ok(n) = n.parse::<u32>() else {
+            echo.error = Some(format!("invalid fail_times {n:?}"));
+            return json(state, StatusCode::BAD_REQUEST, &echo);
+        };
+        let id = echo
+            .headers
+            .get("x-request-id")
+            .cloned()
+            .unwrap_or_default();
+        let seen = {
+            let mut a = state.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            if a.len() >= MAX_TRACKED_ATTEMPTS {
+                a.clear();
+            }
+            let c = a.entry(id).or_insert(0);
+            *c += 1;
+            *c - 1
+        };
+        status = if seen < n {
+            plan.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        } else {
+            StatusCode::OK
+        };
     }
     if failing {
         status = state.fail_status;

@@ -4,7 +4,8 @@
 //! Layout:
 //! - [`serve_echo`] (`server`): the accept loop — HTTP/1.1 keep-alive and h2c, graceful drain.
 //! - `handler`: routing (`/status/{code}`, `/delay/{ms}`, `/healthz`, `/readyz`, `/fetch`,
-//!   everything else echoes) and the JSON response.
+//!   everything else echoes), the query knobs (`?delay=`, `?status=`, `?fail_times=N`: the
+//!   first N attempts of one `x-request-id` fail) and the JSON response.
 //! - `fetch`: `/fetch`, one downstream call through the sidecar, propagating trace headers.
 //! - [`parse_duration`], [`proxy_from_env`] (`parse`): small parsers the CLI shares.
 //!

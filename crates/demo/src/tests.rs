@@ -381,3 +381,26 @@ fn parses_proxy_addresses() {
     assert_eq!(parse_proxy("localhost:4140").map(|a| a.port()), Some(4140));
     assert_eq!(parse_proxy("not a proxy"), None);
 }
+
+#[tokio::test]
+async fn fail_times_fails_the_first_attempts_of_one_request_id() {
+    let s = start(named("retry")).await;
+    let c = client();
+    let attempt = |id: &'static str| {
+        let req = Request::get(format!("http://{}/x?fail_times=2&status=503", s.addr))
+            .header("x-request-id", id)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(&c, req)
+    };
+    assert_eq!(attempt("a").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempt("a").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        attempt("b").await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ids count apart"
+    );
+    assert_eq!(attempt("a").await.status, StatusCode::OK);
+    assert_eq!(attempt("a").await.status, StatusCode::OK);
+    s.shutdown.cancel();
+}

@@ -2,6 +2,7 @@
 //! of each `weft up` runs. Produced by the `config` crate from a `kind: Mesh` file.
 
 use crate::names::{Identity, ServiceKey};
+use crate::security::SecuritySpec;
 use crate::snapshot::LoadBalancer;
 use crate::Labels;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,10 @@ pub struct MeshSpec {
     /// Host-based routes of the ingress gateway.
     #[serde(default)]
     pub gateway: Vec<crate::snapshot::VirtualHost>,
+    /// mTLS modes, authorization and JWT policies (Istio `security.istio.io`, Linkerd
+    /// `policy.linkerd.io`, default inbound policies).
+    #[serde(default = "SecuritySpec::new")]
+    pub security: SecuritySpec,
 }
 
 /// The routes of one service, in the order they are tried.
@@ -72,6 +77,15 @@ pub struct WorkloadSpec {
     pub command: Vec<String>,
     /// Extra environment for the process.
     pub env: BTreeMap<String, String>,
+    /// Whether the workload runs with a sidecar. Without one (`false`) it is a plain process
+    /// outside the mesh — a plaintext client, as Istio's `legacy` namespace — and never an
+    /// endpoint of its service.
+    #[serde(default = "yes")]
+    pub sidecar: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl WorkloadSpec {

@@ -413,4 +413,21 @@ mod tests {
         assert_eq!(s.mtls_mode("legacy", &httpbin, 80), MtlsMode::Disable);
         assert_eq!(s.mtls_mode("bar", &Labels::new(), 80), MtlsMode::Strict);
     }
+
+    #[test]
+    fn meshes_and_snapshots_without_security_have_none_and_workloads_have_sidecars() {
+        let mesh: crate::MeshSpec = serde_json::from_str(
+            r#"{"name": "m", "ingress": "127.0.0.1:0", "services": [{"name": "a",
+                "namespace": "default", "port": 80, "lb": "peak-ewma", "labels": {},
+                "annotations": {}, "workloads": [{"name": "a-v1", "labels": {}, "replicas": 1,
+                "command": ["a"], "env": {}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(mesh.security, SecuritySpec::new());
+        assert_eq!(mesh.security.root_namespace, DEFAULT_ROOT_NAMESPACE);
+        assert!(mesh.services[0].workloads[0].sidecar);
+        let snapshot: crate::Snapshot =
+            serde_json::from_str(r#"{"version": 1, "services": []}"#).unwrap();
+        assert_eq!(snapshot.security, SecuritySpec::new());
+    }
 }

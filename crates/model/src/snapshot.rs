@@ -4,6 +4,7 @@
 
 use crate::names::{Identity, ServiceKey};
 use crate::policy::{SubsetPolicy, TrafficPolicy};
+use crate::security::SecuritySpec;
 use crate::Labels;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -75,6 +76,9 @@ pub struct Snapshot {
     /// Host-based routes the ingress gateway tries before falling back to service names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateway: Vec<VirtualHost>,
+    /// Every security policy of the mesh; each proxy applies those whose scope selects it.
+    #[serde(default = "SecuritySpec::new")]
+    pub security: SecuritySpec,
 }
 
 impl Snapshot {

@@ -81,6 +81,21 @@ impl Admin {
                     "this proxy runs without mTLS (the mesh has no CA)\n",
                 ),
             },
+            (&Method::GET, "/edges") => {
+                let doc = serde_json::json!({
+                    "instance": shared.settings.instance,
+                    "identity": shared.settings.identity,
+                    "edges": shared.edges.list(),
+                });
+                let mut rsp = Response::new(body::full(
+                    serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+                ));
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                rsp
+            }
             (&Method::GET, "/metrics") => {
                 let mut rsp = text(StatusCode::OK, shared.metrics.encode());
                 rsp.headers_mut().insert(
@@ -96,12 +111,13 @@ impl Admin {
                 shared.shutdown.cancel();
                 text(StatusCode::ACCEPTED, "shutting down\n")
             }
-            (_, "/live" | "/ready" | "/config" | "/identity" | "/metrics" | "/shutdown") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
+            (
+                _,
+                "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/metrics" | "/shutdown",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /ready /live /config /identity /metrics or POST /shutdown\n",
+                "not found; try /ready /live /config /identity /edges /metrics or POST /shutdown\n",
             ),
         }
     }

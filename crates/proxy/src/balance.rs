@@ -43,6 +43,9 @@ pub struct EndpointState {
     pub health: Health,
     /// The instance name hashed once, for consistent hashing.
     name_hash: u64,
+    /// Its port is PeerAuthentication DISABLE: reach it in plaintext (Istio's auto-mTLS does
+    /// the same). Set from each snapshot.
+    pub plaintext: std::sync::atomic::AtomicBool,
 }
 
 impl EndpointState {
@@ -55,6 +58,7 @@ impl EndpointState {
             fail_until_ns: AtomicU64::new(0),
             fail_streak: AtomicU32::new(0),
             health: Health::default(),
+            plaintext: std::sync::atomic::AtomicBool::new(false),
             name_hash: hash_str(&endpoint_name(&endpoint)),
             endpoint,
         }

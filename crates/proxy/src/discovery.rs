@@ -151,6 +151,16 @@ fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
         });
     match compiled {
         Ok((table, endpoints)) => {
+            // The port our own rules are about: our service's (sidecars), our listener's
+            // (the ingress).
+            let s = &shared.settings;
+            let own = model::ServiceKey::new(&s.service, &s.namespace);
+            let port = match s.mode {
+                crate::settings::Mode::Ingress => shared.bound.outbound.map_or(0, |a| a.port()),
+                _ => table.snapshot.service(&own).map_or(0, |svc| svc.port),
+            };
+            let mode = shared.security.update(&table.snapshot.security, port);
+            shared.inbound_tls.set_mode(mode);
             shared.table.store(Arc::new(table));
             shared
                 .has_snapshot

@@ -30,10 +30,14 @@ pub enum Flag {
     FaultInjected,
     /// The route's fault injection delayed the request.
     DelayInjected,
+    /// Authorization policy denied the request.
+    Rbac,
+    /// An end-user JWT was required to be valid and was not (401).
+    Unauthorized,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 10] = [
+    pub const ALL: [Flag; 12] = [
         Flag::NoRoute,
         Flag::NoHealthyUpstream,
         Flag::UpstreamConnectFailure,
@@ -44,6 +48,8 @@ impl Flag {
         Flag::BadRequest,
         Flag::FaultInjected,
         Flag::DelayInjected,
+        Flag::Rbac,
+        Flag::Unauthorized,
     ];
 
     /// The flag a header value names.
@@ -63,6 +69,8 @@ impl Flag {
             Flag::BadRequest => "DPE",
             Flag::FaultInjected => "FI",
             Flag::DelayInjected => "DI",
+            Flag::Rbac => "RBAC",
+            Flag::Unauthorized => "JWT",
         }
     }
 
@@ -71,6 +79,8 @@ impl Flag {
             Flag::NoRoute => StatusCode::NOT_FOUND,
             Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Flag::BadRequest => StatusCode::BAD_REQUEST,
+            Flag::Rbac => StatusCode::FORBIDDEN,
+            Flag::Unauthorized => StatusCode::UNAUTHORIZED,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

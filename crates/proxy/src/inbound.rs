@@ -60,6 +60,8 @@ pub struct Inbound {
     /// The mesh runs mTLS: the client identity the app sees is the one the handshake proved
     /// (a plaintext caller's claim is dropped). Without it the client sidecar's header stands.
     pub authenticated: bool,
+    /// JWT and authorization checks.
+    pub security: Option<Arc<crate::security::Security>>,
 }
 
 impl Inbound {
@@ -79,6 +81,7 @@ impl Inbound {
             metrics,
             drain,
             authenticated: false,
+            security: None,
         }
     }
 
@@ -133,9 +136,20 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> Response<Body> {
         let version = req.version();
-        let mut rsp = self.forward(req).await;
+        let checked = match &self.security {
+            Some(sec) => sec.check(&mut req).map(|_| ()),
+            None => Ok(()),
+        };
+        let mut rsp = match checked {
+            Ok(()) => self.forward(req).await,
+            Err(rsp) => *rsp,
+        };
         finish_response(&mut rsp, version, &self.drain);
         // Only flags this proxy set: an app's response never carries one.
         if let Some(f) = flags::of(&rsp) {

@@ -16,29 +16,39 @@
 //! - [`identity`]: getting the certificate from the mesh CA with a join token, and renewing it.
 //! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
 //! - [`inbound`]: mesh → app: forward to the local app.
+//! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
+//! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
 //! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
+//! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
+//! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
 //! - [`metrics`]: the proxy's Prometheus metrics.
+//! - [`telemetry`]: Istio's standard metrics (lock-free recorder) and the `x-weft-peer` exchange.
 
 pub mod admin;
 pub mod app_pool;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod discovery;
+pub mod edges;
 pub mod filters;
 pub mod flags;
 pub mod identity;
 pub mod inbound;
+pub mod jwt;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod route;
 pub mod run;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod table;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

@@ -45,7 +45,7 @@ pub struct Metrics {
     pub cert_renewals: Counter,
     pub registry: Registry,
     requests: [[Counter; 6]; 2],
-    flags: [Counter; 10],
+    flags: [Counter; Flag::ALL.len()],
     pub retries: Counter,
     /// Retries not sent because the retry budget or `maxRetries` said no.
     pub retries_refused: Counter,
@@ -161,6 +161,13 @@ impl Metrics {
             "1 while the local app accepts connections (sidecars)",
             m.app_ready.clone(),
         );
+        m
+    }
+
+    /// [`Metrics::new`] with Istio's standard metrics from `telemetry` in the same registry.
+    pub fn with_telemetry(telemetry: &crate::telemetry::Telemetry) -> Self {
+        let mut m = Self::new();
+        telemetry.register(&mut m.registry);
         m
     }
 

@@ -43,9 +43,22 @@ pub struct Outbound {
     pub client_id: HeaderValue,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
+    /// How peers are reached (credentials, edge records).
+    pub peers: Arc<Peers>,
+    /// The ingress gateway enforces JWT and authorization on what enters the mesh (Istio
+    /// policies select it by its labels); `None` for sidecars' outbound side.
+    pub security: Option<Arc<crate::security::Security>>,
+}
+
+/// What opening a connection to a peer needs.
+pub struct Peers {
     /// `Some`: peers are reached over mTLS with these credentials (never plaintext, even
     /// before the first certificate arrives). `None`: a mesh without a CA, plaintext.
     pub tls: Option<Arc<crate::identity::Slot>>,
+    pub metrics: Arc<Metrics>,
+    pub edges: Arc<crate::edges::Edges>,
+    /// This proxy's identity, for edge records.
+    pub identity: String,
 }
 
 /// How to reach `ep`, given the proxy's credentials slot.
@@ -53,6 +66,9 @@ fn transport_for(
     tls: &Option<Arc<crate::identity::Slot>>,
     ep: &EndpointState,
 ) -> Result<Transport, ConnectError> {
+    if ep.plaintext.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(Transport::Plain);
+    }
     match tls {
         None => Ok(Transport::Plain),
         Some(slot) => match slot.get() {
@@ -142,7 +158,12 @@ async fn prepare_body(b: Incoming, keep: bool) -> Result<ReqBody, Response<Body>
 }
 
 impl Outbound {
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if let Some(sec) = &self.security {
+            if let Err(rsp) = sec.check(&mut req) {
+                return *rsp;
+            }
+        }
         let (mut parts, body) = req.into_parts();
         let Some(authority) = request_authority(&parts.uri, &parts.headers) else {
             return flags::respond(Flag::BadRequest, "request names no host");
@@ -370,16 +391,14 @@ impl Outbound {
         };
         *req.uri_mut() = u;
         self.metrics.mirrors.inc();
-        let (tls, metrics) = (self.tls.clone(), self.metrics.clone());
+        let peers = self.peers.clone();
         tokio::spawn(async move {
             let Some((_, ep)) = backend.pick(&[], None) else {
                 return;
             };
             let ep = ep.clone();
             let in_flight = ep.start();
-            let Ok(sender) =
-                ready_sender(&ep, backend.policy.connect_timeout, &tls, &metrics).await
-            else {
+            let Ok(sender) = ready_sender(&ep, backend.policy.connect_timeout, &peers).await else {
                 return;
             };
             let sent = send(&ep, sender, req, in_flight, false);
@@ -447,13 +466,7 @@ impl Outbound {
                 }
             }
             let in_flight = ep.start();
-            let sender = match ready_sender(
-                &ep,
-                backend.policy.connect_timeout,
-                &self.tls,
-                &self.metrics,
-            )
-            .await
+            let sender = match ready_sender(&ep, backend.policy.connect_timeout, &self.peers).await
             {
                 Ok(s) => s,
                 Err(msg) => {
@@ -640,16 +653,42 @@ fn backoff(attempt: usize) -> Duration {
 async fn ready_sender(
     ep: &Arc<EndpointState>,
     connect_timeout: Option<Duration>,
-    tls: &Option<Arc<crate::identity::Slot>>,
-    metrics: &Metrics,
+    peers: &Peers,
 ) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
-    let transport = || transport_for(tls, ep);
+    let metrics = &peers.metrics;
+    // Called only when a new connection is opened.
+    // 0: no new connection; 1: a new plaintext one; 2: a new mTLS one.
+    let opened = std::sync::atomic::AtomicU8::new(0);
+    let transport = || {
+        let t = transport_for(&peers.tls, ep);
+        if let Ok(t) = &t {
+            let kind = if matches!(t, Transport::Mtls { .. }) {
+                2
+            } else {
+                1
+            };
+            opened.store(kind, std::sync::atomic::Ordering::Relaxed);
+        }
+        t
+    };
     let mut sender = match ep
         .conn
         .sender(ep.endpoint.address, connect_timeout, transport)
         .await
     {
-        Ok(s) => s,
+        Ok(s) => {
+            let kind = opened.load(std::sync::atomic::Ordering::Relaxed);
+            if kind != 0 {
+                peers.edges.record(crate::edges::Edge {
+                    direction: "outbound",
+                    client: peers.identity.clone(),
+                    server: ep.endpoint.identity.0.clone(),
+                    peer: ep.endpoint.address.to_string(),
+                    mtls: kind == 2,
+                });
+            }
+            s
+        }
         Err(e) => {
             match &e {
                 ConnectError::NoCertificate => {}

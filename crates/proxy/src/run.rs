@@ -52,8 +52,12 @@ pub struct Shared {
     pub has_snapshot: AtomicBool,
     /// The proxy's mTLS credentials, once the CA has signed them.
     pub tls: Arc<crate::identity::Slot>,
-    /// How the inbound listener authenticates peers (meshes with a CA).
-    pub inbound_tls: Option<Arc<server::InboundTls>>,
+    /// How the inbound listener authenticates peers.
+    pub inbound_tls: Arc<server::InboundTls>,
+    /// Who this proxy talked to.
+    pub edges: Arc<crate::edges::Edges>,
+    /// What the proxy enforces on traffic it receives (compiled per snapshot).
+    pub security: Arc<crate::security::Security>,
     /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
     pub shutdown: CancellationToken,
     pub drain: Drain,
@@ -110,12 +114,29 @@ pub fn run(
     on_bound(&bound);
 
     let drain = Drain::new(settings.drain_grace);
-    let metrics = Arc::new(Metrics::new());
+    // Control work: its own thread and runtime, so it never steals data-plane time.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let mut metrics = Metrics::new();
+    let authz_stats = crate::authz::AuthzStats::register(&mut metrics.registry);
+    let metrics = Arc::new(metrics);
+    let security = Arc::new(crate::security::Security::new(
+        &settings.namespace,
+        &settings.labels,
+        crate::tls::trust_domain_of(&settings.identity).unwrap_or(model::names::TRUST_DOMAIN),
+        authz_stats,
+        crate::jwt::JwksStore::new(control_rt.handle().clone()),
+    ));
     let tls: Arc<crate::identity::Slot> = Arc::default();
-    let inbound_tls = settings
-        .join_token
-        .as_ref()
-        .map(|_| Arc::new(server::InboundTls::new(tls.clone(), metrics.clone())));
+    let edges: Arc<crate::edges::Edges> = Arc::default();
+    let inbound_tls = Arc::new(server::InboundTls::new(
+        settings.join_token.as_ref().map(|_| tls.clone()),
+        metrics.clone(),
+        edges.clone(),
+        settings.identity.0.clone(),
+    ));
     let shared = Arc::new(Shared {
         bound,
         table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
@@ -124,16 +145,13 @@ pub fn run(
         has_snapshot: AtomicBool::new(false),
         tls,
         inbound_tls,
+        edges,
+        security,
         shutdown: shutdown.clone(),
         drain: drain.clone(),
         settings,
     });
 
-    // Control work: its own thread and runtime, so it never steals data-plane time.
-    let control_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     let done = CancellationToken::new();
     let control_thread = {
         let (shared, done) = (shared.clone(), done.clone());
@@ -249,7 +267,13 @@ async fn data_plane(
                 .unwrap_or(HeaderValue::from_static("unknown")),
             metrics: shared.metrics.clone(),
             drain: shared.drain.clone(),
-            tls: s.join_token.as_ref().map(|_| shared.tls.clone()),
+            security: (s.mode == Mode::Ingress).then(|| shared.security.clone()),
+            peers: Arc::new(crate::outbound::Peers {
+                tls: s.join_token.as_ref().map(|_| shared.tls.clone()),
+                metrics: shared.metrics.clone(),
+                edges: shared.edges.clone(),
+                identity: s.identity.0.clone(),
+            }),
         });
         tracker.spawn(server::serve(
             from_std(l, "outbound")?,
@@ -267,12 +291,13 @@ async fn data_plane(
             shared.drain.clone(),
         );
         handler.authenticated = s.join_token.is_some();
+        handler.security = Some(shared.security.clone());
         tracker.spawn(server::serve_with(
             from_std(l, "inbound")?,
             Arc::new(handler),
             shared.drain.clone(),
             tracker.clone(),
-            shared.inbound_tls.clone(),
+            Some(shared.inbound_tls.clone()),
         ));
     }
 

@@ -111,9 +111,16 @@ impl PeerInfo {
 /// How an inbound listener authenticates peers: mTLS with the proxy's credentials, plaintext,
 /// or both told apart by their first bytes, as the port's PeerAuthentication mode says.
 pub struct InboundTls {
-    pub slot: Arc<crate::identity::Slot>,
+    /// `None`: the mesh has no CA; every connection is plaintext.
+    pub slot: Option<Arc<crate::identity::Slot>>,
+    pub edges: Arc<crate::edges::Edges>,
+    /// Our identity, for edge records.
+    pub identity: String,
     /// The port's mode, `MtlsMode as u8`; updated when a snapshot changes it.
     pub mode: std::sync::atomic::AtomicU8,
+    /// True while the port is STRICT: plaintext connections accepted before close when it
+    /// turns true (as Envoy drains connections of a filter chain that went away).
+    strict: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -122,16 +129,27 @@ pub struct InboundTls {
 pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl InboundTls {
-    pub fn new(slot: Arc<crate::identity::Slot>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn new(
+        slot: Option<Arc<crate::identity::Slot>>,
+        metrics: Arc<crate::metrics::Metrics>,
+        edges: Arc<crate::edges::Edges>,
+        identity: String,
+    ) -> Self {
         InboundTls {
             slot,
+            edges,
+            identity,
             mode: std::sync::atomic::AtomicU8::new(model::security::MtlsMode::Permissive as u8),
+            strict: tokio::sync::watch::Sender::new(false),
             metrics,
         }
     }
 
     pub fn set_mode(&self, mode: model::security::MtlsMode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
+        let strict = mode == model::security::MtlsMode::Strict && self.slot.is_some();
+        self.strict
+            .send_if_modified(|s| std::mem::replace(s, strict) != strict);
     }
 
     pub fn mode(&self) -> model::security::MtlsMode {
@@ -141,6 +159,17 @@ impl InboundTls {
             m if m == MtlsMode::Disable as u8 => MtlsMode::Disable,
             _ => MtlsMode::Permissive,
         }
+    }
+
+    /// Records an accepted connection: `mtls` is `Some(client identity)` for mTLS.
+    fn edge(&self, peer: SocketAddr, mtls: Option<Option<model::Identity>>) {
+        self.edges.record(crate::edges::Edge {
+            direction: "inbound",
+            client: mtls.clone().flatten().map(|i| i.0).unwrap_or_default(),
+            server: self.identity.clone(),
+            peer: peer.ip().to_string(),
+            mtls: mtls.is_some(),
+        });
     }
 
     /// Authenticates a new connection and serves it, or refuses it with a log line and a
@@ -156,10 +185,12 @@ impl InboundTls {
         use crate::tls::{sniff, PeerRole, RejectReason, Sniffed};
         use model::security::MtlsMode;
         let mode = self.mode();
-        if mode == MtlsMode::Disable {
+        let until_strict = Some(self.strict.subscribe());
+        let Some(slot) = self.slot.as_ref().filter(|_| mode != MtlsMode::Disable) else {
+            self.edge(peer, None);
             let info = PeerInfo::new(peer, None);
-            return serve_connection(stream, info, builder, handler, drain).await;
-        }
+            return serve_connection(stream, info, builder, handler, drain, until_strict).await;
+        };
         let sniffed = tokio::select! {
             r = tokio::time::timeout(DETECT_TIMEOUT, sniff(&stream)) => r,
             _ = drain.started() => return,
@@ -167,8 +198,9 @@ impl InboundTls {
         match sniffed {
             Ok(Ok(Sniffed::Tls)) => {}
             Ok(Ok(Sniffed::Plaintext)) if mode == MtlsMode::Permissive => {
+                self.edge(peer, None);
                 let info = PeerInfo::new(peer, None);
-                return serve_connection(stream, info, builder, handler, drain).await;
+                return serve_connection(stream, info, builder, handler, drain, until_strict).await;
             }
             Ok(Ok(Sniffed::Plaintext)) => {
                 self.metrics.tls_failure("inbound", "plaintext");
@@ -181,7 +213,7 @@ impl InboundTls {
                 return;
             }
         }
-        let Some(creds) = self.slot.get() else {
+        let Some(creds) = slot.get() else {
             self.metrics.tls_failure("inbound", "no_certificate_yet");
             tracing::warn!(%peer, "mTLS connection refused: this proxy has no certificate yet");
             return;
@@ -202,8 +234,9 @@ impl InboundTls {
             }
         };
         let identity = crate::tls::peer_identity(tls.get_ref().1);
+        self.edge(peer, Some(identity.clone()));
         let info = PeerInfo::new(peer, identity);
-        serve_connection(tls, info, builder, handler, drain).await
+        serve_connection(tls, info, builder, handler, drain, None).await
     }
 }
 
@@ -247,7 +280,9 @@ pub async fn serve_with<H: Handler>(
         match &tls {
             None => {
                 let info = PeerInfo::new(peer, None);
-                tracker.spawn(serve_connection(stream, info, builder, handler, drain));
+                tracker.spawn(serve_connection(
+                    stream, info, builder, handler, drain, None,
+                ));
             }
             Some(tls) => {
                 let tls = tls.clone();
@@ -259,13 +294,15 @@ pub async fn serve_with<H: Handler>(
     }
 }
 
-/// Serves HTTP on one connection until it closes or the drain ends it.
+/// Serves HTTP on one connection until it closes or the drain ends it (or, for a plaintext
+/// connection given `until_strict`, until its port turns STRICT).
 async fn serve_connection<H, IO>(
     io: IO,
     info: PeerInfo,
     builder: Arc<auto::Builder<TokioExecutor>>,
     handler: Arc<H>,
     drain: Drain,
+    until_strict: Option<tokio::sync::watch::Receiver<bool>>,
 ) where
     H: Handler,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -279,9 +316,23 @@ async fn serve_connection<H, IO>(
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    let strict = async {
+        match until_strict {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = drain.started() => {}
+        _ = strict => {
+            tracing::info!(%peer, "closing a plaintext connection: the port is STRICT now");
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            return;
+        }
     }
     tokio::select! {
         _ = conn.as_mut() => return,

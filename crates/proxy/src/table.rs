@@ -242,6 +242,16 @@ impl RouteTable {
                     .map(|ep| Arc::new(EndpointState::new(ep, initial))),
             );
             endpoints.sort_by(|a, b| a.endpoint.instance.cmp(&b.endpoint.instance));
+            for e in &endpoints {
+                let mode =
+                    snapshot
+                        .security
+                        .mtls_mode(&svc.key.namespace, &e.endpoint.labels, svc.port);
+                e.plaintext.store(
+                    mode == model::security::MtlsMode::Disable,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
             let key = backend_key(&svc.key, &Labels::new());
             let policy = Arc::new(Policy::compile(svc.lb, &svc.policy));
             let counters = counters_for(&key, &policy);

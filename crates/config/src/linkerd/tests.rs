@@ -799,7 +799,7 @@ fn policy_httproute_routes_like_the_gateway_api_one() {
 }
 
 #[test]
-fn server_parents_are_noticed() {
+fn server_parents_make_inbound_routes() {
     let inbound = "\
 apiVersion: policy.linkerd.io/v1beta3
 kind: HTTPRoute
@@ -823,20 +823,47 @@ spec:
   - backendRefs:
     - {name: books-v2, port: 7000}
 ";
+    // Without the Server: noticed, and the Service parent still routes.
     let loaded = ok(&[inbound, mixed]);
     assert_eq!(
         lines(&loaded.unsupported),
         [
-            "6:6: spec.parentRefs[0]: HTTPRoute.policy.linkerd.io default/books-inbound: inbound \
-             HTTPRoute (Server parent) is not yet supported; ignored",
-            "16:6: spec.parentRefs[0]: HTTPRoute default/books: inbound HTTPRoute (Server \
-             parent) is not yet supported; ignored",
+            "6:6: spec.parentRefs[0]: HTTPRoute.policy.linkerd.io default/books-inbound: Server \
+             default/books-http is not declared; this inbound route applies to nothing",
+            "16:6: spec.parentRefs[0]: HTTPRoute default/books: Server default/books-http is not \
+             declared; this inbound route applies to nothing",
         ]
     );
     assert_eq!(
         routes_of(&loaded, "books")[0].destinations,
         [to("books-v2", 1)]
     );
+    // With it: both are the Server's routes, and only the mixed one routes outbound.
+    let server = "\
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: books-http}
+spec:
+  podSelector: {matchLabels: {app: books}}
+  port: 7000
+";
+    let loaded = ok(&[inbound, mixed, server]);
+    // (This mesh declares no workloads.)
+    assert_eq!(
+        lines(&loaded.unsupported),
+        [
+            "26:3: spec.podSelector: Server.policy.linkerd.io default/books-http: selects no \
+          workload of the mesh"
+        ]
+    );
+    let mesh = loaded.mesh.unwrap();
+    let names: Vec<&str> = mesh.security.servers[0]
+        .routes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(names, ["default/books-inbound", "default/books"]);
+    assert_eq!(mesh.routes.len(), 1);
 }
 
 #[test]

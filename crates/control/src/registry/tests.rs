@@ -1,6 +1,7 @@
 //! Unit tests: which proxies become endpoints, versions, warm-up.
 
 use super::*;
+use model::security::SecuritySpec;
 use model::{LoadBalancer, ServiceSpec, WorkloadSpec};
 
 fn spec() -> MeshSpec {
@@ -20,11 +21,13 @@ fn spec() -> MeshSpec {
                 replicas: 2,
                 command: vec!["x".into()],
                 env: Default::default(),
+                sidecar: true,
             }],
         }],
         routes: Vec::new(),
         policies: Vec::new(),
         gateway: Vec::new(),
+        security: SecuritySpec::new(),
     }
 }
 
@@ -104,5 +107,75 @@ fn warm_once_every_declared_replica_registered() {
     let b = r.register(node("hello-v1-1", 1001));
     assert!(!r.is_warm(), "registered but health unknown");
     r.set_health(b.id, false, "app down".into());
+    assert!(r.is_warm());
+}
+
+fn strict_mesh() -> SecuritySpec {
+    use model::security::{MtlsMode, PeerAuthn, Scope};
+    SecuritySpec {
+        peer_authns: vec![PeerAuthn {
+            name: "PeerAuthentication istio-system/default".into(),
+            scope: Scope::Mesh,
+            mode: MtlsMode::Strict,
+            ports: vec![],
+        }],
+        ..SecuritySpec::new()
+    }
+}
+
+#[test]
+fn snapshots_carry_the_security_policies() {
+    let mut s = spec();
+    s.security = strict_mesh();
+    let r = Registry::new(s);
+    assert_eq!(r.snapshot().security, strict_mesh());
+    // They stay across endpoint changes.
+    let a = r.register(node("hello-v1-0", 1000));
+    r.set_health(a.id, true, String::new());
+    assert_eq!(r.snapshot().security, strict_mesh());
+}
+
+#[test]
+fn applied_security_reaches_a_new_snapshot() {
+    let r = Registry::new(spec());
+    let v = r.snapshot().version;
+    let mut applied = spec();
+    applied.security = strict_mesh();
+    r.set_traffic(Some(applied.clone()));
+    let snap = r.snapshot();
+    assert!(snap.version > v, "a security-only change is pushed");
+    assert_eq!(snap.security, strict_mesh());
+    assert_eq!(r.spec().security, strict_mesh());
+    // The same again changes nothing.
+    r.set_traffic(Some(applied));
+    assert_eq!(r.snapshot().version, snap.version);
+    // Deleting everything leaves no policy.
+    r.set_traffic(None);
+    assert_eq!(r.snapshot().security, SecuritySpec::new());
+    assert!(r.snapshot().version > snap.version);
+}
+
+#[test]
+fn workloads_without_a_sidecar_are_not_waited_for() {
+    let mut s = spec();
+    s.services[0].workloads.push(WorkloadSpec {
+        name: "legacy-client".into(),
+        labels: Default::default(),
+        replicas: 1,
+        command: vec!["x".into()],
+        env: Default::default(),
+        sidecar: false,
+    });
+    assert_eq!(
+        declared_instances(&s).map(|(_, i)| i).collect::<Vec<_>>(),
+        ["hello-v1-0", "hello-v1-1"]
+    );
+    let r = Registry::new(s);
+    let mut held = Vec::new();
+    for (i, port) in [("hello-v1-0", 1000), ("hello-v1-1", 1001)] {
+        let reg = r.register(node(i, port));
+        r.set_health(reg.id, true, String::new());
+        held.push(reg);
+    }
     assert!(r.is_warm());
 }

@@ -13,6 +13,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+/// A runtime for the JWKS store's background work (these tests are synchronous).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
 fn shared() -> Shared {
     let any = "127.0.0.1:0".parse().unwrap();
     Shared {
@@ -46,7 +57,20 @@ fn shared() -> Shared {
         health: Arc::new(AppHealth::default()),
         has_snapshot: AtomicBool::new(false),
         tls: Default::default(),
-        inbound_tls: None,
+        inbound_tls: Arc::new(crate::server::InboundTls::new(
+            None,
+            Default::default(),
+            Default::default(),
+            String::new(),
+        )),
+        edges: Default::default(),
+        security: Arc::new(crate::security::Security::new(
+            "default",
+            &Default::default(),
+            "cluster.local",
+            Default::default(),
+            crate::jwt::JwksStore::new(runtime().handle().clone()),
+        )),
         shutdown: Default::default(),
         drain: Drain::new(Duration::ZERO),
     }
@@ -71,6 +95,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
             subsets: vec![],
         }],
         gateway: vec![],
+        security: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 mod apply;
 mod bench;
 mod check;
+mod edges;
 mod exec;
 mod get;
 mod identity;
@@ -52,6 +53,8 @@ enum Cmd {
     Routes(routes::RoutesArgs),
     /// The certificate chain, SPIFFE identity and expiry a proxy of a service holds
     Identity(identity::IdentityArgs),
+    /// Who talks to whom: client and server identities, and whether each edge is mTLS
+    Edges(edges::EdgesArgs),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
@@ -125,6 +128,7 @@ impl Cli {
                 | Cmd::Check(_)
                 | Cmd::Routes(_)
                 | Cmd::Identity(_)
+                | Cmd::Edges(_)
                 | Cmd::Apply(_)
                 | Cmd::Delete(_)
                 | Cmd::Get(_)
@@ -147,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Get(a) => apply::get(a),
         Cmd::Routes(a) => routes::run(a),
         Cmd::Identity(a) => identity::run(a),
+        Cmd::Edges(a) => edges::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
     }

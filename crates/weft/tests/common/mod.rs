@@ -325,3 +325,74 @@ pub async fn inbound_requests(c: &HttpClient, mesh: &Mesh, instance: &str) -> f6
         .unwrap();
     metric_sum(c, admin, "weft_requests_total{direction=\"inbound\"").await
 }
+
+/// The folder of `examples/NAME` in the repository.
+pub fn example_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+impl Mesh {
+    /// `weft up DIR` on a copy of an example folder (its top-level YAML files, which is what
+    /// `weft up DIR` reads), with the ingress moved from `127.0.0.1:8080` to a free port. The
+    /// copy is `mesh.files`.
+    pub fn up_dir(dir: &Path) -> Mesh {
+        let files = tempfile::tempdir().unwrap();
+        let mut moved = false;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let ext = path.extension().and_then(|e| e.to_str());
+            if !path.is_file() || !matches!(ext, Some("yaml" | "yml" | "json")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            moved |= text.contains("ingress: 127.0.0.1:8080");
+            let text = text.replace("ingress: 127.0.0.1:8080", "ingress: 127.0.0.1:0");
+            std::fs::write(files.path().join(path.file_name().unwrap()), text).unwrap();
+        }
+        assert!(moved, "{}: no `ingress: 127.0.0.1:8080`", dir.display());
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(WEFT)
+            .arg("up")
+            .arg(files.path())
+            .env("WEFT_HOME", home.path())
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weft up");
+        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "weft up {} did not become ready:\n{}",
+                dir.display(),
+                stderr.lock().unwrap()
+            );
+        }
+        let mut mesh = Mesh {
+            child,
+            home: home.path().to_path_buf(),
+            _home: Some(home),
+            files,
+            stderr,
+            status: Value::Null,
+            ingress: "127.0.0.1:0".parse().unwrap(),
+        };
+        // The only mesh running in this home.
+        mesh.status = mesh.status_json(None);
+        mesh.ingress = mesh.status["ingress"].as_str().unwrap().parse().unwrap();
+        mesh
+    }
+}

@@ -1,0 +1,233 @@
+//! Linkerd's default inbound policies and Istio's root namespace, from where weft reads them:
+//!
+//! - a Mesh document's `spec.defaultInboundPolicy` (the cluster-wide default, Linkerd's
+//!   `proxy.defaultInboundPolicy`) and `spec.rootNamespace`; two Mesh documents that set
+//!   different values are an error;
+//! - the annotation `config.linkerd.io/default-inbound-policy` on a `kind: Namespace`
+//!   (`apiVersion: v1`) document: the default of that namespace's workloads;
+//! - the same annotation on a Mesh file's service: the default of that service's workloads.
+//!   Linkerd reads it on pods; a Mesh file's service stands for its workloads' pods, so the
+//!   override is scoped, per workload, by that workload's labels (which include `app`, the
+//!   service's name unless the workload sets another) in the service's namespace.
+//!
+//! The most specific override wins: workload, then namespace, then the default.
+
+use crate::loader::Doc;
+use crate::marked::{Node, Value};
+use crate::Diagnostic;
+use model::security::{DefaultPolicy, Scope, DEFAULT_ROOT_NAMESPACE};
+use model::ServiceSpec;
+use serde::Deserialize;
+
+/// The annotation Linkerd reads on namespaces and pods.
+pub(crate) const ANNOTATION: &str = "config.linkerd.io/default-inbound-policy";
+
+/// The Namespace version read.
+pub(crate) const NAMESPACE_API_VERSION: &str = "v1";
+
+const POLICIES: &str = "all-unauthenticated, all-authenticated, cluster-authenticated, \
+                        cluster-unauthenticated, deny or audit";
+
+/// A `kind: Namespace` document: only its name and annotations are read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NamespaceObject {
+    #[allow(dead_code)]
+    pub api_version: String,
+    #[allow(dead_code)]
+    pub kind: String,
+    pub metadata: NamespaceMetadata,
+    /// Finalizers; not configuration.
+    #[allow(dead_code)]
+    pub spec: Option<serde_yaml_ng::Value>,
+    #[allow(dead_code)]
+    pub status: Option<serde_yaml_ng::Value>,
+}
+
+/// A Namespace's metadata; labels, annotations (read from the tree, for their lines) and the
+/// rest are accepted as in any Kubernetes object.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NamespaceMetadata {
+    pub name: String,
+}
+
+/// What the Mesh documents and their services set.
+#[derive(Default)]
+pub(crate) struct Defaults {
+    /// The root namespace and where (`FILE:LINE`) it was set.
+    root: Option<(String, String)>,
+    /// The default inbound policy and where it was set.
+    policy: Option<(DefaultPolicy, String)>,
+    /// Mesh-file services' overrides, per workload.
+    pub overrides: Vec<(Scope, DefaultPolicy)>,
+}
+
+/// A policy's Linkerd name.
+pub(crate) fn parse_policy(name: &str) -> Option<DefaultPolicy> {
+    Some(match name {
+        "all-unauthenticated" => DefaultPolicy::AllUnauthenticated,
+        "all-authenticated" => DefaultPolicy::AllAuthenticated,
+        "cluster-authenticated" => DefaultPolicy::ClusterAuthenticated,
+        "cluster-unauthenticated" => DefaultPolicy::ClusterUnauthenticated,
+        "deny" => DefaultPolicy::Deny,
+        "audit" => DefaultPolicy::Audit,
+        _ => return None,
+    })
+}
+
+/// The node at a path such as `spec.services[2]`.
+fn node_at<'a>(tree: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut node = tree;
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, index) = segment.split_once('[').unwrap_or((segment, ""));
+        if !key.is_empty() {
+            node = node.get(key)?;
+        }
+        if !index.is_empty() {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            node = match &node.value {
+                Value::Seq(items) => items.get(i)?,
+                _ => return None,
+            };
+        }
+    }
+    Some(node)
+}
+
+/// The annotation [`ANNOTATION`] of the object at `base` (`metadata` of a Kubernetes object,
+/// `spec.services[2]` of a Mesh document): its value (`None` if not a string) and a diagnostic
+/// at its key.
+fn annotation(doc: &Doc, base: &str) -> Option<(Option<String>, Diagnostic)> {
+    let node = node_at(doc.tree, base)?.get("annotations")?;
+    let Value::Map(entries) = &node.value else {
+        return None;
+    };
+    let (k, v) = entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(ANNOTATION))?;
+    let at = Diagnostic {
+        file: doc.file.to_path_buf(),
+        line: doc.first_line + k.pos.line.saturating_sub(1),
+        column: k.pos.column,
+        field: format!("{base}.annotations[{ANNOTATION}]"),
+        message: String::new(),
+    };
+    Some((v.as_str().map(str::to_string), at))
+}
+
+/// The annotation's policy, or the error at it.
+fn annotated(doc: &Doc, base: &str) -> Option<Result<DefaultPolicy, Diagnostic>> {
+    let (value, at) = annotation(doc, base)?;
+    Some(match value.as_deref().and_then(parse_policy) {
+        Some(p) => Ok(p),
+        None => Err(at.with_message(format!(
+            "annotation {ANNOTATION}: `{}` is not a default inbound policy: {POLICIES}",
+            value.unwrap_or_default()
+        ))),
+    })
+}
+
+impl Defaults {
+    /// What a Mesh document sets; a value that differs from an earlier document's is an error.
+    pub fn mesh(
+        &mut self,
+        doc: &Doc,
+        root: Option<&str>,
+        policy: Option<DefaultPolicy>,
+        errors: &mut Vec<Diagnostic>,
+    ) {
+        if let Some(root) = root {
+            let field = "spec.rootNamespace";
+            match &self.root {
+                Some((first, at)) if first != root => errors.push(doc.error(
+                    field,
+                    format!(
+                        "root namespace {root} conflicts with root namespace {first} set at {at}"
+                    ),
+                )),
+                Some(_) => {}
+                None => self.root = Some((root.to_string(), doc.place(field))),
+            }
+        }
+        if let Some(policy) = policy {
+            let field = "spec.defaultInboundPolicy";
+            match &self.policy {
+                Some((first, at)) if *first != policy => errors.push(doc.error(
+                    field,
+                    format!(
+                        "default inbound policy {} conflicts with {} set at {at}",
+                        api_name(policy),
+                        api_name(*first)
+                    ),
+                )),
+                Some(_) => {}
+                None => self.policy = Some((policy, doc.place(field))),
+            }
+        }
+    }
+
+    /// The annotation on the Mesh document's service at `field`: an override for each of its
+    /// workloads with a sidecar. A bad value is an error of the Mesh document.
+    pub fn service(
+        &mut self,
+        doc: &Doc,
+        field: &str,
+        service: &ServiceSpec,
+        errors: &mut Vec<Diagnostic>,
+    ) {
+        match annotated(doc, field) {
+            None => {}
+            Some(Err(e)) => errors.push(Diagnostic {
+                message: format!("service {}: {}", service.key(), e.message),
+                ..e
+            }),
+            Some(Ok(policy)) => {
+                for w in service.workloads.iter().filter(|w| w.sidecar) {
+                    self.overrides.push((
+                        Scope::Workload {
+                            namespace: service.namespace.clone(),
+                            labels: w.labels.clone(),
+                        },
+                        policy,
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn root(&self) -> String {
+        self.root
+            .as_ref()
+            .map_or(DEFAULT_ROOT_NAMESPACE.to_string(), |(r, _)| r.clone())
+    }
+
+    pub fn policy(&self) -> DefaultPolicy {
+        self.policy.as_ref().map(|(p, _)| *p).unwrap_or_default()
+    }
+}
+
+/// A Namespace document's override, if it is annotated; the error rejects the document.
+pub(super) fn namespace(
+    o: &NamespaceObject,
+    doc: &Doc,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(Scope, DefaultPolicy)> {
+    match annotated(doc, "metadata")? {
+        Ok(policy) => Some((Scope::Namespace(o.metadata.name.clone()), policy)),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+fn api_name(p: DefaultPolicy) -> &'static str {
+    match p {
+        DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
+        DefaultPolicy::AllAuthenticated => "all-authenticated",
+        DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
+        DefaultPolicy::ClusterUnauthenticated => "cluster-unauthenticated",
+        DefaultPolicy::Deny => "deny",
+        DefaultPolicy::Audit => "audit",
+    }
+}

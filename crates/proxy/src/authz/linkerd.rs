@@ -1,0 +1,352 @@
+//! Linkerd Server policy: Servers with their HTTPRoutes, authorizations and their
+//! authentications (MeshTLS identities, networks, unauthenticated).
+
+use super::istio::parse_cidr;
+use super::stats::{Tallies, Tally};
+use super::{AuthzError, HttpAttributes, RequestContext};
+use crate::route::Str;
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use model::route::{HeaderMatch, PathMatch, QueryMatch, RouteMatch};
+use model::security::{DefaultPolicy, LinkerdAuthn, LinkerdAuthz, LinkerdServer, LinkerdTarget};
+use model::Identity;
+use regex::Regex;
+use std::fmt;
+use std::sync::Arc;
+
+/// A Linkerd `Server` covering one port of this workload.
+#[derive(Debug)]
+pub(super) struct Server {
+    pub(super) tally: Arc<Tally>,
+    pub(super) port: u16,
+    pub(super) access_policy: DefaultPolicy,
+    /// Authorizations targeting the Server or its namespace.
+    pub(super) authz: Vec<LinkerdAuthzM>,
+    pub(super) routes: Vec<RouteM>,
+}
+
+impl Server {
+    pub(super) fn compile(
+        s: &LinkerdServer,
+        service_port: u16,
+        all: &[LinkerdAuthz],
+        tallies: &mut Tallies<'_>,
+        errors: &mut Vec<AuthzError>,
+    ) -> Server {
+        let namespace = s.name.split_once('/').map_or("", |(ns, _)| ns);
+        let mut authz = Vec::new();
+        for a in all {
+            let applies = match &a.target {
+                LinkerdTarget::Server(name) => *name == s.name,
+                LinkerdTarget::Namespace(ns) => ns == namespace,
+                LinkerdTarget::Route(_) => false,
+            };
+            if applies {
+                authz.extend(LinkerdAuthzM::compile(a, tallies, errors));
+            }
+        }
+        let mut routes = Vec::new();
+        for (name, matches) in &s.routes {
+            let compiled = matches
+                .iter()
+                .map(RouteMatchM::compile)
+                .collect::<Result<Vec<_>, String>>();
+            let matches = match compiled {
+                Ok(m) => Some(m),
+                Err(why) => {
+                    // The route then matches nothing: its requests get the Server's 404.
+                    errors.push(AuthzError::Linkerd {
+                        policy: format!("HTTPRoute {name}"),
+                        why,
+                    });
+                    None
+                }
+            };
+            let mut route_authz = Vec::new();
+            for a in all {
+                if matches!(&a.target, LinkerdTarget::Route(r) if r == name) {
+                    route_authz.extend(LinkerdAuthzM::compile(a, tallies, errors));
+                }
+            }
+            routes.push(RouteM {
+                matches,
+                authz: route_authz,
+            });
+        }
+        Server {
+            tally: tallies.get(&s.name),
+            port: s.port.unwrap_or(service_port),
+            access_policy: s.access_policy,
+            authz,
+            routes,
+        }
+    }
+}
+
+/// An inbound HTTPRoute of a Server, with the authorizations that target it.
+#[derive(Debug)]
+pub(super) struct RouteM {
+    /// Any of them; none listed: every request. `None`: the route did not compile and
+    /// matches nothing.
+    matches: Option<Vec<RouteMatchM>>,
+    pub(super) authz: Vec<LinkerdAuthzM>,
+}
+
+impl RouteM {
+    pub(super) fn matches(&self, req: &HttpAttributes<'_>) -> bool {
+        self.matches
+            .as_ref()
+            .is_some_and(|ms| ms.is_empty() || ms.iter().any(|m| m.matches(req)))
+    }
+}
+
+#[derive(Debug)]
+enum RoutePath {
+    Exact(String),
+    Prefix(String),
+    SegmentPrefix(String),
+    Regex(Regex),
+}
+
+/// A Gateway-API-style match, as [`crate::route`] compiles them, over [`HttpAttributes`].
+struct RouteMatchM {
+    path: Option<RoutePath>,
+    method: Option<Method>,
+    headers: Vec<(HeaderName, Str, bool)>,
+    query: Vec<(String, Str)>,
+    negated: Vec<RouteMatchM>,
+}
+
+impl fmt::Debug for RouteMatchM {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteMatchM")
+            .field("path", &self.path)
+            .field("method", &self.method)
+            .field("headers", &self.headers.len())
+            .field("query", &self.query.len())
+            .field("negated", &self.negated)
+            .finish()
+    }
+}
+
+impl RouteMatchM {
+    fn compile(m: &RouteMatch) -> Result<Self, String> {
+        let regex = |r: &str| {
+            Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("bad regex {r:?}: {e}"))
+        };
+        let path = match &m.path {
+            None => None,
+            Some(PathMatch::Exact(p)) => Some(RoutePath::Exact(p.clone())),
+            Some(PathMatch::Prefix(p)) => Some(RoutePath::Prefix(p.clone())),
+            Some(PathMatch::SegmentPrefix(p)) => Some(RoutePath::SegmentPrefix(
+                p.trim_end_matches('/').to_string(),
+            )),
+            Some(PathMatch::Regex(r)) => Some(RoutePath::Regex(regex(r)?)),
+        };
+        let method = m
+            .method
+            .as_ref()
+            .map(|s| Method::from_bytes(s.as_bytes()).map_err(|_| format!("bad method {s:?}")))
+            .transpose()?;
+        let headers = m
+            .headers
+            .iter()
+            .map(
+                |HeaderMatch {
+                     name,
+                     value,
+                     invert,
+                 }| {
+                    let n = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("bad header name {name:?}"))?;
+                    let v = Str::compile(value, "").map_err(|e| e.why)?;
+                    Ok((n, v, *invert))
+                },
+            )
+            .collect::<Result<_, String>>()?;
+        let query = m
+            .query
+            .iter()
+            .map(|QueryMatch { name, value }| {
+                Ok((name.clone(), Str::compile(value, "").map_err(|e| e.why)?))
+            })
+            .collect::<Result<_, String>>()?;
+        let negated = m
+            .negated
+            .iter()
+            .map(RouteMatchM::compile)
+            .collect::<Result<_, _>>()?;
+        Ok(RouteMatchM {
+            path,
+            method,
+            headers,
+            query,
+            negated,
+        })
+    }
+
+    fn matches(&self, req: &HttpAttributes<'_>) -> bool {
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+        if let Some(p) = &self.path {
+            let ok = match p {
+                RoutePath::Exact(e) => path == e,
+                RoutePath::Prefix(e) => path.starts_with(e.as_str()),
+                RoutePath::SegmentPrefix(e) => {
+                    e.is_empty()
+                        || path
+                            .strip_prefix(e.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                }
+                RoutePath::Regex(r) => r.is_match(path),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if self.method.as_ref().is_some_and(|m| m != req.method) {
+            return false;
+        }
+        for (name, value, invert) in &self.headers {
+            let found = req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| value.matches(v)));
+            if found == *invert {
+                return false;
+            }
+        }
+        for (name, value) in &self.query {
+            let v = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name);
+            if !v.is_some_and(|(_, v)| value.matches(&v)) {
+                return false;
+            }
+        }
+        !self.negated.iter().any(|n| n.matches(req))
+    }
+}
+
+/// A Linkerd authorization: every authn must hold.
+#[derive(Debug)]
+pub(super) struct LinkerdAuthzM {
+    pub(super) tally: Arc<Tally>,
+    authns: Vec<AuthnM>,
+}
+
+#[derive(Debug)]
+enum AuthnM {
+    MeshTls(Vec<IdPat>),
+    Network {
+        cidrs: Vec<IpNet>,
+        except: Vec<IpNet>,
+    },
+    Unauthenticated,
+}
+
+impl LinkerdAuthzM {
+    /// `None` (and an error) when an authn does not compile: the authorization then admits
+    /// nobody.
+    fn compile(
+        a: &LinkerdAuthz,
+        tallies: &mut Tallies<'_>,
+        errors: &mut Vec<AuthzError>,
+    ) -> Option<Self> {
+        let nets = |list: &[String]| {
+            list.iter()
+                .map(|c| parse_cidr(c).map_err(|e| format!("network {c:?}: {e}")))
+                .collect::<Result<Vec<_>, String>>()
+        };
+        let authns = a
+            .authns
+            .iter()
+            .map(|n| match n {
+                LinkerdAuthn::MeshTls { identities } => Ok(AuthnM::MeshTls(
+                    identities.iter().map(|i| IdPat::compile(i)).collect(),
+                )),
+                LinkerdAuthn::Network { cidrs, except } => Ok(AuthnM::Network {
+                    cidrs: nets(cidrs)?,
+                    except: nets(except)?,
+                }),
+                LinkerdAuthn::Unauthenticated => Ok(AuthnM::Unauthenticated),
+            })
+            .collect::<Result<Vec<_>, String>>();
+        match authns {
+            Ok(authns) => Some(LinkerdAuthzM {
+                tally: tallies.get(&a.name),
+                authns,
+            }),
+            Err(why) => {
+                errors.push(AuthzError::Linkerd {
+                    policy: a.name.clone(),
+                    why,
+                });
+                None
+            }
+        }
+    }
+
+    pub(super) fn admits(&self, ctx: &RequestContext<'_>) -> bool {
+        let ip = ctx.peer_ip.to_canonical();
+        self.authns.iter().all(|n| match n {
+            AuthnM::Unauthenticated => true,
+            AuthnM::Network { cidrs, except } => {
+                cidrs.iter().any(|c| c.contains(&ip)) && !except.iter().any(|c| c.contains(&ip))
+            }
+            AuthnM::MeshTls(ids) => ctx
+                .peer_identity
+                .is_some_and(|id| ids.iter().any(|p| p.matches(id))),
+        })
+    }
+}
+
+/// A MeshTLSAuthentication identity: `*` (any mTLS client), an exact identity (SPIFFE ID or a
+/// Linkerd name `SA.NS.serviceaccount.identity.linkerd.TRUST_DOMAIN`, compared as the SPIFFE ID
+/// it stands for), or `*.SUFFIX` (any Linkerd name ending so, e.g. a whole namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum IdPat {
+    Any,
+    Exact(String),
+    Suffix(String),
+}
+
+/// The fixed part of a Linkerd identity name between namespace and trust domain.
+const LINKERD_ID_INFIX: &str = ".serviceaccount.identity.linkerd.";
+
+impl IdPat {
+    fn compile(v: &str) -> IdPat {
+        if v == "*" {
+            IdPat::Any
+        } else if let Some(suffix) = v.strip_prefix('*') {
+            IdPat::Suffix(suffix.to_string())
+        } else if v.starts_with("spiffe://") {
+            IdPat::Exact(v.to_string())
+        } else if let Some((head, td)) = v.split_once(LINKERD_ID_INFIX) {
+            match head.split_once('.') {
+                Some((sa, ns)) => IdPat::Exact(format!("spiffe://{td}/ns/{ns}/sa/{sa}")),
+                None => IdPat::Exact(v.to_string()),
+            }
+        } else if v.contains("/ns/") {
+            // An Istio-style principal, `TRUST_DOMAIN/ns/NS/sa/SA`.
+            IdPat::Exact(format!("spiffe://{v}"))
+        } else {
+            IdPat::Exact(v.to_string())
+        }
+    }
+
+    fn matches(&self, id: &Identity) -> bool {
+        match self {
+            IdPat::Any => true,
+            IdPat::Exact(e) => id.0 == *e,
+            IdPat::Suffix(s) => linkerd_name(id).is_some_and(|n| n.ends_with(s.as_str())),
+        }
+    }
+}
+
+/// The Linkerd name of a SPIFFE ID `spiffe://TD/ns/NS/sa/SA`.
+fn linkerd_name(id: &Identity) -> Option<String> {
+    let rest = id.0.strip_prefix("spiffe://")?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [td, "ns", ns, "sa", sa] => Some(format!("{sa}.{ns}{LINKERD_ID_INFIX}{td}")),
+        _ => None,
+    }
+}

@@ -1,0 +1,426 @@
+//! JSON Web Key Sets: parsed once into verification keys ([`KeySet`]), and for `jwksUri`s
+//! fetched, cached and refreshed off the request path ([`JwksStore`], [`RemoteJwks`]).
+//!
+//! Each remote URI has one background task, owned by the [`RemoteJwks`] handle that
+//! authenticators share: it fetches at start, then every [`JwksSettings::refresh_interval`],
+//! sooner when a request met an unknown `kid` (at most once per
+//! [`JwksSettings::min_refresh_interval`]), and after a failure with a doubling backoff. A failed
+//! fetch keeps the last good keys (served stale while the JWKS host is down). Requests only
+//! read an `ArcSwap`. When the last handle drops (no snapshot needs the URI any more) the task
+//! stops.
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use futures::FutureExt;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// How often keys are fetched again when all is well (Envoy's `remote_jwks` caches for 5 min).
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The least time between two fetches of one URI, however many unknown `kid`s arrive: a client
+/// with made-up key ids must not turn the proxy into a load generator against the JWKS host.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// The first retry after a failed fetch; doubled on each further failure, up to the refresh
+/// interval.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one fetch may take when the rule sets no `timeout` (Istio's JWTRule default).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest JWKS document accepted; real ones are a few KiB.
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Why a JWKS could not be had.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("the JWKS is not JSON: {0}")]
+    NotJson(String),
+    #[error("the JWKS has no `keys` list")]
+    NoKeysList,
+    #[error("the JWKS has no usable signing key (RSA, EC P-256/P-384 or Ed25519)")]
+    NoUsableKey,
+    #[error("{0} is not an http:// URI (https JWKS fetching is not supported yet)")]
+    UnsupportedUri(String),
+    #[error("fetching {uri}: {why}")]
+    Fetch { uri: String, why: String },
+    #[error("fetching {uri}: status {status}")]
+    Status { uri: String, status: u16 },
+    #[error("fetching {uri}: timed out after {timeout:?}")]
+    Timeout { uri: String, timeout: Duration },
+}
+
+/// The signature family a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Rsa,
+    Ec(Algorithm),
+    Ed,
+}
+
+/// One verification key of a set.
+pub(crate) struct Key {
+    pub(crate) kid: Option<String>,
+    /// The `alg` the JWK pins, if any.
+    alg: Option<Algorithm>,
+    kind: Kind,
+    pub(crate) decoding: DecodingKey,
+}
+
+impl Key {
+    /// Whether a token signed with `alg` may be checked with this key.
+    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
+        let family = match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => self.kind == Kind::Rsa,
+            Algorithm::ES256 | Algorithm::ES384 => self.kind == Kind::Ec(alg),
+            Algorithm::EdDSA => self.kind == Kind::Ed,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => false,
+        };
+        family && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+/// The usable signing keys of a JWKS. Symmetric (`oct`) keys, encryption keys and keys of
+/// unsupported types or curves are skipped.
+pub struct KeySet {
+    pub(crate) keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| (&k.kid, k.kind, k.alg)))
+            .finish()
+    }
+}
+
+impl KeySet {
+    pub fn parse(json: &str) -> Result<KeySet, JwksError> {
+        let doc: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let list = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or(JwksError::NoKeysList)?;
+        // One by one: a key this library cannot read must not hide the others.
+        let keys: Vec<Key> = list
+            .iter()
+            .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+            .filter_map(|jwk| Self::key(&jwk))
+            .collect();
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey);
+        }
+        Ok(KeySet { keys })
+    }
+
+    fn key(jwk: &Jwk) -> Option<Key> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let kind = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Kind::Rsa,
+            AlgorithmParameters::EllipticCurve(p) => match p.curve {
+                EllipticCurve::P256 => Kind::Ec(Algorithm::ES256),
+                EllipticCurve::P384 => Kind::Ec(Algorithm::ES384),
+                _ => return None,
+            },
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Kind::Ed,
+            _ => return None,
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
+        };
+        Some(Key {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            kind,
+            decoding: DecodingKey::from_jwk(jwk).ok()?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+/// Timing of [`RemoteJwks`] refreshes.
+#[derive(Clone, Copy, Debug)]
+pub struct JwksSettings {
+    pub refresh_interval: Duration,
+    pub min_refresh_interval: Duration,
+    pub retry_interval: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        JwksSettings {
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+        }
+    }
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Result<String, JwksError>> + Send>>;
+
+/// Gets a JWKS document (HTTP in the proxy, a stub in tests).
+pub(crate) trait Fetch: Send + Sync + 'static {
+    fn fetch(&self, uri: &str, timeout: Duration) -> FetchFuture;
+}
+
+/// Plain HTTP/1.1 GET with hyper's pooled client.
+struct HttpFetch {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Fetch for HttpFetch {
+    fn fetch(&self, uri: &str, timeout: Duration) -> FetchFuture {
+        let client = self.client.clone();
+        let uri = uri.to_string();
+        Box::pin(async move {
+            let fetch_err = |why: String| JwksError::Fetch {
+                uri: uri.clone(),
+                why,
+            };
+            let parsed: http::Uri = uri.parse().map_err(|e| fetch_err(format!("{e}")))?;
+            if parsed.scheme_str() != Some("http") {
+                return Err(JwksError::UnsupportedUri(uri.clone()));
+            }
+            let work = async {
+                let rsp = client
+                    .get(parsed)
+                    .await
+                    .map_err(|e| fetch_err(e.to_string()))?;
+                let status = rsp.status();
+                if !status.is_success() {
+                    return Err(JwksError::Status {
+                        uri: uri.clone(),
+                        status: status.as_u16(),
+                    });
+                }
+                let body = Limited::new(rsp.into_body(), MAX_JWKS_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| fetch_err(e.to_string()))?
+                    .to_bytes();
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| fetch_err("the body is not UTF-8".into()))
+            };
+            match tokio::time::timeout(timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err(JwksError::Timeout {
+                    uri: uri.clone(),
+                    timeout,
+                }),
+            }
+        })
+    }
+}
+
+/// What a [`RemoteJwks`] and its task share.
+struct Shared {
+    keys: ArcSwapOption<KeySet>,
+    /// A request asked for a refresh (unknown `kid`).
+    wake: Notify,
+    /// Counts successful fetches, so callers can wait for the first.
+    fetched: watch::Sender<u64>,
+}
+
+/// The keys of one `jwksUri`, kept fresh by a background task that lives as long as this
+/// handle.
+pub struct RemoteJwks {
+    uri: String,
+    shared: Arc<Shared>,
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("uri", &self.uri)
+            .finish()
+    }
+}
+
+impl RemoteJwks {
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The last keys fetched; `None` before the first successful fetch.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.shared.keys.load_full()
+    }
+
+    /// Asks for an early refresh (a token named a `kid` we do not know). Cheap and lock-free;
+    /// the task rate-limits.
+    pub fn refresh(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// How many fetches have succeeded.
+    pub fn fetch_count(&self) -> u64 {
+        *self.shared.fetched.borrow()
+    }
+
+    /// Resolves once at least `n` fetches have succeeded.
+    pub async fn fetched(&self, n: u64) {
+        let mut rx = self.shared.fetched.subscribe();
+        let _ = rx.wait_for(|c| *c >= n).await;
+    }
+}
+
+/// Hands out one [`RemoteJwks`] per URI, shared by every authenticator compiled while it is
+/// alive, so a new snapshot does not fetch keys again. Lives as long as the proxy; its tasks run
+/// on the runtime given at creation (the control runtime, off the data path).
+pub struct JwksStore {
+    handle: Handle,
+    settings: JwksSettings,
+    fetcher: Arc<dyn Fetch>,
+    by_uri: Mutex<HashMap<String, Weak<RemoteJwks>>>,
+}
+
+impl std::fmt::Debug for JwksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksStore")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl JwksStore {
+    /// A store fetching over HTTP with the default timing.
+    pub fn new(handle: Handle) -> Self {
+        Self::with_settings(handle, JwksSettings::default())
+    }
+
+    pub fn with_settings(handle: Handle, settings: JwksSettings) -> Self {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self::with_fetcher(handle, settings, Arc::new(HttpFetch { client }))
+    }
+
+    pub(crate) fn with_fetcher(
+        handle: Handle,
+        settings: JwksSettings,
+        fetcher: Arc<dyn Fetch>,
+    ) -> Self {
+        JwksStore {
+            handle,
+            settings,
+            fetcher,
+            by_uri: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The keys of `uri`, starting its fetch task if no one holds it yet. `timeout` bounds each
+    /// fetch (the first caller's value holds while the task lives).
+    pub fn remote(&self, uri: &str, timeout: Option<Duration>) -> Arc<RemoteJwks> {
+        let mut by_uri = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = by_uri.get(uri).and_then(Weak::upgrade) {
+            return r;
+        }
+        by_uri.retain(|_, w| w.strong_count() > 0);
+        let shared = Arc::new(Shared {
+            keys: ArcSwapOption::empty(),
+            wake: Notify::new(),
+            fetched: watch::Sender::new(0),
+        });
+        let stop = CancellationToken::new();
+        let task = Refresher {
+            uri: uri.to_string(),
+            timeout: timeout.unwrap_or(DEFAULT_FETCH_TIMEOUT),
+            settings: self.settings,
+            fetcher: self.fetcher.clone(),
+            shared: shared.clone(),
+        };
+        self.handle.spawn(task.run(stop.clone()));
+        let remote = Arc::new(RemoteJwks {
+            uri: uri.to_string(),
+            shared,
+            _stop: stop.drop_guard(),
+        });
+        by_uri.insert(uri.to_string(), Arc::downgrade(&remote));
+        remote
+    }
+}
+
+/// The background task of one [`RemoteJwks`].
+struct Refresher {
+    uri: String,
+    timeout: Duration,
+    settings: JwksSettings,
+    fetcher: Arc<dyn Fetch>,
+    shared: Arc<Shared>,
+}
+
+impl Refresher {
+    async fn run(self, stop: CancellationToken) {
+        let s = self.settings;
+        let mut backoff = s.retry_interval;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.fetcher.fetch(&self.uri, self.timeout) => r,
+            };
+            // Refreshes asked for before or during this fetch are answered by it.
+            let _ = self.shared.wake.notified().now_or_never();
+            let wait = match result.and_then(|body| KeySet::parse(&body)) {
+                Ok(keys) => {
+                    tracing::debug!(uri = %self.uri, keys = keys.len(), "JWKS fetched");
+                    self.shared.keys.store(Some(Arc::new(keys)));
+                    self.shared.fetched.send_modify(|c| *c += 1);
+                    backoff = s.retry_interval;
+                    s.refresh_interval
+                }
+                Err(e) => {
+                    let stale = self.shared.keys.load().is_some();
+                    tracing::warn!(
+                        uri = %self.uri,
+                        error = %e,
+                        retry_in = ?backoff,
+                        serving_stale_keys = stale,
+                        "JWKS fetch failed"
+                    );
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(s.refresh_interval);
+                    wait
+                }
+            };
+            let next = started + wait;
+            let earliest = started + s.min_refresh_interval;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+                _ = async {
+                    self.shared.wake.notified().await;
+                    tokio::time::sleep_until(earliest.min(next)).await;
+                } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The security this proxy enforces on traffic it receives, compiled once per snapshot: the
+//! inbound port's mTLS mode (PeerAuthentication), end-user JWT checks (RequestAuthentication)
+//! and authorization (Istio AuthorizationPolicy, Linkerd Server policies). Requests read it
+//! through one `ArcSwap` load; a JWT that fails gets 401, a denied request 403 `RBAC: access
+//! denied` (404 for a Linkerd Server route miss), each logged with its reason.
+
+use crate::authz::{self, Authorizer, AuthzStats, HttpAttributes, RequestContext, Workload};
+use crate::body::Body;
+use crate::jwt::{self, JwksStore, JwtAuthenticator, VerifiedJwt};
+use crate::server::PeerInfo;
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use model::security::{MtlsMode, SecuritySpec};
+use model::Labels;
+use std::sync::Arc;
+
+/// One snapshot's inbound security for this workload.
+pub struct Compiled {
+    /// The workload's port the rules were compiled for (`destination.port`, Server ports).
+    pub port: u16,
+    pub mode: MtlsMode,
+    pub authz: Authorizer,
+    pub jwt: JwtAuthenticator,
+}
+
+/// The workload the rules are compiled for, and the per-proxy state they share.
+pub struct Security {
+    namespace: String,
+    labels: Labels,
+    trust_domain: String,
+    current: ArcSwap<Compiled>,
+    stats: AuthzStats,
+    jwks: JwksStore,
+}
+
+impl Security {
+    pub fn new(
+        namespace: &str,
+        labels: &Labels,
+        trust_domain: &str,
+        stats: AuthzStats,
+        jwks: JwksStore,
+    ) -> Security {
+        let empty = SecuritySpec::new();
+        Security {
+            namespace: namespace.to_string(),
+            labels: labels.clone(),
+            trust_domain: trust_domain.to_string(),
+            current: ArcSwap::from_pointee(Compiled {
+                port: 0,
+                mode: MtlsMode::Permissive,
+                authz: Authorizer::compile(
+                    &empty,
+                    Workload {
+                        namespace,
+                        labels,
+                        service_port: 0,
+                        trust_domain,
+                    },
+                    &stats,
+                ),
+                jwt: JwtAuthenticator::default(),
+            }),
+            stats,
+            jwks,
+        }
+    }
+
+    /// Compiles `spec` for this workload on `port` and puts it in force; returns the mode.
+    pub fn update(&self, spec: &SecuritySpec, port: u16) -> MtlsMode {
+        let mode = spec.mtls_mode(&self.namespace, &self.labels, port);
+        let authz = Authorizer::compile(
+            spec,
+            Workload {
+                namespace: &self.namespace,
+                labels: &self.labels,
+                service_port: port,
+                trust_domain: &self.trust_domain,
+            },
+            &self.stats,
+        );
+        for e in authz.errors() {
+            tracing::warn!(error = %e, "authorization policy fails closed");
+        }
+        for u in authz.unsupported() {
+            tracing::warn!(policy = %u, "CUSTOM authorization is not supported; the policy is not enforced");
+        }
+        let jwt = JwtAuthenticator::compile(spec, &self.namespace, &self.labels, &self.jwks);
+        for e in jwt.errors() {
+            tracing::warn!(error = %e, "JWT rule fails closed");
+        }
+        self.current.store(Arc::new(Compiled {
+            port,
+            mode,
+            authz,
+            jwt,
+        }));
+        mode
+    }
+
+    /// Checks a request: its JWT (if rules apply) then its authorization. `Err`: the answer to
+    /// send instead of forwarding it.
+    pub fn check<B>(
+        &self,
+        req: &mut Request<B>,
+    ) -> Result<Option<VerifiedJwt>, Box<Response<Body>>> {
+        let c = self.current.load();
+        let verified = if c.jwt.is_empty() {
+            None
+        } else {
+            match c.jwt.authenticate_request(req) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::info!(path = %req.uri().path(), error = %e, "JWT rejected");
+                    let mut rsp = jwt::unauthorized_response(&self.realm(req));
+                    rsp.headers_mut().insert(
+                        crate::flags::FLAG_HEADER,
+                        http::HeaderValue::from_static(crate::flags::Flag::Unauthorized.as_str()),
+                    );
+                    return Err(Box::new(rsp));
+                }
+            }
+        };
+        let peer = req.extensions().get::<Arc<PeerInfo>>().cloned();
+        let ctx = RequestContext {
+            peer_ip: peer
+                .as_ref()
+                .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.addr.ip()),
+            peer_identity: peer.as_ref().and_then(|p| p.identity.as_ref()),
+            destination_ip: None,
+            destination_port: c.port,
+            sni: None,
+            http: Some(HttpAttributes::of(req, verified.as_ref())),
+        };
+        let d = c.authz.authorize(&ctx);
+        if d.allowed {
+            if d.audited {
+                tracing::info!(policy = %d.policy, path = %req.uri().path(), "audited request allowed");
+            }
+            return Ok(verified);
+        }
+        tracing::info!(decision = %d, path = %req.uri().path(), client = ?ctx.peer_identity, "request denied");
+        if d.route_not_found() {
+            return Err(Box::new(crate::flags::respond(
+                crate::flags::Flag::NoRoute,
+                "no route of the server matches",
+            )));
+        }
+        Err(Box::new(authz::denied_response()))
+    }
+
+    fn realm<B>(&self, req: &Request<B>) -> String {
+        req.uri()
+            .authority()
+            .map(|a| a.host().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.split(':').next().unwrap_or(h).to_string())
+            })
+            .unwrap_or_default()
+    }
+}
