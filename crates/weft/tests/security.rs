@@ -141,6 +141,49 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
         err.contains("identity") || err.contains("certificate"),
         "{err}"
     );
+
+    // The guide's test-mtls tool: every edge between meshed workloads was mTLS; the plaintext
+    // call from outside the mesh is listed, not failed.
+    let out = mesh.weft(&["check", "--mtls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway → spiffe://cluster.local/ns/default/sa/hello: mTLS"),
+        "{text}"
+    );
+    assert!(text.contains("plaintext from outside the mesh"), "{text}");
+    let out = mesh.weft(&["edges", "-o", "json"]);
+    let edges: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        edges
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["src"] == tester.0.as_str() && e["mtls"] == true),
+        "{edges}"
+    );
+}
+
+/// A mesh run with `--no-mtls`: proxies talk plaintext, and `weft check --mtls` says so and
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_mtls_fails_when_meshed_traffic_is_plaintext() {
+    let mesh = Mesh::up_with(&mesh_yaml("plain", &[("hello", 1, "")]), &["--no-mtls"]);
+    let c = client();
+    let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200);
+    let out = mesh.weft(&["check", "--mtls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("→ spiffe://cluster.local/ns/default/sa/hello: NOT mTLS"),
+        "{text}"
+    );
 }
 
 /// With certificates living 3 s (renewed at ~70%), a steady load through ingress → sidecar runs
