@@ -565,10 +565,13 @@ fn translate(
         destinations,
         ..HttpRoute::default()
     });
-    let budget = spec
-        .retry_budget
-        .as_ref()
-        .and_then(|b| profile::retry_budget(&doc, b, errors));
+    // Linkerd bounds ServiceProfile retries by a budget even when the profile names none:
+    // then its default (20% of requests plus 10 retries/s over 10 s).
+    let budget = match spec.retry_budget.as_ref() {
+        Some(b) => profile::retry_budget(&doc, b, errors),
+        None if spec.routes.iter().any(|r| r.is_retryable) => Some(model::RetryBudget::default()),
+        None => None,
+    };
     if errors.len() != before {
         return None;
     }

@@ -62,6 +62,11 @@ pub struct Inbound {
     pub authenticated: bool,
     /// JWT and authorization checks.
     pub security: Option<Arc<crate::security::Security>>,
+    /// Istio metrics (`reporter="destination"`) for requests to this service.
+    pub observe: Option<(
+        Arc<crate::observe::Observe>,
+        crate::telemetry::DestinationService,
+    )>,
 }
 
 impl Inbound {
@@ -82,6 +87,7 @@ impl Inbound {
             drain,
             authenticated: false,
             security: None,
+            observe: None,
         }
     }
 
@@ -142,6 +148,18 @@ impl Handler for Inbound {
         _peer: SocketAddr,
     ) -> Response<Body> {
         let version = req.version();
+        let started = crate::observe::Started::of(req.headers());
+        let info = req.extensions().get::<Arc<PeerInfo>>().cloned();
+        let verified = info.as_ref().and_then(|p| p.identity.as_ref());
+        let source = self.observe.as_ref().map(|(o, _)| {
+            o.telemetry.peer_from_header(
+                req.headers()
+                    .get(crate::telemetry::PEER_HEADER)
+                    .map(|v| v.as_bytes()),
+                verified.map(|i| i.0.as_str()),
+            )
+        });
+        req.headers_mut().remove(crate::telemetry::PEER_HEADER);
         let checked = match &self.security {
             Some(sec) => sec.check(&mut req).map(|_| ()),
             None => Ok(()),
@@ -150,6 +168,9 @@ impl Handler for Inbound {
             Ok(()) => self.forward(req).await,
             Err(rsp) => *rsp,
         };
+        if let (Some((o, service)), Some(source)) = (&self.observe, &source) {
+            o.destination(&started, source, service, verified.is_some(), &mut rsp);
+        }
         finish_response(&mut rsp, version, &self.drain);
         // Only flags this proxy set: an app's response never carries one.
         if let Some(f) = flags::of(&rsp) {

@@ -21,6 +21,7 @@
 //! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
+//! - [`observe`]: Istio's standard metrics on the request path (metadata exchange, both reporters).
 //! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
@@ -40,6 +41,7 @@ pub mod identity;
 pub mod inbound;
 pub mod jwt;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod policy;
 pub mod route;

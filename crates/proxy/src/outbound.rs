@@ -48,6 +48,8 @@ pub struct Outbound {
     /// The ingress gateway enforces JWT and authorization on what enters the mesh (Istio
     /// policies select it by its labels); `None` for sidecars' outbound side.
     pub security: Option<Arc<crate::security::Security>>,
+    /// Istio metrics (`reporter="source"`) and the metadata exchange.
+    pub observe: Arc<crate::observe::Observe>,
 }
 
 /// What opening a connection to a peer needs.
@@ -94,7 +96,9 @@ enum AttemptError {
 impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let version = req.version();
-        let mut rsp = self.route(req, peer).await;
+        let started = crate::observe::Started::of(req.headers());
+        let (mut rsp, service) = self.route(req, peer).await;
+        self.observe.source(&started, service.as_ref(), &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
         if let Some(flag) = flags::of(&rsp) {
             self.metrics.flag(flag);
@@ -158,7 +162,23 @@ async fn prepare_body(b: Incoming, keep: bool) -> Result<ReqBody, Response<Body>
 }
 
 impl Outbound {
-    async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Routes a request; also says which service it went to (for metrics), once known.
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<Body>, Option<crate::telemetry::DestinationService>) {
+        let mut service = None;
+        let rsp = self.route_to(req, peer, &mut service).await;
+        (rsp, service)
+    }
+
+    async fn route_to(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        service_out: &mut Option<crate::telemetry::DestinationService>,
+    ) -> Response<Body> {
         if let Some(sec) = &self.security {
             if let Err(rsp) = sec.check(&mut req) {
                 return *rsp;
@@ -247,6 +267,9 @@ impl Outbound {
                 return filters::direct(d);
             }
         }
+        if let Some(b) = routed.backend {
+            *service_out = Some(b.service.clone());
+        }
         let Some(backend) = routed.backend.cloned() else {
             return flags::respond_with(
                 Flag::NoRoute,
@@ -284,7 +307,9 @@ impl Outbound {
                 ),
             );
         };
-        backend.counters.budget.deposit();
+        if let Some(b) = &backend.counters.budget {
+            b.deposit();
+        }
 
         let mut set_cookie = None;
         let hash = backend
@@ -305,6 +330,10 @@ impl Outbound {
         parts
             .headers
             .insert(CLIENT_ID_HEADER, self.client_id.clone());
+        parts.headers.insert(
+            crate::telemetry::PEER_HEADER,
+            self.observe.local_header.clone(),
+        );
         let mut upstream_authority = authority.clone();
         let mut upstream_path = path_and_query;
         if let Some(r) = rule {
@@ -499,7 +528,19 @@ impl Outbound {
                 }
             };
             match outcome {
-                Ok(rsp) => {
+                Ok(mut rsp) => {
+                    let mtls = self.peers.tls.is_some()
+                        && !ep.plaintext.load(std::sync::atomic::Ordering::Relaxed);
+                    let upstream = self.observe.telemetry.peer_from_header(
+                        rsp.headers()
+                            .get(crate::telemetry::PEER_HEADER)
+                            .map(|v| v.as_bytes()),
+                        mtls.then_some(ep.endpoint.identity.0.as_str()),
+                    );
+                    rsp.extensions_mut().insert(crate::observe::Upstream {
+                        peer: upstream,
+                        mtls,
+                    });
                     let status = rsp.status().as_u16();
                     let failure = model::route::is_failure(classes, status);
                     backend.record(&ep, Outcome::Response { status, failure });

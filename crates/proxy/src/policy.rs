@@ -29,7 +29,9 @@ pub struct Policy {
     pub connect_timeout: Option<Duration>,
     pub outlier: Option<OutlierDetection>,
     pub accrual: Option<FailureAccrual>,
-    pub budget: RetryBudget,
+    /// Linkerd's retry budget, when the service has one (a ServiceProfile); `None`: retries
+    /// are limited only by the route's attempts and `maxRetries`, as in Istio.
+    pub budget: Option<RetryBudget>,
 }
 
 impl Policy {
@@ -52,7 +54,7 @@ impl Policy {
                 .failure_accrual
                 .clone()
                 .filter(|a| a.max_failures > 0),
-            budget: policy.retry_budget.clone().unwrap_or_default(),
+            budget: policy.retry_budget.clone(),
         }
     }
 }
@@ -61,15 +63,18 @@ impl Policy {
 pub struct Counters {
     in_flight: AtomicU32,
     retries_in_flight: AtomicU32,
-    pub budget: Budget,
+    pub budget: Option<Budget>,
+    /// What `budget` was made from (a changed budget starts afresh).
+    pub budget_config: Option<RetryBudget>,
 }
 
 impl Counters {
-    pub fn new(budget: &RetryBudget) -> Arc<Counters> {
+    pub fn new(budget: Option<&RetryBudget>) -> Arc<Counters> {
         Arc::new(Counters {
             in_flight: AtomicU32::new(0),
             retries_in_flight: AtomicU32::new(0),
-            budget: Budget::new(budget),
+            budget: budget.map(Budget::new),
+            budget_config: budget.cloned(),
         })
     }
 
@@ -99,7 +104,7 @@ impl Counters {
         if max_retries.is_some_and(|max| n >= max) {
             return Err("maxRetries reached");
         }
-        if !self.budget.withdraw() {
+        if self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
             return Err("retry budget exhausted");
         }
         Ok(admitted)

@@ -58,6 +58,8 @@ pub struct Shared {
     pub edges: Arc<crate::edges::Edges>,
     /// What the proxy enforces on traffic it receives (compiled per snapshot).
     pub security: Arc<crate::security::Security>,
+    /// Istio's standard metrics and the metadata exchange.
+    pub observe: Arc<crate::observe::Observe>,
     /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
     pub shutdown: CancellationToken,
     pub drain: Drain,
@@ -119,7 +121,13 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let mut metrics = Metrics::new();
+    let observe = Arc::new(crate::observe::Observe::new(
+        &settings.workload,
+        &settings.namespace,
+        &settings.labels,
+        &settings.identity,
+    ));
+    let mut metrics = Metrics::with_telemetry(&observe.telemetry);
     let authz_stats = crate::authz::AuthzStats::register(&mut metrics.registry);
     let metrics = Arc::new(metrics);
     let security = Arc::new(crate::security::Security::new(
@@ -147,6 +155,7 @@ pub fn run(
         inbound_tls,
         edges,
         security,
+        observe,
         shutdown: shutdown.clone(),
         drain: drain.clone(),
         settings,
@@ -268,6 +277,7 @@ async fn data_plane(
             metrics: shared.metrics.clone(),
             drain: shared.drain.clone(),
             security: (s.mode == Mode::Ingress).then(|| shared.security.clone()),
+            observe: shared.observe.clone(),
             peers: Arc::new(crate::outbound::Peers {
                 tls: s.join_token.as_ref().map(|_| shared.tls.clone()),
                 metrics: shared.metrics.clone(),
@@ -292,6 +302,13 @@ async fn data_plane(
         );
         handler.authenticated = s.join_token.is_some();
         handler.security = Some(shared.security.clone());
+        handler.observe = Some((
+            shared.observe.clone(),
+            crate::telemetry::DestinationService::new(&model::ServiceKey::new(
+                &s.service,
+                &s.namespace,
+            )),
+        ));
         tracker.spawn(server::serve_with(
             from_std(l, "inbound")?,
             Arc::new(handler),

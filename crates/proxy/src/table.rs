@@ -23,6 +23,8 @@ pub struct Backend {
     pub policy: Arc<Policy>,
     /// Limits and retry budget, shared by every request to this backend.
     pub counters: Arc<Counters>,
+    /// The service, as Istio's metrics label it.
+    pub service: crate::telemetry::DestinationService,
     pub endpoints: Vec<Arc<EndpointState>>,
     rr_next: AtomicUsize,
 }
@@ -34,12 +36,14 @@ impl Backend {
         policy: Arc<Policy>,
         counters: Arc<Counters>,
         endpoints: Vec<Arc<EndpointState>>,
+        service: &ServiceKey,
     ) -> Self {
         Backend {
             name,
             key,
             policy,
             counters,
+            service: crate::telemetry::DestinationService::new(service),
             endpoints,
             rr_next: AtomicUsize::new(0),
         }
@@ -220,8 +224,8 @@ impl RouteTable {
             }
         }
         let counters_for = |key: &str, policy: &Policy| match old_counters.get(key) {
-            Some(c) => (*c).clone(),
-            None => Counters::new(&policy.budget),
+            Some(c) if c.budget_config == policy.budget => (*c).clone(),
+            _ => Counters::new(policy.budget.as_ref()),
         };
         // First every service's endpoints, then routes, which may point at other services.
         let mut alls: HashMap<&ServiceKey, Arc<Backend>> = HashMap::new();
@@ -263,6 +267,7 @@ impl RouteTable {
                     policy,
                     counters,
                     endpoints,
+                    &svc.key,
                 )),
             );
             specs.insert(&svc.key, svc);
@@ -283,6 +288,7 @@ impl RouteTable {
                     policy,
                     counters,
                     Vec::new(),
+                    &d.service,
                 ));
             };
             if d.labels.is_empty() {
@@ -315,7 +321,14 @@ impl RouteTable {
                 None => format!("{} {:?}", d.service, d.labels),
             };
             let counters = counters_for(&key, &policy);
-            let b = Arc::new(Backend::new(name, key.clone(), policy, counters, endpoints));
+            let b = Arc::new(Backend::new(
+                name,
+                key.clone(),
+                policy,
+                counters,
+                endpoints,
+                &d.service,
+            ));
             subsets.insert(key, b.clone());
             b
         };
@@ -407,13 +420,14 @@ pub(crate) mod tests_support {
             lb,
             ..Policy::default()
         });
-        let counters = Counters::new(&policy.budget);
+        let counters = Counters::new(policy.budget.as_ref());
         Backend::new(
             name.to_string(),
             name.to_string(),
             policy,
             counters,
             Vec::new(),
+            &ServiceKey::new(name, "default"),
         )
     }
 }

@@ -71,6 +71,12 @@ fn shared() -> Shared {
             Default::default(),
             crate::jwt::JwksStore::new(runtime().handle().clone()),
         )),
+        observe: Arc::new(crate::observe::Observe::new(
+            "t",
+            "default",
+            &Default::default(),
+            &Identity::spiffe("default", "t"),
+        )),
         shutdown: Default::default(),
         drain: Drain::new(Duration::ZERO),
     }

@@ -5,7 +5,7 @@ use model::ConnectionPool;
 
 #[test]
 fn admission_stops_at_the_limit_and_frees_slots_on_drop() {
-    let c = Counters::new(&RetryBudget::default());
+    let c = Counters::new(Some(&RetryBudget::default()));
     let a = c.admit(Some(2)).unwrap();
     let b = c.admit(Some(2)).unwrap();
     assert!(c.admit(Some(2)).is_none());
@@ -50,7 +50,7 @@ fn budget_allows_the_ratio_plus_the_reserve() {
 
 #[test]
 fn max_retries_caps_retries_in_flight() {
-    let c = Counters::new(&RetryBudget::default());
+    let c = Counters::new(Some(&RetryBudget::default()));
     let r = c.admit_retry(Some(1)).unwrap();
     assert_eq!(c.admit_retry(Some(1)).err(), Some("maxRetries reached"));
     drop(r);
