@@ -81,6 +81,7 @@ impl Admin {
                     "this proxy runs without mTLS (the mesh has no CA)\n",
                 ),
             },
+            (&Method::GET, "/tap") => tap_stream(shared, req.uri().query()),
             (&Method::GET, "/edges") => {
                 let doc = serde_json::json!({
                     "instance": shared.settings.instance,
@@ -113,11 +114,12 @@ impl Admin {
             }
             (
                 _,
-                "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/metrics" | "/shutdown",
+                "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/tap" | "/metrics"
+                | "/shutdown",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /ready /live /config /identity /edges /metrics or POST /shutdown\n",
+                "not found; try /ready /live /config /identity /edges /tap /metrics or POST /shutdown\n",
             ),
         }
     }
@@ -132,4 +134,55 @@ impl Handler for Admin {
         let rsp = self.serve(&req);
         async move { rsp }
     }
+}
+
+/// Longest a `/tap` stream may run (`?seconds=`, default 30).
+const MAX_TAP_SECONDS: u64 = 600;
+
+/// `GET /tap?path=&method=&to=&direction=&seconds=`: the requests this proxy handles from now
+/// on, one JSON object per line, for `seconds`. A watcher that falls behind gets a
+/// `{"lost": N}` line instead of slowing anything down.
+fn tap_stream(shared: &Arc<Shared>, query: Option<&str>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let filter = crate::tap::Filter::from_query(query);
+    let seconds = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "seconds")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(30)
+        .min(MAX_TAP_SECONDS);
+    let mut watch = shared.observe.tap.watch();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(seconds));
+        tokio::pin!(deadline);
+        loop {
+            let line = tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                e = watch.rx.recv() => match e {
+                    Ok(e) if filter.wants(&e) => serde_json::to_vec(&*e).unwrap_or_default(),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        format!("{{\"lost\":{n}}}").into_bytes()
+                    }
+                    Err(_) => return,
+                },
+            };
+            let mut line = line;
+            line.push(b'\n');
+            if tx.send(line.into()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = http_body_util::StreamBody::new(futures::StreamExt::map(stream, |b| {
+        Ok::<_, hyper::Error>(hyper::body::Frame::data(b))
+    }));
+    let mut rsp = Response::new(body.boxed());
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    rsp
 }

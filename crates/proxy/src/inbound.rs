@@ -148,7 +148,11 @@ impl Handler for Inbound {
         _peer: SocketAddr,
     ) -> Response<Body> {
         let version = req.version();
-        let started = crate::observe::Started::of(req.headers());
+        let tap = match &self.observe {
+            Some((o, _)) => &*o.tap,
+            None => crate::tap::Tap::idle(),
+        };
+        let started = crate::observe::Started::of(&req, tap);
         let info = req.extensions().get::<Arc<PeerInfo>>().cloned();
         let verified = info.as_ref().and_then(|p| p.identity.as_ref());
         let source = self.observe.as_ref().map(|(o, _)| {

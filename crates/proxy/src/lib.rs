@@ -22,6 +22,7 @@
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
 //! - [`observe`]: Istio's standard metrics on the request path (metadata exchange, both reporters).
+//! - [`tap`]: live request events for `weft tap` / `weft top` (free when nobody watches).
 //! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
@@ -50,6 +51,7 @@ pub mod security;
 pub mod server;
 pub mod settings;
 pub mod table;
+pub mod tap;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

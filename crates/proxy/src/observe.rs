@@ -18,6 +18,8 @@ pub struct Observe {
     pub telemetry: Telemetry,
     pub local: Peer,
     pub local_header: HeaderValue,
+    /// Live request events for `weft tap` / `weft top`.
+    pub tap: std::sync::Arc<crate::tap::Tap>,
 }
 
 /// What an outbound response learnt about its upstream (a response extension).
@@ -28,15 +30,17 @@ pub struct Upstream {
 }
 
 /// What a request is, for the record (captured before the request is consumed).
-#[derive(Clone, Copy)]
 pub struct Started {
     pub at: Instant,
     pub protocol: Protocol,
     pub request_bytes: u64,
+    /// Method, path… — only while someone taps.
+    pub tap: Option<Box<crate::tap::TapRequest>>,
 }
 
 impl Started {
-    pub fn of(headers: &HeaderMap) -> Started {
+    pub fn of<B>(req: &http::Request<B>, tap: &crate::tap::Tap) -> Started {
+        let headers = req.headers();
         let grpc = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -45,6 +49,7 @@ impl Started {
             at: Instant::now(),
             protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
             request_bytes: content_length(headers),
+            tap: tap.capture(req),
         }
     }
 }
@@ -69,6 +74,7 @@ impl Observe {
             telemetry: Telemetry::new(),
             local: Peer::new(meta),
             local_header,
+            tap: Default::default(),
         }
     }
 
@@ -157,5 +163,36 @@ impl Observe {
         r.request_bytes = started.request_bytes;
         r.response_bytes = content_length(rsp.headers());
         self.telemetry.request(&r);
+        if let Some(t) = &started.tap {
+            let principal = |p: &Peer| {
+                let m = p.metadata();
+                if m.principal == crate::telemetry::UNKNOWN {
+                    String::new()
+                } else {
+                    format!("spiffe://{}", m.principal)
+                }
+            };
+            let flags = r.flags.to_string();
+            self.tap.send(crate::tap::TapEvent {
+                ts_ms: t.ts_ms,
+                direction: match reporter {
+                    Reporter::Source => "outbound",
+                    Reporter::Destination => "inbound",
+                },
+                method: t.method.clone(),
+                authority: t.authority.clone(),
+                path: t.path.clone(),
+                status: r.response_code,
+                latency_ms: r.duration.as_secs_f64() * 1000.0,
+                flags,
+                src_workload: source.metadata().workload.clone(),
+                src_identity: principal(source),
+                dst_workload: destination.metadata().workload.clone(),
+                dst_identity: principal(destination),
+                dst_service: service.fqdn().to_string(),
+                mtls,
+                request_id: t.request_id.clone(),
+            });
+        }
     }
 }

@@ -96,7 +96,7 @@ enum AttemptError {
 impl Handler for Outbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let version = req.version();
-        let started = crate::observe::Started::of(req.headers());
+        let started = crate::observe::Started::of(&req, &self.observe.tap);
         let (mut rsp, service) = self.route(req, peer).await;
         self.observe.source(&started, service.as_ref(), &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
