@@ -247,6 +247,11 @@ pub(crate) fn match_to(m: &RouteMatch) -> pb::RouteMatch {
             })
             .collect(),
         negated: m.negated.iter().map(match_to).collect(),
+        scheme: m.scheme.as_ref().map(string_to),
+        authority: m.authority.as_ref().map(string_to),
+        port: m.port.map(u32::from),
+        source_labels: m.source_labels.clone().into_iter().collect(),
+        source_namespace: m.source_namespace.clone(),
     }
 }
 
@@ -280,12 +285,34 @@ pub(crate) fn match_from(m: pb::RouteMatch, route: &str) -> Result<RouteMatch, W
         .into_iter()
         .map(|n| match_from(n, route))
         .collect::<Result<_, _>>()?;
+    let port = match m.port {
+        None => None,
+        Some(p) => {
+            Some(
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| WireError::Route {
+                        route: route.to_string(),
+                        why: format!("match on port {p}: not a port"),
+                    })?,
+            )
+        }
+    };
     Ok(RouteMatch {
         path,
         method: (!m.method.is_empty()).then_some(m.method),
         headers,
         query,
         negated,
+        scheme: m.scheme.map(|v| string_from(Some(v), route)).transpose()?,
+        authority: m
+            .authority
+            .map(|v| string_from(Some(v), route))
+            .transpose()?,
+        port,
+        source_labels: m.source_labels.into_iter().collect(),
+        source_namespace: m.source_namespace,
     })
 }
 

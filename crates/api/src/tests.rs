@@ -74,6 +74,11 @@ fn canary() -> HttpRoute {
                     ..Default::default()
                 },
             ],
+            scheme: Some(StringMatch::Exact("http".into())),
+            authority: Some(StringMatch::Prefix("reviews".into())),
+            port: Some(9080),
+            source_labels: [("app".to_string(), "productpage".to_string())].into(),
+            source_namespace: Some("bookinfo".into()),
         }],
         destinations: vec![destination("v1", 90), destination("v2", 10)],
         timeout_ms: Some(1500),

@@ -278,13 +278,14 @@ pub(crate) struct MatchRequest {
     pub without_headers: BTreeMap<String, IstioStringMatch>,
     #[serde(default)]
     pub query_params: BTreeMap<String, IstioStringMatch>,
-    pub scheme: Option<Value>,
-    pub authority: Option<Value>,
-    pub port: Option<Value>,
-    pub source_labels: Option<Value>,
+    pub scheme: Option<IstioStringMatch>,
+    pub authority: Option<IstioStringMatch>,
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
     pub gateways: Option<Value>,
     pub ignore_uri_case: Option<Value>,
-    pub source_namespace: Option<Value>,
+    pub source_namespace: Option<String>,
     pub stat_prefix: Option<Value>,
 }
 
@@ -293,13 +294,8 @@ impl MatchRequest {
     /// so these are errors rather than notices.
     fn unsupported(&self) -> impl Iterator<Item = &'static str> + '_ {
         [
-            ("scheme", &self.scheme),
-            ("authority", &self.authority),
-            ("port", &self.port),
-            ("sourceLabels", &self.source_labels),
             ("gateways", &self.gateways),
             ("ignoreUriCase", &self.ignore_uri_case),
-            ("sourceNamespace", &self.source_namespace),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.is_some().then_some(name))
@@ -1353,6 +1349,23 @@ fn translate_match(
             }
         }
     }
+    if let Some(scheme) = &m.scheme {
+        out.scheme = string_match(doc, &format!("{field}.scheme"), scheme, false, errors);
+    }
+    if let Some(authority) = &m.authority {
+        out.authority = string_match(doc, &format!("{field}.authority"), authority, false, errors);
+    }
+    if let Some(port) = m.port {
+        match u16::try_from(port).ok().filter(|p| *p != 0) {
+            Some(p) => out.port = Some(p),
+            None => errors.push(doc.error(
+                &format!("{field}.port"),
+                format!("{port} is not a port number"),
+            )),
+        }
+    }
+    out.source_labels = m.source_labels.clone().into_iter().collect();
+    out.source_namespace = m.source_namespace.clone();
     for (name, value) in &m.query_params {
         let f = format!("{field}.queryParams.{name}");
         if value.prefix.is_some() {

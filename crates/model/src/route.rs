@@ -61,6 +61,21 @@ pub struct RouteMatch {
     /// The request matches only if it matches none of these (Linkerd ServiceProfile `not`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub negated: Vec<RouteMatch>,
+    /// Istio `scheme`: the request's scheme (`http` for what apps send their sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatch>,
+    /// Istio `authority`: the `Host` / `:authority` as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    /// Istio `port`: the port the client addressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Istio `sourceLabels`: the calling workload carries all of these labels.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub source_labels: Labels,
+    /// Istio `sourceNamespace`: the calling workload's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 /// Where a share of a route's traffic goes: a service, optionally only its endpoints carrying

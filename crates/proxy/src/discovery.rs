@@ -145,7 +145,11 @@ fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
         .map_err(|e| e.to_string())
         .and_then(|snapshot| {
             let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
-            RouteTable::compile(snapshot, &shared.table.load_full())
+            let me = crate::route::Me {
+                namespace: &shared.settings.namespace,
+                labels: &shared.settings.labels,
+            };
+            RouteTable::compile_for(snapshot, &shared.table.load_full(), me)
                 .map(|t| (t, endpoints))
                 .map_err(|e| e.to_string())
         });

@@ -62,16 +62,40 @@ enum Path {
     Regex(Regex),
 }
 
+/// The workload a route table is compiled for: Istio's `sourceLabels` / `sourceNamespace`
+/// matches are about it, so they are decided once, at compile time.
+#[derive(Clone, Copy, Debug)]
+pub struct Me<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a model::Labels,
+}
+
+impl Me<'_> {
+    /// No workload (tests, and proxies that are nobody's sidecar): source matches never hold.
+    pub fn nobody() -> Me<'static> {
+        static EMPTY: std::sync::OnceLock<model::Labels> = std::sync::OnceLock::new();
+        Me {
+            namespace: "",
+            labels: EMPTY.get_or_init(Default::default),
+        }
+    }
+}
+
 struct Match {
     path: Option<Path>,
     method: Option<http::Method>,
     headers: Vec<(http::HeaderName, Str, bool)>,
     query: Vec<(String, Str)>,
     negated: Vec<Match>,
+    scheme: Option<Str>,
+    authority: Option<Str>,
+    port: Option<u16>,
+    /// The calling workload satisfies the match's `sourceLabels` / `sourceNamespace`.
+    source_ok: bool,
 }
 
 impl Match {
-    fn compile(m: &RouteMatch, route: &str) -> Result<Match, RouteError> {
+    fn compile(m: &RouteMatch, route: &str, me: Me<'_>) -> Result<Match, RouteError> {
         let bad = |why: String| RouteError {
             route: route.to_string(),
             why,
@@ -110,14 +134,33 @@ impl Match {
         let negated = m
             .negated
             .iter()
-            .map(|n| Match::compile(n, route))
+            .map(|n| Match::compile(n, route, me))
             .collect::<Result<_, _>>()?;
+        let source_ok = m
+            .source_labels
+            .iter()
+            .all(|(k, v)| me.labels.get(k) == Some(v))
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns == me.namespace);
         Ok(Match {
             path,
             method,
             headers,
             query,
             negated,
+            scheme: m
+                .scheme
+                .as_ref()
+                .map(|v| Str::compile(v, route))
+                .transpose()?,
+            authority: m
+                .authority
+                .as_ref()
+                .map(|v| Str::compile(v, route))
+                .transpose()?,
+            port: m.port,
+            source_ok,
         })
     }
 
@@ -130,6 +173,36 @@ impl Match {
     }
 
     fn matches(&self, req: &Parts) -> bool {
+        if !self.source_ok {
+            return false;
+        }
+        if let Some(s) = &self.scheme {
+            if !s.matches(req.uri.scheme_str().unwrap_or("http")) {
+                return false;
+            }
+        }
+        if self.authority.is_some() || self.port.is_some() {
+            let authority = req
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    req.headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or("");
+            if let Some(a) = &self.authority {
+                if !a.matches(authority) {
+                    return false;
+                }
+            }
+            if let Some(p) = self.port {
+                if model::Authority::parse(authority).port.unwrap_or(80) != p {
+                    return false;
+                }
+            }
+        }
         if let Some(p) = &self.path {
             let path = req.uri.path();
             let ok = match p {
@@ -211,11 +284,20 @@ impl Route {
         r: &HttpRoute,
         mut backend_for: impl FnMut(&model::route::Destination) -> Arc<Backend>,
     ) -> Result<Route, RouteError> {
+        Self::compile_for(r, Me::nobody(), &mut backend_for)
+    }
+
+    /// Compiles a rule for the workload `me` (which decides its source matches).
+    pub fn compile_for(
+        r: &HttpRoute,
+        me: Me<'_>,
+        mut backend_for: impl FnMut(&model::route::Destination) -> Arc<Backend>,
+    ) -> Result<Route, RouteError> {
         let name = &r.name;
         let matches = r
             .matches
             .iter()
-            .map(|m| Match::compile(m, name))
+            .map(|m| Match::compile(m, name, me))
             .collect::<Result<_, _>>()?;
         let mut total = 0u32;
         let mut destinations = Vec::new();

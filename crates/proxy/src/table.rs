@@ -5,7 +5,7 @@
 
 use crate::balance::{self, Choice, EndpointState};
 use crate::policy::{now_ns, Counters, Outcome, Policy};
-use crate::route::{Dest, Route, RouteError};
+use crate::route::{Dest, Me, Route, RouteError};
 use http::request::Parts;
 use model::{Authority, Labels, LoadBalancer, ServiceKey, Snapshot, TrafficPolicy};
 use std::collections::HashMap;
@@ -204,6 +204,15 @@ impl RouteTable {
     /// Compiles `snapshot`, carrying over the state (latency estimates, in-flight counts, pooled
     /// connections, limits and budgets) of endpoints and backends that `previous` already had.
     pub fn compile(snapshot: Snapshot, previous: &RouteTable) -> Result<RouteTable, RouteError> {
+        Self::compile_for(snapshot, previous, Me::nobody())
+    }
+
+    /// [`RouteTable::compile`] for the workload `me` (Istio `sourceLabels` matches).
+    pub fn compile_for(
+        snapshot: Snapshot,
+        previous: &RouteTable,
+        me: Me<'_>,
+    ) -> Result<RouteTable, RouteError> {
         let mut known: HashMap<(&ServiceKey, SocketAddr, &str), &Arc<EndpointState>> =
             HashMap::new();
         let mut old_counters: HashMap<&str, &Arc<Counters>> = HashMap::new();
@@ -337,7 +346,7 @@ impl RouteTable {
             let routes = svc
                 .routes
                 .iter()
-                .map(|r| Route::compile(r, &mut backend_for))
+                .map(|r| Route::compile_for(r, me, &mut backend_for))
                 .collect::<Result<Vec<_>, _>>()?;
             services.insert(
                 svc.key.clone(),
@@ -357,7 +366,7 @@ impl RouteTable {
                 routes: v
                     .routes
                     .iter()
-                    .map(|r| Route::compile(r, &mut backend_for))
+                    .map(|r| Route::compile_for(r, me, &mut backend_for))
                     .collect::<Result<Vec<_>, _>>()?,
             });
         }

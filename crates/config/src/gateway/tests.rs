@@ -716,7 +716,7 @@ fn header_names_are_lowercased_and_query_names_kept() {
                 name: "Q".into(),
                 value: StringMatch::Regex("a.*".into()),
             }],
-            negated: vec![],
+            ..Default::default()
         }
     );
     assert_eq!(answer(&routes, &h(&[("end-user", "jason")])), "reviews-v1");

@@ -140,3 +140,54 @@ fn weights_split_traffic_and_zero_gets_nothing() {
     assert!((6700..=7300).contains(&a), "{counts:?}");
     assert_eq!(counts.get("c"), None, "{counts:?}");
 }
+
+#[test]
+fn istio_scheme_authority_port_and_source_matches() {
+    let m = RouteMatch {
+        scheme: Some(StringMatch::Exact("http".into())),
+        authority: Some(StringMatch::Prefix("reviews".into())),
+        port: Some(9080),
+        ..Default::default()
+    };
+    let r = route(vec![m]);
+    assert!(r.matches(&parts("GET", "http://reviews:9080/", &[])));
+    assert!(r.matches(&parts("GET", "/", &[("host", "reviews.default:9080")])));
+    assert!(
+        !r.matches(&parts("GET", "http://reviews:80/", &[])),
+        "other port"
+    );
+    assert!(
+        !r.matches(&parts("GET", "http://ratings:9080/", &[])),
+        "other authority"
+    );
+
+    let from_productpage = HttpRoute {
+        name: "r".into(),
+        matches: vec![RouteMatch {
+            source_labels: [("app".to_string(), "productpage".to_string())].into(),
+            source_namespace: Some("bookinfo".into()),
+            ..Default::default()
+        }],
+        destinations: vec![Destination::service(ServiceKey::new("s", "default"), 1)],
+        ..Default::default()
+    };
+    let labels: model::Labels = [
+        ("app".to_string(), "productpage".to_string()),
+        ("version".to_string(), "v1".to_string()),
+    ]
+    .into();
+    let me = Me {
+        namespace: "bookinfo",
+        labels: &labels,
+    };
+    let mine = Route::compile_for(&from_productpage, me, |_| backend("s")).unwrap();
+    assert!(mine.matches(&parts("GET", "/", &[])));
+    let other_ns = Me {
+        namespace: "default",
+        labels: &labels,
+    };
+    let theirs = Route::compile_for(&from_productpage, other_ns, |_| backend("s")).unwrap();
+    assert!(!theirs.matches(&parts("GET", "/", &[])));
+    let nobody = Route::compile(&from_productpage, |_| backend("s")).unwrap();
+    assert!(!nobody.matches(&parts("GET", "/", &[])));
+}
