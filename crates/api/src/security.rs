@@ -39,6 +39,7 @@ pub(crate) fn to_wire(s: &SecuritySpec) -> pb::Security {
         request_authns: s.request_authns.iter().map(request_authn_to).collect(),
         servers: s.servers.iter().map(server_to).collect(),
         linkerd_authz: s.linkerd_authz.iter().map(linkerd_authz_to).collect(),
+        cluster_networks: s.cluster_networks.clone(),
     }
 }
 
@@ -65,6 +66,7 @@ pub(crate) fn from_wire(s: Option<pb::Security>) -> Result<SecuritySpec, WireErr
         request_authns: collect(s.request_authns, request_authn_from)?,
         servers: collect(s.servers, server_from)?,
         linkerd_authz: collect(s.linkerd_authz, linkerd_authz_from)?,
+        cluster_networks: s.cluster_networks,
     })
 }
 

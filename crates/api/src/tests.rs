@@ -256,6 +256,7 @@ fn security() -> SecuritySpec {
         rules: vec![rule.clone()],
     };
     SecuritySpec {
+        cluster_networks: vec!["10.0.0.0/8".into(), "fd00::/8".into()],
         root_namespace: "mesh-root".into(),
         default_inbound_policy: DefaultPolicy::AllAuthenticated,
         default_policy_overrides: vec![

@@ -40,6 +40,31 @@ pub(crate) struct MeshBody {
     /// Linkerd's cluster-wide default inbound policy (`all-unauthenticated` when none sets it).
     #[serde(rename = "defaultInboundPolicy")]
     pub default_inbound_policy: Option<DefaultPolicy>,
+    /// Linkerd's `clusterNetworks`: a comma-separated CIDR list (as Linkerd's install value) or
+    /// a YAML list.
+    #[serde(rename = "clusterNetworks")]
+    pub cluster_networks: Option<CidrList>,
+}
+
+/// CIDRs written `"10.0.0.0/8,100.64.0.0/10"` or as a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum CidrList {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl CidrList {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            CidrList::Text(t) => t
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            CidrList::List(l) => l.iter().map(|c| c.trim().to_string()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

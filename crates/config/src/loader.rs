@@ -38,6 +38,8 @@ pub(crate) struct Loader {
     gateway: Vec<gateway::Pending>,
     /// Linkerd ServiceProfiles and annotations, resolved once every file is read.
     linkerd: linkerd::Linkerd,
+    /// Linkerd's `clusterNetworks` from the Mesh document, validated.
+    cluster_networks: Vec<String>,
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
@@ -299,6 +301,20 @@ impl Loader {
         if let Some(root) = &mesh.spec.root_namespace {
             self.check_name(doc, "spec.rootNamespace", root);
         }
+        if let Some(list) = &mesh.spec.cluster_networks {
+            for cidr in list.items() {
+                match parse_cidr(&cidr) {
+                    Ok(()) if !self.cluster_networks.contains(&cidr) => {
+                        self.cluster_networks.push(cidr)
+                    }
+                    Ok(()) => {}
+                    Err(why) => self.errors.push(doc.error(
+                        "spec.clusterNetworks",
+                        format!("`{cidr}` is not a CIDR: {why}"),
+                    )),
+                }
+            }
+        }
         self.security.defaults.mesh(
             doc,
             mesh.spec.root_namespace.as_deref(),
@@ -449,9 +465,10 @@ impl Loader {
             &mut self.unsupported,
         );
         let gateway = ingress::assemble(istio.ingress, gateway_api, &mut self.unsupported);
-        let security = self
-            .security
-            .resolve(services, &mut self.rejected, &mut self.unsupported);
+        let mut security =
+            self.security
+                .resolve(services, &mut self.rejected, &mut self.unsupported);
+        security.cluster_networks = self.cluster_networks.clone();
         if !self.errors.is_empty() {
             // Everything wrong at once: the fatal errors, then the rejections.
             self.errors.append(&mut self.rejected);
@@ -508,4 +525,16 @@ fn whole_file(file: &Path, message: String) -> Diagnostic {
         field: String::new(),
         message,
     }
+}
+
+/// Checks `a.b.c.d/n` or `v6::/n`.
+fn parse_cidr(s: &str) -> Result<(), String> {
+    let (ip, bits) = s.split_once('/').ok_or("no /prefix length")?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{e}"))?;
+    let bits: u8 = bits.parse().map_err(|e| format!("prefix length: {e}"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if bits > max {
+        return Err(format!("prefix length {bits} > {max}"));
+    }
+    Ok(())
 }

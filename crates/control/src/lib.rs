@@ -8,6 +8,8 @@
 //! - [`status`]: the `weft status` document.
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
 //! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
+//! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
+//!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
 //! - [`watch`]: the watched configuration files behind `--watch`.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
@@ -18,6 +20,7 @@ pub mod http_api;
 mod join;
 pub mod local;
 pub mod meshes;
+pub mod prometheus;
 pub mod push;
 pub mod registry;
 pub mod server;

@@ -1,19 +1,23 @@
 //! Local mode (`weft up`): the whole mesh as processes on 127.0.0.1 — the control plane in this
 //! process, an ingress gateway, and for every replica its sidecar proxy and its app.
 //!
-//! Start order: control plane → ingress → for each replica, sidecar then app (the app needs the
-//! sidecar's outbound address for `HTTP_PROXY`). The mesh is ready when every replica's sidecar
-//! reports its app ready and every proxy has applied the latest snapshot.
+//! Start order: control plane → Prometheus (with `--prometheus`) → ingress → for each replica,
+//! sidecar then app (the app needs the sidecar's outbound address for `HTTP_PROXY`). The mesh is
+//! ready when every replica's sidecar reports its app ready, every proxy has applied the latest
+//! snapshot, and Prometheus (when it runs) answers `/-/ready`.
 //!
 //! Supervision: a process that exits is restarted with exponential backoff and reported.
 //!
 //! Stop order (Ctrl-C / SIGTERM): the ingress drains first (its in-flight requests still need the
-//! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps.
+//! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps,
+//! then Prometheus (an observer outlives what it observes: it records the drain, and stops
+//! scraping each proxy as the proxy disconnects and leaves the targets file).
 //! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
 //! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
 
 use crate::ca::Ca;
 use crate::meshes::{self, MeshRecord};
+use crate::prometheus::{self, PrometheusError, PrometheusOptions};
 use crate::registry::Registry;
 use crate::server::{ControlError, ControlPlane};
 use crate::status;
@@ -52,6 +56,40 @@ pub struct UpOptions {
     pub watch: Vec<PathBuf>,
     /// The mesh CA; every proxy gets a join token for it and runs mTLS. `None`: plaintext.
     pub ca: Option<Arc<Ca>>,
+    /// Run Prometheus beside the mesh, scraping every proxy (`--prometheus`).
+    pub prometheus: Option<PrometheusOptions>,
+    /// `weft proxy` flags every proxy gets (tracing: `--otlp-endpoint URL`…).
+    pub proxy_flags: Vec<String>,
+    /// Every proxy's access-log format (`json` or `apache`); a service's [`ACCESS_LOG_ANNOTATIONS`]
+    /// name another (or turn it on) for its sidecars. `None`: off.
+    pub access_log: Option<String>,
+}
+
+/// The service annotations that turn a workload's access log on (`json` or `apache`): weft's
+/// own and Linkerd's.
+pub const ACCESS_LOG_ANNOTATIONS: [&str; 2] =
+    ["weft.dev/access-log", "config.linkerd.io/access-log"];
+
+/// The `--access-log` flag of a proxy: its service's annotation, else the mesh-wide format.
+fn access_log_args(opts: &UpOptions, service: Option<&ServiceSpec>) -> Vec<String> {
+    let annotated = service.and_then(|svc| {
+        let (key, value) = ACCESS_LOG_ANNOTATIONS
+            .iter()
+            .find_map(|k| svc.annotations.get(*k).map(|v| (*k, v.trim())))?;
+        if matches!(value, "json" | "apache") {
+            Some(value.to_string())
+        } else {
+            eprintln!(
+                "weft: service {}: annotation {key}: {value:?} is not json or apache; ignored",
+                svc.name
+            );
+            None
+        }
+    });
+    match annotated.or_else(|| opts.access_log.clone()) {
+        Some(f) => vec!["--access-log".into(), f],
+        None => Vec::new(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +102,8 @@ pub enum UpError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Record(#[from] meshes::FindError),
+    #[error(transparent)]
+    Prometheus(#[from] PrometheusError),
     #[error("{what}: cannot start {program:?}: {source}")]
     Spawn {
         what: String,
@@ -279,6 +319,7 @@ fn proxy_args(
         a.push("--label".into());
         a.push(format!("{k}={v}"));
     }
+    a.extend(opts.proxy_flags.iter().cloned());
     a
 }
 
@@ -298,6 +339,11 @@ pub async fn up(
         std::net::TcpListener::bind(spec.ingress)
             .map_err(|e| UpError::IngressPort(spec.ingress, e))?,
     );
+    let prom = opts
+        .prometheus
+        .as_ref()
+        .map(|p| prometheus::prepare(&spec.name, p, &opts.exe))
+        .transpose()?;
 
     let registry = Registry::new(spec.clone());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -317,24 +363,43 @@ pub async fn up(
         CancellationToken::new(),
         CancellationToken::new(),
         CancellationToken::new(),
+        CancellationToken::new(),
     ];
-    let [ingress_stop, sidecar_stop, app_stop] = &stops;
+    let [ingress_stop, sidecar_stop, app_stop, prom_stop] = &stops;
     let mut ingress_tasks = JoinSet::new();
     let mut sidecar_tasks = JoinSet::new();
     let mut app_tasks = JoinSet::new();
+    let mut prom_tasks = JoinSet::new();
 
-    let started = start_all(
-        &spec,
-        &opts,
-        control.grpc,
-        (&mut ingress_tasks, &mut sidecar_tasks, &mut app_tasks),
-        (ingress_stop, sidecar_stop, app_stop),
-    )
-    .await;
+    let started = match &prom {
+        Some(setup) => start_prometheus(
+            setup,
+            &registry,
+            &control,
+            &opts,
+            &mut prom_tasks,
+            prom_stop,
+        ),
+        None => Ok(()),
+    };
+    let started = match started {
+        Ok(()) => {
+            start_all(
+                &spec,
+                &opts,
+                control.grpc,
+                (&mut ingress_tasks, &mut sidecar_tasks, &mut app_tasks),
+                (ingress_stop, sidecar_stop, app_stop),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let prom_addr = prom.as_ref().map(|p| p.listen);
     let result = match started {
         Ok(()) => {
             tokio::select! {
-                r = wait_ready(&registry, &control, opts.ready_timeout) => r,
+                r = wait_ready(&registry, &control, prom_addr, opts.ready_timeout) => r,
                 _ = shutdown.cancelled() => Err(UpError::Interrupted),
             }
         }
@@ -344,8 +409,13 @@ pub async fn up(
         on_ready(&status::build(&registry, control.grpc, control.api));
         shutdown.cancelled().await;
         eprintln!(
-            "weft: stopping mesh {}: draining the ingress, then sidecars, then apps",
-            spec.name
+            "weft: stopping mesh {}: draining the ingress, then sidecars, then apps{}",
+            spec.name,
+            if prom.is_some() {
+                ", then Prometheus"
+            } else {
+                ""
+            }
         );
     }
 
@@ -355,8 +425,43 @@ pub async fn up(
     while sidecar_tasks.join_next().await.is_some() {}
     app_stop.cancel();
     while app_tasks.join_next().await.is_some() {}
+    prom_stop.cancel();
+    while prom_tasks.join_next().await.is_some() {}
+    if let Some(setup) = &prom {
+        // The TSDB lives as long as the mesh; the config stays for whoever wants to read it.
+        let _ = std::fs::remove_dir_all(&setup.data);
+    }
     control.shutdown.cancel();
     result
+}
+
+/// Starts Prometheus (supervised like every other process) and the task that keeps its targets
+/// file listing the registry's proxies; the mesh reports its URL from now on.
+fn start_prometheus(
+    setup: &prometheus::Setup,
+    registry: &Arc<Registry>,
+    control: &ControlPlane,
+    opts: &UpOptions,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<(), UpError> {
+    tokio::spawn(prometheus::keep_targets(
+        registry.clone(),
+        setup.targets.clone(),
+        registry.spec().name,
+        control.shutdown.clone(),
+    ));
+    let launch = Launch {
+        what: "prometheus".into(),
+        argv: setup.argv(),
+        env: vec![],
+        join: None,
+        unset: &[],
+    };
+    let child = launch.spawn()?;
+    tasks.spawn(supervise(launch, child, stop.clone(), opts.drain_timeout));
+    registry.set_prometheus(Some(setup.url()));
+    Ok(())
 }
 
 type Tasks<'a> = (
@@ -388,6 +493,7 @@ async fn start_all(
         &ingress_labels,
     );
     argv.extend(["--outbound".into(), spec.ingress.to_string()]);
+    argv.extend(access_log_args(opts, None));
     let launch = Launch {
         what: "ingress".into(),
         argv,
@@ -456,6 +562,7 @@ async fn start_replica(
         "--identity".into(),
         svc.identity().0,
     ]);
+    argv.extend(access_log_args(opts, Some(svc)));
     let mut launch = Launch {
         what: format!("{instance} proxy"),
         argv,
@@ -562,34 +669,43 @@ fn start_unmeshed(
     Ok(())
 }
 
-/// Waits until every declared replica is ready and every proxy runs the latest snapshot.
+/// Waits until every declared replica is ready, every proxy runs the latest snapshot, and
+/// Prometheus (when `prometheus` is its address) answers `/-/ready`.
 async fn wait_ready(
     registry: &Arc<Registry>,
     control: &ControlPlane,
+    prometheus: Option<SocketAddr>,
     timeout: Duration,
 ) -> Result<(), UpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut generation = registry.watch_generation();
+    let mut prometheus_ready = prometheus.is_none();
     loop {
+        if let (false, Some(addr)) = (prometheus_ready, prometheus) {
+            prometheus_ready = prometheus::ready(addr).await;
+        }
         let st = status::build(registry, control.grpc, control.api);
         let version = registry.snapshot().version;
         let proxies = registry.proxies();
-        let pending: Vec<String> = st
-            .workloads
-            .iter()
-            .filter(|w| !w.ready)
-            .map(|w| format!("  {}: {} {}", w.instance, w.state, w.reason))
-            .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
-                format!(
-                    "  {} proxy: has not applied snapshot {version}",
-                    p.node.instance
+        let pending: Vec<String> =
+            st.workloads
+                .iter()
+                .filter(|w| !w.ready)
+                .map(|w| format!("  {}: {} {}", w.instance, w.state, w.reason))
+                .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
+                    format!(
+                        "  {} proxy: has not applied snapshot {version}",
+                        p.node.instance
+                    )
+                }))
+                .chain(
+                    (!proxies.iter().any(|p| p.node.mode == "ingress"))
+                        .then(|| "  ingress: not registered".to_string()),
                 )
-            }))
-            .chain(
-                (!proxies.iter().any(|p| p.node.mode == "ingress"))
-                    .then(|| "  ingress: not registered".to_string()),
-            )
-            .collect();
+                .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
+                    format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
+                }))
+                .collect();
         if pending.is_empty() {
             return Ok(());
         }

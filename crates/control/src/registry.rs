@@ -99,6 +99,8 @@ struct Inner {
     proxies: BTreeMap<u64, ProxyRecord>,
     next_id: u64,
     snapshot: Arc<Snapshot>,
+    /// The URL of the Prometheus `weft up --prometheus` runs beside the mesh.
+    prometheus: Option<String>,
 }
 
 pub struct Registry {
@@ -124,6 +126,7 @@ impl Registry {
                 proxies: BTreeMap::new(),
                 next_id: 1,
                 snapshot: snapshot.clone(),
+                prometheus: None,
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -142,6 +145,16 @@ impl Registry {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.lock().snapshot.clone()
+    }
+
+    /// Records where the mesh's Prometheus answers (`weft status` reports it).
+    pub fn set_prometheus(&self, url: Option<String>) {
+        self.lock().prometheus = url;
+    }
+
+    /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.
+    pub fn prometheus(&self) -> Option<String> {
+        self.lock().prometheus.clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {

@@ -16,6 +16,9 @@ pub struct Status {
     /// The ingress gateway proxy's admin address (empty before it registers).
     #[serde(default)]
     pub ingress_admin: String,
+    /// The URL of the Prometheus scraping the mesh (`weft up --prometheus`), empty without one.
+    #[serde(default)]
+    pub prometheus: String,
     pub version: u64,
     pub workloads: Vec<WorkloadStatus>,
 }
@@ -102,6 +105,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         api: api.to_string(),
         ingress: ingress.to_string(),
         ingress_admin,
+        prometheus: registry.prometheus().unwrap_or_default(),
         version: registry.snapshot().version,
         workloads,
     }

@@ -8,9 +8,11 @@
 //!   first N attempts of one `x-request-id` fail) and the JSON response.
 //! - `fetch`: `/fetch`, one downstream call through the sidecar, propagating trace headers.
 //! - [`parse_duration`], [`proxy_from_env`] (`parse`): small parsers the CLI shares.
+//! - [`auth`]: the token issuer behind `weft demo auth` (JWKS + signed JWTs).
 //!
 //! The service does not depend on any other weft crate: it is an ordinary app the mesh carries.
 
+pub mod auth;
 mod fetch;
 mod handler;
 mod parse;

@@ -313,6 +313,11 @@ pub struct SecuritySpec {
     pub servers: Vec<LinkerdServer>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linkerd_authz: Vec<LinkerdAuthz>,
+    /// Linkerd's `clusterNetworks` (CIDRs): where `cluster-authenticated` /
+    /// `cluster-unauthenticated` clients must come from. Empty: Linkerd's defaults (private
+    /// ranges and loopback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_networks: Vec<String>,
 }
 
 fn root_namespace() -> String {

@@ -333,10 +333,19 @@ impl Authorizer {
         let default_tally =
             tallies.get(&format!("{DEFAULT_PREFIX}{}", policy_name(default_policy)));
         let no_match = tallies.get(NO_MATCH);
-        let cluster_networks = CLUSTER_NETWORKS
-            .iter()
-            .map(|c| c.parse().expect("the cluster networks are valid CIDRs"))
-            .collect();
+        // The mesh's `clusterNetworks` when it sets them (a bad one fails closed: it is left
+        // out, so fewer clients count as in-cluster), else Linkerd's defaults.
+        let cluster_networks = if spec.cluster_networks.is_empty() {
+            CLUSTER_NETWORKS
+                .iter()
+                .map(|c| c.parse().expect("the cluster networks are valid CIDRs"))
+                .collect()
+        } else {
+            spec.cluster_networks
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        };
         Authorizer {
             deny,
             allow,
@@ -428,7 +437,15 @@ impl Authorizer {
         };
         let mut route_authz: &[LinkerdAuthzM] = &[];
         if let (Some(http), false) = (&ctx.http, server.routes.is_empty()) {
-            match server.routes.iter().find(|r| r.matches(http)) {
+            // The most specific matching route decides; the first declared wins a tie.
+            let best = server
+                .routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.best(http).map(|rank| (rank, std::cmp::Reverse(i), r)))
+                .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+                .map(|(_, _, r)| r);
+            match best {
                 Some(r) => route_authz = &r.authz,
                 None => {
                     return Verdict {
@@ -476,10 +493,21 @@ impl Authorizer {
                 Some(_) => allow,
                 None => verdict(false, Reason::NotAuthenticated, false),
             },
+            // Linkerd: an authenticated identity of this cluster, from the cluster's networks.
             DefaultPolicy::ClusterAuthenticated => match ctx.peer_identity {
                 None => verdict(false, Reason::NotAuthenticated, false),
-                Some(id) if trust_domain(id) == Some(self.trust_domain.as_str()) => allow,
-                Some(_) => verdict(false, Reason::ForeignTrustDomain, false),
+                Some(id) if trust_domain(id) != Some(self.trust_domain.as_str()) => {
+                    verdict(false, Reason::ForeignTrustDomain, false)
+                }
+                Some(_)
+                    if !self
+                        .cluster_networks
+                        .iter()
+                        .any(|n| n.contains(&ctx.peer_ip.to_canonical())) =>
+                {
+                    verdict(false, Reason::OutsideClusterNetworks, false)
+                }
+                Some(_) => allow,
             },
             DefaultPolicy::ClusterUnauthenticated => {
                 let ip = ctx.peer_ip.to_canonical();

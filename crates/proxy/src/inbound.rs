@@ -145,14 +145,14 @@ impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> Response<Body> {
         let version = req.version();
-        let tap = match &self.observe {
-            Some((o, _)) => &*o.tap,
-            None => crate::tap::Tap::idle(),
+        // Continues the request's trace: the new span's context goes on to the app.
+        let started = match &self.observe {
+            Some((o, _)) => o.start(&mut req, crate::trace::Side::Inbound, peer),
+            None => crate::observe::Started::of(&req, crate::tap::Tap::idle()),
         };
-        let started = crate::observe::Started::of(&req, tap);
         let info = req.extensions().get::<Arc<PeerInfo>>().cloned();
         let verified = info.as_ref().and_then(|p| p.identity.as_ref());
         let source = self.observe.as_ref().map(|(o, _)| {
@@ -173,7 +173,7 @@ impl Handler for Inbound {
             Err(rsp) => *rsp,
         };
         if let (Some((o, service)), Some(source)) = (&self.observe, &source) {
-            o.destination(&started, source, service, verified.is_some(), &mut rsp);
+            o.destination(started, source, service, verified.is_some(), &mut rsp);
         }
         finish_response(&mut rsp, version, &self.drain);
         // Only flags this proxy set: an app's response never carries one.

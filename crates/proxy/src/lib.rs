@@ -22,6 +22,8 @@
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
 //! - [`observe`]: Istio's standard metrics on the request path (metadata exchange, both reporters).
+//! - [`trace`]: trace-context propagation (W3C, B3) and spans exported over OTLP.
+//! - [`access_log`]: one line per request (JSON or Apache) on stdout, off the request path.
 //! - [`tap`]: live request events for `weft tap` / `weft top` (free when nobody watches).
 //! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
@@ -29,6 +31,7 @@
 //! - [`metrics`]: the proxy's Prometheus metrics.
 //! - [`telemetry`]: Istio's standard metrics (lock-free recorder) and the `x-weft-peer` exchange.
 
+pub mod access_log;
 pub mod admin;
 pub mod app_pool;
 pub mod authz;
@@ -54,7 +57,8 @@ pub mod table;
 pub mod tap;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
-pub use run::{run, Bound};
-pub use settings::{Mode, Settings};
+pub use run::{run, run_with, Bound};
+pub use settings::{Exports, Mode, Settings};

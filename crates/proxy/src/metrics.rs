@@ -50,6 +50,8 @@ pub struct Metrics {
     /// Retries not sent because the retry budget or `maxRetries` said no.
     pub retries_refused: Counter,
     pub mirrors: Counter,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
     pub config_version: Gauge,
     pub config_updated: Gauge<f64, AtomicU64>,
     pub control_connected: Gauge,
@@ -60,6 +62,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
         let requests_family = Family::<RequestLabels, Counter>::default();
         registry.register(
             "weft_requests",
@@ -102,6 +105,7 @@ impl Metrics {
             retries: Counter::default(),
             retries_refused: Counter::default(),
             mirrors: Counter::default(),
+            access_log_dropped: Counter::default(),
             config_version: Gauge::default(),
             config_updated: Gauge::default(),
             control_connected: Gauge::default(),
@@ -125,6 +129,11 @@ impl Metrics {
             "weft_mirrored_requests",
             "Requests copied to a mirror",
             m.mirrors.clone(),
+        );
+        r.register(
+            "weft_access_log_dropped",
+            "Access-log lines dropped because stdout could not keep up",
+            m.access_log_dropped.clone(),
         );
         r.register(
             "weft_cert_expiration_timestamp_seconds",
@@ -201,5 +210,85 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `process_cpu_seconds_total` and `process_resident_memory_bytes`, as the standard process
+/// collectors name them, read from `/proc/self` at scrape time (nothing on the request path).
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+/// `/proc` reports CPU time in USER_HZ ticks, which the kernel ABI fixes at 100 per second.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessCollector {
+    /// (CPU seconds, resident bytes) of this process.
+    pub fn read() -> Option<(f64, i64)> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let rss_kib: i64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(((utime + stime) / USER_HZ, rss_kib * 1024))
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some((cpu, rss)) = Self::read() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(cpu);
+        let e = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(e)?;
+        let gauge = ConstGauge::new(rss);
+        let e = encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(e)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_and_memory_are_exported() {
+        let text = Metrics::new().encode();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+        assert!(text.contains("# TYPE process_cpu_seconds counter"));
     }
 }

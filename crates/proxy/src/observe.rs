@@ -3,14 +3,27 @@
 //! on the response), and records every request once as it ends — the client side as
 //! `reporter="source"`, the server side as `reporter="destination"` — with the principal taken
 //! from the mTLS handshake, never from the header.
+//!
+//! The same two calls finish what else a request leaves behind, when it is turned on: its span
+//! ([`crate::trace`]) and its access-log line ([`crate::access_log`]). Both are completed when
+//! the response body has gone out (the [`Ending`] body), so the span's end and the line's
+//! duration and byte count cover the whole response.
 
-use crate::body::Body;
+use crate::access_log::{AccessLog, Captured, Entry};
+use crate::body::{self, Body};
 use crate::flags;
 use crate::telemetry::{
     DestinationService, Peer, PeerMetadata, Protocol, Reporter, RequestRecord, ResponseFlags,
     Telemetry, PEER_HEADER,
 };
-use http::{HeaderMap, HeaderValue, Response};
+use crate::trace::{Active, Outcome, Side, Tracer};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// This proxy's side of the exchange, made once at start.
@@ -20,6 +33,13 @@ pub struct Observe {
     pub local_header: HeaderValue,
     /// Live request events for `weft tap` / `weft top`.
     pub tap: std::sync::Arc<crate::tap::Tap>,
+    /// Spans, when an OTLP endpoint is configured.
+    pub tracer: Option<Tracer>,
+    /// Access-log lines, when the log is on.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// This replica's name and its app: the upstream of what the inbound side serves.
+    pub instance: String,
+    pub app: Option<SocketAddr>,
 }
 
 /// What an outbound response learnt about its upstream (a response extension).
@@ -27,6 +47,8 @@ pub struct Observe {
 pub struct Upstream {
     pub peer: Peer,
     pub mtls: bool,
+    /// The endpoint that answered.
+    pub endpoint: Arc<crate::balance::EndpointState>,
 }
 
 /// What a request is, for the record (captured before the request is consumed).
@@ -36,6 +58,10 @@ pub struct Started {
     pub request_bytes: u64,
     /// Method, path… — only while someone taps.
     pub tap: Option<Box<crate::tap::TapRequest>>,
+    /// The request's span — only when tracing is on and the trace is sampled.
+    pub span: Option<Box<Active>>,
+    /// The request side of its access-log line — only when the log is on.
+    pub log: Option<Box<Captured>>,
 }
 
 impl Started {
@@ -50,6 +76,8 @@ impl Started {
             protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
             request_bytes: content_length(headers),
             tap: tap.capture(req),
+            span: None,
+            log: None,
         }
     }
 }
@@ -75,14 +103,32 @@ impl Observe {
             local: Peer::new(meta),
             local_header,
             tap: Default::default(),
+            tracer: None,
+            access_log: None,
+            instance: String::new(),
+            app: None,
         }
+    }
+
+    /// Captures what the end of a request needs, as it arrives from `peer`: its size and
+    /// protocol, its tap event, its access-log line, and its span — which continues the trace
+    /// the request carries and puts the new context into `req`, to be forwarded with it.
+    pub fn start<B>(&self, req: &mut Request<B>, side: Side, peer: SocketAddr) -> Started {
+        let mut started = Started::of(req, &self.tap);
+        if let Some(t) = &self.tracer {
+            started.span = t.begin(req, side, peer).map(Box::new);
+        }
+        if self.access_log.is_some() {
+            started.log = Some(Captured::of(req, peer, started.request_bytes));
+        }
+        started
     }
 
     /// Records a request as the client side saw it, and drops the upstream's `x-weft-peer`
     /// so the app never sees it.
     pub fn source(
         &self,
-        started: &Started,
+        started: Started,
         service: Option<&DestinationService>,
         rsp: &mut Response<Body>,
     ) {
@@ -104,22 +150,39 @@ impl Observe {
                 (&unknown_peer, false)
             }
         };
-        self.record(
+        let flags = self.record(
             Reporter::Source,
-            started,
+            &started,
             &self.local,
             destination,
             service,
             mtls,
             rsp,
         );
+        if started.span.is_some() || started.log.is_some() {
+            let ep = upstream.as_ref().map(|u| &u.endpoint.endpoint);
+            self.finish(
+                started,
+                End {
+                    direction: "outbound",
+                    source: &self.local,
+                    destination,
+                    peer: destination,
+                    service,
+                    upstream_instance: ep.map(|e| e.instance.as_str()),
+                    upstream_address: ep.map(|e| e.address),
+                    flags,
+                },
+                rsp,
+            );
+        }
     }
 
     /// Records a request as the server side saw it, from `source` (its `x-weft-peer` with the
     /// verified principal), and tells the client who we are.
     pub fn destination(
         &self,
-        started: &Started,
+        started: Started,
         source: &Peer,
         service: &DestinationService,
         mtls: bool,
@@ -127,15 +190,78 @@ impl Observe {
     ) {
         rsp.headers_mut()
             .insert(PEER_HEADER, self.local_header.clone());
-        self.record(
+        let flags = self.record(
             Reporter::Destination,
-            started,
+            &started,
             source,
             &self.local,
             service,
             mtls,
             rsp,
         );
+        if started.span.is_some() || started.log.is_some() {
+            self.finish(
+                started,
+                End {
+                    direction: "inbound",
+                    source,
+                    destination: &self.local,
+                    peer: source,
+                    service,
+                    upstream_instance: Some(self.instance.as_str()),
+                    upstream_address: self.app,
+                    flags,
+                },
+                rsp,
+            );
+        }
+    }
+
+    /// Completes the span and the access-log line of a request once its response body has
+    /// gone out.
+    fn finish(&self, started: Started, end: End<'_>, rsp: &mut Response<Body>) {
+        let status = rsp.status().as_u16();
+        let mut span = started.span;
+        let trace_id = span.as_ref().map(|s| s.trace_id());
+        if let Some(s) = &mut span {
+            let flags = (!end.flags.is_empty()).then(|| end.flags.to_string());
+            let principal = &end.peer.metadata().principal;
+            s.respond(&Outcome {
+                status,
+                flags: flags.as_deref(),
+                upstream_instance: end.upstream_instance,
+                upstream_address: end.upstream_address,
+                peer_identity: (principal != crate::telemetry::UNKNOWN)
+                    .then_some(principal.as_str()),
+            });
+        }
+        let log = match (started.log, &self.access_log) {
+            (Some(request), Some(sink)) => Some((
+                sink.clone(),
+                Entry {
+                    request,
+                    direction: end.direction,
+                    response_code: status,
+                    response_flags: end.flags,
+                    bytes_sent: 0,
+                    duration: Default::default(),
+                    upstream_host: end.upstream_address,
+                    service: end.service.clone(),
+                    source: end.source.clone(),
+                    destination: end.destination.clone(),
+                    trace_id,
+                },
+            )),
+            _ => None,
+        };
+        let inner = std::mem::replace(rsp.body_mut(), body::empty());
+        *rsp.body_mut() = body::boxed(Ending {
+            inner,
+            at: started.at,
+            bytes: 0,
+            span,
+            log,
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -148,7 +274,7 @@ impl Observe {
         service: &DestinationService,
         mtls: bool,
         rsp: &Response<Body>,
-    ) {
+    ) -> ResponseFlags {
         let mut r = RequestRecord::new(reporter, source, destination, service);
         r.protocol = started.protocol;
         r.response_code = rsp.status().as_u16();
@@ -194,5 +320,81 @@ impl Observe {
                 request_id: t.request_id.clone(),
             });
         }
+        r.flags
+    }
+}
+
+/// How a request ended, for its span and its access-log line.
+struct End<'a> {
+    direction: &'static str,
+    source: &'a Peer,
+    destination: &'a Peer,
+    /// The other side: the server on outbound, the client on inbound.
+    peer: &'a Peer,
+    service: &'a DestinationService,
+    upstream_instance: Option<&'a str>,
+    upstream_address: Option<SocketAddr>,
+    flags: ResponseFlags,
+}
+
+/// A response body that ends its request's span and sends its access-log line once the last
+/// byte has gone out (or the body is dropped: the client went away).
+struct Ending {
+    inner: Body,
+    at: Instant,
+    bytes: u64,
+    span: Option<Box<Active>>,
+    log: Option<(Arc<AccessLog>, Entry)>,
+}
+
+impl Ending {
+    fn done(&mut self) {
+        // Dropping the span ends it and hands it to the exporter.
+        self.span = None;
+        if let Some((sink, mut e)) = self.log.take() {
+            e.bytes_sent = self.bytes;
+            e.duration = self.at.elapsed();
+            sink.send(e);
+        }
+    }
+}
+
+impl http_body::Body for Ending {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.done();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.done();
     }
 }

@@ -94,11 +94,25 @@ enum AttemptError {
 }
 
 impl Handler for Outbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let version = req.version();
-        let started = crate::observe::Started::of(&req, &self.observe.tap);
+        // Before anything is recorded, so that the access log and the span carry it.
+        if !req.headers().contains_key(REQUEST_ID_HEADER) {
+            req.headers_mut()
+                .insert(REQUEST_ID_HEADER, new_request_id());
+        }
+        let side = match self.mode {
+            Mode::Ingress => crate::trace::Side::Ingress,
+            _ => crate::trace::Side::Outbound,
+        };
+        // Continues the request's trace: the new span's context goes upstream with it.
+        let started = self.observe.start(&mut req, side, peer);
         let (mut rsp, service) = self.route(req, peer).await;
-        self.observe.source(&started, service.as_ref(), &mut rsp);
+        self.observe.source(started, service.as_ref(), &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
         if let Some(flag) = flags::of(&rsp) {
             self.metrics.flag(flag);
@@ -324,9 +338,6 @@ impl Outbound {
             .map(|_| parts.headers.clone());
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        if !parts.headers.contains_key(REQUEST_ID_HEADER) {
-            parts.headers.insert(REQUEST_ID_HEADER, new_request_id());
-        }
         parts
             .headers
             .insert(CLIENT_ID_HEADER, self.client_id.clone());
@@ -540,6 +551,7 @@ impl Outbound {
                     rsp.extensions_mut().insert(crate::observe::Upstream {
                         peer: upstream,
                         mtls,
+                        endpoint: ep.clone(),
                     });
                     let status = rsp.status().as_u16();
                     let failure = model::route::is_failure(classes, status);

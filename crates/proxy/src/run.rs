@@ -1,6 +1,9 @@
 //! Starting and stopping a proxy. Every listener is bound eagerly (a taken port is an error
 //! before anything runs) and reported; the data plane runs on its own runtime, while control
 //! work (the control-plane stream, the app prober, the admin listener) runs on another thread.
+//! So does what a proxy exports when asked to ([`Exports`]): spans are batched on the tracing
+//! SDK's thread and sent from the control runtime; access-log lines are written by their own
+//! thread.
 //!
 //! Shutdown: tell the control plane we are draining (peers stop picking us), stop accepting,
 //! let in-flight requests finish up to the drain timeout, then exit.
@@ -10,7 +13,7 @@ use crate::inbound::{self, AppHealth, Inbound};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::server::{self, Drain};
-use crate::settings::{Mode, Settings};
+use crate::settings::{Exports, Mode, Settings};
 use crate::table::RouteTable;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -40,6 +43,10 @@ pub enum RunError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("tracing: {0}")]
+    Tracing(#[from] crate::trace::TraceError),
+    #[error("cannot start the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// State shared by the data plane, the control stream and the admin listener.
@@ -104,6 +111,17 @@ pub fn run(
     signals: bool,
     on_bound: impl FnOnce(&Bound),
 ) -> Result<(), RunError> {
+    run_with(settings, Exports::default(), shutdown, signals, on_bound)
+}
+
+/// [`run`], exporting spans and access logs as `exports` says.
+pub fn run_with(
+    settings: Settings,
+    exports: Exports,
+    shutdown: CancellationToken,
+    signals: bool,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<(), RunError> {
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
@@ -121,21 +139,43 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let observe = Arc::new(crate::observe::Observe::new(
+    let mut observe = crate::observe::Observe::new(
         &settings.workload,
         &settings.namespace,
         &settings.labels,
         &settings.identity,
-    ));
+    );
     let mut metrics = Metrics::with_telemetry(&observe.telemetry);
     let authz_stats = crate::authz::AuthzStats::register(&mut metrics.registry);
     let metrics = Arc::new(metrics);
+    observe.instance = settings.instance.clone();
+    observe.app = settings.app;
+    if let Some(t) = &exports.tracing {
+        let origin = crate::trace::Origin {
+            service: &settings.service,
+            namespace: &settings.namespace,
+            workload: &settings.workload,
+            instance: &settings.instance,
+        };
+        observe.tracer = Some(crate::trace::Tracer::start(t, origin, control_rt.handle())?);
+    }
+    if let Some(format) = exports.access_log {
+        let log = crate::access_log::AccessLog::stdout(format, metrics.access_log_dropped.clone())
+            .map_err(RunError::AccessLog)?;
+        observe.access_log = Some(Arc::new(log));
+    }
+    let observe = Arc::new(observe);
     let security = Arc::new(crate::security::Security::new(
         &settings.namespace,
         &settings.labels,
         crate::tls::trust_domain_of(&settings.identity).unwrap_or(model::names::TRUST_DOMAIN),
         authz_stats,
-        crate::jwt::JwksStore::new(control_rt.handle().clone()),
+        // JWKS hosts named by mesh service names are fetched through our own outbound side.
+        crate::jwt::JwksStore::with_proxy(
+            control_rt.handle().clone(),
+            crate::jwt::JwksSettings::default(),
+            bound.outbound,
+        ),
     ));
     let tls: Arc<crate::identity::Slot> = Arc::default();
     let edges: Arc<crate::edges::Edges> = Arc::default();
@@ -186,6 +226,10 @@ pub fn run(
     .map_err(RunError::Runtime)?;
 
     let result = data_rt.block_on(data_plane(shared.clone(), outbound, inbound));
+    // The last spans go out while the control runtime (which does the export's I/O) still runs.
+    if let Some(t) = &shared.observe.tracer {
+        t.shutdown();
+    }
     done.cancel();
     let _ = control_thread.join();
     data_rt.shutdown_timeout(Duration::from_millis(100));

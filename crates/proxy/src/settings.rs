@@ -61,3 +61,60 @@ pub struct Settings {
     /// mTLS to its peers (and not at all before it has one); `None`: plaintext.
     pub join_token: Option<String>,
 }
+
+/// Spans go out in batches at least this often, so a trace shows up in its viewer about a
+/// second after its request (the OpenTelemetry default is 5 s; a laptop mesh is watched live).
+pub const DEFAULT_TRACE_EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Root spans sampled when no parent decided: all of them. `weft up` runs meshes for people
+/// watching their requests; a busy fleet passes a lower rate (Istio's default is 1%).
+pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
+
+/// What a proxy exports besides its metrics: spans and access logs. Both are off by default
+/// and then cost the data path nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Exports {
+    pub tracing: Option<Tracing>,
+    pub access_log: Option<AccessLogFormat>,
+}
+
+/// Where and how spans are exported (OTLP).
+#[derive(Clone, Debug)]
+pub struct Tracing {
+    /// The collector: `http://HOST:4317` for gRPC; for HTTP either the full URL or a base
+    /// (`http://HOST:4318`) that `/v1/traces` is appended to.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// The share (0..=1) of new traces sampled; requests that arrive with a sampling decision
+    /// keep it.
+    pub sampling: f64,
+    /// How often batches of spans are sent.
+    pub export_interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (the collector's port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (the collector's port 4318).
+    HttpProtobuf,
+}
+
+/// The access log's line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line with the fields of Envoy's default format.
+    Json,
+    /// Apache Common Log Format.
+    Apache,
+}
+
+impl AccessLogFormat {
+    /// `json` or `apache`, as in Linkerd's `config.linkerd.io/access-log` annotation.
+    pub fn parse(s: &str) -> Option<AccessLogFormat> {
+        match s.trim() {
+            "json" => Some(AccessLogFormat::Json),
+            "apache" => Some(AccessLogFormat::Apache),
+            _ => None,
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Every folder under `examples/`, each run by the test of the same name below.
-const EXAMPLES: [&str; 9] = [
+const EXAMPLES: [&str; 10] = [
     "hello",
     "canary",
     "ab-testing",
@@ -23,6 +23,7 @@ const EXAMPLES: [&str; 9] = [
     "traffic-split",
     "linkerd",
     "gateway-api",
+    "jwt",
 ];
 
 /// What one request got.
@@ -264,6 +265,37 @@ fn every_example_is_tested_and_valid() {
             }
         }
     }
+}
+
+/// The JWT scenario: tokens from the auth demo service, checked by httpbin's sidecar (the whole
+/// scenario is `tests/jwt_scenario.rs`; here: the example starts and an admin token works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt() {
+    let mesh = up("jwt");
+    let c = client();
+    let t = get_h(&c, &mesh, "auth", "/token?sub=alice&groups=admin", &[]).await;
+    assert_eq!(t.status, 200, "{t:?}");
+    let token = t.body["access_token"].as_str().unwrap().to_string();
+    // The sidecar fetches the JWKS from the auth service through the mesh; until it has it,
+    // tokens are refused with 401.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let a = get_h(
+            &c,
+            &mesh,
+            "httpbin",
+            "/admin",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{a:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let a = get_h(&c, &mesh, "httpbin", "/admin", &[]).await;
+    assert_eq!(a.status, 403, "{a:?}");
 }
 
 /// The built-in demo: hello's two replicas answer through the ingress, and hello reaches slow

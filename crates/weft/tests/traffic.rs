@@ -589,3 +589,54 @@ async fn a_watched_directory_applies_edits_and_rejects_broken_ones() {
     );
     assert!(all(&versions(&mesh, 20, &[]).await, "v2"));
 }
+
+/// Requests with bodies are retried only when the proxy could keep the body (≤ 64 KiB): a
+/// 1 KiB POST whose first attempt fails is retried with its body intact; a 100 KiB one streams
+/// through once and its failure is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_retried_only_when_buffered() {
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: ratings}}]
+"#;
+    let mesh = Mesh::up(&flaky_mesh("bodies", vs).replace(
+        "--fail-rate, \"0.5\", --fail-status, \"503\"",
+        "--version, v1",
+    ));
+    let c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let post = |size: usize| {
+        let c = c.clone();
+        let ingress = mesh.ingress;
+        async move {
+            let req =
+                http::Request::post(format!("http://{ingress}/anything?fail_times=1&status=503"))
+                    .header("host", "ratings")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                        b'x';
+                        size
+                    ])))
+                    .unwrap();
+            let rsp = c.request(req).await.unwrap();
+            let status = rsp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(rsp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (status, v["body_bytes"].as_u64().unwrap_or(0))
+        }
+    };
+    assert_eq!(post(1024).await, (200, 1024), "retried with the whole body");
+    assert_eq!(
+        post(100 * 1024).await.0,
+        503,
+        "too big to keep: not retried"
+    );
+}

@@ -92,11 +92,20 @@ pub(super) struct RouteM {
     pub(super) authz: Vec<LinkerdAuthzM>,
 }
 
+/// How specific a match is, by the Gateway API's precedence (what Linkerd's proxy uses to pick
+/// among a Server's routes): exact path, then the longest prefix, then a method, then the most
+/// headers, then the most query parameters.
+pub(super) type Rank = (u8, usize, bool, usize, usize);
+
 impl RouteM {
-    pub(super) fn matches(&self, req: &HttpAttributes<'_>) -> bool {
-        self.matches
-            .as_ref()
-            .is_some_and(|ms| ms.is_empty() || ms.iter().any(|m| m.matches(req)))
+    /// The rank of the most specific of this route's matches that `req` satisfies.
+    pub(super) fn best(&self, req: &HttpAttributes<'_>) -> Option<Rank> {
+        let ms = self.matches.as_ref()?;
+        if ms.is_empty() {
+            // No matches: the Gateway API's default, a `/` prefix.
+            return Some((2, 1, false, 0, 0));
+        }
+        ms.iter().filter(|m| m.matches(req)).map(|m| m.rank()).max()
     }
 }
 
@@ -183,6 +192,22 @@ impl RouteMatchM {
             query,
             negated,
         })
+    }
+
+    fn rank(&self) -> Rank {
+        let (kind, len) = match &self.path {
+            Some(RoutePath::Exact(p)) => (3, p.len()),
+            Some(RoutePath::Prefix(p)) | Some(RoutePath::SegmentPrefix(p)) => (2, p.len().max(1)),
+            Some(RoutePath::Regex(r)) => (1, r.as_str().len()),
+            None => (2, 1),
+        };
+        (
+            kind,
+            len,
+            self.method.is_some(),
+            self.headers.len(),
+            self.query.len(),
+        )
     }
 
     fn matches(&self, req: &HttpAttributes<'_>) -> bool {

@@ -8,17 +8,24 @@
 //! fetch keeps the last good keys (served stale while the JWKS host is down). Requests only
 //! read an `ArcSwap`. When the last handle drops (no snapshot needs the URI any more) the task
 //! stops.
+//!
+//! A `jwksUri` may name a mesh service (`http://auth.default.svc.cluster.local/…`,
+//! `http://auth/…`): a store given the proxy's own outbound listener
+//! ([`JwksStore::with_proxy`]) sends those fetches there in absolute form, as an app sends its
+//! requests through `HTTP_PROXY`, so they are routed, balanced and mTLS'd like any other call.
+//! IP literals and `localhost` are always fetched directly.
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures::FutureExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -192,14 +199,61 @@ pub(crate) trait Fetch: Send + Sync + 'static {
     fn fetch(&self, uri: &str, timeout: Duration) -> FetchFuture;
 }
 
-/// Plain HTTP/1.1 GET with hyper's pooled client.
+/// Plain HTTP/1.1 GET: with hyper's pooled client, or through the mesh proxy for hosts that
+/// name services.
 struct HttpFetch {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// The proxy's own outbound listener, for hosts that are not IP literals or `localhost`.
+    proxy: Option<SocketAddr>,
+}
+
+/// Whether a fetch of `host` goes to the mesh proxy rather than straight to the host: names go
+/// through it (the mesh resolves them), IP literals and `localhost` do not.
+pub(crate) fn via_mesh(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.parse::<IpAddr>().is_err()
+        && !host.eq_ignore_ascii_case("localhost")
+        && !host.to_ascii_lowercase().ends_with(".localhost")
+}
+
+/// One GET in absolute form (`GET http://auth/.well-known/jwks.json HTTP/1.1`) on a fresh
+/// connection to the mesh proxy. Fetches are minutes apart, so no pool is kept.
+async fn get_via_proxy(
+    proxy: SocketAddr,
+    uri: http::Uri,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "the URI has no host".to_string())?
+        .as_str()
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connecting to the mesh proxy at {proxy}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("mesh proxy at {proxy}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "JWKS fetch connection to the mesh proxy ended");
+        }
+    });
+    let req = http::Request::get(uri)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    send.send_request(req)
+        .await
+        .map_err(|e| format!("through the mesh proxy at {proxy}: {e}"))
 }
 
 impl Fetch for HttpFetch {
     fn fetch(&self, uri: &str, timeout: Duration) -> FetchFuture {
         let client = self.client.clone();
+        let proxy = self.proxy;
         let uri = uri.to_string();
         Box::pin(async move {
             let fetch_err = |why: String| JwksError::Fetch {
@@ -210,11 +264,15 @@ impl Fetch for HttpFetch {
             if parsed.scheme_str() != Some("http") {
                 return Err(JwksError::UnsupportedUri(uri.clone()));
             }
+            let through = proxy.filter(|_| parsed.host().is_some_and(via_mesh));
             let work = async {
-                let rsp = client
-                    .get(parsed)
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))?;
+                let rsp = match through {
+                    Some(proxy) => get_via_proxy(proxy, parsed).await.map_err(fetch_err)?,
+                    None => client
+                        .get(parsed)
+                        .await
+                        .map_err(|e| fetch_err(e.to_string()))?,
+                };
                 let status = rsp.status();
                 if !status.is_success() {
                     return Err(JwksError::Status {
@@ -313,14 +371,35 @@ impl std::fmt::Debug for JwksStore {
 }
 
 impl JwksStore {
-    /// A store fetching over HTTP with the default timing.
+    /// A store fetching over HTTP with the default timing, straight to every host.
     pub fn new(handle: Handle) -> Self {
         Self::with_settings(handle, JwksSettings::default())
     }
 
+    /// A store fetching straight to every host.
     pub fn with_settings(handle: Handle, settings: JwksSettings) -> Self {
+        Self::with_proxy(handle, settings, None)
+    }
+
+    /// A store that sends fetches of hosts that name services (not IP literals, not
+    /// `localhost`) through `proxy`, the proxy's own outbound listener (a sidecar's outbound
+    /// port, the ingress's gateway port), in absolute form as an `HTTP_PROXY` client does; so a
+    /// `jwksUri` of `http://auth.default.svc.cluster.local/.well-known/jwks.json` reaches the
+    /// mesh's `auth` service wherever it runs. `None`: every fetch is direct, as
+    /// [`JwksStore::with_settings`]. An unspecified address (`0.0.0.0:P`, `[::]:P`) is reached on
+    /// loopback.
+    pub fn with_proxy(handle: Handle, settings: JwksSettings, proxy: Option<SocketAddr>) -> Self {
+        let proxy = proxy.map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(match a.ip() {
+                    IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                    IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            a
+        });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self::with_fetcher(handle, settings, Arc::new(HttpFetch { client }))
+        Self::with_fetcher(handle, settings, Arc::new(HttpFetch { client, proxy }))
     }
 
     pub(crate) fn with_fetcher(

@@ -678,6 +678,8 @@ struct JwksServer {
     uri: String,
     body: Arc<Mutex<String>>,
     hits: Arc<AtomicUsize>,
+    /// Each request's target as sent (origin or absolute form) and its `Host`.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -688,15 +690,23 @@ impl JwksServer {
         let uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
         let body = Arc::new(Mutex::new(body));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (b, h) = (body.clone(), hits.clone());
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (b, h, sn) = (body.clone(), hits.clone(), seen.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (b, h) = (b.clone(), h.clone());
+                let (b, h, sn) = (b.clone(), h.clone(), sn.clone());
                 conns.spawn(async move {
-                    let svc = service_fn(move |_req| {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
+                        let host = req
+                            .headers()
+                            .get(http::header::HOST)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        sn.lock().unwrap().push((req.uri().to_string(), host));
                         let doc = b.lock().unwrap().clone();
                         async move {
                             Ok::<_, std::convert::Infallible>(Response::new(
@@ -715,6 +725,7 @@ impl JwksServer {
             uri,
             body,
             hits,
+            seen,
             task,
         }
     }
@@ -803,6 +814,90 @@ async fn an_unknown_kid_triggers_a_refresh() {
     ));
     eventually("the new key is fetched", || check(&a, &token).is_ok()).await;
     assert_eq!(remote.fetch_count(), 2);
+}
+
+#[test]
+fn names_go_through_the_mesh_proxy_addresses_do_not() {
+    use super::jwks::via_mesh;
+    for host in [
+        "auth",
+        "auth.default",
+        "auth.default.svc.cluster.local",
+        "idp.example.com",
+    ] {
+        assert!(via_mesh(host), "{host}");
+    }
+    for host in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "[::1]",
+        "::1",
+        "localhost",
+        "LOCALHOST",
+        "a.localhost",
+    ] {
+        assert!(!via_mesh(host), "{host}");
+    }
+}
+
+#[tokio::test]
+async fn a_service_name_is_fetched_through_the_mesh_proxy() {
+    let key = ec_key("k", Algorithm::ES256);
+    // Stands in for the proxy's outbound listener: it sees the absolute-form request.
+    let proxy = JwksServer::start(jwks(&[&key])).await;
+    let addr: std::net::SocketAddr = proxy.uri["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = JwksStore::with_proxy(Handle::current(), fast(), Some(addr));
+    let uri = "http://auth.default.svc.cluster.local/.well-known/jwks.json";
+    let a = JwtAuthenticator::compile(
+        &spec_with(vec![remote_rule(ISS, uri)]),
+        "foo",
+        &labels(),
+        &store,
+    );
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+    let remote = a.remotes().next().unwrap().clone();
+    remote.fetched(1).await;
+    assert!(check(&a, &sign(&key, &claims(json!({}))))
+        .unwrap()
+        .is_some());
+    let (target, host) = proxy.seen.lock().unwrap()[0].clone();
+    assert_eq!(target, uri, "absolute form, as to an HTTP proxy");
+    assert_eq!(host, "auth.default.svc.cluster.local");
+
+    // With a port, and the short name: the same.
+    let store = JwksStore::with_proxy(Handle::current(), fast(), Some(addr));
+    let remote = store.remote("http://auth:8080/keys", None);
+    remote.fetched(1).await;
+    let (target, host) = proxy.seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (target.as_str(), host.as_str()),
+        ("http://auth:8080/keys", "auth:8080")
+    );
+}
+
+#[tokio::test]
+async fn an_ip_literal_is_fetched_directly_even_with_a_mesh_proxy() {
+    let key = ec_key("k", Algorithm::ES256);
+    let server = JwksServer::start(jwks(&[&key])).await;
+    let proxy = JwksServer::start(jwks(&[&key])).await;
+    let addr = proxy.uri["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = JwksStore::with_proxy(Handle::current(), fast(), Some(addr));
+    let remote = store.remote(&server.uri, None);
+    remote.fetched(1).await;
+    assert!(server.hits.load(Ordering::SeqCst) >= 1);
+    assert_eq!(proxy.hits.load(Ordering::SeqCst), 0);
+    let (target, _) = server.seen.lock().unwrap()[0].clone();
+    assert_eq!(target, "/jwks.json", "origin form to the host itself");
 }
 
 #[tokio::test]

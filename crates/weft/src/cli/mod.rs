@@ -7,10 +7,15 @@ mod edges;
 mod exec;
 mod get;
 mod identity;
+mod live;
 mod load;
+mod prom;
 mod proxy_cmd;
 mod routes;
+mod stat;
 mod status;
+mod tap;
+mod top;
 mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -55,6 +60,12 @@ enum Cmd {
     Identity(identity::IdentityArgs),
     /// Who talks to whom: client and server identities, and whether each edge is mTLS
     Edges(edges::EdgesArgs),
+    /// Success rate, RPS, latency percentiles, meshed and mTLS share per service or workload
+    Stat(stat::StatArgs),
+    /// A live stream of the requests a service handles (or, with --to, sends)
+    Tap(tap::TapArgs),
+    /// The busiest paths of a service, live (a terminal view)
+    Top(top::TopArgs),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
@@ -68,6 +79,27 @@ enum Cmd {
 enum DemoCmd {
     /// The echo service (hello/slow): answers with what it received
     Echo(EchoArgs),
+    /// A token issuer: GET /.well-known/jwks.json, GET|POST /token?sub=alice&groups=admin
+    Auth(AuthArgs),
+}
+
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// `iss` of the tokens it signs
+    #[arg(long, default_value = demo::auth::DEFAULT_ISSUER)]
+    issuer: String,
+    /// `aud` of tokens whose request names none (default: no `aud`)
+    #[arg(long)]
+    audience: Option<String>,
+    /// Lifetime of tokens whose request names none
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    ttl: Duration,
+    /// The longest lifetime a request may ask for
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    max_ttl: Duration,
+    /// Where to listen (127.0.0.1:PORT); `weft up` sets PORT
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +161,9 @@ impl Cli {
                 | Cmd::Routes(_)
                 | Cmd::Identity(_)
                 | Cmd::Edges(_)
+                | Cmd::Stat(_)
+                | Cmd::Tap(_)
+                | Cmd::Top(_)
                 | Cmd::Apply(_)
                 | Cmd::Delete(_)
                 | Cmd::Get(_)
@@ -152,9 +187,35 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Routes(a) => routes::run(a),
         Cmd::Identity(a) => identity::run(a),
         Cmd::Edges(a) => edges::run(a),
+        Cmd::Stat(a) => stat::run(a),
+        Cmd::Tap(a) => tap::run(a),
+        Cmd::Top(a) => top::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
+        Cmd::Demo(DemoCmd::Auth(a)) => auth(a),
     }
+}
+
+fn auth(a: AuthArgs) -> anyhow::Result<i32> {
+    let issuer = demo::auth::Issuer::generate(demo::auth::AuthOptions {
+        issuer: a.issuer,
+        audience: a.audience,
+        default_ttl: a.ttl,
+        max_ttl: a.max_ttl,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        demo::auth::serve_auth(listener, std::sync::Arc::new(issuer), shutdown).await?;
+        Ok(0)
+    })
 }
 
 fn echo(a: EchoArgs) -> anyhow::Result<i32> {

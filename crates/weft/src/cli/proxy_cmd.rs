@@ -59,6 +59,111 @@ pub struct ProxyArgs {
     /// Data-plane worker threads
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    exports: ExportArgs,
+}
+
+/// Spans and access logs: `weft proxy` takes them, and `weft up` passes them on to its proxies.
+#[derive(clap::Args, Clone, Default)]
+pub struct ExportArgs {
+    /// Export spans over OTLP to this collector: http://HOST:4317 for gRPC, http://HOST:4318 (or
+    /// the full …/v1/traces URL) for HTTP/protobuf
+    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP transport [default: grpc]
+    #[arg(long, value_enum, requires = "otlp_endpoint")]
+    pub otlp_protocol: Option<OtlpProtocolArg>,
+    /// The share of new traces sampled, 0 to 1; requests that arrive with a sampling decision
+    /// keep it [default: 1]
+    #[arg(long, value_name = "RATE", value_parser = parse_sampling, requires = "otlp_endpoint")]
+    pub trace_sampling: Option<f64>,
+    /// Log every request on stdout: `json` (Envoy's fields) or `apache` (Common Log Format)
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub access_log: Option<AccessLogArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OtlpProtocolArg {
+    Grpc,
+    Http,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AccessLogArg {
+    Json,
+    Apache,
+}
+
+impl AccessLogArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogArg::Json => "json",
+            AccessLogArg::Apache => "apache",
+        }
+    }
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    match s.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not an http:// URL (e.g. http://127.0.0.1:4317)"
+        )),
+    }
+}
+
+fn parse_sampling(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate between 0 and 1 (e.g. 0.01)")),
+    }
+}
+
+impl ExportArgs {
+    /// What the proxy exports.
+    pub fn exports(&self) -> proxy::Exports {
+        proxy::Exports {
+            tracing: self
+                .otlp_endpoint
+                .as_ref()
+                .map(|endpoint| settings::Tracing {
+                    endpoint: endpoint.clone(),
+                    protocol: match self.otlp_protocol {
+                        Some(OtlpProtocolArg::Http) => settings::OtlpProtocol::HttpProtobuf,
+                        Some(OtlpProtocolArg::Grpc) | None => settings::OtlpProtocol::Grpc,
+                    },
+                    sampling: self
+                        .trace_sampling
+                        .unwrap_or(settings::DEFAULT_TRACE_SAMPLING),
+                    export_interval: settings::DEFAULT_TRACE_EXPORT_INTERVAL,
+                }),
+            access_log: self.access_log.map(|f| match f {
+                AccessLogArg::Json => settings::AccessLogFormat::Json,
+                AccessLogArg::Apache => settings::AccessLogFormat::Apache,
+            }),
+        }
+    }
+
+    /// The tracing flags again, for the proxies `weft up` starts.
+    pub fn tracing_flags(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(e) = &self.otlp_endpoint {
+            a.extend(["--otlp-endpoint".to_string(), e.clone()]);
+        }
+        if let Some(p) = self.otlp_protocol {
+            let p = match p {
+                OtlpProtocolArg::Grpc => "grpc",
+                OtlpProtocolArg::Http => "http",
+            };
+            a.extend(["--otlp-protocol".to_string(), p.to_string()]);
+        }
+        if let Some(r) = self.trace_sampling {
+            a.extend(["--trace-sampling".to_string(), r.to_string()]);
+        }
+        a
+    }
 }
 
 pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
@@ -104,7 +209,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
-    proxy::run(s, Default::default(), true, |bound| {
+    proxy::run_with(s, a.exports.exports(), Default::default(), true, |bound| {
         // The first stdout line tells whoever started us where we listen.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", serde_json::to_string(bound).unwrap_or_default());

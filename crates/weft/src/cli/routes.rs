@@ -38,6 +38,40 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
         let key = Authority::parse(&a.service)
             .service_key(model::names::DEFAULT_NAMESPACE)
             .ok_or_else(|| anyhow::anyhow!("{:?} is not a service name", a.service))?;
+        if key.name == control::local::INGRESS_NAME {
+            // The ingress gateway: its virtual hosts (Istio Gateway + VirtualService, Gateway
+            // API HTTPRoutes with a Gateway parent), tried before plain service names.
+            if a.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&snapshot.gateway)?);
+                return Ok(0);
+            }
+            println!(
+                "ingress gateway: {} virtual hosts, snapshot {}",
+                snapshot.gateway.len(),
+                snapshot.version
+            );
+            for v in &snapshot.gateway {
+                println!("  {} (hosts: {})", v.name, v.hosts.join(", "));
+                for (i, r) in v.routes.iter().enumerate() {
+                    let to: Vec<String> = r
+                        .destinations
+                        .iter()
+                        .map(|d| format!("{} weight {}", d.service, d.weight))
+                        .collect();
+                    println!(
+                        "    {}. {}: {} → {}",
+                        i + 1,
+                        r.name,
+                        compact(&r.matches),
+                        to.join(", ")
+                    );
+                }
+            }
+            if snapshot.gateway.is_empty() {
+                println!("  none: requests are routed by service name (Host)");
+            }
+            return Ok(0);
+        }
         let svc = snapshot
             .service(&key)
             .ok_or_else(|| anyhow::anyhow!("no service {key} in the mesh"))?;

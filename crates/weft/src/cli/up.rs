@@ -2,6 +2,7 @@
 
 use super::{load_mesh, on_signal, parse_duration, runtime};
 use control::local::{self, UpOptions};
+use control::prometheus::PrometheusOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,8 +22,47 @@ pub struct UpArgs {
     /// Mesh still needs a restart)
     #[arg(long)]
     watch: bool,
+    /// Also run Prometheus (the `prometheus` executable on PATH, Debian package `prometheus`),
+    /// scraping every proxy's admin /metrics; it listens on ADDR (port 0: a free one) [default
+    /// ADDR: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = control::prometheus::DEFAULT_LISTEN)]
+    prometheus: Option<String>,
+    /// How often Prometheus scrapes each proxy (with --prometheus) [default: 1s]
+    #[arg(long, value_parser = parse_duration, requires = "prometheus")]
+    scrape_interval: Option<Duration>,
+    /// Spans (every proxy exports to the OTLP collector given) and access logs (every proxy's,
+    /// on `weft up`'s stderr; a service annotated `weft.dev/access-log: json|apache` or
+    /// `config.linkerd.io/access-log` gets its own)
+    #[command(flatten)]
+    exports: super::proxy_cmd::ExportArgs,
     #[command(flatten)]
     ca: CaArgs,
+}
+
+impl UpArgs {
+    /// What `--prometheus [ADDR]` and `--scrape-interval` ask for. A value that is not HOST:PORT
+    /// but names an existing file or directory is a mesh file that followed a bare
+    /// `--prometheus` (`weft up --prometheus mesh.yaml`): it joins the files and Prometheus gets
+    /// the default address.
+    fn prometheus(&mut self) -> anyhow::Result<Option<PrometheusOptions>> {
+        let Some(value) = &self.prometheus else {
+            return Ok(None);
+        };
+        let mut opts = PrometheusOptions::default();
+        match value.parse::<SocketAddr>() {
+            Ok(addr) => opts.listen = addr,
+            Err(_) if std::path::Path::new(value).exists() => {
+                self.files.insert(0, PathBuf::from(value));
+            }
+            Err(_) => {
+                anyhow::bail!("--prometheus: {value:?} is not HOST:PORT (e.g. 127.0.0.1:9090)")
+            }
+        }
+        if let Some(i) = self.scrape_interval {
+            opts.scrape_interval = i;
+        }
+        Ok(Some(opts))
+    }
 }
 
 /// The mesh CA: where its root lives and how it issues.
@@ -100,7 +140,8 @@ pub struct ControlArgs {
     ca: CaArgs,
 }
 
-pub fn up(a: UpArgs) -> anyhow::Result<i32> {
+pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
+    let prometheus = a.prometheus()?;
     let (spec, store) = load_mesh(&a.files)?;
     let exe = std::env::current_exe()?;
     let opts = UpOptions {
@@ -111,6 +152,9 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
             .unwrap_or(proxy::settings::DEFAULT_DRAIN_TIMEOUT),
         watch: if a.watch { a.files.clone() } else { Vec::new() },
         ca: a.ca.open()?,
+        prometheus,
+        proxy_flags: a.exports.tracing_flags(),
+        access_log: a.exports.access_log.map(|f| f.as_str().to_string()),
     };
     let rt = runtime()?;
     rt.block_on(async move {
@@ -121,8 +165,13 @@ pub fn up(a: UpArgs) -> anyhow::Result<i32> {
             let replicas = st.workloads.len();
             let services: std::collections::BTreeSet<_> =
                 st.workloads.iter().map(|w| &w.service).collect();
+            let prometheus = if st.prometheus.is_empty() {
+                String::new()
+            } else {
+                format!(" · prometheus {}", st.prometheus)
+            };
             println!(
-                "weft: mesh {name} is ready: ingress http://{} · control {} · {replicas} replicas of {} services",
+                "weft: mesh {name} is ready: ingress http://{} · control {} · {replicas} replicas of {} services{prometheus}",
                 st.ingress,
                 st.control,
                 services.len()

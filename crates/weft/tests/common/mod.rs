@@ -75,22 +75,52 @@ impl Mesh {
     }
 
     fn start(yaml: &str, home: &Path, more: &[(&str, &str)], watch: bool, args: &[&str]) -> Mesh {
+        Self::start_logging(yaml, home, more, watch, args, "warn")
+    }
+
+    fn start_logging(
+        yaml: &str,
+        home: &Path,
+        more: &[(&str, &str)],
+        watch: bool,
+        args: &[&str],
+        log: &str,
+    ) -> Mesh {
         let files = tempfile::tempdir().unwrap();
         let file = files.path().join("mesh.yaml");
         std::fs::write(&file, yaml).unwrap();
         for (name, text) in more {
             std::fs::write(files.path().join(name), text).unwrap();
         }
-        let mut cmd = Command::new(WEFT);
-        cmd.arg("up").args(args);
+        let mut up_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if watch {
-            cmd.arg("--watch").arg(files.path());
+            up_args.push("--watch".into());
+            up_args.push(files.path().display().to_string());
         } else {
-            cmd.arg(&file);
+            up_args.push(file.display().to_string());
         }
-        let mut child = cmd
+        // The mesh's name, from the `metadata: {name: NAME}` line `mesh_yaml` writes.
+        let name = yaml
+            .split("metadata: {name: ")
+            .nth(1)
+            .and_then(|r| r.split('}').next())
+            .map(str::to_owned);
+        Self::launch(files, home, &up_args, log, name.as_deref())
+    }
+
+    /// Runs `weft up ARGS` in `home`, waits for its ready line, and reads its status.
+    fn launch(
+        files: tempfile::TempDir,
+        home: &Path,
+        args: &[String],
+        log: &str,
+        name: Option<&str>,
+    ) -> Mesh {
+        let mut child = Command::new(WEFT)
+            .arg("up")
+            .args(args)
             .env("WEFT_HOME", home)
-            .env("WEFT_LOG", "warn")
+            .env("WEFT_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -105,13 +135,14 @@ impl Mesh {
                 }
             }
         });
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("weft up did not become ready:\n{}", stderr.lock().unwrap());
-            }
+        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "weft up {} did not become ready:\n{}",
+                args.join(" "),
+                stderr.lock().unwrap()
+            );
         }
         let mut mesh = Mesh {
             child,
@@ -122,13 +153,7 @@ impl Mesh {
             status: Value::Null,
             ingress: "127.0.0.1:0".parse().unwrap(),
         };
-        // The mesh's name, from the `metadata: {name: NAME}` line `mesh_yaml` writes.
-        let name = yaml
-            .split("metadata: {name: ")
-            .nth(1)
-            .and_then(|r| r.split('}').next())
-            .map(str::to_owned);
-        mesh.status = mesh.status_json(name.as_deref());
+        mesh.status = mesh.status_json(name);
         mesh.ingress = mesh.status["ingress"].as_str().unwrap().parse().unwrap();
         mesh
     }
@@ -353,46 +378,22 @@ impl Mesh {
         }
         assert!(moved, "{}: no `ingress: 127.0.0.1:8080`", dir.display());
         let home = tempfile::tempdir().unwrap();
-        let mut child = Command::new(WEFT)
-            .arg("up")
-            .arg(files.path())
-            .env("WEFT_HOME", home.path())
-            .env("WEFT_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start weft up");
-        let stderr = collect(child.stderr.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains("ready") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        if rx.recv_timeout(READY_TIMEOUT).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "weft up {} did not become ready:\n{}",
-                dir.display(),
-                stderr.lock().unwrap()
-            );
-        }
-        let mut mesh = Mesh {
-            child,
-            home: home.path().to_path_buf(),
-            _home: Some(home),
-            files,
-            stderr,
-            status: Value::Null,
-            ingress: "127.0.0.1:0".parse().unwrap(),
-        };
+        let target = files.path().display().to_string();
         // The only mesh running in this home.
-        mesh.status = mesh.status_json(None);
-        mesh.ingress = mesh.status["ingress"].as_str().unwrap().parse().unwrap();
-        mesh
+        let mut m = Self::launch(files, home.path(), &[target], "warn", None);
+        m._home = Some(home);
+        m
+    }
+}
+
+impl Mesh {
+    /// [`Mesh::up`] with every process of the mesh logging at `level` (`WEFT_LOG`), so that
+    /// what the proxies log at info (an audited authorization decision…) reaches
+    /// [`Mesh::stderr`].
+    pub fn up_logging(yaml: &str, level: &str) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let mut m = Self::start_logging(yaml, home.path(), &[], false, &[], level);
+        m._home = Some(home);
+        m
     }
 }

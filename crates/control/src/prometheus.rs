@@ -1,0 +1,618 @@
+//! Prometheus beside a local mesh (`weft up --prometheus`): finds the `prometheus` binary, writes
+//! its configuration into a state directory under `$WEFT_HOME`, and keeps the file-based service
+//! discovery targets (every connected proxy's admin `/metrics`, with labels) up to date as proxies
+//! come and go.
+//!
+//! Layout of the state directory, `$WEFT_HOME/prometheus/MESH/`:
+//! - `prometheus.yml`: one scrape job, [`JOB`], reading `targets.json` (`file_sd_configs`), and
+//!   the repository's `dashboards/alerts.yaml` as rules when the binary sits in a checkout;
+//! - `targets.json`: rewritten atomically (temporary file + rename, so Prometheus never reads
+//!   half a file) whenever the set of connected proxies changes;
+//! - `data/`: the TSDB, which lives as long as the mesh (wiped on start, removed on stop).
+//!
+//! Which proxies are targets: every connected one with an admin address (the ingress, every
+//! sidecar, and the client proxies of `weft exec` while they run), the newest registration of
+//! each instance. That includes sidecars whose app is not ready and proxies that are draining,
+//! as Prometheus's Kubernetes discovery scrapes pods whatever their readiness: a failing
+//! replica's sidecar is the one whose 5xx and `UH` counts you need, and a draining proxy still
+//! counts the requests it finishes. A proxy leaves the targets when it disconnects.
+
+use crate::registry::{ProxyRecord, Registry};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Where Prometheus listens when `--prometheus` names no address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+/// How often Prometheus scrapes every proxy unless `--scrape-interval` says otherwise.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// The scrape job of the proxies (`up{job="weft-proxies"}`).
+pub const JOB: &str = "weft-proxies";
+/// How often the alert rules are evaluated (their `for:` clauses are minutes long).
+const EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+/// How much the TSDB keeps, even if the mesh runs for days (`$WEFT_HOME` is often a tmpfs).
+const RETENTION: &str = "24h";
+/// The rules file, relative to a checkout of weft.
+const RULES: &str = "dashboards/alerts.yaml";
+
+/// What `--prometheus` and `--scrape-interval` asked for.
+#[derive(Clone, Debug)]
+pub struct PrometheusOptions {
+    /// Where Prometheus listens; port 0 picks a free one.
+    pub listen: SocketAddr,
+    pub scrape_interval: Duration,
+}
+
+impl Default for PrometheusOptions {
+    fn default() -> Self {
+        PrometheusOptions {
+            listen: DEFAULT_LISTEN.parse().expect("a socket address"),
+            scrape_interval: DEFAULT_SCRAPE_INTERVAL,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusError {
+    #[error(
+        "--prometheus: no `prometheus` executable on PATH; install the Debian package \
+         `prometheus` (apt-get install --no-install-recommends prometheus) or leave out --prometheus"
+    )]
+    NotInstalled,
+    #[error("--prometheus: cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("--scrape-interval must be at least 1ms")]
+    Interval,
+    #[error("--prometheus: {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// A Prometheus ready to start: its files are written, its port chosen.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub targets: PathBuf,
+    pub data: PathBuf,
+    /// The rules file loaded, if the binary sits in a checkout that has one.
+    pub rules: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub scrape_interval: Duration,
+}
+
+impl Setup {
+    /// `http://ADDR`, what `weft up` and `weft status` report.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// The command line that runs it.
+    pub fn argv(&self) -> Vec<String> {
+        vec![
+            self.binary.display().to_string(),
+            format!("--config.file={}", self.config.display()),
+            format!("--storage.tsdb.path={}", self.data.display()),
+            format!("--storage.tsdb.retention.time={RETENTION}"),
+            format!("--web.listen-address={}", self.listen),
+            // `POST /-/reload` picks up an edited rules file without restarting the mesh.
+            "--web.enable-lifecycle".into(),
+            // Its info and warning lines (one for every SIGTERM) would drown the mesh's own
+            // output; errors still show.
+            "--log.level=error".into(),
+        ]
+    }
+}
+
+/// Prepares a Prometheus for mesh `mesh`: finds the binary, checks or picks the port, and writes
+/// the state directory (see the module docs). `exe` is weft's executable, near which the rules
+/// file is looked for.
+pub fn prepare(mesh: &str, opts: &PrometheusOptions, exe: &Path) -> Result<Setup, PrometheusError> {
+    let binary = find_binary(std::env::var_os("PATH").as_deref())?;
+    if opts.scrape_interval < Duration::from_millis(1) {
+        return Err(PrometheusError::Interval);
+    }
+    let listen = resolve_listen(opts.listen)?;
+    let dir = crate::meshes::home().join("prometheus").join(mesh);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| PrometheusError::Io(p, e)
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let data = dir.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(io(&data))?;
+    }
+    let setup = Setup {
+        binary,
+        config: dir.join("prometheus.yml"),
+        targets: dir.join("targets.json"),
+        data,
+        rules: find_rules(exe),
+        dir,
+        listen,
+        scrape_interval: opts.scrape_interval,
+    };
+    // No targets until the proxies register; Prometheus starts with an empty list.
+    write_atomic(&setup.targets, b"[]\n").map_err(io(&setup.targets))?;
+    let yaml = config_yaml(
+        setup.scrape_interval,
+        &setup.targets,
+        setup.rules.as_deref(),
+    );
+    write_atomic(&setup.config, yaml.as_bytes()).map_err(io(&setup.config))?;
+    Ok(setup)
+}
+
+/// The `prometheus` executable on `path` (a `PATH` value).
+pub fn find_binary(path: Option<&std::ffi::OsStr>) -> Result<PathBuf, PrometheusError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path.unwrap_or_default())
+        .map(|d| d.join("prometheus"))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or(PrometheusError::NotInstalled)
+}
+
+/// A concrete address to hand Prometheus: port 0 becomes a free port; a given port must be free
+/// now (a clear error before anything starts, rather than a crash-looping Prometheus).
+fn resolve_listen(listen: SocketAddr) -> Result<SocketAddr, PrometheusError> {
+    let l = std::net::TcpListener::bind(listen).map_err(|e| PrometheusError::Listen(listen, e))?;
+    l.local_addr()
+        .map_err(|e| PrometheusError::Listen(listen, e))
+}
+
+/// `dashboards/alerts.yaml` of the checkout the binary was built in (`target/debug/weft` →
+/// the checkout two levels up), if there is one.
+pub fn find_rules(exe: &Path) -> Option<PathBuf> {
+    let exe = exe.canonicalize().unwrap_or_else(|_| exe.to_path_buf());
+    exe.parent()?
+        .ancestors()
+        .take(4)
+        .map(|d| d.join(RULES))
+        .find(|p| p.is_file())
+}
+
+/// Prometheus's duration syntax for `d` (milliseconds are exact for any interval weft accepts).
+fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A path or string as a YAML scalar: JSON's double-quoted strings are valid YAML.
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// `prometheus.yml`: one job scraping every target of `targets` every `interval`.
+pub fn config_yaml(interval: Duration, targets: &Path, rules: Option<&Path>) -> String {
+    // The timeout may not exceed the interval; Prometheus's default is 10s.
+    let timeout = interval.min(Duration::from_secs(10));
+    let mut y = format!(
+        "# Written by `weft up --prometheus`; rewritten on every start.\n\
+         global:\n  scrape_interval: {}\n  scrape_timeout: {}\n  evaluation_interval: {}\n",
+        duration(interval),
+        duration(timeout),
+        duration(EVALUATION_INTERVAL),
+    );
+    if let Some(r) = rules {
+        y.push_str(&format!(
+            "rule_files:\n  - {}\n",
+            quoted(&r.display().to_string())
+        ));
+    }
+    y.push_str(&format!(
+        "scrape_configs:\n  - job_name: {}\n    metrics_path: /metrics\n    file_sd_configs:\n      - files: [{}]\n",
+        quoted(JOB),
+        quoted(&targets.display().to_string()),
+    ));
+    y
+}
+
+/// One entry of a `file_sd_configs` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetGroup {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The targets file's content for `proxies` (see the module docs for which proxies): one group
+/// per proxy, labelled with `mesh`, `service`, `namespace`, `workload`, `instance` (weft's
+/// instance name, in place of Prometheus's default `HOST:PORT`) and `mode`, in a stable order.
+pub fn targets(mesh: &str, proxies: &[ProxyRecord]) -> Vec<TargetGroup> {
+    let mut newest: BTreeMap<(&str, &str, &str, &str), &ProxyRecord> = BTreeMap::new();
+    // `proxies` comes in registration order: a later registration of an instance wins.
+    for p in proxies.iter().filter(|p| p.node.admin.is_some()) {
+        let n = &p.node;
+        newest.insert((&n.mode, &n.namespace, &n.service, &n.instance), p);
+    }
+    newest
+        .values()
+        .filter_map(|p| {
+            let n = &p.node;
+            let labels = [
+                ("mesh", mesh),
+                ("service", &n.service),
+                ("namespace", &n.namespace),
+                ("workload", &n.workload),
+                ("instance", &n.instance),
+                ("mode", &n.mode),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            Some(TargetGroup {
+                targets: vec![n.admin?.to_string()],
+                labels,
+            })
+        })
+        .collect()
+}
+
+/// Replaces `path` with `bytes` at once: readers see the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Keeps `path` listing the registry's proxies until `stop`: rewrites it whenever the targets
+/// change (registrations come and go; health and acks, which also wake the registry's
+/// watchers, leave the file alone).
+pub async fn keep_targets(
+    registry: Arc<Registry>,
+    path: PathBuf,
+    mesh: String,
+    stop: CancellationToken,
+) {
+    let mut generation = registry.watch_generation();
+    let mut written: Option<Vec<TargetGroup>> = None;
+    loop {
+        let now = targets(&mesh, &registry.proxies());
+        if written.as_ref() != Some(&now) {
+            let mut json = serde_json::to_vec_pretty(&now).unwrap_or_default();
+            json.push(b'\n');
+            match write_atomic(&path, &json) {
+                Ok(()) => written = Some(now),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write Prometheus targets");
+                }
+            }
+        }
+        tokio::select! {
+            r = generation.changed() => if r.is_err() { return },
+            // Retries a failed write even when nothing changes.
+            _ = tokio::time::sleep(Duration::from_secs(5)), if written.is_none() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Whether Prometheus at `addr` answers `GET /-/ready` with 200 (within a second).
+pub async fn ready(addr: SocketAddr) -> bool {
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut head = Vec::with_capacity(64);
+        let mut buf = [0u8; 64];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 256 {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        Some(line.split_whitespace().nth(1) == Some("200"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Node;
+    use model::security::SecuritySpec;
+    use model::{Identity, MeshSpec};
+
+    fn node(mode: &str, service: &str, instance: &str, admin: Option<u16>) -> Node {
+        Node {
+            mode: mode.into(),
+            service: service.into(),
+            namespace: "default".into(),
+            workload: format!("{service}-v1"),
+            instance: instance.into(),
+            labels: Default::default(),
+            inbound: None,
+            outbound: None,
+            admin: admin.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            app: None,
+            identity: Identity::spiffe("default", service),
+            pid: 1,
+        }
+    }
+
+    fn spec() -> MeshSpec {
+        MeshSpec {
+            name: "m".into(),
+            ingress: "127.0.0.1:0".parse().unwrap(),
+            services: Vec::new(),
+            routes: Vec::new(),
+            policies: Vec::new(),
+            gateway: Vec::new(),
+            security: SecuritySpec::new(),
+        }
+    }
+
+    #[test]
+    fn config_has_the_job_the_interval_and_the_rules() {
+        let y = config_yaml(
+            Duration::from_secs(1),
+            Path::new("/h/prometheus/m/targets.json"),
+            Some(Path::new("/repo/dashboards/alerts.yaml")),
+        );
+        assert!(
+            y.contains("  scrape_interval: 1s\n  scrape_timeout: 1s\n"),
+            "{y}"
+        );
+        assert!(y.contains("evaluation_interval: 15s"), "{y}");
+        assert!(
+            y.contains("rule_files:\n  - \"/repo/dashboards/alerts.yaml\"\n"),
+            "{y}"
+        );
+        assert!(y.contains("job_name: \"weft-proxies\""), "{y}");
+        assert!(
+            y.contains("files: [\"/h/prometheus/m/targets.json\"]"),
+            "{y}"
+        );
+
+        let y = config_yaml(Duration::from_millis(1500), Path::new("/t.json"), None);
+        assert!(
+            y.contains("scrape_interval: 1500ms\n  scrape_timeout: 1500ms"),
+            "{y}"
+        );
+        assert!(!y.contains("rule_files"), "{y}");
+        let y = config_yaml(Duration::from_secs(30), Path::new("/t.json"), None);
+        assert!(
+            y.contains("scrape_interval: 30s\n  scrape_timeout: 10s"),
+            "{y}"
+        );
+    }
+
+    #[test]
+    fn promtool_accepts_the_config_and_the_rules() {
+        // Never skipped: scripts/test installs promtool (Debian package `prometheus`).
+        let promtool = which("promtool").expect(
+            "promtool is not on PATH: install the Debian package `prometheus` \
+             (apt-get install --no-install-recommends prometheus)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let targets = dir.path().join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/alerts.yaml");
+        let config = dir.path().join("prometheus.yml");
+        let yaml = config_yaml(
+            Duration::from_secs(1),
+            &targets,
+            rules.is_file().then_some(rules.as_path()),
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let out = std::process::Command::new(promtool)
+            .args(["check", "config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn which(name: &str) -> Option<PathBuf> {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    }
+
+    #[test]
+    fn a_missing_binary_names_the_debian_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_binary(Some(dir.path().as_os_str())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("Debian package `prometheus`"), "{msg}");
+
+        // Found on PATH only when executable.
+        let bin = dir.path().join("prometheus");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        assert!(find_binary(Some(dir.path().as_os_str())).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+        assert_eq!(find_binary(Some(&path)).unwrap(), bin);
+    }
+
+    #[test]
+    fn rules_are_found_in_the_checkout_of_the_binary() {
+        let repo = tempfile::tempdir().unwrap();
+        let exe = repo.path().join("target/debug/weft");
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        std::fs::write(&exe, "").unwrap();
+        assert_eq!(find_rules(&exe), None);
+        std::fs::create_dir_all(repo.path().join("dashboards")).unwrap();
+        std::fs::write(repo.path().join(RULES), "groups: []\n").unwrap();
+        assert_eq!(
+            find_rules(&exe).unwrap(),
+            repo.path().canonicalize().unwrap().join(RULES)
+        );
+    }
+
+    #[test]
+    fn targets_list_every_proxy_with_labels_newest_registration_first() {
+        let registry = Registry::new(spec());
+        let _ingress = registry.register(node(
+            "ingress",
+            "istio-ingressgateway",
+            "ingress-0",
+            Some(1000),
+        ));
+        let old = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1001)));
+        let _new = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1002)));
+        let _b1 = registry.register(node("sidecar", "backend", "backend-v1-1", Some(1003)));
+        // Not ready, and without an admin address: only the first is a target.
+        let _starting = registry.register(node("sidecar", "frontend", "frontend-v1-0", Some(1004)));
+        let _no_admin = registry.register(node("sidecar", "frontend", "frontend-v1-1", None));
+
+        let t = targets("m", &registry.proxies());
+        let addrs: Vec<&str> = t.iter().map(|g| g.targets[0].as_str()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "127.0.0.1:1000",
+                "127.0.0.1:1002",
+                "127.0.0.1:1003",
+                "127.0.0.1:1004"
+            ]
+        );
+        let labels: Vec<(&str, &str)> = t[1]
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("instance", "backend-v1-0"),
+                ("mesh", "m"),
+                ("mode", "sidecar"),
+                ("namespace", "default"),
+                ("service", "backend"),
+                ("workload", "backend-v1"),
+            ]
+        );
+        assert_eq!(t[0].labels["mode"], "ingress");
+
+        // The file_sd format: a list of {targets, labels}.
+        let json = serde_json::to_value(&t[0]).unwrap();
+        assert_eq!(json["targets"][0], "127.0.0.1:1000");
+        assert_eq!(json["labels"]["service"], "istio-ingressgateway");
+
+        drop(old);
+        assert_eq!(targets("m", &registry.proxies()).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_targets_file_follows_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.json");
+        let registry = Registry::new(spec());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_targets(
+            registry.clone(),
+            path.clone(),
+            "m".into(),
+            stop.clone(),
+        ));
+        let read = || -> Vec<String> {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap_or_default())
+                    .unwrap_or(serde_json::Value::Null);
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|g| g["labels"]["instance"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["<unreadable>".into()])
+        };
+        let wait_for = |want: Vec<&str>| {
+            let want: Vec<String> = want.into_iter().map(str::to_owned).collect();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let got = read();
+                    if got == want {
+                        return;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "targets {got:?}, want {want:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        wait_for(vec![]).await;
+        let a = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1001)));
+        let b = registry.register(node("sidecar", "backend", "backend-v1-1", Some(1002)));
+        wait_for(vec!["backend-v1-0", "backend-v1-1"]).await;
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // Health changes wake the writer but leave the file alone.
+        registry.set_health(a.id, true, String::new());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            before
+        );
+        drop(a);
+        wait_for(vec!["backend-v1-1"]).await;
+        drop(b);
+        wait_for(vec![]).await;
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["targets.json"]);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_is_a_200_on_ready() {
+        use tokio::net::TcpListener;
+        let serve = |status: &'static str| async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let mut buf = [0u8; 512];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                }
+            });
+            addr
+        };
+        assert!(ready(serve("200 OK").await).await);
+        assert!(!ready(serve("503 Service Unavailable").await).await);
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(!ready(closed).await);
+    }
+}
