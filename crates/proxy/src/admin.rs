@@ -82,6 +82,20 @@ impl Admin {
                 ),
             },
             (&Method::GET, "/tap") => tap_stream(shared, req.uri().query()),
+            (&Method::GET, "/routes") => {
+                let doc = serde_json::json!({
+                    "instance": shared.settings.instance,
+                    "services": shared.table.load().route_stats(),
+                });
+                let mut rsp = Response::new(body::full(
+                    serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+                ));
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                rsp
+            }
             (&Method::GET, "/edges") => {
                 let doc = serde_json::json!({
                     "instance": shared.settings.instance,
@@ -114,12 +128,13 @@ impl Admin {
             }
             (
                 _,
-                "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/tap" | "/metrics"
+                "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/tap" | "/routes"
+                | "/metrics"
                 | "/shutdown",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /ready /live /config /identity /edges /tap /metrics or POST /shutdown\n",
+                "not found; try /ready /live /config /identity /edges /tap /routes /metrics or POST /shutdown\n",
             ),
         }
     }

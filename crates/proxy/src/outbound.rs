@@ -193,6 +193,7 @@ impl Outbound {
         peer: SocketAddr,
         service_out: &mut Option<crate::telemetry::DestinationService>,
     ) -> Response<Body> {
+        let t0 = std::time::Instant::now();
         if let Some(sec) = &self.security {
             if let Err(rsp) = sec.check(&mut req) {
                 return *rsp;
@@ -388,7 +389,15 @@ impl Outbound {
             .unwrap_or_default();
         let attempts = async {
             let mut rsp = self
-                .attempts(parts, body, &backend, retry, classes, hash)
+                .attempts(
+                    parts,
+                    body,
+                    &backend,
+                    retry,
+                    classes,
+                    hash,
+                    rule.map(|r| &*r.stats),
+                )
                 .await;
             if delayed && flags::of(&rsp).is_none() {
                 rsp.headers_mut().insert(
@@ -409,6 +418,8 @@ impl Outbound {
             },
         };
         if let Some(r) = rule {
+            let failure = model::route::is_failure(&r.response_classes, rsp.status().as_u16());
+            r.stats.request(!failure, t0.elapsed());
             r.response_headers.apply(rsp.headers_mut());
             if let (Some(c), Some(h)) = (&r.cors, &downstream_headers) {
                 c.decorate(h, rsp.headers_mut());
@@ -455,6 +466,7 @@ impl Outbound {
 
     /// Sends the request to `backend`, again on another endpoint when an attempt fails in a
     /// way the route's retry policy (or, without one, the proxy's default) says to retry.
+    #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
         mut parts: http::request::Parts,
@@ -463,6 +475,7 @@ impl Outbound {
         retry: Option<&RetryPolicy>,
         classes: &[model::ResponseClass],
         hash: Option<u64>,
+        stats: Option<&crate::route::RouteStats>,
     ) -> Response<Body> {
         // Only a request whose body we hold can be sent twice; any request can move on to
         // another endpoint while no connection would take it.
@@ -555,6 +568,9 @@ impl Outbound {
                     });
                     let status = rsp.status().as_u16();
                     let failure = model::route::is_failure(classes, status);
+                    if let Some(st) = stats {
+                        st.attempt(!failure);
+                    }
                     backend.record(&ep, Outcome::Response { status, failure });
                     let more = attempt + 1 < max_attempts && replayable;
                     if more && retry.is_some_and(|p| retry_response(p, &rsp, failure)) {
@@ -566,6 +582,9 @@ impl Outbound {
                 }
                 Err(AttemptError::Final(flag, msg)) => {
                     backend.record(&ep, Outcome::Error);
+                    if let Some(st) = stats {
+                        st.attempt(false);
+                    }
                     let reset = flag == Flag::UpstreamConnectionTermination;
                     if reset && replayable && retry.is_some_and(|p| p.on.reset || p.on.server_error)
                     {
@@ -576,11 +595,17 @@ impl Outbound {
                 }
                 Err(AttemptError::PerTryTimeout(msg)) => {
                     backend.record(&ep, Outcome::Error);
+                    if let Some(st) = stats {
+                        st.attempt(false);
+                    }
                     last_error = Some((Flag::UpstreamTimeout, msg));
                     last_response = None;
                 }
                 Err(AttemptError::Retryable(msg)) => {
                     backend.record(&ep, Outcome::Error);
+                    if let Some(st) = stats {
+                        st.attempt(false);
+                    }
                     tracing::debug!(backend = %backend.name, %msg, "attempt failed");
                     last_error = Some((Flag::UpstreamConnectFailure, msg));
                 }

@@ -257,9 +257,61 @@ pub struct Dest {
     pub response_headers: HeaderOps,
 }
 
+/// Istio's request-duration bucket bounds (ms), for per-route latency.
+pub const LATENCY_BOUNDS_MS: [f64; 14] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+
+/// Per-route counters (as Linkerd's `route_*` metrics): requests and their effective success
+/// (after retries), attempts and their actual success, and latency. Atomics only; carried over
+/// when a snapshot keeps the route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub successes: std::sync::atomic::AtomicU64,
+    pub attempts: std::sync::atomic::AtomicU64,
+    pub attempt_successes: std::sync::atomic::AtomicU64,
+    /// Counts per bucket of [`LATENCY_BOUNDS_MS`], the last one for anything slower.
+    pub latency: [std::sync::atomic::AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+impl RouteStats {
+    pub fn request(&self, success: bool, latency: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if success {
+            self.successes.fetch_add(1, Relaxed);
+        }
+        let ms = latency.as_secs_f64() * 1000.0;
+        let i = LATENCY_BOUNDS_MS.partition_point(|b| *b < ms);
+        self.latency[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn attempt(&self, success: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.attempts.fetch_add(1, Relaxed);
+        if success {
+            self.attempt_successes.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "requests": self.requests.load(Relaxed),
+            "successes": self.successes.load(Relaxed),
+            "attempts": self.attempts.load(Relaxed),
+            "attempt_successes": self.attempt_successes.load(Relaxed),
+            "latency_bounds_ms": LATENCY_BOUNDS_MS,
+            "latency_counts": self.latency.iter().map(|c| c.load(Relaxed)).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// One compiled rule.
 pub struct Route {
     pub name: String,
+    pub stats: Arc<RouteStats>,
     pub timeout: Option<std::time::Duration>,
     pub retry: Option<model::route::RetryPolicy>,
     pub fault: Option<model::route::Fault>,
@@ -322,6 +374,7 @@ impl Route {
         }
         Ok(Route {
             name: r.name.clone(),
+            stats: Arc::default(),
             timeout: r.timeout_ms.map(std::time::Duration::from_millis),
             retry: r.retry.clone(),
             fault: r.fault.clone(),

@@ -343,11 +343,19 @@ impl RouteTable {
         };
         let mut services = HashMap::with_capacity(snapshot.services.len());
         for svc in &snapshot.services {
-            let routes = svc
+            let mut routes = svc
                 .routes
                 .iter()
                 .map(|r| Route::compile_for(r, me, &mut backend_for))
                 .collect::<Result<Vec<_>, _>>()?;
+            // A route the previous snapshot had keeps its counters.
+            if let Some(old) = previous.services.get(&svc.key) {
+                for r in &mut routes {
+                    if let Some(o) = old.routes.iter().find(|o| o.name == r.name) {
+                        r.stats = o.stats.clone();
+                    }
+                }
+            }
             services.insert(
                 svc.key.clone(),
                 Arc::new(Service {
@@ -379,6 +387,28 @@ impl RouteTable {
 
     pub fn version(&self) -> u64 {
         self.snapshot.version
+    }
+
+    /// Every service's routes with their counters, for the admin `/routes`.
+    pub fn route_stats(&self) -> serde_json::Value {
+        let mut services: Vec<&Arc<Service>> = self.services.values().collect();
+        services.sort_by(|a, b| a.key.cmp(&b.key));
+        serde_json::Value::Array(
+            services
+                .iter()
+                .filter(|s| !s.routes.is_empty())
+                .map(|s| {
+                    serde_json::json!({
+                        "service": s.key.to_string(),
+                        "routes": s.routes.iter().map(|r| {
+                            let mut v = r.stats.to_json();
+                            v["name"] = serde_json::Value::String(r.name.clone());
+                            v
+                        }).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// The service an authority names (`NAME`, `NAME.NS`, `NAME.NS.svc.cluster.local`, with or

@@ -303,9 +303,39 @@ spec:
         }
     };
     let once = share("/once").await;
+    // `weft routes --stats` measures the retried route while the load runs: effective
+    // success (what callers got) vs actual success (per attempt), as `linkerd routes -o wide`.
+    let home = mesh.home.clone();
+    let stats = std::thread::spawn(move || {
+        weft_in(
+            &home,
+            &[
+                "routes", "ratings", "--stats", "--window", "1500ms", "-o", "json",
+            ],
+        )
+    });
     let retried = share("/anything").await;
     assert!((0.35..=0.65).contains(&once), "without retries {once}");
     assert!(retried >= 0.85, "with 3 retries on 5xx {retried}");
+    let out = stats.join().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let route = doc["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "default")
+        .unwrap_or_else(|| panic!("{doc}"))
+        .clone();
+    let effective = route["effective_success"].as_f64().unwrap();
+    let actual = route["actual_success"].as_f64().unwrap();
+    assert!(effective >= 0.85, "{route}");
+    assert!((0.3..=0.7).contains(&actual), "{route}");
+    assert!(
+        route["attempts"].as_u64() > route["requests"].as_u64(),
+        "{route}"
+    );
+    assert!(route["rps"].as_f64().unwrap() > 0.0);
 }
 
 /// Istio fault injection: an abort for half the requests (flag FI, the configured status), a

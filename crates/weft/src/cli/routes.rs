@@ -16,9 +16,19 @@ pub struct RoutesArgs {
     mesh: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
+    /// Per-route traffic instead of the table: RPS, effective success (after retries), actual
+    /// success (per attempt) and latency, summed over every proxy that routes to the service
+    #[arg(long)]
+    stats: bool,
+    /// With --stats: how long to measure
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    window: std::time::Duration,
 }
 
 pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
+    if a.stats {
+        return stats(a);
+    }
     let mesh = control::meshes::find(a.mesh.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -146,4 +156,180 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
 
 fn compact<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// One route's counters as a proxy's admin `/routes` reports them.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct Counts {
+    name: String,
+    requests: u64,
+    successes: u64,
+    attempts: u64,
+    attempt_successes: u64,
+    #[serde(default)]
+    latency_bounds_ms: Vec<f64>,
+    #[serde(default)]
+    latency_counts: Vec<u64>,
+}
+
+/// The service's routes summed over every proxy that routes to it.
+async fn sample(admins: &[String], service: &str) -> std::collections::BTreeMap<String, Counts> {
+    let mut out: std::collections::BTreeMap<String, Counts> = Default::default();
+    for admin in admins {
+        let Ok((200, body)) = get(&format!("http://{admin}/routes")).await else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        for svc in doc["services"].as_array().into_iter().flatten() {
+            if svc["service"] != service {
+                continue;
+            }
+            for r in svc["routes"].as_array().into_iter().flatten() {
+                let Ok(c) = serde_json::from_value::<Counts>(r.clone()) else {
+                    continue;
+                };
+                let t = out.entry(c.name.clone()).or_insert_with(|| Counts {
+                    name: c.name.clone(),
+                    latency_bounds_ms: c.latency_bounds_ms.clone(),
+                    latency_counts: vec![0; c.latency_counts.len()],
+                    ..Counts::default()
+                });
+                t.requests += c.requests;
+                t.successes += c.successes;
+                t.attempts += c.attempts;
+                t.attempt_successes += c.attempt_successes;
+                for (a, b) in t.latency_counts.iter_mut().zip(&c.latency_counts) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `q` quantile (ms) of bucket counts, interpolated within the bucket as Prometheus's
+/// `histogram_quantile` does; `None` without samples.
+fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        if (seen + c) as f64 >= rank && *c > 0 {
+            let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let Some(hi) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            return Some(lo + (hi - lo) * (rank - seen as f64) / *c as f64);
+        }
+        seen += c;
+    }
+    bounds.last().copied()
+}
+
+fn stats(a: RoutesArgs) -> anyhow::Result<i32> {
+    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let key = Authority::parse(&a.service)
+        .service_key(model::names::DEFAULT_NAMESPACE)
+        .ok_or_else(|| anyhow::anyhow!("{:?} is not a service name", a.service))?;
+    let service = key.to_string();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (_, body) = get(&format!("http://{}/status", mesh.api)).await?;
+        let st: Status = serde_json::from_slice(&body)?;
+        let mut admins: Vec<String> = st
+            .workloads
+            .iter()
+            .filter(|w| !w.admin.is_empty())
+            .map(|w| w.admin.clone())
+            .collect();
+        if !st.ingress_admin.is_empty() {
+            admins.push(st.ingress_admin.clone());
+        }
+        let before = sample(&admins, &service).await;
+        let started = std::time::Instant::now();
+        tokio::time::sleep(a.window).await;
+        let after = sample(&admins, &service).await;
+        let secs = started.elapsed().as_secs_f64();
+        let mut rows = Vec::new();
+        for (name, now) in &after {
+            let then = before.get(name).cloned().unwrap_or_default();
+            let d = |n: u64, t: u64| n.saturating_sub(t);
+            let requests = d(now.requests, then.requests);
+            let attempts = d(now.attempts, then.attempts);
+            let counts: Vec<u64> = now
+                .latency_counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| d(*c, then.latency_counts.get(i).copied().unwrap_or(0)))
+                .collect();
+            let share = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
+            rows.push(serde_json::json!({
+                "route": name,
+                "requests": requests,
+                "rps": requests as f64 / secs,
+                "effective_success": share(d(now.successes, then.successes), requests),
+                "attempts": attempts,
+                "actual_success": share(d(now.attempt_successes, then.attempt_successes), attempts),
+                "p50_ms": quantile(&now.latency_bounds_ms, &counts, 0.5),
+                "p99_ms": quantile(&now.latency_bounds_ms, &counts, 0.99),
+            }));
+        }
+        if a.output == Output::Json {
+            let doc = serde_json::json!({
+                "schema": "weft.routes-stats/v1",
+                "service": service,
+                "window_s": secs,
+                "routes": rows,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(0);
+        }
+        let pct = |v: &serde_json::Value| {
+            v.as_f64()
+                .map_or("-".to_string(), |f| format!("{:.2}%", f * 100.0))
+        };
+        let ms =
+            |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.1}ms"));
+        println!(
+            "{:<48} {:>8} {:>10} {:>10} {:>9} {:>9}",
+            "ROUTE", "RPS", "EFFECTIVE", "ACTUAL", "P50", "P99"
+        );
+        for r in &rows {
+            println!(
+                "{:<48} {:>8.1} {:>10} {:>10} {:>9} {:>9}",
+                r["route"].as_str().unwrap_or(""),
+                r["rps"].as_f64().unwrap_or(0.0),
+                pct(&r["effective_success"]),
+                pct(&r["actual_success"]),
+                ms(&r["p50_ms"]),
+                ms(&r["p99_ms"])
+            );
+        }
+        if rows.is_empty() {
+            println!("(no routes of {service} carried traffic in {secs:.1} s)");
+        }
+        Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let bounds = [1.0, 10.0, 100.0];
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], 0.5), None);
+        assert_eq!(quantile(&bounds, &[0, 10, 0, 0], 0.5), Some(5.5));
+        assert_eq!(
+            quantile(&bounds, &[5, 5, 0, 0], 0.99).map(|q| q.round()),
+            Some(10.0)
+        );
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 3], 0.5), Some(100.0));
+    }
 }
