@@ -38,6 +38,11 @@ pub struct AppPool {
 }
 
 impl AppPool {
+    /// Idle keep-alive connections to the app now.
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+
     pub fn new(addr: SocketAddr) -> Arc<Self> {
         Arc::new(AppPool {
             addr,

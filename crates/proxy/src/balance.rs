@@ -79,6 +79,11 @@ impl EndpointState {
         self.fail_until_ns.load(Relaxed) > now
     }
 
+    /// In connect-failure backoff now.
+    pub fn is_failing_now(&self) -> bool {
+        self.is_failing(now_ns())
+    }
+
     /// Whether a request may go here: `strict` also avoids endpoints in connect backoff or
     /// ejected by outlier detection; even without it, endpoints tripped by failure accrual
     /// (waiting out their penalty, or with their one probe out) get nothing.

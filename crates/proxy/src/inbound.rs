@@ -52,7 +52,7 @@ impl AppHealth {
 
 pub struct Inbound {
     app: SocketAddr,
-    pool: Arc<AppPool>,
+    pub pool: Arc<AppPool>,
     instance: HeaderValue,
     pub health: Arc<AppHealth>,
     metrics: Arc<Metrics>,

@@ -292,3 +292,64 @@ mod process_tests {
         assert!(text.contains("# TYPE process_cpu_seconds counter"));
     }
 }
+
+/// Mesh-state gauges read at scrape time: endpoints by state across the snapshot in force,
+/// ejections since start, and the app pool's idle connections (sidecars).
+pub struct StateCollector {
+    pub table: std::sync::Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
+    /// Set once the inbound side has made its pool (sidecars).
+    pub app_pool: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::app_pool::AppPool>>>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+impl prometheus_client::collector::Collector for StateCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let (ready, ejected, failing) = self.table.load().endpoint_states();
+        let mut e = encoder.encode_descriptor(
+            "weft_endpoints",
+            "Endpoints of the snapshot in force by state (ready, ejected: out of rotation by outlier detection or failure accrual, backoff: after a connect failure)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, n) in [("ready", ready), ("ejected", ejected), ("backoff", failing)] {
+            let labels = StateLabels { state };
+            ConstGauge::new(n as i64).encode(e.encode_family(&labels)?)?;
+        }
+        let c =
+            ConstCounter::new(crate::policy::EJECTIONS.load(std::sync::atomic::Ordering::Relaxed));
+        let e = encoder.encode_descriptor(
+            "weft_endpoint_ejections",
+            "Endpoints taken out of rotation since start",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(e)?;
+        if let Some(pool) = self.app_pool.get() {
+            let g = ConstGauge::new(pool.idle() as i64);
+            let e = encoder.encode_descriptor(
+                "weft_app_pool_idle_connections",
+                "Idle keep-alive connections from the sidecar to its app",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(e)?;
+        }
+        Ok(())
+    }
+}

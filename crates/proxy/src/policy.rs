@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Endpoints taken out of rotation (outlier detection or failure accrual) since start, for
+/// `weft_endpoint_ejections_total`.
+pub static EJECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Nanoseconds since the first call: one monotonic clock for every policy timer.
 pub fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -322,6 +326,7 @@ impl Health {
     }
 
     fn eject_outlier(&self, o: &OutlierDetection, now: u64) {
+        EJECTIONS.fetch_add(1, Relaxed);
         // Envoy lowers the multiplier by one for every interval spent back in rotation.
         let interval = o.interval_ms.max(1) * 1_000_000;
         let back_for = now.saturating_sub(self.last_return.load(Relaxed)) / interval;
@@ -336,6 +341,7 @@ impl Health {
     }
 
     fn trip(&self, a: &FailureAccrual, now: u64) {
+        EJECTIONS.fetch_add(1, Relaxed);
         let trips = self.ejections.fetch_add(1, Relaxed).min(20);
         let penalty = (a.min_penalty_ms.saturating_mul(1 << trips)).min(a.max_penalty_ms);
         let jitter = (a.jitter_ratio.clamp(0.0, 100.0) * rand::random::<f64>()).min(1.0);

@@ -63,6 +63,8 @@ pub struct Shared {
     pub inbound_tls: Arc<server::InboundTls>,
     /// Who this proxy talked to.
     pub edges: Arc<crate::edges::Edges>,
+    /// The sidecar's pool to its app, for metrics (set when the inbound side starts).
+    pub app_pool: Arc<std::sync::OnceLock<Arc<crate::app_pool::AppPool>>>,
     /// What the proxy enforces on traffic it receives (compiled per snapshot).
     pub security: Arc<crate::security::Security>,
     /// Istio's standard metrics and the metadata exchange.
@@ -147,6 +149,14 @@ pub fn run_with(
     );
     let mut metrics = Metrics::with_telemetry(&observe.telemetry);
     let authz_stats = crate::authz::AuthzStats::register(&mut metrics.registry);
+    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let app_pool = Arc::new(std::sync::OnceLock::new());
+    metrics
+        .registry
+        .register_collector(Box::new(crate::metrics::StateCollector {
+            table: table.clone(),
+            app_pool: app_pool.clone(),
+        }));
     let metrics = Arc::new(metrics);
     observe.instance = settings.instance.clone();
     observe.app = settings.app;
@@ -187,7 +197,8 @@ pub fn run_with(
     ));
     let shared = Arc::new(Shared {
         bound,
-        table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+        table,
+        app_pool,
         metrics,
         health: Arc::new(AppHealth::default()),
         has_snapshot: AtomicBool::new(false),
@@ -346,6 +357,7 @@ async fn data_plane(
         );
         handler.authenticated = s.join_token.is_some();
         handler.security = Some(shared.security.clone());
+        let _ = shared.app_pool.set(handler.pool.clone());
         handler.observe = Some((
             shared.observe.clone(),
             crate::telemetry::DestinationService::new(&model::ServiceKey::new(

@@ -389,6 +389,24 @@ impl RouteTable {
         self.snapshot.version
     }
 
+    /// Endpoints across all services by state: (ready, ejected or tripped, in connect backoff).
+    pub fn endpoint_states(&self) -> (u64, u64, u64) {
+        let now = now_ns();
+        let (mut ready, mut ejected, mut failing) = (0, 0, 0);
+        for svc in self.services.values() {
+            for e in &svc.all.endpoints {
+                if e.health.is_ejected(now) {
+                    ejected += 1;
+                } else if e.is_failing_now() {
+                    failing += 1;
+                } else {
+                    ready += 1;
+                }
+            }
+        }
+        (ready, ejected, failing)
+    }
+
     /// Every service's routes with their counters, for the admin `/routes`.
     pub fn route_stats(&self) -> serde_json::Value {
         let mut services: Vec<&Arc<Service>> = self.services.values().collect();

@@ -126,6 +126,16 @@ spec:
         ok += (r.status == 200) as usize;
     }
     assert!(ok >= 396, "after ejection {ok}/400 succeeded");
+    // The client proxy (the ingress) counts the ejection and shows the endpoint's state.
+    let admin = m.status["ingress_admin"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        metric_sum(&c, admin, "weft_endpoint_ejections_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric_sum(&c, admin, "weft_endpoints{state=\"ejected\"}").await,
+        1.0
+    );
 
     // The same mesh without the DestinationRule: about half fail.
     drop(m);

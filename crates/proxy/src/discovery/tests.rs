@@ -64,6 +64,7 @@ fn shared() -> Shared {
             String::new(),
         )),
         edges: Default::default(),
+        app_pool: Default::default(),
         security: Arc::new(crate::security::Security::new(
             "default",
             &Default::default(),
