@@ -162,6 +162,9 @@ struct State {
     intermediate: Option<Authority>,
     /// Roots trusted besides `root`, oldest first.
     trusted: Vec<CertificateDer<'static>>,
+    /// The next root (and its intermediate), trusted but not yet signing: step one of a
+    /// rotation without downtime (see [`Ca::prepare_root`]).
+    next: Option<(Authority, Option<Authority>)>,
 }
 
 /// The mesh CA. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -256,6 +259,7 @@ impl Ca {
                 root,
                 intermediate,
                 trusted,
+                next: None,
             }),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -402,6 +406,54 @@ impl Ca {
         Ok(())
     }
 
+    /// Step one of a root rotation without downtime: makes the next root and adds it to the
+    /// bundle while the current root keeps signing. Once every proxy trusts it (the bundle
+    /// travels with snapshots and renewals), [`Ca::activate_root`] switches signing to it.
+    /// Returns false when a next root is already prepared.
+    pub fn prepare_root(&self) -> Result<bool, CaError> {
+        let mut state = lock(&self.state);
+        if state.next.is_some() {
+            return Ok(false);
+        }
+        let root = generate_root(&self.config.trust_domain)?;
+        let intermediate = match self.config.intermediate {
+            true => Some(generate_intermediate(&self.config.trust_domain, &root)?),
+            false => None,
+        };
+        let mut trusted = state.trusted.clone();
+        trusted.push(root.cert.clone());
+        if let Some(dir) = &self.dir {
+            write_trusted(dir, &trusted)?;
+        }
+        state.trusted = trusted;
+        state.next = Some((root, intermediate));
+        Ok(true)
+    }
+
+    /// Step two: the prepared root signs every leaf from now on; the old root stays trusted
+    /// until [`Ca::retire_roots`]. Returns false when nothing was prepared.
+    pub fn activate_root(&self) -> Result<bool, CaError> {
+        let mut state = lock(&self.state);
+        let Some((root, intermediate)) = state.next.take() else {
+            return Ok(false);
+        };
+        let mut trusted: Vec<_> = state
+            .trusted
+            .iter()
+            .filter(|c| **c != root.cert)
+            .cloned()
+            .collect();
+        trusted.push(state.root.cert.clone());
+        if let Some(dir) = &self.dir {
+            write_trusted(dir, &trusted)?;
+            write_root(dir, &root)?;
+        }
+        state.root = root;
+        state.intermediate = intermediate;
+        state.trusted = trusted;
+        Ok(true)
+    }
+
     /// Adds a root to the bundle (PEM or DER) without signing with it, e.g. the next root of an
     /// external PKI before the CA switches to it.
     pub fn trust_root(&self, cert: &[u8]) -> Result<(), CaError> {
@@ -430,13 +482,14 @@ impl Ca {
         Ok(())
     }
 
-    /// Ends a rotation: the bundle holds only the active root again.
+    /// Ends a rotation: the bundle holds only the active root (and a prepared next one) again.
     pub fn retire_roots(&self) -> Result<(), CaError> {
         let mut state = lock(&self.state);
+        let keep: Vec<_> = state.next.iter().map(|(r, _)| r.cert.clone()).collect();
         if let Some(dir) = &self.dir {
-            write_trusted(dir, &[])?;
+            write_trusted(dir, &keep)?;
         }
-        state.trusted.clear();
+        state.trusted = keep;
         Ok(())
     }
 

@@ -193,6 +193,9 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(&req),
+                        (&Method::POST, path) if path.starts_with("/ca/") => {
+                            api.ca_step(&path["/ca/".len()..]).await
+                        }
                         _ => api.serve(&req),
                     };
                     Ok::<_, Infallible>(rsp)

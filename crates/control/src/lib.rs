@@ -14,8 +14,10 @@
 //! - [`watch`]: the watched configuration files behind `--watch`.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
+//! - `ca_api`: `POST /ca/{prepare,activate,retire}`, root rotation without downtime.
 
 pub mod ca;
+mod ca_api;
 pub mod http_api;
 mod join;
 pub mod local;

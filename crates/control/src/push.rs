@@ -43,6 +43,7 @@ impl Discovery for Push {
         tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");
         let registration = self.registry.register(node);
         let registry = self.registry.clone();
+        let ca = self.ca.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             // Held for the stream's life: dropping it deregisters the proxy.
@@ -66,7 +67,11 @@ impl Discovery for Push {
                             return;
                         }
                         let snap = snapshots.borrow_and_update().clone();
-                        let msg = pb::ControlMessage { snapshot: Some(pb::Snapshot::from(&*snap)) };
+                        let mut wire = pb::Snapshot::from(&*snap);
+                        if let Some(ca) = &ca {
+                            wire.trust_bundle_pem = ca.bundle_pem();
+                        }
+                        let msg = pb::ControlMessage { snapshot: Some(wire) };
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }

@@ -289,6 +289,23 @@ impl Registry {
 
     /// Applies a change, rebuilds the snapshot if what proxies get changed (endpoints, routes,
     /// gateway, security), and wakes watchers.
+    /// Sends every proxy a new snapshot version even though routes did not change (the CA's
+    /// trust bundle travels with it); returns the version.
+    pub fn republish(&self) -> u64 {
+        let mut inner = self.lock();
+        let next = Arc::new(build(
+            &inner.spec,
+            &inner.proxies,
+            inner.snapshot.version + 1,
+        ));
+        let version = next.version;
+        inner.snapshot = next.clone();
+        self.snapshots.send_replace(next);
+        drop(inner);
+        self.generation.send_modify(|g| *g += 1);
+        version
+    }
+
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);

@@ -8,6 +8,7 @@ use crate::table::RouteTable;
 use api::pb::{self, discovery_client::DiscoveryClient, proxy_message::Msg};
 use model::Snapshot;
 use rand::Rng;
+use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -139,8 +140,23 @@ fn drain_msg() -> pb::ProxyMessage {
 }
 
 /// Validates and swaps in a snapshot; the ack says what happened.
-fn apply(shared: &Shared, wire: pb::Snapshot) -> pb::Ack {
+fn apply(shared: &Shared, mut wire: pb::Snapshot) -> pb::Ack {
     let version = wire.version;
+    let bundle = std::mem::take(&mut wire.trust_bundle_pem);
+    if !bundle.is_empty() {
+        if let Some(creds) = shared.tls.get() {
+            let roots: Result<Vec<_>, _> =
+                rustls::pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes()).collect();
+            match roots
+                .map_err(|e| e.to_string())
+                .and_then(|r| creds.set_bundle(r).map_err(|e| e.to_string()))
+            {
+                Ok(true) => tracing::info!(version, "trust bundle updated"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(version, error = %e, "trust bundle not applied"),
+            }
+        }
+    }
     let compiled = Snapshot::try_from(wire)
         .map_err(|e| e.to_string())
         .and_then(|snapshot| {

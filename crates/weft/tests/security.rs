@@ -250,3 +250,89 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
         "ingress renewed {ingress_renewals} times"
     );
 }
+
+/// Root rotation without downtime: under steady load, `weft ca rotate` puts the next root in
+/// every proxy's trust bundle, then makes it sign; proxies move to it as they renew; `weft ca
+/// retire` drops the old root. No request fails, and the proxies end on the new root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_rotates_under_load_without_a_failed_request() {
+    let mesh = Mesh::up_with(
+        &mesh_yaml("rootrot", &[("hello", 2, "")]),
+        &["--cert-ttl", "3s"],
+    );
+    let issuer = |m: &Mesh| {
+        let out = m.weft(&["identity", "hello", "-o", "json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            doc["chain"][0]["issuer"].as_str().unwrap().to_string(),
+            doc["trust_bundle"].as_array().unwrap().len(),
+        )
+    };
+    let (old_root, roots) = issuer(&mesh);
+    assert_eq!(roots, 1);
+    let c = client();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, ingress) = (c.clone(), mesh.ingress);
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            for _ in 0..40_000 {
+                if started.elapsed() > Duration::from_secs(14) {
+                    break;
+                }
+                match get(&c, ingress, "hello", "/").await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("{} {}", r.status, r.text)),
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        }));
+    }
+    // The CLI blocks until every proxy runs each step's bundle.
+    let home = mesh.home.clone();
+    let steps = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let rotate = weft_in(&home, &["ca", "rotate"]);
+        // Every certificate lives 3 s and renews at ~70%: 6 s later all come from the new root.
+        std::thread::sleep(Duration::from_secs(6));
+        let retire = weft_in(&home, &["ca", "retire"]);
+        (rotate, retire)
+    })
+    .await
+    .unwrap();
+    let (mut ok, mut failed) = (0, Vec::new());
+    for t in tasks {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    let (rotate, retire) = steps;
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(rotate.status.success(), "{}", text(&rotate));
+    assert!(
+        text(&rotate).contains("all 3 proxies trust the 2-root bundle"),
+        "{}",
+        text(&rotate)
+    );
+    assert!(retire.status.success(), "{}", text(&retire));
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 1000, "only {ok} requests");
+    let (new_root, roots) = issuer(&mesh);
+    assert_ne!(new_root, old_root, "the leaves come from the new root");
+    assert_eq!(roots, 1, "the old root is retired");
+}

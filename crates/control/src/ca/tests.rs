@@ -468,3 +468,37 @@ fn an_extra_trusted_root_joins_the_bundle() {
     let err = ca.trust_root(next_leaf.chain_pem().as_bytes()).unwrap_err();
     assert!(matches!(err, CaError::BadRoot(_)), "{err}");
 }
+
+#[test]
+fn a_prepared_root_is_trusted_before_it_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::open(dir.path(), CaConfig::default()).unwrap();
+    let old = ca.root();
+    let me = id("default", "hello");
+    assert!(ca.prepare_root().unwrap());
+    assert!(!ca.prepare_root().unwrap(), "one next root at a time");
+    assert_eq!(ca.bundle().len(), 2, "the next root is trusted at once");
+    let leaf = issue(&ca, &me);
+    assert_eq!(
+        parse(&leaf.chain[0]).issuer(),
+        parse(&old).subject(),
+        "the old root still signs"
+    );
+    assert!(ca.activate_root().unwrap());
+    assert!(!ca.activate_root().unwrap());
+    let new = ca.root();
+    assert_ne!(new, old);
+    let leaf = issue(&ca, &me);
+    assert_eq!(parse(&leaf.chain[0]).issuer(), parse(&new).subject());
+    assert_eq!(
+        ca.bundle().len(),
+        2,
+        "the old root stays trusted until retired"
+    );
+    // Kept on disk: a restarted control plane trusts both and signs with the new one.
+    let reopened = Ca::open(dir.path(), CaConfig::default()).unwrap();
+    assert_eq!(reopened.root(), new);
+    assert_eq!(reopened.bundle().len(), 2);
+    ca.retire_roots().unwrap();
+    assert_eq!(ca.bundle(), vec![new]);
+}

@@ -113,6 +113,37 @@ impl Credentials {
         Ok(())
     }
 
+    /// Replaces the trust bundle only (a root rotation announced by the control plane): the
+    /// next handshakes verify peers against `bundle`; the key and chain stay.
+    pub fn set_bundle(&self, bundle: Vec<CertificateDer<'static>>) -> Result<bool, TlsError> {
+        let cur = self.current.load_full();
+        if cur.bundle == bundle {
+            return Ok(false);
+        }
+        if bundle.is_empty() {
+            return Err(TlsError::EmptyBundle);
+        }
+        let mut roots = RootCertStore::empty();
+        for root in &bundle {
+            roots.add(root.clone()).map_err(TlsError::BadBundle)?;
+        }
+        let roots = Arc::new(roots);
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), self.provider.clone())
+                .build()
+                .map_err(|e| TlsError::BadBundle(rustls::Error::General(e.to_string())))?;
+        self.current.store(Arc::new(Current {
+            identity: cur.identity.clone(),
+            certified: cur.certified.clone(),
+            bundle,
+            roots,
+            client_verifier,
+            not_before: cur.not_before,
+            not_after: cur.not_after,
+        }));
+        Ok(true)
+    }
+
     /// Test-only: credentials holding a chain that would be refused, to present a bad
     /// certificate in a real handshake.
     #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod ca;
 mod check;
 mod edges;
 mod exec;
@@ -58,6 +59,8 @@ enum Cmd {
     Routes(routes::RoutesArgs),
     /// The certificate chain, SPIFFE identity and expiry a proxy of a service holds
     Identity(identity::IdentityArgs),
+    /// Rotate the running mesh's root CA without downtime (rotate, then retire)
+    Ca(ca::CaArgs),
     /// Who talks to whom: client and server identities, and whether each edge is mTLS
     Edges(edges::EdgesArgs),
     /// Success rate, RPS, latency percentiles, meshed and mTLS share per service or workload
@@ -160,6 +163,7 @@ impl Cli {
                 | Cmd::Check(_)
                 | Cmd::Routes(_)
                 | Cmd::Identity(_)
+                | Cmd::Ca(_)
                 | Cmd::Edges(_)
                 | Cmd::Stat(_)
                 | Cmd::Tap(_)
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Get(a) => apply::get(a),
         Cmd::Routes(a) => routes::run(a),
         Cmd::Identity(a) => identity::run(a),
+        Cmd::Ca(a) => ca::run(a),
         Cmd::Edges(a) => edges::run(a),
         Cmd::Stat(a) => stat::run(a),
         Cmd::Tap(a) => tap::run(a),
