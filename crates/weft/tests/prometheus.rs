@@ -110,6 +110,9 @@ struct Done {
     at: f64,
     status: u16,
     downstream: u16,
+    /// How long the request took as the test saw it (ms): an upper bound of what any proxy on
+    /// its path measured.
+    took_ms: f64,
 }
 
 /// A fixed-rate, bounded load: `count` GETs of `path` with `Host: host` through the ingress,
@@ -131,7 +134,9 @@ async fn paced_load(
         tick.tick().await;
         let (c, done, host, path) = (c.clone(), done.clone(), host.to_string(), path.to_string());
         tasks.spawn(async move {
+            let sent = Instant::now();
             let r = get(&c, ingress, &host, &path).await;
+            let took_ms = sent.elapsed().as_secs_f64() * 1000.0;
             let (status, downstream) = match &r {
                 Ok(r) => (
                     r.status,
@@ -143,6 +148,7 @@ async fn paced_load(
                 at: unix_now(),
                 status,
                 downstream,
+                took_ms,
             });
         });
     }
@@ -329,9 +335,20 @@ async fn prometheus_scrapes_every_proxy_and_promql_matches_the_load() {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     println!("backend p99: {p99:.2} ms; cumulative buckets (le, count): {buckets:?}");
+    // The bound: 50 ms (the bucket the delay implies), or — on a machine so loaded that the
+    // test itself saw slower answers — the upper bound of the Istio bucket holding the p99
+    // the client measured end to end, which no sidecar on the way can exceed.
+    let mut took: Vec<f64> = done.iter().map(|d| d.took_ms).collect();
+    took.sort_by(f64::total_cmp);
+    let client_p99 = took[took.len() * 99 / 100];
+    let bounds = [50.0, 100.0, 250.0, 500.0, 1000.0];
+    let bound = bounds
+        .into_iter()
+        .find(|b| client_p99 <= *b)
+        .unwrap_or(f64::INFINITY);
     assert!(
-        (20.0..=50.0).contains(&p99),
-        "backend p99 {p99} ms; cumulative buckets (le, count): {buckets:?}"
+        (20.0..=bound).contains(&p99),
+        "backend p99 {p99} ms (client p99 {client_p99:.1} ms, bound {bound}); cumulative buckets (le, count): {buckets:?}"
     );
 
     // 4. Metadata exchange and mTLS: every backend series reported by its sidecars names the
