@@ -7,7 +7,9 @@
 //! endpoint three times as costly gets a quarter of the pair's traffic. (Classic P2C always
 //! takes the cheaper one; on identical replicas that lets a single slow response pin traffic to
 //! one replica for as long as the estimate takes to decay. The weighted coin spreads identical
-//! replicas evenly and still steers hard away from slow or overloaded ones.) Endpoints that just
+//! replicas evenly and still steers hard away from slow or overloaded ones.) An endpoint more
+//! than [`CLEARLY_WORSE`] times costlier than the other one drawn is never taken, so a clearly
+//! slow replica gets nothing until its estimate decays, as in Linkerd. Endpoints that just
 //! failed to connect sit out a short backoff.
 //!
 //! All state here is atomics: the hot path takes no lock.
@@ -23,6 +25,10 @@ use std::time::Duration;
 /// How fast a latency estimate forgets: after this long without new samples it has decayed to
 /// 1/e. Short, so that an endpoint that had one slow response is tried again within a second.
 pub const DECAY: Duration = Duration::from_millis(300);
+/// An endpoint this many times costlier than the other one drawn is never taken over it (until
+/// its estimate decays): a replica that is clearly slow gets nothing, as in Linkerd's P2C,
+/// while comparable ones share traffic by the weighted coin.
+pub const CLEARLY_WORSE: f64 = 4.0;
 /// Latency differences below this are noise, not signal (a loopback round trip is ~100 µs).
 const RTT_FLOOR_NS: f64 = 10_000.0;
 /// First and longest sit-out after a connection failure.
@@ -226,8 +232,13 @@ pub fn pick<'a>(
                         }
                     } else {
                         let (ca, cb) = (eps[a].cost(now), eps[b].cost(now));
-                        // P(a) = cb / (ca + cb): the cheaper endpoint is likelier, never certain.
-                        if rng.gen::<f64>() * (ca + cb) < cb {
+                        if ca > cb * CLEARLY_WORSE {
+                            b
+                        } else if cb > ca * CLEARLY_WORSE {
+                            a
+                        } else if rng.gen::<f64>() * (ca + cb) < cb {
+                            // Comparable costs: P(a) = cb / (ca + cb), so identical replicas
+                            // share the traffic instead of one noisy sample pinning it.
                             a
                         } else {
                             b

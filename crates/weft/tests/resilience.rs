@@ -231,6 +231,10 @@ spec:
     let measure = |host: &'static str| {
         let (c, ingress) = (c.clone(), m.ingress);
         async move {
+            // Warm up: the balancer learns each replica's latency from its first answers.
+            for _ in 0..60 {
+                assert_eq!(get(&c, ingress, host, "/").await.unwrap().status, 200);
+            }
             let mut tasks = Vec::new();
             for _ in 0..4 {
                 let c = c.clone();
@@ -257,6 +261,9 @@ spec:
     };
     let (ewma_share, ewma_p99) = measure("ewma").await;
     let (rr_share, rr_p99) = measure("rr").await;
+    println!(
+        "slow replica share: peak-EWMA {ewma_share:.3}, round robin {rr_share:.3}; p99 {ewma_p99:?} vs {rr_p99:?}"
+    );
     assert!(
         (0.28..=0.39).contains(&rr_share),
         "round robin gives the slow replica {rr_share}"
