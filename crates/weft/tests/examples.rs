@@ -610,7 +610,13 @@ async fn gateway_api() {
     let c = client();
     let host = "shop.example.com";
     let a = get_h(&c, &mesh, host, "/", &[]).await;
-    assert_eq!((a.status, &a.body["service"]), (200, &Value::from("web")));
+    assert_eq!(
+        (a.status, &a.body["service"]),
+        (200, &Value::from("web")),
+        "{a:?}\nweft up said:\n{}\nstatus: {}",
+        mesh.stderr(),
+        mesh.status_json(None)
+    );
     assert_eq!(a.headers["cache-control"], "no-store");
 
     for a in ok_gets(&mesh, host, "/api/items?page=2", &[], 20).await {
