@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use control::ca::{Ca, CaConfig};
 use http_body_util::{BodyExt, Empty};
 use model::Identity;
 use proxy::tls::{self, Credentials};
@@ -45,16 +44,6 @@ fn delete(mesh: &Mesh, name: &str) {
     let file = mesh.files.path().join(name);
     let out = mesh.weft(&["delete", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "delete {name}");
-}
-
-/// A client with a mesh identity, as another workload's sidecar would be.
-fn workload_client(mesh: &Mesh, ns: &str, sa: &str) -> Arc<Credentials> {
-    let ca = Ca::open(&mesh.home.join("ca"), CaConfig::default()).unwrap();
-    let id = Identity::spiffe(ns, sa);
-    let token = ca.join_token(&id);
-    let (key, csr) = tls::csr(&id).unwrap();
-    let issued = ca.sign(csr.as_bytes(), &id, &token).unwrap();
-    Credentials::new(&id, &key, issued.chain, ca.bundle()).unwrap()
 }
 
 /// `method path` to httpbin's inbound over mTLS as `creds`: the status and the flag.

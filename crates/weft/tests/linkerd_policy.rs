@@ -11,7 +11,6 @@
 mod common;
 
 use common::*;
-use control::ca::{Ca, CaConfig};
 use http_body_util::{BodyExt, Empty};
 use model::Identity;
 use proxy::tls::{self, Credentials};
@@ -106,25 +105,6 @@ fn delete(mesh: &Mesh, name: &str) {
         "delete {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A client with a mesh identity `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`, its certificate signed by
-/// the mesh's CA, as another workload's sidecar would hold.
-fn identity_client(mesh: &Mesh, trust_domain: &str, ns: &str, sa: &str) -> Arc<Credentials> {
-    let config = CaConfig {
-        trust_domain: trust_domain.to_string(),
-        ..CaConfig::default()
-    };
-    let ca = Ca::open(&mesh.home.join("ca"), config).unwrap();
-    let id = Identity(format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"));
-    let token = ca.join_token(&id);
-    let (key, csr) = tls::csr(&id).unwrap();
-    let issued = ca.sign(csr.as_bytes(), &id, &token).unwrap();
-    Credentials::new(&id, &key, issued.chain, ca.bundle()).unwrap()
-}
-
-fn workload_client(mesh: &Mesh, ns: &str, sa: &str) -> Arc<Credentials> {
-    identity_client(mesh, "cluster.local", ns, sa)
 }
 
 /// What a client got: a status, or a refusal (handshake or connection failure) with why.

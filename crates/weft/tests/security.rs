@@ -26,18 +26,6 @@ fn addr(v: &serde_json::Value) -> SocketAddr {
     v.as_str().unwrap().parse().unwrap()
 }
 
-/// Credentials for `identity`, signed by `ca`, trusting `bundle`.
-fn credentials(
-    ca: &Ca,
-    identity: &Identity,
-    bundle: Vec<rustls::pki_types::CertificateDer<'static>>,
-) -> std::sync::Arc<Credentials> {
-    let token = ca.join_token(identity);
-    let (key, csr) = tls::csr(identity).unwrap();
-    let issued = ca.sign(csr.as_bytes(), identity, &token).unwrap();
-    Credentials::new(identity, &key, issued.chain, bundle).unwrap()
-}
-
 /// An mTLS HTTP/2 GET to a sidecar's inbound port, as a peer proxy would send it.
 async fn mtls_get(
     creds: &std::sync::Arc<Credentials>,
@@ -113,7 +101,7 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
     // header the client sent.
     let ca = Ca::open(&mesh.home.join("ca"), CaConfig::default()).unwrap();
     let tester = Identity::spiffe("default", "tester");
-    let good = credentials(&ca, &tester, ca.bundle());
+    let good = signed_credentials(&ca, &tester, ca.bundle());
     let seen = mtls_get(&good, inbound, &hello_id).await.unwrap();
     assert_eq!(seen["headers"]["x-weft-client"], tester.0.as_str());
 
@@ -122,7 +110,7 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
     let other = Ca::generate(CaConfig::default()).unwrap();
     let mut bundle = ca.bundle();
     bundle.extend(other.bundle());
-    let bad = credentials(&other, &tester, bundle);
+    let bad = signed_credentials(&other, &tester, bundle);
     assert!(mtls_get(&bad, inbound, &hello_id).await.is_err());
     let refused = metric_sum(
         &c,

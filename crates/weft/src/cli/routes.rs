@@ -209,26 +209,21 @@ async fn sample(admins: &[String], service: &str) -> std::collections::BTreeMap<
     out
 }
 
-/// The `q` quantile (ms) of bucket counts, interpolated within the bucket as Prometheus's
-/// `histogram_quantile` does; `None` without samples.
+/// The `q` quantile (ms) of per-bucket counts (the last one above every bound), as Prometheus's
+/// `histogram_quantile` computes it over the cumulative buckets; `None` without samples.
 fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut seen = 0u64;
-    for (i, c) in counts.iter().enumerate() {
-        if (seen + c) as f64 >= rank && *c > 0 {
-            let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let Some(hi) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            return Some(lo + (hi - lo) * (rank - seen as f64) / *c as f64);
-        }
-        seen += c;
-    }
-    bounds.last().copied()
+    let mut total = 0.0;
+    let cumulative: Vec<(f64, f64)> = bounds
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(counts)
+        .map(|(le, n)| {
+            total += *n as f64;
+            (le, total)
+        })
+        .collect();
+    super::stat::histogram_quantile(q, &cumulative)
 }
 
 fn stats(a: RoutesArgs) -> anyhow::Result<i32> {

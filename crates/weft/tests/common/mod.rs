@@ -360,7 +360,7 @@ pub fn example_dir(name: &str) -> PathBuf {
 
 impl Mesh {
     /// `weft up DIR` on a copy of an example folder (its top-level YAML files, which is what
-    /// `weft up DIR` reads), with the ingress moved from `127.0.0.1:8080` to a free port. The
+    /// `weft up DIR` reads), with the ingress moved to a free port. The
     /// copy is `mesh.files`.
     pub fn up_dir(dir: &Path) -> Mesh {
         let files = tempfile::tempdir().unwrap();
@@ -372,11 +372,20 @@ impl Mesh {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            moved |= text.contains("ingress: 127.0.0.1:8080");
-            let text = text.replace("ingress: 127.0.0.1:8080", "ingress: 127.0.0.1:0");
+            // Whatever address the example's Mesh asks for, this copy listens on a free port.
+            let text: String = text
+                .lines()
+                .map(|l| match l.split_once("ingress:") {
+                    Some((indent, _)) if indent.trim().is_empty() => {
+                        moved = true;
+                        format!("{indent}ingress: 127.0.0.1:0\n")
+                    }
+                    _ => format!("{l}\n"),
+                })
+                .collect();
             std::fs::write(files.path().join(path.file_name().unwrap()), text).unwrap();
         }
-        assert!(moved, "{}: no `ingress: 127.0.0.1:8080`", dir.display());
+        assert!(moved, "{}: no `ingress:` in its Mesh", dir.display());
         let home = tempfile::tempdir().unwrap();
         let target = files.path().display().to_string();
         // The only mesh running in this home.
@@ -396,4 +405,39 @@ impl Mesh {
         m._home = Some(home);
         m
     }
+}
+
+/// Credentials for `identity`, its certificate signed by `ca` (with a one-time join token, as a
+/// proxy gets it), trusting `bundle`.
+pub fn signed_credentials(
+    ca: &control::ca::Ca,
+    identity: &model::Identity,
+    bundle: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Arc<proxy::tls::Credentials> {
+    let token = ca.join_token(identity);
+    let (key, csr) = proxy::tls::csr(identity).unwrap();
+    let issued = ca.sign(csr.as_bytes(), identity, &token).unwrap();
+    proxy::tls::Credentials::new(identity, &key, issued.chain, bundle).unwrap()
+}
+
+/// A client with the mesh identity `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`, signed by the running
+/// mesh's CA, as another workload's sidecar would hold it.
+pub fn identity_client(
+    mesh: &Mesh,
+    trust_domain: &str,
+    ns: &str,
+    sa: &str,
+) -> Arc<proxy::tls::Credentials> {
+    let config = control::ca::CaConfig {
+        trust_domain: trust_domain.to_string(),
+        ..control::ca::CaConfig::default()
+    };
+    let ca = control::ca::Ca::open(&mesh.home.join("ca"), config).unwrap();
+    let id = model::Identity(format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"));
+    signed_credentials(&ca, &id, ca.bundle())
+}
+
+/// [`identity_client`] in the default trust domain.
+pub fn workload_client(mesh: &Mesh, ns: &str, sa: &str) -> Arc<proxy::tls::Credentials> {
+    identity_client(mesh, model::names::TRUST_DOMAIN, ns, sa)
 }
