@@ -400,11 +400,7 @@ async fn timeout_retry() {
     let fast = many(&mesh, "GET", "ratings", "/?delay=100ms", &[], 8, 8).await;
     assert!(fast.iter().all(|a| a.status == 200), "{fast:?}");
 
-    let admin: SocketAddr = mesh.status["ingress_admin"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let admin = ingress_admin(&mesh);
     let before = metric_sum(&c, admin, "weft_retries_total").await;
     for path in ["/?delay=500ms", "/?delay=3s"] {
         let a = get_h(&c, &mesh, "ratings", path, &[]).await;
@@ -484,23 +480,54 @@ async fn circuit_breaker() {
     // At most 2 requests of 200 ms at a time: 10 a second.
     assert!(ok > 0 && ok <= 32 && overflow > 0, "{out}");
 
-    let mut failures = 0;
-    let mut sent = 0;
-    while failures < 3 {
-        let a = get_h(&c, &mesh, "ratings", "/", &[]).await;
-        failures += usize::from(a.status == 503);
-        sent += 1;
-        assert!(
-            sent < 100,
-            "the broken replica failed {failures} times in {sent}"
-        );
-    }
+    until_ejected(&mesh, "ratings", "/").await;
     let answers = ok_gets_or_not(&mesh, "ratings", 400).await;
     let ok = answers.iter().filter(|a| a.status == 200).count();
     assert!(ok >= 396, "after the ejection {ok}/400 succeeded");
     assert!(answers
         .iter()
         .all(|a| a.body["instance"] == "ratings-good-0" || a.status == 503));
+}
+
+/// The ingress's admin address.
+fn ingress_admin(mesh: &Mesh) -> SocketAddr {
+    mesh.status["ingress_admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sends GETs for `host` through the ingress until the ingress takes the service's broken
+/// replica out of rotation (its `weft_endpoint_ejections_total` goes up). On the way the
+/// client sees at most 3 of that replica's 503s (the policies eject after 3 consecutive
+/// failures; attempts that never reached the app count too, but the ingress retries those
+/// elsewhere unseen), within 100 requests.
+async fn until_ejected(mesh: &Mesh, host: &str, path: &str) {
+    let c = client();
+    let admin = ingress_admin(mesh);
+    let ejections = "weft_endpoint_ejections_total";
+    let before = metric_sum(&c, admin, ejections).await;
+    let (mut failures, mut sent) = (0, 0);
+    while metric_sum(&c, admin, ejections).await == before {
+        let a = get_h(&c, mesh, host, path, &[]).await;
+        failures += usize::from(a.status == 503);
+        sent += 1;
+        if failures > 3 || sent >= 100 {
+            let metrics = get(&c, admin, "admin", "/metrics").await.map(|r| r.text);
+            panic!(
+                "{host}: {failures} of {sent} requests failed and the ingress ejected nothing\n\
+                 ingress endpoints: {:?}\nstatus: {}\nweft up said:\n{}",
+                metrics.map(|m| m
+                    .lines()
+                    .filter(|l| l.starts_with("weft_endpoint"))
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+                mesh.status_json(None),
+                mesh.stderr()
+            );
+        }
+    }
 }
 
 /// Sequential GETs that may fail.
@@ -584,17 +611,7 @@ async fn linkerd() {
     assert_eq!((a.status, a.flag.as_deref()), (504, Some("UT")), "{a:?}");
     assert!(a.took < Duration::from_millis(900), "{a:?}");
 
-    let mut failures = 0;
-    let mut sent = 0;
-    while failures < 3 {
-        let a = get_h(&c, &mesh, "authors", "/authors/1", &[]).await;
-        failures += usize::from(a.status == 503);
-        sent += 1;
-        assert!(
-            sent < 100,
-            "the broken replica failed {failures} times in {sent}"
-        );
-    }
+    until_ejected(&mesh, "authors", "/authors/1").await;
     let answers = many(&mesh, "GET", "authors", "/authors/1", &[], 400, 1).await;
     let ok = answers.iter().filter(|a| a.status == 200).count();
     assert!(ok >= 396, "after 3 failures {ok}/400 succeeded");
