@@ -329,8 +329,19 @@ spec:
         .clone();
     let effective = route["effective_success"].as_f64().unwrap();
     let actual = route["actual_success"].as_f64().unwrap();
-    assert!(effective >= 0.85, "{route}");
-    assert!((0.3..=0.7).contains(&actual), "{route}");
+    // What the window saw is a sample (a few dozen requests on a loaded machine): each share
+    // must lie within 4 standard deviations of what the policy implies, 1 - 0.5^4 of the
+    // requests and half of the attempts.
+    let within = |got: f64, p: f64, n: &serde_json::Value| {
+        let sd = (p * (1.0 - p) / n.as_f64().unwrap().max(1.0)).sqrt();
+        (got - p).abs() <= 4.0 * sd
+    };
+    assert!(
+        effective >= 0.85 || within(effective, 0.9375, &route["requests"]),
+        "{route}"
+    );
+    assert!(within(actual, 0.5, &route["attempts"]), "{route}");
+    assert!(effective - actual >= 0.2, "{route}");
     assert!(
         route["attempts"].as_u64() > route["requests"].as_u64(),
         "{route}"
