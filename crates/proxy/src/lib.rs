@@ -43,6 +43,7 @@ pub mod filters;
 pub mod flags;
 pub mod identity;
 pub mod inbound;
+pub mod io;
 pub mod jwt;
 pub mod metrics;
 pub mod observe;

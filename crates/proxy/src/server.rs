@@ -236,7 +236,16 @@ impl InboundTls {
         let identity = crate::tls::peer_identity(tls.get_ref().1);
         self.edge(peer, Some(identity.clone()));
         let info = PeerInfo::new(peer, identity);
-        serve_connection(tls, info, builder, handler, drain, None).await
+        // Peers speak HTTP/2 here: let h2 coalesce the frames of many streams per write.
+        serve_connection(
+            crate::io::Unvectored(tls),
+            info,
+            builder,
+            handler,
+            drain,
+            None,
+        )
+        .await
     }
 }
 
