@@ -7,7 +7,6 @@ use crate::run::Shared;
 use crate::server::Handler;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub struct Admin {
@@ -144,7 +143,7 @@ impl Handler for Admin {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _peer: SocketAddr,
+        _peer: Arc<crate::server::PeerInfo>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         let rsp = self.serve(&req);
         async move { rsp }

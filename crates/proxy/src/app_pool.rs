@@ -28,6 +28,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// stream.
 const READ_WHOLE: u64 = 16 * 1024;
 
+/// A body's bytes; one frame (the usual case) is taken as it is, without a copy.
+async fn read_whole(mut b: Incoming) -> Result<Bytes, hyper::Error> {
+    let mut first: Option<Bytes> = None;
+    let mut more = bytes::BytesMut::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut b).await {
+        // A body with a Content-Length has no trailers: every frame is data.
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if let Some(f) = first.take() {
+            more.extend_from_slice(&f);
+        }
+        if more.is_empty() {
+            first = Some(data);
+        } else {
+            more.extend_from_slice(&data);
+        }
+    }
+    Ok(first.unwrap_or_else(|| more.freeze()))
+}
+
 fn content_length<B>(rsp: &Response<B>) -> Option<u64> {
     rsp.headers()
         .get(http::header::CONTENT_LENGTH)?
@@ -75,7 +96,7 @@ impl AppPool {
             match sender.try_send_request(req).await {
                 Ok(rsp) if content_length(&rsp).is_some_and(|n| n <= READ_WHOLE) => {
                     let (parts, b) = rsp.into_parts();
-                    let whole = http_body_util::BodyExt::collect(b).await?.to_bytes();
+                    let whole = read_whole(b).await?;
                     self.give_back(sender);
                     return Ok(Response::from_parts(parts, body::full(whole)));
                 }

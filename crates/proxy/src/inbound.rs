@@ -7,7 +7,7 @@ use crate::app_pool::{AppError, AppPool};
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
-use crate::outbound::{finish_response, request_authority, strip_hop_by_hop, CLIENT_ID_HEADER};
+use crate::outbound::{finish_response, strip_hop_by_hop, CLIENT_ID_HEADER};
 use crate::server::{Drain, Handler, PeerInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 /// The header the inbound side adds, naming the replica whose sidecar the request went through.
 pub const INBOUND_HEADER: &str = "x-weft-inbound";
+const INBOUND: http::HeaderName = http::HeaderName::from_static(INBOUND_HEADER);
 /// How often a ready app is checked (see [`probe_app`]).
 pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the app gets to accept a connection.
@@ -91,25 +92,22 @@ impl Inbound {
         }
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn forward(&self, req: Request<Incoming>, peer: &PeerInfo) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
-        let authority = request_authority(&parts.uri, &parts.headers);
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(a) = authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
+        // HTTP/2's :authority becomes the Host header (one from an HTTP/1 caller stays).
+        if let Some(a) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             parts.headers.insert(header::HOST, a);
         }
-        parts.headers.insert(INBOUND_HEADER, self.instance.clone());
+        parts.headers.insert(INBOUND, self.instance.clone());
         if self.authenticated {
-            let proven = parts
-                .extensions
-                .get::<Arc<PeerInfo>>()
-                .and_then(|p| p.identity_header.clone());
-            match proven {
+            match peer.identity_header.clone() {
                 Some(id) => {
-                    parts.headers.insert(CLIENT_ID_HEADER, id);
+                    parts.headers.insert(crate::outbound::CLIENT_ID, id);
                 }
                 None => {
                     parts.headers.remove(CLIENT_ID_HEADER);
@@ -145,16 +143,16 @@ impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        info: Arc<PeerInfo>,
     ) -> Response<Body> {
+        let peer = info.addr;
         let version = req.version();
         // Continues the request's trace: the new span's context goes on to the app.
         let started = match &self.observe {
             Some((o, _)) => o.start(&mut req, crate::trace::Side::Inbound, peer),
             None => crate::observe::Started::of(&req, crate::tap::Tap::idle()),
         };
-        let info = req.extensions().get::<Arc<PeerInfo>>().cloned();
-        let verified = info.as_ref().and_then(|p| p.identity.as_ref());
+        let verified = info.identity.as_ref();
         let source = self.observe.as_ref().map(|(o, _)| {
             o.telemetry.peer_from_header(
                 req.headers()
@@ -165,11 +163,11 @@ impl Handler for Inbound {
         });
         req.headers_mut().remove(crate::telemetry::PEER_HEADER);
         let checked = match &self.security {
-            Some(sec) => sec.check(&mut req).map(|_| ()),
+            Some(sec) => sec.check(&mut req, Some(&info)).map(|_| ()),
             None => Ok(()),
         };
         let mut rsp = match checked {
-            Ok(()) => self.forward(req).await,
+            Ok(()) => self.forward(req, &info).await,
             Err(rsp) => *rsp,
         };
         if let (Some((o, service)), Some(source)) = (&self.observe, &source) {

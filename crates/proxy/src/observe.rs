@@ -189,7 +189,7 @@ impl Observe {
         rsp: &mut Response<Body>,
     ) {
         rsp.headers_mut()
-            .insert(PEER_HEADER, self.local_header.clone());
+            .insert(crate::telemetry::PEER, self.local_header.clone());
         let flags = self.record(
             Reporter::Destination,
             &started,

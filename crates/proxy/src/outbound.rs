@@ -13,7 +13,7 @@ use crate::filters;
 use crate::flags::{self, Flag};
 use crate::metrics::{Direction, Metrics};
 use crate::policy::Outcome;
-use crate::server::{Drain, Handler};
+use crate::server::{Drain, Handler, PeerInfo};
 use crate::settings::Mode;
 use crate::table::{Backend, RouteTable};
 use crate::upstream::{ConnectError, Transport};
@@ -34,6 +34,10 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// The header the outbound side adds, naming the calling workload's identity.
 pub const CLIENT_ID_HEADER: &str = "x-weft-client";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The names above as [`HeaderName`]s made at compile time: inserting by `&str` copies a
+/// non-standard name into a new allocation on every request.
+pub const CLIENT_ID: HeaderName = HeaderName::from_static(CLIENT_ID_HEADER);
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 pub struct Outbound {
     pub table: Arc<ArcSwap<RouteTable>>,
@@ -97,13 +101,13 @@ impl Handler for Outbound {
     async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        info: Arc<PeerInfo>,
     ) -> Response<Body> {
+        let peer = info.addr;
         let version = req.version();
         // Before anything is recorded, so that the access log and the span carry it.
         if !req.headers().contains_key(REQUEST_ID_HEADER) {
-            req.headers_mut()
-                .insert(REQUEST_ID_HEADER, new_request_id());
+            req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         let side = match self.mode {
             Mode::Ingress => crate::trace::Side::Ingress,
@@ -111,7 +115,7 @@ impl Handler for Outbound {
         };
         // Continues the request's trace: the new span's context goes upstream with it.
         let started = self.observe.start(&mut req, side, peer);
-        let (mut rsp, service) = self.route(req, peer).await;
+        let (mut rsp, service) = self.route(req, &info).await;
         self.observe.source(started, service.as_ref(), &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
         if let Some(flag) = flags::of(&rsp) {
@@ -180,7 +184,7 @@ impl Outbound {
     async fn route(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &PeerInfo,
     ) -> (Response<Body>, Option<crate::telemetry::DestinationService>) {
         let mut service = None;
         let rsp = self.route_to(req, peer, &mut service).await;
@@ -190,12 +194,13 @@ impl Outbound {
     async fn route_to(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        info: &PeerInfo,
         service_out: &mut Option<crate::telemetry::DestinationService>,
     ) -> Response<Body> {
         let t0 = std::time::Instant::now();
+        let peer = info.addr;
         if let Some(sec) = &self.security {
-            if let Err(rsp) = sec.check(&mut req) {
+            if let Err(rsp) = sec.check(&mut req, Some(info)) {
                 return *rsp;
             }
         }
@@ -339,13 +344,10 @@ impl Outbound {
             .map(|_| parts.headers.clone());
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
+        parts.headers.insert(CLIENT_ID, self.client_id.clone());
         parts
             .headers
-            .insert(CLIENT_ID_HEADER, self.client_id.clone());
-        parts.headers.insert(
-            crate::telemetry::PEER_HEADER,
-            self.observe.local_header.clone(),
-        );
+            .insert(crate::telemetry::PEER, self.observe.local_header.clone());
         let mut upstream_authority = authority.clone();
         let mut upstream_path = path_and_query;
         if let Some(r) = rule {
@@ -920,21 +922,36 @@ fn empty_parts() -> http::request::Parts {
 pub fn new_request_id() -> HeaderValue {
     let v: u128 = rand::random();
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (v >> 96) as u32,
-        (v >> 80) as u16,
-        (v >> 64) as u16,
-        (v >> 48) as u16,
-        v & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // 8-4-4-4-12 hex digits, written in place (no formatting machinery on the hot path).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = [b'-'; 36];
+    let mut digits = (0..32).rev().map(|i| HEX[((v >> (i * 4)) & 0xf) as usize]);
+    for (i, c) in s.iter_mut().enumerate() {
+        if ![8, 13, 18, 23].contains(&i) {
+            *c = digits.next().unwrap_or(b'0');
+        }
+    }
+    HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
 mod tests {
     //! Unit tests: the pieces of outbound handling that need no sockets.
     use super::*;
+
+    #[test]
+    fn request_ids_are_random_uuid_v4s() {
+        let a = new_request_id();
+        let a = a.to_str().unwrap();
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(&a[14..15], "4", "version 4: {a}");
+        assert!("89ab".contains(&a[19..20]), "RFC 4122 variant: {a}");
+        assert_ne!(new_request_id(), new_request_id());
+    }
 
     #[test]
     fn mirrors_go_to_the_shadow_host() {

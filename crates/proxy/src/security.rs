@@ -103,6 +103,7 @@ impl Security {
     pub fn check<B>(
         &self,
         req: &mut Request<B>,
+        peer: Option<&PeerInfo>,
     ) -> Result<Option<VerifiedJwt>, Box<Response<Body>>> {
         let c = self.current.load();
         let verified = if c.jwt.is_empty() {
@@ -121,7 +122,6 @@ impl Security {
                 }
             }
         };
-        let peer = req.extensions().get::<Arc<PeerInfo>>().cloned();
         let ctx = RequestContext {
             peer_ip: peer
                 .as_ref()

@@ -34,7 +34,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Arc<PeerInfo>,
     ) -> impl Future<Output = http::Response<Body>> + Send + 'static;
 }
 
@@ -318,9 +318,10 @@ async fn serve_connection<H, IO>(
 {
     let peer = info.addr;
     let info = Arc::new(info);
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        let fut = handler.clone().handle(req, peer);
+    // The connection's peer goes to the handler as an argument, not as a request extension
+    // (which would cost two allocations per request).
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let fut = handler.clone().handle(req, info.clone());
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);

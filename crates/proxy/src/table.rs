@@ -197,6 +197,10 @@ pub struct VirtualHost {
 pub struct RouteTable {
     pub snapshot: Arc<Snapshot>,
     services: HashMap<ServiceKey, Arc<Service>>,
+    /// Every service by the lowercase host forms that name it in any namespace
+    /// (`NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.cluster.local`), and by bare `NAME` (one entry
+    /// per namespace): resolving a request's host then allocates nothing.
+    by_host: HashMap<String, Vec<Arc<Service>>>,
     gateway: Vec<VirtualHost>,
 }
 
@@ -378,9 +382,22 @@ impl RouteTable {
                     .collect::<Result<Vec<_>, _>>()?,
             });
         }
+        let mut by_host: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+        for s in services.values() {
+            let (name, ns) = (&s.key.name, &s.key.namespace);
+            for host in [
+                name.clone(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                s.key.fqdn(),
+            ] {
+                by_host.entry(host).or_default().push(s.clone());
+            }
+        }
         Ok(RouteTable {
             snapshot: Arc::new(snapshot),
             services,
+            by_host,
             gateway,
         })
     }
@@ -432,6 +449,12 @@ impl RouteTable {
     /// The service an authority names (`NAME`, `NAME.NS`, `NAME.NS.svc.cluster.local`, with or
     /// without a port), a bare name resolving in `namespace`.
     pub fn resolve(&self, authority: &Authority<'_>, namespace: &str) -> Option<&Arc<Service>> {
+        let bare = !authority.host.contains('.');
+        if let Some(found) = self.by_host.get(authority.host) {
+            // A dotted form names one service; a bare name means the one in `namespace`.
+            return found.iter().find(|s| !bare || s.key.namespace == namespace);
+        }
+        // Upper case, a trailing dot: the general parser.
         self.services.get(&authority.service_key(namespace)?)
     }
 

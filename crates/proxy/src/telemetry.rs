@@ -32,7 +32,7 @@ mod table;
 
 pub use peer::{
     DestinationService, Peer, PeerMetadata, DEFAULT_CLUSTER, DEFAULT_REVISION, MAX_HEADER_LEN,
-    MAX_VALUE_LEN, PEER_HEADER, UNKNOWN,
+    MAX_VALUE_LEN, PEER, PEER_HEADER, UNKNOWN,
 };
 
 use crate::flags::Flag;

@@ -23,6 +23,9 @@ use std::sync::{Arc, LazyLock};
 /// The header carrying a proxy's [`PeerMetadata`]: on requests (client → server) and on
 /// responses (server → client).
 pub const PEER_HEADER: &str = "x-weft-peer";
+/// [`PEER_HEADER`] as a [`http::HeaderName`] made at compile time (inserting by `&str` copies
+/// the name on every request).
+pub const PEER: http::HeaderName = http::HeaderName::from_static(PEER_HEADER);
 /// Istio's value for every label it cannot fill.
 pub const UNKNOWN: &str = "unknown";
 /// Istio's cluster name when nothing sets `CLUSTER_ID`.
