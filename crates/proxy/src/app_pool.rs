@@ -91,7 +91,9 @@ impl AppPool {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(s) => (s, true),
-                None => (self.connect().await?, false),
+                // Boxed: the connect and handshake state would otherwise sit in every
+                // request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(rsp) if content_length(&rsp).is_some_and(|n| n <= READ_WHOLE) => {

@@ -42,7 +42,8 @@ pub struct Observe {
     pub app: Option<SocketAddr>,
 }
 
-/// What an outbound response learnt about its upstream (a response extension).
+/// What an outbound response learnt about its upstream (handed from the attempt loop to the
+/// metrics beside the response).
 #[derive(Clone)]
 pub struct Upstream {
     pub peer: Peer,
@@ -130,9 +131,9 @@ impl Observe {
         &self,
         started: Started,
         service: Option<&DestinationService>,
+        upstream: Option<Upstream>,
         rsp: &mut Response<Body>,
     ) {
-        let upstream = rsp.extensions_mut().remove::<Upstream>();
         rsp.headers_mut().remove(PEER_HEADER);
         let unknown_service;
         let service = match service {

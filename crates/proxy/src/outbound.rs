@@ -115,8 +115,10 @@ impl Handler for Outbound {
         };
         // Continues the request's trace: the new span's context goes upstream with it.
         let started = self.observe.start(&mut req, side, peer);
-        let (mut rsp, service) = self.route(req, &info).await;
-        self.observe.source(started, service.as_ref(), &mut rsp);
+        let mut upstream = None;
+        let (mut rsp, service) = self.route(req, &info, &mut upstream).await;
+        self.observe
+            .source(started, service.as_ref(), upstream, &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
         if let Some(flag) = flags::of(&rsp) {
             self.metrics.flag(flag);
@@ -185,9 +187,10 @@ impl Outbound {
         &self,
         req: Request<Incoming>,
         peer: &PeerInfo,
+        upstream: &mut Option<crate::observe::Upstream>,
     ) -> (Response<Body>, Option<crate::telemetry::DestinationService>) {
         let mut service = None;
-        let rsp = self.route_to(req, peer, &mut service).await;
+        let rsp = self.route_to(req, peer, &mut service, upstream).await;
         (rsp, service)
     }
 
@@ -196,6 +199,7 @@ impl Outbound {
         mut req: Request<Incoming>,
         info: &PeerInfo,
         service_out: &mut Option<crate::telemetry::DestinationService>,
+        upstream: &mut Option<crate::observe::Upstream>,
     ) -> Response<Body> {
         let t0 = std::time::Instant::now();
         let peer = info.addr;
@@ -399,6 +403,7 @@ impl Outbound {
                     classes,
                     hash,
                     rule.map(|r| &*r.stats),
+                    upstream,
                 )
                 .await;
             if delayed && flags::of(&rsp).is_none() {
@@ -409,6 +414,9 @@ impl Outbound {
             }
             rsp
         };
+        // Pinned in place and awaited by reference: the attempts' state is then held once, not
+        // once for each way of awaiting it (it is most of a request's future).
+        tokio::pin!(attempts);
         let mut rsp = match timeout {
             None => attempts.await,
             Some(t) => match tokio::time::timeout(t, attempts).await {
@@ -478,6 +486,8 @@ impl Outbound {
         classes: &[model::ResponseClass],
         hash: Option<u64>,
         stats: Option<&crate::route::RouteStats>,
+        // Set to the endpoint that gave the response returned, for the metrics.
+        upstream_out: &mut Option<crate::observe::Upstream>,
     ) -> Response<Body> {
         // Only a request whose body we hold can be sent twice; any request can move on to
         // another endpoint while no connection would take it.
@@ -554,7 +564,7 @@ impl Outbound {
                 }
             };
             match outcome {
-                Ok(mut rsp) => {
+                Ok(rsp) => {
                     let mtls = self.peers.tls.is_some()
                         && !ep.plaintext.load(std::sync::atomic::Ordering::Relaxed);
                     let upstream = self.observe.telemetry.peer_from_header(
@@ -563,7 +573,7 @@ impl Outbound {
                             .map(|v| v.as_bytes()),
                         mtls.then_some(ep.endpoint.identity.0.as_str()),
                     );
-                    rsp.extensions_mut().insert(crate::observe::Upstream {
+                    *upstream_out = Some(crate::observe::Upstream {
                         peer: upstream,
                         mtls,
                         endpoint: ep.clone(),

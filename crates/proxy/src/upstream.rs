@@ -70,11 +70,13 @@ impl H2Pool {
         if let Some(s) = self.live() {
             return Ok(s);
         }
-        let send = connect(
+        // Boxed: the TCP, TLS and HTTP/2 handshakes take kilobytes of future state, which
+        // would otherwise sit in every request's future although few requests connect.
+        let send = Box::pin(connect(
             addr,
             connect_timeout.unwrap_or(CONNECT_TIMEOUT),
             transport()?,
-        )
+        ))
         .await?;
         self.current.store(Some(Arc::new(send.clone())));
         Ok(send)
