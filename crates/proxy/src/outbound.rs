@@ -269,12 +269,7 @@ impl Outbound {
             r
         };
         let rule = routed.rule;
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
         if let Some(r) = rule {
             if let Some(rsp) = r
@@ -285,7 +280,7 @@ impl Outbound {
                 return rsp;
             }
             if let Some(redirect) = &r.redirect {
-                return redirect.respond("http", &authority, &path_and_query, routed.prefix);
+                return redirect.respond("http", &authority, path_and_query, routed.prefix);
             }
             if let Some(d) = &r.direct {
                 return filters::direct(d);
@@ -352,12 +347,22 @@ impl Outbound {
         parts
             .headers
             .insert(crate::telemetry::PEER, self.observe.local_header.clone());
-        let mut upstream_authority = authority.clone();
-        let mut upstream_path = path_and_query;
+        // The upstream target: the parsed path as it is (no copy) unless a rewrite changes it,
+        // and the authority string moved into the URI.
+        let mut target = http::uri::Parts::default();
+        target.scheme = Some(http::uri::Scheme::HTTP);
+        target.path_and_query = parts.uri.path_and_query().cloned();
+        let mut upstream_authority = authority;
         if let Some(r) = rule {
             r.request_headers.apply(&mut parts.headers);
             if let Some(w) = &r.rewrite {
-                upstream_path = w.path_and_query(&upstream_path, routed.prefix);
+                let pq = w.path_and_query(path_of(&target), routed.prefix);
+                target.path_and_query = match pq.parse() {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        return flags::respond(Flag::BadRequest, format!("bad rewritten path: {e}"))
+                    }
+                };
                 if let Some(a) = &w.authority {
                     upstream_authority = a.clone();
                 }
@@ -366,12 +371,15 @@ impl Outbound {
         if let Some(d) = routed.dest {
             d.request_headers.apply(&mut parts.headers);
         }
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(upstream_authority.as_str())
-            .path_and_query(upstream_path.as_str())
-            .build()
-        {
+        target.authority =
+            match http::uri::Authority::from_maybe_shared(bytes::Bytes::from(upstream_authority)) {
+                Ok(a) => Some(a),
+                Err(e) => return flags::respond(Flag::BadRequest, format!("bad authority: {e}")),
+            };
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(target) {
             Ok(u) => u,
             Err(e) => return flags::respond(Flag::BadRequest, format!("bad request target: {e}")),
         };
@@ -638,6 +646,11 @@ impl Outbound {
             Some((flag, msg)) => flags::respond(flag, msg),
         }
     }
+}
+
+/// The path and query of an upstream target being built (`/` when it has none).
+fn path_of(t: &http::uri::Parts) -> &str {
+    t.path_and_query.as_ref().map_or("/", |p| p.as_str())
 }
 
 /// The URI a mirrored copy goes to: the same, with `-shadow` appended to the host, as Envoy
