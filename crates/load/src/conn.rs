@@ -1,5 +1,6 @@
-//! Connections on hyper's low-level client API: one keep-alive HTTP/1.1 connection per lane, or
-//! h2c (HTTP/2 with prior knowledge) connections shared by several lanes as streams.
+//! Connections: one keep-alive HTTP/1.1 connection per lane (driven directly, see [`crate::h1`]),
+//! or h2c (HTTP/2 with prior knowledge) connections on hyper's client, shared by several lanes
+//! as streams.
 //!
 //! Each connection's driver runs in its own task, aborted when the last sender using it goes away,
 //! so a connection abandoned after a timeout never outlives the run.
@@ -7,15 +8,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::plan::Plan;
+use crate::h1::H1Conn;
+use crate::plan::{Plan, Template};
 
 type Body = Full<Bytes>;
 
@@ -57,16 +59,8 @@ async fn tcp(plan: &Plan) -> Result<TokioIo<TcpStream>, ConnectFailed> {
     Ok(TokioIo::new(stream))
 }
 
-async fn connect_h1(plan: &Plan) -> Result<(http1::SendRequest<Body>, Driver), ConnectFailed> {
-    let io = tcp(plan).await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(io)
-        .await
-        .map_err(|_| ConnectFailed)?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok((sender, Driver(task.abort_handle())))
+async fn connect_h1(plan: &Plan) -> Result<H1Conn, ConnectFailed> {
+    Ok(H1Conn::new(tcp(plan).await?.into_inner()))
 }
 
 async fn connect_h2(plan: &Plan) -> Result<(http2::SendRequest<Body>, Driver), ConnectFailed> {
@@ -144,7 +138,7 @@ impl H2Pool {
 #[derive(Debug)]
 pub(crate) enum LaneConn {
     H1 {
-        conn: Option<(http1::SendRequest<Body>, Driver)>,
+        conn: Option<H1Conn>,
     },
     H2 {
         pool: Arc<H2Pool>,
@@ -179,7 +173,7 @@ impl LaneConn {
     pub async fn ensure(&mut self, plan: &Plan, deadline: Instant) -> Result<(), ConnectFailed> {
         match self {
             LaneConn::H1 { conn } => {
-                if conn.as_ref().is_some_and(|(s, _)| !s.is_closed()) {
+                if conn.as_ref().is_some_and(|c| !c.is_closed()) {
                     return Ok(());
                 }
                 *conn = None;
@@ -210,16 +204,21 @@ impl LaneConn {
         }
     }
 
-    /// Sends `req` on the connection [`LaneConn::ensure`] made ready and reads the whole body.
-    pub async fn exchange(&mut self, req: Request<Body>) -> Result<StatusCode, ExchangeFailed> {
+    /// Sends the template's request on the connection [`LaneConn::ensure`] made ready and
+    /// reads the whole answer; also says when the request was handed to the connection.
+    pub async fn exchange(
+        &mut self,
+        t: &Template,
+    ) -> Result<(StatusCode, Instant), ExchangeFailed> {
+        let sent = Instant::now();
         let resp = match self {
-            LaneConn::H1 { conn: Some((s, _)) } => {
-                s.ready().await.map_err(|_| ExchangeFailed::NotSent)?;
-                s.send_request(req).await?
+            LaneConn::H1 { conn: Some(c) } => {
+                let head = t.method() == http::Method::HEAD;
+                return Ok((c.exchange(t.wire(), head).await?, sent));
             }
             LaneConn::H2 {
                 conn: Some((_, c)), ..
-            } => c.sender.send_request(req).await?,
+            } => c.sender.send_request(t.request()).await?,
             // Not reached: callers `ensure` a connection first.
             LaneConn::H1 { conn: None } | LaneConn::H2 { conn: None, .. } => {
                 return Err(ExchangeFailed::NotSent)
@@ -230,7 +229,7 @@ impl LaneConn {
         while let Some(frame) = body.frame().await {
             frame?;
         }
-        Ok(status)
+        Ok((status, sent))
     }
 
     /// After a failed exchange: an HTTP/1.1 connection is in an unknown state and is dropped; an

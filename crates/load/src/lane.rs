@@ -184,7 +184,7 @@ async fn open(shared: &Shared, lane: usize, rate: f64, conn: &mut LaneConn, out:
         let sent = Instant::now();
         let lag = sent.saturating_duration_since(intended.max(free_at));
         out.lag(lag);
-        let _ = send(shared, conn, out, intended + lag).await;
+        let _ = send(shared, conn, out, Some(intended + lag)).await;
         free_at = Instant::now();
         index = match index.checked_add(lanes) {
             Some(i) => i,
@@ -244,7 +244,7 @@ async fn closed(shared: &Shared, conn: &mut LaneConn, out: &mut LaneResult) {
                 return;
             }
         }
-        if let Err(ErrorKind::Connect) = send(shared, conn, out, now).await {
+        if let Err(ErrorKind::Connect) = send(shared, conn, out, None).await {
             // Do not hammer a port nothing listens on; the next attempt still counts.
             let mut until = Instant::now() + CONNECT_BACKOFF;
             if let Some(deadline) = shared.deadline {
@@ -266,13 +266,12 @@ async fn exchange(
     plan: &Plan,
     conn: &mut LaneConn,
     deadline: Instant,
-) -> Result<StatusCode, Attempt> {
+) -> Result<(StatusCode, Instant), Attempt> {
     if conn.ensure(plan, deadline).await.is_err() {
         return Err(Attempt::Failed(ErrorKind::Connect));
     }
-    let req = plan.template.request();
-    match tokio::time::timeout_at(deadline, conn.exchange(req)).await {
-        Ok(Ok(status)) => Ok(status),
+    match tokio::time::timeout_at(deadline, conn.exchange(&plan.template)).await {
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(failure)) => {
             conn.failed();
             Err(match failure {
@@ -287,12 +286,14 @@ async fn exchange(
     }
 }
 
-/// One request, timed from `intended`, recorded in `out` and in the shared progress.
+/// One request, recorded in `out` and in the shared progress. Timed from `intended` (the open
+/// model's schedule, so that a late send counts against the target), or in the closed model
+/// from the moment the request went on the wire, as wrk and oha time it.
 async fn send(
     shared: &Shared,
     conn: &mut LaneConn,
     out: &mut LaneResult,
-    intended: Instant,
+    intended: Option<Instant>,
 ) -> Result<(), ErrorKind> {
     let plan = &*shared.plan;
     let deadline = Instant::now() + plan.timeout;
@@ -306,8 +307,9 @@ async fn send(
         Attempt::NotSent => ErrorKind::Io,
     });
     let ok = match outcome {
-        Ok(status) => {
-            out.response(status, Instant::now().saturating_duration_since(intended));
+        Ok((status, sent)) => {
+            let from = intended.unwrap_or(sent);
+            out.response(status, Instant::now().saturating_duration_since(from));
             is_success(status)
         }
         Err(kind) => {

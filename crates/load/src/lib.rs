@@ -21,6 +21,7 @@
 
 pub mod bench;
 mod conn;
+mod h1;
 mod lane;
 mod plan;
 mod progress;

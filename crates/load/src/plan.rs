@@ -176,6 +176,8 @@ pub(crate) struct Template {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// The whole HTTP/1.1 request as it goes on the wire.
+    wire: Bytes,
 }
 
 impl Template {
@@ -209,12 +211,19 @@ impl Template {
             // HTTP/1.1 to an origin server: the request line carries only the path (origin form).
             Uri::from(target.path_and_query.clone())
         };
+        let wire = serialize(&spec.method, &uri, &headers, &spec.body);
         Ok(Template {
             method: spec.method.clone(),
             uri,
             headers,
             body: spec.body.clone(),
+            wire,
         })
+    }
+
+    /// The request serialized for HTTP/1.1.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
     }
 
     pub fn method(&self) -> &Method {
@@ -229,4 +238,25 @@ impl Template {
         *req.headers_mut() = self.headers.clone();
         req
     }
+}
+
+/// An HTTP/1.1 request on the wire: request line, headers (a `Content-Length` added when the
+/// request has a body or a method that expects one, unless given), blank line, body.
+fn serialize(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Bytes {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let expects_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if !headers.contains_key(http::header::CONTENT_LENGTH) && (!body.is_empty() || expects_body) {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Bytes::from(out)
 }
