@@ -397,3 +397,74 @@ spec:
     assert_eq!(ask(Some(valid)).await, 200);
     assert_eq!(ask(Some(no_group)).await, 403, "a token without the claim");
 }
+
+/// Istio's `legacy` namespace: a workload declared with `sidecar: false` runs as a plain process
+/// outside the mesh. It is never an endpoint of its service (the ingress finds no replica), its
+/// plaintext calls reach httpbin's sidecar under PERMISSIVE with no identity the app would
+/// believe, and STRICT refuses them at the handshake while meshed traffic goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_without_a_sidecar_is_a_plaintext_client_outside_the_mesh() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "{}  - name: sleep\n    namespace: legacy\n    port: 80\n    workloads:\n    - name: sleep\n      sidecar: false\n      replicas: 1\n      command: [weft, demo, echo, --service, sleep]\n      env: {{PORT: \"{port}\"}}\n",
+        mesh("legacy")
+    );
+    let m = Mesh::up(&yaml);
+    let c = client();
+    let (inbound, _) = httpbin(&m);
+    let sleep = SocketAddr::from(([127, 0, 0, 1], port));
+    // `weft up` reports ready for meshed replicas only: wait for the legacy process itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(sleep).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar-less workload never listened on {sleep}\n{}",
+            m.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let instances: Vec<&str> = m.status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["instance"].as_str())
+        .collect();
+    assert_eq!(instances, ["httpbin-0"], "{}", m.status);
+    let r = get(&c, m.ingress, "sleep.legacy", "/").await.unwrap();
+    assert_eq!(
+        (r.status, r.flag.as_deref()),
+        (503, Some("UH")),
+        "{}",
+        r.text
+    );
+
+    // The legacy process calls httpbin's sidecar directly, in plaintext.
+    let fetch = |c: HttpClient| async move {
+        let path = format!("/fetch?url=http://{inbound}/headers");
+        get(&c, sleep, "sleep.legacy", &path).await.unwrap()
+    };
+    let r = fetch(c.clone()).await;
+    let downstream = &r.body["downstream"];
+    assert_eq!(downstream["status"], 200, "{}", r.text);
+    assert_eq!(
+        downstream["body"]["headers"]["x-weft-client"],
+        serde_json::Value::Null,
+        "a plaintext caller proves no identity: {}",
+        r.text
+    );
+
+    let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICT}\n";
+    apply(&m, "strict.yaml", strict);
+    let refused = eventually(true, || {
+        let c = c.clone();
+        async move { fetch(c).await.body["downstream"].is_null() }
+    })
+    .await;
+    assert!(refused, "STRICT still served the legacy client");
+    let r = get(&c, m.ingress, "httpbin.foo", "/headers").await.unwrap();
+    assert_eq!(r.status, 200, "meshed traffic under STRICT: {}", r.text);
+}
