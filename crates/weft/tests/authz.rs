@@ -27,25 +27,6 @@ fn httpbin(mesh: &Mesh) -> (SocketAddr, SocketAddr) {
     )
 }
 
-/// Applies YAML to the running mesh; panics with weft's answer when it fails.
-fn apply(mesh: &Mesh, name: &str, yaml: &str) {
-    let file = mesh.files.path().join(name);
-    std::fs::write(&file, yaml).unwrap();
-    let out = mesh.weft(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "apply {name}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn delete(mesh: &Mesh, name: &str) {
-    let file = mesh.files.path().join(name);
-    let out = mesh.weft(&["delete", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "delete {name}");
-}
-
 /// `method path` to httpbin's inbound over mTLS as `creds`: the status and the flag.
 async fn as_workload(
     creds: &Arc<Credentials>,
@@ -86,23 +67,6 @@ async fn as_workload(
     (status, flag)
 }
 
-/// Polls `f` until it returns `want` (a pushed policy reaches the proxy within a second).
-async fn eventually<F, Fut, T>(want: T, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-    T: PartialEq + std::fmt::Debug,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let got = f().await;
-        if got == want || std::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_authentication_strict_permissive_disable() {
     let m = Mesh::up(&mesh("peerauthn"));
@@ -133,7 +97,7 @@ async fn peer_authentication_strict_permissive_disable() {
 
     // STRICT for namespace foo: plaintext is refused at the handshake; the mesh still works.
     let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICT}\n";
-    apply(&m, "strict.yaml", strict);
+    m.apply_yaml("strict.yaml", strict);
     assert_eq!(
         eventually("refused".to_string(), plaintext).await,
         "refused"
@@ -150,7 +114,7 @@ async fn peer_authentication_strict_permissive_disable() {
     // DISABLE for the workload (more specific than the namespace's STRICT): plaintext only,
     // and the mesh's clients switch to plaintext toward it.
     let disable = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: httpbin, namespace: foo}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: DISABLE}\n";
-    apply(&m, "disable.yaml", disable);
+    m.apply_yaml("disable.yaml", disable);
     assert_eq!(eventually("200".to_string(), plaintext).await, "200");
     assert_eq!(eventually(200, meshed).await, 200);
     let mtls_client = workload_client(&m, "foo", "sleep");
@@ -164,8 +128,8 @@ async fn peer_authentication_strict_permissive_disable() {
             .is_err(),
         "a DISABLE port speaks no TLS"
     );
-    delete(&m, "disable.yaml");
-    delete(&m, "strict.yaml");
+    m.delete_file("disable.yaml");
+    m.delete_file("strict.yaml");
     assert_eq!(eventually("200".to_string(), plaintext).await, "200");
 }
 
@@ -179,9 +143,7 @@ async fn authorization_policies_follow_istio_order() {
     assert_eq!(as_workload(&sleep, inbound, "GET", "/headers").await.0, 200);
 
     // allow-nothing: an ALLOW policy with no rules denies everything.
-    apply(
-        &m,
-        "allow-nothing.yaml",
+    m.apply_yaml("allow-nothing.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: foo}\nspec: {}\n",
     );
     assert_eq!(
@@ -195,8 +157,7 @@ async fn authorization_policies_follow_istio_order() {
     assert_eq!((r.status, r.text.as_str()), (403, "RBAC: access denied"));
 
     // ALLOW GET /headers and /status/* for sleep's principal only.
-    apply(
-        &m,
+    m.apply_yaml(
         "httpbin-viewer.yaml",
         r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -237,8 +198,7 @@ spec:
     assert_eq!(as_workload(&other, inbound, "GET", "/headers").await.0, 403);
 
     // DENY beats ALLOW: deny sleep's GET /headers while the ALLOW above still matches it.
-    apply(
-        &m,
+    m.apply_yaml(
         "deny.yaml",
         r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -340,8 +300,7 @@ async fn request_authentication_and_required_principals_on_the_ingress() {
             status
         }
     };
-    apply(
-        &m,
+    m.apply_yaml(
         "jwt-example.yaml",
         &format!(
             r#"apiVersion: security.istio.io/v1
@@ -369,8 +328,7 @@ spec:
         "no token passes until a policy requires one"
     );
 
-    apply(
-        &m,
+    m.apply_yaml(
         "require-jwt.yaml",
         &format!(
             r#"apiVersion: security.istio.io/v1
@@ -458,7 +416,7 @@ async fn a_workload_without_a_sidecar_is_a_plaintext_client_outside_the_mesh() {
     );
 
     let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICT}\n";
-    apply(&m, "strict.yaml", strict);
+    m.apply_yaml("strict.yaml", strict);
     let refused = eventually(true, || {
         let c = c.clone();
         async move { fetch(c).await.body["downstream"].is_null() }

@@ -169,22 +169,10 @@ fn assert_near(what: &str, got: f64, want: f64) {
     );
 }
 
-/// `weft ARGS` against the mesh; its stdout, after checking that it succeeded.
-fn weft_ok(mesh: &Mesh, args: &[&str]) -> String {
-    let out = tokio::task::block_in_place(|| mesh.weft(args));
-    assert!(
-        out.status.success(),
-        "weft {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `weft apply -f examples/NAME/FILE`, which answers once every proxy runs the new routes.
 fn apply(mesh: &Mesh, example: &str, file: &str) {
     let path = example_dir(example).join(file);
-    let out = weft_ok(mesh, &["apply", "-f", path.to_str().unwrap()]);
+    let out = mesh.weft_ok(&["apply", "-f", path.to_str().unwrap()]);
     assert!(out.contains("applied by all"), "{out}");
 }
 
@@ -318,7 +306,7 @@ async fn hello() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary() {
     let mesh = up("canary");
-    let routes = weft_ok(&mesh, &["routes", "reviews"]);
+    let routes = mesh.weft_ok(&["routes", "reviews"]);
     assert!(
         routes.contains("reviews.default subset v1 90%, reviews.default subset v2 10%"),
         "{routes}"
@@ -456,21 +444,18 @@ async fn circuit_breaker() {
     }
 
     let url = format!("http://{}/delay/200", mesh.ingress);
-    let out = weft_ok(
-        &mesh,
-        &[
-            "load",
-            &url,
-            "-H",
-            "Host: httpbin",
-            "--rate",
-            "20",
-            "--duration",
-            "3s",
-            "-o",
-            "json",
-        ],
-    );
+    let out = mesh.weft_ok(&[
+        "load",
+        &url,
+        "-H",
+        "Host: httpbin",
+        "--rate",
+        "20",
+        "--duration",
+        "3s",
+        "-o",
+        "json",
+    ]);
     let report: Value = serde_json::from_str(&out).unwrap();
     let (ok, overflow) = (
         report["status"]["200"].as_u64().unwrap_or(0),
@@ -567,7 +552,7 @@ async fn fault_injection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_split() {
     let mesh = up("traffic-split");
-    let routes = weft_ok(&mesh, &["routes", "web"]);
+    let routes = mesh.weft_ok(&["routes", "web"]);
     assert!(
         routes.contains("web-v1.default 60%, web-v2.default 30%, web-v3.default 10%"),
         "{routes}"

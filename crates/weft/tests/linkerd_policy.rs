@@ -83,30 +83,6 @@ impl Workload {
     }
 }
 
-/// Applies YAML to the running mesh (`weft apply` answers once every proxy runs it); panics
-/// with weft's answer when it fails.
-fn apply(mesh: &Mesh, name: &str, yaml: &str) {
-    let file = mesh.files.path().join(name);
-    std::fs::write(&file, yaml).unwrap();
-    let out = mesh.weft(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "apply {name}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn delete(mesh: &Mesh, name: &str) {
-    let file = mesh.files.path().join(name);
-    let out = mesh.weft(&["delete", "-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "delete {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// What a client got: a status, or a refusal (handshake or connection failure) with why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Got {
@@ -247,24 +223,6 @@ async fn plain(c: &HttpClient, to: &Workload, method: &str, path: &str) -> Got {
     match c.request(req).await {
         Ok(rsp) => check_body(rsp).await,
         Err(e) => Got::Refused(format!("{e:?}")),
-    }
-}
-
-/// Polls `f` until it returns `want` (a pushed policy reaches the proxies within a second);
-/// returns the last answer.
-async fn eventually<F, Fut, T>(want: T, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-    T: PartialEq + std::fmt::Debug,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let got = f().await;
-        if got == want || std::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -423,8 +381,7 @@ async fn deny_by_default_until_a_server_and_authorization_policy_allow() {
 
     // A Server for web's port with an AuthorizationPolicy for vote-bot only (Linkerd's
     // authorization-policy reference shapes).
-    apply(
-        &m,
+    m.apply_yaml(
         "web-policy.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -478,9 +435,7 @@ spec:
     // Opening the ingress gateway's namespace (as Linkerd's docs advise for an ingress under a
     // cluster-wide deny) lets the request through it, to web's Server, which refuses the
     // gateway's identity until its MeshTLSAuthentication lists it.
-    apply(
-        &m,
-        "istio-system.yaml",
+    m.apply_yaml("istio-system.yaml",
         &format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-system\n  annotations:\n    {ANNOTATION}: all-unauthenticated\n"
         ),
@@ -501,8 +456,7 @@ spec:
         "the gateway let it through"
     );
     assert_eq!(decisions(&c, &web, "deny", "emojivoto/web-http").await, 3.0);
-    apply(
-        &m,
+    m.apply_yaml(
         "web-clients.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: MeshTLSAuthentication
@@ -518,7 +472,7 @@ spec:
     assert_eq!(eventually(OK, via_ingress).await, OK);
 
     // Without them, the default denies again.
-    delete(&m, "web-policy.yaml");
+    m.delete_file("web-policy.yaml");
     assert_eq!(
         eventually(DENIED, || mtls(&vote_bot, &web, "GET", "/api/list")).await,
         DENIED
@@ -662,9 +616,7 @@ async fn all_unauthenticated_by_default_deny_by_annotation_and_namespace_annotat
 
     // The annotation on the namespace: all-authenticated for its workloads, except where a
     // workload's own annotation says otherwise (emoji stays deny).
-    apply(
-        &m,
-        "namespace.yaml",
+    m.apply_yaml("namespace.yaml",
         &format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: emojivoto\n  annotations:\n    {ANNOTATION}: all-authenticated\n"
         ),
@@ -679,7 +631,7 @@ async fn all_unauthenticated_by_default_deny_by_annotation_and_namespace_annotat
         decisions(&c, &web, "deny", "default:all-authenticated").await,
         1.0
     );
-    delete(&m, "namespace.yaml");
+    m.delete_file("namespace.yaml");
     assert_eq!(eventually(OK, || plain(&c, &web, "GET", "/")).await, OK);
 }
 
@@ -826,8 +778,7 @@ async fn servers_admit_only_the_authenticated_clients_of_their_policies() {
     }
 
     // emojivoto's task: only web may call emoji (a Linkerd identity name).
-    apply(
-        &m,
+    m.apply_yaml(
         "emoji-grpc.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -903,8 +854,7 @@ spec:
     );
 
     // The same authentication with a SPIFFE ID: now vote-bot, not web.
-    apply(
-        &m,
+    m.apply_yaml(
         "emoji-web.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: MeshTLSAuthentication
@@ -923,8 +873,7 @@ spec:
     assert_eq!(mtls(&as_web, &emoji, "GET", "/").await, DENIED);
 
     // identityRefs to a ServiceAccount (web, in the policy's namespace) for voting.
-    apply(
-        &m,
+    m.apply_yaml(
         "voting-grpc.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -980,8 +929,7 @@ spec:
     assert_eq!(mtls(&vote_bot, &voting, "GET", "/").await, DENIED);
 
     // A Namespace identityRef: every service account of emojivoto, no other namespace's.
-    apply(
-        &m,
+    m.apply_yaml(
         "voting-web.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: MeshTLSAuthentication
@@ -1003,8 +951,7 @@ spec:
     assert_eq!(plain(&c, &voting, "GET", "/").await, DENIED);
 
     // `*`: any meshed client, and no plaintext one.
-    apply(
-        &m,
+    m.apply_yaml(
         "voting-web-any.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: MeshTLSAuthentication
@@ -1022,8 +969,7 @@ spec:
     assert_eq!(plain(&c, &voting, "GET", "/").await, DENIED);
 
     // A ServiceAccount named directly in requiredAuthenticationRefs.
-    apply(
-        &m,
+    m.apply_yaml(
         "voting-grpc-sa.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: AuthorizationPolicy
@@ -1049,8 +995,7 @@ spec:
 
     // Policies add up: a second one for the namespace's Servers (targetRef Namespace) lets
     // vote-bot into emoji and voting besides the clients their own policies admit.
-    apply(
-        &m,
+    m.apply_yaml(
         "emojivoto-ns.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: AuthorizationPolicy
@@ -1083,11 +1028,10 @@ spec:
         .await,
         1.0
     );
-    delete(&m, "emojivoto-ns.yaml");
+    m.delete_file("emojivoto-ns.yaml");
 
     // NetworkAuthentication: clients from loopback, meshed or not.
-    apply(
-        &m,
+    m.apply_yaml(
         "web-http.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -1144,8 +1088,7 @@ spec:
     }
     // …until `except` carves 127.0.0.1 out of the network.
     let denied = decisions(&c, &web, "deny", "emojivoto/web-http").await;
-    apply(
-        &m,
+    m.apply_yaml(
         "loopback.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: NetworkAuthentication
@@ -1170,8 +1113,7 @@ spec:
     );
 
     // Both authentications required: web from loopback, once 127.0.0.1 is back in.
-    apply(
-        &m,
+    m.apply_yaml(
         "web-both.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: NetworkAuthentication
@@ -1225,8 +1167,7 @@ async fn server_access_policy_audit_lets_unauthorized_clients_in() {
     let emoji = workload(&m, "emoji", 8080);
     let as_web = workload_client(&m, "emojivoto", "web");
     let vote_bot = workload_client(&m, "emojivoto", "vote-bot");
-    apply(
-        &m,
+    m.apply_yaml(
         "emoji-grpc.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -1302,8 +1243,7 @@ async fn route_level_authorization_and_404_for_a_path_of_no_route() {
     let traffic = workload_client(&m, "booksapp", "traffic");
 
     // Linkerd's "Restricting access to services" (per-route policy) task.
-    apply(
-        &m,
+    m.apply_yaml(
         "authors.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -1480,8 +1420,7 @@ spec:
     );
 
     // A policy on the Server applies to every route of it; a request of no route stays 404.
-    apply(
-        &m,
+    m.apply_yaml(
         "authors-server-policy.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: AuthorizationPolicy
@@ -1507,15 +1446,14 @@ spec:
         mtls(&traffic, &authors, "GET", "/books.json").await,
         NOT_FOUND
     );
-    delete(&m, "authors-server-policy.yaml");
+    m.delete_file("authors-server-policy.yaml");
     assert_eq!(
         eventually(DENIED, || mtls(&traffic, &authors, "GET", "/authors.json")).await,
         DENIED
     );
 
     // webapp may modify authors.
-    apply(
-        &m,
+    m.apply_yaml(
         "authors-modify.yaml",
         r#"apiVersion: policy.linkerd.io/v1alpha1
 kind: AuthorizationPolicy
@@ -1568,8 +1506,7 @@ async fn the_most_specific_inbound_route_decides() {
     let authors = workload(&m, "authors", 7001);
     let books = workload_client(&m, "booksapp", "books");
     let webapp = workload_client(&m, "booksapp", "webapp");
-    apply(
-        &m,
+    m.apply_yaml(
         "authors.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -1668,8 +1605,7 @@ async fn legacy_server_authorizations() {
     let curl = workload_client(&m, "bar", "curl");
 
     // Linkerd 2.11's emojivoto policy, as published.
-    apply(
-        &m,
+    m.apply_yaml(
         "emojivoto-policy.yaml",
         r#"---
 apiVersion: policy.linkerd.io/v1beta1
@@ -1817,8 +1753,7 @@ spec:
     );
 
     // Removing the ServerAuthorization leaves the Server's default access policy, deny.
-    apply(
-        &m,
+    m.apply_yaml(
         "web-public.yaml",
         r#"apiVersion: policy.linkerd.io/v1beta1
 kind: ServerAuthorization
@@ -1832,7 +1767,7 @@ spec:
     unauthenticated: true
 "#,
     );
-    delete(&m, "web-public.yaml");
+    m.delete_file("web-public.yaml");
     assert_eq!(
         eventually(DENIED, || plain(&c, &web, "GET", "/")).await,
         DENIED

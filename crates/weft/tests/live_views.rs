@@ -34,18 +34,6 @@ fn spawn_weft(mesh: &Mesh, args: &[&str]) -> std::process::Child {
         .expect("run weft")
 }
 
-/// `weft ARGS` to the end; its stdout, after checking it succeeded.
-fn weft_ok(mesh: &Mesh, args: &[&str]) -> String {
-    let out = mesh.weft(args);
-    assert!(
-        out.status.success(),
-        "weft {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn finish(child: std::process::Child, what: &str) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -197,19 +185,16 @@ fn stat_agrees_with_load() {
     let mesh = Mesh::up(&yaml);
     // Warm up the path (connections, pools) before the window.
     let url = format!("http://{}/", mesh.ingress);
-    weft_ok(
-        &mesh,
-        &[
-            "load",
-            &url,
-            "-H",
-            "Host: hello",
-            "--requests",
-            "20",
-            "--connections",
-            "4",
-        ],
-    );
+    mesh.weft_ok(&[
+        "load",
+        &url,
+        "-H",
+        "Host: hello",
+        "--requests",
+        "20",
+        "--connections",
+        "4",
+    ]);
 
     let load = spawn_weft(
         &mesh,
@@ -306,7 +291,7 @@ fn stat_agrees_with_load() {
     assert!(f(&lat["p95"], "p95") <= stat_p99);
 
     // Every service, as a table: hello with its numbers, slow idle.
-    let table = weft_ok(&mesh, &["stat", "--window", "1s"]);
+    let table = mesh.weft_ok(&["stat", "--window", "1s"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("SERVICE") && lines[0].contains("P99"),
@@ -325,10 +310,14 @@ fn stat_agrees_with_load() {
         "{table}"
     );
     // A workload; an unknown service is an error naming the ones there are.
-    let wl: Value = serde_json::from_str(&weft_ok(
-        &mesh,
-        &["stat", "workload/hello-v1", "--window", "1s", "-o", "json"],
-    ))
+    let wl: Value = serde_json::from_str(&mesh.weft_ok(&[
+        "stat",
+        "workload/hello-v1",
+        "--window",
+        "1s",
+        "-o",
+        "json",
+    ]))
     .unwrap();
     assert_eq!(
         (&wl["kind"], &wl["rows"][0]["name"]),
@@ -364,19 +353,16 @@ fn tap_streams_requests_with_identities_and_filters() {
     );
     traffic.wait_for(10);
 
-    let out = weft_ok(
-        &mesh,
-        &[
-            "tap",
-            "hello",
-            "--max",
-            "20",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-        ],
-    );
+    let out = mesh.weft_ok(&[
+        "tap",
+        "hello",
+        "--max",
+        "20",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ]);
     let evs = events(&out);
     assert_eq!(evs.len(), 20, "{out}");
     for e in &evs {
@@ -403,39 +389,33 @@ fn tap_streams_requests_with_identities_and_filters() {
         .collect();
     assert_eq!(replicas.len(), 20, "one event per request: {out}");
 
-    let only_b = events(&weft_ok(
-        &mesh,
-        &[
-            "tap",
-            "hello",
-            "--path",
-            "/b",
-            "--max",
-            "5",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-        ],
-    ));
+    let only_b = events(&mesh.weft_ok(&[
+        "tap",
+        "hello",
+        "--path",
+        "/b",
+        "--max",
+        "5",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ]));
     assert_eq!(only_b.len(), 5);
     assert!(only_b.iter().all(|e| e["path"] == "/b"), "{only_b:?}");
 
-    let posts = events(&weft_ok(
-        &mesh,
-        &[
-            "tap",
-            "hello",
-            "--method",
-            "post",
-            "--max",
-            "5",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-        ],
-    ));
+    let posts = events(&mesh.weft_ok(&[
+        "tap",
+        "hello",
+        "--method",
+        "post",
+        "--max",
+        "5",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ]));
     assert_eq!(posts.len(), 5);
     assert!(
         posts
@@ -445,21 +425,18 @@ fn tap_streams_requests_with_identities_and_filters() {
     );
 
     // What hello's replicas send to slow.
-    let to_slow = events(&weft_ok(
-        &mesh,
-        &[
-            "tap",
-            "hello",
-            "--to",
-            "slow",
-            "--max",
-            "3",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-        ],
-    ));
+    let to_slow = events(&mesh.weft_ok(&[
+        "tap",
+        "hello",
+        "--to",
+        "slow",
+        "--max",
+        "3",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ]));
     assert_eq!(to_slow.len(), 3);
     for e in &to_slow {
         assert_eq!(e["direction"], "outbound", "{e}");
@@ -473,19 +450,16 @@ fn tap_streams_requests_with_identities_and_filters() {
     }
 
     // Text: one line per request.
-    let text = weft_ok(
-        &mesh,
-        &[
-            "tap",
-            "hello",
-            "--path",
-            "/b",
-            "--max",
-            "3",
-            "--duration",
-            "60s",
-        ],
-    );
+    let text = mesh.weft_ok(&[
+        "tap",
+        "hello",
+        "--path",
+        "/b",
+        "--max",
+        "3",
+        "--duration",
+        "60s",
+    ]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     for l in lines {
@@ -498,10 +472,7 @@ fn tap_streams_requests_with_identities_and_filters() {
 
     // --duration ends a tap that sees nothing.
     let t = Instant::now();
-    let none = weft_ok(
-        &mesh,
-        &["tap", "hello", "--path", "/never", "--duration", "2s"],
-    );
+    let none = mesh.weft_ok(&["tap", "hello", "--path", "/never", "--duration", "2s"]);
     assert!(none.is_empty(), "{none}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     drop(traffic);
@@ -524,7 +495,7 @@ fn top_once_prints_the_busiest_paths_in_count_order() {
     );
     traffic.wait_for(10);
     let t = Instant::now();
-    let out = weft_ok(&mesh, &["top", "hello", "--once", "--duration", "3s"]);
+    let out = mesh.weft_ok(&["top", "hello", "--once", "--duration", "3s"]);
     let took = t.elapsed();
     drop(traffic);
     assert!(

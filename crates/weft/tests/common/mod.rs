@@ -441,3 +441,56 @@ pub fn identity_client(
 pub fn workload_client(mesh: &Mesh, ns: &str, sa: &str) -> Arc<proxy::tls::Credentials> {
     identity_client(mesh, model::names::TRUST_DOMAIN, ns, sa)
 }
+
+impl Mesh {
+    /// `weft ARGS` against the mesh to the end; its stdout, after checking that it succeeded.
+    /// On a multi-threaded test runtime the wait leaves the other workers free.
+    pub fn weft_ok(&self, args: &[&str]) -> String {
+        let run = || self.weft(args);
+        let out = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        };
+        assert!(
+            out.status.success(),
+            "weft {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `yaml` to `name` in the mesh's files and `weft apply`s it (answered once every
+    /// proxy runs it); panics with weft's answer when it fails.
+    pub fn apply_yaml(&self, name: &str, yaml: &str) {
+        let file = self.files.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        self.weft_ok(&["apply", "-f", file.to_str().unwrap()]);
+    }
+
+    /// `weft delete -f` of a file [`Mesh::apply_yaml`] wrote.
+    pub fn delete_file(&self, name: &str) {
+        let file = self.files.path().join(name);
+        self.weft_ok(&["delete", "-f", file.to_str().unwrap()]);
+    }
+}
+
+/// Polls `f` until it returns `want` (a pushed policy reaches the proxies within a second), for
+/// at most 5 s; returns the last answer.
+pub async fn eventually<F, Fut, T>(want: T, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: PartialEq + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = f().await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
