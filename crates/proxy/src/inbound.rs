@@ -163,7 +163,7 @@ impl Handler for Inbound {
         });
         req.headers_mut().remove(crate::telemetry::PEER_HEADER);
         let checked = match &self.security {
-            Some(sec) => sec.check(&mut req, Some(&info)).map(|_| ()),
+            Some(sec) => sec.check(&mut req, &info).map(|_| ()),
             None => Ok(()),
         };
         let mut rsp = match checked {

@@ -204,7 +204,7 @@ impl Outbound {
         let t0 = std::time::Instant::now();
         let peer = info.addr;
         if let Some(sec) = &self.security {
-            if let Err(rsp) = sec.check(&mut req, Some(info)) {
+            if let Err(rsp) = sec.check(&mut req, info) {
                 return *rsp;
             }
         }

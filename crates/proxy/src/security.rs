@@ -98,12 +98,12 @@ impl Security {
         mode
     }
 
-    /// Checks a request: its JWT (if rules apply) then its authorization. `Err`: the answer to
-    /// send instead of forwarding it.
+    /// Checks a request from `peer`: its JWT (if rules apply) then its authorization. `Err`:
+    /// the answer to send instead of forwarding it.
     pub fn check<B>(
         &self,
         req: &mut Request<B>,
-        peer: Option<&PeerInfo>,
+        peer: &PeerInfo,
     ) -> Result<Option<VerifiedJwt>, Box<Response<Body>>> {
         let c = self.current.load();
         let verified = if c.jwt.is_empty() {
@@ -123,10 +123,8 @@ impl Security {
             }
         };
         let ctx = RequestContext {
-            peer_ip: peer
-                .as_ref()
-                .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.addr.ip()),
-            peer_identity: peer.as_ref().and_then(|p| p.identity.as_ref()),
+            peer_ip: peer.addr.ip(),
+            peer_identity: peer.identity.as_ref(),
             destination_ip: None,
             destination_port: c.port,
             sni: None,

@@ -29,7 +29,8 @@ pub const MAX_HEADERS: usize = 100;
 /// Concurrent streams a peer may open on one HTTP/2 connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 2048;
 
-/// Serves one request. Implemented by the inbound, outbound and admin sides.
+/// Serves one request from the connection's `peer`. Implemented by the inbound, outbound and
+/// admin sides.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
@@ -84,8 +85,8 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// What the accepting listener knows about a connection's peer; every request of the
-/// connection carries it in its extensions (as `Arc<PeerInfo>`).
+/// What the accepting listener knows about a connection's peer; the handler gets it with every
+/// request of the connection (see [`Handler::handle`]).
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
