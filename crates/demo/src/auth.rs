@@ -16,7 +16,6 @@
 //!
 //! Like echo, it depends on no other weft crate: an ordinary app the mesh carries.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,10 +25,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -37,7 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::parse_duration;
 
@@ -321,41 +316,12 @@ pub async fn serve_auth(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, issuer = %issuer.issuer(), kid = %issuer.kid(), "auth listening");
     }
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (issuer, shutdown) = (issuer.clone(), shutdown.clone());
-        let service = service_fn(move |req| {
-            let (issuer, shutdown) = (issuer.clone(), shutdown.clone());
-            async move { Ok::<_, Infallible>(handle(&issuer, &shutdown, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    info!("auth draining in-flight requests");
-    graceful.shutdown().await;
-    Ok(())
+    let stop = shutdown.clone();
+    crate::server::serve(listener, shutdown, "auth", move |req| {
+        let (issuer, stop) = (issuer.clone(), stop.clone());
+        async move { handle(&issuer, &stop, req).await }
+    })
+    .await
 }
 
 /// Answers one request.

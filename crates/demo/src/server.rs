@@ -1,8 +1,14 @@
 //! The accept loop: one task per connection, HTTP/1.1 keep-alive and h2c, graceful drain on shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,6 +33,26 @@ pub async fn serve_echo(
         info!(%addr, service = %opts.service, instance = %opts.instance, "echo listening");
     }
     let state = Arc::new(State::new(opts, shutdown.clone()));
+    serve(listener, shutdown, "echo", move |req| {
+        let state = state.clone();
+        async move { handler::handle(&state, req).await }
+    })
+    .await
+}
+
+/// The accept loop of the demo servers: every connection on its own task, answered by
+/// `handle`, until `shutdown` is cancelled; then stops accepting, lets in-flight requests
+/// finish, and returns. `what` names the server in the logs.
+pub(crate) async fn serve<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    what: &'static str,
+    handle: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
 
@@ -45,10 +71,10 @@ pub async fn serve_echo(
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let handle = handle.clone();
         let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handler::handle(&state, req).await) }
+            let answer = handle(req);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -62,7 +88,7 @@ pub async fn serve_echo(
     }
 
     drop(listener);
-    info!("echo draining in-flight requests");
+    info!("{what} draining in-flight requests");
     graceful.shutdown().await;
     Ok(())
 }

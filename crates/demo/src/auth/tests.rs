@@ -243,7 +243,7 @@ impl Reply {
 
 async fn send(req: Request<Full<Bytes>>) -> Reply {
     let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let rsp = client.request(req).await.expect("request");
     let (parts, body) = rsp.into_parts();
     Reply {
