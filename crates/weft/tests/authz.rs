@@ -35,25 +35,12 @@ async fn as_workload(
     path: &str,
 ) -> (u16, String) {
     let server = Identity::spiffe("foo", "httpbin");
-    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
-    let stream = creds
-        .connector(&server)
-        .connect(tls::server_name(&server), tcp)
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
     let req = http::Request::builder()
         .method(method)
         .uri(format!("http://httpbin.foo:8000{path}"))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let rsp = send.send_request(req).await.unwrap();
+    let rsp = mtls_send(creds, inbound, &server, req).await.unwrap();
     let status = rsp.status().as_u16();
     let flag = rsp
         .headers()

@@ -159,24 +159,14 @@ where
         Ok(s) => s,
         Err(e) => return Got::Refused(format!("connect or TLS handshake: {e}")),
     };
-    let (mut send, conn) = match hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => return Got::Refused(format!("h2 handshake: {e}")),
-    };
-    tokio::spawn(conn);
     let req = http::Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", to.authority()))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    match send.send_request(req).await {
+    match h2_send(stream, req).await {
         Ok(rsp) => check_body(rsp).await,
-        Err(e) => Got::Refused(format!("request: {e}")),
+        Err(e) => Got::Refused(e),
     }
 }
 

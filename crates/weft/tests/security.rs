@@ -9,7 +9,7 @@ use common::*;
 use control::ca::{Ca, CaConfig};
 use http_body_util::{BodyExt, Empty};
 use model::Identity;
-use proxy::tls::{self, Credentials};
+use proxy::tls::Credentials;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -32,19 +32,6 @@ async fn mtls_get(
     inbound: SocketAddr,
     expected: &Identity,
 ) -> Result<serde_json::Value, String> {
-    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
-    let stream = creds
-        .connector(expected)
-        .connect(tls::server_name(expected), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = http::Request::get("http://hello/anything")
         .header(
             "x-weft-client",
@@ -52,7 +39,7 @@ async fn mtls_get(
         )
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let rsp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let rsp = mtls_send(creds, inbound, expected, req).await?;
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     Ok(serde_json::from_slice(&body).unwrap())
 }

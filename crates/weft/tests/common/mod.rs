@@ -494,3 +494,42 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `req` over HTTP/2 on `stream`, as a peer proxy sends it (one connection per call); the error
+/// says which step failed.
+pub async fn h2_send<S>(
+    stream: S,
+    req: http::Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(conn);
+    send.send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// [`h2_send`] over mTLS to `addr` as `creds`, expecting the server to be `server`.
+pub async fn mtls_send(
+    creds: &Arc<proxy::tls::Credentials>,
+    addr: SocketAddr,
+    server: &model::Identity,
+    req: http::Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let tls = creds
+        .connector(server)
+        .connect(proxy::tls::server_name(server), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    h2_send(tls, req).await
+}
