@@ -385,17 +385,28 @@ pub(super) fn authorization_policy(
 
 /// Checks that no string of a list is empty, as Istio does.
 fn strings(field: &str, list: &[String], out: &mut Out) -> Vec<String> {
-    for (k, s) in list.iter().enumerate() {
+    checked(field, list, out, |s| {
         if s.is_empty() {
-            out.error(&format!("{field}[{k}]"), "must not be empty");
+            Err("must not be empty".to_string())
+        } else {
+            Ok(())
         }
-    }
-    list.to_vec()
+    })
 }
 
 fn ip_blocks(field: &str, list: &[String], out: &mut Out) -> Vec<String> {
+    checked(field, list, out, |s| values::cidr(s).map(|_| ()))
+}
+
+/// The list as it is, after reporting each entry `check` rejects as `FIELD[K]`.
+fn checked(
+    field: &str,
+    list: &[String],
+    out: &mut Out,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Vec<String> {
     for (k, s) in list.iter().enumerate() {
-        if let Err(message) = values::cidr(s) {
+        if let Err(message) = check(s) {
             out.error(&format!("{field}[{k}]"), message);
         }
     }
@@ -414,12 +425,7 @@ fn ports(field: &str, list: &[Value], out: &mut Out) -> Vec<u16> {
 }
 
 fn paths(field: &str, list: &[String], out: &mut Out) -> Vec<String> {
-    for (k, p) in list.iter().enumerate() {
-        if let Err(message) = values::authz_path(p) {
-            out.error(&format!("{field}[{k}]"), message);
-        }
-    }
-    list.to_vec()
+    checked(field, list, out, values::authz_path)
 }
 
 /// `NAMESPACE/SERVICE_ACCOUNT` as a principal of any trust domain (Istio's `*` suffix match).
