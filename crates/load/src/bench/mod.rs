@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 
 pub const SCHEMA: &str = "weft.bench/v1";
 
+/// How long the proxies rest after the warm-up before idle CPU is measured, and for how long.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Debug)]
 pub struct BenchSpec {
     /// The weft executable (app, control plane and proxies are started from it).
@@ -432,18 +436,22 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             ),
         )?;
     }
+    // Idle means steady idle: the warm-up's connections are closed and their teardown is done
+    // before the window opens, so what is left is timers, keep-alives and the control stream.
+    std::thread::sleep(IDLE_SETTLE);
     let mut idle = Vec::new();
     for p in &paths {
         let rss = p.proxies.iter().map(|pid| rss_kib(*pid)).max();
         let before = cpu_of(&p.proxies);
         idle.push((rss, before));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(IDLE_WINDOW);
     let idle: Vec<(Option<u64>, Option<f64>)> = paths
         .iter()
         .zip(idle)
         .map(|(p, (rss, before))| {
-            let ms = (cpu_of(&p.proxies).saturating_sub(before)).as_secs_f64() * 1e3 / 2.0;
+            let ms = (cpu_of(&p.proxies).saturating_sub(before)).as_secs_f64() * 1e3
+                / IDLE_WINDOW.as_secs_f64();
             (rss, (!p.proxies.is_empty()).then_some(ms))
         })
         .collect();
