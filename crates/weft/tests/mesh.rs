@@ -438,6 +438,29 @@ fn a_taken_ingress_port_is_a_clear_error() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_a_command_quietly() {
+    // `weft load … -o json | true`: stdout is gone before the report is printed.
+    let mut child = std::process::Command::new(WEFT)
+        .args([
+            "load",
+            "http://127.0.0.1:1/",
+            "--requests",
+            "10",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn several_meshes_run_at_once_and_commands_pick_by_name() {
     let home = tempfile::tempdir().unwrap();
     let alpha = Mesh::up_in(&mesh_yaml("alpha", &[("hello", 1, "")]), home.path());
