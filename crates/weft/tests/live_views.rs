@@ -389,33 +389,16 @@ fn tap_streams_requests_with_identities_and_filters() {
         .collect();
     assert_eq!(replicas.len(), 20, "one event per request: {out}");
 
-    let only_b = events(&mesh.weft_ok(&[
-        "tap",
-        "hello",
-        "--path",
-        "/b",
-        "--max",
-        "5",
-        "--duration",
-        "60s",
-        "-o",
-        "json",
-    ]));
+    // Five events of hello's that pass a filter.
+    let five_of_hello = |filter: &[&str]| {
+        let tail = ["--max", "5", "--duration", "60s", "-o", "json"];
+        events(&mesh.weft_ok(&[&["tap", "hello"], filter, &tail].concat()))
+    };
+    let only_b = five_of_hello(&["--path", "/b"]);
     assert_eq!(only_b.len(), 5);
     assert!(only_b.iter().all(|e| e["path"] == "/b"), "{only_b:?}");
 
-    let posts = events(&mesh.weft_ok(&[
-        "tap",
-        "hello",
-        "--method",
-        "post",
-        "--max",
-        "5",
-        "--duration",
-        "60s",
-        "-o",
-        "json",
-    ]));
+    let posts = five_of_hello(&["--method", "post"]);
     assert_eq!(posts.len(), 5);
     assert!(
         posts
