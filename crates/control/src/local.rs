@@ -3,8 +3,9 @@
 //!
 //! Start order: control plane → Prometheus (with `--prometheus`) → ingress → for each replica,
 //! sidecar then app (the app needs the sidecar's outbound address for `HTTP_PROXY`). The mesh is
-//! ready when every replica's sidecar reports its app ready, every proxy has applied the latest
-//! snapshot, and Prometheus (when it runs) answers `/-/ready`.
+//! ready when any request it can route will be routed: every replica is an endpoint in a
+//! snapshot every proxy (the ingress, every sidecar) has applied, every proxy runs the latest
+//! snapshot, the ingress has its certificate, and Prometheus (when it runs) answers `/-/ready`.
 //!
 //! Supervision: a process that exits is restarted with exponential backoff and reported.
 //!
@@ -669,8 +670,10 @@ fn start_unmeshed(
     Ok(())
 }
 
-/// Waits until every declared replica is ready, every proxy runs the latest snapshot, and
-/// Prometheus (when `prometheus` is its address) answers `/-/ready`.
+/// Waits until the mesh routes whatever it can route: every declared replica is ready (an
+/// endpoint in a snapshot every live proxy has applied), every proxy runs the latest snapshot
+/// (the routes in force), the ingress is registered and ready (with its certificate, when the
+/// mesh runs mTLS), and Prometheus (when `prometheus` is its address) answers `/-/ready`.
 async fn wait_ready(
     registry: &Arc<Registry>,
     control: &ControlPlane,
@@ -684,37 +687,56 @@ async fn wait_ready(
         if let (false, Some(addr)) = (prometheus_ready, prometheus) {
             prometheus_ready = prometheus::ready(addr).await;
         }
-        let st = status::build(registry, control.grpc, control.api);
-        let version = registry.snapshot().version;
-        let proxies = registry.proxies();
-        let pending: Vec<String> =
-            st.workloads
-                .iter()
-                .filter(|w| !w.ready)
-                .map(|w| format!("  {}: {} {}", w.instance, w.state, w.reason))
-                .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
-                    format!(
-                        "  {} proxy: has not applied snapshot {version}",
-                        p.node.instance
-                    )
-                }))
-                .chain(
-                    (!proxies.iter().any(|p| p.node.mode == "ingress"))
-                        .then(|| "  ingress: not registered".to_string()),
-                )
-                .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
-                    format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
-                }))
-                .collect();
+        let pending = pending(registry, control)
+            .into_iter()
+            .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
+                format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
+            }))
+            .collect::<Vec<_>>();
         if pending.is_empty() {
             return Ok(());
         }
         tokio::select! {
             _ = generation.changed() => {}
+            // Only Prometheus is polled; everything else wakes the generation watch.
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(UpError::NotReady { timeout, pending: pending.join("\n") });
             }
         }
     }
+}
+
+/// What keeps the mesh from being ready, one line each; empty when it is.
+fn pending(registry: &Registry, control: &ControlPlane) -> Vec<String> {
+    let st = status::build(registry, control.grpc, control.api);
+    let version = registry.snapshot().version;
+    let proxies = registry.proxies();
+    let ingress: Vec<_> = proxies
+        .iter()
+        .filter(|p| p.node.mode == "ingress" && !p.draining)
+        .collect();
+    st.workloads
+        .iter()
+        .filter(|w| !w.ready)
+        .map(|w| format!("  {}: {} ({})", w.instance, w.state, w.reason))
+        .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
+            format!(
+                "  {}: has not applied snapshot {version} (runs {})",
+                p.name(),
+                p.acked
+            )
+        }))
+        .chain(
+            ingress
+                .is_empty()
+                .then(|| "  ingress: not registered".to_string()),
+        )
+        .chain(
+            ingress
+                .iter()
+                .filter(|p| !p.ready)
+                .map(|p| format!("  {}: not ready ({})", p.name(), p.reason)),
+        )
+        .collect()
 }

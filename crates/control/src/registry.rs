@@ -80,6 +80,79 @@ pub struct ProxyRecord {
     pub draining: bool,
     pub acked: u64,
     pub nack: Option<(u64, String)>,
+    /// The snapshot version since which this proxy's replica has been an endpoint (listed in
+    /// every snapshot from that one on); `None` while it is not one.
+    pub listed_since: Option<u64>,
+}
+
+/// Why a replica does not receive traffic from every proxy that could send it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotRoutable {
+    /// Its proxy has not registered (yet).
+    NoProxy,
+    Draining,
+    /// Its proxy reports it cannot take traffic (app not accepting, no certificate…).
+    NotReady(String),
+    /// Ready, but not listed as an endpoint (no inbound listener).
+    NotListed,
+    /// Listed since `since`, but these proxies (instance, version applied) run an older snapshot.
+    Behind { since: u64, proxies: Vec<(String, u64)> },
+}
+
+impl std::fmt::Display for NotRoutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRoutable::NoProxy => f.write_str("no proxy registered yet"),
+            NotRoutable::Draining => f.write_str("draining"),
+            NotRoutable::NotReady(reason) => f.write_str(reason),
+            NotRoutable::NotListed => f.write_str("ready but not an endpoint (no inbound listener)"),
+            NotRoutable::Behind { since, proxies } => {
+                write!(f, "endpoint since snapshot {since}; not yet applied by ")?;
+                for (i, (instance, acked)) in proxies.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{instance} (at {acked})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ProxyRecord {
+    /// Whether this record's replica receives traffic from every proxy in `all` that could send
+    /// it: it is an endpoint, and every live proxy has applied a snapshot that lists it.
+    pub fn routable(&self, all: &[ProxyRecord]) -> Result<(), NotRoutable> {
+        if self.draining {
+            return Err(NotRoutable::Draining);
+        }
+        if !self.ready {
+            return Err(NotRoutable::NotReady(self.reason.clone()));
+        }
+        let Some(since) = self.listed_since else {
+            return Err(NotRoutable::NotListed);
+        };
+        let behind: Vec<(String, u64)> = all
+            .iter()
+            .filter(|q| !q.draining && q.acked < since)
+            .map(|q| (q.name(), q.acked))
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(NotRoutable::Behind {
+                since,
+                proxies: behind,
+            })
+        }
+    }
+
+    /// How messages name this proxy: its instance, or its mode for the one ingress.
+    pub fn name(&self) -> String {
+        match self.node.mode.as_str() {
+            "sidecar" => format!("{} proxy", self.node.instance),
+            mode => format!("{mode} {}", self.node.instance),
+        }
+    }
 }
 
 /// A handle to one proxy's registration; dropping it deregisters the proxy.
@@ -119,7 +192,8 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let snapshot = Arc::new(build(&spec, &BTreeMap::new(), epoch));
+        let (snapshot, _) = build(&spec, &BTreeMap::new(), epoch);
+        let snapshot = Arc::new(snapshot);
         Arc::new(Registry {
             inner: Mutex::new(Inner {
                 spec,
@@ -199,6 +273,7 @@ impl Registry {
                     draining: false,
                     acked: 0,
                     nack: None,
+                    listed_since: None,
                 },
             );
             id
@@ -293,12 +368,10 @@ impl Registry {
     /// trust bundle travels with it); returns the version.
     pub fn republish(&self) -> u64 {
         let mut inner = self.lock();
-        let next = Arc::new(build(
-            &inner.spec,
-            &inner.proxies,
-            inner.snapshot.version + 1,
-        ));
+        let (next, listed) = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
+        let next = Arc::new(next);
         let version = next.version;
+        mark_listed(&mut inner.proxies, &listed, version);
         inner.snapshot = next.clone();
         self.snapshots.send_replace(next);
         drop(inner);
@@ -309,14 +382,20 @@ impl Registry {
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
-        let next = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
+        let (next, listed) = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
         let now = &inner.snapshot;
         if (&next.services, &next.gateway, &next.security)
             != (&now.services, &now.gateway, &now.security)
         {
             let next = Arc::new(next);
+            mark_listed(&mut inner.proxies, &listed, next.version);
             inner.snapshot = next.clone();
             self.snapshots.send_replace(next);
+        } else {
+            // The same endpoints (a restarted proxy may list the same address under a new
+            // registration): whoever is listed now is in the snapshot already out.
+            let version = now.version;
+            mark_listed(&mut inner.proxies, &listed, version);
         }
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
@@ -334,30 +413,50 @@ pub fn declared_instances(spec: &MeshSpec) -> impl Iterator<Item = (String, Stri
     })
 }
 
+/// Records which proxies the snapshot at `version` lists as endpoints: a proxy newly listed is
+/// listed since `version`, one no longer listed is not.
+fn mark_listed(proxies: &mut BTreeMap<u64, ProxyRecord>, listed: &[u64], version: u64) {
+    for (id, p) in proxies.iter_mut() {
+        if !listed.contains(id) {
+            p.listed_since = None;
+        } else if p.listed_since.is_none() {
+            p.listed_since = Some(version);
+        }
+    }
+}
+
 /// The snapshot every proxy gets: each declared service with the sidecars that are ready to
-/// serve it. When a replica's proxy reconnected, its newest registration wins.
-fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) -> Snapshot {
+/// serve it, and the ids of those sidecars' registrations. When a replica's proxy reconnected,
+/// its newest registration wins.
+fn build(
+    spec: &MeshSpec,
+    proxies: &BTreeMap<u64, ProxyRecord>,
+    version: u64,
+) -> (Snapshot, Vec<u64>) {
+    let mut listed = Vec::new();
     let services = spec
         .services
         .iter()
         .map(|svc| {
-            let mut newest: BTreeMap<&str, &ProxyRecord> = BTreeMap::new();
-            for p in proxies.values() {
+            let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
+            for (id, p) in proxies {
                 if p.node.mode == "sidecar"
                     && p.node.service == svc.name
                     && p.node.namespace == svc.namespace
                 {
-                    newest.insert(&p.node.instance, p);
+                    newest.insert(&p.node.instance, (*id, p));
                 }
             }
             let endpoints = newest
                 .values()
-                .filter(|p| p.ready && !p.draining)
-                .filter_map(|p| {
+                .filter(|(_, p)| p.ready && !p.draining)
+                .filter_map(|(id, p)| {
+                    let address = p.node.inbound?;
+                    listed.push(*id);
                     Some(Endpoint {
                         instance: p.node.instance.clone(),
                         workload: p.node.workload.clone(),
-                        address: p.node.inbound?,
+                        address,
                         labels: p.node.labels.clone(),
                         identity: p.node.identity.clone(),
                     })
@@ -386,12 +485,13 @@ fn build(spec: &MeshSpec, proxies: &BTreeMap<u64, ProxyRecord>, version: u64) ->
             }
         })
         .collect();
-    Snapshot {
+    let snapshot = Snapshot {
         version,
         services,
         gateway: spec.gateway.clone(),
         security: spec.security.clone(),
-    }
+    };
+    (snapshot, listed)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! where it listens and whether it is ready. Field names are a stable interface scripts use:
 //! fields may be added, never renamed.
 
-use crate::registry::{ProxyRecord, Registry};
+use crate::registry::{NotRoutable, ProxyRecord, Registry};
 use model::Labels;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -35,6 +35,8 @@ pub struct WorkloadStatus {
     pub outbound: String,
     pub admin: String,
     pub identity: String,
+    /// The replica receives traffic from every proxy that could send it: its proxy reports it
+    /// ready and every live proxy has applied a snapshot that lists it as an endpoint.
     pub ready: bool,
     /// `ready`, `starting` (no proxy yet), `not-ready` (with `reason`), or `draining`.
     pub state: String,
@@ -70,11 +72,11 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
                         && p.node.service == svc.name
                         && p.node.namespace == svc.namespace
                 });
-                let (state, reason) = match &rec {
-                    None => ("starting", "no proxy registered yet".to_string()),
-                    Some(p) if p.draining => ("draining", String::new()),
-                    Some(p) if p.ready => ("ready", String::new()),
-                    Some(p) => ("not-ready", p.reason.clone()),
+                let (state, reason) = match rec.as_ref().map(|p| p.routable(&proxies)) {
+                    None => ("starting", NotRoutable::NoProxy.to_string()),
+                    Some(Ok(())) => ("ready", String::new()),
+                    Some(Err(NotRoutable::Draining)) => ("draining", String::new()),
+                    Some(Err(why)) => ("not-ready", why.to_string()),
                 };
                 let n = rec.as_ref().map(|r| &r.node);
                 workloads.push(WorkloadStatus {

@@ -72,7 +72,7 @@ fn hello(shared: &Shared) -> pb::ProxyMessage {
 }
 
 fn health(shared: &Shared) -> pb::ProxyMessage {
-    let (ready, reason) = match shared.endpoint_not_ready_reason() {
+    let (ready, reason) = match shared.not_ready_reason() {
         None => (true, String::new()),
         Some(r) => (false, r.to_string()),
     };

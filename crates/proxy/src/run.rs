@@ -75,25 +75,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Why this proxy should not receive traffic as an endpoint, if it should not.
-    pub fn endpoint_not_ready_reason(&self) -> Option<&'static str> {
+    /// Why this proxy should not receive traffic as an endpoint (nor route any), if it should
+    /// not. Until its first snapshot it knows neither routes nor the policies it must enforce on
+    /// what it receives, so it is not ready without one. `/ready` says the same.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.drain.is_draining() {
             Some("draining")
+        } else if !self.has_snapshot.load(Ordering::Acquire) {
+            Some("no snapshot from the control plane yet")
         } else if self.settings.join_token.is_some() && self.tls.get().is_none() {
             Some("no certificate from the mesh CA yet")
         } else if self.settings.mode == Mode::Sidecar && !self.health.is_ready() {
             Some("app is not accepting connections")
         } else {
             None
-        }
-    }
-
-    /// Why `/ready` says no, if it does.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if !self.has_snapshot.load(Ordering::Acquire) {
-            Some("no snapshot from the control plane yet")
-        } else {
-            self.endpoint_not_ready_reason()
         }
     }
 }

@@ -179,3 +179,122 @@ fn workloads_without_a_sidecar_are_not_waited_for() {
     }
     assert!(r.is_warm());
 }
+
+fn ingress_node() -> Node {
+    Node {
+        mode: "ingress".into(),
+        service: "istio-ingressgateway".into(),
+        namespace: "istio-system".into(),
+        workload: "istio-ingressgateway".into(),
+        instance: "ingress-0".into(),
+        inbound: None,
+        ..node("ingress-0", 1)
+    }
+}
+
+fn record(r: &Registry, id: u64) -> ProxyRecord {
+    r.lock().proxies[&id].clone()
+}
+
+fn routable(r: &Registry, id: u64) -> Result<(), NotRoutable> {
+    record(r, id).routable(&r.proxies())
+}
+
+#[test]
+fn a_replica_is_routable_once_every_live_proxy_applied_a_snapshot_listing_it() {
+    let r = Registry::new(spec());
+    let ingress = r.register(ingress_node());
+    let a = r.register(node("hello-v1-0", 1000));
+    let b = r.register(node("hello-v1-1", 1001));
+    assert_eq!(
+        routable(&r, a.id),
+        Err(NotRoutable::NotReady("registered".into()))
+    );
+    r.set_health(a.id, true, String::new());
+    let v = r.snapshot().version;
+    assert_eq!(record(&r, a.id).listed_since, Some(v));
+    let Err(NotRoutable::Behind { since, proxies }) = routable(&r, a.id) else {
+        panic!("listed but applied by nobody: not routable");
+    };
+    assert_eq!(since, v);
+    assert_eq!(proxies.len(), 3, "{proxies:?}");
+    r.ack(ingress.id, v, String::new());
+    r.ack(a.id, v, String::new());
+    // b rejects the snapshot: it still routes with the one before, which does not list a.
+    r.ack(b.id, v, "bad route".into());
+    let Err(NotRoutable::Behind { proxies, .. }) = routable(&r, a.id) else {
+        panic!("b has not applied a snapshot listing a");
+    };
+    assert_eq!(proxies, [("hello-v1-1 proxy".to_string(), 0)]);
+    r.ack(b.id, v, String::new());
+    assert_eq!(routable(&r, a.id), Ok(()));
+
+    // Later versions keep the date a was first listed: b's readiness does not unlist a.
+    r.set_health(b.id, true, String::new());
+    let w = r.snapshot().version;
+    assert!(w > v);
+    assert_eq!(record(&r, a.id).listed_since, Some(v));
+    assert_eq!(routable(&r, a.id), Ok(()), "everyone has a version listing a");
+    assert!(matches!(routable(&r, b.id), Err(NotRoutable::Behind { since, .. }) if since == w));
+
+    // A proxy that joins (a `weft exec` client) could send to a: a waits for it too.
+    let mut client = node("hello-exec-1", 0);
+    client.mode = "client".into();
+    client.inbound = None;
+    let c = r.register(client);
+    assert!(matches!(routable(&r, a.id), Err(NotRoutable::Behind { .. })));
+    r.ack(c.id, w, String::new());
+    assert_eq!(routable(&r, a.id), Ok(()));
+    // A draining proxy sends nothing new: nobody waits for it.
+    r.set_draining(c.id);
+    r.set_health(a.id, false, "app is not accepting connections".into());
+    r.set_health(a.id, true, String::new());
+    let x = r.snapshot().version;
+    assert_eq!(record(&r, a.id).listed_since, Some(x), "listed anew");
+    for id in [ingress.id, a.id, b.id] {
+        r.ack(id, x, String::new());
+    }
+    assert_eq!(routable(&r, a.id), Ok(()));
+}
+
+#[test]
+fn a_restarted_proxy_is_routable_only_once_its_new_registration_is_listed_and_applied() {
+    let r = Registry::new(spec());
+    let ingress = r.register(ingress_node());
+    let old = r.register(node("hello-v1-0", 1000));
+    r.set_health(old.id, true, String::new());
+    let v = r.snapshot().version;
+    r.ack(ingress.id, v, String::new());
+    r.ack(old.id, v, String::new());
+    assert_eq!(routable(&r, old.id), Ok(()));
+    // The proxy crashed: its stream ends, its registration goes, and so does the endpoint.
+    drop(old);
+    assert!(endpoints(&r).is_empty());
+    // Its restart reuses the address; until it reports ready it is no endpoint.
+    let new = r.register(node("hello-v1-0", 1000));
+    assert!(endpoints(&r).is_empty());
+    assert!(record(&r, new.id).listed_since.is_none());
+    r.set_health(new.id, true, String::new());
+    let w = r.snapshot().version;
+    assert!(w > v);
+    assert_eq!(endpoints(&r), ["hello-v1-0"]);
+    assert!(matches!(routable(&r, new.id), Err(NotRoutable::Behind { since, .. }) if since == w));
+    r.ack(ingress.id, w, String::new());
+    r.ack(new.id, w, String::new());
+    assert_eq!(routable(&r, new.id), Ok(()));
+}
+
+#[test]
+fn a_proxy_registered_again_before_its_old_stream_ended_is_listed_only_once_ready() {
+    let r = Registry::new(spec());
+    let old = r.register(node("hello-v1-0", 1000));
+    r.set_health(old.id, true, String::new());
+    let v = r.snapshot().version;
+    // The old stream has not ended yet when the restarted proxy registers: the newest
+    // registration speaks for the replica, which is no endpoint until it reports ready.
+    let new = r.register(node("hello-v1-0", 1000));
+    r.set_health(new.id, true, String::new());
+    assert_eq!(r.snapshot().version, v + 2, "unlisted while not ready, then listed");
+    assert_eq!(record(&r, new.id).listed_since, Some(v + 2));
+    assert_eq!(record(&r, old.id).listed_since, None);
+}
