@@ -283,7 +283,30 @@ async fn start_proxy(launch: &Launch) -> Result<(Child, serde_json::Value), UpEr
     Ok((child, bound))
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// The lowest port [`app_port`] hands out: above the well-known and most registered services.
+const APP_PORT_MIN: u16 = 10_000;
+
+/// A port for an app to listen on. The app binds it some time after it was chosen, so it must
+/// not be one the kernel hands out by itself meanwhile (to another listener on port 0, or as
+/// the local port of an outgoing connection, which took an app's port when meshes started
+/// together): it is drawn below the ephemeral range (`net.ipv4.ip_local_port_range`), at random
+/// so that meshes starting together draw different ones, and checked free. Where the
+/// ephemeral range leaves no room below it, the kernel picks one.
+fn app_port() -> std::io::Result<u16> {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > APP_PORT_MIN + 1_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..64 {
+            let port = rng.gen_range(APP_PORT_MIN..ephemeral_low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -347,6 +370,7 @@ pub async fn up(
         .transpose()?;
 
     let registry = Registry::new(spec.clone());
+    registry.set_runs_ingress(true);
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let control = ControlPlane::start(registry.clone(), store, any, any, opts.ca.clone()).await?;
     if !opts.watch.is_empty() {
@@ -535,7 +559,7 @@ async fn start_replica(
     stops: (&CancellationToken, &CancellationToken, &CancellationToken),
 ) -> Result<(), UpError> {
     let instance = w.instance_name(i);
-    let port = free_port().map_err(|e| UpError::Spawn {
+    let port = app_port().map_err(|e| UpError::Spawn {
         what: instance.clone(),
         program: "port allocation".into(),
         source: e,
@@ -687,12 +711,15 @@ async fn wait_ready(
         if let (false, Some(addr)) = (prometheus_ready, prometheus) {
             prometheus_ready = prometheus::ready(addr).await;
         }
-        let pending = pending(registry, control)
-            .into_iter()
-            .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
-                format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
-            }))
-            .collect::<Vec<_>>();
+        let st = status::build(registry, control.grpc, control.api);
+        let pending =
+            st.pending
+                .iter()
+                .map(|p| format!("  {p}"))
+                .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
+                    format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
+                }))
+                .collect::<Vec<_>>();
         if pending.is_empty() {
             return Ok(());
         }
@@ -705,38 +732,4 @@ async fn wait_ready(
             }
         }
     }
-}
-
-/// What keeps the mesh from being ready, one line each; empty when it is.
-fn pending(registry: &Registry, control: &ControlPlane) -> Vec<String> {
-    let st = status::build(registry, control.grpc, control.api);
-    let version = registry.snapshot().version;
-    let proxies = registry.proxies();
-    let ingress: Vec<_> = proxies
-        .iter()
-        .filter(|p| p.node.mode == "ingress" && !p.draining)
-        .collect();
-    st.workloads
-        .iter()
-        .filter(|w| !w.ready)
-        .map(|w| format!("  {}: {} ({})", w.instance, w.state, w.reason))
-        .chain(proxies.iter().filter(|p| p.acked != version).map(|p| {
-            format!(
-                "  {}: has not applied snapshot {version} (runs {})",
-                p.name(),
-                p.acked
-            )
-        }))
-        .chain(
-            ingress
-                .is_empty()
-                .then(|| "  ingress: not registered".to_string()),
-        )
-        .chain(
-            ingress
-                .iter()
-                .filter(|p| !p.ready)
-                .map(|p| format!("  {}: not ready ({})", p.name(), p.reason)),
-        )
-        .collect()
 }

@@ -96,7 +96,10 @@ pub enum NotRoutable {
     /// Ready, but not listed as an endpoint (no inbound listener).
     NotListed,
     /// Listed since `since`, but these proxies (instance, version applied) run an older snapshot.
-    Behind { since: u64, proxies: Vec<(String, u64)> },
+    Behind {
+        since: u64,
+        proxies: Vec<(String, u64)>,
+    },
 }
 
 impl std::fmt::Display for NotRoutable {
@@ -105,7 +108,9 @@ impl std::fmt::Display for NotRoutable {
             NotRoutable::NoProxy => f.write_str("no proxy registered yet"),
             NotRoutable::Draining => f.write_str("draining"),
             NotRoutable::NotReady(reason) => f.write_str(reason),
-            NotRoutable::NotListed => f.write_str("ready but not an endpoint (no inbound listener)"),
+            NotRoutable::NotListed => {
+                f.write_str("ready but not an endpoint (no inbound listener)")
+            }
             NotRoutable::Behind { since, proxies } => {
                 write!(f, "endpoint since snapshot {since}; not yet applied by ")?;
                 for (i, (instance, acked)) in proxies.iter().enumerate() {
@@ -174,6 +179,8 @@ struct Inner {
     snapshot: Arc<Snapshot>,
     /// The URL of the Prometheus `weft up --prometheus` runs beside the mesh.
     prometheus: Option<String>,
+    /// The mesh runs an ingress gateway of its own (`weft up` does): it is not ready without it.
+    runs_ingress: bool,
 }
 
 pub struct Registry {
@@ -201,6 +208,7 @@ impl Registry {
                 next_id: 1,
                 snapshot: snapshot.clone(),
                 prometheus: None,
+                runs_ingress: false,
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -224,6 +232,16 @@ impl Registry {
     /// Records where the mesh's Prometheus answers (`weft status` reports it).
     pub fn set_prometheus(&self, url: Option<String>) {
         self.lock().prometheus = url;
+    }
+
+    /// Says that the mesh runs an ingress gateway of its own, so that it is not ready before the
+    /// ingress is.
+    pub fn set_runs_ingress(&self, runs: bool) {
+        self.lock().runs_ingress = runs;
+    }
+
+    pub fn runs_ingress(&self) -> bool {
+        self.lock().runs_ingress
     }
 
     /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.

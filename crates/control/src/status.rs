@@ -20,6 +20,14 @@ pub struct Status {
     #[serde(default)]
     pub prometheus: String,
     pub version: u64,
+    /// The mesh routes whatever it can route: every replica is `ready`, every proxy runs
+    /// snapshot `version`, and the ingress (when the mesh runs one) is registered and ready.
+    /// `weft up` prints its ready line when this first holds.
+    #[serde(default)]
+    pub ready: bool,
+    /// What keeps the mesh from being ready, one line each; empty when it is.
+    #[serde(default)]
+    pub pending: Vec<String>,
     pub workloads: Vec<WorkloadStatus>,
 }
 
@@ -52,6 +60,7 @@ fn addr(a: Option<SocketAddr>) -> String {
 
 pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Status {
     let spec = registry.spec();
+    let version = registry.snapshot().version;
     let proxies = registry.proxies();
     let newest =
         |pred: &dyn Fn(&ProxyRecord) -> bool| proxies.iter().rev().find(|p| pred(p)).cloned();
@@ -101,6 +110,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
             }
         }
     }
+    let pending = pending(&workloads, &proxies, version, registry.runs_ingress());
     Status {
         mesh: spec.name,
         control: control.to_string(),
@@ -108,7 +118,46 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         ingress: ingress.to_string(),
         ingress_admin,
         prometheus: registry.prometheus().unwrap_or_default(),
-        version: registry.snapshot().version,
+        version,
+        ready: pending.is_empty(),
+        pending,
         workloads,
     }
+}
+
+/// What keeps the mesh from routing whatever it can route, one line each.
+fn pending(
+    workloads: &[WorkloadStatus],
+    proxies: &[ProxyRecord],
+    version: u64,
+    runs_ingress: bool,
+) -> Vec<String> {
+    let ingress: Vec<_> = proxies
+        .iter()
+        .filter(|p| p.node.mode == "ingress" && !p.draining)
+        .collect();
+    workloads
+        .iter()
+        .filter(|w| !w.ready)
+        .map(|w| format!("{}: {} ({})", w.instance, w.state, w.reason))
+        .chain(
+            proxies
+                .iter()
+                .filter(|p| !p.draining && p.acked != version)
+                .map(|p| {
+                    format!(
+                        "{}: has not applied snapshot {version} (runs {})",
+                        p.name(),
+                        p.acked
+                    )
+                }),
+        )
+        .chain((runs_ingress && ingress.is_empty()).then(|| "ingress: not registered".to_string()))
+        .chain(
+            ingress
+                .iter()
+                .filter(|p| !p.ready)
+                .map(|p| format!("{}: not ready ({})", p.name(), p.reason)),
+        )
+        .collect()
 }

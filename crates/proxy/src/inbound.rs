@@ -199,8 +199,12 @@ pub async fn probe_app(
             tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(app)).await,
             Ok(Ok(_))
         );
-        if ok != health.is_ready() {
-            tracing::info!(%app, ready = ok, "app readiness changed");
+        // Worded without "ready": scripts wait for `weft up`'s ready line, often on its
+        // output and its log together.
+        match (ok, health.is_ready()) {
+            (true, false) => tracing::info!(%app, "app accepts connections"),
+            (false, true) => tracing::info!(%app, "app stopped accepting connections"),
+            _ => {}
         }
         health.set(ok);
         metrics.app_ready.set(ok as i64);

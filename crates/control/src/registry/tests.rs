@@ -234,7 +234,11 @@ fn a_replica_is_routable_once_every_live_proxy_applied_a_snapshot_listing_it() {
     let w = r.snapshot().version;
     assert!(w > v);
     assert_eq!(record(&r, a.id).listed_since, Some(v));
-    assert_eq!(routable(&r, a.id), Ok(()), "everyone has a version listing a");
+    assert_eq!(
+        routable(&r, a.id),
+        Ok(()),
+        "everyone has a version listing a"
+    );
     assert!(matches!(routable(&r, b.id), Err(NotRoutable::Behind { since, .. }) if since == w));
 
     // A proxy that joins (a `weft exec` client) could send to a: a waits for it too.
@@ -242,7 +246,10 @@ fn a_replica_is_routable_once_every_live_proxy_applied_a_snapshot_listing_it() {
     client.mode = "client".into();
     client.inbound = None;
     let c = r.register(client);
-    assert!(matches!(routable(&r, a.id), Err(NotRoutable::Behind { .. })));
+    assert!(matches!(
+        routable(&r, a.id),
+        Err(NotRoutable::Behind { .. })
+    ));
     r.ack(c.id, w, String::new());
     assert_eq!(routable(&r, a.id), Ok(()));
     // A draining proxy sends nothing new: nobody waits for it.
@@ -294,7 +301,11 @@ fn a_proxy_registered_again_before_its_old_stream_ended_is_listed_only_once_read
     // registration speaks for the replica, which is no endpoint until it reports ready.
     let new = r.register(node("hello-v1-0", 1000));
     r.set_health(new.id, true, String::new());
-    assert_eq!(r.snapshot().version, v + 2, "unlisted while not ready, then listed");
+    assert_eq!(
+        r.snapshot().version,
+        v + 2,
+        "unlisted while not ready, then listed"
+    );
     assert_eq!(record(&r, new.id).listed_since, Some(v + 2));
     assert_eq!(record(&r, old.id).listed_since, None);
 }

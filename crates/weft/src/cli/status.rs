@@ -1,7 +1,16 @@
-//! `weft status`: what runs where.
+//! `weft status`: what runs where, and whether the mesh is ready (`--wait` waits until it is,
+//! for scripts that start `weft up` in the background).
 
-use super::{get::get, runtime, Output};
+use super::{get::get, parse_duration, runtime, Output};
 use control::status::Status;
+use std::time::Duration;
+
+/// How long `--wait` waits by default: as long as `weft up` itself does.
+const DEFAULT_WAIT: Duration = control::local::DEFAULT_READY_TIMEOUT;
+/// How often `--wait` asks the control plane again.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+/// `weft status --wait` gave up: the mesh is not ready (or not running).
+const EXIT_NOT_READY: i32 = 3;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -10,31 +19,97 @@ pub struct StatusArgs {
     /// Which mesh (when several run)
     #[arg(long)]
     mesh: Option<String>,
+    /// Wait until the mesh runs and is ready (every replica receives traffic from every proxy
+    /// that could send it, every proxy runs the latest snapshot), then print the status; exit
+    /// 3 with what is pending if it is not ready within --timeout
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits [default: 60s]
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    timeout: Option<Duration>,
 }
 
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
     let rt = runtime()?;
-    let (code, body) = rt.block_on(get(&format!("http://{}/status", mesh.api)))?;
+    let (st, code) = if a.wait {
+        let within = a.timeout.unwrap_or(DEFAULT_WAIT);
+        match rt.block_on(wait_ready(a.mesh.as_deref(), within)) {
+            Ok(st) => (st, 0),
+            Err(Waited::NotReady(st)) => {
+                eprintln!(
+                    "weft: mesh {} is not ready after {within:?}:\n  {}",
+                    st.mesh,
+                    st.pending.join("\n  ")
+                );
+                (st, EXIT_NOT_READY)
+            }
+            Err(Waited::NotRunning(e)) => {
+                eprintln!("weft: no mesh ready after {within:?}: {e}");
+                return Ok(EXIT_NOT_READY);
+            }
+        }
+    } else {
+        let mesh = control::meshes::find(a.mesh.as_deref())?;
+        (rt.block_on(fetch(&mesh.api))?, 0)
+    };
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+        Output::Table => print_table(&st),
+    }
+    Ok(code)
+}
+
+async fn fetch(api: &str) -> anyhow::Result<Status> {
+    let (code, body) = get(&format!("http://{api}/status")).await?;
     if code != 200 {
         anyhow::bail!(
             "control plane answered {code}: {}",
             String::from_utf8_lossy(&body)
         );
     }
-    let st: Status = serde_json::from_slice(&body)?;
-    match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
-        Output::Table => print_table(&st),
+    Ok(serde_json::from_slice(&body)?)
+}
+
+enum Waited {
+    /// The last status read.
+    NotReady(Status),
+    /// Why no mesh could be asked.
+    NotRunning(anyhow::Error),
+}
+
+/// Asks the mesh's control plane until it says the mesh is ready; a mesh that is still being
+/// started (no record yet, control plane not answering) is waited for too.
+async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Waited> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let asked = match control::meshes::find(mesh) {
+            Ok(m) => fetch(&m.api).await,
+            Err(e) => Err(e.into()),
+        };
+        let last = match asked {
+            Ok(st) if st.ready => return Ok(st),
+            Ok(st) => Waited::NotReady(st),
+            Err(e) => Waited::NotRunning(e),
+        };
+        if tokio::time::Instant::now() + WAIT_POLL > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
-    Ok(0)
 }
 
 fn print_table(st: &Status) {
     println!(
-        "mesh {}   control {}   ingress {}   snapshot {}",
-        st.mesh, st.control, st.ingress, st.version
+        "mesh {}   control {}   ingress {}   snapshot {}   {}",
+        st.mesh,
+        st.control,
+        st.ingress,
+        st.version,
+        if st.ready { "ready" } else { "not ready" }
     );
+    for p in &st.pending {
+        println!("  pending: {p}");
+    }
     let rows: Vec<[String; 8]> = st
         .workloads
         .iter()

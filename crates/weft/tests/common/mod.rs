@@ -33,6 +33,13 @@ pub fn mesh_yaml(name: &str, services: &[(&str, u32, &str)]) -> String {
     y
 }
 
+/// The mesh's name, from the `metadata: {name: NAME}` line [`mesh_yaml`] writes.
+fn mesh_name(yaml: &str) -> Option<&str> {
+    yaml.split("metadata: {name: ")
+        .nth(1)
+        .and_then(|r| r.split('}').next())
+}
+
 /// A running `weft up`.
 pub struct Mesh {
     pub child: Child,
@@ -40,6 +47,8 @@ pub struct Mesh {
     _home: Option<tempfile::TempDir>,
     pub files: tempfile::TempDir,
     pub stderr: Arc<Mutex<String>>,
+    /// The first line of `weft up`'s output that said "ready".
+    pub ready_line: String,
     pub status: Value,
     pub ingress: SocketAddr,
 }
@@ -74,6 +83,19 @@ impl Mesh {
         m
     }
 
+    /// [`Mesh::up`] as a script runs it: `weft up FILE 2>&1 | grep -m1 -w ready`.
+    pub fn up_as_script(yaml: &str) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let file = files.path().join("mesh.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let args = [file.display().to_string()];
+        // The default log level, as a user gets it.
+        let mut m = Self::launch_with(files, home.path(), &args, "", mesh_name(yaml), true);
+        m._home = Some(home);
+        m
+    }
+
     fn start(yaml: &str, home: &Path, more: &[(&str, &str)], watch: bool, args: &[&str]) -> Mesh {
         Self::start_logging(yaml, home, more, watch, args, "warn")
     }
@@ -99,16 +121,11 @@ impl Mesh {
         } else {
             up_args.push(file.display().to_string());
         }
-        // The mesh's name, from the `metadata: {name: NAME}` line `mesh_yaml` writes.
-        let name = yaml
-            .split("metadata: {name: ")
-            .nth(1)
-            .and_then(|r| r.split('}').next())
-            .map(str::to_owned);
-        Self::launch(files, home, &up_args, log, name.as_deref())
+        Self::launch(files, home, &up_args, log, mesh_name(yaml))
     }
 
-    /// Runs `weft up ARGS` in `home`, waits for its ready line, and reads its status.
+    /// Runs `weft up ARGS` in `home` (logging at `log`; empty: weft's default), waits for its
+    /// ready line, and reads its status.
     fn launch(
         files: tempfile::TempDir,
         home: &Path,
@@ -116,11 +133,36 @@ impl Mesh {
         log: &str,
         name: Option<&str>,
     ) -> Mesh {
-        let mut child = Command::new(WEFT)
+        Self::launch_with(files, home, args, log, name, false)
+    }
+
+    /// [`Mesh::launch`]; `combined`: as a script that reads `weft up 2>&1` would, with the log
+    /// on the same stream as the output (and in [`Mesh::stderr`]), waiting for the first line
+    /// with the word "ready" (in [`Mesh::ready_line`]).
+    fn launch_with(
+        files: tempfile::TempDir,
+        home: &Path,
+        args: &[String],
+        log: &str,
+        name: Option<&str>,
+        combined: bool,
+    ) -> Mesh {
+        let mut cmd = if combined {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "exec \"$@\" 2>&1", "sh", WEFT]);
+            sh
+        } else {
+            Command::new(WEFT)
+        };
+        if log.is_empty() {
+            cmd.env_remove("WEFT_LOG");
+        } else {
+            cmd.env("WEFT_LOG", log);
+        }
+        let mut child = cmd
             .arg("up")
             .args(args)
             .env("WEFT_HOME", home)
-            .env("WEFT_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -128,14 +170,27 @@ impl Mesh {
         let stderr = collect(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
+        let log_lines = stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains("ready") {
+                if combined {
+                    let mut b = log_lines.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+                // What `grep -w ready` finds ("already" and "readiness" are other words).
+                let says_ready = if combined {
+                    line.split(|c: char| !c.is_alphanumeric())
+                        .any(|w| w == "ready")
+                } else {
+                    line.contains("ready")
+                };
+                if says_ready {
                     let _ = tx.send(line);
                 }
             }
         });
-        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+        let Ok(ready_line) = rx.recv_timeout(READY_TIMEOUT) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -143,13 +198,14 @@ impl Mesh {
                 args.join(" "),
                 stderr.lock().unwrap()
             );
-        }
+        };
         let mut mesh = Mesh {
             child,
             home: home.to_path_buf(),
             _home: None,
             files,
             stderr,
+            ready_line,
             status: Value::Null,
             ingress: "127.0.0.1:0".parse().unwrap(),
         };

@@ -1,0 +1,273 @@
+//! "Ready" means routable: once `weft up` prints its ready line (read as scripts read it, with
+//! the log on the same stream) or `weft status --wait` returns, the first request through the
+//! ingress, the first call from one sidecar to another and the first call of a `weft exec`
+//! client are all routed; `weft status` calls a replica ready only when every proxy routes to
+//! it, also after its sidecar was killed and restarted.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How many times the mesh is started, and how many start at once (a loaded machine is where
+/// a readiness race shows).
+const STARTS: usize = 30;
+const AT_ONCE: usize = 3;
+/// The whole loop's bound.
+const LOOP_LIMIT: Duration = Duration::from_secs(600);
+
+/// The 3-service mesh: `front` calls `back` (2 replicas) through its sidecar; `third` stands
+/// beside them.
+fn three_services(name: &str) -> String {
+    mesh_yaml(name, &[("front", 1, ""), ("back", 2, ""), ("third", 1, "")])
+}
+
+/// The first requests after ready to the mesh running in `home` whose status (read right after
+/// ready) is `status`: how many of the ingress's and sidecar-to-sidecar ones were routed, and
+/// one line per failure.
+fn first_requests(home: &Path, status: &Value) -> (usize, Vec<String>) {
+    let ingress: SocketAddr = status["ingress"].as_str().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut ok = 0;
+    rt.block_on(async {
+        let c = client();
+        // Through the ingress, straight to a service.
+        match get(&c, ingress, "third", "/").await {
+            Ok(r) if r.status == 200 && r.body["service"] == "third" => ok += 1,
+            other => failures.push(format!("ingress → third: {other:?}")),
+        }
+        // Sidecar to sidecar: front's app calls back through its sidecar.
+        match get(&c, ingress, "front", "/fetch?url=http://back/").await {
+            Ok(r) if r.status == 200 && r.body["downstream"]["status"] == 200 => ok += 1,
+            other => failures.push(format!("front → back: {other:?}")),
+        }
+    });
+    // A `weft exec` client: its command runs once its own proxy can route.
+    let script = "import sys,urllib.request\n\
+                  try: r = urllib.request.urlopen('http://back/'); print(r.status)\n\
+                  except Exception as e: print(e); sys.exit(1)";
+    let out = weft_in(
+        home,
+        &["exec", "--service", "front", "--", "python3", "-c", script],
+    );
+    if !out.status.success() {
+        failures.push(format!(
+            "weft exec → back: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // And status, read right after ready, says every replica is ready.
+    for w in status["workloads"].as_array().unwrap() {
+        if w["ready"] != Value::Bool(true) {
+            failures.push(format!("status right after ready: {w}"));
+        }
+    }
+    (ok, failures)
+}
+
+#[test]
+fn the_first_requests_after_ready_are_routed_every_start() {
+    let started = Instant::now();
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    let mut starts = 0;
+    while starts < STARTS {
+        assert!(
+            started.elapsed() < LOOP_LIMIT,
+            "{starts} starts took {:?}",
+            started.elapsed()
+        );
+        let batch: Vec<_> = (0..AT_ONCE.min(STARTS - starts))
+            .map(|i| {
+                let name = format!("ready{}", starts + i);
+                std::thread::spawn(move || {
+                    let mesh = Mesh::up_as_script(&three_services(&name));
+                    let (ok, mut failures) = first_requests(&mesh.home, &mesh.status);
+                    if !mesh.ready_line.contains(&format!("mesh {name} is ready")) {
+                        failures.push(format!(
+                            "the first line saying ready is not weft's: {}",
+                            mesh.ready_line
+                        ));
+                    }
+                    let stderr = if failures.is_empty() {
+                        String::new()
+                    } else {
+                        mesh.stderr()
+                    };
+                    (name, ok, failures, stderr)
+                })
+            })
+            .collect();
+        for t in batch {
+            let (name, n, f, stderr) = t.join().unwrap();
+            ok += n;
+            if !f.is_empty() {
+                failures.push(format!("{name}:\n  {}\n{stderr}", f.join("\n  ")));
+            }
+            starts += 1;
+        }
+    }
+    eprintln!(
+        "{STARTS} starts in {:?}: {ok}/{} first requests routed (ingress and sidecar to sidecar)",
+        started.elapsed(),
+        2 * STARTS
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(ok, 2 * STARTS);
+}
+
+/// Every proxy's snapshot in force (its admin `/config`).
+async fn configs(c: &HttpClient, status: &Value) -> Vec<(String, Value)> {
+    let mut admins = vec![("ingress".to_string(), status["ingress_admin"].clone())];
+    for w in status["workloads"].as_array().unwrap() {
+        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
+    }
+    let mut out = Vec::new();
+    for (who, admin) in admins {
+        let addr = admin.as_str().unwrap().parse().unwrap();
+        let r = get(c, addr, "admin", "/config").await.unwrap();
+        assert_eq!(r.status, 200, "{who}: {}", r.text);
+        out.push((who, r.body));
+    }
+    out
+}
+
+/// Whether `config` lists `instance` of `service` at `inbound`.
+fn lists(config: &Value, service: &str, instance: &str, inbound: &str) -> bool {
+    config["snapshot"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["key"]["name"] == service)
+        .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+        .any(|e| e["instance"] == instance && e["address"] == inbound)
+}
+
+fn workload<'a>(status: &'a Value, instance: &str) -> &'a Value {
+    status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .unwrap()
+}
+
+/// A sidecar killed with SIGKILL is restarted; its replica is reported ready again only once
+/// every proxy (the ingress, every sidecar, its own) lists it in the snapshot it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
+    let mesh = Mesh::up(&three_services("restart"));
+    let c = client();
+    let victim = workload(&mesh.status, "back-v1-0");
+    let (pid, inbound) = (
+        victim["pid"].as_u64().unwrap(),
+        victim["inbound"].as_str().unwrap().to_string(),
+    );
+    for (who, config) in configs(&c, &mesh.status).await {
+        assert!(lists(&config, "back", "back-v1-0", &inbound), "{who}");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Status is the readiness signal: poll it until the restarted sidecar's replica is ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_not_ready = None;
+    let status = loop {
+        let st = tokio::task::block_in_place(|| mesh.status_json(Some("restart")));
+        let w = workload(&st, "back-v1-0");
+        let restarted = w["pid"].as_u64().is_some_and(|p| p != pid && p != 0);
+        if restarted && w["ready"] == Value::Bool(true) {
+            break st;
+        }
+        if w["ready"] == Value::Bool(false) {
+            seen_not_ready.get_or_insert_with(|| w.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "back-v1-0 is not ready again: {w}\n{}",
+            mesh.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("while it restarted, status said: {seen_not_ready:?}");
+    assert_eq!(workload(&status, "back-v1-0")["inbound"], inbound.as_str());
+    // Ready means routable: every proxy runs a snapshot listing the restarted replica.
+    for (who, config) in configs(&c, &status).await {
+        assert!(
+            lists(&config, "back", "back-v1-0", &inbound),
+            "{who} does not route to back-v1-0 although status says it is ready: {config}"
+        );
+    }
+    // And the first calls to it from its peers are answered.
+    let r = get(&c, mesh.ingress, "front", "/fetch?url=http://back/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["downstream"]["status"], 200, "{}", r.text);
+    let stderr = mesh.stderr();
+    assert!(
+        stderr.contains("back-v1-0 proxy exited"),
+        "the crash was not reported:\n{stderr}"
+    );
+}
+
+/// A script that starts `weft up` in the background and does not read its output waits with
+/// `weft status --wait`; the first requests after it returns are routed.
+#[test]
+fn status_wait_returns_once_the_mesh_routes() {
+    let home = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("mesh.yaml");
+    std::fs::write(&file, three_services("waited")).unwrap();
+    // Nothing runs yet: --wait gives up after its timeout with exit status 3.
+    let out = weft_in(
+        home.path(),
+        &["status", "--wait", "--timeout", "300ms", "--mesh", "waited"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no mesh ready after"),
+        "{out:?}"
+    );
+    let mut up = std::process::Command::new(WEFT)
+        .args(["up", file.to_str().unwrap()])
+        .env("WEFT_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = weft_in(
+        home.path(),
+        &["status", "--wait", "--timeout", "90s", "-o", "json"],
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let routed = out
+        .status
+        .success()
+        .then(|| first_requests(home.path(), &status));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let stopped = wait_timeout(&mut up, Duration::from_secs(30));
+    if stopped.is_none() {
+        let _ = up.kill();
+    }
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["pending"], serde_json::json!([]), "{status}");
+    let (ok, failures) = routed.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(ok, 2);
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+}
