@@ -61,6 +61,22 @@ async fn metric(c: &HttpClient, admin: std::net::SocketAddr, name: &str) -> Opti
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
 }
 
+/// `weft status --wait` for the one mesh of `home`: its status once it is ready.
+fn wait_ready(home: &std::path::Path) -> serde_json::Value {
+    let out = tokio::task::block_in_place(|| {
+        weft_in(
+            home,
+            &["status", "--wait", "--timeout", "30s", "-o", "json"],
+        )
+    });
+    assert!(
+        out.status.success(),
+        "the mesh never got ready: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_keep_serving_without_the_control_plane_and_reconnect() {
     let home = tempfile::tempdir().unwrap();
@@ -133,16 +149,24 @@ async fn proxies_keep_serving_without_the_control_plane_and_reconnect() {
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
 
     let c = client();
+    // Readiness signals, no retries: the client proxy's own /ready (it has registered and has a
+    // snapshot), then the mesh's (every replica routable from every registered proxy).
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = get(&c, outbound, "hello", "/").await {
-            if r.status == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the mesh never routed hello");
+    while get(&c, admin, "admin", "/ready")
+        .await
+        .map(|r| r.status)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client proxy never got ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    wait_ready(home.path());
+    let r = get(&c, outbound, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "the first request once ready: {}", r.text);
     assert_eq!(
         metric(&c, admin, "weft_control_plane_connected").await,
         Some(1.0)
@@ -174,24 +198,9 @@ async fn proxies_keep_serving_without_the_control_plane_and_reconnect() {
         assert!(Instant::now() < deadline, "the proxy never reconnected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = weft_in(home.path(), &["status", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut st = st;
-    while st["workloads"][0]["ready"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "hello-v1-0 never re-registered: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let out = weft_in(home.path(), &["status", "-o", "json"]);
-        st = serde_json::from_slice(&out.stdout).unwrap();
-    }
+    // hello-v1-0 re-registered and every proxy routes with the new control plane's snapshot.
+    let st = wait_ready(home.path());
+    assert_eq!(st["workloads"][0]["ready"], true, "{st}");
     for _ in 0..50 {
         let r = get(&c, outbound, "hello", "/").await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text);
