@@ -10,6 +10,8 @@ use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How many times the mesh is started, and how many start at once (a loaded machine is where
@@ -174,6 +176,26 @@ async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
     for (who, config) in configs(&c, &mesh.status).await {
         assert!(lists(&config, "back", "back-v1-0", &inbound), "{who}");
     }
+    // Two clients call back through the ingress the whole time (bounded: 60 s at most).
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::<(Instant, Result<String, String>)>::new()));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, stop, log, ingress) = (c.clone(), stop.clone(), log.clone(), mesh.ingress);
+            tokio::spawn(async move {
+                let end = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    let r = match get(&c, ingress, "back", "/").await {
+                        Ok(r) if r.status == 200 => Ok(r.body["instance"].to_string()),
+                        Ok(r) => Err(format!("{} {:?} {}", r.status, r.flag, r.text)),
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    log.lock().unwrap().push((Instant::now(), r));
+                }
+            })
+        })
+        .collect();
+    let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -199,6 +221,7 @@ async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let ready_again = Instant::now();
     eprintln!("while it restarted, status said: {seen_not_ready:?}");
     assert_eq!(workload(&status, "back-v1-0")["inbound"], inbound.as_str());
     // Ready means routable: every proxy runs a snapshot listing the restarted replica.
@@ -214,6 +237,29 @@ async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["downstream"]["status"], 200, "{}", r.text);
+    // A little more load once it is back, then the tally.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let log = log.lock().unwrap();
+    let failed: Vec<_> = log.iter().filter(|(_, r)| r.is_err()).collect();
+    let after = log.iter().filter(|(t, _)| *t > ready_again).count();
+    let back_after = log
+        .iter()
+        .filter(|(t, r)| *t > ready_again && r.as_deref() == Ok("\"back-v1-0\""))
+        .count();
+    eprintln!(
+        "{} requests to back, {} failed; back-v1-0 ready again {:?} after the kill; {after} requests since, {back_after} answered by it",
+        log.len(),
+        failed.len(),
+        ready_again - killed,
+    );
+    // Requests in flight through the killed sidecar may fail (at most one per client);
+    // everything else is routed around it, and nothing fails once it is back.
+    assert!(failed.len() <= 2, "{failed:?}");
+    assert!(failed.iter().all(|(t, _)| *t < ready_again), "{failed:?}");
     let stderr = mesh.stderr();
     assert!(
         stderr.contains("back-v1-0 proxy exited"),
