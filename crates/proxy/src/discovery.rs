@@ -108,6 +108,10 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
         .into_inner();
     shared.metrics.control_connected.set(1);
     tracing::info!(control = %shared.settings.control, "connected to the control plane");
+    // The ack of a snapshot whose JWT rules wait for keys: sent once they are fetched (or given
+    // up on), so that "applied" means the rules are in force with their keys.
+    let mut held: Option<pb::Ack> = None;
+    let send = |m: Msg| tx.send(pb::ProxyMessage { msg: Some(m) });
     loop {
         tokio::select! {
             msg = inbound.message() => {
@@ -115,14 +119,41 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
                 if let Some(snapshot) = msg.snapshot {
                     let ack = apply(shared, snapshot);
                     got |= ack.error.is_empty();
-                    if tx.send(pb::ProxyMessage { msg: Some(Msg::Ack(ack)) }).await.is_err() {
-                        return Err((got, StreamError::Closed));
+                    let waits = ack.error.is_empty()
+                        && shared.settings.mode != crate::settings::Mode::Client
+                        && shared.security.pending_jwks().is_some();
+                    let now = match (waits, held.take()) {
+                        (true, _) => {
+                            held = Some(ack);
+                            None
+                        }
+                        // A rejected snapshot: what is in force was applied; say so first.
+                        (false, Some(earlier)) if !ack.error.is_empty() => {
+                            if send(Msg::Ack(earlier)).await.is_err() {
+                                return Err((got, StreamError::Closed));
+                            }
+                            Some(ack)
+                        }
+                        (false, _) => Some(ack),
+                    };
+                    if let Some(ack) = now {
+                        if send(Msg::Ack(ack)).await.is_err() {
+                            return Err((got, StreamError::Closed));
+                        }
                     }
                     // Readiness may have flipped with the first snapshot.
                     let _ = tx.send(health(shared)).await;
                 }
             }
+            // Health changes, and JWKS that settle (the store wakes the same notifier).
             _ = shared.health.changed.notified() => {
+                if held.is_some() && shared.security.pending_jwks().is_none() {
+                    if let Some(ack) = held.take() {
+                        if send(Msg::Ack(ack)).await.is_err() {
+                            return Err((got, StreamError::Closed));
+                        }
+                    }
+                }
                 let _ = tx.send(health(shared)).await;
             }
             _ = shared.drain.started(), if !drained_sent => {

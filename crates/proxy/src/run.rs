@@ -18,6 +18,7 @@ use crate::table::RouteTable;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub health: Arc<AppHealth>,
     pub has_snapshot: AtomicBool,
+    /// Set the first time the proxy is ready; from then on only what can change while it
+    /// serves (drain, app, certificate, snapshot) makes it not ready.
+    pub started: AtomicBool,
     /// The proxy's mTLS credentials, once the CA has signed them.
     pub tls: Arc<crate::identity::Slot>,
     /// How the inbound listener authenticates peers.
@@ -78,18 +82,33 @@ impl Shared {
     /// Why this proxy should not receive traffic as an endpoint (nor route any), if it should
     /// not. Until its first snapshot it knows neither routes nor the policies it must enforce on
     /// what it receives, so it is not ready without one. `/ready` says the same.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.drain.is_draining() {
-            Some("draining")
+    pub fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
+        let why = if self.drain.is_draining() {
+            "draining"
         } else if !self.has_snapshot.load(Ordering::Acquire) {
-            Some("no snapshot from the control plane yet")
+            "no snapshot from the control plane yet"
         } else if self.settings.join_token.is_some() && self.tls.get().is_none() {
-            Some("no certificate from the mesh CA yet")
+            "no certificate from the mesh CA yet"
         } else if self.settings.mode == Mode::Sidecar && !self.health.is_ready() {
-            Some("app is not accepting connections")
+            "app is not accepting connections"
+        } else if let Some(uri) = self.starting_without_jwks() {
+            return Some(format!("JWKS {uri} not fetched yet").into());
         } else {
-            None
+            self.started.store(true, Ordering::Release);
+            return None;
+        };
+        Some(why.into())
+    }
+
+    /// While the proxy starts (it has never been ready), a JWKS its JWT rules need and has not
+    /// fetched yet holds it back, so that valid tokens are not refused right after it says
+    /// ready (Istio's control plane inlines the keys in the config for the same reason). A
+    /// JWKS that a later snapshot brings does not take a serving proxy out of rotation.
+    fn starting_without_jwks(&self) -> Option<String> {
+        if self.settings.mode == Mode::Client || self.started.load(Ordering::Acquire) {
+            return None;
         }
+        self.security.pending_jwks()
     }
 }
 
@@ -170,6 +189,8 @@ pub fn run_with(
         observe.access_log = Some(Arc::new(log));
     }
     let observe = Arc::new(observe);
+    let health = Arc::new(AppHealth::default());
+    let jwks_settled = health.clone();
     let security = Arc::new(crate::security::Security::new(
         &settings.namespace,
         &settings.labels,
@@ -180,7 +201,9 @@ pub fn run_with(
             control_rt.handle().clone(),
             crate::jwt::JwksSettings::default(),
             bound.outbound,
-        ),
+        )
+        // A starting proxy waits for its JWKS: it reports its readiness again once it has it.
+        .on_settled(move || jwks_settled.changed.notify_one()),
     ));
     let tls: Arc<crate::identity::Slot> = Arc::default();
     let edges: Arc<crate::edges::Edges> = Arc::default();
@@ -195,8 +218,9 @@ pub fn run_with(
         table,
         app_pool,
         metrics,
-        health: Arc::new(AppHealth::default()),
+        health,
         has_snapshot: AtomicBool::new(false),
+        started: AtomicBool::new(false),
         tls,
         inbound_tls,
         edges,

@@ -98,6 +98,17 @@ impl Security {
         mode
     }
 
+    /// A JWKS the rules in force need that has not settled yet (never fetched, still within its
+    /// patience): its URI.
+    pub fn pending_jwks(&self) -> Option<String> {
+        self.current
+            .load()
+            .jwt
+            .remotes()
+            .find(|r| !r.settled())
+            .map(|r| r.uri().to_string())
+    }
+
     /// Checks a request from `peer`: its JWT (if rules apply) then its authorization. `Err`:
     /// the answer to send instead of forwarding it.
     pub fn check<B>(

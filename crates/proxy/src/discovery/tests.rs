@@ -56,6 +56,7 @@ fn shared() -> Shared {
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(AppHealth::default()),
         has_snapshot: AtomicBool::new(false),
+        started: AtomicBool::new(false),
         tls: Default::default(),
         inbound_tls: Arc::new(crate::server::InboundTls::new(
             None,

@@ -42,6 +42,14 @@ pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// The first retry after a failed fetch; doubled on each further failure, up to the refresh
 /// interval.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The first retry while a JWKS has never been fetched: a proxy starting up usually asks before
+/// the JWKS host is routable, and waits for the keys before it calls itself ready. Doubled on
+/// each failure, up to the retry interval.
+pub const FIRST_FETCH_RETRY: Duration = Duration::from_millis(100);
+/// How long a JWKS that was never fetched holds a starting proxy back (see
+/// [`RemoteJwks::settled`]): past it the proxy serves without the keys (tokens of that issuer are
+/// refused) rather than never becoming ready over one unreachable JWKS host.
+pub const DEFAULT_FIRST_FETCH_PATIENCE: Duration = Duration::from_secs(10);
 /// How long one fetch may take when the rule sets no `timeout` (Istio's JWTRule default).
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWKS document accepted; real ones are a few KiB.
@@ -180,6 +188,7 @@ pub struct JwksSettings {
     pub refresh_interval: Duration,
     pub min_refresh_interval: Duration,
     pub retry_interval: Duration,
+    pub first_fetch_patience: Duration,
 }
 
 impl Default for JwksSettings {
@@ -188,6 +197,7 @@ impl Default for JwksSettings {
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             retry_interval: DEFAULT_RETRY_INTERVAL,
+            first_fetch_patience: DEFAULT_FIRST_FETCH_PATIENCE,
         }
     }
 }
@@ -306,7 +316,12 @@ struct Shared {
     wake: Notify,
     /// Counts successful fetches, so callers can wait for the first.
     fetched: watch::Sender<u64>,
+    /// Fetched once, or given up on for readiness (see [`RemoteJwks::settled`]).
+    settled: std::sync::atomic::AtomicBool,
 }
+
+/// Called when a [`RemoteJwks`] settles (a proxy reports its readiness again).
+pub type OnSettled = Arc<dyn Fn() + Send + Sync>;
 
 /// The keys of one `jwksUri`, kept fresh by a background task that lives as long as this
 /// handle.
@@ -340,6 +355,14 @@ impl RemoteJwks {
         self.shared.wake.notify_one();
     }
 
+    /// Whether this JWKS no longer holds a starting proxy back: its keys were fetched once, or
+    /// it could not be had for [`JwksSettings::first_fetch_patience`].
+    pub fn settled(&self) -> bool {
+        self.shared
+            .settled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// How many fetches have succeeded.
     pub fn fetch_count(&self) -> u64 {
         *self.shared.fetched.borrow()
@@ -360,6 +383,7 @@ pub struct JwksStore {
     settings: JwksSettings,
     fetcher: Arc<dyn Fetch>,
     by_uri: Mutex<HashMap<String, Weak<RemoteJwks>>>,
+    on_settled: Option<OnSettled>,
 }
 
 impl std::fmt::Debug for JwksStore {
@@ -412,7 +436,14 @@ impl JwksStore {
             settings,
             fetcher,
             by_uri: Mutex::new(HashMap::new()),
+            on_settled: None,
         }
+    }
+
+    /// Calls `f` whenever one of the store's JWKS settles.
+    pub fn on_settled(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_settled = Some(Arc::new(f));
+        self
     }
 
     /// The keys of `uri`, starting its fetch task if no one holds it yet. `timeout` bounds each
@@ -427,6 +458,7 @@ impl JwksStore {
             keys: ArcSwapOption::empty(),
             wake: Notify::new(),
             fetched: watch::Sender::new(0),
+            settled: std::sync::atomic::AtomicBool::new(false),
         });
         let stop = CancellationToken::new();
         let task = Refresher {
@@ -435,6 +467,7 @@ impl JwksStore {
             settings: self.settings,
             fetcher: self.fetcher.clone(),
             shared: shared.clone(),
+            on_settled: self.on_settled.clone(),
         };
         self.handle.spawn(task.run(stop.clone()));
         let remote = Arc::new(RemoteJwks {
@@ -454,12 +487,24 @@ struct Refresher {
     settings: JwksSettings,
     fetcher: Arc<dyn Fetch>,
     shared: Arc<Shared>,
+    on_settled: Option<OnSettled>,
 }
 
 impl Refresher {
+    fn settle(&self) {
+        let was = self
+            .shared
+            .settled
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if let (false, Some(f)) = (was, &self.on_settled) {
+            f();
+        }
+    }
+
     async fn run(self, stop: CancellationToken) {
         let s = self.settings;
-        let mut backoff = s.retry_interval;
+        let born = Instant::now();
+        let mut backoff = FIRST_FETCH_RETRY.min(s.retry_interval);
         loop {
             let started = Instant::now();
             let result = tokio::select! {
@@ -473,6 +518,7 @@ impl Refresher {
                     tracing::debug!(uri = %self.uri, keys = keys.len(), "JWKS fetched");
                     self.shared.keys.store(Some(Arc::new(keys)));
                     self.shared.fetched.send_modify(|c| *c += 1);
+                    self.settle();
                     backoff = s.retry_interval;
                     s.refresh_interval
                 }
@@ -485,8 +531,23 @@ impl Refresher {
                         serving_stale_keys = stale,
                         "JWKS fetch failed"
                     );
+                    if !stale && born.elapsed() >= s.first_fetch_patience {
+                        tracing::warn!(uri = %self.uri, waited = ?born.elapsed(), "JWKS still not fetched; serving without it (its tokens are refused)");
+                        self.settle();
+                    }
                     let wait = backoff;
-                    backoff = (backoff * 2).min(s.refresh_interval);
+                    // While a starting proxy waits for the keys, retries stay within the retry
+                    // interval; after that they back off up to the refresh interval.
+                    let cap = if self
+                        .shared
+                        .settled
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        s.refresh_interval
+                    } else {
+                        s.retry_interval
+                    };
+                    backoff = (backoff * 2).min(cap);
                     wait
                 }
             };

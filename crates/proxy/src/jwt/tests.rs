@@ -759,6 +759,7 @@ fn fast() -> JwksSettings {
         refresh_interval: Duration::from_millis(100),
         min_refresh_interval: Duration::from_millis(50),
         retry_interval: Duration::from_millis(50),
+        first_fetch_patience: Duration::from_millis(300),
     }
 }
 
@@ -995,6 +996,7 @@ async fn refreshes_are_periodic_rate_limited_and_back_off() {
         refresh_interval: Duration::from_secs(300),
         min_refresh_interval: Duration::from_secs(10),
         retry_interval: Duration::from_secs(1),
+        first_fetch_patience: Duration::from_secs(10),
     };
     let store = JwksStore::with_fetcher(Handle::current(), settings, stub.clone());
     let remote = store.remote("http://jwks.test/keys", None);
@@ -1048,4 +1050,71 @@ async fn refreshes_are_periodic_rate_limited_and_back_off() {
     let again = store.remote("http://jwks.test/keys", None);
     again.fetched(1).await;
     assert_eq!(stub.calls(), calls + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jwks_never_fetched_is_retried_fast_and_settles_once_fetched_or_after_its_patience() {
+    let settings = JwksSettings {
+        refresh_interval: Duration::from_secs(300),
+        min_refresh_interval: Duration::from_secs(10),
+        retry_interval: Duration::from_secs(1),
+        first_fetch_patience: Duration::from_secs(10),
+    };
+    let settled = Arc::new(AtomicUsize::new(0));
+    let counter = settled.clone();
+    let stub = Arc::new(Stub::default());
+    stub.failing.store(true, Ordering::SeqCst);
+    *stub.body.lock().unwrap() = jwks(&[&ed_key("k")]);
+    let store =
+        JwksStore::with_fetcher(Handle::current(), settings, stub.clone()).on_settled(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    let t0 = tokio::time::Instant::now();
+    let remote = store.remote("http://jwks.test/keys", None);
+    // Failing from the start (the JWKS host is not routable yet): retried after 0.1 s, 0.2 s,
+    // 0.4 s, 0.8 s, then every second, not after 1 s, 2 s, 4 s… as once keys were fetched.
+    for (at, calls) in [
+        (0.05, 1),
+        (0.15, 2),
+        (0.35, 3),
+        (0.75, 4),
+        (1.55, 5),
+        (2.55, 6),
+    ] {
+        advance(at - t0.elapsed().as_secs_f64()).await;
+        assert_eq!(stub.calls(), calls, "at {at} s");
+    }
+    assert!(
+        !remote.settled(),
+        "a starting proxy still waits for these keys"
+    );
+    assert_eq!(settled.load(Ordering::SeqCst), 0);
+    // Still failing at 10.5 s, past its patience: it no longer holds the proxy back, once.
+    advance(8.0).await;
+    assert!(remote.settled());
+    assert_eq!(settled.load(Ordering::SeqCst), 1);
+    assert!(remote.keys().is_none());
+    stub.failing.store(false, Ordering::SeqCst);
+    remote.fetched(1).await;
+    assert_eq!(settled.load(Ordering::SeqCst), 1, "told once");
+
+    // Another JWKS that the host serves after a few tries settles with its first keys.
+    let stub = Arc::new(Stub::default());
+    stub.failing.store(true, Ordering::SeqCst);
+    *stub.body.lock().unwrap() = jwks(&[&ed_key("k")]);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let c = counter.clone();
+    let store =
+        JwksStore::with_fetcher(Handle::current(), settings, stub.clone()).on_settled(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+    let t1 = tokio::time::Instant::now();
+    let remote = store.remote("http://jwks.test/other", None);
+    advance(0.35).await;
+    assert!(!remote.settled());
+    stub.failing.store(false, Ordering::SeqCst);
+    remote.fetched(1).await;
+    assert!(remote.settled());
+    assert_eq!(counter.load(Ordering::SeqCst), 1);
+    assert!(t1.elapsed() < Duration::from_secs(1), "{:?}", t1.elapsed());
 }
