@@ -202,13 +202,22 @@ async fn a_killed_app_is_routed_around_restarted_and_gets_traffic_again() {
     let mesh = Mesh::up(&mesh_yaml("crash", &[("hello", 2, "")]));
     let c = client();
     let ingress = mesh.ingress;
-    // Find hello-v1-0's app process.
-    let victim = loop {
-        let r = get(&c, ingress, "hello", "/").await.unwrap();
-        if instance(&r) == "hello-v1-0" {
-            break r.body["pid"].as_u64().unwrap() as i32;
-        }
-    };
+    // hello-v1-0's app process, asked directly at its address.
+    let app: std::net::SocketAddr = mesh.status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == "hello-v1-0")
+        .and_then(|w| w["app"].as_str()?.parse().ok())
+        .expect("hello-v1-0's app address in status");
+    let r = get(&c, app, "hello", "/").await.unwrap();
+    assert_eq!(
+        (r.status, instance(&r).as_str()),
+        (200, "hello-v1-0"),
+        "{}",
+        r.text
+    );
+    let victim = r.body["pid"].as_u64().unwrap() as i32;
     let killed_at = Arc::new(Mutex::new(None::<Instant>));
     let log = Arc::new(Mutex::new(
         Vec::<(Instant, Result<(String, u64), String>)>::new(),

@@ -183,7 +183,8 @@ impl Mesh {
                     line.split(|c: char| !c.is_alphanumeric())
                         .any(|w| w == "ready")
                 } else {
-                    line.contains("ready")
+                    // `weft: mesh NAME is ready: ingress http://…`, and nothing else.
+                    line.starts_with("weft: mesh ") && line.contains(" is ready: ingress http://")
                 };
                 if says_ready {
                     let _ = tx.send(line);
