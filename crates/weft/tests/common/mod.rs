@@ -534,8 +534,10 @@ impl Mesh {
     }
 }
 
-/// Polls `f` until it returns `want` (a pushed policy reaches the proxies within a second), for
-/// at most 5 s; returns the last answer.
+/// Polls `f` until it returns `want`, for at most 5 s; returns the last answer. Only for what a
+/// process reports after the fact (log lines through a pipe, a counter bumped after the peer
+/// saw the outcome): requests after `weft up`'s ready line or `weft apply`'s answer are asserted
+/// on the first try, since both signals mean every proxy runs the change.
 pub async fn eventually<F, Fut, T>(want: T, mut f: F) -> T
 where
     F: FnMut() -> Fut,
