@@ -1,6 +1,6 @@
 //! The Gateway API conformance manifests (HTTPRoutes whose parent is a Gateway), unchanged,
 //! applied one at a time to a running mesh's ingress gateway with `weft apply`, and the answers
-//! the upstream conformance tests expect (../shared/conformance/README.md).
+//! the upstream conformance tests expect (testdata/conformance/README.md).
 
 mod common;
 

@@ -2,8 +2,8 @@
 //!
 //! Paths: `direct` (load generator → app), `weft` (→ client proxy → HTTP/2 → sidecar → app) and,
 //! when an `envoy` binary is available, `envoy` (the same two hops through two Envoys). Rounds
-//! interleave the paths (A B C A B C …) and every figure quoted is the median over rounds, as
-//! `../shared/reference/benchmarks.md` found necessary on a 2-core VM. Per step: latency at fixed
+//! interleave the paths (A B C A B C …) and every figure quoted is the median over rounds, as a
+//! noisy 2-core VM needs (see docs/benchmarks.md). Per step: latency at fixed
 //! rates (open model, coordinated-omission corrected), peak throughput (closed model), proxy CPU
 //! time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under load.
 //!
