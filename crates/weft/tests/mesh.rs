@@ -242,7 +242,11 @@ async fn a_killed_app_is_routed_around_restarted_and_gets_traffic_again() {
         }));
     }
     // Let load run, then kill the app.
-    wait_until(Duration::from_secs(10), || log.lock().unwrap().len() >= 200).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || log.lock().unwrap().len() >= 200).await,
+        "load did not get going: {} requests",
+        log.lock().unwrap().len()
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim),
         nix::sys::signal::Signal::SIGKILL,
@@ -306,7 +310,9 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
         .iter()
         .map(|w| w["pid"].as_i64().unwrap() as i32)
         .collect();
-    let log = Arc::new(Mutex::new(Vec::<(Instant, Result<u16, Failure>)>::new()));
+    // (sent, answered, result) of every request.
+    type Entry = (Instant, Instant, Result<u16, Failure>);
+    let log = Arc::new(Mutex::new(Vec::<Entry>::new()));
     let stop = tokio_util_stop();
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -317,7 +323,9 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
                 let sent = Instant::now();
                 let r = get(&c, ingress, "hello", "/anything?delay=200ms").await;
                 let refused = matches!(r, Err(Failure::Connect(_)));
-                log.lock().unwrap().push((sent, r.map(|r| r.status)));
+                log.lock()
+                    .unwrap()
+                    .push((sent, Instant::now(), r.map(|r| r.status)));
                 if refused {
                     // The listener is closed: the mesh is going away.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -325,12 +333,13 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
             }
         }));
     }
-    wait_until(Duration::from_secs(20), || log.lock().unwrap().len() >= 40).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || log.lock().unwrap().len() >= 40).await,
+        "load did not get going: {} requests",
+        log.lock().unwrap().len()
+    );
     for r in log.lock().unwrap().iter() {
-        if let (_, Ok(200)) = r {
-        } else {
-            panic!("failure before the signal: {r:?}");
-        }
+        assert!(matches!(r.2, Ok(200)), "failure before the signal: {r:?}");
     }
     // The apps' pids, for the leftovers check.
     let r = get(&c, ingress, "hello", "/").await.unwrap();
@@ -348,11 +357,21 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
         mesh.stderr()
     );
     let log = log.lock().unwrap();
-    let before: Vec<_> = log.iter().filter(|(t, _)| *t < signalled).collect();
+    let before: Vec<_> = log.iter().filter(|(t, _, _)| *t < signalled).collect();
     let failed: Vec<_> = before
         .iter()
-        .filter(|(_, r)| !matches!(r, Ok(200)))
+        .filter(|(_, _, r)| !matches!(r, Ok(200)))
         .collect();
+    // The drain had work to do: requests sent before the signal and answered after it (each
+    // client is mid-request nearly all the time, a request taking 200 ms).
+    let in_flight = before
+        .iter()
+        .filter(|(_, done, _)| *done > signalled)
+        .count();
+    assert!(
+        in_flight >= 4,
+        "only {in_flight} requests were in flight at SIGTERM"
+    );
     assert!(
         failed.is_empty(),
         "{} of {} requests sent before SIGTERM failed: {:?}",
@@ -360,7 +379,10 @@ async fn sigterm_drains_in_flight_requests_and_leaves_nothing_behind() {
         before.len(),
         failed.first()
     );
-    eprintln!("{} requests sent before SIGTERM, all 200", before.len());
+    eprintln!(
+        "{} requests sent before SIGTERM, all 200, {in_flight} of them in flight at the signal",
+        before.len()
+    );
     for pid in pids {
         let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
         assert!(gone, "process {pid} outlived weft up");
