@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use model::Identity;
 use proxy::tls::Credentials;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn workload<'a>(status: &'a serde_json::Value, instance: &str) -> &'a serde_json::Value {
@@ -226,65 +228,80 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     );
 }
 
+/// Every proxy's certificate as its admin `/identity` shows it: (who, leaf issuer, roots).
+async fn identities(c: &HttpClient, status: &serde_json::Value) -> Vec<(String, String, usize)> {
+    let mut admins = vec![("ingress".to_string(), status["ingress_admin"].clone())];
+    for w in status["workloads"].as_array().unwrap() {
+        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
+    }
+    let mut out = Vec::new();
+    for (who, admin) in admins {
+        let r = get(c, addr(&admin), "admin", "/identity").await.unwrap();
+        assert_eq!(r.status, 200, "{who}: {}", r.text);
+        out.push((
+            who,
+            r.body["chain"][0]["issuer"].as_str().unwrap().to_string(),
+            r.body["trust_bundle"].as_array().unwrap().len(),
+        ));
+    }
+    out
+}
+
 /// Root rotation without downtime: under steady load, `weft ca rotate` puts the next root in
 /// every proxy's trust bundle, then makes it sign; proxies move to it as they renew; `weft ca
-/// retire` drops the old root. No request fails, and the proxies end on the new root.
+/// retire` drops the old root. No request fails, and every proxy ends on the new root alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_root_rotates_under_load_without_a_failed_request() {
     let mesh = Mesh::up_with(
         &mesh_yaml("rootrot", &[("hello", 2, "")]),
         &["--cert-ttl", "3s"],
     );
-    let issuer = |m: &Mesh| {
-        let out = m.weft(&["identity", "hello", "-o", "json"]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            doc["chain"][0]["issuer"].as_str().unwrap().to_string(),
-            doc["trust_bundle"].as_array().unwrap().len(),
-        )
-    };
-    let (old_root, roots) = issuer(&mesh);
-    assert_eq!(roots, 1);
     let c = client();
+    let before = identities(&c, &mesh.status).await;
+    let old_root = before[0].1.clone();
+    for (who, issuer, roots) in &before {
+        assert_eq!((issuer, *roots), (&old_root, 1), "{who}");
+    }
+    let ok = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (c, ingress) = (c.clone(), mesh.ingress);
+        let (c, ingress, ok, stop) = (c.clone(), mesh.ingress, ok.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0, Vec::new());
-            for _ in 0..40_000 {
-                if started.elapsed() > Duration::from_secs(14) {
+            let mut failed = Vec::new();
+            // Bounded: at most 60 s or 100,000 requests.
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(60) {
                     break;
                 }
                 match get(&c, ingress, "hello", "/").await {
-                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(r) => failed.push(format!("{} {}", r.status, r.text)),
                     Err(e) => failed.push(format!("{e:?}")),
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (ok, failed)
+            failed
         }));
     }
-    // The CLI blocks until every proxy runs each step's bundle.
-    let home = mesh.home.clone();
-    let steps = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_secs(2));
-        let rotate = weft_in(&home, &["ca", "rotate"]);
-        // Every certificate lives 3 s and renews at ~70%: 6 s later all come from the new root.
-        std::thread::sleep(Duration::from_secs(6));
-        let retire = weft_in(&home, &["ca", "retire"]);
-        (rotate, retire)
-    })
-    .await
-    .unwrap();
-    let (mut ok, mut failed) = (0, Vec::new());
-    for t in tasks {
-        let (o, f) = t.await.unwrap();
-        ok += o;
-        failed.extend(f);
-    }
-    let (rotate, retire) = steps;
+    let at_least = |n: usize, what: &str| {
+        let ok = ok.clone();
+        let what = what.to_string();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while ok.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "{what}: only {ok:?} requests");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let weft = |args: &'static [&'static str]| {
+        let home = mesh.home.clone();
+        tokio::task::spawn_blocking(move || weft_in(&home, args))
+    };
     let text = |o: &std::process::Output| {
         format!(
             "{}{}",
@@ -292,13 +309,36 @@ async fn the_root_rotates_under_load_without_a_failed_request() {
             String::from_utf8_lossy(&o.stderr)
         )
     };
+    at_least(200, "before the rotation").await;
+    // The CLI answers once every proxy trusts both roots.
+    let rotate = weft(&["ca", "rotate"]).await.unwrap();
     assert!(rotate.status.success(), "{}", text(&rotate));
     assert!(
         text(&rotate).contains("all 3 proxies trust the 2-root bundle"),
         "{}",
         text(&rotate)
     );
+    // Certificates live 3 s and renew at ~70%: wait until every proxy's leaf comes from the
+    // new root (its admin /identity), then retire the old one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = identities(&c, &mesh.status).await;
+        if now.iter().all(|(_, issuer, _)| *issuer != old_root) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still on the old root: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = ok.load(Ordering::Relaxed);
+    let retire = weft(&["ca", "retire"]).await.unwrap();
     assert!(retire.status.success(), "{}", text(&retire));
+    at_least(served + 200, "after the retirement").await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.unwrap());
+    }
+    let ok = ok.load(Ordering::Relaxed);
     assert!(
         failed.is_empty(),
         "{} failed of {}: {:?}",
@@ -306,8 +346,12 @@ async fn the_root_rotates_under_load_without_a_failed_request() {
         ok + failed.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(ok > 1000, "only {ok} requests");
-    let (new_root, roots) = issuer(&mesh);
-    assert_ne!(new_root, old_root, "the leaves come from the new root");
-    assert_eq!(roots, 1, "the old root is retired");
+    // Every proxy: a leaf from the new root, and the new root alone in its bundle.
+    let after = identities(&c, &mesh.status).await;
+    let new_root = &after[0].1;
+    assert_ne!(new_root, &old_root);
+    for (who, issuer, roots) in &after {
+        assert_eq!((issuer, *roots), (new_root, 1), "{who}: {after:?}");
+    }
+    eprintln!("{ok} requests through the rotation, none failed");
 }
