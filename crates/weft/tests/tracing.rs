@@ -370,9 +370,29 @@ async fn one_request_through_ingress_a_b_is_one_trace_over_otlp_grpc() {
     );
     saw_span(&echo, &a_in);
     saw_span(&echo["downstream"]["body"], &b_in);
-    // No more spans than the four of that one request.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(collected.spans.lock().unwrap().len(), 4);
+    // No more spans than the four of that one request. A marker request through the same four
+    // proxies: each proxy exports its spans in order, so once the marker's four arrived, any
+    // further span of the first request would have too.
+    get_with(&mesh, "a", "/fetch?url=http://b/marker", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marker = loop {
+        let other = collected
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|r| (r.span.trace_id != trace).then(|| r.span.trace_id.clone()));
+        if let Some(t) = other {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the marker's spans never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    collected.trace(&marker, 4).await;
+    let all = collected.spans.lock().unwrap().clone();
+    let of_first = all.iter().filter(|r| r.span.trace_id == trace).count();
+    assert_eq!(of_first, 4, "{all:#?}");
+    assert_eq!(all.len(), 8, "{all:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
