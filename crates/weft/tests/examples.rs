@@ -193,6 +193,20 @@ fn every_example_is_tested_and_valid() {
         .collect();
     let tested: BTreeSet<String> = EXAMPLES.iter().map(|s| s.to_string()).collect();
     assert_eq!(found, tested, "every example folder needs a test here");
+    // ...and the test is really here: a `#[tokio::test]` function that starts the example.
+    let source = include_str!("examples.rs");
+    for name in EXAMPLES {
+        let test_fn = format!(
+            "async fn {}() {{\n    let mesh = up(\"{name}\");",
+            name.replace('-', "_")
+        );
+        assert!(
+            source.contains(&format!(
+                "#[tokio::test(flavor = \"multi_thread\", worker_threads = 2)]\n{test_fn}"
+            )),
+            "no test starts the {name} example"
+        );
+    }
     for name in EXAMPLES {
         let dir = example_dir(name);
         let out = std::process::Command::new(WEFT)
