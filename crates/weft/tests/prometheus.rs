@@ -341,11 +341,12 @@ async fn prometheus_scrapes_every_proxy_and_promql_matches_the_load() {
     let mut took: Vec<f64> = done.iter().map(|d| d.took_ms).collect();
     took.sort_by(f64::total_cmp);
     let client_p99 = took[took.len() * 99 / 100];
+    // Past a second for a 20 ms answer nothing is being measured any more: that fails too.
     let bounds = [50.0, 100.0, 250.0, 500.0, 1000.0];
     let bound = bounds
         .into_iter()
         .find(|b| client_p99 <= *b)
-        .unwrap_or(f64::INFINITY);
+        .unwrap_or_else(|| panic!("the client's own p99 is {client_p99:.0} ms for 20 ms answers"));
     assert!(
         (20.0..=bound).contains(&p99),
         "backend p99 {p99} ms (client p99 {client_p99:.1} ms, bound {bound}); cumulative buckets (le, count): {buckets:?}"
@@ -660,12 +661,14 @@ async fn scrape_cost_of_a_20_replica_mesh() {
         median(prom_cpu) * 100.0
     );
     println!(
-        "traffic: {} requests at {load_rate}/s, {failed} failed; the bar (under 1% of one core per proxy): {}",
-        done.len(),
-        if max.1 < 0.01 {
-            "holds"
-        } else {
-            "NOT MET"
-        }
+        "traffic: {} requests at {load_rate}/s, {failed} failed",
+        done.len()
+    );
+    assert_eq!(failed, 0, "requests failed while Prometheus scraped");
+    assert!(
+        max.1 < 0.01,
+        "the bar: scraping costs a proxy under 1% of one core; {} costs {:.3}%",
+        max.0,
+        max.1 * 100.0
     );
 }
