@@ -58,9 +58,11 @@ impl Api {
         let file = req
             .uri()
             .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("file=")))
-            .unwrap_or("<stdin>")
-            .to_string();
+            .and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find_map(|(k, v)| (k == "file").then(|| v.into_owned()))
+            })
+            .unwrap_or_else(|| "<stdin>".to_string());
         let body = match http_body_util::Limited::new(req.into_body(), MAX_APPLY_BYTES)
             .collect()
             .await

@@ -66,7 +66,7 @@ pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
         let url = format!(
             "http://{}/{verb}?file={}",
             mesh.api,
-            file.replace('&', "%26").replace(' ', "%20")
+            form_urlencoded::byte_serialize(file.as_bytes()).collect::<String>()
         );
         let (status, body) = rt.block_on(post(&url, text))?;
         let body = String::from_utf8_lossy(&body);

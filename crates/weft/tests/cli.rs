@@ -1,0 +1,386 @@
+//! The CLI as the README documents it, against one running mesh started the way a user starts
+//! it (no `WEFT_HOME`: the default under `$XDG_RUNTIME_DIR`): `weft status` as a table, `apply
+//! -f DIR` and `apply -f -`, `weft get` with and without a kind and a name, `weft routes
+//! istio-ingressgateway` before and after an Istio Gateway, `exec --namespace`, the workload
+//! environment (`WEFT_*`, `env:`), `lb: round-robin`, and `weft load`'s SLO exit codes.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// An app that answers every GET with the environment `weft up` gave it, as JSON.
+const ENV_APP: &str = "import http.server,json,os\\nclass H(http.server.BaseHTTPRequestHandler):\\n  def do_GET(s):\\n    keys=['PORT','WEFT_SERVICE','WEFT_NAMESPACE','WEFT_WORKLOAD','WEFT_INSTANCE','GREETING','HTTP_PROXY']\\n    b=json.dumps({k:os.environ.get(k) for k in keys}).encode()\\n    s.send_response(200); s.send_header('content-type','application/json'); s.send_header('content-length',str(len(b))); s.end_headers(); s.wfile.write(b)\\n  def log_message(s,*a): pass\\nhttp.server.HTTPServer(('127.0.0.1',int(os.environ['PORT'])),H).serve_forever()";
+
+fn mesh_file() -> String {
+    format!(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {{name: cli, namespace: default}}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: hello
+    port: 80
+    lb: round-robin
+    workloads:
+    - name: hello-v1
+      labels: {{app: hello, version: v1}}
+      replicas: 2
+      command: [weft, demo, echo, --service, hello, --version, v1]
+  - name: envd
+    namespace: shop
+    port: 8080
+    workloads:
+    - name: envd-v1
+      labels: {{app: envd}}
+      env: {{GREETING: hi}}
+      command: [python3, -c, "{ENV_APP}"]
+"#
+    )
+}
+
+const VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hello, namespace: default}
+spec:
+  hosts: [hello]
+  http:
+  - route: [{destination: {host: hello}}]
+"#;
+
+const GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["www.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: www, namespace: default}
+spec:
+  hosts: ["www.example.com"]
+  gateways: [web]
+  http:
+  - route: [{destination: {host: hello}}]
+"#;
+
+/// `weft ARGS` with the user's environment: no `WEFT_HOME`, `XDG_RUNTIME_DIR` = `runtime`.
+fn weft(runtime: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(WEFT)
+        .args(args)
+        .env_remove("WEFT_HOME")
+        .env("XDG_RUNTIME_DIR", runtime)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weft");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops `weft up` (SIGTERM) when dropped.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if wait_timeout(&mut self.0, Duration::from_secs(30)).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_as_documented() {
+    let runtime = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("mesh.yaml");
+    std::fs::write(&file, mesh_file()).unwrap();
+    let _up = Up(Command::new(WEFT)
+        .args(["up", file.to_str().unwrap()])
+        .env_remove("WEFT_HOME")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let run = |args: &[&str]| weft(runtime.path(), args, None);
+    let status: Value = serde_json::from_str(&ok(tokio::task::block_in_place(|| {
+        run(&["status", "--wait", "--timeout", "90s", "-o", "json"])
+    })))
+    .unwrap();
+    // The default WEFT_HOME: the mesh is recorded under $XDG_RUNTIME_DIR/weft.
+    assert!(
+        runtime
+            .path()
+            .join("weft/meshes")
+            .read_dir()
+            .unwrap()
+            .count()
+            >= 1,
+        "no record under {}",
+        runtime.path().display()
+    );
+    let ingress: std::net::SocketAddr = status["ingress"].as_str().unwrap().parse().unwrap();
+    let c = client();
+
+    // `weft status` as a table: the mesh line, then one row per replica with its state.
+    let table = ok(run(&["status"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("mesh cli ") && lines[0].ends_with(" ready"),
+        "{table}"
+    );
+    let head = lines
+        .iter()
+        .position(|l| l.starts_with("SERVICE "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let rows: Vec<Vec<&str>> = lines[head + 1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let mut instances: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    instances.sort();
+    assert_eq!(
+        instances,
+        ["envd-v1-0", "hello-v1-0", "hello-v1-1"],
+        "{table}"
+    );
+    assert!(rows.iter().all(|r| r[2] == "ready"), "{table}");
+
+    // The workload's environment.
+    let r = get(&c, ingress, "envd.shop:8080", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let port = workload_of(&status, "envd-v1-0")["app"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let outbound = workload_of(&status, "envd-v1-0")["outbound"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        r.body,
+        serde_json::json!({
+            "PORT": port,
+            "WEFT_SERVICE": "envd",
+            "WEFT_NAMESPACE": "shop",
+            "WEFT_WORKLOAD": "envd-v1",
+            "WEFT_INSTANCE": "envd-v1-0",
+            "GREETING": "hi",
+            "HTTP_PROXY": format!("http://{outbound}"),
+        })
+    );
+
+    // lb: round-robin: one client's requests alternate between the two replicas.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let r = get(&c, ingress, "hello", "/").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        seen.push(r.body["instance"].as_str().unwrap().to_string());
+    }
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
+
+    // apply -f DIR, and -f - from stdin; get lists both with their sources.
+    let dir = files.path().join("routes");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("vs.yaml"), VS).unwrap();
+    let out = ok(run(&["apply", "-f", dir.to_str().unwrap()]));
+    assert!(
+        out.contains("VirtualService default/hello configured") && out.contains("applied by all 4"),
+        "{out}"
+    );
+    let piped = VS
+        .replace(
+            "{name: hello, namespace: default}",
+            "{name: envd, namespace: shop}",
+        )
+        .replace("hosts: [hello]", "hosts: [envd]")
+        .replace("host: hello}", "host: envd}");
+    let out = ok(weft(runtime.path(), &["apply", "-f", "-"], Some(&piped)));
+    assert!(out.contains("VirtualService shop/envd configured"), "{out}");
+    let all = ok(run(&["get"]));
+    let mut kinds: Vec<(String, String, String)> = all
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            let source = c[3].rsplit('/').next().unwrap();
+            (c[0].into(), c[1].into(), source.into())
+        })
+        .collect();
+    kinds.sort();
+    let want = [
+        ("Mesh", "default/cli", "mesh.yaml:1"),
+        ("VirtualService", "default/hello", "vs.yaml:1"),
+        ("VirtualService", "shop/envd", "<stdin>:1"),
+    ]
+    .map(|(k, n, f)| (k.to_string(), n.to_string(), f.to_string()));
+    assert_eq!(kinds, want, "{all}");
+    let one = ok(run(&["get", "virtualservice", "envd"]));
+    assert_eq!(one.lines().count(), 2, "{one}");
+    assert!(one.lines().nth(1).unwrap().contains("shop/envd"), "{one}");
+    let none = run(&["get", "virtualservice", "nope"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no resources found"));
+
+    // The ingress's routes: by service name until a Gateway binds a host.
+    let routes = ok(run(&["routes", "istio-ingressgateway"]));
+    assert!(
+        routes.contains("0 virtual hosts") && routes.contains("routed by service name"),
+        "{routes}"
+    );
+    let out = ok(weft(runtime.path(), &["apply", "-f", "-"], Some(GATEWAY)));
+    assert!(out.contains("Gateway default/web configured"), "{out}");
+    let routes = ok(run(&["routes", "istio-ingressgateway"]));
+    assert!(
+        routes.contains("1 virtual host") && routes.contains("www.example.com"),
+        "{routes}"
+    );
+    let r = get(&c, ingress, "www.example.com", "/x").await.unwrap();
+    assert_eq!((r.status, &r.body["service"]), (200, &Value::from("hello")));
+
+    // exec --namespace: a client in shop calls a service of default by its namespaced name.
+    let script = "import json,urllib.request; b=json.load(urllib.request.urlopen('http://hello.default/')); print(b['headers']['x-weft-client'])";
+    let out = ok(tokio::task::block_in_place(|| {
+        run(&[
+            "exec",
+            "--service",
+            "envd",
+            "--namespace",
+            "shop",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ])
+    }));
+    assert_eq!(out.trim(), "spiffe://cluster.local/ns/shop/sa/envd");
+
+    // weft load's SLO gates: exit 0 when met, 3 when missed.
+    let app = workload_of(&status, "hello-v1-0")["app"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{app}/");
+    let load = |extra: &[&str]| {
+        let mut args = vec!["load", url.as_str(), "--requests", "200"];
+        args.extend_from_slice(extra);
+        tokio::task::block_in_place(|| run(&args)).status.code()
+    };
+    assert_eq!(
+        load(&["--max-p99", "10s", "--min-success", "100%"]),
+        Some(0)
+    );
+    // Every answer takes 5 ms: a 1 ms p99 gate is missed.
+    let slow = format!("http://{app}/?delay=5ms");
+    let code = tokio::task::block_in_place(|| {
+        run(&["load", &slow, "--requests", "100", "--max-p99", "1ms"])
+    })
+    .status
+    .code();
+    assert_eq!(code, Some(3));
+    let failing = format!("http://{app}/?status=503");
+    let code = tokio::task::block_in_place(|| {
+        run(&[
+            "load",
+            &failing,
+            "--requests",
+            "200",
+            "--min-success",
+            "99%",
+        ])
+    })
+    .status
+    .code();
+    assert_eq!(code, Some(3));
+}
+
+fn workload_of<'a>(status: &'a Value, instance: &str) -> &'a Value {
+    status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .unwrap_or_else(|| panic!("{instance} in {status}"))
+}
+
+/// Ctrl-C (SIGINT to `weft up`) stops the mesh in order: the ingress drains and exits first,
+/// then the sidecars, then the apps, each told in turn (their own logs' timestamps say when).
+#[test]
+fn ctrl_c_stops_the_ingress_then_the_sidecars_then_the_apps() {
+    let mut mesh = Mesh::up_logging(&mesh_yaml("ctrlc", &[("a", 1, ""), ("b", 2, "")]), "info");
+    nix::sys::signal::kill(mesh.pid(), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_timeout(&mut mesh.child, Duration::from_secs(60)).expect("weft up exited");
+    assert!(status.success(), "{status}\n{}", mesh.stderr());
+    let log = mesh.stderr();
+    // When each process was told to stop: "[NAME] TIMESTAMP  INFO signal received; draining".
+    let told = |name: &str| -> String {
+        log.lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix(&format!("[{name}] "))?;
+                rest.contains("signal received; draining")
+                    .then(|| rest.split_whitespace().next().unwrap().to_string())
+            })
+            .unwrap_or_else(|| panic!("{name} was never told to stop:\n{log}"))
+    };
+    let ingress = told("ingress");
+    let sidecars: Vec<String> = ["a-v1-0", "b-v1-0", "b-v1-1"]
+        .iter()
+        .map(|i| told(&format!("{i} proxy")))
+        .collect();
+    let apps: Vec<String> = ["a-v1-0", "b-v1-0", "b-v1-1"]
+        .iter()
+        .map(|i| told(i))
+        .collect();
+    // RFC 3339 with a fixed number of digits: the strings order as the times do.
+    assert!(
+        sidecars
+            .iter()
+            .all(|s| s.len() == ingress.len() && *s > ingress),
+        "ingress {ingress}, sidecars {sidecars:?}"
+    );
+    let last_sidecar = sidecars.iter().max().unwrap();
+    assert!(
+        apps.iter().all(|a| a > last_sidecar),
+        "sidecars {sidecars:?}, apps {apps:?}"
+    );
+    assert!(log.contains("weft: mesh stopped"), "{log}");
+}
