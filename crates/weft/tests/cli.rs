@@ -384,3 +384,72 @@ fn ctrl_c_stops_the_ingress_then_the_sidecars_then_the_apps() {
     );
     assert!(log.contains("weft: mesh stopped"), "{log}");
 }
+
+/// `weft bench`, one short round without Envoy: the JSON document scripts read (`weft.bench/v1`)
+/// with both paths measured, nothing failed, the fixed rate achieved, and the proxies' CPU and
+/// memory read. (Speed itself is for the benchmark to report, not for a test to assert.)
+#[test]
+fn bench_runs_a_short_round_and_reports_every_path() {
+    let out = Command::new(WEFT)
+        .args([
+            "bench",
+            "--envoy",
+            "none",
+            "--rates",
+            "200",
+            "--step",
+            "500ms",
+            "--peak",
+            "500ms",
+            "--rounds",
+            "1",
+            "--connections",
+            "4",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], "weft.bench/v1");
+    assert_eq!(doc["rounds"], 1);
+    assert_eq!(doc["weft_vs_envoy"], Value::Null, "no Envoy ran");
+    let paths = doc["paths"].as_array().unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["direct", "weft"], "{doc}");
+    for p in paths {
+        assert!(p["peak_rps"].as_f64().unwrap() > 0.0, "{p}");
+        assert_eq!(p["peak_failed"], 0, "{p}");
+        let step = &p["rates"][0];
+        assert_eq!(
+            (step["rate"].as_f64(), &step["failed"]),
+            (Some(200.0), &Value::from(0))
+        );
+        let achieved = step["achieved_rps"].as_f64().unwrap();
+        assert!((180.0..=220.0).contains(&achieved), "{p}");
+        assert!(step["p50_us"].as_f64().unwrap() <= step["p99_us"].as_f64().unwrap());
+    }
+    let weft = &paths[1];
+    assert_eq!(weft["proxies"], 2);
+    for field in [
+        "peak_cpu_us_per_request",
+        "rss_idle_kib",
+        "rss_load_kib",
+        "idle_cpu_ms_per_s",
+    ] {
+        assert!(
+            weft[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {weft}"
+        );
+    }
+    assert!(
+        weft["rates"][0]["added_p50_us"].as_f64().is_some(),
+        "{weft}"
+    );
+}
