@@ -437,17 +437,17 @@ fn bench_runs_a_short_round_and_reports_every_path() {
     }
     let weft = &paths[1];
     assert_eq!(weft["proxies"], 2);
-    for field in [
-        "peak_cpu_us_per_request",
-        "rss_idle_kib",
-        "rss_load_kib",
-        "idle_cpu_ms_per_s",
-    ] {
+    for field in ["peak_cpu_us_per_request", "rss_idle_kib", "rss_load_kib"] {
         assert!(
             weft[field].as_f64().is_some_and(|v| v > 0.0),
             "{field}: {weft}"
         );
     }
+    // An idle proxy may well spend nothing measurable.
+    assert!(
+        weft["idle_cpu_ms_per_s"].as_f64().is_some_and(|v| v >= 0.0),
+        "{weft}"
+    );
     assert!(
         weft["rates"][0]["added_p50_us"].as_f64().is_some(),
         "{weft}"
