@@ -234,3 +234,141 @@ async fn gateway_api_conformance_through_the_ingress() {
     )
     .await;
 }
+
+/// What the backend received: its echo of the request headers (lowercase names; repeated
+/// headers joined with ", ").
+async fn seen_headers(
+    c: &HttpClient,
+    mesh: &Mesh,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut req = http::Request::builder()
+        .uri(format!("http://{}{path}", mesh.ingress))
+        .header("host", "example.com");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = c.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(rsp.status(), 200, "{path}");
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["headers"].clone()
+}
+
+/// The two Gateway-parent manifests the test above does not run: request header edits (the
+/// upstream test's cases, header by header) and weighted backends (70/30/0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_conformance_header_modifier_and_weights() {
+    let mesh = Mesh::up(&mesh());
+    let c = client();
+    let file = manifest("httproute-request-header-modifier");
+    mesh.weft_ok(&["apply", "-f", &file]);
+    // (path, request headers, headers the backend must see, headers it must not see)
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
+        (
+            "/set",
+            &[("Some-Other-Header", "val")],
+            &[
+                ("some-other-header", "val"),
+                ("x-header-set", "set-overwrites-values"),
+            ],
+            &[],
+        ),
+        (
+            "/set",
+            &[("X-Header-Set", "some-other-value")],
+            &[("x-header-set", "set-overwrites-values")],
+            &[],
+        ),
+        (
+            "/add",
+            &[("Some-Other-Header", "val")],
+            &[
+                ("some-other-header", "val"),
+                ("x-header-add", "add-appends-values"),
+            ],
+            &[],
+        ),
+        (
+            "/add",
+            &[("X-Header-Add", "some-other-value")],
+            &[("x-header-add", "some-other-value, add-appends-values")],
+            &[],
+        ),
+        (
+            "/remove",
+            &[("X-Header-Remove", "val")],
+            &[],
+            &["x-header-remove"],
+        ),
+        (
+            "/multiple",
+            &[
+                ("X-Header-Set-2", "set-val"),
+                ("X-Header-Add-2", "add-val"),
+                ("X-Header-Remove-2", "remove-val"),
+            ],
+            &[
+                ("x-header-set-1", "header-set-1"),
+                ("x-header-set-2", "header-set-2"),
+                ("x-header-add-1", "header-add-1"),
+                ("x-header-add-2", "add-val, header-add-2"),
+                ("x-header-add-3", "header-add-3"),
+            ],
+            &["x-header-remove-1", "x-header-remove-2"],
+        ),
+        (
+            "/case-insensitivity",
+            &[
+                ("x-header-set", "original-val-set"),
+                ("x-header-add", "original-val-add"),
+                ("x-header-remove", "original-val-remove"),
+            ],
+            &[
+                ("x-header-set", "header-set"),
+                ("x-header-add", "original-val-add, header-add"),
+            ],
+            &["x-header-remove"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (path, send, want, absent) in cases {
+        let got = seen_headers(&c, &mesh, path, send).await;
+        for (k, v) in *want {
+            if got[*k] != *v {
+                wrong.push(format!("{path} {send:?}: {k} is {}, not {v:?}", got[*k]));
+            }
+        }
+        for k in *absent {
+            if !got[*k].is_null() {
+                wrong.push(format!("{path} {send:?}: {k} still there: {}", got[*k]));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    mesh.weft_ok(&["delete", "-f", &file]);
+
+    // Weights 70/30/0 over 1,000 requests: each share within 4 standard deviations
+    // (binomial, 1.5 points at 1,000 requests), and none for weight 0.
+    let file = manifest("httproute-weight");
+    mesh.weft_ok(&["apply", "-f", &file]);
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    let n = 1000;
+    for _ in 0..n {
+        *counts
+            .entry(ask(&c, &mesh, "GET", "/", &[]).await)
+            .or_default() += 1;
+    }
+    let share = |v: &str| counts.get(v).copied().unwrap_or(0) as f64 / n as f64;
+    let sd = (0.7f64 * 0.3 / n as f64).sqrt();
+    assert!((share("v1") - 0.7).abs() <= 4.0 * sd, "{counts:?}");
+    assert!((share("v2") - 0.3).abs() <= 4.0 * sd, "{counts:?}");
+    assert_eq!(share("v1") + share("v2"), 1.0, "{counts:?}");
+}
