@@ -28,6 +28,7 @@ pub const QUEUE: usize = 8192;
 pub struct AccessLog {
     tx: SyncSender<Entry>,
     dropped: Counter,
+    format: AccessLogFormat,
 }
 
 /// The request side of a line, captured before the request is consumed.
@@ -93,7 +94,16 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("weft-access-log".into())
             .spawn(move || write_lines(format, rx, out))?;
-        Ok(AccessLog { tx, dropped })
+        Ok(AccessLog {
+            tx,
+            dropped,
+            format,
+        })
+    }
+
+    /// The line format (the admin `/config` reports it).
+    pub fn format(&self) -> AccessLogFormat {
+        self.format
     }
 
     /// Queues a line; never waits.

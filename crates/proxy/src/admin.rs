@@ -47,6 +47,8 @@ impl Admin {
                     "identity": s.identity,
                     "labels": s.labels,
                     "ready": shared.not_ready_reason().is_none(),
+                    // The access log's format, `null` while it is off.
+                    "access_log": shared.observe.access_log.as_ref().map(|l| l.format().as_str()),
                     "version": table.version(),
                     "snapshot": &*table.snapshot,
                 });

@@ -109,6 +109,13 @@ pub enum AccessLogFormat {
 }
 
 impl AccessLogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Apache => "apache",
+        }
+    }
+
     /// `json` or `apache`, as in Linkerd's `config.linkerd.io/access-log` annotation.
     pub fn parse(s: &str) -> Option<AccessLogFormat> {
         match s.trim() {

@@ -204,12 +204,101 @@ spec:
             ),
         ]
     );
-    // B's sidecar and the ingress keep theirs off.
-    std::thread::sleep(Duration::from_millis(300));
+    // B's sidecar and the ingress keep theirs off: their /config says so (each proxy reports
+    // the format it logs in), and they printed no line for the request.
+    assert_eq!(
+        access_log_formats(&mesh).await,
+        [
+            ("a-v1-0", Some("apache")),
+            ("b-v1-0", None),
+            ("ingress", None)
+        ]
+        .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
+    );
     assert!(
         log_lines(&mesh, "b-v1-0 proxy").is_empty(),
         "{}",
         mesh.stderr()
     );
     assert!(log_lines(&mesh, "ingress").is_empty(), "{}", mesh.stderr());
+}
+
+/// Each proxy's access-log format as its admin `/config` reports it, by instance (sorted).
+async fn access_log_formats(mesh: &Mesh) -> Vec<(String, Option<String>)> {
+    let c = client();
+    let mut admins = vec![("ingress".to_string(), mesh.status["ingress_admin"].clone())];
+    for w in mesh.status["workloads"].as_array().unwrap() {
+        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
+    }
+    let mut out = Vec::new();
+    for (who, admin) in admins {
+        let addr = admin.as_str().unwrap().parse().unwrap();
+        let r = get(&c, addr, "admin", "/config").await.unwrap();
+        out.push((who, r.body["access_log"].as_str().map(str::to_string)));
+    }
+    out.sort();
+    out
+}
+
+/// `weft up --access-log apache` turns Apache lines on for every proxy; a service annotated
+/// `weft.dev/access-log: json` gets JSON instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_wide_format_and_weft_s_own_annotation() {
+    let yaml = r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: alog-mixed}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: a
+    port: 80
+    workloads:
+    - name: a-v1
+      labels: {app: a, version: v1}
+      replicas: 1
+      command: [weft, demo, echo, --service, a, --version, v1]
+  - name: b
+    port: 80
+    annotations: {weft.dev/access-log: json}
+    workloads:
+    - name: b-v1
+      labels: {app: b, version: v1}
+      replicas: 1
+      command: [weft, demo, echo, --service, b, --version, v1]
+"#;
+    let mesh = Mesh::up_with(yaml, &["--access-log", "apache"]);
+    assert_eq!(
+        access_log_formats(&mesh).await,
+        [
+            ("a-v1-0", Some("apache")),
+            ("b-v1-0", Some("json")),
+            ("ingress", Some("apache"))
+        ]
+        .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
+    );
+    assert_eq!(
+        get_id(&mesh, "a", "/fetch?url=http://b/x", "rid-mixed").await,
+        200
+    );
+    // B's sidecar: one JSON line (its inbound side) for the request.
+    let b = json_lines(&mesh, "b-v1-0 proxy", "rid-mixed", 1);
+    assert_eq!(b[0]["path"], "/x", "{b:?}");
+    // The ingress: an Apache line for the request it took in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ingress = loop {
+        let lines: Vec<String> = log_lines(&mesh, "ingress")
+            .into_iter()
+            .filter(|l| l.contains("/fetch?url=http://b/x"))
+            .collect();
+        if !lines.is_empty() {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{}", mesh.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        ingress[0].starts_with("127.0.0.1 - ")
+            && ingress[0].contains("\"GET /fetch?url=http://b/x HTTP/1.1\" 200 "),
+        "{ingress:?}"
+    );
 }
