@@ -449,3 +449,52 @@ async fn over_otlp_http_protobuf_and_a_b3_request_is_continued() {
     assert_eq!(b3(at_b, "x-b3-parentspanid"), hex(&a_out.span_id));
     assert_eq!(b3(at_b, "x-b3-sampled"), "1");
 }
+
+/// `--trace-sampling 0`: a new trace is not sampled (no span leaves, and the apps see the
+/// decision in `traceparent`'s flags), an incoming W3C `traceparent` that was not sampled stays
+/// so, and one that was sampled upstream is continued and exported whatever the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_the_rate_for_new_traces_and_the_caller_for_continued_ones() {
+    let (addr, collected) = grpc_receiver().await;
+    let endpoint = format!("http://{addr}");
+    let mesh = Mesh::up_with(
+        &two_services("trace-rate"),
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--trace-sampling",
+            "0",
+        ],
+    );
+    let path = "/fetch?url=http://b/w3c";
+    // A new trace: not sampled.
+    let echo = get_with(&mesh, "a", path, &[]).await;
+    let tp = echo["headers"]["traceparent"].as_str().unwrap_or_default();
+    assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{echo:#}");
+    // A caller's unsampled trace: continued (same trace id), still not sampled.
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let echo = get_with(&mesh, "a", path, &[("traceparent", unsampled)]).await;
+    let tp = echo["headers"]["traceparent"].as_str().unwrap_or_default();
+    assert!(
+        tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-00"),
+        "{echo:#}"
+    );
+    // A caller's sampled trace: continued and exported, the ingress span its child.
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let sampled = format!("00-{trace_hex}-{parent}-01");
+    let echo = get_with(&mesh, "a", path, &[("traceparent", &sampled)]).await;
+    let trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let spans = collected.trace(&trace, 4).await;
+    let [ingress, a_in, _, _] = check_chain(&spans, path, "/w3c");
+    assert_eq!(hex(&ingress.parent_span_id), parent);
+    saw_span(&echo, &a_in);
+    // Nothing else was exported: each proxy exports in order, and the sampled request came
+    // last through the same four proxies.
+    let all = collected.spans.lock().unwrap().clone();
+    assert_eq!(all.len(), 4, "only the sampled request's spans: {all:#?}");
+}
