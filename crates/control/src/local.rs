@@ -66,6 +66,15 @@ pub struct UpOptions {
     pub access_log: Option<String>,
 }
 
+impl UpOptions {
+    /// The trust domain of the mesh's identities: its CA's, or the default without one.
+    pub fn trust_domain(&self) -> &str {
+        self.ca
+            .as_ref()
+            .map_or(model::names::TRUST_DOMAIN, |ca| &ca.config().trust_domain)
+    }
+}
+
 /// The service annotations that turn a workload's access log on (`json` or `apache`): weft's
 /// own and Linkerd's.
 pub const ACCESS_LOG_ANNOTATIONS: [&str; 2] =
@@ -517,16 +526,20 @@ async fn start_all(
         "ingress-0",
         &ingress_labels,
     );
-    argv.extend(["--outbound".into(), spec.ingress.to_string()]);
+    let ingress_identity =
+        Identity::spiffe_in(opts.trust_domain(), INGRESS_NAMESPACE, INGRESS_NAME);
+    argv.extend([
+        "--outbound".into(),
+        spec.ingress.to_string(),
+        "--identity".into(),
+        ingress_identity.0.clone(),
+    ]);
     argv.extend(access_log_args(opts, None));
     let launch = Launch {
         what: "ingress".into(),
         argv,
         env: vec![],
-        join: opts
-            .ca
-            .clone()
-            .map(|ca| (ca, Identity::spiffe(INGRESS_NAMESPACE, INGRESS_NAME))),
+        join: opts.ca.clone().map(|ca| (ca, ingress_identity)),
         unset: &[],
     };
     let (child, _) = start_proxy(&launch).await?;
@@ -585,14 +598,17 @@ async fn start_replica(
         "--outbound".into(),
         "127.0.0.1:0".into(),
         "--identity".into(),
-        svc.identity().0,
+        svc.identity_in(opts.trust_domain()).0,
     ]);
     argv.extend(access_log_args(opts, Some(svc)));
     let mut launch = Launch {
         what: format!("{instance} proxy"),
         argv,
         env: vec![],
-        join: opts.ca.clone().map(|ca| (ca, svc.identity())),
+        join: opts
+            .ca
+            .clone()
+            .map(|ca| (ca, svc.identity_in(opts.trust_domain()))),
         unset: &[],
     };
     let (child, bound) = start_proxy(&launch).await?;

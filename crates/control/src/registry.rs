@@ -181,6 +181,8 @@ struct Inner {
     prometheus: Option<String>,
     /// The mesh runs an ingress gateway of its own (`weft up` does): it is not ready without it.
     runs_ingress: bool,
+    /// The trust domain of the mesh's SPIFFE identities (its CA's).
+    trust_domain: String,
 }
 
 pub struct Registry {
@@ -209,6 +211,7 @@ impl Registry {
                 snapshot: snapshot.clone(),
                 prometheus: None,
                 runs_ingress: false,
+                trust_domain: model::names::TRUST_DOMAIN.to_string(),
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -242,6 +245,15 @@ impl Registry {
 
     pub fn runs_ingress(&self) -> bool {
         self.lock().runs_ingress
+    }
+
+    /// Records the trust domain the mesh's CA issues identities in.
+    pub fn set_trust_domain(&self, trust_domain: &str) {
+        self.lock().trust_domain = trust_domain.to_string();
+    }
+
+    pub fn trust_domain(&self) -> String {
+        self.lock().trust_domain.clone()
     }
 
     /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.

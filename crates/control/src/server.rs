@@ -51,6 +51,9 @@ impl ControlPlane {
         let grpc = grpc_l.local_addr().unwrap_or(grpc);
         let api = api_l.local_addr().unwrap_or(api);
         let shutdown = CancellationToken::new();
+        if let Some(ca) = &ca {
+            registry.set_trust_domain(&ca.config().trust_domain);
+        }
 
         let push = DiscoveryServer::new(Push {
             registry: registry.clone(),

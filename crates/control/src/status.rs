@@ -19,6 +19,9 @@ pub struct Status {
     /// The URL of the Prometheus scraping the mesh (`weft up --prometheus`), empty without one.
     #[serde(default)]
     pub prometheus: String,
+    /// The trust domain of the mesh's SPIFFE identities.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
     pub version: u64,
     /// The mesh routes whatever it can route: every replica is `ready`, every proxy runs
     /// snapshot `version`, and the ingress (when the mesh runs one) is registered and ready.
@@ -54,12 +57,17 @@ pub struct WorkloadStatus {
     pub config_version: u64,
 }
 
+fn default_trust_domain() -> String {
+    model::names::TRUST_DOMAIN.to_string()
+}
+
 fn addr(a: Option<SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_default()
 }
 
 pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Status {
     let spec = registry.spec();
+    let trust_domain = registry.trust_domain();
     let version = registry.snapshot().version;
     let proxies = registry.proxies();
     let newest =
@@ -100,7 +108,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
                     admin: addr(n.and_then(|n| n.admin)),
                     identity: n
                         .map(|n| n.identity.0.clone())
-                        .unwrap_or_else(|| svc.identity().0),
+                        .unwrap_or_else(|| svc.identity_in(&trust_domain).0),
                     ready: state == "ready",
                     state: state.into(),
                     reason,
@@ -118,6 +126,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         ingress: ingress.to_string(),
         ingress_admin,
         prometheus: registry.prometheus().unwrap_or_default(),
+        trust_domain,
         version,
         ready: pending.is_empty(),
         pending,

@@ -65,6 +65,11 @@ impl ServiceSpec {
     pub fn identity(&self) -> Identity {
         Identity::spiffe(&self.namespace, &self.name)
     }
+
+    /// [`ServiceSpec::identity`] in the mesh CA's `trust_domain`.
+    pub fn identity_in(&self, trust_domain: &str) -> Identity {
+        Identity::spiffe_in(trust_domain, &self.namespace, &self.name)
+    }
 }
 
 /// One workload (a Deployment, in Kubernetes terms): a command run as `replicas` processes.

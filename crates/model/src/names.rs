@@ -111,8 +111,13 @@ pub struct Identity(pub String);
 impl Identity {
     /// The SPIFFE ID of a service account in a namespace, in the default trust domain.
     pub fn spiffe(namespace: &str, service_account: &str) -> Self {
+        Self::spiffe_in(TRUST_DOMAIN, namespace, service_account)
+    }
+
+    /// The SPIFFE ID of a service account in a namespace of `trust_domain`.
+    pub fn spiffe_in(trust_domain: &str, namespace: &str, service_account: &str) -> Self {
         Identity(format!(
-            "spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
         ))
     }
 }

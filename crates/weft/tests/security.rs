@@ -355,3 +355,74 @@ async fn the_root_rotates_under_load_without_a_failed_request() {
     }
     eprintln!("{ok} requests through the rotation, none failed");
 }
+
+/// `--ca-cert/--ca-key` with `--intermediate` and `--trust-domain`: the mesh signs with an
+/// intermediate under the operator's own root, every proxy's chain is leaf → intermediate
+/// (→ that root, the one root in its bundle), the SPIFFE IDs carry the trust domain, and the
+/// identity an app sees is the one the handshake proved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_root_signs_through_an_intermediate_in_its_trust_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Operator Root CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let root = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.path().join("root.pem"), dir.path().join("root.key"));
+    std::fs::write(&cert_file, root.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let mesh = Mesh::up_with(
+        &mesh_yaml("opca", &[("hello", 1, "")]),
+        &[
+            "--ca-cert",
+            cert_file.to_str().unwrap(),
+            "--ca-key",
+            key_file.to_str().unwrap(),
+            "--intermediate",
+            "--trust-domain",
+            "example.org",
+        ],
+    );
+    let c = client();
+    let mut admins = vec![("ingress", mesh.status["ingress_admin"].clone())];
+    admins.push((
+        "hello-v1-0",
+        workload(&mesh.status, "hello-v1-0")["admin"].clone(),
+    ));
+    for (who, admin) in admins {
+        let r = get(&c, addr(&admin), "admin", "/identity").await.unwrap();
+        assert_eq!(r.status, 200, "{who}: {}", r.text);
+        let chain = r.body["chain"].as_array().unwrap();
+        assert_eq!(chain.len(), 2, "{who}: leaf and intermediate: {}", r.body);
+        let (leaf, issuer) = (&chain[0], &chain[1]);
+        assert_eq!(leaf["issuer"], issuer["subject"], "{who}");
+        assert_eq!(issuer["issuer"], "CN=Operator Root CA", "{who}");
+        assert_eq!(issuer["is_ca"], true, "{who}");
+        let bundle = r.body["trust_bundle"].as_array().unwrap();
+        assert_eq!(bundle.len(), 1, "{who}");
+        assert_eq!(bundle[0]["subject"], "CN=Operator Root CA", "{who}");
+        let sans = leaf["subject_alt_names"].as_array().unwrap();
+        assert!(
+            sans.iter()
+                .all(|s| s.as_str().unwrap().starts_with("URI:spiffe://example.org/")),
+            "{who}: {sans:?}"
+        );
+    }
+    let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["headers"]["x-weft-client"],
+        "spiffe://example.org/ns/istio-system/sa/istio-ingressgateway"
+    );
+    assert_eq!(mesh.status["trust_domain"], "example.org");
+    // A `weft exec` client joins in the same trust domain.
+    let script = "import json,urllib.request; b=json.load(urllib.request.urlopen('http://hello/')); print(b['headers']['x-weft-client'])";
+    let out = mesh.weft_ok(&["exec", "--service", "probe", "--", "python3", "-c", script]);
+    assert_eq!(out.trim(), "spiffe://example.org/ns/default/sa/probe");
+}

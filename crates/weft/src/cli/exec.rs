@@ -29,17 +29,25 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
     let mesh = control::meshes::find(a.mesh.as_deref())?;
     let control: SocketAddr = mesh.control.parse()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let identity = Identity::spiffe(&a.namespace, &a.service);
-    // A join token for the mesh CA, when the mesh runs one: the client proxy then speaks mTLS.
-    let join_token = runtime()?.block_on(async {
+    // A join token for the mesh CA, when the mesh runs one: the client proxy then speaks mTLS,
+    // as the service's identity in the mesh's trust domain.
+    let (identity, join_token) = runtime()?.block_on(async {
+        let trust_domain = match get(&format!("http://{}/status", mesh.api)).await? {
+            (200, body) => serde_json::from_slice::<control::status::Status>(&body)?.trust_domain,
+            (status, body) => anyhow::bail!(
+                "the control plane answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        };
+        let identity = Identity::spiffe_in(&trust_domain, &a.namespace, &a.service);
         let url = format!(
             "http://{}/join?identity={}",
             mesh.api,
             form_urlencoded::byte_serialize(identity.0.as_bytes()).collect::<String>()
         );
         match super::get::post(&url, String::new()).await? {
-            (200, body) => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
-            (404, _) => Ok(None),
+            (200, body) => Ok((identity, Some(String::from_utf8_lossy(&body).into_owned()))),
+            (404, _) => Ok((identity, None)),
             (status, body) => Err(anyhow::anyhow!(
                 "the control plane refused a join token ({status}): {}",
                 String::from_utf8_lossy(&body)
