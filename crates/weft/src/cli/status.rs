@@ -36,6 +36,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
         match rt.block_on(wait_ready(a.mesh.as_deref(), within)) {
             Ok(st) => (st, 0),
             Err(Waited::NotReady(st)) => {
+                let st = *st;
                 eprintln!(
                     "weft: mesh {} is not ready after {within:?}:\n  {}",
                     st.mesh,
@@ -72,7 +73,7 @@ async fn fetch(api: &str) -> anyhow::Result<Status> {
 
 enum Waited {
     /// The last status read.
-    NotReady(Status),
+    NotReady(Box<Status>),
     /// Why no mesh could be asked.
     NotRunning(anyhow::Error),
 }
@@ -88,7 +89,7 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         };
         let last = match asked {
             Ok(st) if st.ready => return Ok(st),
-            Ok(st) => Waited::NotReady(st),
+            Ok(st) => Waited::NotReady(Box::new(st)),
             Err(e) => Waited::NotRunning(e),
         };
         if tokio::time::Instant::now() + WAIT_POLL > deadline {
