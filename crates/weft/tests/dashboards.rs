@@ -2,8 +2,12 @@
 //! `promtool` (Debian package `prometheus`, which `scripts/test` installs): the rules pass
 //! `promtool check rules` and their unit tests (`alerts_test.yaml`, each alert shown firing and
 //! not firing); every dashboard has Grafana's shape and every query in it parses as PromQL; and
-//! every metric and label name they use is one the proxies export, so renaming one breaks this.
+//! every metric and label name they use is one the proxies export (checked against a running
+//! proxy's `/metrics`), so renaming one breaks this.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -876,4 +880,60 @@ fn dashboards_and_alerts_use_only_the_exported_metric_and_label_names() {
             "{m} not found in the dashboards and alerts: {used:?}"
         );
     }
+}
+
+/// The names above are not a list to trust: a running proxy exports every metric family of
+/// [`METRICS`] and [`HISTOGRAMS`] (its `/metrics` declares each with `# TYPE`, counters without
+/// their `_total` suffix, as OpenMetrics writes them), and after one request through the mesh
+/// its samples carry every label of [`LABELS`] except the ones Prometheus adds (`job`,
+/// `instance`) and `reason`, which only a refused handshake writes (the security tests see it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_name_is_exported_by_a_running_proxy() {
+    let mesh = Mesh::up(&mesh_yaml("dash-names", &[("a", 1, ""), ("b", 1, "")]));
+    let c = client();
+    let r = get(&c, mesh.ingress, "a", "/fetch?url=http://b/x")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut declared = BTreeMap::<String, String>::new();
+    let mut labels = BTreeSet::<String>::new();
+    for w in mesh.status["workloads"].as_array().unwrap() {
+        let admin = w["admin"].as_str().unwrap().parse().unwrap();
+        let text = get(&c, admin, "admin", "/metrics").await.unwrap().text;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+                declared.insert(name.to_string(), kind.to_string());
+            } else if let Some((_, rest)) = line.split_once('{') {
+                let inside = rest.rsplit_once('}').map_or(rest, |(l, _)| l);
+                for pair in inside.split("\",") {
+                    if let Some((k, _)) = pair.split_once("=\"") {
+                        labels.insert(k.trim_start_matches(',').to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for m in METRICS {
+        let family = m.strip_suffix("_total").unwrap_or(m);
+        if !declared.contains_key(family) {
+            missing.push(format!("metric {m}"));
+        }
+    }
+    for h in HISTOGRAMS {
+        if declared.get(*h).map(String::as_str) != Some("histogram") {
+            missing.push(format!("histogram {h} ({:?})", declared.get(*h)));
+        }
+    }
+    for l in LABELS {
+        if !["job", "instance", "reason"].contains(l) && !labels.contains(*l) {
+            missing.push(format!("label {l}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not exported: {missing:?}\ndeclared: {declared:?}\nlabels: {labels:?}"
+    );
 }
