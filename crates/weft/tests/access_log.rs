@@ -225,17 +225,11 @@ spec:
 
 /// Each proxy's access-log format as its admin `/config` reports it, by instance (sorted).
 async fn access_log_formats(mesh: &Mesh) -> Vec<(String, Option<String>)> {
-    let c = client();
-    let mut admins = vec![("ingress".to_string(), mesh.status["ingress_admin"].clone())];
-    for w in mesh.status["workloads"].as_array().unwrap() {
-        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
-    }
-    let mut out = Vec::new();
-    for (who, admin) in admins {
-        let addr = admin.as_str().unwrap().parse().unwrap();
-        let r = get(&c, addr, "admin", "/config").await.unwrap();
-        out.push((who, r.body["access_log"].as_str().map(str::to_string)));
-    }
+    let mut out: Vec<_> = from_every_proxy(&client(), &mesh.status, "/config")
+        .await
+        .into_iter()
+        .map(|(who, config)| (who, config["access_log"].as_str().map(str::to_string)))
+        .collect();
     out.sort();
     out
 }

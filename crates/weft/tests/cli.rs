@@ -185,14 +185,14 @@ async fn the_cli_as_documented() {
     // The workload's environment.
     let r = get(&c, ingress, "envd.shop:8080", "/").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
-    let port = workload_of(&status, "envd-v1-0")["app"]
+    let port = workload(&status, "envd-v1-0")["app"]
         .as_str()
         .unwrap()
         .rsplit(':')
         .next()
         .unwrap()
         .to_string();
-    let outbound = workload_of(&status, "envd-v1-0")["outbound"]
+    let outbound = workload(&status, "envd-v1-0")["outbound"]
         .as_str()
         .unwrap()
         .to_string();
@@ -295,7 +295,7 @@ async fn the_cli_as_documented() {
     assert_eq!(out.trim(), "spiffe://cluster.local/ns/shop/sa/envd");
 
     // weft load's SLO gates: exit 0 when met, 3 when missed.
-    let app = workload_of(&status, "hello-v1-0")["app"]
+    let app = workload(&status, "hello-v1-0")["app"]
         .as_str()
         .unwrap()
         .to_string();
@@ -331,15 +331,6 @@ async fn the_cli_as_documented() {
     .status
     .code();
     assert_eq!(code, Some(3));
-}
-
-fn workload_of<'a>(status: &'a Value, instance: &str) -> &'a Value {
-    status["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["instance"] == instance)
-        .unwrap_or_else(|| panic!("{instance} in {status}"))
 }
 
 /// Ctrl-C (SIGINT to `weft up`) stops the mesh in order: the ingress drains and exits first,

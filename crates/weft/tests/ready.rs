@@ -126,22 +126,6 @@ fn the_first_requests_after_ready_are_routed_every_start() {
     assert_eq!(ok, 2 * STARTS);
 }
 
-/// Every proxy's snapshot in force (its admin `/config`).
-async fn configs(c: &HttpClient, status: &Value) -> Vec<(String, Value)> {
-    let mut admins = vec![("ingress".to_string(), status["ingress_admin"].clone())];
-    for w in status["workloads"].as_array().unwrap() {
-        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
-    }
-    let mut out = Vec::new();
-    for (who, admin) in admins {
-        let addr = admin.as_str().unwrap().parse().unwrap();
-        let r = get(c, addr, "admin", "/config").await.unwrap();
-        assert_eq!(r.status, 200, "{who}: {}", r.text);
-        out.push((who, r.body));
-    }
-    out
-}
-
 /// Whether `config` lists `instance` of `service` at `inbound`.
 fn lists(config: &Value, service: &str, instance: &str, inbound: &str) -> bool {
     config["snapshot"]["services"]
@@ -151,15 +135,6 @@ fn lists(config: &Value, service: &str, instance: &str, inbound: &str) -> bool {
         .filter(|s| s["key"]["name"] == service)
         .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
         .any(|e| e["instance"] == instance && e["address"] == inbound)
-}
-
-fn workload<'a>(status: &'a Value, instance: &str) -> &'a Value {
-    status["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["instance"] == instance)
-        .unwrap()
 }
 
 /// A sidecar killed with SIGKILL is restarted; its replica is reported ready again only once
@@ -173,7 +148,7 @@ async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
         victim["pid"].as_u64().unwrap(),
         victim["inbound"].as_str().unwrap().to_string(),
     );
-    for (who, config) in configs(&c, &mesh.status).await {
+    for (who, config) in from_every_proxy(&c, &mesh.status, "/config").await {
         assert!(lists(&config, "back", "back-v1-0", &inbound), "{who}");
     }
     // Two clients call back through the ingress the whole time (bounded: 60 s at most).
@@ -225,7 +200,7 @@ async fn a_restarted_sidecar_is_ready_only_when_every_proxy_routes_to_it() {
     eprintln!("while it restarted, status said: {seen_not_ready:?}");
     assert_eq!(workload(&status, "back-v1-0")["inbound"], inbound.as_str());
     // Ready means routable: every proxy runs a snapshot listing the restarted replica.
-    for (who, config) in configs(&c, &status).await {
+    for (who, config) in from_every_proxy(&c, &status, "/config").await {
         assert!(
             lists(&config, "back", "back-v1-0", &inbound),
             "{who} does not route to back-v1-0 although status says it is ready: {config}"

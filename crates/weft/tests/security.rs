@@ -15,15 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn workload<'a>(status: &'a serde_json::Value, instance: &str) -> &'a serde_json::Value {
-    status["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["instance"] == instance)
-        .unwrap()
-}
-
 fn addr(v: &serde_json::Value) -> SocketAddr {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -230,21 +221,17 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
 
 /// Every proxy's certificate as its admin `/identity` shows it: (who, leaf issuer, roots).
 async fn identities(c: &HttpClient, status: &serde_json::Value) -> Vec<(String, String, usize)> {
-    let mut admins = vec![("ingress".to_string(), status["ingress_admin"].clone())];
-    for w in status["workloads"].as_array().unwrap() {
-        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
-    }
-    let mut out = Vec::new();
-    for (who, admin) in admins {
-        let r = get(c, addr(&admin), "admin", "/identity").await.unwrap();
-        assert_eq!(r.status, 200, "{who}: {}", r.text);
-        out.push((
-            who,
-            r.body["chain"][0]["issuer"].as_str().unwrap().to_string(),
-            r.body["trust_bundle"].as_array().unwrap().len(),
-        ));
-    }
-    out
+    from_every_proxy(c, status, "/identity")
+        .await
+        .into_iter()
+        .map(|(who, id)| {
+            (
+                who,
+                id["chain"][0]["issuer"].as_str().unwrap().to_string(),
+                id["trust_bundle"].as_array().unwrap().len(),
+            )
+        })
+        .collect()
 }
 
 /// Root rotation without downtime: under steady load, `weft ca rotate` puts the next root in

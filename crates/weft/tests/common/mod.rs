@@ -592,3 +592,30 @@ pub async fn mtls_send(
         .map_err(|e| e.to_string())?;
     h2_send(tls, req).await
 }
+
+/// The replica `instance` in a `weft status -o json` document.
+pub fn workload<'a>(status: &'a Value, instance: &str) -> &'a Value {
+    status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .unwrap_or_else(|| panic!("no {instance} in {status}"))
+}
+
+/// GET `path` on every proxy's admin listener (the ingress's, then each replica's sidecar's):
+/// who answered ("ingress" or the instance) and its JSON body, each checked to be a 200.
+pub async fn from_every_proxy(c: &HttpClient, status: &Value, path: &str) -> Vec<(String, Value)> {
+    let mut admins = vec![("ingress".to_string(), status["ingress_admin"].clone())];
+    for w in status["workloads"].as_array().unwrap() {
+        admins.push((w["instance"].as_str().unwrap().into(), w["admin"].clone()));
+    }
+    let mut out = Vec::new();
+    for (who, admin) in admins {
+        let addr: SocketAddr = admin.as_str().unwrap().parse().unwrap();
+        let r = get(c, addr, "admin", path).await.unwrap();
+        assert_eq!(r.status, 200, "{who} {path}: {}", r.text);
+        out.push((who, r.body));
+    }
+    out
+}
