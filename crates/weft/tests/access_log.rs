@@ -26,6 +26,27 @@ fn log_lines(mesh: &Mesh, process: &str) -> Vec<String> {
         .collect()
 }
 
+/// Services a and b (one replica each), each with the annotation given, if any.
+fn annotated(
+    name: &str,
+    a: impl Into<Option<(&'static str, &'static str)>>,
+    b: impl Into<Option<(&'static str, &'static str)>>,
+) -> String {
+    let mut yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n"
+    );
+    for (svc, annotation) in [("a", a.into()), ("b", b.into())] {
+        yaml.push_str(&format!("  - name: {svc}\n    port: 80\n"));
+        if let Some((k, v)) = annotation {
+            yaml.push_str(&format!("    annotations: {{{k}: {v}}}\n"));
+        }
+        yaml.push_str(&format!(
+            "    workloads:\n    - name: {svc}-v1\n      labels: {{app: {svc}, version: v1}}\n      replicas: 1\n      command: [weft, demo, echo, --service, {svc}, --version, v1]\n"
+        ));
+    }
+    yaml
+}
+
 /// The JSON access-log lines of `process` that name `request_id`, once there are `n`.
 fn json_lines(mesh: &Mesh, process: &str, request_id: &str, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -138,29 +159,12 @@ async fn mesh_wide_json_lines_have_envoys_fields_one_per_request_and_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_annotated_service_logs_in_apache_format_and_the_others_do_not() {
-    let yaml = r#"apiVersion: weft.dev/v1alpha1
-kind: Mesh
-metadata: {name: alog-apache}
-spec:
-  ingress: 127.0.0.1:0
-  services:
-  - name: a
-    port: 80
-    annotations: {config.linkerd.io/access-log: apache}
-    workloads:
-    - name: a-v1
-      labels: {app: a, version: v1}
-      replicas: 1
-      command: [weft, demo, echo, --service, a, --version, v1]
-  - name: b
-    port: 80
-    workloads:
-    - name: b-v1
-      labels: {app: b, version: v1}
-      replicas: 1
-      command: [weft, demo, echo, --service, b, --version, v1]
-"#;
-    let mesh = Mesh::up(yaml);
+    let yaml = annotated(
+        "alog-apache",
+        ("config.linkerd.io/access-log", "apache"),
+        None,
+    );
+    let mesh = Mesh::up(&yaml);
     assert_eq!(
         get_id(&mesh, "a", "/fetch?url=http://b/x", "rid-apache").await,
         200
@@ -238,29 +242,8 @@ async fn access_log_formats(mesh: &Mesh) -> Vec<(String, Option<String>)> {
 /// `weft.dev/access-log: json` gets JSON instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_wide_format_and_weft_s_own_annotation() {
-    let yaml = r#"apiVersion: weft.dev/v1alpha1
-kind: Mesh
-metadata: {name: alog-mixed}
-spec:
-  ingress: 127.0.0.1:0
-  services:
-  - name: a
-    port: 80
-    workloads:
-    - name: a-v1
-      labels: {app: a, version: v1}
-      replicas: 1
-      command: [weft, demo, echo, --service, a, --version, v1]
-  - name: b
-    port: 80
-    annotations: {weft.dev/access-log: json}
-    workloads:
-    - name: b-v1
-      labels: {app: b, version: v1}
-      replicas: 1
-      command: [weft, demo, echo, --service, b, --version, v1]
-"#;
-    let mesh = Mesh::up_with(yaml, &["--access-log", "apache"]);
+    let yaml = annotated("alog-mixed", None, ("weft.dev/access-log", "json"));
+    let mesh = Mesh::up_with(&yaml, &["--access-log", "apache"]);
     assert_eq!(
         access_log_formats(&mesh).await,
         [
