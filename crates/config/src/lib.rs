@@ -96,23 +96,30 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, Errors> {
     loader.finish()
 }
 
+/// The configuration files of a directory: its `*.yaml`, `*.yml` and `*.json` files (not its
+/// subdirectories), sorted by name. `weft up DIR`, `weft apply -f DIR` and `--watch` all read a
+/// directory this way.
+pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Reads files and directories into a [`Store`] (not yet validated: call [`Store::load`]).
 pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|e| read_error(path, e))?;
-            let mut names: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-                })
-                .collect();
-            names.sort();
-            files.extend(names);
+            files.extend(config_files(path).map_err(|e| read_error(path, e))?);
         } else {
             files.push(path.clone());
         }

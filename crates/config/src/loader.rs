@@ -113,24 +113,14 @@ impl Loader {
     }
 
     pub fn dir(&mut self, dir: &Path) {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
+        let files = match crate::config_files(dir) {
+            Ok(files) => files,
             Err(e) => {
                 return self
                     .errors
                     .push(whole_file(dir, format!("cannot read directory: {e}")))
             }
         };
-        let mut files: Vec<_> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-            })
-            .collect();
-        files.sort();
         for file in files {
             self.file(&file);
         }

@@ -21,19 +21,7 @@ fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                let mut names: Vec<PathBuf> = entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|f| {
-                        f.is_file()
-                            && f.extension()
-                                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-                    })
-                    .collect();
-                names.sort();
-                out.extend(names);
-            }
+            out.extend(config::config_files(p).unwrap_or_default());
         } else if p.is_file() {
             out.push(p.clone());
         }

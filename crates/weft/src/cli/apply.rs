@@ -35,16 +35,7 @@ fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
             std::io::stdin().read_to_string(&mut s)?;
             out.push(("<stdin>".to_string(), s));
         } else if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| {
-                    f.extension()
-                        .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-                })
-                .collect();
-            files.sort();
-            for f in files {
+            for f in config::config_files(p)? {
                 out.push((f.display().to_string(), std::fs::read_to_string(&f)?));
             }
         } else {
