@@ -123,27 +123,15 @@ fn scope_from(s: Option<pb::Scope>, policy: &str) -> Result<Scope, WireError> {
 
 /// The wire name of a Linkerd default policy, as Linkerd spells it.
 pub fn policy_name(p: DefaultPolicy) -> &'static str {
-    match p {
-        DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
-        DefaultPolicy::AllAuthenticated => "all-authenticated",
-        DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
-        DefaultPolicy::ClusterUnauthenticated => "cluster-unauthenticated",
-        DefaultPolicy::Deny => "deny",
-        DefaultPolicy::Audit => "audit",
-    }
+    p.as_str()
 }
 
 /// The empty name is the default (`all-unauthenticated`).
 fn policy_from(name: &str) -> Option<DefaultPolicy> {
-    Some(match name {
-        "" | "all-unauthenticated" => DefaultPolicy::AllUnauthenticated,
-        "all-authenticated" => DefaultPolicy::AllAuthenticated,
-        "cluster-authenticated" => DefaultPolicy::ClusterAuthenticated,
-        "cluster-unauthenticated" => DefaultPolicy::ClusterUnauthenticated,
-        "deny" => DefaultPolicy::Deny,
-        "audit" => DefaultPolicy::Audit,
-        _ => return None,
-    })
+    match name {
+        "" => Some(DefaultPolicy::AllUnauthenticated),
+        name => DefaultPolicy::parse(name),
+    }
 }
 
 fn mode_name(m: MtlsMode) -> &'static str {

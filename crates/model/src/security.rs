@@ -191,6 +191,34 @@ pub enum DefaultPolicy {
     Audit,
 }
 
+impl DefaultPolicy {
+    /// Linkerd's name for the policy (`config.linkerd.io/default-inbound-policy` values).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
+            DefaultPolicy::AllAuthenticated => "all-authenticated",
+            DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
+            DefaultPolicy::ClusterUnauthenticated => "cluster-unauthenticated",
+            DefaultPolicy::Deny => "deny",
+            DefaultPolicy::Audit => "audit",
+        }
+    }
+
+    /// The policy Linkerd calls `name`.
+    pub fn parse(name: &str) -> Option<DefaultPolicy> {
+        [
+            DefaultPolicy::AllUnauthenticated,
+            DefaultPolicy::AllAuthenticated,
+            DefaultPolicy::ClusterAuthenticated,
+            DefaultPolicy::ClusterUnauthenticated,
+            DefaultPolicy::Deny,
+            DefaultPolicy::Audit,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+}
+
 /// Who a Linkerd authorization lets in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -330,8 +330,7 @@ impl Authorizer {
             .collect();
 
         let default_policy = spec.default_policy(workload.namespace, workload.labels);
-        let default_tally =
-            tallies.get(&format!("{DEFAULT_PREFIX}{}", policy_name(default_policy)));
+        let default_tally = tallies.get(&format!("{DEFAULT_PREFIX}{}", default_policy.as_str()));
         let no_match = tallies.get(NO_MATCH);
         // The mesh's `clusterNetworks` when it sets them (a bad one fails closed: it is left
         // out, so fewer clients count as in-cluster), else Linkerd's defaults.
@@ -521,18 +520,6 @@ impl Authorizer {
             DefaultPolicy::Deny => verdict(false, Reason::DefaultDeny, false),
             DefaultPolicy::Audit => verdict(true, Reason::DefaultAllows, true),
         }
-    }
-}
-
-/// Linkerd's names for its default policies.
-fn policy_name(p: DefaultPolicy) -> &'static str {
-    match p {
-        DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
-        DefaultPolicy::AllAuthenticated => "all-authenticated",
-        DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
-        DefaultPolicy::ClusterUnauthenticated => "cluster-unauthenticated",
-        DefaultPolicy::Deny => "deny",
-        DefaultPolicy::Audit => "audit",
     }
 }
 

@@ -62,19 +62,6 @@ pub(crate) struct Defaults {
     pub overrides: Vec<(Scope, DefaultPolicy)>,
 }
 
-/// A policy's Linkerd name.
-pub(crate) fn parse_policy(name: &str) -> Option<DefaultPolicy> {
-    Some(match name {
-        "all-unauthenticated" => DefaultPolicy::AllUnauthenticated,
-        "all-authenticated" => DefaultPolicy::AllAuthenticated,
-        "cluster-authenticated" => DefaultPolicy::ClusterAuthenticated,
-        "cluster-unauthenticated" => DefaultPolicy::ClusterUnauthenticated,
-        "deny" => DefaultPolicy::Deny,
-        "audit" => DefaultPolicy::Audit,
-        _ => return None,
-    })
-}
-
 /// The node at a path such as `spec.services[2]`.
 fn node_at<'a>(tree: &'a Node, path: &str) -> Option<&'a Node> {
     let mut node = tree;
@@ -118,7 +105,7 @@ fn annotation(doc: &Doc, base: &str) -> Option<(Option<String>, Diagnostic)> {
 /// The annotation's policy, or the error at it.
 fn annotated(doc: &Doc, base: &str) -> Option<Result<DefaultPolicy, Diagnostic>> {
     let (value, at) = annotation(doc, base)?;
-    Some(match value.as_deref().and_then(parse_policy) {
+    Some(match value.as_deref().and_then(DefaultPolicy::parse) {
         Some(p) => Ok(p),
         None => Err(at.with_message(format!(
             "annotation {ANNOTATION}: `{}` is not a default inbound policy: {POLICIES}",
@@ -156,8 +143,8 @@ impl Defaults {
                     field,
                     format!(
                         "default inbound policy {} conflicts with {} set at {at}",
-                        api_name(policy),
-                        api_name(*first)
+                        policy.as_str(),
+                        first.as_str()
                     ),
                 )),
                 Some(_) => {}
@@ -218,16 +205,5 @@ pub(super) fn namespace(
             errors.push(e);
             None
         }
-    }
-}
-
-fn api_name(p: DefaultPolicy) -> &'static str {
-    match p {
-        DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
-        DefaultPolicy::AllAuthenticated => "all-authenticated",
-        DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
-        DefaultPolicy::ClusterUnauthenticated => "cluster-unauthenticated",
-        DefaultPolicy::Deny => "deny",
-        DefaultPolicy::Audit => "audit",
     }
 }

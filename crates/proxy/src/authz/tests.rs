@@ -1171,10 +1171,7 @@ fn linkerd_default_policies() {
         let a = compile(&linkerd_spec(policy));
         let d = a.authorize(&req.ctx());
         assert_eq!((d.allowed, d.reason), (expected, reason), "{policy:?}");
-        assert_eq!(
-            &*d.policy,
-            format!("default:{}", super::policy_name(policy))
-        );
+        assert_eq!(&*d.policy, format!("default:{}", policy.as_str()));
         assert_eq!(d.audited, policy == DefaultPolicy::Audit, "{policy:?}");
     }
 }
