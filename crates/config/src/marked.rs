@@ -64,6 +64,25 @@ impl Node {
         }))
     }
 
+    /// The node at a path such as `spec.services[2]`.
+    pub fn at(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (key, index) = segment.split_once('[').unwrap_or((segment, ""));
+            if !key.is_empty() {
+                node = node.get(key)?;
+            }
+            if !index.is_empty() {
+                let i: usize = index.trim_end_matches(']').parse().ok()?;
+                node = match &node.value {
+                    Value::Seq(items) => items.get(i)?,
+                    _ => return None,
+                };
+            }
+        }
+        Some(node)
+    }
+
     /// The value of a mapping's field.
     pub fn get(&self, key: &str) -> Option<&Node> {
         self.entry(key).map(|(_, value)| value)

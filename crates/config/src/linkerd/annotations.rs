@@ -21,7 +21,7 @@
 //! Durations are Linkerd's: a whole number and one unit (`ms`, `s`, `m`, `h`, `d`), or `0`.
 
 use crate::loader::Doc;
-use crate::marked::{Node, Value};
+use crate::marked::Value;
 use crate::Diagnostic;
 use model::{FailureAccrual, HttpRoute, RetryOn, RetryPolicy};
 
@@ -79,7 +79,7 @@ impl Annotation {
 /// The Linkerd annotations of the object at `base` (`metadata` of a Kubernetes object, or
 /// `spec.services[2]` of a Mesh document).
 pub(crate) fn read(doc: &Doc, base: &str) -> Vec<Annotation> {
-    let Some(node) = node_at(doc.tree, base).and_then(|n| n.get("annotations")) else {
+    let Some(node) = doc.tree.at(base).and_then(|n| n.get("annotations")) else {
         return Vec::new();
     };
     let Value::Map(entries) = &node.value else {
@@ -105,25 +105,6 @@ pub(crate) fn read(doc: &Doc, base: &str) -> Vec<Annotation> {
                 })
         })
         .collect()
-}
-
-/// The node at a path such as `spec.services[2]`.
-fn node_at<'a>(tree: &'a Node, path: &str) -> Option<&'a Node> {
-    let mut node = tree;
-    for segment in path.split('.').filter(|s| !s.is_empty()) {
-        let (key, index) = segment.split_once('[').unwrap_or((segment, ""));
-        if !key.is_empty() {
-            node = node.get(key)?;
-        }
-        if !index.is_empty() {
-            let i: usize = index.trim_end_matches(']').parse().ok()?;
-            node = match &node.value {
-                Value::Seq(items) => items.get(i)?,
-                _ => return None,
-            };
-        }
-    }
-    Some(node)
 }
 
 /// Which kind of object the annotations are on: Linkerd reads some only on Services.

@@ -13,7 +13,7 @@
 //! The most specific override wins: workload, then namespace, then the default.
 
 use crate::loader::Doc;
-use crate::marked::{Node, Value};
+use crate::marked::Value;
 use crate::Diagnostic;
 use model::security::{DefaultPolicy, Scope, DEFAULT_ROOT_NAMESPACE};
 use model::ServiceSpec;
@@ -62,30 +62,11 @@ pub(crate) struct Defaults {
     pub overrides: Vec<(Scope, DefaultPolicy)>,
 }
 
-/// The node at a path such as `spec.services[2]`.
-fn node_at<'a>(tree: &'a Node, path: &str) -> Option<&'a Node> {
-    let mut node = tree;
-    for segment in path.split('.').filter(|s| !s.is_empty()) {
-        let (key, index) = segment.split_once('[').unwrap_or((segment, ""));
-        if !key.is_empty() {
-            node = node.get(key)?;
-        }
-        if !index.is_empty() {
-            let i: usize = index.trim_end_matches(']').parse().ok()?;
-            node = match &node.value {
-                Value::Seq(items) => items.get(i)?,
-                _ => return None,
-            };
-        }
-    }
-    Some(node)
-}
-
 /// The annotation [`ANNOTATION`] of the object at `base` (`metadata` of a Kubernetes object,
 /// `spec.services[2]` of a Mesh document): its value (`None` if not a string) and a diagnostic
 /// at its key.
 fn annotation(doc: &Doc, base: &str) -> Option<(Option<String>, Diagnostic)> {
-    let node = node_at(doc.tree, base)?.get("annotations")?;
+    let node = doc.tree.at(base)?.get("annotations")?;
     let Value::Map(entries) = &node.value else {
         return None;
     };
