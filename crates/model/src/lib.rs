@@ -7,6 +7,7 @@
 //! - [`route`]: HTTP routes — matches, weighted destinations, filters — in one shape for every API.
 //! - [`policy`]: per-service traffic policies — balancing, limits, ejection, retry budgets.
 //! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
+//! - [`tap`]: one request as a proxy's live tap reports it.
 
 pub mod mesh;
 pub mod names;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod route;
 pub mod security;
 pub mod snapshot;
+pub mod tap;
 
 pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};

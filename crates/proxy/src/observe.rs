@@ -303,8 +303,8 @@ impl Observe {
             self.tap.send(crate::tap::TapEvent {
                 ts_ms: t.ts_ms,
                 direction: match reporter {
-                    Reporter::Source => "outbound",
-                    Reporter::Destination => "inbound",
+                    Reporter::Source => "outbound".into(),
+                    Reporter::Destination => "inbound".into(),
                 },
                 method: t.method.clone(),
                 authority: t.authority.clone(),

@@ -5,7 +5,6 @@
 //! someone is, events go into a bounded broadcast buffer and a watcher that falls behind loses
 //! events (and is told how many) rather than holding anything up.
 
-use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -13,29 +12,8 @@ use tokio::sync::broadcast;
 /// Events buffered per watcher before the oldest are dropped.
 pub const BUFFER: usize = 4096;
 
-/// One request as a proxy saw it end.
-#[derive(Clone, Debug, Serialize)]
-pub struct TapEvent {
-    /// Unix time in ms when the request started.
-    pub ts_ms: u64,
-    /// `inbound` (this proxy's workload served it) or `outbound` (its workload sent it).
-    pub direction: &'static str,
-    pub method: String,
-    pub authority: String,
-    pub path: String,
-    pub status: u16,
-    pub latency_ms: f64,
-    /// Response flags (`-` when none).
-    pub flags: String,
-    pub src_workload: String,
-    pub src_identity: String,
-    pub dst_workload: String,
-    pub dst_identity: String,
-    /// The destination service's FQDN.
-    pub dst_service: String,
-    pub mtls: bool,
-    pub request_id: String,
-}
+/// One request as a proxy saw it end (the type `weft tap` reads back).
+pub use model::tap::TapEvent;
 
 /// What a request must carry to be worth an event, captured only while someone watches.
 #[derive(Clone, Debug)]
@@ -165,7 +143,10 @@ impl Filter {
             .as_ref()
             .is_none_or(|p| e.path.starts_with(p.as_str()))
             && self.method.as_ref().is_none_or(|m| &e.method == m)
-            && self.direction.as_ref().is_none_or(|d| e.direction == d)
+            && self
+                .direction
+                .as_ref()
+                .is_none_or(|d| e.direction == d.as_str())
             && self.to.as_ref().is_none_or(|t| {
                 e.dst_service.contains(t.as_str()) || e.authority.contains(t.as_str())
             })
@@ -179,7 +160,7 @@ mod tests {
     fn event(path: &str, method: &str) -> TapEvent {
         TapEvent {
             ts_ms: 0,
-            direction: "inbound",
+            direction: "inbound".into(),
             method: method.into(),
             authority: "hello".into(),
             path: path.into(),

@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -66,27 +65,7 @@ pub struct TapArgs {
     output: TapOutput,
 }
 
-/// One finished request as a proxy's `/tap` reports it (every field defaults, so events from a
-/// newer proxy with fields added still read).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TapEvent {
-    pub ts_ms: u64,
-    pub direction: String,
-    pub method: String,
-    pub authority: String,
-    pub path: String,
-    pub status: u16,
-    pub latency_ms: f64,
-    pub flags: String,
-    pub src_workload: String,
-    pub src_identity: String,
-    pub dst_workload: String,
-    pub dst_identity: String,
-    pub dst_service: String,
-    pub mtls: bool,
-    pub request_id: String,
-}
+pub use model::tap::TapEvent;
 
 /// What the streams deliver.
 #[derive(Debug)]

@@ -1,0 +1,31 @@
+//! One request as a proxy's live tap reports it: what the proxy's admin `/tap` streams (one
+//! JSON object per line) and `weft tap` / `weft top` read back.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// One finished request. Every field defaults when read, so events from a newer proxy with
+/// fields added still read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TapEvent {
+    /// Unix time in ms when the request started.
+    pub ts_ms: u64,
+    /// `inbound` (the proxy's workload served it) or `outbound` (its workload sent it).
+    pub direction: Cow<'static, str>,
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub status: u16,
+    pub latency_ms: f64,
+    /// Response flags (`-` when none).
+    pub flags: String,
+    pub src_workload: String,
+    pub src_identity: String,
+    pub dst_workload: String,
+    pub dst_identity: String,
+    /// The destination service's FQDN.
+    pub dst_service: String,
+    pub mtls: bool,
+    pub request_id: String,
+}
