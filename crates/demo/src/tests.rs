@@ -227,22 +227,79 @@ async fn fail_rate_one_always_fails_but_probes_pass() {
 
 #[tokio::test]
 async fn shutdown_flips_readiness_and_drains_in_flight_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start(named("alpha")).await;
     let addr = server.addr;
-    // Both are being handled when shutdown begins; /readyz looks at the state after its delay.
-    let slow = tokio::spawn(async move { get(addr, "/delay/300").await });
-    let ready = tokio::spawn(async move { get(addr, "/readyz?delay=300ms").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A downstream the server calls from inside one request: it says when that request is being
+    // handled, and answers only when told to.
+    let downstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let down = downstream.local_addr().expect("local addr");
+    let (reached_tx, reached) = tokio::sync::oneshot::channel();
+    let (answer, answer_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = downstream.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the request head never came");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = reached_tx.send(());
+        let _ = answer_rx.await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            )
+            .await;
+    });
+    // Both requests on one HTTP/2 connection, /readyz first: once the server is inside the
+    // second (it called the downstream), it has the first in hand too.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let ask = |h2: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>, path: &str| {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .expect("request");
+        let sent = h2.send_request(req);
+        async move {
+            let rsp = sent.await.expect("response");
+            let status = rsp.status();
+            let body = rsp.into_body().collect().await.expect("body").to_bytes();
+            (status, body)
+        }
+    };
+    // /readyz looks at the state after its delay, well after the shutdown below.
+    let ready = tokio::spawn(ask(&mut h2, "/readyz?delay=1s"));
+    let slow = tokio::spawn(ask(
+        &mut h2,
+        &format!("/fetch?url={}", encode(&format!("http://{down}/"))),
+    ));
+    reached.await.expect("the server called the downstream");
     server.shutdown.cancel();
+    let _ = answer.send(());
 
-    let ready = ready.await.expect("readyz task");
+    let (status, body) = ready.await.expect("readyz task");
     assert_eq!(
-        (ready.status, ready.text()),
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string()
+        )
     );
-    let slow = slow.await.expect("delay task");
-    assert_eq!(slow.status, StatusCode::OK);
-    assert_eq!(slow.json()["path"], "/delay/300");
+    let (status, body) = slow.await.expect("fetch task");
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        (v["path"].as_str(), v["downstream"]["status"].as_u64()),
+        (Some("/fetch"), Some(200))
+    );
 
     let result = tokio::time::timeout(Duration::from_secs(5), server.task).await;
     assert!(
