@@ -566,9 +566,11 @@ mod tests {
         let b = registry.register(node("sidecar", "backend", "backend-v1-1", Some(1002)));
         wait_for(vec!["backend-v1-0", "backend-v1-1"]).await;
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-        // Health changes wake the writer but leave the file alone.
+        // Health changes wake the writer but leave the file alone. On this single-threaded
+        // runtime, yielding lets the woken writer run its whole turn (it has no await point
+        // between waking and parking again) before this task goes on.
         registry.set_health(a.id, true, String::new());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
             before
