@@ -283,6 +283,16 @@ async fn shutdown_flips_readiness_and_drains_in_flight_requests() {
     ));
     reached.await.expect("the server called the downstream");
     server.shutdown.cancel();
+    // The server stops accepting (its listener closes) but waits for the request in hand.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !server.task.is_finished(),
+        "serve_echo returned with a request still in flight"
+    );
     let _ = answer.send(());
 
     let (status, body) = ready.await.expect("readyz task");
