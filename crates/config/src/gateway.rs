@@ -25,7 +25,6 @@ use crate::diagnostic::reject;
 use crate::ingress::{intersect, HostRoutes};
 use crate::k8s::{Metadata, Object};
 use crate::loader::Doc;
-use crate::marked::Node;
 use crate::{policy, Diagnostic};
 use model::{
     Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
@@ -34,7 +33,6 @@ use model::{
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// The HTTPRoute and Gateway `apiVersion`s read.
 const GATEWAY_API_VERSIONS: [&str; 2] = [
@@ -326,26 +324,10 @@ pub(crate) enum Kind {
     TrafficSplit(Object<TrafficSplitSpec>),
 }
 
-/// A parsed document, kept (with its marked tree) until every file has been read.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub file: PathBuf,
-    pub first_line: usize,
-    pub tree: Node,
-    pub kind: Kind,
-    /// Load order among these documents: the age of an HTTPRoute without creationTimestamp.
-    pub order: usize,
-}
+/// A parsed document of this dialect, kept until every file has been read.
+pub(crate) type Pending = crate::loader::Parsed<Kind>;
 
 impl Pending {
-    fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-
     fn metadata(&self) -> &Metadata {
         match &self.kind {
             Kind::HttpRoute(o) => &o.metadata,
@@ -737,7 +719,8 @@ pub(crate) fn resolve(
     // and the same per ingress host.
     let mut http: Table<HttpRoutesOf> = Table::default();
     let mut ingress: Vec<(String, HttpRoutesOf)> = Vec::new();
-    for p in pending {
+    // Load order among these documents: the age of an HTTPRoute without creationTimestamp.
+    for (order, p) in pending.iter().enumerate() {
         let Kind::HttpRoute(o) = &p.kind else {
             continue;
         };
@@ -752,9 +735,9 @@ pub(crate) fn resolve(
                     "metadata.creationTimestamp",
                     format!("`{t}` is not a timestamp like 2024-01-31T12:00:00Z"),
                 ));
-                Age::Loaded(p.order)
+                Age::Loaded(order)
             }
-            None => Age::Loaded(p.order),
+            None => Age::Loaded(order),
         };
 
         let mut parents: Vec<(ServiceKey, Diagnostic)> = Vec::new();

@@ -22,7 +22,6 @@ use crate::diagnostic::reject;
 use crate::ingress::{intersect, HostRoutes};
 use crate::k8s::{Metadata, Object};
 use crate::loader::Doc;
-use crate::marked::Node;
 use crate::{policy, Diagnostic};
 use model::{
     Authority, Destination, Fault, HeaderMatch, HttpRoute, Labels, Mirror, PathMatch, PathRewrite,
@@ -32,7 +31,6 @@ use model::{
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 /// The `apiVersion`s read; other versions of these kinds stay unsupported notices.
 const API_VERSIONS: [&str; 3] = [
@@ -410,24 +408,10 @@ pub(crate) enum Kind {
     Gateway(Box<Object<GatewaySpec>>),
 }
 
-/// A parsed Istio document, kept (with its marked tree) until every file has been read.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub file: PathBuf,
-    pub first_line: usize,
-    pub tree: Node,
-    pub kind: Kind,
-}
+/// A parsed document of this dialect, kept until every file has been read.
+pub(crate) type Pending = crate::loader::Parsed<Kind>;
 
 impl Pending {
-    fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-
     fn metadata(&self) -> &Metadata {
         match &self.kind {
             Kind::VirtualService(o) => &o.metadata,

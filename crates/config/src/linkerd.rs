@@ -57,7 +57,7 @@ use model::{
 };
 use profile::ProfileSpec;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The `policy.linkerd.io` HTTPRoute versions read.
 const HTTP_ROUTE_API_VERSIONS: [&str; 4] = [
@@ -118,24 +118,11 @@ pub(crate) struct Linkerd {
     http_routes: Vec<(String, Timing)>,
 }
 
-struct Profile {
-    file: PathBuf,
-    first_line: usize,
-    tree: Node,
-    object: Object<ProfileSpec>,
-}
+type Profile = crate::loader::Parsed<Object<ProfileSpec>>;
 
 impl Profile {
-    fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-
     fn label(&self) -> String {
-        let m = &self.object.metadata;
+        let m = &self.kind.metadata;
         format!("ServiceProfile {}/{}", m.namespace(), m.name)
     }
 }
@@ -178,7 +165,7 @@ impl Linkerd {
             file: file.to_path_buf(),
             first_line,
             tree,
-            object,
+            kind: object,
         });
     }
 
@@ -422,7 +409,7 @@ fn translate(
     warnings: &mut Vec<Diagnostic>,
 ) -> Option<Translated> {
     let (doc, label) = (p.doc(), p.label());
-    let (metadata, spec) = (&p.object.metadata, &p.object.spec);
+    let (metadata, spec) = (&p.kind.metadata, &p.kind.spec);
     let before = errors.len();
     let Some(key) = profile::profile_service(&metadata.name) else {
         errors.push(doc.error(

@@ -15,7 +15,7 @@ use model::names::DEFAULT_NAMESPACE;
 use model::{MeshSpec, ServiceSpec, WorkloadSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Default)]
 pub(crate) struct Loader {
@@ -46,6 +46,27 @@ pub(crate) struct Loader {
 }
 
 /// One parsed document of one file, to turn field paths into diagnostics.
+/// A parsed document of one dialect (its `kind`), kept with its marked tree until every file
+/// has been read.
+#[derive(Debug)]
+pub(crate) struct Parsed<K> {
+    pub file: PathBuf,
+    pub first_line: usize,
+    pub tree: Node,
+    pub kind: K,
+}
+
+impl<K> Parsed<K> {
+    /// The document, for locating errors.
+    pub fn doc(&self) -> Doc<'_> {
+        Doc {
+            file: &self.file,
+            first_line: self.first_line,
+            tree: &self.tree,
+        }
+    }
+}
+
 pub(crate) struct Doc<'a> {
     pub file: &'a Path,
     pub first_line: usize,
@@ -187,7 +208,6 @@ impl Loader {
                         first_line: document.first_line,
                         tree,
                         kind,
-                        order: self.gateway.len(),
                     };
                     // A Server parent makes it an inbound route (for `security`) too.
                     let inbound = match security::inbound_route(&pending) {

@@ -38,7 +38,6 @@ use model::security::{Scope, SecuritySpec};
 use model::{Labels, ServiceSpec};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// Where weft's ingress runs, as Istio's: policies that target the Gateway
 /// `istio-ingressgateway` select it by these.
@@ -112,24 +111,10 @@ pub(crate) fn label_of(api_version: &str, kind: &str, tree: &Node) -> String {
     )
 }
 
-/// A parsed document, kept (with its marked tree) until every file has been read.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub file: PathBuf,
-    pub first_line: usize,
-    pub tree: Node,
-    pub kind: Kind,
-}
+/// A parsed document of this dialect, kept until every file has been read.
+pub(crate) type Pending = crate::loader::Parsed<Kind>;
 
 impl Pending {
-    fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-
     fn name(&self) -> &str {
         match &self.kind {
             Kind::PeerAuthentication(o) => &o.metadata.name,
