@@ -55,11 +55,41 @@ fn full_regex(r: &str, route: &str) -> Result<Regex, RouteError> {
     })
 }
 
-enum Path {
+/// A path match compiled for the hot path; the route table and Linkerd's per-route
+/// authorization both use it.
+#[derive(Debug)]
+pub(crate) enum Path {
     Exact(String),
     Prefix(String),
     SegmentPrefix(String),
     Regex(Regex),
+}
+
+impl Path {
+    pub(crate) fn compile(m: &PathMatch, route: &str) -> Result<Path, RouteError> {
+        Ok(match m {
+            PathMatch::Exact(p) => Path::Exact(p.clone()),
+            PathMatch::Prefix(p) => Path::Prefix(p.clone()),
+            PathMatch::SegmentPrefix(p) => Path::SegmentPrefix(p.trim_end_matches('/').to_string()),
+            PathMatch::Regex(r) => Path::Regex(full_regex(r, route)?),
+        })
+    }
+
+    /// Whether `path` (without its query) matches.
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        match self {
+            Path::Exact(e) => path == e,
+            Path::Prefix(e) => path.starts_with(e.as_str()),
+            // Segment-wise: `/v2` matches `/v2` and `/v2/x`, not `/v2x`.
+            Path::SegmentPrefix(e) => {
+                e.is_empty()
+                    || path
+                        .strip_prefix(e.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            Path::Regex(r) => r.is_match(path),
+        }
+    }
 }
 
 /// The workload a route table is compiled for: Istio's `sourceLabels` / `sourceNamespace`
@@ -100,15 +130,11 @@ impl Match {
             route: route.to_string(),
             why,
         };
-        let path = match &m.path {
-            None => None,
-            Some(PathMatch::Exact(p)) => Some(Path::Exact(p.clone())),
-            Some(PathMatch::Prefix(p)) => Some(Path::Prefix(p.clone())),
-            Some(PathMatch::SegmentPrefix(p)) => {
-                Some(Path::SegmentPrefix(p.trim_end_matches('/').to_string()))
-            }
-            Some(PathMatch::Regex(r)) => Some(Path::Regex(full_regex(r, route)?)),
-        };
+        let path = m
+            .path
+            .as_ref()
+            .map(|p| Path::compile(p, route))
+            .transpose()?;
         let method = match &m.method {
             None => None,
             Some(s) => Some(
@@ -203,23 +229,12 @@ impl Match {
                 }
             }
         }
-        if let Some(p) = &self.path {
-            let path = req.uri.path();
-            let ok = match p {
-                Path::Exact(e) => path == e,
-                Path::Prefix(e) => path.starts_with(e.as_str()),
-                // Segment-wise: `/v2` matches `/v2` and `/v2/x`, not `/v2x`.
-                Path::SegmentPrefix(e) => {
-                    e.is_empty()
-                        || path
-                            .strip_prefix(e.as_str())
-                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-                }
-                Path::Regex(r) => r.is_match(path),
-            };
-            if !ok {
-                return false;
-            }
+        if self
+            .path
+            .as_ref()
+            .is_some_and(|p| !p.matches(req.uri.path()))
+        {
+            return false;
         }
         if let Some(m) = &self.method {
             if req.method != m {

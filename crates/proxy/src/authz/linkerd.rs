@@ -4,13 +4,12 @@
 use super::istio::parse_cidr;
 use super::stats::{Tallies, Tally};
 use super::{AuthzError, HttpAttributes, RequestContext};
-use crate::route::Str;
+use crate::route::{Path as RoutePath, Str};
 use http::{HeaderName, Method};
 use ipnet::IpNet;
-use model::route::{HeaderMatch, PathMatch, QueryMatch, RouteMatch};
+use model::route::{HeaderMatch, QueryMatch, RouteMatch};
 use model::security::{DefaultPolicy, LinkerdAuthn, LinkerdAuthz, LinkerdServer, LinkerdTarget};
 use model::Identity;
-use regex::Regex;
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,14 +108,6 @@ impl RouteM {
     }
 }
 
-#[derive(Debug)]
-enum RoutePath {
-    Exact(String),
-    Prefix(String),
-    SegmentPrefix(String),
-    Regex(Regex),
-}
-
 /// A Gateway-API-style match, as [`crate::route`] compiles them, over [`HttpAttributes`].
 struct RouteMatchM {
     path: Option<RoutePath>,
@@ -140,18 +131,11 @@ impl fmt::Debug for RouteMatchM {
 
 impl RouteMatchM {
     fn compile(m: &RouteMatch) -> Result<Self, String> {
-        let regex = |r: &str| {
-            Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("bad regex {r:?}: {e}"))
-        };
-        let path = match &m.path {
-            None => None,
-            Some(PathMatch::Exact(p)) => Some(RoutePath::Exact(p.clone())),
-            Some(PathMatch::Prefix(p)) => Some(RoutePath::Prefix(p.clone())),
-            Some(PathMatch::SegmentPrefix(p)) => Some(RoutePath::SegmentPrefix(
-                p.trim_end_matches('/').to_string(),
-            )),
-            Some(PathMatch::Regex(r)) => Some(RoutePath::Regex(regex(r)?)),
-        };
+        let path = m
+            .path
+            .as_ref()
+            .map(|p| RoutePath::compile(p, "").map_err(|e| e.why))
+            .transpose()?;
         let method = m
             .method
             .as_ref()
@@ -212,21 +196,8 @@ impl RouteMatchM {
 
     fn matches(&self, req: &HttpAttributes<'_>) -> bool {
         let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
-        if let Some(p) = &self.path {
-            let ok = match p {
-                RoutePath::Exact(e) => path == e,
-                RoutePath::Prefix(e) => path.starts_with(e.as_str()),
-                RoutePath::SegmentPrefix(e) => {
-                    e.is_empty()
-                        || path
-                            .strip_prefix(e.as_str())
-                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-                }
-                RoutePath::Regex(r) => r.is_match(path),
-            };
-            if !ok {
-                return false;
-            }
+        if self.path.as_ref().is_some_and(|p| !p.matches(path)) {
+            return false;
         }
         if self.method.as_ref().is_some_and(|m| m != req.method) {
             return false;
