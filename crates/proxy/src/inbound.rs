@@ -6,8 +6,8 @@
 use crate::app_pool::{AppError, AppPool};
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
+use crate::headers::{finish_response, strip_hop_by_hop, CLIENT_ID_HEADER};
 use crate::metrics::{Direction, Metrics};
-use crate::outbound::{finish_response, strip_hop_by_hop, CLIENT_ID_HEADER};
 use crate::server::{Drain, Handler, PeerInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -107,7 +107,7 @@ impl Inbound {
         if self.authenticated {
             match peer.identity_header.clone() {
                 Some(id) => {
-                    parts.headers.insert(crate::outbound::CLIENT_ID, id);
+                    parts.headers.insert(crate::headers::CLIENT_ID, id);
                 }
                 None => {
                     parts.headers.remove(CLIENT_ID_HEADER);

@@ -11,6 +11,9 @@ use crate::balance::{EndpointState, InFlight};
 use crate::body::{self, Body};
 use crate::filters;
 use crate::flags::{self, Flag};
+use crate::headers::{
+    finish_response, new_request_id, strip_hop_by_hop, CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER,
+};
 use crate::metrics::{Direction, Metrics};
 use crate::policy::Outcome;
 use crate::server::{Drain, Handler, PeerInfo};
@@ -18,7 +21,7 @@ use crate::settings::Mode;
 use crate::table::{Backend, RouteTable};
 use crate::upstream::{ConnectError, Transport};
 use arc_swap::ArcSwap;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use model::route::RetryPolicy;
@@ -30,14 +33,6 @@ use std::time::Duration;
 
 /// Attempts per request: the first plus Istio's default of two retries.
 pub const MAX_ATTEMPTS: usize = 3;
-
-/// The header the outbound side adds, naming the calling workload's identity.
-pub const CLIENT_ID_HEADER: &str = "x-weft-client";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// The names above as [`HeaderName`]s made at compile time: inserting by `&str` copies a
-/// non-standard name into a new allocation on every request.
-pub const CLIENT_ID: HeaderName = HeaderName::from_static(CLIENT_ID_HEADER);
-pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 pub struct Outbound {
     pub table: Arc<ArcSwap<RouteTable>>,
@@ -890,44 +885,6 @@ pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones the
-/// `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(n);
-    }
-}
-
-/// Makes a response fit the downstream connection it goes back on.
-pub fn finish_response(rsp: &mut Response<Body>, downstream: Version, drain: &Drain) {
-    if rsp.version() != downstream {
-        strip_hop_by_hop(rsp.headers_mut());
-        *rsp.version_mut() = downstream;
-    }
-    if drain.is_draining() && downstream < Version::HTTP_2 {
-        rsp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
 fn clone_request(parts: &http::request::Parts, body: Body) -> Request<Body> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
@@ -941,40 +898,10 @@ fn empty_parts() -> http::request::Parts {
     Request::new(()).into_parts().0
 }
 
-/// A random UUID (version 4 layout), as Envoy generates for `x-request-id`.
-pub fn new_request_id() -> HeaderValue {
-    let v: u128 = rand::random();
-    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    // 8-4-4-4-12 hex digits, written in place (no formatting machinery on the hot path).
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = [b'-'; 36];
-    let mut digits = (0..32).rev().map(|i| HEX[((v >> (i * 4)) & 0xf) as usize]);
-    for (i, c) in s.iter_mut().enumerate() {
-        if ![8, 13, 18, 23].contains(&i) {
-            *c = digits.next().unwrap_or(b'0');
-        }
-    }
-    HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
 #[cfg(test)]
 mod tests {
     //! Unit tests: the pieces of outbound handling that need no sockets.
     use super::*;
-
-    #[test]
-    fn request_ids_are_random_uuid_v4s() {
-        let a = new_request_id();
-        let a = a.to_str().unwrap();
-        let groups: Vec<usize> = a.split('-').map(str::len).collect();
-        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
-        assert!(a
-            .chars()
-            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(&a[14..15], "4", "version 4: {a}");
-        assert!("89ab".contains(&a[19..20]), "RFC 4122 variant: {a}");
-        assert_ne!(new_request_id(), new_request_id());
-    }
 
     #[test]
     fn mirrors_go_to_the_shadow_host() {
