@@ -423,7 +423,9 @@ fn bench_runs_a_short_round_and_reports_every_path() {
             (Some(200.0), &Value::from(0))
         );
         let achieved = step["achieved_rps"].as_f64().unwrap();
-        assert!((180.0..=220.0).contains(&achieved), "{p}");
+        // Requests over the time until the last answer: a slow last answer on a loaded machine
+        // lowers it; a wrong pacer would be far off.
+        assert!((120.0..=220.0).contains(&achieved), "{p}");
         assert!(step["p50_us"].as_f64().unwrap() <= step["p99_us"].as_f64().unwrap());
     }
     let weft = &paths[1];
