@@ -414,19 +414,18 @@ impl Registry {
         let out = f(&mut inner);
         let (next, listed) = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
         let now = &inner.snapshot;
+        // Unchanged (a restarted proxy may list the same address under a new registration):
+        // whoever is listed now is in the snapshot already out.
+        let mut listed_in = now.version;
         if (&next.services, &next.gateway, &next.security)
             != (&now.services, &now.gateway, &now.security)
         {
             let next = Arc::new(next);
-            mark_listed(&mut inner.proxies, &listed, next.version);
+            listed_in = next.version;
             inner.snapshot = next.clone();
             self.snapshots.send_replace(next);
-        } else {
-            // The same endpoints (a restarted proxy may list the same address under a new
-            // registration): whoever is listed now is in the snapshot already out.
-            let version = now.version;
-            mark_listed(&mut inner.proxies, &listed, version);
         }
+        mark_listed(&mut inner.proxies, &listed, listed_in);
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
         out

@@ -119,24 +119,21 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
                 if let Some(snapshot) = msg.snapshot {
                     let ack = apply(shared, snapshot);
                     got |= ack.error.is_empty();
-                    let waits = ack.error.is_empty()
-                        && shared.settings.mode != crate::settings::Mode::Client
-                        && shared.security.pending_jwks().is_some();
-                    let now = match (waits, held.take()) {
-                        (true, _) => {
-                            held = Some(ack);
-                            None
-                        }
-                        // A rejected snapshot: what is in force was applied; say so first.
-                        (false, Some(earlier)) if !ack.error.is_empty() => {
-                            if send(Msg::Ack(earlier)).await.is_err() {
-                                return Err((got, StreamError::Closed));
-                            }
-                            Some(ack)
-                        }
-                        (false, _) => Some(ack),
-                    };
-                    if let Some(ack) = now {
+                    // A newer snapshot in force supersedes a held ack; a rejected one leaves
+                    // what is in force, so a held ack goes first.
+                    let mut out = Vec::with_capacity(2);
+                    if !ack.error.is_empty() {
+                        out.extend(held.take());
+                        out.push(ack);
+                    } else if shared.settings.mode != crate::settings::Mode::Client
+                        && shared.security.pending_jwks().is_some()
+                    {
+                        held = Some(ack);
+                    } else {
+                        held = None;
+                        out.push(ack);
+                    }
+                    for ack in out {
                         if send(Msg::Ack(ack)).await.is_err() {
                             return Err((got, StreamError::Closed));
                         }
