@@ -3,14 +3,28 @@
 //! `POST /shutdown` (drain and exit, as Linkerd's). Served off the data-plane threads.
 
 use crate::body::{self, Body};
-use crate::run::Shared;
+use crate::readiness::Readiness;
 use crate::server::Handler;
+use crate::settings::Settings;
+use crate::state::StateHandle;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
+/// What the admin listener reads, and the one thing it can do (ask for shutdown).
 pub struct Admin {
-    pub shared: Arc<Shared>,
+    /// Who the proxy is.
+    pub settings: Arc<Settings>,
+    pub readiness: Arc<Readiness>,
+    pub state: StateHandle,
+    /// The proxy's mTLS credentials, once the CA has signed them.
+    pub tls: Arc<crate::identity::Slot>,
+    pub edges: Arc<crate::edges::Edges>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub observe: Arc<crate::observe::Observe>,
+    /// Cancelled by `POST /shutdown`.
+    pub shutdown: CancellationToken,
 }
 
 fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
@@ -25,10 +39,9 @@ fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
 
 impl Admin {
     fn serve(&self, req: &Request<Incoming>) -> Response<Body> {
-        let shared = &self.shared;
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-            (&Method::GET, "/ready") => match shared.not_ready_reason() {
+            (&Method::GET, "/ready") => match self.readiness.not_ready_reason() {
                 None => text(StatusCode::OK, "ready\n"),
                 Some(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -36,8 +49,8 @@ impl Admin {
                 ),
             },
             (&Method::GET, "/config") => {
-                let table = shared.table.load();
-                let s = &shared.settings;
+                let state = self.state.load();
+                let s = &self.settings;
                 let doc = serde_json::json!({
                     "mode": s.mode.as_str(),
                     "service": s.service,
@@ -46,11 +59,11 @@ impl Admin {
                     "instance": s.instance,
                     "identity": s.identity,
                     "labels": s.labels,
-                    "ready": shared.not_ready_reason().is_none(),
+                    "ready": self.readiness.not_ready_reason().is_none(),
                     // The access log's format, `null` while it is off.
-                    "access_log": shared.observe.access_log.as_ref().map(|l| l.format().as_str()),
-                    "version": table.version(),
-                    "snapshot": &*table.snapshot,
+                    "access_log": self.observe.access_log.as_ref().map(|l| l.format().as_str()),
+                    "version": state.version(),
+                    "snapshot": &*state.routes.snapshot,
                 });
                 let mut rsp = Response::new(body::full(
                     serde_json::to_vec_pretty(&doc).unwrap_or_default(),
@@ -61,7 +74,7 @@ impl Admin {
                 );
                 rsp
             }
-            (&Method::GET, "/identity") => match shared.tls.get() {
+            (&Method::GET, "/identity") => match self.tls.get() {
                 Some(creds) => {
                     let doc = crate::identity::describe(creds);
                     let mut rsp = Response::new(body::full(
@@ -73,7 +86,7 @@ impl Admin {
                     );
                     rsp
                 }
-                None if shared.settings.join_token.is_some() => text(
+                None if self.settings.join_token.is_some() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no certificate from the mesh CA yet\n",
                 ),
@@ -82,11 +95,11 @@ impl Admin {
                     "this proxy runs without mTLS (the mesh has no CA)\n",
                 ),
             },
-            (&Method::GET, "/tap") => tap_stream(shared, req.uri().query()),
+            (&Method::GET, "/tap") => tap_stream(self, req.uri().query()),
             (&Method::GET, "/routes") => {
                 let doc = serde_json::json!({
-                    "instance": shared.settings.instance,
-                    "services": shared.table.load().route_stats(),
+                    "instance": self.settings.instance,
+                    "services": self.state.load().routes.route_stats(),
                 });
                 let mut rsp = Response::new(body::full(
                     serde_json::to_vec_pretty(&doc).unwrap_or_default(),
@@ -99,9 +112,9 @@ impl Admin {
             }
             (&Method::GET, "/edges") => {
                 let doc = serde_json::json!({
-                    "instance": shared.settings.instance,
-                    "identity": shared.settings.identity,
-                    "edges": shared.edges.list(),
+                    "instance": self.settings.instance,
+                    "identity": self.settings.identity,
+                    "edges": self.edges.list(),
                 });
                 let mut rsp = Response::new(body::full(
                     serde_json::to_vec_pretty(&doc).unwrap_or_default(),
@@ -113,7 +126,7 @@ impl Admin {
                 rsp
             }
             (&Method::GET, "/metrics") => {
-                let mut rsp = text(StatusCode::OK, shared.metrics.encode());
+                let mut rsp = text(StatusCode::OK, self.metrics.encode());
                 rsp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(
@@ -124,7 +137,7 @@ impl Admin {
             }
             (&Method::POST, "/shutdown") => {
                 tracing::info!("shutdown requested through the admin endpoint");
-                shared.shutdown.cancel();
+                self.shutdown.cancel();
                 text(StatusCode::ACCEPTED, "shutting down\n")
             }
             (
@@ -158,7 +171,7 @@ const MAX_TAP_SECONDS: u64 = 600;
 /// `GET /tap?path=&method=&to=&direction=&seconds=`: the requests this proxy handles from now
 /// on, one JSON object per line, for `seconds`. A watcher that falls behind gets a
 /// `{"lost": N}` line instead of slowing anything down.
-fn tap_stream(shared: &Arc<Shared>, query: Option<&str>) -> Response<Body> {
+fn tap_stream(admin: &Admin, query: Option<&str>) -> Response<Body> {
     use http_body_util::BodyExt;
     let filter = crate::tap::Filter::from_query(query);
     let seconds = form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -166,7 +179,7 @@ fn tap_stream(shared: &Arc<Shared>, query: Option<&str>) -> Response<Body> {
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .unwrap_or(30)
         .min(MAX_TAP_SECONDS);
-    let mut watch = shared.observe.tap.watch();
+    let mut watch = admin.observe.tap.watch();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(std::time::Duration::from_secs(seconds));

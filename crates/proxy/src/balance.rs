@@ -50,8 +50,8 @@ pub struct EndpointState {
     /// The instance name hashed once, for consistent hashing.
     name_hash: u64,
     /// Its port is PeerAuthentication DISABLE: reach it in plaintext (Istio's auto-mTLS does
-    /// the same). Set from each snapshot.
-    pub plaintext: std::sync::atomic::AtomicBool,
+    /// the same). Fixed for the state's life: a snapshot that changes it makes a new state.
+    pub plaintext: bool,
 }
 
 impl EndpointState {
@@ -64,10 +64,16 @@ impl EndpointState {
             fail_until_ns: AtomicU64::new(0),
             fail_streak: AtomicU32::new(0),
             health: Health::default(),
-            plaintext: std::sync::atomic::AtomicBool::new(false),
+            plaintext: false,
             name_hash: hash_str(&endpoint_name(&endpoint)),
             endpoint,
         }
+    }
+
+    /// The endpoint reached in plaintext (its port is PeerAuthentication DISABLE).
+    pub fn in_plaintext(mut self, plaintext: bool) -> Self {
+        self.plaintext = plaintext;
+        self
     }
 
     /// The latency estimate now, decayed for the time since the last sample.

@@ -3,12 +3,18 @@
 //! serving), acks it, and reports readiness and drain. When the control plane goes away the
 //! proxy keeps serving its last snapshot and reconnects with jittered exponential backoff.
 
-use crate::run::Shared;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::security;
+use crate::server::Drain;
+use crate::settings::Mode;
+use crate::state::{ProxyState, StateHandle};
 use crate::table::RouteTable;
 use api::pb::{self, discovery_client::DiscoveryClient, proxy_message::Msg};
 use model::Snapshot;
 use rand::Rng;
 use rustls::pki_types::pem::PemObject;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -28,14 +34,38 @@ enum StreamError {
     Closed,
 }
 
+/// What the control stream needs: who this proxy is, and the handles it updates.
+pub struct Discovery {
+    /// The control plane's gRPC address.
+    pub control: SocketAddr,
+    /// The hello this proxy introduces itself with (who it is, where it listens).
+    pub hello: pb::Hello,
+    pub mode: Mode,
+    /// The workload's namespace and labels (Istio `sourceLabels` matches, security rules).
+    pub namespace: String,
+    pub labels: model::Labels,
+    /// The port its own rules are about: the ingress's listener port; `None` for a sidecar,
+    /// whose port is its service's in each snapshot.
+    pub ingress_port: Option<u16>,
+    pub state: StateHandle,
+    pub security: security::Compiler,
+    /// The proxy's credentials, whose trust bundle snapshots update.
+    pub tls: Arc<crate::identity::Slot>,
+    /// Told when the inbound port's mTLS mode changes (plaintext connections close on STRICT).
+    pub inbound_tls: Arc<crate::tls::InboundTls>,
+    pub readiness: Arc<Readiness>,
+    pub metrics: Arc<Metrics>,
+    pub drain: Drain,
+}
+
 /// Runs until the process exits.
-pub async fn run(shared: Arc<Shared>) {
+pub async fn run(shared: Arc<Discovery>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let got_snapshot = match session(&shared).await {
             Ok(got) => got,
             Err((got, e)) => {
-                tracing::warn!(control = %shared.settings.control, error = %e, "control plane stream lost; serving the last snapshot");
+                tracing::warn!(control = %shared.control, error = %e, "control plane stream lost; serving the last snapshot");
                 got
             }
         };
@@ -49,30 +79,14 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-fn hello(shared: &Shared) -> pb::ProxyMessage {
-    let s = &shared.settings;
-    let b = &shared.bound;
-    let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+fn hello(shared: &Discovery) -> pb::ProxyMessage {
     pb::ProxyMessage {
-        msg: Some(Msg::Hello(pb::Hello {
-            service: s.service.clone(),
-            namespace: s.namespace.clone(),
-            workload: s.workload.clone(),
-            instance: s.instance.clone(),
-            labels: s.labels.clone().into_iter().collect(),
-            inbound: addr(b.inbound),
-            outbound: addr(b.outbound),
-            admin: b.admin.to_string(),
-            app: addr(s.app),
-            mode: s.mode.as_str().to_string(),
-            identity: s.identity.0.clone(),
-            pid: std::process::id(),
-        })),
+        msg: Some(Msg::Hello(shared.hello.clone())),
     }
 }
 
-fn health(shared: &Shared) -> pb::ProxyMessage {
-    let (ready, reason) = match shared.not_ready_reason() {
+fn health(shared: &Discovery) -> pb::ProxyMessage {
+    let (ready, reason) = match shared.readiness.not_ready_reason() {
         None => (true, String::new()),
         Some(r) => (false, r.to_string()),
     };
@@ -82,15 +96,14 @@ fn health(shared: &Shared) -> pb::ProxyMessage {
 }
 
 /// One connection's life. Returns whether it delivered at least one snapshot.
-async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
+async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
     let mut got = false;
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", shared.settings.control))
-            .map_err(|e| (got, e.into()))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", shared.control))
+        .map_err(|e| (got, e.into()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| (got, e.into()))?;
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
@@ -107,7 +120,7 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
         .map_err(|e| (got, e.into()))?
         .into_inner();
     shared.metrics.control_connected.set(1);
-    tracing::info!(control = %shared.settings.control, "connected to the control plane");
+    tracing::info!(control = %shared.control, "connected to the control plane");
     // The ack of a snapshot whose JWT rules wait for keys: sent once they are fetched (or given
     // up on), so that "applied" means the rules are in force with their keys.
     let mut held: Option<pb::Ack> = None;
@@ -125,8 +138,8 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
                     if !ack.error.is_empty() {
                         out.extend(held.take());
                         out.push(ack);
-                    } else if shared.settings.mode != crate::settings::Mode::Client
-                        && shared.security.pending_jwks().is_some()
+                    } else if shared.mode != Mode::Client
+                        && shared.state.load().security.pending_jwks().is_some()
                     {
                         held = Some(ack);
                     } else {
@@ -143,8 +156,8 @@ async fn session(shared: &Arc<Shared>) -> Result<bool, (bool, StreamError)> {
                 }
             }
             // Health changes, and JWKS that settle (the store wakes the same notifier).
-            _ = shared.health.changed.notified() => {
-                if held.is_some() && shared.security.pending_jwks().is_none() {
+            _ = shared.readiness.health().changed.notified() => {
+                if held.is_some() && shared.state.load().security.pending_jwks().is_none() {
                     if let Some(ack) = held.take() {
                         if send(Msg::Ack(ack)).await.is_err() {
                             return Err((got, StreamError::Closed));
@@ -167,8 +180,9 @@ fn drain_msg() -> pb::ProxyMessage {
     }
 }
 
-/// Validates and swaps in a snapshot; the ack says what happened.
-fn apply(shared: &Shared, mut wire: pb::Snapshot) -> pb::Ack {
+/// Validates and compiles a snapshot and puts it in force with one swap; the ack says what
+/// happened.
+fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
     let version = wire.version;
     let bundle = std::mem::take(&mut wire.trust_bundle_pem);
     if !bundle.is_empty() {
@@ -185,34 +199,11 @@ fn apply(shared: &Shared, mut wire: pb::Snapshot) -> pb::Ack {
             }
         }
     }
-    let compiled = Snapshot::try_from(wire)
-        .map_err(|e| e.to_string())
-        .and_then(|snapshot| {
-            let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
-            let me = crate::route::Me {
-                namespace: &shared.settings.namespace,
-                labels: &shared.settings.labels,
-            };
-            RouteTable::compile_for(snapshot, &shared.table.load_full(), me)
-                .map(|t| (t, endpoints))
-                .map_err(|e| e.to_string())
-        });
-    match compiled {
-        Ok((table, endpoints)) => {
-            // The port our own rules are about: our service's (sidecars), our listener's
-            // (the ingress).
-            let s = &shared.settings;
-            let own = model::ServiceKey::new(&s.service, &s.namespace);
-            let port = match s.mode {
-                crate::settings::Mode::Ingress => shared.bound.outbound.map_or(0, |a| a.port()),
-                _ => table.snapshot.service(&own).map_or(0, |svc| svc.port),
-            };
-            let mode = shared.security.update(&table.snapshot.security, port);
-            shared.inbound_tls.set_mode(mode);
-            shared.table.store(Arc::new(table));
-            shared
-                .has_snapshot
-                .store(true, std::sync::atomic::Ordering::Release);
+    match compile(shared, wire) {
+        Ok((next, endpoints)) => {
+            let mode = next.security.mode;
+            shared.state.store(next);
+            shared.inbound_tls.mode_changed(mode);
             shared.metrics.config_version.set(version as i64);
             shared.metrics.endpoints_ready.set(endpoints as i64);
             let now = SystemTime::now()
@@ -231,6 +222,33 @@ fn apply(shared: &Shared, mut wire: pb::Snapshot) -> pb::Ack {
             pb::Ack { version, error: e }
         }
     }
+}
+
+/// The next state: the snapshot's routes (carrying over the live state of the endpoints and
+/// backends in force) and its security compiled for this workload; and how many endpoints it
+/// lists.
+fn compile(shared: &Discovery, wire: pb::Snapshot) -> Result<(ProxyState, usize), String> {
+    let snapshot = Snapshot::try_from(wire).map_err(|e| e.to_string())?;
+    let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
+    let me = crate::route::Me {
+        namespace: &shared.namespace,
+        labels: &shared.labels,
+    };
+    let routes = RouteTable::compile_for(snapshot, &shared.state.load().routes, me)
+        .map_err(|e| e.to_string())?;
+    // The port our own rules are about: our listener's (the ingress), our service's (sidecars).
+    let port = shared.ingress_port.unwrap_or_else(|| {
+        let own = shared.hello.service.as_str();
+        let own = model::ServiceKey::new(own, &shared.hello.namespace);
+        routes.snapshot.service(&own).map_or(0, |svc| svc.port)
+    });
+    let security = shared.security.compile(&routes.snapshot.security, port);
+    let next = ProxyState {
+        applied: true,
+        routes,
+        security,
+    };
+    Ok((next, endpoints))
 }
 
 #[cfg(test)]

@@ -61,8 +61,8 @@ pub struct Inbound {
     /// The mesh runs mTLS: the client identity the app sees is the one the handshake proved
     /// (a plaintext caller's claim is dropped). Without it the client sidecar's header stands.
     pub authenticated: bool,
-    /// JWT and authorization checks.
-    pub security: Option<Arc<crate::security::Security>>,
+    /// The state in force, for its JWT and authorization checks; `None`: none.
+    pub state: Option<crate::state::StateHandle>,
     /// Istio metrics (`reporter="destination"`) for requests to this service.
     pub observe: Option<(
         Arc<crate::observe::Observe>,
@@ -87,7 +87,7 @@ impl Inbound {
             metrics,
             drain,
             authenticated: false,
-            security: None,
+            state: None,
             observe: None,
         }
     }
@@ -162,8 +162,8 @@ impl Handler for Inbound {
             )
         });
         req.headers_mut().remove(crate::telemetry::PEER_HEADER);
-        let checked = match &self.security {
-            Some(sec) => sec.check(&mut req, &info).map(|_| ()),
+        let checked = match &self.state {
+            Some(state) => state.load().security.check(&mut req, &info).map(|_| ()),
             None => Ok(()),
         };
         let mut rsp = match checked {

@@ -4,17 +4,25 @@
 //! Layout — one file per phase of a request:
 //! - [`settings`]: what a proxy is told at start (who it is, where to listen, its control plane).
 //! - [`run`]: binds every listener eagerly, starts the runtimes, and drains on shutdown.
-//! - [`discovery`]: the control-plane stream: receives snapshots, acks them, reports health.
-//! - [`table`]: a snapshot compiled into the lookup structure requests read (one `ArcSwap` load each).
+//! - [`discovery`]: the control-plane stream: receives snapshots, compiles and swaps them in,
+//!   acks them, reports health.
+//! - [`state`]: one snapshot compiled for this proxy (routes, security, mTLS mode) behind one
+//!   swap; every request reads it through one load.
+//! - [`readiness`]: whether the proxy should receive traffic, and why not.
+//! - [`table`]: a snapshot's services, balancers and routes as requests look them up.
 //! - [`route`]: route matching and weighted destinations.
 //! - [`filters`]: route filters: header edits, rewrites, redirects, CORS, fixed answers.
 //! - [`policy`]: traffic policies: limits (503 UO), retry budgets, outlier ejection, failure accrual.
 //! - [`balance`]: endpoint state and the choice of endpoint (peak-EWMA P2C, least request,
 //!   random, round robin, consistent hash).
 //! - [`upstream`]: pooled, multiplexed HTTP/2 connections to peer proxies (mTLS or plaintext).
-//! - [`tls`]: mTLS: the proxy's key, certificate and trust bundle, verifiers, PERMISSIVE sniffing.
+//! - [`tls`]: mTLS: the proxy's key, certificate and trust bundle, verifiers, PERMISSIVE
+//!   sniffing, and both handshakes (an inbound listener's accept, the connect to a peer).
 //! - [`identity`]: getting the certificate from the mesh CA with a join token, and renewing it.
-//! - [`outbound`]: app → mesh: pick the service from the authority, route, balance, retry.
+//! - [`outbound`]: app → mesh: the request path as named steps (resolve, local answers, fault,
+//!   admission, header edits, mirrors, retries), one file each.
+//! - [`ingress`]: the gateway's first step (JWT, authorization, virtual hosts), then the
+//!   outbound path.
 //! - [`inbound`]: mesh → app: forward to the local app.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
 //! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
@@ -45,17 +53,20 @@ pub mod flags;
 pub mod headers;
 pub mod identity;
 pub mod inbound;
+pub mod ingress;
 pub mod io;
 pub mod jwt;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
 pub mod policy;
+pub mod readiness;
 pub mod route;
 pub mod run;
 pub mod security;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod table;
 pub mod tap;
 pub mod telemetry;

@@ -296,7 +296,7 @@ mod process_tests {
 /// Mesh-state gauges read at scrape time: endpoints by state across the snapshot in force,
 /// ejections since start, and the app pool's idle connections (sidecars).
 pub struct StateCollector {
-    pub table: std::sync::Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
+    pub state: crate::state::StateHandle,
     /// Set once the inbound side has made its pool (sidecars).
     pub app_pool: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::app_pool::AppPool>>>,
 }
@@ -320,7 +320,7 @@ impl prometheus_client::collector::Collector for StateCollector {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
-        let (ready, ejected, failing) = self.table.load().endpoint_states();
+        let (ready, ejected, failing) = self.state.load().routes.endpoint_states();
         let mut e = encoder.encode_descriptor(
             "weft_endpoints",
             "Endpoints of the snapshot in force by state (ready, ejected: out of rotation by outlier detection or failure accrual, backoff: after a connect failure)",

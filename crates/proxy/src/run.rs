@@ -9,18 +9,19 @@
 //! let in-flight requests finish up to the drain timeout, then exit.
 
 use crate::admin::Admin;
+use crate::discovery::Discovery;
 use crate::inbound::{self, AppHealth, Inbound};
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
+use crate::outbound::{Forward, Peers};
+use crate::readiness::Readiness;
 use crate::server::{self, Drain};
 use crate::settings::{Exports, Mode, Settings};
-use crate::table::RouteTable;
-use arc_swap::ArcSwap;
+use crate::state::{ProxyState, StateHandle};
+use crate::tls::InboundTls;
+use api::pb;
 use http::HeaderValue;
 use serde::Serialize;
-use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,65 +51,102 @@ pub enum RunError {
     AccessLog(std::io::Error),
 }
 
-/// State shared by the data plane, the control stream and the admin listener.
-pub struct Shared {
-    pub settings: Settings,
-    pub bound: Bound,
-    pub table: Arc<ArcSwap<RouteTable>>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<AppHealth>,
-    pub has_snapshot: AtomicBool,
-    /// Set the first time the proxy is ready; from then on only what can change while it
-    /// serves (drain, app, certificate, snapshot) makes it not ready.
-    pub started: AtomicBool,
+/// A running proxy's parts, as `run` wires them together: the data plane, the control stream
+/// and the admin listener each get the handles they need.
+struct Proxy {
+    settings: Arc<Settings>,
+    bound: Bound,
+    state: StateHandle,
+    metrics: Arc<Metrics>,
+    health: Arc<AppHealth>,
+    readiness: Arc<Readiness>,
     /// The proxy's mTLS credentials, once the CA has signed them.
-    pub tls: Arc<crate::identity::Slot>,
+    tls: Arc<crate::identity::Slot>,
     /// How the inbound listener authenticates peers.
-    pub inbound_tls: Arc<server::InboundTls>,
+    inbound_tls: Arc<InboundTls>,
     /// Who this proxy talked to.
-    pub edges: Arc<crate::edges::Edges>,
+    edges: Arc<crate::edges::Edges>,
     /// The sidecar's pool to its app, for metrics (set when the inbound side starts).
-    pub app_pool: Arc<std::sync::OnceLock<Arc<crate::app_pool::AppPool>>>,
-    /// What the proxy enforces on traffic it receives (compiled per snapshot).
-    pub security: Arc<crate::security::Security>,
+    app_pool: Arc<std::sync::OnceLock<Arc<crate::app_pool::AppPool>>>,
     /// Istio's standard metrics and the metadata exchange.
-    pub observe: Arc<crate::observe::Observe>,
+    observe: Arc<crate::observe::Observe>,
     /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
-    pub shutdown: CancellationToken,
-    pub drain: Drain,
+    shutdown: CancellationToken,
+    drain: Drain,
 }
 
-impl Shared {
-    /// Why this proxy should not receive traffic as an endpoint (nor route any), if it should
-    /// not. Until its first snapshot it knows neither routes nor the policies it must enforce on
-    /// what it receives, so it is not ready without one. `/ready` says the same.
-    pub fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
-        let why = if self.drain.is_draining() {
-            "draining"
-        } else if !self.has_snapshot.load(Ordering::Acquire) {
-            "no snapshot from the control plane yet"
-        } else if self.settings.join_token.is_some() && self.tls.get().is_none() {
-            "no certificate from the mesh CA yet"
-        } else if self.settings.mode == Mode::Sidecar && !self.health.is_ready() {
-            "app is not accepting connections"
-        } else if let Some(uri) = self.starting_without_jwks() {
-            return Some(format!("JWKS {uri} not fetched yet").into());
-        } else {
-            self.started.store(true, Ordering::Release);
-            return None;
-        };
-        Some(why.into())
+impl Proxy {
+    /// The control stream's handles; `security` compiles each snapshot's rules.
+    fn discovery(&self, security: crate::security::Compiler) -> Discovery {
+        let s = &self.settings;
+        Discovery {
+            control: s.control,
+            hello: hello(s, &self.bound),
+            mode: s.mode,
+            namespace: s.namespace.clone(),
+            labels: s.labels.clone(),
+            ingress_port: (s.mode == Mode::Ingress)
+                .then(|| self.bound.outbound.map_or(0, |a| a.port())),
+            state: self.state.clone(),
+            security,
+            tls: self.tls.clone(),
+            inbound_tls: self.inbound_tls.clone(),
+            readiness: self.readiness.clone(),
+            metrics: self.metrics.clone(),
+            drain: self.drain.clone(),
+        }
     }
 
-    /// While the proxy starts (it has never been ready), a JWKS its JWT rules need and has not
-    /// fetched yet holds it back, so that valid tokens are not refused right after it says
-    /// ready (Istio's control plane inlines the keys in the config for the same reason). A
-    /// JWKS that a later snapshot brings does not take a serving proxy out of rotation.
-    fn starting_without_jwks(&self) -> Option<String> {
-        if self.settings.mode == Mode::Client || self.started.load(Ordering::Acquire) {
-            return None;
+    fn admin(&self) -> Admin {
+        Admin {
+            settings: self.settings.clone(),
+            readiness: self.readiness.clone(),
+            state: self.state.clone(),
+            tls: self.tls.clone(),
+            edges: self.edges.clone(),
+            metrics: self.metrics.clone(),
+            observe: self.observe.clone(),
+            shutdown: self.shutdown.clone(),
         }
-        self.security.pending_jwks()
+    }
+
+    /// The outbound (or ingress) handler's parts, with first step `resolve`.
+    fn forward<R>(&self, resolve: R) -> Forward<R> {
+        let s = &self.settings;
+        Forward {
+            resolve,
+            state: self.state.clone(),
+            client_id: HeaderValue::from_str(&s.identity.0)
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            metrics: self.metrics.clone(),
+            drain: self.drain.clone(),
+            observe: self.observe.clone(),
+            peers: Arc::new(Peers {
+                tls: s.join_token.as_ref().map(|_| self.tls.clone()),
+                metrics: self.metrics.clone(),
+                edges: self.edges.clone(),
+                identity: s.identity.0.clone(),
+            }),
+        }
+    }
+}
+
+/// How this proxy introduces itself to the control plane.
+fn hello(s: &Settings, b: &Bound) -> pb::Hello {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    pb::Hello {
+        service: s.service.clone(),
+        namespace: s.namespace.clone(),
+        workload: s.workload.clone(),
+        instance: s.instance.clone(),
+        labels: s.labels.clone().into_iter().collect(),
+        inbound: addr(b.inbound),
+        outbound: addr(b.outbound),
+        admin: b.admin.to_string(),
+        app: addr(s.app),
+        mode: s.mode.as_str().to_string(),
+        identity: s.identity.0.clone(),
+        pid: std::process::id(),
     }
 }
 
@@ -163,12 +201,28 @@ pub fn run_with(
     );
     let mut metrics = Metrics::with_telemetry(&observe.telemetry);
     let authz_stats = crate::authz::AuthzStats::register(&mut metrics.registry);
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let health = Arc::new(AppHealth::default());
+    let jwks_settled = health.clone();
+    let security = crate::security::Compiler::new(
+        &settings.namespace,
+        &settings.labels,
+        crate::tls::trust_domain_of(&settings.identity).unwrap_or(model::names::TRUST_DOMAIN),
+        authz_stats,
+        // JWKS hosts named by mesh service names are fetched through our own outbound side.
+        crate::jwt::JwksStore::with_proxy(
+            control_rt.handle().clone(),
+            crate::jwt::JwksSettings::default(),
+            bound.outbound,
+        )
+        // A starting proxy waits for its JWKS: it reports its readiness again once it has it.
+        .on_settled(move || jwks_settled.changed.notify_one()),
+    );
+    let state = StateHandle::new(ProxyState::empty(security.empty()));
     let app_pool = Arc::new(std::sync::OnceLock::new());
     metrics
         .registry
         .register_collector(Box::new(crate::metrics::StateCollector {
-            table: table.clone(),
+            state: state.clone(),
             app_pool: app_pool.clone(),
         }));
     let metrics = Arc::new(metrics);
@@ -189,60 +243,53 @@ pub fn run_with(
         observe.access_log = Some(Arc::new(log));
     }
     let observe = Arc::new(observe);
-    let health = Arc::new(AppHealth::default());
-    let jwks_settled = health.clone();
-    let security = Arc::new(crate::security::Security::new(
-        &settings.namespace,
-        &settings.labels,
-        crate::tls::trust_domain_of(&settings.identity).unwrap_or(model::names::TRUST_DOMAIN),
-        authz_stats,
-        // JWKS hosts named by mesh service names are fetched through our own outbound side.
-        crate::jwt::JwksStore::with_proxy(
-            control_rt.handle().clone(),
-            crate::jwt::JwksSettings::default(),
-            bound.outbound,
-        )
-        // A starting proxy waits for its JWKS: it reports its readiness again once it has it.
-        .on_settled(move || jwks_settled.changed.notify_one()),
-    ));
     let tls: Arc<crate::identity::Slot> = Arc::default();
     let edges: Arc<crate::edges::Edges> = Arc::default();
-    let inbound_tls = Arc::new(server::InboundTls::new(
-        settings.join_token.as_ref().map(|_| tls.clone()),
+    let mtls = settings.join_token.is_some();
+    let readiness = Arc::new(Readiness::new(
+        settings.mode,
+        mtls,
+        state.clone(),
+        tls.clone(),
+        health.clone(),
+        drain.clone(),
+    ));
+    let inbound_tls = Arc::new(InboundTls::new(
+        mtls.then(|| tls.clone()),
+        state.clone(),
         metrics.clone(),
         edges.clone(),
         settings.identity.0.clone(),
     ));
-    let shared = Arc::new(Shared {
+    let proxy = Arc::new(Proxy {
+        settings: Arc::new(settings),
         bound,
-        table,
-        app_pool,
+        state,
         metrics,
         health,
-        has_snapshot: AtomicBool::new(false),
-        started: AtomicBool::new(false),
+        readiness,
         tls,
         inbound_tls,
         edges,
-        security,
+        app_pool,
         observe,
         shutdown: shutdown.clone(),
         drain: drain.clone(),
-        settings,
     });
+    let discovery = proxy.discovery(security);
 
     let done = CancellationToken::new();
     let control_thread = {
-        let (shared, done) = (shared.clone(), done.clone());
+        let (proxy, done) = (proxy.clone(), done.clone());
         std::thread::Builder::new()
             .name("weft-control".into())
             .spawn(move || {
-                control_rt.block_on(control_work(shared, admin, signals, done));
+                control_rt.block_on(control_work(proxy, discovery, admin, signals, done));
             })
             .map_err(RunError::Runtime)?
     };
 
-    let workers = shared.settings.workers.max(1);
+    let workers = proxy.settings.workers.max(1);
     let data_rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -255,9 +302,9 @@ pub fn run_with(
     .build()
     .map_err(RunError::Runtime)?;
 
-    let result = data_rt.block_on(data_plane(shared.clone(), outbound, inbound));
+    let result = data_rt.block_on(data_plane(proxy.clone(), outbound, inbound));
     // The last spans go out while the control runtime (which does the export's I/O) still runs.
-    if let Some(t) = &shared.observe.tracer {
+    if let Some(t) = &proxy.observe.tracer {
         t.shutdown();
     }
     done.cancel();
@@ -284,43 +331,42 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 }
 
 async fn control_work(
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
+    discovery: Discovery,
     admin: std::net::TcpListener,
     signals: bool,
     done: CancellationToken,
 ) {
+    let s = &proxy.settings;
     if signals {
-        tokio::spawn(cancel_on_signal(shared.shutdown.clone()));
+        tokio::spawn(cancel_on_signal(proxy.shutdown.clone()));
     }
-    if let (Mode::Sidecar, Some(app)) = (shared.settings.mode, shared.settings.app) {
+    if let (Mode::Sidecar, Some(app)) = (s.mode, s.app) {
         tokio::spawn(inbound::probe_app(
             app,
-            shared.health.clone(),
-            shared.metrics.clone(),
-            shared.settings.probe_interval,
+            proxy.health.clone(),
+            proxy.metrics.clone(),
+            s.probe_interval,
         ));
     }
-    if let Some(token) = shared.settings.join_token.clone() {
-        let s = shared.clone();
+    if let Some(token) = s.join_token.clone() {
+        let health = proxy.health.clone();
         tokio::spawn(crate::identity::run(
-            shared.settings.control,
-            shared.settings.identity.clone(),
+            s.control,
+            s.identity.clone(),
             token,
-            shared.tls.clone(),
-            shared.metrics.clone(),
-            move || s.health.changed.notify_one(),
+            proxy.tls.clone(),
+            proxy.metrics.clone(),
+            move || health.changed.notify_one(),
         ));
     }
-    tokio::spawn(crate::discovery::run(shared.clone()));
+    tokio::spawn(crate::discovery::run(Arc::new(discovery)));
     match tokio::net::TcpListener::from_std(admin) {
         Ok(admin) => {
             let admin_drain = Drain::new(Duration::ZERO);
-            let handler = Arc::new(Admin {
-                shared: shared.clone(),
-            });
             tokio::spawn(server::serve(
                 admin,
-                handler,
+                Arc::new(proxy.admin()),
                 admin_drain,
                 TaskTracker::new(),
             ));
@@ -331,54 +377,41 @@ async fn control_work(
 }
 
 async fn data_plane(
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
     outbound: Option<std::net::TcpListener>,
     inbound: Option<std::net::TcpListener>,
 ) -> Result<(), RunError> {
     let tracker = TaskTracker::new();
-    let s = &shared.settings;
+    let s = &proxy.settings;
     let from_std = |l: std::net::TcpListener, what| {
         let addr = l.local_addr().unwrap_or(s.admin);
         tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind { addr, what, source })
     };
     if let Some(l) = outbound {
-        let handler = Arc::new(Outbound {
-            table: shared.table.clone(),
-            mode: s.mode,
-            namespace: s.default_namespace.clone(),
-            client_id: HeaderValue::from_str(&s.identity.0)
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            metrics: shared.metrics.clone(),
-            drain: shared.drain.clone(),
-            security: (s.mode == Mode::Ingress).then(|| shared.security.clone()),
-            observe: shared.observe.clone(),
-            peers: Arc::new(crate::outbound::Peers {
-                tls: s.join_token.as_ref().map(|_| shared.tls.clone()),
-                metrics: shared.metrics.clone(),
-                edges: shared.edges.clone(),
-                identity: s.identity.0.clone(),
-            }),
-        });
-        tracker.spawn(server::serve(
-            from_std(l, "outbound")?,
-            handler,
-            shared.drain.clone(),
-            tracker.clone(),
-        ));
+        let l = from_std(l, "outbound")?;
+        let (drain, tracker2) = (proxy.drain.clone(), tracker.clone());
+        let namespace = s.default_namespace.clone();
+        if s.mode == Mode::Ingress {
+            let handler = Arc::new(proxy.forward(crate::ingress::Ingress { namespace }));
+            tracker.spawn(server::serve(l, handler, drain, tracker2));
+        } else {
+            let handler = Arc::new(proxy.forward(crate::outbound::Sidecar { namespace }));
+            tracker.spawn(server::serve(l, handler, drain, tracker2));
+        }
     }
     if let (Some(l), Some(app)) = (inbound, s.app) {
         let mut handler = Inbound::new(
             app,
             &s.instance,
-            shared.health.clone(),
-            shared.metrics.clone(),
-            shared.drain.clone(),
+            proxy.health.clone(),
+            proxy.metrics.clone(),
+            proxy.drain.clone(),
         );
         handler.authenticated = s.join_token.is_some();
-        handler.security = Some(shared.security.clone());
-        let _ = shared.app_pool.set(handler.pool.clone());
+        handler.state = Some(proxy.state.clone());
+        let _ = proxy.app_pool.set(handler.pool.clone());
         handler.observe = Some((
-            shared.observe.clone(),
+            proxy.observe.clone(),
             crate::telemetry::DestinationService::new(&model::ServiceKey::new(
                 &s.service,
                 &s.namespace,
@@ -387,16 +420,16 @@ async fn data_plane(
         tracker.spawn(server::serve_with(
             from_std(l, "inbound")?,
             Arc::new(handler),
-            shared.drain.clone(),
+            proxy.drain.clone(),
             tracker.clone(),
-            Some(shared.inbound_tls.clone()),
+            Some(proxy.inbound_tls.clone()),
         ));
     }
 
-    shared.shutdown.cancelled().await;
+    proxy.shutdown.cancelled().await;
     tracing::info!(instance = %s.instance, "draining");
-    shared.drain.start();
-    shared.health.changed.notify_one();
+    proxy.drain.start();
+    proxy.health.changed.notify_one();
     tracker.close();
     if tokio::time::timeout(s.drain_timeout, tracker.wait())
         .await

@@ -1,5 +1,6 @@
 //! The accept loop every listener shares: HTTP/1.1 and HTTP/2 (prior knowledge) on one port,
-//! one task per connection, and graceful drain.
+//! one task per connection, and graceful drain. An inbound listener authenticates each
+//! connection first (`tls::accept`) and hands its handler the verified peer.
 //!
 //! Drain: the listener stops accepting at once; open connections keep being served for
 //! `grace` (HTTP/1 responses then say `Connection: close`, so clients stop reusing them and a
@@ -7,6 +8,7 @@
 //! (HTTP/2 GOAWAY; HTTP/1 closes after the response in progress). In-flight requests finish.
 
 use crate::body::Body;
+use crate::tls::{Accepted, InboundTls};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -18,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -109,150 +111,8 @@ impl PeerInfo {
     }
 }
 
-/// How an inbound listener authenticates peers: mTLS with the proxy's credentials, plaintext,
-/// or both told apart by their first bytes, as the port's PeerAuthentication mode says.
-pub struct InboundTls {
-    /// `None`: the mesh has no CA; every connection is plaintext.
-    pub slot: Option<Arc<crate::identity::Slot>>,
-    pub edges: Arc<crate::edges::Edges>,
-    /// Our identity, for edge records.
-    pub identity: String,
-    /// The port's mode, `MtlsMode as u8`; updated when a snapshot changes it.
-    pub mode: std::sync::atomic::AtomicU8,
-    /// True while the port is STRICT: plaintext connections accepted before close when it
-    /// turns true (as Envoy drains connections of a filter chain that went away).
-    strict: tokio::sync::watch::Sender<bool>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// How long a client may take to send its first bytes before a PERMISSIVE or STRICT port gives
-/// up telling TLS from plaintext (Linkerd's protocol detection waits 10 s).
-pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl InboundTls {
-    pub fn new(
-        slot: Option<Arc<crate::identity::Slot>>,
-        metrics: Arc<crate::metrics::Metrics>,
-        edges: Arc<crate::edges::Edges>,
-        identity: String,
-    ) -> Self {
-        InboundTls {
-            slot,
-            edges,
-            identity,
-            mode: std::sync::atomic::AtomicU8::new(model::security::MtlsMode::Permissive as u8),
-            strict: tokio::sync::watch::Sender::new(false),
-            metrics,
-        }
-    }
-
-    pub fn set_mode(&self, mode: model::security::MtlsMode) {
-        self.mode.store(mode as u8, Ordering::Relaxed);
-        let strict = mode == model::security::MtlsMode::Strict && self.slot.is_some();
-        self.strict
-            .send_if_modified(|s| std::mem::replace(s, strict) != strict);
-    }
-
-    pub fn mode(&self) -> model::security::MtlsMode {
-        use model::security::MtlsMode;
-        match self.mode.load(Ordering::Relaxed) {
-            m if m == MtlsMode::Strict as u8 => MtlsMode::Strict,
-            m if m == MtlsMode::Disable as u8 => MtlsMode::Disable,
-            _ => MtlsMode::Permissive,
-        }
-    }
-
-    /// Records an accepted connection: `mtls` is `Some(client identity)` for mTLS.
-    fn edge(&self, peer: SocketAddr, mtls: Option<Option<model::Identity>>) {
-        self.edges.record(crate::edges::Edge {
-            direction: "inbound",
-            client: mtls.clone().flatten().map(|i| i.0).unwrap_or_default(),
-            server: self.identity.clone(),
-            peer: peer.ip().to_string(),
-            mtls: mtls.is_some(),
-        });
-    }
-
-    /// Authenticates a new connection and serves it, or refuses it with a log line and a
-    /// counter saying why.
-    async fn accept<H: Handler>(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        builder: Arc<auto::Builder<TokioExecutor>>,
-        handler: Arc<H>,
-        drain: Drain,
-    ) {
-        use crate::tls::{sniff, PeerRole, RejectReason, Sniffed};
-        use model::security::MtlsMode;
-        let mode = self.mode();
-        let until_strict = Some(self.strict.subscribe());
-        let Some(slot) = self.slot.as_ref().filter(|_| mode != MtlsMode::Disable) else {
-            self.edge(peer, None);
-            let info = PeerInfo::new(peer, None);
-            return serve_connection(stream, info, builder, handler, drain, until_strict).await;
-        };
-        let sniffed = tokio::select! {
-            r = tokio::time::timeout(DETECT_TIMEOUT, sniff(&stream)) => r,
-            _ = drain.started() => return,
-        };
-        match sniffed {
-            Ok(Ok(Sniffed::Tls)) => {}
-            Ok(Ok(Sniffed::Plaintext)) if mode == MtlsMode::Permissive => {
-                self.edge(peer, None);
-                let info = PeerInfo::new(peer, None);
-                return serve_connection(stream, info, builder, handler, drain, until_strict).await;
-            }
-            Ok(Ok(Sniffed::Plaintext)) => {
-                self.metrics.tls_failure("inbound", "plaintext");
-                tracing::warn!(%peer, "plaintext connection refused: this port requires mTLS (PeerAuthentication STRICT)");
-                return;
-            }
-            Ok(Ok(Sniffed::Closed)) | Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(%peer, "no bytes from the client within {DETECT_TIMEOUT:?}");
-                return;
-            }
-        }
-        let Some(creds) = slot.get() else {
-            self.metrics.tls_failure("inbound", "no_certificate_yet");
-            tracing::warn!(%peer, "mTLS connection refused: this proxy has no certificate yet");
-            return;
-        };
-        let tls = match creds.acceptor().accept(stream).await {
-            Ok(t) => t,
-            Err(e) => {
-                let reason = RejectReason::of_io(&e);
-                if reason == Some(RejectReason::NoCertificate) {
-                    creds
-                        .rejections()
-                        .record(PeerRole::Client, RejectReason::NoCertificate, &peer);
-                }
-                let label = reason.map_or("handshake", RejectReason::as_str);
-                self.metrics.tls_failure("inbound", label);
-                tracing::debug!(%peer, error = %e, "mTLS handshake failed");
-                return;
-            }
-        };
-        let identity = crate::tls::peer_identity(tls.get_ref().1);
-        self.edge(peer, Some(identity.clone()));
-        let info = PeerInfo::new(peer, identity);
-        // Peers speak HTTP/2 here: let h2 coalesce the frames of many streams per write.
-        serve_connection(
-            crate::io::Unvectored(tls),
-            info,
-            builder,
-            handler,
-            drain,
-            None,
-        )
-        .await
-    }
-}
-
 /// Accepts connections on `listener` until the drain starts; connection tasks are tracked by
-/// `tracker` so that shutdown can wait for them. `tls`: authenticate peers (inbound listeners
-/// of a mesh with a CA); `None`: plaintext.
+/// `tracker` so that shutdown can wait for them. Plaintext; see [`serve_with`].
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -262,6 +122,8 @@ pub async fn serve<H: Handler>(
     serve_with(listener, handler, drain, tracker, None).await
 }
 
+/// [`serve`], authenticating each connection with `tls` (inbound listeners: the handshake the
+/// port's mode asks for, `tls::accept`); `None`: plaintext.
 pub async fn serve_with<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -297,7 +159,25 @@ pub async fn serve_with<H: Handler>(
             Some(tls) => {
                 let tls = tls.clone();
                 tracker.spawn(async move {
-                    tls.accept(stream, peer, builder, handler, drain).await;
+                    match tls.accept(stream, peer, drain.started()).await {
+                        None => {}
+                        Some(Accepted::Plain {
+                            stream,
+                            until_strict,
+                        }) => {
+                            let info = PeerInfo::new(peer, None);
+                            let until_strict = Some(until_strict);
+                            serve_connection(stream, info, builder, handler, drain, until_strict)
+                                .await
+                        }
+                        Some(Accepted::Mtls { stream, identity }) => {
+                            let info = PeerInfo::new(peer, identity);
+                            // Peers speak HTTP/2 here: let h2 coalesce the frames of many
+                            // streams per write.
+                            let io = crate::io::Unvectored(*stream);
+                            serve_connection(io, info, builder, handler, drain, None).await
+                        }
+                    }
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! A snapshot compiled for the hot path: services indexed by key, each with its balancer, its
 //! traffic policy and the live state of its endpoints, plus the ingress gateway's virtual
-//! hosts. Built off the data path whenever a snapshot arrives; requests read it through one
-//! `ArcSwap` load.
+//! hosts. Built off the data path whenever a snapshot arrives, as part of the proxy's state
+//! (`state::ProxyState`), which requests read through one load.
 
 use crate::balance::{self, Choice, EndpointState};
 use crate::policy::{now_ns, Counters, Outcome, Policy};
@@ -244,31 +244,27 @@ impl RouteTable {
         let mut alls: HashMap<&ServiceKey, Arc<Backend>> = HashMap::new();
         let mut specs: HashMap<&ServiceKey, &model::Service> = HashMap::new();
         for svc in &snapshot.services {
+            // An endpoint the table in force has, unchanged, keeps its state; nothing is
+            // written into state that table still serves from.
             let (mut kept, mut fresh) = (Vec::new(), Vec::new());
             for ep in &svc.endpoints {
+                let mode = snapshot
+                    .security
+                    .mtls_mode(&svc.key.namespace, &ep.labels, svc.port);
+                let plaintext = mode == model::security::MtlsMode::Disable;
                 match known.get(&(&svc.key, ep.address, ep.instance.as_str())) {
-                    Some(state) if state.endpoint == *ep => kept.push((*state).clone()),
-                    _ => fresh.push(ep.clone()),
+                    Some(state) if state.endpoint == *ep && state.plaintext == plaintext => {
+                        kept.push((*state).clone())
+                    }
+                    _ => fresh.push((ep.clone(), plaintext)),
                 }
             }
             let initial = balance::initial_rtt_ns(&kept);
             let mut endpoints = kept;
-            endpoints.extend(
-                fresh
-                    .into_iter()
-                    .map(|ep| Arc::new(EndpointState::new(ep, initial))),
-            );
+            endpoints.extend(fresh.into_iter().map(|(ep, plaintext)| {
+                Arc::new(EndpointState::new(ep, initial).in_plaintext(plaintext))
+            }));
             endpoints.sort_by(|a, b| a.endpoint.instance.cmp(&b.endpoint.instance));
-            for e in &endpoints {
-                let mode =
-                    snapshot
-                        .security
-                        .mtls_mode(&svc.key.namespace, &e.endpoint.labels, svc.port);
-                e.plaintext.store(
-                    mode == model::security::MtlsMode::Disable,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
             let key = backend_key(&svc.key, &Labels::new());
             let policy = Arc::new(Policy::compile(svc.lb, &svc.policy));
             let counters = counters_for(&key, &policy);

@@ -13,13 +13,17 @@
 //! TLS from plaintext on a PERMISSIVE port.
 //!
 //! Layout: [`credentials`] (key, chain, bundle, configs), [`verify`] (the verifiers and reasons),
-//! [`detect`] (TLS or plaintext), [`renew`] (when to renew).
+//! [`detect`] (TLS or plaintext), [`renew`] (when to renew), and the two handshakes:
+//! [`accept`] (an inbound listener's, as the port's mode says) and [`connect`] (to a peer).
 
+pub mod accept;
+pub mod connect;
 pub mod credentials;
 pub mod detect;
 pub mod renew;
 pub mod verify;
 
+pub use accept::{Accepted, InboundTls};
 pub use credentials::{csr, server_name, Credentials};
 pub use detect::{classify, sniff, Sniffed};
 pub use renew::{renew_at, renew_in};

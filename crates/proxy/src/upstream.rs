@@ -1,6 +1,7 @@
 //! Connections to peer proxies: one multiplexed HTTP/2 connection per endpoint, opened on first
 //! use and reopened when it closes. Whatever the app speaks, proxy-to-proxy traffic rides these
 //! (as Linkerd does), so the two-hop path costs one pooled connection, not one per request.
+//! The mTLS handshake itself is `tls::connect`.
 
 use crate::body::Body;
 use arc_swap::ArcSwapOption;
@@ -109,19 +110,18 @@ async fn connect(
     match transport {
         Transport::Plain => h2_handshake(addr, stream).await,
         Transport::Mtls { creds, expected } => {
-            let connector = creds.connector(&expected);
-            let tls = tokio::time::timeout(
-                timeout,
-                connector.connect(crate::tls::server_name(&expected), stream),
-            )
-            .await
-            .map_err(|_| ConnectError::Timeout(addr, timeout))?
-            .map_err(|e| ConnectError::Tls {
-                addr,
-                expected: expected.clone(),
-                kind: crate::tls::RejectReason::of_io(&e).map_or("handshake", |r| r.as_str()),
-                detail: e.to_string(),
-            })?;
+            use crate::tls::connect::{connect, HandshakeError};
+            let tls = connect(&creds, &expected, stream, timeout)
+                .await
+                .map_err(|e| match e {
+                    HandshakeError::Timeout => ConnectError::Timeout(addr, timeout),
+                    HandshakeError::Failed { kind, detail } => ConnectError::Tls {
+                        addr,
+                        expected: expected.clone(),
+                        kind,
+                        detail,
+                    },
+                })?;
             h2_handshake(addr, tls).await
         }
     }

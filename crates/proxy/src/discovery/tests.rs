@@ -3,14 +3,8 @@
 
 use super::*;
 use crate::inbound::AppHealth;
-use crate::metrics::Metrics;
-use crate::run::{Bound, Shared};
-use crate::server::Drain;
-use crate::settings::{Mode, Settings};
-use arc_swap::ArcSwap;
 use model::{Authority, Endpoint, Identity, LoadBalancer, Service, ServiceKey};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// A runtime for the JWKS store's background work (these tests are synchronous).
@@ -24,63 +18,47 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn shared() -> Shared {
+fn discovery() -> Discovery {
     let any = "127.0.0.1:0".parse().unwrap();
-    Shared {
-        settings: Settings {
-            mode: Mode::Client,
-            service: "t".into(),
-            namespace: "default".into(),
-            default_namespace: "default".into(),
-            workload: "t".into(),
-            instance: "t-0".into(),
-            labels: Default::default(),
-            identity: Identity::spiffe("default", "t"),
-            control: any,
-            outbound: None,
-            inbound: None,
-            admin: any,
-            app: None,
-            drain_timeout: Duration::from_secs(1),
-            drain_grace: Duration::ZERO,
-            probe_interval: Duration::from_secs(1),
-            workers: 1,
-            join_token: None,
-        },
-        bound: Bound {
-            inbound: None,
-            outbound: None,
-            admin: any,
-        },
-        table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(AppHealth::default()),
-        has_snapshot: AtomicBool::new(false),
-        started: AtomicBool::new(false),
-        tls: Default::default(),
-        inbound_tls: Arc::new(crate::server::InboundTls::new(
+    let security = crate::security::Compiler::new(
+        "default",
+        &Default::default(),
+        "cluster.local",
+        Default::default(),
+        crate::jwt::JwksStore::new(runtime().handle().clone()),
+    );
+    let state = StateHandle::new(ProxyState::empty(security.empty()));
+    let metrics = Arc::new(Metrics::new());
+    let tls: Arc<crate::identity::Slot> = Default::default();
+    let drain = Drain::new(Duration::ZERO);
+    let readiness = Arc::new(Readiness::new(
+        Mode::Client,
+        false,
+        state.clone(),
+        tls.clone(),
+        Arc::new(AppHealth::default()),
+        drain.clone(),
+    ));
+    Discovery {
+        control: any,
+        hello: pb::Hello::default(),
+        mode: Mode::Client,
+        namespace: "default".into(),
+        labels: Default::default(),
+        ingress_port: None,
+        inbound_tls: Arc::new(crate::tls::InboundTls::new(
             None,
-            Default::default(),
+            state.clone(),
+            metrics.clone(),
             Default::default(),
             String::new(),
         )),
-        edges: Default::default(),
-        app_pool: Default::default(),
-        security: Arc::new(crate::security::Security::new(
-            "default",
-            &Default::default(),
-            "cluster.local",
-            Default::default(),
-            crate::jwt::JwksStore::new(runtime().handle().clone()),
-        )),
-        observe: Arc::new(crate::observe::Observe::new(
-            "t",
-            "default",
-            &Default::default(),
-            &Identity::spiffe("default", "t"),
-        )),
-        shutdown: Default::default(),
-        drain: Drain::new(Duration::ZERO),
+        state,
+        security,
+        tls,
+        readiness,
+        metrics,
+        drain,
     }
 }
 
@@ -107,46 +85,49 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
     }
 }
 
-fn first_endpoint(s: &Shared) -> Arc<crate::balance::EndpointState> {
-    let table = s.table.load();
-    let service = table
+fn first_endpoint(s: &Discovery) -> Arc<crate::balance::EndpointState> {
+    let state = s.state.load();
+    let service = state
+        .routes
         .resolve(&Authority::parse("hello"), "default")
         .unwrap();
     service.all.endpoints[0].clone()
 }
 
-fn endpoint_port(s: &Shared) -> Option<u16> {
-    let table = s.table.load();
-    let service = table.resolve(&Authority::parse("hello"), "default")?;
+fn endpoint_port(s: &Discovery) -> Option<u16> {
+    let state = s.state.load();
+    let service = state
+        .routes
+        .resolve(&Authority::parse("hello"), "default")?;
     Some(service.all.endpoints.first()?.endpoint.address.port())
 }
 
 #[test]
 fn a_good_snapshot_is_applied_and_acked() {
-    let s = shared();
+    let s = discovery();
     let ack = apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
     assert_eq!((ack.version, ack.error.as_str()), (5, ""));
-    assert_eq!(s.table.load().version(), 5);
+    assert_eq!(s.state.load().version(), 5);
     assert_eq!(endpoint_port(&s), Some(1000));
-    assert!(s.not_ready_reason().is_none());
+    assert!(s.readiness.not_ready_reason().is_none());
 }
 
 #[test]
 fn a_bad_snapshot_is_nacked_and_the_last_good_one_keeps_serving() {
-    let s = shared();
+    let s = discovery();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
     let mut bad = pb::Snapshot::from(&snapshot(6, 2000));
     bad.services[0].endpoints[0].address = "not an address".into();
     let ack = apply(&s, bad);
     assert_eq!(ack.version, 6);
     assert!(ack.error.contains("not an address"), "{}", ack.error);
-    assert_eq!(s.table.load().version(), 5);
+    assert_eq!(s.state.load().version(), 5);
     assert_eq!(endpoint_port(&s), Some(1000));
 }
 
 #[test]
 fn a_snapshot_with_a_bad_regex_is_nacked() {
-    let s = shared();
+    let s = discovery();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
     let mut bad = snapshot(6, 1000);
     bad.services[0].routes.push(model::HttpRoute {
@@ -167,12 +148,12 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
         "{}",
         ack.error
     );
-    assert_eq!(s.table.load().version(), 5);
+    assert_eq!(s.state.load().version(), 5);
 }
 
 #[test]
 fn endpoint_state_survives_a_new_snapshot() {
-    let s = shared();
+    let s = discovery();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
     let before = first_endpoint(&s);
     apply(&s, pb::Snapshot::from(&snapshot(6, 1000)));
@@ -180,5 +161,38 @@ fn endpoint_state_survives_a_new_snapshot() {
     assert!(
         Arc::ptr_eq(&before, &after),
         "the pooled connection and estimates were dropped"
+    );
+}
+
+#[test]
+fn a_new_snapshot_writes_nothing_into_the_state_in_force() {
+    let s = discovery();
+    apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
+    let old = s.state.load_full();
+    let before = first_endpoint(&s);
+    // The endpoint's port turns DISABLE: it is reached in plaintext from the next state on.
+    let mut next = snapshot(6, 1000);
+    next.security.peer_authns.push(model::security::PeerAuthn {
+        name: "PeerAuthentication default/plain".into(),
+        scope: model::security::Scope::Namespace("default".into()),
+        mode: model::security::MtlsMode::Disable,
+        ports: vec![],
+    });
+    let ack = apply(&s, pb::Snapshot::from(&next));
+    assert_eq!(ack.error, "");
+    let after = first_endpoint(&s);
+    assert!(
+        after.plaintext,
+        "the new state reaches the endpoint in plaintext"
+    );
+    assert!(
+        !before.plaintext,
+        "the state still serving requests changed under them"
+    );
+    assert!(!Arc::ptr_eq(&before, &after));
+    assert_eq!(old.version(), 5);
+    assert_eq!(
+        s.state.load().security.mode,
+        model::security::MtlsMode::Disable
     );
 }

@@ -1,0 +1,107 @@
+//! The first step: which service a request is for, the rule it falls under and the destination
+//! drawn. A [`Resolve`] is what tells a sidecar's outbound side ([`Sidecar`]) from the ingress
+//! gateway (`crate::ingress`); every later step is shared.
+
+use crate::body::Body;
+use crate::flags::{self, Flag};
+use crate::server::PeerInfo;
+use crate::state::ProxyState;
+use crate::table::{RouteTable, Routed};
+use http::header::{self, HeaderMap};
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use model::Authority;
+
+/// How a listener finds where a request goes.
+pub trait Resolve: Send + Sync + 'static {
+    /// What spans call this side.
+    const SIDE: crate::trace::Side;
+
+    /// Checks the request before it is routed (the gateway's JWT and authorization); `Err`:
+    /// the answer to send instead.
+    fn check(
+        &self,
+        _state: &ProxyState,
+        _req: &mut Request<Incoming>,
+        _peer: &PeerInfo,
+    ) -> Result<(), Box<Response<Body>>> {
+        Ok(())
+    }
+
+    /// The rule and destination for a request to `authority`; `Err`: the answer (404 `NR`).
+    fn route<'t>(
+        &self,
+        table: &'t RouteTable,
+        authority: &str,
+        parts: &Parts,
+    ) -> Result<Routed<'t>, Box<Response<Body>>>;
+}
+
+/// A sidecar's outbound side: the request names a mesh service, a bare name meaning the one in
+/// the workload's namespace, on the service's port.
+pub struct Sidecar {
+    /// The namespace a bare service name resolves in.
+    pub namespace: String,
+}
+
+impl Resolve for Sidecar {
+    const SIDE: crate::trace::Side = crate::trace::Side::Outbound;
+
+    fn route<'t>(
+        &self,
+        table: &'t RouteTable,
+        authority: &str,
+        parts: &Parts,
+    ) -> Result<Routed<'t>, Box<Response<Body>>> {
+        let auth = Authority::parse(authority);
+        let Some(service) = table.resolve(&auth, &self.namespace) else {
+            return Err(no_service(authority));
+        };
+        let port = auth.port.unwrap_or(80);
+        if port != service.port {
+            return Err(Box::new(flags::respond(
+                Flag::NoRoute,
+                format!(
+                    "no service in the mesh for host {authority:?}: {} listens on port {}",
+                    service.key, service.port
+                ),
+            )));
+        }
+        service
+            .route(parts)
+            .ok_or_else(|| no_route(&service.key, parts))
+    }
+}
+
+/// 404 `NR`: no service has this name.
+pub(crate) fn no_service(authority: &str) -> Box<Response<Body>> {
+    Box::new(flags::respond(
+        Flag::NoRoute,
+        format!("no service in the mesh for host {authority:?}"),
+    ))
+}
+
+/// 404 `NR`: the service (or virtual host) `of` has rules and none matches.
+pub(crate) fn no_route(of: &dyn std::fmt::Display, parts: &Parts) -> Box<Response<Body>> {
+    Box::new(flags::respond(
+        Flag::NoRoute,
+        format!(
+            "no route of {of} matches {} {}",
+            parts.method,
+            parts.uri.path()
+        ),
+    ))
+}
+
+/// The authority a request is for: its absolute-form URI, else its Host header.
+pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(a) = uri.authority() {
+        return Some(a.as_str().to_owned());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}

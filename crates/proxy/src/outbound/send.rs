@@ -1,0 +1,179 @@
+//! One attempt: a ready sender on the endpoint's pooled HTTP/2 connection to its sidecar
+//! (opened over mTLS, expecting the endpoint's identity, when there is none), and the request
+//! sent on it, its failure classified as safe to send elsewhere or not.
+
+use crate::balance::{EndpointState, InFlight};
+use crate::body::{self, Body};
+use crate::flags::{self, Flag};
+use crate::metrics::Metrics;
+use crate::upstream::{ConnectError, Transport};
+use http::{Request, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What opening a connection to a peer needs.
+pub struct Peers {
+    /// `Some`: peers are reached over mTLS with these credentials (never plaintext, even
+    /// before the first certificate arrives). `None`: a mesh without a CA, plaintext.
+    pub tls: Option<Arc<crate::identity::Slot>>,
+    pub metrics: Arc<Metrics>,
+    pub edges: Arc<crate::edges::Edges>,
+    /// This proxy's identity, for edge records.
+    pub identity: String,
+}
+
+/// How to reach `ep`, given the proxy's credentials slot.
+fn transport_for(
+    tls: &Option<Arc<crate::identity::Slot>>,
+    ep: &EndpointState,
+) -> Result<Transport, ConnectError> {
+    if ep.plaintext {
+        return Ok(Transport::Plain);
+    }
+    match tls {
+        None => Ok(Transport::Plain),
+        Some(slot) => match slot.get() {
+            Some(creds) => Ok(Transport::Mtls {
+                creds: creds.clone(),
+                expected: ep.endpoint.identity.clone(),
+            }),
+            None => Err(ConnectError::NoCertificate),
+        },
+    }
+}
+
+/// Why one attempt failed.
+pub(super) enum AttemptError {
+    /// The request never reached the peer: safe to send elsewhere.
+    Retryable(String),
+    /// No answer within the route's per-try timeout.
+    PerTryTimeout(String),
+    /// The request may have reached the app: answering is all that is left.
+    Final(Flag, String),
+}
+
+/// A sender on an open, ready connection to `ep`.
+pub(super) async fn ready_sender(
+    ep: &Arc<EndpointState>,
+    connect_timeout: Option<Duration>,
+    peers: &Peers,
+) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
+    let metrics = &peers.metrics;
+    // Called only when a new connection is opened.
+    // 0: no new connection; 1: a new plaintext one; 2: a new mTLS one.
+    let opened = std::sync::atomic::AtomicU8::new(0);
+    let transport = || {
+        let t = transport_for(&peers.tls, ep);
+        if let Ok(t) = &t {
+            let kind = if matches!(t, Transport::Mtls { .. }) {
+                2
+            } else {
+                1
+            };
+            opened.store(kind, std::sync::atomic::Ordering::Relaxed);
+        }
+        t
+    };
+    let mut sender = match ep
+        .conn
+        .sender(ep.endpoint.address, connect_timeout, transport)
+        .await
+    {
+        Ok(s) => {
+            let kind = opened.load(std::sync::atomic::Ordering::Relaxed);
+            if kind != 0 {
+                peers.edges.record(crate::edges::Edge {
+                    direction: "outbound",
+                    client: peers.identity.clone(),
+                    server: ep.endpoint.identity.0.clone(),
+                    peer: ep.endpoint.address.to_string(),
+                    mtls: kind == 2,
+                });
+            }
+            s
+        }
+        Err(e) => {
+            match &e {
+                ConnectError::NoCertificate => {}
+                ConnectError::Tls { kind, .. } => {
+                    metrics.tls_failure("outbound", kind);
+                    tracing::warn!(endpoint = %ep.endpoint.instance, error = %e, "mTLS handshake failed");
+                    ep.connect_failed();
+                }
+                _ => ep.connect_failed(),
+            }
+            return Err(connect_message(&ep.endpoint.instance, &e));
+        }
+    };
+    if sender.ready().await.is_err() {
+        ep.conn.reset();
+        return Err(format!("connection to {} closed", ep.endpoint.instance));
+    }
+    Ok(sender)
+}
+
+/// One attempt on a ready connection.
+pub(super) async fn send(
+    ep: &Arc<EndpointState>,
+    mut sender: hyper::client::conn::http2::SendRequest<Body>,
+    req: Request<Body>,
+    in_flight: InFlight,
+    idempotent: bool,
+) -> Result<Response<Body>, AttemptError> {
+    match sender.send_request(req).await {
+        Ok(rsp) => {
+            // The peer sidecar could not reach its app: nothing was processed, try elsewhere.
+            match flags::of(&rsp) {
+                Some(Flag::UpstreamConnectFailure) => {
+                    return Err(AttemptError::Retryable(format!(
+                        "{}: its app refused the connection",
+                        ep.endpoint.instance
+                    )));
+                }
+                // The peer's app dropped the connection mid-request (it crashed, say).
+                Some(Flag::UpstreamConnectionTermination) if idempotent => {
+                    return Err(AttemptError::Retryable(format!(
+                        "{}: its app dropped the connection",
+                        ep.endpoint.instance
+                    )));
+                }
+                _ => {}
+            }
+            in_flight.success();
+            Ok(rsp.map(body::incoming))
+        }
+        Err(e) if never_processed(&e) => {
+            ep.conn.reset();
+            Err(AttemptError::Retryable(format!(
+                "{}: request refused: {e}",
+                ep.endpoint.instance
+            )))
+        }
+        Err(e) => {
+            ep.conn.reset();
+            Err(AttemptError::Final(
+                Flag::UpstreamConnectionTermination,
+                format!("{}: upstream connection error: {e}", ep.endpoint.instance),
+            ))
+        }
+    }
+}
+
+fn connect_message(instance: &str, e: &ConnectError) -> String {
+    format!("{instance}: {e}")
+}
+
+/// True when hyper or h2 says the peer did not start processing the request.
+fn never_processed(e: &hyper::Error) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
