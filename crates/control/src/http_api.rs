@@ -6,6 +6,7 @@
 
 use crate::registry::Registry;
 use crate::status;
+use crate::store::Changed;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -23,8 +24,8 @@ pub struct Api {
     pub registry: Arc<Registry>,
     pub control: SocketAddr,
     pub api: SocketAddr,
-    /// The resources in force. The lock only serialises applies; nothing on the data path reads it.
-    pub store: tokio::sync::Mutex<config::Store>,
+    /// The resources in force, and the one way they change.
+    pub resources: crate::store::Resources,
     /// Mints join tokens for `POST /join` (local CLI tools that run a proxy, like `weft exec`).
     pub ca: Option<Arc<crate::ca::Ca>>,
 }
@@ -90,30 +91,16 @@ impl Api {
                 ),
             );
         }
-        let mut store = self.store.lock().await;
-        let next = if delete {
-            store.deleted(&new)
+        let started = std::time::Instant::now();
+        let changed = if delete {
+            self.resources.change(&new, Vec::new()).await
         } else {
-            store.applied(new.clone())
+            self.resources.change(&[], new.clone()).await
         };
-        match next.load() {
-            Err(errors) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errors}\n")),
-            // What is applied must be honoured; a resource already in the store that is
-            // rejected (it was, or what it needs is gone) is only reported below.
-            Ok(loaded) if !delete && new.iter().any(|r| rejected(&loaded, r)) => {
-                let body: String = new
-                    .iter()
-                    .flat_map(|r| loaded.rejected_for(&r.kind, &r.namespace, &r.name))
-                    .map(|d| format!("{d}\n"))
-                    .collect();
-                text(StatusCode::UNPROCESSABLE_ENTITY, body)
-            }
-            Ok(loaded) => {
-                let started = std::time::Instant::now();
-                self.registry.set_traffic(loaded.mesh);
-                *store = next;
+        match changed {
+            Err(refused) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{refused}\n")),
+            Ok(Changed { loaded, version }) => {
                 // Answer once every proxy runs the new snapshot, so scripts can rely on it.
-                let version = self.registry.snapshot().version;
                 let (proxies, all) = self.registry.wait_applied(version, APPLY_WAIT).await;
                 let verb = if delete { "deleted" } else { "configured" };
                 let mut out: String = new
@@ -147,13 +134,7 @@ impl Api {
                 json(&status::build(&self.registry, self.control, self.api))
             }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
-            (&Method::GET, "/resources") => match self.store.try_lock() {
-                Ok(store) => json(&store.resources),
-                Err(_) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "an apply is in progress\n".into(),
-                ),
-            },
+            (&Method::GET, "/resources") => json(&self.resources.current().resources),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             _ => {
                 let mut rsp = Response::new(Full::new(Bytes::from_static(
@@ -168,15 +149,6 @@ impl Api {
 
 /// Whether `r`'s own errors reject it. (Kinds that several API groups share, like Linkerd's
 /// `HTTPRoute`, are labelled `KIND.GROUP`.)
-pub(crate) fn rejected(loaded: &config::Loaded, r: &config::Resource) -> bool {
-    let grouped = format!("{}.{}", r.kind, r.group());
-    loaded
-        .rejected_for(&r.kind, &r.namespace, &r.name)
-        .chain(loaded.rejected_for(&grouped, &r.namespace, &r.name))
-        .next()
-        .is_some()
-}
-
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`registry`]: the declared mesh plus every connected proxy (where it listens, whether it is
 //!   ready, which snapshot version it acked); builds the snapshot proxies route from.
+//! - [`snapshot`]: the snapshot builder: the declared mesh and the ready sidecars → a snapshot.
 //! - [`push`]: the gRPC `Discovery` stream: hello, snapshots out, acks/health/drain in.
 //! - [`http_api`]: the JSON API the CLI reads (`/status`, `/snapshot`).
 //! - [`status`]: the `weft status` document.
@@ -10,6 +11,8 @@
 //! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
 //! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
 //!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
+//! - [`store`]: the resources in force behind a backend (in memory), and the one way they
+//!   change: validated as a whole, then handed to the registry.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
 //! - [`watch`]: the watched configuration files behind `--watch`.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
@@ -26,7 +29,9 @@ pub mod prometheus;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod snapshot;
 pub mod status;
+pub mod store;
 pub mod watch;
 
 pub use registry::Registry;

@@ -1,9 +1,10 @@
 //! The registry: what the mesh declares and which proxies are connected, and the snapshot built
-//! from both. Mutations come from the push server (control path only); the data plane never
+//! from both (by `snapshot::build`, a pure function of the two). Mutations come from the push server (control path only); the data plane never
 //! reads this — proxies get immutable snapshots.
 
+use crate::snapshot::{build, mark_listed};
 use model::security::SecuritySpec;
-use model::{Endpoint, Identity, Labels, MeshSpec, Service, Snapshot};
+use model::{Identity, Labels, MeshSpec, Snapshot};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -440,87 +441,6 @@ pub fn declared_instances(spec: &MeshSpec) -> impl Iterator<Item = (String, Stri
             .filter(|w| w.sidecar)
             .flat_map(move |w| (0..w.replicas).map(move |i| (s.name.clone(), w.instance_name(i))))
     })
-}
-
-/// Records which proxies the snapshot at `version` lists as endpoints: a proxy newly listed is
-/// listed since `version`, one no longer listed is not.
-fn mark_listed(proxies: &mut BTreeMap<u64, ProxyRecord>, listed: &[u64], version: u64) {
-    for (id, p) in proxies.iter_mut() {
-        if !listed.contains(id) {
-            p.listed_since = None;
-        } else if p.listed_since.is_none() {
-            p.listed_since = Some(version);
-        }
-    }
-}
-
-/// The snapshot every proxy gets: each declared service with the sidecars that are ready to
-/// serve it, and the ids of those sidecars' registrations. When a replica's proxy reconnected,
-/// its newest registration wins.
-fn build(
-    spec: &MeshSpec,
-    proxies: &BTreeMap<u64, ProxyRecord>,
-    version: u64,
-) -> (Snapshot, Vec<u64>) {
-    let mut listed = Vec::new();
-    let services = spec
-        .services
-        .iter()
-        .map(|svc| {
-            let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
-            for (id, p) in proxies {
-                if p.node.mode == "sidecar"
-                    && p.node.service == svc.name
-                    && p.node.namespace == svc.namespace
-                {
-                    newest.insert(&p.node.instance, (*id, p));
-                }
-            }
-            let endpoints = newest
-                .values()
-                .filter(|(_, p)| p.ready && !p.draining)
-                .filter_map(|(id, p)| {
-                    let address = p.node.inbound?;
-                    listed.push(*id);
-                    Some(Endpoint {
-                        instance: p.node.instance.clone(),
-                        workload: p.node.workload.clone(),
-                        address,
-                        labels: p.node.labels.clone(),
-                        identity: p.node.identity.clone(),
-                    })
-                })
-                .collect();
-            let routes = spec
-                .routes
-                .iter()
-                .find(|r| r.service == svc.key())
-                .map(|r| r.routes.clone())
-                .unwrap_or_default();
-            let (policy, subsets) = spec
-                .policies
-                .iter()
-                .find(|p| p.service == svc.key())
-                .map(|p| (p.policy.clone(), p.subsets.clone()))
-                .unwrap_or_default();
-            Service {
-                key: svc.key(),
-                port: svc.port,
-                lb: svc.lb,
-                endpoints,
-                routes,
-                policy,
-                subsets,
-            }
-        })
-        .collect();
-    let snapshot = Snapshot {
-        version,
-        services,
-        gateway: spec.gateway.clone(),
-        security: spec.security.clone(),
-    };
-    (snapshot, listed)
 }
 
 #[cfg(test)]

@@ -33,10 +33,23 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Binds both listeners and starts serving on the current runtime.
+    /// Binds both listeners and starts serving on the current runtime, with the resources
+    /// `store` in force, kept in memory.
     pub async fn start(
         registry: Arc<Registry>,
         store: config::Store,
+        grpc: SocketAddr,
+        api: SocketAddr,
+        ca: Option<Arc<crate::ca::Ca>>,
+    ) -> Result<ControlPlane, ControlError> {
+        let backend = Arc::new(crate::store::Memory::new(store));
+        Self::start_with(registry, backend, grpc, api, ca).await
+    }
+
+    /// [`ControlPlane::start`] with the resources in force kept by `backend`.
+    pub async fn start_with(
+        registry: Arc<Registry>,
+        backend: Arc<dyn crate::store::Backend>,
         grpc: SocketAddr,
         api: SocketAddr,
         ca: Option<Arc<crate::ca::Ca>>,
@@ -76,7 +89,7 @@ impl ControlPlane {
             registry: registry.clone(),
             control: grpc,
             api,
-            store: tokio::sync::Mutex::new(store),
+            resources: crate::store::Resources::new(backend, registry.clone()),
             ca: ca.clone(),
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));

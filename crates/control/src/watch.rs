@@ -100,27 +100,18 @@ impl Api {
         old: &[config::Resource],
         new: Vec<config::Resource>,
     ) -> Result<String, String> {
-        let mut store = self.store.lock().await;
-        let next = store.deleted(old).applied(new.clone());
-        let loaded = next.load().map_err(|e| e.to_string())?;
-        // A changed resource that cannot be honoured changes nothing: its last good version
-        // (and everything else) keeps serving.
-        if new.iter().any(|r| crate::http_api::rejected(&loaded, r)) {
-            return Err(loaded
-                .rejected
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"));
-        }
-        let warnings: Vec<String> = loaded
+        let changed = self
+            .resources
+            .change(old, new)
+            .await
+            .map_err(|refused| refused.to_string())?;
+        let warnings: Vec<String> = changed
+            .loaded
             .unsupported
             .iter()
             .map(|w| format!("\nwarning: {w}"))
             .collect();
-        self.registry.set_traffic(loaded.mesh);
-        *store = next;
-        let version = self.registry.snapshot().version;
+        let version = changed.version;
         let (proxies, all) = self
             .registry
             .wait_applied(version, Duration::from_secs(5))

@@ -1,0 +1,237 @@
+//! The resources in force (the routing and security YAML that `weft apply`, `weft delete` and
+//! `--watch` change) behind a small interface, and the one way they change: the whole set with
+//! the change is validated together; if the changed resources are honoured it is saved and
+//! handed to the registry, whose snapshot builder turns it into the next snapshot. A bad change
+//! changes nothing and the last good set keeps serving.
+//!
+//! Where the set is kept is a [`Backend`]: [`Memory`] today. A backend that keeps it elsewhere
+//! (an etcd key range, the Kubernetes API) implements the same two calls; the validation, the
+//! registry and the snapshot builder stay as they are.
+
+use crate::registry::Registry;
+use config::{Diagnostic, Loaded, Resource};
+use std::sync::{Arc, Mutex};
+
+/// Where the resources in force are kept.
+pub trait Backend: Send + Sync + 'static {
+    /// The resources in force.
+    fn load(&self) -> config::Store;
+    /// Keeps `next` as the resources in force (it validated).
+    fn save(&self, next: &config::Store) -> Result<(), BackendError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the configuration: {0}")]
+pub struct BackendError(pub String);
+
+/// The resources in this process's memory: a control plane's configuration lives as long as
+/// it does (`weft up` and `weft control` reload their files when they start).
+#[derive(Default)]
+pub struct Memory(Mutex<config::Store>);
+
+impl Memory {
+    pub fn new(initial: config::Store) -> Memory {
+        Memory(Mutex::new(initial))
+    }
+}
+
+impl Backend for Memory {
+    fn load(&self) -> config::Store {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn save(&self, next: &config::Store) -> Result<(), BackendError> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        Ok(())
+    }
+}
+
+/// Why a change was refused; nothing changed.
+#[derive(Debug)]
+pub enum Refused {
+    /// The set with the change does not validate: every error, located.
+    Invalid(config::Errors),
+    /// It validates, but these changed resources would not be in force: their diagnostics.
+    Rejected(Vec<Diagnostic>),
+    /// The backend could not keep it.
+    Backend(BackendError),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Invalid(errors) => write!(f, "{errors}"),
+            Refused::Rejected(ds) => {
+                let lines: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
+                f.write_str(&lines.join("\n"))
+            }
+            Refused::Backend(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A change in force: what the whole set loaded to (warnings, other resources' rejections),
+/// and the snapshot version that carries it.
+pub struct Changed {
+    pub loaded: Loaded,
+    pub version: u64,
+}
+
+/// The resources in force and the registry that builds snapshots from them.
+pub struct Resources {
+    backend: Arc<dyn Backend>,
+    registry: Arc<Registry>,
+    /// One change at a time: validate, save, hand over. Nothing on the data path waits on it.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Resources {
+    pub fn new(backend: Arc<dyn Backend>, registry: Arc<Registry>) -> Resources {
+        Resources {
+            backend,
+            registry,
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The resources in force.
+    pub fn current(&self) -> config::Store {
+        self.backend.load()
+    }
+
+    /// Removes the resources keyed as `gone`, adds or replaces `new`, and puts the result in
+    /// force if it validates and every resource of `new` is honoured.
+    pub async fn change(&self, gone: &[Resource], new: Vec<Resource>) -> Result<Changed, Refused> {
+        let _one_at_a_time = self.changing.lock().await;
+        let next = self.backend.load().deleted(gone).applied(new.clone());
+        let loaded = next.load().map_err(Refused::Invalid)?;
+        // What is applied must be honoured; a resource already in force that is rejected (it
+        // was, or what it needs is gone) is only reported.
+        let rejected: Vec<Diagnostic> = new.iter().flat_map(|r| rejections(&loaded, r)).collect();
+        if !rejected.is_empty() {
+            return Err(Refused::Rejected(rejected));
+        }
+        self.backend.save(&next).map_err(Refused::Backend)?;
+        self.registry.set_traffic(loaded.mesh.clone());
+        let version = self.registry.snapshot().version;
+        Ok(Changed { loaded, version })
+    }
+}
+
+/// The rejection diagnostics of `r` in `loaded` (named by kind, or by kind and API group).
+pub(crate) fn rejections(loaded: &Loaded, r: &Resource) -> Vec<Diagnostic> {
+    let grouped = format!("{}.{}", r.kind, r.group());
+    let mut out: Vec<Diagnostic> = loaded
+        .rejected_for(&r.kind, &r.namespace, &r.name)
+        .cloned()
+        .collect();
+    out.extend(
+        loaded
+            .rejected_for(&grouped, &r.namespace, &r.name)
+            .cloned(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests: a change is validated as a whole, kept by the backend and handed to the
+    //! registry; a refused one changes nothing.
+    use super::*;
+    use std::path::Path;
+
+    fn peer_authn(mode: &str) -> Vec<Resource> {
+        let text = format!(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: {mode}\n"
+        );
+        config::resources(Path::new("pa.yaml"), &text)
+    }
+
+    /// The store a control plane starts with: the mesh file's `kind: Mesh` document.
+    fn mesh() -> Arc<Memory> {
+        let text = "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: t}\nspec:\n  services:\n  - {name: a, port: 1}\n";
+        let resources = config::resources(Path::new("mesh.yaml"), text);
+        Arc::new(Memory::new(config::Store { resources }))
+    }
+
+    fn registry() -> Arc<Registry> {
+        Registry::new(model::MeshSpec {
+            name: "t".into(),
+            ingress: "127.0.0.1:0".parse().unwrap(),
+            services: Vec::new(),
+            routes: Vec::new(),
+            policies: Vec::new(),
+            gateway: Vec::new(),
+            security: model::security::SecuritySpec::new(),
+        })
+    }
+
+    /// Keeps nothing: every save fails.
+    struct Refusing;
+
+    impl Backend for Refusing {
+        fn load(&self) -> config::Store {
+            config::Store::default()
+        }
+        fn save(&self, _: &config::Store) -> Result<(), BackendError> {
+            Err(BackendError("read-only".into()))
+        }
+    }
+
+    fn strict(r: &Registry) -> bool {
+        let s = r.snapshot();
+        s.security
+            .peer_authns
+            .iter()
+            .any(|p| p.mode == model::security::MtlsMode::Strict)
+    }
+
+    #[tokio::test]
+    async fn an_accepted_change_is_kept_and_reaches_the_registry() {
+        let (memory, registry) = (mesh(), registry());
+        let resources = Resources::new(memory.clone(), registry.clone());
+        let before = registry.snapshot().version;
+        let changed = resources.change(&[], peer_authn("STRICT")).await.unwrap();
+        assert!(changed.version > before);
+        assert!(strict(&registry));
+        assert_eq!(memory.load().resources.len(), 2);
+        // Deleting it by key empties the set again.
+        resources
+            .change(&peer_authn("STRICT"), vec![])
+            .await
+            .unwrap();
+        assert!(!strict(&registry));
+        assert_eq!(memory.load().resources.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_change_changes_nothing() {
+        let (memory, registry) = (mesh(), registry());
+        let resources = Resources::new(memory.clone(), registry.clone());
+        resources.change(&[], peer_authn("STRICT")).await.unwrap();
+        let version = registry.snapshot().version;
+        let refused = resources.change(&[], peer_authn("SOMETIMES")).await;
+        let message = refused
+            .err()
+            .expect("an invalid mode was accepted")
+            .to_string();
+        assert!(message.contains("pa.yaml"), "{message}");
+        assert_eq!(registry.snapshot().version, version);
+        assert!(strict(&registry));
+        assert_eq!(
+            memory.load().resources[1].text,
+            peer_authn("STRICT")[0].text
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_cannot_keep_a_change_leaves_the_registry_alone() {
+        let registry = registry();
+        let resources = Resources::new(Arc::new(Refusing), registry.clone());
+        let version = registry.snapshot().version;
+        let refused = resources.change(&[], peer_authn("STRICT")).await;
+        assert!(matches!(refused, Err(Refused::Backend(_))));
+        assert_eq!(registry.snapshot().version, version);
+        assert!(!strict(&registry));
+    }
+}
