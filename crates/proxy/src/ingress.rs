@@ -6,7 +6,7 @@
 //! the outbound path ([`crate::outbound::Forward`]).
 
 use crate::body::Body;
-use crate::outbound::resolve::{no_route, no_service};
+use crate::outbound::resolve::{no_route, service_route};
 use crate::outbound::{Forward, Resolve};
 use crate::server::PeerInfo;
 use crate::state::ProxyState;
@@ -47,11 +47,7 @@ impl Resolve for Ingress {
         if let Some(vh) = table.virtual_host(auth.host) {
             return vh.route(parts).ok_or_else(|| no_route(&vh.name, parts));
         }
-        let Some(service) = table.resolve(&auth, &self.namespace) else {
-            return Err(no_service(authority));
-        };
-        service
-            .route(parts)
-            .ok_or_else(|| no_route(&service.key, parts))
+        // Any port: the gateway listens on its own.
+        service_route(table, authority, &self.namespace, parts, false)
     }
 }

@@ -54,24 +54,36 @@ impl Resolve for Sidecar {
         authority: &str,
         parts: &Parts,
     ) -> Result<Routed<'t>, Box<Response<Body>>> {
-        let auth = Authority::parse(authority);
-        let Some(service) = table.resolve(&auth, &self.namespace) else {
-            return Err(no_service(authority));
-        };
-        let port = auth.port.unwrap_or(80);
-        if port != service.port {
-            return Err(Box::new(flags::respond(
-                Flag::NoRoute,
-                format!(
-                    "no service in the mesh for host {authority:?}: {} listens on port {}",
-                    service.key, service.port
-                ),
-            )));
-        }
-        service
-            .route(parts)
-            .ok_or_else(|| no_route(&service.key, parts))
+        service_route(table, authority, &self.namespace, parts, true)
     }
+}
+
+/// The rule for a request to the mesh service `authority` names (a bare name meaning the one
+/// in `namespace`); `on_its_port`: the request must be for the service's port (80 when it names
+/// none).
+pub(crate) fn service_route<'t>(
+    table: &'t RouteTable,
+    authority: &str,
+    namespace: &str,
+    parts: &Parts,
+    on_its_port: bool,
+) -> Result<Routed<'t>, Box<Response<Body>>> {
+    let auth = Authority::parse(authority);
+    let Some(service) = table.resolve(&auth, namespace) else {
+        return Err(no_service(authority));
+    };
+    if on_its_port && auth.port.unwrap_or(80) != service.port {
+        return Err(Box::new(flags::respond(
+            Flag::NoRoute,
+            format!(
+                "no service in the mesh for host {authority:?}: {} listens on port {}",
+                service.key, service.port
+            ),
+        )));
+    }
+    service
+        .route(parts)
+        .ok_or_else(|| no_route(&service.key, parts))
 }
 
 /// 404 `NR`: no service has this name.
