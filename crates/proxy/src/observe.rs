@@ -151,15 +151,13 @@ impl Observe {
                 (&unknown_peer, false)
             }
         };
-        let flags = self.record(
-            Reporter::Source,
-            &started,
-            &self.local,
+        let parties = Parties {
+            source: &self.local,
             destination,
             service,
             mtls,
-            rsp,
-        );
+        };
+        let flags = self.record(Reporter::Source, &started, parties, rsp);
         if started.span.is_some() || started.log.is_some() {
             let ep = upstream.as_ref().map(|u| &u.endpoint.endpoint);
             self.finish(
@@ -191,15 +189,13 @@ impl Observe {
     ) {
         rsp.headers_mut()
             .insert(crate::telemetry::PEER, self.local_header.clone());
-        let flags = self.record(
-            Reporter::Destination,
-            &started,
+        let parties = Parties {
             source,
-            &self.local,
+            destination: &self.local,
             service,
             mtls,
-            rsp,
-        );
+        };
+        let flags = self.record(Reporter::Destination, &started, parties, rsp);
         if started.span.is_some() || started.log.is_some() {
             self.finish(
                 started,
@@ -265,17 +261,19 @@ impl Observe {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         reporter: Reporter,
         started: &Started,
-        source: &Peer,
-        destination: &Peer,
-        service: &DestinationService,
-        mtls: bool,
+        parties: Parties<'_>,
         rsp: &Response<Body>,
     ) -> ResponseFlags {
+        let Parties {
+            source,
+            destination,
+            service,
+            mtls,
+        } = parties;
         let mut r = RequestRecord::new(reporter, source, destination, service);
         r.protocol = started.protocol;
         r.response_code = rsp.status().as_u16();
@@ -323,6 +321,14 @@ impl Observe {
         }
         r.flags
     }
+}
+
+/// Who a request was between: its metric labels.
+struct Parties<'a> {
+    source: &'a Peer,
+    destination: &'a Peer,
+    service: &'a DestinationService,
+    mtls: bool,
 }
 
 /// How a request ended, for its span and its access-log line.

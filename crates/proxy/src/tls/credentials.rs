@@ -287,7 +287,6 @@ pub fn server_name(identity: &Identity) -> ServerName<'static> {
     dns.unwrap_or_else(|| ServerName::try_from("identity.weft.invalid").expect("a valid DNS name"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
     provider: &Arc<CryptoProvider>,
     trust_domain: &str,
