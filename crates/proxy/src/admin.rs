@@ -37,6 +37,17 @@ fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
     rsp
 }
 
+fn json(doc: &impl serde::Serialize) -> Response<Body> {
+    let mut rsp = Response::new(body::full(
+        serde_json::to_vec_pretty(doc).unwrap_or_default(),
+    ));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rsp
+}
+
 impl Admin {
     fn serve(&self, req: &Request<Incoming>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
@@ -65,27 +76,10 @@ impl Admin {
                     "version": state.version(),
                     "snapshot": &*state.routes.snapshot,
                 });
-                let mut rsp = Response::new(body::full(
-                    serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-                ));
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                rsp
+                json(&doc)
             }
             (&Method::GET, "/identity") => match self.tls.get() {
-                Some(creds) => {
-                    let doc = crate::identity::describe(creds);
-                    let mut rsp = Response::new(body::full(
-                        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-                    ));
-                    rsp.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    rsp
-                }
+                Some(creds) => json(&crate::identity::describe(creds)),
                 None if self.settings.join_token.is_some() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no certificate from the mesh CA yet\n",
@@ -101,14 +95,7 @@ impl Admin {
                     "instance": self.settings.instance,
                     "services": self.state.load().routes.route_stats(),
                 });
-                let mut rsp = Response::new(body::full(
-                    serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-                ));
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                rsp
+                json(&doc)
             }
             (&Method::GET, "/edges") => {
                 let doc = serde_json::json!({
@@ -116,14 +103,7 @@ impl Admin {
                     "identity": self.settings.identity,
                     "edges": self.edges.list(),
                 });
-                let mut rsp = Response::new(body::full(
-                    serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-                ));
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                rsp
+                json(&doc)
             }
             (&Method::GET, "/metrics") => {
                 let mut rsp = text(StatusCode::OK, self.metrics.encode());

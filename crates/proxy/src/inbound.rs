@@ -174,12 +174,7 @@ impl Handler for Inbound {
             o.destination(started, source, service, verified.is_some(), &mut rsp);
         }
         finish_response(&mut rsp, version, &self.drain);
-        // Only flags this proxy set: an app's response never carries one.
-        if let Some(f) = flags::of(&rsp) {
-            self.metrics.flag(f);
-        }
-        self.metrics
-            .request(Direction::inbound, rsp.status().as_u16());
+        self.metrics.answered(Direction::inbound, &rsp);
         rsp
     }
 }

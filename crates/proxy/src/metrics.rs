@@ -188,6 +188,15 @@ impl Metrics {
         self.requests[direction as usize][class].inc();
     }
 
+    /// Counts an answer going downstream: its status class, and the flag this proxy set on
+    /// it (an app's response never carries one).
+    pub fn answered<B>(&self, direction: Direction, rsp: &http::Response<B>) {
+        if let Some(f) = crate::flags::of(rsp) {
+            self.flag(f);
+        }
+        self.request(direction, rsp.status().as_u16());
+    }
+
     pub fn tls_failure(&self, direction: &'static str, reason: &'static str) {
         self.tls_failures
             .get_or_create(&TlsLabels { direction, reason })

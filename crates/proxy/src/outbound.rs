@@ -83,11 +83,7 @@ impl<R: Resolve> Handler for Forward<R> {
         self.observe
             .source(started, service.as_ref(), upstream, &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
-        if let Some(flag) = flags::of(&rsp) {
-            self.metrics.flag(flag);
-        }
-        self.metrics
-            .request(Direction::outbound, rsp.status().as_u16());
+        self.metrics.answered(Direction::outbound, &rsp);
         rsp
     }
 }
