@@ -111,21 +111,17 @@ impl Me<'_> {
     }
 }
 
-struct Match {
-    path: Option<Path>,
-    method: Option<http::Method>,
-    headers: Vec<(http::HeaderName, Str, bool)>,
-    query: Vec<(String, Str)>,
-    negated: Vec<Match>,
-    scheme: Option<Str>,
-    authority: Option<Str>,
-    port: Option<u16>,
-    /// The calling workload satisfies the match's `sourceLabels` / `sourceNamespace`.
-    source_ok: bool,
+/// What a match asks of the request itself: its path, method, headers and query parameters.
+/// Compiled once; route matching and Linkerd's per-route authorization both use it.
+pub(crate) struct RequestMatch {
+    pub path: Option<Path>,
+    pub method: Option<http::Method>,
+    pub headers: Vec<(http::HeaderName, Str, bool)>,
+    pub query: Vec<(String, Str)>,
 }
 
-impl Match {
-    fn compile(m: &RouteMatch, route: &str, me: Me<'_>) -> Result<Match, RouteError> {
+impl RequestMatch {
+    pub fn compile(m: &RouteMatch, route: &str) -> Result<RequestMatch, RouteError> {
         let bad = |why: String| RouteError {
             route: route.to_string(),
             why,
@@ -157,6 +153,62 @@ impl Match {
         for QueryMatch { name, value } in &m.query {
             query.push((name.clone(), Str::compile(value, route)?));
         }
+        Ok(RequestMatch {
+            path,
+            method,
+            headers,
+            query,
+        })
+    }
+
+    /// Whether a request with `method`, `path` (without its query), the raw `query` string and
+    /// `headers` satisfies every condition.
+    pub fn matches(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: &str,
+        headers: &http::HeaderMap,
+    ) -> bool {
+        if self.path.as_ref().is_some_and(|p| !p.matches(path)) {
+            return false;
+        }
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        for (name, value, invert) in &self.headers {
+            let found = headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| value.matches(v)));
+            if found == *invert {
+                return false;
+            }
+        }
+        for (name, value) in &self.query {
+            // The first occurrence of a parameter decides, as in the Gateway API.
+            let v = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name);
+            if !v.is_some_and(|(_, v)| value.matches(&v)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Match {
+    request: RequestMatch,
+    negated: Vec<Match>,
+    scheme: Option<Str>,
+    authority: Option<Str>,
+    port: Option<u16>,
+    /// The calling workload satisfies the match's `sourceLabels` / `sourceNamespace`.
+    source_ok: bool,
+}
+
+impl Match {
+    fn compile(m: &RouteMatch, route: &str, me: Me<'_>) -> Result<Match, RouteError> {
+        let request = RequestMatch::compile(m, route)?;
         let negated = m
             .negated
             .iter()
@@ -170,10 +222,7 @@ impl Match {
                 .as_deref()
                 .is_none_or(|ns| ns == me.namespace);
         Ok(Match {
-            path,
-            method,
-            headers,
-            query,
+            request,
             negated,
             scheme: m
                 .scheme
@@ -192,7 +241,7 @@ impl Match {
 
     /// The prefix a prefix path match matched, for prefix rewrites.
     fn prefix(&self) -> Option<&str> {
-        match &self.path {
+        match &self.request.path {
             Some(Path::Prefix(p) | Path::SegmentPrefix(p)) => Some(p),
             _ => None,
         }
@@ -229,37 +278,12 @@ impl Match {
                 }
             }
         }
-        if self
-            .path
-            .as_ref()
-            .is_some_and(|p| !p.matches(req.uri.path()))
+        let query = req.uri.query().unwrap_or("");
+        if !self
+            .request
+            .matches(&req.method, req.uri.path(), query, &req.headers)
         {
             return false;
-        }
-        if let Some(m) = &self.method {
-            if req.method != m {
-                return false;
-            }
-        }
-        for (name, value, invert) in &self.headers {
-            let found = req
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| value.matches(v)));
-            if found == *invert {
-                return false;
-            }
-        }
-        if !self.query.is_empty() {
-            let q = req.uri.query().unwrap_or("");
-            for (name, value) in &self.query {
-                // The first occurrence of a parameter decides, as in the Gateway API.
-                let v = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name);
-                if !v.is_some_and(|(_, v)| value.matches(&v)) {
-                    return false;
-                }
-            }
         }
         !self.negated.iter().any(|n| n.matches(req))
     }

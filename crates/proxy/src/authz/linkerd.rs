@@ -4,10 +4,9 @@
 use super::istio::parse_cidr;
 use super::stats::{Tallies, Tally};
 use super::{AuthzError, HttpAttributes, RequestContext};
-use crate::route::{Path as RoutePath, Str};
-use http::{HeaderName, Method};
+use crate::route::{Path as RoutePath, RequestMatch};
 use ipnet::IpNet;
-use model::route::{HeaderMatch, QueryMatch, RouteMatch};
+use model::route::RouteMatch;
 use model::security::{DefaultPolicy, LinkerdAuthn, LinkerdAuthz, LinkerdServer, LinkerdTarget};
 use model::Identity;
 use std::fmt;
@@ -108,22 +107,20 @@ impl RouteM {
     }
 }
 
-/// A Gateway-API-style match, as [`crate::route`] compiles them, over [`HttpAttributes`].
+/// A Gateway-API-style match, compiled as the route table compiles them, over
+/// [`HttpAttributes`].
 struct RouteMatchM {
-    path: Option<RoutePath>,
-    method: Option<Method>,
-    headers: Vec<(HeaderName, Str, bool)>,
-    query: Vec<(String, Str)>,
+    request: RequestMatch,
     negated: Vec<RouteMatchM>,
 }
 
 impl fmt::Debug for RouteMatchM {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteMatchM")
-            .field("path", &self.path)
-            .field("method", &self.method)
-            .field("headers", &self.headers.len())
-            .field("query", &self.query.len())
+            .field("path", &self.request.path)
+            .field("method", &self.request.method)
+            .field("headers", &self.request.headers.len())
+            .field("query", &self.request.query.len())
             .field("negated", &self.negated)
             .finish()
     }
@@ -131,55 +128,18 @@ impl fmt::Debug for RouteMatchM {
 
 impl RouteMatchM {
     fn compile(m: &RouteMatch) -> Result<Self, String> {
-        let path = m
-            .path
-            .as_ref()
-            .map(|p| RoutePath::compile(p, "").map_err(|e| e.why))
-            .transpose()?;
-        let method = m
-            .method
-            .as_ref()
-            .map(|s| Method::from_bytes(s.as_bytes()).map_err(|_| format!("bad method {s:?}")))
-            .transpose()?;
-        let headers = m
-            .headers
-            .iter()
-            .map(
-                |HeaderMatch {
-                     name,
-                     value,
-                     invert,
-                 }| {
-                    let n = HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| format!("bad header name {name:?}"))?;
-                    let v = Str::compile(value, "").map_err(|e| e.why)?;
-                    Ok((n, v, *invert))
-                },
-            )
-            .collect::<Result<_, String>>()?;
-        let query = m
-            .query
-            .iter()
-            .map(|QueryMatch { name, value }| {
-                Ok((name.clone(), Str::compile(value, "").map_err(|e| e.why)?))
-            })
-            .collect::<Result<_, String>>()?;
+        let request = RequestMatch::compile(m, "").map_err(|e| e.why)?;
         let negated = m
             .negated
             .iter()
             .map(RouteMatchM::compile)
             .collect::<Result<_, _>>()?;
-        Ok(RouteMatchM {
-            path,
-            method,
-            headers,
-            query,
-            negated,
-        })
+        Ok(RouteMatchM { request, negated })
     }
 
     fn rank(&self) -> Rank {
-        let (kind, len) = match &self.path {
+        let r = &self.request;
+        let (kind, len) = match &r.path {
             Some(RoutePath::Exact(p)) => (3, p.len()),
             Some(RoutePath::Prefix(p)) | Some(RoutePath::SegmentPrefix(p)) => (2, p.len().max(1)),
             Some(RoutePath::Regex(r)) => (1, r.as_str().len()),
@@ -188,37 +148,16 @@ impl RouteMatchM {
         (
             kind,
             len,
-            self.method.is_some(),
-            self.headers.len(),
-            self.query.len(),
+            r.method.is_some(),
+            r.headers.len(),
+            r.query.len(),
         )
     }
 
     fn matches(&self, req: &HttpAttributes<'_>) -> bool {
         let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
-        if self.path.as_ref().is_some_and(|p| !p.matches(path)) {
-            return false;
-        }
-        if self.method.as_ref().is_some_and(|m| m != req.method) {
-            return false;
-        }
-        for (name, value, invert) in &self.headers {
-            let found = req
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| value.matches(v)));
-            if found == *invert {
-                return false;
-            }
-        }
-        for (name, value) in &self.query {
-            let v = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name);
-            if !v.is_some_and(|(_, v)| value.matches(&v)) {
-                return false;
-            }
-        }
-        !self.negated.iter().any(|n| n.matches(req))
+        self.request.matches(req.method, path, query, req.headers)
+            && !self.negated.iter().any(|n| n.matches(req))
     }
 }
 
