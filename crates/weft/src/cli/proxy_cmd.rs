@@ -205,7 +205,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
         // From the environment, not a flag: argv is visible to every user in `ps`.
-        join_token: std::env::var(control::local::JOIN_TOKEN_ENV)
+        join_token: std::env::var(local::JOIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty()),
     };

@@ -17,7 +17,7 @@
 //! replica's sidecar is the one whose 5xx and `UH` counts you need, and a draining proxy still
 //! counts the requests it finishes. A proxy leaves the targets when it disconnects.
 
-use crate::registry::{ProxyRecord, Registry};
+use control::registry::{ProxyRecord, Registry};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -329,7 +329,7 @@ pub async fn ready(addr: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Node;
+    use control::registry::Node;
     use model::security::SecuritySpec;
     use model::{Identity, MeshSpec};
 

@@ -16,12 +16,11 @@
 //! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
 //! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
 
-use crate::ca::Ca;
 use crate::meshes::{self, MeshRecord};
 use crate::prometheus::{self, PrometheusError, PrometheusOptions};
-use crate::registry::Registry;
-use crate::server::{ControlError, ControlPlane};
-use crate::status;
+use control::ca::Ca;
+use control::status;
+use control::{ControlError, ControlPlane, Registry};
 use model::{Identity, MeshSpec, ServiceSpec, WorkloadSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
