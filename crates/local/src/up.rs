@@ -7,7 +7,12 @@
 //! snapshot every proxy (the ingress, every sidecar) has applied, every proxy runs the latest
 //! snapshot, the ingress has its certificate, and Prometheus (when it runs) answers `/-/ready`.
 //!
-//! Supervision: a process that exits is restarted with exponential backoff and reported.
+//! Ports: the proxies bind port 0 and report what they got; an app's `PORT` is drawn below the
+//! ephemeral range (see [`crate::launch`]). The one port checked before anything starts is the
+//! ingress's, which the mesh file fixes.
+//!
+//! Supervision ([`crate::supervise`]): a process that exits is restarted with exponential
+//! backoff and reported.
 //!
 //! Stop order (Ctrl-C / SIGTERM): the ingress drains first (its in-flight requests still need the
 //! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps,
@@ -16,33 +21,24 @@
 //! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
 //! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
 
+use crate::launch::{app_port, AppLaunch, Launch, ProxyLaunch, ProxyMode};
 use crate::meshes::{self, MeshRecord};
 use crate::prometheus::{self, PrometheusError, PrometheusOptions};
+use crate::supervise::Stage;
 use control::ca::Ca;
 use control::status;
 use control::{ControlError, ControlPlane, Registry};
 use model::{Identity, MeshSpec, ServiceSpec, WorkloadSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::task::JoinSet;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long `weft up` waits for every replica to become ready.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Restart backoff for a crashed process: first delay, cap, and how long a process must have
-/// run for the backoff to start over.
-const RESTART_MIN: Duration = Duration::from_millis(200);
-const RESTART_MAX: Duration = Duration::from_secs(10);
-const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
-/// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
-/// The environment variable a proxy finds its one-time join token in.
-pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
 
+/// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
 pub const INGRESS_NAMESPACE: &str = "istio-system";
 pub const INGRESS_NAME: &str = "istio-ingressgateway";
 
@@ -72,34 +68,31 @@ impl UpOptions {
             .as_ref()
             .map_or(model::names::TRUST_DOMAIN, |ca| &ca.config().trust_domain)
     }
+
+    /// A proxy's access-log format: its service's annotation, else the mesh-wide format.
+    fn access_log(&self, service: Option<&ServiceSpec>) -> Option<String> {
+        let annotated = service.and_then(|svc| {
+            let (key, value) = ACCESS_LOG_ANNOTATIONS
+                .iter()
+                .find_map(|k| svc.annotations.get(*k).map(|v| (*k, v.trim())))?;
+            if matches!(value, "json" | "apache") {
+                Some(value.to_string())
+            } else {
+                eprintln!(
+                    "weft: service {}: annotation {key}: {value:?} is not json or apache; ignored",
+                    svc.name
+                );
+                None
+            }
+        });
+        annotated.or_else(|| self.access_log.clone())
+    }
 }
 
 /// The service annotations that turn a workload's access log on (`json` or `apache`): weft's
 /// own and Linkerd's.
 pub const ACCESS_LOG_ANNOTATIONS: [&str; 2] =
     ["weft.dev/access-log", "config.linkerd.io/access-log"];
-
-/// The `--access-log` flag of a proxy: its service's annotation, else the mesh-wide format.
-fn access_log_args(opts: &UpOptions, service: Option<&ServiceSpec>) -> Vec<String> {
-    let annotated = service.and_then(|svc| {
-        let (key, value) = ACCESS_LOG_ANNOTATIONS
-            .iter()
-            .find_map(|k| svc.annotations.get(*k).map(|v| (*k, v.trim())))?;
-        if matches!(value, "json" | "apache") {
-            Some(value.to_string())
-        } else {
-            eprintln!(
-                "weft: service {}: annotation {key}: {value:?} is not json or apache; ignored",
-                svc.name
-            );
-            None
-        }
-    });
-    match annotated.or_else(|| opts.access_log.clone()) {
-        Some(f) => vec!["--access-log".into(), f],
-        None => Vec::new(),
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -127,232 +120,31 @@ pub enum UpError {
     Interrupted,
 }
 
-/// A command to run (again, on restart).
-#[derive(Clone)]
-struct Launch {
-    what: String,
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    /// A proxy that asks the CA for its certificate: each start gets a fresh one-time token.
-    join: Option<(Arc<Ca>, Identity)>,
-    /// Inherited environment variables to remove (`HTTP_PROXY` for an app outside the mesh).
-    unset: &'static [&'static str],
+/// The mesh's processes, by the order they stop in.
+struct Stages {
+    ingress: Stage,
+    sidecars: Stage,
+    apps: Stage,
+    prometheus: Stage,
 }
 
-impl Launch {
-    fn spawn(&self) -> Result<Child, UpError> {
-        let mut cmd = Command::new(&self.argv[0]);
-        for k in self.unset {
-            cmd.env_remove(k);
-        }
-        cmd.args(&self.argv[1..])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some((ca, identity)) = &self.join {
-            // In the environment, not argv: other users cannot read it from `ps`.
-            cmd.env(JOIN_TOKEN_ENV, ca.join_token(identity));
-        }
-        // SAFETY: the closure runs in the forked child before exec and makes one
-        // async-signal-safe system call (prctl). It is needed because the children sit in their
-        // own process group: if `weft up` itself is killed (SIGKILL, OOM), nothing else would
-        // stop them, and they would keep the mesh's ports. With PDEATHSIG they get SIGTERM
-        // and drain. (The signal follows the spawning thread; `weft up` spawns from its
-        // runtime's worker threads, which live as long as it does.)
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = cmd.spawn().map_err(|source| UpError::Spawn {
-            what: self.what.clone(),
-            program: self.argv[0].clone(),
-            source,
-        })?;
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward(err, self.what.clone()));
-        }
-        Ok(child)
-    }
-}
-
-/// Copies a child's output to our stderr, each line prefixed with the child's name.
-async fn forward(out: impl AsyncRead + Unpin, what: String) {
-    let mut lines = BufReader::new(out).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{what}] {line}");
-    }
-}
-
-/// Runs `launch` until `stop`, restarting it with backoff when it exits.
-async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_timeout: Duration) {
-    let mut child = first;
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(out, launch.what.clone()));
-    }
-    let mut backoff = RESTART_MIN;
-    let mut restarts = 0u32;
-    loop {
-        let started = Instant::now();
-        tokio::select! {
-            status = child.wait() => {
-                if stop.is_cancelled() {
-                    return;
-                }
-                if started.elapsed() >= RESTART_RESET_AFTER {
-                    backoff = RESTART_MIN;
-                }
-                restarts += 1;
-                eprintln!(
-                    "weft: {} exited ({}); restarting in {:?} (restart {restarts})",
-                    launch.what,
-                    describe(status),
-                    backoff
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(RESTART_MAX);
-                match launch.spawn() {
-                    Ok(mut c) => {
-                        if let Some(out) = c.stdout.take() {
-                            tokio::spawn(forward(out, launch.what.clone()));
-                        }
-                        child = c;
-                    }
-                    Err(e) => {
-                        eprintln!("weft: {e}");
-                        // Keep the old (exited) child; the next loop waits on it at once.
-                    }
-                }
-            }
-            _ = stop.cancelled() => {
-                terminate(&mut child, drain_timeout + Duration::from_secs(2)).await;
-                return;
-            }
+impl Stages {
+    fn new(drain_timeout: Duration) -> Stages {
+        Stages {
+            ingress: Stage::new(drain_timeout),
+            sidecars: Stage::new(drain_timeout),
+            apps: Stage::new(drain_timeout),
+            prometheus: Stage::new(drain_timeout),
         }
     }
-}
 
-fn describe(status: std::io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(s) => s.to_string(),
-        Err(e) => e.to_string(),
+    /// Stops them in order: the ingress, the sidecars, the apps, Prometheus.
+    async fn stop(&mut self) {
+        self.ingress.stop().await;
+        self.sidecars.stop().await;
+        self.apps.stop().await;
+        self.prometheus.stop().await;
     }
-}
-
-/// SIGTERM, then SIGKILL if the process outlives `deadline`.
-async fn terminate(child: &mut Child, deadline: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
-}
-
-/// Starts a proxy and reads the addresses it bound (its first stdout line, JSON).
-async fn start_proxy(launch: &Launch) -> Result<(Child, serde_json::Value), UpError> {
-    let mut child = launch.spawn()?;
-    let out = child
-        .stdout
-        .take()
-        .ok_or_else(|| UpError::ProxyStart(launch.what.clone(), "no stdout".into()))?;
-    let mut lines = BufReader::new(out).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
-    let line = match first {
-        Ok(Ok(Some(l))) => l,
-        Ok(Ok(None)) => {
-            let status = child.wait().await;
-            return Err(UpError::ProxyStart(
-                launch.what.clone(),
-                format!("it exited ({})", describe(status)),
-            ));
-        }
-        Ok(Err(e)) => return Err(UpError::ProxyStart(launch.what.clone(), e.to_string())),
-        Err(_) => return Err(UpError::ProxyStart(launch.what.clone(), "timed out".into())),
-    };
-    let bound: serde_json::Value = serde_json::from_str(&line)
-        .map_err(|e| UpError::ProxyStart(launch.what.clone(), format!("{e}: {line:?}")))?;
-    let what = launch.what.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[{what}] {line}");
-        }
-    });
-    Ok((child, bound))
-}
-
-/// The lowest port [`app_port`] hands out: above the well-known and most registered services.
-const APP_PORT_MIN: u16 = 10_000;
-
-/// A port for an app to listen on. The app binds it some time after it was chosen, so it must
-/// not be one the kernel hands out by itself meanwhile (to another listener on port 0, or as
-/// the local port of an outgoing connection, which took an app's port when meshes started
-/// together): it is drawn below the ephemeral range (`net.ipv4.ip_local_port_range`), at random
-/// so that meshes starting together draw different ones, and checked free. Where the
-/// ephemeral range leaves no room below it, the kernel picks one.
-fn app_port() -> std::io::Result<u16> {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if ephemeral_low > APP_PORT_MIN + 1_000 {
-        let mut rng = rand::thread_rng();
-        for _ in 0..64 {
-            let port = rng.gen_range(APP_PORT_MIN..ephemeral_low);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn proxy_args(
-    opts: &UpOptions,
-    control: SocketAddr,
-    mode: &str,
-    svc: (&str, &str),
-    workload: &str,
-    instance: &str,
-    labels: &model::Labels,
-) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        opts.exe.display().to_string(),
-        "proxy".into(),
-        "--mode".into(),
-        mode.into(),
-        "--control".into(),
-        control.to_string(),
-        "--service".into(),
-        svc.0.into(),
-        "--namespace".into(),
-        svc.1.into(),
-        "--workload".into(),
-        workload.into(),
-        "--instance".into(),
-        instance.into(),
-        "--drain-timeout".into(),
-        format!("{}ms", opts.drain_timeout.as_millis()),
-    ];
-    for (k, v) in labels {
-        a.push("--label".into());
-        a.push(format!("{k}={v}"));
-    }
-    a.extend(opts.proxy_flags.iter().cloned());
-    a
 }
 
 /// Runs the mesh until `shutdown` is cancelled; `on_ready` is told the status once it is ready.
@@ -392,45 +184,20 @@ pub async fn up(
         ingress: spec.ingress.to_string(),
     })?;
 
-    let stops = [
-        CancellationToken::new(),
-        CancellationToken::new(),
-        CancellationToken::new(),
-        CancellationToken::new(),
-    ];
-    let [ingress_stop, sidecar_stop, app_stop, prom_stop] = &stops;
-    let mut ingress_tasks = JoinSet::new();
-    let mut sidecar_tasks = JoinSet::new();
-    let mut app_tasks = JoinSet::new();
-    let mut prom_tasks = JoinSet::new();
-
-    let started = match &prom {
-        Some(setup) => start_prometheus(
-            setup,
-            &registry,
-            &control,
-            &opts,
-            &mut prom_tasks,
-            prom_stop,
-        ),
-        None => Ok(()),
+    let mut stages = Stages::new(opts.drain_timeout);
+    let starter = Starter {
+        opts: &opts,
+        control: control.grpc,
     };
-    let started = match started {
-        Ok(()) => {
-            start_all(
-                &spec,
-                &opts,
-                control.grpc,
-                (&mut ingress_tasks, &mut sidecar_tasks, &mut app_tasks),
-                (ingress_stop, sidecar_stop, app_stop),
-            )
-            .await
+    let started = async {
+        if let Some(setup) = &prom {
+            start_prometheus(setup, &registry, &control, &mut stages.prometheus)?;
         }
-        Err(e) => Err(e),
+        starter.start_all(&spec, &mut stages).await
     };
-    let prom_addr = prom.as_ref().map(|p| p.listen);
-    let result = match started {
+    let result = match started.await {
         Ok(()) => {
+            let prom_addr = prom.as_ref().map(|p| p.listen);
             tokio::select! {
                 r = wait_ready(&registry, &control, prom_addr, opts.ready_timeout) => r,
                 _ = shutdown.cancelled() => Err(UpError::Interrupted),
@@ -452,14 +219,7 @@ pub async fn up(
         );
     }
 
-    ingress_stop.cancel();
-    while ingress_tasks.join_next().await.is_some() {}
-    sidecar_stop.cancel();
-    while sidecar_tasks.join_next().await.is_some() {}
-    app_stop.cancel();
-    while app_tasks.join_next().await.is_some() {}
-    prom_stop.cancel();
-    while prom_tasks.join_next().await.is_some() {}
+    stages.stop().await;
     if let Some(setup) = &prom {
         // The TSDB lives as long as the mesh; the config stays for whoever wants to read it.
         let _ = std::fs::remove_dir_all(&setup.data);
@@ -474,9 +234,7 @@ fn start_prometheus(
     setup: &prometheus::Setup,
     registry: &Arc<Registry>,
     control: &ControlPlane,
-    opts: &UpOptions,
-    tasks: &mut JoinSet<()>,
-    stop: &CancellationToken,
+    stage: &mut Stage,
 ) -> Result<(), UpError> {
     tokio::spawn(prometheus::keep_targets(
         registry.clone(),
@@ -484,229 +242,139 @@ fn start_prometheus(
         registry.spec().name,
         control.shutdown.clone(),
     ));
-    let launch = Launch {
+    stage.start(Launch::Command {
         what: "prometheus".into(),
         argv: setup.argv(),
-        env: vec![],
-        join: None,
-        unset: &[],
-    };
-    let child = launch.spawn()?;
-    tasks.spawn(supervise(launch, child, stop.clone(), opts.drain_timeout));
+    })?;
     registry.set_prometheus(Some(setup.url()));
     Ok(())
 }
 
-type Tasks<'a> = (
-    &'a mut JoinSet<()>,
-    &'a mut JoinSet<()>,
-    &'a mut JoinSet<()>,
-);
-
-async fn start_all(
-    spec: &MeshSpec,
-    opts: &UpOptions,
+/// Describes and starts the mesh's proxies and apps.
+struct Starter<'a> {
+    opts: &'a UpOptions,
+    /// The control plane's gRPC address, which every proxy connects to.
     control: SocketAddr,
-    tasks: Tasks<'_>,
-    stops: (&CancellationToken, &CancellationToken, &CancellationToken),
-) -> Result<(), UpError> {
-    let (ingress_tasks, sidecar_tasks, app_tasks) = tasks;
-    let ingress_labels: model::Labels = [
-        ("istio".to_string(), "ingressgateway".to_string()),
-        ("app".to_string(), INGRESS_NAME.to_string()),
-    ]
-    .into();
-    let mut argv = proxy_args(
-        opts,
-        control,
-        "ingress",
-        (INGRESS_NAME, INGRESS_NAMESPACE),
-        INGRESS_NAME,
-        "ingress-0",
-        &ingress_labels,
-    );
-    let ingress_identity =
-        Identity::spiffe_in(opts.trust_domain(), INGRESS_NAMESPACE, INGRESS_NAME);
-    argv.extend([
-        "--outbound".into(),
-        spec.ingress.to_string(),
-        "--identity".into(),
-        ingress_identity.0.clone(),
-    ]);
-    argv.extend(access_log_args(opts, None));
-    let launch = Launch {
-        what: "ingress".into(),
-        argv,
-        env: vec![],
-        join: opts.ca.clone().map(|ca| (ca, ingress_identity)),
-        unset: &[],
-    };
-    let (child, _) = start_proxy(&launch).await?;
-    ingress_tasks.spawn(supervise(
-        launch,
-        child,
-        stops.0.clone(),
-        opts.drain_timeout,
-    ));
+}
 
-    for svc in &spec.services {
-        for w in &svc.workloads {
-            for i in 0..w.replicas {
-                start_replica(opts, control, svc, w, i, sidecar_tasks, app_tasks, stops).await?;
+impl Starter<'_> {
+    /// Starts the ingress, then every replica (sidecar, then app).
+    async fn start_all(&self, spec: &MeshSpec, stages: &mut Stages) -> Result<(), UpError> {
+        self.start_ingress(spec, &mut stages.ingress).await?;
+        for svc in &spec.services {
+            for w in &svc.workloads {
+                for i in 0..w.replicas {
+                    self.start_replica(svc, w, i, stages).await?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn start_replica(
-    opts: &UpOptions,
-    control: SocketAddr,
-    svc: &ServiceSpec,
-    w: &WorkloadSpec,
-    i: u32,
-    sidecar_tasks: &mut JoinSet<()>,
-    app_tasks: &mut JoinSet<()>,
-    stops: (&CancellationToken, &CancellationToken, &CancellationToken),
-) -> Result<(), UpError> {
-    let instance = w.instance_name(i);
-    let port = app_port().map_err(|e| UpError::Spawn {
-        what: instance.clone(),
-        program: "port allocation".into(),
-        source: e,
-    })?;
-    if !w.sidecar {
-        return start_unmeshed(opts, svc, w, instance, port, app_tasks, stops.2);
+    /// Starts the ingress gateway. Its outbound address is the mesh's ingress, fixed; its admin
+    /// port is a free one on every start.
+    async fn start_ingress(&self, spec: &MeshSpec, stage: &mut Stage) -> Result<(), UpError> {
+        let opts = self.opts;
+        let labels = [
+            ("istio".to_string(), "ingressgateway".to_string()),
+            ("app".to_string(), INGRESS_NAME.to_string()),
+        ]
+        .into();
+        let proxy = ProxyLaunch {
+            mode: ProxyMode::Ingress,
+            control: self.control,
+            service: INGRESS_NAME.into(),
+            namespace: INGRESS_NAMESPACE.into(),
+            workload: INGRESS_NAME.into(),
+            instance: "ingress-0".into(),
+            labels,
+            identity: Identity::spiffe_in(opts.trust_domain(), INGRESS_NAMESPACE, INGRESS_NAME),
+            app: None,
+            inbound: None,
+            outbound: Some(spec.ingress),
+            admin: None,
+            drain_timeout: opts.drain_timeout,
+            access_log: opts.access_log(None),
+            extra_flags: opts.proxy_flags.clone(),
+        };
+        let launch = self.proxy(proxy);
+        let (child, _) = launch.start_proxy().await?;
+        stage.supervise(launch, child);
+        Ok(())
     }
-    let app = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut argv = proxy_args(
-        opts,
-        control,
-        "sidecar",
-        (&svc.name, &svc.namespace),
-        &w.name,
-        &instance,
-        &w.labels,
-    );
-    argv.extend([
-        "--app".into(),
-        app.to_string(),
-        "--inbound".into(),
-        "127.0.0.1:0".into(),
-        "--outbound".into(),
-        "127.0.0.1:0".into(),
-        "--identity".into(),
-        svc.identity_in(opts.trust_domain()).0,
-    ]);
-    argv.extend(access_log_args(opts, Some(svc)));
-    let mut launch = Launch {
-        what: format!("{instance} proxy"),
-        argv,
-        env: vec![],
-        join: opts
-            .ca
-            .clone()
-            .map(|ca| (ca, svc.identity_in(opts.trust_domain()))),
-        unset: &[],
-    };
-    let (child, bound) = start_proxy(&launch).await?;
-    let field = |k: &str| {
-        bound
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (inbound, outbound, admin) = (field("inbound"), field("outbound"), field("admin"));
-    // Restarts reuse the same addresses, so the app's HTTP_PROXY and peers' routes stay valid.
-    for (flag, v) in [
-        ("--inbound", &inbound),
-        ("--outbound", &outbound),
-        ("--admin", &admin),
-    ] {
-        if let Some(pos) = launch.argv.iter().position(|a| a == flag) {
-            launch.argv[pos + 1] = v.clone();
-        } else {
-            launch.argv.extend([flag.to_string(), v.clone()]);
+
+    /// Starts replica `i` of workload `w` of `svc`: its sidecar, then its app (alone for a
+    /// workload without a sidecar).
+    async fn start_replica(
+        &self,
+        svc: &ServiceSpec,
+        w: &WorkloadSpec,
+        i: u32,
+        stages: &mut Stages,
+    ) -> Result<(), UpError> {
+        let opts = self.opts;
+        let instance = w.instance_name(i);
+        let port = app_port().map_err(|e| UpError::Spawn {
+            what: instance.clone(),
+            program: "port allocation".into(),
+            source: e,
+        })?;
+        let mut app = AppLaunch {
+            command: w.command.clone(),
+            port,
+            service: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+            workload: w.name.clone(),
+            instance: instance.clone(),
+            proxy: None,
+            env: w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        if w.sidecar {
+            let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut proxy = ProxyLaunch {
+                mode: ProxyMode::Sidecar,
+                control: self.control,
+                service: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+                workload: w.name.clone(),
+                instance,
+                labels: w.labels.clone(),
+                identity: svc.identity_in(opts.trust_domain()),
+                app: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+                inbound: Some(unbound),
+                outbound: Some(unbound),
+                admin: None,
+                drain_timeout: opts.drain_timeout,
+                access_log: opts.access_log(Some(svc)),
+                extra_flags: opts.proxy_flags.clone(),
+            };
+            let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;
+            let Some(outbound) = bound.outbound else {
+                return Err(UpError::ProxyStart(
+                    format!("{} proxy", proxy.instance),
+                    "it reported no outbound address".into(),
+                ));
+            };
+            // Restarts bind the same addresses, so the app's HTTP_PROXY and peers' routes stay
+            // valid.
+            proxy.keep_addresses(&bound);
+            stages.sidecars.supervise(self.proxy(proxy), child);
+            app.proxy = Some(outbound);
+        }
+        stages.apps.start(Launch::App {
+            app,
+            exe: opts.exe.clone(),
+        })
+    }
+
+    /// How a proxy is launched: by the weft executable, with a join token when there is a CA.
+    fn proxy(&self, proxy: ProxyLaunch) -> Launch {
+        Launch::Proxy {
+            proxy,
+            exe: self.opts.exe.clone(),
+            ca: self.opts.ca.clone(),
         }
     }
-    sidecar_tasks.spawn(supervise(
-        launch,
-        child,
-        stops.1.clone(),
-        opts.drain_timeout,
-    ));
-
-    let mut argv = w.command.clone();
-    if argv[0] == "weft" {
-        argv[0] = opts.exe.display().to_string();
-    }
-    let proxy_url = format!("http://{outbound}");
-    let mut env = vec![
-        ("PORT".to_string(), port.to_string()),
-        ("HTTP_PROXY".into(), proxy_url.clone()),
-        ("http_proxy".into(), proxy_url),
-        ("NO_PROXY".into(), "localhost,127.0.0.1,::1".into()),
-        ("no_proxy".into(), "localhost,127.0.0.1,::1".into()),
-        ("WEFT_SERVICE".into(), svc.name.clone()),
-        ("WEFT_NAMESPACE".into(), svc.namespace.clone()),
-        ("WEFT_WORKLOAD".into(), w.name.clone()),
-        ("WEFT_INSTANCE".into(), instance.clone()),
-    ];
-    env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let launch = Launch {
-        what: instance,
-        argv,
-        env,
-        join: None,
-        unset: &[],
-    };
-    let child = launch.spawn()?;
-    app_tasks.spawn(supervise(
-        launch,
-        child,
-        stops.2.clone(),
-        opts.drain_timeout,
-    ));
-    Ok(())
-}
-
-/// Starts a replica of a workload declared with `sidecar: false`: only its app, as a client
-/// outside the mesh (Istio's `legacy` namespace). It gets `PORT` but no `HTTP_PROXY` (an
-/// inherited one is removed), so it calls services in plaintext and no proxy registers it as
-/// an endpoint.
-fn start_unmeshed(
-    opts: &UpOptions,
-    svc: &ServiceSpec,
-    w: &WorkloadSpec,
-    instance: String,
-    port: u16,
-    app_tasks: &mut JoinSet<()>,
-    stop: &CancellationToken,
-) -> Result<(), UpError> {
-    let mut argv = w.command.clone();
-    if argv[0] == "weft" {
-        argv[0] = opts.exe.display().to_string();
-    }
-    let mut env = vec![
-        ("PORT".to_string(), port.to_string()),
-        ("WEFT_SERVICE".into(), svc.name.clone()),
-        ("WEFT_NAMESPACE".into(), svc.namespace.clone()),
-        ("WEFT_WORKLOAD".into(), w.name.clone()),
-        ("WEFT_INSTANCE".into(), instance.clone()),
-    ];
-    env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let launch = Launch {
-        what: instance,
-        argv,
-        env,
-        join: None,
-        unset: &["HTTP_PROXY", "http_proxy"],
-    };
-    let child = launch.spawn()?;
-    app_tasks.spawn(supervise(launch, child, stop.clone(), opts.drain_timeout));
-    Ok(())
 }
 
 /// Waits until the mesh routes whatever it can route: every declared replica is ready (an
