@@ -7,10 +7,6 @@
 //! - [`push`]: the gRPC `Discovery` stream: hello, snapshots out, acks/health/drain in.
 //! - [`http_api`]: the JSON API the CLI reads (`/status`, `/snapshot`).
 //! - [`status`]: the `weft status` document.
-//! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
-//! - [`local`]: `weft up`: runs a whole mesh as local processes and supervises them.
-//! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
-//!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
 //! - [`store`]: the resources in force behind a backend (in memory), and the one way they
 //!   change: validated as a whole, then handed to the registry.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
@@ -23,9 +19,6 @@ pub mod ca;
 mod ca_api;
 pub mod http_api;
 mod join;
-pub mod local;
-pub mod meshes;
-pub mod prometheus;
 pub mod push;
 pub mod registry;
 pub mod server;

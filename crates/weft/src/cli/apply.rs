@@ -48,7 +48,7 @@ fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let sources = read_all(&a.files)?;
     let rt = runtime()?;
     let verb = if delete { "delete" } else { "apply" };
@@ -72,7 +72,7 @@ pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
 }
 
 pub fn get(a: GetArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let rt = runtime()?;
     let (status, body) = rt.block_on(http_get(&format!("http://{}/resources", mesh.api)))?;
     if status != 200 {

@@ -23,7 +23,7 @@ pub struct CaArgs {
 }
 
 pub fn run(a: CaArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let steps: &[&str] = match a.step {
         Step::Rotate => &["prepare", "activate"],
         Step::Prepare => &["prepare"],

@@ -43,7 +43,7 @@ pub struct MeshEdge {
 
 /// Every proxy's edges: the sidecars', the ingress's.
 async fn collect(mesh: Option<&str>) -> anyhow::Result<Vec<MeshEdge>> {
-    let m = control::meshes::find(mesh)?;
+    let m = local::meshes::find(mesh)?;
     let (_, body) = get(&format!("http://{}/status", m.api)).await?;
     let st: Status = serde_json::from_slice(&body)?;
     let mut admins: Vec<(String, String)> = st

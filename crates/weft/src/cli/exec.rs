@@ -26,7 +26,7 @@ pub struct ExecArgs {
 }
 
 pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let control: SocketAddr = mesh.control.parse()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     // A join token for the mesh CA, when the mesh runs one: the client proxy then speaks mTLS,

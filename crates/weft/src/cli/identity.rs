@@ -19,7 +19,7 @@ pub struct IdentityArgs {
 }
 
 pub fn run(a: IdentityArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
         let (_, body) = get(&format!("http://{}/status", mesh.api)).await?;
@@ -27,7 +27,7 @@ pub fn run(a: IdentityArgs) -> anyhow::Result<i32> {
         let key = Authority::parse(&a.service)
             .service_key(model::names::DEFAULT_NAMESPACE)
             .ok_or_else(|| anyhow::anyhow!("{:?} is not a service name", a.service))?;
-        let admin = if key.name == control::local::INGRESS_NAME && a.from.is_none() {
+        let admin = if key.name == local::INGRESS_NAME && a.from.is_none() {
             Some(st.ingress_admin.clone()).filter(|a| !a.is_empty())
         } else {
             st.workloads

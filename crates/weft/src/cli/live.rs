@@ -11,7 +11,7 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The control plane's `/status` of the mesh `mesh` (the only one running when `None`).
 pub async fn status(mesh: Option<&str>) -> anyhow::Result<Status> {
-    let m = control::meshes::find(mesh)?;
+    let m = local::meshes::find(mesh)?;
     status_at(&m.api).await
 }
 
@@ -29,7 +29,7 @@ pub async fn status_at(api: &str) -> anyhow::Result<Status> {
 
 /// The API address of the mesh `mesh`.
 pub fn api(mesh: Option<&str>) -> anyhow::Result<String> {
-    Ok(control::meshes::find(mesh)?.api)
+    Ok(local::meshes::find(mesh)?.api)
 }
 
 /// `NAME`, `NAME.NAMESPACE` or the FQDN as a service key (namespace `default` when none).

@@ -205,7 +205,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
         // From the environment, not a flag: argv is visible to every user in `ps`.
-        join_token: std::env::var(control::local::JOIN_TOKEN_ENV)
+        join_token: std::env::var(local::JOIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty()),
     };
@@ -216,4 +216,127 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         let _ = out.flush();
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! `weft up` describes its proxies with [`local::ProxyLaunch`]; its command line must parse
+    //! with this parser into the same settings.
+
+    use super::*;
+    use clap::Parser;
+    use local::{ProxyLaunch, ProxyMode};
+    use std::path::Path;
+
+    fn parse(launch: &ProxyLaunch) -> ProxyArgs {
+        let argv = launch.argv(Path::new("/usr/bin/weft"));
+        let cli = match super::super::Cli::try_parse_from(&argv) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{argv:?}: {e}"),
+        };
+        match cli.cmd {
+            super::super::Cmd::Proxy(a) => *a,
+            _ => panic!("{argv:?} is not `weft proxy`"),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_sidecar_launch_parses_into_its_flags() {
+        let launch = ProxyLaunch {
+            mode: ProxyMode::Sidecar,
+            control: addr("127.0.0.1:15010"),
+            service: "backend".into(),
+            namespace: "shop".into(),
+            workload: "backend-v2".into(),
+            instance: "backend-v2-1".into(),
+            labels: [
+                ("app".to_string(), "backend".to_string()),
+                ("version".to_string(), "v2".to_string()),
+            ]
+            .into(),
+            identity: Identity("spiffe://example.org/ns/shop/sa/backend".into()),
+            app: Some(addr("127.0.0.1:12345")),
+            inbound: Some(addr("127.0.0.1:41000")),
+            outbound: Some(addr("127.0.0.1:41001")),
+            admin: Some(addr("127.0.0.1:41002")),
+            drain_timeout: Duration::from_millis(2500),
+            access_log: Some("apache".into()),
+            extra_flags: vec![
+                "--otlp-endpoint".into(),
+                "http://127.0.0.1:4317".into(),
+                "--trace-sampling".into(),
+                "0.5".into(),
+            ],
+        };
+        let a = parse(&launch);
+        assert!(matches!(a.mode, ModeArg::Sidecar));
+        assert_eq!(a.control, launch.control);
+        assert_eq!(a.service, "backend");
+        assert_eq!(a.namespace, "shop");
+        assert_eq!(a.workload, "backend-v2");
+        assert_eq!(a.instance, "backend-v2-1");
+        assert_eq!(
+            a.labels,
+            [
+                ("app".to_string(), "backend".to_string()),
+                ("version".to_string(), "v2".to_string())
+            ]
+        );
+        assert_eq!(a.identity.as_deref(), Some(launch.identity.0.as_str()));
+        assert_eq!(a.app, launch.app);
+        assert_eq!(a.inbound, launch.inbound);
+        assert_eq!(a.outbound, launch.outbound);
+        assert_eq!(Some(a.admin), launch.admin);
+        assert_eq!(a.drain_timeout, Some(launch.drain_timeout));
+        assert!(matches!(a.exports.access_log, Some(AccessLogArg::Apache)));
+        assert_eq!(
+            a.exports.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(a.exports.trace_sampling, Some(0.5));
+    }
+
+    #[test]
+    fn an_ingress_launch_parses_into_its_flags() {
+        let launch = ProxyLaunch {
+            mode: ProxyMode::Ingress,
+            control: addr("127.0.0.1:15010"),
+            service: local::INGRESS_NAME.into(),
+            namespace: local::INGRESS_NAMESPACE.into(),
+            workload: local::INGRESS_NAME.into(),
+            instance: "ingress-0".into(),
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            identity: Identity::spiffe(local::INGRESS_NAMESPACE, local::INGRESS_NAME),
+            app: None,
+            inbound: None,
+            outbound: Some(addr("127.0.0.1:8080")),
+            admin: None,
+            drain_timeout: Duration::from_secs(10),
+            access_log: None,
+            extra_flags: Vec::new(),
+        };
+        let a = parse(&launch);
+        assert!(matches!(a.mode, ModeArg::Ingress));
+        assert_eq!(a.service, local::INGRESS_NAME);
+        assert_eq!(a.namespace, local::INGRESS_NAMESPACE);
+        assert_eq!(a.workload, local::INGRESS_NAME);
+        assert_eq!(a.instance, "ingress-0");
+        assert_eq!(
+            a.labels,
+            [("istio".to_string(), "ingressgateway".to_string())]
+        );
+        assert_eq!(a.identity.as_deref(), Some(launch.identity.0.as_str()));
+        assert_eq!(a.app, None);
+        assert_eq!(a.inbound, None);
+        assert_eq!(a.outbound, Some(addr("127.0.0.1:8080")));
+        // No --admin: the proxy's default, a free port.
+        assert_eq!(a.admin, addr("127.0.0.1:0"));
+        assert_eq!(a.drain_timeout, Some(Duration::from_secs(10)));
+        assert!(a.exports.access_log.is_none());
+        assert!(a.exports.otlp_endpoint.is_none());
+    }
 }

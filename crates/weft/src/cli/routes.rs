@@ -29,7 +29,7 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
     if a.stats {
         return stats(a);
     }
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
         let (_, body) = get(&format!("http://{}/status", mesh.api)).await?;
@@ -48,7 +48,7 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
         let key = Authority::parse(&a.service)
             .service_key(model::names::DEFAULT_NAMESPACE)
             .ok_or_else(|| anyhow::anyhow!("{:?} is not a service name", a.service))?;
-        if key.name == control::local::INGRESS_NAME {
+        if key.name == local::INGRESS_NAME {
             // The ingress gateway: its virtual hosts (Istio Gateway + VirtualService, Gateway
             // API HTTPRoutes with a Gateway parent), tried before plain service names.
             if a.output == Output::Json {
@@ -227,7 +227,7 @@ fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
 }
 
 fn stats(a: RoutesArgs) -> anyhow::Result<i32> {
-    let mesh = control::meshes::find(a.mesh.as_deref())?;
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
     let key = Authority::parse(&a.service)
         .service_key(model::names::DEFAULT_NAMESPACE)
         .ok_or_else(|| anyhow::anyhow!("{:?} is not a service name", a.service))?;

@@ -6,7 +6,7 @@ use control::status::Status;
 use std::time::Duration;
 
 /// How long `--wait` waits by default: as long as `weft up` itself does.
-const DEFAULT_WAIT: Duration = control::local::DEFAULT_READY_TIMEOUT;
+const DEFAULT_WAIT: Duration = local::DEFAULT_READY_TIMEOUT;
 /// How often `--wait` asks the control plane again.
 const WAIT_POLL: Duration = Duration::from_millis(100);
 /// `weft status --wait` gave up: the mesh is not ready (or not running).
@@ -50,7 +50,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             }
         }
     } else {
-        let mesh = control::meshes::find(a.mesh.as_deref())?;
+        let mesh = local::meshes::find(a.mesh.as_deref())?;
         (rt.block_on(fetch(&mesh.api))?, 0)
     };
     match a.output {
@@ -83,7 +83,7 @@ enum Waited {
 async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Waited> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let asked = match control::meshes::find(mesh) {
+        let asked = match local::meshes::find(mesh) {
             Ok(m) => fetch(&m.api).await,
             Err(e) => Err(e.into()),
         };

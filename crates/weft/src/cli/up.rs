@@ -1,8 +1,8 @@
 //! `weft up` and `weft control`.
 
 use super::{load_mesh, on_signal, parse_duration, runtime};
-use control::local::{self, UpOptions};
-use control::prometheus::PrometheusOptions;
+use local::prometheus::PrometheusOptions;
+use local::UpOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +25,7 @@ pub struct UpArgs {
     /// Also run Prometheus (the `prometheus` executable on PATH, Debian package `prometheus`),
     /// scraping every proxy's admin /metrics; it listens on ADDR (port 0: a free one) [default
     /// ADDR: 127.0.0.1:9090]
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = control::prometheus::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = local::prometheus::DEFAULT_LISTEN)]
     prometheus: Option<String>,
     /// How often Prometheus scrapes each proxy (with --prometheus) [default: 1s]
     #[arg(long, value_parser = parse_duration, requires = "prometheus")]
@@ -114,7 +114,7 @@ impl CaArgs {
                 let dir = self
                     .ca_dir
                     .clone()
-                    .unwrap_or_else(|| control::meshes::home().join("ca"));
+                    .unwrap_or_else(|| local::meshes::home().join("ca"));
                 Ca::open(&dir, config)
             }
         }
@@ -193,7 +193,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
         if a.watch {
             cp.watch(a.files.clone());
         }
-        let _record = control::meshes::record(&control::meshes::MeshRecord {
+        let _record = local::meshes::record(&local::meshes::MeshRecord {
             name: spec.name.clone(),
             pid: std::process::id(),
             control: cp.grpc.to_string(),

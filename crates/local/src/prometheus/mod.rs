@@ -15,17 +15,16 @@
 //! each instance. That includes sidecars whose app is not ready and proxies that are draining,
 //! as Prometheus's Kubernetes discovery scrapes pods whatever their readiness: a failing
 //! replica's sidecar is the one whose 5xx and `UH` counts you need, and a draining proxy still
-//! counts the requests it finishes. A proxy leaves the targets when it disconnects.
+//! counts the requests it finishes. A proxy leaves the targets when it disconnects. The
+//! `targets` submodule computes them and keeps `targets.json` in step.
 
-use crate::registry::{ProxyRecord, Registry};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+
+mod targets;
+pub use targets::{keep_targets, targets, write_atomic, TargetGroup};
 
 /// Where Prometheus listens when `--prometheus` names no address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
@@ -219,88 +218,6 @@ pub fn config_yaml(interval: Duration, targets: &Path, rules: Option<&Path>) -> 
     y
 }
 
-/// One entry of a `file_sd_configs` file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TargetGroup {
-    pub targets: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// The targets file's content for `proxies` (see the module docs for which proxies): one group
-/// per proxy, labelled with `mesh`, `service`, `namespace`, `workload`, `instance` (weft's
-/// instance name, in place of Prometheus's default `HOST:PORT`) and `mode`, in a stable order.
-pub fn targets(mesh: &str, proxies: &[ProxyRecord]) -> Vec<TargetGroup> {
-    let mut newest: BTreeMap<(&str, &str, &str, &str), &ProxyRecord> = BTreeMap::new();
-    // `proxies` comes in registration order: a later registration of an instance wins.
-    for p in proxies.iter().filter(|p| p.node.admin.is_some()) {
-        let n = &p.node;
-        newest.insert((&n.mode, &n.namespace, &n.service, &n.instance), p);
-    }
-    newest
-        .values()
-        .filter_map(|p| {
-            let n = &p.node;
-            let labels = [
-                ("mesh", mesh),
-                ("service", &n.service),
-                ("namespace", &n.namespace),
-                ("workload", &n.workload),
-                ("instance", &n.instance),
-                ("mode", &n.mode),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            Some(TargetGroup {
-                targets: vec![n.admin?.to_string()],
-                labels,
-            })
-        })
-        .collect()
-}
-
-/// Replaces `path` with `bytes` at once: readers see the old file or the new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// Keeps `path` listing the registry's proxies until `stop`: rewrites it whenever the targets
-/// change (registrations come and go; health and acks, which also wake the registry's
-/// watchers, leave the file alone).
-pub async fn keep_targets(
-    registry: Arc<Registry>,
-    path: PathBuf,
-    mesh: String,
-    stop: CancellationToken,
-) {
-    let mut generation = registry.watch_generation();
-    let mut written: Option<Vec<TargetGroup>> = None;
-    loop {
-        let now = targets(&mesh, &registry.proxies());
-        if written.as_ref() != Some(&now) {
-            let mut json = serde_json::to_vec_pretty(&now).unwrap_or_default();
-            json.push(b'\n');
-            match write_atomic(&path, &json) {
-                Ok(()) => written = Some(now),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write Prometheus targets");
-                }
-            }
-        }
-        tokio::select! {
-            r = generation.changed() => if r.is_err() { return },
-            // Retries a failed write even when nothing changes.
-            _ = tokio::time::sleep(Duration::from_secs(5)), if written.is_none() => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
 /// Whether Prometheus at `addr` answers `GET /-/ready` with 200 (within a second).
 pub async fn ready(addr: SocketAddr) -> bool {
     let ask = async {
@@ -329,38 +246,6 @@ pub async fn ready(addr: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Node;
-    use model::security::SecuritySpec;
-    use model::{Identity, MeshSpec};
-
-    fn node(mode: &str, service: &str, instance: &str, admin: Option<u16>) -> Node {
-        Node {
-            mode: mode.into(),
-            service: service.into(),
-            namespace: "default".into(),
-            workload: format!("{service}-v1"),
-            instance: instance.into(),
-            labels: Default::default(),
-            inbound: None,
-            outbound: None,
-            admin: admin.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
-            app: None,
-            identity: Identity::spiffe("default", service),
-            pid: 1,
-        }
-    }
-
-    fn spec() -> MeshSpec {
-        MeshSpec {
-            name: "m".into(),
-            ingress: "127.0.0.1:0".parse().unwrap(),
-            services: Vec::new(),
-            routes: Vec::new(),
-            policies: Vec::new(),
-            gateway: Vec::new(),
-            security: SecuritySpec::new(),
-        }
-    }
 
     #[test]
     fn config_has_the_job_the_interval_and_the_rules() {
@@ -464,129 +349,6 @@ mod tests {
             find_rules(&exe).unwrap(),
             repo.path().canonicalize().unwrap().join(RULES)
         );
-    }
-
-    #[test]
-    fn targets_list_every_proxy_with_labels_newest_registration_first() {
-        let registry = Registry::new(spec());
-        let _ingress = registry.register(node(
-            "ingress",
-            "istio-ingressgateway",
-            "ingress-0",
-            Some(1000),
-        ));
-        let old = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1001)));
-        let _new = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1002)));
-        let _b1 = registry.register(node("sidecar", "backend", "backend-v1-1", Some(1003)));
-        // Not ready, and without an admin address: only the first is a target.
-        let _starting = registry.register(node("sidecar", "frontend", "frontend-v1-0", Some(1004)));
-        let _no_admin = registry.register(node("sidecar", "frontend", "frontend-v1-1", None));
-
-        let t = targets("m", &registry.proxies());
-        let addrs: Vec<&str> = t.iter().map(|g| g.targets[0].as_str()).collect();
-        assert_eq!(
-            addrs,
-            [
-                "127.0.0.1:1000",
-                "127.0.0.1:1002",
-                "127.0.0.1:1003",
-                "127.0.0.1:1004"
-            ]
-        );
-        let labels: Vec<(&str, &str)> = t[1]
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(
-            labels,
-            [
-                ("instance", "backend-v1-0"),
-                ("mesh", "m"),
-                ("mode", "sidecar"),
-                ("namespace", "default"),
-                ("service", "backend"),
-                ("workload", "backend-v1"),
-            ]
-        );
-        assert_eq!(t[0].labels["mode"], "ingress");
-
-        // The file_sd format: a list of {targets, labels}.
-        let json = serde_json::to_value(&t[0]).unwrap();
-        assert_eq!(json["targets"][0], "127.0.0.1:1000");
-        assert_eq!(json["labels"]["service"], "istio-ingressgateway");
-
-        drop(old);
-        assert_eq!(targets("m", &registry.proxies()).len(), 4);
-    }
-
-    #[tokio::test]
-    async fn the_targets_file_follows_registrations() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("targets.json");
-        let registry = Registry::new(spec());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(keep_targets(
-            registry.clone(),
-            path.clone(),
-            "m".into(),
-            stop.clone(),
-        ));
-        let read = || -> Vec<String> {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap_or_default())
-                    .unwrap_or(serde_json::Value::Null);
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|g| g["labels"]["instance"].as_str().unwrap().to_string())
-                        .collect()
-                })
-                .unwrap_or_else(|| vec!["<unreadable>".into()])
-        };
-        let wait_for = |want: Vec<&str>| {
-            let want: Vec<String> = want.into_iter().map(str::to_owned).collect();
-            async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                loop {
-                    let got = read();
-                    if got == want {
-                        return;
-                    }
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "targets {got:?}, want {want:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        wait_for(vec![]).await;
-        let a = registry.register(node("sidecar", "backend", "backend-v1-0", Some(1001)));
-        let b = registry.register(node("sidecar", "backend", "backend-v1-1", Some(1002)));
-        wait_for(vec!["backend-v1-0", "backend-v1-1"]).await;
-        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-        // Health changes wake the writer but leave the file alone. On this single-threaded
-        // runtime, yielding lets the woken writer run its whole turn (it has no await point
-        // between waking and parking again) before this task goes on.
-        registry.set_health(a.id, true, String::new());
-        tokio::task::yield_now().await;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().modified().unwrap(),
-            before
-        );
-        drop(a);
-        wait_for(vec!["backend-v1-1"]).await;
-        drop(b);
-        wait_for(vec![]).await;
-        // No temporary files are left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["targets.json"]);
-        stop.cancel();
-        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -1,0 +1,443 @@
+//! Typed launch descriptions of the processes `weft up` runs — a proxy ([`ProxyLaunch`]), an
+//! app ([`AppLaunch`]), any other command (Prometheus) — and how one is spawned.
+//!
+//! Ports: a proxy binds its listeners itself (port 0 on its first start) and reports the
+//! addresses it got on its first stdout line ([`Bound`]). A sidecar's are stored into its
+//! [`ProxyLaunch`], so that a restart binds the same ones and its app's `HTTP_PROXY` and its
+//! peers' routes stay valid. An app, though, is told its port (`PORT`) before it binds it, so
+//! that port is chosen here by [`app_port`]: drawn at random below the kernel's ephemeral range
+//! and checked free. Only app ports are chosen that way; nothing here picks a port for a proxy.
+
+use crate::UpError;
+use control::ca::Ca;
+use model::{Identity, Labels};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
+use tokio::process::{Child, Command};
+
+/// The environment variable a proxy finds its one-time join token in.
+pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
+
+/// How long a proxy may take to report the addresses it bound.
+const PROXY_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which proxy `weft proxy --mode` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    Sidecar,
+    Ingress,
+}
+
+impl ProxyMode {
+    /// The value of `--mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Sidecar => "sidecar",
+            ProxyMode::Ingress => "ingress",
+        }
+    }
+}
+
+/// One `weft proxy` as `weft up` starts it: every flag it gets, typed. [`ProxyLaunch::argv`]
+/// is the only place that turns it into a command line.
+#[derive(Clone, Debug)]
+pub struct ProxyLaunch {
+    pub mode: ProxyMode,
+    /// The control plane's gRPC address.
+    pub control: SocketAddr,
+    pub service: String,
+    pub namespace: String,
+    pub workload: String,
+    pub instance: String,
+    pub labels: Labels,
+    pub identity: Identity,
+    /// The local app (a sidecar's).
+    pub app: Option<SocketAddr>,
+    /// Where a sidecar takes traffic for its app; port 0: a free one.
+    pub inbound: Option<SocketAddr>,
+    /// Where the app (sidecar) or the outside (ingress) sends requests; port 0: a free one.
+    pub outbound: Option<SocketAddr>,
+    /// The admin listener; `None`: the proxy's default (a free port).
+    pub admin: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    /// The access-log format (`json` or `apache`); `None`: off.
+    pub access_log: Option<String>,
+    /// Further `weft proxy` flags, passed as they are (tracing: `--otlp-endpoint URL`…).
+    pub extra_flags: Vec<String>,
+}
+
+impl ProxyLaunch {
+    /// The command line that runs this proxy with the weft executable `exe`.
+    pub fn argv(&self, exe: &Path) -> Vec<String> {
+        let mut argv = vec![exe.display().to_string(), "proxy".to_string()];
+        let mut flag = |name: &str, value: String| {
+            argv.push(format!("--{name}"));
+            argv.push(value);
+        };
+        flag("mode", self.mode.as_str().into());
+        flag("control", self.control.to_string());
+        flag("service", self.service.clone());
+        flag("namespace", self.namespace.clone());
+        flag("workload", self.workload.clone());
+        flag("instance", self.instance.clone());
+        for (k, v) in &self.labels {
+            flag("label", format!("{k}={v}"));
+        }
+        flag("identity", self.identity.0.clone());
+        let addresses = [
+            ("app", self.app),
+            ("inbound", self.inbound),
+            ("outbound", self.outbound),
+            ("admin", self.admin),
+        ];
+        for (name, addr) in addresses {
+            if let Some(addr) = addr {
+                flag(name, addr.to_string());
+            }
+        }
+        flag(
+            "drain-timeout",
+            format!("{}ms", self.drain_timeout.as_millis()),
+        );
+        if let Some(format) = &self.access_log {
+            flag("access-log", format.clone());
+        }
+        argv.extend(self.extra_flags.iter().cloned());
+        argv
+    }
+
+    /// Stores the addresses a start bound, so that later starts bind the same ones.
+    pub fn keep_addresses(&mut self, bound: &Bound) {
+        self.inbound = bound.inbound.or(self.inbound);
+        self.outbound = bound.outbound.or(self.outbound);
+        self.admin = Some(bound.admin);
+    }
+
+    /// How the proxy's output lines and messages name it.
+    fn what(&self) -> String {
+        match self.mode {
+            ProxyMode::Ingress => "ingress".into(),
+            ProxyMode::Sidecar => format!("{} proxy", self.instance),
+        }
+    }
+}
+
+/// The addresses a proxy reports on its first stdout line (JSON), once it listens.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct Bound {
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// One app replica as `weft up` starts it: its command, the port it is told to listen on, and
+/// the sidecar it sends requests through.
+#[derive(Clone, Debug)]
+pub struct AppLaunch {
+    /// The workload's command; a first word `weft` is the weft executable.
+    pub command: Vec<String>,
+    /// `PORT`, where the app listens (from [`app_port`]).
+    pub port: u16,
+    pub service: String,
+    pub namespace: String,
+    pub workload: String,
+    pub instance: String,
+    /// Its sidecar's outbound listener, the app's `HTTP_PROXY`. `None`: an app outside the mesh
+    /// (`sidecar: false`), which calls services in plaintext; an inherited `HTTP_PROXY` is
+    /// removed.
+    pub proxy: Option<SocketAddr>,
+    /// The workload's own environment, set last.
+    pub env: Vec<(String, String)>,
+}
+
+impl AppLaunch {
+    /// The command line, with the weft executable `exe` in place of a first word `weft`.
+    pub fn argv(&self, exe: &Path) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if argv.first().is_some_and(|a| a == "weft") {
+            argv[0] = exe.display().to_string();
+        }
+        argv
+    }
+
+    /// The environment it gets: `PORT`, the proxy variables (in the mesh), `WEFT_SERVICE`,
+    /// `WEFT_NAMESPACE`, `WEFT_WORKLOAD`, `WEFT_INSTANCE`, then the workload's own.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("PORT".to_string(), self.port.to_string())];
+        if let Some(proxy) = self.proxy {
+            let url = format!("http://{proxy}");
+            let local = "localhost,127.0.0.1,::1".to_string();
+            env.extend([
+                ("HTTP_PROXY".to_string(), url.clone()),
+                ("http_proxy".into(), url),
+                ("NO_PROXY".into(), local.clone()),
+                ("no_proxy".into(), local),
+            ]);
+        }
+        env.extend([
+            ("WEFT_SERVICE".to_string(), self.service.clone()),
+            ("WEFT_NAMESPACE".into(), self.namespace.clone()),
+            ("WEFT_WORKLOAD".into(), self.workload.clone()),
+            ("WEFT_INSTANCE".into(), self.instance.clone()),
+        ]);
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
+    /// Inherited environment variables it must not see.
+    fn unset(&self) -> &'static [&'static str] {
+        match self.proxy {
+            Some(_) => &[],
+            None => &["HTTP_PROXY", "http_proxy"],
+        }
+    }
+}
+
+/// A process the supervisor starts, and starts again after it exits.
+#[derive(Clone)]
+pub(crate) enum Launch {
+    /// A proxy, run by the weft executable `exe`; with a CA, each start gets a fresh one-time
+    /// join token for the proxy's identity.
+    Proxy {
+        proxy: ProxyLaunch,
+        exe: PathBuf,
+        ca: Option<Arc<Ca>>,
+    },
+    /// An app; `exe` stands in for a first word `weft`.
+    App { app: AppLaunch, exe: PathBuf },
+    /// Any other command, with `weft up`'s environment.
+    Command { what: String, argv: Vec<String> },
+}
+
+impl Launch {
+    /// How its output lines and messages name it.
+    pub fn what(&self) -> String {
+        match self {
+            Launch::Proxy { proxy, .. } => proxy.what(),
+            Launch::App { app, .. } => app.instance.clone(),
+            Launch::Command { what, .. } => what.clone(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let (argv, env, unset): (_, _, &[&str]) = match self {
+            Launch::Proxy { proxy, exe, .. } => (proxy.argv(exe), Vec::new(), &[]),
+            Launch::App { app, exe } => (app.argv(exe), app.env(), app.unset()),
+            Launch::Command { argv, .. } => (argv.clone(), Vec::new(), &[]),
+        };
+        let mut cmd = Command::new(&argv[0]);
+        for k in unset {
+            cmd.env_remove(k);
+        }
+        cmd.args(&argv[1..]).envs(env);
+        if let Launch::Proxy {
+            proxy,
+            ca: Some(ca),
+            ..
+        } = self
+        {
+            // In the environment, not argv: other users cannot read it from `ps`.
+            cmd.env(JOIN_TOKEN_ENV, ca.join_token(&proxy.identity));
+        }
+        cmd
+    }
+
+    /// Starts it: stdin closed, stdout piped (the caller reads it), stderr forwarded to ours
+    /// line by line, in its own process group, and sent SIGTERM if `weft up` dies.
+    pub fn spawn(&self) -> Result<Child, UpError> {
+        let mut cmd = self.command();
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe system call (prctl). It is needed because the children sit in their
+        // own process group: if `weft up` itself is killed (SIGKILL, OOM), nothing else would
+        // stop them, and they would keep the mesh's ports. With PDEATHSIG they get SIGTERM
+        // and drain. (The signal follows the spawning thread; `weft up` spawns from its
+        // runtime's worker threads, which live as long as it does.)
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| UpError::Spawn {
+            what: self.what(),
+            program,
+            source,
+        })?;
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(err, self.what()));
+        }
+        Ok(child)
+    }
+
+    /// Starts a proxy and reads the addresses it bound (its first stdout line); the rest of its
+    /// stdout is forwarded.
+    pub async fn start_proxy(&self) -> Result<(Child, Bound), UpError> {
+        let what = self.what();
+        let failed = |why: String| UpError::ProxyStart(what.clone(), why);
+        let mut child = self.spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| failed("no stdout".into()))?;
+        let mut lines = BufReader::new(out).lines();
+        let line = match tokio::time::timeout(PROXY_START_TIMEOUT, lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => {
+                let status = child.wait().await;
+                return Err(failed(format!(
+                    "it exited ({})",
+                    crate::supervise::describe(status)
+                )));
+            }
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(failed("timed out".into())),
+        };
+        let bound: Bound =
+            serde_json::from_str(&line).map_err(|e| failed(format!("{e}: {line:?}")))?;
+        tokio::spawn(forward_lines(lines, what));
+        Ok((child, bound))
+    }
+}
+
+/// Copies a child's output to our stderr, each line prefixed with the child's name.
+pub(crate) async fn forward(out: impl AsyncRead + Unpin, what: String) {
+    forward_lines(BufReader::new(out).lines(), what).await
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(mut lines: Lines<BufReader<R>>, what: String) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{what}] {line}");
+    }
+}
+
+/// The lowest port [`app_port`] hands out: above the well-known and most registered services.
+const APP_PORT_MIN: u16 = 10_000;
+
+/// A port for an app to listen on. The app binds it some time after it was chosen, so it must
+/// not be one the kernel hands out by itself meanwhile (to another listener on port 0, or as
+/// the local port of an outgoing connection, which took an app's port when meshes started
+/// together): it is drawn below the ephemeral range (`net.ipv4.ip_local_port_range`), at random
+/// so that meshes starting together draw different ones, and checked free. Where the
+/// ephemeral range leaves no room below it, the kernel picks one.
+pub(crate) fn app_port() -> std::io::Result<u16> {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > APP_PORT_MIN + 1_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..64 {
+            let port = rng.gen_range(APP_PORT_MIN..ephemeral_low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar() -> ProxyLaunch {
+        ProxyLaunch {
+            mode: ProxyMode::Sidecar,
+            control: "127.0.0.1:15010".parse().unwrap(),
+            service: "backend".into(),
+            namespace: "shop".into(),
+            workload: "backend-v1".into(),
+            instance: "backend-v1-0".into(),
+            labels: [("version".to_string(), "v1".to_string())].into(),
+            identity: Identity::spiffe("shop", "backend"),
+            app: Some("127.0.0.1:12000".parse().unwrap()),
+            inbound: Some("127.0.0.1:0".parse().unwrap()),
+            outbound: Some("127.0.0.1:0".parse().unwrap()),
+            admin: None,
+            drain_timeout: Duration::from_secs(10),
+            access_log: None,
+            extra_flags: vec!["--otlp-endpoint".into(), "http://127.0.0.1:4317".into()],
+        }
+    }
+
+    fn value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = argv.iter().position(|a| a == flag)?;
+        argv.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn a_restart_binds_the_addresses_the_first_start_reported() {
+        let mut p = sidecar();
+        let exe = Path::new("/bin/weft");
+        let first = p.argv(exe);
+        assert_eq!(&first[..2], ["/bin/weft", "proxy"]);
+        assert_eq!(value(&first, "--inbound"), Some("127.0.0.1:0"));
+        assert_eq!(value(&first, "--admin"), None);
+        assert_eq!(value(&first, "--drain-timeout"), Some("10000ms"));
+        assert_eq!(first.last().unwrap(), "http://127.0.0.1:4317");
+
+        let bound: Bound = serde_json::from_str(
+            r#"{"inbound":"127.0.0.1:41000","outbound":"127.0.0.1:41001","admin":"127.0.0.1:41002"}"#,
+        )
+        .unwrap();
+        p.keep_addresses(&bound);
+        let again = p.argv(exe);
+        assert_eq!(value(&again, "--inbound"), Some("127.0.0.1:41000"));
+        assert_eq!(value(&again, "--outbound"), Some("127.0.0.1:41001"));
+        assert_eq!(value(&again, "--admin"), Some("127.0.0.1:41002"));
+        assert_eq!(again.iter().filter(|a| *a == "--inbound").count(), 1);
+    }
+
+    #[test]
+    fn an_app_outside_the_mesh_gets_no_proxy() {
+        let mut app = AppLaunch {
+            command: vec!["weft".into(), "demo".into(), "echo".into()],
+            port: 12000,
+            service: "backend".into(),
+            namespace: "shop".into(),
+            workload: "backend-v1".into(),
+            instance: "backend-v1-0".into(),
+            proxy: Some("127.0.0.1:41001".parse().unwrap()),
+            env: vec![("GREETING".into(), "hi".into())],
+        };
+        assert_eq!(app.argv(Path::new("/bin/weft"))[0], "/bin/weft");
+        let env = app.env();
+        assert_eq!(env[0], ("PORT".into(), "12000".into()));
+        assert!(env.contains(&("HTTP_PROXY".into(), "http://127.0.0.1:41001".into())));
+        assert_eq!(env.last().unwrap(), &("GREETING".into(), "hi".into()));
+        assert!(app.unset().is_empty());
+
+        app.proxy = None;
+        assert!(!app
+            .env()
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("http_proxy")));
+        assert_eq!(app.unset(), ["HTTP_PROXY", "http_proxy"]);
+    }
+
+    #[test]
+    fn app_ports_lie_below_the_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        if low > APP_PORT_MIN + 1_000 {
+            let port = app_port().unwrap();
+            assert!((APP_PORT_MIN..low).contains(&port), "{port}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! weft up's supervisor: starts the control plane in-process, apps, sidecars, the ingress and
+//! Prometheus from typed launch descriptions, supervises and stops them in order; mesh records
+//! under $WEFT_HOME.
+//!
+//! Layout:
+//! - `up` ([`up()`]): `weft up`: the start order, the wait until the mesh is ready, the stop
+//!   order.
+//! - [`launch`]: typed launch descriptions ([`ProxyLaunch`] for a `weft proxy`, an app's
+//!   command, port and environment) and how a process is spawned. The ports: proxies bind
+//!   port 0 and report what they got; an app's port is drawn below the kernel's ephemeral
+//!   range and checked free, as the app binds it only later.
+//! - `supervise`: restarts with backoff, and stopping a group of processes (SIGTERM, then
+//!   SIGKILL after the drain timeout).
+//! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
+//! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
+//!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
+
+pub mod launch;
+pub mod meshes;
+pub mod prometheus;
+mod supervise;
+mod up;
+
+pub use launch::{ProxyLaunch, ProxyMode, JOIN_TOKEN_ENV};
+pub use up::{
+    up, UpError, UpOptions, ACCESS_LOG_ANNOTATIONS, DEFAULT_READY_TIMEOUT, INGRESS_NAME,
+    INGRESS_NAMESPACE,
+};

@@ -1,0 +1,129 @@
+//! Supervision of `weft up`'s processes: a process that exits is restarted with exponential
+//! backoff and reported; a [`Stage`] (the ingress, the sidecars, the apps, Prometheus) stops
+//! all its processes at once, each with SIGTERM and then, after the drain timeout, SIGKILL.
+
+use crate::launch::{forward, Launch};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Restart backoff for a crashed process: first delay, cap, and how long a process must have
+/// run for the backoff to start over.
+const RESTART_MIN: Duration = Duration::from_millis(200);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
+/// How much longer than the drain timeout a process may take to exit after SIGTERM.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Processes that are stopped together.
+pub(crate) struct Stage {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl Stage {
+    pub fn new(drain_timeout: Duration) -> Stage {
+        Stage {
+            tasks: JoinSet::new(),
+            stop: CancellationToken::new(),
+            drain_timeout,
+        }
+    }
+
+    /// Supervises `child`, started from `launch`, until the stage stops.
+    pub fn supervise(&mut self, launch: Launch, child: Child) {
+        self.tasks.spawn(supervise(
+            launch,
+            child,
+            self.stop.clone(),
+            self.drain_timeout,
+        ));
+    }
+
+    /// Starts `launch` and supervises it.
+    pub fn start(&mut self, launch: Launch) -> Result<(), crate::UpError> {
+        let child = launch.spawn()?;
+        self.supervise(launch, child);
+        Ok(())
+    }
+
+    /// Stops every process of the stage and waits until all have exited.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Runs `launch` until `stop`, restarting it with backoff when it exits.
+async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_timeout: Duration) {
+    let what = launch.what();
+    let mut child = first;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward(out, what.clone()));
+    }
+    let mut backoff = RESTART_MIN;
+    let mut restarts = 0u32;
+    loop {
+        let started = Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                if stop.is_cancelled() {
+                    return;
+                }
+                if started.elapsed() >= RESTART_RESET_AFTER {
+                    backoff = RESTART_MIN;
+                }
+                restarts += 1;
+                eprintln!(
+                    "weft: {what} exited ({}); restarting in {backoff:?} (restart {restarts})",
+                    describe(status),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(RESTART_MAX);
+                match launch.spawn() {
+                    Ok(mut c) => {
+                        if let Some(out) = c.stdout.take() {
+                            tokio::spawn(forward(out, what.clone()));
+                        }
+                        child = c;
+                    }
+                    Err(e) => {
+                        eprintln!("weft: {e}");
+                        // Keep the old (exited) child; the next loop waits on it at once.
+                    }
+                }
+            }
+            _ = stop.cancelled() => {
+                terminate(&mut child, drain_timeout + EXIT_GRACE).await;
+                return;
+            }
+        }
+    }
+}
+
+/// An exit status, or why there is none, for messages.
+pub(crate) fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process outlives `deadline`.
+async fn terminate(child: &mut Child, deadline: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}

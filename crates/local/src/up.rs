@@ -1,0 +1,418 @@
+//! Local mode (`weft up`): the whole mesh as processes on 127.0.0.1 — the control plane in this
+//! process, an ingress gateway, and for every replica its sidecar proxy and its app.
+//!
+//! Start order: control plane → Prometheus (with `--prometheus`) → ingress → for each replica,
+//! sidecar then app (the app needs the sidecar's outbound address for `HTTP_PROXY`). The mesh is
+//! ready when any request it can route will be routed: every replica is an endpoint in a
+//! snapshot every proxy (the ingress, every sidecar) has applied, every proxy runs the latest
+//! snapshot, the ingress has its certificate, and Prometheus (when it runs) answers `/-/ready`.
+//!
+//! Ports: the proxies bind port 0 and report what they got; an app's `PORT` is drawn below the
+//! ephemeral range (see [`crate::launch`]). The one port checked before anything starts is the
+//! ingress's, which the mesh file fixes.
+//!
+//! Supervision ([`crate::supervise`]): a process that exits is restarted with exponential
+//! backoff and reported.
+//!
+//! Stop order (Ctrl-C / SIGTERM): the ingress drains first (its in-flight requests still need the
+//! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps,
+//! then Prometheus (an observer outlives what it observes: it records the drain, and stops
+//! scraping each proxy as the proxy disconnects and leaves the targets file).
+//! Each gets SIGTERM and the drain timeout before SIGKILL. Children run in their own process
+//! group so a terminal's Ctrl-C reaches only `weft up`, which then stops them in order.
+
+use crate::launch::{app_port, AppLaunch, Launch, ProxyLaunch, ProxyMode};
+use crate::meshes::{self, MeshRecord};
+use crate::prometheus::{self, PrometheusError, PrometheusOptions};
+use crate::supervise::Stage;
+use control::ca::Ca;
+use control::status;
+use control::{ControlError, ControlPlane, Registry};
+use model::{Identity, MeshSpec, ServiceSpec, WorkloadSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long `weft up` waits for every replica to become ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
+pub const INGRESS_NAMESPACE: &str = "istio-system";
+pub const INGRESS_NAME: &str = "istio-ingressgateway";
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The weft executable (for proxies and for commands whose first word is `weft`).
+    pub exe: PathBuf,
+    pub ready_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Files and directories to watch for routing changes (`--watch`); empty: none.
+    pub watch: Vec<PathBuf>,
+    /// The mesh CA; every proxy gets a join token for it and runs mTLS. `None`: plaintext.
+    pub ca: Option<Arc<Ca>>,
+    /// Run Prometheus beside the mesh, scraping every proxy (`--prometheus`).
+    pub prometheus: Option<PrometheusOptions>,
+    /// `weft proxy` flags every proxy gets (tracing: `--otlp-endpoint URL`…).
+    pub proxy_flags: Vec<String>,
+    /// Every proxy's access-log format (`json` or `apache`); a service's [`ACCESS_LOG_ANNOTATIONS`]
+    /// name another (or turn it on) for its sidecars. `None`: off.
+    pub access_log: Option<String>,
+}
+
+impl UpOptions {
+    /// The trust domain of the mesh's identities: its CA's, or the default without one.
+    pub fn trust_domain(&self) -> &str {
+        self.ca
+            .as_ref()
+            .map_or(model::names::TRUST_DOMAIN, |ca| &ca.config().trust_domain)
+    }
+
+    /// A proxy's access-log format: its service's annotation, else the mesh-wide format.
+    fn access_log(&self, service: Option<&ServiceSpec>) -> Option<String> {
+        let annotated = service.and_then(|svc| {
+            let (key, value) = ACCESS_LOG_ANNOTATIONS
+                .iter()
+                .find_map(|k| svc.annotations.get(*k).map(|v| (*k, v.trim())))?;
+            if matches!(value, "json" | "apache") {
+                Some(value.to_string())
+            } else {
+                eprintln!(
+                    "weft: service {}: annotation {key}: {value:?} is not json or apache; ignored",
+                    svc.name
+                );
+                None
+            }
+        });
+        annotated.or_else(|| self.access_log.clone())
+    }
+}
+
+/// The service annotations that turn a workload's access log on (`json` or `apache`): weft's
+/// own and Linkerd's.
+pub const ACCESS_LOG_ANNOTATIONS: [&str; 2] =
+    ["weft.dev/access-log", "config.linkerd.io/access-log"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("mesh {0:?} is already running (pid {1}); stop it first or give this one another metadata.name")]
+    AlreadyRunning(String, u32),
+    #[error("ingress: cannot listen on {0}: {1}")]
+    IngressPort(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Record(#[from] meshes::FindError),
+    #[error(transparent)]
+    Prometheus(#[from] PrometheusError),
+    #[error("{what}: cannot start {program:?}: {source}")]
+    Spawn {
+        what: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: the proxy did not report its addresses: {1}")]
+    ProxyStart(String, String),
+    #[error("the mesh did not become ready within {timeout:?}:\n{pending}")]
+    NotReady { timeout: Duration, pending: String },
+    #[error("interrupted while starting")]
+    Interrupted,
+}
+
+/// The mesh's processes, by the order they stop in.
+struct Stages {
+    ingress: Stage,
+    sidecars: Stage,
+    apps: Stage,
+    prometheus: Stage,
+}
+
+impl Stages {
+    fn new(drain_timeout: Duration) -> Stages {
+        Stages {
+            ingress: Stage::new(drain_timeout),
+            sidecars: Stage::new(drain_timeout),
+            apps: Stage::new(drain_timeout),
+            prometheus: Stage::new(drain_timeout),
+        }
+    }
+
+    /// Stops them in order: the ingress, the sidecars, the apps, Prometheus.
+    async fn stop(&mut self) {
+        self.ingress.stop().await;
+        self.sidecars.stop().await;
+        self.apps.stop().await;
+        self.prometheus.stop().await;
+    }
+}
+
+/// Runs the mesh until `shutdown` is cancelled; `on_ready` is told the status once it is ready.
+pub async fn up(
+    spec: MeshSpec,
+    store: config::Store,
+    opts: UpOptions,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&status::Status),
+) -> Result<(), UpError> {
+    if let Ok(m) = meshes::find(Some(&spec.name)) {
+        return Err(UpError::AlreadyRunning(m.name, m.pid));
+    }
+    // A clear error before anything starts, rather than a crash-looping ingress.
+    drop(
+        std::net::TcpListener::bind(spec.ingress)
+            .map_err(|e| UpError::IngressPort(spec.ingress, e))?,
+    );
+    let prom = opts
+        .prometheus
+        .as_ref()
+        .map(|p| prometheus::prepare(&spec.name, p, &opts.exe))
+        .transpose()?;
+
+    let registry = Registry::new(spec.clone());
+    registry.set_runs_ingress(true);
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let control = ControlPlane::start(registry.clone(), store, any, any, opts.ca.clone()).await?;
+    if !opts.watch.is_empty() {
+        control.watch(opts.watch.clone());
+    }
+    let _record = meshes::record(&MeshRecord {
+        name: spec.name.clone(),
+        pid: std::process::id(),
+        control: control.grpc.to_string(),
+        api: control.api.to_string(),
+        ingress: spec.ingress.to_string(),
+    })?;
+
+    let mut stages = Stages::new(opts.drain_timeout);
+    let starter = Starter {
+        opts: &opts,
+        control: control.grpc,
+    };
+    let started = async {
+        if let Some(setup) = &prom {
+            start_prometheus(setup, &registry, &control, &mut stages.prometheus)?;
+        }
+        starter.start_all(&spec, &mut stages).await
+    };
+    let result = match started.await {
+        Ok(()) => {
+            let prom_addr = prom.as_ref().map(|p| p.listen);
+            tokio::select! {
+                r = wait_ready(&registry, &control, prom_addr, opts.ready_timeout) => r,
+                _ = shutdown.cancelled() => Err(UpError::Interrupted),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_ok() {
+        on_ready(&status::build(&registry, control.grpc, control.api));
+        shutdown.cancelled().await;
+        eprintln!(
+            "weft: stopping mesh {}: draining the ingress, then sidecars, then apps{}",
+            spec.name,
+            if prom.is_some() {
+                ", then Prometheus"
+            } else {
+                ""
+            }
+        );
+    }
+
+    stages.stop().await;
+    if let Some(setup) = &prom {
+        // The TSDB lives as long as the mesh; the config stays for whoever wants to read it.
+        let _ = std::fs::remove_dir_all(&setup.data);
+    }
+    control.shutdown.cancel();
+    result
+}
+
+/// Starts Prometheus (supervised like every other process) and the task that keeps its targets
+/// file listing the registry's proxies; the mesh reports its URL from now on.
+fn start_prometheus(
+    setup: &prometheus::Setup,
+    registry: &Arc<Registry>,
+    control: &ControlPlane,
+    stage: &mut Stage,
+) -> Result<(), UpError> {
+    tokio::spawn(prometheus::keep_targets(
+        registry.clone(),
+        setup.targets.clone(),
+        registry.spec().name,
+        control.shutdown.clone(),
+    ));
+    stage.start(Launch::Command {
+        what: "prometheus".into(),
+        argv: setup.argv(),
+    })?;
+    registry.set_prometheus(Some(setup.url()));
+    Ok(())
+}
+
+/// Describes and starts the mesh's proxies and apps.
+struct Starter<'a> {
+    opts: &'a UpOptions,
+    /// The control plane's gRPC address, which every proxy connects to.
+    control: SocketAddr,
+}
+
+impl Starter<'_> {
+    /// Starts the ingress, then every replica (sidecar, then app).
+    async fn start_all(&self, spec: &MeshSpec, stages: &mut Stages) -> Result<(), UpError> {
+        self.start_ingress(spec, &mut stages.ingress).await?;
+        for svc in &spec.services {
+            for w in &svc.workloads {
+                for i in 0..w.replicas {
+                    self.start_replica(svc, w, i, stages).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the ingress gateway. Its outbound address is the mesh's ingress, fixed; its admin
+    /// port is a free one on every start.
+    async fn start_ingress(&self, spec: &MeshSpec, stage: &mut Stage) -> Result<(), UpError> {
+        let opts = self.opts;
+        let labels = [
+            ("istio".to_string(), "ingressgateway".to_string()),
+            ("app".to_string(), INGRESS_NAME.to_string()),
+        ]
+        .into();
+        let proxy = ProxyLaunch {
+            mode: ProxyMode::Ingress,
+            control: self.control,
+            service: INGRESS_NAME.into(),
+            namespace: INGRESS_NAMESPACE.into(),
+            workload: INGRESS_NAME.into(),
+            instance: "ingress-0".into(),
+            labels,
+            identity: Identity::spiffe_in(opts.trust_domain(), INGRESS_NAMESPACE, INGRESS_NAME),
+            app: None,
+            inbound: None,
+            outbound: Some(spec.ingress),
+            admin: None,
+            drain_timeout: opts.drain_timeout,
+            access_log: opts.access_log(None),
+            extra_flags: opts.proxy_flags.clone(),
+        };
+        let launch = self.proxy(proxy);
+        let (child, _) = launch.start_proxy().await?;
+        stage.supervise(launch, child);
+        Ok(())
+    }
+
+    /// Starts replica `i` of workload `w` of `svc`: its sidecar, then its app (alone for a
+    /// workload without a sidecar).
+    async fn start_replica(
+        &self,
+        svc: &ServiceSpec,
+        w: &WorkloadSpec,
+        i: u32,
+        stages: &mut Stages,
+    ) -> Result<(), UpError> {
+        let opts = self.opts;
+        let instance = w.instance_name(i);
+        let port = app_port().map_err(|e| UpError::Spawn {
+            what: instance.clone(),
+            program: "port allocation".into(),
+            source: e,
+        })?;
+        let mut app = AppLaunch {
+            command: w.command.clone(),
+            port,
+            service: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+            workload: w.name.clone(),
+            instance: instance.clone(),
+            proxy: None,
+            env: w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        if w.sidecar {
+            let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut proxy = ProxyLaunch {
+                mode: ProxyMode::Sidecar,
+                control: self.control,
+                service: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+                workload: w.name.clone(),
+                instance,
+                labels: w.labels.clone(),
+                identity: svc.identity_in(opts.trust_domain()),
+                app: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+                inbound: Some(unbound),
+                outbound: Some(unbound),
+                admin: None,
+                drain_timeout: opts.drain_timeout,
+                access_log: opts.access_log(Some(svc)),
+                extra_flags: opts.proxy_flags.clone(),
+            };
+            let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;
+            let Some(outbound) = bound.outbound else {
+                return Err(UpError::ProxyStart(
+                    format!("{} proxy", proxy.instance),
+                    "it reported no outbound address".into(),
+                ));
+            };
+            // Restarts bind the same addresses, so the app's HTTP_PROXY and peers' routes stay
+            // valid.
+            proxy.keep_addresses(&bound);
+            stages.sidecars.supervise(self.proxy(proxy), child);
+            app.proxy = Some(outbound);
+        }
+        stages.apps.start(Launch::App {
+            app,
+            exe: opts.exe.clone(),
+        })
+    }
+
+    /// How a proxy is launched: by the weft executable, with a join token when there is a CA.
+    fn proxy(&self, proxy: ProxyLaunch) -> Launch {
+        Launch::Proxy {
+            proxy,
+            exe: self.opts.exe.clone(),
+            ca: self.opts.ca.clone(),
+        }
+    }
+}
+
+/// Waits until the mesh routes whatever it can route: every declared replica is ready (an
+/// endpoint in a snapshot every live proxy has applied), every proxy runs the latest snapshot
+/// (the routes in force), the ingress is registered and ready (with its certificate, when the
+/// mesh runs mTLS), and Prometheus (when `prometheus` is its address) answers `/-/ready`.
+async fn wait_ready(
+    registry: &Arc<Registry>,
+    control: &ControlPlane,
+    prometheus: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<(), UpError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut generation = registry.watch_generation();
+    let mut prometheus_ready = prometheus.is_none();
+    loop {
+        if let (false, Some(addr)) = (prometheus_ready, prometheus) {
+            prometheus_ready = prometheus::ready(addr).await;
+        }
+        let st = status::build(registry, control.grpc, control.api);
+        let pending =
+            st.pending
+                .iter()
+                .map(|p| format!("  {p}"))
+                .chain(prometheus.filter(|_| !prometheus_ready).map(|addr| {
+                    format!("  prometheus: http://{addr}/-/ready does not answer 200 yet")
+                }))
+                .collect::<Vec<_>>();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = generation.changed() => {}
+            // Only Prometheus is polled; everything else wakes the generation watch.
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(UpError::NotReady { timeout, pending: pending.join("\n") });
+            }
+        }
+    }
+}
