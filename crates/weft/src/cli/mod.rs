@@ -10,7 +10,6 @@ mod get;
 mod identity;
 mod live;
 mod load;
-mod prom;
 mod proxy_cmd;
 mod routes;
 mod stat;
