@@ -15,6 +15,7 @@ mod routes;
 mod stat;
 mod status;
 mod tap;
+mod text;
 mod top;
 mod up;
 

@@ -11,6 +11,7 @@
 //! documented in [`stat::report`](::stat::report).
 
 use super::live::{self, unix_ms};
+use super::text::{columns, ms};
 use super::{parse_duration, runtime, Output};
 use ::stat::{Kind, Percentiles, Reading, Replica, StatReport, SCHEMA};
 use control::status::{Status, WorkloadStatus};
@@ -232,16 +233,6 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
 }
 
-fn ms(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}ms")
-    } else if v >= 10.0 {
-        format!("{v:.1}ms")
-    } else {
-        format!("{v:.2}ms")
-    }
-}
-
 fn table(r: &StatReport) -> String {
     let head = if r.kind == Kind::Workload.as_str() {
         "WORKLOAD"
@@ -276,22 +267,7 @@ fn table(r: &StatReport) -> String {
             pct(x.mtls_share),
         ]);
     }
-    let mut widths = [0usize; 10];
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = columns(&rows);
     out.push_str(&format!(
         "over {:.1}s (requests the replicas received; success = not 5xx)\n",
         r.window_s

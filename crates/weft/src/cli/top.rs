@@ -8,6 +8,7 @@
 
 use super::runtime;
 use super::tap::{Item, TapEvent, TapFilter, Taps};
+use super::text::{columns, ms};
 use ::stat::Sketch;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -129,38 +130,12 @@ fn cells(r: &TopRow) -> [String; 6] {
     ]
 }
 
-fn ms(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}ms")
-    } else if v >= 10.0 {
-        format!("{v:.1}ms")
-    } else {
-        format!("{v:.2}ms")
-    }
-}
-
 /// The table as text (`--once`).
 pub fn text(rows: &[TopRow]) -> String {
     let all: Vec<[String; 6]> = std::iter::once(HEADER.map(String::from))
         .chain(rows.iter().map(cells))
         .collect();
-    let mut widths = [0usize; 6];
-    for r in &all {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &all {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    columns(&all)
 }
 
 fn scope(taps: &Taps, filter: &TapFilter) -> String {
