@@ -1,5 +1,9 @@
 use super::*;
+use rcgen::{CertificateParams, DistinguishedName, SanType};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::UnixTime;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::X509Certificate;

@@ -10,12 +10,12 @@ mod get;
 mod identity;
 mod live;
 mod load;
-mod prom;
 mod proxy_cmd;
 mod routes;
 mod stat;
 mod status;
 mod tap;
+mod text;
 mod top;
 mod up;
 

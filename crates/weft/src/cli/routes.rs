@@ -2,6 +2,7 @@
 //! `/config` (the snapshot it applied), in the order rules are tried.
 
 use super::{get::get, runtime, Output};
+use ::stat::bucket_counts_quantile;
 use control::status::Status;
 use model::{Authority, Snapshot};
 
@@ -209,23 +210,6 @@ async fn sample(admins: &[String], service: &str) -> std::collections::BTreeMap<
     out
 }
 
-/// The `q` quantile (ms) of per-bucket counts (the last one above every bound), as Prometheus's
-/// `histogram_quantile` computes it over the cumulative buckets; `None` without samples.
-fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let mut total = 0.0;
-    let cumulative: Vec<(f64, f64)> = bounds
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .zip(counts)
-        .map(|(le, n)| {
-            total += *n as f64;
-            (le, total)
-        })
-        .collect();
-    super::stat::histogram_quantile(q, &cumulative)
-}
-
 fn stats(a: RoutesArgs) -> anyhow::Result<i32> {
     let mesh = local::meshes::find(a.mesh.as_deref())?;
     let key = Authority::parse(&a.service)
@@ -270,8 +254,8 @@ fn stats(a: RoutesArgs) -> anyhow::Result<i32> {
                 "effective_success": share(d(now.successes, then.successes), requests),
                 "attempts": attempts,
                 "actual_success": share(d(now.attempt_successes, then.attempt_successes), attempts),
-                "p50_ms": quantile(&now.latency_bounds_ms, &counts, 0.5),
-                "p99_ms": quantile(&now.latency_bounds_ms, &counts, 0.99),
+                "p50_ms": bucket_counts_quantile(0.5, &now.latency_bounds_ms, &counts),
+                "p99_ms": bucket_counts_quantile(0.99, &now.latency_bounds_ms, &counts),
             }));
         }
         if a.output == Output::Json {
@@ -310,21 +294,4 @@ fn stats(a: RoutesArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantile;
-
-    #[test]
-    fn quantiles_interpolate_within_buckets() {
-        let bounds = [1.0, 10.0, 100.0];
-        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], 0.5), None);
-        assert_eq!(quantile(&bounds, &[0, 10, 0, 0], 0.5), Some(5.5));
-        assert_eq!(
-            quantile(&bounds, &[5, 5, 0, 0], 0.99).map(|q| q.round()),
-            Some(10.0)
-        );
-        assert_eq!(quantile(&bounds, &[0, 0, 0, 3], 0.5), Some(100.0));
-    }
 }

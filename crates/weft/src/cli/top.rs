@@ -8,7 +8,9 @@
 
 use super::runtime;
 use super::tap::{Item, TapEvent, TapFilter, Taps};
-use std::collections::{BTreeMap, HashMap};
+use super::text::{columns, ms};
+use ::stat::Sketch;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,47 +37,6 @@ pub struct TopArgs {
     /// Which mesh (when several run)
     #[arg(long)]
     mesh: Option<String>,
-}
-
-/// Latency quantiles with 1% relative error in bounded memory: counts per logarithmic bucket
-/// `(γ^(i-1), γ^i]` with γ = 1.02, for 1 µs to 1 h.
-#[derive(Clone, Debug, Default)]
-pub struct Sketch {
-    buckets: BTreeMap<i32, u64>,
-    n: u64,
-}
-
-const GAMMA: f64 = 1.02;
-const MIN_MS: f64 = 0.001;
-const MAX_MS: f64 = 3_600_000.0;
-
-impl Sketch {
-    pub fn add(&mut self, ms: f64) {
-        let ms = if ms.is_finite() {
-            ms.clamp(MIN_MS, MAX_MS)
-        } else {
-            MAX_MS
-        };
-        let i = (ms.ln() / GAMMA.ln()).ceil() as i32;
-        *self.buckets.entry(i).or_insert(0) += 1;
-        self.n += 1;
-    }
-
-    /// The `q` quantile (nearest rank), `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.n == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.n as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (&i, &c) in &self.buckets {
-            seen += c;
-            if seen >= rank {
-                return Some(2.0 * GAMMA.powi(i) / (GAMMA + 1.0));
-            }
-        }
-        None
-    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -169,38 +130,12 @@ fn cells(r: &TopRow) -> [String; 6] {
     ]
 }
 
-fn ms(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}ms")
-    } else if v >= 10.0 {
-        format!("{v:.1}ms")
-    } else {
-        format!("{v:.2}ms")
-    }
-}
-
 /// The table as text (`--once`).
 pub fn text(rows: &[TopRow]) -> String {
     let all: Vec<[String; 6]> = std::iter::once(HEADER.map(String::from))
         .chain(rows.iter().map(cells))
         .collect();
-    let mut widths = [0usize; 6];
-    for r in &all {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &all {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    columns(&all)
 }
 
 fn scope(taps: &Taps, filter: &TapFilter) -> String {
@@ -373,23 +308,6 @@ mod tests {
             latency_ms: ms,
             ..TapEvent::default()
         }
-    }
-
-    #[test]
-    fn sketch_quantiles_within_two_percent() {
-        let mut s = Sketch::default();
-        assert_eq!(s.quantile(0.5), None);
-        for i in 1..=1000 {
-            s.add(i as f64 / 10.0);
-        }
-        for (q, want) in [(0.5, 50.0), (0.99, 99.0), (0.0, 0.1), (1.0, 100.0)] {
-            let got = s.quantile(q).unwrap();
-            assert!((got - want).abs() / want < 0.02, "q{q}: {got} vs {want}");
-        }
-        s.add(f64::NAN);
-        s.add(-1.0);
-        s.add(1e12);
-        assert!(s.buckets.len() < 1200);
     }
 
     #[test]

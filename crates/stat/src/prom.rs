@@ -1,5 +1,5 @@
 //! A small parser for the Prometheus text exposition format (and the OpenMetrics text the
-//! proxies' admin `/metrics` serves): samples with their name, labels and value, for `weft stat`.
+//! proxies' admin `/metrics` serves): samples with their name, labels and value.
 //!
 //! What it reads: `# …` lines (HELP, TYPE, UNIT, EOF, comments) are skipped; a sample is
 //! `name[{label="value",…}] value [timestamp] [# exemplar]`. Label values may hold the escapes
@@ -45,7 +45,6 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Every sample of `text`.
-#[cfg(test)]
 pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
     parse_only(text, |_| true)
 }

@@ -1,0 +1,149 @@
+//! Signing a proxy's CSR into a short-lived SPIFFE leaf: the token, the identity and the CSR's
+//! SAN are checked first.
+
+use super::certs::{now_seconds, random_serial, to_time};
+use super::tokens::{prune_expired, random_token, Token};
+use super::{lock, Ca, CaError, Issued, CLOCK_SKEW_BACKDATE};
+use model::Identity;
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, ExtendedKeyUsagePurpose,
+    IsCa, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateSigningRequestDer;
+
+impl Ca {
+    /// Signs `csr` (PEM or DER) into a leaf for `identity`, spending `token`.
+    ///
+    /// Refused when the token is unknown or already spent, was minted for another identity, when
+    /// the identity is not a SPIFFE ID of this trust domain, or when the CSR does not ask for
+    /// exactly one SAN, the URI `identity`. A refused request leaves the token unspent.
+    pub fn sign(&self, csr: &[u8], identity: &Identity, token: &str) -> Result<Issued, CaError> {
+        // Held across the whole signing so two requests cannot spend one token.
+        let mut tokens = lock(&self.tokens);
+        prune_expired(&mut tokens);
+        match tokens.get(token) {
+            None => return Err(CaError::UnknownToken),
+            Some(bound) if bound.identity != *identity => {
+                return Err(CaError::TokenIdentityMismatch {
+                    token_for: bound.identity.clone(),
+                    requested: identity.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+        self.check_identity(identity)?;
+        let csr = parse_csr(csr)?;
+        check_csr_san(&csr, identity)?;
+
+        let now = now_seconds();
+        let backdate = CLOCK_SKEW_BACKDATE.min(self.config.leaf_lifetime);
+        let not_before = now - to_time(backdate);
+        let not_after = now + to_time(self.config.leaf_lifetime);
+        let uri = identity
+            .0
+            .clone()
+            .try_into()
+            .map_err(|_| CaError::InvalidIdentity(identity.0.clone()))?;
+        let mut params = CertificateParams::default();
+        // SPIFFE X.509-SVIDs carry the identity in the URI SAN only; with an empty subject rcgen
+        // marks the SAN extension critical, as RFC 5280 asks.
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+
+        let state = lock(&self.state);
+        let signer = state.intermediate.as_ref().unwrap_or(&state.root);
+        let leaf = params
+            .signed_by(&csr.public_key, &signer.issuer)
+            .map_err(CaError::Sign)?;
+        let mut chain = vec![leaf.der().clone()];
+        if let Some(intermediate) = &state.intermediate {
+            chain.push(intermediate.cert.clone());
+        }
+        drop(state);
+
+        tokens.remove(token);
+        let renewal_token = random_token();
+        tokens.insert(
+            renewal_token.clone(),
+            Token {
+                identity: identity.clone(),
+                expires: Some(not_after.into()),
+            },
+        );
+
+        Ok(Issued {
+            chain,
+            identity: identity.clone(),
+            not_before: not_before.into(),
+            not_after: not_after.into(),
+            renewal_token,
+        })
+    }
+
+    fn check_identity(&self, identity: &Identity) -> Result<(), CaError> {
+        let invalid = || CaError::InvalidIdentity(identity.0.clone());
+        let rest = identity.0.strip_prefix("spiffe://").ok_or_else(invalid)?;
+        let (trust_domain, path) = rest.split_once('/').ok_or_else(invalid)?;
+        let segments: Vec<&str> = path.split('/').collect();
+        let valid_segment = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        match segments.as_slice() {
+            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {}
+            _ => return Err(invalid()),
+        }
+        if trust_domain != self.config.trust_domain {
+            return Err(CaError::ForeignTrustDomain {
+                identity: identity.clone(),
+                trust_domain: self.config.trust_domain.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_csr(csr: &[u8]) -> Result<CertificateSigningRequestParams, CaError> {
+    let der = match CertificateSigningRequestDer::from_pem_slice(csr) {
+        Ok(der) => der,
+        Err(_) => CertificateSigningRequestDer::from(csr.to_vec()),
+    };
+    // Also checks the CSR's signature: the requester holds the key it asks a leaf for.
+    CertificateSigningRequestParams::from_der(&der).map_err(CaError::Csr)
+}
+
+fn check_csr_san(
+    csr: &CertificateSigningRequestParams,
+    identity: &Identity,
+) -> Result<(), CaError> {
+    let sans = &csr.params.subject_alt_names;
+    match sans.as_slice() {
+        [SanType::URI(uri)] if uri.as_str() == identity.0 => Ok(()),
+        _ => Err(CaError::CsrSan {
+            requested: identity.clone(),
+            found: sans.iter().map(describe_san).collect(),
+        }),
+    }
+}
+
+fn describe_san(san: &SanType) -> String {
+    match san {
+        SanType::URI(uri) => format!("URI:{}", uri.as_str()),
+        SanType::DnsName(name) => format!("DNS:{}", name.as_str()),
+        SanType::Rfc822Name(mail) => format!("email:{}", mail.as_str()),
+        SanType::IpAddress(ip) => format!("IP:{ip}"),
+        other => format!("{other:?}"),
+    }
+}
