@@ -19,9 +19,9 @@ mod traffic_policy;
 mod tests;
 
 use crate::diagnostic::reject;
+use crate::doc::Doc;
 use crate::ingress::{intersect, HostRoutes};
 use crate::k8s::{Metadata, Object};
-use crate::loader::Doc;
 use crate::{policy, Diagnostic};
 use model::{
     Authority, Destination, Fault, HeaderMatch, HttpRoute, Labels, Mirror, PathMatch, PathRewrite,
@@ -409,7 +409,7 @@ pub(crate) enum Kind {
 }
 
 /// A parsed document of this dialect, kept until every file has been read.
-pub(crate) type Pending = crate::loader::Parsed<Kind>;
+pub(crate) type Pending = crate::doc::Parsed<Kind>;
 
 impl Pending {
     fn metadata(&self) -> &Metadata {

@@ -47,6 +47,7 @@
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
 
 mod diagnostic;
+mod doc;
 mod format;
 mod gateway;
 mod ingress;
@@ -133,13 +134,7 @@ pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> Errors {
-    Errors(vec![Diagnostic {
-        file: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message: format!("cannot read: {e}"),
-    }])
+    Errors(vec![doc::whole_file(path, format!("cannot read: {e}"))])
 }
 
 /// Loads one file's text; `file` is only used in diagnostics.

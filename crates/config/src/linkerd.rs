@@ -45,12 +45,12 @@ mod annotations;
 mod profile;
 
 use crate::diagnostic::reject;
+use crate::doc::{Annotation, Doc};
 use crate::gateway;
 use crate::k8s::Object;
-use crate::loader::Doc;
 use crate::marked::Node;
 use crate::Diagnostic;
-use annotations::{Annotation, On, Timing};
+use annotations::{On, Timing};
 use model::{
     Destination, FailureAccrual, HttpRoute, RetryBudget, ServiceKey, ServicePolicy, ServiceRoutes,
     ServiceSpec, TrafficPolicy,
@@ -118,7 +118,7 @@ pub(crate) struct Linkerd {
     http_routes: Vec<(String, Timing)>,
 }
 
-type Profile = crate::loader::Parsed<Object<ProfileSpec>>;
+type Profile = crate::doc::Parsed<Object<ProfileSpec>>;
 
 impl Profile {
     fn label(&self) -> String {

@@ -5,8 +5,9 @@
 //! security resource with errors is rejected alone.
 
 use crate::diagnostic::reject;
+use crate::doc::{at, whole_file, Doc};
 use crate::format::{MeshDocument, API_VERSION};
-use crate::marked::{Node, Pos, Value};
+use crate::marked::{Node, Value};
 use crate::split::{split, Document};
 use crate::{gateway, ingress, istio, linkerd, security};
 use crate::{Diagnostic, Errors, Loaded};
@@ -15,7 +16,7 @@ use model::names::DEFAULT_NAMESPACE;
 use model::{MeshSpec, ServiceSpec, WorkloadSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Default)]
 pub(crate) struct Loader {
@@ -43,84 +44,6 @@ pub(crate) struct Loader {
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
-}
-
-/// One parsed document of one file, to turn field paths into diagnostics.
-/// A parsed document of one dialect (its `kind`), kept with its marked tree until every file
-/// has been read.
-#[derive(Debug)]
-pub(crate) struct Parsed<K> {
-    pub file: PathBuf,
-    pub first_line: usize,
-    pub tree: Node,
-    pub kind: K,
-}
-
-impl<K> Parsed<K> {
-    /// The document, for locating errors.
-    pub fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-}
-
-pub(crate) struct Doc<'a> {
-    pub file: &'a Path,
-    pub first_line: usize,
-    pub tree: &'a Node,
-}
-
-impl Doc<'_> {
-    fn at(&self, pos: Pos, field: &str, message: impl Into<String>) -> Diagnostic {
-        at(self.file, self.first_line, pos, field, message.into())
-    }
-
-    /// A diagnostic at the line of `field`.
-    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        self.at(self.tree.locate(field), field, message)
-    }
-
-    /// `FILE:LINE` of `field`, for "first defined at" messages.
-    pub fn place(&self, field: &str) -> String {
-        let d = self.error(field, "");
-        format!("{}:{}", d.file.display(), d.line)
-    }
-
-    /// serde_yaml_ng's error as a diagnostic. Its message reads `PATH: MESSAGE at line L column C`;
-    /// an unknown, missing or duplicate field's name is added to the path.
-    pub(crate) fn serde_error(&self, err: &serde_yaml_ng::Error) -> Diagnostic {
-        let text = err.to_string();
-        let text = match (err.location(), text.rfind(" at line ")) {
-            (Some(_), Some(i)) => &text[..i],
-            _ => &text,
-        };
-        let (path, message) = match text.split_once(": ") {
-            Some((path, message)) if !path.contains(' ') => (path, message),
-            _ => ("", text),
-        };
-        let named = ["unknown field `", "missing field `", "duplicate field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
-        let field = match named {
-            Some(name) if path.is_empty() => name.to_string(),
-            Some(name) => format!("{path}.{name}"),
-            None => path.to_string(),
-        };
-        match err.location() {
-            Some(l) if field.is_empty() => self.at(
-                Pos {
-                    line: l.line(),
-                    column: l.column(),
-                },
-                "",
-                message,
-            ),
-            _ => self.error(&field, message),
-        }
-    }
 }
 
 impl Loader {
@@ -514,27 +437,6 @@ fn is_dns_label(s: &str) -> bool {
     matches!((bytes.first(), bytes.last()), (Some(&a), Some(&z)) if alphanumeric(a) && alphanumeric(z))
         && bytes.len() <= 63
         && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
-}
-
-/// A diagnostic at `pos` of the document that starts at file line `first_line`.
-fn at(file: &Path, first_line: usize, pos: Pos, field: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        line: first_line + pos.line.saturating_sub(1),
-        column: pos.column,
-        field: field.to_string(),
-        message,
-    }
-}
-
-fn whole_file(file: &Path, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message,
-    }
 }
 
 /// Checks `a.b.c.d/n` or `v6::/n`.

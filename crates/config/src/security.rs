@@ -30,8 +30,8 @@ pub(crate) use defaults::Defaults;
 pub(crate) use linkerd::{inbound_route, InboundRoute};
 
 use crate::diagnostic::reject;
+use crate::doc::Doc;
 use crate::k8s::Object;
-use crate::loader::Doc;
 use crate::marked::Node;
 use crate::Diagnostic;
 use model::security::{Scope, SecuritySpec};
@@ -112,7 +112,7 @@ pub(crate) fn label_of(api_version: &str, kind: &str, tree: &Node) -> String {
 }
 
 /// A parsed document of this dialect, kept until every file has been read.
-pub(crate) type Pending = crate::loader::Parsed<Kind>;
+pub(crate) type Pending = crate::doc::Parsed<Kind>;
 
 impl Pending {
     fn name(&self) -> &str {

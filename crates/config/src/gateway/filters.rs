@@ -9,7 +9,7 @@
 //! using them is an error.
 
 use super::Services;
-use crate::loader::Doc;
+use crate::doc::Doc;
 use crate::Diagnostic;
 use model::{Cors, Destination, HeaderEdits, Mirror, PathRewrite, Redirect, Rewrite, StringMatch};
 use serde::Deserialize;

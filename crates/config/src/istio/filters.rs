@@ -4,7 +4,7 @@
 //! route filters.
 
 use super::{IstioDestination, IstioStringMatch, Percent};
-use crate::loader::Doc;
+use crate::doc::Doc;
 use crate::{policy, Diagnostic};
 use model::{Cors, DirectResponse, HeaderEdits, PathRewrite, Redirect, StringMatch};
 use serde::Deserialize;

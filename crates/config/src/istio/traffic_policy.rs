@@ -12,7 +12,7 @@
 //!   errors (502, 503, 504) as it did in Istio before 1.5, and turns the 5xx count off unless
 //!   `consecutive5xxErrors` is also given.
 
-use crate::loader::Doc;
+use crate::doc::Doc;
 use crate::{policy, Diagnostic};
 use model::{ConnectionPool, HashOn, LoadBalancer, OutlierDetection, TrafficPolicy};
 use serde::Deserialize;

@@ -5,7 +5,7 @@
 //! The translation follows what Linkerd's destination controller (`profile_translator.go`) and
 //! proxy (`service-profiles/src/proto.rs`) do with a profile, not only what its CRD allows.
 
-use crate::loader::Doc;
+use crate::doc::Doc;
 use crate::{policy, Diagnostic};
 use model::names::CLUSTER_DOMAIN;
 use model::{

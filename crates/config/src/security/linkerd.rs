@@ -20,9 +20,9 @@
 //!   and applies to nothing.
 
 use super::{Ctx, Out, Pending};
+use crate::doc::Doc;
 use crate::gateway::{self, Match};
 use crate::k8s::Object;
-use crate::loader::Doc;
 use crate::marked::Value as Tree;
 use crate::Diagnostic;
 use model::security::{
