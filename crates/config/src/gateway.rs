@@ -22,13 +22,15 @@
 mod filters;
 
 use crate::diagnostic::reject;
-use crate::doc::Doc;
+use crate::doc::{Doc, Parsed};
+use crate::http_route::{translate_match, HttpRouteSpec, Match, Parent, ParentRef, Rule};
 use crate::ingress::{intersect, HostRoutes};
-use crate::k8s::{Metadata, Object};
+use crate::k8s::{is_policy_group, Metadata, Object};
+use crate::services::{Services, PRECEDENCE};
 use crate::{policy, Diagnostic};
 use model::{
-    Destination, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy, RouteMatch,
-    ServiceKey, ServiceRoutes, ServiceSpec, StringMatch,
+    Destination, HttpRoute, PathMatch, RetryOn, RetryPolicy, RouteMatch, ServiceKey, ServiceRoutes,
+    ServiceSpec,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -51,9 +53,6 @@ const TRAFFIC_SPLIT_API_VERSIONS: [&str; 4] = [
 /// The Gateway API's largest backend weight.
 const MAX_WEIGHT: i64 = 1_000_000;
 
-/// Which API wins when several route one service or one ingress host.
-pub(crate) const PRECEDENCE: &str = "precedence: VirtualService > HTTPRoute > TrafficSplit";
-
 /// Parses a document of a kind this module reads; `None` for any other kind or version.
 pub(crate) fn parse(
     api_version: &str,
@@ -71,167 +70,8 @@ pub(crate) fn parse(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct HttpRouteSpec {
-    #[serde(default)]
-    pub parent_refs: Vec<ParentRef>,
-    /// For Gateway parents; a Service parent (GAMMA) is reached by its own name.
-    #[serde(default)]
-    pub hostnames: Vec<String>,
-    #[serde(default)]
-    pub rules: Vec<Rule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct ParentRef {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub section_name: Option<String>,
-    pub port: Option<u32>,
-}
-
-enum Parent<'a> {
-    Service,
-    /// `kind: Service` without `group: ""`: the group then defaults to the Gateway API's.
-    ServiceWithoutGroup,
-    Gateway,
-    /// A Linkerd `Server`: an inbound route, translated by `security` (and skipped here).
-    Server,
-    Other(&'a str, &'a str),
-}
-
-impl ParentRef {
-    /// A Linkerd `Server` parent: the route is an inbound route of that Server.
-    pub(crate) fn is_server(&self) -> bool {
-        matches!(self.parent(), Parent::Server)
-    }
-
-    fn parent(&self) -> Parent<'_> {
-        let group = self.group.as_deref();
-        match (group, self.kind.as_deref()) {
-            (Some("" | "core"), Some("Service")) => Parent::Service,
-            (None, Some("Service")) => Parent::ServiceWithoutGroup,
-            (None | Some("gateway.networking.k8s.io"), None | Some("Gateway")) => Parent::Gateway,
-            (Some("policy.linkerd.io"), Some("Server")) => Parent::Server,
-            (g, k) => Parent::Other(
-                g.unwrap_or("gateway.networking.k8s.io"),
-                k.unwrap_or("Gateway"),
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Rule {
-    #[allow(dead_code)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub matches: Vec<Match>,
-    #[serde(default)]
-    pub backend_refs: Vec<BackendRef>,
-    #[serde(default)]
-    pub filters: Vec<filters::Filter>,
-    pub timeouts: Option<Timeouts>,
-    /// Experimental (HTTPRouteRetry).
-    pub retry: Option<Retry>,
-    pub session_persistence: Option<Value>,
-}
-
-/// HTTPRouteTimeouts: Gateway API Durations; `0s` disables.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Timeouts {
-    pub request: Option<String>,
-    pub backend_request: Option<String>,
-}
-
-/// HTTPRouteRetry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Retry {
-    #[serde(default)]
-    pub codes: Vec<i64>,
-    pub attempts: Option<i64>,
-    pub backoff: Option<String>,
-}
-
 /// Retries when an HTTPRoute's `retry` leaves `attempts` out (implementation-specific; Istio's).
 const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Match {
-    pub path: Option<PathSpec>,
-    #[serde(default)]
-    pub headers: Vec<NameValue>,
-    #[serde(default)]
-    pub query_params: Vec<NameValue>,
-    pub method: Option<Method>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PathSpec {
-    #[serde(rename = "type", default)]
-    pub kind: PathType,
-    pub value: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub(crate) enum PathType {
-    Exact,
-    #[default]
-    PathPrefix,
-    RegularExpression,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NameValue {
-    #[serde(rename = "type", default)]
-    pub kind: ValueType,
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub(crate) enum ValueType {
-    #[default]
-    Exact,
-    RegularExpression,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub(crate) enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Connect,
-    Options,
-    Trace,
-    Patch,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BackendRef {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub name: String,
-    pub namespace: Option<String>,
-    pub port: Option<u32>,
-    pub weight: Option<i64>,
-    #[serde(default)]
-    pub filters: Vec<filters::Filter>,
-}
 
 /// A Gateway: weft's ingress, and the hostnames its HTTP listeners serve. Its class, addresses
 /// and ports do not pick another gateway: weft runs one, listening where the Mesh's
@@ -325,7 +165,7 @@ pub(crate) enum Kind {
 }
 
 /// A parsed document of this dialect, kept until every file has been read.
-pub(crate) type Pending = crate::doc::Parsed<Kind>;
+pub(crate) type Pending = Parsed<Kind>;
 
 impl Pending {
     fn metadata(&self) -> &Metadata {
@@ -338,9 +178,7 @@ impl Pending {
 
     pub(crate) fn label(&self) -> String {
         let kind = match &self.kind {
-            Kind::HttpRoute(o) if crate::linkerd::is_policy_group(&o.api_version) => {
-                "HTTPRoute.policy.linkerd.io"
-            }
+            Kind::HttpRoute(o) if is_policy_group(&o.api_version) => "HTTPRoute.policy.linkerd.io",
             Kind::HttpRoute(_) => "HTTPRoute",
             Kind::Gateway(_) => "Gateway",
             Kind::TrafficSplit(_) => "TrafficSplit",
@@ -478,40 +316,6 @@ pub(crate) fn order_by_gateway_api_precedence(routes: &mut [Ranked]) {
             r.index,
         )
     });
-}
-
-/// What resolution checks against: the mesh's services, if there is a mesh.
-struct Services<'a> {
-    known: Option<HashMap<ServiceKey, &'a ServiceSpec>>,
-}
-
-impl Services<'_> {
-    /// The service `name` in `namespace`, or an error message. Without a mesh nothing is
-    /// checked.
-    fn resolve(&self, name: &str, namespace: &str, what: &str) -> Result<ServiceKey, String> {
-        let key = ServiceKey::new(name, namespace);
-        match &self.known {
-            Some(known) if !known.contains_key(&key) => {
-                Err(format!("{what} {key} is not a service of the mesh"))
-            }
-            _ => Ok(key),
-        }
-    }
-
-    fn port(&self, key: &ServiceKey) -> Option<u16> {
-        self.known.as_ref()?.get(key).map(|s| s.port)
-    }
-
-    /// An error message if `port` is not the service's.
-    fn check_port(&self, key: &ServiceKey, port: u32) -> Option<String> {
-        match self.port(key) {
-            _ if port == 0 || port > 65535 => Some("port must be between 1 and 65535".into()),
-            Some(p) if u32::from(p) != port => {
-                Some(format!("service {key} listens on port {p}, not {port}"))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// A service's HTTPRoute `(rule, match)` pairs, and each HTTPRoute's label and parentRef.
@@ -710,9 +514,7 @@ pub(crate) fn resolve(
     rejected: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Vec<HostRoutes> {
-    let services = Services {
-        known: services.map(|s| s.iter().map(|s| (s.key(), s)).collect()),
-    };
+    let services = Services::new(services);
     let gateways = gateways(pending, rejected);
 
     // HTTPRoutes: every (rule, match) of every route of a service, with (route label, where);
@@ -772,7 +574,7 @@ pub(crate) fn resolve(
                 )),
                 Parent::Service => {
                     let ns = parent.namespace.as_deref().unwrap_or(namespace);
-                    let key = match services.resolve(&parent.name, ns, "parentRef") {
+                    let key = match services.named(&parent.name, ns, "parentRef") {
                         Ok(key) => key,
                         Err(message) => {
                             errors.push(doc.error(&format!("{field}.name"), message));
@@ -829,7 +631,7 @@ pub(crate) fn resolve(
                 "matching on HTTPRouteGroups is not yet supported",
             ));
         }
-        let apex = services.resolve(&o.spec.service, namespace, "service");
+        let apex = services.named(&o.spec.service, namespace, "service");
         if let Err(message) = &apex {
             errors.push(doc.error("spec.service", message.clone()));
         }
@@ -846,7 +648,7 @@ pub(crate) fn resolve(
                     continue;
                 }
             };
-            match services.resolve(&b.service, namespace, "backend") {
+            match services.named(&b.service, namespace, "backend") {
                 Ok(service) => destinations.push(Destination::service(service, weight)),
                 Err(message) => errors.push(doc.error(&format!("{field}.service"), message)),
             }
@@ -1162,7 +964,7 @@ fn backends(
             }
         };
         let ns = b.namespace.as_deref().unwrap_or(namespace);
-        let key = match services.resolve(&b.name, ns, "backend") {
+        let key = match services.named(&b.name, ns, "backend") {
             Ok(key) => key,
             Err(message) => {
                 errors.push(doc.error(&format!("{field}.name"), message));
@@ -1184,97 +986,6 @@ fn backends(
         errors.push(doc.error(&format!("{field}.backendRefs"), "all weights are 0"));
     }
     out
-}
-
-/// One `matches[]` entry, or `None` (with errors) if it cannot be honoured.
-pub(crate) fn translate_match(
-    doc: &Doc,
-    field: &str,
-    m: &Match,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<RouteMatch> {
-    let before = errors.len();
-    let (kind, value) = match &m.path {
-        Some(p) => (p.kind, p.value.clone().unwrap_or_else(|| "/".into())),
-        None => (PathType::PathPrefix, "/".into()),
-    };
-    let vfield = format!("{field}.path.value");
-    let path = match kind {
-        PathType::RegularExpression => {
-            check_regex(doc, &vfield, &value, errors);
-            PathMatch::Regex(value)
-        }
-        _ if !value.starts_with('/') => {
-            errors.push(doc.error(&vfield, "a path must start with `/`"));
-            PathMatch::Exact(value)
-        }
-        PathType::Exact => PathMatch::Exact(value),
-        PathType::PathPrefix => PathMatch::SegmentPrefix(value),
-    };
-    let mut out = RouteMatch {
-        path: Some(path),
-        method: m.method.map(|m| m_name(m).to_string()),
-        ..RouteMatch::default()
-    };
-    // Equivalent names after the first are not considered, as the Gateway API says.
-    for (i, h) in m.headers.iter().enumerate() {
-        let name = h.name.to_ascii_lowercase();
-        if out.headers.iter().any(|x| x.name == name) {
-            continue;
-        }
-        let f = format!("{field}.headers[{i}]");
-        out.headers.push(HeaderMatch {
-            value: value_match(doc, &f, h, errors),
-            name,
-            invert: false,
-        });
-    }
-    for (i, q) in m.query_params.iter().enumerate() {
-        if out.query.iter().any(|x| x.name == q.name) {
-            continue;
-        }
-        let f = format!("{field}.queryParams[{i}]");
-        out.query.push(QueryMatch {
-            value: value_match(doc, &f, q, errors),
-            name: q.name.clone(),
-        });
-    }
-    (errors.len() == before).then_some(out)
-}
-
-fn m_name(m: Method) -> &'static str {
-    match m {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Connect => "CONNECT",
-        Method::Options => "OPTIONS",
-        Method::Trace => "TRACE",
-        Method::Patch => "PATCH",
-    }
-}
-
-fn value_match(doc: &Doc, field: &str, v: &NameValue, errors: &mut Vec<Diagnostic>) -> StringMatch {
-    if v.name.is_empty() {
-        errors.push(doc.error(&format!("{field}.name"), "must not be empty"));
-    }
-    match v.kind {
-        ValueType::Exact => StringMatch::Exact(v.value.clone()),
-        ValueType::RegularExpression => {
-            check_regex(doc, &format!("{field}.value"), &v.value, errors);
-            StringMatch::Regex(v.value.clone())
-        }
-    }
-}
-
-fn check_regex(doc: &Doc, field: &str, re: &str, errors: &mut Vec<Diagnostic>) {
-    if let Err(e) = regex::Regex::new(re) {
-        let text = e.to_string();
-        let text: Vec<&str> = text.split_whitespace().collect();
-        errors.push(doc.error(field, format!("invalid regex: {}", text.join(" "))));
-    }
 }
 
 #[cfg(test)]

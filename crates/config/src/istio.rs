@@ -19,14 +19,15 @@ mod traffic_policy;
 mod tests;
 
 use crate::diagnostic::reject;
-use crate::doc::Doc;
+use crate::doc::{Doc, Parsed};
 use crate::ingress::{intersect, HostRoutes};
 use crate::k8s::{Metadata, Object};
-use crate::{policy, Diagnostic};
+use crate::services::Services;
+use crate::{pattern, policy, Diagnostic};
 use model::{
-    Authority, Destination, Fault, HeaderMatch, HttpRoute, Labels, Mirror, PathMatch, PathRewrite,
-    QueryMatch, RetryPolicy, Rewrite, RouteMatch, ServiceKey, ServicePolicy, ServiceRoutes,
-    ServiceSpec, StringMatch, SubsetPolicy,
+    Destination, Fault, HeaderMatch, HttpRoute, Labels, Mirror, PathMatch, PathRewrite, QueryMatch,
+    RetryPolicy, Rewrite, RouteMatch, ServiceKey, ServicePolicy, ServiceRoutes, ServiceSpec,
+    StringMatch, SubsetPolicy,
 };
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -409,7 +410,7 @@ pub(crate) enum Kind {
 }
 
 /// A parsed document of this dialect, kept until every file has been read.
-pub(crate) type Pending = crate::doc::Parsed<Kind>;
+pub(crate) type Pending = Parsed<Kind>;
 
 impl Pending {
     fn metadata(&self) -> &Metadata {
@@ -615,28 +616,6 @@ enum Namespaces {
 /// A Gateway's HTTP hosts, and where it is defined.
 type GatewayHosts = (Vec<(Namespaces, String)>, String);
 
-/// What resolution checks against: the mesh's services, if there is a mesh.
-struct Services<'a> {
-    known: Option<HashMap<ServiceKey, &'a ServiceSpec>>,
-}
-
-impl Services<'_> {
-    /// The service `host` names (in `namespace` when short), or an error message. Without a
-    /// mesh a host is only resolved by form (`None`: cannot tell, skip).
-    fn resolve(&self, host: &str, namespace: &str) -> Result<Option<ServiceKey>, String> {
-        let key = Authority::parse(host).service_key(namespace);
-        match (&self.known, key) {
-            (None, key) => Ok(key),
-            (Some(known), Some(key)) if known.contains_key(&key) => Ok(Some(key)),
-            (Some(_), _) => Err(format!("host `{host}` is not a service of the mesh")),
-        }
-    }
-
-    fn port(&self, key: &ServiceKey) -> Option<u16> {
-        self.known.as_ref()?.get(key).map(|s| s.port)
-    }
-}
-
 /// Subsets per service, from the DestinationRule that defines them, and where it is.
 type Subsets = HashMap<ServiceKey, (BTreeMap<String, Labels>, String)>;
 
@@ -661,9 +640,7 @@ pub(crate) fn resolve(
     rejected: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Resolved {
-    let services = Services {
-        known: services.map(|s| s.iter().map(|s| (s.key(), s)).collect()),
-    };
+    let services = Services::new(services);
     let mut out = Resolved::default();
     let subsets = destination_rules(&services, pending, &mut out.policies, rejected);
     let gateways = gateways(pending, rejected);
@@ -700,7 +677,7 @@ pub(crate) fn resolve(
         let mut keys: Vec<(ServiceKey, String)> = Vec::new();
         for (k, host) in vs.spec.hosts.iter().enumerate().filter(|_| mesh) {
             let field = format!("spec.hosts[{k}]");
-            match services.resolve(host, namespace) {
+            match services.host(host, namespace) {
                 Ok(Some(key)) => match vs_at.get(&key) {
                     Some(at) => errors.push(doc.error(
                         &field,
@@ -806,7 +783,7 @@ fn destination_rules(
         };
         let (doc, label) = (p.doc(), p.label());
         let mut errors = Vec::new();
-        let key = match services.resolve(&dr.spec.host, dr.metadata.namespace()) {
+        let key = match services.host(&dr.spec.host, dr.metadata.namespace()) {
             Ok(key) => key,
             Err(message) => {
                 errors.push(doc.error("spec.host", message));
@@ -1238,7 +1215,7 @@ fn destination(
     subsets: &Subsets,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Destination> {
-    let key = match services.resolve(&d.host, namespace) {
+    let key = match services.host(&d.host, namespace) {
         Ok(key) => key,
         Err(message) => {
             errors.push(doc.error(&format!("{field}.host"), message));
@@ -1269,7 +1246,7 @@ fn destination(
     if let (Some(subset), Some(key)) = (&d.subset, &key) {
         match subsets.get(key).and_then(|(named, _)| named.get(subset)) {
             Some(l) => labels = l.clone(),
-            None if services.known.is_some() => errors.push(doc.error(
+            None if services.checked() => errors.push(doc.error(
                 &format!("{field}.subset"),
                 format!("unknown subset {subset} of {key}"),
             )),
@@ -1385,13 +1362,10 @@ fn string_match(
         }
         (Some(s), None, None) => Some(StringMatch::Exact(s.clone())),
         (None, Some(s), None) => Some(StringMatch::Prefix(s.clone())),
-        (None, None, Some(s)) => match regex::Regex::new(s) {
-            Ok(_) => Some(StringMatch::Regex(s.clone())),
-            Err(e) => {
-                errors.push(doc.error(
-                    &format!("{field}.regex"),
-                    format!("invalid regex: {}", one_line(&e.to_string())),
-                ));
+        (None, None, Some(s)) => match pattern::error(s) {
+            None => Some(StringMatch::Regex(s.clone())),
+            Some(message) => {
+                errors.push(doc.error(&format!("{field}.regex"), message));
                 None
             }
         },
@@ -1400,9 +1374,4 @@ fn string_match(
             None
         }
     }
-}
-
-/// The regex crate's multi-line error text on one line.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -7,6 +7,7 @@
 use crate::diagnostic::reject;
 use crate::doc::{at, whole_file, Doc};
 use crate::format::{MeshDocument, API_VERSION};
+use crate::k8s;
 use crate::marked::{Node, Value};
 use crate::split::{split, Document};
 use crate::{gateway, ingress, istio, linkerd, security};
@@ -117,52 +118,22 @@ impl Loader {
                     self.unsupported.extend(pending.notices());
                     self.istio.push(pending);
                 }
-                Err(e) => self.reject_unparsed(&doc, kind, &e),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
-        if let Some(parsed) = gateway::parse(api_version, kind, document.text)
-            .or_else(|| linkerd::parse_route(api_version, kind, document.text))
-        {
+        if let Some(parsed) = gateway::parse(api_version, kind, document.text).or_else(|| {
+            linkerd::parse_route(api_version, kind, document.text)
+                .map(|parsed| parsed.map(gateway::Kind::HttpRoute))
+        }) {
             match parsed {
-                Ok(kind) => {
-                    let pending = gateway::Pending {
-                        file: file.to_path_buf(),
-                        first_line: document.first_line,
-                        tree,
-                        kind,
-                    };
-                    // A Server parent makes it an inbound route (for `security`) too.
-                    let inbound = match security::inbound_route(&pending) {
-                        Ok(inbound) => inbound,
-                        Err(errors) => return reject(&pending.label(), errors, &mut self.rejected),
-                    };
-                    let outbound = match &pending.kind {
-                        gateway::Kind::HttpRoute(o) => {
-                            !o.spec.parent_refs.iter().all(|r| r.is_server())
-                                || o.spec.parent_refs.is_empty()
-                        }
-                        _ => true,
-                    };
-                    if outbound
-                        && !self.linkerd.http_route(
-                            &pending,
-                            &mut self.rejected,
-                            &mut self.unsupported,
-                        )
-                    {
-                        return;
-                    }
-                    if let Some((route, notices)) = inbound {
-                        self.unsupported.extend(notices);
-                        self.security.route(route);
-                    }
-                    if outbound {
-                        self.unsupported.extend(pending.notices());
-                        self.gateway.push(pending);
-                    }
-                }
-                Err(e) => self.reject_unparsed(&doc, &linkerd::kind_label(api_version, kind), &e),
+                Ok(parsed) => self.route(gateway::Pending {
+                    file: file.to_path_buf(),
+                    first_line: document.first_line,
+                    tree,
+                    kind: parsed,
+                }),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -171,7 +142,7 @@ impl Loader {
                 Ok(profile) => self
                     .linkerd
                     .profile(file, document.first_line, tree, profile),
-                Err(e) => self.reject_unparsed(&doc, kind, &e),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -183,10 +154,7 @@ impl Loader {
                     tree,
                     kind,
                 }),
-                Err(e) => {
-                    let label = security::label_of(api_version, kind, doc.tree);
-                    reject(&label, vec![doc.serde_error(&e)], &mut self.rejected);
-                }
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -212,16 +180,51 @@ impl Loader {
         }
     }
 
-    /// A routing resource that does not parse is rejected alone, named by what its tree says.
-    fn reject_unparsed(&mut self, doc: &Doc, kind: &str, e: &serde_yaml_ng::Error) {
-        let name = |field: &str| {
-            doc.tree
-                .get("metadata")
-                .and_then(|m| m.get(field))
-                .and_then(Node::as_str)
+    /// A Gateway API or Linkerd HTTPRoute, a Gateway or a TrafficSplit. An HTTPRoute with a
+    /// Server parent is an inbound route (for `security`) too; an outbound one may carry Linkerd
+    /// annotations.
+    fn route(&mut self, pending: gateway::Pending) {
+        let (doc, label) = (pending.doc(), pending.label());
+        let http_route = match &pending.kind {
+            gateway::Kind::HttpRoute(o) => Some(o),
+            _ => None,
         };
-        let namespace = name("namespace").unwrap_or(DEFAULT_NAMESPACE);
-        let label = format!("{kind} {namespace}/{}", name("name").unwrap_or_default());
+        let inbound = match http_route.map(|o| security::inbound_route(&doc, label.clone(), o)) {
+            Some(Ok(inbound)) => inbound,
+            Some(Err(errors)) => return reject(&label, errors, &mut self.rejected),
+            None => None,
+        };
+        let outbound = http_route.is_none_or(|o| {
+            !o.spec.parent_refs.iter().all(|r| r.is_server()) || o.spec.parent_refs.is_empty()
+        });
+        if outbound
+            && http_route.is_some()
+            && !self
+                .linkerd
+                .http_route(&doc, label, &mut self.rejected, &mut self.unsupported)
+        {
+            return;
+        }
+        if let Some((route, notices)) = inbound {
+            self.unsupported.extend(notices);
+            self.security.route(route);
+        }
+        if outbound {
+            self.unsupported.extend(pending.notices());
+            self.gateway.push(pending);
+        }
+    }
+
+    /// A routing or security resource that does not parse is rejected alone, named by what its
+    /// header and tree say.
+    fn reject_unparsed(
+        &mut self,
+        doc: &Doc,
+        api_version: &str,
+        kind: &str,
+        e: &serde_yaml_ng::Error,
+    ) {
+        let label = k8s::label_of(api_version, kind, doc.tree);
         reject(&label, vec![doc.serde_error(e)], &mut self.rejected);
     }
 

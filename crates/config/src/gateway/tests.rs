@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{load_str, Errors, Loaded};
-use model::HeaderEdits;
+use model::{HeaderEdits, HeaderMatch, QueryMatch, StringMatch};
 use std::path::Path;
 
 const CONFORMANCE: &str = concat!(

@@ -5,7 +5,7 @@
 
 use super::{IstioDestination, IstioStringMatch, Percent};
 use crate::doc::Doc;
-use crate::{policy, Diagnostic};
+use crate::{pattern, policy, Diagnostic};
 use model::{Cors, DirectResponse, HeaderEdits, PathRewrite, Redirect, StringMatch};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -150,16 +150,13 @@ pub(crate) fn rewrite(
             ));
             return None;
         }
-        match regex::Regex::new(&re.pattern) {
-            Ok(_) => Some(PathRewrite::Regex {
+        match pattern::error(&re.pattern) {
+            None => Some(PathRewrite::Regex {
                 pattern: re.pattern.clone(),
                 substitution: re.rewrite.clone(),
             }),
-            Err(e) => {
-                errors.push(doc.error(
-                    &format!("{field}.uriRegexRewrite.match"),
-                    format!("invalid regex: {}", super::one_line(&e.to_string())),
-                ));
+            Some(message) => {
+                errors.push(doc.error(&format!("{field}.uriRegexRewrite.match"), message));
                 None
             }
         }

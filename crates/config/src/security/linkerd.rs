@@ -21,7 +21,7 @@
 
 use super::{Ctx, Out, Pending};
 use crate::doc::Doc;
-use crate::gateway::{self, Match};
+use crate::http_route::{translate_match, HttpRouteSpec, Match};
 use crate::k8s::Object;
 use crate::marked::Value as Tree;
 use crate::Diagnostic;
@@ -173,20 +173,15 @@ pub(crate) struct InboundRoute {
     pub matches: Vec<RouteMatch>,
 }
 
-/// The inbound part of an HTTPRoute: `Ok(None)` without Server parents; errors (the route is
-/// rejected) when a match cannot be honoured; notices for what an inbound route ignores.
+/// The inbound part of an HTTPRoute (`label` names it): `Ok(None)` without Server parents;
+/// errors (the route is rejected) when a match cannot be honoured; notices for what an inbound
+/// route ignores.
 #[allow(clippy::type_complexity)]
 pub(crate) fn inbound_route(
-    p: &gateway::Pending,
+    doc: &Doc,
+    label: String,
+    o: &Object<HttpRouteSpec>,
 ) -> Result<Option<(InboundRoute, Vec<Diagnostic>)>, Vec<Diagnostic>> {
-    let gateway::Kind::HttpRoute(o) = &p.kind else {
-        return Ok(None);
-    };
-    let doc = Doc {
-        file: &p.file,
-        first_line: p.first_line,
-        tree: &p.tree,
-    };
     let namespace = o.metadata.namespace();
     let servers: Vec<(String, Diagnostic)> = o
         .spec
@@ -206,7 +201,6 @@ pub(crate) fn inbound_route(
         return Ok(None);
     }
     let server_only = servers.len() == o.spec.parent_refs.len();
-    let label = p.label();
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     let mut matches = Vec::new();
@@ -232,7 +226,7 @@ pub(crate) fn inbound_route(
     for (field, list) in rules {
         for (j, m) in list.iter().enumerate() {
             let mfield = format!("{field}.matches[{j}]");
-            if let Some(m) = gateway::translate_match(&doc, &mfield, m, &mut errors) {
+            if let Some(m) = translate_match(doc, &mfield, m, &mut errors) {
                 matches.push(m);
             }
         }
