@@ -8,6 +8,7 @@
 //! `ExtensionRef` and `ExternalAuth` cannot be skipped safely (the spec says so), so a rule
 //! using them is an error.
 
+use super::service_backend;
 use crate::doc::Doc;
 use crate::http_route::filters::{
     CorsFilter, Filter, HeaderFilter, MirrorFilter, PathModifier, RedirectFilter,
@@ -395,15 +396,8 @@ fn mirror(
     };
     let b = &m.backend_ref;
     let f = format!("{field}.backendRef");
-    let (group, kind) = (
-        b.group.as_deref().unwrap_or(""),
-        b.kind.as_deref().unwrap_or("Service"),
-    );
-    if !matches!(group, "" | "core") || kind != "Service" {
-        errors.push(doc.error(
-            &f,
-            format!("backend kind {kind} (group `{group}`) is not supported: only Services"),
-        ));
+    if let Err(message) = service_backend(b.group.as_deref(), b.kind.as_deref()) {
+        errors.push(doc.error(&f, message));
         return None;
     }
     let ns = b.namespace.as_deref().unwrap_or(namespace);
