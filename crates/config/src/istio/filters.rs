@@ -3,7 +3,8 @@
 //! `headers` (also per destination), as serde shapes and their translation into the model's
 //! route filters.
 
-use super::{IstioDestination, IstioStringMatch, Percent};
+use super::matches::string_match;
+use super::virtual_service::{per_million, IstioDestination, IstioStringMatch, Percent};
 use crate::doc::Doc;
 use crate::{pattern, policy, Diagnostic};
 use model::{Cors, DirectResponse, HeaderEdits, PathRewrite, Redirect, StringMatch};
@@ -315,7 +316,7 @@ pub(crate) fn mirror_share(
     if percentage.is_none() && percent.is_none() {
         return 1_000_000;
     }
-    match super::per_million(percentage, percent) {
+    match per_million(percentage, percent) {
         Ok(share) => share,
         Err((name, message)) => {
             let field = if name == "percent" {
@@ -341,7 +342,7 @@ pub(crate) fn cors(doc: &Doc, field: &str, c: &CorsPolicy, errors: &mut Vec<Diag
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                super::string_match(doc, &format!("{field}.allowOrigins[{i}]"), m, false, errors)
+                string_match(doc, &format!("{field}.allowOrigins[{i}]"), m, false, errors)
             })
             .collect()
     };

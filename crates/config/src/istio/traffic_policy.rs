@@ -36,7 +36,7 @@ pub(crate) struct TrafficPolicySpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PortTrafficPolicy {
-    pub port: Option<super::PortSelector>,
+    pub port: Option<super::virtual_service::PortSelector>,
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetectionSpec>,
