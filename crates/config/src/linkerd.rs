@@ -44,12 +44,11 @@
 mod annotations;
 mod profile;
 
-use crate::diagnostic::reject;
+use crate::diagnostic::{reject, Diagnostic};
 use crate::doc::{Annotation, Doc, Parsed};
 use crate::http_route::HttpRouteSpec;
 use crate::k8s::Object;
 use crate::marked::Node;
-use crate::Diagnostic;
 use annotations::{On, Timing};
 use model::{
     Destination, FailureAccrual, HttpRoute, RetryBudget, ServiceKey, ServicePolicy, ServiceRoutes,

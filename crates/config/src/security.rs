@@ -29,10 +29,9 @@ mod tests;
 pub(crate) use defaults::Defaults;
 pub(crate) use linkerd::{inbound_route, InboundRoute};
 
-use crate::diagnostic::reject;
+use crate::diagnostic::{reject, Diagnostic};
 use crate::doc::{Doc, Parsed};
 use crate::k8s::Object;
-use crate::Diagnostic;
 use model::security::{Scope, SecuritySpec};
 use model::{Labels, ServiceSpec};
 use serde::de::DeserializeOwned;

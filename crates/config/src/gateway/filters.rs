@@ -9,12 +9,12 @@
 //! using them is an error.
 
 use super::service_backend;
+use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
 use crate::http_route::filters::{
     CorsFilter, Filter, HeaderFilter, MirrorFilter, PathModifier, RedirectFilter,
 };
 use crate::services::Services;
-use crate::Diagnostic;
 use model::{Cors, Destination, HeaderEdits, Mirror, PathRewrite, Redirect, Rewrite, StringMatch};
 
 /// The Gateway API's redirect status when `statusCode` is absent (not Istio's 301).

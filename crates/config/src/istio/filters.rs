@@ -5,8 +5,9 @@
 
 use super::matches::string_match;
 use super::virtual_service::{per_million, IstioDestination, IstioStringMatch, Percent};
+use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
-use crate::{pattern, policy, Diagnostic};
+use crate::{pattern, policy};
 use model::{Cors, DirectResponse, HeaderEdits, PathRewrite, Redirect, StringMatch};
 use serde::Deserialize;
 use serde_yaml_ng::Value;

@@ -12,8 +12,9 @@
 //!   errors (502, 503, 504) as it did in Istio before 1.5, and turns the 5xx count off unless
 //!   `consecutive5xxErrors` is also given.
 
+use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
-use crate::{policy, Diagnostic};
+use crate::policy;
 use model::{ConnectionPool, HashOn, LoadBalancer, OutlierDetection, TrafficPolicy};
 use serde::Deserialize;
 use serde_yaml_ng::Value;

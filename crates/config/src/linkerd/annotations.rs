@@ -20,8 +20,8 @@
 //!
 //! Durations are Linkerd's: a whole number and one unit (`ms`, `s`, `m`, `h`, `d`), or `0`.
 
+use crate::diagnostic::Diagnostic;
 use crate::doc::{Annotation, Doc};
-use crate::Diagnostic;
 use model::{FailureAccrual, HttpRoute, RetryOn, RetryPolicy};
 
 const RETRY_HTTP: &str = "retry.linkerd.io/http";

@@ -5,8 +5,9 @@
 //! The translation follows what Linkerd's destination controller (`profile_translator.go`) and
 //! proxy (`service-profiles/src/proto.rs`) do with a profile, not only what its CRD allows.
 
+use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
-use crate::{pattern, policy, Diagnostic};
+use crate::{pattern, policy};
 use model::names::CLUSTER_DOMAIN;
 use model::{
     Authority, PathMatch, ResponseClass, RetryBudget, RetryOn, RetryPolicy, RouteMatch, ServiceKey,

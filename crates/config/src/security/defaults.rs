@@ -12,8 +12,8 @@
 //!
 //! The most specific override wins: workload, then namespace, then the default.
 
+use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
-use crate::Diagnostic;
 use model::security::{DefaultPolicy, Scope, DEFAULT_ROOT_NAMESPACE};
 use model::ServiceSpec;
 use serde::Deserialize;

@@ -34,7 +34,7 @@ pub(crate) use inbound::{inbound_route, InboundRoute};
 pub(crate) use servers::ServerSpec;
 
 use super::{Ctx, Pending};
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use authentications::{mesh_tls_authentication, network_authentication};
 use authorizations::{authorization_policy, server_authorization};
 use model::security::{LinkerdAuthn, LinkerdAuthz, LinkerdServer};
