@@ -5,9 +5,10 @@
 //!
 //! weft runs one ingress gateway: every Istio `Gateway` and Gateway API `Gateway` describes it,
 //! and their ports and selectors do not pick another one. When a VirtualService and an HTTPRoute
-//! both route one host, the VirtualService wins (as for services; see [`crate::gateway`]).
+//! both route one host, the VirtualService wins (as for services; see `services::PRECEDENCE`).
 
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
+use crate::services::PRECEDENCE;
 use model::{HttpRoute, VirtualHost};
 
 /// `*`: any host. `*.example.com`: any host with one or more labels before `.example.com`.
@@ -65,10 +66,10 @@ pub(crate) fn assemble(
             let winners: Vec<&str> = vs.sources.iter().map(|(l, _)| l.as_str()).collect();
             for (label, at) in &g.sources {
                 warnings.push(at.with_message(format!(
-                    "{label}: ingress host {} is also routed by {}; VirtualService wins; {}",
+                    "{label}: ingress host {} is also routed by {}; VirtualService wins; \
+                     {PRECEDENCE}",
                     g.host,
                     winners.join(", "),
-                    crate::gateway::PRECEDENCE
                 )));
             }
             continue;

@@ -23,40 +23,56 @@
 //! Layout:
 //! - [`load`] / [`load_str`]: the entry points; files, directories (`*.yaml`, `*.yml`, `*.json`)
 //!   and multi-document files, merged into one mesh.
-//! - `split`: cuts a file into documents at `---` / `...` lines, keeping their start lines.
-//! - `marked`: a position-marked tree of a document (yaml-rust2 events), to find a field's line.
-//! - `format`: the serde shape of a `kind: Mesh` document.
+//! - `loader`: header reading, validation, merging, and the unsupported-kind notices; it hands
+//!   each document to its dialect and resolves the dialects once every file is read.
+//! - [`Store`] / [`Resource`]: the resources in force, keyed by API group, kind, namespace and
+//!   name, as `weft apply` / `weft delete` change them.
+//!
+//! The dialects, which import the shared modules below and never each other:
 //! - `istio`: Istio VirtualService / DestinationRule / Gateway documents, translated into
 //!   routes, filters, traffic policies and ingress routes.
 //! - `gateway`: Gateway API HTTPRoutes bound to Services (GAMMA) or Gateways, their filters,
 //!   Gateways, and SMI TrafficSplits, translated into routes and ingress routes.
-//! - `ingress`: hostname intersection and the ingress gateway's virtual hosts.
 //! - `linkerd`: Linkerd ServiceProfiles (conditions in disjunctive normal form, response
 //!   classes, dstOverrides, retry budgets), `policy.linkerd.io` HTTPRoutes (translated by
 //!   `gateway`), and the retry, timeout and failure-accrual annotations of Services and
 //!   HTTPRoutes.
-//! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `security`: Istio `security.istio.io` PeerAuthentications, AuthorizationPolicies and
 //!   RequestAuthentications, Linkerd `policy.linkerd.io` Servers, authorizations,
 //!   authentications and inbound HTTPRoutes (Server parents), default inbound policies (Mesh
 //!   documents, service and `kind: Namespace` annotations), translated into
 //!   [`model::security::SecuritySpec`].
-//! - `loader`: header reading, validation, merging, and the unsupported-kind notices.
-//! - [`Store`] / [`Resource`]: the resources in force, keyed by API group, kind, namespace and
-//!   name, as `weft apply` / `weft delete` change them.
+//!
+//! The shared modules, which import no dialect:
+//! - `split`: cuts a file into documents at `---` / `...` lines, keeping their start lines.
+//! - `marked`: a position-marked tree of a document (yaml-rust2 events), to find a field's line.
+//! - `doc`: a document with its tree and file, and the diagnostics located in it.
 //! - [`Diagnostic`] / [`Errors`]: what goes wrong, where.
+//! - `format`: the serde shape of a `kind: Mesh` document.
+//! - `k8s`: Kubernetes object framing (header, metadata, `spec`) and resource names in
+//!   diagnostics.
+//! - `http_route`: the HTTPRoute's shape as the Gateway API and Linkerd write it, and its
+//!   matches.
+//! - `services`: the mesh's services as route translation checks them, and which API wins.
+//! - `ingress`: hostname intersection and the ingress gateway's virtual hosts.
+//! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
+//! - `pattern`: regular expressions in routes, checked as the proxy compiles them.
 
 mod diagnostic;
+mod doc;
 mod format;
 mod gateway;
+mod http_route;
 mod ingress;
 mod istio;
 mod k8s;
 mod linkerd;
 mod loader;
 mod marked;
+mod pattern;
 mod policy;
 mod security;
+mod services;
 mod split;
 mod store;
 
@@ -133,13 +149,7 @@ pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> Errors {
-    Errors(vec![Diagnostic {
-        file: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message: format!("cannot read: {e}"),
-    }])
+    Errors(vec![doc::whole_file(path, format!("cannot read: {e}"))])
 }
 
 /// Loads one file's text; `file` is only used in diagnostics.

@@ -44,13 +44,12 @@
 mod annotations;
 mod profile;
 
-use crate::diagnostic::reject;
-use crate::gateway;
+use crate::diagnostic::{reject, Diagnostic};
+use crate::doc::{Annotation, Doc, Parsed};
+use crate::http_route::HttpRouteSpec;
 use crate::k8s::Object;
-use crate::loader::Doc;
 use crate::marked::Node;
-use crate::Diagnostic;
-use annotations::{Annotation, On, Timing};
+use annotations::{On, Timing};
 use model::{
     Destination, FailureAccrual, HttpRoute, RetryBudget, ServiceKey, ServicePolicy, ServiceRoutes,
     ServiceSpec, TrafficPolicy,
@@ -78,24 +77,9 @@ pub(crate) fn parse_route(
     api_version: &str,
     kind: &str,
     text: &str,
-) -> Option<serde_yaml_ng::Result<gateway::Kind>> {
+) -> Option<serde_yaml_ng::Result<Object<HttpRouteSpec>>> {
     (kind == "HTTPRoute" && HTTP_ROUTE_API_VERSIONS.contains(&api_version))
-        .then(|| serde_yaml_ng::from_str(text).map(gateway::Kind::HttpRoute))
-}
-
-/// Whether an `apiVersion` is `policy.linkerd.io`'s.
-pub(crate) fn is_policy_group(api_version: &str) -> bool {
-    api_version.starts_with("policy.linkerd.io/")
-}
-
-/// How a kind is named in diagnostics: `HTTPRoute.policy.linkerd.io` (kubectl's `KIND.GROUP`)
-/// for Linkerd's HTTPRoute, so that it cannot be mistaken for the Gateway API's.
-pub(crate) fn kind_label(api_version: &str, kind: &str) -> String {
-    if is_policy_group(api_version) {
-        format!("{kind}.policy.linkerd.io")
-    } else {
-        kind.to_string()
-    }
+        .then(|| serde_yaml_ng::from_str(text))
 }
 
 /// A ServiceProfile; `None` for any other document.
@@ -118,7 +102,7 @@ pub(crate) struct Linkerd {
     http_routes: Vec<(String, Timing)>,
 }
 
-type Profile = crate::loader::Parsed<Object<ProfileSpec>>;
+type Profile = Parsed<Object<ProfileSpec>>;
 
 impl Profile {
     fn label(&self) -> String {
@@ -199,25 +183,18 @@ impl Linkerd {
         });
     }
 
-    /// Reads what Linkerd adds to an outbound HTTPRoute of either group: its retry and timeout
-    /// annotations (its `Server` parents are `security`'s). Returns whether the route goes on
-    /// to be translated: not when an annotation is bad (the route is rejected).
+    /// Reads what Linkerd adds to an outbound HTTPRoute of either group (`label` names it): its
+    /// retry and timeout annotations (its `Server` parents are `security`'s). Returns whether
+    /// the route goes on to be translated: not when an annotation is bad (the route is
+    /// rejected).
     pub fn http_route(
         &mut self,
-        p: &gateway::Pending,
+        doc: &Doc,
+        label: String,
         rejected: &mut Vec<Diagnostic>,
         warnings: &mut Vec<Diagnostic>,
     ) -> bool {
-        if !matches!(p.kind, gateway::Kind::HttpRoute(_)) {
-            return true;
-        }
-        let label = p.label();
-        let doc = Doc {
-            file: &p.file,
-            first_line: p.first_line,
-            tree: &p.tree,
-        };
-        let found = annotations::read(&doc, "metadata");
+        let found = annotations::read(doc, "metadata");
         if found.is_empty() {
             return true;
         }

@@ -5,8 +5,10 @@
 //! security resource with errors is rejected alone.
 
 use crate::diagnostic::reject;
+use crate::doc::{at, whole_file, Doc};
 use crate::format::{MeshDocument, API_VERSION};
-use crate::marked::{Node, Pos, Value};
+use crate::k8s;
+use crate::marked::{Node, Value};
 use crate::split::{split, Document};
 use crate::{gateway, ingress, istio, linkerd, security};
 use crate::{Diagnostic, Errors, Loaded};
@@ -15,7 +17,7 @@ use model::names::DEFAULT_NAMESPACE;
 use model::{MeshSpec, ServiceSpec, WorkloadSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Default)]
 pub(crate) struct Loader {
@@ -43,84 +45,6 @@ pub(crate) struct Loader {
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
-}
-
-/// One parsed document of one file, to turn field paths into diagnostics.
-/// A parsed document of one dialect (its `kind`), kept with its marked tree until every file
-/// has been read.
-#[derive(Debug)]
-pub(crate) struct Parsed<K> {
-    pub file: PathBuf,
-    pub first_line: usize,
-    pub tree: Node,
-    pub kind: K,
-}
-
-impl<K> Parsed<K> {
-    /// The document, for locating errors.
-    pub fn doc(&self) -> Doc<'_> {
-        Doc {
-            file: &self.file,
-            first_line: self.first_line,
-            tree: &self.tree,
-        }
-    }
-}
-
-pub(crate) struct Doc<'a> {
-    pub file: &'a Path,
-    pub first_line: usize,
-    pub tree: &'a Node,
-}
-
-impl Doc<'_> {
-    fn at(&self, pos: Pos, field: &str, message: impl Into<String>) -> Diagnostic {
-        at(self.file, self.first_line, pos, field, message.into())
-    }
-
-    /// A diagnostic at the line of `field`.
-    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        self.at(self.tree.locate(field), field, message)
-    }
-
-    /// `FILE:LINE` of `field`, for "first defined at" messages.
-    pub fn place(&self, field: &str) -> String {
-        let d = self.error(field, "");
-        format!("{}:{}", d.file.display(), d.line)
-    }
-
-    /// serde_yaml_ng's error as a diagnostic. Its message reads `PATH: MESSAGE at line L column C`;
-    /// an unknown, missing or duplicate field's name is added to the path.
-    pub(crate) fn serde_error(&self, err: &serde_yaml_ng::Error) -> Diagnostic {
-        let text = err.to_string();
-        let text = match (err.location(), text.rfind(" at line ")) {
-            (Some(_), Some(i)) => &text[..i],
-            _ => &text,
-        };
-        let (path, message) = match text.split_once(": ") {
-            Some((path, message)) if !path.contains(' ') => (path, message),
-            _ => ("", text),
-        };
-        let named = ["unknown field `", "missing field `", "duplicate field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
-        let field = match named {
-            Some(name) if path.is_empty() => name.to_string(),
-            Some(name) => format!("{path}.{name}"),
-            None => path.to_string(),
-        };
-        match err.location() {
-            Some(l) if field.is_empty() => self.at(
-                Pos {
-                    line: l.line(),
-                    column: l.column(),
-                },
-                "",
-                message,
-            ),
-            _ => self.error(&field, message),
-        }
-    }
 }
 
 impl Loader {
@@ -194,52 +118,22 @@ impl Loader {
                     self.unsupported.extend(pending.notices());
                     self.istio.push(pending);
                 }
-                Err(e) => self.reject_unparsed(&doc, kind, &e),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
-        if let Some(parsed) = gateway::parse(api_version, kind, document.text)
-            .or_else(|| linkerd::parse_route(api_version, kind, document.text))
-        {
+        if let Some(parsed) = gateway::parse(api_version, kind, document.text).or_else(|| {
+            linkerd::parse_route(api_version, kind, document.text)
+                .map(|parsed| parsed.map(gateway::Kind::HttpRoute))
+        }) {
             match parsed {
-                Ok(kind) => {
-                    let pending = gateway::Pending {
-                        file: file.to_path_buf(),
-                        first_line: document.first_line,
-                        tree,
-                        kind,
-                    };
-                    // A Server parent makes it an inbound route (for `security`) too.
-                    let inbound = match security::inbound_route(&pending) {
-                        Ok(inbound) => inbound,
-                        Err(errors) => return reject(&pending.label(), errors, &mut self.rejected),
-                    };
-                    let outbound = match &pending.kind {
-                        gateway::Kind::HttpRoute(o) => {
-                            !o.spec.parent_refs.iter().all(|r| r.is_server())
-                                || o.spec.parent_refs.is_empty()
-                        }
-                        _ => true,
-                    };
-                    if outbound
-                        && !self.linkerd.http_route(
-                            &pending,
-                            &mut self.rejected,
-                            &mut self.unsupported,
-                        )
-                    {
-                        return;
-                    }
-                    if let Some((route, notices)) = inbound {
-                        self.unsupported.extend(notices);
-                        self.security.route(route);
-                    }
-                    if outbound {
-                        self.unsupported.extend(pending.notices());
-                        self.gateway.push(pending);
-                    }
-                }
-                Err(e) => self.reject_unparsed(&doc, &linkerd::kind_label(api_version, kind), &e),
+                Ok(parsed) => self.route(gateway::Pending {
+                    file: file.to_path_buf(),
+                    first_line: document.first_line,
+                    tree,
+                    kind: parsed,
+                }),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -248,7 +142,7 @@ impl Loader {
                 Ok(profile) => self
                     .linkerd
                     .profile(file, document.first_line, tree, profile),
-                Err(e) => self.reject_unparsed(&doc, kind, &e),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -260,10 +154,7 @@ impl Loader {
                     tree,
                     kind,
                 }),
-                Err(e) => {
-                    let label = security::label_of(api_version, kind, doc.tree);
-                    reject(&label, vec![doc.serde_error(&e)], &mut self.rejected);
-                }
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
             return;
         }
@@ -289,16 +180,51 @@ impl Loader {
         }
     }
 
-    /// A routing resource that does not parse is rejected alone, named by what its tree says.
-    fn reject_unparsed(&mut self, doc: &Doc, kind: &str, e: &serde_yaml_ng::Error) {
-        let name = |field: &str| {
-            doc.tree
-                .get("metadata")
-                .and_then(|m| m.get(field))
-                .and_then(Node::as_str)
+    /// A Gateway API or Linkerd HTTPRoute, a Gateway or a TrafficSplit. An HTTPRoute with a
+    /// Server parent is an inbound route (for `security`) too; an outbound one may carry Linkerd
+    /// annotations.
+    fn route(&mut self, pending: gateway::Pending) {
+        let (doc, label) = (pending.doc(), pending.label());
+        let http_route = match &pending.kind {
+            gateway::Kind::HttpRoute(o) => Some(o),
+            _ => None,
         };
-        let namespace = name("namespace").unwrap_or(DEFAULT_NAMESPACE);
-        let label = format!("{kind} {namespace}/{}", name("name").unwrap_or_default());
+        let inbound = match http_route.map(|o| security::inbound_route(&doc, label.clone(), o)) {
+            Some(Ok(inbound)) => inbound,
+            Some(Err(errors)) => return reject(&label, errors, &mut self.rejected),
+            None => None,
+        };
+        let outbound = http_route.is_none_or(|o| {
+            !o.spec.parent_refs.iter().all(|r| r.is_server()) || o.spec.parent_refs.is_empty()
+        });
+        if outbound
+            && http_route.is_some()
+            && !self
+                .linkerd
+                .http_route(&doc, label, &mut self.rejected, &mut self.unsupported)
+        {
+            return;
+        }
+        if let Some((route, notices)) = inbound {
+            self.unsupported.extend(notices);
+            self.security.route(route);
+        }
+        if outbound {
+            self.unsupported.extend(pending.notices());
+            self.gateway.push(pending);
+        }
+    }
+
+    /// A routing or security resource that does not parse is rejected alone, named by what its
+    /// header and tree say.
+    fn reject_unparsed(
+        &mut self,
+        doc: &Doc,
+        api_version: &str,
+        kind: &str,
+        e: &serde_yaml_ng::Error,
+    ) {
+        let label = k8s::label_of(api_version, kind, doc.tree);
         reject(&label, vec![doc.serde_error(e)], &mut self.rejected);
     }
 
@@ -514,27 +440,6 @@ fn is_dns_label(s: &str) -> bool {
     matches!((bytes.first(), bytes.last()), (Some(&a), Some(&z)) if alphanumeric(a) && alphanumeric(z))
         && bytes.len() <= 63
         && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
-}
-
-/// A diagnostic at `pos` of the document that starts at file line `first_line`.
-fn at(file: &Path, first_line: usize, pos: Pos, field: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        line: first_line + pos.line.saturating_sub(1),
-        column: pos.column,
-        field: field.to_string(),
-        message,
-    }
-}
-
-fn whole_file(file: &Path, message: String) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message,
-    }
 }
 
 /// Checks `a.b.c.d/n` or `v6::/n`.

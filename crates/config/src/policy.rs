@@ -1,5 +1,6 @@
-//! Timeouts and retries shared by the Istio and Gateway API translations: the two duration
-//! syntaxes and Istio's `retryOn` list.
+//! Timeouts and retries shared by the translations: the two duration syntaxes (Istio's, which
+//! Linkerd's profile timeouts and RequestAuthentication timeouts use too, and the Gateway
+//! API's) and Istio's `retryOn` list.
 
 use model::RetryOn;
 

@@ -29,11 +29,9 @@ mod tests;
 pub(crate) use defaults::Defaults;
 pub(crate) use linkerd::{inbound_route, InboundRoute};
 
-use crate::diagnostic::reject;
+use crate::diagnostic::{reject, Diagnostic};
+use crate::doc::{Doc, Parsed};
 use crate::k8s::Object;
-use crate::loader::Doc;
-use crate::marked::Node;
-use crate::Diagnostic;
 use model::security::{Scope, SecuritySpec};
 use model::{Labels, ServiceSpec};
 use serde::de::DeserializeOwned;
@@ -92,27 +90,8 @@ pub(crate) fn parse(
     })
 }
 
-/// How a resource is named in diagnostics, from its header and tree: for one that does not
-/// parse.
-pub(crate) fn label_of(api_version: &str, kind: &str, tree: &Node) -> String {
-    let meta = |field: &str| {
-        tree.get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(Node::as_str)
-    };
-    let name = meta("name").unwrap_or_default();
-    if kind == "Namespace" {
-        return format!("Namespace {name}");
-    }
-    let namespace = meta("namespace").unwrap_or(model::names::DEFAULT_NAMESPACE);
-    format!(
-        "{} {namespace}/{name}",
-        crate::linkerd::kind_label(api_version, kind)
-    )
-}
-
 /// A parsed document of this dialect, kept until every file has been read.
-pub(crate) type Pending = crate::loader::Parsed<Kind>;
+pub(crate) type Pending = Parsed<Kind>;
 
 impl Pending {
     fn name(&self) -> &str {

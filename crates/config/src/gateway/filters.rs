@@ -1,5 +1,5 @@
-//! Gateway API HTTPRoute filters (`rules[].filters` and `rules[].backendRefs[].filters`):
-//! their serde shape and their translation into the model's route filters.
+//! Gateway API HTTPRoute filters (`rules[].filters` and `rules[].backendRefs[].filters`)
+//! translated into the model's route filters (their serde shape is in `http_route::filters`).
 //!
 //! `RequestHeaderModifier`, `ResponseHeaderModifier` (header names case-insensitive, kept
 //! lowercase), `RequestRedirect` (status 302 unless said otherwise, as the Gateway API
@@ -8,125 +8,20 @@
 //! `ExtensionRef` and `ExternalAuth` cannot be skipped safely (the spec says so), so a rule
 //! using them is an error.
 
-use super::Services;
-use crate::loader::Doc;
-use crate::Diagnostic;
+use super::service_backend;
+use crate::diagnostic::Diagnostic;
+use crate::doc::Doc;
+use crate::http_route::filters::{
+    CorsFilter, Filter, HeaderFilter, MirrorFilter, PathModifier, RedirectFilter,
+};
+use crate::services::Services;
 use model::{Cors, Destination, HeaderEdits, Mirror, PathRewrite, Redirect, Rewrite, StringMatch};
-use serde::Deserialize;
-use serde_yaml_ng::Value;
 
 /// The Gateway API's redirect status when `statusCode` is absent (not Istio's 301).
 const DEFAULT_REDIRECT_STATUS: i64 = 302;
 
 /// HTTPCORSFilter's `maxAge` when absent, in seconds.
 const DEFAULT_CORS_MAX_AGE_S: u64 = 5;
-
-/// HTTPRouteFilter: a `type` and the field of that type.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Filter {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub request_header_modifier: Option<HeaderFilter>,
-    pub response_header_modifier: Option<HeaderFilter>,
-    pub request_mirror: Option<MirrorFilter>,
-    pub request_redirect: Option<RedirectFilter>,
-    pub url_rewrite: Option<UrlRewriteFilter>,
-    pub cors: Option<CorsFilter>,
-    pub extension_ref: Option<Value>,
-    pub external_auth: Option<Value>,
-}
-
-/// HTTPHeaderFilter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HeaderFilter {
-    #[serde(default)]
-    pub set: Vec<Header>,
-    #[serde(default)]
-    pub add: Vec<Header>,
-    #[serde(default)]
-    pub remove: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Header {
-    pub name: String,
-    pub value: String,
-}
-
-/// HTTPRequestMirrorFilter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct MirrorFilter {
-    pub backend_ref: ObjectRef,
-    pub percent: Option<i64>,
-    pub fraction: Option<Fraction>,
-}
-
-/// BackendObjectReference.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ObjectRef {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub name: String,
-    pub namespace: Option<String>,
-    pub port: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Fraction {
-    pub numerator: i64,
-    pub denominator: Option<i64>,
-}
-
-/// HTTPRequestRedirectFilter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RedirectFilter {
-    pub scheme: Option<String>,
-    pub hostname: Option<String>,
-    pub path: Option<PathModifier>,
-    pub port: Option<i64>,
-    pub status_code: Option<i64>,
-}
-
-/// HTTPURLRewriteFilter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UrlRewriteFilter {
-    pub hostname: Option<String>,
-    pub path: Option<PathModifier>,
-}
-
-/// HTTPPathModifier.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct PathModifier {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub replace_full_path: Option<String>,
-    pub replace_prefix_match: Option<String>,
-}
-
-/// HTTPCORSFilter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct CorsFilter {
-    #[serde(default)]
-    pub allow_origins: Vec<String>,
-    pub allow_credentials: Option<bool>,
-    #[serde(default)]
-    pub allow_methods: Vec<String>,
-    #[serde(default)]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    pub max_age: Option<i64>,
-}
 
 /// What a rule's filters do to its routes.
 #[derive(Debug, Default)]
@@ -501,19 +396,12 @@ fn mirror(
     };
     let b = &m.backend_ref;
     let f = format!("{field}.backendRef");
-    let (group, kind) = (
-        b.group.as_deref().unwrap_or(""),
-        b.kind.as_deref().unwrap_or("Service"),
-    );
-    if !matches!(group, "" | "core") || kind != "Service" {
-        errors.push(doc.error(
-            &f,
-            format!("backend kind {kind} (group `{group}`) is not supported: only Services"),
-        ));
+    if let Err(message) = service_backend(b.group.as_deref(), b.kind.as_deref()) {
+        errors.push(doc.error(&f, message));
         return None;
     }
     let ns = b.namespace.as_deref().unwrap_or(namespace);
-    let key = match services.resolve(&b.name, ns, "mirror backend") {
+    let key = match services.named(&b.name, ns, "mirror backend") {
         Ok(key) => key,
         Err(message) => {
             errors.push(doc.error(&format!("{f}.name"), message));

@@ -1,9 +1,12 @@
 //! HTTPRoute (GAMMA) and TrafficSplit tests: the Gateway API conformance manifests loaded as
 //! written, their routes evaluated by a tiny matcher against the conformance expectations.
 
-use super::*;
-use crate::{load_str, Errors, Loaded};
-use model::HeaderEdits;
+use super::rules::{order_by_gateway_api_precedence, Age, Ranked};
+use crate::{load_str, Diagnostic, Errors, Loaded};
+use model::{
+    Destination, HeaderEdits, HeaderMatch, HttpRoute, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    RouteMatch, ServiceKey, StringMatch,
+};
 use std::path::Path;
 
 const CONFORMANCE: &str = concat!(

@@ -3,9 +3,11 @@
 //! `headers` (also per destination), as serde shapes and their translation into the model's
 //! route filters.
 
-use super::{IstioDestination, IstioStringMatch, Percent};
-use crate::loader::Doc;
-use crate::{policy, Diagnostic};
+use super::matches::string_match;
+use super::virtual_service::{per_million, IstioDestination, IstioStringMatch, Percent};
+use crate::diagnostic::Diagnostic;
+use crate::doc::Doc;
+use crate::{pattern, policy};
 use model::{Cors, DirectResponse, HeaderEdits, PathRewrite, Redirect, StringMatch};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -150,16 +152,13 @@ pub(crate) fn rewrite(
             ));
             return None;
         }
-        match regex::Regex::new(&re.pattern) {
-            Ok(_) => Some(PathRewrite::Regex {
+        match pattern::error(&re.pattern) {
+            None => Some(PathRewrite::Regex {
                 pattern: re.pattern.clone(),
                 substitution: re.rewrite.clone(),
             }),
-            Err(e) => {
-                errors.push(doc.error(
-                    &format!("{field}.uriRegexRewrite.match"),
-                    format!("invalid regex: {}", super::one_line(&e.to_string())),
-                ));
+            Some(message) => {
+                errors.push(doc.error(&format!("{field}.uriRegexRewrite.match"), message));
                 None
             }
         }
@@ -318,7 +317,7 @@ pub(crate) fn mirror_share(
     if percentage.is_none() && percent.is_none() {
         return 1_000_000;
     }
-    match super::per_million(percentage, percent) {
+    match per_million(percentage, percent) {
         Ok(share) => share,
         Err((name, message)) => {
             let field = if name == "percent" {
@@ -344,7 +343,7 @@ pub(crate) fn cors(doc: &Doc, field: &str, c: &CorsPolicy, errors: &mut Vec<Diag
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                super::string_match(doc, &format!("{field}.allowOrigins[{i}]"), m, false, errors)
+                string_match(doc, &format!("{field}.allowOrigins[{i}]"), m, false, errors)
             })
             .collect()
     };

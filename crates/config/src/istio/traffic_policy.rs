@@ -12,8 +12,9 @@
 //!   errors (502, 503, 504) as it did in Istio before 1.5, and turns the 5xx count off unless
 //!   `consecutive5xxErrors` is also given.
 
-use crate::loader::Doc;
-use crate::{policy, Diagnostic};
+use crate::diagnostic::Diagnostic;
+use crate::doc::Doc;
+use crate::policy;
 use model::{ConnectionPool, HashOn, LoadBalancer, OutlierDetection, TrafficPolicy};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -36,7 +37,7 @@ pub(crate) struct TrafficPolicySpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PortTrafficPolicy {
-    pub port: Option<super::PortSelector>,
+    pub port: Option<super::virtual_service::PortSelector>,
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetectionSpec>,

@@ -20,9 +20,8 @@
 //!
 //! Durations are Linkerd's: a whole number and one unit (`ms`, `s`, `m`, `h`, `d`), or `0`.
 
-use crate::loader::Doc;
-use crate::marked::Value;
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
+use crate::doc::{Annotation, Doc};
 use model::{FailureAccrual, HttpRoute, RetryOn, RetryPolicy};
 
 const RETRY_HTTP: &str = "retry.linkerd.io/http";
@@ -57,53 +56,12 @@ const GRPC_STATUSES: [(&str, u32); 5] = [
     ("unavailable", 14),
 ];
 
-/// One Linkerd annotation and where it is written.
-#[derive(Clone, Debug)]
-pub(crate) struct Annotation {
-    pub key: String,
-    /// `None` when the value is not a string.
-    pub value: Option<String>,
-    /// A diagnostic at the annotation's key, without a message yet.
-    pub at: Diagnostic,
-}
-
-impl Annotation {
-    fn diagnostic(&self, message: String) -> Diagnostic {
-        Diagnostic {
-            message,
-            ..self.at.clone()
-        }
-    }
-}
-
 /// The Linkerd annotations of the object at `base` (`metadata` of a Kubernetes object, or
 /// `spec.services[2]` of a Mesh document).
 pub(crate) fn read(doc: &Doc, base: &str) -> Vec<Annotation> {
-    let Some(node) = doc.tree.at(base).and_then(|n| n.get("annotations")) else {
-        return Vec::new();
-    };
-    let Value::Map(entries) = &node.value else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|(k, v)| {
-            let key = k.as_str()?;
-            PREFIXES
-                .iter()
-                .any(|p| key.starts_with(p))
-                .then(|| Annotation {
-                    key: key.to_string(),
-                    value: v.as_str().map(str::to_string),
-                    at: Diagnostic {
-                        file: doc.file.to_path_buf(),
-                        line: doc.first_line + k.pos.line.saturating_sub(1),
-                        column: k.pos.column,
-                        field: format!("{base}.annotations[{key}]"),
-                        message: String::new(),
-                    },
-                })
-        })
+    doc.annotations(base)
+        .into_iter()
+        .filter(|a| PREFIXES.iter().any(|p| a.key.starts_with(p)))
         .collect()
 }
 
@@ -218,8 +176,9 @@ pub(crate) fn timing(
     let mut t = Timing::default();
     let (mut limit, mut retry_timeout, mut retry_on, mut retries) = (None, None, None, false);
     for a in annotations {
-        let mut error =
-            |message: String| errors.push(a.diagnostic(format!("annotation {}: {message}", a.key)));
+        let mut error = |message: String| {
+            errors.push(a.at.with_message(format!("annotation {}: {message}", a.key)))
+        };
         let Some(value) = a.value.as_deref() else {
             if KNOWN.contains(&a.key.as_str()) {
                 error("the value must be a string".into());
@@ -239,7 +198,7 @@ pub(crate) fn timing(
                     Err(message) => error(message),
                 }
             }
-            RETRY_GRPC if on == On::HttpRoute => notices.push(a.diagnostic(format!(
+            RETRY_GRPC if on == On::HttpRoute => notices.push(a.at.with_message(format!(
                 "{owner}: annotation {RETRY_GRPC} is read on Services and GRPCRoutes, not on \
                  HTTPRoutes; ignored"
             ))),
@@ -258,7 +217,7 @@ pub(crate) fn timing(
             RETRY_LIMIT => {
                 retries = true;
                 match value.trim().parse::<u16>() {
-                    Ok(0) => notices.push(a.diagnostic(format!(
+                    Ok(0) => notices.push(a.at.with_message(format!(
                         "{owner}: annotation {RETRY_LIMIT}: `0` means the default limit \
                          ({DEFAULT_RETRY_LIMIT}) to Linkerd, not \"no retries\"; remove the retry \
                          annotations to disable retries"
@@ -293,20 +252,20 @@ pub(crate) fn timing(
                 if let Err(message) = duration_ms(value) {
                     error(message);
                 } else {
-                    notices.push(a.diagnostic(format!(
+                    notices.push(a.at.with_message(format!(
                         "{owner}: annotation {TIMEOUT_IDLE} is not yet supported; ignored"
                     )));
                 }
             }
             ACCRUAL | MAX_FAILURES | MIN_PENALTY | MAX_PENALTY | JITTER => {
                 if on == On::HttpRoute {
-                    notices.push(a.diagnostic(format!(
+                    notices.push(a.at.with_message(format!(
                         "{owner}: annotation {} is read on Services only; ignored",
                         a.key
                     )));
                 }
             }
-            _ => notices.push(a.diagnostic(format!(
+            _ => notices.push(a.at.with_message(format!(
                 "{owner}: annotation {} is not one Linkerd reads; ignored",
                 a.key
             ))),
@@ -325,7 +284,7 @@ pub(crate) fn timing(
         });
         if t.response_ms.is_some() {
             if let Some(a) = annotations.iter().find(|a| a.key == TIMEOUT_RESPONSE) {
-                notices.push(a.diagnostic(format!(
+                notices.push(a.at.with_message(format!(
                     "{owner}: annotation {TIMEOUT_RESPONSE}: with retries, weft retries an \
                      attempt that runs out of it (Linkerd does not)"
                 )));
@@ -439,7 +398,7 @@ pub(crate) fn failure_accrual(
             .iter()
             .filter(|a| params.contains(&a.key.as_str()))
         {
-            notices.push(a.diagnostic(format!(
+            notices.push(a.at.with_message(format!(
                 "{owner}: annotation {} does nothing without {ACCRUAL}: consecutive; ignored",
                 a.key
             )));
@@ -448,7 +407,7 @@ pub(crate) fn failure_accrual(
     };
     let before = errors.len();
     let mut error = |a: &Annotation, message: String| {
-        errors.push(a.diagnostic(format!("annotation {}: {message}", a.key)));
+        errors.push(a.at.with_message(format!("annotation {}: {message}", a.key)));
     };
     match mode.value.as_deref() {
         Some("consecutive") => {}

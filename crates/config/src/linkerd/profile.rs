@@ -5,8 +5,9 @@
 //! The translation follows what Linkerd's destination controller (`profile_translator.go`) and
 //! proxy (`service-profiles/src/proto.rs`) do with a profile, not only what its CRD allows.
 
-use crate::loader::Doc;
-use crate::{policy, Diagnostic};
+use crate::diagnostic::Diagnostic;
+use crate::doc::Doc;
+use crate::{pattern, policy};
 use model::names::CLUSTER_DOMAIN;
 use model::{
     Authority, PathMatch, ResponseClass, RetryBudget, RetryOn, RetryPolicy, RouteMatch, ServiceKey,
@@ -171,13 +172,8 @@ fn to_dnf(
     }
     if let Some(p) = path {
         let re = linkerd_path_regex(&p);
-        if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
-            let text = e.to_string();
-            let text: Vec<&str> = text.split_whitespace().collect();
-            errors.push(doc.error(
-                &format!("{field}.pathRegex"),
-                format!("invalid regex: {}", text.join(" ")),
-            ));
+        if let Some(message) = pattern::error(&format!("^(?:{re})$")) {
+            errors.push(doc.error(&format!("{field}.pathRegex"), message));
         }
         out = and(
             out,

@@ -12,9 +12,8 @@
 //!
 //! The most specific override wins: workload, then namespace, then the default.
 
-use crate::loader::Doc;
-use crate::marked::Value;
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
+use crate::doc::Doc;
 use model::security::{DefaultPolicy, Scope, DEFAULT_ROOT_NAMESPACE};
 use model::ServiceSpec;
 use serde::Deserialize;
@@ -62,35 +61,18 @@ pub(crate) struct Defaults {
     pub overrides: Vec<(Scope, DefaultPolicy)>,
 }
 
-/// The annotation [`ANNOTATION`] of the object at `base` (`metadata` of a Kubernetes object,
-/// `spec.services[2]` of a Mesh document): its value (`None` if not a string) and a diagnostic
-/// at its key.
-fn annotation(doc: &Doc, base: &str) -> Option<(Option<String>, Diagnostic)> {
-    let node = doc.tree.at(base)?.get("annotations")?;
-    let Value::Map(entries) = &node.value else {
-        return None;
-    };
-    let (k, v) = entries
-        .iter()
-        .find(|(k, _)| k.as_str() == Some(ANNOTATION))?;
-    let at = Diagnostic {
-        file: doc.file.to_path_buf(),
-        line: doc.first_line + k.pos.line.saturating_sub(1),
-        column: k.pos.column,
-        field: format!("{base}.annotations[{ANNOTATION}]"),
-        message: String::new(),
-    };
-    Some((v.as_str().map(str::to_string), at))
-}
-
-/// The annotation's policy, or the error at it.
+/// The policy of the annotation [`ANNOTATION`] of the object at `base` (`metadata` of a
+/// Kubernetes object, `spec.services[2]` of a Mesh document), or the error at its key.
 fn annotated(doc: &Doc, base: &str) -> Option<Result<DefaultPolicy, Diagnostic>> {
-    let (value, at) = annotation(doc, base)?;
-    Some(match value.as_deref().and_then(DefaultPolicy::parse) {
+    let a = doc
+        .annotations(base)
+        .into_iter()
+        .find(|a| a.key == ANNOTATION)?;
+    Some(match a.value.as_deref().and_then(DefaultPolicy::parse) {
         Some(p) => Ok(p),
-        None => Err(at.with_message(format!(
+        None => Err(a.at.with_message(format!(
             "annotation {ANNOTATION}: `{}` is not a default inbound policy: {POLICIES}",
-            value.unwrap_or_default()
+            a.value.unwrap_or_default()
         ))),
     })
 }
