@@ -1,7 +1,7 @@
 //! Security tests: Istio PeerAuthentications, AuthorizationPolicies and RequestAuthentications,
 //! Linkerd Servers, authorizations, authentications and inbound routes, and the default inbound
-//! policies, loaded from YAML (the shapes of Istio's and Linkerd's own examples where they have them), with their errors and
-//! notices pinned to file, line and field.
+//! policies, loaded from YAML (the shapes of Istio's and Linkerd's own examples where they have
+//! them), with their errors and notices pinned to file, line and field.
 
 use crate::{load_str, resources, Diagnostic, Errors, Loaded, Store};
 use model::security::{
