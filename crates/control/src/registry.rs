@@ -173,9 +173,46 @@ impl Drop for Registration {
     }
 }
 
+/// Where the registrations of connected proxies are kept: the snapshot builder's other input
+/// besides the declared mesh. [`InMemory`] today, for a control plane that is alone. A store
+/// shared by several control-plane replicas (etcd) implements the same calls: `put` and
+/// `delete` write this replica's registrations through, `all` answers from a local copy, and
+/// `reload` takes in what other replicas wrote when a watch says it changed (the watch then
+/// calls [`Registry::refresh`], which reloads and rebuilds the snapshot). The registry, the
+/// builder and the push server stay as they are.
+pub trait Registrations: Send + 'static {
+    /// Every registration, by id.
+    fn all(&self) -> &BTreeMap<u64, ProxyRecord>;
+    /// Adds a registration or replaces it.
+    fn put(&mut self, id: u64, record: ProxyRecord);
+    /// Removes a registration (its proxy disconnected).
+    fn delete(&mut self, id: u64);
+    /// Takes in the registrations written elsewhere since the last call; nothing to do when
+    /// this registry is the only writer.
+    fn reload(&mut self) {}
+}
+
+/// Registrations in this process's memory.
+#[derive(Default)]
+pub struct InMemory(BTreeMap<u64, ProxyRecord>);
+
+impl Registrations for InMemory {
+    fn all(&self) -> &BTreeMap<u64, ProxyRecord> {
+        &self.0
+    }
+
+    fn put(&mut self, id: u64, record: ProxyRecord) {
+        self.0.insert(id, record);
+    }
+
+    fn delete(&mut self, id: u64) {
+        self.0.remove(&id);
+    }
+}
+
 struct Inner {
     spec: MeshSpec,
-    proxies: BTreeMap<u64, ProxyRecord>,
+    proxies: Box<dyn Registrations>,
     next_id: u64,
     snapshot: Arc<Snapshot>,
     /// The URL of the Prometheus `weft up --prometheus` runs beside the mesh.
@@ -184,6 +221,16 @@ struct Inner {
     runs_ingress: bool,
     /// The trust domain of the mesh's SPIFFE identities (its CA's).
     trust_domain: String,
+}
+
+impl Inner {
+    /// Changes the registration `id`, if it is still there.
+    fn update(&mut self, id: u64, change: impl FnOnce(&mut ProxyRecord)) {
+        if let Some(mut p) = self.proxies.all().get(&id).cloned() {
+            change(&mut p);
+            self.proxies.put(id, p);
+        }
+    }
 }
 
 pub struct Registry {
@@ -196,18 +243,23 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(spec: MeshSpec) -> Arc<Self> {
+        Self::with_registrations(spec, Box::<InMemory>::default())
+    }
+
+    /// A registry whose registrations `proxies` keeps.
+    pub fn with_registrations(spec: MeshSpec, proxies: Box<dyn Registrations>) -> Arc<Self> {
         // Versions start at the wall clock in ms, so a restarted control plane never reuses a
         // version a proxy already acked.
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let (snapshot, _) = build(&spec, &BTreeMap::new(), epoch);
+        let (snapshot, _) = build(&spec, proxies.all(), epoch);
         let snapshot = Arc::new(snapshot);
         Arc::new(Registry {
             inner: Mutex::new(Inner {
                 spec,
-                proxies: BTreeMap::new(),
+                proxies,
                 next_id: 1,
                 snapshot: snapshot.clone(),
                 prometheus: None,
@@ -271,7 +323,7 @@ impl Registry {
     }
 
     pub fn proxies(&self) -> Vec<ProxyRecord> {
-        self.lock().proxies.values().cloned().collect()
+        self.lock().proxies.all().values().cloned().collect()
     }
 
     /// Whether snapshots may be pushed: every declared replica has registered and reported its
@@ -284,6 +336,7 @@ impl Registry {
         let warm = declared_instances(&inner.spec).all(|(svc, inst)| {
             inner
                 .proxies
+                .all()
                 .values()
                 .any(|p| p.node.instance == inst && p.node.service == svc && p.reported)
         });
@@ -294,7 +347,7 @@ impl Registry {
         let id = self.mutate(|inner| {
             let id = inner.next_id;
             inner.next_id += 1;
-            inner.proxies.insert(
+            inner.proxies.put(
                 id,
                 ProxyRecord {
                     node,
@@ -355,27 +408,27 @@ impl Registry {
 
     pub fn set_health(&self, id: u64, ready: bool, reason: String) {
         self.mutate(|inner| {
-            if let Some(p) = inner.proxies.get_mut(&id) {
+            inner.update(id, |p| {
                 p.ready = ready;
                 p.reason = reason;
                 p.reported = true;
-            }
+            })
         });
     }
 
     pub fn set_draining(&self, id: u64) {
         self.mutate(|inner| {
-            if let Some(p) = inner.proxies.get_mut(&id) {
+            inner.update(id, |p| {
                 p.draining = true;
                 p.ready = false;
                 p.reason = "draining".into();
-            }
+            })
         });
     }
 
     pub fn ack(&self, id: u64, version: u64, error: String) {
         self.mutate(|inner| {
-            if let Some(p) = inner.proxies.get_mut(&id) {
+            inner.update(id, |p| {
                 if error.is_empty() {
                     p.acked = version;
                     p.nack = None;
@@ -383,13 +436,19 @@ impl Registry {
                     tracing::warn!(instance = %p.node.instance, version, %error, "proxy rejected a snapshot");
                     p.nack = Some((version, error));
                 }
-            }
+            })
         });
+    }
+
+    /// Reloads the registrations and rebuilds the snapshot from them (after a change that came
+    /// from elsewhere than this registry's calls, such as another replica's in a shared store).
+    pub fn refresh(&self) {
+        self.mutate(|inner| inner.proxies.reload());
     }
 
     fn remove(&self, id: u64) {
         self.mutate(|inner| {
-            inner.proxies.remove(&id);
+            inner.proxies.delete(id);
         });
     }
 
@@ -399,10 +458,10 @@ impl Registry {
     /// trust bundle travels with it); returns the version.
     pub fn republish(&self) -> u64 {
         let mut inner = self.lock();
-        let (next, listed) = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
+        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.snapshot.version + 1);
         let next = Arc::new(next);
         let version = next.version;
-        mark_listed(&mut inner.proxies, &listed, version);
+        mark_listed(&mut *inner.proxies, &listed, version);
         inner.snapshot = next.clone();
         self.snapshots.send_replace(next);
         drop(inner);
@@ -413,7 +472,7 @@ impl Registry {
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
-        let (next, listed) = build(&inner.spec, &inner.proxies, inner.snapshot.version + 1);
+        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.snapshot.version + 1);
         let now = &inner.snapshot;
         // Unchanged (a restarted proxy may list the same address under a new registration):
         // whoever is listed now is in the snapshot already out.
@@ -426,7 +485,7 @@ impl Registry {
             inner.snapshot = next.clone();
             self.snapshots.send_replace(next);
         }
-        mark_listed(&mut inner.proxies, &listed, listed_in);
+        mark_listed(&mut *inner.proxies, &listed, listed_in);
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
         out

@@ -3,7 +3,7 @@
 //! serve). Whatever keeps the configuration and the registrations (memory today) hands them
 //! here; the builder does not know where they came from.
 
-use crate::registry::ProxyRecord;
+use crate::registry::{ProxyRecord, Registrations};
 use model::{Endpoint, MeshSpec, Service, Snapshot};
 use std::collections::BTreeMap;
 
@@ -78,12 +78,22 @@ pub fn build(
 
 /// Records which proxies the snapshot at `version` lists as endpoints: a proxy newly listed is
 /// listed since `version`, one no longer listed is not.
-pub fn mark_listed(proxies: &mut BTreeMap<u64, ProxyRecord>, listed: &[u64], version: u64) {
-    for (id, p) in proxies.iter_mut() {
-        if !listed.contains(id) {
-            p.listed_since = None;
-        } else if p.listed_since.is_none() {
-            p.listed_since = Some(version);
-        }
+pub fn mark_listed(proxies: &mut dyn Registrations, listed: &[u64], version: u64) {
+    let changed: Vec<(u64, ProxyRecord)> = proxies
+        .all()
+        .iter()
+        .filter_map(|(id, p)| {
+            let since = match (listed.contains(id), p.listed_since) {
+                (false, None) | (true, Some(_)) => return None,
+                (false, Some(_)) => None,
+                (true, None) => Some(version),
+            };
+            let mut p = p.clone();
+            p.listed_since = since;
+            Some((*id, p))
+        })
+        .collect();
+    for (id, p) in changed {
+        proxies.put(id, p);
     }
 }

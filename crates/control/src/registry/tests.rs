@@ -193,7 +193,7 @@ fn ingress_node() -> Node {
 }
 
 fn record(r: &Registry, id: u64) -> ProxyRecord {
-    r.lock().proxies[&id].clone()
+    r.lock().proxies.all()[&id].clone()
 }
 
 fn routable(r: &Registry, id: u64) -> Result<(), NotRoutable> {
@@ -308,4 +308,48 @@ fn a_proxy_registered_again_before_its_old_stream_ended_is_listed_only_once_read
     );
     assert_eq!(record(&r, new.id).listed_since, Some(v + 2));
     assert_eq!(record(&r, old.id).listed_since, None);
+}
+
+/// Registrations two registries share, as replicas sharing a store would.
+#[derive(Clone, Default)]
+struct SharedRegistrations(
+    Arc<std::sync::Mutex<BTreeMap<u64, ProxyRecord>>>,
+    BTreeMap<u64, ProxyRecord>,
+);
+
+impl Registrations for SharedRegistrations {
+    fn all(&self) -> &BTreeMap<u64, ProxyRecord> {
+        &self.1
+    }
+    fn put(&mut self, id: u64, record: ProxyRecord) {
+        self.0.lock().unwrap().insert(id, record);
+        self.1 = self.0.lock().unwrap().clone();
+    }
+    fn delete(&mut self, id: u64) {
+        self.0.lock().unwrap().remove(&id);
+        self.1 = self.0.lock().unwrap().clone();
+    }
+    fn reload(&mut self) {
+        self.1 = self.0.lock().unwrap().clone();
+    }
+}
+
+#[test]
+fn registrations_kept_elsewhere_reach_the_snapshot_on_refresh() {
+    let store = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let here = SharedRegistrations(store.clone(), BTreeMap::new());
+    let r = Registry::with_registrations(spec(), Box::new(here));
+    let a = r.register(node("hello-v1-0", 1000));
+    r.set_health(a.id, true, String::new());
+    assert_eq!(endpoints(&r), ["hello-v1-0"]);
+    // Another replica's sidecar lands in the shared store with an id of its own.
+    let mut theirs = store.lock().unwrap()[&a.id].clone();
+    theirs.node = node("hello-v1-1", 1001);
+    store.lock().unwrap().insert(1 << 32, theirs);
+    assert_eq!(endpoints(&r), ["hello-v1-0"], "nothing read it yet");
+    r.refresh();
+    assert_eq!(endpoints(&r), ["hello-v1-0", "hello-v1-1"]);
+    // This replica's writes went through to the shared store.
+    drop(a);
+    assert_eq!(store.lock().unwrap().len(), 1);
 }
