@@ -317,7 +317,7 @@ pub(crate) async fn forward(out: impl AsyncRead + Unpin, what: String) {
 
 async fn forward_lines<R: AsyncRead + Unpin>(mut lines: Lines<BufReader<R>>, what: String) {
     while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{what}] {line}");
+        crate::output::line(format!("[{what}] {line}"));
     }
 }
 

@@ -11,12 +11,15 @@
 //!   range and checked free, as the app binds it only later.
 //! - `supervise`: restarts with backoff, and stopping a group of processes (SIGTERM, then
 //!   SIGKILL after the drain timeout).
+//! - [`output`]: `weft up`'s stderr: children's lines and its own, written from one thread
+//!   through a bounded queue, dropped (and counted) rather than waited for.
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
 //! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
 //!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
 
 pub mod launch;
 pub mod meshes;
+pub mod output;
 pub mod prometheus;
 mod supervise;
 mod up;

@@ -77,10 +77,10 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
                     backoff = RESTART_MIN;
                 }
                 restarts += 1;
-                eprintln!(
+                crate::output::line(format!(
                     "weft: {what} exited ({}); restarting in {backoff:?} (restart {restarts})",
                     describe(status),
-                );
+                ));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
@@ -94,7 +94,7 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
                         child = c;
                     }
                     Err(e) => {
-                        eprintln!("weft: {e}");
+                        crate::output::line(format!("weft: {e}"));
                         // Keep the old (exited) child; the next loop waits on it at once.
                     }
                 }

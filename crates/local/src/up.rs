@@ -78,10 +78,10 @@ impl UpOptions {
             if matches!(value, "json" | "apache") {
                 Some(value.to_string())
             } else {
-                eprintln!(
+                crate::output::line(format!(
                     "weft: service {}: annotation {key}: {value:?} is not json or apache; ignored",
                     svc.name
-                );
+                ));
                 None
             }
         });
@@ -148,6 +148,9 @@ impl Stages {
 }
 
 /// Runs the mesh until `shutdown` is cancelled; `on_ready` is told the status once it is ready.
+/// How long the last lines of output may take to reach stderr when the mesh stops.
+const OUTPUT_FLUSH: Duration = Duration::from_secs(2);
+
 pub async fn up(
     spec: MeshSpec,
     store: config::Store,
@@ -208,7 +211,7 @@ pub async fn up(
     if result.is_ok() {
         on_ready(&status::build(&registry, control.grpc, control.api));
         shutdown.cancelled().await;
-        eprintln!(
+        crate::output::line(format!(
             "weft: stopping mesh {}: draining the ingress, then sidecars, then apps{}",
             spec.name,
             if prom.is_some() {
@@ -216,7 +219,7 @@ pub async fn up(
             } else {
                 ""
             }
-        );
+        ));
     }
 
     stages.stop().await;
@@ -225,6 +228,7 @@ pub async fn up(
         let _ = std::fs::remove_dir_all(&setup.data);
     }
     control.shutdown.cancel();
+    crate::output::flush(OUTPUT_FLUSH);
     result
 }
 

@@ -75,4 +75,4 @@ pub mod trace;
 pub mod upstream;
 
 pub use run::{run, run_with, Bound};
-pub use settings::{Exports, Mode, Settings};
+pub use settings::{Exports, LogDropped, Mode, Settings};

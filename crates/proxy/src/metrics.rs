@@ -362,3 +362,30 @@ impl prometheus_client::collector::Collector for StateCollector {
         Ok(())
     }
 }
+
+/// `weft_log_lines_dropped`: log lines the process's log writer dropped because stderr was not
+/// read fast enough (logging never makes a request wait).
+pub struct LogDroppedCollector(pub crate::settings::LogDropped);
+
+impl std::fmt::Debug for LogDroppedCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogDroppedCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for LogDroppedCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let c = prometheus_client::metrics::counter::ConstCounter::new((self.0 .0)());
+        let e = encoder.encode_descriptor(
+            "weft_log_lines_dropped",
+            "Log lines dropped because stderr was not read fast enough",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(e)
+    }
+}

@@ -225,6 +225,11 @@ pub fn run_with(
             state: state.clone(),
             app_pool: app_pool.clone(),
         }));
+    if let Some(dropped) = exports.log_dropped.clone() {
+        metrics
+            .registry
+            .register_collector(Box::new(crate::metrics::LogDroppedCollector(dropped)));
+    }
     let metrics = Arc::new(metrics);
     observe.instance = settings.instance.clone();
     observe.app = settings.app;

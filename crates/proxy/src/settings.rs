@@ -75,6 +75,19 @@ pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
 pub struct Exports {
     pub tracing: Option<Tracing>,
     pub access_log: Option<AccessLogFormat>,
+    /// How many log lines the process's log writer dropped (it drops rather than wait for a
+    /// slow reader), for `weft_log_lines_dropped`.
+    pub log_dropped: Option<LogDropped>,
+}
+
+/// Reads a log writer's dropped-lines counter.
+#[derive(Clone)]
+pub struct LogDropped(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for LogDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogDropped({})", (self.0)())
+    }
 }
 
 /// Where and how spans are exported (OTLP).

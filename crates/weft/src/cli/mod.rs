@@ -145,6 +145,22 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
+/// The log writer's dropped-lines counter, set once in `main`.
+static LOG_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+pub fn set_log_dropped(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPPED.set(counter);
+}
+
+/// The log writer's dropped-lines counter, for a proxy's metrics.
+pub fn log_dropped() -> Option<proxy::LogDropped> {
+    let counter = LOG_DROPPED.get()?.clone();
+    Some(proxy::LogDropped(std::sync::Arc::new(move || {
+        counter.dropped_lines() as u64
+    })))
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -143,6 +143,7 @@ impl ExportArgs {
                 AccessLogArg::Json => settings::AccessLogFormat::Json,
                 AccessLogArg::Apache => settings::AccessLogFormat::Apache,
             }),
+            log_dropped: None,
         }
     }
 
@@ -209,7 +210,9 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
-    proxy::run_with(s, a.exports.exports(), Default::default(), true, |bound| {
+    let mut exports = a.exports.exports();
+    exports.log_dropped = super::log_dropped();
+    proxy::run_with(s, exports, Default::default(), true, |bound| {
         // The first stdout line tells whoever started us where we listen.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", serde_json::to_string(bound).unwrap_or_default());

@@ -457,8 +457,13 @@ impl Mesh {
     /// what the proxies log at info (an audited authorization decision…) reaches
     /// [`Mesh::stderr`].
     pub fn up_logging(yaml: &str, level: &str) -> Mesh {
+        Self::up_logging_with(yaml, level, &[])
+    }
+
+    /// [`Mesh::up_logging`] with `weft up ARGS…`.
+    pub fn up_logging_with(yaml: &str, level: &str, args: &[&str]) -> Mesh {
         let home = tempfile::tempdir().unwrap();
-        let mut m = Self::start_logging(yaml, home.path(), &[], false, &[], level);
+        let mut m = Self::start_logging(yaml, home.path(), &[], false, args, level);
         m._home = Some(home);
         m
     }
