@@ -84,6 +84,13 @@ pub enum CaError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: {why}; the CA's key must be readable by its owner alone (run `chmod {mode:o}` on it, or use another --ca-dir)", path.display())]
+    Unsafe {
+        path: PathBuf,
+        why: String,
+        /// The mode it should have.
+        mode: u32,
+    },
     #[error("CA directory {}: {present} exists but {missing} does not", dir.display())]
     IncompleteDir {
         dir: PathBuf,

@@ -3,7 +3,8 @@
 //! `$XDG_RUNTIME_DIR/weft`, else `/tmp/weft-$UID`).
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MeshRecord {
@@ -24,6 +25,76 @@ pub enum FindError {
     Several(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// Why `$WEFT_HOME` cannot be used: whoever can write it can plant a CA key or a mesh record
+/// that this user's meshes and commands would trust.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("WEFT_HOME {}: {why}; {fix}", path.display())]
+    Unsafe {
+        path: PathBuf,
+        why: String,
+        fix: String,
+    },
+    #[error("WEFT_HOME {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `$WEFT_HOME`, made ready for use: created (mode 0700) when missing; refused when it is not
+/// a directory owned by this user, or when others may write to it.
+pub fn ensure_home() -> Result<PathBuf, HomeError> {
+    let path = home();
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| HomeError::Io {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    check_home(&path)?;
+    Ok(path)
+}
+
+/// Refuses a `$WEFT_HOME` that is not a directory of this user's that only they may write.
+pub fn check_home(path: &Path) -> Result<(), HomeError> {
+    let meta = std::fs::metadata(path).map_err(|source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let unsafe_because = |why: String, fix: &str| HomeError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+        fix: fix.to_string(),
+    };
+    let me = nix::unistd::getuid().as_raw();
+    if !meta.is_dir() {
+        return Err(unsafe_because(
+            "not a directory".into(),
+            "remove it, or set WEFT_HOME to a directory of your own",
+        ));
+    }
+    if meta.uid() != me {
+        return Err(unsafe_because(
+            format!("owned by uid {}, not by you (uid {me})", meta.uid()),
+            "remove it, or set WEFT_HOME to a directory of your own",
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_because(
+            format!("others may write to it (mode {:o})", meta.mode() & 0o7777),
+            "run `chmod go-w` on it, or set WEFT_HOME to a directory only you can write",
+        ));
+    }
+    Ok(())
 }
 
 pub fn home() -> PathBuf {
@@ -66,8 +137,13 @@ pub fn running() -> Vec<MeshRecord> {
     out
 }
 
-/// The mesh a command talks to: the one named, or the only one running.
+/// The mesh a command talks to: the one named, or the only one running. Records in a
+/// `$WEFT_HOME` others may write are not believed.
 pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
+    let h = home();
+    if h.exists() {
+        check_home(&h)?;
+    }
     let all = running();
     let names = || {
         all.iter()
@@ -98,6 +174,7 @@ pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
 
 /// Records a running mesh; the returned guard removes the record when dropped.
 pub fn record(rec: &MeshRecord) -> Result<RecordGuard, FindError> {
+    ensure_home()?;
     let d = dir();
     std::fs::create_dir_all(&d).map_err(|e| FindError::Io(d.clone(), e))?;
     let path = d.join(format!("{}.json", rec.name));

@@ -79,7 +79,7 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
 
     // A client certificate from the mesh CA: accepted; the app sees that identity, not the
     // header the client sent.
-    let ca = Ca::open(&mesh.home.join("ca"), CaConfig::default()).unwrap();
+    let ca = Ca::open(&mesh.ca_dir(), CaConfig::default()).unwrap();
     let tester = Identity::spiffe("default", "tester");
     let good = signed_credentials(&ca, &tester, ca.bundle());
     let seen = mtls_get(&good, inbound, &hello_id).await.unwrap();

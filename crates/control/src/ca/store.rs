@@ -1,6 +1,7 @@
 //! The CA on disk: the directory `Ca::open` keeps the root and the extra trusted roots in
-//! (written atomically, the key with mode 0600), and the CA files given by the user, which are
-//! only read.
+//! (written atomically, the key with mode 0600; at every start the directory must be this
+//! user's with mode 0700 and the key theirs with mode 0600), and the CA files given by the
+//! user, which are only read.
 
 use super::certs::generate_root;
 use super::{Authority, Ca, CaConfig, CaError, ROOT_CERT_FILE, ROOT_KEY_FILE, TRUSTED_ROOTS_FILE};
@@ -20,7 +21,10 @@ impl Ca {
         let cert_path = dir.join(ROOT_CERT_FILE);
         let key_path = dir.join(ROOT_KEY_FILE);
         let root = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => load_root(&cert_path, &key_path)?,
+            (true, true) => {
+                check_private(&key_path, 0o600)?;
+                load_root(&cert_path, &key_path)?
+            }
             (false, false) => {
                 let root = generate_root(&config.trust_domain)?;
                 write_root(dir, &root)?;
@@ -139,7 +143,31 @@ fn create_private_dir(dir: &Path) -> Result<(), CaError> {
             .create(dir)
             .map_err(io)?;
     }
-    Ok(())
+    check_private(dir, 0o700)
+}
+
+/// Refuses `path` unless this user owns it and nobody else may read or write it (`mode` is
+/// what it should be): a CA key others can read signs their certificates, one others can write
+/// signs ours. Checked at every start.
+fn check_private(path: &Path, mode: u32) -> Result<(), CaError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let me = nix::unistd::getuid().as_raw();
+    let why = if meta.uid() != me {
+        format!("owned by uid {}, not by you (uid {me})", meta.uid())
+    } else if meta.mode() & 0o077 != 0 {
+        format!("others have access to it (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(CaError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+        mode,
+    })
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so a crash never leaves a

@@ -68,7 +68,9 @@ impl UpArgs {
 /// The mesh CA: where its root lives and how it issues.
 #[derive(clap::Args)]
 pub struct CaArgs {
-    /// Keep the CA's root here (generated on first start) [default: $WEFT_HOME/ca]
+    /// Keep the CA's root here (generated on first start); meshes given the same directory
+    /// share a root and trust each other's certificates [default: $WEFT_HOME/ca/MESH, one root
+    /// per mesh]
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// Use this root certificate (PEM) instead of a generated one (with --ca-key)
@@ -92,8 +94,8 @@ pub struct CaArgs {
 }
 
 impl CaArgs {
-    /// The CA these flags describe; `None` with `--no-mtls`.
-    pub fn open(&self) -> anyhow::Result<Option<std::sync::Arc<control::ca::Ca>>> {
+    /// The CA these flags describe for the mesh `mesh`; `None` with `--no-mtls`.
+    pub fn open(&self, mesh: &str) -> anyhow::Result<Option<std::sync::Arc<control::ca::Ca>>> {
         use control::ca::{Ca, CaConfig};
         if self.no_mtls {
             return Ok(None);
@@ -114,7 +116,7 @@ impl CaArgs {
                 let dir = self
                     .ca_dir
                     .clone()
-                    .unwrap_or_else(|| local::meshes::home().join("ca"));
+                    .unwrap_or_else(|| local::meshes::home().join("ca").join(mesh));
                 Ca::open(&dir, config)
             }
         }
@@ -143,6 +145,8 @@ pub struct ControlArgs {
 pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
     let prometheus = a.prometheus()?;
     let (spec, store) = load_mesh(&a.files)?;
+    // Before anything starts: a WEFT_HOME others may write could hold their CA key.
+    local::meshes::ensure_home()?;
     let exe = std::env::current_exe()?;
     let opts = UpOptions {
         exe,
@@ -151,7 +155,7 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
             .drain_timeout
             .unwrap_or(proxy::settings::DEFAULT_DRAIN_TIMEOUT),
         watch: if a.watch { a.files.clone() } else { Vec::new() },
-        ca: a.ca.open()?,
+        ca: a.ca.open(&spec.name)?,
         prometheus,
         proxy_flags: a.exports.tracing_flags(),
         access_log: a.exports.access_log.map(|f| f.as_str().to_string()),
@@ -185,11 +189,12 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
 
 pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
     let (spec, store) = load_mesh(&a.files)?;
+    local::meshes::ensure_home()?;
+    let ca = a.ca.open(&spec.name)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let registry = control::Registry::new(spec.clone());
-        let cp =
-            control::ControlPlane::start(registry, store, a.listen, a.api, a.ca.open()?).await?;
+        let cp = control::ControlPlane::start(registry, store, a.listen, a.api, ca).await?;
         if a.watch {
             cp.watch(a.files.clone());
         }

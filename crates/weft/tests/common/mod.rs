@@ -233,6 +233,12 @@ impl Mesh {
         serde_json::from_slice(&out.stdout).expect("status is JSON")
     }
 
+    /// Where `weft up` keeps this mesh's CA by default (one root per mesh).
+    pub fn ca_dir(&self) -> PathBuf {
+        let name = self.status["mesh"].as_str().expect("status names the mesh");
+        self.home.join("ca").join(name)
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
@@ -494,7 +500,7 @@ pub fn identity_client(
         trust_domain: trust_domain.to_string(),
         ..control::ca::CaConfig::default()
     };
-    let ca = control::ca::Ca::open(&mesh.home.join("ca"), config).unwrap();
+    let ca = control::ca::Ca::open(&mesh.ca_dir(), config).unwrap();
     let id = model::Identity(format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"));
     signed_credentials(&ca, &id, ca.bundle())
 }
