@@ -28,6 +28,78 @@ pub struct Api {
     pub resources: crate::store::Resources,
     /// Mints join tokens for `POST /join` (local CLI tools that run a proxy, like `weft exec`).
     pub ca: Option<Arc<crate::ca::Ca>>,
+    /// The operator's credential: every call but `/healthz` must carry it
+    /// (`Authorization: Bearer TOKEN`); `None`: the API is open (embedded, tests).
+    pub admin_token: Option<String>,
+}
+
+/// What `POST /apply` and `POST /delete` carry: YAML documents and the file they came from.
+#[derive(serde::Deserialize)]
+struct ChangeBody {
+    #[serde(default = "stdin")]
+    file: String,
+    yaml: String,
+}
+
+fn stdin() -> String {
+    "<stdin>".into()
+}
+
+/// Equal in time independent of where two tokens differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Api {
+    /// Refuses a call without the operator's credential (401), with another one (403), or a
+    /// mutating call whose body is not JSON (415: what a web page may send across origins
+    /// without asking first is text or a form, never JSON).
+    fn refusal<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        if req.uri().path() == "/healthz" {
+            return None;
+        }
+        if let Some(token) = &self.admin_token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                None => {
+                    let mut rsp = text(
+                        StatusCode::UNAUTHORIZED,
+                        "this API needs the mesh's admin credential: Authorization: Bearer TOKEN (the CLI reads it from $WEFT_HOME)\n".into(),
+                    );
+                    rsp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"weft\""),
+                    );
+                    return Some(rsp);
+                }
+                Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => {
+                    return Some(text(
+                        StatusCode::FORBIDDEN,
+                        "wrong credential for this mesh's API\n".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if req.method() == Method::POST {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().starts_with("application/json"));
+            if !json {
+                return Some(text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "POST bodies are JSON: Content-Type: application/json\n".into(),
+                ));
+            }
+        }
+        None
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -56,14 +128,6 @@ fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
 impl Api {
     async fn change(&self, req: Request<Incoming>, delete: bool) -> Response<Full<Bytes>> {
         use http_body_util::BodyExt;
-        let file = req
-            .uri()
-            .query()
-            .and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find_map(|(k, v)| (k == "file").then(|| v.into_owned()))
-            })
-            .unwrap_or_else(|| "<stdin>".to_string());
         let body = match http_body_util::Limited::new(req.into_body(), MAX_APPLY_BYTES)
             .collect()
             .await
@@ -76,9 +140,16 @@ impl Api {
                 )
             }
         };
-        let Ok(body) = std::str::from_utf8(&body) else {
-            return text(StatusCode::BAD_REQUEST, "the body is not UTF-8\n".into());
+        let ChangeBody { file, yaml } = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"file\": ..., \"yaml\": ...}}: {e}\n"),
+                )
+            }
         };
+        let body = yaml.as_str();
         let new = config::resources(std::path::Path::new(&file), body);
         if let Some(m) = new.iter().find(|r| r.kind == "Mesh") {
             return text(
@@ -163,10 +234,13 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
             let svc = service_fn(move |req: Request<Incoming>| {
                 let api = api.clone();
                 async move {
+                    if let Some(refused) = api.refusal(&req) {
+                        return Ok::<_, Infallible>(refused);
+                    }
                     let rsp = match (req.method(), req.uri().path()) {
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
-                        (&Method::POST, "/join") => api.join(&req),
+                        (&Method::POST, "/join") => api.join(req).await,
                         (&Method::POST, path) if path.starts_with("/ca/") => {
                             api.ca_step(&path["/ca/".len()..]).await
                         }

@@ -1,14 +1,16 @@
-//! `POST /join?identity=SPIFFE_ID`: a one-time join token for a proxy the CLI starts itself
-//! (`weft exec`'s client proxy). The API listens on loopback only, like the rest of the local
-//! control plane's CLI surface.
+//! `POST /join` with `{"identity": SPIFFE_ID}`: a one-time join token for a proxy the CLI
+//! starts itself (`weft exec`'s client proxy). Like every call of the API it needs the mesh's
+//! admin credential.
 
 use crate::http_api::Api;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Incoming;
 
 impl Api {
-    pub(crate) fn join<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    pub(crate) async fn join(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
         let answer = |status: StatusCode, body: String| {
             let mut rsp = Response::new(Full::new(Bytes::from(body)));
             *rsp.status_mut() = status;
@@ -20,15 +22,26 @@ impl Api {
                 "this control plane runs no CA\n".into(),
             );
         };
-        let identity = req
-            .uri()
-            .query()
-            .and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "identity")
-                    .map(|(_, v)| v.into_owned())
-            })
-            .unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Join {
+            identity: String,
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return answer(StatusCode::BAD_REQUEST, format!("the body: {e}\n")),
+        };
+        let identity = match serde_json::from_slice::<Join>(&body) {
+            Ok(j) => j.identity,
+            Err(e) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"identity\": SPIFFE_ID}}: {e}\n"),
+                )
+            }
+        };
         if !identity.starts_with("spiffe://") {
             return answer(
                 StatusCode::BAD_REQUEST,

@@ -28,4 +28,4 @@ pub mod store;
 pub mod watch;
 
 pub use registry::Registry;
-pub use server::{ControlError, ControlPlane};
+pub use server::{ControlError, ControlPlane, Listen};

@@ -21,6 +21,13 @@ pub enum ControlError {
     },
 }
 
+/// Where the control plane listens: proxies' gRPC stream and the JSON API.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub api: SocketAddr,
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     pub registry: Arc<Registry>,
@@ -43,17 +50,19 @@ impl ControlPlane {
         ca: Option<Arc<crate::ca::Ca>>,
     ) -> Result<ControlPlane, ControlError> {
         let backend = Arc::new(crate::store::Memory::new(store));
-        Self::start_with(registry, backend, grpc, api, ca).await
+        Self::start_with(registry, backend, Listen { grpc, api }, ca, None).await
     }
 
-    /// [`ControlPlane::start`] with the resources in force kept by `backend`.
+    /// [`ControlPlane::start`] with the resources in force kept by `backend`; with
+    /// `admin_token`, every API call but `/healthz` must carry it (`Authorization: Bearer`).
     pub async fn start_with(
         registry: Arc<Registry>,
         backend: Arc<dyn crate::store::Backend>,
-        grpc: SocketAddr,
-        api: SocketAddr,
+        listen: Listen,
         ca: Option<Arc<crate::ca::Ca>>,
+        admin_token: Option<String>,
     ) -> Result<ControlPlane, ControlError> {
+        let Listen { grpc, api } = listen;
         let bind = |addr, what| async move {
             TcpListener::bind(addr)
                 .await
@@ -90,6 +99,7 @@ impl ControlPlane {
             control: grpc,
             api,
             resources: crate::store::Resources::new(backend, registry.clone()),
+            admin_token,
             ca: ca.clone(),
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));

@@ -13,6 +13,24 @@ pub struct MeshRecord {
     pub control: String,
     pub api: String,
     pub ingress: String,
+    /// The file (mode 0600) holding the API's admin credential, which the CLI sends as
+    /// `Authorization: Bearer`; absent for a control plane whose API needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+/// A fresh admin credential for a control plane's API: 32 random bytes, hex.
+pub fn new_admin_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The admin credential of `rec`'s API, if it needs one and this user can read it.
+pub fn admin_token(rec: &MeshRecord) -> Option<String> {
+    let file = rec.token_file.as_ref()?;
+    Some(std::fs::read_to_string(file).ok()?.trim().to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,25 +190,59 @@ pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
     }
 }
 
-/// Records a running mesh; the returned guard removes the record when dropped.
-pub fn record(rec: &MeshRecord) -> Result<RecordGuard, FindError> {
+/// Records a running mesh, with its API's admin credential `token` (written beside it, readable
+/// by this user alone); the returned guard removes both when dropped.
+pub fn record(rec: &MeshRecord, token: Option<&str>) -> Result<RecordGuard, FindError> {
     ensure_home()?;
     let d = dir();
-    std::fs::create_dir_all(&d).map_err(|e| FindError::Io(d.clone(), e))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let mut rec = rec.clone();
+    let mut token_path = None;
+    if let Some(token) = token {
+        let path = d.join(format!("{}.token", rec.name));
+        write_private(&path, token).map_err(|e| FindError::Io(path.clone(), e))?;
+        rec.token_file = Some(path.display().to_string());
+        token_path = Some(path);
+    }
+    let rec = &rec;
     let path = d.join(format!("{}.json", rec.name));
     let tmp = d.join(format!(".{}.json.{}", rec.name, rec.pid));
     std::fs::write(&tmp, serde_json::to_vec_pretty(rec).unwrap_or_default())
         .map_err(|e| FindError::Io(tmp.clone(), e))?;
     std::fs::rename(&tmp, &path).map_err(|e| FindError::Io(path.clone(), e))?;
-    Ok(RecordGuard { path })
+    Ok(RecordGuard {
+        path,
+        token: token_path,
+    })
+}
+
+/// Writes `text` to a new file only this user may read (any older one is replaced).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 pub struct RecordGuard {
     path: PathBuf,
+    token: Option<PathBuf>,
 }
 
 impl Drop for RecordGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(t) = &self.token {
+            let _ = std::fs::remove_file(t);
+        }
     }
 }

@@ -175,17 +175,33 @@ pub async fn up(
     let registry = Registry::new(spec.clone());
     registry.set_runs_ingress(true);
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let control = ControlPlane::start(registry.clone(), store, any, any, opts.ca.clone()).await?;
+    // The operator's credential for the control plane's API, in WEFT_HOME for the CLI.
+    let token = meshes::new_admin_token();
+    let control = ControlPlane::start_with(
+        registry.clone(),
+        Arc::new(control::store::Memory::new(store)),
+        control::Listen {
+            grpc: any,
+            api: any,
+        },
+        opts.ca.clone(),
+        Some(token.clone()),
+    )
+    .await?;
     if !opts.watch.is_empty() {
         control.watch(opts.watch.clone());
     }
-    let _record = meshes::record(&MeshRecord {
-        name: spec.name.clone(),
-        pid: std::process::id(),
-        control: control.grpc.to_string(),
-        api: control.api.to_string(),
-        ingress: spec.ingress.to_string(),
-    })?;
+    let _record = meshes::record(
+        &MeshRecord {
+            name: spec.name.clone(),
+            pid: std::process::id(),
+            control: control.grpc.to_string(),
+            api: control.api.to_string(),
+            ingress: spec.ingress.to_string(),
+            token_file: None,
+        },
+        Some(&token),
+    )?;
 
     let mut stages = Stages::new(opts.drain_timeout);
     let starter = Starter {

@@ -54,12 +54,9 @@ pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
     let verb = if delete { "delete" } else { "apply" };
     let mut code = 0;
     for (file, text) in sources {
-        let url = format!(
-            "http://{}/{verb}?file={}",
-            mesh.api,
-            form_urlencoded::byte_serialize(file.as_bytes()).collect::<String>()
-        );
-        let (status, body) = rt.block_on(post(&url, text))?;
+        let url = format!("http://{}/{verb}", mesh.api);
+        let body = serde_json::json!({ "file": file, "yaml": text });
+        let (status, body) = rt.block_on(post(&url, &body))?;
         let body = String::from_utf8_lossy(&body);
         if status == 200 {
             print!("{body}");

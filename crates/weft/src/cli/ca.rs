@@ -32,8 +32,11 @@ pub fn run(a: CaArgs) -> anyhow::Result<i32> {
     };
     runtime()?.block_on(async {
         for step in steps {
-            let (status, body) =
-                post(&format!("http://{}/ca/{step}", mesh.api), String::new()).await?;
+            let (status, body) = post(
+                &format!("http://{}/ca/{step}", mesh.api),
+                &serde_json::json!({}),
+            )
+            .await?;
             let text = String::from_utf8_lossy(&body);
             if status != 200 {
                 eprintln!("weft ca {step}: {}", text.trim());

@@ -40,12 +40,9 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
             ),
         };
         let identity = Identity::spiffe_in(&trust_domain, &a.namespace, &a.service);
-        let url = format!(
-            "http://{}/join?identity={}",
-            mesh.api,
-            form_urlencoded::byte_serialize(identity.0.as_bytes()).collect::<String>()
-        );
-        match super::get::post(&url, String::new()).await? {
+        let url = format!("http://{}/join", mesh.api);
+        let body = serde_json::json!({ "identity": identity.0 });
+        match super::get::post(&url, &body).await? {
             (200, body) => Ok((identity, Some(String::from_utf8_lossy(&body).into_owned()))),
             (404, _) => Ok((identity, None)),
             (status, body) => Err(anyhow::anyhow!(

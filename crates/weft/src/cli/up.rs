@@ -194,17 +194,30 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
     let rt = runtime()?;
     rt.block_on(async move {
         let registry = control::Registry::new(spec.clone());
-        let cp = control::ControlPlane::start(registry, store, a.listen, a.api, ca).await?;
+        // The operator's credential for the API, in WEFT_HOME for the CLI.
+        let token = local::meshes::new_admin_token();
+        let listen = control::Listen {
+            grpc: a.listen,
+            api: a.api,
+        };
+        let backend = std::sync::Arc::new(control::store::Memory::new(store));
+        let cp =
+            control::ControlPlane::start_with(registry, backend, listen, ca, Some(token.clone()))
+                .await?;
         if a.watch {
             cp.watch(a.files.clone());
         }
-        let _record = local::meshes::record(&local::meshes::MeshRecord {
-            name: spec.name.clone(),
-            pid: std::process::id(),
-            control: cp.grpc.to_string(),
-            api: cp.api.to_string(),
-            ingress: spec.ingress.to_string(),
-        })?;
+        let _record = local::meshes::record(
+            &local::meshes::MeshRecord {
+                name: spec.name.clone(),
+                pid: std::process::id(),
+                control: cp.grpc.to_string(),
+                api: cp.api.to_string(),
+                ingress: spec.ingress.to_string(),
+                token_file: None,
+            },
+            Some(&token),
+        )?;
         println!(
             "weft: control plane for mesh {} ready: proxies connect to {}, API on http://{}",
             spec.name, cp.grpc, cp.api

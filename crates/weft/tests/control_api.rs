@@ -1,0 +1,121 @@
+//! The control plane's API is the operator's alone: every call but `/healthz` needs the admin
+//! credential `weft up` keeps in `$WEFT_HOME` (readable by its user alone), and mutating calls
+//! take JSON only, so neither another local user nor a web page can mint join tokens, change
+//! routes or rotate the CA. The CLI sends the credential by itself.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+/// A call to the API: its status, `WWW-Authenticate` and body.
+async fn call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{api}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let rsp = client
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let challenge = rsp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text =
+        String::from_utf8_lossy(&rsp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    (status, challenge, text)
+}
+
+const ROUTE_TO_NOWHERE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hijack}\nspec:\n  hosts: [hello]\n  http:\n  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route:\n    - destination: {host: hello}\n";
+
+#[tokio::test]
+async fn the_api_refuses_callers_without_the_admin_credential() {
+    let mesh = Mesh::up(&mesh_yaml("api-auth", &[("hello", 1, "")]));
+    let api: SocketAddr = mesh.status["api"].as_str().unwrap().parse().unwrap();
+    let token_file = mesh.home.join("meshes").join("api-auth.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the credential is readable by others");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+
+    // Liveness stays open; everything else needs the credential.
+    assert_eq!(call(api, "GET", "/healthz", None, None, "").await.0, 200);
+    let (status, challenge, _) = call(api, "GET", "/status", None, None, "").await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some("Bearer realm=\"weft\""));
+    assert_eq!(
+        call(api, "GET", "/status", Some("guess"), None, "").await.0,
+        403
+    );
+    assert_eq!(
+        call(api, "GET", "/status", Some(token), None, "").await.0,
+        200
+    );
+
+    // Minting a join token for another workload's identity, replacing routes, rotating the CA:
+    // refused without the credential.
+    let join = r#"{"identity": "spiffe://cluster.local/ns/default/sa/hello"}"#;
+    let json = Some("application/json");
+    assert_eq!(call(api, "POST", "/join", None, json, join).await.0, 401);
+    let apply = serde_json::json!({"file": "x.yaml", "yaml": ROUTE_TO_NOWHERE}).to_string();
+    assert_eq!(call(api, "POST", "/apply", None, json, &apply).await.0, 401);
+    for step in ["prepare", "activate", "retire"] {
+        let path = format!("/ca/{step}");
+        assert_eq!(
+            call(api, "POST", &path, None, json, "{}").await.0,
+            401,
+            "{step}"
+        );
+    }
+    // What a web page can send across origins without asking (text, forms) is refused even
+    // with the credential.
+    let text = Some("text/plain");
+    let form = Some("application/x-www-form-urlencoded");
+    assert_eq!(
+        call(api, "POST", "/apply", Some(token), text, &apply)
+            .await
+            .0,
+        415
+    );
+    assert_eq!(
+        call(api, "POST", "/apply", Some(token), form, &apply)
+            .await
+            .0,
+        415
+    );
+    assert_eq!(
+        call(api, "POST", "/join", Some(token), text, join).await.0,
+        415
+    );
+
+    // None of it changed the routes.
+    let r = get(&client(), mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The CLI reads the credential from WEFT_HOME by itself.
+    let out = mesh.weft(&["get", "resources"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
