@@ -20,8 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::process::{Child, Command};
 
-/// The environment variable a proxy finds its one-time join token in.
-pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
+pub use model::names::JOIN_TOKEN_ENV;
 
 /// How long a proxy may take to report the addresses it bound.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The namespace a service lives in when none is given, as in Kubernetes.
+/// The environment variable a proxy finds its one-time join token in (`weft up` sets it for
+/// the proxies it starts; argv would show it to every user in `ps`).
+pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
+
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The cluster domain of fully qualified service names, as in Kubernetes.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

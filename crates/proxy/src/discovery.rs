@@ -51,6 +51,8 @@ pub struct Discovery {
     pub security: security::Compiler,
     /// The proxy's credentials, whose trust bundle snapshots update.
     pub tls: Arc<crate::identity::Slot>,
+    /// The proxy was given a join token, so it gets a certificate and speaks mTLS.
+    pub joins: bool,
     /// Told when the inbound port's mTLS mode changes (plaintext connections close on STRICT).
     pub inbound_tls: Arc<crate::tls::InboundTls>,
     pub readiness: Arc<Readiness>,
@@ -185,6 +187,16 @@ fn drain_msg() -> pb::ProxyMessage {
 fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
     let version = wire.version;
     let bundle = std::mem::take(&mut wire.trust_bundle_pem);
+    if !bundle.is_empty() && !shared.joins {
+        // The mesh runs mTLS: without a certificate this proxy would reach its peers in
+        // plaintext. It takes no snapshot (and so routes nothing and is never ready) instead.
+        let error = format!(
+            "the mesh runs mTLS and this proxy has no join token (--join-token-file, or {}); not serving rather than talking plaintext",
+            model::names::JOIN_TOKEN_ENV
+        );
+        tracing::error!(version, "{error}");
+        return pb::Ack { version, error };
+    }
     if !bundle.is_empty() {
         if let Some(creds) = shared.tls.get() {
             let roots: Result<Vec<_>, _> =

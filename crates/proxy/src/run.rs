@@ -90,6 +90,7 @@ impl Proxy {
             state: self.state.clone(),
             security,
             tls: self.tls.clone(),
+            joins: s.join_token.is_some(),
             inbound_tls: self.inbound_tls.clone(),
             readiness: self.readiness.clone(),
             metrics: self.metrics.clone(),

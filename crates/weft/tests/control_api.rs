@@ -119,3 +119,116 @@ async fn the_api_refuses_callers_without_the_admin_credential() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `weft proxy` started by hand as a client of `mesh` (no join token in its environment):
+/// the child, its bound addresses, and its stderr as it comes.
+fn hand_started_proxy(
+    mesh: &Mesh,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    serde_json::Value,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let control = mesh.status["control"].as_str().unwrap();
+    let mut child = std::process::Command::new(WEFT)
+        .args(["proxy", "--mode", "client", "--control", control])
+        .args(["--service", "tester", "--outbound", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("WEFT_JOIN_TOKEN")
+        .env("WEFT_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bound: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, bound, rx)
+}
+
+fn addr(bound: &serde_json::Value, key: &str) -> SocketAddr {
+    bound[key].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
+    let mesh = Mesh::up(&mesh_yaml("no-token", &[("hello", 1, "")]));
+    let c = client();
+
+    // No token: it refuses the mesh's snapshots rather than reach peers in plaintext.
+    let (mut plain, bound, log) = hand_started_proxy(&mesh, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut said = Vec::new();
+    let refused = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(l) if l.contains("not serving rather than talking plaintext") => break true,
+            Ok(l) => said.push(l),
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        refused,
+        "the proxy never said why it does not serve: {said:?}"
+    );
+    let ready = get(&c, addr(&bound, "admin"), "admin", "/ready")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    let r = get(&c, addr(&bound, "outbound"), "hello", "/")
+        .await
+        .unwrap();
+    assert_ne!(
+        r.status, 200,
+        "a request went through in plaintext: {}",
+        r.text
+    );
+    let _ = plain.kill();
+    let _ = plain.wait();
+
+    // With a join token from a file it gets its certificate and speaks mTLS as its identity.
+    let api: SocketAddr = mesh.status["api"].as_str().unwrap().parse().unwrap();
+    let admin = std::fs::read_to_string(mesh.home.join("meshes").join("no-token.token")).unwrap();
+    let tester = "spiffe://cluster.local/ns/default/sa/tester";
+    let (status, _, token) = call(
+        api,
+        "POST",
+        "/join",
+        Some(admin.trim()),
+        Some("application/json"),
+        &serde_json::json!({ "identity": tester }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let file = mesh.files.path().join("join-token");
+    std::fs::write(&file, token).unwrap();
+    let (mut joined, bound, _log) =
+        hand_started_proxy(&mesh, &["--join-token-file", file.to_str().unwrap()]);
+    let admin_addr = addr(&bound, "admin");
+    let ready = eventually(200, || async {
+        get(&c, admin_addr, "admin", "/ready")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+    })
+    .await;
+    assert_eq!(ready, 200);
+    let r = get(&c, addr(&bound, "outbound"), "hello", "/anything")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["headers"]["x-weft-client"], tester);
+    let _ = joined.kill();
+    let _ = joined.wait();
+}

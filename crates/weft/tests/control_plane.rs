@@ -40,7 +40,17 @@ fn start(home: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (Proc
 fn start_control(home: &std::path::Path, file: &str, listen: &str) -> (Proc, String) {
     start(
         home,
-        &["control", file, "--listen", listen, "--api", "127.0.0.1:0"],
+        // Plaintext: the proxies this test starts by hand have no join tokens, and a proxy of a
+        // mesh with a CA does not serve without one.
+        &[
+            "control",
+            file,
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:0",
+            "--no-mtls",
+        ],
         &[],
     )
 }

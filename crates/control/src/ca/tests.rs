@@ -98,7 +98,7 @@ fn secs(t: SystemTime) -> i64 {
 
 #[test]
 fn open_generates_a_root_keeps_its_key_private_and_reloads_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("ca");
     let ca = Ca::open(&path, CaConfig::default()).unwrap();
     let key_mode = fs::metadata(path.join(ROOT_KEY_FILE))
@@ -121,7 +121,7 @@ fn open_generates_a_root_keeps_its_key_private_and_reloads_it() {
 
 #[test]
 fn a_ca_dir_with_only_half_a_root_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     Ca::open(dir.path(), CaConfig::default()).unwrap();
     fs::remove_file(dir.path().join(ROOT_KEY_FILE)).unwrap();
     let err = Ca::open(dir.path(), CaConfig::default()).unwrap_err();
@@ -133,7 +133,7 @@ fn a_ca_dir_with_only_half_a_root_is_refused() {
 
 #[test]
 fn from_files_loads_a_given_root() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let made = Ca::open(dir.path(), CaConfig::default()).unwrap();
     let ca = Ca::from_files(
         &dir.path().join(ROOT_CERT_FILE),
@@ -152,8 +152,8 @@ fn from_files_loads_a_given_root() {
 
 #[test]
 fn from_files_refuses_a_key_of_another_cert_and_a_non_ca_cert() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
+    let a = private_dir();
+    let b = private_dir();
     Ca::open(a.path(), CaConfig::default()).unwrap();
     Ca::open(b.path(), CaConfig::default()).unwrap();
     let err = Ca::from_files(
@@ -420,7 +420,7 @@ fn only_spiffe_ids_of_the_trust_domain_are_signed() {
 #[test]
 fn after_a_root_rotation_the_bundle_accepts_leaves_of_both_roots() {
     for intermediate in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_dir();
         let config = CaConfig {
             intermediate,
             ..CaConfig::default()
@@ -475,7 +475,7 @@ fn an_extra_trusted_root_joins_the_bundle() {
 
 #[test]
 fn a_prepared_root_is_trusted_before_it_signs() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let ca = Ca::open(dir.path(), CaConfig::default()).unwrap();
     let old = ca.root();
     let me = id("default", "hello");
@@ -505,4 +505,12 @@ fn a_prepared_root_is_trusted_before_it_signs() {
     assert_eq!(reopened.bundle().len(), 2);
     ca.retire_roots().unwrap();
     assert_eq!(ca.bundle(), vec![new]);
+}
+
+/// A scratch directory only this user may use, as a CA directory must be.
+fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }

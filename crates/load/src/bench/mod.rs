@@ -205,12 +205,16 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
         .nth(1)
         .map(|a| a.trim().to_string())
         .ok_or_else(|| BenchError::Setup(format!("control plane said {line:?}")))?;
-    // Each proxy proves who it is to the mesh CA with a one-time join token.
+    // Each proxy proves who it is to the mesh CA with a one-time join token, which the API
+    // gives to the holder of its admin credential (kept in WEFT_HOME by `weft control`).
+    let admin = std::fs::read_to_string(spec.workdir.join("meshes").join("weft-bench.token"))
+        .unwrap_or_default();
     let token_env = |sa: &str| -> Result<Vec<(&str, String)>, BenchError> {
         let mut env = quiet.to_vec();
         if spec.mtls {
             let identity = format!("spiffe://cluster.local/ns/default/sa/{sa}");
-            env.push(("WEFT_JOIN_TOKEN", tls::join_token(&api, &identity)?));
+            let token = tls::join_token(&api, admin.trim(), &identity)?;
+            env.push(("WEFT_JOIN_TOKEN", token));
         }
         Ok(env)
     };

@@ -10,21 +10,15 @@ use rcgen::{
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A one-time join token for `identity` from the control plane's API at `api` (`POST /join`).
-pub fn join_token(api: &str, identity: &str) -> Result<String, BenchError> {
+/// A one-time join token for `identity` from the control plane's API at `api` (`POST /join`,
+/// with the API's admin credential `admin`).
+pub fn join_token(api: &str, admin: &str, identity: &str) -> Result<String, BenchError> {
     let mut s = std::net::TcpStream::connect(api)?;
-    let query: String = identity
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let body = format!("{{\"identity\": \"{identity}\"}}");
     write!(
         s,
-        "POST /join?identity={query} HTTP/1.1\r\nHost: {api}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /join HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut rsp = String::new();
     s.read_to_string(&mut rsp)?;

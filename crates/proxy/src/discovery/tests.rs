@@ -56,6 +56,7 @@ fn discovery() -> Discovery {
         state,
         security,
         tls,
+        joins: false,
         readiness,
         metrics,
         drain,

@@ -59,6 +59,11 @@ pub struct ProxyArgs {
     /// Data-plane worker threads
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// A file holding the one-time join token the mesh CA signs this proxy's certificate
+    /// against (`weft up` passes it in the environment variable WEFT_JOIN_TOKEN instead). A
+    /// proxy of a mesh that runs mTLS does not serve without one.
+    #[arg(long, value_name = "PATH")]
+    join_token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     exports: ExportArgs,
 }
@@ -180,6 +185,17 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         Mode::Ingress => model::names::DEFAULT_NAMESPACE.to_string(),
         _ => a.namespace.clone(),
     });
+    // From a file or the environment, never a flag: argv is visible to every user in `ps`.
+    let join_token = match &a.join_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--join-token-file {}: {e}", path.display()))?;
+            Some(token.trim().to_string()).filter(|t| !t.is_empty())
+        }
+        None => std::env::var(local::JOIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
     let s = Settings {
         mode,
         identity: Identity(
@@ -205,10 +221,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
-        // From the environment, not a flag: argv is visible to every user in `ps`.
-        join_token: std::env::var(local::JOIN_TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty()),
+        join_token,
     };
     let mut exports = a.exports.exports();
     exports.log_dropped = super::log_dropped();
