@@ -65,7 +65,13 @@ pub struct CaConfig {
     /// Sign leaves with an intermediate issuer (signed by the root) instead of the root itself,
     /// as Linkerd does: leaves then chain leaf → intermediate → root.
     pub intermediate: bool,
+    /// How long a join token may wait to be used (a supervisor mints one per proxy start,
+    /// which uses it at once).
+    pub join_token_lifetime: Duration,
 }
+
+/// The default [`CaConfig::join_token_lifetime`].
+pub const DEFAULT_JOIN_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
 impl Default for CaConfig {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for CaConfig {
             trust_domain: TRUST_DOMAIN.to_string(),
             leaf_lifetime: DEFAULT_LEAF_LIFETIME,
             intermediate: false,
+            join_token_lifetime: DEFAULT_JOIN_TOKEN_LIFETIME,
         }
     }
 }

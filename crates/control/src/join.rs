@@ -42,12 +42,11 @@ impl Api {
                 )
             }
         };
-        if !identity.starts_with("spiffe://") {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                format!("identity {identity:?} is not a SPIFFE ID\n"),
-            );
+        // Only what the CA would sign: a canonical SPIFFE ID of the mesh's trust domain.
+        let identity = model::Identity(identity);
+        if let Err(e) = ca.check_identity(&identity) {
+            return answer(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
-        answer(StatusCode::OK, ca.join_token(&model::Identity(identity)))
+        answer(StatusCode::OK, ca.join_token(&identity))
     }
 }

@@ -108,6 +108,17 @@ async fn the_api_refuses_callers_without_the_admin_credential() {
         415
     );
 
+    // With the credential, only what the CA signs: canonical SPIFFE IDs of the mesh's domain.
+    for bad in [
+        "spiffe://evil.example/ns/default/sa/hello",
+        "spiffe://cluster.local/ns/default/sa/web/../api",
+        "hello",
+    ] {
+        let body = serde_json::json!({ "identity": bad }).to_string();
+        let (status, _, text) = call(api, "POST", "/join", Some(token), json, &body).await;
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
+
     // None of it changed the routes.
     let r = get(&client(), mesh.ingress, "hello", "/").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text);

@@ -91,13 +91,19 @@ impl Ca {
         })
     }
 
-    fn check_identity(&self, identity: &Identity) -> Result<(), CaError> {
+    /// Refuses an identity this CA does not sign: not a SPIFFE ID of the form
+    /// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT` in canonical form (no `.` or `..`
+    /// segments, no other characters than letters, digits, `-`, `.`, `_`), or of another trust
+    /// domain.
+    pub fn check_identity(&self, identity: &Identity) -> Result<(), CaError> {
         let invalid = || CaError::InvalidIdentity(identity.0.clone());
         let rest = identity.0.strip_prefix("spiffe://").ok_or_else(invalid)?;
         let (trust_domain, path) = rest.split_once('/').ok_or_else(invalid)?;
         let segments: Vec<&str> = path.split('/').collect();
         let valid_segment = |s: &str| {
             !s.is_empty()
+                && s != "."
+                && s != ".."
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         };

@@ -399,6 +399,9 @@ fn only_spiffe_ids_of_the_trust_domain_are_signed() {
         "spiffe://cluster.local/sa/hello/ns/default",
         "spiffe://cluster.local/ns/de fault/sa/hello",
         "https://cluster.local/ns/default/sa/hello",
+        "spiffe://cluster.local/ns/default/sa/web/../api",
+        "spiffe://cluster.local/ns/../sa/api",
+        "spiffe://cluster.local/ns/default/sa/.",
     ] {
         let identity = Identity(bad.into());
         let token = ca.join_token(&identity);
@@ -513,4 +516,18 @@ fn private_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     dir
+}
+
+#[test]
+fn a_join_token_dies_after_its_lifetime() {
+    let ca = Ca::generate(CaConfig {
+        join_token_lifetime: Duration::ZERO,
+        ..CaConfig::default()
+    })
+    .unwrap();
+    let hello = id("default", "hello");
+    let token = ca.join_token(&hello);
+    let (_, pem) = csr(&[&hello.0]);
+    let err = ca.sign(pem.as_bytes(), &hello, &token).unwrap_err();
+    assert!(matches!(err, CaError::UnknownToken), "{err}");
 }

@@ -11,12 +11,13 @@ use std::time::SystemTime;
 pub(super) struct Token {
     pub(super) identity: Identity,
     /// Renewal tokens die with the leaf they came with (a proxy whose leaf expired joins again);
-    /// join tokens live until used.
+    /// join tokens after the CA's `join_token_lifetime`.
     pub(super) expires: Option<SystemTime>,
 }
 
 impl Ca {
-    /// Mints a one-time token that lets one CSR for `identity` be signed.
+    /// Mints a one-time token that lets one CSR for `identity` be signed, within the CA's
+    /// `join_token_lifetime`.
     pub fn join_token(&self, identity: &Identity) -> String {
         let token = random_token();
         let mut tokens = lock(&self.tokens);
@@ -25,7 +26,7 @@ impl Ca {
             token.clone(),
             Token {
                 identity: identity.clone(),
-                expires: None,
+                expires: Some(SystemTime::now() + self.config.join_token_lifetime),
             },
         );
         token
