@@ -203,9 +203,11 @@ pub(crate) enum Launch {
     /// A proxy, run by the weft executable `exe`; with a CA, each start gets a fresh one-time
     /// join token for the proxy's identity.
     Proxy {
-        proxy: ProxyLaunch,
+        proxy: Box<ProxyLaunch>,
         exe: PathBuf,
         ca: Option<Arc<Ca>>,
+        /// The mesh's admin credential, for the proxy's `/tap` and `/shutdown`.
+        admin_token: Arc<str>,
     },
     /// An app; `exe` stands in for a first word `weft`.
     App { app: AppLaunch, exe: PathBuf },
@@ -234,6 +236,9 @@ impl Launch {
             cmd.env_remove(k);
         }
         cmd.args(&argv[1..]).envs(env);
+        if let Launch::Proxy { admin_token, .. } = self {
+            cmd.env(model::names::ADMIN_TOKEN_ENV, &**admin_token);
+        }
         if let Launch::Proxy {
             proxy,
             ca: Some(ca),

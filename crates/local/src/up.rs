@@ -207,6 +207,7 @@ pub async fn up(
     let starter = Starter {
         opts: &opts,
         control: control.grpc,
+        admin_token: token.as_str().into(),
     };
     let started = async {
         if let Some(setup) = &prom {
@@ -275,6 +276,8 @@ struct Starter<'a> {
     opts: &'a UpOptions,
     /// The control plane's gRPC address, which every proxy connects to.
     control: SocketAddr,
+    /// The mesh's admin credential, which the proxies' `/tap` and `/shutdown` ask for.
+    admin_token: Arc<str>,
 }
 
 impl Starter<'_> {
@@ -390,9 +393,10 @@ impl Starter<'_> {
     /// How a proxy is launched: by the weft executable, with a join token when there is a CA.
     fn proxy(&self, proxy: ProxyLaunch) -> Launch {
         Launch::Proxy {
-            proxy,
+            proxy: Box::new(proxy),
             exe: self.opts.exe.clone(),
             ca: self.opts.ca.clone(),
+            admin_token: self.admin_token.clone(),
         }
     }
 }

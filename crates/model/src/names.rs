@@ -12,6 +12,10 @@ use std::fmt;
 /// the proxies it starts; argv would show it to every user in `ps`).
 pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
 
+/// The environment variable a proxy finds the credential in that its admin listener asks of
+/// `POST /shutdown` and `GET /tap` (`weft up` gives its proxies the mesh's admin credential).
+pub const ADMIN_TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
+
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The cluster domain of fully qualified service names, as in Kubernetes.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -1,6 +1,8 @@
 //! The admin listener: `/ready`, `/live`, `/config` (JSON), `/identity` (the certificate the
 //! proxy holds, JSON), `/metrics` (Prometheus text) and
-//! `POST /shutdown` (drain and exit, as Linkerd's). Served off the data-plane threads.
+//! `POST /shutdown` (drain and exit, as Linkerd's). Served off the data-plane threads, on
+//! loopback. What acts or reveals requests (`POST /shutdown`, `GET /tap`) needs the mesh's
+//! admin credential.
 
 use crate::body::{self, Body};
 use crate::readiness::Readiness;
@@ -37,6 +39,11 @@ fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
     rsp
 }
 
+/// Equal in time independent of where two secrets differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn json(doc: &impl serde::Serialize) -> Response<Body> {
     let mut rsp = Response::new(body::full(
         serde_json::to_vec_pretty(doc).unwrap_or_default(),
@@ -49,6 +56,44 @@ fn json(doc: &impl serde::Serialize) -> Response<Body> {
 }
 
 impl Admin {
+    /// Why a call that acts or reveals requests (`POST /shutdown`, `GET /tap`) is refused: no
+    /// credential (401), another one (403), or this proxy has none configured (403). Read-only
+    /// endpoints stay open on loopback.
+    fn refusal<B>(&self, req: &Request<B>) -> Option<Response<Body>> {
+        let Some(token) = &self.settings.admin_token else {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this proxy was started without an admin credential ({}); /tap and /shutdown are off\n",
+                    model::names::ADMIN_TOKEN_ENV
+                ),
+            ));
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                let mut rsp = text(
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint needs the mesh's admin credential: Authorization: Bearer TOKEN\n",
+                );
+                rsp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"weft\""),
+                );
+                Some(rsp)
+            }
+            Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => Some(text(
+                StatusCode::FORBIDDEN,
+                "wrong credential for this proxy\n",
+            )),
+            Some(_) => None,
+        }
+    }
+
     fn serve(&self, req: &Request<Incoming>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
@@ -89,7 +134,10 @@ impl Admin {
                     "this proxy runs without mTLS (the mesh has no CA)\n",
                 ),
             },
-            (&Method::GET, "/tap") => tap_stream(self, req.uri().query()),
+            (&Method::GET, "/tap") => match self.refusal(req) {
+                Some(refused) => refused,
+                None => tap_stream(self, req.uri().query()),
+            },
             (&Method::GET, "/routes") => {
                 let doc = serde_json::json!({
                     "instance": self.settings.instance,
@@ -115,11 +163,14 @@ impl Admin {
                 );
                 rsp
             }
-            (&Method::POST, "/shutdown") => {
-                tracing::info!("shutdown requested through the admin endpoint");
-                self.shutdown.cancel();
-                text(StatusCode::ACCEPTED, "shutting down\n")
-            }
+            (&Method::POST, "/shutdown") => match self.refusal(req) {
+                Some(refused) => refused,
+                None => {
+                    tracing::info!("shutdown requested through the admin endpoint");
+                    self.shutdown.cancel();
+                    text(StatusCode::ACCEPTED, "shutting down\n")
+                }
+            },
             (
                 _,
                 "/live" | "/ready" | "/config" | "/identity" | "/edges" | "/tap" | "/routes"

@@ -60,6 +60,9 @@ pub struct Settings {
     /// The one-time token for the mesh CA. `Some`: the proxy gets a certificate and speaks
     /// mTLS to its peers (and not at all before it has one); `None`: plaintext.
     pub join_token: Option<String>,
+    /// The credential the admin listener asks of `POST /shutdown` and `GET /tap`
+    /// (`Authorization: Bearer`); `None`: both are refused.
+    pub admin_token: Option<String>,
 }
 
 /// Spans go out in batches at least this often, so a trace shows up in its viewer about a

@@ -243,3 +243,50 @@ async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
     let _ = joined.kill();
     let _ = joined.wait();
 }
+
+#[tokio::test]
+async fn a_proxys_tap_and_shutdown_need_the_admin_credential() {
+    let mesh = Mesh::up(&mesh_yaml("admin-auth", &[("hello", 1, "")]));
+    let token = std::fs::read_to_string(mesh.home.join("meshes").join("admin-auth.token")).unwrap();
+    let token = token.trim();
+    let sidecar = workload(&mesh.status, "hello-v1-0");
+    let admin: SocketAddr = sidecar["admin"].as_str().unwrap().parse().unwrap();
+
+    // Read-only endpoints stay open on loopback.
+    for path in ["/ready", "/metrics", "/config"] {
+        assert_eq!(
+            call(admin, "GET", path, None, None, "").await.0,
+            200,
+            "{path}"
+        );
+    }
+    // Watching requests and stopping the proxy are the operator's.
+    let (status, challenge, _) = call(admin, "GET", "/tap?seconds=1", None, None, "").await;
+    assert_eq!((status, challenge.is_some()), (401, true));
+    assert_eq!(
+        call(admin, "POST", "/shutdown", None, None, "").await.0,
+        401
+    );
+    assert_eq!(
+        call(admin, "POST", "/shutdown", Some("guess"), None, "")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(admin, "GET", "/tap?seconds=1", Some(token), None, "")
+            .await
+            .0,
+        200
+    );
+    // Still serving: nothing above stopped it.
+    let r = get(&client(), mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The operator may.
+    assert_eq!(
+        call(admin, "POST", "/shutdown", Some(token), None, "")
+            .await
+            .0,
+        202
+    );
+}

@@ -70,6 +70,8 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         probe_interval: Duration::from_secs(1),
         workers: 1,
         join_token,
+        // Its own process is its only user: nothing to tap or shut down from outside.
+        admin_token: None,
     };
     let stop = CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();

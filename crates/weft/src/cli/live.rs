@@ -27,6 +27,18 @@ pub async fn status_at(api: &str) -> anyhow::Result<Status> {
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// The admin credential of the mesh `mesh` (`WEFT_API_TOKEN`, or the one `weft up` keeps in
+/// `$WEFT_HOME`), which its proxies' `/tap` asks for.
+pub fn credential(mesh: Option<&str>) -> Option<String> {
+    if let Some(t) = std::env::var("WEFT_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Some(t);
+    }
+    local::meshes::admin_token(&local::meshes::find(mesh).ok()?)
+}
+
 /// The API address of the mesh `mesh`.
 pub fn api(mesh: Option<&str>) -> anyhow::Result<String> {
     Ok(local::meshes::find(mesh)?.api)

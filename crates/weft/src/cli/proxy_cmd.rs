@@ -222,6 +222,10 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
         join_token,
+        // From the environment, like the join token.
+        admin_token: std::env::var(model::names::ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let mut exports = a.exports.exports();
     exports.log_dropped = super::log_dropped();

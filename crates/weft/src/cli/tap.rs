@@ -85,6 +85,8 @@ pub struct Taps {
     /// With `--to`: the destination's FQDN, checked exactly (the proxy's `to` is a substring).
     dst_fqdn: Option<String>,
     pub service: model::ServiceKey,
+    /// The mesh's admin credential, which the proxies' `/tap` asks for.
+    credential: Option<std::sync::Arc<str>>,
 }
 
 impl Taps {
@@ -131,6 +133,7 @@ impl Taps {
             query: q.finish(),
             dst_fqdn,
             service: key,
+            credential: live::credential(mesh).map(Into::into),
         })
     }
 
@@ -146,23 +149,37 @@ impl Taps {
         for (instance, admin) in &self.sources {
             let (tx, instance, admin) = (tx.clone(), instance.clone(), admin.clone());
             let (query, dst) = (self.query.clone(), self.dst_fqdn.clone());
+            let credential = self.credential.clone();
             set.spawn(async move {
-                follow(&instance, &admin, &query, dst.as_deref(), until, &tx).await;
+                let to = Tapped {
+                    instance: &instance,
+                    admin: &admin,
+                    credential: credential.as_deref(),
+                };
+                follow(to, &query, dst.as_deref(), until, &tx).await;
             });
         }
         (rx, set)
     }
 }
 
+/// One proxy to tap: its instance, its admin address, and the credential its `/tap` asks for.
+#[derive(Clone, Copy)]
+struct Tapped<'a> {
+    instance: &'a str,
+    admin: &'a str,
+    credential: Option<&'a str>,
+}
+
 /// Follows one proxy's `/tap` until `until`, reopening it when it ends early or breaks.
 async fn follow(
-    instance: &str,
-    admin: &str,
+    to: Tapped<'_>,
     query: &str,
     dst: Option<&str>,
     until: Instant,
     tx: &mpsc::Sender<Item>,
 ) {
+    let (instance, admin) = (to.instance, to.admin);
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut reported = false;
     loop {
@@ -173,7 +190,7 @@ async fn follow(
         let secs = left.as_secs_f64().ceil().clamp(1.0, MAX_STREAM_SECS as f64) as u64;
         let url = format!("http://{admin}/tap?{query}&seconds={secs}");
         let opened = Instant::now();
-        let res = tokio::time::timeout_at(until, stream(&client, &url, instance, dst, tx)).await;
+        let res = tokio::time::timeout_at(until, stream(&client, &url, to, dst, tx)).await;
         match res {
             Err(_) => return,
             Ok(Ok(())) => {
@@ -204,11 +221,17 @@ async fn follow(
 async fn stream(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
     url: &str,
-    instance: &str,
+    to: Tapped<'_>,
     dst: Option<&str>,
     tx: &mpsc::Sender<Item>,
 ) -> anyhow::Result<()> {
-    let rsp = tokio::time::timeout(live::ADMIN_TIMEOUT, client.get(url.parse()?))
+    let instance = to.instance;
+    let mut req = hyper::Request::get(url);
+    if let Some(t) = to.credential {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::new())?;
+    let rsp = tokio::time::timeout(live::ADMIN_TIMEOUT, client.request(req))
         .await
         .map_err(|_| anyhow::anyhow!("GET {url}: no answer within {:?}", live::ADMIN_TIMEOUT))?
         .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
