@@ -1,6 +1,6 @@
-//! The data plane does not wait on its supervisor: `weft up` stopped (SIGSTOP, or a terminal's
-//! Ctrl-Z, or `weft up | less` that nobody reads) while every proxy logs heavily stalls no
-//! request; what does not fit is dropped and counted.
+//! The data plane and its supervisor: `weft up` stopped (SIGSTOP, or a terminal's Ctrl-Z, or
+//! `weft up | less` that nobody reads) while every proxy logs heavily stalls no request (what
+//! does not fit is dropped and counted); `weft up` killed outright leaves no process behind.
 
 mod common;
 
@@ -73,4 +73,72 @@ async fn a_stopped_weft_up_stalls_no_request() {
         dropped > 0.0,
         "no log line was dropped: was anything logged?"
     );
+}
+
+/// The processes `pid` started (its children), by pid.
+fn children_of(pid: nix::unistd::Pid) -> Vec<i32> {
+    let out = std::process::Command::new("ps")
+        .args(["--ppid", &pid.to_string(), "-o", "pid="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie waiting for its new parent to reap it does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit(')').next()?.split_whitespace().next()?.to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// `weft up` killed outright (SIGKILL: no chance to stop anything in order) under traffic:
+/// every process it started stops by itself within a bounded time (proxies drain and exit,
+/// apps exit), so nothing is left holding the mesh's ports, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_children_of_a_killed_weft_up_stop_by_themselves() {
+    const ROUNDS: usize = 10;
+    const WITHIN: Duration = Duration::from_secs(10);
+    for round in 0..ROUNDS {
+        let name = format!("killed-{round}");
+        let mut mesh = Mesh::up_with(
+            &mesh_yaml(&name, &[("hello", 2, "")]),
+            &["--drain-timeout", "1s"],
+        );
+        let children = children_of(mesh.pid());
+        // The ingress, two sidecars and two apps.
+        assert_eq!(children.len(), 5, "round {round}: {children:?}");
+        // Requests in flight when it dies: killed once the first of them was answered.
+        let (c, ingress) = (client(), mesh.ingress);
+        let (flowing, first) = tokio::sync::oneshot::channel();
+        let traffic = tokio::spawn(async move {
+            let mut flowing = Some(flowing);
+            for _ in 0..2_000 {
+                let _ = get(&c, ingress, "hello", "/").await;
+                if let Some(f) = flowing.take() {
+                    let _ = f.send(());
+                }
+            }
+        });
+        first.await.unwrap();
+        kill(mesh.pid(), Signal::SIGKILL).unwrap();
+        mesh.child.wait().unwrap();
+        let killed = Instant::now();
+        let mut left: Vec<i32> = children.clone();
+        while !left.is_empty() && killed.elapsed() < WITHIN {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left.retain(|p| running(*p));
+        }
+        assert!(
+            left.is_empty(),
+            "round {round}: {left:?} of {children:?} still run {WITHIN:?} after weft up was killed"
+        );
+        traffic.abort();
+    }
 }
