@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use model::credential::Presented;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,11 +46,6 @@ fn stdin() -> String {
     "<stdin>".into()
 }
 
-/// Equal in time independent of where two tokens differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Api {
     /// Refuses a call without the operator's credential (401), with another one (403), or a
     /// mutating call whose body is not JSON (415: what a web page may send across origins
@@ -62,10 +58,9 @@ impl Api {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match given {
-                None => {
+                .and_then(|v| v.to_str().ok());
+            match model::credential::check(given, token) {
+                Presented::Nothing => {
                     let mut rsp = text(
                         StatusCode::UNAUTHORIZED,
                         "this API needs the mesh's admin credential: Authorization: Bearer TOKEN (the CLI reads it from $WEFT_HOME)\n".into(),
@@ -76,13 +71,13 @@ impl Api {
                     );
                     return Some(rsp);
                 }
-                Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => {
+                Presented::Wrong => {
                     return Some(text(
                         StatusCode::FORBIDDEN,
                         "wrong credential for this mesh's API\n".into(),
                     ))
                 }
-                Some(_) => {}
+                Presented::Right => {}
             }
         }
         if req.method() == Method::POST {

@@ -8,7 +8,9 @@
 //! - [`policy`]: per-service traffic policies — balancing, limits, ejection, retry budgets.
 //! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
 //! - [`tap`]: one request as a proxy's live tap reports it.
+//! - [`credential`]: checking the admin credential (`Authorization: Bearer`).
 
+pub mod credential;
 pub mod mesh;
 pub mod names;
 pub mod policy;

@@ -11,6 +11,7 @@ use crate::settings::Settings;
 use crate::state::StateHandle;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use model::credential::Presented;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,11 +38,6 @@ fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     rsp
-}
-
-/// Equal in time independent of where two secrets differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn json(doc: &impl serde::Serialize) -> Response<Body> {
@@ -72,10 +68,9 @@ impl Admin {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => {
+            .and_then(|v| v.to_str().ok());
+        match model::credential::check(given, token) {
+            Presented::Nothing => {
                 let mut rsp = text(
                     StatusCode::UNAUTHORIZED,
                     "this endpoint needs the mesh's admin credential: Authorization: Bearer TOKEN\n",
@@ -86,11 +81,11 @@ impl Admin {
                 );
                 Some(rsp)
             }
-            Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => Some(text(
+            Presented::Wrong => Some(text(
                 StatusCode::FORBIDDEN,
                 "wrong credential for this proxy\n",
             )),
-            Some(_) => None,
+            Presented::Right => None,
         }
     }
 
