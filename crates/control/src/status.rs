@@ -32,6 +32,10 @@ pub struct Status {
     #[serde(default)]
     pub pending: Vec<String>,
     pub workloads: Vec<WorkloadStatus>,
+    /// Sidecars registered under names the mesh does not declare: never trusted as replicas by
+    /// the CLI's live views, listed so that no registration goes unseen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<WorkloadStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +61,35 @@ pub struct WorkloadStatus {
     pub config_version: u64,
 }
 
+/// A replica's row from its newest registration `rec` (`None`: no proxy yet); names are
+/// filled in by the caller.
+fn row(rec: Option<&ProxyRecord>, proxies: &[ProxyRecord], identity: String) -> WorkloadStatus {
+    let (state, reason) = match rec.map(|p| p.routable(proxies)) {
+        None => ("starting", NotRoutable::NoProxy.to_string()),
+        Some(Ok(())) => ("ready", String::new()),
+        Some(Err(NotRoutable::Draining)) => ("draining", String::new()),
+        Some(Err(why)) => ("not-ready", why.to_string()),
+    };
+    let n = rec.map(|r| &r.node);
+    WorkloadStatus {
+        service: String::new(),
+        namespace: String::new(),
+        workload: String::new(),
+        instance: String::new(),
+        labels: Labels::new(),
+        app: addr(n.and_then(|n| n.app)),
+        inbound: addr(n.and_then(|n| n.inbound)),
+        outbound: addr(n.and_then(|n| n.outbound)),
+        admin: addr(n.and_then(|n| n.admin)),
+        identity: n.map(|n| n.identity.0.clone()).unwrap_or(identity),
+        ready: state == "ready",
+        state: state.into(),
+        reason,
+        pid: n.map(|n| n.pid).unwrap_or(0),
+        config_version: rec.map(|r| r.acked).unwrap_or(0),
+    }
+}
+
 fn default_trust_domain() -> String {
     model::names::TRUST_DOMAIN.to_string()
 }
@@ -78,6 +111,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         .and_then(|p| p.node.outbound)
         .unwrap_or(spec.ingress);
     let mut workloads = Vec::new();
+    let mut listed: Vec<(&str, &str, String)> = Vec::new();
     for svc in &spec.services {
         // A workload without a sidecar never registers: it is not a replica of the mesh.
         for w in svc.workloads.iter().filter(|w| w.sidecar) {
@@ -89,34 +123,43 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
                         && p.node.service == svc.name
                         && p.node.namespace == svc.namespace
                 });
-                let (state, reason) = match rec.as_ref().map(|p| p.routable(&proxies)) {
-                    None => ("starting", NotRoutable::NoProxy.to_string()),
-                    Some(Ok(())) => ("ready", String::new()),
-                    Some(Err(NotRoutable::Draining)) => ("draining", String::new()),
-                    Some(Err(why)) => ("not-ready", why.to_string()),
-                };
-                let n = rec.as_ref().map(|r| &r.node);
-                workloads.push(WorkloadStatus {
-                    service: svc.name.clone(),
-                    namespace: svc.namespace.clone(),
-                    workload: w.name.clone(),
-                    instance,
-                    labels: w.labels.clone(),
-                    app: addr(n.and_then(|n| n.app)),
-                    inbound: addr(n.and_then(|n| n.inbound)),
-                    outbound: addr(n.and_then(|n| n.outbound)),
-                    admin: addr(n.and_then(|n| n.admin)),
-                    identity: n
-                        .map(|n| n.identity.0.clone())
-                        .unwrap_or_else(|| svc.identity_in(&trust_domain).0),
-                    ready: state == "ready",
-                    state: state.into(),
-                    reason,
-                    pid: n.map(|n| n.pid).unwrap_or(0),
-                    config_version: rec.as_ref().map(|r| r.acked).unwrap_or(0),
-                });
+                listed.push((&svc.name, &svc.namespace, instance.clone()));
+                let mut row = row(rec.as_ref(), &proxies, svc.identity_in(&trust_domain).0);
+                row.service = svc.name.clone();
+                row.namespace = svc.namespace.clone();
+                row.workload = w.name.clone();
+                row.instance = instance;
+                row.labels = w.labels.clone();
+                workloads.push(row);
             }
         }
+    }
+    // Every other sidecar registration, newest per instance: nothing registers unseen.
+    let mut undeclared = Vec::new();
+    let mut others: Vec<&ProxyRecord> = Vec::new();
+    for p in proxies.iter().rev().filter(|p| p.node.mode == "sidecar") {
+        let n = &p.node;
+        let known = listed
+            .iter()
+            .any(|(s, ns, i)| *s == n.service && *ns == n.namespace && *i == n.instance);
+        let seen = others.iter().any(|o| {
+            o.node.service == n.service
+                && o.node.namespace == n.namespace
+                && o.node.instance == n.instance
+        });
+        if !known && !seen {
+            others.push(p);
+        }
+    }
+    for p in others.into_iter().rev() {
+        let n = &p.node;
+        let mut row = row(Some(p), &proxies, n.identity.0.clone());
+        row.service = n.service.clone();
+        row.namespace = n.namespace.clone();
+        row.workload = n.workload.clone();
+        row.instance = n.instance.clone();
+        row.labels = n.labels.clone();
+        undeclared.push(row);
     }
     let pending = pending(&workloads, &proxies, version, registry.runs_ingress());
     Status {
@@ -131,6 +174,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         ready: pending.is_empty(),
         pending,
         workloads,
+        undeclared,
     }
 }
 

@@ -290,3 +290,40 @@ async fn a_proxys_tap_and_shutdown_need_the_admin_credential() {
         202
     );
 }
+
+#[tokio::test]
+async fn a_sidecar_the_mesh_does_not_declare_shows_in_status() {
+    let mesh = Mesh::up(&mesh_yaml("rogue", &[("hello", 1, "")]));
+    let control = mesh.status["control"].as_str().unwrap();
+    let mut rogue = std::process::Command::new(WEFT)
+        .args(["proxy", "--mode", "sidecar", "--control", control])
+        .args(["--service", "hello", "--instance", "rogue-0"])
+        .args(["--app", "127.0.0.1:9", "--inbound", "127.0.0.1:0"])
+        .env_remove("WEFT_JOIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = eventually(true, || async {
+        mesh.status_json(Some("rogue"))["undeclared"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|w| w["instance"] == "rogue-0"))
+    })
+    .await;
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+    assert!(
+        seen,
+        "a registration went unseen: {}",
+        mesh.status_json(None)
+    );
+    // The declared replica is listed as before, and only it.
+    let st = mesh.status_json(Some("rogue"));
+    let instances: Vec<&str> = st["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances, ["hello-v1-0"]);
+}

@@ -111,6 +111,12 @@ fn print_table(st: &Status) {
     for p in &st.pending {
         println!("  pending: {p}");
     }
+    for u in &st.undeclared {
+        println!(
+            "  warning: a sidecar registered as {}.{} instance {} (identity {}, inbound {}, pid {}) that the mesh does not declare",
+            u.service, u.namespace, u.instance, u.identity, u.inbound, u.pid
+        );
+    }
     let rows: Vec<[String; 8]> = st
         .workloads
         .iter()
