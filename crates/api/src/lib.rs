@@ -54,8 +54,9 @@ impl From<&Snapshot> for pb::Snapshot {
             services: s.services.iter().map(service_to).collect(),
             gateway: s.gateway.iter().map(route::vhost_to).collect(),
             security: Some(security::to_wire(&s.security)),
-            // The control plane fills this in from its CA when it sends the snapshot.
+            // The control plane fills these in from its CA when it sends the snapshot.
             trust_bundle_pem: String::new(),
+            ca_generation: 0,
         }
     }
 }

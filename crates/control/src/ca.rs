@@ -148,6 +148,8 @@ pub struct Issued {
     pub not_after: SystemTime,
     /// A fresh one-time token bound to the same identity, for the next renewal.
     pub renewal_token: String,
+    /// The CA's generation when it signed ([`Ca::generation`]).
+    pub generation: u64,
 }
 
 impl Issued {
@@ -172,6 +174,9 @@ struct State {
     /// The next root (and its intermediate), trusted but not yet signing: step one of a
     /// rotation without downtime (see [`Ca::prepare_root`]).
     next: Option<(Authority, Option<Authority>)>,
+    /// Bumped whenever another root starts signing: a leaf signed at an older generation
+    /// chains to a root that is on its way out.
+    generation: u64,
 }
 
 /// The mesh CA. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -216,6 +221,7 @@ impl Ca {
                 intermediate,
                 trusted,
                 next: None,
+                generation: 1,
             }),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -223,6 +229,11 @@ impl Ca {
 
     pub fn config(&self) -> &CaConfig {
         &self.config
+    }
+
+    /// Which root signs now, as a number that grows with each root that starts signing.
+    pub fn generation(&self) -> u64 {
+        lock(&self.state).generation
     }
 }
 

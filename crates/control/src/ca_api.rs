@@ -1,8 +1,10 @@
 //! Root rotation without downtime through the running control plane (`weft ca`): `POST
 //! /ca/prepare` makes the next root and sends the two-root trust bundle to every proxy, `POST
-//! /ca/activate` makes the new root sign from then on (proxies move to it as they renew), and
-//! `POST /ca/retire` drops the old root once every leaf is renewed. Each answers once every
-//! proxy runs the snapshot carrying the new bundle.
+//! /ca/activate` makes the new root sign from then on (the snapshot carries the CA's new
+//! generation, and every proxy renews its leaf at once), and `POST /ca/retire` drops the old
+//! root — refused (409) while a proxy still reports a leaf of an older generation, unless the
+//! body says `{"force": true}`. Each answers once every proxy runs the snapshot carrying the
+//! new bundle (activate: once every proxy holds a leaf of the new root, up to 5 s).
 
 use crate::http_api::Api;
 use bytes::Bytes;
@@ -10,16 +12,65 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use std::time::Duration;
 
+fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp
+}
+
 /// How long a step waits for every proxy to take the new bundle.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// What a CA step's body may say.
+#[derive(Default, serde::Deserialize)]
+struct StepBody {
+    /// `retire` even while proxies hold leaves of the old root (their new connections to peers
+    /// that dropped it then fail until they renew).
+    #[serde(default)]
+    force: bool,
+}
+
 impl Api {
-    pub(crate) async fn ca_step(&self, step: &str) -> Response<Full<Bytes>> {
-        let answer = |status: StatusCode, body: String| {
-            let mut rsp = Response::new(Full::new(Bytes::from(body)));
-            *rsp.status_mut() = status;
-            rsp
+    /// `POST /ca/STEP` with a JSON body (`{}`, or `{"force": true}` for retire).
+    pub(crate) async fn ca_request(
+        &self,
+        step: &str,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("the body: {e}\n")),
         };
+        let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(StepBody::default())
+        } else {
+            serde_json::from_slice::<StepBody>(&body)
+        };
+        match parsed {
+            Ok(b) => self.ca_step(step, b.force).await,
+            Err(e) => plain(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{}} or {{\"force\": true}}: {e}\n"),
+            ),
+        }
+    }
+
+    /// The proxies whose leaf an older root than the signing one signed, by name.
+    fn on_old_leaves(&self, generation: u64) -> Vec<String> {
+        self.registry
+            .proxies()
+            .iter()
+            .filter(|p| !p.draining && p.leaf_generation < generation)
+            .map(|p| p.name())
+            .collect()
+    }
+
+    pub(crate) async fn ca_step(&self, step: &str, force: bool) -> Response<Full<Bytes>> {
+        let answer = plain;
         let Some(ca) = &self.ca else {
             return answer(
                 StatusCode::NOT_FOUND,
@@ -41,9 +92,24 @@ impl Api {
                     "no prepared root to activate (run prepare first)"
                 }
             }),
-            "retire" => ca
-                .retire_roots()
-                .map(|()| "old roots dropped from the trust bundle"),
+            "retire" => {
+                let behind = self.on_old_leaves(ca.generation());
+                if !behind.is_empty() && !force {
+                    return answer(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "not retiring: {} still hold a certificate of the old root ({}); they renew within seconds of `weft ca activate` (or `rotate`), so retry shortly; --force retires now and their new connections fail until they renew\n",
+                            behind.len(),
+                            behind.join(", ")
+                        ),
+                    );
+                }
+                if !behind.is_empty() {
+                    tracing::warn!(proxies = ?behind, "old root retired by force while proxies still hold its leaves");
+                }
+                ca.retire_roots()
+                    .map(|()| "old roots dropped from the trust bundle")
+            }
             other => {
                 return answer(
                     StatusCode::NOT_FOUND,
@@ -62,7 +128,28 @@ impl Api {
                 } else {
                     format!("warning: not every proxy took the {roots}-root bundle within {WAIT:?}")
                 };
-                answer(StatusCode::OK, format!("{what}; {reached}\n"))
+                // After activate, proxies renew their leaves at once (the snapshot says which
+                // generation signs now): say when they all hold one of the new root.
+                let renewed = if step == "activate" {
+                    let generation = ca.generation();
+                    let deadline = tokio::time::Instant::now() + WAIT;
+                    let mut behind = self.on_old_leaves(generation);
+                    while !behind.is_empty() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        behind = self.on_old_leaves(generation);
+                    }
+                    if behind.is_empty() {
+                        "; every proxy holds a certificate of the new root".to_string()
+                    } else {
+                        format!(
+                            "; warning: still on a certificate of the old root after {WAIT:?}: {}",
+                            behind.join(", ")
+                        )
+                    }
+                } else {
+                    String::new()
+                };
+                answer(StatusCode::OK, format!("{what}; {reached}{renewed}\n"))
             }
         }
     }

@@ -237,7 +237,8 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(req).await,
                         (&Method::POST, path) if path.starts_with("/ca/") => {
-                            api.ca_step(&path["/ca/".len()..]).await
+                            let step = path["/ca/".len()..].to_string();
+                            api.ca_request(&step, req).await
                         }
                         _ => api.serve(&req),
                     };

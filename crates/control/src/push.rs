@@ -70,6 +70,7 @@ impl Discovery for Push {
                         let mut wire = pb::Snapshot::from(&*snap);
                         if let Some(ca) = &ca {
                             wire.trust_bundle_pem = ca.bundle_pem();
+                            wire.ca_generation = ca.generation();
                         }
                         let msg = pb::ControlMessage { snapshot: Some(wire) };
                         if tx.send(Ok(msg)).await.is_err() {
@@ -103,6 +104,7 @@ impl Discovery for Push {
                     chain_pem: issued.chain_pem(),
                     bundle_pem: ca.bundle_pem(),
                     renewal_token: issued.renewal_token,
+                    generation: issued.generation,
                 }))
             }
             Err(e) => {
@@ -116,7 +118,10 @@ impl Discovery for Push {
 fn handle(registry: &Registry, id: u64, m: pb::ProxyMessage) {
     match m.msg {
         Some(Msg::Ack(a)) => registry.ack(id, a.version, a.error),
-        Some(Msg::Health(h)) => registry.set_health(id, h.ready, h.reason),
+        Some(Msg::Health(h)) => {
+            registry.set_leaf_generation(id, h.leaf_generation);
+            registry.set_health(id, h.ready, h.reason)
+        }
         Some(Msg::Drain(_)) => registry.set_draining(id),
         Some(Msg::Hello(_)) | None => {}
     }

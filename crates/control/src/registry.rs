@@ -84,6 +84,8 @@ pub struct ProxyRecord {
     /// The snapshot version since which this proxy's replica has been an endpoint (listed in
     /// every snapshot from that one on); `None` while it is not one.
     pub listed_since: Option<u64>,
+    /// The CA generation that signed the proxy's leaf, as it reports; 0: none (yet).
+    pub leaf_generation: u64,
 }
 
 /// Why a replica does not receive traffic from every proxy that could send it.
@@ -358,6 +360,7 @@ impl Registry {
                     acked: 0,
                     nack: None,
                     listed_since: None,
+                    leaf_generation: 0,
                 },
             );
             id
@@ -414,6 +417,12 @@ impl Registry {
                 p.reported = true;
             })
         });
+    }
+
+    /// Records which CA generation signed the proxy's leaf (its health says).
+    pub fn set_leaf_generation(&self, id: u64, generation: u64) {
+        let mut inner = self.lock();
+        inner.update(id, |p| p.leaf_generation = generation);
     }
 
     pub fn set_draining(&self, id: u64) {

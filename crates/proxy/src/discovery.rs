@@ -93,7 +93,11 @@ fn health(shared: &Discovery) -> pb::ProxyMessage {
         Some(r) => (false, r.to_string()),
     };
     pb::ProxyMessage {
-        msg: Some(Msg::Health(pb::Health { ready, reason })),
+        msg: Some(Msg::Health(pb::Health {
+            ready,
+            reason,
+            leaf_generation: shared.tls.generation(),
+        })),
     }
 }
 
@@ -196,6 +200,9 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
         );
         tracing::error!(version, "{error}");
         return pb::Ack { version, error };
+    }
+    if wire.ca_generation != 0 {
+        shared.tls.signing_generation(wire.ca_generation);
     }
     if !bundle.is_empty() {
         if let Some(creds) = shared.tls.get() {

@@ -33,11 +33,29 @@ pub enum IdentityError {
 #[derive(Default)]
 pub struct Slot {
     creds: OnceLock<Arc<Credentials>>,
+    /// The CA generation that signed the leaf in force (0: none yet).
+    generation: std::sync::atomic::AtomicU64,
+    /// Wakes the renewal loop before its time (a new root signs now).
+    renew_now: tokio::sync::Notify,
 }
 
 impl Slot {
     pub fn get(&self) -> Option<&Arc<Credentials>> {
         self.creds.get()
+    }
+
+    /// The CA generation of the leaf in force (0: no leaf yet).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The CA signs with generation `signing` now: a leaf of an older one is renewed at once,
+    /// so that the old root can be retired without cutting connections.
+    pub fn signing_generation(&self, signing: u64) {
+        let mine = self.generation();
+        if mine != 0 && signing > mine {
+            self.renew_now.notify_one();
+        }
     }
 }
 
@@ -80,15 +98,19 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 /// Gets the first certificate (retrying until it works), publishes it in `slot`, then renews
-/// for as long as the proxy runs. `on_ready` is called once the first certificate is in.
+/// for as long as the proxy runs: at ~70% of each leaf's life, or at once when the control
+/// plane says another root signs now ([`Slot::signing_generation`]). `on_ready` is called once
+/// the first certificate is in and after each renewal (the proxy then reports its health,
+/// which carries its leaf's generation).
 pub async fn run(
     control: SocketAddr,
     identity: Identity,
     join_token: String,
     slot: Arc<Slot>,
     metrics: Arc<crate::metrics::Metrics>,
-    on_ready: impl FnOnce(),
+    on_ready: impl Fn(),
 ) {
+    let on_renewed = &on_ready;
     let mut token = join_token;
     let mut backoff = RETRY_MIN;
     // The first certificate.
@@ -102,10 +124,12 @@ pub async fn run(
                     certs(&rsp.chain_pem)?,
                     certs(&rsp.bundle_pem)?,
                 )?;
-                Ok((creds, rsp.renewal_token))
+                Ok((creds, rsp.renewal_token, rsp.generation))
             }) {
-            Ok((creds, next)) => {
+            Ok((creds, next, generation)) => {
                 token = next;
+                slot.generation
+                    .store(generation, std::sync::atomic::Ordering::Release);
                 break creds;
             }
             Err(e) => {
@@ -128,22 +152,31 @@ pub async fn run(
     tracing::info!(%identity, expires = ?not_after, "certificate installed");
     on_ready();
 
-    // Renewals.
+    // Renewals: at ~70% of the leaf's life, or at once when another root starts signing.
     loop {
         let (nb, na) = creds.validity();
         let wait = tls::renew_in(nb, na, SystemTime::now());
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = slot.renew_now.notified() => {
+                tracing::info!(%identity, "a new root signs now; renewing the certificate");
+            }
+        }
         let mut backoff = RETRY_MIN;
         loop {
             let renewed = certify(control, &identity, &token)
                 .await
                 .and_then(|(key, rsp)| {
                     creds.rotate(&key, certs(&rsp.chain_pem)?, certs(&rsp.bundle_pem)?)?;
-                    Ok(rsp.renewal_token)
+                    Ok((rsp.renewal_token, rsp.generation))
                 });
             match renewed {
-                Ok(next) => {
+                Ok((next, generation)) => {
                     token = next;
+                    slot.generation
+                        .store(generation, std::sync::atomic::Ordering::Release);
+                    // The control plane hears of the new leaf with the next health report.
+                    on_renewed();
                     let (_, na) = creds.validity();
                     metrics.cert_expiry.set(unix(na) as i64);
                     metrics.cert_renewals.inc();

@@ -45,6 +45,7 @@ impl Ca {
         state.root = root;
         state.intermediate = intermediate;
         state.trusted = trusted;
+        state.generation += 1;
         Ok(())
     }
 
@@ -90,6 +91,7 @@ impl Ca {
         state.root = root;
         state.intermediate = intermediate;
         state.trusted = trusted;
+        state.generation += 1;
         Ok(true)
     }
 

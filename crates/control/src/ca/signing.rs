@@ -70,6 +70,7 @@ impl Ca {
         if let Some(intermediate) = &state.intermediate {
             chain.push(intermediate.cert.clone());
         }
+        let generation = state.generation;
         drop(state);
 
         tokens.remove(token);
@@ -88,6 +89,7 @@ impl Ca {
             not_before: not_before.into(),
             not_after: not_after.into(),
             renewal_token,
+            generation,
         })
     }
 

@@ -1,7 +1,8 @@
 //! `weft ca rotate|prepare|activate|retire`: rotate the running mesh's root CA without
 //! downtime. `rotate` = `prepare` (the next root joins every proxy's trust bundle) then
-//! `activate` (it signs from then on; proxies move to it as they renew); `retire` drops the old
-//! root once every certificate has been renewed (after one certificate lifetime).
+//! `activate` (it signs from then on; every proxy renews its certificate from it at once);
+//! `retire` drops the old root, and refuses while a proxy still holds a certificate of it
+//! (`--force` retires anyway: those proxies' new connections fail until they renew).
 
 use super::get::post;
 use super::runtime;
@@ -20,6 +21,10 @@ pub struct CaArgs {
     step: Step,
     #[arg(long)]
     mesh: Option<String>,
+    /// retire: drop the old root even while proxies still hold certificates of it (their new
+    /// connections to peers fail until they renew)
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: CaArgs) -> anyhow::Result<i32> {
@@ -34,7 +39,7 @@ pub fn run(a: CaArgs) -> anyhow::Result<i32> {
         for step in steps {
             let (status, body) = post(
                 &format!("http://{}/ca/{step}", mesh.api),
-                &serde_json::json!({}),
+                &serde_json::json!({ "force": a.force && *step == "retire" }),
             )
             .await?;
             let text = String::from_utf8_lossy(&body);
