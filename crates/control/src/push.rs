@@ -28,6 +28,11 @@ impl Discovery for Push {
         &self,
         req: Request<Streaming<pb::ProxyMessage>>,
     ) -> Result<Response<ControlStream>, Status> {
+        let token = req
+            .metadata()
+            .get(api::TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut from_proxy = req.into_inner();
         let hello = match from_proxy.message().await? {
             Some(pb::ProxyMessage {
@@ -40,6 +45,13 @@ impl Discovery for Push {
             }
         };
         let node = Node::try_from(hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(refused) = self
+            .ca
+            .as_ref()
+            .and_then(|ca| refusal(ca, &node, token.as_deref()))
+        {
+            return Err(refused);
+        }
         tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");
         let registration = self.registry.register(node);
         let registry = self.registry.clone();
@@ -113,6 +125,35 @@ impl Discovery for Push {
             }
         }
     }
+}
+
+/// In a mesh with a CA, a proxy proves who it is with a live token of the CA (its join token
+/// before its first certificate, its renewal token after) bound to the identity it says it has,
+/// and that identity must be its service's (`ns/NAMESPACE/sa/SERVICE`): nobody registers as an
+/// endpoint of a service without its credentials. `Some`: why the stream is refused.
+fn refusal(ca: &crate::ca::Ca, node: &Node, token: Option<&str>) -> Option<Status> {
+    let Some(token) = token else {
+        return Some(Status::unauthenticated(
+            "this mesh runs mTLS: a proxy presents its join or renewal token",
+        ));
+    };
+    match ca.token_identity(token) {
+        Some(id) if id == node.identity => {}
+        Some(id) => {
+            return Some(Status::permission_denied(format!(
+                "the token is {id}'s, not {}'s",
+                node.identity
+            )))
+        }
+        None => return Some(Status::unauthenticated("unknown, used or expired token")),
+    }
+    let own = model::Identity::spiffe_in(&ca.config().trust_domain, &node.namespace, &node.service);
+    (node.identity != own).then(|| {
+        Status::permission_denied(format!(
+            "identity {} cannot register for service {}.{} (its identity is {own})",
+            node.identity, node.service, node.namespace
+        ))
+    })
 }
 
 fn handle(registry: &Registry, id: u64, m: pb::ProxyMessage) {

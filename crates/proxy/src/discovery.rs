@@ -60,12 +60,30 @@ pub struct Discovery {
     pub drain: Drain,
 }
 
-/// Runs until the process exits.
+/// Runs until the process exits. A proxy that joins the mesh CA first waits for its
+/// certificate: its control stream proves who it is with the token that came with it.
 pub async fn run(shared: Arc<Discovery>) {
+    if shared.joins {
+        shared.tls.wait_installed().await;
+    }
     let mut backoff = BACKOFF_MIN;
+    let mut refused_said = false;
     loop {
         let got_snapshot = match session(&shared).await {
             Ok(got) => got,
+            Err((got, StreamError::Status(s)))
+                if s.code() == tonic::Code::Unauthenticated && !shared.joins =>
+            {
+                if !std::mem::replace(&mut refused_said, true) {
+                    tracing::error!(
+                        control = %shared.control,
+                        "{}; the control plane refused the stream: {}",
+                        no_token_message(),
+                        s.message()
+                    );
+                }
+                got
+            }
             Err((got, e)) => {
                 tracing::warn!(control = %shared.control, error = %e, "control plane stream lost; serving the last snapshot");
                 got
@@ -120,8 +138,15 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
         let _ = tx.send(drain_msg()).await;
         drained_sent = true;
     }
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    // In a mesh with a CA the stream proves who this proxy is with its renewal token.
+    if let Some(token) = shared.tls.stream_token() {
+        if let Ok(v) = token.parse() {
+            request.metadata_mut().insert(api::TOKEN_METADATA, v);
+        }
+    }
     let mut inbound = client
-        .stream(ReceiverStream::new(rx))
+        .stream(request)
         .await
         .map_err(|e| (got, e.into()))?
         .into_inner();
@@ -180,6 +205,14 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
     }
 }
 
+/// What a proxy without a join token says in a mesh that runs mTLS.
+fn no_token_message() -> String {
+    format!(
+        "the mesh runs mTLS and this proxy has no join token (--join-token-file, or {}); not serving rather than talking plaintext",
+        model::names::JOIN_TOKEN_ENV
+    )
+}
+
 fn drain_msg() -> pb::ProxyMessage {
     pb::ProxyMessage {
         msg: Some(Msg::Drain(pb::Drain {})),
@@ -194,10 +227,7 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
     if !bundle.is_empty() && !shared.joins {
         // The mesh runs mTLS: without a certificate this proxy would reach its peers in
         // plaintext. It takes no snapshot (and so routes nothing and is never ready) instead.
-        let error = format!(
-            "the mesh runs mTLS and this proxy has no join token (--join-token-file, or {}); not serving rather than talking plaintext",
-            model::names::JOIN_TOKEN_ENV
-        );
+        let error = no_token_message();
         tracing::error!(version, "{error}");
         return pb::Ack { version, error };
     }

@@ -37,11 +37,36 @@ pub struct Slot {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the renewal loop before its time (a new root signs now).
     renew_now: tokio::sync::Notify,
+    /// The CA token that proves who this proxy is on its control stream: the renewal token of
+    /// the leaf in force.
+    token: std::sync::Mutex<Option<String>>,
+    /// Wakes whoever waits for the first certificate.
+    installed: tokio::sync::Notify,
 }
 
 impl Slot {
     pub fn get(&self) -> Option<&Arc<Credentials>> {
         self.creds.get()
+    }
+
+    /// The token the control stream presents (`None` before the first certificate).
+    pub fn stream_token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.to_string());
+    }
+
+    /// Waits until the first certificate is in.
+    pub async fn wait_installed(&self) {
+        loop {
+            let notified = self.installed.notified();
+            if self.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The CA generation of the leaf in force (0: no leaf yet).
@@ -148,7 +173,9 @@ pub async fn run(
     };
     let (_, not_after) = creds.validity();
     metrics.cert_expiry.set(unix(not_after) as i64);
+    slot.set_token(&token);
     let _ = slot.creds.set(creds.clone());
+    slot.installed.notify_waiters();
     tracing::info!(%identity, expires = ?not_after, "certificate installed");
     on_ready();
 
@@ -173,6 +200,7 @@ pub async fn run(
             match renewed {
                 Ok((next, generation)) => {
                     token = next;
+                    slot.set_token(&token);
                     slot.generation
                         .store(generation, std::sync::atomic::Ordering::Release);
                     // The control plane hears of the new leaf with the next health report.

@@ -291,27 +291,75 @@ async fn a_proxys_tap_and_shutdown_need_the_admin_credential() {
     );
 }
 
-#[tokio::test]
-async fn a_sidecar_the_mesh_does_not_declare_shows_in_status() {
-    let mesh = Mesh::up(&mesh_yaml("rogue", &[("hello", 1, "")]));
+/// Registers a sidecar for `hello` under the instance name `instance`, by hand, presenting
+/// `token` (or none) on its control stream; the child.
+fn hand_started_sidecar(mesh: &Mesh, instance: &str, token: Option<&str>) -> std::process::Child {
     let control = mesh.status["control"].as_str().unwrap();
-    let mut rogue = std::process::Command::new(WEFT)
-        .args(["proxy", "--mode", "sidecar", "--control", control])
-        .args(["--service", "hello", "--instance", "rogue-0"])
+    let mut cmd = std::process::Command::new(WEFT);
+    cmd.args(["proxy", "--mode", "sidecar", "--control", control])
+        .args(["--service", "hello", "--instance", instance])
         .args(["--app", "127.0.0.1:9", "--inbound", "127.0.0.1:0"])
         .env_remove("WEFT_JOIN_TOKEN")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let seen = eventually(true, || async {
-        mesh.status_json(Some("rogue"))["undeclared"]
-            .as_array()
-            .is_some_and(|u| u.iter().any(|w| w["instance"] == "rogue-0"))
-    })
-    .await;
+        .stderr(std::process::Stdio::null());
+    if let Some(t) = token {
+        cmd.env("WEFT_JOIN_TOKEN", t);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn undeclared(mesh: &Mesh) -> Vec<String> {
+    mesh.status_json(Some("rogue"))["undeclared"]
+        .as_array()
+        .map(|u| {
+            u.iter()
+                .map(|w| w["instance"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn only_proxies_with_credentials_register_and_every_registration_shows() {
+    let mesh = Mesh::up(&mesh_yaml("rogue", &[("hello", 1, "")]));
+    let c = client();
+    // Without a token of the mesh CA the control stream is refused: nothing registers, and
+    // the one replica keeps all of hello's traffic.
+    let mut rogue = hand_started_sidecar(&mesh, "rogue-0", None);
+    let hello = mesh.status["workloads"][0]["inbound"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..20 {
+        let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
     let _ = rogue.kill();
     let _ = rogue.wait();
+    assert!(undeclared(&mesh).is_empty(), "{:?}", undeclared(&mesh));
+    let st = mesh.status_json(Some("rogue"));
+    assert_eq!(st["workloads"][0]["inbound"].as_str().unwrap(), hello);
+
+    // With a join token for hello's identity (the operator's to give), a sidecar under a name
+    // the mesh does not declare registers, and shows.
+    let api: SocketAddr = mesh.status["api"].as_str().unwrap().parse().unwrap();
+    let admin = std::fs::read_to_string(mesh.home.join("meshes").join("rogue.token")).unwrap();
+    let body = serde_json::json!({ "identity": "spiffe://cluster.local/ns/default/sa/hello" });
+    let json = Some("application/json");
+    let (status, _, token) = call(
+        api,
+        "POST",
+        "/join",
+        Some(admin.trim()),
+        json,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let mut extra = hand_started_sidecar(&mesh, "extra-0", Some(&token));
+    let seen = eventually(true, || async { undeclared(&mesh) == ["extra-0"] }).await;
+    let _ = extra.kill();
+    let _ = extra.wait();
     assert!(
         seen,
         "a registration went unseen: {}",
