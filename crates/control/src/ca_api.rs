@@ -133,9 +133,13 @@ impl Api {
                 let renewed = if step == "activate" {
                     let generation = ca.generation();
                     let deadline = tokio::time::Instant::now() + WAIT;
+                    let mut changes = self.registry.watch_generation();
                     let mut behind = self.on_old_leaves(generation);
-                    while !behind.is_empty() && tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    while !behind.is_empty() {
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            _ = tokio::time::sleep_until(deadline) => break,
+                        }
                         behind = self.on_old_leaves(generation);
                     }
                     if behind.is_empty() {

@@ -421,8 +421,9 @@ impl Registry {
 
     /// Records which CA generation signed the proxy's leaf (its health says).
     pub fn set_leaf_generation(&self, id: u64, generation: u64) {
-        let mut inner = self.lock();
-        inner.update(id, |p| p.leaf_generation = generation);
+        self.lock().update(id, |p| p.leaf_generation = generation);
+        // Not part of any snapshot; whoever waits on the mesh state still hears of it.
+        self.generation.send_modify(|g| *g += 1);
     }
 
     pub fn set_draining(&self, id: u64) {

@@ -3,7 +3,7 @@
 
 use super::certs::{generate_root, intermediate_for};
 use super::store::{parse_certs, to_pem, write_root, write_trusted};
-use super::{lock, Ca, CaError};
+use super::{lock, Authority, Ca, CaError, State};
 use rustls_pki_types::CertificateDer;
 
 impl Ca {
@@ -36,6 +36,19 @@ impl Ca {
         let mut state = lock(&self.state);
         let mut trusted = state.trusted.clone();
         trusted.push(state.root.cert.clone());
+        self.sign_with(&mut state, root, intermediate, trusted)
+    }
+
+    /// Makes `root` (and `intermediate`) sign from now on, trusting `trusted` besides it:
+    /// written to the CA directory first (when there is one), then in force, under the next
+    /// generation.
+    fn sign_with(
+        &self,
+        state: &mut State,
+        root: Authority,
+        intermediate: Option<Authority>,
+        trusted: Vec<CertificateDer<'static>>,
+    ) -> Result<(), CaError> {
         if let Some(dir) = &self.dir {
             // Trusted list first: a crash between the two writes then trusts one root too many
             // rather than forgetting the old root that live leaves chain to.
@@ -84,14 +97,7 @@ impl Ca {
             .cloned()
             .collect();
         trusted.push(state.root.cert.clone());
-        if let Some(dir) = &self.dir {
-            write_trusted(dir, &trusted)?;
-            write_root(dir, &root)?;
-        }
-        state.root = root;
-        state.intermediate = intermediate;
-        state.trusted = trusted;
-        state.generation += 1;
+        self.sign_with(&mut state, root, intermediate, trusted)?;
         Ok(true)
     }
 

@@ -6,22 +6,39 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
 
 /// The admin credential for the API at `url`'s authority: `WEFT_API_TOKEN`, or the one a
 /// running mesh whose API that is keeps in `$WEFT_HOME`.
 fn credential(url: &str) -> Option<String> {
-    if let Some(t) = std::env::var("WEFT_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(t) = env_credential() {
         return Some(t);
     }
     let uri: hyper::Uri = url.parse().ok()?;
     let authority = uri.authority()?.as_str().to_string();
-    local::meshes::running()
-        .into_iter()
-        .find(|m| m.api == authority)
-        .and_then(|m| local::meshes::admin_token(&m))
+    // Looked up once per address: live views call the same API every second.
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Option<String>>>> =
+        std::sync::OnceLock::new();
+    let mut known = KNOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    known
+        .entry(authority)
+        .or_insert_with_key(|authority| {
+            local::meshes::running()
+                .into_iter()
+                .find(|m| &m.api == authority)
+                .and_then(|m| local::meshes::admin_token(&m))
+        })
+        .clone()
+}
+
+/// The credential `WEFT_API_TOKEN` gives, which wins over what `$WEFT_HOME` holds.
+pub fn env_credential() -> Option<String> {
+    std::env::var("WEFT_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 fn with_credential(

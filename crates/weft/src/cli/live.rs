@@ -30,13 +30,8 @@ pub async fn status_at(api: &str) -> anyhow::Result<Status> {
 /// The admin credential of the mesh `mesh` (`WEFT_API_TOKEN`, or the one `weft up` keeps in
 /// `$WEFT_HOME`), which its proxies' `/tap` asks for.
 pub fn credential(mesh: Option<&str>) -> Option<String> {
-    if let Some(t) = std::env::var("WEFT_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
-        return Some(t);
-    }
-    local::meshes::admin_token(&local::meshes::find(mesh).ok()?)
+    super::get::env_credential()
+        .or_else(|| local::meshes::admin_token(&local::meshes::find(mesh).ok()?))
 }
 
 /// The API address of the mesh `mesh`.
