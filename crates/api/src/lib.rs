@@ -47,10 +47,6 @@ pub enum WireError {
     Security { policy: String, why: String },
 }
 
-/// The gRPC metadata key a proxy's control stream carries its CA token in (its join token
-/// before its first certificate, its renewal token after).
-pub const TOKEN_METADATA: &str = "x-weft-token";
-
 impl From<&Snapshot> for pb::Snapshot {
     fn from(s: &Snapshot) -> Self {
         pb::Snapshot {

@@ -20,6 +20,8 @@ mod signing;
 mod store;
 mod tokens;
 
+pub use signing::ServingCert;
+
 use certs::{generate_root, intermediate_for};
 use model::names::TRUST_DOMAIN;
 use model::Identity;
@@ -121,6 +123,8 @@ pub enum CaError {
     },
     #[error("{0:?} is not a SPIFFE ID of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT")]
     InvalidIdentity(String),
+    #[error("{0} is reserved for the control plane")]
+    Reserved(Identity),
     #[error("{identity} is outside this CA's trust domain {trust_domain:?}")]
     ForeignTrustDomain {
         identity: Identity,

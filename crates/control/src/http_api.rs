@@ -202,6 +202,11 @@ impl Api {
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
             (&Method::GET, "/resources") => json(&self.resources.current().resources),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
+            // The mesh's trust anchors, for a proxy started by hand (`--trust-anchors-file`).
+            (&Method::GET, "/ca/bundle") => match &self.ca {
+                Some(ca) => text(StatusCode::OK, ca.bundle_pem()),
+                None => text(StatusCode::NOT_FOUND, "this mesh runs no CA\n".into()),
+            },
             _ => {
                 let mut rsp = Response::new(Full::new(Bytes::from_static(
                     b"not found; try GET /status or /snapshot\n",

@@ -19,6 +19,7 @@ pub mod ca;
 mod ca_api;
 pub mod http_api;
 mod join;
+pub mod listener;
 pub mod push;
 pub mod registry;
 pub mod server;

@@ -2,6 +2,7 @@
 //! snapshot and every later one; it answers each with an ack or a nack and reports its health
 //! and drain on the same stream. The proxy is deregistered when its stream ends.
 
+use crate::listener::Peer;
 use crate::registry::{Node, Registry};
 use api::pb::{self, discovery_server::Discovery, proxy_message::Msg};
 use std::pin::Pin;
@@ -28,11 +29,7 @@ impl Discovery for Push {
         &self,
         req: Request<Streaming<pb::ProxyMessage>>,
     ) -> Result<Response<ControlStream>, Status> {
-        let token = req
-            .metadata()
-            .get(api::TOKEN_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let peer = peer(&req);
         let mut from_proxy = req.into_inner();
         let hello = match from_proxy.message().await? {
             Some(pb::ProxyMessage {
@@ -45,11 +42,7 @@ impl Discovery for Push {
             }
         };
         let node = Node::try_from(hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(refused) = self
-            .ca
-            .as_ref()
-            .and_then(|ca| refusal(ca, &node, token.as_deref()))
-        {
+        if let Some(refused) = self.ca.as_ref().and_then(|ca| refusal(ca, &node, &peer)) {
             return Err(refused);
         }
         tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");
@@ -107,6 +100,9 @@ impl Discovery for Push {
         let Some(ca) = &self.ca else {
             return Err(Status::unimplemented("this control plane runs no CA"));
         };
+        if !peer(&req).tls {
+            return Err(plaintext_refused());
+        }
         let r = req.into_inner();
         let identity = model::Identity(r.identity);
         match ca.sign(r.csr_pem.as_bytes(), &identity, &r.token) {
@@ -127,25 +123,38 @@ impl Discovery for Push {
     }
 }
 
-/// In a mesh with a CA, a proxy proves who it is with a live token of the CA (its join token
-/// before its first certificate, its renewal token after) bound to the identity it says it has,
-/// and that identity must be its service's (`ns/NAMESPACE/sa/SERVICE`): nobody registers as an
-/// endpoint of a service without its credentials. `Some`: why the stream is refused.
-fn refusal(ca: &crate::ca::Ca, node: &Node, token: Option<&str>) -> Option<Status> {
-    let Some(token) = token else {
-        return Some(Status::unauthenticated(
-            "this mesh runs mTLS: a proxy presents its join or renewal token",
-        ));
-    };
-    match ca.token_identity(token) {
-        Some(id) if id == node.identity => {}
-        Some(id) => {
+fn peer<T>(req: &Request<T>) -> Peer {
+    req.extensions().get::<Peer>().cloned().unwrap_or_default()
+}
+
+fn plaintext_refused() -> Status {
+    Status::unauthenticated(
+        "this mesh runs mTLS: its control plane speaks TLS only (give the proxy the mesh's trust anchors: --trust-anchors-file, or WEFT_TRUST_ANCHORS)",
+    )
+}
+
+/// In a mesh with a CA, a proxy opens its stream over TLS and proves who it is with the
+/// certificate the mesh CA gave it (it gets one with its join token first), and that identity
+/// must be the one its Hello states and its service's own (`ns/NAMESPACE/sa/SERVICE`): nobody
+/// registers as an endpoint of a service without its credentials. `Some`: why the stream is
+/// refused.
+fn refusal(ca: &crate::ca::Ca, node: &Node, peer: &Peer) -> Option<Status> {
+    if !peer.tls {
+        return Some(plaintext_refused());
+    }
+    match &peer.identity {
+        None => {
+            return Some(Status::unauthenticated(
+                "this mesh runs mTLS: a proxy opens its control stream with the certificate the mesh CA gave it",
+            ))
+        }
+        Some(id) if *id != node.identity => {
             return Some(Status::permission_denied(format!(
-                "the token is {id}'s, not {}'s",
+                "the certificate is {id}'s, not {}'s",
                 node.identity
             )))
         }
-        None => return Some(Status::unauthenticated("unknown, used or expired token")),
+        Some(_) => {}
     }
     let own = model::Identity::spiffe_in(&ca.config().trust_domain, &node.namespace, &node.service);
     (node.identity != own).then(|| {

@@ -1,5 +1,6 @@
-//! Starting the control plane: the gRPC push server and the JSON API on listeners bound up
-//! front, so a taken port is reported before anything runs.
+//! Starting the control plane: the gRPC push server (TLS in a mesh with a CA, see
+//! [`crate::listener`]) and the JSON API on listeners bound up front, so a taken port is
+//! reported before anything runs.
 
 use crate::http_api::{self, Api};
 use crate::push::Push;
@@ -8,7 +9,6 @@ use api::pb::discovery_server::DiscoveryServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +82,13 @@ impl ControlPlane {
             ca: ca.clone(),
         });
         let stop = shutdown.clone();
+        // With a CA the listener speaks TLS with the control plane's own certificate.
+        let tls = ca
+            .clone()
+            .map(|ca| Arc::new(crate::listener::ServerTls::new(ca)));
+        let incoming = crate::listener::incoming(grpc_l, tls, shutdown.clone());
         tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(grpc_l);
             let r = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
                 .add_service(push)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

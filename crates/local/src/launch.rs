@@ -247,6 +247,9 @@ impl Launch {
         {
             // In the environment, not argv: other users cannot read it from `ps`.
             cmd.env(JOIN_TOKEN_ENV, ca.join_token(&proxy.identity));
+            // The roots its control plane's certificate chains to (public, but the proxy
+            // must get them from its supervisor, not from the control plane it verifies).
+            cmd.env(model::names::TRUST_ANCHORS_ENV, ca.bundle_pem());
         }
         cmd
     }

@@ -16,6 +16,17 @@ pub const JOIN_TOKEN_ENV: &str = "WEFT_JOIN_TOKEN";
 /// `POST /shutdown` and `GET /tap` (`weft up` gives its proxies the mesh's admin credential).
 pub const ADMIN_TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
 
+/// The environment variable a proxy finds the mesh's trust anchors in (PEM): the roots its
+/// control plane's certificate must chain to (`weft up` sets it for the proxies it starts;
+/// `weft proxy --trust-anchors-file` reads them from a file).
+pub const TRUST_ANCHORS_ENV: &str = "WEFT_TRUST_ANCHORS";
+
+/// The namespace of the control plane's own identity, reserved: no workload gets a
+/// certificate in it.
+pub const CONTROL_NAMESPACE: &str = "weft-system";
+/// The control plane's service account in [`CONTROL_NAMESPACE`].
+pub const CONTROL_ACCOUNT: &str = "weft-control";
+
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The cluster domain of fully qualified service names, as in Kubernetes.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -120,6 +131,13 @@ impl Identity {
     /// The SPIFFE ID of a service account in a namespace, in the default trust domain.
     pub fn spiffe(namespace: &str, service_account: &str) -> Self {
         Self::spiffe_in(TRUST_DOMAIN, namespace, service_account)
+    }
+
+    /// The control plane's own SPIFFE ID in `trust_domain`: what its gRPC listener's certificate
+    /// names and proxies expect. The CA signs it for no one else (its namespace,
+    /// [`CONTROL_NAMESPACE`], is reserved).
+    pub fn control_plane(trust_domain: &str) -> Self {
+        Self::spiffe_in(trust_domain, CONTROL_NAMESPACE, CONTROL_ACCOUNT)
     }
 
     /// The SPIFFE ID of a service account in a namespace of `trust_domain`.

@@ -14,7 +14,6 @@ use api::pb::{self, discovery_client::DiscoveryClient, proxy_message::Msg};
 use model::Snapshot;
 use rand::Rng;
 use rustls::pki_types::pem::PemObject;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -36,8 +35,8 @@ enum StreamError {
 
 /// What the control stream needs: who this proxy is, and the handles it updates.
 pub struct Discovery {
-    /// The control plane's gRPC address.
-    pub control: SocketAddr,
+    /// The control plane: where, and over TLS or not.
+    pub control: Arc<crate::control_link::ControlLink>,
     /// The hello this proxy introduces itself with (who it is, where it listens).
     pub hello: pb::Hello,
     pub mode: Mode,
@@ -51,8 +50,6 @@ pub struct Discovery {
     pub security: security::Compiler,
     /// The proxy's credentials, whose trust bundle snapshots update.
     pub tls: Arc<crate::identity::Slot>,
-    /// The proxy was given a join token, so it gets a certificate and speaks mTLS.
-    pub joins: bool,
     /// Told when the inbound port's mTLS mode changes (plaintext connections close on STRICT).
     pub inbound_tls: Arc<crate::tls::InboundTls>,
     pub readiness: Arc<Readiness>,
@@ -61,9 +58,9 @@ pub struct Discovery {
 }
 
 /// Runs until the process exits. A proxy that joins the mesh CA first waits for its
-/// certificate: its control stream proves who it is with the token that came with it.
+/// certificate: its control stream proves who it is with it.
 pub async fn run(shared: Arc<Discovery>) {
-    if shared.joins {
+    if shared.control.is_tls() {
         shared.tls.wait_installed().await;
     }
     let mut backoff = BACKOFF_MIN;
@@ -72,11 +69,11 @@ pub async fn run(shared: Arc<Discovery>) {
         let got_snapshot = match session(&shared).await {
             Ok(got) => got,
             Err((got, StreamError::Status(s)))
-                if s.code() == tonic::Code::Unauthenticated && !shared.joins =>
+                if s.code() == tonic::Code::Unauthenticated && !shared.control.is_tls() =>
             {
                 if !std::mem::replace(&mut refused_said, true) {
                     tracing::error!(
-                        control = %shared.control,
+                        control = %shared.control.addr,
                         "{}; the control plane refused the stream: {}",
                         no_token_message(),
                         s.message()
@@ -85,7 +82,7 @@ pub async fn run(shared: Arc<Discovery>) {
                 got
             }
             Err((got, e)) => {
-                tracing::warn!(control = %shared.control, error = %e, "control plane stream lost; serving the last snapshot");
+                tracing::warn!(control = %shared.control.addr, error = %e, "control plane stream lost; serving the last snapshot");
                 got
             }
         };
@@ -122,13 +119,18 @@ fn health(shared: &Discovery) -> pb::ProxyMessage {
 /// One connection's life. Returns whether it delivered at least one snapshot.
 async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
     let mut got = false;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", shared.control))
-        .map_err(|e| (got, e.into()))?
+    let endpoint = shared
+        .control
+        .endpoint()
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| (got, e.into()))?;
+    let channel = shared
+        .control
+        .connect(endpoint)
+        .await
+        .map_err(|e| (got, e.into()))?;
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     let _ = tx.send(hello(shared)).await;
@@ -138,20 +140,14 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
         let _ = tx.send(drain_msg()).await;
         drained_sent = true;
     }
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    // In a mesh with a CA the stream proves who this proxy is with its renewal token.
-    if let Some(token) = shared.tls.stream_token() {
-        if let Ok(v) = token.parse() {
-            request.metadata_mut().insert(api::TOKEN_METADATA, v);
-        }
-    }
+    let request = tonic::Request::new(ReceiverStream::new(rx));
     let mut inbound = client
         .stream(request)
         .await
         .map_err(|e| (got, e.into()))?
         .into_inner();
     shared.metrics.control_connected.set(1);
-    tracing::info!(control = %shared.control, "connected to the control plane");
+    tracing::info!(control = %shared.control.addr, "connected to the control plane");
     // The ack of a snapshot whose JWT rules wait for keys: sent once they are fetched (or given
     // up on), so that "applied" means the rules are in force with their keys.
     let mut held: Option<pb::Ack> = None;
@@ -224,7 +220,7 @@ fn drain_msg() -> pb::ProxyMessage {
 fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
     let version = wire.version;
     let bundle = std::mem::take(&mut wire.trust_bundle_pem);
-    if !bundle.is_empty() && !shared.joins {
+    if !bundle.is_empty() && !shared.control.is_tls() {
         // The mesh runs mTLS: without a certificate this proxy would reach its peers in
         // plaintext. It takes no snapshot (and so routes nothing and is never ready) instead.
         let error = no_token_message();

@@ -4,13 +4,13 @@
 //! swaps the credentials in place ([`Credentials::rotate`]), so no connection or request is
 //! dropped. Without its control plane the proxy keeps its current certificate and retries.
 
+use crate::control_link::ControlLink;
 use crate::tls::{self, Credentials};
 use api::pb::{self, discovery_client::DiscoveryClient};
 use model::Identity;
 use rand::Rng;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -37,9 +37,6 @@ pub struct Slot {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the renewal loop before its time (a new root signs now).
     renew_now: tokio::sync::Notify,
-    /// The CA token that proves who this proxy is on its control stream: the renewal token of
-    /// the leaf in force.
-    token: std::sync::Mutex<Option<String>>,
     /// Wakes whoever waits for the first certificate.
     installed: tokio::sync::Notify,
 }
@@ -47,15 +44,6 @@ pub struct Slot {
 impl Slot {
     pub fn get(&self) -> Option<&Arc<Credentials>> {
         self.creds.get()
-    }
-
-    /// The token the control stream presents (`None` before the first certificate).
-    pub fn stream_token(&self) -> Option<String> {
-        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set_token(&self, token: &str) {
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.to_string());
     }
 
     /// Waits until the first certificate is in.
@@ -95,16 +83,16 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
 
 /// One CSR round trip: a fresh key, its CSR signed by the CA.
 async fn certify(
-    control: SocketAddr,
+    control: &ControlLink,
     identity: &Identity,
     token: &str,
 ) -> Result<(rcgen::KeyPair, pb::CertifyResponse), IdentityError> {
     let (key, csr_pem) = tls::csr(identity)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{control}"))
-        .map_err(IdentityError::Connect)?
+    let endpoint = control
+        .endpoint()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
-    let mut client = DiscoveryClient::new(endpoint.connect().await?);
+    let mut client = DiscoveryClient::new(control.connect(endpoint).await?);
     let rsp = client
         .certify(pb::CertifyRequest {
             identity: identity.0.clone(),
@@ -128,7 +116,7 @@ fn unix(t: SystemTime) -> u64 {
 /// the first certificate is in and after each renewal (the proxy then reports its health,
 /// which carries its leaf's generation).
 pub async fn run(
-    control: SocketAddr,
+    control: Arc<ControlLink>,
     identity: Identity,
     join_token: String,
     slot: Arc<Slot>,
@@ -140,7 +128,7 @@ pub async fn run(
     let mut backoff = RETRY_MIN;
     // The first certificate.
     let creds = loop {
-        match certify(control, &identity, &token)
+        match certify(&control, &identity, &token)
             .await
             .and_then(|(key, rsp)| {
                 let creds = Credentials::new(
@@ -173,7 +161,6 @@ pub async fn run(
     };
     let (_, not_after) = creds.validity();
     metrics.cert_expiry.set(unix(not_after) as i64);
-    slot.set_token(&token);
     let _ = slot.creds.set(creds.clone());
     slot.installed.notify_waiters();
     tracing::info!(%identity, expires = ?not_after, "certificate installed");
@@ -191,7 +178,7 @@ pub async fn run(
         }
         let mut backoff = RETRY_MIN;
         loop {
-            let renewed = certify(control, &identity, &token)
+            let renewed = certify(&control, &identity, &token)
                 .await
                 .and_then(|(key, rsp)| {
                     creds.rotate(&key, certs(&rsp.chain_pem)?, certs(&rsp.bundle_pem)?)?;
@@ -200,7 +187,6 @@ pub async fn run(
             match renewed {
                 Ok((next, generation)) => {
                     token = next;
-                    slot.set_token(&token);
                     slot.generation
                         .store(generation, std::sync::atomic::Ordering::Release);
                     // The control plane hears of the new leaf with the next health report.

@@ -9,6 +9,7 @@
 //! let in-flight requests finish up to the drain timeout, then exit.
 
 use crate::admin::Admin;
+use crate::control_link::ControlLink;
 use crate::discovery::Discovery;
 use crate::inbound::{self, AppHealth, Inbound};
 use crate::metrics::Metrics;
@@ -49,6 +50,26 @@ pub enum RunError {
     Tracing(#[from] crate::trace::TraceError),
     #[error("cannot start the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("a proxy with a join token needs the mesh's trust anchors to verify its control plane (--trust-anchors-file, or {})", model::names::TRUST_ANCHORS_ENV)]
+    NoTrustAnchors,
+    #[error("the mesh's trust anchors: {0}")]
+    TrustAnchors(crate::tls::TlsError),
+}
+
+/// How this proxy reaches its control plane: TLS when it joins the mesh CA.
+fn control_link(
+    settings: &Settings,
+    slot: &Arc<crate::identity::Slot>,
+) -> Result<ControlLink, RunError> {
+    if settings.join_token.is_none() {
+        return Ok(ControlLink::plaintext(settings.control));
+    }
+    let anchors = settings
+        .trust_anchors
+        .as_deref()
+        .ok_or(RunError::NoTrustAnchors)?;
+    ControlLink::tls(settings.control, anchors, &settings.identity, slot.clone())
+        .map_err(RunError::TrustAnchors)
 }
 
 /// A running proxy's parts, as `run` wires them together: the data plane, the control stream
@@ -62,6 +83,8 @@ struct Proxy {
     readiness: Arc<Readiness>,
     /// The proxy's mTLS credentials, once the CA has signed them.
     tls: Arc<crate::identity::Slot>,
+    /// The control plane, and how to reach it.
+    control: Arc<ControlLink>,
     /// How the inbound listener authenticates peers.
     inbound_tls: Arc<InboundTls>,
     /// Who this proxy talked to.
@@ -80,7 +103,7 @@ impl Proxy {
     fn discovery(&self, security: crate::security::Compiler) -> Discovery {
         let s = &self.settings;
         Discovery {
-            control: s.control,
+            control: self.control.clone(),
             hello: hello(s, &self.bound),
             mode: s.mode,
             namespace: s.namespace.clone(),
@@ -90,7 +113,6 @@ impl Proxy {
             state: self.state.clone(),
             security,
             tls: self.tls.clone(),
-            joins: s.join_token.is_some(),
             inbound_tls: self.inbound_tls.clone(),
             readiness: self.readiness.clone(),
             metrics: self.metrics.clone(),
@@ -177,6 +199,8 @@ pub fn run_with(
     signals: bool,
     on_bound: impl FnOnce(&Bound),
 ) -> Result<(), RunError> {
+    let tls: Arc<crate::identity::Slot> = Arc::default();
+    let control = Arc::new(control_link(&settings, &tls)?);
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
@@ -249,7 +273,6 @@ pub fn run_with(
         observe.access_log = Some(Arc::new(log));
     }
     let observe = Arc::new(observe);
-    let tls: Arc<crate::identity::Slot> = Arc::default();
     let edges: Arc<crate::edges::Edges> = Arc::default();
     let mtls = settings.join_token.is_some();
     let readiness = Arc::new(Readiness::new(
@@ -275,6 +298,7 @@ pub fn run_with(
         health,
         readiness,
         tls,
+        control,
         inbound_tls,
         edges,
         app_pool,
@@ -358,7 +382,7 @@ async fn control_work(
     if let Some(token) = s.join_token.clone() {
         let health = proxy.health.clone();
         tokio::spawn(crate::identity::run(
-            s.control,
+            proxy.control.clone(),
             s.identity.clone(),
             token,
             proxy.tls.clone(),

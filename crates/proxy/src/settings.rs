@@ -60,6 +60,9 @@ pub struct Settings {
     /// The one-time token for the mesh CA. `Some`: the proxy gets a certificate and speaks
     /// mTLS to its peers (and not at all before it has one); `None`: plaintext.
     pub join_token: Option<String>,
+    /// The mesh's roots (PEM) the control plane's certificate must chain to; needed with a
+    /// join token (the control plane of a mesh with a CA speaks TLS only).
+    pub trust_anchors: Option<String>,
     /// The credential the admin listener asks of `POST /shutdown` and `GET /tap`
     /// (`Authorization: Bearer`); `None`: both are refused.
     pub admin_token: Option<String>,

@@ -224,8 +224,17 @@ async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
     assert_eq!(status, 200, "{token}");
     let file = mesh.files.path().join("join-token");
     std::fs::write(&file, token).unwrap();
-    let (mut joined, bound, _log) =
-        hand_started_proxy(&mesh, &["--join-token-file", file.to_str().unwrap()]);
+    let anchors = mesh.files.path().join("anchors.pem");
+    std::fs::write(&anchors, trust_anchors(&mesh).await).unwrap();
+    let (mut joined, bound, _log) = hand_started_proxy(
+        &mesh,
+        &[
+            "--join-token-file",
+            file.to_str().unwrap(),
+            "--trust-anchors-file",
+            anchors.to_str().unwrap(),
+        ],
+    );
     let admin_addr = addr(&bound, "admin");
     let ready = eventually(200, || async {
         get(&c, admin_addr, "admin", "/ready")
@@ -240,6 +249,104 @@ async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["headers"]["x-weft-client"], tester);
+    let _ = joined.kill();
+    let _ = joined.wait();
+}
+
+#[tokio::test]
+async fn a_proxy_talks_only_to_a_control_plane_its_trust_anchors_vouch_for() {
+    let mesh = Mesh::up(&mesh_yaml("anchors", &[("hello", 1, "")]));
+    let c = client();
+    let api: SocketAddr = mesh.status["api"].as_str().unwrap().parse().unwrap();
+    let admin = std::fs::read_to_string(mesh.home.join("meshes").join("anchors.token")).unwrap();
+    let tester = "spiffe://cluster.local/ns/default/sa/tester";
+    let (status, _, token) = call(
+        api,
+        "POST",
+        "/join",
+        Some(admin.trim()),
+        Some("application/json"),
+        &serde_json::json!({ "identity": tester }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let token_file = mesh.files.path().join("join-token");
+    std::fs::write(&token_file, &token).unwrap();
+
+    // The roots of another CA: whoever listens at the control address is not trusted, and the
+    // join token is not handed over.
+    let foreign = control::ca::Ca::generate(control::ca::CaConfig::default()).unwrap();
+    let wrong = mesh.files.path().join("wrong-anchors.pem");
+    std::fs::write(&wrong, foreign.bundle_pem()).unwrap();
+    let (mut fooled, bound, log) = hand_started_proxy(
+        &mesh,
+        &[
+            "--join-token-file",
+            token_file.to_str().unwrap(),
+            "--trust-anchors-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut said = Vec::new();
+    let distrusted = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(l) if l.contains("does not chain to this proxy's trust anchors") => break true,
+            Ok(l) => said.push(l),
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        distrusted,
+        "the proxy never refused the control plane: {said:?}"
+    );
+    let ready = get(&c, addr(&bound, "admin"), "admin", "/ready")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    let _ = fooled.kill();
+    let _ = fooled.wait();
+
+    // Without anchors at all it does not start.
+    let out = std::process::Command::new(WEFT)
+        .args(["proxy", "--mode", "client", "--control"])
+        .arg(mesh.status["control"].as_str().unwrap())
+        .args(["--service", "tester", "--outbound", "127.0.0.1:0"])
+        .args(["--join-token-file", token_file.to_str().unwrap()])
+        .env_remove("WEFT_JOIN_TOKEN")
+        .env_remove("WEFT_TRUST_ANCHORS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--trust-anchors-file"), "{err}");
+
+    // The mesh's own roots: the same token (never spent) gets the certificate.
+    let right = mesh.files.path().join("anchors.pem");
+    std::fs::write(&right, trust_anchors(&mesh).await).unwrap();
+    let (mut joined, bound, _log) = hand_started_proxy(
+        &mesh,
+        &[
+            "--join-token-file",
+            token_file.to_str().unwrap(),
+            "--trust-anchors-file",
+            right.to_str().unwrap(),
+        ],
+    );
+    let admin_addr = addr(&bound, "admin");
+    let ready = eventually(200, || async {
+        get(&c, admin_addr, "admin", "/ready")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+    })
+    .await;
+    assert_eq!(ready, 200);
+    let r = get(&c, addr(&bound, "outbound"), "hello", "/anything")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
     let _ = joined.kill();
     let _ = joined.wait();
 }
@@ -291,9 +398,25 @@ async fn a_proxys_tap_and_shutdown_need_the_admin_credential() {
     );
 }
 
-/// Registers a sidecar for `hello` under the instance name `instance`, by hand, presenting
-/// `token` (or none) on its control stream; the child.
-fn hand_started_sidecar(mesh: &Mesh, instance: &str, token: Option<&str>) -> std::process::Child {
+/// The mesh's roots, from `GET /ca/bundle` with the admin credential.
+async fn trust_anchors(mesh: &Mesh) -> String {
+    let api: SocketAddr = mesh.status["api"].as_str().unwrap().parse().unwrap();
+    let name = mesh.status["mesh"].as_str().unwrap();
+    let admin =
+        std::fs::read_to_string(mesh.home.join("meshes").join(format!("{name}.token"))).unwrap();
+    let (status, _, pem) = call(api, "GET", "/ca/bundle", Some(admin.trim()), None, "").await;
+    assert_eq!(status, 200, "{pem}");
+    assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+    pem
+}
+
+/// Registers a sidecar for `hello` under the instance name `instance`, by hand, with a join
+/// token and the mesh's trust anchors (or neither); the child.
+fn hand_started_sidecar(
+    mesh: &Mesh,
+    instance: &str,
+    token: Option<(&str, &str)>,
+) -> std::process::Child {
     let control = mesh.status["control"].as_str().unwrap();
     let mut cmd = std::process::Command::new(WEFT);
     cmd.args(["proxy", "--mode", "sidecar", "--control", control])
@@ -302,8 +425,9 @@ fn hand_started_sidecar(mesh: &Mesh, instance: &str, token: Option<&str>) -> std
         .env_remove("WEFT_JOIN_TOKEN")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    if let Some(t) = token {
-        cmd.env("WEFT_JOIN_TOKEN", t);
+    if let Some((t, anchors)) = token {
+        cmd.env("WEFT_JOIN_TOKEN", t)
+            .env("WEFT_TRUST_ANCHORS", anchors);
     }
     cmd.spawn().unwrap()
 }
@@ -356,7 +480,8 @@ async fn only_proxies_with_credentials_register_and_every_registration_shows() {
     )
     .await;
     assert_eq!(status, 200, "{token}");
-    let mut extra = hand_started_sidecar(&mesh, "extra-0", Some(&token));
+    let anchors = trust_anchors(&mesh).await;
+    let mut extra = hand_started_sidecar(&mesh, "extra-0", Some((&token, &anchors)));
     let seen = eventually(true, || async { undeclared(&mesh) == ["extra-0"] }).await;
     let _ = extra.kill();
     let _ = extra.wait();

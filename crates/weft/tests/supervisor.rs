@@ -64,8 +64,9 @@ async fn a_stopped_weft_up_stalls_no_request() {
     );
 
     // The lines that did not fit were dropped and counted, not waited for.
-    let status = mesh.status_json(Some("stopped-supervisor"));
-    let sidecar = workload(&status, "hello-v1-0");
+    // (The sidecar's admin address from the start: right after SIGCONT the proxies may still
+    // be reconnecting their control streams, which `status` would show.)
+    let sidecar = workload(&mesh.status, "hello-v1-0");
     let admin = sidecar["admin"].as_str().unwrap().parse().unwrap();
     let dropped = metric_sum(&c, admin, "weft_log_lines_dropped").await
         + metric_sum(&c, admin, "weft_access_log_dropped").await;

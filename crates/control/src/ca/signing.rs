@@ -7,10 +7,12 @@ use super::{lock, Ca, CaError, Issued, CLOCK_SKEW_BACKDATE};
 use model::Identity;
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, ExtendedKeyUsagePurpose,
-    IsCa, KeyUsagePurpose, SanType,
+    IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::CertificateSigningRequestDer;
+use std::time::SystemTime;
 
 impl Ca {
     /// Signs `csr` (PEM or DER) into a leaf for `identity`, spending `token`.
@@ -35,7 +37,46 @@ impl Ca {
         self.check_identity(identity)?;
         let csr = parse_csr(csr)?;
         check_csr_san(&csr, identity)?;
+        let leaf = self.leaf(&csr.public_key, identity)?;
 
+        tokens.remove(token);
+        let renewal_token = random_token();
+        tokens.insert(
+            renewal_token.clone(),
+            Token {
+                identity: identity.clone(),
+                expires: Some(leaf.not_after),
+            },
+        );
+
+        Ok(Issued {
+            chain: leaf.chain,
+            identity: identity.clone(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            renewal_token,
+            generation: leaf.generation,
+        })
+    }
+
+    /// A key and a leaf for the control plane's own gRPC listener, for
+    /// [`Identity::control_plane`] of this trust domain, from the signer in force (no token:
+    /// the control plane holds the CA).
+    pub fn control_plane_cert(&self) -> Result<ServingCert, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let identity = Identity::control_plane(&self.config.trust_domain);
+        let leaf = self.leaf(&key, &identity)?;
+        Ok(ServingCert {
+            key_pkcs8: key.serialize_der(),
+            chain: leaf.chain,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            generation: leaf.generation,
+        })
+    }
+
+    /// Signs a SPIFFE leaf for `identity` over `public_key` with the signer in force.
+    fn leaf(&self, public_key: &impl PublicKeyData, identity: &Identity) -> Result<Leaf, CaError> {
         let now = now_seconds();
         let backdate = CLOCK_SKEW_BACKDATE.min(self.config.leaf_lifetime);
         let not_before = now - to_time(backdate);
@@ -64,32 +105,17 @@ impl Ca {
         let state = lock(&self.state);
         let signer = state.intermediate.as_ref().unwrap_or(&state.root);
         let leaf = params
-            .signed_by(&csr.public_key, &signer.issuer)
+            .signed_by(public_key, &signer.issuer)
             .map_err(CaError::Sign)?;
         let mut chain = vec![leaf.der().clone()];
         if let Some(intermediate) = &state.intermediate {
             chain.push(intermediate.cert.clone());
         }
-        let generation = state.generation;
-        drop(state);
-
-        tokens.remove(token);
-        let renewal_token = random_token();
-        tokens.insert(
-            renewal_token.clone(),
-            Token {
-                identity: identity.clone(),
-                expires: Some(not_after.into()),
-            },
-        );
-
-        Ok(Issued {
+        Ok(Leaf {
             chain,
-            identity: identity.clone(),
             not_before: not_before.into(),
             not_after: not_after.into(),
-            renewal_token,
-            generation,
+            generation: state.generation,
         })
     }
 
@@ -110,7 +136,11 @@ impl Ca {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         };
         match segments.as_slice() {
-            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {}
+            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {
+                if *ns == model::names::CONTROL_NAMESPACE {
+                    return Err(CaError::Reserved(identity.clone()));
+                }
+            }
             _ => return Err(invalid()),
         }
         if trust_domain != self.config.trust_domain {
@@ -121,6 +151,26 @@ impl Ca {
         }
         Ok(())
     }
+}
+
+/// A signed leaf, before it is handed to anyone.
+struct Leaf {
+    chain: Vec<CertificateDer<'static>>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    generation: u64,
+}
+
+/// The control plane's own certificate and key ([`Ca::control_plane_cert`]).
+pub struct ServingCert {
+    /// Leaf first, then the intermediate (when the CA has one).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key, PKCS#8 DER.
+    pub key_pkcs8: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// The CA's generation when it signed ([`Ca::generation`]).
+    pub generation: u64,
 }
 
 fn parse_csr(csr: &[u8]) -> Result<CertificateSigningRequestParams, CaError> {

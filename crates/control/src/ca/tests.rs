@@ -409,6 +409,23 @@ fn only_spiffe_ids_of_the_trust_domain_are_signed() {
         assert!(matches!(err, CaError::InvalidIdentity(_)), "{bad}: {err}");
     }
 
+    // The control plane's own identity (and its namespace) is nobody else's.
+    for reserved in [
+        Identity::control_plane("cluster.local"),
+        id("weft-system", "hello"),
+    ] {
+        let token = ca.join_token(&reserved);
+        let (_, pem) = csr(&[&reserved.0]);
+        let err = ca.sign(pem.as_bytes(), &reserved, &token).unwrap_err();
+        assert!(matches!(err, CaError::Reserved(_)), "{reserved}: {err}");
+    }
+    let own = ca.control_plane_cert().unwrap();
+    assert_eq!(
+        uri_sans(&parse(&own.chain[0])),
+        vec![Identity::control_plane("cluster.local").0]
+    );
+    verify(&own.chain, &ca.bundle()).unwrap();
+
     // Another trust domain, configured.
     let ca = Ca::generate(CaConfig {
         trust_domain: "prod.example".into(),

@@ -33,17 +33,6 @@ impl Ca {
     }
 }
 
-impl Ca {
-    /// The identity a live token (a join token not yet used, or the renewal token of a leaf in
-    /// force) is bound to, without spending it: what a proxy proves who it is with when it
-    /// opens its control stream.
-    pub fn token_identity(&self, token: &str) -> Option<Identity> {
-        let mut tokens = lock(&self.tokens);
-        prune_expired(&mut tokens);
-        tokens.get(token).map(|t| t.identity.clone())
-    }
-}
-
 pub(super) fn random_token() -> String {
     let mut bytes = [0u8; JOIN_TOKEN_BYTES];
     rand::thread_rng().fill_bytes(&mut bytes);

@@ -209,12 +209,17 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
     // gives to the holder of its admin credential (kept in WEFT_HOME by `weft control`).
     let admin = std::fs::read_to_string(spec.workdir.join("meshes").join("weft-bench.token"))
         .unwrap_or_default();
+    let anchors = match spec.mtls {
+        true => tls::trust_anchors(&api, admin.trim())?,
+        false => String::new(),
+    };
     let token_env = |sa: &str| -> Result<Vec<(&str, String)>, BenchError> {
         let mut env = quiet.to_vec();
         if spec.mtls {
             let identity = format!("spiffe://cluster.local/ns/default/sa/{sa}");
             let token = tls::join_token(&api, admin.trim(), &identity)?;
             env.push(("WEFT_JOIN_TOKEN", token));
+            env.push(("WEFT_TRUST_ANCHORS", anchors.clone()));
         }
         Ok(env)
     };

@@ -13,21 +13,31 @@ use std::path::{Path, PathBuf};
 /// A one-time join token for `identity` from the control plane's API at `api` (`POST /join`,
 /// with the API's admin credential `admin`).
 pub fn join_token(api: &str, admin: &str, identity: &str) -> Result<String, BenchError> {
-    let mut s = std::net::TcpStream::connect(api)?;
     let body = format!("{{\"identity\": \"{identity}\"}}");
+    call(api, admin, "POST /join", &body)
+}
+
+/// The mesh's roots (`GET /ca/bundle`), which the control plane's certificate chains to.
+pub fn trust_anchors(api: &str, admin: &str) -> Result<String, BenchError> {
+    call(api, admin, "GET /ca/bundle", "")
+}
+
+/// One call to the API with the admin credential; the body of a 200 answer.
+fn call(api: &str, admin: &str, request: &str, body: &str) -> Result<String, BenchError> {
+    let mut s = std::net::TcpStream::connect(api)?;
     write!(
         s,
-        "POST /join HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{request} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut rsp = String::new();
     s.read_to_string(&mut rsp)?;
     let (head, body) = rsp
         .split_once("\r\n\r\n")
-        .ok_or_else(|| BenchError::Setup(format!("join: bad answer {rsp:?}")))?;
+        .ok_or_else(|| BenchError::Setup(format!("{request}: bad answer {rsp:?}")))?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(BenchError::Setup(format!(
-            "join: {}",
+            "{request}: {}",
             head.lines().next().unwrap_or("")
         )));
     }

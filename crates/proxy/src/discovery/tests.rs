@@ -19,7 +19,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn discovery() -> Discovery {
-    let any = "127.0.0.1:0".parse().unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let security = crate::security::Compiler::new(
         "default",
         &Default::default(),
@@ -40,7 +40,7 @@ fn discovery() -> Discovery {
         drain.clone(),
     ));
     Discovery {
-        control: any,
+        control: Arc::new(crate::control_link::ControlLink::plaintext(any)),
         hello: pb::Hello::default(),
         mode: Mode::Client,
         namespace: "default".into(),
@@ -56,7 +56,6 @@ fn discovery() -> Discovery {
         state,
         security,
         tls,
-        joins: false,
         readiness,
         metrics,
         drain,

@@ -428,3 +428,92 @@ impl ClientCertVerifier for MeshClientVerifier {
             .supported_schemes()
     }
 }
+
+/// Verifies the server's certificate against fixed trust anchors, expecting one identity: how a
+/// proxy that has no certificate of its own yet checks its control plane.
+#[derive(Debug)]
+pub(crate) struct AnchoredServerVerifier {
+    /// rustls' own verifier over the same anchors: its handshake-signature checks are ours.
+    signatures: Arc<rustls::client::WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    trust_domain: String,
+    expected: Identity,
+}
+
+impl AnchoredServerVerifier {
+    pub(crate) fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        expected: Identity,
+    ) -> Result<AnchoredServerVerifier, TlsError> {
+        let trust_domain = trust_domain_of(&expected)
+            .ok_or_else(|| TlsError::NotSpiffe(expected.clone()))?
+            .to_string();
+        let signatures = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::BadBundle(RustlsError::General(e.to_string())))?;
+        Ok(AnchoredServerVerifier {
+            signatures,
+            roots,
+            provider,
+            trust_domain,
+            expected,
+        })
+    }
+}
+
+impl ServerCertVerifier for AnchoredServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        // Named by SPIFFE ID, not DNS, like mesh peers.
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, RustlsError> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "the control plane's certificate does not chain to this proxy's trust anchors");
+        })?;
+        check_spiffe(end_entity, &self.trust_domain, Some(&self.expected))
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(|(reason, detail)| {
+                tracing::warn!(%detail, "the control plane's certificate: {reason}");
+                reason.into_error()
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.signatures.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.signatures.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.signatures.supported_verify_schemes()
+    }
+}

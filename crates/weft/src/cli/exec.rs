@@ -29,9 +29,10 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
     let mesh = local::meshes::find(a.mesh.as_deref())?;
     let control: SocketAddr = mesh.control.parse()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    // A join token for the mesh CA, when the mesh runs one: the client proxy then speaks mTLS,
-    // as the service's identity in the mesh's trust domain.
-    let (identity, join_token) = runtime()?.block_on(async {
+    // A join token for the mesh CA, when the mesh runs one, and the mesh's roots to verify the
+    // control plane with: the client proxy then speaks mTLS, as the service's identity in the
+    // mesh's trust domain.
+    let (identity, join_token, trust_anchors) = runtime()?.block_on(async {
         let trust_domain = match get(&format!("http://{}/status", mesh.api)).await? {
             (200, body) => serde_json::from_slice::<control::status::Status>(&body)?.trust_domain,
             (status, body) => anyhow::bail!(
@@ -42,14 +43,22 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         let identity = Identity::spiffe_in(&trust_domain, &a.namespace, &a.service);
         let url = format!("http://{}/join", mesh.api);
         let body = serde_json::json!({ "identity": identity.0 });
-        match super::get::post(&url, &body).await? {
-            (200, body) => Ok((identity, Some(String::from_utf8_lossy(&body).into_owned()))),
-            (404, _) => Ok((identity, None)),
-            (status, body) => Err(anyhow::anyhow!(
+        let token = match super::get::post(&url, &body).await? {
+            (200, body) => String::from_utf8_lossy(&body).into_owned(),
+            (404, _) => return Ok((identity, None, None)),
+            (status, body) => anyhow::bail!(
                 "the control plane refused a join token ({status}): {}",
                 String::from_utf8_lossy(&body)
-            )),
-        }
+            ),
+        };
+        let anchors = match get(&format!("http://{}/ca/bundle", mesh.api)).await? {
+            (200, body) => String::from_utf8_lossy(&body).into_owned(),
+            (status, body) => anyhow::bail!(
+                "the control plane did not give its trust bundle ({status}): {}",
+                String::from_utf8_lossy(&body)
+            ),
+        };
+        Ok((identity, Some(token), Some(anchors)))
     })?;
     let settings = Settings {
         mode: Mode::Client,
@@ -70,6 +79,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         probe_interval: Duration::from_secs(1),
         workers: 1,
         join_token,
+        trust_anchors,
         // Its own process is its only user: nothing to tap or shut down from outside.
         admin_token: None,
     };

@@ -64,6 +64,11 @@ pub struct ProxyArgs {
     /// proxy of a mesh that runs mTLS does not serve without one.
     #[arg(long, value_name = "PATH")]
     join_token_file: Option<std::path::PathBuf>,
+    /// A file holding the mesh's roots (PEM; `GET /ca/bundle` of the control plane's API): the
+    /// control plane's certificate must chain to one of them. Needed with a join token (`weft
+    /// up` passes them in the environment variable WEFT_TRUST_ANCHORS instead)
+    #[arg(long, value_name = "PATH")]
+    trust_anchors_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     exports: ExportArgs,
 }
@@ -196,6 +201,15 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
+    let trust_anchors = match &a.trust_anchors_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--trust-anchors-file {}: {e}", path.display()))?,
+        ),
+        None => std::env::var(model::names::TRUST_ANCHORS_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    };
     let s = Settings {
         mode,
         identity: Identity(
@@ -222,6 +236,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
         workers: a.workers,
         join_token,
+        trust_anchors,
         // From the environment, like the join token.
         admin_token: std::env::var(model::names::ADMIN_TOKEN_ENV)
             .ok()
