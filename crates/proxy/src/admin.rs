@@ -10,7 +10,6 @@ use crate::server::Handler;
 use crate::settings::Settings;
 use crate::state::StateHandle;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use model::credential::Presented;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +88,7 @@ impl Admin {
         }
     }
 
-    fn serve(&self, req: &Request<Incoming>) -> Response<Body> {
+    fn serve<B>(&self, req: &Request<B>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => match self.readiness.not_ready_reason() {
@@ -183,7 +182,7 @@ impl Admin {
 impl Handler for Admin {
     fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<crate::body::RequestBody>,
         _peer: Arc<crate::server::PeerInfo>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         let rsp = self.serve(&req);
@@ -232,7 +231,7 @@ fn tap_stream(admin: &Admin, query: Option<&str>) -> Response<Body> {
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let body = http_body_util::StreamBody::new(futures::StreamExt::map(stream, |b| {
-        Ok::<_, hyper::Error>(hyper::body::Frame::data(b))
+        Ok::<_, crate::body::BoxError>(hyper::body::Frame::data(b))
     }));
     let mut rsp = Response::new(body.boxed());
     rsp.headers_mut().insert(

@@ -34,10 +34,14 @@ pub enum Flag {
     Rbac,
     /// An end-user JWT was required to be valid and was not (401).
     Unauthorized,
+    /// The client was too slow with its request (408).
+    StreamIdleTimeout,
+    /// The proxy is at its connection or request cap and shed the request.
+    Overload,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 12] = [
+    pub const ALL: [Flag; 14] = [
         Flag::NoRoute,
         Flag::NoHealthyUpstream,
         Flag::UpstreamConnectFailure,
@@ -50,6 +54,8 @@ impl Flag {
         Flag::DelayInjected,
         Flag::Rbac,
         Flag::Unauthorized,
+        Flag::StreamIdleTimeout,
+        Flag::Overload,
     ];
 
     /// The flag a header value names.
@@ -71,6 +77,8 @@ impl Flag {
             Flag::DelayInjected => "DI",
             Flag::Rbac => "RBAC",
             Flag::Unauthorized => "JWT",
+            Flag::StreamIdleTimeout => "SI",
+            Flag::Overload => "OM",
         }
     }
 
@@ -81,6 +89,7 @@ impl Flag {
             Flag::BadRequest => StatusCode::BAD_REQUEST,
             Flag::Rbac => StatusCode::FORBIDDEN,
             Flag::Unauthorized => StatusCode::UNAUTHORIZED,
+            Flag::StreamIdleTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -4,14 +4,14 @@
 //! readiness, so the control plane takes a dead app's replica out of every balancer.
 
 use crate::app_pool::{AppError, AppPool};
-use crate::body::{self, Body};
+use crate::body::Body;
+use crate::body::RequestBody;
 use crate::flags::{self, Flag};
 use crate::headers::{finish_response, strip_hop_by_hop, CLIENT_ID_HEADER};
 use crate::metrics::{Direction, Metrics};
 use crate::server::{Drain, Handler, PeerInfo};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl Inbound {
         }
     }
 
-    async fn forward(&self, req: Request<Incoming>, peer: &PeerInfo) -> Response<Body> {
+    async fn forward(&self, req: Request<RequestBody>, peer: &PeerInfo) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // HTTP/2's :authority becomes the Host header (one from an HTTP/1 caller stays).
@@ -120,7 +120,7 @@ impl Inbound {
             None => Uri::from_static("/"),
         };
         parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body::incoming(body));
+        let req = Request::from_parts(parts, body.boxed());
         match self.pool.send(req).await {
             Ok(rsp) => rsp,
             Err(AppError::Connect(_)) => {
@@ -131,6 +131,9 @@ impl Inbound {
                     format!("app at {} refused the connection", self.app),
                 )
             }
+            Err(AppError::Http(e)) if crate::body::timed_out(&e) => crate::validate::closing(
+                flags::respond(Flag::StreamIdleTimeout, format!("the request body: {e}")),
+            ),
             Err(e) => flags::respond(
                 Flag::UpstreamConnectionTermination,
                 format!("app at {}: {e}", self.app),
@@ -142,7 +145,7 @@ impl Inbound {
 impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         info: Arc<PeerInfo>,
     ) -> Response<Body> {
         let peer = info.addr;

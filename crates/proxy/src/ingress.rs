@@ -6,6 +6,7 @@
 //! the outbound path ([`crate::outbound::Forward`]).
 
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::outbound::resolve::{no_route, service_route};
 use crate::outbound::{Forward, Resolve};
 use crate::server::PeerInfo;
@@ -13,7 +14,6 @@ use crate::state::ProxyState;
 use crate::table::{RouteTable, Routed};
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use model::Authority;
 
 /// The gateway's first step.
@@ -31,7 +31,7 @@ impl Resolve for Ingress {
     fn check(
         &self,
         state: &ProxyState,
-        req: &mut Request<Incoming>,
+        req: &mut Request<RequestBody>,
         peer: &PeerInfo,
     ) -> Result<(), Box<Response<Body>>> {
         state.security.check(req, peer).map(|_| ())

@@ -368,12 +368,12 @@ impl Ending {
 
 impl http_body::Body for Ending {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

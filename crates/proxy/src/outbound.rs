@@ -35,6 +35,7 @@ pub use retry::MAX_ATTEMPTS;
 pub use send::Peers;
 
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::flags::{self, Flag};
 use crate::headers::{finish_response, new_request_id, REQUEST_ID, REQUEST_ID_HEADER};
 use crate::metrics::{Direction, Metrics};
@@ -44,7 +45,6 @@ use crate::state::StateHandle;
 use crate::telemetry::DestinationService;
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// The handler of a listener that sends requests into the mesh; `R` is its first step (a
@@ -67,7 +67,7 @@ pub type Outbound = Forward<Sidecar>;
 impl<R: Resolve> Handler for Forward<R> {
     async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         info: Arc<PeerInfo>,
     ) -> Response<Body> {
         let peer = info.addr;
@@ -93,7 +93,7 @@ impl<R: Resolve> Forward<R> {
     /// known) and which endpoint gave the answer (`upstream_out`), for the metrics.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         info: &PeerInfo,
         service_out: &mut Option<DestinationService>,
         upstream_out: &mut Option<Upstream>,

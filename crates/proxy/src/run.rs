@@ -85,6 +85,10 @@ struct Proxy {
     tls: Arc<crate::identity::Slot>,
     /// The control plane, and how to reach it.
     control: Arc<ControlLink>,
+    /// The proxy's connection cap, which its data-plane listeners count against.
+    connections: Arc<crate::overload::ConnCap>,
+    /// HTTP/2 floods seen, by kind.
+    floods: Arc<crate::guard::Floods>,
     /// How the inbound listener authenticates peers.
     inbound_tls: Arc<InboundTls>,
     /// Who this proxy talked to.
@@ -120,6 +124,35 @@ impl Proxy {
         }
     }
 
+    /// The listener `name`'s limits; `total`: the cap it counts against besides its own.
+    fn listener(
+        &self,
+        name: &'static str,
+        total: Option<Arc<crate::overload::ConnCap>>,
+    ) -> server::Listener {
+        use crate::limits::Underscores;
+        let limits = &self.settings.limits;
+        let underscores = match (name, limits.underscores) {
+            // Only the proxy's own readers use the admin listener.
+            ("admin", _) => Underscores::Allow,
+            (_, Some(u)) => u,
+            // Envoy's advice for an edge: some upstreams read `x_user` as `x-user`.
+            ("ingress", None) => Underscores::RejectRequest,
+            (_, None) => Underscores::Allow,
+        };
+        let mut limits = limits.clone();
+        if name == "admin" {
+            limits.max_connections_per_listener = ADMIN_MAX_CONNECTIONS;
+        }
+        server::Listener::plain(
+            name,
+            Arc::new(limits),
+            underscores,
+            total,
+            self.floods.clone(),
+        )
+    }
+
     fn admin(&self) -> Admin {
         Admin {
             settings: self.settings.clone(),
@@ -153,6 +186,9 @@ impl Proxy {
         }
     }
 }
+
+/// Connections the admin listener takes at once, outside the proxy's cap.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How this proxy introduces itself to the control plane.
 fn hello(s: &Settings, b: &Bound) -> pb::Hello {
@@ -201,6 +237,9 @@ pub fn run_with(
 ) -> Result<(), RunError> {
     let tls: Arc<crate::identity::Slot> = Arc::default();
     let control = Arc::new(control_link(&settings, &tls)?);
+    // Connections are file descriptors: take all the kernel allows, and cap below it.
+    let nofile = crate::limits::raise_nofile();
+    let connections = crate::overload::ConnCap::new(settings.limits.connections_total(nofile));
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
@@ -299,6 +338,8 @@ pub fn run_with(
         readiness,
         tls,
         control,
+        connections,
+        floods: Arc::default(),
         inbound_tls,
         edges,
         app_pool,
@@ -399,6 +440,7 @@ async fn control_work(
                 Arc::new(proxy.admin()),
                 admin_drain,
                 TaskTracker::new(),
+                Arc::new(proxy.listener("admin", None)),
             ));
         }
         Err(e) => tracing::error!(error = %e, "admin listener unusable"),
@@ -423,10 +465,12 @@ async fn data_plane(
         let namespace = s.default_namespace.clone();
         if s.mode == Mode::Ingress {
             let handler = Arc::new(proxy.forward(crate::ingress::Ingress { namespace }));
-            tracker.spawn(server::serve(l, handler, drain, tracker2));
+            let config = proxy.listener("ingress", Some(proxy.connections.clone()));
+            tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         } else {
             let handler = Arc::new(proxy.forward(crate::outbound::Sidecar { namespace }));
-            tracker.spawn(server::serve(l, handler, drain, tracker2));
+            let config = proxy.listener("outbound", Some(proxy.connections.clone()));
+            tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         }
     }
     if let (Some(l), Some(app)) = (inbound, s.app) {
@@ -447,12 +491,14 @@ async fn data_plane(
                 &s.namespace,
             )),
         ));
-        tracker.spawn(server::serve_with(
+        let mut config = proxy.listener("inbound", Some(proxy.connections.clone()));
+        config.tls = Some(proxy.inbound_tls.clone());
+        tracker.spawn(server::serve(
             from_std(l, "inbound")?,
             Arc::new(handler),
             proxy.drain.clone(),
             tracker.clone(),
-            Some(proxy.inbound_tls.clone()),
+            Arc::new(config),
         ));
     }
 

@@ -7,7 +7,10 @@
 //! request already on the wire is answered rather than reset), then get a graceful shutdown
 //! (HTTP/2 GOAWAY; HTTP/1 closes after the response in progress). In-flight requests finish.
 
-use crate::body::Body;
+use crate::body::{Body, BodyTimeouts, RequestBody};
+use crate::guard::{Floods, Guarded};
+use crate::limits::{Limits, Underscores};
+use crate::overload::{ConnCap, ConnPermit, SHED_RESPONSE};
 use crate::tls::{Accepted, InboundTls};
 use http::Request;
 use hyper::body::Incoming;
@@ -20,23 +23,79 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A slow client gets this long to send a request head (slowloris defence).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Envoy's default header-count limit.
-pub const MAX_HEADERS: usize = 100;
 /// Concurrent streams a peer may open on one HTTP/2 connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 2048;
+/// A connection closed for an HTTP/2 flood gets this long to take its GOAWAY.
+const FLOOD_LINGER: Duration = Duration::from_secs(1);
+/// Accept errors (out of file descriptors, …) back off from this …
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// … doubling up to this, instead of spinning.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How one listener serves: its limits, and the caps its connections count against.
+pub struct Listener {
+    /// `outbound`, `inbound`, `ingress` or `admin` (log field and metric label).
+    pub name: &'static str,
+    pub limits: Arc<Limits>,
+    pub underscores: Underscores,
+    /// This listener's connections.
+    pub cap: Arc<ConnCap>,
+    /// The proxy's connections (`None`: outside it, as the admin listener is).
+    pub total: Option<Arc<ConnCap>>,
+    pub floods: Arc<Floods>,
+    /// Inbound listeners: the handshake the port's mode asks for (`tls::accept`); `None`:
+    /// plaintext.
+    pub tls: Option<Arc<InboundTls>>,
+}
+
+impl Listener {
+    /// A plaintext listener with `limits`, counted against `total`.
+    pub fn plain(
+        name: &'static str,
+        limits: Arc<Limits>,
+        underscores: Underscores,
+        total: Option<Arc<ConnCap>>,
+        floods: Arc<Floods>,
+    ) -> Listener {
+        let cap = ConnCap::new(limits.max_connections_per_listener);
+        Listener {
+            name,
+            limits,
+            underscores,
+            cap,
+            total,
+            floods,
+            tls: None,
+        }
+    }
+
+    /// A slot on this listener and in the proxy, or `None` at either cap.
+    fn admit(&self) -> Option<(ConnPermit, Option<ConnPermit>)> {
+        let own = self.cap.try_take()?;
+        match &self.total {
+            None => Some((own, None)),
+            Some(total) => total.try_take().map(|t| (own, Some(t))),
+        }
+    }
+
+    fn body_timeouts(&self) -> BodyTimeouts {
+        BodyTimeouts {
+            idle: self.limits.body_idle_timeout,
+            total: self.limits.request_timeout,
+        }
+    }
+}
 
 /// Serves one request from the connection's `peer`. Implemented by the inbound, outbound and
 /// admin sides.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: Arc<PeerInfo>,
     ) -> impl Future<Output = http::Response<Body>> + Send + 'static;
 }
@@ -73,15 +132,19 @@ impl Drain {
     }
 }
 
-pub fn builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP server every listener runs, with `limits` on request heads and HTTP/2 streams.
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS);
+        .header_read_timeout(limits.header_timeout)
+        // The read buffer bounds the request head: past it, 431.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(limits.max_header_bytes as u32)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
     b
@@ -112,26 +175,18 @@ impl PeerInfo {
 }
 
 /// Accepts connections on `listener` until the drain starts; connection tasks are tracked by
-/// `tracker` so that shutdown can wait for them. Plaintext; see [`serve_with`].
+/// `tracker` so that shutdown can wait for them. Each connection must send its first byte
+/// within the first-byte timeout, counts against the listener's and the proxy's caps (past
+/// either it gets 503 and is closed), and gets TCP keepalive.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     drain: Drain,
     tracker: TaskTracker,
+    config: Arc<Listener>,
 ) {
-    serve_with(listener, handler, drain, tracker, None).await
-}
-
-/// [`serve`], authenticating each connection with `tls` (inbound listeners: the handshake the
-/// port's mode asks for, `tls::accept`); `None`: plaintext.
-pub async fn serve_with<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    drain: Drain,
-    tracker: TaskTracker,
-    tls: Option<Arc<InboundTls>>,
-) {
-    let builder = Arc::new(builder());
+    let builder = Arc::new(builder(&config.limits));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -139,53 +194,90 @@ pub async fn serve_with<H: Handler>(
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                x
+            }
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Out of file descriptors and the like: back off instead of spinning, and say
+                // so once per back-off rather than per attempt.
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(listener = config.name, error = %e, "accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = drain.started() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        let Some(permits) = config.admit() else {
+            shed(stream, config.tls.is_none());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (builder, handler, drain) = (builder.clone(), handler.clone(), drain.clone());
-        match &tls {
-            None => {
-                let info = PeerInfo::new(peer, None);
-                tracker.spawn(serve_connection(
-                    stream, info, builder, handler, drain, None,
-                ));
+        crate::limits::keepalive(&stream);
+        let (builder, handler, drain, config) = (
+            builder.clone(),
+            handler.clone(),
+            drain.clone(),
+            config.clone(),
+        );
+        tracker.spawn(async move {
+            let _permits = permits;
+            // A connection that never speaks holds a slot for nothing.
+            match tokio::time::timeout(config.limits.first_byte_timeout, stream.readable()).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
-            Some(tls) => {
-                let tls = tls.clone();
-                tracker.spawn(async move {
-                    match tls.accept(stream, peer, drain.started()).await {
-                        None => {}
-                        Some(Accepted::Plain {
+            match &config.tls {
+                None => {
+                    let info = PeerInfo::new(peer, None);
+                    serve_connection(stream, info, builder, handler, drain, None, &config).await
+                }
+                Some(tls) => match tls.accept(stream, peer, drain.started()).await {
+                    None => {}
+                    Some(Accepted::Plain {
+                        stream,
+                        until_strict,
+                    }) => {
+                        let info = PeerInfo::new(peer, None);
+                        let until_strict = Some(until_strict);
+                        serve_connection(
                             stream,
+                            info,
+                            builder,
+                            handler,
+                            drain,
                             until_strict,
-                        }) => {
-                            let info = PeerInfo::new(peer, None);
-                            let until_strict = Some(until_strict);
-                            serve_connection(stream, info, builder, handler, drain, until_strict)
-                                .await
-                        }
-                        Some(Accepted::Mtls { stream, identity }) => {
-                            let info = PeerInfo::new(peer, identity);
-                            // Peers speak HTTP/2 here: let h2 coalesce the frames of many
-                            // streams per write.
-                            let io = crate::io::Unvectored(*stream);
-                            serve_connection(io, info, builder, handler, drain, None).await
-                        }
+                            &config,
+                        )
+                        .await
                     }
-                });
+                    Some(Accepted::Mtls { stream, identity }) => {
+                        let info = PeerInfo::new(peer, identity);
+                        // Peers speak HTTP/2 here: let h2 coalesce the frames of many
+                        // streams per write.
+                        let io = crate::io::Unvectored(*stream);
+                        serve_connection(io, info, builder, handler, drain, None, &config).await
+                    }
+                },
             }
-        }
+        });
     }
 }
 
-/// Serves HTTP on one connection until it closes or the drain ends it (or, for a plaintext
-/// connection given `until_strict`, until its port turns STRICT).
+/// A connection past a cap: a 503 if the socket takes it at once (plaintext), then closed.
+fn shed(stream: TcpStream, plaintext: bool) {
+    if plaintext {
+        let _ = stream.try_write(SHED_RESPONSE);
+    }
+}
+
+/// Serves HTTP on one connection until it closes, the drain ends it, it idles past the idle
+/// timeout or floods (or, for a plaintext connection given `until_strict`, until its port
+/// turns STRICT). Every request is checked ([`crate::validate`]) before its handler sees it.
 async fn serve_connection<H, IO>(
     io: IO,
     info: PeerInfo,
@@ -193,19 +285,29 @@ async fn serve_connection<H, IO>(
     handler: Arc<H>,
     drain: Drain,
     until_strict: Option<tokio::sync::watch::Receiver<bool>>,
+    config: &Listener,
 ) where
     H: Handler,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.addr;
     let info = Arc::new(info);
+    let (io, activity) = Guarded::new(io, config.floods.clone());
+    let (timeouts, underscores) = (config.body_timeouts(), config.underscores);
     // The connection's peer goes to the handler as an argument, not as a request extension
     // (which would cost two allocations per request).
     let svc = service_fn(move |req: Request<Incoming>| {
+        let (handler, info) = (handler.clone(), info.clone());
         // Boxed once: a request's future holds kilobytes of state, and hyper and tokio move
         // the future they are given (into the connection's slot, into a task and out of it);
         // moving a pointer instead is what keeps memcpy off the profile.
-        let fut = Box::pin(handler.clone().handle(req, info.clone()));
+        let fut = Box::pin(async move {
+            let mut req = req.map(|b| RequestBody::new(b, timeouts));
+            if let Err(rsp) = crate::validate::request(&mut req, underscores).await {
+                return rsp;
+            }
+            handler.handle(req, info).await
+        });
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -218,6 +320,17 @@ async fn serve_connection<H, IO>(
             None => std::future::pending().await,
         }
     };
+    let idle_limit = config.limits.idle_timeout;
+    let idle = async {
+        loop {
+            let idle_for = activity.idle_for();
+            if idle_for >= idle_limit {
+                return;
+            }
+            tokio::time::sleep(idle_limit - idle_for).await;
+        }
+    };
+    let flooded = activity.flood_seen();
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = drain.started() => {}
@@ -225,6 +338,16 @@ async fn serve_connection<H, IO>(
             tracing::info!(%peer, "closing a plaintext connection: the port is STRICT now");
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+            return;
+        }
+        _ = idle => {
+            tracing::debug!(%peer, listener = config.name, "closing an idle connection");
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            return;
+        }
+        _ = flooded => {
+            let _ = tokio::time::timeout(FLOOD_LINGER, conn.as_mut()).await;
             return;
         }
     }

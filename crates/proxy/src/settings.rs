@@ -63,6 +63,8 @@ pub struct Settings {
     /// The mesh's roots (PEM) the control plane's certificate must chain to; needed with a
     /// join token (the control plane of a mesh with a CA speaks TLS only).
     pub trust_anchors: Option<String>,
+    /// Limits and timeouts of every listener.
+    pub limits: crate::limits::Limits,
     /// The credential the admin listener asks of `POST /shutdown` and `GET /tap`
     /// (`Authorization: Bearer`); `None`: both are refused.
     pub admin_token: Option<String>,

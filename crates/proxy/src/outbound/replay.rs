@@ -1,10 +1,10 @@
 //! Request bodies as retries and mirrors see them: none, small and held (sent any number of
 //! times), or streaming (sent once, never retried).
 
+use crate::body::RequestBody;
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 /// Request bodies up to this size are buffered so that a retry or a mirror can resend them
 /// (Linkerd's limit); bigger ones stream and are never retried.
@@ -17,7 +17,7 @@ pub(super) enum ReqBody {
     /// A small body read in full (≤ [`MAX_BUFFERED_BODY`]): it can be sent again too.
     Buffered(bytes::Bytes),
     /// Anything else streams through once.
-    Streaming(Incoming),
+    Streaming(RequestBody),
 }
 
 impl ReqBody {
@@ -36,7 +36,7 @@ impl ReqBody {
 }
 
 /// Reads a small body in full when it will be needed again (`keep`).
-pub(super) async fn prepare(b: Incoming, keep: bool) -> Result<ReqBody, Response<Body>> {
+pub(super) async fn prepare(b: RequestBody, keep: bool) -> Result<ReqBody, Response<Body>> {
     use http_body::Body as _;
     use http_body_util::BodyExt;
     if b.is_end_stream() {

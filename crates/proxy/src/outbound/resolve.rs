@@ -3,6 +3,7 @@
 //! gateway (`crate::ingress`); every later step is shared.
 
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::flags::{self, Flag};
 use crate::server::PeerInfo;
 use crate::state::ProxyState;
@@ -10,7 +11,6 @@ use crate::table::{RouteTable, Routed};
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use model::Authority;
 
 /// How a listener finds where a request goes.
@@ -23,7 +23,7 @@ pub trait Resolve: Send + Sync + 'static {
     fn check(
         &self,
         _state: &ProxyState,
-        _req: &mut Request<Incoming>,
+        _req: &mut Request<RequestBody>,
         _peer: &PeerInfo,
     ) -> Result<(), Box<Response<Body>>> {
         Ok(())

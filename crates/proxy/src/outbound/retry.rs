@@ -56,7 +56,7 @@ impl Attempts<'_> {
             .and_then(|p| p.per_try_timeout_ms)
             .map(Duration::from_millis);
         let (mut first_body, held) = match body {
-            ReqBody::Streaming(b) => (Some(body::incoming(b)), None),
+            ReqBody::Streaming(b) => (Some(b.boxed()), None),
             held => (None, Some(held)),
         };
         let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);

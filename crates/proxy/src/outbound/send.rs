@@ -142,6 +142,11 @@ pub(super) async fn send(
             in_flight.success();
             Ok(rsp.map(body::incoming))
         }
+        // The client stalled its body: the upstream connection is fine.
+        Err(e) if body::timed_out(&e) => Err(AttemptError::Final(
+            Flag::StreamIdleTimeout,
+            format!("the client's request body: {e}"),
+        )),
         Err(e) if never_processed(&e) => {
             ep.conn.reset();
             Err(AttemptError::Retryable(format!(

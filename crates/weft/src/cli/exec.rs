@@ -80,6 +80,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         workers: 1,
         join_token,
         trust_anchors,
+        limits: Default::default(),
         // Its own process is its only user: nothing to tap or shut down from outside.
         admin_token: None,
     };

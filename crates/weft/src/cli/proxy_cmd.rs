@@ -71,6 +71,99 @@ pub struct ProxyArgs {
     trust_anchors_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     exports: ExportArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Listener limits and timeouts: `weft proxy` takes them, and `weft up` passes them on to its
+/// proxies. Defaults are Envoy's and nginx's (see docs/robustness.md).
+#[derive(clap::Args, Clone, Default)]
+pub struct LimitArgs {
+    /// Connections the proxy serves at once, across its listeners; more are answered 503 and
+    /// closed [default: ¾ of the file-descriptor limit, at most 50000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections one listener serves at once [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_listener: Option<usize>,
+    /// A connection that sends nothing this long after it opens is closed [default: 10s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub first_byte_timeout: Option<Duration>,
+    /// A keep-alive connection with no traffic this long is closed [default: 1h]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+    /// A request body that pauses this long is answered 408 [default: 60s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub body_idle_timeout: Option<Duration>,
+    /// A request whose body is not all in this long after its head is answered 408
+    /// [default: 300s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Option<Duration>,
+    /// Request headers whose name has an underscore: allow, reject-request (400) or drop-header
+    /// [default: reject-request at the ingress, allow on sidecars]
+    #[arg(long, value_name = "ACTION", value_parser = parse_underscores)]
+    pub headers_with_underscores: Option<proxy::limits::Underscores>,
+}
+
+fn parse_underscores(s: &str) -> Result<proxy::limits::Underscores, String> {
+    proxy::limits::Underscores::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected allow, reject-request or drop-header"))
+}
+
+impl LimitArgs {
+    /// The proxy's limits: the defaults, with what was given.
+    pub fn limits(&self) -> proxy::limits::Limits {
+        let mut l = proxy::limits::Limits {
+            max_connections: self.max_connections,
+            underscores: self.headers_with_underscores,
+            ..Default::default()
+        };
+        if let Some(n) = self.max_connections_per_listener {
+            l.max_connections_per_listener = n;
+        }
+        if let Some(d) = self.first_byte_timeout {
+            l.first_byte_timeout = d;
+        }
+        if let Some(d) = self.idle_timeout {
+            l.idle_timeout = d;
+        }
+        if let Some(d) = self.body_idle_timeout {
+            l.body_idle_timeout = d;
+        }
+        if let Some(d) = self.request_timeout {
+            l.request_timeout = d;
+        }
+        l
+    }
+
+    /// The same flags again, for the proxies `weft up` starts.
+    pub fn flags(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut flag = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.extend([format!("--{name}"), v]);
+            }
+        };
+        let ms = |d: Option<Duration>| d.map(|d| format!("{}ms", d.as_millis()));
+        flag(
+            "max-connections",
+            self.max_connections.map(|n| n.to_string()),
+        );
+        flag(
+            "max-connections-per-listener",
+            self.max_connections_per_listener.map(|n| n.to_string()),
+        );
+        flag("first-byte-timeout", ms(self.first_byte_timeout));
+        flag("idle-timeout", ms(self.idle_timeout));
+        flag("body-idle-timeout", ms(self.body_idle_timeout));
+        flag("request-timeout", ms(self.request_timeout));
+        flag(
+            "headers-with-underscores",
+            self.headers_with_underscores
+                .map(|u| u.as_str().to_string()),
+        );
+        a
+    }
 }
 
 /// Spans and access logs: `weft proxy` takes them, and `weft up` passes them on to its proxies.
@@ -237,6 +330,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         workers: a.workers,
         join_token,
         trust_anchors,
+        limits: a.limits.limits(),
         // From the environment, like the join token.
         admin_token: std::env::var(model::names::ADMIN_TOKEN_ENV)
             .ok()

@@ -36,6 +36,8 @@ pub struct UpArgs {
     #[command(flatten)]
     exports: super::proxy_cmd::ExportArgs,
     #[command(flatten)]
+    limits: super::proxy_cmd::LimitArgs,
+    #[command(flatten)]
     ca: CaArgs,
 }
 
@@ -157,7 +159,7 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
         watch: if a.watch { a.files.clone() } else { Vec::new() },
         ca: a.ca.open(&spec.name)?,
         prometheus,
-        proxy_flags: a.exports.tracing_flags(),
+        proxy_flags: [a.exports.tracing_flags(), a.limits.flags()].concat(),
         access_log: a.exports.access_log.map(|f| f.as_str().to_string()),
     };
     let rt = runtime()?;
