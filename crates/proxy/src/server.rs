@@ -227,8 +227,10 @@ pub async fn serve<H: Handler>(
         tracker.spawn(async move {
             let _permits = permits;
             // A connection that never speaks holds a slot for nothing.
-            match tokio::time::timeout(config.limits.first_byte_timeout, stream.readable()).await {
-                Ok(Ok(())) => {}
+            let mut first = [0u8; 1];
+            let limit = config.limits.first_byte_timeout;
+            match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             match &config.tls {

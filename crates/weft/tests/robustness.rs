@@ -10,6 +10,7 @@ use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -217,4 +218,271 @@ async fn a_head_split_across_many_reads_is_still_limited() {
         assert_eq!(got.status, Some(431), "{listener}: {}", got.head);
     }
     assert!(seen(&log).is_empty(), "{:?}", seen(&log));
+}
+
+/// An HTTP/2 frame: its 9-byte header and `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// What one flooding connection saw: the GOAWAY's error code (if one came), how many ACKs
+/// of the flooded frame kind came back, and how many frames were sent.
+#[derive(Debug)]
+struct Flooded {
+    goaway: Option<u32>,
+    acks: u64,
+    sent: u64,
+}
+
+/// Floods `addr` over HTTP/2 (prior knowledge) with `frame` (one kind: PING or SETTINGS),
+/// reading what comes back, until the proxy closes the connection, 200,000 frames are sent
+/// or 10 s pass.
+async fn flood(addr: SocketAddr, frame: Vec<u8>) -> Flooded {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let kind = frame[3];
+    let writer = tokio::spawn(async move {
+        let mut batch = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        batch.extend(h2_frame(0x4, 0, 0, &[]));
+        let _ = wr.write_all(&batch).await;
+        let per_write = 100;
+        let many: Vec<u8> = frame.repeat(per_write);
+        let mut sent = 0u64;
+        let started = std::time::Instant::now();
+        while sent < 200_000 && started.elapsed() < Duration::from_secs(10) {
+            if wr.write_all(&many).await.is_err() {
+                break;
+            }
+            sent += per_write as u64;
+        }
+        sent
+    });
+    let (mut goaway, mut acks) = (None, 0u64);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while buf.len() - at >= 9 {
+            let len = (buf[at] as usize) << 16 | (buf[at + 1] as usize) << 8 | buf[at + 2] as usize;
+            if buf.len() - at < 9 + len {
+                break;
+            }
+            let (k, flags) = (buf[at + 3], buf[at + 4]);
+            if k == kind && flags & 1 == 1 {
+                acks += 1;
+            }
+            if k == 0x7 && len >= 8 {
+                let p = &buf[at + 9..at + 17];
+                goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        buf.drain(..at);
+    }
+    let sent = writer.await.unwrap();
+    Flooded { goaway, acks, sent }
+}
+
+/// Latencies of `n` GETs through `addr`, one at a time, sorted.
+async fn latencies(c: &HttpClient, addr: SocketAddr, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let r = get(c, addr, "hello", "/").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        out.push(t.elapsed());
+    }
+    out.sort();
+    out
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_settings_floods_end_in_goaway_and_spare_other_clients() {
+    let files = tempfile::tempdir().unwrap();
+    let mesh = recorder_mesh("h2-floods", &files.path().join("requests.jsonl"));
+    let ping = h2_frame(0x6, 0, 0, &[7u8; 8]);
+    let settings = h2_frame(0x4, 0, 0, &[]);
+    for (name, frame, limit) in [("PING", ping.clone(), 1000), ("SETTINGS", settings, 100)] {
+        let f = flood(mesh.ingress, frame).await;
+        assert_eq!(
+            f.goaway,
+            Some(0xb),
+            "{name} flood: no GOAWAY(ENHANCE_YOUR_CALM) after {} frames: {f:?}",
+            f.sent
+        );
+        // At most one window's worth was answered (two, if the flood straddled a second).
+        assert!(f.acks <= 2 * limit + 1, "{name} flood: {f:?}");
+    }
+
+    // Another client's latency while floods keep coming, against without them. Enough
+    // samples that one scheduling hiccup is not the 99th percentile.
+    let c = client();
+    let _ = latencies(&c, mesh.ingress, 50).await;
+    let quiet = latencies(&c, mesh.ingress, 400).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let (stop, ingress, ping) = (stop.clone(), mesh.ingress, ping.clone());
+        tokio::spawn(async move {
+            let mut floods = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = flood(ingress, ping.clone()).await;
+                assert_eq!(f.goaway, Some(0xb), "{f:?}");
+                floods += 1;
+            }
+            floods
+        })
+    };
+    let flooded = latencies(&c, mesh.ingress, 400).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let floods = attacker.await.unwrap();
+    assert!(floods > 0);
+    eprintln!(
+        "p99 {:?} under {floods} floods, {:?} without",
+        p99(&flooded),
+        p99(&quiet)
+    );
+    assert!(
+        p99(&flooded) <= p99(&quiet) * 2,
+        "p99 {:?} under {floods} floods, {:?} without",
+        p99(&flooded),
+        p99(&quiet)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_after_the_first_byte_timeout() {
+    let files = tempfile::tempdir().unwrap();
+    let mesh = {
+        let recorder = testdata("recorder.py");
+        let log = files.path().join("requests.jsonl");
+        let yaml = format!(
+            "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: silent}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
+            recorder.display(),
+            log.display()
+        );
+        Mesh::up_with(&yaml, &["--first-byte-timeout", "2s"])
+    };
+
+    let c = client();
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..500 {
+        silent.push(tokio::net::TcpStream::connect(mesh.ingress).await.unwrap());
+    }
+    // Requests keep working beside them.
+    let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let closes: Vec<_> = silent
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+                    .await
+                    .map(|r| r.map(|n| n == 0).unwrap_or(true))
+                    .unwrap_or(false)
+            })
+        })
+        .collect();
+    let mut open = 0;
+    for c in closes {
+        if !c.await.unwrap() {
+            open += 1;
+        }
+    }
+    let took = opened.elapsed();
+    assert_eq!(
+        open, 0,
+        "{open} of 500 silent connections still open after {took:?}"
+    );
+    // Closed by the 2 s timeout (plus scheduling), not at once.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}
+
+/// One GET on an open keep-alive connection; the whole response.
+async fn get_on(s: &mut tokio::net::TcpStream) -> String {
+    s.write_all(b"GET /capped HTTP/1.1\r\nHost: hello\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !complete(&got) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_new_connections_are_shed_and_established_ones_served() {
+    let files = tempfile::tempdir().unwrap();
+    let recorder = testdata("recorder.py");
+    let log = files.path().join("requests.jsonl");
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: capped}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
+        recorder.display(),
+        log.display()
+    );
+    let mesh = Mesh::up_with(&yaml, &["--max-connections", "40"]);
+    // Forty keep-alive connections, each with a request answered: the ingress is full.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(mesh.ingress).await.unwrap();
+        let rsp = get_on(&mut s).await;
+        assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+        held.push(s);
+    }
+    // The next connection is answered 503 OM and closed.
+    let shed = exchange(
+        mesh.ingress,
+        b"GET / HTTP/1.1\r\nHost: hello\r\n\r\n",
+        usize::MAX,
+        true,
+    )
+    .await;
+    assert_eq!(shed.status, Some(503), "{}", shed.head);
+    assert!(shed.head.contains("x-weft-flag: OM"), "{}", shed.head);
+    assert!(shed.closed);
+    // Established connections keep being served, and the admin answers.
+    for s in held.iter_mut().take(5) {
+        let rsp = get_on(s).await;
+        assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+    }
+    let status = mesh.status_json(Some("capped"));
+    let admin: SocketAddr = status["ingress_admin"].as_str().unwrap().parse().unwrap();
+    let ready = get(&client(), admin, "admin", "/ready").await.unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    // A freed slot takes a new connection.
+    drop(held.pop());
+    let again = eventually(Some(200), || async {
+        exchange(
+            mesh.ingress,
+            b"GET / HTTP/1.1\r\nHost: hello\r\n\r\n",
+            usize::MAX,
+            false,
+        )
+        .await
+        .status
+    })
+    .await;
+    assert_eq!(again, Some(200));
 }
