@@ -144,7 +144,7 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
     });
     let ack = apply(&s, pb::Snapshot::from(&bad));
     assert!(
-        ack.error.contains("route broken: bad regex"),
+        ack.error.contains("route broken: path: invalid regex"),
         "{}",
         ack.error
     );
