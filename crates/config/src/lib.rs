@@ -57,6 +57,9 @@
 //! - `ingress`: hostname intersection and the ingress gateway's virtual hosts.
 //! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `pattern`: regular expressions in routes, checked as the proxy compiles them.
+//! - `valid`: the backstop behind the field checks: every route, traffic policy and JWT
+//!   rule a resource translates into, checked whole as the proxy decodes it
+//!   (`model::valid`) and located at the part it came from.
 
 mod diagnostic;
 mod doc;
@@ -75,6 +78,7 @@ mod security;
 mod services;
 mod split;
 mod store;
+mod valid;
 
 pub use diagnostic::{Diagnostic, Errors};
 pub use format::API_VERSION;

@@ -115,16 +115,17 @@ impl KeySet {
     /// by what is wrong with it rather than by serde's "no variant matched".
     fn kind_of(k: &serde_json::Value) -> Result<(), String> {
         let crv = k.get("crv").and_then(|c| c.as_str());
+        let curve = |c: Option<&str>| c.map_or("missing".to_string(), |c| format!("{c:?}"));
         match k.get("kty").and_then(|t| t.as_str()) {
             None => Err("no `kty`".into()),
             Some("RSA") => Ok(()),
             Some("EC") => match crv {
                 Some("P-256" | "P-384") => Ok(()),
-                other => Err(format!("EC curve {other:?} is not P-256 or P-384")),
+                other => Err(format!("EC curve {} is not P-256 or P-384", curve(other))),
             },
             Some("OKP") => match crv {
                 Some("Ed25519") => Ok(()),
-                other => Err(format!("OKP curve {other:?} is not Ed25519")),
+                other => Err(format!("OKP curve {} is not Ed25519", curve(other))),
             },
             Some("oct") => Err("a symmetric (oct) key: HMAC tokens are not accepted".into()),
             Some(other) => Err(format!("key type {other:?} is not RSA, EC or OKP")),

@@ -196,9 +196,6 @@ pub fn route_match(m: &RouteMatch) -> Result<(), String> {
 /// A whole route as the proxy compiles it: matches, destinations and their weights, header
 /// edits, rewrite, redirect, fixed answer, mirrors, CORS, retries, faults, response classes.
 pub fn route(r: &HttpRoute) -> Result<(), String> {
-    for m in &r.matches {
-        route_match(m)?;
-    }
     let answers = r.redirect.is_some() || r.direct_response.is_some();
     if !answers {
         if r.destinations.is_empty() {
@@ -211,6 +208,15 @@ pub fn route(r: &HttpRoute) -> Result<(), String> {
         if total == 0 {
             return Err("every destination has weight 0".into());
         }
+    }
+    route_values(r)
+}
+
+/// [`route`] but for whether the route has somewhere to send requests: every value it holds
+/// (for a translation that cannot resolve destinations without the mesh's services).
+pub fn route_values(r: &HttpRoute) -> Result<(), String> {
+    for m in &r.matches {
+        route_match(m)?;
     }
     for d in r
         .destinations
