@@ -21,7 +21,8 @@ pub struct StatusArgs {
     mesh: Option<String>,
     /// Wait until the mesh runs and is ready (every replica receives traffic from every proxy
     /// that could send it, every proxy runs the latest snapshot), then print the status; exit
-    /// 3 with what is pending if it is not ready within --timeout
+    /// 3 with what is pending if it is not ready within --timeout, or at once when a proxy
+    /// refused the latest snapshot (it will not run it before the configuration changes)
     #[arg(long)]
     wait: bool,
     /// How long --wait waits [default: 60s]
@@ -89,6 +90,10 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         };
         let last = match asked {
             Ok(st) if st.ready => return Ok(st),
+            // A refusal is final for that snapshot: waiting longer changes nothing.
+            Ok(st) if st.nacks.iter().any(|n| n.version >= st.version) => {
+                return Err(Waited::NotReady(Box::new(st)))
+            }
             Ok(st) => Waited::NotReady(Box::new(st)),
             Err(e) => Waited::NotRunning(e),
         };
@@ -110,6 +115,12 @@ fn print_table(st: &Status) {
     );
     for p in &st.pending {
         println!("  pending: {p}");
+    }
+    for n in &st.nacks {
+        println!(
+            "  error: {} refused snapshot {}: {} (it keeps serving snapshot {})",
+            n.proxy, n.version, n.error, n.config_version
+        );
     }
     for u in &st.undeclared {
         println!(
