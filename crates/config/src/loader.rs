@@ -49,11 +49,9 @@ pub(crate) struct Loader {
 
 impl Loader {
     pub fn file(&mut self, file: &Path) {
-        match std::fs::read_to_string(file) {
+        match crate::read_text(file) {
             Ok(text) => self.text(file, &text),
-            Err(e) => self
-                .errors
-                .push(whole_file(file, format!("cannot read: {e}"))),
+            Err(d) => self.errors.push(d),
         }
     }
 

@@ -204,3 +204,21 @@ spec:
         "{got}"
     );
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_with_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("latin1.yaml");
+    std::fs::write(&file, b"apiVersion: v1\nkind: caf\xe9\n").unwrap();
+    let Err(Errors(d)) = crate::load(&[file.clone()]) else {
+        panic!("a Latin-1 file loaded")
+    };
+    assert_eq!(
+        d[0].to_string(),
+        format!(
+            "{}:2:10: not UTF-8 text: byte 0xE9 here (a binary file, or another encoding?)",
+            file.display()
+        )
+    );
+    assert_eq!(crate::read_text(&file).unwrap_err(), d[0]);
+}

@@ -41,13 +41,11 @@ fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
             out.push(("<stdin>".to_string(), s));
         } else if p.is_dir() {
             for f in config::config_files(p)? {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                let text = config::read_text(&f).map_err(|d| anyhow::anyhow!("{d}"))?;
                 out.push((f.display().to_string(), text));
             }
         } else {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let text = config::read_text(p).map_err(|d| anyhow::anyhow!("{d}"))?;
             out.push((p.display().to_string(), text));
         }
     }
