@@ -38,8 +38,13 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             Ok(st) => (st, 0),
             Err(Waited::NotReady(st)) => {
                 let st = *st;
+                let why = if refuses_latest(&st) {
+                    "cannot become ready: a proxy refused its snapshot".to_string()
+                } else {
+                    format!("is not ready after {within:?}")
+                };
                 eprintln!(
-                    "weft: mesh {} is not ready after {within:?}:\n  {}",
+                    "weft: mesh {} {why}:\n  {}",
                     st.mesh,
                     st.pending.join("\n  ")
                 );
@@ -91,9 +96,7 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         let last = match asked {
             Ok(st) if st.ready => return Ok(st),
             // A refusal is final for that snapshot: waiting longer changes nothing.
-            Ok(st) if st.nacks.iter().any(|n| n.version >= st.version) => {
-                return Err(Waited::NotReady(Box::new(st)))
-            }
+            Ok(st) if refuses_latest(&st) => return Err(Waited::NotReady(Box::new(st))),
             Ok(st) => Waited::NotReady(Box::new(st)),
             Err(e) => Waited::NotRunning(e),
         };
@@ -102,6 +105,12 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         }
         tokio::time::sleep(WAIT_POLL).await;
     }
+}
+
+/// A proxy refused the snapshot in force (it will not run it before the configuration
+/// changes).
+fn refuses_latest(st: &Status) -> bool {
+    st.nacks.iter().any(|n| n.version >= st.version)
 }
 
 fn print_table(st: &Status) {
