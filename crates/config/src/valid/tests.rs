@@ -210,7 +210,7 @@ fn a_file_that_is_not_utf8_is_named_with_the_place() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("latin1.yaml");
     std::fs::write(&file, b"apiVersion: v1\nkind: caf\xe9\n").unwrap();
-    let Err(Errors(d)) = crate::load(&[file.clone()]) else {
+    let Err(Errors(d)) = crate::load(std::slice::from_ref(&file)) else {
         panic!("a Latin-1 file loaded")
     };
     assert_eq!(
