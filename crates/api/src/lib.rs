@@ -7,6 +7,11 @@
 //!   services and endpoints here, routes, route filters and gateway virtual hosts in `route`,
 //!   traffic policies and subsets in `policy`, security policies (mTLS modes, authorization,
 //!   JWT rules, Linkerd Servers and default inbound policies) in `security`.
+//!
+//! Decoding checks what the wire can carry (ports, statuses, names of kinds), then every route,
+//! traffic policy and JWT rule whole with `model::valid`: the checks the proxy's compilation
+//! relies on, which `weft check` and the control plane (on the snapshot a change would produce,
+//! before committing it) run too. A snapshot that decodes compiles in the proxy.
 
 use model::{Endpoint, Identity, Service, ServiceKey, Snapshot};
 

@@ -108,6 +108,7 @@ fn to_wire(p: &TrafficPolicy) -> pb::TrafficPolicy {
     }
 }
 
+/// A policy from the wire, checked whole as the proxy runs it (`model::valid::traffic_policy`).
 fn from_wire(p: pb::TrafficPolicy) -> Result<TrafficPolicy, String> {
     let lb = lb_from(&p.lb).map_err(|lb| format!("unknown load balancer {lb:?}"))?;
     let consistent_hash = p.consistent_hash.map(hash_from).transpose()?;
@@ -120,17 +121,35 @@ fn from_wire(p: pb::TrafficPolicy) -> Result<TrafficPolicy, String> {
         max_retries: c.max_retries,
         idle_timeout_ms: c.idle_timeout_ms,
     });
-    let outlier_detection = p.outlier_detection.map(outlier_from).transpose()?;
-    let failure_accrual = p.failure_accrual.map(accrual_from).transpose()?;
-    let retry_budget = p.retry_budget.map(budget_from).transpose()?;
-    Ok(TrafficPolicy {
+    let outlier_detection = p.outlier_detection.map(|o| OutlierDetection {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_gateway: o.consecutive_gateway,
+        interval_ms: o.interval_ms,
+        base_ejection_ms: o.base_ejection_ms,
+        max_ejection_percent: o.max_ejection_percent,
+        min_health_percent: o.min_health_percent,
+    });
+    let failure_accrual = p.failure_accrual.map(|f| FailureAccrual {
+        max_failures: f.max_failures,
+        min_penalty_ms: f.min_penalty_ms,
+        max_penalty_ms: f.max_penalty_ms,
+        jitter_ratio: f.jitter_ratio,
+    });
+    let retry_budget = p.retry_budget.map(|b| RetryBudget {
+        ratio: b.ratio,
+        min_per_second: b.min_per_second,
+        ttl_ms: b.ttl_ms,
+    });
+    let policy = TrafficPolicy {
         lb,
         consistent_hash,
         connection_pool,
         outlier_detection,
         failure_accrual,
         retry_budget,
-    })
+    };
+    model::valid::traffic_policy(&policy)?;
+    Ok(policy)
 }
 
 fn hash_to(h: &HashOn) -> pb::ConsistentHash {
@@ -151,88 +170,16 @@ fn hash_to(h: &HashOn) -> pb::ConsistentHash {
 
 fn hash_from(h: pb::ConsistentHash) -> Result<HashOn, String> {
     use pb::consistent_hash::Kind;
-    let named = |what: &str, name: String| {
-        if name.is_empty() {
-            Err(format!("consistent hash on a {what} without a name"))
-        } else {
-            Ok(name)
-        }
-    };
     match h.kind {
-        Some(Kind::Header(name)) => Ok(HashOn::Header(named("header", name)?)),
+        Some(Kind::Header(name)) => Ok(HashOn::Header(name)),
         Some(Kind::Cookie(c)) => Ok(HashOn::Cookie {
-            name: named("cookie", c.name)?,
+            name: c.name,
             path: c.path,
             ttl_s: c.ttl_s,
         }),
         Some(Kind::SourceIp(_)) => Ok(HashOn::SourceIp),
-        Some(Kind::QueryParam(name)) => Ok(HashOn::QueryParam(named("query parameter", name)?)),
+        Some(Kind::QueryParam(name)) => Ok(HashOn::QueryParam(name)),
         // Also what a kind added by a newer control plane decodes to.
         None => Err("consistent hash of an unknown kind".into()),
     }
-}
-
-fn outlier_from(o: pb::OutlierDetection) -> Result<OutlierDetection, String> {
-    // A zero review period would make the proxy's ejection timer spin (or panic, for tokio's).
-    if o.interval_ms == 0 {
-        return Err("outlier detection interval of 0 ms".into());
-    }
-    for (what, pct) in [
-        ("max ejection", o.max_ejection_percent),
-        ("min health", o.min_health_percent),
-    ] {
-        if pct > 100 {
-            return Err(format!(
-                "outlier detection {what} percent {pct} is above 100"
-            ));
-        }
-    }
-    Ok(OutlierDetection {
-        consecutive_5xx: o.consecutive_5xx,
-        consecutive_gateway: o.consecutive_gateway,
-        interval_ms: o.interval_ms,
-        base_ejection_ms: o.base_ejection_ms,
-        max_ejection_percent: o.max_ejection_percent,
-        min_health_percent: o.min_health_percent,
-    })
-}
-
-fn accrual_from(f: pb::FailureAccrual) -> Result<FailureAccrual, String> {
-    // `contains` is false for NaN too.
-    if !(0.0..=100.0).contains(&f.jitter_ratio) {
-        return Err(format!(
-            "failure accrual jitter ratio {} is not within 0..=100",
-            f.jitter_ratio
-        ));
-    }
-    if f.min_penalty_ms > f.max_penalty_ms {
-        return Err(format!(
-            "failure accrual min penalty {} ms is above the max {} ms",
-            f.min_penalty_ms, f.max_penalty_ms
-        ));
-    }
-    Ok(FailureAccrual {
-        max_failures: f.max_failures,
-        min_penalty_ms: f.min_penalty_ms,
-        max_penalty_ms: f.max_penalty_ms,
-        jitter_ratio: f.jitter_ratio,
-    })
-}
-
-fn budget_from(b: pb::RetryBudget) -> Result<RetryBudget, String> {
-    if !(b.ratio.is_finite() && b.ratio >= 0.0) {
-        return Err(format!(
-            "retry budget ratio {} is not a finite ratio >= 0",
-            b.ratio
-        ));
-    }
-    // The budget is counted over this window; an empty window counts nothing.
-    if b.ttl_ms == 0 {
-        return Err("retry budget window of 0 ms".into());
-    }
-    Ok(RetryBudget {
-        ratio: b.ratio,
-        min_per_second: b.min_per_second,
-        ttl_ms: b.ttl_ms,
-    })
 }

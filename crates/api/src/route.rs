@@ -11,10 +11,6 @@ use model::route::{
 };
 use model::{ServiceKey, VirtualHost};
 
-/// Redirect statuses Istio and the Gateway API allow.
-const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
-/// The highest gRPC status code (`unauthenticated`).
-const MAX_GRPC_STATUS: u32 = 16;
 /// Shares are in millionths; more than all requests is all requests.
 const PER_MILLION: u32 = 1_000_000;
 
@@ -25,9 +21,10 @@ fn bad(route: &str, why: impl Into<String>) -> WireError {
     }
 }
 
-/// An HTTP status from the wire, if it is one (100..=599).
-fn http_status(s: u32) -> Option<u16> {
-    u16::try_from(s).ok().filter(|s| (100..=599).contains(s))
+/// A status from the wire as the model holds it; whether it is one the route may use is
+/// `model::valid::route`'s to say.
+fn status16(s: u32, what: &str, route: &str) -> Result<u16, WireError> {
+    u16::try_from(s).map_err(|_| bad(route, format!("{what} {s}: not an HTTP status")))
 }
 
 pub(crate) fn vhost_to(v: &VirtualHost) -> pb::VirtualHost {
@@ -120,6 +117,7 @@ pub(crate) fn to_wire(r: &HttpRoute) -> pb::HttpRoute {
     }
 }
 
+/// A route from the wire, checked whole as the proxy compiles it (`model::valid::route`).
 pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
     let name = r.name;
     let matches = r
@@ -127,19 +125,11 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
         .into_iter()
         .map(|m| match_from(m, &name))
         .collect::<Result<_, _>>()?;
-    // A route that answers by itself forwards nowhere.
-    if r.destinations.is_empty() && r.redirect.is_none() && r.direct_response.is_none() {
-        return Err(bad(&name, "no destination"));
-    }
-    let destinations = r
-        .destinations
-        .into_iter()
-        .map(|d| destination_from(d, &name))
-        .collect::<Result<_, _>>()?;
+    let destinations = r.destinations.into_iter().map(destination_from).collect();
     let retry = r.retry.map(|p| retry_from(p, &name)).transpose()?;
     let fault = r.fault.map(|f| fault_from(f, &name)).transpose()?;
-    let request_headers = edits_from(r.request_headers, &name)?;
-    let response_headers = edits_from(r.response_headers, &name)?;
+    let request_headers = edits_from(r.request_headers);
+    let response_headers = edits_from(r.response_headers);
     let rewrite = match r.rewrite {
         None => None,
         Some(w) => Some(Rewrite {
@@ -151,12 +141,7 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
     let direct_response = match r.direct_response {
         None => None,
         Some(d) => Some(DirectResponse {
-            status: http_status(d.status).ok_or_else(|| {
-                bad(
-                    &name,
-                    format!("direct response status {}: not an HTTP status", d.status),
-                )
-            })?,
+            status: status16(d.status, "direct response status", &name)?,
             body: d.body,
         }),
     };
@@ -166,7 +151,7 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
             .destination
             .ok_or_else(|| bad(&name, "a mirror without a destination"))?;
         mirrors.push(Mirror {
-            destination: destination_from(d, &name)?,
+            destination: destination_from(d),
             per_million: m.per_million.min(PER_MILLION),
         });
     }
@@ -176,7 +161,7 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
         .into_iter()
         .map(|c| response_class_from(c, &name))
         .collect::<Result<_, _>>()?;
-    Ok(HttpRoute {
+    let route = HttpRoute {
         name,
         matches,
         destinations,
@@ -191,7 +176,9 @@ pub(crate) fn from_wire(r: pb::HttpRoute) -> Result<HttpRoute, WireError> {
         mirrors,
         cors,
         response_classes,
-    })
+    };
+    model::valid::route(&route).map_err(|why| bad(&route.name, why))?;
+    Ok(route)
 }
 
 fn string_to(m: &StringMatch) -> pb::StringMatch {
@@ -328,15 +315,15 @@ fn destination_to(d: &Destination) -> pb::Destination {
     }
 }
 
-fn destination_from(d: pb::Destination, route: &str) -> Result<Destination, WireError> {
-    Ok(Destination {
+fn destination_from(d: pb::Destination) -> Destination {
+    Destination {
         service: ServiceKey::new(d.service, d.namespace),
         subset: (!d.subset.is_empty()).then_some(d.subset),
         labels: d.labels.into_iter().collect(),
         weight: d.weight,
-        request_headers: edits_from(d.request_headers, route)?,
-        response_headers: edits_from(d.response_headers, route)?,
-    })
+        request_headers: edits_from(d.request_headers),
+        response_headers: edits_from(d.response_headers),
+    }
 }
 
 /// `None` for no edits, which is what an absent message decodes to.
@@ -356,71 +343,22 @@ fn edits_to(e: &HeaderEdits) -> Option<pb::HeaderEdits> {
     })
 }
 
-/// Names must be HTTP tokens and values free of control characters: the proxy builds real
-/// headers from them, and a CR or LF would split a header in two.
-fn edits_from(e: Option<pb::HeaderEdits>, route: &str) -> Result<HeaderEdits, WireError> {
+fn edits_from(e: Option<pb::HeaderEdits>) -> HeaderEdits {
     let Some(e) = e else {
-        return Ok(HeaderEdits::default());
+        return HeaderEdits::default();
     };
-    let name_ok = |name: &str| {
-        if is_token(name) {
-            Ok(())
-        } else {
-            Err(bad(
-                route,
-                format!("header edit: {name:?} is not a header name"),
-            ))
-        }
-    };
-    let pairs = |v: Vec<pb::Header>| {
-        v.into_iter()
-            .map(|h| {
-                name_ok(&h.name)?;
-                if h.value
-                    .bytes()
-                    .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
-                {
-                    return Err(bad(
-                        route,
-                        format!("header edit: {}: a control character in the value", h.name),
-                    ));
-                }
-                Ok((h.name, h.value))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let set = pairs(e.set)?;
-    let add = pairs(e.add)?;
-    for name in &e.remove {
-        name_ok(name)?;
-    }
-    Ok(HeaderEdits {
-        set,
-        add,
+    let pairs = |v: Vec<pb::Header>| v.into_iter().map(|h| (h.name, h.value)).collect();
+    HeaderEdits {
+        set: pairs(e.set),
+        add: pairs(e.add),
         remove: e.remove,
-    })
-}
-
-/// RFC 9110 `token`: what a header name may be made of.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
 }
 
 fn retry_from(p: pb::RetryPolicy, route: &str) -> Result<RetryPolicy, WireError> {
     let mut status_codes = Vec::with_capacity(p.status_codes.len());
     for c in p.status_codes {
-        status_codes.push(
-            http_status(c)
-                .ok_or_else(|| bad(route, format!("retry on status {c}: not an HTTP status")))?,
-        );
-    }
-    if let Some(s) = p.grpc_statuses.iter().find(|s| **s > MAX_GRPC_STATUS) {
-        return Err(bad(
-            route,
-            format!("retry on gRPC status {s}: not a gRPC status"),
-        ));
+        status_codes.push(status16(c, "retry on status", route)?);
     }
     Ok(RetryPolicy {
         attempts: p.attempts,
@@ -442,12 +380,7 @@ fn retry_from(p: pb::RetryPolicy, route: &str) -> Result<RetryPolicy, WireError>
 fn fault_from(f: pb::Fault, route: &str) -> Result<Fault, WireError> {
     let abort_status = match f.abort_status {
         0 => None,
-        s => Some(
-            u16::try_from(s)
-                .ok()
-                .filter(|s| (200..=599).contains(s))
-                .ok_or_else(|| bad(route, format!("fault abort status {s}: not an HTTP status")))?,
-        ),
+        s => Some(status16(s, "fault abort status", route)?),
     };
     Ok(Fault {
         delay_ms: (f.delay_ms > 0).then_some(f.delay_ms),
@@ -489,18 +422,7 @@ fn path_rewrite_from(p: pb::PathRewrite, route: &str) -> Result<PathRewrite, Wir
 }
 
 fn redirect_from(d: pb::Redirect, route: &str) -> Result<Redirect, WireError> {
-    let status = u16::try_from(d.status)
-        .ok()
-        .filter(|s| REDIRECT_STATUSES.contains(s))
-        .ok_or_else(|| {
-            bad(
-                route,
-                format!(
-                    "redirect status {}: not 301, 302, 303, 307 or 308",
-                    d.status
-                ),
-            )
-        })?;
+    let status = status16(d.status, "redirect status", route)?;
     let port = match d.port {
         None => None,
         Some(p) => Some(
@@ -536,18 +458,10 @@ fn cors_from(c: pb::Cors, route: &str) -> Result<Cors, WireError> {
 }
 
 fn response_class_from(c: pb::ResponseClass, route: &str) -> Result<ResponseClass, WireError> {
-    match (http_status(c.min), http_status(c.max)) {
-        (Some(min), Some(max)) if min <= max => Ok(ResponseClass {
-            min,
-            max,
-            is_failure: c.is_failure,
-        }),
-        _ => Err(bad(
-            route,
-            format!(
-                "response class {}..={}: not a range of HTTP statuses",
-                c.min, c.max
-            ),
-        )),
-    }
+    let what = "response class bound";
+    Ok(ResponseClass {
+        min: status16(c.min, what, route)?,
+        max: status16(c.max, what, route)?,
+        is_failure: c.is_failure,
+    })
 }

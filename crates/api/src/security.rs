@@ -328,9 +328,18 @@ fn request_authn_to(r: &RequestAuthn) -> pb::RequestAuthn {
 }
 
 fn request_authn_from(r: pb::RequestAuthn) -> Result<RequestAuthn, WireError> {
+    let mut rules = Vec::with_capacity(r.rules.len());
+    for j in r.rules {
+        let rule = jwt_from(j);
+        // Keys the proxy cannot verify with, or a header it cannot read or write, would leave
+        // the rule failing closed: not what the policy says.
+        model::valid::jwt_rule(&rule)
+            .map_err(|why| bad(&format!("RequestAuthentication {}", r.name), why))?;
+        rules.push(rule);
+    }
     Ok(RequestAuthn {
         scope: scope_from(r.scope, &r.name)?,
-        rules: r.rules.into_iter().map(jwt_from).collect(),
+        rules,
         name: r.name,
     })
 }
@@ -412,11 +421,15 @@ fn server_from(s: pb::LinkerdServer) -> Result<LinkerdServer, WireError> {
         policy_from(&s.access_policy).ok_or_else(|| bad(&name, unknown(&s.access_policy)))?;
     let mut routes = Vec::with_capacity(s.routes.len());
     for r in s.routes {
-        let matches = r
+        let matches: Vec<_> = r
             .matches
             .into_iter()
             .map(|m| match_from(m, &r.name))
             .collect::<Result<_, _>>()?;
+        for m in &matches {
+            model::valid::route_match(m)
+                .map_err(|why| bad(&name, format!("HTTPRoute {}: {why}", r.name)))?;
+        }
         routes.push((r.name, matches));
     }
     Ok(LinkerdServer {

@@ -307,7 +307,7 @@ fn security() -> SecuritySpec {
                 JwtRule {
                     issuer: "testing@secure.istio.io".into(),
                     audiences: vec!["app".into(), "web".into()],
-                    jwks: Some(r#"{"keys":[]}"#.into()),
+                    jwks: Some(ED25519_JWKS.into()),
                     jwks_uri: Some("https://example.com/jwks.json".into()),
                     from_headers: vec![("x-jwt".into(), "Bearer ".into())],
                     from_params: vec!["token".into()],
@@ -573,7 +573,7 @@ fn bad_route_filters_are_rejected_by_route() {
         reject(
             |w| canary_wire(w).request_headers.as_mut().unwrap().set[0].value = "1\r\nx: y".into()
         ),
-        "route canary: header edit: x-req-set: a control character in the value"
+        "route canary: request header edit set x-req-set: \"1\\r\\nx: y\" is not an HTTP header value (no CR, LF or other control characters)"
     );
     assert_eq!(
         reject(|w| canary_wire(w).destinations[0]
@@ -581,7 +581,7 @@ fn bad_route_filters_are_rejected_by_route() {
             .as_mut()
             .unwrap()
             .remove[0] = "bad name".into()),
-        "route canary: header edit: \"bad name\" is not a header name"
+        "route canary: hello.default: response header edit remove: \"bad name\" is not an HTTP header name (a token of letters, digits and !#$%&'*+-.^_`|~)"
     );
     assert_eq!(
         reject(|w| canary_wire(w).mirrors[0].destination = None),
@@ -624,6 +624,13 @@ fn bad_gateway_answers_are_rejected_by_route() {
         reject(|w| moved(w).status = 200),
         "route moved: redirect status 200: not 301, 302, 303, 307 or 308"
     );
+    // A Location the proxy could not send.
+    assert_eq!(
+        reject(|w| moved(w).path = Some(pb::PathRewrite {
+            kind: Some(pb::path_rewrite::Kind::Full("/new\r\nSet-Cookie: a=b".into())),
+        })),
+        "route moved: redirect: \"/new\\r\\nSet-Cookie: a=b\" is not a URI path: invalid uri character"
+    );
     assert_eq!(
         reject(|w| moved(w).port = Some(70_000)),
         "route moved: redirect port 70000: not a valid port"
@@ -634,7 +641,7 @@ fn bad_gateway_answers_are_rejected_by_route() {
             .as_mut()
             .unwrap()
             .status = 600),
-        "route gone: direct response status 600: not an HTTP status"
+        "route gone: direct response status 600: not an HTTP status (100..=599)"
     );
     assert_eq!(
         reject(|w| w.gateway[0].routes[3].direct_response = None),
@@ -792,4 +799,24 @@ fn bad_security_policies_are_rejected_by_policy() {
         reject(|w| security_wire(w).linkerd_authz[1].target = None),
         "security policy AuthorizationPolicy emojivoto/route: a target of an unknown kind"
     );
+    // Keys the proxy cannot verify with: refused whole rather than failing closed.
+    let bad_curve = reject(|w| {
+        security_wire(w).request_authns[0].rules[0].jwks =
+            Some(r#"{"keys":[{"kty":"EC","crv":"P-999","x":"AAAA","y":"AAAA"}]}"#.into())
+    });
+    assert!(
+        bad_curve.starts_with("security policy RequestAuthentication foo/jwt: issuer testing@secure.istio.io: jwks: the JWKS has no usable signing key")
+            && bad_curve.contains("P-999"),
+        "{bad_curve}"
+    );
+    assert_eq!(
+        reject(
+            |w| security_wire(w).servers[0].routes[0].matches[0].method = "GET ME".into()
+        ),
+        "security policy emojivoto/emoji-grpc: HTTPRoute emojivoto/emoji-get: \"GET ME\" is not an HTTP method"
+    );
 }
+
+/// A JWKS with one Ed25519 key (RFC 8037's example), which a proxy can verify tokens with.
+const ED25519_JWKS: &str =
+    r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;

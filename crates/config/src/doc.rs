@@ -56,6 +56,23 @@ impl Doc<'_> {
         self.at(self.tree.locate(field), field, message)
     }
 
+    /// A check's refusal (`model::valid`: what the proxy could not build), if any, as an error
+    /// at `field`; whether the value passed.
+    pub fn check<T>(
+        &self,
+        field: &str,
+        result: Result<T, String>,
+        errors: &mut Vec<Diagnostic>,
+    ) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(why) => {
+                errors.push(self.error(field, why));
+                false
+            }
+        }
+    }
+
     /// `FILE:LINE` of `field`, for "first defined at" messages.
     pub fn place(&self, field: &str) -> String {
         let d = self.error(field, "");

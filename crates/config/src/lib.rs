@@ -57,6 +57,9 @@
 //! - `ingress`: hostname intersection and the ingress gateway's virtual hosts.
 //! - `policy`: durations and Istio `retryOn` lists, for timeouts and retries.
 //! - `pattern`: regular expressions in routes, checked as the proxy compiles them.
+//! - `valid`: the backstop behind the field checks: every route, traffic policy and JWT
+//!   rule a resource translates into, checked whole as the proxy decodes it
+//!   (`model::valid`) and located at the part it came from.
 
 mod diagnostic;
 mod doc;
@@ -75,6 +78,7 @@ mod security;
 mod services;
 mod split;
 mod store;
+mod valid;
 
 pub use diagnostic::{Diagnostic, Errors};
 pub use format::API_VERSION;
@@ -142,7 +146,7 @@ pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
     }
     let mut store = Store::default();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| read_error(&f, e))?;
+        let text = read_text(&f).map_err(|d| Errors(vec![d]))?;
         store = store.applied(resources(&f, &text));
     }
     Ok(store)
@@ -150,6 +154,30 @@ pub fn read_store(paths: &[PathBuf]) -> Result<Store, Errors> {
 
 fn read_error(path: &Path, e: std::io::Error) -> Errors {
     Errors(vec![doc::whole_file(path, format!("cannot read: {e}"))])
+}
+
+/// A configuration file's text. A file that cannot be read, or is not UTF-8 text (then with the
+/// line and column of the first byte that is not), is a diagnostic naming it.
+pub fn read_text(path: &Path) -> Result<String, Diagnostic> {
+    let bytes =
+        std::fs::read(path).map_err(|e| doc::whole_file(path, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // Up to the first bad byte the text is UTF-8: count its lines and characters.
+        let text = std::str::from_utf8(good).unwrap_or_default();
+        let line = text.matches('\n').count() + 1;
+        let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            column,
+            field: String::new(),
+            message: format!(
+                "not UTF-8 text: byte 0x{:02X} here (a binary file, or another encoding?)",
+                e.as_bytes()[good.len()]
+            ),
+        }
+    })
 }
 
 /// Loads one file's text; `file` is only used in diagnostics.

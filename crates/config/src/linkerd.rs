@@ -49,6 +49,7 @@ use crate::doc::{Annotation, Doc, Parsed};
 use crate::http_route::HttpRouteSpec;
 use crate::k8s::Object;
 use crate::marked::Node;
+use crate::valid;
 use annotations::{On, Timing};
 use model::{
     Destination, FailureAccrual, HttpRoute, RetryBudget, ServiceKey, ServicePolicy, ServiceRoutes,
@@ -481,6 +482,7 @@ fn translate(
     let mut routes = Vec::new();
     for (i, r) in spec.routes.iter().enumerate() {
         let field = format!("spec.routes[{i}]");
+        let route_before = errors.len();
         if r.name.is_empty() {
             errors.push(doc.error(&format!("{field}.name"), "a route needs a name"));
         }
@@ -514,7 +516,7 @@ fn translate(
             ));
             continue;
         }
-        routes.push(HttpRoute {
+        let route = HttpRoute {
             name,
             matches,
             destinations: destinations.clone(),
@@ -522,7 +524,11 @@ fn translate(
             retry: r.is_retryable.then(profile::retryable),
             response_classes,
             ..HttpRoute::default()
-        });
+        };
+        if errors.len() == route_before {
+            valid::routes(&doc, &field, std::slice::from_ref(&route), true, errors);
+        }
+        routes.push(route);
     }
     routes.push(HttpRoute {
         name: format!("{label} (catch-all)"),
@@ -536,6 +542,13 @@ fn translate(
         None if spec.routes.iter().any(|r| r.is_retryable) => Some(model::RetryBudget::default()),
         None => None,
     };
+    if let (Some(b), true) = (&budget, errors.len() == before) {
+        let policy = model::TrafficPolicy {
+            retry_budget: Some(b.clone()),
+            ..model::TrafficPolicy::default()
+        };
+        valid::policy(&doc, "spec.retryBudget", &policy, errors);
+    }
     if errors.len() != before {
         return None;
     }

@@ -9,7 +9,7 @@ use crate::doc::{at, whole_file, Doc};
 use crate::format::{MeshDocument, API_VERSION};
 use crate::k8s;
 use crate::marked::{Node, Value};
-use crate::split::{split, Document};
+use crate::split::{split, unprintable, Document};
 use crate::{gateway, ingress, istio, linkerd, security};
 use crate::{Diagnostic, Errors, Loaded};
 use model::mesh::DEFAULT_INGRESS;
@@ -49,11 +49,9 @@ pub(crate) struct Loader {
 
 impl Loader {
     pub fn file(&mut self, file: &Path) {
-        match std::fs::read_to_string(file) {
+        match crate::read_text(file) {
             Ok(text) => self.text(file, &text),
-            Err(e) => self
-                .errors
-                .push(whole_file(file, format!("cannot read: {e}"))),
+            Err(d) => self.errors.push(d),
         }
     }
 
@@ -72,6 +70,19 @@ impl Loader {
     }
 
     pub fn text(&mut self, file: &Path, text: &str) {
+        if let Some((line, column, c)) = unprintable(text) {
+            return self.errors.push(Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field: String::new(),
+                message: format!(
+                    "not YAML or JSON text: it holds the control character U+{:04X} (a binary \
+                     file?)",
+                    u32::from(c)
+                ),
+            });
+        }
         for document in split(text.strip_prefix('\u{feff}').unwrap_or(text)) {
             self.document(file, &document);
         }
@@ -329,6 +340,11 @@ impl Loader {
                     )),
                     Some(_) => {}
                 }
+                doc.check(
+                    &format!("{field}.replicas"),
+                    model::valid::replicas(w.replicas),
+                    &mut self.errors,
+                );
                 let mut labels = w.labels;
                 labels
                     .entry("app".to_string())

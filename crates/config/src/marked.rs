@@ -67,20 +67,25 @@ impl Node {
     /// The node at a path such as `spec.services[2]`.
     pub fn at(&self, path: &str) -> Option<&Node> {
         let mut node = self;
-        for segment in path.split('.').filter(|s| !s.is_empty()) {
-            let (key, index) = segment.split_once('[').unwrap_or((segment, ""));
-            if !key.is_empty() {
-                node = node.get(key)?;
-            }
-            if !index.is_empty() {
-                let i: usize = index.trim_end_matches(']').parse().ok()?;
-                node = match &node.value {
-                    Value::Seq(items) => items.get(i)?,
-                    _ => return None,
-                };
-            }
+        for step in steps(path) {
+            node = node.step(step)?.0;
         }
         Some(node)
+    }
+
+    /// The node one step down (a mapping's field, a sequence's item, or a mapping's key given
+    /// in brackets), with the position a diagnostic points at: the key's, or the item's.
+    fn step(&self, step: Step<'_>) -> Option<(&Node, Pos)> {
+        match (step, &self.value) {
+            (Step::Index(i), Value::Seq(items)) => {
+                let item = items.get(i.parse::<usize>().ok()?)?;
+                Some((item, item.pos))
+            }
+            (Step::Key(key) | Step::Index(key), Value::Map(_)) => {
+                self.entry(key).map(|(k, v)| (v, k.pos))
+            }
+            _ => None,
+        }
     }
 
     /// The value of a mapping's field.
@@ -102,31 +107,49 @@ impl Node {
         }
     }
 
-    /// Where `path` (`spec.services[1].name`) is: a mapping field's key, a sequence element's
-    /// first character. A path that does not exist resolves to its deepest existing parent.
+    /// Where `path` (`spec.services[1].name`, `spec.http[0].headers.request.set[x-a]`) is: a
+    /// mapping field's key, a sequence element's first character. A path that does not exist
+    /// resolves to its deepest existing parent.
     pub fn locate(&self, path: &str) -> Pos {
         let (mut node, mut pos) = (self, self.pos);
-        for segment in path.split('.').filter(|s| !s.is_empty()) {
-            let (key, indexes) = segment.split_once('[').unwrap_or((segment, ""));
-            if !key.is_empty() {
-                match node.entry(key) {
-                    Some((k, v)) => (node, pos) = (v, k.pos),
-                    None => return pos,
-                }
-            }
-            for index in indexes.split('[').filter(|i| !i.is_empty()) {
-                let item = match (&node.value, index.trim_end_matches(']').parse::<usize>()) {
-                    (Value::Seq(items), Ok(i)) => items.get(i),
-                    _ => None,
-                };
-                match item {
-                    Some(item) => (node, pos) = (item, item.pos),
-                    None => return pos,
-                }
+        for step in steps(path) {
+            match node.step(step) {
+                Some((next, at)) => (node, pos) = (next, at),
+                None => return pos,
             }
         }
         pos
     }
+}
+
+/// One step of a field path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step<'a> {
+    /// `name` (between dots).
+    Key(&'a str),
+    /// `[…]`: a sequence's index, or a mapping's key written as it is (it may hold dots or
+    /// spaces, or be empty).
+    Index(&'a str),
+}
+
+/// The steps of `a.b[0].c[some key]`.
+fn steps(path: &str) -> Vec<Step<'_>> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('[') {
+            let end = inner.find(']').unwrap_or(inner.len());
+            out.push(Step::Index(&inner[..end]));
+            rest = inner.get(end + 1..).unwrap_or("");
+        } else if let Some(after) = rest.strip_prefix('.') {
+            rest = after;
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Step::Key(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -198,5 +221,36 @@ impl MarkedEventReceiver for Builder {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_reach_mapping_keys_written_in_brackets() {
+        assert_eq!(
+            steps("a.b[0].c[x.y z]"),
+            vec![
+                Step::Key("a"),
+                Step::Key("b"),
+                Step::Index("0"),
+                Step::Key("c"),
+                Step::Index("x.y z"),
+            ]
+        );
+        let doc = "spec:\n  set:\n    x-a: one\n    \"bad name\": two\n    \"\": three\n  list:\n  - a\n  - b\n";
+        let tree = Node::parse(doc).unwrap().unwrap();
+        let line = |path: &str| tree.locate(path).line;
+        assert_eq!(line("spec.set[x-a]"), 3);
+        assert_eq!(line("spec.set[bad name]"), 4);
+        assert_eq!(line("spec.set[]"), 5);
+        assert_eq!(line("spec.list[1]"), 8);
+        assert_eq!(line("spec.set[missing]"), 2, "the deepest existing parent");
+        assert_eq!(
+            tree.at("spec.set[bad name]").and_then(Node::as_str),
+            Some("two")
+        );
     }
 }

@@ -1,11 +1,8 @@
 //! Regular expressions written in routes (Istio `regex` matches and `uriRegexRewrite`, Gateway
 //! API `RegularExpression` matches, Linkerd `pathRegex`): checked by compiling them as the proxy
-//! does, with the regex crate's error on one line.
+//! does (`model::valid::regex`), with the regex crate's error on one line.
 
 /// Why `pattern` does not compile (`invalid regex: …`), or `None` when it does.
 pub(crate) fn error(pattern: &str) -> Option<String> {
-    let e = regex::Regex::new(pattern).err()?;
-    let text = e.to_string();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    Some(format!("invalid regex: {}", words.join(" ")))
+    model::valid::regex(pattern).err()
 }

@@ -1,5 +1,29 @@
 //! Splits a file into its YAML documents, remembering the line each one starts at, so that
-//! positions inside a document can be reported as lines of the whole file.
+//! positions inside a document can be reported as lines of the whole file; and finds what makes
+//! a file no YAML text at all (a NUL byte, other control characters).
+
+/// The first character YAML does not allow in a document (its `c-printable` set: no control
+/// characters but tab, LF and CR, no DEL, no C1 controls but NEL, no U+FFFE / U+FFFF), with its
+/// 1-based line and column: a binary file, or one a tool mangled, is not configuration.
+pub(crate) fn unprintable(text: &str) -> Option<(usize, usize, char)> {
+    let allowed = |c: char| match c {
+        '\t' | '\n' | '\r' | '\u{85}' => true,
+        '\u{fffe}' | '\u{ffff}' => false,
+        c => !c.is_control(),
+    };
+    let (mut line, mut column) = (1, 1);
+    for c in text.chars() {
+        if !allowed(c) {
+            return Some((line, column, c));
+        }
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    None
+}
 
 /// One document of a file: its text and the (1-based) file line its text starts at.
 #[derive(Debug, PartialEq, Eq)]

@@ -39,6 +39,19 @@ impl Resource {
 /// Cuts a file into resources. Documents without a kind or name, or that are not YAML at all,
 /// are kept under an empty name so that validation reports them.
 pub fn resources(file: &Path, text: &str) -> Vec<Resource> {
+    if crate::split::unprintable(text).is_some() {
+        // Not text at all (NUL bytes…): one nameless resource, which validation refuses with
+        // the file's name and the place.
+        return vec![Resource {
+            kind: String::new(),
+            api_version: String::new(),
+            namespace: model::names::DEFAULT_NAMESPACE.to_string(),
+            name: String::new(),
+            file: file.to_path_buf(),
+            first_line: 1,
+            text: text.to_string(),
+        }];
+    }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     split(text)
         .into_iter()

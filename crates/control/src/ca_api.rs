@@ -121,7 +121,8 @@ impl Api {
             Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, format!("CA: {e}\n")),
             Ok(what) => {
                 let version = self.registry.republish();
-                let (proxies, all) = self.registry.wait_applied(version, WAIT).await;
+                let answers = self.registry.wait_applied(version, WAIT).await;
+                let (proxies, all) = (answers.proxies, answers.all_applied());
                 let roots = ca.bundle().len();
                 let reached = if all {
                     format!("all {proxies} proxies trust the {roots}-root bundle")

@@ -1,8 +1,11 @@
 //! The control plane's JSON API, read by the CLI: `GET /status`, `GET /snapshot`, `GET /healthz`,
-//! `GET /resources`, and `POST /apply?file=F` / `POST /delete?file=F` with YAML bodies (as
-//! `kubectl apply` / `delete`: by kind, namespace and name; the whole set is validated before it
-//! replaces the one in force, so a bad document changes nothing: an applied resource that would
-//! be rejected gets 422 with its errors; rejections of other resources are only reported).
+//! `GET /resources`, and `POST /apply` / `POST /delete` with `{file, yaml}` (as `kubectl apply` /
+//! `delete`: by kind, namespace and name; the whole set is validated, and the snapshot it would
+//! produce decoded as the proxies decode it, before it replaces the one in force, so a bad
+//! document changes nothing: an applied resource that would be rejected, or that the proxies
+//! would refuse, gets 422 with its errors; rejections of other resources are only reported). The
+//! answer waits for every proxy's answer to the new snapshot: 200 once all of them run it, 202
+//! when some refused it (named, with their error) or had not answered within 5 s.
 
 use crate::registry::Registry;
 use crate::status;
@@ -166,30 +169,27 @@ impl Api {
         match changed {
             Err(refused) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{refused}\n")),
             Ok(Changed { loaded, version }) => {
-                // Answer once every proxy runs the new snapshot, so scripts can rely on it.
-                let (proxies, all) = self.registry.wait_applied(version, APPLY_WAIT).await;
+                // Answer once every proxy has answered the new snapshot, so scripts can rely on
+                // a 200 meaning every proxy runs it.
+                let answers = self.registry.wait_applied(version, APPLY_WAIT).await;
                 let verb = if delete { "deleted" } else { "configured" };
                 let mut out: String = new
                     .iter()
                     .map(|r| format!("{} {}/{} {verb}\n", r.kind, r.namespace, r.name))
                     .collect();
-                out.push_str(&if all {
-                    format!(
-                        "snapshot {version} applied by all {proxies} proxies in {} ms\n",
-                        started.elapsed().as_millis()
-                    )
-                } else {
-                    format!(
-                        "warning: snapshot {version} not yet applied by every proxy after {APPLY_WAIT:?}\n"
-                    )
-                });
+                out.push_str(&applied_lines(version, &answers, started.elapsed()));
                 for w in &loaded.unsupported {
                     out.push_str(&format!("warning: {w}\n"));
                 }
                 for d in &loaded.rejected {
                     out.push_str(&format!("error: {d} (rejected: not in force)\n"));
                 }
-                text(StatusCode::OK, out)
+                let status = if answers.all_applied() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                text(status, out)
             }
         }
     }
@@ -216,6 +216,37 @@ impl Api {
             }
         }
     }
+}
+
+/// What the proxies made of snapshot `version`: one line when every one runs it, else a line
+/// per proxy that refused it (with its error) or had not answered within [`APPLY_WAIT`].
+pub fn applied_lines(
+    version: u64,
+    answers: &crate::registry::Answers,
+    took: std::time::Duration,
+) -> String {
+    if answers.all_applied() {
+        return format!(
+            "snapshot {version} applied by all {} proxies in {} ms\n",
+            answers.proxies,
+            took.as_millis()
+        );
+    }
+    let mut out = String::new();
+    for r in &answers.refused {
+        out.push_str(&format!("error: {r}\n"));
+    }
+    for (proxy, runs) in &answers.silent {
+        out.push_str(&format!(
+            "error: {proxy} has not applied snapshot {version} after {APPLY_WAIT:?} (it runs snapshot {runs})\n"
+        ));
+    }
+    let ran = answers.proxies - answers.refused.len() - answers.silent.len();
+    out.push_str(&format!(
+        "error: snapshot {version} is in force at the control plane, but only {ran} of {} proxies run it\n",
+        answers.proxies
+    ));
+    out
 }
 
 /// Whether `r`'s own errors reject it. (Kinds that several API groups share, like Linkerd's

@@ -80,6 +80,8 @@ pub struct ProxyRecord {
     pub reported: bool,
     pub draining: bool,
     pub acked: u64,
+    /// The last snapshot the proxy refused and why, while its last answer is a refusal (an
+    /// ack clears it); it keeps serving snapshot `acked`.
     pub nack: Option<(u64, String)>,
     /// The snapshot version since which this proxy's replica has been an endpoint (listed in
     /// every snapshot from that one on); `None` while it is not one.
@@ -154,12 +156,63 @@ impl ProxyRecord {
         }
     }
 
+    /// The snapshot this proxy refused, and why, if it refused `version` or a later one and has
+    /// applied neither since: it will not run `version` before the configuration changes.
+    pub fn refused(&self, version: u64) -> Option<&(u64, String)> {
+        self.nack
+            .as_ref()
+            .filter(|(v, _)| *v >= version && self.acked < version)
+    }
+
     /// How messages name this proxy: its instance, or its mode for the one ingress.
     pub fn name(&self) -> String {
         match self.node.mode.as_str() {
             "sidecar" => format!("{} proxy", self.node.instance),
             mode => format!("{mode} {}", self.node.instance),
         }
+    }
+}
+
+/// A proxy's refusal of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The proxy, as messages name it ([`ProxyRecord::name`]).
+    pub proxy: String,
+    /// The snapshot it refused.
+    pub version: u64,
+    /// Why (the proxy's nack: which resource or policy it could not apply).
+    pub error: String,
+    /// The snapshot it keeps serving.
+    pub runs: u64,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refused snapshot {}: {} (it keeps serving snapshot {})",
+            self.proxy, self.version, self.error, self.runs
+        )
+    }
+}
+
+/// How the live proxies answered a snapshot version: once every one of them applied or refused
+/// it, or when the wait ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// The live (not draining) proxies.
+    pub proxies: usize,
+    /// Proxies that refused it (or a later snapshot).
+    pub refused: Vec<Refusal>,
+    /// Proxies that had answered neither way when the wait ended: name and the snapshot they
+    /// run.
+    pub silent: Vec<(String, u64)>,
+}
+
+impl Answers {
+    /// Every live proxy runs the version (or a later one).
+    pub fn all_applied(&self) -> bool {
+        self.refused.is_empty() && self.silent.is_empty()
     }
 }
 
@@ -375,38 +428,56 @@ impl Registry {
     /// security policies with `from`'s (after `weft apply` / `weft delete`); proxies get the
     /// new snapshot at once.
     pub fn set_traffic(&self, from: Option<MeshSpec>) {
-        self.mutate(|inner| match from {
-            Some(m) => {
-                inner.spec.routes = m.routes;
-                inner.spec.policies = m.policies;
-                inner.spec.gateway = m.gateway;
-                inner.spec.security = m.security;
-            }
-            None => {
-                inner.spec.routes.clear();
-                inner.spec.policies.clear();
-                inner.spec.gateway.clear();
-                inner.spec.security = SecuritySpec::new();
-            }
-        });
+        self.mutate(|inner| with_traffic(&mut inner.spec, from));
     }
 
-    /// Waits until every connected proxy has applied `version` (or a later one), up to
-    /// `within`. Returns how many proxies there are and whether all of them got there.
-    pub async fn wait_applied(&self, version: u64, within: std::time::Duration) -> (usize, bool) {
+    /// The snapshot [`Registry::set_traffic`] with `from` would push now, without changing
+    /// anything: what the proxies would be asked to apply.
+    pub fn preview(&self, from: Option<MeshSpec>) -> Snapshot {
+        let inner = self.lock();
+        let mut spec = inner.spec.clone();
+        with_traffic(&mut spec, from);
+        build(&spec, inner.proxies.all(), inner.snapshot.version + 1).0
+    }
+
+    /// Waits until every connected proxy has answered `version`: applied it (or a later one)
+    /// or refused it (a refusal is final for that snapshot, so it is not waited out), up to
+    /// `within`. Says who refused it and who had not answered.
+    pub async fn wait_applied(&self, version: u64, within: std::time::Duration) -> Answers {
         let deadline = tokio::time::Instant::now() + within;
         let mut generation = self.watch_generation();
         loop {
-            let proxies = self.proxies();
-            let live: Vec<_> = proxies.iter().filter(|p| !p.draining).collect();
-            if live.iter().all(|p| p.acked >= version) {
-                return (live.len(), true);
+            let answers = self.answers(version);
+            if answers.silent.is_empty() {
+                return answers;
             }
             tokio::select! {
                 _ = generation.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => return (live.len(), false),
+                _ = tokio::time::sleep_until(deadline) => return self.answers(version),
             }
         }
+    }
+
+    /// How the live proxies have answered `version` so far.
+    pub fn answers(&self, version: u64) -> Answers {
+        let proxies = self.proxies();
+        let mut answers = Answers::default();
+        for p in proxies.iter().filter(|p| !p.draining) {
+            answers.proxies += 1;
+            if p.acked >= version {
+                continue;
+            }
+            match p.refused(version) {
+                Some((v, error)) => answers.refused.push(Refusal {
+                    proxy: p.name(),
+                    version: *v,
+                    error: error.clone(),
+                    runs: p.acked,
+                }),
+                None => answers.silent.push((p.name(), p.acked)),
+            }
+        }
+        answers
     }
 
     pub fn set_health(&self, id: u64, ready: bool, reason: String) {
@@ -499,6 +570,24 @@ impl Registry {
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
         out
+    }
+}
+
+/// `spec` with `from`'s routes, policies, gateway virtual hosts and security (none without it).
+fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
+    match from {
+        Some(m) => {
+            spec.routes = m.routes;
+            spec.policies = m.policies;
+            spec.gateway = m.gateway;
+            spec.security = m.security;
+        }
+        None => {
+            spec.routes.clear();
+            spec.policies.clear();
+            spec.gateway.clear();
+            spec.security = SecuritySpec::new();
+        }
     }
 }
 

@@ -36,6 +36,29 @@ pub struct Status {
     /// the CLI's live views, listed so that no registration goes unseen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undeclared: Vec<WorkloadStatus>,
+    /// Proxies whose last answer was a refusal (a nack): the snapshot they refused and why (the
+    /// resource or policy they could not apply); each keeps serving the last snapshot it
+    /// accepted. Empty (and left out) when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nacks: Vec<Nack>,
+}
+
+/// One proxy's refusal of a snapshot, in [`Status::nacks`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Nack {
+    /// The proxy, as messages name it (`hello-v1-0 proxy`, `ingress …`).
+    pub proxy: String,
+    /// `sidecar`, `ingress` or `client`.
+    pub mode: String,
+    pub service: String,
+    pub namespace: String,
+    pub instance: String,
+    /// The snapshot it refused.
+    pub version: u64,
+    /// Why, as the proxy said.
+    pub error: String,
+    /// The snapshot it keeps serving.
+    pub config_version: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,6 +185,23 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         undeclared.push(row);
     }
     let pending = pending(&workloads, &proxies, version, registry.runs_ingress());
+    let nacks = proxies
+        .iter()
+        .filter(|p| !p.draining)
+        .filter_map(|p| {
+            let (refused, error) = p.nack.as_ref()?;
+            Some(Nack {
+                proxy: p.name(),
+                mode: p.node.mode.clone(),
+                service: p.node.service.clone(),
+                namespace: p.node.namespace.clone(),
+                instance: p.node.instance.clone(),
+                version: *refused,
+                error: error.clone(),
+                config_version: p.acked,
+            })
+        })
+        .collect();
     Status {
         mesh: spec.name,
         control: control.to_string(),
@@ -175,6 +215,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         pending,
         workloads,
         undeclared,
+        nacks,
     }
 }
 
@@ -197,12 +238,17 @@ fn pending(
             proxies
                 .iter()
                 .filter(|p| !p.draining && p.acked != version)
-                .map(|p| {
-                    format!(
+                .map(|p| match p.refused(version) {
+                    Some((refused, error)) => format!(
+                        "{}: refused snapshot {refused}: {error} (runs {})",
+                        p.name(),
+                        p.acked
+                    ),
+                    None => format!(
                         "{}: has not applied snapshot {version} (runs {})",
                         p.name(),
                         p.acked
-                    )
+                    ),
                 }),
         )
         .chain((runs_ingress && ingress.is_empty()).then(|| "ingress: not registered".to_string()))

@@ -1,8 +1,10 @@
 //! The resources in force (the routing and security YAML that `weft apply`, `weft delete` and
 //! `--watch` change) behind a small interface, and the one way they change: the whole set with
-//! the change is validated together; if the changed resources are honoured it is saved and
-//! handed to the registry, whose snapshot builder turns it into the next snapshot. A bad change
-//! changes nothing and the last good set keeps serving.
+//! the change is validated together; if the changed resources are honoured, the snapshot it
+//! would produce is decoded as every proxy decodes one (`api`'s `TryFrom`, the proxy's own
+//! check), and only if that succeeds is it saved and handed to the registry, whose snapshot
+//! builder turns it into the next snapshot. A bad change changes nothing and the last good set
+//! keeps serving.
 //!
 //! Where the set is kept is a [`Backend`]: [`Memory`] today. A backend that keeps it elsewhere
 //! (an etcd key range, the Kubernetes API) implements the same two calls; the validation, the
@@ -53,6 +55,13 @@ pub enum Refused {
     Invalid(config::Errors),
     /// It validates, but these changed resources would not be in force: their diagnostics.
     Rejected(Vec<Diagnostic>),
+    /// It validates, but the snapshot it would produce does not decode as a proxy decodes it:
+    /// every proxy would refuse it. `blamed`: the changed resources that make it so, where
+    /// that can be told (applied alone, each one does).
+    Undecodable {
+        error: api::WireError,
+        blamed: Vec<Resource>,
+    },
     /// The backend could not keep it.
     Backend(BackendError),
 }
@@ -63,6 +72,26 @@ impl std::fmt::Display for Refused {
             Refused::Invalid(errors) => write!(f, "{errors}"),
             Refused::Rejected(ds) => {
                 let lines: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
+                f.write_str(&lines.join("\n"))
+            }
+            Refused::Undecodable { error, blamed } if blamed.is_empty() => write!(
+                f,
+                "the proxies would refuse the snapshot this change makes: {error}"
+            ),
+            Refused::Undecodable { error, blamed } => {
+                let lines: Vec<String> = blamed
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}:{}: {} {}/{}: the proxies would refuse the snapshot it makes: {error}",
+                            r.file.display(),
+                            r.first_line,
+                            r.kind,
+                            r.namespace,
+                            r.name
+                        )
+                    })
+                    .collect();
                 f.write_str(&lines.join("\n"))
             }
             Refused::Backend(e) => write!(f, "{e}"),
@@ -103,7 +132,8 @@ impl Resources {
     /// force if it validates and every resource of `new` is honoured.
     pub async fn change(&self, gone: &[Resource], new: Vec<Resource>) -> Result<Changed, Refused> {
         let _one_at_a_time = self.changing.lock().await;
-        let next = self.backend.load().deleted(gone).applied(new.clone());
+        let base = self.backend.load().deleted(gone);
+        let next = base.applied(new.clone());
         let loaded = next.load().map_err(Refused::Invalid)?;
         // What is applied must be honoured; a resource already in force that is rejected (it
         // was, or what it needs is gone) is only reported.
@@ -111,11 +141,44 @@ impl Resources {
         if !rejected.is_empty() {
             return Err(Refused::Rejected(rejected));
         }
+        // What the proxies would be sent must be what they accept: else they would refuse it,
+        // keep serving the last snapshot, and every later change would be refused with it.
+        if let Err(error) = proxies_accept(&self.registry.preview(loaded.mesh.clone())) {
+            let blamed = self.blame(&base, &new);
+            return Err(Refused::Undecodable { error, blamed });
+        }
         self.backend.save(&next).map_err(Refused::Backend)?;
         self.registry.set_traffic(loaded.mesh.clone());
         let version = self.registry.snapshot().version;
         Ok(Changed { loaded, version })
     }
+}
+
+impl Resources {
+    /// The resources of `new` that, applied alone to `base`, give a snapshot the proxies
+    /// refuse; all of `new` when none does alone (it is their combination).
+    fn blame(&self, base: &config::Store, new: &[Resource]) -> Vec<Resource> {
+        if new.len() <= 1 {
+            return new.to_vec();
+        }
+        let refused = |r: &Resource| {
+            base.applied(vec![r.clone()])
+                .load()
+                .is_ok_and(|l| proxies_accept(&self.registry.preview(l.mesh)).is_err())
+        };
+        let blamed: Vec<Resource> = new.iter().filter(|r| refused(r)).cloned().collect();
+        if blamed.is_empty() {
+            new.to_vec()
+        } else {
+            blamed
+        }
+    }
+}
+
+/// Decodes `snapshot` as every proxy decodes the snapshots it is sent (model → wire →
+/// `TryFrom`, which checks every route, policy and JWT rule as the proxy compiles them).
+pub fn proxies_accept(snapshot: &model::Snapshot) -> Result<(), api::WireError> {
+    model::Snapshot::try_from(api::pb::Snapshot::from(snapshot)).map(|_| ())
 }
 
 /// The rejection diagnostics of `r` in `loaded` (named by kind, or by kind and API group).
@@ -222,6 +285,63 @@ mod tests {
             memory.load().resources[1].text,
             peer_authn("STRICT")[0].text
         );
+    }
+
+    #[test]
+    fn the_proxies_decode_is_run_on_snapshots() {
+        let registry = registry();
+        let mut snapshot = (*registry.snapshot()).clone();
+        assert!(proxies_accept(&snapshot).is_ok());
+        let mut route = model::HttpRoute {
+            name: "VirtualService default/hello http[0]".into(),
+            destinations: vec![model::Destination::service(
+                model::ServiceKey::new("hello", "default"),
+                1,
+            )],
+            ..model::HttpRoute::default()
+        };
+        route
+            .request_headers
+            .set
+            .push(("bad name".into(), "x".into()));
+        snapshot.gateway.push(model::VirtualHost {
+            name: "www".into(),
+            hosts: vec!["www.example.com".into()],
+            routes: vec![route],
+        });
+        let error = proxies_accept(&snapshot).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "route VirtualService default/hello http[0]: request header edit set:"
+            ),
+            "{error}"
+        );
+        let refused = Refused::Undecodable {
+            error: proxies_accept(&snapshot).unwrap_err(),
+            blamed: peer_authn("STRICT"),
+        };
+        assert!(
+            refused.to_string().starts_with(
+                "pa.yaml:1: PeerAuthentication istio-system/default: the proxies would refuse the snapshot it makes: route "
+            ),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_previewed_change_changes_nothing() {
+        let (memory, registry) = (mesh(), registry());
+        let version = registry.snapshot().version;
+        let loaded = memory.load().applied(peer_authn("STRICT")).load().unwrap();
+        let preview = registry.preview(loaded.mesh);
+        assert!(preview.version > version);
+        assert!(preview
+            .security
+            .peer_authns
+            .iter()
+            .any(|p| p.mode == model::security::MtlsMode::Strict));
+        assert_eq!(registry.snapshot().version, version);
+        assert!(!strict(&registry));
     }
 
     #[tokio::test]

@@ -112,18 +112,26 @@ impl Api {
             .map(|w| format!("\nwarning: {w}"))
             .collect();
         let version = changed.version;
-        let (proxies, all) = self
+        let answers = self
             .registry
             .wait_applied(version, Duration::from_secs(5))
             .await;
-        let applied = if all {
-            "applied by all"
+        let n = answers.proxies;
+        let applied = if answers.all_applied() {
+            format!("applied by all {n} proxies")
         } else {
-            "not yet applied by all"
+            let mut missing: Vec<String> = answers.refused.iter().map(|r| r.to_string()).collect();
+            missing.extend(
+                answers
+                    .silent
+                    .iter()
+                    .map(|(p, runs)| format!("{p} has not answered (it runs snapshot {runs})")),
+            );
+            format!(
+                "not applied by every one of {n} proxies: {}",
+                missing.join("; ")
+            )
         };
-        Ok(format!(
-            "snapshot {version} {applied} {proxies} proxies{}",
-            warnings.concat()
-        ))
+        Ok(format!("snapshot {version} {applied}{}", warnings.concat()))
     }
 }

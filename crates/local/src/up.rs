@@ -116,6 +116,9 @@ pub enum UpError {
     ProxyStart(String, String),
     #[error("the mesh did not become ready within {timeout:?}:\n{pending}")]
     NotReady { timeout: Duration, pending: String },
+    /// A proxy refused the mesh's snapshot: it will not run it, however long one waits.
+    #[error("the mesh cannot become ready: a proxy refused its snapshot:\n{pending}")]
+    Refused { pending: String },
     #[error("interrupted while starting")]
     Interrupted,
 }
@@ -429,6 +432,11 @@ async fn wait_ready(
                 .collect::<Vec<_>>();
         if pending.is_empty() {
             return Ok(());
+        }
+        if st.nacks.iter().any(|n| n.version >= st.version) {
+            return Err(UpError::Refused {
+                pending: pending.join("\n"),
+            });
         }
         tokio::select! {
             _ = generation.changed() => {}

@@ -9,8 +9,12 @@
 //! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
 //! - [`tap`]: one request as a proxy's live tap reports it.
 //! - [`credential`]: checking the admin credential (`Authorization: Bearer`).
+//! - [`valid`]: the value checks `config`, the control plane and the proxy share (header names
+//!   and values, URIs, regexes, numeric ranges, whole routes, policies and JWT rules), and
+//!   [`jwks`]: the JWKS key sets they verify tokens with.
 
 pub mod credential;
+pub mod jwks;
 pub mod mesh;
 pub mod names;
 pub mod policy;
@@ -18,6 +22,7 @@ pub mod route;
 pub mod security;
 pub mod snapshot;
 pub mod tap;
+pub mod valid;
 
 pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};

@@ -227,6 +227,9 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
         tracing::error!(version, "{error}");
         return pb::Ack { version, error };
     }
+    // The trust bundle and the CA's generation are the mesh's, not the configuration's: they
+    // are taken even from a snapshot whose routes or policies are refused below, so that a
+    // proxy refusing its configuration still trusts its peers' renewed certificates.
     if wire.ca_generation != 0 {
         shared.tls.signing_generation(wire.ca_generation);
     }

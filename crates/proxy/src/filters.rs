@@ -18,12 +18,11 @@ fn bad(route: &str, why: String) -> RouteError {
 }
 
 fn name(route: &str, n: &str) -> Result<HeaderName, RouteError> {
-    HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes())
-        .map_err(|_| bad(route, format!("bad header name {n:?}")))
+    model::valid::header_name(n).map_err(|why| bad(route, why))
 }
 
 fn value(route: &str, v: &str) -> Result<HeaderValue, RouteError> {
-    HeaderValue::from_str(v).map_err(|_| bad(route, format!("bad header value {v:?}")))
+    model::valid::header_value(v).map_err(|why| bad(route, why))
 }
 
 /// Header edits: remove, then set, then add (Envoy's order).
@@ -84,8 +83,8 @@ impl PathOp {
                 pattern,
                 substitution,
             } => PathOp::Regex(
-                Regex::new(pattern)
-                    .map_err(|e| bad(route, format!("bad rewrite regex {pattern:?}: {e}")))?,
+                model::valid::regex(pattern)
+                    .map_err(|why| bad(route, format!("rewrite: {why}")))?,
                 // RE2/Envoy write groups as \1; the regex crate as ${1}.
                 Regex::new(r"\\(\d)")
                     .expect("static regex")

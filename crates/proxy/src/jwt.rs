@@ -410,8 +410,7 @@ fn compile_rule(
     store: &JwksStore,
 ) -> Result<(CompiledRule, Option<RuleProblem>), RuleProblem> {
     let header = |h: &str| {
-        HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes())
-            .map_err(|_| RuleProblem::HeaderName(h.to_string()))
+        model::valid::header_name(h.trim()).map_err(|_| RuleProblem::HeaderName(h.to_string()))
     };
     let mut locations = Vec::new();
     for (name, prefix) in &rule.from_headers {
@@ -441,7 +440,7 @@ fn compile_rule(
         .collect::<Result<_, RuleProblem>>()?;
     let (keys, problem) = match (&rule.jwks, &rule.jwks_uri) {
         // Inline wins over the URI, as in Istio.
-        (Some(json), _) => match KeySet::parse(json) {
+        (Some(json), _) => match jwks::parse_key_set(json) {
             Ok(k) => (Keys::Inline(Arc::new(k)), None),
             Err(e) => (Keys::Unavailable, Some(RuleProblem::Jwks(e))),
         },

@@ -49,9 +49,9 @@ impl Str {
 
 /// RE2-style full match, as Istio and the Gateway API mean it.
 fn full_regex(r: &str, route: &str) -> Result<Regex, RouteError> {
-    Regex::new(&format!("^(?:{r})$")).map_err(|e| RouteError {
+    model::valid::full_regex(r).map_err(|why| RouteError {
         route: route.to_string(),
-        why: format!("bad regex {r:?}: {e}"),
+        why,
     })
 }
 
@@ -133,10 +133,7 @@ impl RequestMatch {
             .transpose()?;
         let method = match &m.method {
             None => None,
-            Some(s) => Some(
-                http::Method::from_bytes(s.as_bytes())
-                    .map_err(|_| bad(format!("bad method {s:?}")))?,
-            ),
+            Some(s) => Some(model::valid::method(s).map_err(bad)?),
         };
         let mut headers = Vec::new();
         for HeaderMatch {
@@ -145,8 +142,7 @@ impl RequestMatch {
             invert,
         } in &m.headers
         {
-            let n = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad(format!("bad header name {name:?}")))?;
+            let n = model::valid::header_name(name).map_err(bad)?;
             headers.push((n, Str::compile(value, route)?, *invert));
         }
         let mut query = Vec::new();

@@ -103,7 +103,7 @@ fn header_edits(
                 &f,
                 format!("header {lower} has more than one action in this filter"),
             ));
-        } else {
+        } else if doc.check(&f, model::valid::header_name(name), errors) {
             seen.push(lower.clone());
         }
         lower
@@ -111,10 +111,14 @@ fn header_edits(
     let mut edits = HeaderEdits::default();
     for (i, x) in h.set.iter().enumerate() {
         let name = once(&x.name, format!("{field}.set[{i}].name"), errors);
+        let f = format!("{field}.set[{i}].value");
+        doc.check(&f, model::valid::header_value(&x.value), errors);
         edits.set.push((name, x.value.clone()));
     }
     for (i, x) in h.add.iter().enumerate() {
         let name = once(&x.name, format!("{field}.add[{i}].name"), errors);
+        let f = format!("{field}.add[{i}].value");
+        doc.check(&f, model::valid::header_value(&x.value), errors);
         edits.add.push((name, x.value.clone()));
     }
     for (i, x) in h.remove.iter().enumerate() {
@@ -165,6 +169,13 @@ fn path_modifier(
     // An empty ReplacePrefixMatch is allowed (it strips the prefix).
     if !value.is_empty() && !value.starts_with('/') {
         errors.push(doc.error(field, format!("path `{value}` must start with `/`")));
+    } else if !value.is_empty() {
+        let name = match &path {
+            PathRewrite::Full(_) => "replaceFullPath",
+            _ => "replacePrefixMatch",
+        };
+        let f = format!("{field}.{name}");
+        doc.check(&f, model::valid::uri_path(value), errors);
     }
     Some(path)
 }
@@ -220,6 +231,10 @@ pub(crate) fn rule_filters(
                 .as_ref()
                 .and_then(|p| path_modifier(doc, &format!("{f}.path"), p, errors));
             out.replaces_prefix |= is_prefix(&r.path);
+            if let Some(h) = &r.hostname {
+                let f = format!("{f}.hostname");
+                doc.check(&f, model::valid::authority(h), errors);
+            }
             out.rewrite = Some(Rewrite {
                 path,
                 authority: r.hostname.clone(),
@@ -345,6 +360,10 @@ fn redirect(doc: &Doc, field: &str, r: &RedirectFilter, errors: &mut Vec<Diagnos
         .path
         .as_ref()
         .and_then(|p| path_modifier(doc, &format!("{field}.path"), p, errors));
+    if let Some(h) = &r.hostname {
+        let f = format!("{field}.hostname");
+        doc.check(&f, model::valid::authority(h), errors);
+    }
     Redirect {
         scheme,
         host: r.hostname.clone(),

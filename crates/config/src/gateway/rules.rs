@@ -9,6 +9,7 @@ use crate::http_route::{translate_match, HttpRouteSpec, Match, Rule};
 use crate::k8s::Object;
 use crate::policy;
 use crate::services::Services;
+use crate::valid;
 use model::{Destination, HttpRoute, PathMatch, RetryOn, RetryPolicy, RouteMatch};
 
 /// Retries when an HTTPRoute's `retry` leaves `attempts` out (implementation-specific; Istio's).
@@ -89,6 +90,8 @@ pub(super) fn http_route_rules(
     let mut ranked = Vec::new();
     for (i, rule) in o.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
+        let before = errors.len();
+        let first = ranked.len();
         let f = filters::rule_filters(doc, &field, &rule.filters, namespace, services, errors);
         let destinations = match &f.redirect {
             Some(_) if !rule.backend_refs.is_empty() => {
@@ -139,6 +142,10 @@ pub(super) fn http_route_rules(
                     ..Default::default()
                 },
             });
+        }
+        if errors.len() == before {
+            let routes: Vec<HttpRoute> = ranked[first..].iter().map(|r| r.route.clone()).collect();
+            valid::routes(doc, &field, &routes, true, errors);
         }
     }
     ranked

@@ -45,6 +45,11 @@ pub(crate) fn translate_match(
             continue;
         }
         let f = format!("{field}.headers[{i}]");
+        doc.check(
+            &format!("{f}.name"),
+            model::valid::header_name(&h.name),
+            errors,
+        );
         out.headers.push(HeaderMatch {
             value: value_match(doc, &f, h, errors),
             name,

@@ -6,6 +6,7 @@ use super::traffic_policy::{self, TrafficPolicySpec};
 use super::{Kind, Pending};
 use crate::diagnostic::{reject, Diagnostic};
 use crate::services::Services;
+use crate::valid;
 use model::{Labels, ServiceKey, ServicePolicy, SubsetPolicy};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -96,6 +97,24 @@ pub(super) fn destination_rules(
                     labels: subset.labels.clone(),
                     policy: merged.policy,
                 });
+            }
+        }
+        if errors.is_empty() {
+            valid::policy(
+                &doc,
+                "spec.trafficPolicy",
+                &service_policy.policy,
+                &mut errors,
+            );
+            for (s, (i, _)) in subset_policies.iter().zip(
+                dr.spec
+                    .subsets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.traffic_policy.is_some()),
+            ) {
+                let field = format!("spec.subsets[{i}].trafficPolicy");
+                valid::policy(&doc, &field, &s.policy, &mut errors);
             }
         }
         if !errors.is_empty() {

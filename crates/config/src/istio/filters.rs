@@ -116,23 +116,56 @@ pub(crate) struct HeaderOperations {
 }
 
 impl Headers {
-    /// (request edits, response edits), header names lowercase.
-    pub fn edits(&self) -> (HeaderEdits, HeaderEdits) {
-        let edits = |ops: &Option<HeaderOperations>| match ops {
+    /// (request edits, response edits) of the `headers` at `field`, header names lowercase;
+    /// names and values the proxy could not build headers from are errors.
+    pub fn edits(
+        &self,
+        doc: &Doc,
+        field: &str,
+        errors: &mut Vec<Diagnostic>,
+    ) -> (HeaderEdits, HeaderEdits) {
+        let mut edits = |ops: &Option<HeaderOperations>, which: &str| match ops {
             None => HeaderEdits::default(),
-            Some(ops) => HeaderEdits {
-                set: lower(&ops.set),
-                add: lower(&ops.add),
-                remove: ops.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
-            },
+            Some(ops) => {
+                let field = format!("{field}.{which}");
+                HeaderEdits {
+                    set: lower(doc, &format!("{field}.set"), &ops.set, errors),
+                    add: lower(doc, &format!("{field}.add"), &ops.add, errors),
+                    remove: ops
+                        .remove
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            let f = format!("{field}.remove[{i}]");
+                            doc.check(&f, model::valid::header_name(n), errors);
+                            n.to_ascii_lowercase()
+                        })
+                        .collect(),
+                }
+            }
         };
-        (edits(&self.request), edits(&self.response))
+        (
+            edits(&self.request, "request"),
+            edits(&self.response, "response"),
+        )
     }
 }
 
-fn lower(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+/// A `set` or `add` map at `field` as (lowercase name, value) pairs, each checked.
+fn lower(
+    doc: &Doc,
+    field: &str,
+    map: &BTreeMap<String, String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(String, String)> {
     map.iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .map(|(k, v)| {
+            let f = format!("{field}[{k}]");
+            if doc.check(&f, model::valid::header_name(k), errors) {
+                doc.check(&f, model::valid::header_value(v), errors);
+            }
+            (k.to_ascii_lowercase(), v.clone())
+        })
         .collect()
 }
 
@@ -163,6 +196,18 @@ pub(crate) fn rewrite(
             }
         }
     });
+    // An empty `uri` drops a matched prefix; whether it may (or replaces the whole path) the
+    // rule's matches decide, and the route's check says.
+    if let Some(uri) = r.uri.as_deref().filter(|u| !u.is_empty()) {
+        doc.check(&format!("{field}.uri"), model::valid::uri_path(uri), errors);
+    }
+    if let Some(a) = &r.authority {
+        doc.check(
+            &format!("{field}.authority"),
+            model::valid::authority(a),
+            errors,
+        );
+    }
     (r.uri.clone(), regex, r.authority.clone())
 }
 
@@ -223,6 +268,16 @@ pub(crate) fn redirect(
             }
         },
     };
+    if let Some(uri) = &r.uri {
+        doc.check(&format!("{field}.uri"), model::valid::uri_path(uri), errors);
+    }
+    if let Some(a) = &r.authority {
+        doc.check(
+            &format!("{field}.authority"),
+            model::valid::authority(a),
+            errors,
+        );
+    }
     Redirect {
         scheme,
         host: r.authority.clone(),

@@ -38,7 +38,11 @@ pub(super) fn translate_match(
                 exact: Some(exact),
                 prefix: None,
                 regex: None,
-            } => out.method = Some(exact.clone()),
+            } => {
+                if doc.check(&f, model::valid::method(exact), errors) {
+                    out.method = Some(exact.clone());
+                }
+            }
             _ => errors.push(doc.error(&f, "only exact is supported for method")),
         }
     }
@@ -48,6 +52,10 @@ pub(super) fn translate_match(
     ] {
         for (name, value) in headers {
             let f = format!("{field}.{key}.{name}");
+            let named = format!("{field}.{key}[{name}]");
+            if !doc.check(&named, model::valid::header_name(name), errors) {
+                continue;
+            }
             if let Some(value) = string_match(doc, &f, value, true, errors) {
                 out.headers.push(HeaderMatch {
                     name: name.to_ascii_lowercase(),

@@ -10,6 +10,7 @@ use super::{Kind, Pending};
 use crate::diagnostic::{reject, Diagnostic};
 use crate::ingress::{intersect, HostRoutes};
 use crate::services::Services;
+use crate::valid;
 use model::{ServiceKey, ServicePolicy, ServiceRoutes, ServiceSpec};
 use std::collections::HashMap;
 
@@ -50,6 +51,7 @@ pub(crate) fn resolve(
         let (mesh, bound) = bindings(&vs.spec, namespace);
         let mut rules = Vec::new();
         for (i, rule) in vs.spec.http.iter().enumerate() {
+            let before = errors.len();
             let rule = translate_rule(
                 &doc,
                 i,
@@ -60,6 +62,10 @@ pub(crate) fn resolve(
                 &subsets,
                 &mut errors,
             );
+            if errors.len() == before {
+                let field = format!("spec.http[{i}]");
+                valid::routes(&doc, &field, &rule, services.checked(), &mut errors);
+            }
             rules.extend(rule);
         }
         if vs.spec.hosts.is_empty() {

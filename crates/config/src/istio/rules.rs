@@ -104,7 +104,7 @@ pub(super) fn translate_rule(
     let (request_headers, response_headers) = rule
         .headers
         .as_ref()
-        .map(filters::Headers::edits)
+        .map(|h| h.edits(doc, &format!("{field}.headers"), errors))
         .unwrap_or_default();
     let mut mirrors = Vec::new();
     // A mirror's weight means nothing: it gets its share of copies, whatever the split.
@@ -286,7 +286,8 @@ fn destinations(
         );
         if let Some(mut d) = d {
             if let Some(h) = &r.headers {
-                (d.request_headers, d.response_headers) = h.edits();
+                (d.request_headers, d.response_headers) =
+                    h.edits(doc, &format!("{field}.headers"), errors);
             }
             out.push(d);
         }

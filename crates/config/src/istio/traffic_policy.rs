@@ -393,6 +393,8 @@ fn load_balancer(
         let f = format!("{field}.consistentHash");
         let mut keys = Vec::new();
         if let Some(name) = &h.http_header_name {
+            let hf = format!("{f}.httpHeaderName");
+            doc.check(&hf, model::valid::header_name(name), errors);
             keys.push(HashOn::Header(name.to_ascii_lowercase()));
         }
         if let Some(c) = &h.http_cookie {

@@ -156,12 +156,7 @@ fn to_dnf(
     // Every request, narrowed by each field set.
     let mut out = vec![RouteMatch::default()];
     if let Some(m) = method {
-        if !is_token(&m) {
-            errors.push(doc.error(
-                &format!("{field}.method"),
-                format!("`{m}` is not an HTTP method"),
-            ));
-        }
+        doc.check(&format!("{field}.method"), model::valid::method(&m), errors);
         out = and(
             out,
             vec![RouteMatch {
@@ -290,13 +285,6 @@ fn both(x: &RouteMatch, y: &RouteMatch) -> Option<RouteMatch> {
     }
     // "Not everything" never holds.
     (!m.negated.contains(&RouteMatch::default())).then_some(m)
-}
-
-/// An RFC 9110 token, as a method must be.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// `pathRegex` as weft's proxy matches it (against the whole path) with Linkerd's meaning.

@@ -535,7 +535,7 @@ spec:
             format!("8:5: spec.routes[1]: {LABEL}: missing field `condition`"),
             format!("10:5: spec.routes[2].condition: {LABEL}: a condition needs at least one of method, pathRegex, all, any or not"),
             format!("11:5: spec.routes[3].name: {LABEL}: a route needs a name"),
-            format!("12:17: spec.routes[3].condition.method: {LABEL}: `GE T` is not an HTTP method"),
+            format!("12:17: spec.routes[3].condition.method: {LABEL}: \"GE T\" is not an HTTP method"),
             format!("13:5: spec.routes[3].timeout: {LABEL}: `1x` is not a duration like 1s, 0.5s, 100ms or 1m"),
             format!("18:17: spec.retryBudget.retryRatio: {LABEL}: retryRatio -1 must be between 0 and 1000"),
                         format!("18:58: spec.retryBudget.ttl: {LABEL}: ttl must be between 1s and 60s (Linkerd's proxy drops the budget, and so every retry, otherwise)"),

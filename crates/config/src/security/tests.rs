@@ -665,7 +665,7 @@ spec:
   jwtRules:
   - issuer: issuer-1
     audiences: [app, web]
-    jwks: '{"keys": [{"kty": "RSA", "e": "AQAB", "n": "xyz"}]}'
+    jwks: '{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
     fromHeaders:
     - {name: X-Jwt, prefix: 'Bearer '}
     - {name: x-other}
@@ -702,7 +702,7 @@ spec:
                 rules: vec![JwtRule {
                     issuer: "issuer-1".into(),
                     audiences: strings(&["app", "web"]),
-                    jwks: Some(r#"{"keys": [{"kty": "RSA", "e": "AQAB", "n": "xyz"}]}"#.into()),
+                    jwks: Some(ED25519_JWKS.into()),
                     jwks_uri: None,
                     from_headers: vec![
                         ("x-jwt".into(), "Bearer ".into()),
@@ -750,7 +750,7 @@ metadata: {name: noted, namespace: foo}
 spec:
   jwtRules:
   - issuer: both
-    jwks: '{\"keys\": []}'
+    jwks: '{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}'
     jwksUri: https://example.com/jwks
   - issuer: neither
 ";
@@ -758,10 +758,10 @@ spec:
     assert_eq!(
         lines(&loaded.rejected),
         [
-            "7:5: spec.jwtRules[0].jwks: RequestAuthentication foo/bad: not JSON: expected \
-             ident at line 1 column 2",
-            "9:5: spec.jwtRules[1].jwks: RequestAuthentication foo/bad: a JWKS must be a JSON \
-             object with a `keys` array",
+            "7:5: spec.jwtRules[0].jwks: RequestAuthentication foo/bad: the JWKS is not JSON: \
+             expected ident at line 1 column 2",
+            "9:5: spec.jwtRules[1].jwks: RequestAuthentication foo/bad: the JWKS has no `keys` \
+             list",
             "10:5: spec.jwtRules[2].issuer: RequestAuthentication foo/bad: issuer must be set",
             "10:5: spec.jwtRules[2].jwksUri: RequestAuthentication foo/bad: \
              `ftp://example.com/jwks` is not an http:// or https:// URL with a host",
@@ -1491,3 +1491,6 @@ spec:
     assert_eq!(s.authz.len(), 1);
     assert_eq!(s.linkerd_authz.len(), 1);
 }
+
+/// A JWKS with one Ed25519 key (RFC 8037's example): keys a proxy can verify tokens with.
+const ED25519_JWKS: &str = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;

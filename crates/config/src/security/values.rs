@@ -215,11 +215,9 @@ fn is_literal(s: &str) -> bool {
     true
 }
 
-/// An HTTP header name (RFC 9110 token).
+/// An HTTP header name, as the proxy builds it (`model::valid::header_name`).
 pub(crate) fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    model::valid::header_name(s).is_ok()
 }
 
 #[cfg(test)]

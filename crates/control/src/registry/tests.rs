@@ -353,3 +353,84 @@ fn registrations_kept_elsewhere_reach_the_snapshot_on_refresh() {
     drop(a);
     assert_eq!(store.lock().unwrap().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_an_answer_reported_not_waited_out() {
+    let r = Registry::new(spec());
+    let a = r.register(node("hello-v1-0", 1000));
+    let b = r.register(node("hello-v1-1", 1001));
+    let v = r.snapshot().version;
+    r.ack(a.id, v, String::new());
+    r.ack(b.id, v, String::new());
+    r.set_traffic(Some(MeshSpec {
+        security: strict_mesh(),
+        ..spec()
+    }));
+    let w = r.snapshot().version;
+    assert!(w > v);
+    // Nobody has answered yet: both are waited for, and named when the wait ends.
+    let answers = r.wait_applied(w, Duration::from_secs(5)).await;
+    assert_eq!(answers.silent.len(), 2, "{answers:?}");
+    assert!(!answers.all_applied());
+
+    r.ack(a.id, w, String::new());
+    r.ack(b.id, w, "security policy foo/bar: bad".into());
+    // Paused time: a wait that did not end at the answers would end at its deadline, with b
+    // silent.
+    let started = tokio::time::Instant::now();
+    let answers = r.wait_applied(w, Duration::from_secs(60)).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "returned at the answers");
+    assert_eq!(answers.proxies, 2);
+    assert!(answers.silent.is_empty(), "{answers:?}");
+    assert_eq!(
+        answers.refused,
+        [Refusal {
+            proxy: "hello-v1-1 proxy".into(),
+            version: w,
+            error: "security policy foo/bar: bad".into(),
+            runs: v,
+        }]
+    );
+    assert_eq!(
+        answers.refused[0].to_string(),
+        format!(
+            "hello-v1-1 proxy refused snapshot {w}: security policy foo/bar: bad (it keeps serving snapshot {v})"
+        )
+    );
+    // It shows in the status: as what keeps the mesh from being ready, and as a nack.
+    let st = crate::status::build(
+        &r,
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    assert!(!st.ready);
+    assert!(
+        st.pending.contains(&format!(
+            "hello-v1-1 proxy: refused snapshot {w}: security policy foo/bar: bad (runs {v})"
+        )),
+        "{:?}",
+        st.pending
+    );
+    assert_eq!(st.nacks.len(), 1);
+    assert_eq!(
+        (
+            st.nacks[0].instance.as_str(),
+            st.nacks[0].version,
+            st.nacks[0].config_version
+        ),
+        ("hello-v1-1", w, v)
+    );
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["nacks"][0]["error"], "security policy foo/bar: bad");
+
+    // Applying a later snapshot clears it.
+    r.ack(b.id, w, String::new());
+    assert!(r.answers(w).all_applied());
+    let st = crate::status::build(
+        &r,
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    assert!(st.nacks.is_empty());
+    assert!(serde_json::to_value(&st).unwrap().get("nacks").is_none());
+}

@@ -1487,7 +1487,7 @@ fn bad_linkerd_resources_fail_closed() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("HTTPRoute foo/bad: bad regex")),
+            .any(|e| e.starts_with("HTTPRoute foo/bad: invalid regex")),
         "{errors:?}"
     );
     let d = a.authorize(&Req::get("/").ctx());

@@ -126,6 +126,34 @@ fn a_bad_snapshot_is_nacked_and_the_last_good_one_keeps_serving() {
 }
 
 #[test]
+fn a_snapshot_with_keys_no_proxy_can_verify_with_is_nacked() {
+    let s = discovery();
+    apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
+    let mut bad = snapshot(6, 2000);
+    bad.security
+        .request_authns
+        .push(model::security::RequestAuthn {
+            name: "default/jwt".into(),
+            scope: model::security::Scope::Mesh,
+            rules: vec![model::security::JwtRule {
+                issuer: "https://issuer.example".into(),
+                jwks: Some(r#"{"keys":[{"kty":"EC","crv":"P-999","x":"AAAA","y":"AAAA"}]}"#.into()),
+                ..Default::default()
+            }],
+        });
+    let ack = apply(&s, pb::Snapshot::from(&bad));
+    assert!(
+        ack.error.starts_with(
+            "security policy RequestAuthentication default/jwt: issuer https://issuer.example: jwks:"
+        ),
+        "{}",
+        ack.error
+    );
+    assert_eq!(s.state.load().version(), 5);
+    assert_eq!(endpoint_port(&s), Some(1000));
+}
+
+#[test]
 fn a_snapshot_with_a_bad_regex_is_nacked() {
     let s = discovery();
     apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
@@ -144,7 +172,7 @@ fn a_snapshot_with_a_bad_regex_is_nacked() {
     });
     let ack = apply(&s, pb::Snapshot::from(&bad));
     assert!(
-        ack.error.contains("route broken: bad regex"),
+        ack.error.contains("route broken: path: invalid regex"),
         "{}",
         ack.error
     );

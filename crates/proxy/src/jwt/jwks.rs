@@ -21,8 +21,6 @@ use futures::FutureExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -74,112 +72,24 @@ pub enum JwksError {
     Timeout { uri: String, timeout: Duration },
 }
 
-/// The signature family a key belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Rsa,
-    Ec(Algorithm),
-    Ed,
-}
-
-/// One verification key of a set.
-pub(crate) struct Key {
-    pub(crate) kid: Option<String>,
-    /// The `alg` the JWK pins, if any.
-    alg: Option<Algorithm>,
-    kind: Kind,
-    pub(crate) decoding: DecodingKey,
-}
-
-impl Key {
-    /// Whether a token signed with `alg` may be checked with this key.
-    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
-        let family = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => self.kind == Kind::Rsa,
-            Algorithm::ES256 | Algorithm::ES384 => self.kind == Kind::Ec(alg),
-            Algorithm::EdDSA => self.kind == Kind::Ed,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => false,
-        };
-        family && self.alg.is_none_or(|a| a == alg)
-    }
-}
-
-/// The usable signing keys of a JWKS. Symmetric (`oct`) keys, encryption keys and keys of
-/// unsupported types or curves are skipped.
-pub struct KeySet {
-    pub(crate) keys: Vec<Key>,
-}
-
-impl std::fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.keys.iter().map(|k| (&k.kid, k.kind, k.alg)))
-            .finish()
-    }
-}
-
-impl KeySet {
-    pub fn parse(json: &str) -> Result<KeySet, JwksError> {
-        let doc: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| JwksError::NotJson(e.to_string()))?;
-        let list = doc
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or(JwksError::NoKeysList)?;
-        // One by one: a key this library cannot read must not hide the others.
-        let keys: Vec<Key> = list
-            .iter()
-            .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-            .filter_map(|jwk| Self::key(&jwk))
-            .collect();
-        if keys.is_empty() {
-            return Err(JwksError::NoUsableKey);
+impl From<model::jwks::Invalid> for JwksError {
+    fn from(e: model::jwks::Invalid) -> Self {
+        use model::jwks::Invalid;
+        match e {
+            Invalid::NotJson(e) => JwksError::NotJson(e),
+            Invalid::NoKeysList => JwksError::NoKeysList,
+            Invalid::NoUsableKey(_) => JwksError::NoUsableKey,
         }
-        Ok(KeySet { keys })
     }
+}
 
-    fn key(jwk: &Jwk) -> Option<Key> {
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return None;
-        }
-        let kind = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Kind::Rsa,
-            AlgorithmParameters::EllipticCurve(p) => match p.curve {
-                EllipticCurve::P256 => Kind::Ec(Algorithm::ES256),
-                EllipticCurve::P384 => Kind::Ec(Algorithm::ES384),
-                _ => return None,
-            },
-            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Kind::Ed,
-            _ => return None,
-        };
-        let alg = match jwk.common.key_algorithm {
-            None => None,
-            Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
-        };
-        Some(Key {
-            kid: jwk.common.key_id.clone(),
-            alg,
-            kind,
-            decoding: DecodingKey::from_jwk(jwk).ok()?,
-        })
-    }
+/// The usable signing keys of a JWKS, parsed as `weft check` and the control plane check an
+/// inline `jwks` (`model::jwks`).
+pub use model::jwks::KeySet;
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub(crate) fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
-    }
+/// [`KeySet::parse`] with the proxy's error.
+pub(crate) fn parse_key_set(json: &str) -> Result<KeySet, JwksError> {
+    Ok(KeySet::parse(json)?)
 }
 
 /// Timing of [`RemoteJwks`] refreshes.
@@ -513,7 +423,7 @@ impl Refresher {
             };
             // Refreshes asked for before or during this fetch are answered by it.
             let _ = self.shared.wake.notified().now_or_never();
-            let wait = match result.and_then(|body| KeySet::parse(&body)) {
+            let wait = match result.and_then(|body| parse_key_set(&body)) {
                 Ok(keys) => {
                     tracing::debug!(uri = %self.uri, keys = keys.len(), "JWKS fetched");
                     self.shared.keys.store(Some(Arc::new(keys)));

@@ -1,6 +1,11 @@
 //! `weft apply -f`, `weft delete -f` and `weft get`: change and read the resources in force in
 //! a running mesh, as `kubectl apply` / `delete` / `get` do. The control plane validates the
-//! whole set before switching to it and pushes the new routes to every proxy.
+//! whole set (and decodes the snapshot it makes as the proxies do) before switching to it and
+//! pushes the new routes to every proxy; the answer comes once every proxy answered.
+//!
+//! Exit status: 0 when every proxy runs the change; 1 when it was refused (nothing changed) or
+//! could not be sent; 3 when it is in force at the control plane but a proxy refused it (the
+//! answer names it and its error) or did not apply it within 5 s.
 
 use super::get::{get as http_get, post};
 use super::{runtime, Output};
@@ -36,16 +41,20 @@ fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
             out.push(("<stdin>".to_string(), s));
         } else if p.is_dir() {
             for f in config::config_files(p)? {
-                out.push((f.display().to_string(), std::fs::read_to_string(&f)?));
+                let text = config::read_text(&f).map_err(|d| anyhow::anyhow!("{d}"))?;
+                out.push((f.display().to_string(), text));
             }
         } else {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let text = config::read_text(p).map_err(|d| anyhow::anyhow!("{d}"))?;
             out.push((p.display().to_string(), text));
         }
     }
     Ok(out)
 }
+
+/// The change is in force at the control plane, but not every proxy runs it (as `weft status
+/// --wait`'s "not ready").
+const NOT_APPLIED: i32 = 3;
 
 pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
     let mesh = local::meshes::find(a.mesh.as_deref())?;
@@ -58,11 +67,17 @@ pub fn apply(a: ApplyArgs, delete: bool) -> anyhow::Result<i32> {
         let body = serde_json::json!({ "file": file, "yaml": text });
         let (status, body) = rt.block_on(post(&url, &body))?;
         let body = String::from_utf8_lossy(&body);
-        if status == 200 {
-            print!("{body}");
-        } else {
-            eprint!("{body}");
-            code = 1;
+        match status {
+            200 => print!("{body}"),
+            // In force, but not run by every proxy: the body says which and why.
+            202 => {
+                eprint!("{body}");
+                code = code.max(NOT_APPLIED);
+            }
+            _ => {
+                eprint!("{body}");
+                code = code.max(1);
+            }
         }
     }
     Ok(code)

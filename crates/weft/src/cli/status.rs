@@ -21,7 +21,8 @@ pub struct StatusArgs {
     mesh: Option<String>,
     /// Wait until the mesh runs and is ready (every replica receives traffic from every proxy
     /// that could send it, every proxy runs the latest snapshot), then print the status; exit
-    /// 3 with what is pending if it is not ready within --timeout
+    /// 3 with what is pending if it is not ready within --timeout, or at once when a proxy
+    /// refused the latest snapshot (it will not run it before the configuration changes)
     #[arg(long)]
     wait: bool,
     /// How long --wait waits [default: 60s]
@@ -37,8 +38,13 @@ pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
             Ok(st) => (st, 0),
             Err(Waited::NotReady(st)) => {
                 let st = *st;
+                let why = if refuses_latest(&st) {
+                    "cannot become ready: a proxy refused its snapshot".to_string()
+                } else {
+                    format!("is not ready after {within:?}")
+                };
                 eprintln!(
-                    "weft: mesh {} is not ready after {within:?}:\n  {}",
+                    "weft: mesh {} {why}:\n  {}",
                     st.mesh,
                     st.pending.join("\n  ")
                 );
@@ -89,6 +95,8 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         };
         let last = match asked {
             Ok(st) if st.ready => return Ok(st),
+            // A refusal is final for that snapshot: waiting longer changes nothing.
+            Ok(st) if refuses_latest(&st) => return Err(Waited::NotReady(Box::new(st))),
             Ok(st) => Waited::NotReady(Box::new(st)),
             Err(e) => Waited::NotRunning(e),
         };
@@ -97,6 +105,12 @@ async fn wait_ready(mesh: Option<&str>, within: Duration) -> Result<Status, Wait
         }
         tokio::time::sleep(WAIT_POLL).await;
     }
+}
+
+/// A proxy refused the snapshot in force (it will not run it before the configuration
+/// changes).
+fn refuses_latest(st: &Status) -> bool {
+    st.nacks.iter().any(|n| n.version >= st.version)
 }
 
 fn print_table(st: &Status) {
@@ -110,6 +124,12 @@ fn print_table(st: &Status) {
     );
     for p in &st.pending {
         println!("  pending: {p}");
+    }
+    for n in &st.nacks {
+        println!(
+            "  error: {} refused snapshot {}: {} (it keeps serving snapshot {})",
+            n.proxy, n.version, n.error, n.config_version
+        );
     }
     for u in &st.undeclared {
         println!(

@@ -107,15 +107,9 @@ fn jwt_rule(field: &str, r: &JwtRuleSpec, out: &mut Out) -> Option<JwtRule> {
         out.error(&f("issuer"), "issuer must be set");
     }
     let jwks = r.jwks.clone().filter(|j| !j.is_empty());
-    if let Some(text) = &jwks {
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) if v.get("keys").is_some_and(|k| k.is_array()) => {}
-            Ok(_) => out.error(
-                &f("jwks"),
-                "a JWKS must be a JSON object with a `keys` array",
-            ),
-            Err(e) => out.error(&f("jwks"), format!("not JSON: {e}")),
-        }
+    // Keys the proxy can verify tokens with, parsed as the proxy parses them.
+    if let Some(Err(why)) = jwks.as_deref().map(model::valid::jwks) {
+        out.error(&f("jwks"), why);
     }
     let jwks_uri = r.jwks_uri.clone().filter(|u| !u.is_empty());
     if let Some(uri) = &jwks_uri {
@@ -211,7 +205,7 @@ fn jwt_rule(field: &str, r: &JwtRuleSpec, out: &mut Out) -> Option<JwtRule> {
         ),
     }
     let audiences = strings(&f("audiences"), &r.audiences, out);
-    (out.errors.len() == before).then(|| JwtRule {
+    let rule = JwtRule {
         issuer: r.issuer.clone(),
         audiences,
         jwks,
@@ -223,5 +217,9 @@ fn jwt_rule(field: &str, r: &JwtRuleSpec, out: &mut Out) -> Option<JwtRule> {
         output_payload_to_header,
         output_claim_to_headers,
         timeout_ms,
-    })
+    };
+    if out.errors.len() == before {
+        crate::valid::jwt_rule(out.doc, field, &rule, out.errors);
+    }
+    (out.errors.len() == before).then_some(rule)
 }
