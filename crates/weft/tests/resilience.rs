@@ -202,8 +202,10 @@ spec:
     );
 }
 
-/// Three replicas, one answering 50 ms late. Peak-EWMA sends it well under a third of the
-/// traffic, and the p99 is lower than round robin's, which gives it a third.
+/// Three replicas, one answering 50 ms late. Peak-EWMA sends it well under a tenth of the
+/// traffic, so its 90th percentile is a fast answer, where round robin (a third to the slow
+/// one) has a slow one there. (Not the 99th: peak-EWMA keeps probing the slow replica now and
+/// then, a percent or two of the requests, which puts both 99th percentiles at ~50 ms.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peak_ewma_avoids_a_slow_replica_better_than_round_robin() {
     let dr = r#"apiVersion: networking.istio.io/v1
@@ -259,25 +261,25 @@ spec:
             let slow = all.iter().filter(|(s, _)| *s).count() as f64 / all.len() as f64;
             let mut lat: Vec<Duration> = all.iter().map(|(_, d)| *d).collect();
             lat.sort();
-            (slow, lat[lat.len() * 99 / 100])
+            (slow, lat[lat.len() * 90 / 100])
         }
     };
-    let (ewma_share, ewma_p99) = measure("ewma").await;
-    let (rr_share, rr_p99) = measure("rr").await;
+    let (ewma_share, ewma_p90) = measure("ewma").await;
+    let (rr_share, rr_p90) = measure("rr").await;
     println!(
-        "slow replica share: peak-EWMA {ewma_share:.3}, round robin {rr_share:.3}; p99 {ewma_p99:?} vs {rr_p99:?}"
+        "slow replica share: peak-EWMA {ewma_share:.3}, round robin {rr_share:.3}; p90 {ewma_p90:?} vs {rr_p90:?}"
     );
     assert!(
         (0.28..=0.39).contains(&rr_share),
         "round robin gives the slow replica {rr_share}"
     );
     assert!(
-        ewma_share < 0.15,
+        ewma_share < 0.10,
         "peak-EWMA gives the slow replica {ewma_share}"
     );
     assert!(
-        ewma_p99 < rr_p99,
-        "p99 peak-EWMA {ewma_p99:?} vs round robin {rr_p99:?}"
+        ewma_p90 * 2 < rr_p90,
+        "p90 peak-EWMA {ewma_p90:?} vs round robin {rr_p90:?}"
     );
 }
 
