@@ -1,6 +1,11 @@
 //! Keep-alive HTTP/1.1 connections from a sidecar to its local app: a lock-free queue of idle
 //! connections. A connection goes back to the queue when the response body it carried has been
 //! read to the end; one whose body was abandoned is closed. The hot path takes no lock.
+//!
+//! The connections are capped ([`AppLimits`]: 256 by default, or the service's DestinationRule
+//! `connectionPool.tcp.maxConnections`): past the cap a request waits for a connection to come
+//! back, at most [`QUEUE_TIMEOUT`] and with at most `http1MaxPendingRequests` others (1,024 by
+//! default) waiting; beyond either it is answered 503 with flag `UO`.
 
 use crate::body::{self, Body};
 use bytes::Bytes;
@@ -12,14 +17,56 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
-/// Idle connections kept at most; more than this many concurrent requests open extra
-/// connections that close after use.
+/// Idle connections kept at most.
 const MAX_IDLE: usize = 256;
+/// Connections to the app at most, unless the service's traffic policy says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Requests that may wait for a connection at once, unless the traffic policy says otherwise.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// How long a request waits for a connection to the app.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many connections the pool opens to the app, and how many requests may wait for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppLimits {
+    pub max_connections: usize,
+    pub max_pending: usize,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        AppLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+}
+
+impl AppLimits {
+    /// The limits an Istio `connectionPool` sets (`tcp.maxConnections`,
+    /// `http.http1MaxPendingRequests`), the defaults for what it leaves out.
+    pub fn from_pool(pool: Option<&model::ConnectionPool>) -> AppLimits {
+        let d = AppLimits::default();
+        let Some(pool) = pool else {
+            return d;
+        };
+        AppLimits {
+            max_connections: pool
+                .max_connections
+                .map_or(d.max_connections, |n| (n as usize).max(1)),
+            max_pending: pool
+                .max_pending_requests
+                .map_or(d.max_pending, |n| n as usize),
+        }
+    }
+}
 /// How long the app gets to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// An app response whose `Content-Length` is at most this is read whole before it goes on, so
@@ -65,11 +112,42 @@ pub enum AppError {
     Connect(std::io::Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// Every connection to the app is busy and the queue is full, or the wait was too long.
+    #[error("{0}")]
+    Overflow(String),
+}
+
+/// The pool's count of open connections, shared with each connection's [`Slot`].
+#[derive(Default)]
+struct Open {
+    connections: AtomicUsize,
+    waiting: AtomicUsize,
+    /// Wakes a waiting request: a connection came back or closed.
+    freed: Notify,
+}
+
+/// One open connection's place in the count; freed when the connection is dropped.
+struct Slot(Arc<Open>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        if self.0.waiting.load(Ordering::Acquire) > 0 {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+/// A connection to the app and its slot.
+struct Conn {
+    sender: http1::SendRequest<Body>,
+    _slot: Slot,
 }
 
 pub struct AppPool {
     addr: SocketAddr,
-    idle: ArrayQueue<http1::SendRequest<Body>>,
+    idle: ArrayQueue<Conn>,
+    open: Arc<Open>,
 }
 
 impl AppPool {
@@ -82,24 +160,87 @@ impl AppPool {
         Arc::new(AppPool {
             addr,
             idle: ArrayQueue::new(MAX_IDLE),
+            open: Arc::default(),
         })
     }
 
-    /// Sends `req` to the app on an idle connection, or a new one.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, AppError> {
+    /// Connections open to the app now.
+    pub fn open(&self) -> usize {
+        self.open.connections.load(Ordering::Relaxed)
+    }
+
+    /// A slot for one more connection, if `limits` allow it.
+    fn try_slot(&self, limits: AppLimits) -> Option<Slot> {
+        let open = &self.open.connections;
+        let mut n = open.load(Ordering::Relaxed);
+        loop {
+            if n >= limits.max_connections {
+                return None;
+            }
+            match open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Slot(self.open.clone())),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// An idle connection, or a new one within `limits`, or — at the cap — the first that comes
+    /// back within [`QUEUE_TIMEOUT`]; `(connection, reused)`.
+    async fn get(&self, limits: AppLimits) -> Result<(Conn, bool), AppError> {
+        if let Some(c) = self.checkout().await {
+            return Ok((c, true));
+        }
+        if let Some(slot) = self.try_slot(limits) {
+            // Boxed: the connect and handshake state would otherwise sit in every request's
+            // future.
+            return Ok((Box::pin(self.connect(slot)).await?, false));
+        }
+        let waiting = &self.open.waiting;
+        if waiting.fetch_add(1, Ordering::AcqRel) >= limits.max_pending {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppError::Overflow(format!(
+                "all {} connections to the app are busy and {} requests wait already",
+                limits.max_connections, limits.max_pending
+            )));
+        }
+        let waited = tokio::time::timeout(QUEUE_TIMEOUT, async {
+            loop {
+                let freed = self.open.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Some(c) = self.checkout().await {
+                    return Ok((c, true));
+                }
+                if let Some(slot) = self.try_slot(limits) {
+                    return Ok((Box::pin(self.connect(slot)).await?, false));
+                }
+                freed.await;
+            }
+        })
+        .await;
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        waited.unwrap_or_else(|_| {
+            Err(AppError::Overflow(format!(
+                "no connection to the app came free within {QUEUE_TIMEOUT:?} ({} open)",
+                limits.max_connections
+            )))
+        })
+    }
+
+    /// Sends `req` to the app on an idle connection, or a new one within `limits`.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        limits: AppLimits,
+    ) -> Result<Response<Body>, AppError> {
         let mut req = req;
         loop {
-            let (mut sender, reused) = match self.checkout().await {
-                Some(s) => (s, true),
-                // Boxed: the connect and handshake state would otherwise sit in every
-                // request's future.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            match sender.try_send_request(req).await {
+            let (mut conn, reused) = self.get(limits).await?;
+            match conn.sender.try_send_request(req).await {
                 Ok(rsp) if content_length(&rsp).is_some_and(|n| n <= READ_WHOLE) => {
                     let (parts, b) = rsp.into_parts();
                     let whole = read_whole(b).await?;
-                    self.give_back(sender);
+                    self.give_back(conn);
                     return Ok(Response::from_parts(parts, body::full(whole)));
                 }
                 Ok(rsp) => {
@@ -107,7 +248,7 @@ impl AppPool {
                     return Ok(rsp.map(|b| {
                         body::boxed(PooledBody {
                             inner: b,
-                            back: Some((sender, pool)),
+                            back: Some((conn, pool)),
                         })
                     }));
                 }
@@ -121,38 +262,44 @@ impl AppPool {
         }
     }
 
-    async fn checkout(&self) -> Option<http1::SendRequest<Body>> {
-        while let Some(mut s) = self.idle.pop() {
-            if !s.is_closed() && s.ready().await.is_ok() {
-                return Some(s);
+    async fn checkout(&self) -> Option<Conn> {
+        while let Some(mut c) = self.idle.pop() {
+            if !c.sender.is_closed() && c.sender.ready().await.is_ok() {
+                return Some(c);
             }
         }
         None
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Body>, AppError> {
+    async fn connect(&self, slot: Slot) -> Result<Conn, AppError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(|_| AppError::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(AppError::Connect)?;
         let _ = stream.set_nodelay(true);
+        crate::limits::keepalive(&stream);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            _slot: slot,
+        })
     }
 
-    fn give_back(&self, s: http1::SendRequest<Body>) {
-        // A full queue drops the connection, which closes it.
-        let _ = self.idle.push(s);
+    fn give_back(&self, c: Conn) {
+        // A full queue drops the connection, which closes it (and frees its slot).
+        if self.idle.push(c).is_ok() && self.open.waiting.load(Ordering::Acquire) > 0 {
+            self.open.freed.notify_one();
+        }
     }
 }
 
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     inner: Incoming,
-    back: Option<(http1::SendRequest<Body>, Arc<AppPool>)>,
+    back: Option<(Conn, Arc<AppPool>)>,
 }
 
 impl PooledBody {
@@ -198,3 +345,6 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

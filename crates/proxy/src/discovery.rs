@@ -285,16 +285,20 @@ fn compile(shared: &Discovery, wire: pb::Snapshot) -> Result<(ProxyState, usize)
     let routes = RouteTable::compile_for(snapshot, &shared.state.load().routes, me)
         .map_err(|e| e.to_string())?;
     // The port our own rules are about: our listener's (the ingress), our service's (sidecars).
-    let port = shared.ingress_port.unwrap_or_else(|| {
-        let own = shared.hello.service.as_str();
-        let own = model::ServiceKey::new(own, &shared.hello.namespace);
-        routes.snapshot.service(&own).map_or(0, |svc| svc.port)
-    });
+    let own = model::ServiceKey::new(&shared.hello.service, &shared.hello.namespace);
+    let own = routes.snapshot.service(&own);
+    let port = shared
+        .ingress_port
+        .unwrap_or_else(|| own.map_or(0, |svc| svc.port));
+    let app_limits = crate::app_pool::AppLimits::from_pool(
+        own.and_then(|svc| svc.policy.connection_pool.as_ref()),
+    );
     let security = shared.security.compile(&routes.snapshot.security, port);
     let next = ProxyState {
         applied: true,
         routes,
         security,
+        app_limits,
     };
     Ok((next, endpoints))
 }

@@ -3,7 +3,7 @@
 //! pool. The sidecar also watches whether its app accepts connections and reports that as its
 //! readiness, so the control plane takes a dead app's replica out of every balancer.
 
-use crate::app_pool::{AppError, AppPool};
+use crate::app_pool::{AppError, AppLimits, AppPool};
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::flags::{self, Flag};
@@ -92,7 +92,12 @@ impl Inbound {
         }
     }
 
-    async fn forward(&self, req: Request<RequestBody>, peer: &PeerInfo) -> Response<Body> {
+    async fn forward(
+        &self,
+        req: Request<RequestBody>,
+        peer: &PeerInfo,
+        limits: AppLimits,
+    ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // HTTP/2's :authority becomes the Host header (one from an HTTP/1 caller stays).
@@ -121,7 +126,7 @@ impl Inbound {
         };
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body.boxed());
-        match self.pool.send(req).await {
+        match self.pool.send(req, limits).await {
             Ok(rsp) => rsp,
             Err(AppError::Connect(_)) => {
                 // Tell the control plane at once; the prober will notice when the app is back.
@@ -131,6 +136,7 @@ impl Inbound {
                     format!("app at {} refused the connection", self.app),
                 )
             }
+            Err(AppError::Overflow(why)) => flags::respond(Flag::Overflow, why),
             Err(AppError::Http(e)) if crate::body::timed_out(&e) => crate::validate::closing(
                 flags::respond(Flag::StreamIdleTimeout, format!("the request body: {e}")),
             ),
@@ -165,12 +171,17 @@ impl Handler for Inbound {
             )
         });
         req.headers_mut().remove(crate::telemetry::PEER_HEADER);
-        let checked = match &self.state {
-            Some(state) => state.load().security.check(&mut req, &info).map(|_| ()),
-            None => Ok(()),
+        // One state for the whole request.
+        let (checked, limits) = match &self.state {
+            Some(state) => {
+                let state = state.load();
+                let checked = state.security.check(&mut req, &info).map(|_| ());
+                (checked, state.app_limits)
+            }
+            None => (Ok(()), AppLimits::default()),
         };
         let mut rsp = match checked {
-            Ok(()) => self.forward(req, &info).await,
+            Ok(()) => self.forward(req, &info, limits).await,
             Err(rsp) => *rsp,
         };
         if let (Some((o, service)), Some(source)) = (&self.observe, &source) {

@@ -350,6 +350,14 @@ impl prometheus_client::collector::Collector for StateCollector {
         )?;
         c.encode(e)?;
         if let Some(pool) = self.app_pool.get() {
+            let g = ConstGauge::new(pool.open() as i64);
+            let e = encoder.encode_descriptor(
+                "weft_app_pool_connections",
+                "Connections from the sidecar to its app, busy or idle",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(e)?;
             let g = ConstGauge::new(pool.idle() as i64);
             let e = encoder.encode_descriptor(
                 "weft_app_pool_idle_connections",

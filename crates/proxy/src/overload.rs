@@ -68,6 +68,110 @@ impl Drop for ConnPermit {
     }
 }
 
+/// A proxy's caps: its own, and one per listener.
+pub struct Caps {
+    pub total: Arc<ConnCap>,
+    pub listeners: Vec<(&'static str, Arc<ConnCap>)>,
+}
+
+impl Caps {
+    /// `total` for the proxy, `per_listener` for each of `names`, [`ADMIN_MAX_CONNECTIONS`] for
+    /// the admin listener.
+    pub fn new(total: usize, per_listener: usize, names: &[&'static str]) -> Arc<Caps> {
+        let mut listeners: Vec<_> = names
+            .iter()
+            .map(|n| (*n, ConnCap::new(per_listener)))
+            .collect();
+        listeners.push(("admin", ConnCap::new(ADMIN_MAX_CONNECTIONS)));
+        Arc::new(Caps {
+            total: ConnCap::new(total),
+            listeners,
+        })
+    }
+
+    /// The listener `name`'s cap.
+    pub fn listener(&self, name: &str) -> Arc<ConnCap> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| ConnCap::new(ADMIN_MAX_CONNECTIONS))
+    }
+}
+
+/// Connections the admin listener takes at once, outside the proxy's cap.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The caps and HTTP/2 floods as metrics: `weft_listener_connections{listener}`,
+/// `weft_listener_connections_refused_total{listener}` (`listener="proxy"`: the proxy-wide
+/// cap) and `weft_http2_floods_total{kind}`.
+pub struct OverloadCollector {
+    pub caps: Arc<Caps>,
+    pub floods: Arc<crate::guard::Floods>,
+}
+
+impl std::fmt::Debug for OverloadCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverloadCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+impl prometheus_client::collector::Collector for OverloadCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let all = std::iter::once(("proxy", &self.caps.total))
+            .chain(self.caps.listeners.iter().map(|(n, c)| (*n, c)));
+        let mut e = encoder.encode_descriptor(
+            "weft_listener_connections",
+            "Open client connections by listener (listener=\"proxy\": all of the proxy's but the admin's)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (listener, cap) in all.clone() {
+            ConstGauge::new(cap.open() as i64)
+                .encode(e.encode_family(&ListenerLabel { listener })?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "weft_listener_connections_refused",
+            "Client connections answered 503 OM and closed at a connection cap",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listener, cap) in all {
+            ConstCounter::new(cap.refused())
+                .encode(e.encode_family(&ListenerLabel { listener })?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "weft_http2_floods",
+            "HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM) for a flood, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in crate::guard::Floods::ALL {
+            ConstCounter::new(self.floods.count(kind)).encode(e.encode_family(&KindLabel {
+                kind: kind.as_str(),
+            })?)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a connection refused at the cap gets, when its socket takes it at once (a plaintext
 /// listener); otherwise it is just closed.
 pub const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nx-weft-flag: OM\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 44\r\nconnection: close\r\n\r\nthe proxy is at its connection limit; retry\n";

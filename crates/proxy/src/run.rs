@@ -85,8 +85,9 @@ struct Proxy {
     tls: Arc<crate::identity::Slot>,
     /// The control plane, and how to reach it.
     control: Arc<ControlLink>,
-    /// The proxy's connection cap, which its data-plane listeners count against.
-    connections: Arc<crate::overload::ConnCap>,
+    /// The proxy's connection caps: its own (data-plane listeners count against it) and each
+    /// listener's.
+    caps: Arc<crate::overload::Caps>,
     /// HTTP/2 floods seen, by kind.
     floods: Arc<crate::guard::Floods>,
     /// How the inbound listener authenticates peers.
@@ -140,17 +141,15 @@ impl Proxy {
             ("ingress", None) => Underscores::RejectRequest,
             (_, None) => Underscores::Allow,
         };
-        let mut limits = limits.clone();
-        if name == "admin" {
-            limits.max_connections_per_listener = ADMIN_MAX_CONNECTIONS;
-        }
-        server::Listener::plain(
+        server::Listener {
             name,
-            Arc::new(limits),
+            limits: Arc::new(limits.clone()),
             underscores,
+            cap: self.caps.listener(name),
             total,
-            self.floods.clone(),
-        )
+            floods: self.floods.clone(),
+            tls: None,
+        }
     }
 
     fn admin(&self) -> Admin {
@@ -186,9 +185,6 @@ impl Proxy {
         }
     }
 }
-
-/// Connections the admin listener takes at once, outside the proxy's cap.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How this proxy introduces itself to the control plane.
 fn hello(s: &Settings, b: &Bound) -> pb::Hello {
@@ -239,7 +235,17 @@ pub fn run_with(
     let control = Arc::new(control_link(&settings, &tls)?);
     // Connections are file descriptors: take all the kernel allows, and cap below it.
     let nofile = crate::limits::raise_nofile();
-    let connections = crate::overload::ConnCap::new(settings.limits.connections_total(nofile));
+    let names: &[&'static str] = match settings.mode {
+        Mode::Sidecar => &["outbound", "inbound"],
+        Mode::Ingress => &["ingress"],
+        Mode::Client => &["outbound"],
+    };
+    let caps = crate::overload::Caps::new(
+        settings.limits.connections_total(nofile),
+        settings.limits.max_connections_per_listener,
+        names,
+    );
+    let floods: Arc<crate::guard::Floods> = Arc::default();
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
@@ -288,6 +294,12 @@ pub fn run_with(
         .register_collector(Box::new(crate::metrics::StateCollector {
             state: state.clone(),
             app_pool: app_pool.clone(),
+        }));
+    metrics
+        .registry
+        .register_collector(Box::new(crate::overload::OverloadCollector {
+            caps: caps.clone(),
+            floods: floods.clone(),
         }));
     if let Some(dropped) = exports.log_dropped.clone() {
         metrics
@@ -338,8 +350,8 @@ pub fn run_with(
         readiness,
         tls,
         control,
-        connections,
-        floods: Arc::default(),
+        caps,
+        floods,
         inbound_tls,
         edges,
         app_pool,
@@ -465,11 +477,11 @@ async fn data_plane(
         let namespace = s.default_namespace.clone();
         if s.mode == Mode::Ingress {
             let handler = Arc::new(proxy.forward(crate::ingress::Ingress { namespace }));
-            let config = proxy.listener("ingress", Some(proxy.connections.clone()));
+            let config = proxy.listener("ingress", Some(proxy.caps.total.clone()));
             tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         } else {
             let handler = Arc::new(proxy.forward(crate::outbound::Sidecar { namespace }));
-            let config = proxy.listener("outbound", Some(proxy.connections.clone()));
+            let config = proxy.listener("outbound", Some(proxy.caps.total.clone()));
             tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         }
     }
@@ -491,7 +503,7 @@ async fn data_plane(
                 &s.namespace,
             )),
         ));
-        let mut config = proxy.listener("inbound", Some(proxy.connections.clone()));
+        let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
         tracker.spawn(server::serve(
             from_std(l, "inbound")?,

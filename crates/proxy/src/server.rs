@@ -53,26 +53,6 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A plaintext listener with `limits`, counted against `total`.
-    pub fn plain(
-        name: &'static str,
-        limits: Arc<Limits>,
-        underscores: Underscores,
-        total: Option<Arc<ConnCap>>,
-        floods: Arc<Floods>,
-    ) -> Listener {
-        let cap = ConnCap::new(limits.max_connections_per_listener);
-        Listener {
-            name,
-            limits,
-            underscores,
-            cap,
-            total,
-            floods,
-            tls: None,
-        }
-    }
-
     /// A slot on this listener and in the proxy, or `None` at either cap.
     fn admit(&self) -> Option<(ConnPermit, Option<ConnPermit>)> {
         let own = self.cap.try_take()?;

@@ -16,6 +16,8 @@ pub struct ProxyState {
     pub routes: RouteTable,
     /// JWT and authorization rules and the inbound port's mTLS mode.
     pub security: security::Compiled,
+    /// A sidecar's connections to its app: its own service's `connectionPool`.
+    pub app_limits: crate::app_pool::AppLimits,
 }
 
 impl ProxyState {
@@ -25,6 +27,7 @@ impl ProxyState {
             applied: false,
             routes: RouteTable::default(),
             security,
+            app_limits: Default::default(),
         }
     }
 

@@ -327,6 +327,17 @@ async fn ping_and_settings_floods_end_in_goaway_and_spare_other_clients() {
         // At most one window's worth was answered (two, if the flood straddled a second).
         assert!(f.acks <= 2 * limit + 1, "{name} flood: {f:?}");
     }
+    let status = mesh.status_json(Some("h2-floods"));
+    let admin: SocketAddr = status["ingress_admin"].as_str().unwrap().parse().unwrap();
+    for kind in ["ping", "settings"] {
+        let seen = metric_sum(
+            &client(),
+            admin,
+            &format!("weft_http2_floods_total{{kind=\"{kind}\"}}"),
+        )
+        .await;
+        assert_eq!(seen, 1.0, "{kind}");
+    }
 
     // Another client's latency while floods keep coming, against without them. Enough
     // samples that one scheduling hiccup is not the 99th percentile.
@@ -471,6 +482,16 @@ async fn at_the_connection_cap_new_connections_are_shed_and_established_ones_ser
     let admin: SocketAddr = status["ingress_admin"].as_str().unwrap().parse().unwrap();
     let ready = get(&client(), admin, "admin", "/ready").await.unwrap();
     assert_eq!(ready.status, 200, "{}", ready.text);
+    let c = client();
+    let refused = metric_sum(
+        &c,
+        admin,
+        "weft_listener_connections_refused_total{listener=\"proxy\"}",
+    )
+    .await;
+    assert_eq!(refused, 1.0);
+    let open = metric_sum(&c, admin, "weft_listener_connections{listener=\"ingress\"}").await;
+    assert_eq!(open, 40.0);
     // A freed slot takes a new connection.
     drop(held.pop());
     let again = eventually(Some(200), || async {
@@ -485,4 +506,102 @@ async fn at_the_connection_cap_new_connections_are_shed_and_established_ones_ser
     })
     .await;
     assert_eq!(again, Some(200));
+}
+
+/// The pid of the process listening on `addr` (`ss` from iproute2).
+fn listener_pid(addr: SocketAddr) -> i32 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("pid=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {addr}: {text}"))
+}
+
+/// CPU time (user + system) `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, of the whole line).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Sets `pid`'s soft limit on open files (the hard one stays).
+fn set_nofile(pid: i32, soft: u64) {
+    let ok = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import resource as r; h = r.prlimit({pid}, r.RLIMIT_NOFILE)[1]; r.prlimit({pid}, r.RLIMIT_NOFILE, ({soft}, h))"
+            ),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prlimit {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
+    let files = tempfile::tempdir().unwrap();
+    let mesh = recorder_mesh("no-fds", &files.path().join("requests.jsonl"));
+    let pid = listener_pid(mesh.ingress);
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let before = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: u64 = before
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // Room for a few more descriptors only: connections beyond them wait in the kernel's
+    // queue while accept fails with EMFILE.
+    set_nofile(pid, open_now + 8);
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(mesh.ingress).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: hello\r\n\r\n")
+            .await
+            .unwrap();
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_ticks(pid) - t0;
+    let hz = 100; // USER_HZ on Linux
+    set_nofile(pid, soft);
+    // The condition was reached: accept failed.
+    assert!(
+        mesh.stderr().contains("accept failed; backing off"),
+        "{}",
+        mesh.stderr()
+    );
+    eprintln!("{used} ticks in 3 s while out of file descriptors");
+    assert!(
+        used < 3 * hz / 5,
+        "the ingress used {used} ticks ({}% of a core) in 3 s while out of file descriptors",
+        used * 100 / (3 * hz)
+    );
+    // With descriptors back, the waiting connections are accepted and answered.
+    drop(conns);
+    let r = eventually(200, || async {
+        get(&client(), mesh.ingress, "hello", "/")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+    })
+    .await;
+    assert_eq!(r, 200);
 }

@@ -1,0 +1,120 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An app that answers each request only once `release` is notified, counting the
+/// connections it accepted.
+async fn held_app() -> (SocketAddr, Arc<AtomicUsize>, Arc<tokio::sync::Semaphore>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (a, r) = (accepted.clone(), release.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    r.acquire().await.unwrap().forget();
+                    let rsp = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(rsp).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, release)
+}
+
+fn get() -> Request<Body> {
+    Request::get("/")
+        .header("host", "app")
+        .body(body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_pool_caps_connections_queues_a_few_and_refuses_the_rest() {
+    let (addr, accepted, release) = held_app().await;
+    let pool = AppPool::new(addr);
+    let limits = AppLimits {
+        max_connections: 2,
+        max_pending: 1,
+    };
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let pool = pool.clone();
+        sent.push(tokio::spawn(async move { pool.send(get(), limits).await }));
+    }
+    // Two on the wire, one waiting: wait until the third is queued.
+    while pool.open.waiting.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.open(), 2);
+    // A fourth finds the queue full: refused at once.
+    match pool.send(get(), limits).await {
+        Err(AppError::Overflow(why)) => assert!(why.contains("busy"), "{why}"),
+        other => panic!("{:?}", other.map(|r| r.status())),
+    }
+    // Answers free connections; the queued request takes one and is answered too.
+    release.add_permits(3);
+    for s in sent {
+        assert_eq!(s.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "more connections than the cap"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_gives_up_after_the_queue_timeout() {
+    let (addr, _, release) = held_app().await;
+    let pool = AppPool::new(addr);
+    let limits = AppLimits {
+        max_connections: 1,
+        max_pending: 4,
+    };
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.send(get(), limits).await })
+    };
+    while pool.open() < 1 {
+        tokio::task::yield_now().await;
+    }
+    match pool.send(get(), limits).await {
+        Err(AppError::Overflow(why)) => assert!(why.contains("within"), "{why}"),
+        other => panic!("{:?}", other.map(|r| r.status())),
+    }
+    release.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+}
+
+#[test]
+fn a_traffic_policy_sets_the_limits() {
+    let pool = model::ConnectionPool {
+        max_connections: Some(10),
+        max_pending_requests: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(
+        AppLimits::from_pool(Some(&pool)),
+        AppLimits {
+            max_connections: 10,
+            max_pending: 3
+        }
+    );
+    assert_eq!(AppLimits::from_pool(None), AppLimits::default());
+}
