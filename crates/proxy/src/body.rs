@@ -6,6 +6,8 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -78,6 +80,8 @@ pub struct RequestBody {
     timer: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was last set.
     progressed: bool,
+    /// Set when a timeout ended the body ([`RequestBody::watch`]).
+    timed_out: Option<Arc<AtomicBool>>,
 }
 
 impl RequestBody {
@@ -89,7 +93,16 @@ impl RequestBody {
             deadline: Instant::now() + timeouts.total,
             timer: None,
             progressed: false,
+            timed_out: None,
         }
+    }
+
+    /// A flag set if a timeout ends this body: the listener answers 408 then, whatever the
+    /// upstream send made of the error.
+    pub fn watch(&mut self) -> Arc<AtomicBool> {
+        self.timed_out
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone()
     }
 
     /// Reads the first frame now and keeps it for the handler; an error (a malformed chunk,
@@ -152,6 +165,9 @@ impl http_body::Body for RequestBody {
                         } else {
                             this.timeouts.idle
                         };
+                        if let Some(flag) = &this.timed_out {
+                            flag.store(true, Ordering::Release);
+                        }
                         Poll::Ready(Some(Err(BodyTimeout(waited).into())))
                     }
                     Poll::Pending => Poll::Pending,

@@ -285,10 +285,21 @@ async fn serve_connection<H, IO>(
         // moving a pointer instead is what keeps memcpy off the profile.
         let fut = Box::pin(async move {
             let mut req = req.map(|b| RequestBody::new(b, timeouts));
+            let timed_out =
+                (!http_body::Body::is_end_stream(req.body())).then(|| req.body_mut().watch());
             if let Err(rsp) = crate::validate::request(&mut req, underscores).await {
                 return rsp;
             }
-            handler.handle(req, info).await
+            let rsp = handler.handle(req, info).await;
+            match timed_out {
+                Some(t) if t.load(std::sync::atomic::Ordering::Acquire) => {
+                    crate::validate::closing(crate::flags::respond(
+                        crate::flags::Flag::StreamIdleTimeout,
+                        "the client sent its request body too slowly",
+                    ))
+                }
+                _ => rsp,
+            }
         });
         async move { Ok::<_, Infallible>(fut.await) }
     });

@@ -107,6 +107,7 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(addr, timeout))?
         .map_err(|e| ConnectError::Tcp(addr, e))?;
     let _ = stream.set_nodelay(true);
+    crate::limits::keepalive(&stream);
     match transport {
         Transport::Plain => h2_handshake(addr, stream).await,
         Transport::Mtls { creds, expected } => {

@@ -605,3 +605,45 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning()
     .await;
     assert_eq!(r, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_slower_than_the_request_timeout_gets_408() {
+    let files = tempfile::tempdir().unwrap();
+    let recorder = testdata("recorder.py");
+    let log = files.path().join("requests.jsonl");
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: trickle}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
+        recorder.display(),
+        log.display()
+    );
+    let mesh = Mesh::up_with(&yaml, &["--request-timeout", "2s"]);
+    // A byte every 200 ms: never idle long, but the whole body would take 20 s.
+    let mut s = tokio::net::TcpStream::connect(mesh.ingress).await.unwrap();
+    s.write_all(b"POST /trickle HTTP/1.1\r\nHost: hello\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !complete(&got) {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    writer.abort();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "after {took:?}: {text}");
+    assert!(text.contains("x-weft-flag: SI"), "{text}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
