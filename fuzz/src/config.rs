@@ -142,8 +142,9 @@ fn load(text: &str) {
         Ok(loaded) => [loaded.unsupported, loaded.rejected].concat(),
         Err(errors) => errors.0,
     };
-    // Lines are 1-based; one past the last line is where an unterminated document ends.
-    let lines = text.lines().count() + 1;
+    // Lines are 1-based, and YAML ends a line at LF, CRLF or a lone CR; one past the last line
+    // is where an unterminated document ends.
+    let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 2;
     for d in &diagnostics {
         assert!(d.line <= lines, "{d} points past the text's {lines} lines");
         assert_eq!(d.file, file, "{d}");
@@ -175,5 +176,21 @@ mod tests {
         dialect(SMI, b"\x01spec: [");
         mesh(b"metadata: {name: m}\nspec: {services: [{name: a, port: 1}]}\n");
         any(b"\xff\xfe");
+    }
+
+    /// YAML ends lines at lone CRs too, and diagnostics count them (a harness that counted LFs
+    /// only found these "past the end").
+    #[test]
+    fn lone_crs_end_lines() {
+        any(include_bytes!(
+            "../corpus/config_any/crash-lone-cr-line-breaks"
+        ));
+        dialect(
+            ISTIO,
+            include_bytes!("../corpus/config_istio/crash-lone-cr-line-breaks"),
+        );
+        // Three lines; the unterminated `[` is reported where the text ends, one line past.
+        let e = config::load_str(Path::new("f.yaml"), "a: 1\r\rb: [").unwrap_err();
+        assert_eq!(e.0[0].line, 4, "{e}");
     }
 }
