@@ -1,7 +1,8 @@
 //! `h1_request`: the input is everything one client sends on a connection, served by the
 //! proxy's own hyper setup ([`proxy::server::builder`]: HTTP/1.1 and HTTP/2 on one port, the
-//! proxy's header limits and timeouts) over an in-memory pipe, with a service that reads every
-//! request body to its end. This covers the HTTP/1 request head, the chunked and
+//! proxy's header limits and timeouts) over an in-memory pipe, each request checked as every
+//! listener checks it ([`proxy::validate::request`], with the request-body timeouts), then
+//! its body read to the end. This covers the HTTP/1 request head, the chunked and
 //! content-length body decoders, and (for inputs that start with the HTTP/2 preface) the
 //! HTTP/2 frame decoder.
 //!
@@ -10,7 +11,7 @@
 //! (a body that never ends) is cut off by [`CONNECTION_BUDGET`].
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -31,15 +32,25 @@ pub fn serve(data: &[u8]) -> Vec<u8> {
     let mut received = Vec::new();
     rt.block_on(async {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let builder = proxy::server::builder();
-        let service = service_fn(|req: http::Request<Incoming>| async move {
+        let limits = proxy::limits::Limits::default();
+        let builder = proxy::server::builder(&limits);
+        let timeouts = proxy::body::BodyTimeouts {
+            idle: limits.body_idle_timeout,
+            total: limits.request_timeout,
+        };
+        let service = service_fn(move |req: http::Request<Incoming>| async move {
+            let mut req = req.map(|b| proxy::body::RequestBody::new(b, timeouts));
+            let underscores = proxy::limits::Underscores::RejectRequest;
+            if let Err(refused) = proxy::validate::request(&mut req, underscores).await {
+                return Ok::<_, Infallible>(refused);
+            }
             // The whole body, as a proxy forwarding it would read it.
             let read = req.into_body().collect().await;
             let answer = match read {
                 Ok(body) => format!("{} bytes", body.to_bytes().len()),
                 Err(e) => format!("body error: {e}"),
             };
-            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+            Ok(http::Response::new(proxy::body::full(Bytes::from(answer))))
         });
         let connection = builder.serve_connection(TokioIo::new(server), service);
         // The client sends everything and keeps its side open, as a client waiting for its
