@@ -84,9 +84,17 @@ fn client_config(recording: Arc<Recording>, leaf: Option<Leaf>) -> Arc<ClientCon
 
 /// A channel to `addr`, over TLS with `tls` or in plaintext.
 async fn channel(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Channel {
+    try_channel(addr, tls).await.unwrap()
+}
+
+/// [`channel`], or why the connection failed (a refused handshake).
+async fn try_channel(
+    addr: SocketAddr,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Channel, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
     let Some(config) = tls else {
-        return endpoint.connect().await.unwrap();
+        return endpoint.connect().await;
     };
     let connector = tower::service_fn(move |_: http::Uri| {
         let config = config.clone();
@@ -99,7 +107,7 @@ async fn channel(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Channel {
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    endpoint.connect_with_connector(connector).await.unwrap()
+    endpoint.connect_with_connector(connector).await
 }
 
 fn csr(identity: &Identity) -> (KeyPair, String) {
@@ -298,21 +306,7 @@ async fn a_stream_opens_only_with_the_certificate_of_the_identity_it_claims() {
     // A certificate of another CA for the right identity fails the handshake.
     let other = Ca::generate(CaConfig::default()).unwrap();
     let foreign = client_config(rec.clone(), Some(leaf(&other, &hello)));
-    let endpoint = Endpoint::from_shared(format!("http://{}", cp.grpc)).unwrap();
-    let addr = cp.grpc;
-    let refused = endpoint
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let foreign = foreign.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = ServerName::try_from("control.test").unwrap();
-                let tls = tokio_rustls::TlsConnector::from(foreign)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await;
+    let refused = try_channel(cp.grpc, Some(foreign)).await;
     let refused = match refused {
         Err(_) => true,
         Ok(ch) => stream(ch, hello_msg("hello", &hello)).await.is_err(),

@@ -168,6 +168,39 @@ fn hand_started_proxy(
     (child, bound, rx)
 }
 
+/// Starts a client proxy with the join token in `token_file` and the mesh's own trust anchors,
+/// waits until it is ready, and checks that a request through it reaches `hello`; its answer.
+async fn joined_proxy_reaches_hello(mesh: &Mesh, token_file: &std::path::Path) -> Reply {
+    let c = client();
+    let anchors = mesh.files.path().join("anchors.pem");
+    std::fs::write(&anchors, trust_anchors(mesh).await).unwrap();
+    let (mut joined, bound, _log) = hand_started_proxy(
+        mesh,
+        &[
+            "--join-token-file",
+            token_file.to_str().unwrap(),
+            "--trust-anchors-file",
+            anchors.to_str().unwrap(),
+        ],
+    );
+    let admin_addr = addr(&bound, "admin");
+    let ready = eventually(200, || async {
+        get(&c, admin_addr, "admin", "/ready")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+    })
+    .await;
+    assert_eq!(ready, 200);
+    let r = get(&c, addr(&bound, "outbound"), "hello", "/anything")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let _ = joined.kill();
+    let _ = joined.wait();
+    r
+}
+
 fn addr(bound: &serde_json::Value, key: &str) -> SocketAddr {
     bound[key].as_str().unwrap().parse().unwrap()
 }
@@ -224,33 +257,8 @@ async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
     assert_eq!(status, 200, "{token}");
     let file = mesh.files.path().join("join-token");
     std::fs::write(&file, token).unwrap();
-    let anchors = mesh.files.path().join("anchors.pem");
-    std::fs::write(&anchors, trust_anchors(&mesh).await).unwrap();
-    let (mut joined, bound, _log) = hand_started_proxy(
-        &mesh,
-        &[
-            "--join-token-file",
-            file.to_str().unwrap(),
-            "--trust-anchors-file",
-            anchors.to_str().unwrap(),
-        ],
-    );
-    let admin_addr = addr(&bound, "admin");
-    let ready = eventually(200, || async {
-        get(&c, admin_addr, "admin", "/ready")
-            .await
-            .map(|r| r.status)
-            .unwrap_or(0)
-    })
-    .await;
-    assert_eq!(ready, 200);
-    let r = get(&c, addr(&bound, "outbound"), "hello", "/anything")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
+    let r = joined_proxy_reaches_hello(&mesh, &file).await;
     assert_eq!(r.body["headers"]["x-weft-client"], tester);
-    let _ = joined.kill();
-    let _ = joined.wait();
 }
 
 #[tokio::test]
@@ -323,32 +331,7 @@ async fn a_proxy_talks_only_to_a_control_plane_its_trust_anchors_vouch_for() {
     assert!(err.contains("--trust-anchors-file"), "{err}");
 
     // The mesh's own roots: the same token (never spent) gets the certificate.
-    let right = mesh.files.path().join("anchors.pem");
-    std::fs::write(&right, trust_anchors(&mesh).await).unwrap();
-    let (mut joined, bound, _log) = hand_started_proxy(
-        &mesh,
-        &[
-            "--join-token-file",
-            token_file.to_str().unwrap(),
-            "--trust-anchors-file",
-            right.to_str().unwrap(),
-        ],
-    );
-    let admin_addr = addr(&bound, "admin");
-    let ready = eventually(200, || async {
-        get(&c, admin_addr, "admin", "/ready")
-            .await
-            .map(|r| r.status)
-            .unwrap_or(0)
-    })
-    .await;
-    assert_eq!(ready, 200);
-    let r = get(&c, addr(&bound, "outbound"), "hello", "/anything")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let _ = joined.kill();
-    let _ = joined.wait();
+    joined_proxy_reaches_hello(&mesh, &token_file).await;
 }
 
 #[tokio::test]

@@ -20,15 +20,20 @@ fn testdata(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// A mesh with one service, `hello`, whose app is the recorder writing to `log`.
-fn recorder_mesh(name: &str, log: &Path) -> Mesh {
+/// A mesh with one service, `hello`, whose app is the recorder writing to `log`; `args` go to
+/// `weft up` (and on to its proxies).
+fn recorder_mesh_with(name: &str, log: &Path, args: &[&str]) -> Mesh {
     let recorder = testdata("recorder.py");
     let yaml = format!(
         "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
         recorder.display(),
         log.display()
     );
-    Mesh::up(&yaml)
+    Mesh::up_with(&yaml, args)
+}
+
+fn recorder_mesh(name: &str, log: &Path) -> Mesh {
+    recorder_mesh_with(name, log, &[])
 }
 
 /// What a raw exchange got: the status of the first response (if any) and whether the
@@ -377,16 +382,8 @@ async fn ping_and_settings_floods_end_in_goaway_and_spare_other_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_after_the_first_byte_timeout() {
     let files = tempfile::tempdir().unwrap();
-    let mesh = {
-        let recorder = testdata("recorder.py");
-        let log = files.path().join("requests.jsonl");
-        let yaml = format!(
-            "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: silent}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
-            recorder.display(),
-            log.display()
-        );
-        Mesh::up_with(&yaml, &["--first-byte-timeout", "2s"])
-    };
+    let log = files.path().join("requests.jsonl");
+    let mesh = recorder_mesh_with("silent", &log, &["--first-byte-timeout", "2s"]);
 
     let c = client();
     let opened = std::time::Instant::now();
@@ -446,14 +443,8 @@ async fn get_on(s: &mut tokio::net::TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_new_connections_are_shed_and_established_ones_served() {
     let files = tempfile::tempdir().unwrap();
-    let recorder = testdata("recorder.py");
     let log = files.path().join("requests.jsonl");
-    let yaml = format!(
-        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: capped}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
-        recorder.display(),
-        log.display()
-    );
-    let mesh = Mesh::up_with(&yaml, &["--max-connections", "40"]);
+    let mesh = recorder_mesh_with("capped", &log, &["--max-connections", "40"]);
     // Forty keep-alive connections, each with a request answered: the ingress is full.
     let mut held = Vec::new();
     for _ in 0..40 {
@@ -609,14 +600,8 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_trickled_slower_than_the_request_timeout_gets_408() {
     let files = tempfile::tempdir().unwrap();
-    let recorder = testdata("recorder.py");
     let log = files.path().join("requests.jsonl");
-    let yaml = format!(
-        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: trickle}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: hello\n    port: 80\n    workloads:\n    - name: hello-v1\n      replicas: 1\n      command: [python3, {}, {}]\n",
-        recorder.display(),
-        log.display()
-    );
-    let mesh = Mesh::up_with(&yaml, &["--request-timeout", "2s"]);
+    let mesh = recorder_mesh_with("trickle", &log, &["--request-timeout", "2s"]);
     // A byte every 200 ms: never idle long, but the whole body would take 20 s.
     let mut s = tokio::net::TcpStream::connect(mesh.ingress).await.unwrap();
     s.write_all(b"POST /trickle HTTP/1.1\r\nHost: hello\r\nContent-Length: 100\r\n\r\n")
