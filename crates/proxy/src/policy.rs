@@ -199,7 +199,8 @@ impl Budget {
                 retries += b.retries.load(Relaxed);
             }
         }
-        let allowed = (requests as f64 * self.ratio) as i64 + self.reserve;
+        // The cast saturates (a huge ratio allows everything), and so does the sum.
+        let allowed = ((requests as f64 * self.ratio) as i64).saturating_add(self.reserve);
         if retries >= allowed {
             return false;
         }
@@ -327,13 +328,19 @@ impl Health {
 
     fn eject_outlier(&self, o: &OutlierDetection, now: u64) {
         EJECTIONS.fetch_add(1, Relaxed);
-        // Envoy lowers the multiplier by one for every interval spent back in rotation.
-        let interval = o.interval_ms.max(1) * 1_000_000;
+        // Envoy lowers the multiplier by one for every interval spent back in rotation. Times
+        // saturate: a configured time too long for the clock means "for ever", never a wrap (a
+        // wrapped interval could even be 0).
+        let interval = o.interval_ms.max(1).saturating_mul(1_000_000);
         let back_for = now.saturating_sub(self.last_return.load(Relaxed)) / interval;
         let prev = self.ejections.load(Relaxed);
         let count = prev.saturating_sub(back_for.min(u32::MAX as u64) as u32) + 1;
         self.ejections.store(count, Relaxed);
-        let until = now + o.base_ejection_ms * 1_000_000 * u64::from(count);
+        let until = now.saturating_add(
+            o.base_ejection_ms
+                .saturating_mul(1_000_000)
+                .saturating_mul(u64::from(count)),
+        );
         self.ejected_until.store(until, Relaxed);
         self.last_return.store(until, Relaxed);
         self.consecutive_5xx.store(0, Relaxed);
@@ -346,8 +353,10 @@ impl Health {
         let penalty = (a.min_penalty_ms.saturating_mul(1 << trips)).min(a.max_penalty_ms);
         let jitter = (a.jitter_ratio.clamp(0.0, 100.0) * rand::random::<f64>()).min(1.0);
         let penalty = (penalty as f64 * (1.0 - jitter / 2.0)) as u64;
-        self.ejected_until
-            .store(now + penalty.max(1) * 1_000_000, Relaxed);
+        self.ejected_until.store(
+            now.saturating_add(penalty.max(1).saturating_mul(1_000_000)),
+            Relaxed,
+        );
         self.probation.store(1, Relaxed);
         self.probing.store(0, Relaxed);
         self.consecutive_failures.store(0, Relaxed);

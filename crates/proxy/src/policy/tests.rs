@@ -158,3 +158,116 @@ fn failure_accrual_trips_then_probes_one_request() {
         "a successful probe restores the endpoint"
     );
 }
+
+// Times and ratios as large as a snapshot can carry (found by the `snapshot` fuzz target): they
+// saturate instead of overflowing (a panic in debug builds; in release a wrapped time, and an
+// interval wrapped to 0 divided by).
+
+#[test]
+fn ejection_times_too_long_for_the_clock_saturate() {
+    for (interval_ms, base_ejection_ms) in [(1 << 58, 30_000), (10_000, u64::MAX / 2)] {
+        let p = Policy {
+            outlier: Some(OutlierDetection {
+                consecutive_5xx: 1,
+                interval_ms,
+                base_ejection_ms,
+                max_ejection_percent: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let h = Health::default();
+        assert!(h.record(&p, FAIL, || 0, 2));
+        assert!(h.is_ejected(now_ns()));
+        // A second ejection reads the first one's return time.
+        h.ejected_until.store(0, Relaxed);
+        assert!(h.record(&p, FAIL, || 0, 2));
+        assert!(h.is_ejected(now_ns()));
+    }
+}
+
+#[test]
+fn accrual_penalties_too_long_for_the_clock_saturate() {
+    let p = Policy {
+        accrual: Some(FailureAccrual {
+            max_failures: 1,
+            min_penalty_ms: u64::MAX,
+            max_penalty_ms: u64::MAX,
+            jitter_ratio: 0.0,
+        }),
+        ..Default::default()
+    };
+    let h = Health::default();
+    assert!(h.record(&p, FAIL, || 0, 1));
+    assert_eq!(h.ejected_until.load(Relaxed), u64::MAX);
+}
+
+#[test]
+fn a_huge_budget_ratio_allows_retries() {
+    let b = Budget::new(&RetryBudget {
+        ratio: f32::MAX,
+        min_per_second: u32::MAX,
+        ttl_ms: 60_000,
+    });
+    b.deposit();
+    assert!(b.withdraw());
+}
+
+/// The snapshots the `snapshot` fuzz target found these with (`testdata/*.pb`, kept in its
+/// corpus too), under the target's traffic: a request to each service, a retry admitted, its
+/// endpoints picked and failing until they are ejected.
+#[test]
+fn snapshots_found_by_fuzzing_take_failures_without_overflow() {
+    use prost::Message;
+    let found: [(&str, &[u8]); 4] = [
+        (
+            "outlier-interval",
+            include_bytes!("testdata/outlier-interval.pb"),
+        ),
+        (
+            "outlier-ejection",
+            include_bytes!("testdata/outlier-ejection.pb"),
+        ),
+        (
+            "accrual-penalty",
+            include_bytes!("testdata/accrual-penalty.pb"),
+        ),
+        ("budget-ratio", include_bytes!("testdata/budget-ratio.pb")),
+    ];
+    for (name, bytes) in found {
+        let wire = api::pb::Snapshot::decode(bytes).unwrap();
+        let snapshot = model::Snapshot::try_from(wire).unwrap();
+        let table = crate::table::RouteTable::compile(snapshot, &Default::default()).unwrap();
+        let mut backends = 0;
+        for svc in &table.snapshot.services {
+            let host = format!("{}.{}", svc.key.name, svc.key.namespace);
+            let Some(service) = table.resolve(&model::Authority::parse(&host), "default") else {
+                continue;
+            };
+            let Ok(req) = http::Request::get(format!("http://{host}/"))
+                .header("end-user", "jason")
+                .body(())
+            else {
+                continue; // a fuzzed name that is no host
+            };
+            let req = req.into_parts().0;
+            let Some(backend) = service.route(&req).and_then(|r| r.backend) else {
+                continue;
+            };
+            backends += 1;
+            if let Some(budget) = &backend.counters.budget {
+                budget.deposit();
+            }
+            let _retry = backend.counters.admit_retry(backend.policy.max_retries);
+            for round in 0..8u64 {
+                let hash = (round % 2 == 1).then_some(round);
+                let Some((_, ep)) = backend.pick(&[], hash) else {
+                    break;
+                };
+                backend.record(ep, Outcome::Error);
+                backend.record(ep, FAIL);
+            }
+        }
+        assert!(backends > 0, "{name}: no service took a request");
+    }
+}
