@@ -301,6 +301,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
         Poll::Ready(())
     }
 
+    /// Notes bytes the server wrote (`written`, in order): activity, and on HTTP/2 where its
+    /// frames end and how many DATA frames it sent.
+    fn wrote<'a>(&mut self, written: impl Iterator<Item = &'a [u8]>) {
+        let mut any = false;
+        for b in written.filter(|b| !b.is_empty()) {
+            any = true;
+            if let Proto::Http2 {
+                outbound, counters, ..
+            } = &mut self.proto
+            {
+                outbound.feed(b, |len, kind, _, _| {
+                    if kind == 0x0 && len > 0 {
+                        counters.data_sent += 1;
+                    }
+                });
+            }
+        }
+        if any {
+            self.activity.touch();
+        }
+    }
+
     /// Looks at bytes the client sent; `Some`: a flood, the connection ends.
     fn inspect(&mut self, bytes: &[u8]) -> Option<Flood> {
         let mut bytes = bytes;
@@ -399,19 +421,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
             return Poll::Ready(Err(flood_error()));
         }
         let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        if n > 0 {
-            this.activity.touch();
-        }
-        if let Proto::Http2 {
-            outbound, counters, ..
-        } = &mut this.proto
-        {
-            outbound.feed(&buf[..n], |len, kind, _, _| {
-                if kind == 0x0 && len > 0 {
-                    counters.data_sent += 1;
-                }
-            });
-        }
+        this.wrote(std::iter::once(&buf[..n]));
         Poll::Ready(Ok(n))
     }
 
@@ -426,27 +436,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
             return Poll::Ready(Err(flood_error()));
         }
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        if n > 0 {
-            this.activity.touch();
-        }
-        if let Proto::Http2 {
-            outbound, counters, ..
-        } = &mut this.proto
-        {
-            let mut left = n;
-            for b in bufs {
-                if left == 0 {
-                    break;
-                }
-                let take = left.min(b.len());
-                outbound.feed(&b[..take], |len, kind, _, _| {
-                    if kind == 0x0 && len > 0 {
-                        counters.data_sent += 1;
-                    }
-                });
-                left -= take;
-            }
-        }
+        let mut left = n;
+        this.wrote(bufs.iter().map(|b| {
+            let take = left.min(b.len());
+            left -= take;
+            &b[..take]
+        }));
         Poll::Ready(Ok(n))
     }
 

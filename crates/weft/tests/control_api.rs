@@ -201,6 +201,20 @@ async fn joined_proxy_reaches_hello(mesh: &Mesh, token_file: &std::path::Path) -
     r
 }
 
+/// Whether a line of `log` says `needle` within 20 s; the lines before it.
+fn said_within(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> (bool, Vec<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut said = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return (true, said),
+            Ok(l) => said.push(l),
+            Err(_) => return (false, said),
+        }
+    }
+}
+
 fn addr(bound: &serde_json::Value, key: &str) -> SocketAddr {
     bound[key].as_str().unwrap().parse().unwrap()
 }
@@ -212,16 +226,7 @@ async fn a_proxy_without_a_join_token_does_not_serve_in_an_mtls_mesh() {
 
     // No token: it refuses the mesh's snapshots rather than reach peers in plaintext.
     let (mut plain, bound, log) = hand_started_proxy(&mesh, &[]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut said = Vec::new();
-    let refused = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match log.recv_timeout(left) {
-            Ok(l) if l.contains("not serving rather than talking plaintext") => break true,
-            Ok(l) => said.push(l),
-            Err(_) => break false,
-        }
-    };
+    let (refused, said) = said_within(&log, "not serving rather than talking plaintext");
     assert!(
         refused,
         "the proxy never said why it does not serve: {said:?}"
@@ -295,16 +300,7 @@ async fn a_proxy_talks_only_to_a_control_plane_its_trust_anchors_vouch_for() {
             wrong.to_str().unwrap(),
         ],
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut said = Vec::new();
-    let distrusted = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match log.recv_timeout(left) {
-            Ok(l) if l.contains("does not chain to this proxy's trust anchors") => break true,
-            Ok(l) => said.push(l),
-            Err(_) => break false,
-        }
-    };
+    let (distrusted, said) = said_within(&log, "does not chain to this proxy's trust anchors");
     assert!(
         distrusted,
         "the proxy never refused the control plane: {said:?}"
