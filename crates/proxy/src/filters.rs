@@ -297,11 +297,11 @@ impl CorsOp {
         {
             return None;
         }
+        // Not an allowed origin: not this policy's preflight to answer. As Envoy's CORS filter
+        // does, the request goes on to the app, which may answer it (or not) itself; the
+        // browser blocks the cross-origin call unless the app allows it.
+        let origin = self.allowed(req)?;
         let mut rsp = Response::new(body::empty());
-        let Some(origin) = self.allowed(req) else {
-            // Not an allowed origin: answer without CORS headers; the browser blocks it.
-            return Some(rsp);
-        };
         let h = rsp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         if let Some(m) = &self.methods {

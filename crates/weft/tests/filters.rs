@@ -133,6 +133,24 @@ spec:
     )
     .await;
     assert!(!headers.contains_key("access-control-allow-origin"));
+    // A preflight from an origin the policy does not allow is passed to the app, as Envoy's
+    // CORS filter does: the echo app answers it (with its JSON), and no CORS header is added.
+    let (status, headers, body) = request(
+        &c,
+        &mesh,
+        "OPTIONS",
+        "shop",
+        "/api/v1/items",
+        &[
+            ("origin", "https://evil.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["method"], "OPTIONS", "the app answered it: {body}");
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    assert!(!headers.contains_key("access-control-allow-methods"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,8 +152,10 @@ fn cors_answers_preflights_for_allowed_origins_only() {
         header::ORIGIN,
         HeaderValue::from_static("https://evil.example"),
     );
-    let rsp = c.preflight(&Method::OPTIONS, &other).unwrap();
-    assert!(!rsp.headers().contains_key("access-control-allow-origin"));
+    assert!(
+        c.preflight(&Method::OPTIONS, &other).is_none(),
+        "a preflight from a disallowed origin is the app's to answer"
+    );
     let mut out = HeaderMap::new();
     c.decorate(&req, &mut out);
     assert_eq!(out["access-control-expose-headers"], "x-exposed");
