@@ -200,7 +200,7 @@ impl Api {
                 json(&status::build(&self.registry, self.control, self.api))
             }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
-            (&Method::GET, "/resources") => json(&self.resources.current().resources),
+            (&Method::GET, "/resources") => json(&self.resources.stated()),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             // The mesh's trust anchors, for a proxy started by hand (`--trust-anchors-file`).
             (&Method::GET, "/ca/bundle") => match &self.ca {

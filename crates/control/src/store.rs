@@ -154,6 +154,102 @@ impl Resources {
     }
 }
 
+/// Whether a resource in the store is in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Translated and in the snapshots the proxies run.
+    Applied,
+    /// Left out: it does not validate, or names what is not there (`reasons` says which).
+    Rejected,
+    /// Of a kind weft does not implement: kept, but nothing comes of it.
+    Ignored,
+}
+
+/// A resource of the store with its state, as `GET /resources` and `weft get` show it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Stated {
+    #[serde(flatten)]
+    pub resource: Resource,
+    pub state: State,
+    /// Why it is rejected or ignored: each diagnostic, located (`FILE:LINE:COL: FIELD: …`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// What applies but is ignored or may surprise (an ignored field, a route another API
+    /// overrides), each located.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Every resource of `store` with its state in `loaded` (what `store` loads to).
+pub fn stated(store: &config::Store, loaded: &Loaded) -> Vec<Stated> {
+    store
+        .resources
+        .iter()
+        .map(|r| {
+            let rejected: Vec<String> = rejections(loaded, r)
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
+            // The document's lines: from its first line up to (not including) the next one's
+            // of the same file.
+            let end = store
+                .resources
+                .iter()
+                .filter(|o| o.file == r.file && o.first_line > r.first_line)
+                .map(|o| o.first_line)
+                .min()
+                .unwrap_or(usize::MAX);
+            let mine = |d: &&Diagnostic| d.file == r.file && (r.first_line..end).contains(&d.line);
+            let unsupported_kind = format!("{} ({})", r.kind, r.api_version);
+            let (ignored, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+                loaded.unsupported.iter().filter(mine).partition(|d| {
+                    d.field.is_empty()
+                        && d.message.starts_with(&unsupported_kind)
+                        && d.message.ends_with("is not yet supported")
+                });
+            let (state, reasons) = if !rejected.is_empty() {
+                (State::Rejected, rejected)
+            } else if !ignored.is_empty() {
+                (
+                    State::Ignored,
+                    ignored.iter().map(|d| d.to_string()).collect(),
+                )
+            } else {
+                (State::Applied, Vec::new())
+            };
+            Stated {
+                resource: r.clone(),
+                state,
+                reasons,
+                warnings: warnings.iter().map(|d| d.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+impl Resources {
+    /// The resources in force, each with its state. A store that no longer loads as a whole
+    /// (it did when it was saved; only a backend changed behind our back can do this) shows
+    /// every resource rejected with the errors.
+    pub fn stated(&self) -> Vec<Stated> {
+        let store = self.current();
+        match store.load() {
+            Ok(loaded) => stated(&store, &loaded),
+            Err(errors) => store
+                .resources
+                .iter()
+                .map(|r| Stated {
+                    resource: r.clone(),
+                    state: State::Rejected,
+                    reasons: vec![errors.to_string()],
+                    warnings: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Resources {
     /// The resources of `new` that, applied alone to `base`, give a snapshot the proxies
     /// refuse; all of `new` when none does alone (it is their combination).
@@ -342,6 +438,50 @@ mod tests {
             .any(|p| p.mode == model::security::MtlsMode::Strict));
         assert_eq!(registry.snapshot().version, version);
         assert!(!strict(&registry));
+    }
+
+    #[test]
+    fn each_resource_shows_whether_it_is_in_force() {
+        let mut store = mesh().load();
+        store.resources.extend(peer_authn("STRICT"));
+        let more = "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: web-public\n  namespace: default\nspec:\n  targetRef:\n    - {group: policy.linkerd.io, kind: Server, name: web-http}\n  requiredAuthenticationRefs: [{name: public, kind: NetworkAuthentication, group: policy.linkerd.io}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: default}\nspec: {hosts: [example.com]}\n";
+        store
+            .resources
+            .extend(config::resources(Path::new("more.yaml"), more));
+        let loaded = store.load().unwrap();
+        let states: Vec<(String, State, Vec<String>)> = stated(&store, &loaded)
+            .into_iter()
+            .map(|s| (s.resource.name, s.state, s.reasons))
+            .collect();
+        assert_eq!(states[0].0, "t");
+        assert_eq!(states[0].1, State::Applied);
+        assert_eq!(
+            (states[1].0.as_str(), states[1].1),
+            ("default", State::Applied)
+        );
+        assert_eq!(
+            (states[2].0.as_str(), states[2].1),
+            ("web-public", State::Rejected)
+        );
+        assert!(
+            states[2].2[0].starts_with("more.yaml:7:3: spec.targetRef: "),
+            "{:?}",
+            states[2].2
+        );
+        assert_eq!((states[3].0.as_str(), states[3].1), ("ext", State::Ignored));
+        assert!(
+            states[3].2[0].contains("more.yaml:11")
+                && states[3].2[0].ends_with("is not yet supported"),
+            "{:?}",
+            states[3].2
+        );
+        // Serialized with the resource's own fields, as `GET /resources` sends it.
+        let json = serde_json::to_value(stated(&store, &loaded)).unwrap();
+        assert_eq!(json[2]["kind"], "AuthorizationPolicy");
+        assert_eq!(json[2]["first_line"], 1);
+        assert_eq!(json[2]["state"], "rejected");
+        assert_eq!(json[0]["state"], "applied");
+        assert!(json[0].get("reasons").is_none());
     }
 
     #[tokio::test]

@@ -242,7 +242,8 @@ async fn the_cli_as_documented() {
         .skip(1)
         .map(|l| {
             let c: Vec<&str> = l.split_whitespace().collect();
-            let source = c[3].rsplit('/').next().unwrap();
+            assert_eq!(c[3], "applied", "{l}");
+            let source = c[4].rsplit('/').next().unwrap();
             (c[0].into(), c[1].into(), source.into())
         })
         .collect();

@@ -39,7 +39,7 @@ async fn mtls_get(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
-    let mesh = Mesh::up(&mesh_yaml("mtls", &[("hello", 1, "")]));
+    let mesh = Mesh::up(&mesh_yaml("mtls", &[("hello", 2, "")]));
     let c = client();
     let hello = workload(&mesh.status, "hello-v1-0");
     let inbound = addr(&hello["inbound"]);
@@ -53,6 +53,16 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
         r.body["headers"]["x-weft-client"],
         "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
     );
+    // Both replicas answer through the ingress: two endpoints, one edge.
+    let mut replicas = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
+        replicas.insert(r.body["instance"].as_str().unwrap_or_default().to_string());
+        if replicas.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
 
     // `weft identity` shows the chain, the SPIFFE SAN and the expiry.
     let out = mesh.weft(&["identity", "hello"]);
@@ -120,9 +130,11 @@ async fn proxies_speak_mtls_and_refuse_certificates_of_another_ca() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway → spiffe://cluster.local/ns/default/sa/hello: mTLS"),
-        "{text}"
+    let ingress_edge = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway → spiffe://cluster.local/ns/default/sa/hello: mTLS";
+    assert_eq!(
+        text.matches(ingress_edge).count(),
+        1,
+        "one line for the edge, however many replicas it reached: {text}"
     );
     assert!(text.contains("plaintext from outside the mesh"), "{text}");
     let out = mesh.weft(&["edges", "-o", "json"]);

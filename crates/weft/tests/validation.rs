@@ -434,3 +434,76 @@ async fn a_proxy_that_refuses_a_snapshot_fails_the_apply_names_itself_and_is_not
     let r = get(&c, mesh.ingress, "hello", "/").await.unwrap();
     assert_eq!(r.body["headers"]["x-parity"], "applied", "{}", r.text);
 }
+
+/// `weft get` shows which resources are in force: one that was rejected (a Linkerd
+/// AuthorizationPolicy whose `targetRef` is a list) says so, with the reason and its line, and
+/// an unimplemented kind says it is ignored; the columns stay aligned with long names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_shows_each_resource_state_and_why() {
+    let name = "a-service-with-a-rather-long-name-indeed";
+    let yaml = format!(
+        "{}---\n{}---\n{}",
+        mesh_yaml("get-states", &[(name, 1, "")]),
+        "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: web-public\n  namespace: default\nspec:\n  targetRef:\n    - {group: policy.linkerd.io, kind: Server, name: web-http}\n  requiredAuthenticationRefs:\n    - {name: public, kind: NetworkAuthentication, group: policy.linkerd.io}\n",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: external-svc-https, namespace: default}\nspec: {hosts: [api.example.com]}\n",
+    );
+    let mesh = Mesh::up(&yaml);
+    let json: serde_json::Value =
+        serde_json::from_str(&mesh.weft_ok(&["get", "-o", "json"])).unwrap();
+    let state = |n: &str| {
+        let r = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing: {json}"));
+        (
+            r["state"].as_str().unwrap().to_string(),
+            r["reasons"].clone(),
+        )
+    };
+    assert_eq!(state("get-states").0, "applied");
+    let (s, why) = state("web-public");
+    assert_eq!(s, "rejected", "{json}");
+    let why = why[0].as_str().unwrap();
+    assert!(
+        why.contains("mesh.yaml:") && why.contains("spec.targetRef: "),
+        "{why}"
+    );
+    assert_eq!(state("external-svc-https").0, "ignored", "{json}");
+
+    let table = mesh.weft_ok(&["get"]);
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines[0];
+    let state_col = header.find("STATE").unwrap();
+    let source_col = header.find("SOURCE").unwrap();
+    let row = |n: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(&format!("/{n} ")))
+            .unwrap_or_else(|| panic!("{n}: {table}"))
+    };
+    // Every column starts where its header does, whatever the lengths of the names.
+    for (n, want) in [
+        ("get-states", "applied"),
+        ("web-public", "rejected"),
+        ("external-svc-https", "ignored"),
+    ] {
+        let r = row(n);
+        assert_eq!(&r[state_col..state_col + want.len()], want, "{table}");
+        let source = &r[source_col..];
+        assert!(
+            !source.starts_with(' ') && source.contains("mesh.yaml:"),
+            "{table}"
+        );
+    }
+    // The reason follows the rejected resource's line, indented.
+    let at = lines
+        .iter()
+        .position(|l| l.contains("/web-public "))
+        .unwrap();
+    assert!(
+        lines[at + 1].starts_with("  ") && lines[at + 1].contains("spec.targetRef"),
+        "{table}"
+    );
+}

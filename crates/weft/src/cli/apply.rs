@@ -112,19 +112,34 @@ pub fn get(a: GetArgs) -> anyhow::Result<i32> {
         eprintln!("no resources found");
         return Ok(if a.name.is_some() { 1 } else { 0 });
     }
-    println!(
-        "{:<18} {:<28} {:<32} SOURCE",
-        "KIND", "NAMESPACE/NAME", "API VERSION"
-    );
-    for r in chosen {
-        println!(
-            "{:<18} {:<28} {:<32} {}:{}",
+    let mut rows = vec![[
+        "KIND".to_string(),
+        "NAMESPACE/NAME".into(),
+        "API VERSION".into(),
+        "STATE".into(),
+        "SOURCE".into(),
+    ]];
+    rows.extend(chosen.iter().map(|r| {
+        [
             s(r, "kind"),
             format!("{}/{}", s(r, "namespace"), s(r, "name")),
             s(r, "api_version"),
-            s(r, "file"),
-            r["first_line"]
-        );
+            // A control plane that predates states has only resources in force.
+            r["state"].as_str().unwrap_or("applied").to_string(),
+            format!("{}:{}", s(r, "file"), r["first_line"]),
+        ]
+    }));
+    let table = super::text::columns(&rows);
+    let mut lines = table.lines();
+    println!("{}", lines.next().unwrap_or_default());
+    // Each resource's line, then why it is not in force and what of it is ignored.
+    for (line, r) in lines.zip(&chosen) {
+        println!("{line}");
+        for (what, key) in [("", "reasons"), ("warning: ", "warnings")] {
+            for reason in r[key].as_array().into_iter().flatten() {
+                println!("  {what}{}", reason.as_str().unwrap_or_default());
+            }
+        }
     }
     Ok(0)
 }

@@ -107,20 +107,25 @@ pub fn run(a: EdgesArgs) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&edges)?);
             return Ok(0);
         }
-        println!("{:<58} {:<58} {:<5} CONNS", "SRC", "DST", "MTLS");
-        for (src, dst, mtls, n) in merged(&edges) {
-            println!(
-                "{src:<58} {dst:<58} {:<5} {n}",
-                if mtls { "yes" } else { "no" }
-            );
-        }
+        let mut rows = vec![[
+            "SRC".to_string(),
+            "DST".into(),
+            "MTLS".into(),
+            "CONNS".into(),
+        ]];
+        rows.extend(merged(&edges).into_iter().map(|(src, dst, mtls, n)| {
+            let mtls = if mtls { "yes" } else { "no" };
+            [src, dst, mtls.to_string(), n.to_string()]
+        }));
+        print!("{}", super::text::columns(&rows));
         Ok(0)
     })
 }
 
-/// `weft check --mtls`: every edge that carried traffic, and whether it was mTLS. An edge a
-/// client proxy opened (both ends meshed) that was not mTLS fails the check; plaintext calls
-/// from outside the mesh are listed, not failed (a STRICT port refuses them anyway).
+/// `weft check --mtls`: every edge that carried traffic, once, and whether it was mTLS. An edge
+/// a client proxy opened (both ends meshed) that was not mTLS fails the check; plaintext calls
+/// from outside the mesh are listed, not failed (a STRICT port refuses them anyway). An edge
+/// is one (client, server) pair, however many endpoints and proxies carried it.
 pub fn check_mtls(mesh: Option<&str>) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
         let edges = collect(mesh).await?;
@@ -128,25 +133,14 @@ pub fn check_mtls(mesh: Option<&str>) -> anyhow::Result<i32> {
             println!("no traffic yet: no edge to check");
             return Ok(0);
         }
-        let mut bad = 0;
-        for e in edges.iter().filter(|e| e.seen_by == "outbound") {
-            let verdict = if e.mtls {
-                "mTLS"
-            } else {
-                bad += 1;
-                "NOT mTLS"
-            };
-            println!(
-                "{} → {}: {verdict} ({} connections, seen by {})",
-                e.src, e.dst, e.connections, e.proxy
-            );
+        let verdicts = verdicts(&edges);
+        for v in &verdicts {
+            println!("{v}");
         }
-        for e in edges.iter().filter(|e| e.seen_by == "inbound" && !e.mtls) {
-            println!(
-                "{} → {}: plaintext from outside the mesh ({} connections, seen by {})",
-                e.src, e.dst, e.connections, e.proxy
-            );
-        }
+        let bad = verdicts
+            .iter()
+            .filter(|v| v.verdict == Verdict::NotMtls)
+            .count();
         if bad > 0 {
             eprintln!("{bad} edge(s) between meshed workloads were not mTLS");
             Ok(1)
@@ -155,4 +149,138 @@ pub fn check_mtls(mesh: Option<&str>) -> anyhow::Result<i32> {
             Ok(0)
         }
     })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Mtls,
+    NotMtls,
+    /// A plaintext caller outside the mesh (no client proxy).
+    Outside,
+}
+
+/// What `weft check --mtls` says of one edge.
+#[derive(Debug)]
+struct EdgeVerdict {
+    src: String,
+    dst: String,
+    verdict: Verdict,
+    connections: u64,
+    /// The proxies that saw it (the client side's when there is one).
+    seen_by: Vec<String>,
+}
+
+impl std::fmt::Display for EdgeVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.verdict {
+            Verdict::Mtls => "mTLS",
+            Verdict::NotMtls => "NOT mTLS",
+            Verdict::Outside => "plaintext from outside the mesh",
+        };
+        write!(
+            f,
+            "{} → {}: {what} ({} connections, seen by {})",
+            self.src,
+            self.dst,
+            self.connections,
+            self.seen_by.join(", ")
+        )
+    }
+}
+
+/// One verdict per (client, server): from what the client proxies saw, or, for an edge no
+/// client proxy reported (a caller outside the mesh, a client proxy gone since), from what
+/// the server proxies saw. Connections are summed over the endpoints and proxies.
+fn verdicts(edges: &[MeshEdge]) -> Vec<EdgeVerdict> {
+    let mut by: BTreeMap<(&str, &str), Vec<&MeshEdge>> = BTreeMap::new();
+    for e in edges {
+        by.entry((&e.src, &e.dst)).or_default().push(e);
+    }
+    by.into_iter()
+        .map(|((src, dst), seen)| {
+            let outbound: Vec<&MeshEdge> = seen
+                .iter()
+                .copied()
+                .filter(|e| e.seen_by == "outbound")
+                .collect();
+            let (side, from_client) = if outbound.is_empty() {
+                (seen, false)
+            } else {
+                (outbound, true)
+            };
+            let verdict = if side.iter().all(|e| e.mtls) {
+                Verdict::Mtls
+            } else if from_client {
+                Verdict::NotMtls
+            } else {
+                Verdict::Outside
+            };
+            let mut seen_by: Vec<String> = side.iter().map(|e| e.proxy.clone()).collect();
+            seen_by.dedup();
+            EdgeVerdict {
+                src: src.to_string(),
+                dst: dst.to_string(),
+                verdict,
+                connections: side.iter().map(|e| e.connections).sum(),
+                seen_by,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(src: &str, dst: &str, mtls: bool, seen_by: &str, proxy: &str, n: u64) -> MeshEdge {
+        MeshEdge {
+            src: src.into(),
+            dst: dst.into(),
+            mtls,
+            seen_by: seen_by.into(),
+            proxy: proxy.into(),
+            connections: n,
+        }
+    }
+
+    #[test]
+    fn each_edge_is_judged_once_from_the_client_side() {
+        let (ingress, hello) = (
+            "spiffe://td/ns/istio-system/sa/ingress",
+            "spiffe://td/ns/default/sa/hello",
+        );
+        let outside = "unknown (plaintext from 127.0.0.1:5000)";
+        let mut edges = vec![
+            // The ingress reached both replicas of hello: one edge record per endpoint.
+            edge(ingress, hello, true, "outbound", "ingress", 1),
+            edge(ingress, hello, true, "outbound", "ingress", 2),
+            edge(ingress, hello, true, "inbound", "hello-v1-0", 1),
+            edge(ingress, hello, true, "inbound", "hello-v1-1", 2),
+            edge(outside, hello, false, "inbound", "hello-v1-0", 1),
+            // A client proxy that is gone (`weft exec`): only the server saw it.
+            edge(
+                "spiffe://td/ns/default/sa/web",
+                hello,
+                true,
+                "inbound",
+                "hello-v1-1",
+                1,
+            ),
+        ];
+        edges.sort();
+        let v: Vec<String> = verdicts(&edges).iter().map(|v| v.to_string()).collect();
+        assert_eq!(
+            v,
+            [
+                format!("spiffe://td/ns/default/sa/web → {hello}: mTLS (1 connections, seen by hello-v1-1)"),
+                format!("{ingress} → {hello}: mTLS (3 connections, seen by ingress)"),
+                format!("{outside} → {hello}: plaintext from outside the mesh (1 connections, seen by hello-v1-0)"),
+            ]
+        );
+        edges.push(edge(ingress, hello, false, "outbound", "ingress", 1));
+        edges.sort();
+        let bad = verdicts(&edges);
+        assert_eq!(bad[1].verdict, Verdict::NotMtls);
+        assert_eq!(bad[1].connections, 4);
+    }
 }
