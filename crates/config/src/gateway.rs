@@ -7,7 +7,7 @@
 //! An HTTPRoute's `(rule, match)` pairs become one [`model::HttpRoute`] each and are ordered by
 //! the Gateway API's precedence ([`rules::order_by_gateway_api_precedence`]), across every
 //! HTTPRoute of a service (or of an ingress host). When several APIs route one service, or one
-//! ingress host: VirtualService > HTTPRoute > TrafficSplit, with a warning naming both
+//! ingress host: VirtualService > ServiceProfile > HTTPRoute > TrafficSplit, with a warning naming both
 //! resources.
 //!
 //! An HTTPRoute bound to a Gateway serves the hosts its `hostnames` share with the Gateway's
@@ -32,7 +32,7 @@ mod traffic_split;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use resolve::resolve;
+pub(crate) use resolve::{resolve, Placed};
 
 use crate::diagnostic::Diagnostic;
 use crate::doc::Parsed;

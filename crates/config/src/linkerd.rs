@@ -27,7 +27,8 @@
 //! # Which API wins
 //!
 //! When several APIs route one service, the first of these is used and the others' routes are
-//! dropped, with a warning at the loser (or, when a ServiceProfile wins, at the profile):
+//! dropped, with a warning at each loser (an HTTPRoute's parentRef naming the service, a
+//! TrafficSplit's `spec.service`, a ServiceProfile's `metadata.name`) naming the winner:
 //!
 //! 1. an Istio VirtualService;
 //! 2. a ServiceProfile with `routes` or `dstOverrides`. Linkerd's proxy uses such a profile in
@@ -49,6 +50,7 @@ use crate::doc::{Annotation, Doc, Parsed};
 use crate::http_route::HttpRouteSpec;
 use crate::k8s::Object;
 use crate::marked::Node;
+use crate::services::PRECEDENCE;
 use crate::valid;
 use annotations::{On, Timing};
 use model::{
@@ -69,8 +71,6 @@ const HTTP_ROUTE_API_VERSIONS: [&str; 4] = [
 
 /// The ServiceProfile version read.
 const PROFILE_API_VERSION: &str = "linkerd.io/v1alpha2";
-
-const PRECEDENCE: &str = "precedence: VirtualService > ServiceProfile > HTTPRoute > TrafficSplit";
 
 /// A `policy.linkerd.io` HTTPRoute, parsed into the Gateway API's shape; `None` for any other
 /// document.
@@ -218,6 +218,7 @@ impl Linkerd {
         services: Option<&[ServiceSpec]>,
         routes: &mut Vec<ServiceRoutes>,
         owners: &HashMap<ServiceKey, String>,
+        placed: &crate::gateway::Placed,
         policies: &mut Vec<ServicePolicy>,
         rejected: &mut Vec<Diagnostic>,
         warnings: &mut Vec<Diagnostic>,
@@ -269,13 +270,21 @@ impl Linkerd {
             }
             match routes.iter_mut().find(|r| r.service == t.key) {
                 Some(existing) => {
-                    warnings.push(t.at.with_message(format!(
-                        "{}: service {} is also routed by {}; ServiceProfile wins, as in \
-                         Linkerd; {PRECEDENCE}",
-                        t.label,
-                        t.key,
-                        sources(&existing.routes)
-                    )));
+                    // At each loser (the HTTPRoutes' parentRefs, a TrafficSplit), as when a
+                    // VirtualService wins; at the profile only if the losers' places are unknown.
+                    let losers: Vec<(String, &Diagnostic)> = match placed.get(&t.key) {
+                        Some(l) if !l.is_empty() => {
+                            l.iter().map(|(n, at)| (n.clone(), at)).collect()
+                        }
+                        _ => vec![(sources(&existing.routes), &t.at)],
+                    };
+                    for (loser, at) in losers {
+                        warnings.push(at.with_message(format!(
+                            "{loser}: service {} is also routed by {}; ServiceProfile wins, as \
+                             in Linkerd; {PRECEDENCE}",
+                            t.key, t.label
+                        )));
+                    }
                     existing.routes = t.routes.clone();
                 }
                 None => routes.push(ServiceRoutes {

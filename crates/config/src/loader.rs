@@ -399,6 +399,7 @@ impl Loader {
             &mut self.unsupported,
         );
         let mut routes = istio.routes;
+        let mut placed = gateway::Placed::new();
         let gateway_api = gateway::resolve(
             services,
             &self.gateway,
@@ -406,12 +407,14 @@ impl Loader {
             &istio.owners,
             &mut self.rejected,
             &mut self.unsupported,
+            &mut placed,
         );
         let mut policies = istio.policies;
         self.linkerd.resolve(
             services,
             &mut routes,
             &istio.owners,
+            &placed,
             &mut policies,
             &mut self.rejected,
             &mut self.unsupported,

@@ -5,8 +5,10 @@
 use model::{Authority, ServiceKey, ServiceSpec};
 use std::collections::HashMap;
 
-/// Which API wins when several route one service or one ingress host.
-pub(crate) const PRECEDENCE: &str = "precedence: VirtualService > HTTPRoute > TrafficSplit";
+/// Which API wins when several route one service or one ingress host (a ServiceProfile routes
+/// only services). The one order every warning, README and docs/config.md state.
+pub(crate) const PRECEDENCE: &str =
+    "precedence: VirtualService > ServiceProfile > HTTPRoute > TrafficSplit";
 
 /// The mesh's services by key, if there is a mesh.
 pub(crate) struct Services<'a> {

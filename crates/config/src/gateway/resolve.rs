@@ -38,6 +38,10 @@ impl<T: Default> Table<T> {
 /// checked. A resource with errors is rejected (its errors go to `rejected`) and the others
 /// still apply; `warnings` gets what applies but may surprise (precedence, undeclared
 /// Gateways).
+/// The resources whose routes a service got here (label, where: the parentRef naming the
+/// service, a TrafficSplit's `spec.service`), for a warning at them when a later API wins.
+pub(crate) type Placed = HashMap<ServiceKey, Vec<(String, Diagnostic)>>;
+
 pub(crate) fn resolve(
     services: Option<&[ServiceSpec]>,
     pending: &[Pending],
@@ -45,6 +49,7 @@ pub(crate) fn resolve(
     owners: &HashMap<ServiceKey, String>,
     rejected: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
+    placed: &mut Placed,
 ) -> Vec<HostRoutes> {
     let services = Services::new(services);
     let gateways = gateways(pending, rejected);
@@ -175,6 +180,7 @@ pub(crate) fn resolve(
             service: key.clone(),
             routes: ranked.into_iter().map(|r| r.route).collect(),
         });
+        placed.insert(key.clone(), sources.clone());
         if let Some(Some((_, split, at))) = splits.entries.remove(key) {
             let names: Vec<&str> = sources.iter().map(|(l, _)| l.as_str()).collect();
             warnings.push(at.with_message(format!(
@@ -195,6 +201,7 @@ pub(crate) fn resolve(
             service: key.clone(),
             routes: vec![route],
         });
+        placed.insert(key.clone(), vec![(label, at)]);
     }
 
     ingress

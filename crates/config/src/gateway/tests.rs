@@ -911,7 +911,7 @@ spec:
     assert_eq!(
         lines(&loaded.unsupported),
         ["5:3: spec.service: TrafficSplit default/canary: service reviews.default is also routed \
-          by HTTPRoute default/reviews; HTTPRoute wins; precedence: VirtualService > HTTPRoute > TrafficSplit"]
+          by HTTPRoute default/reviews; HTTPRoute wins; precedence: VirtualService > ServiceProfile > HTTPRoute > TrafficSplit"]
     );
     let routes = routes_of(&loaded, "reviews", "default");
     assert_eq!(routes.len(), 2);
@@ -923,10 +923,10 @@ spec:
         [
             "15:6: spec.parentRefs[0]: HTTPRoute default/reviews: service reviews.default is also \
              routed by VirtualService default/reviews-vs; VirtualService wins; precedence: \
-             VirtualService > HTTPRoute > TrafficSplit",
+             VirtualService > ServiceProfile > HTTPRoute > TrafficSplit",
             "29:3: spec.service: TrafficSplit default/canary: service reviews.default is also \
              routed by VirtualService default/reviews-vs; VirtualService wins; precedence: \
-             VirtualService > HTTPRoute > TrafficSplit",
+             VirtualService > ServiceProfile > HTTPRoute > TrafficSplit",
         ]
     );
     let routes = routes_of(&loaded, "reviews", "default");

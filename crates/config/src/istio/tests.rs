@@ -992,7 +992,7 @@ spec:
         warnings[1..],
         [
             "42:17: spec.parentRefs[0]: HTTPRoute default/web: Gateway default/web-gateway is not declared; the route is bound to weft's ingress with its own hostnames",
-            "42:17: spec.parentRefs[0]: HTTPRoute default/web: ingress host www.bookinfo.com is also routed by VirtualService default/bookinfo; VirtualService wins; precedence: VirtualService > HTTPRoute > TrafficSplit",
+            "42:17: spec.parentRefs[0]: HTTPRoute default/web: ingress host www.bookinfo.com is also routed by VirtualService default/bookinfo; VirtualService wins; precedence: VirtualService > ServiceProfile > HTTPRoute > TrafficSplit",
         ]
     );
     let gateway = loaded.mesh.unwrap().gateway;

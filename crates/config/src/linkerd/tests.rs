@@ -704,13 +704,14 @@ spec:
 #[test]
 fn precedence_virtual_service_then_profile_then_httproute() {
     let route = http_route("gateway.networking.k8s.io/v1", "");
-    // ServiceProfile beats HTTPRoute, as in Linkerd.
+    // ServiceProfile beats HTTPRoute, as in Linkerd; the warning is at the loser (the
+    // HTTPRoute's parentRef naming the service), as when a VirtualService wins.
     let loaded = ok(&[PROFILE, &route]);
     assert_eq!(
         lines(&loaded.unsupported),
         [format!(
-            "4:3: metadata.name: {LABEL}: service books.default is also routed by HTTPRoute \
-             default/books; ServiceProfile wins, as in Linkerd; {PRECEDENCE}"
+            "35:6: spec.parentRefs[0]: HTTPRoute default/books: service books.default is also \
+             routed by {LABEL}; ServiceProfile wins, as in Linkerd; {PRECEDENCE}"
         )]
     );
     assert_eq!(routes_of(&loaded, "books").len(), 3);
@@ -757,8 +758,8 @@ spec:
     assert_eq!(
         lines(&loaded.unsupported),
         [format!(
-            "12:3: metadata.name: {LABEL}: service books.default is also routed by TrafficSplit \
-             default/canary; ServiceProfile wins, as in Linkerd; {PRECEDENCE}"
+            "5:3: spec.service: TrafficSplit default/canary: service books.default is also \
+             routed by {LABEL}; ServiceProfile wins, as in Linkerd; {PRECEDENCE}"
         )]
     );
     assert_eq!(routes_of(&loaded, "books").len(), 3);
