@@ -103,6 +103,14 @@ pub(crate) struct Linkerd {
     http_routes: Vec<(String, Timing)>,
 }
 
+/// What the APIs before Linkerd's in the precedence order claimed: the services a
+/// VirtualService routes (with its label), and where the HTTPRoutes and TrafficSplits that
+/// routed each service are.
+pub(crate) struct Earlier<'a> {
+    pub owners: &'a HashMap<ServiceKey, String>,
+    pub placed: &'a crate::gateway::Placed,
+}
+
 type Profile = Parsed<Object<ProfileSpec>>;
 
 impl Profile {
@@ -217,12 +225,12 @@ impl Linkerd {
         &self,
         services: Option<&[ServiceSpec]>,
         routes: &mut Vec<ServiceRoutes>,
-        owners: &HashMap<ServiceKey, String>,
-        placed: &crate::gateway::Placed,
+        earlier: Earlier<'_>,
         policies: &mut Vec<ServicePolicy>,
         rejected: &mut Vec<Diagnostic>,
         warnings: &mut Vec<Diagnostic>,
     ) {
+        let Earlier { owners, placed } = earlier;
         let ports: Option<HashMap<ServiceKey, u16>> =
             services.map(|s| s.iter().map(|s| (s.key(), s.port)).collect());
 

@@ -413,8 +413,10 @@ impl Loader {
         self.linkerd.resolve(
             services,
             &mut routes,
-            &istio.owners,
-            &placed,
+            linkerd::Earlier {
+                owners: &istio.owners,
+                placed: &placed,
+            },
             &mut policies,
             &mut self.rejected,
             &mut self.unsupported,
