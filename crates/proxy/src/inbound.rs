@@ -68,6 +68,8 @@ pub struct Inbound {
         Arc<crate::observe::Observe>,
         crate::telemetry::DestinationService,
     )>,
+    /// The service this sidecar serves (for its spans' name).
+    pub own: Option<model::ServiceKey>,
 }
 
 impl Inbound {
@@ -89,6 +91,7 @@ impl Inbound {
             authenticated: false,
             state: None,
             observe: None,
+            own: None,
         }
     }
 
@@ -157,7 +160,7 @@ impl Handler for Inbound {
         let peer = info.addr;
         let version = req.version();
         // Continues the request's trace: the new span's context goes on to the app.
-        let started = match &self.observe {
+        let mut started = match &self.observe {
             Some((o, _)) => o.start(&mut req, crate::trace::Side::Inbound, peer),
             None => crate::observe::Started::of(&req, crate::tap::Tap::idle()),
         };
@@ -175,6 +178,12 @@ impl Handler for Inbound {
         let (checked, limits) = match &self.state {
             Some(state) => {
                 let state = state.load();
+                // Named as Istio names a server's spans: `HOST:PORT/*` of its own service.
+                if let (Some(span), Some(own)) = (&mut started.span, &self.own) {
+                    if let Some(svc) = state.routes.service(own) {
+                        span.rename(&svc.operation);
+                    }
+                }
                 let checked = state.security.check(&mut req, &info).map(|_| ());
                 (checked, state.app_limits)
             }

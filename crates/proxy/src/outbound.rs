@@ -77,9 +77,15 @@ impl<R: Resolve> Handler for Forward<R> {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // Continues the request's trace: the new span's context goes upstream with it.
-        let started = self.observe.start(&mut req, R::SIDE, peer);
+        let mut started = self.observe.start(&mut req, R::SIDE, peer);
         let (mut service, mut upstream) = (None, None);
-        let mut rsp = self.forward(req, &info, &mut service, &mut upstream).await;
+        let mut operation = started.span.as_ref().map(|_| None);
+        let mut rsp = self
+            .forward(req, &info, &mut service, &mut upstream, &mut operation)
+            .await;
+        if let (Some(span), Some(Some(op))) = (&mut started.span, &operation) {
+            span.rename(op);
+        }
         self.observe
             .source(started, service.as_ref(), upstream, &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
@@ -90,13 +96,15 @@ impl<R: Resolve> Handler for Forward<R> {
 
 impl<R: Resolve> Forward<R> {
     /// Routes a request and sends it on; says which service it went to (`service_out`, once
-    /// known) and which endpoint gave the answer (`upstream_out`), for the metrics.
+    /// known) and which endpoint gave the answer (`upstream_out`), for the metrics, and, when
+    /// `operation_out` is `Some` (the request has a span), the span name of its route.
     async fn forward(
         &self,
         mut req: Request<RequestBody>,
         info: &PeerInfo,
         service_out: &mut Option<DestinationService>,
         upstream_out: &mut Option<Upstream>,
+        operation_out: &mut Option<Option<Arc<str>>>,
     ) -> Response<Body> {
         let t0 = std::time::Instant::now();
         // One state for the whole request.
@@ -113,6 +121,9 @@ impl<R: Resolve> Forward<R> {
             Err(rsp) => return *rsp,
         };
         let rule = routed.rule;
+        if let Some(op) = operation_out {
+            *op = Some(routed.operation.clone());
+        }
         if let Some(rsp) = answer::local(&routed, &parts, &authority) {
             return rsp;
         }

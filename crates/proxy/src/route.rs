@@ -346,6 +346,9 @@ impl RouteStats {
 /// One compiled rule.
 pub struct Route {
     pub name: String,
+    /// The span name of requests under this rule ([`operation`]); set for the port the rule
+    /// serves by [`Route::on_port`].
+    pub operation: Arc<str>,
     pub stats: Arc<RouteStats>,
     pub timeout: Option<std::time::Duration>,
     pub retry: Option<model::route::RetryPolicy>,
@@ -409,6 +412,7 @@ impl Route {
         }
         Ok(Route {
             name: r.name.clone(),
+            operation: operation(r, None).into(),
             stats: Arc::default(),
             timeout: r.timeout_ms.map(std::time::Duration::from_millis),
             retry: r.retry.clone(),
@@ -444,6 +448,12 @@ impl Route {
         })
     }
 
+    /// The rule as served on `port` (its span name names the port).
+    pub fn on_port(mut self, r: &HttpRoute, port: Option<u16>) -> Route {
+        self.operation = operation(r, port).into();
+        self
+    }
+
     /// Whether the request falls under this rule: `Some(prefix)` when it does, with the path
     /// prefix its match matched (for prefix rewrites).
     pub fn matched(&self, req: &Parts) -> Option<Option<&str>> {
@@ -477,6 +487,49 @@ impl Route {
         let i = self.destinations.partition_point(|(_, cum)| *cum <= n);
         Some(&self.destinations[i.min(self.destinations.len() - 1)].0)
     }
+}
+
+/// The span name of a request under rule `r` on `port`, as Istio names its sidecars' spans
+/// (Envoy's route decorator): `HOST:PORT/PATH`. `HOST` is the destination service's FQDN when
+/// the rule has one destination service, else the name of the resource the rule comes from
+/// (`reviews` for `VirtualService default/reviews http[1]`). `PATH` is the rule's path match: a
+/// prefix with `*` after it, an exact path, a regex; `/*` when the rule matches any path (or
+/// its matches differ in path).
+pub fn operation(r: &HttpRoute, port: Option<u16>) -> String {
+    let path = |m: &model::route::RouteMatch| match &m.path {
+        None => "/*".to_string(),
+        Some(PathMatch::Exact(p)) => p.clone(),
+        Some(PathMatch::Prefix(p)) | Some(PathMatch::SegmentPrefix(p)) => format!("{p}*"),
+        Some(PathMatch::Regex(p)) => p.clone(),
+    };
+    let mut paths = r.matches.iter().map(path);
+    let path = match paths.next() {
+        Some(first) if paths.all(|p| p == first) => first,
+        _ => "/*".to_string(),
+    };
+    let mut services = r.destinations.iter().map(|d| &d.service);
+    let host = match services.next() {
+        Some(first) if services.all(|s| s == first) => first.fqdn(),
+        _ => resource_name(&r.name).to_string(),
+    };
+    match port {
+        Some(port) => format!("{host}:{port}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
+/// The span name of a request to `service` on `port` that falls under no rule: `HOST:PORT/*`.
+pub fn default_operation(service: &model::ServiceKey, port: u16) -> String {
+    format!("{}:{port}/*", service.fqdn())
+}
+
+/// `reviews` of `VirtualService default/reviews http[1]` (a rule's name: kind, namespace/name,
+/// which rule); the whole name when it has no such form.
+fn resource_name(rule: &str) -> &str {
+    rule.split_whitespace()
+        .nth(1)
+        .and_then(|nn| nn.rsplit('/').next())
+        .unwrap_or(rule)
 }
 
 #[cfg(test)]

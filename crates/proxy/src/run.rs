@@ -496,13 +496,12 @@ async fn data_plane(
         handler.authenticated = s.join_token.is_some();
         handler.state = Some(proxy.state.clone());
         let _ = proxy.app_pool.set(handler.pool.clone());
+        let own = model::ServiceKey::new(&s.service, &s.namespace);
         handler.observe = Some((
             proxy.observe.clone(),
-            crate::telemetry::DestinationService::new(&model::ServiceKey::new(
-                &s.service,
-                &s.namespace,
-            )),
+            crate::telemetry::DestinationService::new(&own),
         ));
+        handler.own = Some(own);
         let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
         tracker.spawn(server::serve(

@@ -104,6 +104,8 @@ pub struct Routed<'a> {
     pub dest: Option<&'a Dest>,
     /// Where the request goes; `None` only for a rule that answers by itself.
     pub backend: Option<&'a Arc<Backend>>,
+    /// The request's span name: the rule's, or the service's when it has no rules.
+    pub operation: &'a Arc<str>,
 }
 
 /// Finds the first rule of `routes` a request matches and draws its destination.
@@ -115,6 +117,7 @@ fn route_in<'a>(routes: &'a [Route], req: &Parts) -> Option<Routed<'a>> {
         prefix,
         backend: dest.map(|d| &d.backend),
         dest,
+        operation: &rule.operation,
     })
 }
 
@@ -124,6 +127,8 @@ pub struct Service {
     pub port: u16,
     pub all: Arc<Backend>,
     pub routes: Vec<Route>,
+    /// The span name of its requests that fall under no rule (`HOST:PORT/*`).
+    pub operation: Arc<str>,
 }
 
 impl Service {
@@ -137,6 +142,7 @@ impl Service {
                 prefix: None,
                 dest: None,
                 backend: Some(&self.all),
+                operation: &self.operation,
             });
         }
         route_in(&self.routes, req)
@@ -346,7 +352,10 @@ impl RouteTable {
             let mut routes = svc
                 .routes
                 .iter()
-                .map(|r| Route::compile_for(r, me, &mut backend_for))
+                .map(|r| {
+                    Route::compile_for(r, me, &mut backend_for)
+                        .map(|c| c.on_port(r, Some(svc.port)))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             // A route the previous snapshot had keeps its counters.
             if let Some(old) = previous.services.get(&svc.key) {
@@ -363,6 +372,7 @@ impl RouteTable {
                     port: svc.port,
                     all: alls[&svc.key].clone(),
                     routes,
+                    operation: crate::route::default_operation(&svc.key, svc.port).into(),
                 }),
             );
         }
@@ -374,7 +384,18 @@ impl RouteTable {
                 routes: v
                     .routes
                     .iter()
-                    .map(|r| Route::compile_for(r, me, &mut backend_for))
+                    .map(|r| {
+                        // Named with the port of the service it sends to, as Istio's gateway
+                        // names its spans.
+                        let port = r.destinations.first().and_then(|d| {
+                            snapshot
+                                .services
+                                .iter()
+                                .find(|s| s.key == d.service)
+                                .map(|s| s.port)
+                        });
+                        Route::compile_for(r, me, &mut backend_for).map(|c| c.on_port(r, port))
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
             });
         }
@@ -455,6 +476,11 @@ impl RouteTable {
     }
 
     /// The gateway virtual host for `host` (the most specific pattern wins), if any.
+    /// The service `key`, if the snapshot has it.
+    pub fn service(&self, key: &ServiceKey) -> Option<&Arc<Service>> {
+        self.services.get(key)
+    }
+
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.gateway
             .iter()

@@ -403,7 +403,9 @@ fn b3_single_context(v: &str) -> Option<B3> {
     })
 }
 
-/// The span name of the HTTP semantic conventions when no route template is known: the method.
+/// The span's name until the request is routed and named for its route
+/// ([`Active::rename`]): the method, as the HTTP semantic conventions name a span whose route
+/// is not known.
 fn span_name(m: &Method) -> Cow<'static, str> {
     Cow::Borrowed(match *m {
         Method::GET => "GET",
@@ -518,6 +520,12 @@ impl Active {
             s.set_attribute(KeyValue::new(ERROR_TYPE, why.clone()));
             s.set_status(Status::error(why));
         }
+    }
+
+    /// Names the span for what the request turned out to be (its route's operation, once
+    /// routed: see `route::operation`).
+    pub fn rename(&mut self, operation: &str) {
+        self.span.update_name(operation.to_string());
     }
 
     /// The span's trace id (for the access log).

@@ -207,6 +207,9 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The span name of a request to B, which has no routes.
+const B_DEFAULT: &str = "b.default.svc.cluster.local:80/*";
+
 fn two_services(name: &str) -> String {
     mesh_yaml(name, &[("a", 1, ""), ("b", 1, "")])
 }
@@ -247,7 +250,9 @@ fn one<'a>(spans: &'a [Received], service: &str, kind: SpanKind) -> &'a Span {
 
 /// Checks the trace of one request ingress → A → B and returns its spans in order (ingress,
 /// A inbound, A outbound, B inbound).
-fn check_chain(spans: &[Received], path_a: &str, path_b: &str) -> [Span; 4] {
+/// Every span is named as Istio names them: `HOST:PORT/PATH` of the route the request fell
+/// under (`/*` for a service without routes); A's outbound span is named `a_out_name`.
+fn check_chain(spans: &[Received], path_a: &str, path_b: &str, a_out_name: &str) -> [Span; 4] {
     assert_eq!(spans.len(), 4, "{spans:#?}");
     let ingress = one(spans, "istio-ingressgateway", SpanKind::Server);
     let a_in = one(spans, "a", SpanKind::Server);
@@ -274,14 +279,15 @@ fn check_chain(spans: &[Received], path_a: &str, path_b: &str) -> [Span; 4] {
     }
 
     // The HTTP semantic conventions, and weft's own attributes.
-    for (s, path, host, version) in [
-        (ingress, path_a, "a", "1.1"),
-        (a_in, path_a, "a", "2"),
-        (a_out, path_b, "b", "1.1"),
-        (b_in, path_b, "b", "2"),
+    let default = |svc: &str| format!("{svc}.default.svc.cluster.local:80/*");
+    for (s, path, host, version, name) in [
+        (ingress, path_a, "a", "1.1", default("a")),
+        (a_in, path_a, "a", "2", default("a")),
+        (a_out, path_b, "b", "1.1", a_out_name.to_string()),
+        (b_in, path_b, "b", "2", default("b")),
     ] {
         let a = &s.attributes;
-        assert_eq!(s.name, "GET");
+        assert_eq!(s.name, name);
         assert_eq!(
             string_attr(a, "http.request.method").as_deref(),
             Some("GET")
@@ -348,8 +354,9 @@ fn saw_span(echo: &serde_json::Value, span: &Span) {
 async fn one_request_through_ingress_a_b_is_one_trace_over_otlp_grpc() {
     let (addr, collected) = grpc_receiver().await;
     let endpoint = format!("http://{addr}");
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default}\nspec:\n  hosts: [b]\n  http:\n  - match: [{uri: {prefix: /hel}}]\n    route: [{destination: {host: b}}]\n  - route: [{destination: {host: b}}]\n";
     let mesh = Mesh::up_with(
-        &two_services("trace-grpc"),
+        &format!("{}---\n{vs}", two_services("trace-grpc")),
         &[
             "--otlp-endpoint",
             &endpoint,
@@ -363,7 +370,13 @@ async fn one_request_through_ingress_a_b_is_one_trace_over_otlp_grpc() {
     let echo = get_with(&mesh, "a", path, &[]).await;
     let trace = collected.trace_of("/fetch").await;
     let spans = collected.trace(&trace, 4).await;
-    let [ingress, a_in, _, b_in] = check_chain(&spans, path, "/hello");
+    // A's call to B falls under a VirtualService rule with a prefix match: the span says so.
+    let [ingress, a_in, _, b_in] = check_chain(
+        &spans,
+        path,
+        "/hello",
+        "b.default.svc.cluster.local:80/hel*",
+    );
     assert!(
         ingress.parent_span_id.is_empty(),
         "a new trace starts at the ingress"
@@ -406,7 +419,7 @@ async fn over_otlp_http_protobuf_and_a_b3_request_is_continued() {
     let path = "/fetch?url=http://b/plain";
     get_with(&mesh, "a", path, &[]).await;
     let trace = collected.trace_of("/fetch").await;
-    check_chain(&collected.trace(&trace, 4).await, path, "/plain");
+    check_chain(&collected.trace(&trace, 4).await, path, "/plain", B_DEFAULT);
     let requests = collected.http_requests.lock().unwrap().clone();
     assert!(!requests.is_empty());
     for (p, ctype) in requests {
@@ -435,7 +448,7 @@ async fn over_otlp_http_protobuf_and_a_b3_request_is_continued() {
         .map(|i| u8::from_str_radix(&b3_trace[2 * i..2 * i + 2], 16).unwrap())
         .collect();
     let spans = collected.trace(&trace, 4).await;
-    let [ingress, a_in, a_out, b_in] = check_chain(&spans, path, "/b3");
+    let [ingress, a_in, a_out, b_in] = check_chain(&spans, path, "/b3", B_DEFAULT);
     assert_eq!(hex(&ingress.parent_span_id), b3_span);
     // The apps saw the B3 headers rewritten for the span before them.
     let b3 = |echo: &serde_json::Value, k: &str| {
@@ -490,7 +503,7 @@ async fn sampling_follows_the_rate_for_new_traces_and_the_caller_for_continued_o
         .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap())
         .collect();
     let spans = collected.trace(&trace, 4).await;
-    let [ingress, a_in, _, _] = check_chain(&spans, path, "/w3c");
+    let [ingress, a_in, _, _] = check_chain(&spans, path, "/w3c", B_DEFAULT);
     assert_eq!(hex(&ingress.parent_span_id), parent);
     saw_span(&echo, &a_in);
     // Nothing else was exported: each proxy exports in order, and the sampled request came

@@ -191,3 +191,64 @@ fn istio_scheme_authority_port_and_source_matches() {
     let nobody = Route::compile(&from_productpage, |_| backend("s")).unwrap();
     assert!(!nobody.matches(&parts("GET", "/", &[])));
 }
+
+#[test]
+fn operations_are_named_as_istio_names_spans() {
+    let reviews = ServiceKey::new("reviews", "default");
+    let to = |svc: &ServiceKey, w: u32| Destination::service(svc.clone(), w);
+    let path = |p: PathMatch| RouteMatch {
+        path: Some(p),
+        ..RouteMatch::default()
+    };
+    let rule = |matches: Vec<RouteMatch>, destinations: Vec<Destination>| HttpRoute {
+        name: "VirtualService default/reviews-vs http[0]".into(),
+        matches,
+        destinations,
+        ..HttpRoute::default()
+    };
+    let one = vec![to(&reviews, 1)];
+    let fqdn = "reviews.default.svc.cluster.local";
+    for (matches, want) in [
+        (vec![], format!("{fqdn}:9080/*")),
+        (
+            vec![path(PathMatch::Prefix("/api".into()))],
+            format!("{fqdn}:9080/api*"),
+        ),
+        (
+            vec![path(PathMatch::Exact("/login".into()))],
+            format!("{fqdn}:9080/login"),
+        ),
+        (
+            vec![path(PathMatch::Regex("/u/[0-9]+".into()))],
+            format!("{fqdn}:9080/u/[0-9]+"),
+        ),
+        // Matches that differ in path: any path.
+        (
+            vec![
+                path(PathMatch::Exact("/a".into())),
+                path(PathMatch::Exact("/b".into())),
+            ],
+            format!("{fqdn}:9080/*"),
+        ),
+    ] {
+        assert_eq!(operation(&rule(matches, one.clone()), Some(9080)), want);
+    }
+    // Two destination services: the resource's name stands for the host.
+    let split = rule(
+        vec![path(PathMatch::Prefix("/".into()))],
+        vec![to(&reviews, 50), to(&ServiceKey::new("ratings", "default"), 50)],
+    );
+    assert_eq!(operation(&split, Some(9080)), "reviews-vs:9080/*");
+    // Two subsets of one service are still that service.
+    let mut v2 = to(&reviews, 50);
+    v2.subset = Some("v2".into());
+    assert_eq!(
+        operation(&rule(vec![], vec![to(&reviews, 50), v2]), Some(9080)),
+        format!("{fqdn}:9080/*")
+    );
+    assert_eq!(default_operation(&reviews, 9080), format!("{fqdn}:9080/*"));
+    let compiled = Route::compile(&rule(vec![], one.clone()), |_| backend("reviews"))
+        .unwrap()
+        .on_port(&rule(vec![], one), Some(9080));
+    assert_eq!(&*compiled.operation, format!("{fqdn}:9080/*"));
+}
