@@ -573,7 +573,8 @@ impl Registry {
     }
 }
 
-/// `spec` with `from`'s routes, policies, gateway virtual hosts and security (none without it).
+/// `spec` with `from`'s routes, policies, gateway virtual hosts, security and default retry
+/// policy (none without it).
 fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
     match from {
         Some(m) => {
@@ -581,12 +582,14 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.policies = m.policies;
             spec.gateway = m.gateway;
             spec.security = m.security;
+            spec.default_retries = m.default_retries;
         }
         None => {
             spec.routes.clear();
             spec.policies.clear();
             spec.gateway.clear();
             spec.security = SecuritySpec::new();
+            spec.default_retries = None;
         }
     }
 }

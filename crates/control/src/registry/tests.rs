@@ -28,6 +28,7 @@ fn spec() -> MeshSpec {
         policies: Vec::new(),
         gateway: Vec::new(),
         security: SecuritySpec::new(),
+        default_retries: None,
     }
 }
 
@@ -433,4 +434,43 @@ async fn a_refusal_is_an_answer_reported_not_waited_out() {
     );
     assert!(st.nacks.is_empty());
     assert!(serde_json::to_value(&st).unwrap().get("nacks").is_none());
+}
+
+#[test]
+fn the_default_retry_policy_reaches_routes_without_one_and_services_without_routes() {
+    use model::route::{Destination, HttpRoute, RetryPolicy};
+    use model::ServiceRoutes;
+    let policy = RetryPolicy {
+        attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let mut s = spec();
+    let other = ServiceSpec {
+        name: "other".into(),
+        ..s.services[0].clone()
+    };
+    s.services.push(other);
+    let route = |name: &str, retry: Option<RetryPolicy>| HttpRoute {
+        name: name.into(),
+        destinations: vec![Destination::service(s.services[1].key(), 100)],
+        retry,
+        ..HttpRoute::default()
+    };
+    let off = RetryPolicy::default();
+    s.routes = vec![ServiceRoutes {
+        service: s.services[1].key(),
+        routes: vec![route("own", Some(off.clone())), route("none", None)],
+    }];
+    let without = Registry::new(s.clone()).snapshot();
+    assert!(without.services[0].routes.is_empty(), "no default: as written");
+    s.default_retries = Some(policy.clone());
+    let snap = Registry::new(s).snapshot();
+    let hello = &snap.services[0].routes;
+    assert_eq!(hello.len(), 1);
+    assert_eq!(hello[0].name, crate::snapshot::DEFAULT_ROUTE);
+    assert_eq!(hello[0].retry, Some(policy.clone()));
+    assert_eq!(hello[0].destinations[0].service, snap.services[0].key);
+    let other = &snap.services[1].routes;
+    assert_eq!(other[0].retry, Some(off), "a route's own policy wins");
+    assert_eq!(other[1].retry, Some(policy));
 }
