@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 pub const DEFAULT_ROUTE: &str = "default route (spec.defaultRetries)";
 
 /// The snapshot every proxy gets: each declared service with the sidecars that are ready to
-/// serve it, and the ids of those sidecars' registrations. When a replica's proxy reconnected,
-/// its newest registration wins.
+/// serve it, and the ids of those sidecars' registrations. When a replica has several
+/// registrations, the newest wins (its proxy restarted or reconnected), except that one at
+/// another address that cannot serve yet leaves a serving one listed (a replacement is
+/// starting beside it).
 pub fn build(
     spec: &MeshSpec,
     proxies: &BTreeMap<u64, ProxyRecord>,
@@ -26,12 +28,23 @@ pub fn build(
         .iter()
         .map(|svc| {
             let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
+            let serving = |p: &ProxyRecord| p.ready && !p.draining;
             for (id, p) in proxies {
                 if p.node.mode == "sidecar"
                     && p.node.service == svc.name
                     && p.node.namespace == svc.namespace
                 {
-                    newest.insert(&p.node.instance, (*id, p));
+                    // A newer registration at another address (a replacement started beside
+                    // the old process) that cannot serve yet does not displace one that
+                    // serves: the old one stays listed until the new one is ready. At the same
+                    // address it is the same proxy restarted, and the old registration is
+                    // stale.
+                    let displaces = newest.get(p.node.instance.as_str()).is_none_or(|(_, q)| {
+                        serving(p) || !serving(q) || p.node.inbound == q.node.inbound
+                    });
+                    if displaces {
+                        newest.insert(&p.node.instance, (*id, p));
+                    }
                 }
             }
             let endpoints = newest

@@ -437,6 +437,22 @@ async fn a_refusal_is_an_answer_reported_not_waited_out() {
 }
 
 #[test]
+fn a_replacement_at_another_address_is_listed_only_once_ready_and_the_old_one_serves_until_then() {
+    let r = Registry::new(spec());
+    let old = r.register(node("hello-v1-0", 1000));
+    r.set_health(old.id, true, String::new());
+    // A new process for the same replica starts beside the old one (another address): the
+    // old one keeps serving until the new one is ready, then the new one alone is listed.
+    let new = r.register(node("hello-v1-0", 2000));
+    assert!(record(&r, old.id).listed_since.is_some());
+    assert!(record(&r, new.id).listed_since.is_none());
+    r.set_health(new.id, true, String::new());
+    assert!(record(&r, new.id).listed_since.is_some());
+    assert_eq!(record(&r, old.id).listed_since, None);
+    assert_eq!(endpoints(&r), ["hello-v1-0"]);
+}
+
+#[test]
 fn the_default_retry_policy_reaches_routes_without_one_and_services_without_routes() {
     use model::route::{Destination, HttpRoute, RetryPolicy};
     use model::ServiceRoutes;
