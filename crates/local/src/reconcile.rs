@@ -131,7 +131,7 @@ impl Reconciler<'_, '_> {
             }
         }
         self.replicas = kept;
-        gone.sort_by(|a, b| b.index.cmp(&a.index));
+        gone.sort_by_key(|r| std::cmp::Reverse(r.index));
         for r in gone {
             r.stop().await;
             line(format!("{what}: stopped {}", r.instance));

@@ -478,7 +478,10 @@ fn the_default_retry_policy_reaches_routes_without_one_and_services_without_rout
         routes: vec![route("own", Some(off.clone())), route("none", None)],
     }];
     let without = Registry::new(s.clone()).snapshot();
-    assert!(without.services[0].routes.is_empty(), "no default: as written");
+    assert!(
+        without.services[0].routes.is_empty(),
+        "no default: as written"
+    );
     s.default_retries = Some(policy.clone());
     let snap = Registry::new(s).snapshot();
     let hello = &snap.services[0].routes;
