@@ -44,6 +44,11 @@ pub(crate) struct MeshBody {
     /// a YAML list.
     #[serde(rename = "clusterNetworks")]
     pub cluster_networks: Option<CidrList>,
+    /// The retry policy of routes that set none: `istio`, `linkerd`, `none`, or an Istio
+    /// `HTTPRetry` (`attempts`, `retryOn`, `perTryTimeout`). Read by the loader, which locates
+    /// its errors.
+    #[serde(rename = "defaultRetries")]
+    pub default_retries: Option<serde_yaml_ng::Value>,
 }
 
 /// CIDRs written `"10.0.0.0/8,100.64.0.0/10"` or as a list.

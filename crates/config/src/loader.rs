@@ -10,11 +10,11 @@ use crate::format::{MeshDocument, API_VERSION};
 use crate::k8s;
 use crate::marked::{Node, Value};
 use crate::split::{split, unprintable, Document};
-use crate::{gateway, ingress, istio, linkerd, security};
+use crate::{gateway, ingress, istio, linkerd, policy, security};
 use crate::{Diagnostic, Errors, Loaded};
 use model::mesh::DEFAULT_INGRESS;
 use model::names::DEFAULT_NAMESPACE;
-use model::{MeshSpec, ServiceSpec, WorkloadSpec};
+use model::{MeshSpec, RetryPolicy, ServiceSpec, WorkloadSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,6 +42,9 @@ pub(crate) struct Loader {
     linkerd: linkerd::Linkerd,
     /// Linkerd's `clusterNetworks` from the Mesh document, validated.
     cluster_networks: Vec<String>,
+    /// `spec.defaultRetries` as set so far (`None` inside: no retries) and where
+    /// (`FILE:LINE`) it was set.
+    default_retries: Option<(Option<RetryPolicy>, String)>,
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
@@ -262,6 +265,9 @@ impl Loader {
                 }
             }
         }
+        if let Some(value) = &mesh.spec.default_retries {
+            self.default_retries(doc, value);
+        }
         self.security.defaults.mesh(
             doc,
             mesh.spec.root_namespace.as_deref(),
@@ -378,6 +384,24 @@ impl Loader {
         }
     }
 
+    /// `spec.defaultRetries`: checked, and agreeing with any other Mesh document's.
+    fn default_retries(&mut self, doc: &Doc, value: &serde_yaml_ng::Value) {
+        const FIELD: &str = "spec.defaultRetries";
+        let before = self.errors.len();
+        let policy = default_retries(doc, value, &mut self.errors, &mut self.unsupported);
+        if self.errors.len() > before {
+            return;
+        }
+        match &self.default_retries {
+            Some((first, at)) if *first != policy => self.errors.push(doc.error(
+                FIELD,
+                format!("defaultRetries conflicts with the defaultRetries set at {at}"),
+            )),
+            Some(_) => {}
+            None => self.default_retries = Some((policy, doc.place(FIELD))),
+        }
+    }
+
     fn check_name(&mut self, doc: &Doc, field: &str, name: &str) {
         if !is_dns_label(name) {
             self.errors.push(doc.error(
@@ -447,10 +471,90 @@ impl Loader {
                 policies,
                 gateway,
                 security,
+                default_retries: self.default_retries.and_then(|(policy, _)| policy),
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,
         })
+    }
+}
+
+/// What `spec.defaultRetries` says: `istio` (Istio's default policy), `linkerd` or `none` (no
+/// retries), or an Istio `HTTPRetry` object (`attempts: 0`: none). `None`: no default policy.
+/// Errors go to `errors`, retry conditions weft ignores to `notices`.
+fn default_retries(
+    doc: &Doc,
+    value: &serde_yaml_ng::Value,
+    errors: &mut Vec<Diagnostic>,
+    notices: &mut Vec<Diagnostic>,
+) -> Option<RetryPolicy> {
+    use serde_yaml_ng::Value as V;
+    const FIELD: &str = "spec.defaultRetries";
+    const SHAPES: &str = "use istio, linkerd, none, or {attempts, retryOn, perTryTimeout}";
+    let map = match value {
+        V::String(name) => match name.as_str() {
+            "istio" => return Some(policy::istio_default_retry()),
+            "linkerd" | "none" => return None,
+            other => {
+                errors
+                    .push(doc.error(FIELD, format!("unknown defaultRetries `{other}`: {SHAPES}")));
+                return None;
+            }
+        },
+        V::Mapping(map) => map,
+        _ => {
+            errors.push(doc.error(
+                FIELD,
+                format!("defaultRetries must be a name or a mapping: {SHAPES}"),
+            ));
+            return None;
+        }
+    };
+    let mut out = policy::istio_default_retry();
+    let mut attempts = None;
+    for (key, v) in map {
+        let Some(key) = key.as_str() else {
+            errors.push(doc.error(FIELD, "keys must be strings"));
+            continue;
+        };
+        let field = format!("{FIELD}.{key}");
+        match key {
+            "attempts" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => attempts = Some(n),
+                None => errors.push(doc.error(&field, "attempts must be a whole number, 0 or more")),
+            },
+            "retryOn" => match v.as_str() {
+                Some(text) => {
+                    let list = policy::istio_retry_on(text);
+                    errors.extend(list.invalid.into_iter().map(|m| doc.error(&field, m)));
+                    notices.extend(list.unsupported.into_iter().map(|value| {
+                        doc.error(&field, format!("retryOn {value} is not yet supported; ignored"))
+                    }));
+                    out.on = list.on;
+                }
+                None => errors.push(doc.error(&field, "retryOn must be a string like `5xx,connect-failure`")),
+            },
+            "perTryTimeout" => match v.as_str().map(policy::istio_duration) {
+                Some(Ok(ms)) => out.per_try_timeout_ms = ms,
+                Some(Err(message)) => errors.push(doc.error(&field, message)),
+                None => errors.push(doc.error(&field, "perTryTimeout must be a duration like 2s")),
+            },
+            other => errors.push(doc.error(
+                &field,
+                format!("unknown field `{other}`, expected one of `attempts`, `retryOn`, `perTryTimeout`"),
+            )),
+        }
+    }
+    match attempts {
+        None => {
+            errors.push(doc.error(FIELD, "missing field `attempts` (0 turns retries off)"));
+            None
+        }
+        Some(0) => None,
+        Some(n) => {
+            out.attempts = n;
+            Some(out)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! Linkerd's profile timeouts and RequestAuthentication timeouts use too, and the Gateway
 //! API's) and Istio's `retryOn` list.
 
-use model::RetryOn;
+use model::{RetryOn, RetryPolicy};
 
 const NS_PER_MS: u128 = 1_000_000;
 
@@ -99,6 +99,21 @@ pub(crate) fn istio_default_retry_on() -> RetryOn {
         refused_stream: true,
         status_codes: vec![503],
         ..RetryOn::default()
+    }
+}
+
+/// Istio's retry policy for a route whose VirtualService sets no `retries` (pilot's
+/// `retry.DefaultPolicy`): 2 retries, on [`istio_default_retry_on`], no per-try timeout. Its
+/// `previous_hosts` predicate (a retry prefers an endpoint not tried yet) is what the proxy
+/// always does.
+pub(crate) const ISTIO_DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+
+/// [`ISTIO_DEFAULT_RETRY_ATTEMPTS`] on [`istio_default_retry_on`], as a policy.
+pub(crate) fn istio_default_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: ISTIO_DEFAULT_RETRY_ATTEMPTS,
+        per_try_timeout_ms: None,
+        on: istio_default_retry_on(),
     }
 }
 

@@ -128,6 +128,7 @@ fn valid_mesh_with_defaults() {
         policies: Vec::new(),
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),
+        default_retries: None,
     };
     assert_eq!(mesh(VALID), expected);
 }
@@ -1269,5 +1270,87 @@ fn a_yaml_syntax_error_stays_fatal_through_the_store() {
     assert_eq!(
         (d[0].file.as_path(), d[0].line),
         (Path::new("bad.yaml"), 16)
+    );
+}
+
+/// A one-service Mesh whose `spec` also holds `extra` (indented two spaces).
+fn mesh_with(extra: &str) -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: m}}\nspec:\n  {extra}\n  services:\n  - {{name: a, port: 1}}\n"
+    )
+}
+
+#[test]
+fn default_retries_by_name() {
+    let istio = mesh(&mesh_with("defaultRetries: istio")).default_retries;
+    assert_eq!(
+        istio,
+        Some(model::RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: None,
+            on: model::RetryOn {
+                connect_failure: true,
+                refused_stream: true,
+                status_codes: vec![503],
+                ..Default::default()
+            },
+        })
+    );
+    // Linkerd retries nothing a route does not ask for; neither does an unset default.
+    for extra in ["defaultRetries: linkerd", "defaultRetries: none", ""] {
+        assert_eq!(mesh(&mesh_with(extra)).default_retries, None, "{extra}");
+    }
+}
+
+#[test]
+fn default_retries_as_an_istio_retry_policy() {
+    let p = mesh(&mesh_with(
+        "defaultRetries: {attempts: 3, retryOn: \"5xx,reset\", perTryTimeout: 2s}",
+    ))
+    .default_retries
+    .unwrap();
+    assert_eq!((p.attempts, p.per_try_timeout_ms), (3, Some(2000)));
+    assert!(p.on.server_error && p.on.reset && !p.on.connect_failure);
+    // Without retryOn, Istio's default conditions; `attempts: 0` is no policy, as in Istio.
+    let p = mesh(&mesh_with("defaultRetries: {attempts: 1}"))
+        .default_retries
+        .unwrap();
+    assert_eq!(p.on.status_codes, vec![503]);
+    assert_eq!(
+        mesh(&mesh_with("defaultRetries: {attempts: 0}")).default_retries,
+        None
+    );
+}
+
+#[test]
+fn default_retries_errors_name_the_line_and_field() {
+    assert_eq!(
+        error(&mesh_with("defaultRetries: always")),
+        "5:3: spec.defaultRetries: unknown defaultRetries `always`: use istio, linkerd, none, \
+         or {attempts, retryOn, perTryTimeout}"
+    );
+    assert_eq!(
+        error(&mesh_with(
+            "defaultRetries:\n    attempts: 2\n    retryOn: sometimes"
+        )),
+        "7:5: spec.defaultRetries.retryOn: unknown retryOn `sometimes`: use 5xx, gateway-error, \
+         connect-failure, reset, refused-stream, retriable-status-codes or status codes"
+    );
+    assert!(error(&mesh_with("defaultRetries: {retryOn: 5xx}"))
+        .contains("spec.defaultRetries: missing field `attempts`"),);
+    assert!(
+        error(&mesh_with("defaultRetries: {attempts: 2, budget: 3}"))
+            .contains("spec.defaultRetries.budget: unknown field `budget`")
+    );
+    // Two Mesh documents must agree.
+    let two = format!(
+        "{}---\n{}",
+        mesh_with("defaultRetries: istio"),
+        mesh_with("defaultRetries: none").replace("name: a,", "name: b,")
+    );
+    assert!(
+        error(&two).contains("defaultRetries conflicts with the defaultRetries set at mesh.yaml:5"),
+        "{}",
+        error(&two)
     );
 }

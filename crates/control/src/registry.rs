@@ -573,20 +573,26 @@ impl Registry {
     }
 }
 
-/// `spec` with `from`'s routes, policies, gateway virtual hosts and security (none without it).
+/// `spec` with `from`'s services, routes, policies, gateway virtual hosts, security and
+/// default retry policy (without it: no routes, policies… and the services as they were).
 fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
     match from {
         Some(m) => {
+            // The Mesh document is in force like any other (a `--watch`ed edit changes it);
+            // its name and ingress are fixed while the mesh runs.
+            spec.services = m.services;
             spec.routes = m.routes;
             spec.policies = m.policies;
             spec.gateway = m.gateway;
             spec.security = m.security;
+            spec.default_retries = m.default_retries;
         }
         None => {
             spec.routes.clear();
             spec.policies.clear();
             spec.gateway.clear();
             spec.security = SecuritySpec::new();
+            spec.default_retries = None;
         }
     }
 }

@@ -4,12 +4,19 @@
 //! here; the builder does not know where they came from.
 
 use crate::registry::{ProxyRecord, Registrations};
-use model::{Endpoint, MeshSpec, Service, Snapshot};
+use model::route::{Destination, HttpRoute, RetryPolicy};
+use model::{Endpoint, MeshSpec, Service, ServiceKey, Snapshot};
 use std::collections::BTreeMap;
 
+/// The name of the catch-all route a service without routes gets when the mesh has a default
+/// retry policy (`weft routes` and the proxies' `/routes` show it).
+pub const DEFAULT_ROUTE: &str = "default route (spec.defaultRetries)";
+
 /// The snapshot every proxy gets: each declared service with the sidecars that are ready to
-/// serve it, and the ids of those sidecars' registrations. When a replica's proxy reconnected,
-/// its newest registration wins.
+/// serve it, and the ids of those sidecars' registrations. When a replica has several
+/// registrations, the newest wins (its proxy restarted or reconnected), except that one at
+/// another address that cannot serve yet leaves a serving one listed (a replacement is
+/// starting beside it).
 pub fn build(
     spec: &MeshSpec,
     proxies: &BTreeMap<u64, ProxyRecord>,
@@ -21,12 +28,23 @@ pub fn build(
         .iter()
         .map(|svc| {
             let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
+            let serving = |p: &ProxyRecord| p.ready && !p.draining;
             for (id, p) in proxies {
                 if p.node.mode == "sidecar"
                     && p.node.service == svc.name
                     && p.node.namespace == svc.namespace
                 {
-                    newest.insert(&p.node.instance, (*id, p));
+                    // A newer registration at another address (a replacement started beside
+                    // the old process) that cannot serve yet does not displace one that
+                    // serves: the old one stays listed until the new one is ready. At the same
+                    // address it is the same proxy restarted, and the old registration is
+                    // stale.
+                    let displaces = newest.get(p.node.instance.as_str()).is_none_or(|(_, q)| {
+                        serving(p) || !serving(q) || p.node.inbound == q.node.inbound
+                    });
+                    if displaces {
+                        newest.insert(&p.node.instance, (*id, p));
+                    }
                 }
             }
             let endpoints = newest
@@ -50,6 +68,7 @@ pub fn build(
                 .find(|r| r.service == svc.key())
                 .map(|r| r.routes.clone())
                 .unwrap_or_default();
+            let routes = with_default_retries(routes, svc.key(), spec.default_retries.as_ref());
             let (policy, subsets) = spec
                 .policies
                 .iter()
@@ -70,10 +89,57 @@ pub fn build(
     let snapshot = Snapshot {
         version,
         services,
-        gateway: spec.gateway.clone(),
+        gateway: spec
+            .gateway
+            .iter()
+            .map(|vh| model::VirtualHost {
+                routes: vh
+                    .routes
+                    .iter()
+                    .cloned()
+                    .map(|r| retried(r, spec.default_retries.as_ref()))
+                    .collect(),
+                ..vh.clone()
+            })
+            .collect(),
         security: spec.security.clone(),
     };
     (snapshot, listed)
+}
+
+/// A service's routes under the mesh's default retry policy `default`: each forwarding route
+/// without a policy of its own gets it (a route's own, even `attempts: 0`, wins, as a
+/// VirtualService's `retries` does in Istio); a service without routes gets one catch-all route
+/// to all its endpoints that carries it, so that requests no route was written for are retried
+/// too. Without a default the routes are as written.
+fn with_default_retries(
+    routes: Vec<HttpRoute>,
+    service: ServiceKey,
+    default: Option<&RetryPolicy>,
+) -> Vec<HttpRoute> {
+    let Some(policy) = default else {
+        return routes;
+    };
+    if routes.is_empty() {
+        return vec![HttpRoute {
+            name: DEFAULT_ROUTE.to_string(),
+            destinations: vec![Destination::service(service, 100)],
+            retry: Some(policy.clone()),
+            ..HttpRoute::default()
+        }];
+    }
+    routes.into_iter().map(|r| retried(r, default)).collect()
+}
+
+/// `route` with the default retry policy if it forwards and has none of its own.
+fn retried(mut route: HttpRoute, default: Option<&RetryPolicy>) -> HttpRoute {
+    let forwards = !route.destinations.is_empty()
+        && route.redirect.is_none()
+        && route.direct_response.is_none();
+    if route.retry.is_none() && forwards {
+        route.retry = default.cloned();
+    }
+    route
 }
 
 /// Records which proxies the snapshot at `version` lists as endpoints: a proxy newly listed is

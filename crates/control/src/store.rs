@@ -322,6 +322,7 @@ mod tests {
             policies: Vec::new(),
             gateway: Vec::new(),
             security: model::security::SecuritySpec::new(),
+            default_retries: None,
         })
     }
 

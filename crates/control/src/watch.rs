@@ -1,8 +1,13 @@
 //! A watched configuration directory (`weft up --watch`, `weft control --watch`): the files
 //! the mesh was started from are polled, and when one changes, appears or disappears its
-//! routing resources replace the ones it contributed before, through the same validation as
+//! resources replace the ones it contributed before, through the same validation as
 //! `weft apply`. A change that does not validate is reported and changes nothing; the last
 //! good configuration keeps serving.
+//!
+//! The `kind: Mesh` document is watched too: its services go to the registry (and `weft up`
+//! starts, stops or replaces replicas to match), its routing and security settings to the
+//! snapshot. What cannot change while the mesh runs — its name and its ingress address — is
+//! reported as needing a restart, and the rest of the change applies.
 
 use crate::http_api::Api;
 use std::collections::BTreeMap;
@@ -39,13 +44,12 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// The routing resources of `files` (a `kind: Mesh` cannot change while the mesh runs).
+/// The resources of `files`.
 fn routing_resources(files: &[PathBuf]) -> Vec<config::Resource> {
     files
         .iter()
         .filter_map(|f| Some(config::resources(f, &std::fs::read_to_string(f).ok()?)))
         .flatten()
-        .filter(|r| r.kind != "Mesh")
         .collect()
 }
 
@@ -112,6 +116,12 @@ impl Api {
             .map(|w| format!("\nwarning: {w}"))
             .collect();
         let version = changed.version;
+        let restart = changed
+            .loaded
+            .mesh
+            .as_ref()
+            .map(|next| needs_restart(&self.registry.spec(), next))
+            .unwrap_or_default();
         let answers = self
             .registry
             .wait_applied(version, Duration::from_secs(5))
@@ -132,6 +142,33 @@ impl Api {
                 missing.join("; ")
             )
         };
-        Ok(format!("snapshot {version} {applied}{}", warnings.concat()))
+        Ok(format!(
+            "snapshot {version} {applied}{}{}",
+            restart.concat(),
+            warnings.concat()
+        ))
     }
+}
+
+/// The Mesh document's fields that changed and cannot change while the mesh runs, one notice
+/// each (with a leading newline).
+fn needs_restart(running: &model::MeshSpec, next: &model::MeshSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut notice = |field: &str, was: String, now: String| {
+        out.push(format!(
+            "\nnotice: Mesh {field} changed ({was} → {now}): it needs a restart of the mesh to \
+             apply; the mesh keeps {was}, the rest of the change applies"
+        ))
+    };
+    if next.name != running.name {
+        notice("metadata.name", running.name.clone(), next.name.clone());
+    }
+    if next.ingress != running.ingress {
+        notice(
+            "spec.ingress",
+            running.ingress.to_string(),
+            next.ingress.to_string(),
+        );
+    }
+    out
 }

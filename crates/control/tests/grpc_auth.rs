@@ -203,6 +203,7 @@ async fn start(ca: Arc<Ca>) -> (Arc<Registry>, ControlPlane) {
         policies: Vec::new(),
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),
+        default_retries: None,
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(

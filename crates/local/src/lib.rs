@@ -9,8 +9,10 @@
 //!   command, port and environment) and how a process is spawned. The ports: proxies bind
 //!   port 0 and report what they got; an app's port is drawn below the kernel's ephemeral
 //!   range and checked free, as the app binds it only later.
-//! - `supervise`: restarts with backoff, and stopping a group of processes (SIGTERM, then
-//!   SIGKILL after the drain timeout).
+//! - `supervise`: restarts with backoff, and stopping a group of processes, or one (SIGTERM,
+//!   then SIGKILL after the drain timeout).
+//! - `reconcile`: live changes to the Mesh document (`--watch`): replicas started, drained and
+//!   replaced one at a time until the processes match the declared services.
 //! - [`output`]: `weft up`'s stderr: children's lines and its own, written from one thread
 //!   through a bounded queue, dropped (and counted) rather than waited for.
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
@@ -21,6 +23,7 @@ pub mod launch;
 pub mod meshes;
 pub mod output;
 pub mod prometheus;
+mod reconcile;
 mod supervise;
 mod up;
 

@@ -1,6 +1,8 @@
 //! Supervision of `weft up`'s processes: a process that exits is restarted with exponential
 //! backoff and reported; a [`Stage`] (the ingress, the sidecars, the apps, Prometheus) stops
-//! all its processes at once, each with SIGTERM and then, after the drain timeout, SIGKILL.
+//! all its processes at once, each with SIGTERM and then, after the drain timeout, SIGKILL. One
+//! process can also be stopped alone the same way ([`Proc::stop`]), when a live change to the
+//! mesh removes or replaces its replica.
 
 use crate::launch::{forward, Launch};
 use std::process::ExitStatus;
@@ -33,27 +35,51 @@ impl Stage {
         }
     }
 
-    /// Supervises `child`, started from `launch`, until the stage stops.
-    pub fn supervise(&mut self, launch: Launch, child: Child) {
-        self.tasks.spawn(supervise(
-            launch,
-            child,
-            self.stop.clone(),
-            self.drain_timeout,
-        ));
+    /// Supervises `child`, started from `launch`, until the stage stops or the returned
+    /// handle stops it.
+    pub fn supervise(&mut self, launch: Launch, child: Child) -> Proc {
+        let proc = Proc {
+            stop: self.stop.child_token(),
+            exited: CancellationToken::new(),
+            pid: child.id(),
+        };
+        let (stop, exited) = (proc.stop.clone(), proc.exited.clone());
+        let drain_timeout = self.drain_timeout;
+        self.tasks.spawn(async move {
+            let _exited = exited.drop_guard();
+            supervise(launch, child, stop, drain_timeout).await
+        });
+        proc
     }
 
     /// Starts `launch` and supervises it.
-    pub fn start(&mut self, launch: Launch) -> Result<(), crate::UpError> {
+    pub fn start(&mut self, launch: Launch) -> Result<Proc, crate::UpError> {
         let child = launch.spawn()?;
-        self.supervise(launch, child);
-        Ok(())
+        Ok(self.supervise(launch, child))
     }
 
     /// Stops every process of the stage and waits until all have exited.
     pub async fn stop(&mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// One supervised process, which can be stopped alone.
+pub(crate) struct Proc {
+    stop: CancellationToken,
+    /// Cancelled once its supervision has ended (the process exited for good).
+    exited: CancellationToken,
+    /// The first start's process id (a proxy registers with it).
+    pub pid: Option<u32>,
+}
+
+impl Proc {
+    /// SIGTERM (a proxy then drains: it stops accepting and finishes its in-flight requests),
+    /// SIGKILL after the drain timeout; returns once it has exited and will not restart.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.exited.cancelled().await;
     }
 }
 

@@ -14,6 +14,10 @@
 //! Supervision ([`crate::supervise`]): a process that exits is restarted with exponential
 //! backoff and reported.
 //!
+//! Live changes: the Mesh document is part of the configuration in force, so a `--watch`ed
+//! edit to it reaches the registry like any other; [`crate::reconcile`] then starts, stops and
+//! replaces replicas until the processes match it.
+//!
 //! Stop order (Ctrl-C / SIGTERM): the ingress drains first (its in-flight requests still need the
 //! sidecars), then the sidecars (their in-flight requests still need the apps), then the apps,
 //! then Prometheus (an observer outlives what it observes: it records the drain, and stops
@@ -24,7 +28,7 @@
 use crate::launch::{app_port, AppLaunch, Launch, ProxyLaunch, ProxyMode};
 use crate::meshes::{self, MeshRecord};
 use crate::prometheus::{self, PrometheusError, PrometheusOptions};
-use crate::supervise::Stage;
+use crate::supervise::{Proc, Stage};
 use control::ca::Ca;
 use control::status;
 use control::{ControlError, ControlPlane, Registry};
@@ -124,10 +128,10 @@ pub enum UpError {
 }
 
 /// The mesh's processes, by the order they stop in.
-struct Stages {
+pub(crate) struct Stages {
     ingress: Stage,
-    sidecars: Stage,
-    apps: Stage,
+    pub sidecars: Stage,
+    pub apps: Stage,
     prometheus: Stage,
 }
 
@@ -218,8 +222,10 @@ pub async fn up(
         }
         starter.start_all(&spec, &mut stages).await
     };
+    let mut replicas = Vec::new();
     let result = match started.await {
-        Ok(()) => {
+        Ok(started) => {
+            replicas = started;
             let prom_addr = prom.as_ref().map(|p| p.listen);
             tokio::select! {
                 r = wait_ready(&registry, &control, prom_addr, opts.ready_timeout) => r,
@@ -230,7 +236,15 @@ pub async fn up(
     };
     if result.is_ok() {
         on_ready(&status::build(&registry, control.grpc, control.api));
-        shutdown.cancelled().await;
+        crate::reconcile::Reconciler {
+            starter: &starter,
+            registry: &registry,
+            stages: &mut stages,
+            applied: spec.clone(),
+            replicas,
+        }
+        .run(&shutdown)
+        .await;
         crate::output::line(format!(
             "weft: stopping mesh {}: draining the ingress, then sidecars, then apps{}",
             spec.name,
@@ -275,8 +289,8 @@ fn start_prometheus(
 }
 
 /// Describes and starts the mesh's proxies and apps.
-struct Starter<'a> {
-    opts: &'a UpOptions,
+pub(crate) struct Starter<'a> {
+    pub opts: &'a UpOptions,
     /// The control plane's gRPC address, which every proxy connects to.
     control: SocketAddr,
     /// The mesh's admin credential, which the proxies' `/tap` and `/shutdown` ask for.
@@ -285,16 +299,21 @@ struct Starter<'a> {
 
 impl Starter<'_> {
     /// Starts the ingress, then every replica (sidecar, then app).
-    async fn start_all(&self, spec: &MeshSpec, stages: &mut Stages) -> Result<(), UpError> {
+    async fn start_all(
+        &self,
+        spec: &MeshSpec,
+        stages: &mut Stages,
+    ) -> Result<Vec<Replica>, UpError> {
         self.start_ingress(spec, &mut stages.ingress).await?;
+        let mut replicas = Vec::new();
         for svc in &spec.services {
             for w in &svc.workloads {
                 for i in 0..w.replicas {
-                    self.start_replica(svc, w, i, stages).await?;
+                    replicas.push(self.start_replica(svc, w, i, stages).await?);
                 }
             }
         }
-        Ok(())
+        Ok(replicas)
     }
 
     /// Starts the ingress gateway. Its outbound address is the mesh's ingress, fixed; its admin
@@ -331,13 +350,13 @@ impl Starter<'_> {
 
     /// Starts replica `i` of workload `w` of `svc`: its sidecar, then its app (alone for a
     /// workload without a sidecar).
-    async fn start_replica(
+    pub async fn start_replica(
         &self,
         svc: &ServiceSpec,
         w: &WorkloadSpec,
         i: u32,
         stages: &mut Stages,
-    ) -> Result<(), UpError> {
+    ) -> Result<Replica, UpError> {
         let opts = self.opts;
         let instance = w.instance_name(i);
         let port = app_port().map_err(|e| UpError::Spawn {
@@ -345,6 +364,7 @@ impl Starter<'_> {
             program: "port allocation".into(),
             source: e,
         })?;
+        let mut sidecar = None;
         let mut app = AppLaunch {
             command: w.command.clone(),
             port,
@@ -384,12 +404,21 @@ impl Starter<'_> {
             // Restarts bind the same addresses, so the app's HTTP_PROXY and peers' routes stay
             // valid.
             proxy.keep_addresses(&bound);
-            stages.sidecars.supervise(self.proxy(proxy), child);
+            sidecar = Some(stages.sidecars.supervise(self.proxy(proxy), child));
             app.proxy = Some(outbound);
         }
-        stages.apps.start(Launch::App {
+        let instance = app.instance.clone();
+        let app = stages.apps.start(Launch::App {
             app,
             exe: opts.exe.clone(),
+        })?;
+        Ok(Replica {
+            service: svc.key(),
+            workload: w.name.clone(),
+            index: i,
+            instance,
+            sidecar,
+            app,
         })
     }
 
@@ -401,6 +430,27 @@ impl Starter<'_> {
             ca: self.opts.ca.clone(),
             admin_token: self.admin_token.clone(),
         }
+    }
+}
+
+/// One running replica: its sidecar (none for a workload without one) and its app.
+pub(crate) struct Replica {
+    pub service: model::ServiceKey,
+    pub workload: String,
+    pub index: u32,
+    pub instance: String,
+    pub sidecar: Option<Proc>,
+    pub app: Proc,
+}
+
+impl Replica {
+    /// Drains it: the sidecar first (it stops accepting, the control plane stops listing it,
+    /// its in-flight requests finish — they still need the app), then the app.
+    pub async fn stop(&self) {
+        if let Some(s) = &self.sidecar {
+            s.stop().await;
+        }
+        self.app.stop().await;
     }
 }
 

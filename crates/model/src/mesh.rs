@@ -34,6 +34,12 @@ pub struct MeshSpec {
     /// `policy.linkerd.io`, default inbound policies).
     #[serde(default = "SecuritySpec::new")]
     pub security: SecuritySpec,
+    /// The retry policy of every HTTP route that sets none of its own, and of the catch-all
+    /// route a service without routes gets (the Mesh file's `spec.defaultRetries`; Istio's
+    /// default retry policy, Linkerd's absence of one). `None`: routes without a policy keep
+    /// the proxy's own (connect failures only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_retries: Option<crate::route::RetryPolicy>,
 }
 
 /// The routes of one service, in the order they are tried.

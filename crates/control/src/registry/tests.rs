@@ -28,6 +28,7 @@ fn spec() -> MeshSpec {
         policies: Vec::new(),
         gateway: Vec::new(),
         security: SecuritySpec::new(),
+        default_retries: None,
     }
 }
 
@@ -433,4 +434,62 @@ async fn a_refusal_is_an_answer_reported_not_waited_out() {
     );
     assert!(st.nacks.is_empty());
     assert!(serde_json::to_value(&st).unwrap().get("nacks").is_none());
+}
+
+#[test]
+fn a_replacement_at_another_address_is_listed_only_once_ready_and_the_old_one_serves_until_then() {
+    let r = Registry::new(spec());
+    let old = r.register(node("hello-v1-0", 1000));
+    r.set_health(old.id, true, String::new());
+    // A new process for the same replica starts beside the old one (another address): the
+    // old one keeps serving until the new one is ready, then the new one alone is listed.
+    let new = r.register(node("hello-v1-0", 2000));
+    assert!(record(&r, old.id).listed_since.is_some());
+    assert!(record(&r, new.id).listed_since.is_none());
+    r.set_health(new.id, true, String::new());
+    assert!(record(&r, new.id).listed_since.is_some());
+    assert_eq!(record(&r, old.id).listed_since, None);
+    assert_eq!(endpoints(&r), ["hello-v1-0"]);
+}
+
+#[test]
+fn the_default_retry_policy_reaches_routes_without_one_and_services_without_routes() {
+    use model::route::{Destination, HttpRoute, RetryPolicy};
+    use model::ServiceRoutes;
+    let policy = RetryPolicy {
+        attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let mut s = spec();
+    let other = ServiceSpec {
+        name: "other".into(),
+        ..s.services[0].clone()
+    };
+    s.services.push(other);
+    let route = |name: &str, retry: Option<RetryPolicy>| HttpRoute {
+        name: name.into(),
+        destinations: vec![Destination::service(s.services[1].key(), 100)],
+        retry,
+        ..HttpRoute::default()
+    };
+    let off = RetryPolicy::default();
+    s.routes = vec![ServiceRoutes {
+        service: s.services[1].key(),
+        routes: vec![route("own", Some(off.clone())), route("none", None)],
+    }];
+    let without = Registry::new(s.clone()).snapshot();
+    assert!(
+        without.services[0].routes.is_empty(),
+        "no default: as written"
+    );
+    s.default_retries = Some(policy.clone());
+    let snap = Registry::new(s).snapshot();
+    let hello = &snap.services[0].routes;
+    assert_eq!(hello.len(), 1);
+    assert_eq!(hello[0].name, crate::snapshot::DEFAULT_ROUTE);
+    assert_eq!(hello[0].retry, Some(policy.clone()));
+    assert_eq!(hello[0].destinations[0].service, snap.services[0].key);
+    let other = &snap.services[1].routes;
+    assert_eq!(other[0].retry, Some(off), "a route's own policy wins");
+    assert_eq!(other[1].retry, Some(policy));
 }

@@ -126,6 +126,7 @@ mod tests {
             policies: Vec::new(),
             gateway: Vec::new(),
             security: SecuritySpec::new(),
+            default_retries: None,
         }
     }
 

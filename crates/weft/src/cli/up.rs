@@ -18,8 +18,9 @@ pub struct UpArgs {
     /// On shutdown, how long each proxy may take to finish in-flight requests [default: 10s]
     #[arg(long, value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
-    /// Watch the files and directories given and apply routing changes made to them (kind
-    /// Mesh still needs a restart)
+    /// Watch the files and directories given and apply changes made to them: routing and
+    /// security resources, and the Mesh document (replicas, services and workloads start, stop
+    /// or roll one replica at a time; its name and ingress still need a restart)
     #[arg(long)]
     watch: bool,
     /// Also run Prometheus (the `prometheus` executable on PATH, Debian package `prometheus`),
