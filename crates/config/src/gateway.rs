@@ -113,6 +113,7 @@ impl Pending {
                     ("addresses", &o.spec.addresses),
                     ("infrastructure", &o.spec.infrastructure),
                     ("backendTLS", &o.spec.backend_tls),
+                    ("tls", &o.spec.tls),
                     ("allowedListeners", &o.spec.allowed_listeners),
                 ] {
                     if value.is_some() {
