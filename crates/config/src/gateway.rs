@@ -13,7 +13,9 @@
 //! An HTTPRoute bound to a Gateway serves the hosts its `hostnames` share with the Gateway's
 //! HTTP listeners (all of them, or those `sectionName` / `port` pick), or the listeners'
 //! hostnames, or `*`. A Gateway that is not declared is taken to be weft's ingress with no
-//! hostname of its own (a warning says so). A resource that cannot be honoured is rejected
+//! hostname of its own (a warning says so). A rule without backendRefs (nor a redirect) sends
+//! to its parent Service (GAMMA, as Linkerd does) and answers 500 through a Gateway (the
+//! Gateway API's HTTPRouteNoBackendRefs). A resource that cannot be honoured is rejected
 //! whole; the others apply. One thing weft does not do as the Gateway API says: a backendRef to
 //! an unknown Service is an error (the resource is rejected) where the spec answers 500 for
 //! that backend's share, because the model has no per-destination fixed answer.
@@ -111,6 +113,7 @@ impl Pending {
                     ("addresses", &o.spec.addresses),
                     ("infrastructure", &o.spec.infrastructure),
                     ("backendTLS", &o.spec.backend_tls),
+                    ("tls", &o.spec.tls),
                     ("allowedListeners", &o.spec.allowed_listeners),
                 ] {
                     if value.is_some() {

@@ -287,3 +287,78 @@ async fn routing_features_through_running_proxies() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Linkerd's books-app walkthrough, as its docs write it: an HTTPRoute whose parent is the
+/// Service (`group: core`), whose rule has only `matches`, and whose annotations set a timeout
+/// and retries. The rule sends to the parent service, with the annotations in force.
+const BOOKS_LIST_ROUTE: &str = r#"kind: HTTPRoute
+apiVersion: gateway.networking.k8s.io/v1beta1
+metadata:
+  name: books-list
+  namespace: default
+  annotations:
+    timeout.linkerd.io/request: 500ms
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: "2"
+spec:
+  parentRefs:
+    - name: books
+      group: core
+      kind: Service
+      port: 80
+  rules:
+    - matches:
+        - path:
+            type: PathPrefix
+            value: "/books.json"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_rule_without_backend_refs_routes_to_its_parent_service() {
+    let mesh = Mesh::up(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: books}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: books
+    port: 80
+    workloads:
+    - name: books-v1
+      labels: {app: books}
+      command: [weft, demo, echo, --service, books, --version, v1]
+"#,
+    );
+    let c = client();
+    mesh.apply_yaml("books-list.yaml", BOOKS_LIST_ROUTE);
+    let routes = mesh.weft_ok(&["routes", "books"]);
+    assert!(routes.contains("HTTPRoute default/books-list"), "{routes}");
+
+    let r = get(&c, mesh.ingress, "books", "/books.json").await.unwrap();
+    assert_eq!(
+        (r.status, &r.body["service"]),
+        (200, &Value::from("books")),
+        "{}",
+        r.text
+    );
+    // The annotations apply to the rule: 5xx retried twice more, 500 ms for the whole request.
+    let r = get(
+        &c,
+        mesh.ingress,
+        "books",
+        "/books.json?fail_times=2&status=500",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "two failures, two retries: {}", r.text);
+    let r = get(&c, mesh.ingress, "books", "/books.json?delay=1s")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.flag.as_deref()),
+        (504, Some("UT")),
+        "{}",
+        r.text
+    );
+}

@@ -26,6 +26,9 @@ pub(crate) struct GatewaySpec {
     pub infrastructure: Option<Value>,
     #[serde(rename = "backendTLS")]
     pub backend_tls: Option<Value>,
+    /// Gateway-level TLS (client certificates to backends, frontend validation): weft's
+    /// ingress serves plain HTTP.
+    pub tls: Option<Value>,
     pub allowed_listeners: Option<Value>,
 }
 

@@ -136,7 +136,11 @@ pub(crate) fn resolve(
         warnings.extend(notes);
         for (key, at) in parents {
             let (all, sources) = http.entry(&key);
-            all.extend(ranked.iter().cloned());
+            all.extend(ranked.iter().map(|r| Ranked {
+                route: r.for_service(&key),
+                to_parent: false,
+                ..r.clone()
+            }));
             sources.push((label.clone(), at));
         }
         for (host, at) in hosts {
@@ -148,7 +152,11 @@ pub(crate) fn resolve(
                 }
             };
             let (all, sources) = &mut ingress[i].1;
-            all.extend(ranked.iter().cloned());
+            all.extend(ranked.iter().map(|r| Ranked {
+                route: r.for_gateway(),
+                to_parent: false,
+                ..r.clone()
+            }));
             sources.push((label.clone(), at));
         }
     }

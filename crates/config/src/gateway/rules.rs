@@ -10,7 +10,9 @@ use crate::k8s::Object;
 use crate::policy;
 use crate::services::Services;
 use crate::valid;
-use model::{Destination, HttpRoute, PathMatch, RetryOn, RetryPolicy, RouteMatch};
+use model::{
+    Destination, DirectResponse, HttpRoute, PathMatch, RetryOn, RetryPolicy, RouteMatch, ServiceKey,
+};
 
 /// Retries when an HTTPRoute's `retry` leaves `attempts` out (implementation-specific; Istio's).
 const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
@@ -36,6 +38,39 @@ pub(super) struct Ranked {
     pub index: usize,
     /// With exactly one match.
     pub route: HttpRoute,
+    /// The rule has no backendRefs (and no redirect): its destination depends on the parent
+    /// it is bound through ([`Ranked::for_service`], [`Ranked::for_gateway`]).
+    pub to_parent: bool,
+}
+
+/// What a Gateway answers for a rule without backendRefs: the Gateway API's 500 ("If *all*
+/// entries in BackendRefs are invalid, and there are also no filters specified in this route
+/// rule, *all* traffic which matches this rule MUST receive a 500 status code"; its
+/// conformance test HTTPRouteNoBackendRefs expects 500 for omitted and for empty backendRefs).
+const NO_BACKEND_STATUS: u16 = 500;
+
+impl Ranked {
+    /// The route as bound to a Service parent (GAMMA): a rule without backendRefs sends to
+    /// that Service, as Linkerd and the mesh examples of its docs do.
+    pub fn for_service(&self, parent: &ServiceKey) -> HttpRoute {
+        let mut route = self.route.clone();
+        if self.to_parent {
+            route.destinations = vec![Destination::service(parent.clone(), 1)];
+        }
+        route
+    }
+
+    /// The route as bound to a Gateway: a rule without backendRefs answers 500.
+    pub fn for_gateway(&self) -> HttpRoute {
+        let mut route = self.route.clone();
+        if self.to_parent {
+            route.direct_response = Some(DirectResponse {
+                status: NO_BACKEND_STATUS,
+                body: String::new(),
+            });
+        }
+        route
+    }
 }
 
 /// Orders the `(rule, match)` pairs of every HTTPRoute of one service by the Gateway API's
@@ -102,8 +137,11 @@ pub(super) fn http_route_rules(
                 Vec::new()
             }
             Some(_) => Vec::new(),
+            // Routed to the parent (Service) or answered 500 (Gateway), once bound.
+            None if rule.backend_refs.is_empty() => Vec::new(),
             None => backends(doc, &field, rule, namespace, services, errors),
         };
+        let to_parent = f.redirect.is_none() && rule.backend_refs.is_empty();
         let (timeout_ms, retry) = timeout_and_retry(doc, &field, rule, errors);
         let default = [Match::default()];
         let matches = if rule.matches.is_empty() {
@@ -141,10 +179,13 @@ pub(super) fn http_route_rules(
                     cors: f.cors.clone(),
                     ..Default::default()
                 },
+                to_parent,
             });
         }
         if errors.len() == before {
-            let routes: Vec<HttpRoute> = ranked[first..].iter().map(|r| r.route.clone()).collect();
+            // A rule routed to its parent is checked as bound to a Gateway (it answers): its
+            // values are what may be wrong.
+            let routes: Vec<HttpRoute> = ranked[first..].iter().map(Ranked::for_gateway).collect();
             valid::routes(doc, &field, &routes, true, errors);
         }
     }
@@ -251,13 +292,6 @@ fn backends(
     services: &Services,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Destination> {
-    if rule.backend_refs.is_empty() {
-        errors.push(doc.error(
-            &format!("{field}.backendRefs"),
-            "needs at least one backendRef, or a RequestRedirect filter",
-        ));
-        return Vec::new();
-    }
     let mut out = Vec::new();
     let before = errors.len();
     for (j, b) in rule.backend_refs.iter().enumerate() {

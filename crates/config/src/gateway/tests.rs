@@ -437,6 +437,73 @@ fn ingress_of(loaded: &Loaded, host: &str) -> Vec<HttpRoute> {
     found[0].routes.clone()
 }
 
+/// A rule without backendRefs: bound to a Service (GAMMA), it sends to that Service, as
+/// Linkerd's docs use it (a route only to set a timeout or retries); bound to a Gateway, it
+/// answers 500, as the Gateway API's HTTPRouteNoBackendRefs conformance test expects, for
+/// omitted and for empty backendRefs alike. Filters and timeouts still apply.
+#[test]
+fn rules_without_backend_refs_go_to_the_parent_service_or_answer_500() {
+    let route = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-timeouts}
+spec:
+  parentRefs:
+  - {group: core, kind: Service, name: reviews, port: 80}
+  - {name: web}
+  rules:
+  - matches: [{path: {type: Exact, value: /slow}}]
+    timeouts: {request: 2s}
+    filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-slow, value: \"1\"}]}}
+  - matches: [{path: {type: Exact, value: /empty}}]
+    backendRefs: []
+  - backendRefs: [{name: reviews-v1}]
+";
+    let gateway = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+";
+    let loaded = ok(&[route, gateway]);
+    assert_eq!(lines(&loaded.rejected), Vec::<String>::new());
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let reviews = ServiceKey::new("reviews", "default");
+    let mesh = routes_of(&loaded, "reviews", "default");
+    assert_eq!(mesh.len(), 3, "{mesh:#?}");
+    for r in &mesh[..2] {
+        assert_eq!(
+            r.destinations,
+            [Destination::service(reviews.clone(), 1)],
+            "{r:#?}"
+        );
+        assert_eq!(r.direct_response, None);
+    }
+    // Ordered by precedence: the longer Exact path (/empty) first.
+    assert!(mesh[1].name.ends_with("rules[0].matches[0]"), "{mesh:#?}");
+    assert_eq!(mesh[1].timeout_ms, Some(2_000));
+    assert_eq!(mesh[1].request_headers.set, [("x-slow".into(), "1".into())]);
+    assert_eq!(answer(&mesh, &get("/slow")), "reviews");
+    assert_eq!(answer(&mesh, &get("/empty")), "reviews");
+    assert_eq!(answer(&mesh, &get("/other")), "reviews-v1");
+
+    let gateway = ingress_of(&loaded, "*");
+    assert_eq!(gateway.len(), 3, "{gateway:#?}");
+    for r in &gateway[..2] {
+        assert_eq!(r.destinations, []);
+        assert_eq!(
+            r.direct_response.as_ref().map(|d| d.status),
+            Some(500),
+            "{r:#?}"
+        );
+    }
+    assert_eq!(gateway[1].timeout_ms, Some(2_000));
+    assert_eq!(gateway[2].direct_response, None);
+}
+
 #[test]
 fn conformance_ingress_manifests_as_written_route_the_ingress() {
     let paths: Vec<_> = std::fs::read_dir(format!("{CONFORMANCE}/conformance"))
@@ -672,7 +739,6 @@ spec:
         "12:39: spec.rules[0].matches[0].path.value: invalid regex: regex parse error: /( ^ error: unclosed group",
         "14:44: spec.rules[0].matches[0].headers[0].value: invalid regex: regex parse error: [ ^ error: unclosed character class",
         "15:27: spec.rules[0].matches[1].path.value: a path must start with `/`",
-        "20:5: spec.rules[1].backendRefs: needs at least one backendRef, or a RequestRedirect filter",
         "21:5: spec.rules[2].backendRefs: all weights are 0",
     ];
     assert_eq!(got, want);
@@ -743,6 +809,7 @@ fn ranked(age: Age, owner: &str, rule: usize, m: RouteMatch) -> Ranked {
             destinations: vec![],
             ..HttpRoute::default()
         },
+        to_parent: false,
     }
 }
 

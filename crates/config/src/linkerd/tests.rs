@@ -1381,3 +1381,49 @@ fn go_durations() {
         assert!(profile::go_duration(text).is_err(), "{text}");
     }
 }
+
+/// A ServiceProfile route without `timeout` has none, and neither has the catch-all: Linkerd
+/// dropped its 10 s default in 2.9 ("Removed the default timeout for ServiceProfiles so that
+/// ServiceProfile routes behave the same as when there is no ServiceProfile definition",
+/// edge-20.9.2; the controller's `toRoute` sends no timeout when the route sets none), though
+/// the 2.10–2.13 "Configuring Timeouts" pages still say "If unspecified, the default timeout
+/// is 10 seconds". A route's own timeout is kept; `0s` means none.
+#[test]
+fn profile_routes_have_no_default_timeout() {
+    let profile = "\
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {name: books.default.svc.cluster.local, namespace: default}
+spec:
+  routes:
+  - {name: list, condition: {method: GET, pathRegex: /books}}
+  - {name: slow, condition: {method: GET, pathRegex: /slow}, timeout: 25s}
+  - {name: unbounded, condition: {method: GET, pathRegex: /stream}, timeout: 0s}
+";
+    let routes = routes_of(&ok(&[profile]), "books");
+    let timeouts: Vec<_> = routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.timeout_ms))
+        .collect();
+    assert_eq!(
+        timeouts,
+        [
+            (
+                "ServiceProfile default/books.default.svc.cluster.local routes[0] (list)",
+                None
+            ),
+            (
+                "ServiceProfile default/books.default.svc.cluster.local routes[1] (slow)",
+                Some(25_000)
+            ),
+            (
+                "ServiceProfile default/books.default.svc.cluster.local routes[2] (unbounded)",
+                None
+            ),
+            (
+                "ServiceProfile default/books.default.svc.cluster.local (catch-all)",
+                None
+            ),
+        ]
+    );
+}

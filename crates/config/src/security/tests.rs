@@ -439,6 +439,69 @@ spec:
     assert_eq!(authz[2].rules[0].when[0].not_values, ["admin"]);
 }
 
+/// `serviceAccounts` / `notServiceAccounts` in both of Istio's forms: `NAMESPACE/SA`, and `SA`
+/// alone for one in the policy's namespace (as Istio's own authz test data writes them); a
+/// wildcard, an empty part, a second `/` or a principal list beside them are errors, as in
+/// Istio's validation.
+#[test]
+fn service_accounts_take_istios_short_form_in_the_policys_namespace() {
+    let doc = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin-1, namespace: foo}
+spec:
+  rules:
+  - from:
+    - source:
+        serviceAccounts: [ \"my-ns/my-sa\", \"sa-only\" ]
+        notServiceAccounts: [ \"my-ns/my-sa-not\", \"sa-not-only\" ]
+";
+    let loaded = ok(&[doc]);
+    let p = &security(&loaded).authz[0];
+    assert_eq!(
+        p.rules[0].from[0].principals,
+        strings(&["*/ns/my-ns/sa/my-sa", "*/ns/foo/sa/sa-only"])
+    );
+    assert_eq!(
+        p.rules[0].from[0].not_principals,
+        strings(&["*/ns/my-ns/sa/my-sa-not", "*/ns/foo/sa/sa-not-only"])
+    );
+
+    let bad = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: foo}
+spec:
+  rules:
+  - from:
+    - source:
+        serviceAccounts: ['ns/*', '/sa', 'ns/', 'a/b/c', '']
+  - from:
+    - source:
+        notServiceAccounts: [sleep]
+        notNamespaces: [bar]
+";
+    let loaded = load(&[bad]).unwrap();
+    assert_eq!(
+        lines(&loaded.rejected),
+        [
+            "8:27: spec.rules[0].from[0].source.serviceAccounts[0]: AuthorizationPolicy foo/bad: \
+             `ns/*`: no wildcard is allowed in a service account",
+            "8:35: spec.rules[0].from[0].source.serviceAccounts[1]: AuthorizationPolicy foo/bad: \
+             `/sa` is not SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+            "8:42: spec.rules[0].from[0].source.serviceAccounts[2]: AuthorizationPolicy foo/bad: \
+             `ns/` is not SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+            "8:49: spec.rules[0].from[0].source.serviceAccounts[3]: AuthorizationPolicy foo/bad: \
+             `a/b/c` is not SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+            "8:58: spec.rules[0].from[0].source.serviceAccounts[4]: AuthorizationPolicy foo/bad: \
+             must not be empty",
+            "11:9: spec.rules[1].from[0].source.notServiceAccounts: AuthorizationPolicy foo/bad: \
+             serviceAccounts and notServiceAccounts cannot be set with principals, \
+             notPrincipals, namespaces or notNamespaces",
+        ]
+    );
+}
+
 #[test]
 fn authorization_policy_errors_name_file_line_and_field() {
     let bad = "\

@@ -72,7 +72,8 @@ pub(crate) struct SourceSpec {
     pub remote_ip_blocks: Vec<String>,
     #[serde(default)]
     pub not_remote_ip_blocks: Vec<String>,
-    /// Newer Istio: `NAMESPACE/SERVICE_ACCOUNT`, translated into principals.
+    /// Newer Istio: `NAMESPACE/SERVICE_ACCOUNT`, or `SERVICE_ACCOUNT` for one in the policy's
+    /// namespace; translated into principals.
     #[serde(default)]
     pub service_accounts: Vec<String>,
     #[serde(default)]
@@ -141,7 +142,7 @@ pub(crate) fn authorization_policy(
     );
     let mut rules = Vec::new();
     for (i, r) in spec.rules.iter().flatten().enumerate() {
-        rules.push(rule(&format!("spec.rules[{i}]"), r, out));
+        rules.push(rule(&format!("spec.rules[{i}]"), r, namespace, out));
     }
     let name = format!("{namespace}/{}", o.metadata.name);
     scopes
@@ -174,24 +175,58 @@ fn paths(field: &str, list: &[String], out: &mut Out) -> Vec<String> {
     checked(field, list, out, values::authz_path)
 }
 
-/// `NAMESPACE/SERVICE_ACCOUNT` as a principal of any trust domain (Istio's `*` suffix match).
-fn service_account_principals(field: &str, list: &[String], out: &mut Out) -> Vec<String> {
+/// The most entries Istio takes in `serviceAccounts` (and in `notServiceAccounts`): its CRD's
+/// `maxItems`, there to bound the configuration's size.
+const MAX_SERVICE_ACCOUNTS: usize = 16;
+
+/// The longest entry Istio takes: its CRD's `maxLength`.
+const MAX_SERVICE_ACCOUNT_LEN: usize = 320;
+
+/// `serviceAccounts` entries as Istio reads them (istio/api `Source.service_accounts`, istio's
+/// `CheckServiceAccount` and `serviceAccountRegex`): `NAMESPACE/SERVICE_ACCOUNT`, or
+/// `SERVICE_ACCOUNT` alone for one in the policy's `namespace`; no wildcard. Each becomes a
+/// principal of any trust domain (`*/ns/NAMESPACE/sa/SERVICE_ACCOUNT`, a suffix match).
+fn service_account_principals(
+    field: &str,
+    list: &[String],
+    namespace: &str,
+    out: &mut Out,
+) -> Vec<String> {
+    if list.len() > MAX_SERVICE_ACCOUNTS {
+        out.error(
+            field,
+            format!("at most {MAX_SERVICE_ACCOUNTS} service accounts (Istio's limit)"),
+        );
+    }
     let mut found = Vec::new();
     for (k, s) in list.iter().enumerate() {
-        match s.split_once('/') {
-            Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => {
-                found.push(format!("*/ns/{ns}/sa/{sa}"))
-            }
-            _ => out.error(
-                &format!("{field}[{k}]"),
-                format!("`{s}` is not NAMESPACE/SERVICE_ACCOUNT"),
-            ),
+        let (ns, sa) = s.split_once('/').unwrap_or((namespace, s));
+        let problem = if s.is_empty() {
+            Some("must not be empty".to_string())
+        } else if s.contains('*') {
+            Some(format!(
+                "`{s}`: no wildcard is allowed in a service account"
+            ))
+        } else if s.len() > MAX_SERVICE_ACCOUNT_LEN {
+            Some(format!(
+                "`{s}` is longer than {MAX_SERVICE_ACCOUNT_LEN} characters"
+            ))
+        } else if ns.is_empty() || sa.is_empty() || sa.contains('/') {
+            Some(format!(
+                "`{s}` is not SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT"
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => out.error(&format!("{field}[{k}]"), message),
+            None => found.push(format!("*/ns/{ns}/sa/{sa}")),
         }
     }
     found
 }
 
-fn rule(field: &str, r: &Rule, out: &mut Out) -> AuthzRule {
+fn rule(field: &str, r: &Rule, namespace: &str, out: &mut Out) -> AuthzRule {
     let mut from = Vec::new();
     for (j, f) in r.from.iter().enumerate() {
         let field = format!("{field}.from[{j}].source");
@@ -202,21 +237,38 @@ fn rule(field: &str, r: &Rule, out: &mut Out) -> AuthzRule {
         let f = |name: &str| format!("{field}.{name}");
         let mut principals = strings(&f("principals"), &s.principals, out);
         let mut not_principals = strings(&f("notPrincipals"), &s.not_principals, out);
-        if !s.service_accounts.is_empty() && (!s.principals.is_empty() || !s.namespaces.is_empty())
-        {
-            out.error(
-                &f("serviceAccounts"),
-                "serviceAccounts cannot be set with principals or namespaces",
-            );
+        // As Istio: either kind of service-account list excludes every kind of principal and
+        // namespace list.
+        let by_identity = [
+            &s.principals,
+            &s.not_principals,
+            &s.namespaces,
+            &s.not_namespaces,
+        ];
+        if by_identity.iter().any(|l| !l.is_empty()) {
+            let set = if s.service_accounts.is_empty() {
+                "notServiceAccounts"
+            } else {
+                "serviceAccounts"
+            };
+            if !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty() {
+                out.error(
+                    &f(set),
+                    "serviceAccounts and notServiceAccounts cannot be set with principals, \
+                     notPrincipals, namespaces or notNamespaces",
+                );
+            }
         }
         principals.extend(service_account_principals(
             &f("serviceAccounts"),
             &s.service_accounts,
+            namespace,
             out,
         ));
         not_principals.extend(service_account_principals(
             &f("notServiceAccounts"),
             &s.not_service_accounts,
+            namespace,
             out,
         ));
         from.push(Source {
