@@ -236,7 +236,10 @@ fn operations_are_named_as_istio_names_spans() {
     // Two destination services: the resource's name stands for the host.
     let split = rule(
         vec![path(PathMatch::Prefix("/".into()))],
-        vec![to(&reviews, 50), to(&ServiceKey::new("ratings", "default"), 50)],
+        vec![
+            to(&reviews, 50),
+            to(&ServiceKey::new("ratings", "default"), 50),
+        ],
     );
     assert_eq!(operation(&split, Some(9080)), "reviews-vs:9080/*");
     // Two subsets of one service are still that service.
