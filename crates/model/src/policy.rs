@@ -36,7 +36,11 @@ pub enum HashOn {
     QueryParam(String),
 }
 
-/// Istio `connectionPool`: limits past which requests fail at once with 503 and flag UO.
+/// Istio `connectionPool`, with Envoy's circuit-breaker meaning: at most `max_connections`
+/// connections to the service, each retired after `max_requests_per_connection` requests; a
+/// request that finds no free connection waits for one as one of at most
+/// `max_pending_requests`; at most `max_requests` requests on connections at once. A request
+/// past the pending or request limit fails at once with 503 and flag UO.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConnectionPool {
     /// `tcp.maxConnections`.
@@ -45,13 +49,14 @@ pub struct ConnectionPool {
     /// `tcp.connectTimeout` (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
-    /// `http.http1MaxPendingRequests`.
+    /// `http.http1MaxPendingRequests`: requests waiting for a connection (a free one, or one
+    /// being opened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
-    /// `http.http2MaxRequests`: requests in flight toward the service.
+    /// `http.http2MaxRequests`: requests on connections to the service (waiting ones aside).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u32>,
-    /// `http.maxRequestsPerConnection`.
+    /// `http.maxRequestsPerConnection`: a connection is closed after carrying this many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<u32>,
     /// `http.maxRetries`: retries in flight toward the service.
@@ -63,28 +68,14 @@ pub struct ConnectionPool {
 }
 
 impl ConnectionPool {
-    /// Requests that may be in flight toward the service at once; past this, 503 UO.
-    ///
-    /// weft's proxies multiplex every request to an endpoint over one HTTP/2 connection, so
-    /// Envoy's separate connection and pending-request limits fold into one concurrency limit:
-    /// `maxConnections` requests on the wire (times `maxRequestsPerConnection` when set above
-    /// one) plus `http1MaxPendingRequests` waiting, capped by `http2MaxRequests`. Istio's
-    /// circuit-breaker task (1 connection, 1 pending) thus admits 2 concurrent requests.
-    pub fn max_in_flight(&self) -> Option<u32> {
-        let by_connections = self.max_connections.map(|c| {
-            let per = self.max_requests_per_connection.unwrap_or(1).max(1);
-            c.saturating_mul(per)
-                .saturating_add(self.max_pending_requests.unwrap_or(0))
-        });
-        let by_pending = match (self.max_connections, self.max_pending_requests) {
-            // Pending alone bounds only what waits, not what is on the wire.
-            (None, Some(_)) => None,
-            _ => by_connections,
-        };
-        match (by_pending, self.max_requests) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// Whether the pool limits connections or what waits for one (`maxConnections`,
+    /// `http1MaxPendingRequests`, `maxRequestsPerConnection`): requests to the service then go
+    /// through a pool of connections that each carry one request at a time, as Envoy's
+    /// HTTP/1.1 pools do. `http2MaxRequests` alone bounds requests in flight and nothing else.
+    pub fn limits_connections(&self) -> bool {
+        self.max_connections.is_some()
+            || self.max_pending_requests.is_some()
+            || self.max_requests_per_connection.is_some()
     }
 }
 

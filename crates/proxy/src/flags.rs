@@ -38,10 +38,15 @@ pub enum Flag {
     StreamIdleTimeout,
     /// The proxy is at its connection or request cap and shed the request.
     Overload,
+    /// weft's own (Envoy has none): a retry or a mirrored copy the request was due was not
+    /// sent, because its body could not be sent again — it outgrew the buffer limit, or had not
+    /// all arrived when the retry was due. Set on the answer the client gets, which is the
+    /// upstream's own.
+    ReplaySkipped,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 14] = [
+    pub const ALL: [Flag; 15] = [
         Flag::NoRoute,
         Flag::NoHealthyUpstream,
         Flag::UpstreamConnectFailure,
@@ -56,6 +61,7 @@ impl Flag {
         Flag::Unauthorized,
         Flag::StreamIdleTimeout,
         Flag::Overload,
+        Flag::ReplaySkipped,
     ];
 
     /// The flag a header value names.
@@ -79,6 +85,7 @@ impl Flag {
             Flag::Unauthorized => "JWT",
             Flag::StreamIdleTimeout => "SI",
             Flag::Overload => "OM",
+            Flag::ReplaySkipped => "RS",
         }
     }
 

@@ -12,6 +12,7 @@
 //! | idle keep-alive connection | 1 h, then closed | Envoy's HTTP `idle_timeout` |
 //! | connections per listener | 10,000 | Envoy's edge `connection_limit` |
 //! | connections per proxy | 50,000, at most ¾ of the file descriptors | Envoy's `global_downstream_max_connections` |
+//! | request body kept for a retry or a mirror | 64 KiB | Linkerd's limit; Envoy's `per_request_buffer_limit_bytes` |
 //! | TCP keepalive | after 60 s idle, every 10 s, 3 probes | dead peers go within ~90 s |
 //!
 //! HTTP/2 floods (SETTINGS, PING, empty frames, WINDOW_UPDATE, PRIORITY) are bounded by
@@ -64,6 +65,9 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// `None`: reject at the ingress, allow on a sidecar.
     pub underscores: Option<Underscores>,
+    /// Bytes of a request body kept (while it streams) so that a retry or a mirror can send it
+    /// again; a longer body streams once and is neither retried nor mirrored.
+    pub max_buffered_body: u64,
 }
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 60 * 1024;
@@ -75,6 +79,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_CONNECTIONS_PER_LISTENER: usize = 10_000;
 pub const MAX_CONNECTIONS_CEILING: usize = 50_000;
+/// Linkerd's limit. Envoy's listeners default to 1 MiB, but a sidecar keeps one copy per request
+/// in flight that may be retried, so the smaller bound keeps its memory flat under load.
+pub const DEFAULT_MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// TCP keepalive on every accepted and upstream socket.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -93,6 +100,7 @@ impl Default for Limits {
             max_connections_per_listener: DEFAULT_MAX_CONNECTIONS_PER_LISTENER,
             max_connections: None,
             underscores: None,
+            max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
         }
     }
 }

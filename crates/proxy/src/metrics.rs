@@ -27,6 +27,19 @@ struct FlagLabels {
     flag: &'static str,
 }
 
+/// What a request was due and did not get because its body could not be sent again.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Skipped {
+    retry,
+    mirror,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkippedLabels {
+    skipped: Skipped,
+}
+
 const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Labels of a refused mTLS handshake.
@@ -50,6 +63,12 @@ pub struct Metrics {
     /// Retries not sent because the retry budget or `maxRetries` said no.
     pub retries_refused: Counter,
     pub mirrors: Counter,
+    /// Connections opened by the pools of backends whose `connectionPool` limits connections
+    /// (Envoy's `upstream_cx_total` for them).
+    pub pool_connections_opened: Counter,
+    /// Retries and mirrored copies not sent because the body could not be sent again, by
+    /// [`Skipped`] (resolved at start: counting is one atomic add).
+    replays_skipped: [Counter; 2],
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
     pub config_version: Gauge,
@@ -96,8 +115,20 @@ impl Metrics {
             "mTLS handshakes refused, by direction and reason",
             tls_failures.clone(),
         );
+        let skipped_family = Family::<SkippedLabels, Counter>::default();
+        registry.register(
+            "weft_replays_skipped",
+            "Retries and mirrored copies not sent because the request body could not be sent again (it outgrew --max-buffered-body, or had not all arrived), by what was skipped",
+            skipped_family.clone(),
+        );
+        let replays_skipped = [Skipped::retry, Skipped::mirror].map(|skipped| {
+            skipped_family
+                .get_or_create(&SkippedLabels { skipped })
+                .clone()
+        });
         let m = Metrics {
             tls_failures,
+            replays_skipped,
             cert_expiry: Gauge::default(),
             cert_renewals: Counter::default(),
             requests,
@@ -105,6 +136,7 @@ impl Metrics {
             retries: Counter::default(),
             retries_refused: Counter::default(),
             mirrors: Counter::default(),
+            pool_connections_opened: Counter::default(),
             access_log_dropped: Counter::default(),
             config_version: Gauge::default(),
             config_updated: Gauge::default(),
@@ -129,6 +161,11 @@ impl Metrics {
             "weft_mirrored_requests",
             "Requests copied to a mirror",
             m.mirrors.clone(),
+        );
+        r.register(
+            "weft_pool_connections_opened",
+            "Connections opened to services whose DestinationRule connectionPool limits connections (each carries one request at a time; maxRequestsPerConnection retires them)",
+            m.pool_connections_opened.clone(),
         );
         r.register(
             "weft_access_log_dropped",
@@ -201,6 +238,11 @@ impl Metrics {
         self.tls_failures
             .get_or_create(&TlsLabels { direction, reason })
             .inc();
+    }
+
+    /// Counts a retry or a mirrored copy not sent because the body could not be sent again.
+    pub fn replay_skipped(&self, what: Skipped) {
+        self.replays_skipped[what as usize].inc();
     }
 
     pub fn flag(&self, flag: Flag) {

@@ -11,7 +11,8 @@
 //! 4. [`admit`]: the backend's in-flight limit and its retry budget.
 //! 5. [`hash`]: the consistent-hash key, when the backend's balancer hashes.
 //! 6. [`edit`]: the request as it goes upstream (hop-by-hop headers, header edits, rewrites).
-//! 7. [`replay`]: a small body kept for a retry or a mirror; [`mirror`] sends the copies.
+//! 7. [`replay`]: the body kept (up to a limit) as it streams, for a retry or a mirror;
+//!    [`mirror`] sends the copies.
 //! 8. [`retry`]: attempts on endpoints the balancer picks, within the route's timeout, each
 //!    over the endpoint's pooled connection ([`send`]); attempts that provably never reached the
 //!    app go to another endpoint, as Istio's default retry policy does for connect failures.
@@ -29,7 +30,6 @@ mod retry;
 pub mod send;
 
 pub use mirror::shadow_uri;
-pub use replay::MAX_BUFFERED_BODY;
 pub use resolve::{request_authority, Resolve, Sidecar};
 pub use retry::MAX_ATTEMPTS;
 pub use send::Peers;
@@ -59,6 +59,8 @@ pub struct Forward<R> {
     pub peers: Arc<Peers>,
     /// Istio metrics (`reporter="source"`) and the metadata exchange.
     pub observe: Arc<Observe>,
+    /// Bytes of a request body kept for a retry or a mirror ([`replay`]).
+    pub max_buffered_body: u64,
 }
 
 /// A sidecar's (or `weft exec`'s client proxy's) outbound handler.
@@ -169,11 +171,11 @@ impl<R: Resolve> Forward<R> {
             return *rsp;
         }
         let mirrors = rule.map(|r| r.mirrors.as_slice()).unwrap_or_default();
-        let body = match replay::prepare(body, retry.is_some() || !mirrors.is_empty()).await {
-            Ok(b) => b,
-            Err(rsp) => return rsp,
-        };
-        mirror::send_copies(mirrors, &parts, &body, &self.metrics, &self.peers);
+        let drawn = mirror::draw(mirrors);
+        let mirrored = !drawn.is_empty();
+        let (body, replay) =
+            replay::prepare(body, retry.is_some() || mirrored, self.max_buffered_body);
+        mirror::send_copies(drawn, &parts, &replay, &self.metrics, &self.peers);
 
         let attempts = async {
             let mut rsp = retry::Attempts {
@@ -188,10 +190,14 @@ impl<R: Resolve> Forward<R> {
                 metrics: &self.metrics,
                 observe: &self.observe,
             }
-            .run(parts, body, upstream_out)
+            .run(parts, body, &replay, upstream_out)
             .await;
             if delayed {
                 fault::mark_delayed(&mut rsp);
+            }
+            // The mirrors' copies were skipped (they count it themselves): say so here too.
+            if mirrored && replay.check() == Err(replay::Unreplayable::TooLarge) {
+                replay::mark_skipped(&mut rsp);
             }
             rsp
         };

@@ -1,5 +1,6 @@
-//! A service's traffic policy compiled for the hot path: its balancer, its concurrency limits
-//! (Istio `connectionPool`, answered with 503 UO), its retry budget (Linkerd `retryBudget`),
+//! A service's traffic policy compiled for the hot path: its balancer, its connection pool and
+//! concurrency limits (Istio `connectionPool`, answered with 503 UO; see [`pool`]), its retry
+//! budget (Linkerd `retryBudget`),
 //! and the rules that take failing endpoints out (Istio `outlierDetection`, Linkerd failure
 //! accrual). The counters are atomics shared by every request to the service (or subset) and
 //! carried over when a new snapshot is compiled, so a config push neither resets a limit nor
@@ -10,6 +11,9 @@ use model::LoadBalancer;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+pub mod pool;
+pub use pool::{ConnPool, Lease, PoolLimits, Refused};
 
 /// Endpoints taken out of rotation (outlier detection or failure accrual) since start, for
 /// `weft_endpoint_ejections_total`.
@@ -26,8 +30,11 @@ pub fn now_ns() -> u64 {
 pub struct Policy {
     pub lb: LoadBalancer,
     pub hash: Option<HashOn>,
-    /// Requests in flight past which new ones get 503 UO.
+    /// Requests in flight past which new ones get 503 UO at once: `http2MaxRequests` when the
+    /// policy has no connection pool (with one, the pool counts requests on its connections).
     pub max_in_flight: Option<u32>,
+    /// The connection pool's limits, when `connectionPool` limits connections.
+    pub pool: Option<PoolLimits>,
     /// Retries in flight past which a retry is not sent.
     pub max_retries: Option<u32>,
     pub connect_timeout: Option<Duration>,
@@ -42,10 +49,14 @@ impl Policy {
     /// `policy` over the Mesh file's balancer `lb`.
     pub fn compile(lb: LoadBalancer, policy: &TrafficPolicy) -> Policy {
         let pool = policy.connection_pool.as_ref();
+        let limits = pool.and_then(PoolLimits::of);
         Policy {
             lb: policy.lb.unwrap_or(lb),
             hash: policy.consistent_hash.clone(),
-            max_in_flight: pool.and_then(|p| p.max_in_flight()),
+            max_in_flight: pool
+                .filter(|_| limits.is_none())
+                .and_then(|p| p.max_requests),
+            pool: limits,
             max_retries: pool.and_then(|p| p.max_retries),
             connect_timeout: pool
                 .and_then(|p| p.connect_timeout_ms)
@@ -70,6 +81,9 @@ pub struct Counters {
     pub budget: Option<Budget>,
     /// What `budget` was made from (a changed budget starts afresh).
     pub budget_config: Option<RetryBudget>,
+    /// The backend's own connections, when its policy limits them (else requests share each
+    /// endpoint's multiplexed connection).
+    pub conns: Option<Arc<ConnPool<crate::upstream::PeerConn>>>,
 }
 
 impl Counters {
@@ -79,7 +93,26 @@ impl Counters {
             retries_in_flight: AtomicU32::new(0),
             budget: budget.map(Budget::new),
             budget_config: budget.cloned(),
+            conns: None,
         })
+    }
+
+    /// The counters `policy` needs: its retry budget and its connection pool.
+    pub fn for_policy(policy: &Policy) -> Arc<Counters> {
+        Arc::new(Counters {
+            in_flight: AtomicU32::new(0),
+            retries_in_flight: AtomicU32::new(0),
+            budget: policy.budget.as_ref().map(Budget::new),
+            budget_config: policy.budget.clone(),
+            conns: policy.pool.clone().map(ConnPool::new),
+        })
+    }
+
+    /// Whether these counters serve `policy` as they are (a new snapshot keeps them then: what
+    /// is in flight stays counted, pooled connections stay open).
+    pub fn fit(&self, policy: &Policy) -> bool {
+        self.budget_config == policy.budget
+            && self.conns.as_ref().map(|c| c.limits()) == policy.pool.as_ref()
     }
 
     /// Admits a request under `limit`: `None` when the limit is reached (503 UO).

@@ -182,6 +182,7 @@ impl Proxy {
                 edges: self.edges.clone(),
                 identity: s.identity.0.clone(),
             }),
+            max_buffered_body: s.limits.max_buffered_body,
         }
     }
 }

@@ -243,8 +243,8 @@ impl RouteTable {
             }
         }
         let counters_for = |key: &str, policy: &Policy| match old_counters.get(key) {
-            Some(c) if c.budget_config == policy.budget => (*c).clone(),
-            _ => Counters::new(policy.budget.as_ref()),
+            Some(c) if c.fit(policy) => (*c).clone(),
+            _ => Counters::for_policy(policy),
         };
         // First every service's endpoints, then routes, which may point at other services.
         let mut alls: HashMap<&ServiceKey, Arc<Backend>> = HashMap::new();
@@ -522,7 +522,7 @@ pub(crate) mod tests_support {
             lb,
             ..Policy::default()
         });
-        let counters = Counters::new(policy.budget.as_ref());
+        let counters = Counters::for_policy(&policy);
         Backend::new(
             name.to_string(),
             name.to_string(),

@@ -1,7 +1,9 @@
 //! Connections to peer proxies: one multiplexed HTTP/2 connection per endpoint, opened on first
 //! use and reopened when it closes. Whatever the app speaks, proxy-to-proxy traffic rides these
 //! (as Linkerd does), so the two-hop path costs one pooled connection, not one per request.
-//! The mTLS handshake itself is `tls::connect`.
+//! A backend whose `connectionPool` limits connections has its own instead ([`PeerConn`], one
+//! request at a time each, pooled by `policy::pool`). The mTLS handshake itself is
+//! `tls::connect`.
 
 use crate::body::Body;
 use arc_swap::ArcSwapOption;
@@ -94,6 +96,31 @@ impl H2Pool {
     /// Forgets the current connection (after it failed), so the next request opens a new one.
     pub fn reset(&self) {
         self.current.store(None);
+    }
+}
+
+/// A connection of a backend's own pool (`policy::pool`) to one endpoint's proxy.
+pub struct PeerConn {
+    pub addr: SocketAddr,
+    pub send: http2::SendRequest<Body>,
+}
+
+impl crate::policy::pool::Pooled for PeerConn {
+    fn is_open(&self) -> bool {
+        !self.send.is_closed()
+    }
+}
+
+impl PeerConn {
+    /// Opens a new connection to `addr` (TCP, then mTLS per `transport`, then HTTP/2).
+    pub async fn open(
+        addr: SocketAddr,
+        connect_timeout: Option<Duration>,
+        transport: Transport,
+    ) -> Result<PeerConn, ConnectError> {
+        let timeout = connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let send = Box::pin(connect(addr, timeout, transport)).await?;
+        Ok(PeerConn { addr, send })
     }
 }
 

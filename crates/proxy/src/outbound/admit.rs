@@ -1,6 +1,8 @@
 //! Admission: a request takes one of its backend's in-flight slots (Istio's
-//! `connectionPool` limits; 503 `UO` when none is left) and pays into the backend's retry
-//! budget.
+//! `connectionPool.http.http2MaxRequests` when the backend has no connection pool of its own;
+//! 503 `UO` when none is left) and pays into the backend's retry budget. A backend whose
+//! `connectionPool` limits connections applies its limits as each attempt takes a connection
+//! (`crate::policy::pool`).
 
 use crate::body::Body;
 use crate::flags::{self, Flag};
@@ -15,7 +17,7 @@ pub(super) fn admit(backend: &Arc<Backend>) -> Result<Admitted, Box<Response<Bod
         return Err(Box::new(flags::respond(
             Flag::Overflow,
             format!(
-                "upstream overflow: {} already has {} requests in flight (connectionPool limit)",
+                "upstream overflow: {} already has {} requests in flight (connectionPool http2MaxRequests)",
                 backend.name,
                 backend.policy.max_in_flight.unwrap_or_default()
             ),

@@ -1,46 +1,72 @@
 //! Traffic mirroring (Istio `mirror`, Gateway API `RequestMirror`): copies of a request go to
 //! another backend, fire-and-forget, with `-shadow` appended to the host as Envoy does; their
-//! answers are dropped and their failures fail nothing.
+//! answers are dropped and their failures fail nothing. A copy goes once the request's body has
+//! all arrived (it is kept as it streams, [`super::replay`]); a body that outgrows the buffer
+//! limit is not mirrored, and is counted as such.
 
 use super::fault::chance;
-use super::replay::{clone_request, ReqBody};
+use super::replay::{clone_request, Replay, Unreplayable};
 use super::send::{ready_sender, send, Peers};
-use crate::body::Body;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Skipped};
 use crate::table::Backend;
-use http::{Request, Uri};
+use http::Uri;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a mirrored request may take before it is abandoned.
+/// How long a mirrored request may take before it is abandoned (waiting for the original's
+/// body included).
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends each mirror its share of copies of the request (`parts` as it goes upstream), when
-/// the body can be copied.
+/// Draws which mirrors get a copy of this request (allocates only when one does).
+pub(super) fn draw(mirrors: &[(Arc<Backend>, u32)]) -> Vec<Arc<Backend>> {
+    mirrors
+        .iter()
+        .filter(|(_, per_million)| chance(*per_million))
+        .map(|(m, _)| m.clone())
+        .collect()
+}
+
+/// Sends each drawn mirror a copy of the request (`parts` as it goes upstream) once its body
+/// has arrived, if it can be copied.
 pub(super) fn send_copies(
-    mirrors: &[(Arc<Backend>, u32)],
+    drawn: Vec<Arc<Backend>>,
     parts: &http::request::Parts,
-    body: &ReqBody,
-    metrics: &Metrics,
+    replay: &Replay,
+    metrics: &Arc<Metrics>,
     peers: &Arc<Peers>,
 ) {
-    for (mirror, per_million) in mirrors {
-        if chance(*per_million) {
-            if let Some(b) = body.copy() {
-                spawn(mirror.clone(), clone_request(parts, b), metrics, peers);
-            }
-        }
+    for mirror in drawn {
+        spawn(mirror, parts, replay.share(), metrics, peers);
     }
 }
 
-fn spawn(backend: Arc<Backend>, mut req: Request<Body>, metrics: &Metrics, peers: &Arc<Peers>) {
-    let Some(u) = shadow_uri(req.uri()) else {
+fn spawn(
+    backend: Arc<Backend>,
+    parts: &http::request::Parts,
+    replay: Replay,
+    metrics: &Arc<Metrics>,
+    peers: &Arc<Peers>,
+) {
+    let Some(u) = shadow_uri(&parts.uri) else {
         return;
     };
-    *req.uri_mut() = u;
-    metrics.mirrors.inc();
+    let mut head = clone_request(parts, crate::body::empty()).into_parts().0;
+    head.uri = u;
     let peers = peers.clone();
+    let metrics = metrics.clone();
     tokio::spawn(async move {
+        let body = match tokio::time::timeout(MIRROR_TIMEOUT, replay.copy_when_whole()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(Unreplayable::TooLarge)) => {
+                tracing::debug!(mirror = %backend.name, "request body over the buffer limit: not mirrored");
+                metrics.replay_skipped(Skipped::mirror);
+                return;
+            }
+            // The request broke off (or was never kept): there is nothing whole to copy.
+            Ok(Err(_)) | Err(_) => return,
+        };
+        metrics.mirrors.inc();
+        let req = http::Request::from_parts(head, body);
         let Some((_, ep)) = backend.pick(&[], None) else {
             return;
         };
@@ -49,7 +75,7 @@ fn spawn(backend: Arc<Backend>, mut req: Request<Body>, metrics: &Metrics, peers
         let Ok(sender) = ready_sender(&ep, backend.policy.connect_timeout, &peers).await else {
             return;
         };
-        let sent = send(&ep, sender, req, in_flight, false);
+        let sent = send(&ep, sender, req, in_flight, false, true);
         if let Ok(Ok(rsp)) = tokio::time::timeout(MIRROR_TIMEOUT, sent).await {
             // Read the answer to the end so the stream closes cleanly, then drop it.
             let _ = tokio::time::timeout(

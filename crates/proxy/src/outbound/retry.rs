@@ -3,12 +3,12 @@
 //! proxy's default: connect failures only) says to retry — within the backend's retry limits
 //! and budget, with Envoy's back-off, each attempt within the per-try timeout.
 
-use super::replay::{clone_request, empty_parts, ReqBody};
-use super::send::{ready_sender, send, AttemptError, Peers};
+use super::replay::{clone_request, empty_parts, mark_skipped, Replay, Unreplayable};
+use super::send::{leased_sender, ready_sender, send, AttemptError, NoLease, Peers};
 use crate::balance::EndpointState;
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Skipped};
 use crate::observe::{Observe, Upstream};
 use crate::policy::Outcome;
 use crate::route::RouteStats;
@@ -42,23 +42,21 @@ impl Attempts<'_> {
     pub async fn run(
         self,
         mut parts: http::request::Parts,
-        body: ReqBody,
+        body: Body,
+        replay: &Replay,
         upstream_out: &mut Option<Upstream>,
     ) -> Response<Body> {
-        // Only a request whose body we hold can be sent twice; any request can move on to
-        // another endpoint while no connection would take it.
-        let replayable = body.replayable();
-        // A peer's app that died mid-request may have seen it: only idempotent methods go again.
-        let idempotent = replayable && parts.method.is_idempotent();
+        // Only a request whose body is kept can be sent twice (and only once it has all
+        // arrived, within the buffer limit); any request can move on to another endpoint while
+        // no connection would take it, its body still unread.
+        let once = matches!(replay, Replay::Once);
+        let idempotent_method = parts.method.is_idempotent();
         let max_attempts = self.retry.map_or(MAX_ATTEMPTS, |p| 1 + p.attempts as usize);
         let per_try = self
             .retry
             .and_then(|p| p.per_try_timeout_ms)
             .map(Duration::from_millis);
-        let (mut first_body, held) = match body {
-            ReqBody::Streaming(b) => (Some(b.boxed()), None),
-            held => (None, Some(held)),
-        };
+        let mut first_body = Some(body);
         let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
         let mut last_error = None;
         let mut last_response: Option<Response<Body>> = None;
@@ -92,37 +90,84 @@ impl Attempts<'_> {
                 }
             }
             let in_flight = ep.start();
-            let sender =
-                match ready_sender(&ep, self.backend.policy.connect_timeout, self.peers).await {
-                    Ok(s) => s,
-                    Err(msg) => {
+            let (sender, mut lease) = match &self.backend.counters.conns {
+                None => {
+                    match ready_sender(&ep, self.backend.policy.connect_timeout, self.peers).await {
+                        Ok(s) => (s, None),
+                        Err(msg) => {
+                            tracing::debug!(backend = %self.backend.name, %msg, "attempt failed");
+                            self.backend.record(&ep, Outcome::Error);
+                            // Nothing reached the app: any attempt left may go elsewhere.
+                            last_error = Some((Flag::UpstreamConnectFailure, msg));
+                            continue;
+                        }
+                    }
+                }
+                // Boxed: only backends with their own pool carry its state.
+                Some(pool) => match Box::pin(leased_sender(
+                    pool,
+                    &ep,
+                    self.backend.policy.connect_timeout,
+                    self.peers,
+                ))
+                .await
+                {
+                    Ok((s, lease)) => (s, Some(lease)),
+                    Err(NoLease::Overflow(why)) => {
+                        return flags::respond(
+                            Flag::Overflow,
+                            format!(
+                                "upstream overflow: {} is at its connectionPool limit ({why})",
+                                self.backend.name
+                            ),
+                        );
+                    }
+                    Err(NoLease::Failed(msg)) => {
                         tracing::debug!(backend = %self.backend.name, %msg, "attempt failed");
                         self.backend.record(&ep, Outcome::Error);
-                        // Nothing reached the app: any attempt left may go elsewhere.
                         last_error = Some((Flag::UpstreamConnectFailure, msg));
                         continue;
                     }
-                };
-            let req = match (&held, first_body.take()) {
-                (Some(b), _) => clone_request(&parts, b.copy().unwrap_or_else(body::empty)),
-                (None, Some(b)) => {
+                },
+            };
+            let shared = lease.is_none();
+            let req = match first_body.take() {
+                // The request's own head goes with its own body when it can go only once.
+                Some(b) if once => {
                     Request::from_parts(std::mem::replace(&mut parts, empty_parts()), b)
                 }
-                (None, None) => break,
-            };
-            let outcome = match per_try {
-                None => send(&ep, sender, req, in_flight, idempotent).await,
-                Some(t) => {
-                    match tokio::time::timeout(t, send(&ep, sender, req, in_flight, idempotent))
-                        .await
-                    {
-                        Ok(o) => o,
-                        Err(_) => Err(AttemptError::PerTryTimeout(format!(
-                            "{}: no answer within the per-try timeout {t:?}",
-                            ep.endpoint.instance
-                        ))),
+                Some(b) => clone_request(&parts, b),
+                None => match replay.copy() {
+                    Ok(b) => clone_request(&parts, b),
+                    Err(why) => {
+                        self.skipped(why);
+                        break;
                     }
+                },
+            };
+            // A peer's app that died mid-request may have seen it: only idempotent methods go
+            // again, and only with a body that can be sent again.
+            let idempotent = idempotent_method && replay.may_replay();
+            let sent = send(&ep, sender, req, in_flight, idempotent, shared);
+            let outcome = match per_try {
+                None => sent.await,
+                Some(t) => match tokio::time::timeout(t, sent).await {
+                    Ok(o) => o,
+                    Err(_) => Err(AttemptError::PerTryTimeout(format!(
+                        "{}: no answer within the per-try timeout {t:?}",
+                        ep.endpoint.instance
+                    ))),
+                },
+            };
+            // A connection of the backend's own pool is held until the answer has been read (it
+            // carries one request at a time); one whose request failed is not used again.
+            let outcome = match (outcome, lease.take()) {
+                (Ok(rsp), Some(lease)) => Ok(hold(rsp, lease)),
+                (Err(e), Some(mut lease)) => {
+                    lease.retire();
+                    Err(e)
                 }
+                (o, None) => o,
             };
             match outcome {
                 Ok(rsp) => {
@@ -134,8 +179,15 @@ impl Attempts<'_> {
                     }
                     self.backend
                         .record(&ep, Outcome::Response { status, failure });
-                    let more = attempt + 1 < max_attempts && replayable;
+                    let more = attempt + 1 < max_attempts;
                     if more && self.retry.is_some_and(|p| retry_response(p, &rsp, failure)) {
+                        if let Err(why) = replay.check() {
+                            let mut rsp = rsp;
+                            if self.skipped(why) {
+                                mark_skipped(&mut rsp);
+                            }
+                            return rsp;
+                        }
                         tracing::debug!(backend = %self.backend.name, status = %rsp.status(), "retrying on status");
                         last_response = Some(rsp);
                         continue;
@@ -146,11 +198,18 @@ impl Attempts<'_> {
                     self.failed(&ep);
                     let reset = flag == Flag::UpstreamConnectionTermination;
                     if reset
-                        && replayable
+                        && attempt + 1 < max_attempts
                         && self.retry.is_some_and(|p| p.on.reset || p.on.server_error)
                     {
-                        last_error = Some((flag, msg));
-                        continue;
+                        match replay.check() {
+                            Ok(()) => {
+                                last_error = Some((flag, msg));
+                                continue;
+                            }
+                            Err(why) => {
+                                self.skipped(why);
+                            }
+                        }
                     }
                     return flags::respond(flag, msg);
                 }
@@ -187,6 +246,17 @@ impl Attempts<'_> {
 }
 
 impl Attempts<'_> {
+    /// A retry was due and the body could not be sent again: counted (and `true`: the answer is
+    /// to say so) when the body was kept for it and turned out too large or incomplete.
+    fn skipped(&self, why: Unreplayable) -> bool {
+        if why == Unreplayable::NotKept {
+            return false;
+        }
+        tracing::debug!(backend = %self.backend.name, ?why, "request body cannot be sent again: not retried");
+        self.metrics.replay_skipped(Skipped::retry);
+        true
+    }
+
     /// Counts a failed attempt on `ep` (outlier detection, failure accrual, route counters).
     fn failed(&self, ep: &EndpointState) {
         self.backend.record(ep, Outcome::Error);
@@ -209,6 +279,52 @@ impl Attempts<'_> {
             mtls,
             endpoint: ep.clone(),
         }
+    }
+}
+
+/// `rsp` with `guard` held until its body has been read to the end (or dropped).
+fn hold<G: Send + Sync + Unpin + 'static>(rsp: Response<Body>, guard: G) -> Response<Body> {
+    rsp.map(|inner| {
+        body::boxed(Holding {
+            inner,
+            guard: Some(guard),
+        })
+    })
+}
+
+/// A response body that holds a guard until it ends.
+struct Holding<G> {
+    inner: Body,
+    guard: Option<G>,
+}
+
+impl<G: Unpin> http_body::Body for Holding<G> {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None | Some(Err(_))) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            std::task::Poll::Pending => false,
+        };
+        if ended {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,12 +1,15 @@
 //! One attempt: a ready sender on the endpoint's pooled HTTP/2 connection to its sidecar
-//! (opened over mTLS, expecting the endpoint's identity, when there is none), and the request
-//! sent on it, its failure classified as safe to send elsewhere or not.
+//! (opened over mTLS, expecting the endpoint's identity, when there is none) — or, for a
+//! backend whose `connectionPool` limits connections, on a connection leased from the
+//! backend's own pool ([`crate::policy::pool`]) — and the request sent on it, its failure
+//! classified as safe to send elsewhere or not.
 
 use crate::balance::{EndpointState, InFlight};
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::metrics::Metrics;
-use crate::upstream::{ConnectError, Transport};
+use crate::policy::{ConnPool, Lease, Refused};
+use crate::upstream::{ConnectError, PeerConn, Transport};
 use http::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,28 +85,11 @@ pub(super) async fn ready_sender(
         Ok(s) => {
             let kind = opened.load(std::sync::atomic::Ordering::Relaxed);
             if kind != 0 {
-                peers.edges.record(crate::edges::Edge {
-                    direction: "outbound",
-                    client: peers.identity.clone(),
-                    server: ep.endpoint.identity.0.clone(),
-                    peer: ep.endpoint.address.to_string(),
-                    mtls: kind == 2,
-                });
+                record_edge(peers, ep, kind == 2);
             }
             s
         }
-        Err(e) => {
-            match &e {
-                ConnectError::NoCertificate => {}
-                ConnectError::Tls { kind, .. } => {
-                    metrics.tls_failure("outbound", kind);
-                    tracing::warn!(endpoint = %ep.endpoint.instance, error = %e, "mTLS handshake failed");
-                    ep.connect_failed();
-                }
-                _ => ep.connect_failed(),
-            }
-            return Err(connect_message(&ep.endpoint.instance, &e));
-        }
+        Err(e) => return Err(connect_failed(metrics, ep, &e)),
     };
     if sender.ready().await.is_err() {
         ep.conn.reset();
@@ -112,13 +98,89 @@ pub(super) async fn ready_sender(
     Ok(sender)
 }
 
-/// One attempt on a ready connection.
+/// Why an attempt on a backend with its own connection pool got no connection.
+pub(super) enum NoLease {
+    /// Over `http1MaxPendingRequests` or `http2MaxRequests`: 503 `UO`.
+    Overflow(&'static str),
+    /// Opening a connection failed, or the one leased had closed: try elsewhere.
+    Failed(String),
+}
+
+/// A ready sender on a connection of the backend's own `pool` to `ep`: an idle one, or a new
+/// one opened for it (the request waits as pending meanwhile).
+pub(super) async fn leased_sender(
+    pool: &Arc<ConnPool<PeerConn>>,
+    ep: &Arc<EndpointState>,
+    connect_timeout: Option<Duration>,
+    peers: &Peers,
+) -> Result<
+    (
+        hyper::client::conn::http2::SendRequest<Body>,
+        Lease<PeerConn>,
+    ),
+    NoLease,
+> {
+    let addr = ep.endpoint.address;
+    let open = || async {
+        let transport = transport_for(&peers.tls, ep)?;
+        let mtls = matches!(transport, Transport::Mtls { .. });
+        let conn = PeerConn::open(addr, connect_timeout, transport).await?;
+        peers.metrics.pool_connections_opened.inc();
+        record_edge(peers, ep, mtls);
+        Ok::<_, ConnectError>(conn)
+    };
+    let mut lease = match pool.lease(|c: &PeerConn| c.addr == addr, open).await {
+        Ok(l) => l,
+        Err(Refused::Overflow(why)) => return Err(NoLease::Overflow(why)),
+        Err(Refused::Connect(e)) => {
+            return Err(NoLease::Failed(connect_failed(&peers.metrics, ep, &e)))
+        }
+    };
+    let mut sender = lease.conn().send.clone();
+    if sender.ready().await.is_err() {
+        lease.retire();
+        return Err(NoLease::Failed(format!(
+            "connection to {} closed",
+            ep.endpoint.instance
+        )));
+    }
+    Ok((sender, lease))
+}
+
+/// Notes a new connection to `ep` in the proxy's edge records.
+fn record_edge(peers: &Peers, ep: &EndpointState, mtls: bool) {
+    peers.edges.record(crate::edges::Edge {
+        direction: "outbound",
+        client: peers.identity.clone(),
+        server: ep.endpoint.identity.0.clone(),
+        peer: ep.endpoint.address.to_string(),
+        mtls,
+    });
+}
+
+/// Counts a failed connect to `ep` (its backoff, a refused handshake) and says what happened.
+fn connect_failed(metrics: &Metrics, ep: &EndpointState, e: &ConnectError) -> String {
+    match e {
+        ConnectError::NoCertificate => {}
+        ConnectError::Tls { kind, .. } => {
+            metrics.tls_failure("outbound", kind);
+            tracing::warn!(endpoint = %ep.endpoint.instance, error = %e, "mTLS handshake failed");
+            ep.connect_failed();
+        }
+        _ => ep.connect_failed(),
+    }
+    connect_message(&ep.endpoint.instance, e)
+}
+
+/// One attempt on a ready connection: the endpoint's shared one (`shared`: forgotten when it
+/// fails, so that the next request opens another), or one of the backend's own.
 pub(super) async fn send(
     ep: &Arc<EndpointState>,
     mut sender: hyper::client::conn::http2::SendRequest<Body>,
     req: Request<Body>,
     in_flight: InFlight,
     idempotent: bool,
+    shared: bool,
 ) -> Result<Response<Body>, AttemptError> {
     match sender.send_request(req).await {
         Ok(rsp) => {
@@ -148,14 +210,18 @@ pub(super) async fn send(
             format!("the client's request body: {e}"),
         )),
         Err(e) if never_processed(&e) => {
-            ep.conn.reset();
+            if shared {
+                ep.conn.reset();
+            }
             Err(AttemptError::Retryable(format!(
                 "{}: request refused: {e}",
                 ep.endpoint.instance
             )))
         }
         Err(e) => {
-            ep.conn.reset();
+            if shared {
+                ep.conn.reset();
+            }
             Err(AttemptError::Final(
                 Flag::UpstreamConnectionTermination,
                 format!("{}: upstream connection error: {e}", ep.endpoint.instance),

@@ -17,23 +17,6 @@ fn admission_stops_at_the_limit_and_frees_slots_on_drop() {
 }
 
 #[test]
-fn istio_circuit_breaker_task_admits_connections_plus_pending() {
-    let pool = ConnectionPool {
-        max_connections: Some(1),
-        max_pending_requests: Some(1),
-        max_requests_per_connection: Some(1),
-        ..Default::default()
-    };
-    assert_eq!(pool.max_in_flight(), Some(2));
-    let pool = ConnectionPool {
-        max_requests: Some(5),
-        ..Default::default()
-    };
-    assert_eq!(pool.max_in_flight(), Some(5));
-    assert_eq!(ConnectionPool::default().max_in_flight(), None);
-}
-
-#[test]
 fn budget_allows_the_ratio_plus_the_reserve() {
     let b = Budget::new(&RetryBudget {
         ratio: 0.2,
@@ -269,5 +252,234 @@ fn snapshots_found_by_fuzzing_take_failures_without_overflow() {
             }
         }
         assert!(backends > 0, "{name}: no service took a request");
+    }
+}
+
+/// A connection for the pool's accounting, without a socket.
+struct Fake {
+    endpoint: u16,
+    open: bool,
+}
+
+impl pool::Pooled for Fake {
+    fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
+type FakePool = Arc<ConnPool<Fake>>;
+type Leasing = tokio::task::JoinHandle<Result<Lease<Fake>, Refused<()>>>;
+
+/// Istio's circuit-breaker task: one connection, one pending request, one request per
+/// connection.
+fn istio_task_pool() -> FakePool {
+    ConnPool::new(PoolLimits {
+        max_connections: Some(1),
+        max_pending: Some(1),
+        max_requests: None,
+        max_requests_per_connection: Some(1),
+    })
+}
+
+/// A lease on endpoint 1 whose connection opens only when the returned sender fires.
+fn lease_later(pool: &FakePool) -> (tokio::sync::oneshot::Sender<()>, Leasing) {
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let pool = pool.clone();
+    let task = tokio::spawn(async move {
+        pool.lease(
+            |c: &Fake| c.endpoint == 1,
+            || async move {
+                opened.await.map_err(|_| ())?;
+                Ok(Fake {
+                    endpoint: 1,
+                    open: true,
+                })
+            },
+        )
+        .await
+    });
+    (open, task)
+}
+
+/// A lease on `endpoint`, opening at once when it needs a connection.
+async fn lease_now(pool: &FakePool, endpoint: u16) -> Result<Lease<Fake>, Refused<()>> {
+    pool.lease(
+        |c: &Fake| c.endpoint == endpoint,
+        || async move {
+            Ok(Fake {
+                endpoint,
+                open: true,
+            })
+        },
+    )
+    .await
+}
+
+/// Lets spawned tasks run until they wait.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_pending_while_its_connection_opens_and_one_more_overflows() {
+    let pool = istio_task_pool();
+    // A: no connection yet, so it is pending while one opens.
+    let (open_a, a) = lease_later(&pool);
+    settle().await;
+    assert_eq!((pool.pending(), pool.active()), (1, 0));
+    // B: the one pending place is taken: 503 UO at once.
+    assert_eq!(
+        lease_now(&pool, 1).await.err(),
+        Some(Refused::Overflow("http1MaxPendingRequests"))
+    );
+    open_a.send(()).unwrap();
+    let a = a.await.unwrap().unwrap();
+    assert_eq!((pool.pending(), pool.active(), pool.opened()), (0, 1, 1));
+    // C waits for the one connection (pending), D overflows.
+    let (open_c, c) = lease_later(&pool);
+    settle().await;
+    assert_eq!(pool.pending(), 1);
+    assert!(matches!(
+        lease_now(&pool, 1).await,
+        Err(Refused::Overflow("http1MaxPendingRequests"))
+    ));
+    // A is done: its connection carried its one request and is closed; C gets the slot and
+    // stays pending while a new connection opens — the reconnect Envoy pays too.
+    drop(a);
+    settle().await;
+    assert_eq!((pool.pending(), pool.active()), (1, 0));
+    assert!(
+        matches!(lease_now(&pool, 1).await, Err(Refused::Overflow(_))),
+        "a request arriving during the reconnect overflows"
+    );
+    open_c.send(()).unwrap();
+    let c = c.await.unwrap().unwrap();
+    assert_eq!((pool.pending(), pool.active(), pool.opened()), (0, 1, 2));
+    drop(c);
+    assert_eq!((pool.pending(), pool.active()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_waiting_request_that_gives_up_leaves_the_pending_count() {
+    let pool = istio_task_pool();
+    let a = lease_now(&pool, 1).await.unwrap();
+    let (_open, b) = lease_later(&pool);
+    settle().await;
+    assert_eq!(pool.pending(), 1);
+    b.abort();
+    settle().await;
+    assert_eq!(
+        pool.pending(),
+        0,
+        "a cancelled wait frees its pending place"
+    );
+    drop(a);
+    assert!(lease_now(&pool, 1).await.is_ok());
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_retires_a_connection_after_that_many() {
+    let pool: FakePool = ConnPool::new(PoolLimits {
+        max_connections: Some(1),
+        max_requests_per_connection: Some(2),
+        ..Default::default()
+    });
+    drop(lease_now(&pool, 1).await.unwrap());
+    // The second request reuses the idle connection, without waiting.
+    drop(lease_now(&pool, 1).await.unwrap());
+    assert_eq!(pool.opened(), 1);
+    // It carried two: the third needs a new one.
+    drop(lease_now(&pool, 1).await.unwrap());
+    assert_eq!(pool.opened(), 2);
+    // Without the limit a connection is reused for ever; a closed one is not.
+    let pool: FakePool = ConnPool::new(PoolLimits {
+        max_connections: Some(1),
+        ..Default::default()
+    });
+    for _ in 0..10 {
+        drop(lease_now(&pool, 1).await.unwrap());
+    }
+    assert_eq!(pool.opened(), 1);
+    let mut l = lease_now(&pool, 1).await.unwrap();
+    l.retire();
+    drop(l);
+    drop(lease_now(&pool, 1).await.unwrap());
+    assert_eq!(pool.opened(), 2);
+}
+
+#[tokio::test]
+async fn http2_max_requests_bounds_requests_on_connections() {
+    let pool: FakePool = ConnPool::new(PoolLimits {
+        max_requests: Some(2),
+        max_pending: Some(100),
+        ..Default::default()
+    });
+    let a = lease_now(&pool, 1).await.unwrap();
+    let b = lease_now(&pool, 1).await.unwrap();
+    assert_eq!((pool.active(), pool.opened()), (2, 2));
+    assert!(matches!(
+        lease_now(&pool, 1).await,
+        Err(Refused::Overflow("http2MaxRequests"))
+    ));
+    assert_eq!(pool.active(), 2, "a refused request holds nothing");
+    drop(a);
+    let _c = lease_now(&pool, 1).await.unwrap();
+    assert_eq!(
+        pool.opened(),
+        3,
+        "the refused request's new connection was kept idle"
+    );
+    drop(b);
+}
+
+#[tokio::test]
+async fn an_idle_connection_to_another_endpoint_makes_room_for_a_new_one() {
+    let pool: FakePool = ConnPool::new(PoolLimits {
+        max_connections: Some(1),
+        max_pending: Some(1),
+        ..Default::default()
+    });
+    drop(lease_now(&pool, 1).await.unwrap());
+    let l = lease_now(&pool, 2).await.unwrap();
+    assert_eq!(l.conn().endpoint, 2);
+    assert_eq!(pool.opened(), 2);
+}
+
+#[test]
+fn connection_pool_limits_follow_the_destination_rule() {
+    let task = ConnectionPool {
+        max_connections: Some(1),
+        max_pending_requests: Some(1),
+        max_requests_per_connection: Some(1),
+        ..Default::default()
+    };
+    let p = Policy::compile(LoadBalancer::default(), &pool_policy(task));
+    assert_eq!(
+        p.pool,
+        Some(PoolLimits {
+            max_connections: Some(1),
+            max_pending: Some(1),
+            max_requests: None,
+            max_requests_per_connection: Some(1),
+        })
+    );
+    assert_eq!(p.max_in_flight, None, "the pool counts requests itself");
+    // http2MaxRequests alone: a limit on requests in flight, no pool.
+    let only_requests = ConnectionPool {
+        max_requests: Some(5),
+        ..Default::default()
+    };
+    let p = Policy::compile(LoadBalancer::default(), &pool_policy(only_requests));
+    assert_eq!((p.pool, p.max_in_flight), (None, Some(5)));
+    let p = Policy::compile(LoadBalancer::default(), &TrafficPolicy::default());
+    assert_eq!((p.pool, p.max_in_flight), (None, None));
+}
+
+fn pool_policy(pool: ConnectionPool) -> TrafficPolicy {
+    TrafficPolicy {
+        connection_pool: Some(pool),
+        ..Default::default()
     }
 }

@@ -103,6 +103,33 @@ pub struct LimitArgs {
     /// [default: reject-request at the ingress, allow on sidecars]
     #[arg(long, value_name = "ACTION", value_parser = parse_underscores)]
     pub headers_with_underscores: Option<proxy::limits::Underscores>,
+    /// Bytes of a request body kept, as it streams, so that a retry or a mirror can send it
+    /// again (chunked or not); a longer body streams on once and is neither retried nor
+    /// mirrored (counted in weft_replays_skipped_total, flagged RS). A number of bytes, or with
+    /// KiB / MiB [default: 64KiB]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_buffered_body: Option<u64>,
+}
+
+/// A size in bytes: `65536`, `64KiB` (or `64k`), `1MiB` (or `1m`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let times: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected a number of bytes, e.g. 65536, 64KiB, 1MiB"
+            ))
+        }
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(times))
+        .ok_or_else(|| format!("{s:?}: expected a number of bytes, e.g. 65536, 64KiB, 1MiB"))
 }
 
 fn parse_underscores(s: &str) -> Result<proxy::limits::Underscores, String> {
@@ -133,6 +160,9 @@ impl LimitArgs {
         if let Some(d) = self.request_timeout {
             l.request_timeout = d;
         }
+        if let Some(n) = self.max_buffered_body {
+            l.max_buffered_body = n;
+        }
         l
     }
 
@@ -161,6 +191,10 @@ impl LimitArgs {
             "headers-with-underscores",
             self.headers_with_underscores
                 .map(|u| u.as_str().to_string()),
+        );
+        flag(
+            "max-buffered-body",
+            self.max_buffered_body.map(|n| n.to_string()),
         );
         a
     }
@@ -371,6 +405,25 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_body_buffer_limit_parses_and_is_passed_on() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("2m"), Ok(2 * 1024 * 1024));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999999999MiB").is_err());
+        let limits = LimitArgs {
+            max_buffered_body: Some(1024),
+            ..Default::default()
+        };
+        assert_eq!(limits.flags(), ["--max-buffered-body", "1024"]);
+        assert_eq!(limits.limits().max_buffered_body, 1024);
+        assert_eq!(
+            LimitArgs::default().limits().max_buffered_body,
+            proxy::limits::DEFAULT_MAX_BUFFERED_BODY
+        );
     }
 
     #[test]
