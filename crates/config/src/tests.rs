@@ -1354,3 +1354,26 @@ fn default_retries_errors_name_the_line_and_field() {
         error(&two)
     );
 }
+
+/// The README and docs/config.md state the precedence order the warnings state.
+#[test]
+fn the_docs_state_the_precedence_the_warnings_state() {
+    let order = crate::services::PRECEDENCE
+        .strip_prefix("precedence: ")
+        .unwrap();
+    for doc in ["README.md", "docs/config.md"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(doc);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Wrapped lines join with a space, as a reader reads them.
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(text.contains(order), "{doc} does not say {order}");
+        let orders = text.matches("VirtualService >").count();
+        assert_eq!(
+            text.matches(order).count(),
+            orders,
+            "{doc} states another order somewhere"
+        );
+    }
+}
