@@ -77,7 +77,12 @@ impl CidrList {
 pub(crate) struct Service {
     pub name: String,
     pub namespace: Option<String>,
-    pub port: u16,
+    /// The one port (with `protocol`); or `ports`.
+    pub port: Option<u16>,
+    /// `http` (default), `http2`, `grpc` or `tcp`, for `port`.
+    pub protocol: Option<String>,
+    /// Several ports, each with its protocol and name.
+    pub ports: Option<Vec<PortEntry>>,
     pub lb: Option<LoadBalancer>,
     #[serde(default)]
     pub labels: Labels,
@@ -85,6 +90,18 @@ pub(crate) struct Service {
     pub annotations: Labels,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+}
+
+/// One entry of a service's `ports`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortEntry {
+    pub port: u16,
+    pub protocol: Option<String>,
+    pub name: Option<String>,
+    /// Kubernetes' `appProtocol` (Istio honours it before the name's prefix).
+    #[serde(rename = "appProtocol")]
+    pub app_protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,7 @@ mod loader;
 mod marked;
 mod pattern;
 mod policy;
+mod ports;
 mod security;
 mod services;
 mod split;

@@ -300,10 +300,8 @@ impl Loader {
             if let Some(namespace) = &s.namespace {
                 self.check_name(doc, &format!("{field}.namespace"), namespace);
             }
-            if s.port == 0 {
-                self.errors
-                    .push(doc.error(&format!("{field}.port"), "port must be between 1 and 65535"));
-            }
+            let ports =
+                crate::ports::ports(doc, &field, &s, &mut self.errors, &mut self.unsupported);
             let namespace = s.namespace.unwrap_or_else(|| default_namespace.to_string());
             let key = (s.name.clone(), namespace.clone());
             match self.service_at.get(&key) {
@@ -371,7 +369,8 @@ impl Loader {
             let service = ServiceSpec {
                 name: s.name,
                 namespace,
-                port: s.port,
+                port: ports.first().map_or(0, |p| p.port),
+                ports,
                 lb: s.lb.unwrap_or_default(),
                 labels: s.labels,
                 annotations: s.annotations,

@@ -86,6 +86,7 @@ fn valid_mesh_with_defaults() {
                 name: "hello".into(),
                 namespace: "store".into(),
                 port: 80,
+                ports: vec![default_port(80)],
                 lb: LoadBalancer::PeakEwma,
                 labels: map(&[]),
                 annotations: map(&[]),
@@ -102,6 +103,7 @@ fn valid_mesh_with_defaults() {
                 name: "db".into(),
                 namespace: "data".into(),
                 port: 5432,
+                ports: vec![default_port(5432)],
                 lb: LoadBalancer::RoundRobin,
                 labels: map(&[("tier", "db")]),
                 annotations: map(&[("note", "primary")]),
@@ -118,6 +120,7 @@ fn valid_mesh_with_defaults() {
                 name: "idle".into(),
                 namespace: "store".into(),
                 port: 9000,
+                ports: vec![default_port(9000)],
                 lb: LoadBalancer::PeakEwma,
                 labels: map(&[]),
                 annotations: map(&[]),
@@ -228,7 +231,7 @@ fn missing_field_points_at_its_mapping() {
     let text = "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  services:\n  - name: a\n    lb: peak-ewma\n";
     assert_eq!(
         error(text),
-        "6:5: spec.services[0].port: missing field `port`"
+        "6:5: spec.services[0]: a service needs `port` or `ports`"
     );
 }
 
@@ -1375,5 +1378,96 @@ fn the_docs_state_the_precedence_the_warnings_state() {
             orders,
             "{doc} states another order somewhere"
         );
+    }
+}
+
+/// The one port of a service that gives only `port`.
+fn default_port(port: u16) -> model::PortSpec {
+    model::PortSpec {
+        port,
+        protocol: model::Protocol::Http,
+        name: String::new(),
+        why: "default".into(),
+    }
+}
+
+#[test]
+fn ports_and_their_protocols() {
+    let text = "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: m}
+spec:
+  services:
+  - {name: a, port: 80, protocol: grpc}
+  - name: b
+    ports:
+    - {port: 8080, name: http-web}
+    - {port: 9090, name: grpc-api}
+    - {port: 9091, name: admin, appProtocol: kubernetes.io/h2c}
+    - {port: 6379, name: cache}
+    - {port: 7000, name: raw, protocol: tcp}
+    annotations: {config.linkerd.io/opaque-ports: \"6379\"}
+  - {name: c, port: 5000}
+";
+    let mesh = mesh(text);
+    let got: Vec<(String, u16, model::Protocol, String, String)> = mesh
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.ports.iter().map(|p| {
+                (
+                    s.name.clone(),
+                    p.port,
+                    p.protocol,
+                    p.name.clone(),
+                    p.why.clone(),
+                )
+            })
+        })
+        .collect();
+    use model::Protocol::*;
+    let want = [
+        ("a", 80, Grpc, "", "protocol: grpc"),
+        ("b", 8080, Http, "http-web", "port name prefix http-"),
+        ("b", 9090, Grpc, "grpc-api", "port name prefix grpc-"),
+        ("b", 9091, Http2, "admin", "appProtocol: kubernetes.io/h2c"),
+        (
+            "b",
+            6379,
+            Tcp,
+            "cache",
+            "annotation config.linkerd.io/opaque-ports",
+        ),
+        ("b", 7000, Tcp, "raw", "protocol: tcp"),
+        ("c", 5000, Http, "", "default"),
+    ]
+    .map(|(s, p, pr, n, w)| (s.to_string(), p, pr, n.to_string(), w.to_string()));
+    assert_eq!(got, want);
+    assert_eq!(mesh.services[1].port, 8080);
+    assert_eq!(
+        mesh.services[1].ports[2].env_name().as_deref(),
+        Some("PORT_ADMIN")
+    );
+}
+
+#[test]
+fn port_errors_name_their_field() {
+    let mesh = |services: &str| {
+        format!("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: m}}\nspec:\n  services:\n{services}")
+    };
+    for (services, want) in [
+        ("  - {name: a, port: 80, protocol: quic}\n", "6:5: spec.services[0].protocol: `quic` is not a protocol: use http, http2, grpc or tcp"),
+        ("  - name: a\n    port: 80\n    ports: [{port: 81}]\n", "8:5: spec.services[0].ports: give `port` (with `protocol`) or `ports`, not both"),
+        ("  - name: a\n    ports:\n    - {port: 80, name: web}\n    - {port: 81}\n", "9:7: spec.services[0].ports[1].name: each of several ports needs a name (as Kubernetes asks)"),
+        ("  - name: a\n    ports:\n    - {port: 80, name: web}\n    - {port: 80, name: web2}\n", "9:7: spec.services[0].ports[1].port: port 80 is listed twice (also as \"web\")"),
+        ("  - name: a\n    port: 80\n    annotations: {config.linkerd.io/opaque-ports: \"x\"}\n", "8:5: spec.services[0].annotations.config.linkerd.io/opaque-ports: `x` is not a port or a range of ports like 6379-6380"),
+    ] {
+        let text = mesh(services);
+        let e = error(&text);
+        // The line and the message; the column is the field's own.
+        let (line, message) = want.split_once(": ").unwrap();
+        let (got_line, got_message) = e.split_once(": ").unwrap();
+        assert_eq!(got_line.split(':').next(), line.split(':').next(), "{e}");
+        assert_eq!(got_message, message, "{e}");
     }
 }

@@ -66,6 +66,8 @@ pub struct ProxyLaunch {
     pub drain_timeout: Duration,
     /// The access-log format (`json` or `apache`); `None`: off.
     pub access_log: Option<String>,
+    /// What the app speaks on its (first) port; `--app-protocol` when not `http`.
+    pub app_protocol: model::Protocol,
     /// Further `weft proxy` flags, passed as they are (tracing: `--otlp-endpoint URL`…).
     pub extra_flags: Vec<String>,
 }
@@ -106,6 +108,9 @@ impl ProxyLaunch {
         if let Some(format) = &self.access_log {
             flag("access-log", format.clone());
         }
+        if self.app_protocol != model::Protocol::Http {
+            flag("app-protocol", self.app_protocol.to_string());
+        }
         argv.extend(self.extra_flags.iter().cloned());
         argv
     }
@@ -142,6 +147,8 @@ pub struct AppLaunch {
     pub command: Vec<String>,
     /// `PORT`, where the app listens (from [`app_port`]).
     pub port: u16,
+    /// Its named ports, `PORT_<NAME>` each (the first port's name included, with `port`).
+    pub named_ports: Vec<(String, u16)>,
     pub service: String,
     pub namespace: String,
     pub workload: String,
@@ -164,10 +171,15 @@ impl AppLaunch {
         argv
     }
 
-    /// The environment it gets: `PORT`, the proxy variables (in the mesh), `WEFT_SERVICE`,
+    /// The environment it gets: `PORT` (and `PORT_<NAME>` per named port), the proxy variables (in the mesh), `WEFT_SERVICE`,
     /// `WEFT_NAMESPACE`, `WEFT_WORKLOAD`, `WEFT_INSTANCE`, then the workload's own.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![("PORT".to_string(), self.port.to_string())];
+        env.extend(
+            self.named_ports
+                .iter()
+                .map(|(n, p)| (n.clone(), p.to_string())),
+        );
         if let Some(proxy) = self.proxy {
             let url = format!("http://{proxy}");
             let local = "localhost,127.0.0.1,::1".to_string();
@@ -377,6 +389,7 @@ mod tests {
             admin: None,
             drain_timeout: Duration::from_secs(10),
             access_log: None,
+            app_protocol: model::Protocol::Http,
             extra_flags: vec!["--otlp-endpoint".into(), "http://127.0.0.1:4317".into()],
         }
     }
@@ -414,6 +427,7 @@ mod tests {
         let mut app = AppLaunch {
             command: vec!["weft".into(), "demo".into(), "echo".into()],
             port: 12000,
+            named_ports: vec![("PORT_HTTP_API".into(), 12000), ("PORT_GRPC".into(), 12001)],
             service: "backend".into(),
             namespace: "shop".into(),
             workload: "backend-v1".into(),
@@ -424,6 +438,8 @@ mod tests {
         assert_eq!(app.argv(Path::new("/bin/weft"))[0], "/bin/weft");
         let env = app.env();
         assert_eq!(env[0], ("PORT".into(), "12000".into()));
+        assert_eq!(env[1], ("PORT_HTTP_API".into(), "12000".into()));
+        assert_eq!(env[2], ("PORT_GRPC".into(), "12001".into()));
         assert!(env.contains(&("HTTP_PROXY".into(), "http://127.0.0.1:41001".into())));
         assert_eq!(env.last().unwrap(), &("GREETING".into(), "hi".into()));
         assert!(app.unset().is_empty());

@@ -6,8 +6,8 @@
 //!   drained: its sidecar gets SIGTERM, stops accepting, is no longer listed as an endpoint and
 //!   finishes its in-flight requests, then its app is stopped.
 //! - A replica newly declared (more replicas, a workload or service added) is started.
-//! - A replica whose launch changed (command, env, labels, sidecar, access-log annotation) is
-//!   replaced one at a time: the new one (same instance name) starts, and only once it is
+//! - A replica whose launch changed (command, env, labels, sidecar, access-log annotation, port
+//!   names and protocols) is replaced one at a time: the new one (same instance name) starts, and only once it is
 //!   routable — an endpoint in a snapshot every proxy runs — is the old one drained. A new one
 //!   that does not become routable within the ready timeout is stopped, the old one keeps
 //!   serving, and the rollout stops there.
@@ -257,6 +257,16 @@ fn changes(
     };
     if access_log(old_svc) != access_log(svc) {
         out.push("access-log annotation");
+    }
+    // The app's PORT_<NAME> variables and what its sidecar speaks to it.
+    let launched = |s: &ServiceSpec| {
+        s.ports
+            .iter()
+            .map(|p| (p.name.clone(), p.protocol))
+            .collect::<Vec<_>>()
+    };
+    if launched(old_svc) != launched(svc) {
+        out.push("ports");
     }
     out
 }

@@ -340,6 +340,7 @@ impl Starter<'_> {
             admin: None,
             drain_timeout: opts.drain_timeout,
             access_log: opts.access_log(None),
+            app_protocol: model::Protocol::Http,
             extra_flags: opts.proxy_flags.clone(),
         };
         let launch = self.proxy(proxy);
@@ -364,10 +365,26 @@ impl Starter<'_> {
             program: "port allocation".into(),
             source: e,
         })?;
+        // The first port is `PORT` (and `PORT_<NAME>` when named); each further one gets a
+        // port of its own.
+        let mut named_ports = Vec::new();
+        for (k, p) in svc.ports.iter().enumerate() {
+            let Some(env) = p.env_name() else { continue };
+            let port = match k {
+                0 => port,
+                _ => app_port().map_err(|e| UpError::Spawn {
+                    what: instance.clone(),
+                    program: "port allocation".into(),
+                    source: e,
+                })?,
+            };
+            named_ports.push((env, port));
+        }
         let mut sidecar = None;
         let mut app = AppLaunch {
             command: w.command.clone(),
             port,
+            named_ports,
             service: svc.name.clone(),
             namespace: svc.namespace.clone(),
             workload: w.name.clone(),
@@ -392,6 +409,7 @@ impl Starter<'_> {
                 admin: None,
                 drain_timeout: opts.drain_timeout,
                 access_log: opts.access_log(Some(svc)),
+                app_protocol: svc.protocol(),
                 extra_flags: opts.proxy_flags.clone(),
             };
             let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;

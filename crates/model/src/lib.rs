@@ -24,7 +24,7 @@ pub mod snapshot;
 pub mod tap;
 pub mod valid;
 
-pub use mesh::{MeshSpec, ServiceRoutes, ServiceSpec, WorkloadSpec};
+pub use mesh::{MeshSpec, PortSpec, Protocol, ServiceRoutes, ServiceSpec, WorkloadSpec};
 pub use names::{Authority, Identity, ServiceKey};
 pub use policy::{
     ConnectionPool, FailureAccrual, HashOn, OutlierDetection, RetryBudget, ServicePolicy,

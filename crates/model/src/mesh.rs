@@ -54,12 +54,103 @@ pub struct ServiceRoutes {
 pub struct ServiceSpec {
     pub name: String,
     pub namespace: String,
-    /// The port clients call (`http://NAME:PORT/`).
+    /// The port clients call (`http://NAME:PORT/`): the first of `ports`.
     pub port: u16,
+    /// Every port, the first being `port`, with what each carries.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
     pub lb: LoadBalancer,
     pub labels: Labels,
     pub annotations: Labels,
     pub workloads: Vec<WorkloadSpec>,
+}
+
+/// What a service port carries, as Istio's protocol selection names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 to the app (HTTP/2 between proxies). The default.
+    #[default]
+    Http,
+    /// HTTP/2 without TLS (h2c) to the app.
+    Http2,
+    /// gRPC: HTTP/2 to the app, success judged by `grpc-status`.
+    Grpc,
+    /// An opaque byte stream.
+    Tcp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http,
+        Protocol::Http2,
+        Protocol::Grpc,
+        Protocol::Tcp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
+        }
+    }
+
+    /// `http`, `http2`, `grpc` or `tcp` (any case), as the Mesh file and `--app-protocol`
+    /// write them.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The app speaks HTTP/2 on this port (h2c).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+
+    /// HTTP of any version: routed per request.
+    pub fn is_http(self) -> bool {
+        !matches!(self, Protocol::Tcp)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Its name (empty when the service has only `port`); workloads get `PORT_<NAME>`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// How the protocol was decided, for `weft check` (`protocol: grpc`, `name prefix grpc-`,
+    /// `annotation config.linkerd.io/opaque-ports`, `default`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+impl PortSpec {
+    /// `PORT_<NAME>`: the name upper-cased, `-` and `.` as `_`; `None` without a name.
+    pub fn env_name(&self) -> Option<String> {
+        (!self.name.is_empty()).then(|| {
+            let n: String = self
+                .name
+                .chars()
+                .map(|c| match c {
+                    '-' | '.' => '_',
+                    c => c.to_ascii_uppercase(),
+                })
+                .collect();
+            format!("PORT_{n}")
+        })
+    }
 }
 
 impl ServiceSpec {
@@ -70,6 +161,11 @@ impl ServiceSpec {
     /// The identity the service's workloads run as (service account = service name).
     pub fn identity(&self) -> Identity {
         Identity::spiffe(&self.namespace, &self.name)
+    }
+
+    /// The protocol of the first port (what the sidecar's inbound speaks to the app).
+    pub fn protocol(&self) -> Protocol {
+        self.ports.first().map_or(Protocol::Http, |p| p.protocol)
     }
 
     /// [`ServiceSpec::identity`] in the mesh CA's `trust_domain`.

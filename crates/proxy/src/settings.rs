@@ -52,6 +52,9 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// The local app (sidecar mode).
     pub app: Option<SocketAddr>,
+    /// What the app speaks on that address (`--app-protocol`): HTTP/1.1 unless `http2` or
+    /// `grpc` (h2c) or `tcp` (a byte stream).
+    pub app_protocol: model::Protocol,
     pub drain_timeout: Duration,
     pub drain_grace: Duration,
     pub probe_interval: Duration,

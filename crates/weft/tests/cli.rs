@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// An app that answers every GET with the environment `weft up` gave it, as JSON.
-const ENV_APP: &str = "import http.server,json,os\\nclass H(http.server.BaseHTTPRequestHandler):\\n  def do_GET(s):\\n    keys=['PORT','WEFT_SERVICE','WEFT_NAMESPACE','WEFT_WORKLOAD','WEFT_INSTANCE','GREETING','HTTP_PROXY']\\n    b=json.dumps({k:os.environ.get(k) for k in keys}).encode()\\n    s.send_response(200); s.send_header('content-type','application/json'); s.send_header('content-length',str(len(b))); s.end_headers(); s.wfile.write(b)\\n  def log_message(s,*a): pass\\nhttp.server.HTTPServer(('127.0.0.1',int(os.environ['PORT'])),H).serve_forever()";
+const ENV_APP: &str = "import http.server,json,os\\nclass H(http.server.BaseHTTPRequestHandler):\\n  def do_GET(s):\\n    keys=['PORT','PORT_HTTP_WEB','PORT_METRICS','WEFT_SERVICE','WEFT_NAMESPACE','WEFT_WORKLOAD','WEFT_INSTANCE','GREETING','HTTP_PROXY']\\n    b=json.dumps({k:os.environ.get(k) for k in keys}).encode()\\n    s.send_response(200); s.send_header('content-type','application/json'); s.send_header('content-length',str(len(b))); s.end_headers(); s.wfile.write(b)\\n  def log_message(s,*a): pass\\nhttp.server.HTTPServer(('127.0.0.1',int(os.environ['PORT'])),H).serve_forever()";
 
 fn mesh_file() -> String {
     format!(
@@ -34,7 +34,9 @@ spec:
       command: [weft, demo, echo, --service, hello, --version, v1]
   - name: envd
     namespace: shop
-    port: 8080
+    ports:
+    - {{port: 8080, name: http-web}}
+    - {{port: 9000, name: metrics}}
     workloads:
     - name: envd-v1
       labels: {{app: envd}}
@@ -196,10 +198,22 @@ async fn the_cli_as_documented() {
         .as_str()
         .unwrap()
         .to_string();
+    // Each named port as PORT_<NAME>: the first is PORT, the second a port of its own.
+    let metrics_port = r.body["PORT_METRICS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        metrics_port.parse::<u16>().is_ok() && metrics_port != port,
+        "{}",
+        r.body
+    );
     assert_eq!(
         r.body,
         serde_json::json!({
             "PORT": port,
+            "PORT_HTTP_WEB": port,
+            "PORT_METRICS": metrics_port,
             "WEFT_SERVICE": "envd",
             "WEFT_NAMESPACE": "shop",
             "WEFT_WORKLOAD": "envd-v1",
@@ -445,5 +459,46 @@ fn bench_runs_a_short_round_and_reports_every_path() {
     assert!(
         weft["rates"][0]["added_p50_us"].as_f64().is_some(),
         "{weft}"
+    );
+}
+
+/// `weft check` says per port which protocol weft assumed and why: an explicit `protocol`, an
+/// Istio port name prefix, `appProtocol`, Linkerd's opaque-ports annotation, or the default.
+#[test]
+fn check_explains_each_ports_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: ports}
+spec:
+  services:
+  - {name: a, port: 80, protocol: grpc}
+  - name: b
+    ports:
+    - {port: 8080, name: http-web}
+    - {port: 9090, name: grpc-api}
+    - {port: 9091, name: admin, appProtocol: kubernetes.io/h2c}
+    - {port: 6379, name: cache}
+    annotations: {config.linkerd.io/opaque-ports: "6379"}
+  - {name: c, port: 5000}
+"#,
+    )
+    .unwrap();
+    let out = ok(weft(dir.path(), &["check", file.to_str().unwrap()], None));
+    let ports: Vec<&str> = out.lines().filter(|l| l.starts_with("port: ")).collect();
+    assert_eq!(
+        ports,
+        [
+            "port: default/a 80: grpc, from protocol: grpc",
+            "port: default/b 8080 (http-web): http, from port name prefix http-",
+            "port: default/b 9090 (grpc-api): grpc, from port name prefix grpc-",
+            "port: default/b 9091 (admin): http2, from appProtocol: kubernetes.io/h2c",
+            "port: default/b 6379 (cache): tcp, from annotation config.linkerd.io/opaque-ports",
+            "port: default/c 5000: http, the default",
+        ],
+        "{out}"
     );
 }

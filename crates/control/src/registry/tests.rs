@@ -12,6 +12,7 @@ fn spec() -> MeshSpec {
             name: "hello".into(),
             namespace: "default".into(),
             port: 80,
+            ports: Vec::new(),
             lb: LoadBalancer::PeakEwma,
             labels: Default::default(),
             annotations: Default::default(),

@@ -66,6 +66,9 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
                     if let Some(line) = security_summary(&m.security) {
                         println!("{line}");
                     }
+                    for line in port_lines(&m.services) {
+                        println!("{line}");
+                    }
                 }
                 None => println!(
                     "ok: no Mesh document (hosts and subsets not checked), {} warning(s)",
@@ -75,6 +78,31 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// One line per service port: the protocol weft assumed for it and why (`NS/NAME port N
+/// (NAME): grpc, from port name prefix grpc-`).
+fn port_lines(services: &[model::ServiceSpec]) -> Vec<String> {
+    services
+        .iter()
+        .flat_map(|s| {
+            s.ports.iter().map(move |p| {
+                let name = if p.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.name)
+                };
+                let why = match p.why.as_str() {
+                    "default" | "" => "the default".to_string(),
+                    why => format!("from {why}"),
+                };
+                format!(
+                    "port: {}/{} {}{name}: {}, {why}",
+                    s.namespace, s.name, p.port, p.protocol
+                )
+            })
+        })
+        .collect()
 }
 
 /// One line counting the security policies by kind (policies repeated per scope count once),

@@ -74,6 +74,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         inbound: None,
         admin: any,
         app: None,
+        app_protocol: model::Protocol::Http,
         drain_timeout: Duration::from_secs(2),
         drain_grace: Duration::ZERO,
         probe_interval: Duration::from_secs(1),

@@ -38,6 +38,9 @@ pub struct ProxyArgs {
     /// The local app (sidecar mode)
     #[arg(long)]
     app: Option<SocketAddr>,
+    /// What the app speaks: http (HTTP/1.1), http2 or grpc (h2c), tcp
+    #[arg(long, default_value = "http", value_parser = parse_protocol)]
+    app_protocol: model::Protocol,
     #[arg(long)]
     inbound: Option<SocketAddr>,
     #[arg(long)]
@@ -112,6 +115,10 @@ pub struct LimitArgs {
 }
 
 /// A size in bytes: `65536`, `64KiB` (or `64k`), `1MiB` (or `1m`).
+fn parse_protocol(s: &str) -> Result<model::Protocol, String> {
+    model::Protocol::parse(s).ok_or_else(|| format!("`{s}` is not one of http, http2, grpc, tcp"))
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -358,6 +365,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         },
         admin: a.admin,
         app: a.app,
+        app_protocol: a.app_protocol,
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
@@ -447,6 +455,7 @@ mod tests {
             admin: Some(addr("127.0.0.1:41002")),
             drain_timeout: Duration::from_millis(2500),
             access_log: Some("apache".into()),
+            app_protocol: model::Protocol::Http,
             extra_flags: vec![
                 "--otlp-endpoint".into(),
                 "http://127.0.0.1:4317".into(),
@@ -499,6 +508,7 @@ mod tests {
             admin: None,
             drain_timeout: Duration::from_secs(10),
             access_log: None,
+            app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
         };
         let a = parse(&launch);
