@@ -70,6 +70,8 @@ pub struct Inbound {
     )>,
     /// The service this sidecar serves (for its spans' name).
     pub own: Option<model::ServiceKey>,
+    /// A `CONNECT` tunnel that carries nothing this long is closed ([`crate::tunnel`]).
+    pub tunnel_idle: Duration,
 }
 
 impl Inbound {
@@ -92,6 +94,7 @@ impl Inbound {
             state: None,
             observe: None,
             own: None,
+            tunnel_idle: crate::limits::DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -151,12 +154,32 @@ impl Inbound {
     }
 }
 
+impl Inbound {
+    /// A `CONNECT` tunnel to the app ([`crate::tunnel::accept`]).
+    async fn tunnel(&self, req: Request<RequestBody>, info: &PeerInfo) -> Response<Body> {
+        let state = self.state.as_ref().map(|s| s.load_full());
+        let cx = crate::tunnel::Accept {
+            app: self.app,
+            security: state.as_ref().map(|s| &s.security),
+            health: &self.health,
+            idle: self.tunnel_idle,
+            drain: &self.drain,
+        };
+        let rsp = crate::tunnel::accept(cx, req, info).await;
+        self.metrics.answered(Direction::inbound, &rsp);
+        rsp
+    }
+}
+
 impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
         mut req: Request<RequestBody>,
         info: Arc<PeerInfo>,
     ) -> Response<Body> {
+        if req.method() == http::Method::CONNECT {
+            return self.tunnel(req, &info).await;
+        }
         let peer = info.addr;
         let version = req.version();
         // Continues the request's trace: the new span's context goes on to the app.

@@ -24,6 +24,7 @@
 //! - [`ingress`]: the gateway's first step (JWT, authorization, virtual hosts), then the
 //!   outbound path.
 //! - [`inbound`]: mesh → app: forward to the local app.
+//! - [`tunnel`]: `CONNECT` tunnels: the destination side, and splicing byte streams.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
 //! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
 //! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
@@ -76,6 +77,7 @@ pub mod tap;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod tunnel;
 pub mod upstream;
 pub mod validate;
 

@@ -28,6 +28,7 @@ mod replay;
 pub mod resolve;
 mod retry;
 pub mod send;
+mod tunnel;
 
 pub use mirror::shadow_uri;
 pub use resolve::{request_authority, Resolve, Sidecar};
@@ -61,6 +62,8 @@ pub struct Forward<R> {
     pub observe: Arc<Observe>,
     /// Bytes of a request body kept for a retry or a mirror ([`replay`]).
     pub max_buffered_body: u64,
+    /// A `CONNECT` tunnel that carries nothing this long is closed ([`tunnel`]).
+    pub tunnel_idle: std::time::Duration,
 }
 
 /// A sidecar's (or `weft exec`'s client proxy's) outbound handler.
@@ -72,6 +75,11 @@ impl<R: Resolve> Handler for Forward<R> {
         mut req: Request<RequestBody>,
         info: Arc<PeerInfo>,
     ) -> Response<Body> {
+        if req.method() == http::Method::CONNECT {
+            if let Some(namespace) = self.resolve.tunnels() {
+                return tunnel::open(&self, req, namespace).await;
+            }
+        }
         let peer = info.addr;
         let version = req.version();
         // Before anything is recorded, so that the access log and the span carry it.

@@ -183,6 +183,7 @@ impl Proxy {
                 identity: s.identity.0.clone(),
             }),
             max_buffered_body: s.limits.max_buffered_body,
+            tunnel_idle: s.limits.idle_timeout,
         }
     }
 }
@@ -503,6 +504,7 @@ async fn data_plane(
             crate::telemetry::DestinationService::new(&own),
         ));
         handler.own = Some(own);
+        handler.tunnel_idle = s.limits.idle_timeout;
         let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
         tracker.spawn(server::serve(

@@ -303,7 +303,8 @@ async fn serve_connection<H, IO>(
         });
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    // With upgrades: an HTTP/1.1 `CONNECT` becomes a tunnel (`crate::tunnel`).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let strict = async {
         match until_strict {

@@ -29,6 +29,12 @@ pub trait Resolve: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether `CONNECT` opens a tunnel to a service here: `Some(namespace a bare name
+    /// resolves in)`; `None`: `CONNECT` is routed as any request.
+    fn tunnels(&self) -> Option<&str> {
+        None
+    }
+
     /// The rule and destination for a request to `authority`; `Err`: the answer (404 `NR`).
     fn route<'t>(
         &self,
@@ -47,6 +53,10 @@ pub struct Sidecar {
 
 impl Resolve for Sidecar {
     const SIDE: crate::trace::Side = crate::trace::Side::Outbound;
+
+    fn tunnels(&self) -> Option<&str> {
+        Some(&self.namespace)
+    }
 
     fn route<'t>(
         &self,

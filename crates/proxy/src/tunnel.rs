@@ -1,0 +1,214 @@
+//! Byte streams through the mesh: HTTP `CONNECT` tunnels.
+//!
+//! An app asks its sidecar's outbound listener for `CONNECT NAME:PORT` (see
+//! `outbound::tunnel`); the sidecar opens an HTTP/2 `CONNECT` stream on its pooled mTLS
+//! connection to one endpoint of the service, and that endpoint's sidecar ([`accept`]) checks the
+//! peer against its authorization rules as a TCP connection (no HTTP attributes), connects to
+//! its app and splices the two. Both hops then carry raw bytes ([`splice`]): half-closes pass
+//! through (an HTTP/2 `END_STREAM` for a TCP `FIN`), and a tunnel that carries nothing for the
+//! listener's idle timeout is closed.
+
+use crate::authz::RequestContext;
+use crate::body::{self, Body};
+use crate::flags::{self, Flag};
+use crate::server::{Drain, PeerInfo};
+use http::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long the app gets to accept a tunnel's connection.
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes a tunnel carried, each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// From the side that opened the tunnel to the other.
+    pub sent: u64,
+    /// Back.
+    pub received: u64,
+}
+
+/// Why a tunnel ended, besides both sides closing.
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    #[error("no bytes either way for {0:?}")]
+    Idle(Duration),
+    #[error("the proxy is draining")]
+    Drained,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Copies bytes both ways between `client` (the side that opened the tunnel) and `server` until
+/// both directions have ended, passing each half-close on; ends early when neither side sends
+/// anything for `idle`, or when the drain's grace has passed.
+pub async fn splice<A, B>(
+    client: A,
+    server: B,
+    idle: Duration,
+    drain: &Drain,
+) -> Result<Carried, SpliceError>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut client = Active {
+        io: client,
+        start,
+        last: last.clone(),
+    };
+    let mut server = Active {
+        io: server,
+        start,
+        last: last.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    let quiet = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let idle_for = start.elapsed().saturating_sub(since);
+            if idle_for >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - idle_for).await;
+        }
+    };
+    let drained = async {
+        drain.started().await;
+        tokio::time::sleep(drain.grace).await;
+    };
+    tokio::select! {
+        r = copy => {
+            let (sent, received) = r?;
+            Ok(Carried { sent, received })
+        }
+        _ = quiet => Err(SpliceError::Idle(idle)),
+        _ = drained => Err(SpliceError::Drained),
+    }
+}
+
+/// A stream that notes when it last read anything (milliseconds since `start`).
+struct Active<S> {
+    io: S,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.start.elapsed().as_millis() as u64;
+            self.last.store(now, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What the destination side of a tunnel needs.
+pub struct Accept<'a> {
+    /// The app's address the tunnel ends at.
+    pub app: SocketAddr,
+    /// The inbound rules in force; `None`: none.
+    pub security: Option<&'a crate::security::Compiled>,
+    pub health: &'a crate::inbound::AppHealth,
+    pub idle: Duration,
+    pub drain: &'a Drain,
+}
+
+/// The destination sidecar's side: a `CONNECT` request from a peer proxy (or a plaintext
+/// client on a PERMISSIVE port) is authorized as a TCP connection, then answered `200` once
+/// the app has accepted a connection, and the two are spliced; 403 when the rules deny it, 503
+/// `UF` when the app refuses.
+pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> Response<Body> {
+    if let Some(sec) = cx.security {
+        let ctx = RequestContext {
+            peer_ip: peer.addr.ip(),
+            peer_identity: peer.identity.as_ref(),
+            destination_ip: None,
+            destination_port: sec.port,
+            sni: None,
+            // A tunnel is a TCP connection: a rule that needs HTTP attributes cannot match it.
+            http: None,
+        };
+        let d = sec.authz.authorize(&ctx);
+        if !d.allowed {
+            tracing::info!(decision = %d, client = ?ctx.peer_identity, "tunnel denied");
+            return crate::authz::denied_response();
+        }
+    }
+    let app =
+        match tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(cx.app))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
+                cx.health.set(false);
+                return flags::respond(
+                    Flag::UpstreamConnectFailure,
+                    format!("app at {} refused the tunnel's connection", cx.app),
+                );
+            }
+        };
+    let _ = app.set_nodelay(true);
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (idle, drain, app_addr, client) = (cx.idle, cx.drain.clone(), cx.app, peer.addr);
+    tokio::spawn(async move {
+        let tunnel = match upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "tunnel not established");
+                return;
+            }
+        };
+        match splice(tunnel, app, idle, &drain).await {
+            Ok(c) => {
+                tracing::debug!(%client, app = %app_addr, sent = c.sent, received = c.received, "tunnel closed")
+            }
+            Err(e) => tracing::debug!(%client, app = %app_addr, error = %e, "tunnel ended"),
+        }
+    });
+    established()
+}
+
+/// The answer that opens a tunnel: `200`, no body.
+pub fn established() -> Response<Body> {
+    let mut rsp = Response::new(body::empty());
+    *rsp.status_mut() = StatusCode::OK;
+    rsp
+}
+
+#[cfg(test)]
+mod tests;

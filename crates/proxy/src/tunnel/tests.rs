@@ -1,0 +1,59 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn drain() -> Drain {
+    Drain::new(Duration::from_secs(1))
+}
+
+#[tokio::test]
+async fn a_half_close_passes_through_and_the_answer_still_arrives() {
+    let (mut app_client, client_side) = tokio::io::duplex(1024);
+    let (server_side, mut app_server) = tokio::io::duplex(1024);
+    let d = drain();
+    let tunnel =
+        tokio::spawn(
+            async move { splice(client_side, server_side, Duration::from_secs(5), &d).await },
+        );
+    app_client.write_all(b"question").await.unwrap();
+    app_client.shutdown().await.unwrap();
+    // The server sees the question, then end of stream, and answers after it.
+    let mut got = Vec::new();
+    app_server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"question");
+    app_server
+        .write_all(b"the answer, after the FIN")
+        .await
+        .unwrap();
+    app_server.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    app_client.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"the answer, after the FIN");
+    let carried = tunnel.await.unwrap().unwrap();
+    assert_eq!(
+        carried,
+        Carried {
+            sent: 8,
+            received: 25
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tunnel_quiet_for_the_idle_timeout_is_closed() {
+    let (mut app_client, client_side) = tokio::io::duplex(1024);
+    let (server_side, _app_server) = tokio::io::duplex(1024);
+    let d = drain();
+    let tunnel =
+        tokio::spawn(
+            async move { splice(client_side, server_side, Duration::from_secs(10), &d).await },
+        );
+    // Traffic at 6 s keeps it open past 10 s …
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    app_client.write_all(b"x").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!tunnel.is_finished());
+    // … and 10 s of nothing after it closes it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let r = tunnel.await.unwrap();
+    assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
+}
