@@ -131,6 +131,10 @@ impl Inbound {
             None => Uri::from_static("/"),
         };
         parts.version = Version::HTTP_11;
+        if let Some(up) = parts.extensions.remove::<crate::upgrade::Upgrading>() {
+            let drain = &self.drain;
+            return crate::upgrade::to_app(self.app, parts, up, self.tunnel_idle, drain).await;
+        }
         let req = Request::from_parts(parts, body.boxed());
         match self.pool.send(req, limits).await {
             Ok(rsp) => rsp,
@@ -177,7 +181,7 @@ impl Handler for Inbound {
         mut req: Request<RequestBody>,
         info: Arc<PeerInfo>,
     ) -> Response<Body> {
-        if req.method() == http::Method::CONNECT {
+        if req.method() == http::Method::CONNECT && !crate::upgrade::restore(&mut req) {
             return self.tunnel(req, &info).await;
         }
         let peer = info.addr;

@@ -25,6 +25,7 @@
 //!   outbound path.
 //! - [`inbound`]: mesh → app: forward to the local app.
 //! - [`tunnel`]: `CONNECT` tunnels: the destination side, and splicing byte streams.
+//! - [`upgrade`]: HTTP/1.1 upgrades (WebSocket) carried between proxies and replayed to the app.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
 //! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
 //! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
@@ -78,6 +79,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 pub mod validate;
 

@@ -29,6 +29,7 @@ pub mod resolve;
 mod retry;
 pub mod send;
 mod tunnel;
+mod upgrade;
 
 pub use mirror::shadow_uri;
 pub use resolve::{request_authority, Resolve, Sidecar};
@@ -79,6 +80,11 @@ impl<R: Resolve> Handler for Forward<R> {
             if let Some(namespace) = self.resolve.tunnels() {
                 return tunnel::open(&self, req, namespace).await;
             }
+        }
+        if let Some(protocol) = crate::upgrade::requested(&req) {
+            let rsp = upgrade::open(&self, req, &info, protocol).await;
+            self.metrics.answered(Direction::outbound, &rsp);
+            return rsp;
         }
         let peer = info.addr;
         let version = req.version();

@@ -197,3 +197,137 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_timeout() {
         "closed after {waited:?}, before the 2 s idle timeout"
     );
 }
+
+/// `wsecho` and `wsother` (WebSocket echo servers, port 80) and `client`.
+fn ws_mesh(name: &str) -> String {
+    let server = |svc: &str| {
+        format!(
+            "  - name: {svc}\n    port: 80\n    workloads:\n    - name: {svc}-v1\n      labels: {{app: {svc}}}\n      replicas: 1\n      command: [python3, {}]\n",
+            testdata("ws_echo.py").display()
+        )
+    };
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n{}{}  - name: client\n    port: 80\n    workloads:\n    - name: client-v1\n      labels: {{app: client}}\n      replicas: 1\n      command: [weft, demo, echo, --service, client]\n",
+        server("wsecho"),
+        server("wsother")
+    )
+}
+
+/// A WebSocket client speaking RFC 6455 frames on a raw connection (text frames, masked).
+struct Ws(TcpStream);
+
+impl Ws {
+    /// The opening handshake for `target` (absolute form for an `HTTP_PROXY`, or a path) with
+    /// `host`; `Err`: the status that refused it.
+    async fn open(proxy: SocketAddr, target: &str, host: &str) -> Result<Ws, u16> {
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+                .await
+                .expect("no handshake answer within 10 s")
+                .unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        if code != 101 {
+            return Err(code);
+        }
+        // The app's own answer to the key (RFC 6455 §1.3's example) came through.
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        Ok(Ws(s))
+    }
+
+    async fn send(&mut self, text: &str) {
+        let p = text.as_bytes();
+        let mut f = vec![0x81u8];
+        if p.len() < 126 {
+            f.push(0x80 | p.len() as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        }
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        f.extend_from_slice(&mask);
+        f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&f).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> String {
+        let read = async {
+            let mut h = [0u8; 2];
+            self.0.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[0], 0x81, "a final text frame");
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    self.0.read_exact(&mut l).await.unwrap();
+                    u16::from_be_bytes(l) as usize
+                }
+                127 => panic!("no test message is that long"),
+                n => n as usize,
+            };
+            let mut p = vec![0u8; len];
+            self.0.read_exact(&mut p).await.unwrap();
+            String::from_utf8(p).unwrap()
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no message within 10 s")
+    }
+
+    /// `n` messages echoed, one at a time.
+    async fn echo(&mut self, n: usize, tag: &str) {
+        for i in 0..n {
+            let m = format!("{tag} message {i} {}", "x".repeat(i % 200));
+            self.send(&m).await;
+            assert_eq!(self.recv().await, m);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_through_the_ingress_and_between_sidecars_outlive_a_route_change() {
+    let m = Mesh::up(&ws_mesh("websockets"));
+    let out = outbound(&m);
+    // Through the ingress (Host names the service) and sidecar to sidecar (absolute form).
+    let mut via_ingress = Ws::open(m.ingress, "/chat", "wsecho").await.unwrap();
+    assert_eq!(via_ingress.recv().await, "wsecho-v1-0");
+    let mut via_sidecars = Ws::open(out, "http://wsecho/chat", "wsecho").await.unwrap();
+    assert_eq!(via_sidecars.recv().await, "wsecho-v1-0");
+    via_ingress.echo(1000, "ingress").await;
+    via_sidecars.echo(1000, "sidecars").await;
+
+    // New handshakes go to wsother; the connections already upgraded stay where they are.
+    m.apply_yaml(
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: wsecho, namespace: default}\nspec:\n  hosts: [wsecho]\n  http:\n  - route: [{destination: {host: wsother}}]\n",
+    );
+    let mut rerouted = Ws::open(out, "http://wsecho/chat", "wsecho").await.unwrap();
+    assert_eq!(rerouted.recv().await, "wsother-v1-0");
+    via_ingress.echo(100, "ingress after").await;
+    via_sidecars.echo(100, "sidecars after").await;
+    rerouted.echo(100, "rerouted").await;
+
+    // The handshake is an HTTP request to the server sidecar's authorization.
+    m.apply_yaml(
+        "deny.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: default}\nspec:\n  selector: {matchLabels: {app: wsother}}\n  action: DENY\n  rules:\n  - to:\n    - operation: {paths: [/admin]}\n",
+    );
+    assert_eq!(
+        Ws::open(out, "http://wsecho/admin", "wsecho").await.err(),
+        Some(403)
+    );
+    assert!(Ws::open(out, "http://wsecho/chat", "wsecho").await.is_ok());
+}
