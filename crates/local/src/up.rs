@@ -215,6 +215,7 @@ pub async fn up(
         opts: &opts,
         control: control.grpc,
         admin_token: token.as_str().into(),
+        tcp_services: TcpService::of(&registry.spec()),
     };
     let started = async {
         if let Some(setup) = &prom {
@@ -295,6 +296,44 @@ pub(crate) struct Starter<'a> {
     control: SocketAddr,
     /// The mesh's admin credential, which the proxies' `/tap` and `/shutdown` ask for.
     admin_token: Arc<str>,
+    /// The mesh's TCP services (as `weft up` started), each of which every other workload
+    /// with a sidecar gets a local client port for.
+    tcp_services: Vec<TcpService>,
+}
+
+/// A service whose port is `protocol: tcp`, as a local client port reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TcpService {
+    pub key: model::ServiceKey,
+    pub port: u16,
+}
+
+impl TcpService {
+    /// The services of `spec` whose (first) port carries TCP.
+    pub(crate) fn of(spec: &MeshSpec) -> Vec<TcpService> {
+        spec.services
+            .iter()
+            .filter(|s| s.protocol() == model::Protocol::Tcp)
+            .map(|s| TcpService {
+                key: s.key(),
+                port: s.port,
+            })
+            .collect()
+    }
+
+    /// `WEFT_TCP_<SERVICE>_<PORT>`: the service's name upper-cased, `-` and `.` as `_`.
+    pub(crate) fn env_name(&self) -> String {
+        let name: String = self
+            .key
+            .name
+            .chars()
+            .map(|c| match c {
+                '-' | '.' => '_',
+                c => c.to_ascii_uppercase(),
+            })
+            .collect();
+        format!("WEFT_TCP_{name}_{}", self.port)
+    }
 }
 
 impl Starter<'_> {
@@ -380,6 +419,22 @@ impl Starter<'_> {
             };
             named_ports.push((env, port));
         }
+        // A local client port per TCP service of the mesh (not its own): the sidecar listens
+        // there and tunnels, for clients that honour no proxy.
+        let (mut tcp_env, mut tcp_flags) = (Vec::new(), Vec::new());
+        if w.sidecar {
+            for t in self.tcp_services.iter().filter(|t| t.key != svc.key()) {
+                let port = app_port().map_err(|e| UpError::Spawn {
+                    what: instance.clone(),
+                    program: "port allocation".into(),
+                    source: e,
+                })?;
+                let listen = SocketAddr::from(([127, 0, 0, 1], port));
+                tcp_env.push((t.env_name(), listen.to_string()));
+                tcp_flags.push("--tcp-port".to_string());
+                tcp_flags.push(format!("{}:{}@{listen}", t.key, t.port));
+            }
+        }
         let mut sidecar = None;
         let mut app = AppLaunch {
             command: w.command.clone(),
@@ -390,7 +445,10 @@ impl Starter<'_> {
             workload: w.name.clone(),
             instance: instance.clone(),
             proxy: None,
-            env: w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: tcp_env
+                .into_iter()
+                .chain(w.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect(),
         };
         if w.sidecar {
             let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -410,7 +468,7 @@ impl Starter<'_> {
                 drain_timeout: opts.drain_timeout,
                 access_log: opts.access_log(Some(svc)),
                 app_protocol: svc.protocol(),
-                extra_flags: opts.proxy_flags.clone(),
+                extra_flags: opts.proxy_flags.iter().cloned().chain(tcp_flags).collect(),
             };
             let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;
             let Some(outbound) = bound.outbound else {

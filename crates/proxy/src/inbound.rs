@@ -168,6 +168,7 @@ impl Inbound {
             health: &self.health,
             idle: self.tunnel_idle,
             drain: &self.drain,
+            observe: self.observe.as_ref(),
         };
         let rsp = crate::tunnel::accept(cx, req, info).await;
         self.metrics.answered(Direction::inbound, &rsp);

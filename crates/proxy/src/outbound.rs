@@ -28,7 +28,7 @@ mod replay;
 pub mod resolve;
 mod retry;
 pub mod send;
-mod tunnel;
+pub mod tunnel;
 mod upgrade;
 
 pub use mirror::shadow_uri;

@@ -251,6 +251,11 @@ pub fn run_with(
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
+    let tcp_ports = settings
+        .tcp_ports
+        .iter()
+        .map(|t| Ok((t.target.clone(), bind(t.listen, "local client port")?)))
+        .collect::<Result<Vec<_>, RunError>>()?;
     let local = |l: &std::net::TcpListener| l.local_addr().ok();
     let bound = Bound {
         inbound: inbound.as_ref().and_then(local),
@@ -387,7 +392,7 @@ pub fn run_with(
     .build()
     .map_err(RunError::Runtime)?;
 
-    let result = data_rt.block_on(data_plane(proxy.clone(), outbound, inbound));
+    let result = data_rt.block_on(data_plane(proxy.clone(), outbound, inbound, tcp_ports));
     // The last spans go out while the control runtime (which does the export's I/O) still runs.
     if let Some(t) = &proxy.observe.tracer {
         t.shutdown();
@@ -466,6 +471,7 @@ async fn data_plane(
     proxy: Arc<Proxy>,
     outbound: Option<std::net::TcpListener>,
     inbound: Option<std::net::TcpListener>,
+    tcp_ports: Vec<(String, std::net::TcpListener)>,
 ) -> Result<(), RunError> {
     let tracker = TaskTracker::new();
     let s = &proxy.settings;
@@ -482,7 +488,15 @@ async fn data_plane(
             let config = proxy.listener("ingress", Some(proxy.caps.total.clone()));
             tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         } else {
-            let handler = Arc::new(proxy.forward(crate::outbound::Sidecar { namespace }));
+            let handler = Arc::new(proxy.forward(crate::outbound::Sidecar {
+                namespace: namespace.clone(),
+            }));
+            // Local client ports: tunnels for clients that use no proxy.
+            for (target, l) in tcp_ports {
+                let l = from_std(l, "local client port")?;
+                let (fwd, ns) = (handler.clone(), namespace.clone());
+                tracker.spawn(crate::outbound::tunnel::serve_local(l, fwd, target, ns));
+            }
             let config = proxy.listener("outbound", Some(proxy.caps.total.clone()));
             tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
         }

@@ -55,6 +55,9 @@ pub struct Settings {
     /// What the app speaks on that address (`--app-protocol`): HTTP/1.1 unless `http2` or
     /// `grpc` (h2c) or `tcp` (a byte stream).
     pub app_protocol: model::Protocol,
+    /// Local client ports (`--tcp-port`): each listens on its address and tunnels every
+    /// connection to its service as a `CONNECT` would (sidecar mode).
+    pub tcp_ports: Vec<TcpPort>,
     pub drain_timeout: Duration,
     pub drain_grace: Duration,
     pub probe_interval: Duration,
@@ -71,6 +74,38 @@ pub struct Settings {
     /// The credential the admin listener asks of `POST /shutdown` and `GET /tap`
     /// (`Authorization: Bearer`); `None`: both are refused.
     pub admin_token: Option<String>,
+}
+
+/// A local client port: connections to `listen` are tunnelled to the service `target`
+/// (`NAME:PORT`, any name the service answers to), for clients that use no proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpPort {
+    pub target: String,
+    pub listen: SocketAddr,
+}
+
+impl std::str::FromStr for TcpPort {
+    type Err = String;
+
+    /// `NAME:PORT@ADDRESS`, as `--tcp-port` takes it.
+    fn from_str(s: &str) -> Result<TcpPort, String> {
+        let (target, listen) = s
+            .rsplit_once('@')
+            .ok_or_else(|| format!("`{s}` is not NAME:PORT@ADDRESS"))?;
+        let port_ok = target
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("`{target}` is not NAME:PORT"));
+        }
+        let listen = listen
+            .parse()
+            .map_err(|e| format!("`{listen}` is not an address: {e}"))?;
+        Ok(TcpPort {
+            target: target.to_string(),
+            listen,
+        })
+    }
 }
 
 /// Spans go out in batches at least this often, so a trace shows up in its viewer about a

@@ -12,6 +12,7 @@ use crate::authz::RequestContext;
 use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::server::{Drain, PeerInfo};
+use crate::telemetry::{ConnectionRecord, Reporter, ResponseFlags, TcpConnection};
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -48,12 +49,15 @@ pub enum SpliceError {
 
 /// Copies bytes both ways between `client` (the side that opened the tunnel) and `server` until
 /// both directions have ended, passing each half-close on; ends early when neither side sends
-/// anything for `idle`, or when the drain's grace has passed.
+/// anything for `idle`, or when the drain's grace has passed. `counted`: Istio's TCP byte
+/// counters of the connection, added to as bytes arrive (payload bytes only: the framing of
+/// the hop between proxies is not counted).
 pub async fn splice<A, B>(
     client: A,
     server: B,
     idle: Duration,
     drain: &Drain,
+    counted: Option<&TcpConnection>,
 ) -> Result<Carried, SpliceError>
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -65,11 +69,14 @@ where
         io: client,
         start,
         last: last.clone(),
+        // Bytes from the client are what Istio calls received.
+        count: counted.map(|c| (c, Way::Received)),
     };
     let mut server = Active {
         io: server,
         start,
         last: last.clone(),
+        count: counted.map(|c| (c, Way::Sent)),
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
     let quiet = async {
@@ -96,14 +103,23 @@ where
     }
 }
 
-/// A stream that notes when it last read anything (milliseconds since `start`).
-struct Active<S> {
+/// Which of a connection's byte counters a stream's reads add to.
+#[derive(Clone, Copy)]
+enum Way {
+    Sent,
+    Received,
+}
+
+/// A stream that notes when it last read anything (milliseconds since `start`), and counts
+/// what it reads.
+struct Active<'c, S> {
     io: S,
     start: Instant,
     last: Arc<AtomicU64>,
+    count: Option<(&'c TcpConnection, Way)>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -111,15 +127,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
             let now = self.start.elapsed().as_millis() as u64;
             self.last.store(now, Ordering::Relaxed);
+            match self.count {
+                Some((c, Way::Sent)) => c.sent(n),
+                Some((c, Way::Received)) => c.received(n),
+                None => {}
+            }
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -146,6 +168,11 @@ pub struct Accept<'a> {
     pub health: &'a crate::inbound::AppHealth,
     pub idle: Duration,
     pub drain: &'a Drain,
+    /// Istio's TCP metrics (`reporter="destination"`) for connections to this service.
+    pub observe: Option<&'a (
+        Arc<crate::observe::Observe>,
+        crate::telemetry::DestinationService,
+    )>,
 }
 
 /// The destination sidecar's side: a `CONNECT` request from a peer proxy (or a plaintext
@@ -183,6 +210,22 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
             }
         };
     let _ = app.set_nodelay(true);
+    let counted = cx.observe.map(|(o, service)| {
+        let source = o.telemetry.peer_from_header(
+            req.headers()
+                .get(crate::telemetry::PEER_HEADER)
+                .map(|v| v.as_bytes()),
+            peer.identity.as_ref().map(|i| i.0.as_str()),
+        );
+        o.telemetry.tcp_connection(&ConnectionRecord {
+            reporter: Reporter::Destination,
+            source: &source,
+            destination: &o.local,
+            service,
+            flags: ResponseFlags::NONE,
+            mtls: peer.identity.is_some(),
+        })
+    });
     let upgrade = hyper::upgrade::on(&mut req);
     let (idle, drain, app_addr, client) = (cx.idle, cx.drain.clone(), cx.app, peer.addr);
     tokio::spawn(async move {
@@ -193,14 +236,20 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
                 return;
             }
         };
-        match splice(tunnel, app, idle, &drain).await {
+        match splice(tunnel, app, idle, &drain, counted.as_ref()).await {
             Ok(c) => {
                 tracing::debug!(%client, app = %app_addr, sent = c.sent, received = c.received, "tunnel closed")
             }
             Err(e) => tracing::debug!(%client, app = %app_addr, error = %e, "tunnel ended"),
         }
     });
-    established()
+    let mut rsp = established();
+    if let Some((o, _)) = cx.observe {
+        // The metadata exchange, as on every answer: the client side labels its own series.
+        rsp.headers_mut()
+            .insert(crate::telemetry::PEER, o.local_header.clone());
+    }
+    rsp
 }
 
 /// The answer that opens a tunnel: `200`, no body.

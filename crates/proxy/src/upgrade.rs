@@ -135,7 +135,7 @@ pub async fn to_app(
     tokio::spawn(async move {
         match tokio::try_join!(peer_side, app_side) {
             Ok((p, a)) => {
-                if let Err(e) = splice(TokioIo::new(p), TokioIo::new(a), idle, &drain).await {
+                if let Err(e) = splice(TokioIo::new(p), TokioIo::new(a), idle, &drain, None).await {
                     tracing::debug!(%app, error = %e, "upgraded connection ended");
                 }
             }

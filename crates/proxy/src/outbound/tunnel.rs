@@ -12,6 +12,7 @@ use super::MAX_ATTEMPTS;
 use crate::body::{self, Body, RequestBody};
 use crate::flags::{self, Flag};
 use crate::outbound::Forward;
+use crate::telemetry::{ConnectionRecord, Reporter, ResponseFlags, TcpConnection};
 use crate::tunnel::{established, splice};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -27,26 +28,130 @@ pub(crate) async fn open<R>(
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return flags::respond(Flag::BadRequest, "CONNECT needs a host:port target");
     };
-    let auth = Authority::parse(&authority);
+    let dialed = match dial(fwd, &authority, namespace).await {
+        Ok(d) => d,
+        Err(rsp) => return *rsp,
+    };
+    let downstream = hyper::upgrade::on(&mut req);
+    let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
+    tokio::spawn(async move {
+        let Dialed {
+            upstream,
+            counted,
+            instance,
+            _open,
+        } = dialed;
+        let (client, server) = match tokio::try_join!(downstream, upstream) {
+            Ok((c, s)) => (TokioIo::new(c), TokioIo::new(s)),
+            Err(e) => {
+                tracing::debug!(%instance, error = %e, "tunnel not established");
+                return;
+            }
+        };
+        report(
+            &instance,
+            splice(client, server, idle, &drain, Some(&counted)).await,
+        );
+    });
+    established()
+}
+
+/// Serves connections accepted on a local client port for `target` (`NAME:PORT`): each one is
+/// tunnelled as if its client had sent `CONNECT target`; one no endpoint takes is closed.
+pub async fn serve_local<R: Send + Sync + 'static>(
+    listener: tokio::net::TcpListener,
+    fwd: std::sync::Arc<Forward<R>>,
+    target: String,
+    namespace: String,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = fwd.drain.started() => return,
+            r = listener.accept() => r,
+        };
+        let Ok((client, peer)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let (fwd, target, namespace) = (fwd.clone(), target.clone(), namespace.clone());
+        tokio::spawn(async move {
+            let dialed = match dial(&fwd, &target, &namespace).await {
+                Ok(d) => d,
+                Err(rsp) => {
+                    tracing::info!(%peer, %target, status = %rsp.status(), "local client port: no tunnel");
+                    return;
+                }
+            };
+            let Dialed {
+                upstream,
+                counted,
+                instance,
+                _open,
+            } = dialed;
+            let server = match upstream.await {
+                Ok(s) => TokioIo::new(s),
+                Err(e) => {
+                    tracing::debug!(%instance, error = %e, "tunnel not established");
+                    return;
+                }
+            };
+            let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
+            report(
+                &instance,
+                splice(client, server, idle, &drain, Some(&counted)).await,
+            );
+        });
+    }
+}
+
+fn report(instance: &str, r: Result<crate::tunnel::Carried, crate::tunnel::SpliceError>) {
+    match r {
+        Ok(c) => tracing::debug!(%instance, sent = c.sent, received = c.received, "tunnel closed"),
+        Err(e) => tracing::debug!(%instance, error = %e, "tunnel ended"),
+    }
+}
+
+/// A tunnel a peer sidecar has accepted: its stream (once the upgrade completes), the
+/// connection's TCP series (`reporter="source"`), and the endpoint it is counted in flight on.
+struct Dialed {
+    upstream: hyper::upgrade::OnUpgrade,
+    counted: TcpConnection,
+    instance: String,
+    _open: crate::balance::InFlight,
+}
+
+/// Opens a tunnel to the service `authority` names (on its port): one endpoint drawn per
+/// tunnel, others tried when it cannot be reached or its app refuses. `Err`: the answer for the
+/// client (404 `NR`, 403 from the peer, 503 `UF`).
+async fn dial<R>(
+    fwd: &Forward<R>,
+    authority: &str,
+    namespace: &str,
+) -> Result<Dialed, Box<Response<Body>>> {
+    let auth = Authority::parse(authority);
     let Some(port) = auth.port else {
-        return flags::respond(Flag::BadRequest, "CONNECT needs a host:port target");
+        return Err(Box::new(flags::respond(
+            Flag::BadRequest,
+            "CONNECT needs a host:port target",
+        )));
     };
     let state = fwd.state.load_full();
     let Some(service) = state.routes.resolve(&auth, namespace) else {
-        return *no_service(&authority);
+        return Err(no_service(authority));
     };
     if port != service.port {
-        return flags::respond(
+        return Err(Box::new(flags::respond(
             Flag::NoRoute,
             format!(
                 "no service in the mesh for {authority:?}: {} listens on port {}",
                 service.key, service.port
             ),
-        );
+        )));
     }
     let backend = service.all.clone();
     let target = format!("{}:{}", service.key, service.port);
-    let downstream = hyper::upgrade::on(&mut req);
     let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
     let mut last_error = String::from("the service has no endpoints");
     for _ in 0..MAX_ATTEMPTS {
@@ -67,9 +172,13 @@ pub(crate) async fn open<R>(
             .method(Method::CONNECT)
             .uri(target.as_str())
             .header(crate::headers::CLIENT_ID, fwd.client_id.clone())
+            .header(crate::telemetry::PEER, fwd.observe.local_header.clone())
             .body(body::empty());
         let Ok(connect) = connect else {
-            return flags::respond(Flag::BadRequest, "CONNECT target is not an authority");
+            return Err(Box::new(flags::respond(
+                Flag::BadRequest,
+                "CONNECT target is not an authority",
+            )));
         };
         let mut rsp = match sender.send_request(connect).await {
             Ok(rsp) => rsp,
@@ -85,37 +194,38 @@ pub(crate) async fn open<R>(
                 last_error = format!("{}: its app refused the tunnel", ep.endpoint.instance);
                 continue;
             }
-            return rsp.map(body::incoming);
+            return Err(Box::new(rsp.map(body::incoming)));
         }
         in_flight.success();
-        let upstream = hyper::upgrade::on(&mut rsp);
-        // Counted as in flight for as long as it is open: least-request balances tunnels too.
-        let open = ep.start();
-        let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
-        let instance = ep.endpoint.instance.clone();
-        tokio::spawn(async move {
-            let (client, server) = match tokio::try_join!(downstream, upstream) {
-                Ok((c, s)) => (TokioIo::new(c), TokioIo::new(s)),
-                Err(e) => {
-                    tracing::debug!(%instance, error = %e, "tunnel not established");
-                    return;
-                }
-            };
-            let _open = open;
-            match splice(client, server, idle, &drain).await {
-                Ok(c) => {
-                    tracing::debug!(%instance, sent = c.sent, received = c.received, "tunnel closed")
-                }
-                Err(e) => tracing::debug!(%instance, error = %e, "tunnel ended"),
-            }
+        let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
+        let telemetry = &fwd.observe.telemetry;
+        let destination = telemetry.peer_from_header(
+            rsp.headers()
+                .get(crate::telemetry::PEER_HEADER)
+                .map(|v| v.as_bytes()),
+            mtls.then_some(ep.endpoint.identity.0.as_str()),
+        );
+        let counted = telemetry.tcp_connection(&ConnectionRecord {
+            reporter: Reporter::Source,
+            source: &fwd.observe.local,
+            destination: &destination,
+            service: &backend.service,
+            flags: ResponseFlags::NONE,
+            mtls,
         });
-        return established();
+        return Ok(Dialed {
+            upstream: hyper::upgrade::on(&mut rsp),
+            counted,
+            instance: ep.endpoint.instance.clone(),
+            // Counted as in flight for as long as it is open: least-request balances tunnels too.
+            _open: ep.start(),
+        });
     }
-    flags::respond(
+    Err(Box::new(flags::respond(
         Flag::UpstreamConnectFailure,
         format!(
             "no endpoint of {} took the tunnel: {last_error}",
             service.key
         ),
-    )
+    )))
 }

@@ -115,7 +115,9 @@ pub(super) async fn open<R: Resolve>(
             let _open = open;
             match tokio::try_join!(downstream, upstream) {
                 Ok((c, s)) => {
-                    if let Err(e) = splice(TokioIo::new(c), TokioIo::new(s), idle, &drain).await {
+                    if let Err(e) =
+                        splice(TokioIo::new(c), TokioIo::new(s), idle, &drain, None).await
+                    {
                         tracing::debug!(%instance, error = %e, "upgraded connection ended");
                     }
                 }

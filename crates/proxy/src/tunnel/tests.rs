@@ -10,10 +10,9 @@ async fn a_half_close_passes_through_and_the_answer_still_arrives() {
     let (mut app_client, client_side) = tokio::io::duplex(1024);
     let (server_side, mut app_server) = tokio::io::duplex(1024);
     let d = drain();
-    let tunnel =
-        tokio::spawn(
-            async move { splice(client_side, server_side, Duration::from_secs(5), &d).await },
-        );
+    let tunnel = tokio::spawn(async move {
+        splice(client_side, server_side, Duration::from_secs(5), &d, None).await
+    });
     app_client.write_all(b"question").await.unwrap();
     app_client.shutdown().await.unwrap();
     // The server sees the question, then end of stream, and answers after it.
@@ -43,10 +42,9 @@ async fn a_tunnel_quiet_for_the_idle_timeout_is_closed() {
     let (mut app_client, client_side) = tokio::io::duplex(1024);
     let (server_side, _app_server) = tokio::io::duplex(1024);
     let d = drain();
-    let tunnel =
-        tokio::spawn(
-            async move { splice(client_side, server_side, Duration::from_secs(10), &d).await },
-        );
+    let tunnel = tokio::spawn(async move {
+        splice(client_side, server_side, Duration::from_secs(10), &d, None).await
+    });
     // Traffic at 6 s keeps it open past 10 s …
     tokio::time::sleep(Duration::from_secs(6)).await;
     app_client.write_all(b"x").await.unwrap();

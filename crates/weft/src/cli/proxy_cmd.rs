@@ -41,6 +41,10 @@ pub struct ProxyArgs {
     /// What the app speaks: http (HTTP/1.1), http2 or grpc (h2c), tcp
     #[arg(long, default_value = "http", value_parser = parse_protocol)]
     app_protocol: model::Protocol,
+    /// A local client port: listen on ADDRESS and tunnel each connection to the service
+    /// NAME:PORT, as `CONNECT NAME:PORT` would (repeatable; sidecars only)
+    #[arg(long = "tcp-port", value_name = "NAME:PORT@ADDRESS")]
+    tcp_ports: Vec<proxy::settings::TcpPort>,
     #[arg(long)]
     inbound: Option<SocketAddr>,
     #[arg(long)]
@@ -366,6 +370,11 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         admin: a.admin,
         app: a.app,
         app_protocol: a.app_protocol,
+        tcp_ports: if mode == Mode::Sidecar {
+            a.tcp_ports
+        } else {
+            Vec::new()
+        },
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
