@@ -215,7 +215,7 @@ pub async fn up(
         opts: &opts,
         control: control.grpc,
         admin_token: token.as_str().into(),
-        tcp_services: TcpService::of(&registry.spec()),
+        tcp_services: TcpService::of(&registry.spec().services),
     };
     let started = async {
         if let Some(setup) = &prom {
@@ -309,9 +309,9 @@ pub(crate) struct TcpService {
 }
 
 impl TcpService {
-    /// The services of `spec` whose (first) port carries TCP.
-    pub(crate) fn of(spec: &MeshSpec) -> Vec<TcpService> {
-        spec.services
+    /// The `services` whose (first) port carries TCP.
+    pub(crate) fn of(services: &[model::ServiceSpec]) -> Vec<TcpService> {
+        services
             .iter()
             .filter(|s| s.protocol() == model::Protocol::Tcp)
             .map(|s| TcpService {
@@ -574,3 +574,6 @@ async fn wait_ready(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

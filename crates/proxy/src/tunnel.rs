@@ -21,8 +21,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock: the idle timeout follows paused time in tests.
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// How long the app gets to accept a tunnel's connection.
 const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

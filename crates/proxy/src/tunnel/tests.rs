@@ -55,3 +55,20 @@ async fn a_tunnel_quiet_for_the_idle_timeout_is_closed() {
     let r = tunnel.await.unwrap();
     assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
 }
+
+#[test]
+fn local_client_ports_parse_from_name_port_at_address() {
+    use crate::settings::TcpPort;
+    let p: TcpPort = "redis.default:6379@127.0.0.1:7000".parse().unwrap();
+    assert_eq!(p.target, "redis.default:6379");
+    assert_eq!(p.listen, "127.0.0.1:7000".parse().unwrap());
+    for bad in [
+        "redis.default:6379",
+        "redis@127.0.0.1:7000",
+        ":6379@127.0.0.1:7000",
+        "redis:port@127.0.0.1:7000",
+        "redis:6379@localhost",
+    ] {
+        assert!(bad.parse::<TcpPort>().is_err(), "{bad}");
+    }
+}
