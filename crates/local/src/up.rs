@@ -296,12 +296,12 @@ pub(crate) struct Starter<'a> {
     control: SocketAddr,
     /// The mesh's admin credential, which the proxies' `/tap` and `/shutdown` ask for.
     admin_token: Arc<str>,
-    /// The mesh's TCP services (as `weft up` started), each of which every other workload
-    /// with a sidecar gets a local client port for.
+    /// The mesh's TCP service ports (as `weft up` started), each of which every other
+    /// workload with a sidecar gets a local client port for.
     tcp_services: Vec<TcpService>,
 }
 
-/// A service whose port is `protocol: tcp`, as a local client port reaches it.
+/// A service port that is `protocol: tcp`, as a local client port reaches it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TcpService {
     pub key: model::ServiceKey,
@@ -309,14 +309,18 @@ pub(crate) struct TcpService {
 }
 
 impl TcpService {
-    /// The `services` whose (first) port carries TCP.
+    /// The ports of `services` that carry TCP, one each.
     pub(crate) fn of(services: &[model::ServiceSpec]) -> Vec<TcpService> {
         services
             .iter()
-            .filter(|s| s.protocol() == model::Protocol::Tcp)
-            .map(|s| TcpService {
-                key: s.key(),
-                port: s.port,
+            .flat_map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|p| p.protocol == model::Protocol::Tcp)
+                    .map(|p| TcpService {
+                        key: s.key(),
+                        port: p.port,
+                    })
             })
             .collect()
     }
@@ -407,7 +411,12 @@ impl Starter<'_> {
         // The first port is `PORT` (and `PORT_<NAME>` when named); each further one gets a
         // port of its own.
         let mut named_ports = Vec::new();
+        // Service port → the app's port, for the sidecar's tunnels (`--app-port`).
+        let mut app_ports = Vec::new();
         for (k, p) in svc.ports.iter().enumerate() {
+            if k == 0 {
+                app_ports.push((p.port, port));
+            }
             let Some(env) = p.env_name() else { continue };
             let port = match k {
                 0 => port,
@@ -417,12 +426,19 @@ impl Starter<'_> {
                     source: e,
                 })?,
             };
+            if k > 0 {
+                app_ports.push((p.port, port));
+            }
             named_ports.push((env, port));
         }
         // A local client port per TCP service of the mesh (not its own): the sidecar listens
         // there and tunnels, for clients that honour no proxy.
         let (mut tcp_env, mut tcp_flags) = (Vec::new(), Vec::new());
         if w.sidecar {
+            for (service_port, app) in &app_ports {
+                tcp_flags.push("--app-port".to_string());
+                tcp_flags.push(format!("{service_port}=127.0.0.1:{app}"));
+            }
             for t in self.tcp_services.iter().filter(|t| t.key != svc.key()) {
                 let port = app_port().map_err(|e| UpError::Spawn {
                     what: instance.clone(),

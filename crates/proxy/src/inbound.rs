@@ -72,6 +72,8 @@ pub struct Inbound {
     pub own: Option<model::ServiceKey>,
     /// A `CONNECT` tunnel that carries nothing this long is closed ([`crate::tunnel`]).
     pub tunnel_idle: Duration,
+    /// The app's address for each service port a tunnel may name; empty: `app` for any.
+    pub app_ports: Arc<[(u16, SocketAddr)]>,
 }
 
 impl Inbound {
@@ -95,6 +97,7 @@ impl Inbound {
             observe: None,
             own: None,
             tunnel_idle: crate::limits::DEFAULT_IDLE_TIMEOUT,
+            app_ports: Arc::new([]),
         }
     }
 
@@ -161,9 +164,19 @@ impl Inbound {
 impl Inbound {
     /// A `CONNECT` tunnel to the app ([`crate::tunnel::accept`]).
     async fn tunnel(&self, req: Request<RequestBody>, info: &PeerInfo) -> Response<Body> {
+        let port = req.uri().authority().and_then(|a| a.port_u16());
+        let app = match (self.app_ports.is_empty(), port) {
+            (true, _) => self.app,
+            (false, Some(p)) => match self.app_ports.iter().find(|(sp, _)| *sp == p) {
+                Some((_, a)) => *a,
+                None => return no_port(p),
+            },
+            (false, None) => return no_port(0),
+        };
         let state = self.state.as_ref().map(|s| s.load_full());
         let cx = crate::tunnel::Accept {
-            app: self.app,
+            app,
+            port,
             security: state.as_ref().map(|s| &s.security),
             health: &self.health,
             idle: self.tunnel_idle,
@@ -174,6 +187,14 @@ impl Inbound {
         self.metrics.answered(Direction::inbound, &rsp);
         rsp
     }
+}
+
+/// 404 `NR`: a tunnel to a port the service does not have.
+fn no_port(port: u16) -> Response<Body> {
+    flags::respond(
+        Flag::NoRoute,
+        format!("the service has no port {port} to tunnel to"),
+    )
 }
 
 impl Handler for Inbound {

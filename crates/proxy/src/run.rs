@@ -519,6 +519,7 @@ async fn data_plane(
         ));
         handler.own = Some(own);
         handler.tunnel_idle = s.limits.idle_timeout;
+        handler.app_ports = s.app_ports.clone().into();
         let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
         tracker.spawn(server::serve(

@@ -58,6 +58,9 @@ pub struct Settings {
     /// Local client ports (`--tcp-port`): each listens on its address and tunnels every
     /// connection to its service as a `CONNECT` would (sidecar mode).
     pub tcp_ports: Vec<TcpPort>,
+    /// Where the app listens for each port of its service (`--app-port`), for tunnels to a
+    /// port other than the first; empty: every tunnel goes to `app`.
+    pub app_ports: Vec<(u16, SocketAddr)>,
     pub drain_timeout: Duration,
     pub drain_grace: Duration,
     pub probe_interval: Duration,

@@ -165,6 +165,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
 pub struct Accept<'a> {
     /// The app's address the tunnel ends at.
     pub app: SocketAddr,
+    /// The service port the tunnel names (`ports`, `destination.port`); `None`: the one the
+    /// rules were compiled for.
+    pub port: Option<u16>,
     /// The inbound rules in force; `None`: none.
     pub security: Option<&'a crate::security::Compiled>,
     pub health: &'a crate::inbound::AppHealth,
@@ -187,7 +190,7 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
             peer_ip: peer.addr.ip(),
             peer_identity: peer.identity.as_ref(),
             destination_ip: None,
-            destination_port: sec.port,
+            destination_port: cx.port.unwrap_or(sec.port),
             sni: None,
             // A tunnel is a TCP connection: a rule that needs HTTP attributes cannot match it.
             http: None,

@@ -304,3 +304,101 @@ async fn strict_mtls_and_authorization_guard_the_redis_port() {
     );
     assert_eq!(pings(r.local, 1).await, b"+PONG\r\n");
 }
+
+/// Sends `hi` on a new connection to `at`, then the FIN; the answer (empty if closed).
+async fn hi(at: SocketAddr) -> String {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let _ = s.write_all(b"hi").await;
+    let _ = s.shutdown().await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tcp_port_of_a_multi_port_service_reaches_its_own_app_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("client.env");
+    let client = format!(
+        "import os, json, http.server; open({:?}, 'w').write(json.dumps(dict(os.environ))); http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), http.server.BaseHTTPRequestHandler).serve_forever()",
+        env_file.display().to_string()
+    );
+    let answer =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tunnels/answer.py");
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: multiport}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: multi\n    ports:\n    - {{port: 9000, name: tcp-a, protocol: tcp}}\n    - {{port: 9001, name: tcp-b, protocol: tcp}}\n    workloads:\n    - name: multi\n      labels: {{app: multi}}\n      replicas: 1\n      command: [python3, {}]\n  - name: client\n    port: 80\n    workloads:\n    - name: client\n      labels: {{app: client}}\n      replicas: 1\n      command: [python3, -c, {}]\n",
+        answer.display(),
+        serde_json::to_string(&client).unwrap()
+    );
+    let m = Mesh::up(&yaml);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let env: serde_json::Value = loop {
+        if let Some(v) = std::fs::read_to_string(&env_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client wrote no env"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let local = |name: &str| -> SocketAddr {
+        env[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name}"))
+            .parse()
+            .unwrap()
+    };
+    // One local client port per TCP port, each reaching the app's port for it.
+    assert_eq!(
+        hi(local("WEFT_TCP_MULTI_9000")).await,
+        "multi-0 got 2 bytes: hi"
+    );
+    assert_eq!(
+        hi(local("WEFT_TCP_MULTI_9001")).await,
+        "multi-0:PORT_TCP_B got 2 bytes: hi"
+    );
+    // CONNECT to the second port too; a port the service does not have is 404.
+    let outbound = addr(&m, "client-0", "outbound");
+    let connect = |target: &'static str| async move {
+        let mut s = TcpStream::connect(outbound).await.unwrap();
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let code: u16 = String::from_utf8_lossy(&head)
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        (code, s)
+    };
+    let (code, mut s) = connect("multi:9001").await;
+    assert_eq!(code, 200);
+    s.write_all(b"hi").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "multi-0:PORT_TCP_B got 2 bytes: hi");
+    assert_eq!(connect("multi:9002").await.0, 404);
+
+    // Authorization sees the port the tunnel names.
+    m.apply_yaml(
+        "ports.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: multi, namespace: default}\nspec:\n  selector: {matchLabels: {app: multi}}\n  action: ALLOW\n  rules:\n  - to:\n    - operation: {ports: [\"9001\"]}\n",
+    );
+    assert_eq!(hi(local("WEFT_TCP_MULTI_9000")).await, "");
+    assert_eq!(
+        hi(local("WEFT_TCP_MULTI_9001")).await,
+        "multi-0:PORT_TCP_B got 2 bytes: hi"
+    );
+}

@@ -1,5 +1,6 @@
 //! The outbound side of an HTTP `CONNECT` tunnel: `CONNECT NAME:PORT` from the app names a
-//! mesh service (any name it is reachable by, on its port). One endpoint of the service is
+//! mesh service (any name it is reachable by) and one of its ports (the destination's sidecar
+//! knows which it has, and refuses others), or a local client port names one ([`serve_local`]). One endpoint of the service is
 //! drawn by its balancer (per tunnel, as for a TCP connection) and an HTTP/2 `CONNECT` stream is
 //! opened on the pooled mTLS connection to its sidecar (`crate::tunnel::accept` answers it);
 //! endpoints that cannot be reached, or whose app refuses, are skipped as for a request. Once
@@ -141,17 +142,9 @@ async fn dial<R>(
     let Some(service) = state.routes.resolve(&auth, namespace) else {
         return Err(no_service(authority));
     };
-    if port != service.port {
-        return Err(Box::new(flags::respond(
-            Flag::NoRoute,
-            format!(
-                "no service in the mesh for {authority:?}: {} listens on port {}",
-                service.key, service.port
-            ),
-        )));
-    }
+    // Any port: the destination's sidecar knows its app's ports and refuses others (404).
     let backend = service.all.clone();
-    let target = format!("{}:{}", service.key, service.port);
+    let target = format!("{}:{port}", service.key);
     let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
     let mut last_error = String::from("the service has no endpoints");
     for _ in 0..MAX_ATTEMPTS {

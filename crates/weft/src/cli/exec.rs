@@ -76,6 +76,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         app: None,
         app_protocol: model::Protocol::Http,
         tcp_ports: Vec::new(),
+        app_ports: Vec::new(),
         drain_timeout: Duration::from_secs(2),
         drain_grace: Duration::ZERO,
         probe_interval: Duration::from_secs(1),

@@ -45,6 +45,10 @@ pub struct ProxyArgs {
     /// NAME:PORT, as `CONNECT NAME:PORT` would (repeatable; sidecars only)
     #[arg(long = "tcp-port", value_name = "NAME:PORT@ADDRESS")]
     tcp_ports: Vec<proxy::settings::TcpPort>,
+    /// Where the app listens for the service port PORT (repeatable): tunnels to PORT end
+    /// there; once any is given, tunnels to ports not listed are refused (404)
+    #[arg(long = "app-port", value_name = "PORT=ADDRESS", value_parser = parse_app_port)]
+    app_ports: Vec<(u16, SocketAddr)>,
     #[arg(long)]
     inbound: Option<SocketAddr>,
     #[arg(long)]
@@ -121,6 +125,20 @@ pub struct LimitArgs {
 /// A size in bytes: `65536`, `64KiB` (or `64k`), `1MiB` (or `1m`).
 fn parse_protocol(s: &str) -> Result<model::Protocol, String> {
     model::Protocol::parse(s).ok_or_else(|| format!("`{s}` is not one of http, http2, grpc, tcp"))
+}
+
+/// `PORT=ADDRESS`, as `--app-port` takes it.
+fn parse_app_port(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not PORT=ADDRESS"))?;
+    let port = port
+        .parse()
+        .map_err(|e| format!("`{port}` is not a port: {e}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("`{addr}` is not an address: {e}"))?;
+    Ok((port, addr))
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -375,6 +393,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         } else {
             Vec::new()
         },
+        app_ports: a.app_ports,
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
