@@ -36,6 +36,7 @@
 //! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
+//! - [`grpc`]: gRPC's status as the outcome of a call, `grpc-timeout`, gRPC answers.
 //! - [`headers`]: what every hop does alike: weft's header names, request ids, hop-by-hop headers.
 //! - [`metrics`]: the proxy's Prometheus metrics.
 //! - [`telemetry`]: Istio's standard metrics (lock-free recorder) and the `x-weft-peer` exchange.
@@ -51,6 +52,7 @@ pub mod discovery;
 pub mod edges;
 pub mod filters;
 pub mod flags;
+pub mod grpc;
 pub mod guard;
 pub mod headers;
 pub mod identity;

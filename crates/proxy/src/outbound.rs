@@ -88,6 +88,10 @@ impl<R: Resolve> Handler for Forward<R> {
         if let (Some(span), Some(Some(op))) = (&mut started.span, &operation) {
             span.rename(op);
         }
+        // A gRPC client gets the proxy's own answers as gRPC statuses.
+        if started.protocol == crate::telemetry::Protocol::Grpc {
+            crate::grpc::answer(&mut rsp);
+        }
         self.observe
             .source(started, service.as_ref(), upstream, &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
@@ -145,6 +149,12 @@ impl<R: Resolve> Forward<R> {
         };
         // As in Istio, a route that injects faults has no client-side timeout or retries.
         let timeout = rule.and_then(|r| r.timeout).filter(|_| fault.is_none());
+        // A gRPC client's deadline bounds the route's timeout (Istio's `grpcTimeoutHeaderMax`
+        // is the route's timeout: without one, the deadline alone applies).
+        let timeout = match (timeout, crate::grpc::timeout(&parts.headers)) {
+            (Some(t), Some(g)) => Some(t.min(g)),
+            (t, g) => t.or(g),
+        };
         let retry = rule
             .and_then(|r| r.retry.as_ref())
             .filter(|_| fault.is_none());
