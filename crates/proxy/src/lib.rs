@@ -26,7 +26,8 @@
 //! - [`inbound`]: mesh → app: forward to the local app.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
 //! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
-//! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
+//! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app, or its one h2c
+//!   connection when the app speaks HTTP/2 or gRPC.
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
 //! - [`observe`]: Istio's standard metrics on the request path (metadata exchange, both reporters).

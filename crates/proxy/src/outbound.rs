@@ -225,7 +225,9 @@ impl<R: Resolve> Forward<R> {
             },
         };
         if let Some(r) = rule {
-            let failure = model::route::is_failure(&r.response_classes, rsp.status().as_u16());
+            // A gRPC call by the grpc-status of a trailers-only answer (one in trailers: 200).
+            let status = crate::grpc::head_status(&rsp).unwrap_or(200);
+            let failure = model::route::is_failure(&r.response_classes, status);
             r.stats.request(!failure, t0.elapsed());
         }
         edit::response(&mut rsp, &routed, downstream_headers.as_ref(), set_cookie);

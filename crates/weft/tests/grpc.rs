@@ -147,6 +147,11 @@ async fn grpc_calls_stream_through_the_ingress_and_between_sidecars() {
         let call = one_call(target, authority, "bidi", &["--n", "4"]).await;
         assert_eq!(call["code"], 0, "{via}: {call}");
         assert_eq!(texts(&call), ["hi-0", "hi-1", "hi-2", "hi-3"], "{via}");
+        // Also on a route that retries, whose request bodies are kept for another attempt.
+        let retried = ["--n", "3", "--metadata", "x-retry=yes"];
+        let call = one_call(target, authority, "bidi", &retried).await;
+        assert_eq!(call["code"], 0, "{via}: {call}");
+        assert_eq!(texts(&call), ["hi-0", "hi-1", "hi-2"], "{via}");
         // A message, then UNAVAILABLE in the trailers: the client sees the server's status.
         let call = one_call(target, authority, "fail-after-one", &["--code", "14"]).await;
         assert_eq!(call["code"], 14, "{via}: {call}");
@@ -160,7 +165,7 @@ async fn grpc_calls_stream_through_the_ingress_and_between_sidecars() {
     let c = client();
     let admin = addr(&status["ingress_admin"]);
     let calls = |admin, st| grpc_count(&c, admin, "source", st);
-    assert_eq!(eventually(3.0, || calls(admin, "0")).await, 3.0);
+    assert_eq!(eventually(4.0, || calls(admin, "0")).await, 4.0);
     assert_eq!(eventually(1.0, || calls(admin, "14")).await, 1.0);
     let sidecar = addr(&workload(&status, "client-v1-0")["admin"]);
     assert_eq!(eventually(1.0, || calls(sidecar, "14")).await, 1.0);
