@@ -287,16 +287,24 @@ async fn serve_connection<H, IO>(
             let mut req = req.map(|b| RequestBody::new(b, timeouts));
             let timed_out =
                 (!http_body::Body::is_end_stream(req.body())).then(|| req.body_mut().watch());
+            // The listener's own refusals reach a gRPC client as gRPC statuses too.
+            let grpc = crate::grpc::is_grpc(req.headers());
+            let as_grpc = |mut rsp| {
+                if grpc {
+                    crate::grpc::answer(&mut rsp);
+                }
+                rsp
+            };
             if let Err(rsp) = crate::validate::request(&mut req, underscores).await {
-                return rsp;
+                return as_grpc(rsp);
             }
             let rsp = handler.handle(req, info).await;
             match timed_out {
                 Some(t) if t.load(std::sync::atomic::Ordering::Acquire) => {
-                    crate::validate::closing(crate::flags::respond(
+                    as_grpc(crate::validate::closing(crate::flags::respond(
                         crate::flags::Flag::StreamIdleTimeout,
                         "the client sent its request body too slowly",
-                    ))
+                    )))
                 }
                 _ => rsp,
             }

@@ -234,7 +234,7 @@ async fn unavailable_is_retried_and_counted() {
 
 /// The proxy's own answers to gRPC clients are gRPC statuses (HTTP 200, `grpc-status`,
 /// `grpc-message`, the flag): a service with no ready replica is UNAVAILABLE, an unknown one
-/// UNIMPLEMENTED (as Envoy maps 404), and a call whose `grpc-timeout` passes before the app
+/// UNIMPLEMENTED (as Envoy maps 404), a request the listener refuses INTERNAL (a 400), and a call whose `grpc-timeout` passes before the app
 /// answers is DEADLINE_EXCEEDED from the proxy, without waiting for the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_answers_are_grpc_statuses() {
@@ -256,6 +256,15 @@ async fn proxy_answers_are_grpc_statuses() {
     let call = one_call(outbound, "nosuch:50051", "unary", &[]).await;
     assert_eq!(call["code"], 12, "{call}");
     assert_eq!(call["flag"], "NR", "{call}");
+    // The ingress refuses header names with underscores: INTERNAL, as Envoy maps a 400, with
+    // the listener's reason.
+    let call = one_call(mesh.ingress, "echo", "unary", &["--metadata", "x_bad=1"]).await;
+    assert_eq!(call["code"], 13, "{call}");
+    assert_eq!(call["flag"], "DPE", "{call}");
+    assert!(
+        call["message"].as_str().unwrap().contains("underscore"),
+        "{call}"
+    );
 
     // grpc-timeout: a raw HTTP/2 call (a grpcio client enforces its deadline itself, so its
     // answer would not show who gave up): Unary sleeping 2 s (Msg.code = 2000), 300 ms allowed.
