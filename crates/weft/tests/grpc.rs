@@ -333,3 +333,77 @@ async fn raw_unary(
     }
     (code, grpc, flag)
 }
+
+/// Services `NAME` with one good replica and one that fails every call UNAVAILABLE, under a
+/// DestinationRule that ejects after 3 consecutive 5xx.
+fn failing_replica_mesh(name: &str, services: &[&str]) -> String {
+    let server = grpc_dir().join("server.py");
+    let server = server.display();
+    let mut y = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n"
+    );
+    for svc in services {
+        y.push_str(&format!(
+            r#"  - name: {svc}
+    port: 50051
+    protocol: grpc
+    workloads:
+    - name: {svc}-good
+      labels: {{app: {svc}, version: good}}
+      replicas: 1
+      command: [python3, "{server}"]
+    - name: {svc}-bad
+      labels: {{app: {svc}, version: bad}}
+      replicas: 1
+      command: [python3, "{server}", --fail, "14"]
+"#
+        ));
+    }
+    for svc in services {
+        y.push_str(&format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {svc}}}
+spec:
+  host: {svc}
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 50
+"#
+        ));
+    }
+    y
+}
+
+/// Outlier detection counts UNAVAILABLE as a 503, as Envoy does: the replica that fails every
+/// call is ejected after its 3 failures, whether its status comes in a trailers-only answer
+/// (unary) or in trailers after a message (server-streaming); the next 100 calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_replica_answering_unavailable() {
+    let mesh = Mesh::up(&failing_replica_mesh(
+        "grpc-outlier",
+        &["heads", "trailers"],
+    ));
+    for (svc, kind) in [("heads", "unary"), ("trailers", "stream")] {
+        let calls = grpc_calls(mesh.ingress, svc, kind, &["--n", "1", "--count", "110"]).await;
+        let failed: Vec<usize> = (0..calls.len())
+            .filter(|i| calls[*i]["code"] != 0)
+            .collect();
+        for i in &failed {
+            assert_eq!(calls[*i]["code"], 14, "{svc}: {}", calls[*i]);
+        }
+        // Round robin or not, the bad replica fails 3 times within the first few calls.
+        assert_eq!(failed.len(), 3, "{svc}: failed calls {failed:?}");
+        assert!(failed[2] < 10, "{svc}: failed calls {failed:?}");
+    }
+    let c = client();
+    let admin = addr(&mesh.status["ingress_admin"]);
+    assert_eq!(
+        metric_sum(&c, admin, "weft_endpoint_ejections_total").await,
+        2.0
+    );
+}
