@@ -304,12 +304,14 @@ impl AppPool {
     async fn send_h2(&self, h2: &H2, req: Request<Body>) -> Result<Response<Body>, AppError> {
         let mut req = req;
         for _ in 0..2 {
-            let mut sender = self.h2_sender(h2).await?;
+            let shared = self.h2_sender(h2).await?;
+            let mut sender = (*shared).clone();
             match sender.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp.map(body::incoming)),
                 Err(mut e) => match e.take_message() {
                     Some(r) => {
-                        h2.sender.store(None);
+                        // Forgotten unless another request has replaced it already.
+                        h2.sender.compare_and_swap(&Some(shared), None);
                         req = r;
                     }
                     None => return Err(AppError::Http(e.into_error())),
@@ -322,15 +324,13 @@ impl AppPool {
     }
 
     /// A ready sender on the app's HTTP/2 connection.
-    async fn h2_sender(&self, h2: &H2) -> Result<http2::SendRequest<Body>, AppError> {
-        let usable = |s: &Option<Arc<http2::SendRequest<Body>>>| {
-            s.as_ref().filter(|s| !s.is_closed()).map(|s| (**s).clone())
-        };
-        if let Some(s) = usable(&h2.sender.load_full()) {
+    async fn h2_sender(&self, h2: &H2) -> Result<Arc<http2::SendRequest<Body>>, AppError> {
+        let usable = |s: Option<Arc<http2::SendRequest<Body>>>| s.filter(|s| !s.is_closed());
+        if let Some(s) = usable(h2.sender.load_full()) {
             return Ok(s);
         }
         let _one = h2.connecting.lock().await;
-        if let Some(s) = usable(&h2.sender.load_full()) {
+        if let Some(s) = usable(h2.sender.load_full()) {
             return Ok(s);
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
@@ -353,7 +353,8 @@ impl AppPool {
             let _slot = slot;
             let _ = conn.await;
         });
-        h2.sender.store(Some(Arc::new(sender.clone())));
+        let sender = Arc::new(sender);
+        h2.sender.store(Some(sender.clone()));
         Ok(sender)
     }
 

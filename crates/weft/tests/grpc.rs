@@ -396,9 +396,9 @@ async fn outlier_detection_ejects_a_replica_answering_unavailable() {
         for i in &failed {
             assert_eq!(calls[*i]["code"], 14, "{svc}: {}", calls[*i]);
         }
-        // Round robin or not, the bad replica fails 3 times within the first few calls.
+        // The bad replica fails 3 times, then is out for the rest of the calls.
         assert_eq!(failed.len(), 3, "{svc}: failed calls {failed:?}");
-        assert!(failed[2] < 10, "{svc}: failed calls {failed:?}");
+        assert!(failed[2] < 60, "{svc}: failed calls {failed:?}");
     }
     let c = client();
     let admin = addr(&mesh.status["ingress_admin"]);

@@ -207,3 +207,55 @@ async fn an_http2_app_gets_streams_of_one_connection_with_their_trailers() {
     // An HTTP app keeps HTTP/1.1.
     assert!(!AppPool::for_protocol(addr, model::Protocol::Http).is_http2());
 }
+
+/// The app's HTTP/2 connection closing (the app restarted, or closed an idle connection) costs
+/// no request: the next one dials again.
+#[tokio::test]
+async fn a_closed_http2_connection_is_replaced_by_the_next_request() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+            // Each connection lives 200 ms, then the app drops it.
+            tokio::spawn(tokio::time::timeout(Duration::from_millis(200), conn));
+        }
+    });
+    let pool = AppPool::for_protocol(addr, model::Protocol::Http2);
+    let req = || {
+        Request::get("http://app/")
+            .version(http::Version::HTTP_2)
+            .body(body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        pool.send(req(), AppLimits::default())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Wait for the pool to see the connection gone.
+    while pool.open() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pool.send(req(), AppLimits::default())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
