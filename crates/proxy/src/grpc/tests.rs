@@ -104,3 +104,14 @@ async fn the_trailers_status_is_reported_once() {
     }));
     assert_eq!(*seen.lock().unwrap(), [Some(14), None]);
 }
+
+#[test]
+fn te_trailers_survives_the_hop_by_hop_strip() {
+    let mut h = HeaderMap::new();
+    h.insert("te", HeaderValue::from_static("trailers"));
+    crate::headers::strip_hop_by_hop(&mut h);
+    assert_eq!(h["te"], "trailers", "gRPC servers refuse calls without it");
+    h.insert("te", HeaderValue::from_static("gzip, trailers"));
+    crate::headers::strip_hop_by_hop(&mut h);
+    assert!(!h.contains_key("te"), "any other TE is hop-by-hop");
+}
