@@ -1,8 +1,9 @@
 //! Mesh → app: the inbound side of a sidecar. Requests from peer proxies (HTTP/2) and from
 //! plain clients (HTTP/1.1 or HTTP/2) are forwarded to the local app over a keep-alive HTTP/1.1
 //! pool, or over one h2c connection when the app's port speaks `http2` or `grpc`
-//! ([`Inbound::set_app_protocol`]). The sidecar also watches whether its app accepts connections and reports that as its
-//! readiness, so the control plane takes a dead app's replica out of every balancer.
+//! ([`Inbound::set_app_protocol`]). The sidecar also watches whether its app accepts
+//! connections and reports that as its readiness, so the control plane takes a dead app's
+//! replica out of every balancer.
 
 use crate::app_pool::{AppError, AppLimits, AppPool};
 use crate::body::Body;
