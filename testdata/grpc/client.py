@@ -3,11 +3,12 @@ prior knowledge) naming AUTHORITY (a mesh service, `svc:port`), as a client that
 proxy's listener does, and prints one JSON line per call: {"code": N, "message": ..., "texts": [...]}.
 
   client.py TARGET AUTHORITY unary|stream|bidi|flaky|fail-after-one [--count N] [--n X] [--code C]
-            [--timeout S] [--text T] [--metadata KEY=VALUE]...
+            [--timeout S] [--text T] [--metadata KEY=VALUE]... [--pause S]
 """
 
 import argparse
 import json
+import time
 
 import grpc
 
@@ -33,6 +34,8 @@ def call(stub, kind, args):
 
         def requests():
             for i in range(int(args.n)):
+                if i and args.pause:
+                    time.sleep(args.pause)
                 yield pb.Msg(text=f"{args.text}-{i}")
                 q.get(timeout=30)
 
@@ -55,6 +58,7 @@ def main():
     p.add_argument("--timeout", type=float, default=30)
     p.add_argument("--text", default="hi")
     p.add_argument("--metadata", action="append", default=[])
+    p.add_argument("--pause", type=float, default=0, help="bidi: seconds between messages")
     args = p.parse_args()
     options = [("grpc.enable_http_proxy", 0), ("grpc.default_authority", args.authority),
                ("grpc.enable_retries", 0)]

@@ -407,3 +407,20 @@ async fn outlier_detection_ejects_a_replica_answering_unavailable() {
         2.0
     );
 }
+
+/// A streaming call outlives the listeners' whole-request deadline (`--request-timeout`, here
+/// 2 s): a bidi call of 3.5 s, a message every 0.5 s, completes through the ingress and between
+/// sidecars. (A plain HTTP body that takes as long still gets 408: tests/robustness.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_call_outlives_the_request_timeout() {
+    let mesh = Mesh::up_with(&grpc_mesh("grpc-long"), &["--request-timeout", "2s"]);
+    let status = mesh.status_json(None);
+    let outbound = addr(&workload(&status, "client-v1-0")["outbound"]);
+    for (target, authority) in [(mesh.ingress, "echo"), (outbound, "echo:50051")] {
+        let t0 = Instant::now();
+        let call = one_call(target, authority, "bidi", &["--n", "8", "--pause", "0.5"]).await;
+        assert_eq!(call["code"], 0, "{authority}: {call}");
+        assert_eq!(texts(&call).len(), 8, "{authority}: {call}");
+        assert!(t0.elapsed() > Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+}
