@@ -16,7 +16,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// testdata/grpc, once Python's gRPC packages are known to be there (a mesh whose servers
+/// cannot start would only time out).
 fn grpc_dir() -> PathBuf {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        let ok = Command::new("python3")
+            .args(["-c", "import grpc, grpc_tools"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "python3 needs grpcio and grpcio-tools (scripts/test installs them)"
+        );
+    });
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/grpc"))
         .canonicalize()
         .unwrap()
