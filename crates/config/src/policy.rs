@@ -80,24 +80,27 @@ fn parse_duration(text: &str, decimal: bool, units: &[&str]) -> Option<u128> {
 }
 
 /// Envoy `retry-on` values Istio accepts that weft does not implement (yet).
-const UNSUPPORTED_RETRY_ON: [&str; 8] = [
-    "retriable-4xx",
-    "cancelled",
-    "deadline-exceeded",
-    "unavailable",
-    "resource-exhausted",
-    "internal",
-    "retriable-headers",
-    "envoy-ratelimited",
+const UNSUPPORTED_RETRY_ON: [&str; 3] = ["retriable-4xx", "retriable-headers", "envoy-ratelimited"];
+
+/// Envoy's gRPC `retry-on` values and the `grpc-status` each retries. As in Envoy, the status
+/// is read from the response headers: a trailers-only response (the usual shape of a call that
+/// fails before any message) is retried, a status that arrives in trailers after messages is not.
+const GRPC_RETRY_ON: [(&str, u32); 5] = [
+    ("cancelled", 1),
+    ("deadline-exceeded", 4),
+    ("resource-exhausted", 8),
+    ("internal", 13),
+    ("unavailable", 14),
 ];
 
 /// Istio's default `retryOn`: `connect-failure,refused-stream,unavailable,cancelled,
-/// retriable-status-codes` with 503 (the gRPC conditions are not implemented).
+/// retriable-status-codes` with 503.
 pub(crate) fn istio_default_retry_on() -> RetryOn {
     RetryOn {
         connect_failure: true,
         refused_stream: true,
         status_codes: vec![503],
+        grpc_statuses: vec![1, 14],
         ..RetryOn::default()
     }
 }
@@ -140,6 +143,15 @@ pub(crate) fn istio_retry_on(text: &str) -> RetryOnList {
             // The codes are listed alongside, as numbers.
             "retriable-status-codes" => {}
             v if UNSUPPORTED_RETRY_ON.contains(&v) => out.unsupported.push(v.to_string()),
+            v if GRPC_RETRY_ON.iter().any(|(name, _)| *name == v) => {
+                let code = GRPC_RETRY_ON
+                    .iter()
+                    .find(|(name, _)| *name == v)
+                    .map(|c| c.1);
+                if let Some(code) = code.filter(|c| !out.on.grpc_statuses.contains(c)) {
+                    out.on.grpc_statuses.push(code);
+                }
+            }
             v if v.bytes().all(|c| c.is_ascii_digit()) => match status_code(v) {
                 Some(code) => {
                     if !out.on.status_codes.contains(&code) {
@@ -152,7 +164,8 @@ pub(crate) fn istio_retry_on(text: &str) -> RetryOnList {
             },
             v => out.invalid.push(format!(
                 "unknown retryOn `{v}`: use 5xx, gateway-error, connect-failure, reset, \
-                 refused-stream, retriable-status-codes or status codes"
+                 refused-stream, retriable-status-codes, status codes, or the gRPC cancelled, \
+                 deadline-exceeded, internal, resource-exhausted, unavailable"
             )),
         }
     }
@@ -205,7 +218,9 @@ mod tests {
 
     #[test]
     fn retry_on_lists() {
-        let l = istio_retry_on("5xx, gateway-error,retriable-status-codes,503,504,503,cancelled");
+        let l = istio_retry_on(
+            "5xx, gateway-error,retriable-status-codes,503,504,503,retriable-headers",
+        );
         assert_eq!(
             l.on,
             RetryOn {
@@ -215,10 +230,21 @@ mod tests {
                 ..RetryOn::default()
             }
         );
-        assert_eq!(l.unsupported, ["cancelled"]);
+        assert_eq!(l.unsupported, ["retriable-headers"]);
         assert!(l.invalid.is_empty());
         let l = istio_retry_on("connect-failure,reset,refused-stream,42,bogus");
         assert!(l.on.connect_failure && l.on.reset && l.on.refused_stream);
         assert_eq!(l.invalid.len(), 2, "{:?}", l.invalid);
+    }
+
+    #[test]
+    fn retry_on_grpc_statuses_as_envoy() {
+        let l = istio_retry_on(
+            "unavailable,cancelled,deadline-exceeded,resource-exhausted,internal,unavailable",
+        );
+        assert_eq!(l.on.grpc_statuses, [14, 1, 4, 8, 13]);
+        assert!(l.unsupported.is_empty() && l.invalid.is_empty(), "{l:?}");
+        // Istio's default policy retries UNAVAILABLE and CANCELLED as well.
+        assert_eq!(istio_default_retry_on().grpc_statuses, [1, 14]);
     }
 }

@@ -843,7 +843,7 @@ spec:
     - destination: {host: reviews}
     retries:
       attempts: 3
-      retryOn: 5xx,cancelled
+      retryOn: 5xx,retriable-headers
       retryRemoteLocalities: true
 ";
     let dr = "\
@@ -863,7 +863,7 @@ spec:
     assert_eq!(
         notices,
         [
-            "mesh.yaml:24:7: spec.http[0].retries.retryOn: VirtualService default/reviews: retryOn cancelled is not yet supported; ignored",
+            "mesh.yaml:24:7: spec.http[0].retries.retryOn: VirtualService default/reviews: retryOn retriable-headers is not yet supported; ignored",
             "mesh.yaml:25:7: spec.http[0].retries.retryRemoteLocalities: VirtualService default/reviews: retryRemoteLocalities is not yet supported; ignored",
             "mesh.yaml:32:55: spec.trafficPolicy.loadBalancer.warmup: DestinationRule default/reviews: warmup is not yet supported; ignored",
             "mesh.yaml:36:21: spec.subsets[0].trafficPolicy.tls: DestinationRule default/reviews: tls is ignored: weft's proxies secure traffic between them with mutual TLS themselves",
@@ -1050,6 +1050,7 @@ fn istio_timeout_and_retries_are_translated() {
                 connect_failure: true,
                 refused_stream: true,
                 status_codes: vec![503],
+                grpc_statuses: vec![1, 14],
                 ..RetryOn::default()
             },
         })
@@ -1090,7 +1091,8 @@ fn istio_bad_timeout_and_retries_are_errors_with_their_lines() {
             "    retries:\n      attempts: 2\n      retryOn: 5xx,sometimes\n"
         )),
         "24:7: spec.http[0].retries.retryOn: unknown retryOn `sometimes`: use 5xx, gateway-error, \
-         connect-failure, reset, refused-stream, retriable-status-codes or status codes"
+         connect-failure, reset, refused-stream, retriable-status-codes, status codes, or the gRPC \
+         cancelled, deadline-exceeded, internal, resource-exhausted, unavailable"
     );
     assert_eq!(
         error(&reviews_vs("    retries:\n      attempts: -1\n")),
@@ -1295,6 +1297,8 @@ fn default_retries_by_name() {
                 connect_failure: true,
                 refused_stream: true,
                 status_codes: vec![503],
+                // UNAVAILABLE and CANCELLED.
+                grpc_statuses: vec![1, 14],
                 ..Default::default()
             },
         })
@@ -1337,7 +1341,8 @@ fn default_retries_errors_name_the_line_and_field() {
             "defaultRetries:\n    attempts: 2\n    retryOn: sometimes"
         )),
         "7:5: spec.defaultRetries.retryOn: unknown retryOn `sometimes`: use 5xx, gateway-error, \
-         connect-failure, reset, refused-stream, retriable-status-codes or status codes"
+         connect-failure, reset, refused-stream, retriable-status-codes, status codes, or the gRPC \
+         cancelled, deadline-exceeded, internal, resource-exhausted, unavailable"
     );
     assert!(error(&mesh_with("defaultRetries: {retryOn: 5xx}"))
         .contains("spec.defaultRetries: missing field `attempts`"),);

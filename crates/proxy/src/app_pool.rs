@@ -6,6 +6,11 @@
 //! `connectionPool.tcp.maxConnections`): past the cap a request waits for a connection to come
 //! back, at most [`QUEUE_TIMEOUT`] and with at most `http1MaxPendingRequests` others (1,024 by
 //! default) waiting; beyond either it is answered 503 with flag `UO`.
+//!
+//! An app that speaks HTTP/2 (its port's protocol is `http2` or `grpc`) gets one multiplexed
+//! h2c connection (HTTP/2 over plaintext, prior knowledge) instead: every request is a stream on
+//! it, bodies and trailers stream both ways, and a closed connection is replaced by the next
+//! request.
 
 use crate::body::{self, Body};
 use bytes::Bytes;
@@ -13,8 +18,8 @@ use crossbeam_queue::ArrayQueue;
 use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,6 +153,16 @@ pub struct AppPool {
     addr: SocketAddr,
     idle: ArrayQueue<Conn>,
     open: Arc<Open>,
+    /// `Some`: the app speaks HTTP/2 and every request goes over this connection.
+    h2: Option<H2>,
+}
+
+/// The one h2c connection to an HTTP/2 app: read without a lock by every request, replaced
+/// (under `connecting`, so that only one request dials) once it has closed.
+#[derive(Default)]
+struct H2 {
+    sender: arc_swap::ArcSwapOption<http2::SendRequest<Body>>,
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl AppPool {
@@ -156,12 +171,31 @@ impl AppPool {
         self.idle.len()
     }
 
+    /// A pool of HTTP/1.1 connections to the app at `addr`.
     pub fn new(addr: SocketAddr) -> Arc<Self> {
         Arc::new(AppPool {
             addr,
             idle: ArrayQueue::new(MAX_IDLE),
             open: Arc::default(),
+            h2: None,
         })
+    }
+
+    /// The pool for an app whose port speaks `protocol`: h2c for `http2` and `grpc`, HTTP/1.1
+    /// otherwise.
+    pub fn for_protocol(addr: SocketAddr, protocol: model::Protocol) -> Arc<Self> {
+        let h2 = matches!(protocol, model::Protocol::Http2 | model::Protocol::Grpc);
+        Arc::new(AppPool {
+            addr,
+            idle: ArrayQueue::new(MAX_IDLE),
+            open: Arc::default(),
+            h2: h2.then(H2::default),
+        })
+    }
+
+    /// Whether requests go to the app over HTTP/2.
+    pub fn is_http2(&self) -> bool {
+        self.h2.is_some()
     }
 
     /// Connections open to the app now.
@@ -233,6 +267,9 @@ impl AppPool {
         req: Request<Body>,
         limits: AppLimits,
     ) -> Result<Response<Body>, AppError> {
+        if let Some(h2) = &self.h2 {
+            return self.send_h2(h2, req).await;
+        }
         let mut req = req;
         loop {
             let (mut conn, reused) = self.get(limits).await?;
@@ -260,6 +297,65 @@ impl AppPool {
                 Err(e) => return Err(AppError::Http(e.into_error())),
             }
         }
+    }
+
+    /// Sends `req` as a stream of the app's HTTP/2 connection, dialling it first when there is
+    /// none (or it closed). A request the closing connection never took goes on a new one.
+    async fn send_h2(&self, h2: &H2, req: Request<Body>) -> Result<Response<Body>, AppError> {
+        let mut req = req;
+        for _ in 0..2 {
+            let shared = self.h2_sender(h2).await?;
+            let mut sender = (*shared).clone();
+            match sender.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp.map(body::incoming)),
+                Err(mut e) => match e.take_message() {
+                    Some(r) => {
+                        // Forgotten unless another request has replaced it already.
+                        h2.sender.compare_and_swap(&Some(shared), None);
+                        req = r;
+                    }
+                    None => return Err(AppError::Http(e.into_error())),
+                },
+            }
+        }
+        Err(AppError::Connect(
+            std::io::ErrorKind::ConnectionReset.into(),
+        ))
+    }
+
+    /// A ready sender on the app's HTTP/2 connection.
+    async fn h2_sender(&self, h2: &H2) -> Result<Arc<http2::SendRequest<Body>>, AppError> {
+        let usable = |s: Option<Arc<http2::SendRequest<Body>>>| s.filter(|s| !s.is_closed());
+        if let Some(s) = usable(h2.sender.load_full()) {
+            return Ok(s);
+        }
+        let _one = h2.connecting.lock().await;
+        if let Some(s) = usable(h2.sender.load_full()) {
+            return Ok(s);
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| AppError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(AppError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        crate::limits::keepalive(&stream);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let slot = self.try_slot(AppLimits {
+            max_connections: usize::MAX,
+            ..AppLimits::default()
+        });
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = conn.await;
+        });
+        let sender = Arc::new(sender);
+        h2.sender.store(Some(sender.clone()));
+        Ok(sender)
     }
 
     async fn checkout(&self) -> Option<Conn> {

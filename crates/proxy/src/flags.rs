@@ -102,6 +102,11 @@ impl Flag {
     }
 }
 
+/// The one-line message of a response the proxy made, kept with it (as an extension) for a
+/// gRPC client's `grpc-message` ([`crate::grpc::answer`]).
+#[derive(Clone, Debug)]
+pub struct Message(pub String);
+
 /// A response the proxy makes itself: the flag's status, the flag header and a one-line body.
 pub fn respond(flag: Flag, message: impl Into<String>) -> Response<Body> {
     respond_with(flag, flag.status(), message)
@@ -111,7 +116,8 @@ pub fn respond(flag: Flag, message: impl Into<String>) -> Response<Body> {
 pub fn respond_with(flag: Flag, status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut msg = message.into();
     msg.push('\n');
-    let mut rsp = Response::new(body::full(msg));
+    let mut rsp = Response::new(body::full(msg.clone()));
+    rsp.extensions_mut().insert(Message(msg));
     *rsp.status_mut() = status;
     let h = rsp.headers_mut();
     h.insert(FLAG_HEADER, HeaderValue::from_static(flag.as_str()));

@@ -16,8 +16,12 @@ pub const CLIENT_ID: HeaderName = HeaderName::from_static(CLIENT_ID_HEADER);
 pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones the
-/// `Connection` header names.
+/// `Connection` header names. `TE: trailers` stays, as Envoy keeps it: gRPC requires it end to
+/// end (servers refuse a call without it), and it is the one `TE` HTTP/2 allows.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -38,6 +42,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         HeaderName::from_static("proxy-connection"),
     ] {
         headers.remove(n);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

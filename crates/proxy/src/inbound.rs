@@ -1,7 +1,9 @@
 //! Mesh → app: the inbound side of a sidecar. Requests from peer proxies (HTTP/2) and from
 //! plain clients (HTTP/1.1 or HTTP/2) are forwarded to the local app over a keep-alive HTTP/1.1
-//! pool. The sidecar also watches whether its app accepts connections and reports that as its
-//! readiness, so the control plane takes a dead app's replica out of every balancer.
+//! pool, or over one h2c connection when the app's port speaks `http2` or `grpc`
+//! ([`Inbound::set_app_protocol`]). The sidecar also watches whether its app accepts
+//! connections and reports that as its readiness, so the control plane takes a dead app's
+//! replica out of every balancer.
 
 use crate::app_pool::{AppError, AppLimits, AppPool};
 use crate::body::Body;
@@ -77,6 +79,13 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// Speaks `protocol` to the app: HTTP/2 (h2c) for `http2` and `grpc`, HTTP/1.1 otherwise.
+    pub fn set_app_protocol(&mut self, protocol: model::Protocol) {
+        self.pool = AppPool::for_protocol(self.app, protocol);
+    }
+}
+
+impl Inbound {
     pub fn new(
         app: SocketAddr,
         instance: &str,
@@ -128,15 +137,28 @@ impl Inbound {
                 }
             }
         }
-        // Origin form (`/path?query`) on the wire to the app; the Host header names the service.
-        parts.uri = match parts.uri.path_and_query() {
-            Some(p) => Uri::from(p.clone()),
-            None => Uri::from_static("/"),
-        };
-        parts.version = Version::HTTP_11;
         if let Some(up) = parts.extensions.remove::<crate::upgrade::Upgrading>() {
+            // An upgrade is HTTP/1.1's: replayed in origin form on a connection of its own.
+            parts.uri = match parts.uri.path_and_query() {
+                Some(p) => Uri::from(p.clone()),
+                None => Uri::from_static("/"),
+            };
+            parts.version = Version::HTTP_11;
             let drain = &self.drain;
             return crate::upgrade::to_app(self.app, parts, up, self.tunnel_idle, drain).await;
+        }
+        if self.pool.is_http2() {
+            // HTTP/2 names the service in `:authority` (and needs a `:scheme`), not in Host.
+            parts.uri = app_uri_h2(&parts.uri, parts.headers.remove(header::HOST));
+            parts.version = Version::HTTP_2;
+        } else {
+            // Origin form (`/path?query`) on the wire to the app; the Host header names the
+            // service.
+            parts.uri = match parts.uri.path_and_query() {
+                Some(p) => Uri::from(p.clone()),
+                None => Uri::from_static("/"),
+            };
+            parts.version = Version::HTTP_11;
         }
         let req = Request::from_parts(parts, body.boxed());
         match self.pool.send(req, limits).await {
@@ -197,6 +219,25 @@ fn no_port(port: u16) -> Response<Body> {
     )
 }
 
+/// `http://AUTHORITY/path?query`: the request's target as an HTTP/2 app gets it.
+fn app_uri_h2(uri: &Uri, host: Option<HeaderValue>) -> Uri {
+    let authority = uri
+        .authority()
+        .cloned()
+        .or_else(|| host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()))
+        .unwrap_or(http::uri::Authority::from_static("localhost"));
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or(http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
 impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
@@ -242,6 +283,10 @@ impl Handler for Inbound {
             Ok(()) => self.forward(req, &info, limits).await,
             Err(rsp) => *rsp,
         };
+        // A gRPC client gets the proxy's own answers as gRPC statuses.
+        if started.protocol == crate::telemetry::Protocol::Grpc {
+            crate::grpc::answer(&mut rsp);
+        }
         if let (Some((o, service)), Some(source)) = (&self.observe, &source) {
             o.destination(started, source, service, verified.is_some(), &mut rsp);
         }

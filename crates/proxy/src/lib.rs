@@ -28,7 +28,8 @@
 //! - [`upgrade`]: HTTP/1.1 upgrades (WebSocket) carried between proxies and replayed to the app.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
 //! - [`authz`]: inbound authorization (Istio AuthorizationPolicy, Linkerd Server policy).
-//! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app.
+//! - [`app_pool`]: the lock-free keep-alive HTTP/1.1 pool to the local app, or its one h2c
+//!   connection when the app speaks HTTP/2 or gRPC.
 //! - [`server`]: the accept loop shared by every listener, with graceful drain.
 //! - [`security`]: what the inbound side enforces per snapshot: mTLS mode, JWT, authorization.
 //! - [`observe`]: Istio's standard metrics on the request path (metadata exchange, both reporters).
@@ -38,6 +39,7 @@
 //! - [`edges`]: who talks to whom (identities, mTLS or not), per connection.
 //! - [`admin`]: `/ready`, `/live`, `/config`, `/metrics`, `/shutdown`.
 //! - [`flags`]: the closed set of response flags for responses the proxy makes itself.
+//! - [`grpc`]: gRPC's status as the outcome of a call, `grpc-timeout`, gRPC answers.
 //! - [`headers`]: what every hop does alike: weft's header names, request ids, hop-by-hop headers.
 //! - [`metrics`]: the proxy's Prometheus metrics.
 //! - [`telemetry`]: Istio's standard metrics (lock-free recorder) and the `x-weft-peer` exchange.
@@ -53,6 +55,7 @@ pub mod discovery;
 pub mod edges;
 pub mod filters;
 pub mod flags;
+pub mod grpc;
 pub mod guard;
 pub mod headers;
 pub mod identity;

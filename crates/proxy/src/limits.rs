@@ -8,7 +8,7 @@
 //! | first byte of a connection | 10 s, then closed | Linkerd's protocol detection timeout |
 //! | whole request head | 30 s, then closed | nginx `client_header_timeout` (60 s) |
 //! | gap in a request body | 60 s → 408 | nginx `client_body_timeout` |
-//! | whole request body | 300 s → 408 | Envoy's edge `request_timeout` |
+//! | whole request body (not gRPC) | 300 s → 408 | Envoy's edge `request_timeout` |
 //! | idle keep-alive connection | 1 h, then closed | Envoy's HTTP `idle_timeout` |
 //! | connections per listener | 10,000 | Envoy's edge `connection_limit` |
 //! | connections per proxy | 50,000, at most ¾ of the file descriptors | Envoy's `global_downstream_max_connections` |

@@ -266,7 +266,7 @@ impl Observe {
         reporter: Reporter,
         started: &Started,
         parties: Parties<'_>,
-        rsp: &Response<Body>,
+        rsp: &mut Response<Body>,
     ) -> ResponseFlags {
         let Parties {
             source,
@@ -287,7 +287,12 @@ impl Observe {
         r.duration = started.at.elapsed();
         r.request_bytes = started.request_bytes;
         r.response_bytes = content_length(rsp.headers());
-        self.telemetry.request(&r);
+        if r.protocol == Protocol::Grpc && r.grpc_status.is_none() && r.response_code == 200 {
+            // The call's status comes in its trailers: recorded once they have gone by.
+            self.record_at_trailers(&r, started.at, rsp);
+        } else {
+            self.telemetry.request(&r);
+        }
         if let Some(t) = &started.tap {
             let principal = |p: &Peer| {
                 let m = p.metadata();
@@ -320,6 +325,31 @@ impl Observe {
             });
         }
         r.flags
+    }
+}
+
+impl Observe {
+    /// Records `r` once `rsp`'s body has ended, with the `grpc-status` of its trailers (none if
+    /// it ended without: a reset stream) and the call's whole duration, as Envoy reports a
+    /// streaming call when it ends.
+    fn record_at_trailers(&self, r: &RequestRecord<'_>, at: Instant, rsp: &mut Response<Body>) {
+        let telemetry = self.telemetry.clone();
+        let (source, destination, service) =
+            (r.source.clone(), r.destination.clone(), r.service.clone());
+        let (reporter, flags, mtls, request_bytes) = (r.reporter, r.flags, r.mtls, r.request_bytes);
+        let body = std::mem::replace(rsp.body_mut(), body::empty());
+        let wrapped = crate::grpc::OnStatus::wrap(Response::new(body), move |status| {
+            let mut r = RequestRecord::new(reporter, &source, &destination, &service);
+            r.protocol = Protocol::Grpc;
+            r.response_code = 200;
+            r.grpc_status = status;
+            r.flags = flags;
+            r.mtls = mtls;
+            r.duration = at.elapsed();
+            r.request_bytes = request_bytes;
+            telemetry.request(&r);
+        });
+        *rsp.body_mut() = wrapped.into_body();
     }
 }
 

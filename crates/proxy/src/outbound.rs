@@ -102,6 +102,10 @@ impl<R: Resolve> Handler for Forward<R> {
         if let (Some(span), Some(Some(op))) = (&mut started.span, &operation) {
             span.rename(op);
         }
+        // A gRPC client gets the proxy's own answers as gRPC statuses.
+        if started.protocol == crate::telemetry::Protocol::Grpc {
+            crate::grpc::answer(&mut rsp);
+        }
         self.observe
             .source(started, service.as_ref(), upstream, &mut rsp);
         finish_response(&mut rsp, version, &self.drain);
@@ -159,6 +163,12 @@ impl<R: Resolve> Forward<R> {
         };
         // As in Istio, a route that injects faults has no client-side timeout or retries.
         let timeout = rule.and_then(|r| r.timeout).filter(|_| fault.is_none());
+        // A gRPC client's deadline bounds the route's timeout (Istio's `grpcTimeoutHeaderMax`
+        // is the route's timeout: without one, the deadline alone applies).
+        let timeout = match (timeout, crate::grpc::timeout(&parts.headers)) {
+            (Some(t), Some(g)) => Some(t.min(g)),
+            (t, g) => t.or(g),
+        };
         let retry = rule
             .and_then(|r| r.retry.as_ref())
             .filter(|_| fault.is_none());
@@ -229,7 +239,9 @@ impl<R: Resolve> Forward<R> {
             },
         };
         if let Some(r) = rule {
-            let failure = model::route::is_failure(&r.response_classes, rsp.status().as_u16());
+            // A gRPC call by the grpc-status of a trailers-only answer (one in trailers: 200).
+            let status = crate::grpc::head_status(&rsp).unwrap_or(200);
+            let failure = model::route::is_failure(&r.response_classes, status);
             r.stats.request(!failure, t0.elapsed());
         }
         edit::response(&mut rsp, &routed, downstream_headers.as_ref(), set_cookie);

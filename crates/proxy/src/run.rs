@@ -509,6 +509,7 @@ async fn data_plane(
             proxy.metrics.clone(),
             proxy.drain.clone(),
         );
+        handler.set_app_protocol(s.app_protocol);
         handler.authenticated = s.join_token.is_some();
         handler.state = Some(proxy.state.clone());
         let _ = proxy.app_pool.set(handler.pool.clone());

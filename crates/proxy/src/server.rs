@@ -29,6 +29,9 @@ use tokio_util::task::TaskTracker;
 
 /// Concurrent streams a peer may open on one HTTP/2 connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 2048;
+/// The whole-body deadline of a gRPC request: a year, in effect none (a stream lasts as long as
+/// its call); the body's idle timeout still applies.
+const GRPC_BODY_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A connection closed for an HTTP/2 flood gets this long to take its GOAWAY.
 const FLOOD_LINGER: Duration = Duration::from_secs(1);
 /// Accept errors (out of file descriptors, …) back off from this …
@@ -284,19 +287,37 @@ async fn serve_connection<H, IO>(
         // the future they are given (into the connection's slot, into a task and out of it);
         // moving a pointer instead is what keeps memcpy off the profile.
         let fut = Box::pin(async move {
+            let grpc = crate::grpc::is_grpc(req.headers());
+            // A gRPC request body lasts as long as its call (a client or bidi stream may run for
+            // hours): only the idle timeout applies to it, as Istio's sidecars set no request
+            // timeout.
+            let timeouts = match grpc {
+                true => BodyTimeouts {
+                    total: GRPC_BODY_DEADLINE,
+                    ..timeouts
+                },
+                false => timeouts,
+            };
             let mut req = req.map(|b| RequestBody::new(b, timeouts));
             let timed_out =
                 (!http_body::Body::is_end_stream(req.body())).then(|| req.body_mut().watch());
+            // The listener's own refusals reach a gRPC client as gRPC statuses too.
+            let as_grpc = |mut rsp| {
+                if grpc {
+                    crate::grpc::answer(&mut rsp);
+                }
+                rsp
+            };
             if let Err(rsp) = crate::validate::request(&mut req, underscores).await {
-                return rsp;
+                return as_grpc(rsp);
             }
             let rsp = handler.handle(req, info).await;
             match timed_out {
                 Some(t) if t.load(std::sync::atomic::Ordering::Acquire) => {
-                    crate::validate::closing(crate::flags::respond(
+                    as_grpc(crate::validate::closing(crate::flags::respond(
                         crate::flags::Flag::StreamIdleTimeout,
                         "the client sent its request body too slowly",
-                    ))
+                    )))
                 }
                 _ => rsp,
             }

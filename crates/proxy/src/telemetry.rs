@@ -11,7 +11,9 @@
 //! series to the proxy's `Registry` as a collector, read at scrape time.
 //!
 //! Istio's conventions kept: labels nobody can fill read `unknown`; `response_flags` is `-`
-//! when there is none; `grpc_response_status` is empty on plain HTTP; principals are full
+//! when there is none; `grpc_response_status` is empty on plain HTTP and, for a gRPC call, is
+//! the status of its trailers-only answer or of its trailers (recorded when they pass, see
+//! `observe`), with `response_code="200"`; principals are full
 //! SPIFFE URIs; `connection_security_policy` is `mutual_tls` or `none` on the destination side
 //! and `unknown` on the source side (Istio: the client cannot know the server's policy).
 //!

@@ -119,7 +119,10 @@ impl Acc {
         if s.name == REQUESTS {
             self.requests += d;
             let code = s.label("response_code").unwrap_or("");
-            if code.len() == 3 && code.starts_with('5') {
+            // A gRPC call fails with any status but OK, whatever its HTTP status (200), as
+            // Linkerd classifies gRPC responses.
+            let grpc = s.label("grpc_response_status").unwrap_or("");
+            if (code.len() == 3 && code.starts_with('5')) || !matches!(grpc, "" | "0") {
                 self.failed += d;
             }
             if !matches!(s.label("source_principal"), None | Some("" | "unknown")) {
@@ -337,6 +340,20 @@ mod tests {
         assert_eq!(rs.len(), 1);
         assert_eq!((rs[0].name.as_str(), rs[0].requests), ("slow", 0));
         assert_eq!(rs[0].sampled, 1);
+    }
+
+    #[test]
+    fn grpc_calls_fail_by_their_status() {
+        let hello = replicas(&[("hello", "hello-v1", "hello-v1-0")]);
+        let grpc = |status: &str, n: u64| {
+            let labels = format!(",request_protocol=\"grpc\",grpc_response_status=\"{status}\"");
+            let a = series(&labels, "200", "unknown", "none");
+            format!("istio_requests_total{{{a}}} {n}\n")
+        };
+        let text = grpc("0", 7) + &grpc("14", 2) + &grpc("4", 1) + "# EOF\n";
+        let after: HashMap<String, Reading> = [("hello-v1-0".into(), reading(&text))].into();
+        let rs = rows(Kind::Service, &hello, &HashMap::new(), &after, 1.0);
+        assert_eq!((rs[0].requests, rs[0].succeeded, rs[0].failed), (10, 7, 3));
     }
 
     #[test]

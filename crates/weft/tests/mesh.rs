@@ -78,10 +78,13 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
     }
     let counts = counts.lock().unwrap().clone();
     assert_eq!(counts.values().sum::<usize>(), 1000);
+    // The default balancer (peak EWMA) is latency-aware: on a busy machine one replica may be
+    // slower for a while and get fewer requests (the suite once saw 357/643 with other builds
+    // running). Both must get a real share; an even split is not the contract.
     for inst in ["hello-v1-0", "hello-v1-1"] {
         let n = counts.get(inst).copied().unwrap_or(0);
         assert!(
-            (400..=600).contains(&n),
+            (250..=750).contains(&n),
             "{inst} got {n} of 1000: {counts:?}"
         );
     }

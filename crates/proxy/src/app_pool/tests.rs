@@ -118,3 +118,144 @@ fn a_traffic_policy_sets_the_limits() {
     );
     assert_eq!(AppLimits::from_pool(None), AppLimits::default());
 }
+
+/// An h2c-only app: echoes each request body back as it arrives, then ends with a trailer;
+/// counts the connections it accepted.
+async fn h2_app() -> (SocketAddr, Arc<AtomicUsize>) {
+    use http_body_util::BodyExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                assert_eq!(req.version(), http::Version::HTTP_2);
+                assert_eq!(req.uri().authority().unwrap().as_str(), "echo:50051");
+                assert_eq!(req.headers()["te"], "trailers");
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(4);
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    while let Some(Ok(f)) = body.frame().await {
+                        if let Ok(d) = f.into_data() {
+                            let _ = tx.send(Ok(Frame::data(d))).await;
+                        }
+                    }
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let _ = tx.send(Ok(Frame::trailers(t))).await;
+                });
+                let body = http_body_util::StreamBody::new(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                );
+                Ok::<_, std::convert::Infallible>(Response::new(body))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, accepted)
+}
+
+/// An app whose port speaks gRPC gets HTTP/2: every call a stream of one connection, the
+/// request body streaming to the app while the answer streams back, the trailers passed on.
+#[tokio::test]
+async fn an_http2_app_gets_streams_of_one_connection_with_their_trailers() {
+    use http_body_util::BodyExt;
+    let (addr, accepted) = h2_app().await;
+    let pool = AppPool::for_protocol(addr, model::Protocol::Grpc);
+    assert!(pool.is_http2());
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, body::BoxError>>(1);
+            let req = Request::post("http://echo:50051/weft.test.Echo/Bidi")
+                .version(http::Version::HTTP_2)
+                .header("te", "trailers")
+                .body(body::boxed(http_body_util::StreamBody::new(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                )))
+                .unwrap();
+            let rsp = pool.send(req, AppLimits::default()).await.unwrap();
+            let mut rsp = rsp.into_body();
+            // Each message comes back before the next is sent: nothing waits for the end.
+            for m in 0..3 {
+                let msg = Bytes::from(format!("{i}-{m}"));
+                tx.send(Ok(Frame::data(msg.clone()))).await.unwrap();
+                let f = rsp.frame().await.unwrap().unwrap();
+                assert_eq!(f.into_data().unwrap(), msg);
+            }
+            drop(tx);
+            let t = rsp.frame().await.unwrap().unwrap().into_trailers().unwrap();
+            assert_eq!(t["grpc-status"], "0");
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+    assert_eq!(pool.open(), 1);
+    // An HTTP app keeps HTTP/1.1.
+    assert!(!AppPool::for_protocol(addr, model::Protocol::Http).is_http2());
+}
+
+/// The app's HTTP/2 connection closing (the app restarted, or closed an idle connection) costs
+/// no request: the next one dials again.
+#[tokio::test]
+async fn a_closed_http2_connection_is_replaced_by_the_next_request() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+            // Each connection lives 200 ms, then the app drops it.
+            tokio::spawn(tokio::time::timeout(Duration::from_millis(200), conn));
+        }
+    });
+    let pool = AppPool::for_protocol(addr, model::Protocol::Http2);
+    let req = || {
+        Request::get("http://app/")
+            .version(http::Version::HTTP_2)
+            .body(body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        pool.send(req(), AppLimits::default())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Wait for the pool to see the connection gone.
+    while pool.open() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pool.send(req(), AppLimits::default())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

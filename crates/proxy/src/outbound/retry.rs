@@ -172,7 +172,11 @@ impl Attempts<'_> {
             match outcome {
                 Ok(rsp) => {
                     *upstream_out = Some(self.upstream(&ep, &rsp));
-                    let status = rsp.status().as_u16();
+                    // A gRPC call is judged by its grpc-status, read as Envoy reads it (as the
+                    // HTTP status it maps to); one that comes in trailers is judged when they do.
+                    let Some(status) = crate::grpc::head_status(&rsp) else {
+                        return self.judge_at_trailers(ep, rsp);
+                    };
                     let failure = model::route::is_failure(self.classes, status);
                     if let Some(st) = self.stats {
                         st.attempt(!failure);
@@ -255,6 +259,29 @@ impl Attempts<'_> {
         tracing::debug!(backend = %self.backend.name, ?why, "request body cannot be sent again: not retried");
         self.metrics.replay_skipped(Skipped::retry);
         true
+    }
+
+    /// `rsp`, a gRPC answer whose status is in its trailers, with outlier detection and failure
+    /// accrual told the outcome once they arrive (an answer that ends without a status counts
+    /// as a failure, as a reset stream does). Such an answer is not retried: as in Envoy, the
+    /// gRPC retry conditions read the response headers, and the messages have gone downstream.
+    fn judge_at_trailers(&self, ep: Arc<EndpointState>, rsp: Response<Body>) -> Response<Body> {
+        if self.backend.policy.outlier.is_none() && self.backend.policy.accrual.is_none() {
+            return rsp;
+        }
+        let backend = self.backend.clone();
+        let classes: Arc<[model::ResponseClass]> = self.classes.into();
+        crate::grpc::OnStatus::wrap(rsp, move |code| {
+            let outcome = match code {
+                Some(code) => {
+                    let status = crate::grpc::http_status(code);
+                    let failure = model::route::is_failure(&classes, status);
+                    Outcome::Response { status, failure }
+                }
+                None => Outcome::Error,
+            };
+            backend.record(&ep, outcome);
+        })
     }
 
     /// Counts a failed attempt on `ep` (outlier detection, failure accrual, route counters).
