@@ -82,7 +82,13 @@ impl<R: Resolve> Handler for Forward<R> {
             }
         }
         if let Some(protocol) = crate::upgrade::requested(&req) {
-            let rsp = upgrade::open(&self, req, &info, protocol).await;
+            // The handshake is a request of its own in the metrics, the access log and tap.
+            let started = self.observe.start(&mut req, R::SIDE, info.addr);
+            let (mut service, mut upstream) = (None, None);
+            let mut rsp =
+                upgrade::open(&self, req, &info, protocol, &mut service, &mut upstream).await;
+            self.observe
+                .source(started, service.as_ref(), upstream, &mut rsp);
             self.metrics.answered(Direction::outbound, &rsp);
             return rsp;
         }

@@ -330,4 +330,28 @@ async fn websockets_through_the_ingress_and_between_sidecars_outlive_a_route_cha
         Some(403)
     );
     assert!(Ws::open(out, "http://wsecho/chat", "wsecho").await.is_ok());
+
+    // Each handshake through the client's sidecar is one request in its source series: the
+    // three upgraded (101) and the refused one (403).
+    let c = client();
+    let admin: SocketAddr = workload(&m.status, "client-v1-0")["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let count = |code: &'static str| {
+        let c = c.clone();
+        async move {
+            let m = get(&c, admin, "admin", "/metrics").await.unwrap().text;
+            m.lines()
+                .filter(|l| {
+                    l.starts_with("istio_requests_total{reporter=\"source\"")
+                        && l.contains(&format!("response_code=\"{code}\""))
+                })
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    assert_eq!(eventually(3.0, || count("101")).await, 3.0);
+    assert_eq!(eventually(1.0, || count("403")).await, 1.0);
 }

@@ -10,19 +10,25 @@ use super::send::ready_sender;
 use super::{edit, request_authority, Forward, MAX_ATTEMPTS};
 use crate::body::{self, Body, RequestBody};
 use crate::flags::{self, Flag};
+use crate::observe::Upstream;
 use crate::server::PeerInfo;
+use crate::telemetry::DestinationService;
 use crate::tunnel::splice;
 use crate::upgrade::{without_upgrade, PATH, UPGRADE};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
-/// Routes the upgrade request `req` (asking for `protocol`) and opens it upstream.
+/// Routes the upgrade request `req` (asking for `protocol`) and opens it upstream; says which
+/// service it went to (`service_out`) and which endpoint answered (`upstream_out`), for the
+/// metrics.
 pub(super) async fn open<R: Resolve>(
     fwd: &Forward<R>,
     mut req: Request<RequestBody>,
     info: &PeerInfo,
     protocol: HeaderValue,
+    service_out: &mut Option<DestinationService>,
+    upstream_out: &mut Option<Upstream>,
 ) -> Response<Body> {
     let state = fwd.state.load_full();
     if let Err(rsp) = fwd.resolve.check(&state, &mut req, info) {
@@ -44,6 +50,7 @@ pub(super) async fn open<R: Resolve>(
             "the route has no destination",
         );
     };
+    *service_out = Some(backend.service.clone());
     let ours = edit::Upstream {
         client_id: &fwd.client_id,
         peer: &fwd.observe.local_header,
@@ -98,6 +105,17 @@ pub(super) async fn open<R: Resolve>(
                 continue;
             }
         };
+        let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
+        *upstream_out = Some(Upstream {
+            peer: fwd.observe.telemetry.peer_from_header(
+                rsp.headers()
+                    .get(crate::telemetry::PEER_HEADER)
+                    .map(|v| v.as_bytes()),
+                mtls.then_some(ep.endpoint.identity.0.as_str()),
+            ),
+            mtls,
+            endpoint: ep.clone(),
+        });
         if rsp.status() != StatusCode::OK {
             if flags::of(&rsp) == Some(Flag::UpstreamConnectFailure) {
                 last_error = format!("{}: its app refused the connection", ep.endpoint.instance);
