@@ -3,7 +3,8 @@
 //! `promtool check rules` and their unit tests (`alerts_test.yaml`, each alert shown firing and
 //! not firing); every dashboard has Grafana's shape and every query in it parses as PromQL; and
 //! every metric and label name they use is one the proxies export (checked against a running
-//! proxy's `/metrics`), so renaming one breaks this.
+//! proxy's `/metrics`), so renaming one breaks this. The workload dashboard's TCP panels are
+//! also evaluated against a real Prometheus scraping a mesh that carries TCP.
 
 mod common;
 
@@ -936,4 +937,103 @@ async fn every_listed_name_is_exported_by_a_running_proxy() {
         missing.is_empty(),
         "not exported: {missing:?}\ndeclared: {declared:?}\nlabels: {labels:?}"
     );
+}
+
+/// The workload dashboard's TCP panels return data from a real Prometheus scraping a mesh that
+/// carries TCP: an echo service declared `protocol: tcp`, reached through `CONNECT` on a client
+/// workload's outbound listener a connection at a time for a few seconds. Each panel's query,
+/// with `$namespace` the mesh's namespace and `$workload` any workload, is evaluated as Grafana
+/// would and must give a non-zero rate (the closed-connections series is drawn negated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_dashboards_tcp_panels_return_data() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let yaml = mesh_yaml("dash-tcp", &[("client", 1, ""), ("raw", 1, "")]).replace(
+        "  - name: raw\n    port: 80\n",
+        "  - name: raw\n    port: 80\n    protocol: tcp\n",
+    );
+    assert!(yaml.contains("protocol: tcp"), "{yaml}");
+    let mesh = Mesh::up_with(
+        &yaml,
+        &["--prometheus", "127.0.0.1:0", "--scrape-interval", "1s"],
+    );
+    let prometheus: std::net::SocketAddr = mesh.status["prometheus"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no prometheus: {}", mesh.status))
+        .parse()
+        .unwrap();
+    let outbound: std::net::SocketAddr = workload(&mesh.status, "client-v1-0")["outbound"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // One tunnel every 200 ms for 6 s (bounded): CONNECT, an HTTP request over the raw bytes,
+    // the echo's answer, close.
+    let load = tokio::spawn(async move {
+        for _ in 0..30 {
+            let mut s = tokio::net::TcpStream::connect(outbound).await.unwrap();
+            s.write_all(b"CONNECT raw:80 HTTP/1.1\r\nHost: raw:80\r\n\r\nGET /tcp HTTP/1.1\r\nHost: raw\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                text.starts_with("HTTP/1.1 200") && text.contains("\"path\":\"/tcp\""),
+                "{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+
+    let d = dashboard("workload.json");
+    let tcp: Vec<Query> = queries("workload.json", &d)
+        .into_iter()
+        .filter(|q| q.panel && q.expr.contains("istio_tcp_"))
+        .collect();
+    assert_eq!(tcp.len(), 6, "the workload dashboard's TCP panels");
+    let c = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for q in &tcp {
+        let expr = q
+            .expr
+            .replace("$__rate_interval", "1m")
+            .replace("$namespace", "default")
+            .replace("$workload", ".+");
+        let negated = expr.starts_with('-');
+        loop {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("query", &expr);
+            let r = get(
+                &c,
+                prometheus,
+                "prometheus",
+                &format!("/api/v1/query?{}", form.finish()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.body["status"], "success", "{}: {}", q.what, r.text);
+            let values: Vec<f64> = r.body["data"]["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+                .collect();
+            let data = values
+                .iter()
+                .any(|v| if negated { *v < 0.0 } else { *v > 0.0 });
+            if data {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: no data from {expr}: {}",
+                q.what,
+                r.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    load.await.unwrap();
 }
