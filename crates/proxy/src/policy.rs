@@ -78,6 +78,8 @@ impl Policy {
 pub struct Counters {
     in_flight: AtomicU32,
     retries_in_flight: AtomicU32,
+    /// Open `CONNECT` tunnels (TCP connections, for `tcp.maxConnections`).
+    tunnels: AtomicU32,
     pub budget: Option<Budget>,
     /// What `budget` was made from (a changed budget starts afresh).
     pub budget_config: Option<RetryBudget>,
@@ -91,6 +93,7 @@ impl Counters {
         Arc::new(Counters {
             in_flight: AtomicU32::new(0),
             retries_in_flight: AtomicU32::new(0),
+            tunnels: AtomicU32::new(0),
             budget: budget.map(Budget::new),
             budget_config: budget.cloned(),
             conns: None,
@@ -102,6 +105,7 @@ impl Counters {
         Arc::new(Counters {
             in_flight: AtomicU32::new(0),
             retries_in_flight: AtomicU32::new(0),
+            tunnels: AtomicU32::new(0),
             budget: policy.budget.as_ref().map(Budget::new),
             budget_config: policy.budget.clone(),
             conns: policy.pool.clone().map(ConnPool::new),
@@ -149,6 +153,30 @@ impl Counters {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Admits one more tunnel (a TCP connection to the backend) under `max_connections`, Istio's
+    /// `tcp.maxConnections` as Envoy's TCP proxy applies it: `None` past it (overflow, `UO`).
+    pub fn admit_tunnel(self: &Arc<Self>, max_connections: Option<u32>) -> Option<TunnelSlot> {
+        let n = self.tunnels.fetch_add(1, Relaxed);
+        let slot = TunnelSlot(self.clone());
+        match max_connections {
+            Some(max) if n >= max => None, // `slot` drops here and gives it back.
+            _ => Some(slot),
+        }
+    }
+
+    pub fn tunnels(&self) -> u32 {
+        self.tunnels.load(Relaxed)
+    }
+}
+
+/// An open tunnel counted against its backend's `tcp.maxConnections`; given back on drop.
+pub struct TunnelSlot(Arc<Counters>);
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Relaxed);
     }
 }
 

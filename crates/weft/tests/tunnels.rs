@@ -178,6 +178,36 @@ async fn strict_mtls_refuses_a_plaintext_tunnel() {
         .ends_with("got 2 bytes: hi"));
 }
 
+/// A DestinationRule's `tcp.maxConnections` bounds the open tunnels to a service, as Envoy's TCP
+/// proxy bounds connections: with 2, a third `CONNECT` is answered 503 `UO` while two are open,
+/// and one is admitted again once a tunnel closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_max_connections_bounds_the_open_tunnels() {
+    let rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: tcpsvc}\nspec:\n  host: tcpsvc\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 2}\n";
+    let m = Mesh::up(&format!("{}---\n{rule}", mesh("tunnelcap")));
+    let out = outbound(&m);
+    let (a, first) = connect(out, "tcpsvc:9000").await;
+    let (b, _second) = connect(out, "tcpsvc:9000").await;
+    assert_eq!((a, b), (200, 200));
+    let (code, _third) = connect(out, "tcpsvc:9000").await;
+    assert_eq!(code, 503, "a third tunnel past tcp.maxConnections: 2");
+    // One closes: its slot comes back once the proxy has seen the tunnel end.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _s) = connect(out, "tcpsvc:9000").await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503);
+        assert!(
+            Instant::now() < deadline,
+            "no slot came back after a tunnel closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_tunnel_is_closed_after_the_idle_timeout() {
     let m = Mesh::up_with(&mesh("tunnelidle"), &["--idle-timeout", "2s"]);

@@ -41,6 +41,7 @@ pub(crate) async fn open<R>(
             counted,
             instance,
             _open,
+            _slot,
         } = dialed;
         let (client, server) = match tokio::try_join!(downstream, upstream) {
             Ok((c, s)) => (TokioIo::new(c), TokioIo::new(s)),
@@ -90,6 +91,7 @@ pub async fn serve_local<R: Send + Sync + 'static>(
                 counted,
                 instance,
                 _open,
+                _slot,
             } = dialed;
             let server = match upstream.await {
                 Ok(s) => TokioIo::new(s),
@@ -121,6 +123,8 @@ struct Dialed {
     counted: TcpConnection,
     instance: String,
     _open: crate::balance::InFlight,
+    /// Its place under the backend's `tcp.maxConnections`.
+    _slot: crate::policy::TunnelSlot,
 }
 
 /// Opens a tunnel to the service `authority` names (on its port): one endpoint drawn per
@@ -144,6 +148,18 @@ async fn dial<R>(
     };
     // Any port: the destination's sidecar knows its app's ports and refuses others (404).
     let backend = service.all.clone();
+    // `tcp.maxConnections`: one slot per open tunnel, as Envoy's TCP proxy counts connections.
+    let max_connections = backend.policy.pool.as_ref().and_then(|p| p.max_connections);
+    let Some(slot) = backend.counters.admit_tunnel(max_connections) else {
+        return Err(Box::new(flags::respond(
+            Flag::Overflow,
+            format!(
+                "upstream overflow: {} has {} open tunnels (tcp.maxConnections)",
+                backend.name,
+                max_connections.unwrap_or_default()
+            ),
+        )));
+    };
     let target = format!("{}:{port}", service.key);
     let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
     let mut last_error = String::from("the service has no endpoints");
@@ -212,6 +228,7 @@ async fn dial<R>(
             instance: ep.endpoint.instance.clone(),
             // Counted as in flight for as long as it is open: least-request balances tunnels too.
             _open: ep.start(),
+            _slot: slot,
         });
     }
     Err(Box::new(flags::respond(
