@@ -109,6 +109,55 @@ pub async fn serve_local<R: Send + Sync + 'static>(
     }
 }
 
+/// A `CONNECT` stream a peer sidecar answered: the endpoint, its answer (any status but a
+/// refusal by its app), and the endpoint's in-flight count for the attempt.
+pub(super) struct Answered {
+    pub ep: std::sync::Arc<crate::balance::EndpointState>,
+    pub rsp: Response<hyper::body::Incoming>,
+    pub in_flight: crate::balance::InFlight,
+}
+
+/// Sends the `CONNECT` stream `make` builds to one endpoint of `backend` its balancer draws,
+/// moving on to another (at most [`MAX_ATTEMPTS`]) when an endpoint cannot be reached or its app
+/// refuses (nothing was carried then). `Err`: why none answered, for a 503 `UF`.
+pub(super) async fn to_an_endpoint<R>(
+    fwd: &Forward<R>,
+    backend: &crate::table::Backend,
+    make: impl Fn() -> Request<Body>,
+) -> Result<Answered, String> {
+    let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
+    let mut last_error = String::from("the service has no endpoints");
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((idx, ep)) = backend.pick(&tried, None) else {
+            break;
+        };
+        let ep = ep.clone();
+        tried.push(idx);
+        let in_flight = ep.start();
+        let mut sender = match ready_sender(&ep, backend.policy.connect_timeout, &fwd.peers).await {
+            Ok(s) => s,
+            Err(msg) => {
+                last_error = msg;
+                continue;
+            }
+        };
+        let rsp = match sender.send_request(make()).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                ep.conn.reset();
+                last_error = format!("{}: {e}", ep.endpoint.instance);
+                continue;
+            }
+        };
+        if rsp.status() != StatusCode::OK && flags::of(&rsp) == Some(Flag::UpstreamConnectFailure) {
+            last_error = format!("{}: its app refused", ep.endpoint.instance);
+            continue;
+        }
+        return Ok(Answered { ep, rsp, in_flight });
+    }
+    Err(last_error)
+}
+
 fn report(instance: &str, r: Result<crate::tunnel::Carried, crate::tunnel::SpliceError>) {
     match r {
         Ok(c) => tracing::debug!(%instance, sent = c.sent, received = c.received, "tunnel closed"),
@@ -161,76 +210,59 @@ async fn dial<R>(
         )));
     };
     let target = format!("{}:{port}", service.key);
-    let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
-    let mut last_error = String::from("the service has no endpoints");
-    for _ in 0..MAX_ATTEMPTS {
-        let Some((idx, ep)) = backend.pick(&tried, None) else {
-            break;
-        };
-        let ep = ep.clone();
-        tried.push(idx);
-        let in_flight = ep.start();
-        let mut sender = match ready_sender(&ep, backend.policy.connect_timeout, &fwd.peers).await {
-            Ok(s) => s,
-            Err(msg) => {
-                last_error = msg;
-                continue;
+    let Ok(uri) = target.parse::<http::Uri>() else {
+        return Err(Box::new(flags::respond(
+            Flag::BadRequest,
+            "CONNECT target is not an authority",
+        )));
+    };
+    let make = || {
+        let mut connect = Request::new(body::empty());
+        *connect.method_mut() = Method::CONNECT;
+        *connect.uri_mut() = uri.clone();
+        let h = connect.headers_mut();
+        h.insert(crate::headers::CLIENT_ID, fwd.client_id.clone());
+        h.insert(crate::telemetry::PEER, fwd.observe.local_header.clone());
+        connect
+    };
+    let last_error = match to_an_endpoint(fwd, &backend, make).await {
+        Ok(Answered {
+            ep,
+            mut rsp,
+            in_flight,
+        }) => {
+            if rsp.status() != StatusCode::OK {
+                return Err(Box::new(rsp.map(body::incoming)));
             }
-        };
-        let connect = Request::builder()
-            .method(Method::CONNECT)
-            .uri(target.as_str())
-            .header(crate::headers::CLIENT_ID, fwd.client_id.clone())
-            .header(crate::telemetry::PEER, fwd.observe.local_header.clone())
-            .body(body::empty());
-        let Ok(connect) = connect else {
-            return Err(Box::new(flags::respond(
-                Flag::BadRequest,
-                "CONNECT target is not an authority",
-            )));
-        };
-        let mut rsp = match sender.send_request(connect).await {
-            Ok(rsp) => rsp,
-            Err(e) => {
-                ep.conn.reset();
-                last_error = format!("{}: {e}", ep.endpoint.instance);
-                continue;
-            }
-        };
-        if rsp.status() != StatusCode::OK {
-            // The peer's app refused: nothing was carried, try another endpoint.
-            if flags::of(&rsp) == Some(Flag::UpstreamConnectFailure) {
-                last_error = format!("{}: its app refused the tunnel", ep.endpoint.instance);
-                continue;
-            }
-            return Err(Box::new(rsp.map(body::incoming)));
+            in_flight.success();
+            let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
+            let telemetry = &fwd.observe.telemetry;
+            let destination = telemetry.peer_from_header(
+                rsp.headers()
+                    .get(crate::telemetry::PEER_HEADER)
+                    .map(|v| v.as_bytes()),
+                mtls.then_some(ep.endpoint.identity.0.as_str()),
+            );
+            let counted = telemetry.tcp_connection(&ConnectionRecord {
+                reporter: Reporter::Source,
+                source: &fwd.observe.local,
+                destination: &destination,
+                service: &backend.service,
+                flags: ResponseFlags::NONE,
+                mtls,
+            });
+            return Ok(Dialed {
+                upstream: hyper::upgrade::on(&mut rsp),
+                counted,
+                instance: ep.endpoint.instance.clone(),
+                // Counted as in flight for as long as it is open: least-request balances
+                // tunnels too.
+                _open: ep.start(),
+                _slot: slot,
+            });
         }
-        in_flight.success();
-        let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
-        let telemetry = &fwd.observe.telemetry;
-        let destination = telemetry.peer_from_header(
-            rsp.headers()
-                .get(crate::telemetry::PEER_HEADER)
-                .map(|v| v.as_bytes()),
-            mtls.then_some(ep.endpoint.identity.0.as_str()),
-        );
-        let counted = telemetry.tcp_connection(&ConnectionRecord {
-            reporter: Reporter::Source,
-            source: &fwd.observe.local,
-            destination: &destination,
-            service: &backend.service,
-            flags: ResponseFlags::NONE,
-            mtls,
-        });
-        return Ok(Dialed {
-            upstream: hyper::upgrade::on(&mut rsp),
-            counted,
-            instance: ep.endpoint.instance.clone(),
-            // Counted as in flight for as long as it is open: least-request balances tunnels too.
-            _open: ep.start(),
-            _slot: slot,
-        });
-    }
+        Err(e) => e,
+    };
     Err(Box::new(flags::respond(
         Flag::UpstreamConnectFailure,
         format!(

@@ -6,8 +6,7 @@
 //! timeout do not apply: an upgraded connection is not a request that can be sent again.
 
 use super::resolve::Resolve;
-use super::send::ready_sender;
-use super::{edit, request_authority, Forward, MAX_ATTEMPTS};
+use super::{edit, request_authority, Forward};
 use crate::body::{self, Body, RequestBody};
 use crate::flags::{self, Flag};
 use crate::observe::Upstream;
@@ -76,80 +75,62 @@ pub(super) async fn open<R: Resolve>(
     parts.uri = http::Uri::from(target);
     parts.version = Version::HTTP_2;
 
-    let mut tried = Vec::with_capacity(MAX_ATTEMPTS);
-    let mut last_error = String::from("the service has no endpoints");
-    for _ in 0..MAX_ATTEMPTS {
-        let Some((idx, ep)) = backend.pick(&tried, None) else {
-            break;
-        };
-        let ep = ep.clone();
-        tried.push(idx);
-        let in_flight = ep.start();
-        let mut sender = match ready_sender(&ep, backend.policy.connect_timeout, &fwd.peers).await {
-            Ok(s) => s,
-            Err(msg) => {
-                last_error = msg;
-                continue;
-            }
-        };
+    let make = || {
         let mut connect = Request::new(body::empty());
         *connect.method_mut() = parts.method.clone();
         *connect.uri_mut() = parts.uri.clone();
         *connect.version_mut() = Version::HTTP_2;
         *connect.headers_mut() = parts.headers.clone();
-        let mut rsp = match sender.send_request(connect).await {
-            Ok(rsp) => rsp,
-            Err(e) => {
-                ep.conn.reset();
-                last_error = format!("{}: {e}", ep.endpoint.instance);
-                continue;
-            }
-        };
-        let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
-        *upstream_out = Some(Upstream {
-            peer: fwd.observe.telemetry.peer_from_header(
-                rsp.headers()
-                    .get(crate::telemetry::PEER_HEADER)
-                    .map(|v| v.as_bytes()),
-                mtls.then_some(ep.endpoint.identity.0.as_str()),
-            ),
-            mtls,
-            endpoint: ep.clone(),
-        });
-        if rsp.status() != StatusCode::OK {
-            if flags::of(&rsp) == Some(Flag::UpstreamConnectFailure) {
-                last_error = format!("{}: its app refused the connection", ep.endpoint.instance);
-                continue;
-            }
+        connect
+    };
+    let last_error = match super::tunnel::to_an_endpoint(fwd, backend, make).await {
+        Ok(super::tunnel::Answered {
+            ep,
+            mut rsp,
+            in_flight,
+        }) => {
+            let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
+            *upstream_out = Some(Upstream {
+                peer: fwd.observe.telemetry.peer_from_header(
+                    rsp.headers()
+                        .get(crate::telemetry::PEER_HEADER)
+                        .map(|v| v.as_bytes()),
+                    mtls.then_some(ep.endpoint.identity.0.as_str()),
+                ),
+                mtls,
+                endpoint: ep.clone(),
+            });
             in_flight.success();
-            return rsp.map(body::incoming);
-        }
-        in_flight.success();
-        let upstream = hyper::upgrade::on(&mut rsp);
-        let open = ep.start();
-        let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
-        let instance = ep.endpoint.instance.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            match tokio::try_join!(downstream, upstream) {
-                Ok((c, s)) => {
-                    if let Err(e) =
-                        splice(TokioIo::new(c), TokioIo::new(s), idle, &drain, None).await
-                    {
-                        tracing::debug!(%instance, error = %e, "upgraded connection ended");
-                    }
-                }
-                Err(e) => tracing::debug!(%instance, error = %e, "upgrade not completed"),
+            if rsp.status() != StatusCode::OK {
+                return rsp.map(body::incoming);
             }
-        });
-        let mut switching = Response::new(body::empty());
-        *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *switching.headers_mut() = without_upgrade(rsp.headers());
-        let h = switching.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, protocol);
-        return switching;
-    }
+            let upstream = hyper::upgrade::on(&mut rsp);
+            let open = ep.start();
+            let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
+            let instance = ep.endpoint.instance.clone();
+            tokio::spawn(async move {
+                let _open = open;
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((c, s)) => {
+                        if let Err(e) =
+                            splice(TokioIo::new(c), TokioIo::new(s), idle, &drain, None).await
+                        {
+                            tracing::debug!(%instance, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%instance, error = %e, "upgrade not completed"),
+                }
+            });
+            let mut switching = Response::new(body::empty());
+            *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            *switching.headers_mut() = without_upgrade(rsp.headers());
+            let h = switching.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, protocol);
+            return switching;
+        }
+        Err(e) => e,
+    };
     flags::respond(
         Flag::UpstreamConnectFailure,
         format!(
