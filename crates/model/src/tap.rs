@@ -28,4 +28,16 @@ pub struct TapEvent {
     pub dst_service: String,
     pub mtls: bool,
     pub request_id: String,
+    /// A gRPC call's `grpc-status` (from the answer's headers, or from its trailers: the event
+    /// is then sent when they have gone by); `None` for other requests, or a call that ended
+    /// without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+}
+
+impl TapEvent {
+    /// Whether the request failed as the live views count it: a 5xx, or a gRPC status but OK.
+    pub fn failed(&self) -> bool {
+        self.status >= 500 || self.grpc_status.is_some_and(|g| g != 0)
+    }
 }

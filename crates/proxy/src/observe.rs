@@ -287,12 +287,9 @@ impl Observe {
         r.duration = started.at.elapsed();
         r.request_bytes = started.request_bytes;
         r.response_bytes = content_length(rsp.headers());
-        if r.protocol == Protocol::Grpc && r.grpc_status.is_none() && r.response_code == 200 {
-            // The call's status comes in its trailers: recorded once they have gone by.
-            self.record_at_trailers(&r, started.at, rsp);
-        } else {
-            self.telemetry.request(&r);
-        }
+        let at_trailers =
+            r.protocol == Protocol::Grpc && r.grpc_status.is_none() && r.response_code == 200;
+        let mut event = None;
         if let Some(t) = &started.tap {
             let principal = |p: &Peer| {
                 let m = p.metadata();
@@ -303,7 +300,7 @@ impl Observe {
                 }
             };
             let flags = r.flags.to_string();
-            self.tap.send(crate::tap::TapEvent {
+            event = Some(crate::tap::TapEvent {
                 ts_ms: t.ts_ms,
                 direction: match reporter {
                     Reporter::Source => "outbound".into(),
@@ -322,7 +319,18 @@ impl Observe {
                 dst_service: service.fqdn().to_string(),
                 mtls,
                 request_id: t.request_id.clone(),
+                grpc_status: r.grpc_status,
             });
+        }
+        if at_trailers {
+            // The call's status comes in its trailers: recorded (and tapped) once they have
+            // gone by.
+            self.record_at_trailers(&r, started.at, rsp, event);
+        } else {
+            self.telemetry.request(&r);
+            if let Some(e) = event {
+                self.tap.send(e);
+            }
         }
         r.flags
     }
@@ -332,8 +340,15 @@ impl Observe {
     /// Records `r` once `rsp`'s body has ended, with the `grpc-status` of its trailers (none if
     /// it ended without: a reset stream) and the call's whole duration, as Envoy reports a
     /// streaming call when it ends.
-    fn record_at_trailers(&self, r: &RequestRecord<'_>, at: Instant, rsp: &mut Response<Body>) {
+    fn record_at_trailers(
+        &self,
+        r: &RequestRecord<'_>,
+        at: Instant,
+        rsp: &mut Response<Body>,
+        event: Option<crate::tap::TapEvent>,
+    ) {
         let telemetry = self.telemetry.clone();
+        let tap = event.map(|e| (self.tap.clone(), e));
         let (source, destination, service) =
             (r.source.clone(), r.destination.clone(), r.service.clone());
         let (reporter, flags, mtls, request_bytes) = (r.reporter, r.flags, r.mtls, r.request_bytes);
@@ -348,6 +363,11 @@ impl Observe {
             r.duration = at.elapsed();
             r.request_bytes = request_bytes;
             telemetry.request(&r);
+            if let Some((tap, mut e)) = tap {
+                e.grpc_status = status;
+                e.latency_ms = at.elapsed().as_secs_f64() * 1000.0;
+                tap.send(e);
+            }
         });
         *rsp.body_mut() = wrapped.into_body();
     }

@@ -174,6 +174,7 @@ mod tests {
             dst_service: "hello.default.svc.cluster.local".into(),
             mtls: true,
             request_id: String::new(),
+            grpc_status: None,
         }
     }
 

@@ -437,3 +437,54 @@ async fn a_streaming_call_outlives_the_request_timeout() {
         assert!(t0.elapsed() > Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 }
+
+/// `weft tap` reports a gRPC call's status, also when it comes in the trailers after a message
+/// (the event is sent once they have gone by): a server-streaming service with one replica that
+/// fails every call UNAVAILABLE and one that does not gives events with `grpc_status` 14 and 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_reports_the_grpc_status_of_trailers() {
+    // The failing-replica mesh without its outlier detection: both replicas keep their share.
+    let yaml = failing_replica_mesh("grpc-tap", &["trailers"]);
+    let yaml = yaml.split("---").next().unwrap().to_string();
+    let mesh = Mesh::up(&yaml);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = {
+        let (stop, ingress) = (stop.clone(), mesh.ingress);
+        tokio::spawn(async move {
+            // Bounded: at most 30 rounds of 20 calls, until the tap has what it waits for.
+            for _ in 0..30 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                grpc_calls(
+                    ingress,
+                    "trailers",
+                    "stream",
+                    &["--n", "1", "--count", "20"],
+                )
+                .await;
+            }
+        })
+    };
+    let out = mesh.weft_ok(&[
+        "tap",
+        "trailers",
+        "--max",
+        "20",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    calls.await.unwrap();
+    let statuses: Vec<Option<u64>> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|e| e["grpc_status"].as_u64())
+        .collect();
+    assert_eq!(statuses.len(), 20, "{out}");
+    assert!(statuses.contains(&Some(14)), "{out}");
+    assert!(statuses.contains(&Some(0)), "{out}");
+    assert!(statuses.iter().all(Option::is_some), "{out}");
+}

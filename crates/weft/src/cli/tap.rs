@@ -323,15 +323,20 @@ fn or_dash(s: &str) -> &str {
     }
 }
 
-/// `ts method authority path → status latency flags src_identity → dst_identity mtls`.
+/// `ts method authority path → status latency flags src_identity → dst_identity mtls`; a gRPC
+/// call's status is `200/grpc-status=14`.
 pub fn text_line(e: &TapEvent) -> String {
+    let status = match e.grpc_status {
+        Some(g) => format!("{}/grpc-status={g}", e.status),
+        None => e.status.to_string(),
+    };
     format!(
         "{}Z {} {} {} → {} {:.1}ms {} {} → {} {}",
         clock(e.ts_ms),
         or_dash(&e.method),
         or_dash(&e.authority),
         or_dash(&e.path),
-        e.status,
+        status,
         e.latency_ms,
         or_dash(&e.flags),
         if e.src_identity.is_empty() {

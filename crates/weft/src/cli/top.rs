@@ -76,7 +76,7 @@ impl Board {
         }
         let s = self.rows.entry(key).or_default();
         s.count += 1;
-        s.ok += u64::from(e.status < 500);
+        s.ok += u64::from(!e.failed());
         s.latency.add(e.latency_ms);
         self.events += 1;
     }
@@ -308,6 +308,20 @@ mod tests {
             latency_ms: ms,
             ..TapEvent::default()
         }
+    }
+
+    /// A gRPC call answered 200 with a status but OK (in its headers or trailers) fails, as
+    /// Istio's metrics and `weft stat` count it.
+    #[test]
+    fn grpc_calls_fail_by_their_status() {
+        let mut b = Board::default();
+        for status in [0, 14, 0, 4] {
+            b.add(&TapEvent {
+                grpc_status: Some(status),
+                ..ev("POST", "/echo.Echo/Say", 200, 1.0)
+            });
+        }
+        assert_eq!(b.rows()[0].success_rate, 0.5);
     }
 
     #[test]
