@@ -37,6 +37,63 @@ where
     b.map_err(Into::into).boxed()
 }
 
+/// What a [`Watched`] body tells as its frames go by.
+pub trait Watch {
+    /// `frame` went by; `last`: the body ended with it.
+    fn frame(&mut self, frame: &Frame<Bytes>, last: bool);
+    /// The body ended after its last frame went by (`broke_off: false`), or failed.
+    fn ended(&mut self, broke_off: bool);
+}
+
+/// A body passed on as it is, frame by frame, while its [`Watch`] sees each frame and the end
+/// (a copy kept for a retry, a gRPC status read from the trailers, the bytes an access-log
+/// line counts).
+pub struct Watched<B, W> {
+    inner: B,
+    pub watch: W,
+}
+
+impl<B, W> Watched<B, W> {
+    pub fn new(inner: B, watch: W) -> Self {
+        Watched { inner, watch }
+    }
+}
+
+impl<B, W> http_body::Body for Watched<B, W>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    W: Watch + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let last = this.inner.is_end_stream();
+                this.watch.frame(frame, last);
+            }
+            Poll::Ready(None) => this.watch.ended(false),
+            Poll::Ready(Some(Err(_))) => this.watch.ended(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body from upstream, boxed.
 pub fn incoming(b: hyper::body::Incoming) -> Body {
     boxed(b)

@@ -7,9 +7,7 @@ use crate::body::{self, Body};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body::{Frame, SizeHint};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use http_body::Frame;
 use std::time::Duration;
 
 /// `grpc-status`: the call's status code.
@@ -152,10 +150,9 @@ fn encode_message(m: &str) -> String {
     out
 }
 
-/// A gRPC response body that reports the call's `grpc-status` once it is known: from the
-/// trailers, or `None` if the body ended (or failed, or was dropped) without one.
+/// Watches a gRPC response body and reports the call's `grpc-status` once it is known: from
+/// the trailers, or `None` if the body ended (or failed, or was dropped) without one.
 pub struct OnStatus<F: FnOnce(Option<u32>)> {
-    inner: Body,
     report: Option<F>,
 }
 
@@ -163,10 +160,12 @@ impl<F: FnOnce(Option<u32>) + Send + Sync + Unpin + 'static> OnStatus<F> {
     /// `rsp` with its body reporting through `report`.
     pub fn wrap(rsp: Response<Body>, report: F) -> Response<Body> {
         rsp.map(|inner| {
-            body::boxed(OnStatus {
+            body::boxed(body::Watched::new(
                 inner,
-                report: Some(report),
-            })
+                OnStatus {
+                    report: Some(report),
+                },
+            ))
         })
     }
 }
@@ -179,37 +178,17 @@ impl<F: FnOnce(Option<u32>)> OnStatus<F> {
     }
 }
 
-impl<F: FnOnce(Option<u32>) + Unpin> http_body::Body for OnStatus<F> {
-    type Data = Bytes;
-    type Error = body::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, body::BoxError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(t) = f.trailers_ref() {
-                    let status = status_of_head(t);
-                    this.done(status);
-                } else if this.inner.is_end_stream() {
-                    this.done(None);
-                }
-            }
-            Poll::Ready(None | Some(Err(_))) => this.done(None),
-            Poll::Pending => {}
+impl<F: FnOnce(Option<u32>)> body::Watch for OnStatus<F> {
+    fn frame(&mut self, frame: &Frame<Bytes>, last: bool) {
+        if let Some(t) = frame.trailers_ref() {
+            self.done(status_of_head(t));
+        } else if last {
+            self.done(None);
         }
-        polled
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn ended(&mut self, _broke_off: bool) {
+        self.done(None);
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! The same two calls finish what else a request leaves behind, when it is turned on: its span
 //! ([`crate::trace`]) and its access-log line ([`crate::access_log`]). Both are completed when
-//! the response body has gone out (the [`Ending`] body), so the span's end and the line's
+//! the response body has gone out (an [`Ending`] watching the body), so the span's end and the line's
 //! duration and byte count cover the whole response.
 
 use crate::access_log::{AccessLog, Captured, Entry};
@@ -19,11 +19,9 @@ use crate::telemetry::{
 use crate::trace::{Active, Outcome, Side, Tracer};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Frame, SizeHint};
+use http_body::Frame;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// This proxy's side of the exchange, made once at start.
@@ -252,13 +250,15 @@ impl Observe {
             _ => None,
         };
         let inner = std::mem::replace(rsp.body_mut(), body::empty());
-        *rsp.body_mut() = body::boxed(Ending {
+        *rsp.body_mut() = body::boxed(body::Watched::new(
             inner,
-            at: started.at,
-            bytes: 0,
-            span,
-            log,
-        });
+            Ending {
+                at: started.at,
+                bytes: 0,
+                span,
+                log,
+            },
+        ));
     }
 
     fn record(
@@ -394,10 +394,9 @@ struct End<'a> {
     flags: ResponseFlags,
 }
 
-/// A response body that ends its request's span and sends its access-log line once the last
+/// What ends a request's span and sends its access-log line once the last
 /// byte has gone out (or the body is dropped: the client went away).
 struct Ending {
-    inner: Body,
     at: Instant,
     bytes: u64,
     span: Option<Box<Active>>,
@@ -416,37 +415,18 @@ impl Ending {
     }
 }
 
-impl http_body::Body for Ending {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.bytes += d.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    this.done();
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
-            Poll::Pending => {}
+impl body::Watch for Ending {
+    fn frame(&mut self, frame: &Frame<Bytes>, last: bool) {
+        if let Some(d) = frame.data_ref() {
+            self.bytes += d.len() as u64;
         }
-        polled
+        if last {
+            self.done();
+        }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn ended(&mut self, _broke_off: bool) {
+        self.done();
     }
 }
 

@@ -5,7 +5,7 @@
 //! the limit can be sent again; one that outgrows it goes on streaming, once, and its copy is
 //! dropped. Nothing waits for the body before the first byte goes upstream.
 
-use crate::body::{self, Body, RequestBody};
+use crate::body::{self, Body, RequestBody, Watched};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Frame, SizeHint};
@@ -122,23 +122,21 @@ pub(super) fn prepare(b: RequestBody, keep: bool, limit: u64) -> (Body, Replay) 
 }
 
 /// `b`, keeping a copy of up to `limit` bytes as it streams.
-fn tee<B>(b: B, limit: u64) -> (Tee<B>, Replay) {
+fn tee<B>(b: B, limit: u64) -> (Watched<B, Tee>, Replay) {
     let (tx, rx) = watch::channel(None);
     let tee = Tee {
-        inner: b,
         chunks: Vec::new(),
         trailers: None,
         size: 0,
         limit,
         tx: Some(tx),
     };
-    (tee, Replay::Kept(rx))
+    (Watched::new(b, tee), Replay::Kept(rx))
 }
 
-/// The client's body on its way to the first attempt, keeping a copy of what passes until the
-/// body ends (the copy is then published) or outgrows the limit (the copy is dropped).
-struct Tee<B> {
-    inner: B,
+/// Watches the client's body on its way to the first attempt, keeping a copy of what passes
+/// until the body ends (the copy is then published) or outgrows the limit (the copy is dropped).
+struct Tee {
     chunks: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     size: u64,
@@ -147,7 +145,7 @@ struct Tee<B> {
     tx: Option<watch::Sender<Option<Kept>>>,
 }
 
-impl<B> Tee<B> {
+impl Tee {
     fn keep(&mut self, frame: &Frame<Bytes>) {
         if self.tx.is_none() {
             return;
@@ -190,42 +188,23 @@ impl<B> Tee<B> {
     }
 }
 
-impl<B> http_body::Body for Tee<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.keep(frame);
-                // Published before the last frame goes on, so the copy is there by the time
-                // the upstream can have answered the whole request.
-                if this.inner.is_end_stream() {
-                    this.finish();
-                }
-            }
-            Poll::Ready(None) => this.finish(),
-            // The body broke off: dropping the sender says it never ended.
-            Poll::Ready(Some(Err(_))) => this.tx = None,
-            Poll::Pending => {}
+impl body::Watch for Tee {
+    fn frame(&mut self, frame: &Frame<Bytes>, last: bool) {
+        self.keep(frame);
+        // Published before the last frame goes on, so the copy is there by the time the
+        // upstream can have answered the whole request.
+        if last {
+            self.finish();
         }
-        polled
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn ended(&mut self, broke_off: bool) {
+        if broke_off {
+            // Dropping the sender says the body never ended.
+            self.tx = None;
+        } else {
+            self.finish();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ fn chunked() -> (mpsc::Sender<Result<Frame<Bytes>, BoxError>>, Chunked) {
     (tx, StreamBody::new(ReceiverStream::new(rx)))
 }
 
-async fn data(tee: &mut Tee<Chunked>) -> Bytes {
+async fn data(tee: &mut Watched<Chunked, Tee>) -> Bytes {
     tee.frame().await.unwrap().unwrap().into_data().unwrap()
 }
 
