@@ -327,15 +327,7 @@ impl TcpService {
 
     /// `WEFT_TCP_<SERVICE>_<PORT>`: the service's name upper-cased, `-` and `.` as `_`.
     pub(crate) fn env_name(&self) -> String {
-        let name: String = self
-            .key
-            .name
-            .chars()
-            .map(|c| match c {
-                '-' | '.' => '_',
-                c => c.to_ascii_uppercase(),
-            })
-            .collect();
+        let name = model::mesh::env_word(&self.key.name);
         format!("WEFT_TCP_{name}_{}", self.port)
     }
 }

@@ -139,18 +139,18 @@ pub struct PortSpec {
 impl PortSpec {
     /// `PORT_<NAME>`: the name upper-cased, `-` and `.` as `_`; `None` without a name.
     pub fn env_name(&self) -> Option<String> {
-        (!self.name.is_empty()).then(|| {
-            let n: String = self
-                .name
-                .chars()
-                .map(|c| match c {
-                    '-' | '.' => '_',
-                    c => c.to_ascii_uppercase(),
-                })
-                .collect();
-            format!("PORT_{n}")
-        })
+        (!self.name.is_empty()).then(|| format!("PORT_{}", env_word(&self.name)))
     }
+}
+
+/// A name as it stands in an environment variable's name: upper case, `-` and `.` as `_`.
+pub fn env_word(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
 }
 
 impl ServiceSpec {

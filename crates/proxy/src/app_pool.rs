@@ -333,12 +333,7 @@ impl AppPool {
         if let Some(s) = usable(h2.sender.load_full()) {
             return Ok(s);
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| AppError::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(AppError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        crate::limits::keepalive(&stream);
+        let stream = self.dial().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .initial_stream_window_size(1 << 20)
@@ -367,13 +362,19 @@ impl AppPool {
         None
     }
 
-    async fn connect(&self, slot: Slot) -> Result<Conn, AppError> {
+    /// A new TCP connection to the app (no delay, keepalive), within [`CONNECT_TIMEOUT`].
+    async fn dial(&self) -> Result<TcpStream, AppError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(|_| AppError::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(AppError::Connect)?;
         let _ = stream.set_nodelay(true);
         crate::limits::keepalive(&stream);
+        Ok(stream)
+    }
+
+    async fn connect(&self, slot: Slot) -> Result<Conn, AppError> {
+        let stream = self.dial().await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
