@@ -105,6 +105,7 @@ fn service_to(svc: &Service) -> pb::Service {
             })
             .collect(),
         routes: svc.routes.iter().map(route::to_wire).collect(),
+        tcp_routes: svc.tcp_routes.iter().map(route::tcp_to_wire).collect(),
         policy: policy::service_policy_to(&svc.policy),
         subsets: svc.subsets.iter().map(policy::subset_to).collect(),
     }
@@ -145,6 +146,11 @@ fn service_from(svc: pb::Service) -> Result<Service, WireError> {
         .into_iter()
         .map(route::from_wire)
         .collect::<Result<_, _>>()?;
+    let tcp_routes = svc
+        .tcp_routes
+        .into_iter()
+        .map(|r| route::tcp_from_wire(r, &svc.name))
+        .collect::<Result<_, _>>()?;
     let policy = policy::service_policy_from(svc.policy, &svc.name)?;
     let subsets = svc
         .subsets
@@ -157,6 +163,7 @@ fn service_from(svc: pb::Service) -> Result<Service, WireError> {
         lb,
         endpoints,
         routes,
+        tcp_routes,
         policy,
         subsets,
     })

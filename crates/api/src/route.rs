@@ -7,7 +7,7 @@ use crate::WireError;
 use model::route::{
     Cors, Destination, DirectResponse, Fault, HeaderEdits, HeaderMatch, HttpRoute, Mirror,
     PathMatch, PathRewrite, QueryMatch, Redirect, ResponseClass, RetryOn, RetryPolicy, Rewrite,
-    RouteMatch, StringMatch,
+    RouteMatch, StringMatch, TcpDestination, TcpMatch, TcpRoute,
 };
 use model::{ServiceKey, VirtualHost};
 
@@ -300,6 +300,65 @@ pub(crate) fn match_from(m: pb::RouteMatch, route: &str) -> Result<RouteMatch, W
         port,
         source_labels: m.source_labels.into_iter().collect(),
         source_namespace: m.source_namespace,
+    })
+}
+
+pub(crate) fn tcp_to_wire(r: &TcpRoute) -> pb::TcpRoute {
+    pb::TcpRoute {
+        name: r.name.clone(),
+        matches: r
+            .matches
+            .iter()
+            .map(|m| pb::TcpMatch {
+                port: m.port.map_or(0, u32::from),
+                sni_hosts: m.sni_hosts.clone(),
+                source_labels: m.source_labels.clone().into_iter().collect(),
+                source_namespace: m.source_namespace.clone().unwrap_or_default(),
+            })
+            .collect(),
+        destinations: r
+            .destinations
+            .iter()
+            .map(|d| pb::TcpDestination {
+                to: Some(destination_to(&d.to)),
+                port: d.port.map_or(0, u32::from),
+            })
+            .collect(),
+    }
+}
+
+/// A connection route of `service` from the wire.
+pub(crate) fn tcp_from_wire(r: pb::TcpRoute, service: &str) -> Result<TcpRoute, WireError> {
+    let port = |p: u32, what: &str| match p {
+        0 => Ok(None),
+        p => u16::try_from(p).map(Some).map_err(|_| WireError::Port {
+            service: format!("{service} ({} {what})", r.name),
+            port: p,
+        }),
+    };
+    let mut matches = Vec::with_capacity(r.matches.len());
+    for m in &r.matches {
+        matches.push(TcpMatch {
+            port: port(m.port, "match")?,
+            sni_hosts: m.sni_hosts.clone(),
+            source_labels: m.source_labels.clone().into_iter().collect(),
+            source_namespace: (!m.source_namespace.is_empty()).then(|| m.source_namespace.clone()),
+        });
+    }
+    let mut destinations = Vec::with_capacity(r.destinations.len());
+    for d in &r.destinations {
+        let Some(to) = d.to.clone() else {
+            return Err(bad(&r.name, "a destination names no service"));
+        };
+        destinations.push(TcpDestination {
+            to: destination_from(to),
+            port: port(d.port, "destination")?,
+        });
+    }
+    Ok(TcpRoute {
+        name: r.name,
+        matches,
+        destinations,
     })
 }
 

@@ -15,7 +15,7 @@ use model::{
     ConnectionPool, Cors, Destination, DirectResponse, FailureAccrual, Fault, HashOn, HeaderEdits,
     HeaderMatch, HttpRoute, LoadBalancer, Mirror, OutlierDetection, PathMatch, PathRewrite,
     QueryMatch, Redirect, ResponseClass, RetryBudget, RetryOn, RetryPolicy, Rewrite, RouteMatch,
-    StringMatch, SubsetPolicy, TrafficPolicy, VirtualHost,
+    StringMatch, SubsetPolicy, TcpDestination, TcpMatch, TcpRoute, TrafficPolicy, VirtualHost,
 };
 
 fn labels(k: &str, v: &str) -> model::Labels {
@@ -204,6 +204,7 @@ fn service(name: &str, policy: TrafficPolicy, subsets: Vec<SubsetPolicy>) -> Ser
             identity: Identity::spiffe("default", name),
         }],
         routes: vec![],
+        tcp_routes: vec![],
         policy,
         subsets,
     }
@@ -459,7 +460,37 @@ fn sample() -> Snapshot {
     let mut hello = service("hello", hello_policy, subsets);
     hello.routes = vec![canary()];
     // A service without a policy travels as one, and one with only a cookie hash without path.
-    let plain = service("plain", TrafficPolicy::default(), vec![]);
+    let mut plain = service("plain", TrafficPolicy::default(), vec![]);
+    // Connection routes: by SNI and port from some workloads, and weighted with a port.
+    plain.tcp_routes = vec![
+        TcpRoute {
+            name: "VirtualService default/plain tls[0]".into(),
+            matches: vec![TcpMatch {
+                port: Some(443),
+                sni_hosts: vec!["a.example.com".into(), "*.example.org".into()],
+                source_labels: labels("app", "web"),
+                source_namespace: Some("shop".into()),
+            }],
+            destinations: vec![TcpDestination {
+                to: destination("v1", 100),
+                port: None,
+            }],
+        },
+        TcpRoute {
+            name: "VirtualService default/plain tcp[0]".into(),
+            matches: vec![],
+            destinations: vec![
+                TcpDestination {
+                    to: Destination::service(ServiceKey::new("hello", "default"), 80),
+                    port: Some(6379),
+                },
+                TcpDestination {
+                    to: Destination::service(ServiceKey::new("plain", "default"), 20),
+                    port: None,
+                },
+            ],
+        },
+    ];
     let sticky = service(
         "sticky",
         TrafficPolicy {
@@ -532,6 +563,12 @@ fn bad_wire_values_are_rejected_by_name() {
         Err(WireError::Port { .. })
     ));
     wire.services[0].port = 80;
+    let mut far = pb::Snapshot::from(&sample());
+    far.services[1].tcp_routes[1].destinations[0].port = 65536;
+    assert_eq!(
+        Snapshot::try_from(far).unwrap_err().to_string(),
+        "service plain (VirtualService default/plain tcp[0] destination): port 65536 is not a valid port"
+    );
     wire.services[0].lb = "magic".into();
     assert_eq!(
         Snapshot::try_from(wire).unwrap_err().to_string(),

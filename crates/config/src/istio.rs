@@ -21,6 +21,7 @@ mod gateway;
 mod matches;
 mod resolve;
 mod rules;
+mod tcp;
 mod traffic_policy;
 mod virtual_service;
 
@@ -210,14 +211,8 @@ impl Pending {
                         }
                     }
                 }
-                for (name, value) in [
-                    ("tls", &spec.tls),
-                    ("tcp", &spec.tcp),
-                    ("exportTo", &spec.export_to),
-                ] {
-                    if value.is_some() {
-                        fields.push((format!("spec.{name}"), not_yet()));
-                    }
+                if spec.export_to.is_some() {
+                    fields.push(("spec.exportTo".to_string(), not_yet()));
                 }
             }
         }

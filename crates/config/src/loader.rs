@@ -467,6 +467,7 @@ impl Loader {
                 ingress,
                 services,
                 routes,
+                tcp_routes: istio.tcp_routes,
                 policies,
                 gateway,
                 security,

@@ -56,14 +56,34 @@ impl<'a> Services<'a> {
         self.known.as_ref()?.get(key).map(|s| s.port)
     }
 
-    /// An error message if `port` is not a port number, or not the service's.
-    pub fn check_port(&self, key: &ServiceKey, port: u32) -> Option<String> {
-        match self.port(key) {
-            _ if port == 0 || port > 65535 => Some("port must be between 1 and 65535".into()),
-            Some(p) if u32::from(p) != port => {
-                Some(format!("service {key} listens on port {p}, not {port}"))
-            }
-            _ => None,
+    /// Every port of the service, if there is a mesh and the service is one of it.
+    pub fn ports(&self, key: &ServiceKey) -> Option<Vec<u16>> {
+        let spec = self.known.as_ref()?.get(key)?;
+        let mut ports: Vec<u16> = spec.ports.iter().map(|p| p.port).collect();
+        if ports.is_empty() {
+            ports.push(spec.port);
         }
+        Some(ports)
+    }
+
+    /// An error message if `port` is not a port number, or not one of the service's.
+    pub fn check_port(&self, key: &ServiceKey, port: u32) -> Option<String> {
+        if port == 0 || port > 65535 {
+            return Some("port must be between 1 and 65535".into());
+        }
+        let ports = self.ports(key)?;
+        if ports.iter().any(|p| u32::from(*p) == port) {
+            return None;
+        }
+        Some(match ports.as_slice() {
+            [p] => format!("service {key} listens on port {p}, not {port}"),
+            _ => {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!(
+                    "service {key} listens on ports {}, not {port}",
+                    list.join(", ")
+                )
+            }
+        })
     }
 }

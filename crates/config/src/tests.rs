@@ -128,6 +128,7 @@ fn valid_mesh_with_defaults() {
             },
         ],
         routes: Vec::new(),
+        tcp_routes: Vec::new(),
         policies: Vec::new(),
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),

@@ -582,6 +582,7 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             // its name and ingress are fixed while the mesh runs.
             spec.services = m.services;
             spec.routes = m.routes;
+            spec.tcp_routes = m.tcp_routes;
             spec.policies = m.policies;
             spec.gateway = m.gateway;
             spec.security = m.security;
@@ -589,6 +590,7 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
         }
         None => {
             spec.routes.clear();
+            spec.tcp_routes.clear();
             spec.policies.clear();
             spec.gateway.clear();
             spec.security = SecuritySpec::new();

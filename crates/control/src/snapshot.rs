@@ -69,6 +69,12 @@ pub fn build(
                 .map(|r| r.routes.clone())
                 .unwrap_or_default();
             let routes = with_default_retries(routes, svc.key(), spec.default_retries.as_ref());
+            let tcp_routes = spec
+                .tcp_routes
+                .iter()
+                .find(|r| r.service == svc.key())
+                .map(|r| r.routes.clone())
+                .unwrap_or_default();
             let (policy, subsets) = spec
                 .policies
                 .iter()
@@ -81,6 +87,7 @@ pub fn build(
                 lb: svc.lb,
                 endpoints,
                 routes,
+                tcp_routes,
                 policy,
                 subsets,
             }

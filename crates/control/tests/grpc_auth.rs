@@ -200,6 +200,7 @@ async fn start(ca: Arc<Ca>) -> (Arc<Registry>, ControlPlane) {
         ingress: "127.0.0.1:0".parse().unwrap(),
         services: Vec::new(),
         routes: Vec::new(),
+        tcp_routes: Vec::new(),
         policies: Vec::new(),
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),

@@ -24,7 +24,9 @@ pub mod snapshot;
 pub mod tap;
 pub mod valid;
 
-pub use mesh::{MeshSpec, PortSpec, Protocol, ServiceRoutes, ServiceSpec, WorkloadSpec};
+pub use mesh::{
+    MeshSpec, PortSpec, Protocol, ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,
+};
 pub use names::{Authority, Identity, ServiceKey};
 pub use policy::{
     ConnectionPool, FailureAccrual, HashOn, OutlierDetection, RetryBudget, ServicePolicy,
@@ -33,7 +35,7 @@ pub use policy::{
 pub use route::{
     Cors, Destination, DirectResponse, Fault, HeaderEdits, HeaderMatch, HttpRoute, Mirror,
     PathMatch, PathRewrite, QueryMatch, Redirect, ResponseClass, RetryOn, RetryPolicy, Rewrite,
-    RouteMatch, StringMatch,
+    RouteMatch, StringMatch, TcpDestination, TcpMatch, TcpRoute,
 };
 pub use snapshot::{Endpoint, LoadBalancer, Service, Snapshot, VirtualHost};
 

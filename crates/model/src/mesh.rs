@@ -24,6 +24,10 @@ pub struct MeshSpec {
     /// sends every request to all its endpoints.
     #[serde(default)]
     pub routes: Vec<ServiceRoutes>,
+    /// Connection routes per service (VirtualService `tcp` and `tls`); a service without
+    /// them sends every connection to all its endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<ServiceTcpRoutes>,
     /// Traffic policies per service (DestinationRules, ServiceProfiles, annotations).
     #[serde(default)]
     pub policies: Vec<crate::policy::ServicePolicy>,
@@ -47,6 +51,13 @@ pub struct MeshSpec {
 pub struct ServiceRoutes {
     pub service: ServiceKey,
     pub routes: Vec<crate::route::HttpRoute>,
+}
+
+/// The connection routes of one service, in the order they are tried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTcpRoutes {
+    pub service: ServiceKey,
+    pub routes: Vec<crate::route::TcpRoute>,
 }
 
 /// One service: the name clients call, its port, and the workloads that serve it.

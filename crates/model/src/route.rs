@@ -162,6 +162,78 @@ pub struct HttpRoute {
     pub response_classes: Vec<ResponseClass>,
 }
 
+/// One rule for connections (Istio VirtualService `tcp[]` and `tls[]`): tried in order for
+/// each tunnel or TCP connection to the service; the first whose any-of `matches` holds picks
+/// a destination by weight for the whole connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcpRoute {
+    /// Where it came from (`VirtualService default/db tcp[0]`), for `weft routes` and logs.
+    pub name: String,
+    /// Any of these; empty means every connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<TcpMatch>,
+    pub destinations: Vec<TcpDestination>,
+}
+
+impl TcpRoute {
+    /// Whether any match needs the TLS server name the client sends first.
+    pub fn needs_sni(&self) -> bool {
+        self.matches.iter().any(|m| !m.sni_hosts.is_empty())
+    }
+}
+
+/// What a connection must have for a [`TcpRoute`] to take it; every field set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcpMatch {
+    /// The service port the client addressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Server names of the TLS ClientHello (`tls[]` rules): exact, `*.suffix` (any name
+    /// ending in `.suffix`) or `*`. Empty: not a TLS rule, any connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    /// Labels the calling workload must carry.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub source_labels: Labels,
+    /// The namespace the calling workload must be in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+}
+
+impl TcpMatch {
+    /// Whether `name` (a ClientHello's server name) is one of `sni_hosts`.
+    pub fn sni_matches(&self, name: Option<&str>) -> bool {
+        if self.sni_hosts.is_empty() {
+            return true;
+        }
+        let Some(name) = name else {
+            return false;
+        };
+        self.sni_hosts.iter().any(|h| sni_host_matches(h, name))
+    }
+}
+
+/// Whether the SNI pattern `pattern` (exact, `*.suffix`, `*`) takes the server name `name`;
+/// case-insensitive.
+pub fn sni_host_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => name.ends_with(suffix) && name.len() > suffix.len(),
+        None => pattern == name,
+    }
+}
+
+/// Where a share of a [`TcpRoute`]'s connections go: a service (or subset of it) and, when
+/// set, its port (else the port the client addressed).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcpDestination {
+    #[serde(flatten)]
+    pub to: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
 /// Header edits, applied in the order remove, set, add (as Envoy does).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderEdits {

@@ -48,6 +48,10 @@ pub struct Service {
     /// Tried in order; empty: every request goes to all endpoints.
     #[serde(default)]
     pub routes: Vec<crate::route::HttpRoute>,
+    /// Connection routes (tunnels, TCP), tried in order; empty: every connection goes to all
+    /// endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<crate::route::TcpRoute>,
     /// The service's traffic policy (DestinationRule, ServiceProfile, annotations).
     #[serde(default, skip_serializing_if = "TrafficPolicy::is_empty")]
     pub policy: TrafficPolicy,

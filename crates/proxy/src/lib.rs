@@ -75,6 +75,7 @@ pub mod run;
 pub mod security;
 pub mod server;
 pub mod settings;
+pub mod sni;
 pub mod state;
 pub mod table;
 pub mod tap;

@@ -78,7 +78,8 @@ impl<R: Resolve> Handler for Forward<R> {
     ) -> Response<Body> {
         if req.method() == http::Method::CONNECT {
             if let Some(namespace) = self.resolve.tunnels() {
-                return tunnel::open(&self, req, namespace).await;
+                let namespace = namespace.to_string();
+                return tunnel::open(self, req, &namespace).await;
             }
         }
         if let Some(protocol) = crate::upgrade::requested(&req) {

@@ -480,13 +480,19 @@ impl Route {
 
     /// A destination, drawn by weight; `None` for a rule that answers by itself.
     pub fn pick(&self) -> Option<&Dest> {
-        if self.total == 0 {
-            return None;
-        }
-        let n = rand::thread_rng().gen_range(0..self.total);
-        let i = self.destinations.partition_point(|(_, cum)| *cum <= n);
-        Some(&self.destinations[i.min(self.destinations.len() - 1)].0)
+        pick_weighted(&self.destinations, self.total)
     }
+}
+
+/// One of `items` (each with its cumulative weight, the last being `total`), drawn by weight;
+/// `None` when `total` is 0.
+pub(crate) fn pick_weighted<T>(items: &[(T, u32)], total: u32) -> Option<&T> {
+    if total == 0 || items.is_empty() {
+        return None;
+    }
+    let n = rand::thread_rng().gen_range(0..total);
+    let i = items.partition_point(|(_, cum)| *cum <= n);
+    Some(&items[i.min(items.len() - 1)].0)
 }
 
 /// The span name of a request under rule `r` on `port`, as Istio names its sidecars' spans
@@ -531,6 +537,8 @@ fn resource_name(rule: &str) -> &str {
         .and_then(|nn| nn.rsplit('/').next())
         .unwrap_or(rule)
 }
+
+pub mod connection;
 
 #[cfg(test)]
 mod tests;

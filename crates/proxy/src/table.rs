@@ -5,6 +5,7 @@
 
 use crate::balance::{self, Choice, EndpointState};
 use crate::policy::{now_ns, Counters, Outcome, Policy};
+use crate::route::connection::ConnRoute;
 use crate::route::{Dest, Me, Route, RouteError};
 use http::request::Parts;
 use model::{Authority, Labels, LoadBalancer, ServiceKey, Snapshot, TrafficPolicy};
@@ -25,6 +26,8 @@ pub struct Backend {
     pub counters: Arc<Counters>,
     /// The service, as Istio's metrics label it.
     pub service: crate::telemetry::DestinationService,
+    /// The service, as tunnels to it name it.
+    pub service_key: ServiceKey,
     pub endpoints: Vec<Arc<EndpointState>>,
     rr_next: AtomicUsize,
 }
@@ -44,6 +47,7 @@ impl Backend {
             policy,
             counters,
             service: crate::telemetry::DestinationService::new(service),
+            service_key: service.clone(),
             endpoints,
             rr_next: AtomicUsize::new(0),
         }
@@ -127,6 +131,8 @@ pub struct Service {
     pub port: u16,
     pub all: Arc<Backend>,
     pub routes: Vec<Route>,
+    /// Connection rules (tunnels, TCP), tried in order; empty: all endpoints.
+    pub tcp_routes: Vec<ConnRoute>,
     /// The span name of its requests that fall under no rule (`HOST:PORT/*`).
     pub operation: Arc<str>,
 }
@@ -231,13 +237,18 @@ impl RouteTable {
                 known.insert((&svc.key, e.endpoint.address, &e.endpoint.instance), e);
             }
             old_counters.insert(&svc.all.key, &svc.all.counters);
-            let backends = svc.routes.iter().flat_map(|r| r.backends()).chain(
-                previous
-                    .gateway
-                    .iter()
-                    .flat_map(|v| v.routes.iter())
-                    .flat_map(|r| r.backends()),
-            );
+            let backends = svc
+                .routes
+                .iter()
+                .flat_map(|r| r.backends())
+                .chain(svc.tcp_routes.iter().flat_map(|r| r.backends()))
+                .chain(
+                    previous
+                        .gateway
+                        .iter()
+                        .flat_map(|v| v.routes.iter())
+                        .flat_map(|r| r.backends()),
+                );
             for b in backends {
                 old_counters.insert(&b.key, &b.counters);
             }
@@ -357,6 +368,11 @@ impl RouteTable {
                         .map(|c| c.on_port(r, Some(svc.port)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let tcp_routes = svc
+                .tcp_routes
+                .iter()
+                .map(|r| ConnRoute::compile_for(r, me, &mut backend_for))
+                .collect::<Result<Vec<_>, _>>()?;
             // A route the previous snapshot had keeps its counters.
             if let Some(old) = previous.services.get(&svc.key) {
                 for r in &mut routes {
@@ -372,6 +388,7 @@ impl RouteTable {
                     port: svc.port,
                     all: alls[&svc.key].clone(),
                     routes,
+                    tcp_routes,
                     operation: crate::route::default_operation(&svc.key, svc.port).into(),
                 }),
             );

@@ -73,6 +73,11 @@ async fn try_connect(proxy: SocketAddr, target: &str) -> Result<(u16, TcpStream)
 /// Through a tunnel to `target`: sends `payload`, shuts the write side down, and reads the
 /// server's answer to the end (which it sends only after it has seen the FIN).
 async fn exchange(proxy: SocketAddr, target: &str, payload: &[u8]) -> String {
+    String::from_utf8(exchange_bytes(proxy, target, payload).await).unwrap()
+}
+
+/// [`exchange`], whose answer may be any bytes.
+async fn exchange_bytes(proxy: SocketAddr, target: &str, payload: &[u8]) -> Vec<u8> {
     let (code, mut s) = connect(proxy, target).await;
     assert_eq!(code, 200, "CONNECT {target}");
     s.write_all(payload).await.unwrap();
@@ -82,7 +87,7 @@ async fn exchange(proxy: SocketAddr, target: &str, payload: &[u8]) -> String {
         .await
         .expect("no answer within 20 s")
         .unwrap();
-    String::from_utf8(answer).unwrap()
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,4 +389,84 @@ async fn websockets_through_the_ingress_and_between_sidecars_outlive_a_route_cha
     };
     assert_eq!(eventually(3.0, || count("101")).await, 3.0);
     assert_eq!(eventually(1.0, || count("403")).await, 1.0);
+}
+
+/// The first flight of a TLS client asking for `server_name`: its ClientHello record.
+fn client_hello(server_name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_tcp_and_tls_rules_route_tunnels() {
+    // tcpsvc: v1 and v2 (one replica each); secure: another TCP service on port 9443.
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: tcproutes}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: tcpsvc\n    port: 9000\n    protocol: tcp\n    workloads:\n    - {{name: tcpsvc-v1, labels: {{version: v1}}, command: [python3, {answer}]}}\n    - {{name: tcpsvc-v2, labels: {{version: v2}}, command: [python3, {answer}]}}\n  - name: secure\n    port: 9443\n    protocol: tcp\n    workloads:\n    - {{name: secure-v1, command: [python3, {answer}]}}\n  - name: client\n    port: 80\n    workloads:\n    - {{name: client-v1, command: [weft, demo, echo, --service, client]}}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: tcpsvc}}\nspec:\n  host: tcpsvc\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcpsvc}}\nspec:\n  hosts: [tcpsvc]\n  tls:\n  - match: [{{port: 9000, sniHosts: [secure.example.com]}}]\n    route: [{{destination: {{host: secure, port: {{number: 9443}}}}}}]\n  tcp:\n  - route:\n    - {{destination: {{host: tcpsvc, subset: v1}}, weight: 75}}\n    - {{destination: {{host: tcpsvc, subset: v2}}, weight: 25}}\n",
+        answer = testdata("answer.py").display()
+    );
+    let m = Mesh::up(&yaml);
+    let out = outbound(&m);
+
+    // Plain bytes: the tcp rule's weights, per tunnel.
+    let n = 80;
+    let mut replicas: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..n {
+        let answer = exchange(out, "tcpsvc:9000", b"plain bytes").await;
+        let (instance, rest) = answer.split_once(' ').unwrap();
+        assert_eq!(rest, "got 11 bytes: plain bytes", "{answer:?}");
+        *replicas.entry(instance.to_string()).or_insert(0) += 1;
+    }
+    let v1 = replicas.get("tcpsvc-v1-0").copied().unwrap_or(0);
+    let v2 = replicas.get("tcpsvc-v2-0").copied().unwrap_or(0);
+    assert_eq!(v1 + v2, n, "{replicas:?}");
+    // 75% of 80 is 60, with a standard deviation of 3.9: 45..=75 holds beyond 3.8 of them.
+    assert!((45..=75).contains(&v1), "v1 took {v1} of {n}: {replicas:?}");
+
+    // A TLS client naming secure.example.com: the tls rule sends its bytes, ClientHello
+    // first and whole, to the other service's port; another name falls through to tcp[].
+    let hello = client_hello("secure.example.com");
+    let answer = exchange_bytes(out, "tcpsvc:9000", &hello).await;
+    let mut want = format!("secure-v1-0 got {} bytes: ", hello.len()).into_bytes();
+    want.extend_from_slice(&hello[..16]);
+    assert_eq!(answer, want, "{}", String::from_utf8_lossy(&answer));
+    let other = client_hello("other.example.com");
+    let answer = exchange_bytes(out, "tcpsvc:9000", &other).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("tcpsvc-v"), "{text:?}");
+    assert!(
+        text.contains(&format!(" got {} bytes: ", other.len())),
+        "{text:?}"
+    );
+
+    // The client's sidecar reports the connection against the service it went to.
+    let admin: SocketAddr = workload(&m.status, "client-v1-0")["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metrics = get(&client(), admin, "admin", "/metrics")
+        .await
+        .unwrap()
+        .text;
+    let opened = |service: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+            .filter(|l| l.contains(&format!("destination_service_name=\"{service}\"")))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((opened("secure"), opened("tcpsvc")), (1.0, (n + 1) as f64));
 }

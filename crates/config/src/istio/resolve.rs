@@ -5,19 +5,22 @@
 use super::destination_rule::destination_rules;
 use super::gateway::{gateways, GatewayKey, Namespaces};
 use super::rules::translate_rule;
+use super::tcp;
 use super::virtual_service::VirtualService;
 use super::{Kind, Pending};
 use crate::diagnostic::{reject, Diagnostic};
 use crate::ingress::{intersect, HostRoutes};
 use crate::services::Services;
 use crate::valid;
-use model::{ServiceKey, ServicePolicy, ServiceRoutes, ServiceSpec};
+use model::{ServiceKey, ServicePolicy, ServiceRoutes, ServiceSpec, ServiceTcpRoutes};
 use std::collections::HashMap;
 
 /// What the Istio documents translate into.
 #[derive(Default)]
 pub(crate) struct Resolved {
     pub routes: Vec<ServiceRoutes>,
+    /// Connection routes (`tls[]`, `tcp[]`) per service.
+    pub tcp_routes: Vec<ServiceTcpRoutes>,
     /// The VirtualService (`VirtualService NS/NAME`) that routes each service.
     pub owners: HashMap<ServiceKey, String>,
     pub policies: Vec<ServicePolicy>,
@@ -138,6 +141,32 @@ pub(crate) fn resolve(
             }
         }
 
+        let connections = !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty();
+        let hosts_keys: Vec<ServiceKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let tcp_rules = tcp::translate(
+            &doc,
+            &vs.spec,
+            &label,
+            namespace,
+            &hosts_keys,
+            &services,
+            &subsets,
+            &mut errors,
+        );
+        if connections && !mesh {
+            notes.push(doc.error(
+                if vs.spec.tls.is_empty() {
+                    "spec.tcp"
+                } else {
+                    "spec.tls"
+                },
+                format!(
+                    "{label}: its tcp and tls rules are bound only to gateways, and weft's \
+                     ingress routes HTTP only; they are ignored"
+                ),
+            ));
+        }
+
         if !errors.is_empty() {
             reject(&label, errors, rejected);
             continue;
@@ -145,6 +174,17 @@ pub(crate) fn resolve(
         warnings.extend(notes);
         for (key, at) in keys {
             vs_at.insert(key.clone(), at);
+            if !tcp_rules.is_empty() {
+                out.tcp_routes.push(ServiceTcpRoutes {
+                    service: key.clone(),
+                    routes: tcp_rules.clone(),
+                });
+            }
+            // A VirtualService with connection rules only leaves the service's HTTP routing
+            // to the other APIs.
+            if vs.spec.http.is_empty() && connections {
+                continue;
+            }
             out.owners.insert(key.clone(), label.clone());
             out.routes.push(ServiceRoutes {
                 service: key,

@@ -5,7 +5,7 @@
 use super::destination_rule::Subsets;
 use super::filters;
 use super::matches::translate_match;
-use super::virtual_service::{HttpRule, IstioDestination};
+use super::virtual_service::{HttpRule, IstioDestination, RouteDestination};
 use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
 use crate::policy;
@@ -88,7 +88,18 @@ pub(super) fn translate_rule(
             ));
         }
     }
-    let destinations = destinations(doc, &field, rule, namespace, services, subsets, errors);
+    let answers =
+        rule.redirect.is_some() || rule.direct_response.is_some() || rule.delegate.is_some();
+    let destinations = destinations(
+        doc,
+        &field,
+        &rule.route,
+        answers,
+        namespace,
+        services,
+        subsets,
+        errors,
+    );
     let (timeout_ms, retry) = timeout_and_retry(doc, &field, rule, errors);
     let fault = rule.fault.as_ref().and_then(|f| {
         let (fault, problems) = f.fault();
@@ -233,26 +244,27 @@ fn timeout_and_retry(
     (timeout_ms, retry)
 }
 
-/// A rule's `route[]` as weighted destinations.
-fn destinations(
+/// A rule's `route[]` as weighted destinations; `answers`: the rule may have none (it answers
+/// by itself).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn destinations(
     doc: &Doc,
     field: &str,
-    rule: &HttpRule,
+    route: &[RouteDestination],
+    answers: bool,
     namespace: &str,
     services: &Services,
     subsets: &Subsets,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Destination> {
-    if rule.route.is_empty() {
-        let answers =
-            rule.redirect.is_some() || rule.direct_response.is_some() || rule.delegate.is_some();
+    if route.is_empty() {
         if !answers {
             errors.push(doc.error(&format!("{field}.route"), "needs at least one destination"));
         }
         return Vec::new();
     }
-    let several = rule.route.len() > 1;
-    if several && rule.route.iter().all(|r| r.weight.is_none()) {
+    let several = route.len() > 1;
+    if several && route.iter().all(|r| r.weight.is_none()) {
         errors.push(doc.error(
             &format!("{field}.route"),
             "several destinations need weights",
@@ -260,7 +272,7 @@ fn destinations(
     }
     let before = errors.len();
     let mut out = Vec::new();
-    for (j, r) in rule.route.iter().enumerate() {
+    for (j, r) in route.iter().enumerate() {
         let field = format!("{field}.route[{j}]");
         let weight = match r.weight {
             None if several => 0,
@@ -296,10 +308,10 @@ fn destinations(
     if ok
         && several
         && out.iter().all(|d| d.weight == 0)
-        && rule.route.iter().any(|r| r.weight.is_some())
+        && route.iter().any(|r| r.weight.is_some())
     {
         errors.push(doc.error(&format!("{field}.route"), "all weights are 0"));
-    } else if ok && !several && rule.route[0].weight == Some(0) {
+    } else if ok && !several && route[0].weight == Some(0) {
         errors.push(doc.error(&format!("{field}.route[0].weight"), "all weights are 0"));
     }
     out
@@ -327,23 +339,15 @@ pub(super) fn destination(
         }
     };
     if let Some(port) = &d.port {
-        let service_port = key.as_ref().and_then(|k| services.port(k));
-        match service_port {
-            _ if port.number == 0 || port.number > 65535 => {
-                errors.push(doc.error(
-                    &format!("{field}.port.number"),
-                    "port must be between 1 and 65535",
-                ));
+        let message = match &key {
+            Some(k) => services.check_port(k, port.number),
+            None if port.number == 0 || port.number > 65535 => {
+                Some("port must be between 1 and 65535".to_string())
             }
-            Some(p) if u32::from(p) != port.number => errors.push(doc.error(
-                &format!("{field}.port.number"),
-                format!(
-                    "service {} listens on port {p}, not {}",
-                    key.as_ref().map(ToString::to_string).unwrap_or_default(),
-                    port.number
-                ),
-            )),
-            _ => {}
+            None => None,
+        };
+        if let Some(message) = message {
+            errors.push(doc.error(&format!("{field}.port.number"), message));
         }
     }
     let mut labels = Labels::new();

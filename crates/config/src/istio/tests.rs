@@ -1014,3 +1014,152 @@ spec:
         ]
     );
 }
+
+/// A mesh with TCP services (lines 1–16) then `docs`.
+fn tcp_mesh(docs: &[&str]) -> Loaded {
+    let mut text = "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: data}
+spec:
+  services:
+  - name: db
+    ports: [{port: 5432, protocol: tcp, name: sql}, {port: 9000, protocol: tcp, name: admin}]
+    workloads:
+    - {name: db-v1, labels: {version: v1}, command: [x]}
+    - {name: db-v2, labels: {version: v2}, command: [x]}
+  - {name: backup, port: 6000, protocol: tcp}
+  - {name: login, port: 443, protocol: tcp}
+  - {name: web, port: 80}
+  - {name: api, port: 80}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"
+    .to_string();
+    for d in docs {
+        text.push_str("---\n");
+        text.push_str(d);
+    }
+    load_str(Path::new("istio.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn tcp_and_tls_rules_become_connection_routes_tls_first() {
+    use model::{Destination, TcpDestination, TcpMatch, TcpRoute};
+    let loaded = tcp_mesh(&["\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: backup, port: {number: 6000}}}]
+  - route:
+    - {destination: {host: db, subset: v1}, weight: 80}
+    - {destination: {host: db, subset: v2}, weight: 20}
+  tls:
+  - match: [{port: 5432, sniHosts: [Login.example.com, '*.example.org'], sourceLabels: {app: web}, sourceNamespace: default}]
+    route: [{destination: {host: login, port: {number: 443}}}]
+"]);
+    assert_eq!(lines(&loaded.rejected), Vec::<String>::new());
+    assert_eq!(lines(&loaded.unsupported), Vec::<String>::new());
+    let mesh = loaded.mesh.unwrap();
+    let db = ServiceKey::new("db", "default");
+    // Connection rules only: HTTP routing of db is left to other APIs.
+    assert!(
+        mesh.routes.iter().all(|r| r.service != db),
+        "{:?}",
+        mesh.routes
+    );
+    let found: Vec<_> = mesh.tcp_routes.iter().filter(|r| r.service == db).collect();
+    assert_eq!(found.len(), 1);
+    let subset = |name: &str, weight: u32| TcpDestination {
+        to: Destination {
+            subset: Some(name.into()),
+            labels: [("version".to_string(), name.to_string())].into(),
+            ..Destination::service(db.clone(), weight)
+        },
+        port: None,
+    };
+    let to = |service: &str, port: u16| TcpDestination {
+        to: Destination::service(ServiceKey::new(service, "default"), 100),
+        port: Some(port),
+    };
+    assert_eq!(
+        found[0].routes,
+        vec![
+            TcpRoute {
+                name: "VirtualService default/db tls[0]".into(),
+                matches: vec![TcpMatch {
+                    port: Some(5432),
+                    sni_hosts: vec!["login.example.com".into(), "*.example.org".into()],
+                    source_labels: [("app".to_string(), "web".to_string())].into(),
+                    source_namespace: Some("default".into()),
+                }],
+                destinations: vec![to("login", 443)],
+            },
+            TcpRoute {
+                name: "VirtualService default/db tcp[0]".into(),
+                matches: vec![TcpMatch {
+                    port: Some(9000),
+                    ..TcpMatch::default()
+                }],
+                destinations: vec![to("backup", 6000)],
+            },
+            TcpRoute {
+                name: "VirtualService default/db tcp[1]".into(),
+                matches: vec![],
+                destinations: vec![subset("v1", 80), subset("v2", 20)],
+            },
+        ]
+    );
+}
+
+#[test]
+fn connection_rules_are_checked_field_by_field() {
+    let loaded = tcp_mesh(&["\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5433}]
+    route: [{destination: {host: db, port: {number: 5433}}}]
+  - match: [{sniHosts: [a.example.com], destinationSubnets: [10.0.0.0/8]}]
+    route: [{destination: {host: backup}, headers: {request: {set: {x: y}}}}]
+  tls:
+  - route: [{destination: {host: login}}]
+  - match: [{port: 5432, sniHosts: ['a.*.com']}, {port: 5432, gateways: [mesh]}]
+    route: [{destination: {host: nowhere}}]
+"]);
+    // tls[] rules are checked (and tried) before tcp[] rules.
+    assert_eq!(
+        lines(&loaded.rejected),
+        [
+            "36:5: spec.tls[0].match: a tls rule needs at least one match with sniHosts",
+            "37:37: spec.tls[1].match[0].sniHosts[0]: `a.*.com` is not a server name: use NAME, *.SUFFIX or *",
+            "37:51: spec.tls[1].match[1].sniHosts: a tls match needs at least one SNI host",
+            "37:63: spec.tls[1].match[1].gateways: gateways is not yet supported in a connection match",
+            "38:28: spec.tls[1].route[0].destination.host: host `nowhere` is not a service of the mesh",
+            "31:14: spec.tcp[0].match[0].port: no host of this VirtualService has port 5433",
+            "32:45: spec.tcp[0].route[0].destination.port.number: service db.default listens on ports 5432, 9000, not 5433",
+            "33:14: spec.tcp[1].match[0].sniHosts: sniHosts belongs in tls[] rules; a tcp[] rule cannot match a server name",
+            "33:41: spec.tcp[1].match[0].destinationSubnets: destinationSubnets is not yet supported in a connection match",
+            "34:43: spec.tcp[1].route[0].headers: headers apply to HTTP only; a connection route cannot edit them",
+        ]
+        .map(|l| {
+            let (at, message) = l.split_once(": ").unwrap();
+            let (field, message) = message.split_once(": ").unwrap();
+            format!("{at}: {field}: VirtualService default/db: {message}")
+        })
+    );
+}

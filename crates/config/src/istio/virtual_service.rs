@@ -19,9 +19,45 @@ pub(crate) struct VirtualService {
     pub gateways: Option<Vec<String>>,
     #[serde(default)]
     pub http: Vec<HttpRule>,
-    pub tls: Option<Value>,
-    pub tcp: Option<Value>,
+    #[serde(default)]
+    pub tls: Vec<TlsRule>,
+    #[serde(default)]
+    pub tcp: Vec<TcpRule>,
     pub export_to: Option<Value>,
+}
+
+/// Istio's TCPRoute: connections matching any of `match` go to `route`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpRule {
+    #[serde(rename = "match", default)]
+    pub matches: Vec<L4Match>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// Istio's TLSRoute: TLS connections (not terminated) routed by their server name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsRule {
+    #[serde(rename = "match", default)]
+    pub matches: Vec<L4Match>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// Istio's L4MatchAttributes, and TLSMatchAttributes (which adds `sniHosts`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct L4Match {
+    /// Only in `tls[]` matches, where it is required.
+    pub sni_hosts: Option<Vec<String>>,
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
+    pub destination_subnets: Option<Value>,
+    pub gateways: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

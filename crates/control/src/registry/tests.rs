@@ -26,6 +26,7 @@ fn spec() -> MeshSpec {
             }],
         }],
         routes: Vec::new(),
+        tcp_routes: Vec::new(),
         policies: Vec::new(),
         gateway: Vec::new(),
         security: SecuritySpec::new(),

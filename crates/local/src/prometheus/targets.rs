@@ -123,6 +123,7 @@ mod tests {
             ingress: "127.0.0.1:0".parse().unwrap(),
             services: Vec::new(),
             routes: Vec::new(),
+            tcp_routes: Vec::new(),
             policies: Vec::new(),
             gateway: Vec::new(),
             security: SecuritySpec::new(),

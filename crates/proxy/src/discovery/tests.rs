@@ -77,6 +77,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
                 identity: Identity::spiffe("default", "hello"),
             }],
             routes: vec![],
+            tcp_routes: vec![],
             policy: Default::default(),
             subsets: vec![],
         }],

@@ -1,8 +1,12 @@
 //! The outbound side of an HTTP `CONNECT` tunnel: `CONNECT NAME:PORT` from the app names a
 //! mesh service (any name it is reachable by) and one of its ports (the destination's sidecar
-//! knows which it has, and refuses others), or a local client port names one ([`serve_local`]). One endpoint of the service is
-//! drawn by its balancer (per tunnel, as for a TCP connection) and an HTTP/2 `CONNECT` stream is
-//! opened on the pooled mTLS connection to its sidecar (`crate::tunnel::accept` answers it);
+//! knows which it has, and refuses others), or a local client port names one ([`serve_local`]).
+//! The service's connection rules (VirtualService `tcp[]`, `tls[]`) pick where it goes, by the
+//! port and, for `tls[]` rules, by the server name of the TLS ClientHello the client sends first
+//! (then the app gets its `200` before the tunnel is routed: a tunnel no rule takes is closed).
+//! One endpoint of the destination is drawn by its balancer (per tunnel, as for a TCP
+//! connection) and an HTTP/2 `CONNECT` stream is opened on the pooled mTLS connection to its
+//! sidecar (`crate::tunnel::accept` answers it);
 //! endpoints that cannot be reached, or whose app refuses, are skipped as for a request. Once
 //! the peer answers `200` the app gets its own `200`, and the two streams are spliced
 //! ([`crate::tunnel::splice`]).
@@ -13,27 +17,47 @@ use super::MAX_ATTEMPTS;
 use crate::body::{self, Body, RequestBody};
 use crate::flags::{self, Flag};
 use crate::outbound::Forward;
+use crate::route::connection::{self, ConnRoute};
 use crate::telemetry::{ConnectionRecord, Reporter, ResponseFlags, TcpConnection};
 use crate::tunnel::{established, splice};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use model::Authority;
+use std::sync::Arc;
+
+/// How long a client of a service with `tls[]` rules gets to send its first bytes before the
+/// tunnel is routed without a server name (a protocol whose server speaks first).
+const HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens a tunnel for the app's `CONNECT` request `req`; a bare service name means the one in
 /// `namespace`.
-pub(crate) async fn open<R>(
-    fwd: &Forward<R>,
+pub(crate) async fn open<R: Send + Sync + 'static>(
+    fwd: Arc<Forward<R>>,
     mut req: Request<RequestBody>,
     namespace: &str,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return flags::respond(Flag::BadRequest, "CONNECT needs a host:port target");
     };
-    let dialed = match dial(fwd, &authority, namespace).await {
-        Ok(d) => d,
+    let target = match Target::resolve(&fwd, &authority, namespace) {
+        Ok(t) => t,
         Err(rsp) => return *rsp,
     };
     let downstream = hyper::upgrade::on(&mut req);
+    if target.needs_sni {
+        // Routed by what the client sends once it has its `200`.
+        tokio::spawn(async move {
+            match downstream.await {
+                Ok(client) => carry(&fwd, &target, TokioIo::new(client)).await,
+                Err(e) => tracing::debug!(error = %e, "tunnel not established"),
+            }
+        });
+        return established();
+    }
+    let dialed = match dial(&fwd, &target, None).await {
+        Ok(d) => d,
+        Err(rsp) => return *rsp,
+    };
     let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
     tokio::spawn(async move {
         let Dialed {
@@ -62,7 +86,7 @@ pub(crate) async fn open<R>(
 /// tunnelled as if its client had sent `CONNECT target`; one no endpoint takes is closed.
 pub async fn serve_local<R: Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
-    fwd: std::sync::Arc<Forward<R>>,
+    fwd: Arc<Forward<R>>,
     target: String,
     namespace: String,
 ) {
@@ -77,42 +101,79 @@ pub async fn serve_local<R: Send + Sync + 'static>(
             continue;
         };
         let _ = client.set_nodelay(true);
-        let (fwd, target, namespace) = (fwd.clone(), target.clone(), namespace.clone());
-        tokio::spawn(async move {
-            let dialed = match dial(&fwd, &target, &namespace).await {
-                Ok(d) => d,
-                Err(rsp) => {
-                    tracing::info!(%peer, %target, status = %rsp.status(), "local client port: no tunnel");
-                    return;
-                }
-            };
-            let Dialed {
-                upstream,
-                counted,
-                instance,
-                _open,
-                _slot,
-            } = dialed;
-            let server = match upstream.await {
-                Ok(s) => TokioIo::new(s),
-                Err(e) => {
-                    tracing::debug!(%instance, error = %e, "tunnel not established");
-                    return;
-                }
-            };
-            let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
-            report(
-                &instance,
-                splice(client, server, idle, &drain, Some(&counted)).await,
-            );
-        });
+        match Target::resolve(&fwd, &target, &namespace) {
+            Ok(t) => {
+                let fwd = fwd.clone();
+                tokio::spawn(async move { carry(&fwd, &t, client).await });
+            }
+            Err(rsp) => {
+                tracing::info!(%peer, %target, why = %refusal(&rsp), "local client port: no tunnel")
+            }
+        }
+    }
+}
+
+/// Routes a client connection already accepted (reading its ClientHello first when the
+/// service's rules need its server name), opens its tunnel and carries it; closes it when no
+/// rule or endpoint takes it.
+async fn carry<R, C>(fwd: &Forward<R>, target: &Target, mut client: C)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let hello = if target.needs_sni {
+        match crate::sni::read_hello(&mut client, HELLO_WAIT).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel client left before it was routed");
+                return;
+            }
+        }
+    } else {
+        crate::sni::Hello {
+            bytes: Vec::new(),
+            server_name: None,
+        }
+    };
+    let dialed = match dial(fwd, target, hello.server_name.as_deref()).await {
+        Ok(d) => d,
+        Err(rsp) => {
+            tracing::info!(service = %target.service.key, why = %refusal(&rsp), "no tunnel");
+            return;
+        }
+    };
+    let Dialed {
+        upstream,
+        counted,
+        instance,
+        _open,
+        _slot,
+    } = dialed;
+    let server = match upstream.await {
+        Ok(s) => TokioIo::new(s),
+        Err(e) => {
+            tracing::debug!(%instance, error = %e, "tunnel not established");
+            return;
+        }
+    };
+    let client = crate::sni::Prefixed::new(hello.bytes, client);
+    report(
+        &instance,
+        splice(client, server, fwd.tunnel_idle, &fwd.drain, Some(&counted)).await,
+    );
+}
+
+/// Why a tunnel was refused, as its answer's status and flag say it.
+fn refusal(rsp: &Response<Body>) -> String {
+    match flags::of(rsp) {
+        Some(f) => format!("{} {f:?}", rsp.status()),
+        None => rsp.status().to_string(),
     }
 }
 
 /// A `CONNECT` stream a peer sidecar answered: the endpoint, its answer (any status but a
 /// refusal by its app), and the endpoint's in-flight count for the attempt.
 pub(super) struct Answered {
-    pub ep: std::sync::Arc<crate::balance::EndpointState>,
+    pub ep: Arc<crate::balance::EndpointState>,
     pub rsp: Response<hyper::body::Incoming>,
     pub in_flight: crate::balance::InFlight,
 }
@@ -176,27 +237,70 @@ struct Dialed {
     _slot: crate::policy::TunnelSlot,
 }
 
-/// Opens a tunnel to the service `authority` names (on its port): one endpoint drawn per
+/// The service a tunnel is for, the port its client addressed, and whether routing it needs
+/// the client's TLS server name.
+struct Target {
+    service: Arc<crate::table::Service>,
+    port: u16,
+    needs_sni: bool,
+}
+
+impl Target {
+    /// The service `authority` (`NAME:PORT`, any name form) names. `Err`: the answer for the
+    /// client (400, 404 `NR`).
+    fn resolve<R>(
+        fwd: &Forward<R>,
+        authority: &str,
+        namespace: &str,
+    ) -> Result<Target, Box<Response<Body>>> {
+        let auth = Authority::parse(authority);
+        let Some(port) = auth.port else {
+            return Err(Box::new(flags::respond(
+                Flag::BadRequest,
+                "CONNECT needs a host:port target",
+            )));
+        };
+        let state = fwd.state.load_full();
+        let Some(service) = state.routes.resolve(&auth, namespace) else {
+            return Err(no_service(authority));
+        };
+        Ok(Target {
+            needs_sni: service.tcp_routes.iter().any(ConnRoute::needs_sni),
+            service: service.clone(),
+            port,
+        })
+    }
+}
+
+/// Opens a tunnel to `target`'s service on its port, or where its first connection rule that
+/// takes it (by port and the client's server name `sni`) sends it: one endpoint drawn per
 /// tunnel, others tried when it cannot be reached or its app refuses. `Err`: the answer for the
-/// client (404 `NR`, 403 from the peer, 503 `UF`).
+/// client (404 `NR`, 403 from the peer, 503 `UO`/`UF`).
 async fn dial<R>(
     fwd: &Forward<R>,
-    authority: &str,
-    namespace: &str,
+    target: &Target,
+    sni: Option<&str>,
 ) -> Result<Dialed, Box<Response<Body>>> {
-    let auth = Authority::parse(authority);
-    let Some(port) = auth.port else {
-        return Err(Box::new(flags::respond(
-            Flag::BadRequest,
-            "CONNECT needs a host:port target",
-        )));
-    };
-    let state = fwd.state.load_full();
-    let Some(service) = state.routes.resolve(&auth, namespace) else {
-        return Err(no_service(authority));
-    };
+    let service = &target.service;
     // Any port: the destination's sidecar knows its app's ports and refuses others (404).
-    let backend = service.all.clone();
+    let (backend, port) = if service.tcp_routes.is_empty() {
+        (service.all.clone(), target.port)
+    } else {
+        let Some(rule) = connection::first(&service.tcp_routes, target.port, sni) else {
+            return Err(Box::new(flags::respond(
+                Flag::NoRoute,
+                format!(
+                    "no connection rule of {} takes port {}{}",
+                    service.key,
+                    target.port,
+                    sni.map(|n| format!(" with server name {n}"))
+                        .unwrap_or_default()
+                ),
+            )));
+        };
+        let dest = rule.pick();
+        (dest.backend.clone(), dest.port.unwrap_or(target.port))
+    };
     // `tcp.maxConnections`: one slot per open tunnel, as Envoy's TCP proxy counts connections.
     let max_connections = backend.policy.pool.as_ref().and_then(|p| p.max_connections);
     let Some(slot) = backend.counters.admit_tunnel(max_connections) else {
@@ -209,8 +313,8 @@ async fn dial<R>(
             ),
         )));
     };
-    let target = format!("{}:{port}", service.key);
-    let Ok(uri) = target.parse::<http::Uri>() else {
+    let authority = format!("{}:{port}", backend.service_key);
+    let Ok(uri) = authority.parse::<http::Uri>() else {
         return Err(Box::new(flags::respond(
             Flag::BadRequest,
             "CONNECT target is not an authority",
@@ -267,7 +371,7 @@ async fn dial<R>(
         Flag::UpstreamConnectFailure,
         format!(
             "no endpoint of {} took the tunnel: {last_error}",
-            service.key
+            backend.name
         ),
     )))
 }

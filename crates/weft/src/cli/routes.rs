@@ -116,24 +116,7 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
                     .collect::<Vec<_>>()
                     .join(" OR ")
             };
-            let total: u32 = r.destinations.iter().map(|d| d.weight).sum();
-            let dests: Vec<String> = r
-                .destinations
-                .iter()
-                .map(|d| {
-                    let subset = d
-                        .subset
-                        .as_deref()
-                        .map(|s| format!(" subset {s}"))
-                        .unwrap_or_default();
-                    let share = if total > 0 {
-                        100.0 * d.weight as f64 / total as f64
-                    } else {
-                        0.0
-                    };
-                    format!("{}{subset} {share:.0}%", d.service)
-                })
-                .collect();
+            let dests = shares(r.destinations.iter().map(|d| (d, None)));
             println!(
                 "  {}. {}\n     match: {matches}\n     to:    {}",
                 i + 1,
@@ -151,8 +134,52 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
                 }
             }
         }
+        if !svc.tcp_routes.is_empty() {
+            println!("  connection rules (tunnels, TCP):");
+        }
+        for (i, r) in svc.tcp_routes.iter().enumerate() {
+            let matches = if r.matches.is_empty() {
+                "every connection".to_string()
+            } else {
+                r.matches
+                    .iter()
+                    .map(compact)
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            };
+            let dests = shares(r.destinations.iter().map(|d| (&d.to, d.port)));
+            println!(
+                "  {}. {}\n     match: {matches}\n     to:    {}",
+                i + 1,
+                r.name,
+                dests.join(", ")
+            );
+        }
         Ok(0)
     })
+}
+
+/// Each destination (with its port, if it names one) and its share of the traffic.
+fn shares<'a>(
+    dests: impl Iterator<Item = (&'a model::Destination, Option<u16>)> + Clone,
+) -> Vec<String> {
+    let total: u32 = dests.clone().map(|(d, _)| d.weight).sum();
+    dests
+        .map(|(d, port)| {
+            let subset = d
+                .subset
+                .as_deref()
+                .map(|s| format!(" subset {s}"))
+                .unwrap_or_default();
+            let port = port.map(|p| format!(" port {p}")).unwrap_or_default();
+            let share = if total > 0 {
+                100.0 * d.weight as f64 / total as f64
+            } else {
+                0.0
+            };
+            format!("{}{subset}{port} {share:.0}%", d.service)
+        })
+        .collect()
 }
 
 fn compact<T: serde::Serialize>(v: &T) -> String {
