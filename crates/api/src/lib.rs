@@ -62,6 +62,10 @@ impl From<&Snapshot> for pb::Snapshot {
             // The control plane fills these in from its CA when it sends the snapshot.
             trust_bundle_pem: String::new(),
             ca_generation: 0,
+            outbound_policy: match s.outbound_policy {
+                model::OutboundPolicy::AllowAny => String::new(),
+                model::OutboundPolicy::RegistryOnly => "REGISTRY_ONLY".into(),
+            },
         }
     }
 }
@@ -83,6 +87,16 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .map(route::vhost_from)
                 .collect::<Result<_, _>>()?,
             security: security::from_wire(s.security)?,
+            outbound_policy: match s.outbound_policy.as_str() {
+                "" | "ALLOW_ANY" => model::OutboundPolicy::AllowAny,
+                "REGISTRY_ONLY" => model::OutboundPolicy::RegistryOnly,
+                other => {
+                    return Err(WireError::Policy {
+                        service: "(mesh)".into(),
+                        why: format!("unknown outbound traffic policy {other:?}"),
+                    })
+                }
+            },
         })
     }
 }
@@ -106,6 +120,16 @@ fn service_to(svc: &Service) -> pb::Service {
             .collect(),
         routes: svc.routes.iter().map(route::to_wire).collect(),
         tcp_routes: svc.tcp_routes.iter().map(route::tcp_to_wire).collect(),
+        vip: svc.vip.map(|v| v.to_string()).unwrap_or_default(),
+        ports: svc
+            .ports
+            .iter()
+            .map(|p| pb::ServicePort {
+                port: p.port.into(),
+                protocol: p.protocol.as_str().into(),
+                name: p.name.clone(),
+            })
+            .collect(),
         policy: policy::service_policy_to(&svc.policy),
         subsets: svc.subsets.iter().map(policy::subset_to).collect(),
     }
@@ -151,6 +175,33 @@ fn service_from(svc: pb::Service) -> Result<Service, WireError> {
         .into_iter()
         .map(|r| route::tcp_from_wire(r, &svc.name))
         .collect::<Result<_, _>>()?;
+    let vip = match svc.vip.as_str() {
+        "" => None,
+        v => Some(v.parse().map_err(|_| WireError::Policy {
+            service: svc.name.clone(),
+            why: format!("virtual IP {v:?} is not an IPv4 address"),
+        })?),
+    };
+    let mut ports = Vec::with_capacity(svc.ports.len());
+    for p in &svc.ports {
+        let port = u16::try_from(p.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| WireError::Port {
+                service: svc.name.clone(),
+                port: p.port,
+            })?;
+        let protocol = model::Protocol::parse(&p.protocol).ok_or_else(|| WireError::Policy {
+            service: svc.name.clone(),
+            why: format!("port {port}: unknown protocol {:?}", p.protocol),
+        })?;
+        ports.push(model::PortSpec {
+            port,
+            protocol,
+            name: p.name.clone(),
+            why: String::new(),
+        });
+    }
     let policy = policy::service_policy_from(svc.policy, &svc.name)?;
     let subsets = svc
         .subsets
@@ -166,6 +217,8 @@ fn service_from(svc: pb::Service) -> Result<Service, WireError> {
         tcp_routes,
         policy,
         subsets,
+        vip,
+        ports,
     })
 }
 

@@ -207,6 +207,8 @@ fn service(name: &str, policy: TrafficPolicy, subsets: Vec<SubsetPolicy>) -> Ser
         tcp_routes: vec![],
         policy,
         subsets,
+        vip: None,
+        ports: vec![],
     }
 }
 
@@ -461,6 +463,21 @@ fn sample() -> Snapshot {
     hello.routes = vec![canary()];
     // A service without a policy travels as one, and one with only a cookie hash without path.
     let mut plain = service("plain", TrafficPolicy::default(), vec![]);
+    plain.vip = Some("10.235.1.2".parse().unwrap());
+    plain.ports = vec![
+        model::PortSpec {
+            port: 80,
+            protocol: model::Protocol::Http,
+            name: "http".into(),
+            why: String::new(),
+        },
+        model::PortSpec {
+            port: 6379,
+            protocol: model::Protocol::Tcp,
+            name: String::new(),
+            why: String::new(),
+        },
+    ];
     // Connection routes: by SNI and port from some workloads, and weighted with a port.
     plain.tcp_routes = vec![
         TcpRoute {
@@ -530,6 +547,7 @@ fn sample() -> Snapshot {
             },
         ],
         security: security(),
+        outbound_policy: model::OutboundPolicy::RegistryOnly,
     }
 }
 

@@ -49,6 +49,17 @@ pub(crate) struct MeshBody {
     /// its errors.
     #[serde(rename = "defaultRetries")]
     pub default_retries: Option<serde_yaml_ng::Value>,
+    /// `proxy-env` (the default) or `transparent`.
+    pub interception: Option<String>,
+    /// Istio's mesh config `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`.
+    #[serde(rename = "outboundTrafficPolicy")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OutboundTrafficPolicy {
+    pub mode: String,
 }
 
 /// CIDRs written `"10.0.0.0/8,100.64.0.0/10"` or as a list.

@@ -61,6 +61,7 @@
 //!   rule a resource translates into, checked whole as the proxy decodes it
 //!   (`model::valid`) and located at the part it came from.
 
+mod capture;
 mod diagnostic;
 mod doc;
 mod format;

@@ -45,6 +45,9 @@ pub(crate) struct Loader {
     /// `spec.defaultRetries` as set so far (`None` inside: no retries) and where
     /// (`FILE:LINE`) it was set.
     default_retries: Option<(Option<RetryPolicy>, String)>,
+    /// `spec.interception` and `spec.outboundTrafficPolicy.mode` as set so far, and where.
+    interception: Option<(model::Interception, String)>,
+    outbound_policy: Option<(model::OutboundPolicy, String)>,
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
@@ -268,6 +271,45 @@ impl Loader {
         if let Some(value) = &mesh.spec.default_retries {
             self.default_retries(doc, value);
         }
+        if let Some(text) = &mesh.spec.interception {
+            let value = match text.as_str() {
+                "proxy-env" => Some(model::Interception::ProxyEnv),
+                "transparent" => Some(model::Interception::Transparent),
+                other => {
+                    self.errors.push(doc.error(
+                        "spec.interception",
+                        format!("unknown interception `{other}`: use proxy-env or transparent"),
+                    ));
+                    None
+                }
+            };
+            if let Some(v) = value {
+                agree(
+                    doc,
+                    "spec.interception",
+                    v,
+                    &mut self.interception,
+                    &mut self.errors,
+                );
+            }
+        }
+        if let Some(p) = &mesh.spec.outbound_traffic_policy {
+            const FIELD: &str = "spec.outboundTrafficPolicy.mode";
+            let value = match p.mode.as_str() {
+                "ALLOW_ANY" => Some(model::OutboundPolicy::AllowAny),
+                "REGISTRY_ONLY" => Some(model::OutboundPolicy::RegistryOnly),
+                other => {
+                    self.errors.push(doc.error(
+                        FIELD,
+                        format!("unknown mode `{other}`: use ALLOW_ANY or REGISTRY_ONLY"),
+                    ));
+                    None
+                }
+            };
+            if let Some(v) = value {
+                agree(doc, FIELD, v, &mut self.outbound_policy, &mut self.errors);
+            }
+        }
         self.security.defaults.mesh(
             doc,
             mesh.spec.root_namespace.as_deref(),
@@ -364,6 +406,7 @@ impl Loader {
             }
 
             let key = model::ServiceKey::new(&s.name, &namespace);
+            let capture = crate::capture::capture(doc, &field, &s.annotations, &mut self.errors);
             let (errors, notices) = (&mut self.errors, &mut self.unsupported);
             self.linkerd.service(doc, &field, key, errors, notices);
             let service = ServiceSpec {
@@ -375,6 +418,7 @@ impl Loader {
                 labels: s.labels,
                 annotations: s.annotations,
                 workloads,
+                capture,
             };
             self.security
                 .defaults
@@ -472,6 +516,8 @@ impl Loader {
                 gateway,
                 security,
                 default_retries: self.default_retries.and_then(|(policy, _)| policy),
+                interception: self.interception.map(|(v, _)| v).unwrap_or_default(),
+                outbound_policy: self.outbound_policy.map(|(v, _)| v).unwrap_or_default(),
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,
@@ -568,7 +614,26 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 /// Checks `a.b.c.d/n` or `v6::/n`.
-fn parse_cidr(s: &str) -> Result<(), String> {
+/// Records `value` of the Mesh field `field` unless another Mesh document set it differently
+/// (an error naming both places).
+fn agree<T: PartialEq + std::fmt::Debug + Copy>(
+    doc: &Doc,
+    field: &str,
+    value: T,
+    set: &mut Option<(T, String)>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    match set {
+        Some((first, at)) if *first != value => errors.push(doc.error(
+            field,
+            format!("{value:?} conflicts with {first:?} set at {at}"),
+        )),
+        Some(_) => {}
+        None => *set = Some((value, doc.place(field))),
+    }
+}
+
+pub(crate) fn parse_cidr(s: &str) -> Result<(), String> {
     let (ip, bits) = s.split_once('/').ok_or("no /prefix length")?;
     let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{e}"))?;
     let bits: u8 = bits.parse().map_err(|e| format!("prefix length: {e}"))?;

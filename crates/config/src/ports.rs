@@ -192,9 +192,20 @@ fn valid_port_name(n: &str) -> bool {
 /// The ports Linkerd's opaque-ports annotation lists (`"4222,6379-6380"`); errors located at
 /// the annotation.
 fn opaque_ports(doc: &Doc, field: &str, s: &Service, errors: &mut Vec<Diagnostic>) -> Vec<u16> {
-    let Some(value) = s.annotations.get(OPAQUE_PORTS) else {
-        return Vec::new();
-    };
+    match s.annotations.get(OPAQUE_PORTS) {
+        Some(value) => port_list(doc, field, OPAQUE_PORTS, value, errors),
+        None => Vec::new(),
+    }
+}
+
+/// The ports an annotation `name` of the service at `field` lists: `"4222,6379-6380"`.
+pub(crate) fn port_list(
+    doc: &Doc,
+    field: &str,
+    name: &str,
+    value: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<u16> {
     let mut out = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let range = match part.split_once('-') {
@@ -208,7 +219,7 @@ fn opaque_ports(doc: &Doc, field: &str, s: &Service, errors: &mut Vec<Diagnostic
         match range {
             Some((a, b)) if a > 0 && a <= b => out.extend(a..=b),
             _ => errors.push(doc.error(
-                &format!("{field}.annotations.{OPAQUE_PORTS}"),
+                &format!("{field}.annotations.{name}"),
                 format!("`{part}` is not a port or a range of ports like 6379-6380"),
             )),
         }

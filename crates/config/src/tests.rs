@@ -98,6 +98,7 @@ fn valid_mesh_with_defaults() {
                     env: map(&[]),
                     sidecar: true,
                 }],
+                capture: Default::default(),
             },
             ServiceSpec {
                 name: "db".into(),
@@ -115,6 +116,7 @@ fn valid_mesh_with_defaults() {
                     env: map(&[("PGPORT", "5432")]),
                     sidecar: true,
                 }],
+                capture: Default::default(),
             },
             ServiceSpec {
                 name: "idle".into(),
@@ -125,6 +127,7 @@ fn valid_mesh_with_defaults() {
                 labels: map(&[]),
                 annotations: map(&[]),
                 workloads: vec![],
+                capture: Default::default(),
             },
         ],
         routes: Vec::new(),
@@ -133,6 +136,8 @@ fn valid_mesh_with_defaults() {
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),
         default_retries: None,
+        interception: Default::default(),
+        outbound_policy: Default::default(),
     };
     assert_eq!(mesh(VALID), expected);
 }
@@ -1476,4 +1481,70 @@ fn port_errors_name_their_field() {
         assert_eq!(got_line.split(':').next(), line.split(':').next(), "{e}");
         assert_eq!(got_message, message, "{e}");
     }
+}
+
+#[test]
+fn interception_outbound_policy_and_capture_annotations() {
+    let m = mesh(
+        "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: pods}
+spec:
+  interception: transparent
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+  services:
+  - name: web
+    port: 80
+    annotations:
+      traffic.sidecar.istio.io/excludeOutboundPorts: \"5432, 3306\"
+      config.linkerd.io/skip-outbound-ports: \"3306,25-26\"
+      config.linkerd.io/skip-inbound-ports: \"9090\"
+      traffic.sidecar.istio.io/includeOutboundIPRanges: \"10.235.0.0/16,192.168.7.0/24\"
+      traffic.sidecar.istio.io/excludeOutboundIPRanges: \"10.235.9.9/32\"
+    workloads: [{name: web, command: [x]}]
+  - {name: api, port: 80}
+",
+    );
+    assert_eq!(m.interception, model::Interception::Transparent);
+    assert_eq!(m.outbound_policy, model::OutboundPolicy::RegistryOnly);
+    assert_eq!(
+        m.services[0].capture,
+        model::Capture {
+            exclude_outbound_ports: vec![25, 26, 3306, 5432],
+            exclude_inbound_ports: vec![9090],
+            include_outbound_cidrs: vec!["10.235.0.0/16".into(), "192.168.7.0/24".into()],
+            exclude_outbound_cidrs: vec!["10.235.9.9/32".into()],
+        }
+    );
+    assert!(m.services[1].capture.is_empty());
+    // The defaults.
+    let m = mesh(VALID);
+    assert_eq!(m.interception, model::Interception::ProxyEnv);
+    assert_eq!(m.outbound_policy, model::OutboundPolicy::AllowAny);
+
+    let e: Vec<String> = errors("\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: pods}
+spec:
+  interception: iptables
+  outboundTrafficPolicy: {mode: ALLOW_SOME}
+  services:
+  - name: web
+    port: 80
+    annotations: {config.linkerd.io/skip-inbound-ports: \"80-70\", traffic.sidecar.istio.io/includeOutboundIPRanges: \"10.0.0.0/33\"}
+")
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml:5:3: spec.interception: unknown interception `iptables`: use proxy-env or transparent",
+            "mesh.yaml:6:27: spec.outboundTrafficPolicy.mode: unknown mode `ALLOW_SOME`: use ALLOW_ANY or REGISTRY_ONLY",
+            "mesh.yaml:10:5: spec.services[0].annotations.config.linkerd.io/skip-inbound-ports: `80-70` is not a port or a range of ports like 6379-6380",
+            "mesh.yaml:10:5: spec.services[0].annotations.traffic.sidecar.istio.io/includeOutboundIPRanges: `10.0.0.0/33` is not a CIDR: prefix length 33 > 32",
+        ]
+    );
 }

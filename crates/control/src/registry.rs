@@ -587,6 +587,7 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.gateway = m.gateway;
             spec.security = m.security;
             spec.default_retries = m.default_retries;
+            spec.outbound_policy = m.outbound_policy;
         }
         None => {
             spec.routes.clear();

@@ -23,6 +23,16 @@ pub fn build(
     version: u64,
 ) -> (Snapshot, Vec<u64>) {
     let mut listed = Vec::new();
+    let vips = match spec.interception {
+        model::Interception::Transparent => model::mesh::service_vips(
+            spec.services
+                .iter()
+                .map(|s| s.key())
+                .collect::<Vec<_>>()
+                .iter(),
+        ),
+        model::Interception::ProxyEnv => BTreeMap::new(),
+    };
     let services = spec
         .services
         .iter()
@@ -90,6 +100,15 @@ pub fn build(
                 tcp_routes,
                 policy,
                 subsets,
+                vip: vips.get(&svc.key()).copied(),
+                ports: svc
+                    .ports
+                    .iter()
+                    .map(|p| model::PortSpec {
+                        why: String::new(),
+                        ..p.clone()
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -110,6 +129,7 @@ pub fn build(
             })
             .collect(),
         security: spec.security.clone(),
+        outbound_policy: spec.outbound_policy,
     };
     (snapshot, listed)
 }

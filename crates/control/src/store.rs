@@ -324,6 +324,8 @@ mod tests {
             gateway: Vec::new(),
             security: model::security::SecuritySpec::new(),
             default_retries: None,
+            interception: Default::default(),
+            outbound_policy: Default::default(),
         })
     }
 

@@ -205,6 +205,8 @@ async fn start(ca: Arc<Ca>) -> (Arc<Registry>, ControlPlane) {
         gateway: Vec::new(),
         security: model::security::SecuritySpec::new(),
         default_retries: None,
+        interception: Default::default(),
+        outbound_policy: Default::default(),
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(

@@ -44,6 +44,107 @@ pub struct MeshSpec {
     /// the proxy's own (connect failures only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_retries: Option<crate::route::RetryPolicy>,
+    /// How apps' traffic reaches their sidecars (`spec.interception`).
+    #[serde(default)]
+    pub interception: Interception,
+    /// What a sidecar does with captured traffic to an address that is no service of the
+    /// mesh (`spec.outboundTrafficPolicy.mode`, as Istio's mesh config).
+    #[serde(default)]
+    pub outbound_policy: OutboundPolicy,
+}
+
+/// How apps' traffic reaches their sidecars.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interception {
+    /// Each app is told its sidecar's address (`HTTP_PROXY`, local client ports) and uses it.
+    #[default]
+    ProxyEnv,
+    /// Each replica runs in its own network namespace (a pod) where iptables rules send its
+    /// TCP traffic through its sidecar, as Istio's and Linkerd's init containers set up.
+    Transparent,
+}
+
+impl Interception {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interception::ProxyEnv => "proxy-env",
+            Interception::Transparent => "transparent",
+        }
+    }
+}
+
+/// Where services' virtual IPs are (transparent interception): `10.235.0.0/16`. They never
+/// leave a pod: its capture rules send connections to them to its sidecar.
+pub const SERVICE_VIP_PREFIX: [u8; 2] = [10, 235];
+
+/// Each service's virtual IP: a slot of [`SERVICE_VIP_PREFIX`] drawn from a stable hash of its
+/// name and namespace (FNV-1a), the next free one on a collision, so a service keeps its
+/// address across restarts and across changes to the other services (unless two collide).
+pub fn service_vips<'a>(
+    keys: impl IntoIterator<Item = &'a ServiceKey>,
+) -> BTreeMap<ServiceKey, std::net::Ipv4Addr> {
+    let mut keys: Vec<&ServiceKey> = keys.into_iter().collect();
+    keys.sort();
+    keys.dedup();
+    let slot = |k: &ServiceKey| {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in format!("{}.{}", k.name, k.namespace).bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        // 1..=65534: neither the network's nor its broadcast address.
+        (h % 65534) + 1
+    };
+    let mut taken = std::collections::BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let mut s = slot(k);
+        while !taken.insert(s) {
+            s = s % 65534 + 1;
+        }
+        let [a, b] = SERVICE_VIP_PREFIX;
+        out.insert(
+            k.clone(),
+            std::net::Ipv4Addr::new(a, b, (s >> 8) as u8, (s & 0xff) as u8),
+        );
+    }
+    out
+}
+
+/// What a sidecar does with captured traffic to an address that is no service of the mesh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    /// Sends it on to where it was going (Istio's `PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// Refuses it (Istio's `BlackHoleCluster`).
+    RegistryOnly,
+}
+
+/// Which traffic of a service's replicas the capture rules leave alone (Istio's
+/// `traffic.sidecar.istio.io/*` and Linkerd's `config.linkerd.io/skip-*` annotations).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capture {
+    /// Outbound connections to these ports go straight out, past the sidecar.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Inbound connections to these ports go straight to the app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_inbound_ports: Vec<u16>,
+    /// When set, only outbound connections to these CIDRs are captured (`*`: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_outbound_cidrs: Vec<String>,
+    /// Outbound connections to these CIDRs go straight out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_cidrs: Vec<String>,
+}
+
+impl Capture {
+    pub fn is_empty(&self) -> bool {
+        *self == Capture::default()
+    }
 }
 
 /// The routes of one service, in the order they are tried.
@@ -74,6 +175,9 @@ pub struct ServiceSpec {
     pub labels: Labels,
     pub annotations: Labels,
     pub workloads: Vec<WorkloadSpec>,
+    /// Traffic its replicas' capture rules leave alone (transparent interception).
+    #[serde(default, skip_serializing_if = "Capture::is_empty")]
+    pub capture: Capture,
 }
 
 /// What a service port carries, as Istio's protocol selection names it.
@@ -210,5 +314,30 @@ impl WorkloadSpec {
     /// The name of replica `i`: `WORKLOAD-i`, like a StatefulSet pod.
     pub fn instance_name(&self, i: u32) -> String {
         format!("{}-{}", self.name, i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_vips_are_stable_and_distinct() {
+        let keys: Vec<ServiceKey> = (0..300)
+            .map(|i| ServiceKey::new(format!("svc{i}"), "default"))
+            .collect();
+        let all = service_vips(&keys);
+        let distinct: std::collections::BTreeSet<_> = all.values().collect();
+        assert_eq!(distinct.len(), 300);
+        assert!(all.values().all(|v| v.octets()[..2] == SERVICE_VIP_PREFIX));
+        // A service keeps its address when others come and go (no collision among these).
+        let some = service_vips(&keys[100..110]);
+        for (k, v) in &some {
+            assert_eq!(all[k], *v, "{k}");
+        }
+        // Fixed by the name alone: the same on every machine and every run.
+        let one = service_vips([&ServiceKey::new("reviews", "default")]);
+        assert_eq!(one.values().next().unwrap().octets()[..2], [10, 235]);
+        assert_eq!(one, service_vips([&ServiceKey::new("reviews", "default")]));
     }
 }

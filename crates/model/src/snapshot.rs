@@ -58,6 +58,26 @@ pub struct Service {
     /// Subsets with their own policy (already merged over `policy`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<SubsetPolicy>,
+    /// The address its clients' captured connections are sent to (transparent interception);
+    /// names resolve to it inside every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<std::net::Ipv4Addr>,
+    /// Every port with what it carries (empty: `port`, HTTP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::mesh::PortSpec>,
+}
+
+impl Service {
+    /// What `port` carries (HTTP when the service does not say).
+    pub fn protocol_of(&self, port: u16) -> Option<crate::mesh::Protocol> {
+        if self.ports.is_empty() {
+            return (port == self.port).then_some(crate::mesh::Protocol::Http);
+        }
+        self.ports
+            .iter()
+            .find(|p| p.port == port)
+            .map(|p| p.protocol)
+    }
 }
 
 /// Routes for requests entering the mesh through the ingress gateway with one of `hosts` as
@@ -83,6 +103,9 @@ pub struct Snapshot {
     /// Every security policy of the mesh; each proxy applies those whose scope selects it.
     #[serde(default = "SecuritySpec::new")]
     pub security: SecuritySpec,
+    /// What sidecars do with captured traffic to addresses that are no service.
+    #[serde(default)]
+    pub outbound_policy: crate::mesh::OutboundPolicy,
 }
 
 impl Snapshot {

@@ -24,6 +24,7 @@ fn spec() -> MeshSpec {
                 env: Default::default(),
                 sidecar: true,
             }],
+            capture: Default::default(),
         }],
         routes: Vec::new(),
         tcp_routes: Vec::new(),
@@ -31,6 +32,8 @@ fn spec() -> MeshSpec {
         gateway: Vec::new(),
         security: SecuritySpec::new(),
         default_retries: None,
+        interception: Default::default(),
+        outbound_policy: Default::default(),
     }
 }
 

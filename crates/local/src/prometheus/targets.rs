@@ -128,6 +128,8 @@ mod tests {
             gateway: Vec::new(),
             security: SecuritySpec::new(),
             default_retries: None,
+            interception: Default::default(),
+            outbound_policy: Default::default(),
         }
     }
 

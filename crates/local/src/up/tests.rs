@@ -15,6 +15,7 @@ fn service(name: &str, port: u16, protocol: model::Protocol) -> model::ServiceSp
         labels: Default::default(),
         annotations: Default::default(),
         workloads: Vec::new(),
+        capture: Default::default(),
     }
 }
 

@@ -80,9 +80,12 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
             tcp_routes: vec![],
             policy: Default::default(),
             subsets: vec![],
+            vip: None,
+            ports: vec![],
         }],
         gateway: vec![],
         security: Default::default(),
+        outbound_policy: Default::default(),
     }
 }
 
