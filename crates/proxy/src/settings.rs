@@ -61,6 +61,12 @@ pub struct Settings {
     /// Where the app listens for each port of its service (`--app-port`), for tunnels to a
     /// port other than the first; empty: every tunnel goes to `app`.
     pub app_ports: Vec<(u16, SocketAddr)>,
+    /// Transparent interception (`--capture-outbound`): where the pod's capture rules send
+    /// its app's outbound TCP connections; the original destination picks the service.
+    pub capture_outbound: Option<SocketAddr>,
+    /// `SO_MARK` of the proxy's own outbound connections (`--socket-mark`), which the pod's
+    /// capture rules let through; `None`: unmarked.
+    pub socket_mark: Option<u32>,
     pub drain_timeout: Duration,
     pub drain_grace: Duration,
     pub probe_interval: Duration,

@@ -77,6 +77,8 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         app_protocol: model::Protocol::Http,
         tcp_ports: Vec::new(),
         app_ports: Vec::new(),
+        capture_outbound: None,
+        socket_mark: None,
         drain_timeout: Duration::from_secs(2),
         drain_grace: Duration::ZERO,
         probe_interval: Duration::from_secs(1),

@@ -49,6 +49,14 @@ pub struct ProxyArgs {
     /// there; once any is given, tunnels to ports not listed are refused (404)
     #[arg(long = "app-port", value_name = "PORT=ADDRESS", value_parser = parse_app_port)]
     app_ports: Vec<(u16, SocketAddr)>,
+    /// Transparent interception: the listener the pod's capture rules send the app's outbound
+    /// TCP connections to (sidecars only); each is routed by its original destination
+    #[arg(long, value_name = "ADDRESS")]
+    capture_outbound: Option<SocketAddr>,
+    /// Mark the proxy's own outbound connections with this SO_MARK, so that the pod's capture
+    /// rules let them through (needs CAP_NET_ADMIN)
+    #[arg(long, value_name = "MARK")]
+    socket_mark: Option<u32>,
     #[arg(long)]
     inbound: Option<SocketAddr>,
     #[arg(long)]
@@ -394,6 +402,8 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
             Vec::new()
         },
         app_ports: a.app_ports,
+        capture_outbound: a.capture_outbound,
+        socket_mark: a.socket_mark,
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
