@@ -1,4 +1,5 @@
-//! An I/O adapter for the proxy-to-proxy HTTP/2 connections that lets h2 coalesce the frames
+//! The proxy's own outbound sockets ([`connect`], marked for the capture rules of a pod), and
+//! an I/O adapter for the proxy-to-proxy HTTP/2 connections that lets h2 coalesce the frames
 //! of many streams into one write.
 //!
 //! h2 keeps a DATA payload of 256 bytes or more out of its write buffer when the I/O supports
@@ -12,6 +13,30 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The `SO_MARK` every outbound socket of the proxy carries (`--socket-mark`), set once at
+/// start: a pod's capture rules let marked connections through instead of sending them back
+/// to the proxy.
+static SOCKET_MARK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Marks every outbound socket the proxy opens from now on with `mark`.
+pub fn set_socket_mark(mark: u32) {
+    let _ = SOCKET_MARK.set(mark);
+}
+
+/// A connection to `addr` from the proxy itself (to a peer, or passed through), marked when
+/// the proxy has a mark.
+pub async fn connect(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    let Some(mark) = SOCKET_MARK.get() else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket2::SockRef::from(&socket).set_mark(*mark)?;
+    socket.connect(addr).await
+}
 
 /// `S`, reporting that it has no vectored writes.
 pub struct Unvectored<S>(pub S);

@@ -50,6 +50,7 @@ pub mod app_pool;
 pub mod authz;
 pub mod balance;
 pub mod body;
+pub mod capture;
 pub mod control_link;
 pub mod discovery;
 pub mod edges;

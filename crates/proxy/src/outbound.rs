@@ -145,7 +145,15 @@ impl<R: Resolve> Forward<R> {
         };
         let routed = match self.resolve.route(&state.routes, &authority, &parts) {
             Ok(r) => r,
-            Err(rsp) => return *rsp,
+            // A captured connection to a service's virtual IP whose requests name no service
+            // (`Host: 10.235.0.7:9080`, or a name only the app knows): the service it was for.
+            Err(rsp) => match &info.captured {
+                Some(to) => match self.resolve.route(&state.routes, to, &parts) {
+                    Ok(r) => r,
+                    Err(rsp) => return *rsp,
+                },
+                None => return *rsp,
+            },
         };
         let rule = routed.rule;
         if let Some(op) = operation_out {

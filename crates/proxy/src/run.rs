@@ -34,6 +34,9 @@ pub struct Bound {
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The capture listener of transparent interception.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_outbound: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,14 @@ pub fn run_with(
     );
     let floods: Arc<crate::guard::Floods> = Arc::default();
     let outbound = settings.outbound.map(|a| bind(a, "outbound")).transpose()?;
+    let capture = settings
+        .capture_outbound
+        .filter(|_| settings.mode == Mode::Sidecar)
+        .map(|a| bind(a, "capture"))
+        .transpose()?;
+    if let Some(mark) = settings.socket_mark {
+        crate::io::set_socket_mark(mark);
+    }
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
     let admin = bind(settings.admin, "admin")?;
     let tcp_ports = settings
@@ -261,6 +272,7 @@ pub fn run_with(
         inbound: inbound.as_ref().and_then(local),
         outbound: outbound.as_ref().and_then(local),
         admin: local(&admin).unwrap_or(settings.admin),
+        capture_outbound: capture.as_ref().and_then(local),
     };
     on_bound(&bound);
 
@@ -392,7 +404,13 @@ pub fn run_with(
     .build()
     .map_err(RunError::Runtime)?;
 
-    let result = data_rt.block_on(data_plane(proxy.clone(), outbound, inbound, tcp_ports));
+    let result = data_rt.block_on(data_plane(
+        proxy.clone(),
+        outbound,
+        capture,
+        inbound,
+        tcp_ports,
+    ));
     // The last spans go out while the control runtime (which does the export's I/O) still runs.
     if let Some(t) = &proxy.observe.tracer {
         t.shutdown();
@@ -470,6 +488,7 @@ async fn control_work(
 async fn data_plane(
     proxy: Arc<Proxy>,
     outbound: Option<std::net::TcpListener>,
+    capture: Option<std::net::TcpListener>,
     inbound: Option<std::net::TcpListener>,
     tcp_ports: Vec<(String, std::net::TcpListener)>,
 ) -> Result<(), RunError> {
@@ -497,8 +516,15 @@ async fn data_plane(
                 let (fwd, ns) = (handler.clone(), namespace.clone());
                 tracker.spawn(crate::outbound::tunnel::serve_local(l, fwd, target, ns));
             }
-            let config = proxy.listener("outbound", Some(proxy.caps.total.clone()));
-            tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
+            let config = Arc::new(proxy.listener("outbound", Some(proxy.caps.total.clone())));
+            // Transparent interception: the app's captured connections, by their original
+            // destination.
+            if let Some(c) = capture {
+                let c = from_std(c, "capture")?;
+                let (fwd, d, t) = (handler.clone(), drain.clone(), tracker.clone());
+                tracker.spawn(crate::capture::serve(c, fwd, d, t, config.clone()));
+            }
+            tracker.spawn(server::serve(l, handler, drain, tracker2, config));
         }
     }
     if let (Some(l), Some(app)) = (inbound, s.app) {

@@ -57,7 +57,7 @@ pub struct Listener {
 
 impl Listener {
     /// A slot on this listener and in the proxy, or `None` at either cap.
-    fn admit(&self) -> Option<(ConnPermit, Option<ConnPermit>)> {
+    pub(crate) fn admit(&self) -> Option<(ConnPermit, Option<ConnPermit>)> {
         let own = self.cap.try_take()?;
         match &self.total {
             None => Some((own, None)),
@@ -142,10 +142,13 @@ pub struct PeerInfo {
     pub identity: Option<model::Identity>,
     /// `identity` as a header value, made once per connection.
     pub identity_header: Option<http::HeaderValue>,
+    /// A connection the pod's capture rules sent here: the service (`NAME.NAMESPACE:PORT`)
+    /// whose virtual IP it was for, which routes its requests whose Host names no service.
+    pub captured: Option<Arc<str>>,
 }
 
 impl PeerInfo {
-    fn new(addr: SocketAddr, identity: Option<model::Identity>) -> Self {
+    pub(crate) fn new(addr: SocketAddr, identity: Option<model::Identity>) -> Self {
         let identity_header = identity
             .as_ref()
             .and_then(|i| http::HeaderValue::from_str(&i.0).ok());
@@ -153,6 +156,7 @@ impl PeerInfo {
             addr,
             identity,
             identity_header,
+            captured: None,
         }
     }
 }
@@ -263,7 +267,7 @@ fn shed(stream: TcpStream, plaintext: bool) {
 /// Serves HTTP on one connection until it closes, the drain ends it, it idles past the idle
 /// timeout or floods (or, for a plaintext connection given `until_strict`, until its port
 /// turns STRICT). Every request is checked ([`crate::validate`]) before its handler sees it.
-async fn serve_connection<H, IO>(
+pub(crate) async fn serve_connection<H, IO>(
     io: IO,
     info: PeerInfo,
     builder: Arc<auto::Builder<TokioExecutor>>,

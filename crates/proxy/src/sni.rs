@@ -20,10 +20,23 @@ pub struct Hello {
     pub server_name: Option<String>,
 }
 
-/// Reads the start of `io` until it is a whole ClientHello, plainly not TLS, or `wait` has
-/// passed without more bytes (a client that waits for the server to speak first: no name).
-pub async fn read_hello<S: AsyncRead + Unpin>(io: &mut S, wait: Duration) -> io::Result<Hello> {
-    let mut bytes = Vec::with_capacity(1024);
+/// Reads the start of `io` (after `first`, bytes already read from it) until it is a whole
+/// ClientHello, plainly not TLS, or `wait` has passed without more bytes (a client that waits
+/// for the server to speak first: no name).
+pub async fn read_hello<S: AsyncRead + Unpin>(
+    io: &mut S,
+    first: Vec<u8>,
+    wait: Duration,
+) -> io::Result<Hello> {
+    let mut bytes = first;
+    if !bytes.is_empty() {
+        if let Some(hello) = decided(&bytes) {
+            return Ok(Hello {
+                bytes,
+                server_name: hello,
+            });
+        }
+    }
     let mut chunk = [0u8; 4096];
     loop {
         let n = match tokio::time::timeout(wait, io.read(&mut chunk)).await {
@@ -39,6 +52,16 @@ pub async fn read_hello<S: AsyncRead + Unpin>(io: &mut S, wait: Duration) -> io:
             };
             return Ok(Hello { bytes, server_name });
         }
+    }
+}
+
+/// `Some(server name)` once `bytes` decide (a whole ClientHello, or not TLS).
+fn decided(bytes: &[u8]) -> Option<Option<String>> {
+    match parse(bytes) {
+        Parsed::Hello(name) => Some(name),
+        Parsed::NotTls => Some(None),
+        Parsed::Incomplete if bytes.len() >= MAX_HELLO => Some(None),
+        Parsed::Incomplete => None,
     }
 }
 
@@ -163,7 +186,7 @@ mod tests {
             // Keep the stream open: the reader must stop on what it has.
             std::future::pending::<()>().await;
         });
-        let hello = read_hello(&mut rx, Duration::from_millis(300))
+        let hello = read_hello(&mut rx, Vec::new(), Duration::from_millis(300))
             .await
             .unwrap();
         (hello, rx)
@@ -179,6 +202,24 @@ mod tests {
         let (got, _) = fed(pieces).await;
         assert_eq!(got.server_name.as_deref(), Some("login.example.com"));
         assert_eq!(got.bytes, hello);
+    }
+
+    #[tokio::test]
+    async fn bytes_read_before_count_as_the_start() {
+        let hello = client_hello("a.example.com").await;
+        let (head, rest) = hello.split_at(10);
+        let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+        tx.write_all(rest).await.unwrap();
+        let got = read_hello(&mut rx, head.to_vec(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(got.server_name.as_deref(), Some("a.example.com"));
+        assert_eq!(got.bytes, hello);
+        // Already decided: nothing more is read.
+        let got = read_hello(&mut rx, b"GET / HTTP/1.1".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!((got.server_name, got.bytes.len()), (None, 14));
     }
 
     #[tokio::test]

@@ -213,6 +213,8 @@ pub struct RouteTable {
     /// (`NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.cluster.local`), and by bare `NAME` (one entry
     /// per namespace): resolving a request's host then allocates nothing.
     by_host: HashMap<String, Vec<Arc<Service>>>,
+    /// Services by their virtual IP (transparent interception).
+    by_vip: HashMap<std::net::Ipv4Addr, Arc<Service>>,
     gateway: Vec<VirtualHost>,
 }
 
@@ -428,10 +430,16 @@ impl RouteTable {
                 by_host.entry(host).or_default().push(s.clone());
             }
         }
+        let by_vip = snapshot
+            .services
+            .iter()
+            .filter_map(|s| Some((s.vip?, services.get(&s.key)?.clone())))
+            .collect();
         Ok(RouteTable {
             snapshot: Arc::new(snapshot),
             services,
             by_host,
+            by_vip,
             gateway,
         })
     }
@@ -494,6 +502,14 @@ impl RouteTable {
 
     /// The gateway virtual host for `host` (the most specific pattern wins), if any.
     /// The service `key`, if the snapshot has it.
+    /// The service whose virtual IP `ip` is.
+    pub fn by_vip(&self, ip: std::net::IpAddr) -> Option<&Arc<Service>> {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.by_vip.get(&v4),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+
     pub fn service(&self, key: &ServiceKey) -> Option<&Arc<Service>> {
         self.services.get(key)
     }

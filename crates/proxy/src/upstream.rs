@@ -12,7 +12,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// How long to wait for a peer proxy to accept a connection. Peers are on loopback or a LAN; a
 /// peer that takes longer is treated as down and another endpoint is tried.
@@ -129,7 +128,7 @@ async fn connect(
     timeout: Duration,
     transport: Transport,
 ) -> Result<http2::SendRequest<Body>, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(timeout, crate::io::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(addr, timeout))?
         .map_err(|e| ConnectError::Tcp(addr, e))?;

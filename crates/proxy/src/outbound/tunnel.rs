@@ -48,7 +48,7 @@ pub(crate) async fn open<R: Send + Sync + 'static>(
         // Routed by what the client sends once it has its `200`.
         tokio::spawn(async move {
             match downstream.await {
-                Ok(client) => carry(&fwd, &target, TokioIo::new(client)).await,
+                Ok(client) => carry(&fwd, &target, TokioIo::new(client), Vec::new()).await,
                 Err(e) => tracing::debug!(error = %e, "tunnel not established"),
             }
         });
@@ -104,7 +104,7 @@ pub async fn serve_local<R: Send + Sync + 'static>(
         match Target::resolve(&fwd, &target, &namespace) {
             Ok(t) => {
                 let fwd = fwd.clone();
-                tokio::spawn(async move { carry(&fwd, &t, client).await });
+                tokio::spawn(async move { carry(&fwd, &t, client, Vec::new()).await });
             }
             Err(rsp) => {
                 tracing::info!(%peer, %target, why = %refusal(&rsp), "local client port: no tunnel")
@@ -113,15 +113,15 @@ pub async fn serve_local<R: Send + Sync + 'static>(
     }
 }
 
-/// Routes a client connection already accepted (reading its ClientHello first when the
-/// service's rules need its server name), opens its tunnel and carries it; closes it when no
-/// rule or endpoint takes it.
-async fn carry<R, C>(fwd: &Forward<R>, target: &Target, mut client: C)
+/// Routes a client connection already accepted (`first`: bytes already read from it; reading
+/// its ClientHello first when the service's rules need its server name), opens its tunnel and
+/// carries it; closes it when no rule or endpoint takes it.
+pub(crate) async fn carry<R, C>(fwd: &Forward<R>, target: &Target, mut client: C, first: Vec<u8>)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let hello = if target.needs_sni {
-        match crate::sni::read_hello(&mut client, HELLO_WAIT).await {
+        match crate::sni::read_hello(&mut client, first, HELLO_WAIT).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(error = %e, "tunnel client left before it was routed");
@@ -130,7 +130,7 @@ where
         }
     } else {
         crate::sni::Hello {
-            bytes: Vec::new(),
+            bytes: first,
             server_name: None,
         }
     };
@@ -239,13 +239,22 @@ struct Dialed {
 
 /// The service a tunnel is for, the port its client addressed, and whether routing it needs
 /// the client's TLS server name.
-struct Target {
+pub(crate) struct Target {
     service: Arc<crate::table::Service>,
     port: u16,
     needs_sni: bool,
 }
 
 impl Target {
+    /// A connection to `service` on `port` (a captured connection to its virtual IP).
+    pub(crate) fn to(service: Arc<crate::table::Service>, port: u16) -> Target {
+        Target {
+            needs_sni: service.tcp_routes.iter().any(ConnRoute::needs_sni),
+            service,
+            port,
+        }
+    }
+
     /// The service `authority` (`NAME:PORT`, any name form) names. `Err`: the answer for the
     /// client (400, 404 `NR`).
     fn resolve<R>(
@@ -264,11 +273,7 @@ impl Target {
         let Some(service) = state.routes.resolve(&auth, namespace) else {
             return Err(no_service(authority));
         };
-        Ok(Target {
-            needs_sni: service.tcp_routes.iter().any(ConnRoute::needs_sni),
-            service: service.clone(),
-            port,
-        })
+        Ok(Target::to(service.clone(), port))
     }
 }
 
