@@ -62,10 +62,15 @@ impl From<&Snapshot> for pb::Snapshot {
             // The control plane fills these in from its CA when it sends the snapshot.
             trust_bundle_pem: String::new(),
             ca_generation: 0,
-            outbound_policy: match s.outbound_policy {
-                model::OutboundPolicy::AllowAny => String::new(),
-                model::OutboundPolicy::RegistryOnly => "REGISTRY_ONLY".into(),
-            },
+            outbound_policy: outbound_to(s.outbound_policy),
+            outbound_policies: s
+                .outbound_policies
+                .iter()
+                .map(|p| pb::ScopedOutboundPolicy {
+                    scope: Some(security::scope_to(&p.scope)),
+                    mode: outbound_to(p.mode),
+                })
+                .collect(),
         }
     }
 }
@@ -87,17 +92,36 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .map(route::vhost_from)
                 .collect::<Result<_, _>>()?,
             security: security::from_wire(s.security)?,
-            outbound_policy: match s.outbound_policy.as_str() {
-                "" | "ALLOW_ANY" => model::OutboundPolicy::AllowAny,
-                "REGISTRY_ONLY" => model::OutboundPolicy::RegistryOnly,
-                other => {
-                    return Err(WireError::Policy {
-                        service: "(mesh)".into(),
-                        why: format!("unknown outbound traffic policy {other:?}"),
+            outbound_policy: outbound_from(&s.outbound_policy)?,
+            outbound_policies: s
+                .outbound_policies
+                .into_iter()
+                .map(|p| {
+                    Ok(model::ScopedOutboundPolicy {
+                        scope: security::scope_from(p.scope, "Sidecar outboundTrafficPolicy")?,
+                        mode: outbound_from(&p.mode)?,
                     })
-                }
-            },
+                })
+                .collect::<Result<_, WireError>>()?,
         })
+    }
+}
+
+fn outbound_to(p: model::OutboundPolicy) -> String {
+    match p {
+        model::OutboundPolicy::AllowAny => String::new(),
+        model::OutboundPolicy::RegistryOnly => "REGISTRY_ONLY".into(),
+    }
+}
+
+fn outbound_from(p: &str) -> Result<model::OutboundPolicy, WireError> {
+    match p {
+        "" | "ALLOW_ANY" => Ok(model::OutboundPolicy::AllowAny),
+        "REGISTRY_ONLY" => Ok(model::OutboundPolicy::RegistryOnly),
+        other => Err(WireError::Policy {
+            service: "(mesh)".into(),
+            why: format!("unknown outbound traffic policy {other:?}"),
+        }),
     }
 }
 

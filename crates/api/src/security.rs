@@ -92,7 +92,7 @@ fn ports_from(ports: Vec<u32>, policy: &str) -> Result<Vec<u16>, WireError> {
     ports.into_iter().map(|p| port_from(p, policy)).collect()
 }
 
-fn scope_to(s: &Scope) -> pb::Scope {
+pub(crate) fn scope_to(s: &Scope) -> pb::Scope {
     use pb::scope::Kind;
     pb::Scope {
         kind: Some(match s {
@@ -106,7 +106,7 @@ fn scope_to(s: &Scope) -> pb::Scope {
     }
 }
 
-fn scope_from(s: Option<pb::Scope>, policy: &str) -> Result<Scope, WireError> {
+pub(crate) fn scope_from(s: Option<pb::Scope>, policy: &str) -> Result<Scope, WireError> {
     use pb::scope::Kind;
     match s.and_then(|s| s.kind) {
         Some(Kind::Mesh(_)) => Ok(Scope::Mesh),

@@ -548,6 +548,10 @@ fn sample() -> Snapshot {
         ],
         security: security(),
         outbound_policy: model::OutboundPolicy::RegistryOnly,
+        outbound_policies: vec![model::ScopedOutboundPolicy {
+            scope: workload("shop", "web"),
+            mode: model::OutboundPolicy::AllowAny,
+        }],
     }
 }
 

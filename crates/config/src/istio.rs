@@ -21,6 +21,7 @@ mod gateway;
 mod matches;
 mod resolve;
 mod rules;
+mod sidecar;
 mod tcp;
 mod traffic_policy;
 mod virtual_service;
@@ -62,6 +63,7 @@ pub(crate) fn parse(
             serde_yaml_ng::from_str(text).map(|o| Kind::DestinationRule(Box::new(o)))
         }
         "Gateway" => serde_yaml_ng::from_str(text).map(|o| Kind::Gateway(Box::new(o))),
+        "Sidecar" => serde_yaml_ng::from_str(text).map(|o| Kind::Sidecar(Box::new(o))),
         _ => return None,
     })
 }
@@ -72,6 +74,7 @@ pub(crate) enum Kind {
     VirtualService(Box<Object<VirtualService>>),
     DestinationRule(Box<Object<DestinationRule>>),
     Gateway(Box<Object<GatewaySpec>>),
+    Sidecar(Box<Object<sidecar::Sidecar>>),
 }
 
 /// A parsed document of this dialect, kept until every file has been read.
@@ -83,6 +86,7 @@ impl Pending {
             Kind::VirtualService(o) => &o.metadata,
             Kind::DestinationRule(o) => &o.metadata,
             Kind::Gateway(o) => &o.metadata,
+            Kind::Sidecar(o) => &o.metadata,
         }
     }
 
@@ -91,6 +95,7 @@ impl Pending {
             Kind::VirtualService(_) => "VirtualService",
             Kind::DestinationRule(_) => "DestinationRule",
             Kind::Gateway(_) => "Gateway",
+            Kind::Sidecar(_) => "Sidecar",
         };
         let m = self.metadata();
         format!("{kind} {}/{}", m.namespace(), m.name)
@@ -147,6 +152,11 @@ impl Pending {
                             fields.push((format!("{field}.{name}"), not_yet()));
                         }
                     }
+                }
+            }
+            Kind::Sidecar(o) => {
+                for (field, _) in o.spec.ignored() {
+                    fields.push((field, not_yet()));
                 }
             }
             Kind::VirtualService(o) => {

@@ -518,6 +518,7 @@ impl Loader {
                 default_retries: self.default_retries.and_then(|(policy, _)| policy),
                 interception: self.interception.map(|(v, _)| v).unwrap_or_default(),
                 outbound_policy: self.outbound_policy.map(|(v, _)| v).unwrap_or_default(),
+                outbound_policies: istio.outbound_policies,
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,

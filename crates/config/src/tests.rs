@@ -138,6 +138,7 @@ fn valid_mesh_with_defaults() {
         default_retries: None,
         interception: Default::default(),
         outbound_policy: Default::default(),
+        outbound_policies: Default::default(),
     };
     assert_eq!(mesh(VALID), expected);
 }

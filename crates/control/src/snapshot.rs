@@ -130,6 +130,7 @@ pub fn build(
             .collect(),
         security: spec.security.clone(),
         outbound_policy: spec.outbound_policy,
+        outbound_policies: spec.outbound_policies.clone(),
     };
     (snapshot, listed)
 }

@@ -326,6 +326,7 @@ mod tests {
             default_retries: None,
             interception: Default::default(),
             outbound_policy: Default::default(),
+            outbound_policies: Default::default(),
         })
     }
 

@@ -207,6 +207,7 @@ async fn start(ca: Arc<Ca>) -> (Arc<Registry>, ControlPlane) {
         default_retries: None,
         interception: Default::default(),
         outbound_policy: Default::default(),
+        outbound_policies: Default::default(),
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(

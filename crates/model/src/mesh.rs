@@ -51,6 +51,38 @@ pub struct MeshSpec {
     /// mesh (`spec.outboundTrafficPolicy.mode`, as Istio's mesh config).
     #[serde(default)]
     pub outbound_policy: OutboundPolicy,
+    /// The outbound policies of Istio Sidecar resources, for the workloads they select.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_policies: Vec<ScopedOutboundPolicy>,
+}
+
+/// An outbound traffic policy for the workloads `scope` selects (an Istio Sidecar resource).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScopedOutboundPolicy {
+    pub scope: crate::security::Scope,
+    pub mode: OutboundPolicy,
+}
+
+/// The outbound policy of the workload in `namespace` with `labels`: the most specific of
+/// `scoped` that selects it (a namespace scope in `root_namespace` selecting every workload),
+/// else the mesh's `default`.
+pub fn outbound_policy_for(
+    default: OutboundPolicy,
+    scoped: &[ScopedOutboundPolicy],
+    root_namespace: &str,
+    namespace: &str,
+    labels: &Labels,
+) -> OutboundPolicy {
+    use crate::security::Scope;
+    scoped
+        .iter()
+        .filter_map(|s| match &s.scope {
+            Scope::Namespace(ns) if ns == root_namespace && ns != namespace => Some((0, s.mode)),
+            scope if scope.selects(namespace, labels) => Some((scope.specificity(), s.mode)),
+            _ => None,
+        })
+        .max_by_key(|(rank, _)| *rank)
+        .map_or(default, |(_, mode)| mode)
 }
 
 /// How apps' traffic reaches their sidecars.
@@ -339,5 +371,36 @@ mod tests {
         let one = service_vips([&ServiceKey::new("reviews", "default")]);
         assert_eq!(one.values().next().unwrap().octets()[..2], [10, 235]);
         assert_eq!(one, service_vips([&ServiceKey::new("reviews", "default")]));
+    }
+
+    #[test]
+    fn the_most_specific_sidecar_policy_wins() {
+        use crate::security::Scope;
+        let web: Labels = [("app".to_string(), "web".to_string())].into();
+        let scoped = |scope, mode| ScopedOutboundPolicy { scope, mode };
+        let (allow, only) = (OutboundPolicy::AllowAny, OutboundPolicy::RegistryOnly);
+        let policies = vec![
+            scoped(Scope::Namespace("istio-system".into()), only),
+            scoped(Scope::Namespace("shop".into()), allow),
+            scoped(
+                Scope::Workload {
+                    namespace: "shop".into(),
+                    labels: web.clone(),
+                },
+                only,
+            ),
+        ];
+        let of = |ns: &str, labels: &Labels| {
+            outbound_policy_for(allow, &policies, "istio-system", ns, labels)
+        };
+        // The root namespace's applies everywhere else; a namespace's beats it; a selector's
+        // beats both.
+        assert_eq!(of("default", &Labels::new()), only);
+        assert_eq!(of("shop", &Labels::new()), allow);
+        assert_eq!(of("shop", &web), only);
+        assert_eq!(
+            outbound_policy_for(only, &[], "istio-system", "x", &web),
+            only
+        );
     }
 }

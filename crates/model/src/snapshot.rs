@@ -106,6 +106,9 @@ pub struct Snapshot {
     /// What sidecars do with captured traffic to addresses that are no service.
     #[serde(default)]
     pub outbound_policy: crate::mesh::OutboundPolicy,
+    /// Istio Sidecar resources' outbound policies, for the workloads they select.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_policies: Vec<crate::mesh::ScopedOutboundPolicy>,
 }
 
 impl Snapshot {

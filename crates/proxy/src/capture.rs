@@ -130,7 +130,7 @@ async fn handle(
     }
     let state = fwd.state.load_full();
     let Some(service) = state.routes.by_vip(dst.ip()).cloned() else {
-        match state.routes.snapshot.outbound_policy {
+        match state.routes.outbound_policy {
             model::OutboundPolicy::AllowAny => passthrough(stream, dst, &fwd).await,
             model::OutboundPolicy::RegistryOnly => {
                 tracing::info!(%peer, %dst, "refused: not a service of the mesh (REGISTRY_ONLY)");

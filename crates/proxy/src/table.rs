@@ -216,6 +216,9 @@ pub struct RouteTable {
     /// Services by their virtual IP (transparent interception).
     by_vip: HashMap<std::net::Ipv4Addr, Arc<Service>>,
     gateway: Vec<VirtualHost>,
+    /// What this workload's capture listener does with connections to addresses that are no
+    /// service (the mesh's policy, or a Sidecar resource's that selects it).
+    pub outbound_policy: model::OutboundPolicy,
 }
 
 impl RouteTable {
@@ -435,12 +438,20 @@ impl RouteTable {
             .iter()
             .filter_map(|s| Some((s.vip?, services.get(&s.key)?.clone())))
             .collect();
+        let outbound_policy = model::mesh::outbound_policy_for(
+            snapshot.outbound_policy,
+            &snapshot.outbound_policies,
+            &snapshot.security.root_namespace,
+            me.namespace,
+            me.labels,
+        );
         Ok(RouteTable {
             snapshot: Arc::new(snapshot),
             services,
             by_host,
             by_vip,
             gateway,
+            outbound_policy,
         })
     }
 

@@ -26,6 +26,8 @@ pub(crate) struct Resolved {
     pub policies: Vec<ServicePolicy>,
     /// Routes bound to gateways, per ingress host.
     pub ingress: Vec<HostRoutes>,
+    /// Sidecars' outbound traffic policies.
+    pub outbound_policies: Vec<model::ScopedOutboundPolicy>,
 }
 
 /// Turns every pending document into routes, policies and ingress routes; `services` is `None`
@@ -42,6 +44,7 @@ pub(crate) fn resolve(
     let mut out = Resolved::default();
     let subsets = destination_rules(&services, pending, &mut out.policies, rejected);
     let gateways = gateways(pending, rejected);
+    out.outbound_policies = super::sidecar::sidecars(pending, rejected);
 
     let mut vs_at: HashMap<ServiceKey, String> = HashMap::new();
     for p in pending {

@@ -1163,3 +1163,48 @@ spec:
         })
     );
 }
+
+#[test]
+fn sidecar_resources_scope_outbound_traffic_policies() {
+    use model::security::Scope;
+    use model::{OutboundPolicy, ScopedOutboundPolicy};
+    let loaded = load(&[
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n  egress: [{hosts: ['./*']}]\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: one}\nspec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: two}\nspec: {outboundTrafficPolicy: {mode: SOMETIMES}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: three}\nspec: {}\n",
+    ]);
+    assert_eq!(
+        loaded.mesh.as_ref().unwrap().outbound_policies,
+        [
+            ScopedOutboundPolicy {
+                scope: Scope::Namespace("istio-system".into()),
+                mode: OutboundPolicy::RegistryOnly,
+            },
+            ScopedOutboundPolicy {
+                scope: Scope::Workload {
+                    namespace: "default".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                },
+                mode: OutboundPolicy::AllowAny,
+            },
+            ScopedOutboundPolicy {
+                scope: Scope::Namespace("default".into()),
+                mode: OutboundPolicy::AllowAny,
+            },
+        ]
+    );
+    assert_eq!(
+        lines(&loaded.rejected),
+        [
+            "37:32: spec.outboundTrafficPolicy.mode: Sidecar default/two: unknown mode `SOMETIMES`: use ALLOW_ANY or REGISTRY_ONLY",
+            "36:12: metadata.name: Sidecar default/two: one Sidecar without workloadSelector per namespace: default already has one at istio.yaml:31",
+            "41:12: metadata.name: Sidecar default/three: one Sidecar without workloadSelector per namespace: default already has one at istio.yaml:31",
+        ]
+    );
+    assert_eq!(
+        lines(&loaded.unsupported),
+        ["27:3: spec.egress: Sidecar default/web: egress is not yet supported; ignored"]
+    );
+}

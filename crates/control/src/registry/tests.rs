@@ -34,6 +34,7 @@ fn spec() -> MeshSpec {
         default_retries: None,
         interception: Default::default(),
         outbound_policy: Default::default(),
+        outbound_policies: Default::default(),
     }
 }
 

@@ -86,6 +86,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
         gateway: vec![],
         security: Default::default(),
         outbound_policy: Default::default(),
+        outbound_policies: Default::default(),
     }
 }
 
