@@ -276,6 +276,8 @@ struct Inner {
     runs_ingress: bool,
     /// The trust domain of the mesh's SPIFFE identities (its CA's).
     trust_domain: String,
+    /// Where replicas run in a transparent mesh: their pods, and the network they share.
+    pods: crate::status::Pods,
 }
 
 impl Inner {
@@ -320,6 +322,7 @@ impl Registry {
                 prometheus: None,
                 runs_ingress: false,
                 trust_domain: model::names::TRUST_DOMAIN.to_string(),
+                pods: Default::default(),
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -362,6 +365,16 @@ impl Registry {
 
     pub fn trust_domain(&self) -> String {
         self.lock().trust_domain.clone()
+    }
+
+    /// Records the pods replicas run in and their network (`weft up` of a transparent mesh), for
+    /// `weft status`.
+    pub fn set_pods(&self, pods: crate::status::Pods) {
+        self.lock().pods = pods;
+    }
+
+    pub fn pods(&self) -> crate::status::Pods {
+        self.lock().pods.clone()
     }
 
     /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.

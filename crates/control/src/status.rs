@@ -41,6 +41,35 @@ pub struct Status {
     /// accepted. Empty (and left out) when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nacks: Vec<Nack>,
+    /// The network the mesh's pods share (transparent interception); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// The host side of a transparent mesh's pods: one bridge, one subnet.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    /// The bridge's interface name.
+    pub bridge: String,
+    /// The pods' subnet (`10.234.N.0/24`).
+    pub subnet: String,
+    /// The bridge's address: the host as pods see it, their default route.
+    pub gateway: String,
+}
+
+/// A replica's pod: its network namespace and its address there.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pod {
+    pub name: String,
+    pub address: String,
+}
+
+/// Where a transparent mesh's replicas run, as `weft up` tells the registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pods {
+    pub network: Option<Network>,
+    /// By (service, namespace, instance): the newest pod of that replica.
+    pub pods: std::collections::BTreeMap<(String, String, String), Pod>,
 }
 
 /// One proxy's refusal of a snapshot, in [`Status::nacks`].
@@ -82,6 +111,12 @@ pub struct WorkloadStatus {
     pub pid: u32,
     /// The snapshot version this replica's proxy last applied.
     pub config_version: u64,
+    /// The network namespace it runs in (transparent interception); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    /// Its address in that namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod_address: String,
 }
 
 /// A replica's row from its newest registration `rec` (`None`: no proxy yet); names are
@@ -110,6 +145,8 @@ fn row(rec: Option<&ProxyRecord>, proxies: &[ProxyRecord], identity: String) -> 
         reason,
         pid: n.map(|n| n.pid).unwrap_or(0),
         config_version: rec.map(|r| r.acked).unwrap_or(0),
+        pod: String::new(),
+        pod_address: String::new(),
     }
 }
 
@@ -133,6 +170,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
     let ingress = ingress_proxy
         .and_then(|p| p.node.outbound)
         .unwrap_or(spec.ingress);
+    let pods = registry.pods();
     let mut workloads = Vec::new();
     let mut listed: Vec<(&str, &str, String)> = Vec::new();
     for svc in &spec.services {
@@ -153,6 +191,14 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
                 row.workload = w.name.clone();
                 row.instance = instance;
                 row.labels = w.labels.clone();
+                if let Some(pod) = pods.pods.get(&(
+                    svc.name.clone(),
+                    svc.namespace.clone(),
+                    row.instance.clone(),
+                )) {
+                    row.pod = pod.name.clone();
+                    row.pod_address = pod.address.clone();
+                }
                 workloads.push(row);
             }
         }
@@ -216,6 +262,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         workloads,
         undeclared,
         nacks,
+        network: pods.network,
     }
 }
 

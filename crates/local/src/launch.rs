@@ -220,9 +220,16 @@ pub(crate) enum Launch {
         ca: Option<Arc<Ca>>,
         /// The mesh's admin credential, for the proxy's `/tap` and `/shutdown`.
         admin_token: Arc<str>,
+        /// The network namespace (pod) it runs in; `None`: the host's.
+        netns: Option<Arc<str>>,
     },
     /// An app; `exe` stands in for a first word `weft`.
-    App { app: AppLaunch, exe: PathBuf },
+    App {
+        app: AppLaunch,
+        exe: PathBuf,
+        /// The network namespace (pod) it runs in; `None`: the host's.
+        netns: Option<Arc<str>>,
+    },
     /// Any other command, with `weft up`'s environment.
     Command { what: String, argv: Vec<String> },
 }
@@ -237,11 +244,29 @@ impl Launch {
         }
     }
 
+    /// The network namespace it runs in, if not the host's.
+    fn netns(&self) -> Option<&str> {
+        match self {
+            Launch::Proxy { netns, .. } | Launch::App { netns, .. } => netns.as_deref(),
+            Launch::Command { .. } => None,
+        }
+    }
+
     fn command(&self) -> Command {
         let (argv, env, unset): (_, _, &[&str]) = match self {
             Launch::Proxy { proxy, exe, .. } => (proxy.argv(exe), Vec::new(), &[]),
-            Launch::App { app, exe } => (app.argv(exe), app.env(), app.unset()),
+            Launch::App { app, exe, .. } => (app.argv(exe), app.env(), app.unset()),
             Launch::Command { argv, .. } => (argv.clone(), Vec::new(), &[]),
+        };
+        let argv = match self.netns() {
+            // `ip netns exec` execs the command itself: the process id is the command's own,
+            // and signals and PDEATHSIG reach it.
+            Some(ns) => ["ip", "netns", "exec", ns]
+                .into_iter()
+                .map(String::from)
+                .chain(argv)
+                .collect(),
+            None => argv,
         };
         let mut cmd = Command::new(&argv[0]);
         for k in unset {

@@ -15,6 +15,8 @@
 //!   replaced one at a time until the processes match the declared services.
 //! - [`output`]: `weft up`'s stderr: children's lines and its own, written from one thread
 //!   through a bounded queue, dropped (and counted) rather than waited for.
+//! - [`pods`]: transparent interception: the mesh's bridge, a network namespace per replica,
+//!   its capture rules and hosts file, and the cleanup of what a dead `weft up` left.
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
 //! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
 //!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
@@ -22,6 +24,7 @@
 pub mod launch;
 pub mod meshes;
 pub mod output;
+pub mod pods;
 pub mod prometheus;
 mod reconcile;
 mod supervise;

@@ -39,6 +39,11 @@ impl Reconciler<'_, '_> {
         loop {
             let next = self.registry.spec();
             if next.services != self.applied.services {
+                // Pods name services by their virtual IPs: new names resolve before new
+                // replicas start.
+                if let Some(net) = &self.starter.network {
+                    net.write_hosts(&next.services);
+                }
                 tokio::select! {
                     _ = self.apply(&next) => {}
                     _ = shutdown.cancelled() => return,

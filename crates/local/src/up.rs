@@ -27,6 +27,7 @@
 
 use crate::launch::{app_port, AppLaunch, Launch, ProxyLaunch, ProxyMode};
 use crate::meshes::{self, MeshRecord};
+use crate::pods::{self, Network, PodError};
 use crate::prometheus::{self, PrometheusError, PrometheusOptions};
 use crate::supervise::{Proc, Stage};
 use control::ca::Ca;
@@ -125,6 +126,16 @@ pub enum UpError {
     Refused { pending: String },
     #[error("interrupted while starting")]
     Interrupted,
+    #[error(transparent)]
+    Pods(#[from] PodError),
+    /// A pod's sidecar did not get ready for its app (registered, with a snapshot and its
+    /// certificate) in time; the app was not started.
+    #[error("{instance}: its sidecar was not ready within {timeout:?} ({reason}); the app was not started")]
+    SidecarNotReady {
+        instance: String,
+        timeout: Duration,
+        reason: String,
+    },
 }
 
 /// The mesh's processes, by the order they stop in.
@@ -168,6 +179,14 @@ pub async fn up(
     if let Ok(m) = meshes::find(Some(&spec.name)) {
         return Err(UpError::AlreadyRunning(m.name, m.pid));
     }
+    // What `weft up`s that died (SIGKILL, a crash) left on the host: their pods and bridges.
+    for line in pods::clean_dead(&meshes::home()) {
+        crate::output::line(line);
+    }
+    let transparent = spec.interception == model::Interception::Transparent;
+    if transparent {
+        pods::check_privileges()?;
+    }
     // A clear error before anything starts, rather than a crash-looping ingress.
     drop(
         std::net::TcpListener::bind(spec.ingress)
@@ -182,15 +201,21 @@ pub async fn up(
     let registry = Registry::new(spec.clone());
     registry.set_runs_ingress(true);
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Dropped (pods and bridge removed) only after every process of the mesh has stopped.
+    let network = match transparent {
+        true => Some(Network::create(&spec.name, &meshes::home())?),
+        false => None,
+    };
+    // Pods reach the control plane at the bridge's address; the API stays on loopback.
+    let grpc = network
+        .as_ref()
+        .map_or(any, |n| SocketAddr::from((n.gateway(), 0)));
     // The operator's credential for the control plane's API, in WEFT_HOME for the CLI.
     let token = meshes::new_admin_token();
     let control = ControlPlane::start_with(
         registry.clone(),
         Arc::new(control::store::Memory::new(store)),
-        control::Listen {
-            grpc: any,
-            api: any,
-        },
+        control::Listen { grpc, api: any },
         opts.ca.clone(),
         Some(token.clone()),
     )
@@ -216,7 +241,10 @@ pub async fn up(
         control: control.grpc,
         admin_token: token.as_str().into(),
         tcp_services: TcpService::of(&registry.spec().services),
+        registry: registry.clone(),
+        network: network.clone(),
     };
+    starter.publish_pods();
     let started = async {
         if let Some(setup) = &prom {
             start_prometheus(setup, &registry, &control, &mut stages.prometheus)?;
@@ -227,6 +255,13 @@ pub async fn up(
     let result = match started.await {
         Ok(started) => {
             replicas = started;
+            if let Some(net) = &network {
+                crate::output::line(format!(
+                    "weft: mesh {}: created on this host: {}",
+                    spec.name,
+                    net.describe()
+                ));
+            }
             let prom_addr = prom.as_ref().map(|p| p.listen);
             tokio::select! {
                 r = wait_ready(&registry, &control, prom_addr, opts.ready_timeout) => r,
@@ -258,6 +293,13 @@ pub async fn up(
     }
 
     stages.stop().await;
+    if let Some(net) = &network {
+        net.teardown();
+        crate::output::line(format!(
+            "weft: mesh {}: removed its bridge {} and its network namespaces",
+            spec.name, net.bridge
+        ));
+    }
     if let Some(setup) = &prom {
         // The TSDB lives as long as the mesh; the config stays for whoever wants to read it.
         let _ = std::fs::remove_dir_all(&setup.data);
@@ -299,6 +341,9 @@ pub(crate) struct Starter<'a> {
     /// The mesh's TCP service ports (as `weft up` started), each of which every other
     /// workload with a sidecar gets a local client port for.
     tcp_services: Vec<TcpService>,
+    registry: Arc<Registry>,
+    /// The pods' network (transparent interception); `None`: every process on the host's.
+    pub network: Option<Arc<Network>>,
 }
 
 /// A service port that is `protocol: tcp`, as a local client port reaches it.
@@ -393,6 +438,9 @@ impl Starter<'_> {
         i: u32,
         stages: &mut Stages,
     ) -> Result<Replica, UpError> {
+        if let Some(net) = &self.network {
+            return self.start_pod_replica(net, svc, w, i, stages).await;
+        }
         let opts = self.opts;
         let instance = w.instance_name(i);
         let port = app_port().map_err(|e| UpError::Spawn {
@@ -495,6 +543,7 @@ impl Starter<'_> {
         let app = stages.apps.start(Launch::App {
             app,
             exe: opts.exe.clone(),
+            netns: None,
         })?;
         Ok(Replica {
             service: svc.key(),
@@ -503,17 +552,219 @@ impl Starter<'_> {
             instance,
             sidecar,
             app,
+            pod: None,
         })
+    }
+
+    /// Starts replica `i` of workload `w` of `svc` in a pod of its own: the pod (namespace,
+    /// address, hosts file, capture rules when it has a sidecar), then its sidecar, and once
+    /// the sidecar is ready for it (as Istio's `holdApplicationUntilProxyStarts`), its app, which
+    /// listens on the service's own ports and is told nothing about the mesh.
+    async fn start_pod_replica(
+        &self,
+        net: &Arc<Network>,
+        svc: &ServiceSpec,
+        w: &WorkloadSpec,
+        i: u32,
+        stages: &mut Stages,
+    ) -> Result<Replica, UpError> {
+        let opts = self.opts;
+        let instance = w.instance_name(i);
+        let services = self.registry.spec().services;
+        let pod = net.add_pod(svc, &instance, &services, w.sidecar.then_some(&svc.capture))?;
+        let handle = PodHandle {
+            network: net.clone(),
+            registry: self.registry.clone(),
+            name: pod.name.clone(),
+        };
+        self.publish_pods();
+        let netns: Arc<str> = pod.name.as_str().into();
+        let first = svc.ports.first().map_or(svc.port, |p| p.port);
+        let named_ports = svc
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.env_name()?, p.port)))
+            .collect();
+        let app = AppLaunch {
+            command: w.command.clone(),
+            port: first,
+            named_ports,
+            service: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+            workload: w.name.clone(),
+            instance: instance.clone(),
+            proxy: None,
+            env: w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let mut sidecar = None;
+        if w.sidecar {
+            let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            let in_pod = |port| SocketAddr::from((pod.address, port));
+            let mut flags = opts.proxy_flags.clone();
+            flags.extend([
+                "--capture-outbound".to_string(),
+                local(pods::CAPTURE_PORT).to_string(),
+                "--socket-mark".to_string(),
+                pods::SOCKET_MARK.to_string(),
+            ]);
+            for p in &svc.ports {
+                flags.push("--app-port".to_string());
+                flags.push(format!("{}={}", p.port, local(p.port)));
+            }
+            let proxy = ProxyLaunch {
+                mode: ProxyMode::Sidecar,
+                control: self.control,
+                service: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+                workload: w.name.clone(),
+                instance: instance.clone(),
+                labels: w.labels.clone(),
+                identity: svc.identity_in(opts.trust_domain()),
+                app: Some(local(first)),
+                inbound: Some(in_pod(pods::INBOUND_PORT)),
+                outbound: Some(local(pods::OUTBOUND_PORT)),
+                admin: Some(in_pod(pods::ADMIN_PORT)),
+                drain_timeout: opts.drain_timeout,
+                access_log: opts.access_log(Some(svc)),
+                app_protocol: svc.protocol(),
+                extra_flags: flags,
+            };
+            let launch = self.proxy_in(proxy, Some(netns.clone()));
+            let (child, _) = match launch.start_proxy().await {
+                Ok(started) => started,
+                Err(e) => {
+                    handle.remove();
+                    return Err(e);
+                }
+            };
+            let pid = child.id();
+            let proc = stages.sidecars.supervise(launch, child);
+            if let Err(reason) = self.sidecar_started(pid).await {
+                proc.stop().await;
+                handle.remove();
+                return Err(UpError::SidecarNotReady {
+                    instance,
+                    timeout: opts.ready_timeout,
+                    reason,
+                });
+            }
+            sidecar = Some(proc);
+        }
+        let started = stages.apps.start(Launch::App {
+            app,
+            exe: opts.exe.clone(),
+            netns: Some(netns),
+        });
+        let app = match started {
+            Ok(app) => app,
+            Err(e) => {
+                if let Some(s) = &sidecar {
+                    s.stop().await;
+                }
+                handle.remove();
+                return Err(e);
+            }
+        };
+        Ok(Replica {
+            service: svc.key(),
+            workload: w.name.clone(),
+            index: i,
+            instance,
+            sidecar,
+            app,
+            pod: Some(handle),
+        })
+    }
+
+    /// Waits until the sidecar `pid` is ready for its app: registered, running a snapshot, and
+    /// ready but for the app itself (which it checks, and which is not started yet). Why not,
+    /// after the ready timeout.
+    async fn sidecar_started(&self, pid: Option<u32>) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.opts.ready_timeout;
+        let mut generation = self.registry.watch_generation();
+        loop {
+            let rec = self
+                .registry
+                .proxies()
+                .into_iter()
+                .rev()
+                .find(|p| Some(p.node.pid) == pid);
+            let why = match &rec {
+                None => "it did not register with the control plane".to_string(),
+                Some(p) if p.acked == 0 => "it has no snapshot yet".to_string(),
+                Some(p) if p.ready || p.reason == APP_NOT_ACCEPTING => return Ok(()),
+                Some(p) if !p.reported => "it has not reported its health yet".to_string(),
+                Some(p) => p.reason.clone(),
+            };
+            tokio::select! {
+                _ = generation.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(why),
+            }
+        }
+    }
+
+    /// Tells the registry where the replicas run (`weft status`'s `pod`, `network`).
+    pub fn publish_pods(&self) {
+        if let Some(net) = &self.network {
+            publish_pods(net, &self.registry);
+        }
     }
 
     /// How a proxy is launched: by the weft executable, with a join token when there is a CA.
     fn proxy(&self, proxy: ProxyLaunch) -> Launch {
+        self.proxy_in(proxy, None)
+    }
+
+    /// [`Starter::proxy`], in network namespace `netns` (a pod).
+    fn proxy_in(&self, proxy: ProxyLaunch, netns: Option<Arc<str>>) -> Launch {
         Launch::Proxy {
             proxy: Box::new(proxy),
             exe: self.opts.exe.clone(),
             ca: self.opts.ca.clone(),
             admin_token: self.admin_token.clone(),
+            netns,
         }
+    }
+}
+
+/// What a sidecar's health says while everything but its app is ready (the proxy's own
+/// words): a pod's app starts once its sidecar says this or ready.
+const APP_NOT_ACCEPTING: &str = "app is not accepting connections";
+
+/// Tells `registry` the pods of `net` and their network.
+fn publish_pods(net: &Network, registry: &Registry) {
+    let mut pods = status::Pods {
+        network: Some(status::Network {
+            bridge: net.bridge.clone(),
+            subnet: net.cidr(),
+            gateway: net.gateway().to_string(),
+        }),
+        pods: Default::default(),
+    };
+    // Newest last: a replacement's pod wins over the one it replaces.
+    for p in net.pods() {
+        pods.pods.insert(
+            (p.service, p.namespace, p.instance),
+            status::Pod {
+                name: p.name,
+                address: p.address.to_string(),
+            },
+        );
+    }
+    registry.set_pods(pods);
+}
+
+/// A replica's pod, removed once its processes have stopped.
+pub(crate) struct PodHandle {
+    network: Arc<Network>,
+    registry: Arc<Registry>,
+    pub name: String,
+}
+
+impl PodHandle {
+    fn remove(&self) {
+        self.network.remove_pod(&self.name);
+        publish_pods(&self.network, &self.registry);
     }
 }
 
@@ -525,6 +776,8 @@ pub(crate) struct Replica {
     pub instance: String,
     pub sidecar: Option<Proc>,
     pub app: Proc,
+    /// Its pod (transparent interception).
+    pub pod: Option<PodHandle>,
 }
 
 impl Replica {
@@ -535,6 +788,9 @@ impl Replica {
             s.stop().await;
         }
         self.app.stop().await;
+        if let Some(pod) = &self.pod {
+            pod.remove();
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! `weft exec`: run a command as a short-lived client of the running mesh, under a service's
 //! identity, through its own client proxy (what `kubectl exec` into Istio's `sleep` pod is for).
+//! In a mesh with transparent interception the command runs inside a pod of the service
+//! instead (`ip netns exec`), where that pod's capture rules and sidecar carry its traffic.
 
 use super::{get::get, runtime};
 use model::Identity;
@@ -27,20 +29,26 @@ pub struct ExecArgs {
 
 pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
     let mesh = local::meshes::find(a.mesh.as_deref())?;
+    let status = runtime()?.block_on(async {
+        match get(&format!("http://{}/status", mesh.api)).await? {
+            (200, body) => Ok(serde_json::from_slice::<control::status::Status>(&body)?),
+            (status, body) => anyhow::bail!(
+                "the control plane answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    })?;
+    if status.network.is_some() {
+        return in_pod(&a, &status);
+    }
     let control: SocketAddr = mesh.control.parse()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     // A join token for the mesh CA, when the mesh runs one, and the mesh's roots to verify the
     // control plane with: the client proxy then speaks mTLS, as the service's identity in the
     // mesh's trust domain.
     let (identity, join_token, trust_anchors) = runtime()?.block_on(async {
-        let trust_domain = match get(&format!("http://{}/status", mesh.api)).await? {
-            (200, body) => serde_json::from_slice::<control::status::Status>(&body)?.trust_domain,
-            (status, body) => anyhow::bail!(
-                "the control plane answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-        };
-        let identity = Identity::spiffe_in(&trust_domain, &a.namespace, &a.service);
+        let trust_domain = &status.trust_domain;
+        let identity = Identity::spiffe_in(trust_domain, &a.namespace, &a.service);
         let url = format!("http://{}/join", mesh.api);
         let body = serde_json::json!({ "identity": identity.0 });
         let token = match super::get::post(&url, &body).await? {
@@ -135,8 +143,44 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", a.command[0]))?;
     stop.cancel();
     let _ = proxy.join();
-    Ok(status.code().unwrap_or_else(|| {
+    Ok(exit_code(status))
+}
+
+/// The exit code a shell would report for `status`.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
-    }))
+    })
+}
+
+/// Runs the command inside a pod of the service (a ready replica's, else any with a pod),
+/// unaware of the mesh as the service's own app is: no proxy variables.
+fn in_pod(a: &ExecArgs, status: &control::status::Status) -> anyhow::Result<i32> {
+    let mut candidates: Vec<_> = status
+        .workloads
+        .iter()
+        .filter(|w| w.service == a.service && w.namespace == a.namespace && !w.pod.is_empty())
+        .collect();
+    candidates.sort_by_key(|w| !w.ready);
+    let Some(w) = candidates.first() else {
+        anyhow::bail!(
+            "mesh {}: service {}.{} has no pod to run in (is it declared, with a sidecar?)",
+            status.mesh,
+            a.service,
+            a.namespace
+        );
+    };
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &w.pod])
+        .args(&a.command)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env("WEFT_SERVICE", &a.service)
+        .env("WEFT_NAMESPACE", &a.namespace)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run `ip netns exec {}`: {e}", w.pod))?;
+    Ok(exit_code(status))
 }

@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod ca;
 mod check;
+mod doctor;
 mod edges;
 mod exec;
 mod get;
@@ -55,6 +56,9 @@ enum Cmd {
     Get(apply::GetArgs),
     /// Validate configuration files offline; non-zero on errors
     Check(check::CheckArgs),
+    /// List what weft left on this host that no running mesh owns (pods' network namespaces,
+    /// bridges); `--clean` removes it
+    Doctor(doctor::DoctorArgs),
     /// The route table a proxy runs for a service
     Routes(routes::RoutesArgs),
     /// The certificate chain, SPIFFE identity and expiry a proxy of a service holds
@@ -201,6 +205,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Exec(a) => exec::run(a),
         Cmd::Load(a) => load::run(a),
         Cmd::Check(a) => check::run(a),
+        Cmd::Doctor(a) => doctor::run(a),
         Cmd::Apply(a) => apply::apply(a, false),
         Cmd::Delete(a) => apply::apply(a, true),
         Cmd::Get(a) => apply::get(a),

@@ -1,0 +1,396 @@
+//! `weft up` with `spec.interception: transparent`: a pod (network namespace) per replica with
+//! its capture rules and hosts file, reachable from the host over the mesh's bridge; `weft
+//! exec` inside a pod; and nothing of the mesh left on the host after Ctrl-C, or after a
+//! SIGKILL once the next `weft up` has started. Real namespaces: these tests need root (CI runs
+//! as root) and skip, saying why, without it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Whether this machine can run pods: root, and the `ip` and `iptables` commands.
+fn can_run_pods() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: transparent interception needs root (network namespaces, iptables)");
+        return false;
+    }
+    for tool in ["ip", "iptables-restore", "iptables-save", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: `{tool}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// A transparent mesh: alpha (one replica, port 80, capture annotations), beta (two replicas,
+/// port 8080) and gamma (one replica outside the mesh, `sidecar: false`).
+fn transparent_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {{name: {name}}}
+spec:
+  ingress: 127.0.0.1:0
+  interception: transparent
+  services:
+  - name: alpha
+    port: 80
+    annotations:
+      traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"
+      config.linkerd.io/skip-inbound-ports: \"9901\"
+      traffic.sidecar.istio.io/excludeOutboundIPRanges: \"192.168.0.0/16\"
+    workloads:
+    - name: alpha-v1
+      replicas: 1
+      command: [weft, demo, echo, --service, alpha]
+  - name: beta
+    port: 8080
+    workloads:
+    - name: beta-v1
+      replicas: 2
+      command: [weft, demo, echo, --service, beta]
+  - name: gamma
+    port: 80
+    workloads:
+    - name: gamma-v1
+      sidecar: false
+      replicas: 1
+      command: [weft, demo, echo, --service, gamma]
+"
+    )
+}
+
+fn sh(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn namespaces() -> Vec<String> {
+    sh(&["ip", "netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Whether process `pid` runs (a zombie, which nobody may have reaped yet, does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with(|c| c != 'Z')))
+        .unwrap_or(false)
+}
+
+/// A GET from inside namespace `ns` (Python's urllib, no proxy): the body.
+fn get_in_pod(ns: &str, url: &str) -> String {
+    let script = format!(
+        "import urllib.request as u; print(u.build_opener(u.ProxyHandler({{}})).open('{url}', timeout=5).read().decode())"
+    );
+    sh(&["ip", "netns", "exec", ns, "python3", "-c", &script])
+}
+
+/// The pods of the mesh's replicas with sidecars, from `weft status`: (instance, pod, address).
+fn pods(status: &Value) -> Vec<(String, String, String)> {
+    status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let s = |k: &str| w[k].as_str().unwrap_or_default().to_string();
+            (s("instance"), s("pod"), s("pod_address"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_have_their_address_capture_rules_and_service_names() {
+    if !can_run_pods() {
+        return;
+    }
+    let mesh = Mesh::up(&transparent_yaml("tp-pods"));
+    let st = &mesh.status;
+    let network = &st["network"];
+    let (bridge, gateway) = (
+        network["bridge"].as_str().unwrap(),
+        network["gateway"].as_str().unwrap(),
+    );
+    assert!(bridge.starts_with("wft") && bridge.len() <= 15, "{network}");
+    assert!(link_exists(bridge));
+    let subnet = network["subnet"].as_str().unwrap();
+    let prefix = subnet.trim_end_matches("0/24");
+    assert_eq!(gateway, format!("{prefix}1"));
+    // The control plane listens on the bridge, where pods reach it.
+    assert!(st["control"].as_str().unwrap().starts_with(gateway), "{st}");
+
+    let listed = namespaces();
+    let pods = pods(st);
+    assert_eq!(pods.len(), 3, "{st}");
+    let c = client();
+    for (instance, pod, address) in &pods {
+        assert_eq!(*pod, format!("weft-tp-pods-{instance}"));
+        assert!(listed.contains(pod), "{pod} not in {listed:?}");
+        assert!(address.starts_with(prefix), "{address} not in {subnet}");
+        // The sidecar's admin, from the host over the bridge.
+        let admin: SocketAddr = format!("{address}:15020").parse().unwrap();
+        let ready = get(&c, admin, "admin", "/ready")
+            .await
+            .expect("admin /ready");
+        assert_eq!(ready.status, 200, "{instance}: {}", ready.text);
+        // The app, inside its pod, on the service's own port.
+        let port = if instance.starts_with("alpha") {
+            80
+        } else {
+            8080
+        };
+        let body = get_in_pod(pod, &format!("http://127.0.0.1:{port}/"));
+        assert!(
+            body.contains(&format!("\"instance\":\"{instance}\"")),
+            "{body}"
+        );
+    }
+    // One pod per replica, the one outside the mesh included (it has no capture rules).
+    assert!(listed.contains(&"weft-tp-pods-gamma-v1-0".to_string()));
+    let plain = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "weft-tp-pods-gamma-v1-0",
+        "iptables-save",
+        "-t",
+        "nat",
+    ]);
+    assert!(!plain.contains("WEFT_"), "{plain}");
+
+    let rules = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "weft-tp-pods-alpha-v1-0",
+        "iptables-save",
+        "-t",
+        "nat",
+    ]);
+    for rule in [
+        "-A PREROUTING -p tcp -j WEFT_INBOUND",
+        "-A OUTPUT -p tcp -j WEFT_OUTPUT",
+        "-A WEFT_INBOUND -p tcp -m tcp --dport 15006 -j RETURN",
+        "-A WEFT_INBOUND -p tcp -m tcp --dport 15020 -j RETURN",
+        "-A WEFT_INBOUND -p tcp -m tcp --dport 9901 -j RETURN",
+        "-A WEFT_INBOUND -p tcp -j REDIRECT --to-ports 15006",
+        "-A WEFT_OUTPUT -m mark --mark 0x539 -j RETURN",
+        "-A WEFT_OUTPUT -o lo -j RETURN",
+        &format!("-A WEFT_OUTPUT -d {gateway}/32 -j RETURN"),
+        "-A WEFT_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN",
+        "-A WEFT_OUTPUT -d 192.168.0.0/16 -j RETURN",
+        "-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+    ] {
+        assert!(
+            rules.contains(&format!("{rule}\n")),
+            "{rule} not in\n{rules}"
+        );
+    }
+
+    // Names: each service at the VIP the snapshot carries.
+    let alpha_admin: SocketAddr = format!("{}:15020", pods[0].2).parse().unwrap();
+    let config = get(&c, alpha_admin, "admin", "/config").await.unwrap().body;
+    let vip = |name: &str| {
+        config["snapshot"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"]["name"] == name)
+            .and_then(|s| s["vip"].as_str())
+            .unwrap_or_else(|| panic!("no vip for {name} in {config}"))
+            .to_string()
+    };
+    let hosts = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "weft-tp-pods-alpha-v1-0",
+        "cat",
+        "/etc/hosts",
+    ]);
+    for name in ["alpha", "beta"] {
+        let line = format!(
+            "{}\t{name}.default {name}.default.svc {name}.default.svc.cluster.local {name}\n",
+            vip(name)
+        );
+        assert!(hosts.contains(&line), "{line} not in\n{hosts}");
+    }
+
+    // `weft exec` runs inside a pod of the service, told nothing about a proxy.
+    let out = mesh.weft(&[
+        "exec",
+        "--service",
+        "beta",
+        "--",
+        "python3",
+        "-c",
+        "import os, urllib.request as u; print(os.environ.get('HTTP_PROXY')); print(u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8080/').read().decode())",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("None\n"), "{text}");
+    assert!(text.contains("\"instance\":\"beta-v1-"), "{text}");
+
+    // The ingress, on the host, reaches the pods over the bridge.
+    let r = get(&c, mesh.ingress, "beta", "/")
+        .await
+        .expect("via ingress");
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// Everything of the mesh on the host: its namespaces, the links on its bridge, the processes
+/// in its pods.
+struct Footprint {
+    namespaces: Vec<String>,
+    links: Vec<String>,
+    pids: Vec<i32>,
+}
+
+fn footprint(mesh: &str, bridge: &str) -> Footprint {
+    let namespaces: Vec<String> = namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("weft-{mesh}-")))
+        .collect();
+    let mut links = vec![bridge.to_string()];
+    if let Ok(d) = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif")) {
+        links.extend(
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    let pids = namespaces
+        .iter()
+        .flat_map(|n| {
+            sh(&["ip", "netns", "pids", n])
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    Footprint {
+        namespaces,
+        links,
+        pids,
+    }
+}
+
+fn assert_gone(f: &Footprint) {
+    let listed = namespaces();
+    for ns in &f.namespaces {
+        assert!(!listed.contains(ns), "namespace {ns} is left");
+        assert!(
+            !Path::new("/etc/netns").join(ns).exists(),
+            "/etc/netns/{ns} is left"
+        );
+    }
+    for link in &f.links {
+        assert!(!link_exists(link), "link {link} is left");
+    }
+    for pid in &f.pids {
+        assert!(!alive(*pid), "process {pid} of a pod is still running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_no_pod_link_or_process() {
+    if !can_run_pods() {
+        return;
+    }
+    let mut mesh = Mesh::up(&transparent_yaml("tp-stop"));
+    let bridge = mesh.status["network"]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f = footprint("tp-stop", &bridge);
+    assert_eq!(f.namespaces.len(), 4);
+    // The bridge and a veth per pod.
+    assert_eq!(f.links.len(), 5, "{:?}", f.links);
+    // A sidecar and an app per pod, the one outside the mesh has no sidecar.
+    assert_eq!(f.pids.len(), 7, "{:?}", f.pids);
+    nix::sys::signal::kill(mesh.pid(), nix::sys::signal::Signal::SIGINT).unwrap();
+    let exit = wait_timeout(&mut mesh.child, Duration::from_secs(30));
+    assert!(exit.is_some_and(|s| s.success()), "{}", mesh.stderr());
+    assert_gone(&f);
+    assert!(
+        mesh.stderr().contains(&format!(
+            "removed its bridge {bridge} and its network namespaces"
+        )),
+        "{}",
+        mesh.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_weft_up_removes_what_a_killed_one_left() {
+    if !can_run_pods() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let yaml = transparent_yaml("tp-kill");
+    let mut first = Mesh::up_in(&yaml, home.path());
+    let bridge = first.status["network"]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = footprint("tp-kill", &bridge);
+    assert_eq!(before.namespaces.len(), 4);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    // What a killed `weft up` leaves: its pods and its bridge.
+    let listed = namespaces();
+    assert!(before.namespaces.iter().all(|n| listed.contains(n)));
+    assert!(link_exists(&bridge));
+
+    let second = Mesh::up_in(&yaml, home.path());
+    let log = second.stderr();
+    let cleaned = log
+        .lines()
+        .find(|l| l.starts_with("weft: removed leftovers of mesh tp-kill"))
+        .unwrap_or_else(|| panic!("no cleanup line in\n{log}"));
+    for ns in &before.namespaces {
+        assert!(cleaned.contains(&format!("namespace {ns}")), "{cleaned}");
+    }
+    assert!(cleaned.contains(&format!("bridge {bridge}")), "{cleaned}");
+    for pid in &before.pids {
+        assert!(
+            !alive(*pid),
+            "process {pid} of the killed mesh is still running"
+        );
+    }
+    // The new mesh has pods of its own, and serves.
+    assert_eq!(footprint("tp-kill", &bridge).namespaces.len(), 4);
+    let c = client();
+    let r = get(&c, second.ingress, "alpha", "/")
+        .await
+        .expect("via ingress");
+    assert_eq!(r.status, 200, "{}", r.text);
+}
