@@ -571,9 +571,7 @@ impl Registry {
         // Unchanged (a restarted proxy may list the same address under a new registration):
         // whoever is listed now is in the snapshot already out.
         let mut listed_in = now.version;
-        if (&next.services, &next.gateway, &next.security)
-            != (&now.services, &now.gateway, &now.security)
-        {
+        if !next.same_content(now) {
             let next = Arc::new(next);
             listed_in = next.version;
             inner.snapshot = next.clone();

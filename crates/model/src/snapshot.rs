@@ -112,6 +112,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether `other` says the same as this one, whatever their versions: a new snapshot is
+    /// only sent to proxies when it differs. Every field is compared (a field added to
+    /// `Snapshot` must be added here, which the destructuring enforces).
+    pub fn same_content(&self, other: &Snapshot) -> bool {
+        let Snapshot {
+            version: _,
+            services,
+            gateway,
+            security,
+            outbound_policy,
+            outbound_policies,
+        } = self;
+        services == &other.services
+            && gateway == &other.gateway
+            && security == &other.security
+            && outbound_policy == &other.outbound_policy
+            && outbound_policies == &other.outbound_policies
+    }
+
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
         self.services.iter().find(|s| &s.key == key)
     }

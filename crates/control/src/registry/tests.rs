@@ -499,3 +499,31 @@ fn the_default_retry_policy_reaches_routes_without_one_and_services_without_rout
     assert_eq!(other[0].retry, Some(off), "a route's own policy wins");
     assert_eq!(other[1].retry, Some(policy));
 }
+
+#[test]
+fn a_change_of_outbound_policy_alone_is_a_new_snapshot() {
+    let r = Registry::new(spec());
+    let v = r.snapshot().version;
+    // The same again: no new snapshot.
+    r.set_traffic(Some(spec()));
+    assert_eq!(r.snapshot().version, v);
+    r.set_traffic(Some(MeshSpec {
+        outbound_policies: vec![model::ScopedOutboundPolicy {
+            scope: model::security::Scope::Namespace("istio-system".into()),
+            mode: model::OutboundPolicy::RegistryOnly,
+        }],
+        ..spec()
+    }));
+    let w = r.snapshot();
+    assert!(w.version > v);
+    assert_eq!(w.outbound_policies.len(), 1);
+    r.set_traffic(Some(MeshSpec {
+        outbound_policy: model::OutboundPolicy::RegistryOnly,
+        ..spec()
+    }));
+    assert!(r.snapshot().version > w.version);
+    assert_eq!(
+        r.snapshot().outbound_policy,
+        model::OutboundPolicy::RegistryOnly
+    );
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pods;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
