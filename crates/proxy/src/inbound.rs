@@ -211,6 +211,54 @@ impl Inbound {
     }
 }
 
+impl crate::server::Redirected for Inbound {
+    fn opaque(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        port: u16,
+    ) -> Result<
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        tokio::net::TcpStream,
+    > {
+        let Some(state) = &self.state else {
+            return Err(stream);
+        };
+        let state = state.load_full();
+        let opaque = self.own.as_ref().and_then(|own| {
+            let protocol = state.routes.snapshot.service(own)?.protocol_of(port)?;
+            (!protocol.is_http()).then_some(())
+        });
+        if opaque.is_none() {
+            return Err(stream);
+        }
+        let app = match self.app_ports.iter().find(|(p, _)| *p == port) {
+            Some((_, a)) => *a,
+            None if self.app_ports.is_empty() => self.app,
+            None => return Err(stream),
+        };
+        Ok(Box::pin(async move {
+            // A redirected connection never carries a peer's mTLS (peers call the inbound
+            // port itself): under STRICT it is refused.
+            if self.authenticated && state.security.mode == model::security::MtlsMode::Strict {
+                tracing::info!(%peer, port, "plaintext connection refused: the port is STRICT");
+                return;
+            }
+            let info = PeerInfo::new(peer, None);
+            let cx = crate::tunnel::Accept {
+                app,
+                port: Some(port),
+                security: Some(&state.security),
+                health: &self.health,
+                idle: self.tunnel_idle,
+                drain: &self.drain,
+                observe: self.observe.as_ref(),
+            };
+            crate::tunnel::accept_captured(cx, stream, &info).await;
+        }))
+    }
+}
+
 /// 404 `NR`: a tunnel to a port the service does not have.
 fn no_port(port: u16) -> Response<Body> {
     flags::respond(

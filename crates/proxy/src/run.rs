@@ -152,6 +152,7 @@ impl Proxy {
             total,
             floods: self.floods.clone(),
             tls: None,
+            redirected: None,
         }
     }
 
@@ -549,9 +550,14 @@ async fn data_plane(
         handler.app_ports = s.app_ports.clone().into();
         let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
+        let handler = Arc::new(handler);
+        // In a pod, the capture rules send clients outside the mesh here too.
+        if s.capture_outbound.is_some() {
+            config.redirected = Some(handler.clone());
+        }
         tracker.spawn(server::serve(
             from_std(l, "inbound")?,
-            Arc::new(handler),
+            handler,
             proxy.drain.clone(),
             tracker.clone(),
             Arc::new(config),

@@ -53,6 +53,33 @@ pub struct Listener {
     /// Inbound listeners: the handshake the port's mode asks for (`tls::accept`); `None`:
     /// plaintext.
     pub tls: Option<Arc<InboundTls>>,
+    /// Inbound listeners of a pod (transparent interception): who serves the connections its
+    /// capture rules sent here for a port whose app speaks opaque TCP.
+    pub redirected: Option<Arc<dyn Redirected>>,
+}
+
+/// Serves connections a pod's capture rules redirected to an inbound listener, when they are
+/// for a port whose app speaks opaque TCP (they are not HTTP, nor a peer's mTLS).
+pub trait Redirected: Send + Sync + 'static {
+    /// The future serving `stream` (from `peer`, for the app's `port`), or the stream back
+    /// when it is to be served as any other connection.
+    #[allow(clippy::result_large_err)]
+    fn opaque(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        port: u16,
+    ) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, TcpStream>;
+}
+
+/// The port a connection was for when a pod's capture rules redirected it here (its original
+/// destination's, when that is not the listener's own address).
+fn redirected_port(stream: &TcpStream) -> Option<u16> {
+    let dst = socket2::SockRef::from(stream)
+        .original_dst_v4()
+        .ok()?
+        .as_socket()?;
+    (Some(dst) != stream.local_addr().ok()).then_some(dst.port())
 }
 
 impl Listener {
@@ -205,6 +232,21 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         crate::limits::keepalive(&stream);
+        let mut stream = stream;
+        if let Some(r) = &config.redirected {
+            if let Some(port) = redirected_port(&stream) {
+                match r.clone().opaque(stream, peer, port) {
+                    Ok(serve) => {
+                        tracker.spawn(async move {
+                            let _permits = permits;
+                            serve.await
+                        });
+                        continue;
+                    }
+                    Err(s) => stream = s,
+                }
+            }
+        }
         let (builder, handler, drain, config) = (
             builder.clone(),
             handler.clone(),

@@ -185,6 +185,75 @@ pub struct Accept<'a> {
 /// the app has accepted a connection, and the two are spliced; 403 when the rules deny it, 503
 /// `UF` when the app refuses.
 pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> Response<Body> {
+    let peer_header = req
+        .headers()
+        .get(crate::telemetry::PEER_HEADER)
+        .map(|v| v.as_bytes().to_vec());
+    let (app, counted) = match admit(&cx, peer, peer_header.as_deref()).await {
+        Ok(admitted) => admitted,
+        Err(rsp) => return rsp,
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (idle, drain, app_addr, client) = (cx.idle, cx.drain.clone(), cx.app, peer.addr);
+    tokio::spawn(async move {
+        let tunnel = match upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "tunnel not established");
+                return;
+            }
+        };
+        carry(
+            tunnel,
+            app,
+            idle,
+            &drain,
+            counted.as_ref(),
+            client,
+            app_addr,
+        )
+        .await;
+    });
+    let mut rsp = established();
+    if let Some((o, _)) = cx.observe {
+        // The metadata exchange, as on every answer: the client side labels its own series.
+        rsp.headers_mut()
+            .insert(crate::telemetry::PEER, o.local_header.clone());
+    }
+    rsp
+}
+
+/// A plaintext connection the pod's capture rules sent to the inbound listener for a port
+/// the app serves as opaque TCP (a client outside the mesh calling the pod's address): checked
+/// as a tunnel is, then spliced to the app; closed when refused.
+pub async fn accept_captured(cx: Accept<'_>, stream: tokio::net::TcpStream, peer: &PeerInfo) {
+    let (app, counted) = match admit(&cx, peer, None).await {
+        Ok(admitted) => admitted,
+        Err(rsp) => {
+            tracing::info!(client = %peer.addr, status = %rsp.status(), "captured connection refused");
+            return;
+        }
+    };
+    carry(
+        stream,
+        app,
+        cx.idle,
+        cx.drain,
+        counted.as_ref(),
+        peer.addr,
+        cx.app,
+    )
+    .await;
+}
+
+/// Authorizes a connection from `peer` (whose sidecar said who it is in `peer_header`, if it
+/// has one) as a TCP connection and connects to the app: the app's stream and the connection's
+/// TCP series. `Err`: the answer (403 denied, 503 `UF` when the app refuses).
+async fn admit(
+    cx: &Accept<'_>,
+    peer: &PeerInfo,
+    peer_header: Option<&[u8]>,
+) -> Result<(tokio::net::TcpStream, Option<TcpConnection>), Response<Body>> {
     if let Some(sec) = cx.security {
         let ctx = RequestContext {
             peer_ip: peer.addr.ip(),
@@ -198,7 +267,7 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
         let d = sec.authz.authorize(&ctx);
         if !d.allowed {
             tracing::info!(decision = %d, client = ?ctx.peer_identity, "tunnel denied");
-            return crate::authz::denied_response();
+            return Err(crate::authz::denied_response());
         }
     }
     let app =
@@ -208,20 +277,17 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
                 cx.health.set(false);
-                return flags::respond(
+                return Err(flags::respond(
                     Flag::UpstreamConnectFailure,
                     format!("app at {} refused the tunnel's connection", cx.app),
-                );
+                ));
             }
         };
     let _ = app.set_nodelay(true);
     let counted = cx.observe.map(|(o, service)| {
-        let source = o.telemetry.peer_from_header(
-            req.headers()
-                .get(crate::telemetry::PEER_HEADER)
-                .map(|v| v.as_bytes()),
-            peer.identity.as_ref().map(|i| i.0.as_str()),
-        );
+        let source = o
+            .telemetry
+            .peer_from_header(peer_header, peer.identity.as_ref().map(|i| i.0.as_str()));
         o.telemetry.tcp_connection(&ConnectionRecord {
             reporter: Reporter::Destination,
             source: &source,
@@ -231,30 +297,27 @@ pub async fn accept<B>(cx: Accept<'_>, mut req: Request<B>, peer: &PeerInfo) -> 
             mtls: peer.identity.is_some(),
         })
     });
-    let upgrade = hyper::upgrade::on(&mut req);
-    let (idle, drain, app_addr, client) = (cx.idle, cx.drain.clone(), cx.app, peer.addr);
-    tokio::spawn(async move {
-        let tunnel = match upgrade.await {
-            Ok(u) => TokioIo::new(u),
-            Err(e) => {
-                tracing::debug!(%client, error = %e, "tunnel not established");
-                return;
-            }
-        };
-        match splice(tunnel, app, idle, &drain, counted.as_ref()).await {
-            Ok(c) => {
-                tracing::debug!(%client, app = %app_addr, sent = c.sent, received = c.received, "tunnel closed")
-            }
-            Err(e) => tracing::debug!(%client, app = %app_addr, error = %e, "tunnel ended"),
+    Ok((app, counted))
+}
+
+/// Splices an admitted connection to the app until both sides are done.
+async fn carry<C>(
+    client_io: C,
+    app: tokio::net::TcpStream,
+    idle: Duration,
+    drain: &Drain,
+    counted: Option<&TcpConnection>,
+    client: SocketAddr,
+    app_addr: SocketAddr,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    match splice(client_io, app, idle, drain, counted).await {
+        Ok(c) => {
+            tracing::debug!(%client, app = %app_addr, sent = c.sent, received = c.received, "tunnel closed")
         }
-    });
-    let mut rsp = established();
-    if let Some((o, _)) = cx.observe {
-        // The metadata exchange, as on every answer: the client side labels its own series.
-        rsp.headers_mut()
-            .insert(crate::telemetry::PEER, o.local_header.clone());
+        Err(e) => tracing::debug!(%client, app = %app_addr, error = %e, "tunnel ended"),
     }
-    rsp
 }
 
 /// The answer that opens a tunnel: `200`, no body.

@@ -284,12 +284,37 @@ spec:
     assert_eq!(code, 200, "PERMISSIVE: {body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["headers"]["x-weft-inbound"], "web-v1-0");
+    // … and so does a TCP port: redis-cli to the cache pod's address reaches Redis through
+    // its sidecar, which counts the connection.
+    let (_, cache_addr) = pod(&m.status, "cache-0");
+    let ping = || {
+        in_pod(
+            &plain_pod,
+            &["redis-cli", "-h", &cache_addr, "-p", "6379", "PING"],
+        )
+    };
+    assert_eq!(String::from_utf8_lossy(&ping().stdout).trim(), "PONG");
+    let cache_admin = admin(&m.status, "cache-0");
+    let inbound = [
+        "reporter=\"destination\"",
+        "destination_service_name=\"cache\"",
+    ];
+    assert_eq!(
+        metric(cache_admin, "istio_tcp_connections_opened_total", &inbound).await,
+        1.0
+    );
     m.apply_yaml(
         "strict.yaml",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec:\n  mtls: {mode: STRICT}\n",
     );
     let (code, body) = curl(&plain_pod, &direct, &[]);
     assert_eq!(code, 0, "STRICT refuses plaintext: {body}");
+    let refused = ping();
+    assert_ne!(
+        String::from_utf8_lossy(&refused.stdout).trim(),
+        "PONG",
+        "STRICT refuses plaintext TCP too"
+    );
     // Meshed callers still get through.
     assert_eq!(curl(&client_pod, "http://web/after", &[]).0, 200);
 }
