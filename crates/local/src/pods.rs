@@ -72,25 +72,27 @@ pub enum PodError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("bridge {bridge} of mesh {mesh} exists already: a mesh of that name runs from another WEFT_HOME, or a weft up that died left it (`weft doctor --clean` removes leftovers)")]
+    BridgeExists { bridge: String, mesh: String },
     #[error("no free pod subnet: every 10.234.N.0/24 is in use by an interface of this host")]
     NoSubnet,
     #[error("no free pod address in {0}: at most {n} pods per mesh", n = LAST_POD_HOST - FIRST_POD_HOST + 1)]
     NoAddress(String),
 }
 
-/// Whether this process may create namespaces, links and iptables rules: root, or
-/// CAP_NET_ADMIN in its effective set.
+/// Whether this process may create namespaces, links and iptables rules: CAP_NET_ADMIN in its
+/// effective set (which root has, unless its capabilities were dropped).
 pub fn check_privileges() -> Result<(), PodError> {
-    if nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = caps
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if effective & (1 << CAP_NET_ADMIN) != 0 {
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let effective = status.as_deref().and_then(|s| {
+        let caps = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+        u64::from_str_radix(caps.trim(), 16).ok()
+    });
+    let allowed = match effective {
+        Some(caps) => caps & (1 << CAP_NET_ADMIN) != 0,
+        None => nix::unistd::geteuid().is_root(),
+    };
+    if allowed {
         Ok(())
     } else {
         Err(PodError::NotPrivileged)
@@ -280,6 +282,12 @@ impl Network {
             path: SUBNET_LOCK.into(),
             source,
         })?;
+        if link_exists(&bridge) {
+            return Err(PodError::BridgeExists {
+                bridge,
+                mesh: mesh.to_string(),
+            });
+        }
         let subnet = free_subnet(&host_addresses()?).ok_or(PodError::NoSubnet)?;
         run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         let net = Arc::new(Network {
@@ -733,6 +741,21 @@ pub enum Leftover {
     EtcDir { name: String },
     /// A bridge with nothing attached, of no running mesh.
     Bridge { name: String, mesh: Option<String> },
+}
+
+impl Leftover {
+    /// Whether it is mesh `mesh`'s: recorded so, or named so (a pod's namespace, a bridge).
+    pub fn of_mesh(&self, mesh: &str) -> bool {
+        let pod_of = |name: &str| name.starts_with(&format!("{NETNS_PREFIX}{mesh}-"));
+        match self {
+            Leftover::Netns { name, mesh: m, .. } => match m {
+                Some(m) => m == mesh,
+                None => pod_of(name),
+            },
+            Leftover::EtcDir { name } => pod_of(name),
+            Leftover::Bridge { name, .. } => *name == bridge_name(mesh),
+        }
+    }
 }
 
 impl std::fmt::Display for Leftover {

@@ -394,3 +394,172 @@ async fn the_next_weft_up_removes_what_a_killed_one_left() {
         .expect("via ingress");
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_doctor_lists_and_cleans_what_a_killed_weft_up_left() {
+    if !can_run_pods() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::up_in(&transparent_yaml("tp-doctor"), home.path());
+    let bridge = mesh.status["network"]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f = footprint("tp-doctor", &bridge);
+    mesh.child.kill().unwrap();
+    mesh.child.wait().unwrap();
+
+    let out = weft_in(home.path(), &["doctor", "--mesh", "tp-doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for ns in &f.namespaces {
+        assert!(
+            text.contains(&format!(
+                "leftover: namespace {ns} (of mesh tp-doctor, whose weft up is gone"
+            )),
+            "{ns} not listed:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("leftover: bridge {bridge}")),
+        "{text}"
+    );
+    // Listing removes nothing.
+    assert!(link_exists(&bridge));
+
+    let out = weft_in(home.path(), &["doctor", "--clean", "--mesh", "tp-doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("removed: bridge {bridge}")),
+        "{text}"
+    );
+    assert_gone(&f);
+    assert!(!home.path().join("meshes/tp-doctor.pods.json").exists());
+    let out = weft_in(home.path(), &["doctor", "--mesh", "tp-doctor"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing left over"));
+}
+
+#[test]
+fn without_cap_net_admin_weft_up_refuses_a_transparent_mesh() {
+    if !can_run_pods() {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: `setpriv` (util-linux) is not installed");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("mesh.yaml");
+    std::fs::write(&file, transparent_yaml("tp-unprivileged")).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-net_admin",
+            "--bounding-set=-net_admin",
+            WEFT,
+            "up",
+        ])
+        .arg(&file)
+        .env("WEFT_HOME", home.path().join("home"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interception: transparent needs root or CAP_NET_ADMIN (to create network namespaces and iptables rules): run weft up as root, or use interception: proxy-env"),
+        "{err}"
+    );
+    assert!(!namespaces()
+        .iter()
+        .any(|n| n.starts_with("weft-tp-unprivileged-")));
+}
+
+#[test]
+fn a_sidecar_not_ready_in_time_fails_its_replica_before_the_app_starts() {
+    if !can_run_pods() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("mesh.yaml");
+    std::fs::write(&file, transparent_yaml("tp-late")).unwrap();
+    let out = Command::new(WEFT)
+        .args(["up", "--ready-timeout", "1ms"])
+        .arg(&file)
+        .env("WEFT_HOME", home.path().join("home"))
+        .env("WEFT_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("alpha-v1-0: its sidecar was not ready within 1ms (it did not register with the control plane); the app was not started"),
+        "{err}"
+    );
+    // Its app never ran; the pod and the bridge are gone.
+    assert!(!err.contains("[alpha-v1-0] "), "{err}");
+    assert!(!namespaces().iter().any(|n| n.starts_with("weft-tp-late-")));
+    assert!(
+        err.contains("weft: mesh tp-late: removed its bridge"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_change_of_services_rewrites_every_pods_hosts_in_place() {
+    if !can_run_pods() {
+        return;
+    }
+    let yaml = transparent_yaml("tp-watch");
+    let mesh = Mesh::up_watching(&yaml, &[]);
+    let pod = "weft-tp-watch-alpha-v1-0";
+    let hosts = Path::new("/etc/netns").join(pod).join("hosts");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&hosts);
+    // The app's view: the hosts file `ip netns exec` bind-mounted over its /etc/hosts when it
+    // started.
+    let app = sh(&["ip", "netns", "pids", pod])
+        .split_whitespace()
+        .map(|p| p.to_string())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("demo\0echo"))
+        })
+        .expect("the app runs in its pod");
+    let seen_by_app = format!("/proc/{app}/root/etc/hosts");
+    assert!(!std::fs::read_to_string(&seen_by_app)
+        .unwrap()
+        .contains("delta"));
+
+    let more = "  - name: delta\n    port: 80\n    workloads:\n    - name: delta-v1\n      replicas: 1\n      command: [weft, demo, echo, --service, delta]\n";
+    std::fs::write(mesh.files.path().join("mesh.yaml"), format!("{yaml}{more}")).unwrap();
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while !std::fs::read_to_string(&seen_by_app)
+        .unwrap()
+        .contains("delta.default.svc.cluster.local delta\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app's /etc/hosts never named delta:\n{}\n{}",
+            std::fs::read_to_string(&seen_by_app).unwrap(),
+            mesh.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        inode(&hosts),
+        before,
+        "the hosts file was replaced, not rewritten"
+    );
+    // The new service's replica gets a pod of its own.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while !namespaces().contains(&"weft-tp-watch-delta-v1-0".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,11 +9,17 @@ pub struct DoctorArgs {
     /// Remove what is listed (processes still in a leftover namespace are killed)
     #[arg(long)]
     clean: bool,
+    /// Only what mesh NAME left (recorded by it, or named after it)
+    #[arg(long, value_name = "NAME")]
+    mesh: Option<String>,
 }
 
 pub fn run(a: DoctorArgs) -> anyhow::Result<i32> {
     let home = local::meshes::home();
-    let found = pods::leftovers(&home);
+    let found: Vec<_> = pods::leftovers(&home)
+        .into_iter()
+        .filter(|l| a.mesh.as_deref().is_none_or(|m| l.of_mesh(m)))
+        .collect();
     if found.is_empty() {
         println!("weft doctor: nothing left over by weft on this host");
         return Ok(0);
