@@ -260,6 +260,25 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
     assert!(text.starts_with("None\n"), "{text}");
     assert!(text.contains("\"instance\":\"beta-v1-"), "{text}");
 
+    // What `weft up` made, in one line; `weft status` shows the pods.
+    let made = format!(
+        "weft: mesh tp-pods: created on this host: bridge {bridge} ({subnet}, host {gateway}), 4 network namespaces (weft-tp-pods-*)"
+    );
+    assert!(
+        mesh.stderr().contains(&made),
+        "{made} not in\n{}",
+        mesh.stderr()
+    );
+    let table = String::from_utf8_lossy(&mesh.weft(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains(&format!(
+            "pods: bridge {bridge}   subnet {subnet}   host {gateway}"
+        )),
+        "{table}"
+    );
+    let (_, pod, address) = &pods[1];
+    assert!(table.contains(&format!("{pod} {address}")), "{table}");
+
     // The ingress, on the host, reaches the pods over the bridge.
     let r = get(&c, mesh.ingress, "beta", "/")
         .await

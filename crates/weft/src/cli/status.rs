@@ -122,6 +122,12 @@ fn print_table(st: &Status) {
         st.version,
         if st.ready { "ready" } else { "not ready" }
     );
+    if let Some(n) = &st.network {
+        println!(
+            "pods: bridge {}   subnet {}   host {}",
+            n.bridge, n.subnet, n.gateway
+        );
+    }
     for p in &st.pending {
         println!("  pending: {p}");
     }
@@ -137,12 +143,14 @@ fn print_table(st: &Status) {
             u.service, u.namespace, u.instance, u.identity, u.inbound, u.pid
         );
     }
-    let rows: Vec<[String; 8]> = st
+    // The POD column only in a mesh whose replicas run in pods.
+    let pods = st.network.is_some();
+    let rows: Vec<Vec<String>> = st
         .workloads
         .iter()
         .map(|w| {
             let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            [
+            let mut row = vec![
                 format!("{}.{}", w.service, w.namespace),
                 w.instance.clone(),
                 if w.reason.is_empty() {
@@ -155,13 +163,20 @@ fn print_table(st: &Status) {
                 w.outbound.clone(),
                 w.admin.clone(),
                 labels.join(","),
-            ]
+            ];
+            if pods {
+                row.insert(2, format!("{} {}", w.pod, w.pod_address));
+            }
+            row
         })
         .collect();
-    let head = [
+    let mut head = vec![
         "SERVICE", "INSTANCE", "STATE", "APP", "INBOUND", "OUTBOUND", "ADMIN", "LABELS",
     ];
-    let mut width = head.map(str::len);
+    if pods {
+        head.insert(2, "POD");
+    }
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             width[i] = width[i].max(c.len());
@@ -175,7 +190,7 @@ fn print_table(st: &Status) {
             .collect();
         println!("{}", s.join("  ").trim_end());
     };
-    line(head.to_vec());
+    line(head.clone());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
     }
