@@ -109,7 +109,7 @@ impl Reconciler<'_, '_> {
         if w.replicas < old.replicas {
             self.stop_from(old_svc, old, w.replicas, &scale).await;
         }
-        let changed = changes(old_svc, old, svc, w);
+        let changed = changes(old_svc, old, svc, w, self.starter.network.is_some());
         if !changed.is_empty() {
             let what = format!("{} {} changed", w.name, changed.join(", "));
             for i in 0..w.replicas.min(old.replicas) {
@@ -234,14 +234,19 @@ impl Reconciler<'_, '_> {
 }
 
 /// What changed in how a workload's replicas are launched (each such change needs new
-/// processes); empty: nothing.
+/// processes; in `pods`, a transparent mesh, a change of the capture annotations needs new
+/// pods, whose rules are written when they are made); empty: nothing.
 fn changes(
     old_svc: &ServiceSpec,
     old: &WorkloadSpec,
     svc: &ServiceSpec,
     w: &WorkloadSpec,
+    pods: bool,
 ) -> Vec<&'static str> {
     let mut out = Vec::new();
+    if pods && old_svc.capture != svc.capture {
+        out.push("capture annotations");
+    }
     if old.command != w.command {
         out.push("command");
     }

@@ -530,13 +530,13 @@ fn a_sidecar_not_ready_in_time_fails_its_replica_before_the_app_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watched_change_of_services_rewrites_every_pods_hosts_in_place() {
+async fn a_watched_change_of_services_rewrites_hosts_in_place_and_capture_makes_new_pods() {
     if !can_run_pods() {
         return;
     }
     let yaml = transparent_yaml("tp-watch");
     let mesh = Mesh::up_watching(&yaml, &[]);
-    let pod = "weft-tp-watch-alpha-v1-0";
+    let pod = "weft-tp-watch-beta-v1-0";
     let hosts = Path::new("/etc/netns").join(pod).join("hosts");
     let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
     let before = inode(&hosts);
@@ -555,8 +555,13 @@ async fn a_watched_change_of_services_rewrites_every_pods_hosts_in_place() {
         .unwrap()
         .contains("delta"));
 
+    // A service more, and alpha excludes another outbound port.
     let more = "  - name: delta\n    port: 80\n    workloads:\n    - name: delta-v1\n      replicas: 1\n      command: [weft, demo, echo, --service, delta]\n";
-    std::fs::write(mesh.files.path().join("mesh.yaml"), format!("{yaml}{more}")).unwrap();
+    let edited = format!("{yaml}{more}").replace(
+        "excludeOutboundPorts: \"5432\"",
+        "excludeOutboundPorts: \"5433\"",
+    );
+    std::fs::write(mesh.files.path().join("mesh.yaml"), edited).unwrap();
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     while !std::fs::read_to_string(&seen_by_app)
         .unwrap()
@@ -575,10 +580,31 @@ async fn a_watched_change_of_services_rewrites_every_pods_hosts_in_place() {
         before,
         "the hosts file was replaced, not rewritten"
     );
-    // The new service's replica gets a pod of its own.
+
+    // The new service's replica gets a pod of its own; alpha's replica is replaced by one in a
+    // new pod with the new rules, and the old pod is removed.
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    while !namespaces().contains(&"weft-tp-watch-delta-v1-0".to_string()) {
+    let log = "mesh: alpha-v1 capture annotations changed: replaced alpha-v1-0";
+    while !(namespaces().contains(&"weft-tp-watch-delta-v1-0".to_string())
+        && mesh.stderr().contains(log))
+    {
         assert!(std::time::Instant::now() < deadline, "{}", mesh.stderr());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let st = mesh.status_json(Some("tp-watch"));
+    let alpha = st["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == "alpha-v1-0")
+        .unwrap();
+    let new_pod = alpha["pod"].as_str().unwrap();
+    assert_ne!(new_pod, "weft-tp-watch-alpha-v1-0", "{st}");
+    assert!(!namespaces().contains(&"weft-tp-watch-alpha-v1-0".to_string()));
+    let rules = sh(&["ip", "netns", "exec", new_pod, "iptables-save", "-t", "nat"]);
+    assert!(
+        rules.contains("-A WEFT_OUTPUT -p tcp -m tcp --dport 5433 -j RETURN\n"),
+        "{rules}"
+    );
+    assert!(!rules.contains("--dport 5432"), "{rules}");
 }
