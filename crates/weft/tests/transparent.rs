@@ -608,3 +608,54 @@ async fn a_watched_change_of_services_rewrites_hosts_in_place_and_capture_makes_
     );
     assert!(!rules.contains("--dport 5432"), "{rules}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_that_dies_is_restarted_in_its_pod() {
+    if !can_run_pods() {
+        return;
+    }
+    let mesh = Mesh::up(&transparent_yaml("tp-restart"));
+    let pod = "weft-tp-restart-alpha-v1-0";
+    let row = |st: &Value| {
+        st["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["instance"] == "alpha-v1-0")
+            .cloned()
+            .unwrap()
+    };
+    let first = row(&mesh.status)["pid"].as_i64().unwrap() as i32;
+    assert!(sh(&["ip", "netns", "pids", pod])
+        .split_whitespace()
+        .any(|p| p == first.to_string()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // It registers again, ready, from inside the same pod, at the same addresses.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let again = loop {
+        let w = row(&mesh.status_json(Some("tp-restart")));
+        let pid = w["pid"].as_i64().unwrap_or(0) as i32;
+        if pid != first && w["ready"] == true {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{w}\n{}",
+            mesh.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pid = again["pid"].as_i64().unwrap().to_string();
+    assert!(
+        sh(&["ip", "netns", "pids", pod])
+            .split_whitespace()
+            .any(|p| p == pid),
+        "{again}"
+    );
+    assert_eq!(again["pod"], pod);
+    assert_eq!(again["admin"], row(&mesh.status)["admin"]);
+}
