@@ -6,31 +6,13 @@
 
 mod common;
 
+use common::pods::{can_run_pods, in_pod_ok, sh};
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// Whether this machine can run pods: root, and the `ip` and `iptables` commands.
-fn can_run_pods() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: transparent interception needs root (network namespaces, iptables)");
-        return false;
-    }
-    for tool in ["ip", "iptables-restore", "iptables-save", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("skipped: `{tool}` is not installed");
-            return false;
-        }
-    }
-    true
-}
 
 /// A transparent mesh: alpha (one replica, port 80, capture annotations), beta (two replicas,
 /// port 8080) and gamma (one replica outside the mesh, `sidecar: false`).
@@ -70,19 +52,6 @@ spec:
     )
 }
 
-fn sh(argv: &[&str]) -> String {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn namespaces() -> Vec<String> {
     sh(&["ip", "netns", "list"])
         .lines()
@@ -108,7 +77,7 @@ fn get_in_pod(ns: &str, url: &str) -> String {
     let script = format!(
         "import urllib.request as u; print(u.build_opener(u.ProxyHandler({{}})).open('{url}', timeout=5).read().decode())"
     );
-    sh(&["ip", "netns", "exec", ns, "python3", "-c", &script])
+    in_pod_ok(ns, &["python3", "-c", &script])
 }
 
 /// The pods of the mesh's replicas with sidecars, from `weft status`: (instance, pod, address).
