@@ -289,7 +289,6 @@ impl Network {
             });
         }
         let subnet = free_subnet(&host_addresses()?).ok_or(PodError::NoSubnet)?;
-        run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         let net = Arc::new(Network {
             mesh: mesh.to_string(),
             bridge: bridge.clone(),
@@ -301,11 +300,13 @@ impl Network {
                 torn_down: false,
             }),
         });
+        // Recorded before it exists, so that a crash in between leaves nothing unrecorded.
+        net.write_record()?;
+        run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
         let gateway = format!("{}/24", net.gateway());
         run(&["ip", "addr", "add", &gateway, "dev", &bridge])?;
         run(&["ip", "link", "set", &bridge, "up"])?;
         drop(lock);
-        net.write_record()?;
         Ok(net)
     }
 
@@ -460,8 +461,10 @@ impl Network {
         for pod in self.pods() {
             self.remove_pod(&pod.name);
         }
-        if let Err(e) = run(&["ip", "link", "del", &self.bridge]) {
-            crate::output::line(format!("weft: {e}"));
+        if link_exists(&self.bridge) {
+            if let Err(e) = run(&["ip", "link", "del", &self.bridge]) {
+                crate::output::line(format!("weft: {e}"));
+            }
         }
         let _ = std::fs::remove_file(&self.record);
     }
