@@ -742,7 +742,7 @@ pub enum Leftover {
     },
     /// An `/etc/netns/weft-*` directory without its namespace.
     EtcDir { name: String },
-    /// A bridge with nothing attached, of no running mesh.
+    /// A bridge of no running mesh with nothing attached but leftover pods.
     Bridge { name: String, mesh: Option<String> },
 }
 
@@ -781,7 +781,7 @@ impl std::fmt::Display for Leftover {
                 write!(f, "{ETC_NETNS}/{name} (its namespace is gone)")
             }
             Leftover::Bridge { name, mesh } => {
-                write!(f, "bridge {name} ({}; nothing attached)", of(mesh))
+                write!(f, "bridge {name} ({}; no running pod on it)", of(mesh))
             }
         }
     }
@@ -790,7 +790,8 @@ impl std::fmt::Display for Leftover {
 /// What weft left on the host that no running mesh owns. Namespaces recorded by a dead mesh in
 /// `home`, and `weft-*` namespaces no record claims that hold no process (a mesh of another
 /// `$WEFT_HOME` always has processes in its pods); `/etc/netns/weft-*` directories without a
-/// namespace; `wft*` bridges of no running mesh with nothing attached.
+/// namespace; `wft*` bridges of no running mesh with nothing attached but those leftover pods.
+/// Pods come before bridges, which [`remove`] then finds empty.
 pub fn leftovers(home: &Path) -> Vec<Leftover> {
     let dead = dead_records(home);
     let live = live_records(home);
@@ -832,11 +833,25 @@ pub fn leftovers(home: &Path) -> Vec<Leftover> {
         if live.iter().any(|r| r.bridge == name) {
             continue;
         }
+        // What is attached to it, but the veths of the leftover pods listed above (which go
+        // with them).
+        let leftover_veths: Vec<String> = out
+            .iter()
+            .filter_map(|l| match l {
+                Leftover::Netns { name, .. } => Some(veth_name(name)),
+                _ => None,
+            })
+            .collect();
         let attached = Path::new("/sys/class/net")
             .join(&name)
             .join("brif")
             .read_dir()
-            .map(|d| d.count())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|link| !leftover_veths.contains(link))
+                    .count()
+            })
             .unwrap_or(0);
         let mesh = dead
             .iter()

@@ -628,3 +628,56 @@ async fn a_sidecar_that_dies_is_restarted_in_its_pod() {
     assert_eq!(again["pod"], pod);
     assert_eq!(again["admin"], row(&mesh.status)["admin"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_doctor_cleans_pods_of_a_lost_weft_home() {
+    if !can_run_pods() {
+        return;
+    }
+    let lost = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::up_in(&transparent_yaml("tp-lost"), lost.path());
+    let bridge = mesh.status["network"]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f = footprint("tp-lost", &bridge);
+    mesh.child.kill().unwrap();
+    mesh.child.wait().unwrap();
+    // Its record goes with its WEFT_HOME; its children exit on their own (SIGTERM when weft up
+    // dies), leaving empty pods on the bridge.
+    drop(mesh);
+    drop(lost);
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while f.pids.iter().any(|p| alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pods' processes did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let other = tempfile::tempdir().unwrap();
+    let out = weft_in(other.path(), &["doctor", "--mesh", "tp-lost"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for ns in &f.namespaces {
+        assert!(
+            text.contains(&format!(
+                "leftover: namespace {ns} (recorded by no mesh in this WEFT_HOME; 0 processes in it)"
+            )),
+            "{ns} not listed:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "leftover: bridge {bridge} (recorded by no mesh in this WEFT_HOME; no running pod on it)"
+        )),
+        "{text}"
+    );
+    let out = weft_in(other.path(), &["doctor", "--clean", "--mesh", "tp-lost"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_gone(&f);
+}
