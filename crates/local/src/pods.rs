@@ -410,6 +410,7 @@ impl Network {
         let ns = pod.name.as_str();
         let veth = veth_name(ns);
         write_hosts(pod, services)?;
+        write_resolv_conf(pod)?;
         run(&["ip", "netns", "add", ns])?;
         run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         run(&[
@@ -569,6 +570,24 @@ fn write_hosts(pod: &Pod, services: &[ServiceSpec]) -> Result<(), PodError> {
         .open(&path)
         .map_err(io)?;
     std::io::Write::write_all(&mut f, hosts_file(pod, services).as_bytes()).map_err(io)
+}
+
+/// A pod's `resolv.conf`: the mesh's search domains for its namespace, and a name server on
+/// the pod's loopback where nothing listens. Pods have no DNS server to reach (the host's
+/// would be past the bridge, which does not forward): a lookup of a name the hosts file lacks
+/// then fails at once instead of timing out, and resolvers that ask DNS before the hosts file
+/// (gRPC's c-ares) fall back to it at once (measured: a grpcio client's first call in a pod
+/// took 12.8 s with the host's resolv.conf, 0.65 s with this one).
+pub fn resolv_conf(pod: &Pod) -> String {
+    let ns = &pod.namespace;
+    format!(
+        "nameserver 127.0.0.1\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n"
+    )
+}
+
+fn write_resolv_conf(pod: &Pod) -> Result<(), PodError> {
+    let path = Path::new(ETC_NETNS).join(&pod.name).join("resolv.conf");
+    std::fs::write(&path, resolv_conf(pod)).map_err(|source| PodError::Io { path, source })
 }
 
 /// The namespaces `ip netns list` shows.

@@ -436,13 +436,15 @@ fn invalid_mesh_files_are_rejected_with_file_line_and_field() {
 #[test]
 fn documents_of_other_kinds_are_reported_as_not_yet_supported() {
     let yaml = format!(
-        "{}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: sc}}\nspec: {{}}\n",
+        "{}---\napiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {{name: ef}}\nspec: {{}}\n",
         mesh_yaml("other", &[("hello", 1, "")])
     );
     let mesh = Mesh::up(&yaml);
     let err = mesh.stderr();
     assert!(
-        err.contains("mesh.yaml:15:1: Sidecar (networking.istio.io/v1) sc is not yet supported"),
+        err.contains(
+            "mesh.yaml:15:1: EnvoyFilter (networking.istio.io/v1) ef is not yet supported"
+        ),
         "{err}"
     );
     assert_eq!(mesh.status["workloads"][0]["ready"], true);

@@ -23,8 +23,8 @@ fn testdata(dir: &str) -> PathBuf {
         .unwrap()
 }
 
-/// `web` (HTTP, v1 and v2 replicas), `echo` (gRPC), `cache` (Redis over TCP), `auth` (issues
-/// JWTs), `client` (where the clients run) and `plain` (a pod without sidecar).
+/// `auth` (issues JWTs; first, so that the sidecars checking its tokens find its keys when they
+/// start), `web` (HTTP, v1 and v2 replicas), `echo` (gRPC), `cache` (Redis over TCP), `client` (where the clients run) and `plain` (a pod without sidecar).
 fn mesh_yaml(name: &str) -> String {
     let grpc = testdata("grpc").join("server.py");
     format!(
@@ -35,6 +35,10 @@ spec:
   ingress: 127.0.0.1:0
   interception: transparent
   services:
+  - name: auth
+    port: 80
+    workloads:
+    - {{name: auth, replicas: 1, command: [weft, demo, auth, --issuer, weft-auth]}}
   - name: web
     port: 80
     workloads:
@@ -52,10 +56,6 @@ spec:
     - name: cache
       replicas: 1
       command: [sh, -c, 'exec redis-server --bind 127.0.0.1 --port $PORT --save "" --appendonly no']
-  - name: auth
-    port: 80
-    workloads:
-    - {{name: auth, replicas: 1, command: [weft, demo, auth, --issuer, weft-auth]}}
   - name: client
     port: 80
     workloads:
@@ -119,6 +119,13 @@ async fn unmodified_clients_reach_http_grpc_and_redis_services_by_name() {
     }
     let m = Mesh::up(&mesh_yaml("tclients"));
     let (client_pod, _) = pod(&m.status, "client-0");
+    // Names come from the pod's hosts file; its resolver asks no DNS server beyond the pod
+    // (none is reachable), so a lookup the hosts file cannot answer fails at once.
+    let resolv = in_pod_ok(&client_pod, &["cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 127.0.0.1\nsearch default.svc.cluster.local"),
+        "{resolv}"
+    );
 
     // curl and urllib, no proxy settings: by bare name, by FQDN.
     let (code, body) = curl(&client_pod, "http://web/hello", &[]);
