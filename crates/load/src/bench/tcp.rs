@@ -383,6 +383,9 @@ pub(super) fn ratios(
         _ => serde_json::Value::Null,
     };
     let m = |s: &Option<Spread>| s.as_ref().map(|s| s.median);
+    // An excess over the direct path is only comparable when both paths have one: a noisy
+    // direct round can make it negative, and a ratio of that means nothing.
+    let added = |s: &Option<Spread>| m(s).filter(|v| *v > 0.0);
     let mut out = serde_json::Map::new();
     out.insert(
         "tcp_throughput".into(),
@@ -404,11 +407,11 @@ pub(super) fn ratios(
     );
     out.insert(
         "tcp_ping_added_p50".into(),
-        div(m(&w.ping_added_p50_us), m(&e.ping_added_p50_us)),
+        div(added(&w.ping_added_p50_us), added(&e.ping_added_p50_us)),
     );
     out.insert(
         "tcp_ping_added_p99".into(),
-        div(m(&w.ping_added_p99_us), m(&e.ping_added_p99_us)),
+        div(added(&w.ping_added_p99_us), added(&e.ping_added_p99_us)),
     );
     out.insert(
         "tcp_ping_cpu_per_message".into(),

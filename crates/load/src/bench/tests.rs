@@ -82,3 +82,51 @@ fn spreads_are_the_median_and_the_extremes() {
     let s = Spread::of(&[4.0, 1.0]);
     assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 4.0));
 }
+
+fn spread(v: f64) -> Spread {
+    Spread::of(&[v])
+}
+
+fn tcp_path(name: &str, mib_s: f64, cpu: f64, added_p99: f64) -> super::TcpPathResult {
+    super::TcpPathResult {
+        name: name.into(),
+        description: String::new(),
+        proxies: 2,
+        throughput_mib_s: spread(mib_s),
+        cpu_us_per_mib: Some(spread(cpu)),
+        chunk_p50_us: spread(100.0),
+        chunk_p99_us: spread(200.0),
+        failed: 0,
+        ping_messages_per_s: spread(1000.0),
+        ping_p50_us: spread(100.0),
+        ping_p99_us: spread(200.0),
+        ping_added_p50_us: Some(spread(50.0)),
+        ping_added_p99_us: Some(spread(added_p99)),
+        ping_cpu_us_per_message: Some(spread(10.0)),
+        ping_failed: 0,
+        rss_idle_kib: Some(1000),
+        rss_load_kib: Some(2000),
+        idle_cpu_ms_per_s: Some(0.1),
+    }
+}
+
+/// weft ÷ Envoy on the TCP figures, under `tcp_` keys; an excess latency that a noisy direct
+/// round made negative gives no ratio rather than a negative one.
+#[test]
+fn tcp_ratios_divide_weft_by_envoy() {
+    let paths = [
+        tcp_path("tcp-direct", 1000.0, 0.0, 0.0),
+        tcp_path("tcp-weft", 300.0, 2000.0, -40.0),
+        tcp_path("tcp-envoy", 150.0, 4000.0, 400.0),
+    ];
+    let r = super::tcp::ratios(&paths).unwrap();
+    assert_eq!(r["tcp_throughput"], 2.0);
+    assert_eq!(r["tcp_cpu_per_mib"], 0.5);
+    assert_eq!(r["tcp_ping_added_p50"], 1.0);
+    assert_eq!(r["tcp_ping_added_p99"], serde_json::Value::Null);
+    assert_eq!(r["tcp_rss_load"], 1.0);
+    assert!(
+        super::tcp::ratios(&paths[..2]).is_none(),
+        "no Envoy, no ratios"
+    );
+}
