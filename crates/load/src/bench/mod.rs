@@ -66,13 +66,6 @@ pub struct Protocols {
     pub tcp: bool,
 }
 
-impl Protocols {
-    pub const ALL: Protocols = Protocols {
-        http: true,
-        tcp: true,
-    };
-}
-
 /// Bytes per chunk of the TCP throughput steps unless told otherwise: the size of one TLS
 /// record's payload and of one HTTP/2 DATA frame by default, a typical bulk write.
 pub const DEFAULT_TCP_CHUNK: usize = 16 * 1024;
@@ -737,7 +730,6 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             _ => weft_vs_envoy = Some(serde_json::Value::Object(t)),
         }
     }
-    drop((paths, tcp_paths, apps, control));
     Ok(BenchReport {
         schema: SCHEMA.into(),
         rounds: spec.rounds,

@@ -33,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "all")]
     protocol: Protocol,
     /// Bytes per chunk of the TCP throughput steps: a number of bytes, or with KiB / MiB
-    #[arg(long, value_name = "BYTES", value_parser = parse_chunk, default_value = "16KiB")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_chunk, default_value_t = load::bench::DEFAULT_TCP_CHUNK)]
     tcp_chunk: usize,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
