@@ -9,6 +9,8 @@
 //! - `fetch`: `/fetch`, one downstream call through the sidecar, propagating trace headers.
 //! - [`parse_duration`], [`proxy_from_env`] (`parse`): small parsers the CLI shares.
 //! - [`auth`]: the token issuer behind `weft demo auth` (JWKS + signed JWTs).
+//! - [`serve_tcp_echo`] (`tcp_echo`): `weft demo tcp-echo`, a TCP service that sends every byte
+//!   back and closes after the client's half-close.
 //!
 //! The service does not depend on any other weft crate: it is an ordinary app the mesh carries.
 
@@ -17,6 +19,7 @@ mod fetch;
 mod handler;
 mod parse;
 mod server;
+mod tcp_echo;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 pub use parse::{parse_duration, proxy_from_env};
 pub use server::serve_echo;
+pub use tcp_echo::serve_tcp_echo;
 
 /// How one echo instance identifies itself and misbehaves.
 #[derive(Debug, Clone)]

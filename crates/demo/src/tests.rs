@@ -471,3 +471,46 @@ async fn fail_times_fails_the_first_attempts_of_one_request_id() {
     assert_eq!(attempt("a").await.status, StatusCode::OK);
     s.shutdown.cancel();
 }
+
+/// `weft demo tcp-echo`: what a client writes comes back byte for byte, also while the client
+/// is still writing more than the socket buffers hold; after the client's half-close the rest is
+/// echoed and then the server closes, so reading to EOF ends with every byte.
+#[tokio::test]
+async fn tcp_echo_returns_every_byte_and_closes_after_the_clients_half_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::serve_tcp_echo(listener, shutdown.clone()));
+
+    // A short exchange: the connection stays open until the client says it is done.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"ping");
+    let more = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await;
+    assert!(more.is_err(), "the server closed or sent more: {more:?}");
+
+    // 8 MiB written in one go, read concurrently, then the half-close: all of it comes back.
+    let sent: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let (mut r, mut w) = s.into_split();
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            w.write_all(&sent).await.unwrap();
+            w.shutdown().await.unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got))
+        .await
+        .expect("the server closes after the half-close")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "the echo differs from what was sent");
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -1,4 +1,4 @@
-//! The load generator behind `weft load` (and later `weft bench`): drives HTTP/1.1 or h2c traffic at
+//! The load generator behind `weft load` and `weft bench`: drives HTTP/1.1 or h2c traffic at
 //! a fixed rate (open model, coordinated-omission corrected like wrk2) or as fast as the target
 //! answers (closed model), and reports throughput, status codes, errors and an HDR latency histogram.
 //!
@@ -14,6 +14,8 @@
 //! - [`Report`], [`Latency`] (`report`): merging lanes into one result, JSON and text renderings.
 //! - [`Slo`], [`parse_success`] (`slo`): pass/fail gates over a report.
 //! - [`Progress`], [`spawn_progress_printer`] (`progress`): live counters and the stderr progress bar.
+//! - [`TcpSpec`], [`run_tcp`], [`TcpReport`] (`tcp`): TCP echo load — connections that each write a
+//!   chunk and read it back, in a closed loop; throughput, round trips, intact bytes, half-closes.
 //! - [`bench`]: `weft bench` — the same workload direct, through weft's two-hop path and through
 //!   Envoy's, interleaved in rounds, with proxy CPU and memory read from `/proc`.
 //!
@@ -27,6 +29,7 @@ mod plan;
 mod progress;
 mod report;
 mod slo;
+mod tcp;
 #[cfg(test)]
 mod tests;
 mod timer;
@@ -42,6 +45,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 pub use progress::{spawn_progress_printer, Progress, ProgressPrinter, ProgressTotal};
 pub use report::{Latency, Report, SendLag, SCHEMA};
 pub use slo::{parse_success, Slo};
+pub use tcp::{run_tcp, run_tcp_blocking, TcpReport, TcpSpec};
 
 /// The run length when a spec gives neither `duration` nor `requests`.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);

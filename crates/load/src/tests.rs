@@ -659,3 +659,99 @@ fn text_summary_reads_well() {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 }
+
+/// A TCP echo on 127.0.0.1: every byte back, then a close after the client's half-close.
+/// `corrupt`: every echoed chunk has its first byte changed; `silent`: reads and never answers.
+async fn tcp_echo(corrupt: bool, silent: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if silent {
+                        continue;
+                    }
+                    if corrupt {
+                        buf[0] ^= 0xff;
+                    }
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A run bounded by a count ends after exactly that many chunks, every byte sent came back
+/// intact, and every connection saw the server close after its half-close.
+#[tokio::test]
+async fn tcp_load_counts_exact_chunks_and_bytes() {
+    let addr = tcp_echo(false, false).await;
+    let mut spec = TcpSpec::new(addr);
+    spec.connections = 4;
+    spec.chunk = 16 * 1024;
+    spec.exchanges = Some(300);
+    spec.duration = Duration::from_secs(60);
+    let r = run_tcp(spec).await.unwrap();
+    assert_eq!(r.exchanges, 300, "{r:?}");
+    assert_eq!(r.bytes_sent, 300 * 16 * 1024, "{r:?}");
+    assert_eq!(r.bytes_echoed, r.bytes_sent, "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(r.failed(), 0);
+    assert_eq!(r.latency_us.count, 300);
+    assert!(r.mib_per_s > 0.0 && r.exchanges_per_s > 0.0, "{r:?}");
+    assert!(r.latency_us.p50 <= r.latency_us.p99, "{r:?}");
+}
+
+/// A run bounded by time stops by itself; chunks larger than the socket buffers (4 MiB) still
+/// go round, since each is written and read at once.
+#[tokio::test]
+async fn tcp_load_stops_at_its_duration_with_large_chunks() {
+    let addr = tcp_echo(false, false).await;
+    let mut spec = TcpSpec::new(addr);
+    spec.connections = 2;
+    spec.chunk = 4 << 20;
+    spec.duration = Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    let r = run_tcp(spec).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(r.exchanges >= 2, "{r:?}");
+    assert_eq!(r.bytes_echoed, r.exchanges * (4 << 20));
+    assert!(r.errors.is_empty(), "{r:?}");
+}
+
+/// An echo that changes bytes is counted as `mismatch` (none of its bytes as echoed); one that
+/// never answers, as `timeout`; a target nobody listens on, as `connect`. Each run ends by
+/// itself.
+#[tokio::test]
+async fn tcp_load_counts_corrupt_silent_and_refused_targets() {
+    let mut spec = TcpSpec::new(tcp_echo(true, false).await);
+    spec.connections = 2;
+    spec.chunk = 1024;
+    spec.exchanges = Some(10);
+    let r = run_tcp(spec.clone()).await.unwrap();
+    assert_eq!(count(&r.errors, "mismatch"), 2, "{r:?}");
+    assert_eq!(r.bytes_echoed, 0, "{r:?}");
+
+    spec.target = tcp_echo(false, true).await;
+    spec.timeout = Duration::from_millis(200);
+    let r = run_tcp(spec.clone()).await.unwrap();
+    assert_eq!(count(&r.errors, "timeout"), 2, "{r:?}");
+    assert_eq!(r.exchanges, 0);
+
+    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spec.target = unused.local_addr().unwrap();
+    drop(unused);
+    let r = run_tcp(spec).await.unwrap();
+    assert_eq!(count(&r.errors, "connect"), 2, "{r:?}");
+}

@@ -289,8 +289,8 @@ pub async fn serve<H: Handler>(
                     Some(Accepted::Mtls { stream, identity }) => {
                         let info = PeerInfo::new(peer, identity);
                         // Peers speak HTTP/2 here: let h2 coalesce the frames of many
-                        // streams per write.
-                        let io = crate::io::Unvectored(*stream);
+                        // streams per write, and send what it wrote by the flush as one.
+                        let io = crate::io::Unvectored(crate::io::Corked::new(*stream));
                         serve_connection(io, info, builder, handler, drain, None, &config).await
                     }
                 },

@@ -164,7 +164,9 @@ where
         .keep_alive_while_idle(false)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .handshake(TokioIo::new(crate::io::Unvectored(io)))
+        .handshake(TokioIo::new(crate::io::Unvectored(crate::io::Corked::new(
+            io,
+        ))))
         .await
         .map_err(|e| ConnectError::Handshake(addr, e))?;
     tokio::spawn(async move {

@@ -393,7 +393,8 @@ fn ctrl_c_stops_the_ingress_then_the_sidecars_then_the_apps() {
 
 /// `weft bench`, one short round without Envoy: the JSON document scripts read (`weft.bench/v1`)
 /// with both paths measured, nothing failed, the fixed rate achieved, and the proxies' CPU and
-/// memory read. (Speed itself is for the benchmark to report, not for a test to assert.)
+/// memory read; by default the TCP paths too, under their own fields (see
+/// [`check_tcp_paths`]). (Speed itself is for the benchmark to report, not for a test to assert.)
 #[test]
 fn bench_runs_a_short_round_and_reports_every_path() {
     let out = Command::new(WEFT)
@@ -460,6 +461,96 @@ fn bench_runs_a_short_round_and_reports_every_path() {
         weft["rates"][0]["added_p50_us"].as_f64().is_some(),
         "{weft}"
     );
+    check_tcp_paths(&doc);
+}
+
+/// The TCP paths of a `weft bench` run without Envoy: `tcp-direct` and `tcp-weft` echoed bytes
+/// in both kinds of step with no failed connection (every chunk came back intact and every
+/// half-close was answered with a close, through weft's tunnel too), and weft's two proxies'
+/// CPU per MiB and memory were read.
+fn check_tcp_paths(doc: &Value) {
+    let tcp = doc["tcp_paths"].as_array().unwrap();
+    let names: Vec<&str> = tcp.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tcp-direct", "tcp-weft"], "{doc}");
+    assert_eq!(doc["tcp_ping_bytes"], 64);
+    for p in tcp {
+        for field in ["throughput_mib_s", "ping_messages_per_s", "ping_p50_us"] {
+            let s = &p[field];
+            assert!(
+                s["median"].as_f64().is_some_and(|v| v > 0.0),
+                "{field}: {p}"
+            );
+            assert!(
+                s["min"].as_f64().unwrap() <= s["max"].as_f64().unwrap(),
+                "{field}: {p}"
+            );
+        }
+        assert_eq!(
+            (&p["failed"], &p["ping_failed"]),
+            (&Value::from(0), &Value::from(0)),
+            "{p}"
+        );
+    }
+    let weft = &tcp[1];
+    assert_eq!(weft["proxies"], 2);
+    assert!(
+        weft["cpu_us_per_mib"]["median"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{weft}"
+    );
+    assert!(
+        weft["rss_load_kib"].as_u64().is_some_and(|v| v > 0),
+        "{weft}"
+    );
+    assert!(
+        weft["ping_added_p50_us"]["median"].as_f64().is_some(),
+        "{weft}"
+    );
+    assert_eq!(
+        tcp[0]["cpu_us_per_mib"],
+        Value::Null,
+        "no proxies on the direct path"
+    );
+}
+
+/// `weft bench --protocol tcp`: only the TCP paths run (no HTTP path, no HTTP app), with the
+/// chunk size asked for.
+#[test]
+fn bench_runs_the_tcp_paths_alone() {
+    let out = Command::new(WEFT)
+        .args([
+            "bench",
+            "--envoy",
+            "none",
+            "--protocol",
+            "tcp",
+            "--tcp-chunk",
+            "64KiB",
+            "--step",
+            "500ms",
+            "--peak",
+            "500ms",
+            "--rounds",
+            "2",
+            "--connections",
+            "4",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], "weft.bench/v1");
+    assert_eq!(doc["paths"], Value::Array(vec![]), "{doc}");
+    assert_eq!(doc["tcp_chunk_bytes"], 64 * 1024);
+    check_tcp_paths(&doc);
 }
 
 /// `weft check` says per port which protocol weft assumed and why: an explicit `protocol`, an

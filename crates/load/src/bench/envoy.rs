@@ -1,7 +1,9 @@
-//! Envoy configured for the same two-hop path weft runs: an app-facing HTTP/1.1 listener routing
-//! to a STATIC cluster over HTTP/2 to the inbound Envoy, whose listener routes to the app over
-//! HTTP/1.1. Between the two Envoys: mTLS (TLS 1.3, ALPN h2, the peer's SPIFFE URI SAN checked),
-//! as weft's proxies do, unless the benchmark runs plaintext.
+//! Envoy configured for the same two-hop paths weft runs. HTTP ([`config`]): an app-facing
+//! HTTP/1.1 listener routing to a STATIC cluster over HTTP/2 to the inbound Envoy, whose listener
+//! routes to the app over HTTP/1.1. TCP ([`tcp_config`]): a plain listener whose `tcp_proxy`
+//! sends each connection to the inbound Envoy, whose TLS-terminating listener's `tcp_proxy`
+//! sends it on to the app. Between the two Envoys: mTLS (TLS 1.3, the peer's SPIFFE URI SAN
+//! checked; ALPN h2 on the HTTP path), as weft's proxies do, unless the benchmark runs plaintext.
 
 use super::tls::{EnvoyCerts, CLIENT_ID, SERVER_ID};
 
@@ -18,12 +20,18 @@ fn tls_context(
     key: &std::path::Path,
     ca: &std::path::Path,
     peer: &str,
+    h2: bool,
     indent: &str,
 ) -> String {
+    // The TCP path carries raw bytes: no application protocol to negotiate.
+    let alpn = if h2 {
+        format!("\n{indent}  alpn_protocols: [h2]")
+    } else {
+        String::new()
+    };
     format!(
         r#"common_tls_context:
-{indent}  tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}
-{indent}  alpn_protocols: [h2]
+{indent}  tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}{alpn}
 {indent}  tls_certificates:
 {indent}  - certificate_chain: {{filename: "{}"}}
 {indent}    private_key: {{filename: "{}"}}
@@ -38,16 +46,10 @@ fn tls_context(
     )
 }
 
-/// One Envoy's bootstrap: a listener on `listen` routing everything to `upstream`, speaking
-/// HTTP/2 to it when `h2_upstream`, with mTLS on the proxy-to-proxy hop when `tls` says so.
-pub fn config(
-    listen: u16,
-    upstream: u16,
-    h2_upstream: bool,
-    admin: u16,
-    tls: Option<Tls<'_>>,
-) -> String {
-    let (downstream_tls, upstream_tls) = match tls {
+/// The transport sockets of one Envoy's side of the mTLS hop: (on its listener's filter chain,
+/// on its upstream cluster); empty strings for plaintext. `h2`: offer ALPN h2.
+fn transport_sockets(tls: Option<Tls<'_>>, h2: bool) -> (String, String) {
+    match tls {
         None => (String::new(), String::new()),
         Some(Tls::Server(c)) => (
             format!(
@@ -63,6 +65,7 @@ pub fn config(
                     &c.server_key,
                     &c.ca,
                     CLIENT_ID,
+                    h2,
                     "          "
                 )
             ),
@@ -77,10 +80,29 @@ pub fn config(
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         {}"#,
-                tls_context(&c.client_cert, &c.client_key, &c.ca, SERVER_ID, "        ")
+                tls_context(
+                    &c.client_cert,
+                    &c.client_key,
+                    &c.ca,
+                    SERVER_ID,
+                    h2,
+                    "        "
+                )
             ),
         ),
-    };
+    }
+}
+
+/// One Envoy's bootstrap: a listener on `listen` routing everything to `upstream`, speaking
+/// HTTP/2 to it when `h2_upstream`, with mTLS on the proxy-to-proxy hop when `tls` says so.
+pub fn config(
+    listen: u16,
+    upstream: u16,
+    h2_upstream: bool,
+    admin: u16,
+    tls: Option<Tls<'_>>,
+) -> String {
+    let (downstream_tls, upstream_tls) = transport_sockets(tls, true);
     let protocol = if h2_upstream {
         r#"
     typed_extension_protocol_options:
@@ -126,6 +148,39 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}{protocol}{upstream_tls}
+"#
+    )
+}
+
+/// One Envoy's bootstrap for the TCP path: a listener on `listen` whose `tcp_proxy` sends every
+/// connection to `upstream`, with mTLS on the proxy-to-proxy hop when `tls` says so (the
+/// inbound Envoy terminates it on its listener, the outbound one originates it on its cluster).
+pub fn tcp_config(listen: u16, upstream: u16, admin: u16, tls: Option<Tls<'_>>) -> String {
+    let (downstream_tls, upstream_tls) = transport_sockets(tls, false);
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: listener
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bench_tcp
+          cluster: upstream{downstream_tls}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}{upstream_tls}
 "#
     )
 }

@@ -7,10 +7,17 @@
 //! rates (open model, coordinated-omission corrected), peak throughput (closed model), proxy CPU
 //! time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under load.
 //!
+//! TCP paths (`tcp`, module `tcp`): `tcp-direct` (load generator → TCP echo app), `tcp-weft` (→ a
+//! weft sidecar's local client port → mTLS HTTP/2 CONNECT → the echo's sidecar → app) and
+//! `tcp-envoy` (→ Envoy `tcp_proxy` → mTLS → Envoy `tcp_proxy` → app). Per round and path: a
+//! throughput step (chunks echoed in a closed loop; MiB/s, proxy CPU per MiB) and a ping-pong
+//! step (64-byte messages; messages/s, p50/p99 round trip), interleaved like the HTTP steps.
+//!
 //! With `pin`, the load generator runs on CPU 0 and everything else on CPU 1.
 
 mod envoy;
 mod procs;
+mod tcp;
 mod tls;
 
 use crate::{run_blocking, LoadSpec, Report};
@@ -21,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+pub use tcp::{Spread, TcpPathResult};
 
 pub const SCHEMA: &str = "weft.bench/v1";
 
@@ -45,7 +53,22 @@ pub struct BenchSpec {
     pub workdir: PathBuf,
     /// mTLS between the two hops, for weft and Envoy alike (the default); false: plaintext.
     pub mtls: bool,
+    /// Which workloads run: the HTTP paths, the TCP paths, or both.
+    pub protocol: Protocols,
+    /// Bytes per chunk of the TCP throughput steps.
+    pub tcp_chunk: usize,
 }
+
+/// The workloads a benchmark runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    pub http: bool,
+    pub tcp: bool,
+}
+
+/// Bytes per chunk of the TCP throughput steps unless told otherwise: the size of one TLS
+/// record's payload and of one HTTP/2 DATA frame by default, a typical bulk write.
+pub const DEFAULT_TCP_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -96,9 +119,16 @@ pub struct BenchReport {
     pub peak_s: f64,
     pub connections: usize,
     pub pinned: bool,
+    /// The HTTP paths (empty when only TCP ran).
     pub paths: Vec<PathResult>,
-    /// weft ÷ envoy for each figure (lower is better, except throughput).
+    /// weft ÷ envoy for each figure (lower is better, except throughput); the TCP figures
+    /// under keys starting `tcp_`.
     pub weft_vs_envoy: Option<serde_json::Value>,
+    /// The TCP paths (empty when only HTTP ran).
+    pub tcp_paths: Vec<TcpPathResult>,
+    /// Bytes per chunk of the TCP throughput steps, and per message of the ping-pong steps.
+    pub tcp_chunk_bytes: usize,
+    pub tcp_ping_bytes: usize,
 }
 
 /// One path under test: where to send, which processes are its proxies.
@@ -170,29 +200,46 @@ fn parse_bound(line: &str, key: &str) -> Result<SocketAddr, BenchError> {
         .ok_or_else(|| BenchError::Setup(format!("proxy did not report {key}: {line}")))
 }
 
-fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, BenchError> {
+/// The mesh both weft paths run in: `bench` (HTTP, port 80) and `bench-tcp` (`protocol: tcp`,
+/// port 9000), each with one replica whose sidecar the benchmark starts.
+const MESH: &str = "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - name: bench-v1\n      replicas: 1\n      command: [weft, demo, echo]\n  - name: bench-tcp\n    port: 9000\n    protocol: tcp\n    workloads:\n    - name: bench-tcp-v1\n      replicas: 1\n      command: [weft, demo, tcp-echo]\n";
+
+/// The weft paths' control plane and what its proxies need to join the mesh.
+struct Control {
+    grpc: String,
+    api: String,
+    /// The API's admin credential, for join tokens.
+    admin: String,
+    /// The mesh's roots (mTLS only).
+    anchors: String,
+    _proc: Proc,
+}
+
+fn start_control(spec: &BenchSpec, cpu: Option<usize>) -> Result<Control, BenchError> {
     let mesh = spec.workdir.join("bench-mesh.yaml");
-    std::fs::write(
-        &mesh,
-        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - name: bench-v1\n      replicas: 1\n      command: [weft, demo, echo]\n",
-    )?;
-    let quiet = [
-        ("WEFT_LOG", "warn".to_string()),
-        ("WEFT_HOME", spec.workdir.display().to_string()),
-    ];
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mut control_args = s(&[
+    std::fs::write(&mesh, MESH)?;
+    let mut control_args: Vec<String> = [
         "control",
         &mesh.display().to_string(),
         "--listen",
         "127.0.0.1:0",
         "--api",
         "127.0.0.1:0",
-    ]);
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
     if !spec.mtls {
         control_args.push("--no-mtls".into());
     }
-    let mut control = spawn("control", &spec.weft, &control_args, &quiet, cpu, true)?;
+    let mut control = spawn(
+        "control",
+        &spec.weft,
+        &control_args,
+        &quiet(spec),
+        cpu,
+        true,
+    )?;
     let line = first_line(&mut control)?;
     let grpc = line
         .split("connect to ")
@@ -208,21 +255,61 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
     // Each proxy proves who it is to the mesh CA with a one-time join token, which the API
     // gives to the holder of its admin credential (kept in WEFT_HOME by `weft control`).
     let admin = std::fs::read_to_string(spec.workdir.join("meshes").join("weft-bench.token"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let anchors = match spec.mtls {
-        true => tls::trust_anchors(&api, admin.trim())?,
+        true => tls::trust_anchors(&api, &admin)?,
         false => String::new(),
     };
-    let token_env = |sa: &str| -> Result<Vec<(&str, String)>, BenchError> {
-        let mut env = quiet.to_vec();
+    Ok(Control {
+        grpc,
+        api,
+        admin,
+        anchors,
+        _proc: control,
+    })
+}
+
+/// The environment of weft's processes: quiet logs, the benchmark's WEFT_HOME.
+fn quiet(spec: &BenchSpec) -> Vec<(&'static str, String)> {
+    vec![
+        ("WEFT_LOG", "warn".to_string()),
+        ("WEFT_HOME", spec.workdir.display().to_string()),
+    ]
+}
+
+impl Control {
+    /// A proxy's environment: with mTLS, a fresh join token for the identity of service
+    /// account `sa` and the mesh's roots.
+    fn proxy_env(
+        &self,
+        spec: &BenchSpec,
+        sa: &str,
+    ) -> Result<Vec<(&'static str, String)>, BenchError> {
+        let mut env = quiet(spec);
         if spec.mtls {
             let identity = format!("spiffe://cluster.local/ns/default/sa/{sa}");
-            let token = tls::join_token(&api, admin.trim(), &identity)?;
+            let token = tls::join_token(&self.api, &self.admin, &identity)?;
             env.push(("WEFT_JOIN_TOKEN", token));
-            env.push(("WEFT_TRUST_ANCHORS", anchors.clone()));
+            env.push(("WEFT_TRUST_ANCHORS", self.anchors.clone()));
         }
         Ok(env)
-    };
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn start_weft(
+    spec: &BenchSpec,
+    control: &Control,
+    app: u16,
+    cpu: Option<usize>,
+) -> Result<Path, BenchError> {
+    let (s, grpc) = (strings, control.grpc.as_str());
+    let token_env = |sa: &str| control.proxy_env(spec, sa);
     let app = format!("127.0.0.1:{app}");
     let mut sidecar = spawn(
         "sidecar",
@@ -232,7 +319,7 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
             "--mode",
             "sidecar",
             "--control",
-            &grpc,
+            grpc,
             "--service",
             "bench",
             "--workload",
@@ -257,7 +344,7 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
             "--mode",
             "client",
             "--control",
-            &grpc,
+            grpc,
             "--service",
             "loadgen",
             "--instance",
@@ -280,7 +367,7 @@ fn start_weft(spec: &BenchSpec, app: u16, cpu: Option<usize>) -> Result<Path, Be
         },
         target,
         proxies: vec![client.pid(), sidecar.pid()],
-        _procs: vec![client, sidecar, control],
+        _procs: vec![client, sidecar],
     })
 }
 
@@ -360,13 +447,13 @@ fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
 
-/// Runs one step on `path` and returns the load report with the proxies' CPU per request and
-/// their largest RSS seen during the step.
-fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), BenchError> {
+/// Runs `work` while watching `proxies`: what it returned, the CPU time the proxies spent
+/// meanwhile, and the largest RSS any of them had (sampled every 100 ms).
+fn measured<T>(proxies: &[u32], work: impl FnOnce() -> T) -> (T, Duration, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (stop, max_rss, pids) = (stop.clone(), max_rss.clone(), path.proxies.clone());
+        let (stop, max_rss, pids) = (stop.clone(), max_rss.clone(), proxies.to_vec());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for p in &pids {
@@ -376,15 +463,22 @@ fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), Bench
             }
         })
     };
-    let before = cpu_of(&path.proxies);
-    let report = run_blocking(spec, None);
-    let cpu = cpu_of(&path.proxies).saturating_sub(before);
+    let before = cpu_of(proxies);
+    let out = work();
+    let cpu = cpu_of(proxies).saturating_sub(before);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
+    (out, cpu, max_rss.load(Ordering::Relaxed))
+}
+
+/// Runs one step on `path` and returns the load report with the proxies' CPU per request and
+/// their largest RSS seen during the step.
+fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), BenchError> {
+    let (report, cpu, rss) = measured(&path.proxies, || run_blocking(spec, None));
     let report = report?;
     let per_req = (!path.proxies.is_empty() && report.requests > 0)
         .then(|| cpu.as_secs_f64() * 1e6 / report.requests as f64);
-    Ok((report, per_req, max_rss.load(Ordering::Relaxed)))
+    Ok((report, per_req, rss))
 }
 
 fn pin_self(cpu: usize) {
@@ -400,37 +494,59 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     if spec.pin {
         pin_self(0);
     }
-    let app_port = free_port()?;
-    let _app = spawn(
-        "app",
-        &spec.weft,
-        &[
-            "demo".into(),
-            "echo".into(),
-            "--service".into(),
-            "bench".into(),
-            "--port".into(),
-            app_port.to_string(),
-        ],
-        &[
-            ("WEFT_LOG", "warn".into()),
-            ("WEFT_INSTANCE", "bench-0".into()),
-        ],
-        cpu,
-        false,
-    )?;
-    let app = SocketAddr::from(([127, 0, 0, 1], app_port));
-    wait_path(app, "the app")?;
-    let mut paths = vec![Path {
-        name: "direct",
-        description: "client → app",
-        target: app,
-        proxies: vec![],
-        _procs: vec![],
-    }];
-    paths.push(start_weft(spec, app_port, cpu)?);
-    if let Some(envoy) = &spec.envoy {
-        paths.push(start_envoy(spec, envoy, app_port, cpu)?);
+    // One control plane for weft's HTTP and TCP paths alike.
+    let control = start_control(spec, cpu)?;
+    let mut apps = Vec::new();
+    let mut paths = Vec::new();
+    if spec.protocol.http {
+        let app_port = free_port()?;
+        apps.push(spawn(
+            "app",
+            &spec.weft,
+            &[
+                "demo".into(),
+                "echo".into(),
+                "--service".into(),
+                "bench".into(),
+                "--port".into(),
+                app_port.to_string(),
+            ],
+            &[
+                ("WEFT_LOG", "warn".into()),
+                ("WEFT_INSTANCE", "bench-0".into()),
+            ],
+            cpu,
+            false,
+        )?);
+        let app = SocketAddr::from(([127, 0, 0, 1], app_port));
+        wait_path(app, "the app")?;
+        paths.push(Path {
+            name: "direct",
+            description: "client → app",
+            target: app,
+            proxies: vec![],
+            _procs: vec![],
+        });
+        paths.push(start_weft(spec, &control, app_port, cpu)?);
+        if let Some(envoy) = &spec.envoy {
+            paths.push(start_envoy(spec, envoy, app_port, cpu)?);
+        }
+    }
+    let mut tcp_paths = Vec::new();
+    if spec.protocol.tcp {
+        let (echo, app) = tcp::start_app(spec, cpu)?;
+        apps.push(app);
+        tcp_paths.push(Path {
+            name: "tcp-direct",
+            description: "client → TCP echo",
+            target: echo,
+            proxies: vec![],
+            _procs: vec![],
+        });
+        tcp_paths.push(tcp::start_weft(spec, &control, echo, cpu)?);
+        if let Some(envoy) = &spec.envoy {
+            tcp_paths.push(tcp::start_envoy(spec, envoy, echo, cpu)?);
+        }
     }
 
     // Warm up every path (connections, pools, caches), then measure idle cost.
@@ -445,18 +561,22 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             ),
         )?;
     }
+    for p in &tcp_paths {
+        tcp::step(p, spec.tcp_chunk, Duration::from_secs(1), spec.connections)?;
+    }
     // Idle means steady idle: the warm-up's connections are closed and their teardown is done
     // before the window opens, so what is left is timers, keep-alives and the control stream.
     std::thread::sleep(IDLE_SETTLE);
     let mut idle = Vec::new();
-    for p in &paths {
+    for p in paths.iter().chain(&tcp_paths) {
         let rss = p.proxies.iter().map(|pid| rss_kib(*pid)).max();
         let before = cpu_of(&p.proxies);
         idle.push((rss, before));
     }
     std::thread::sleep(IDLE_WINDOW);
-    let idle: Vec<(Option<u64>, Option<f64>)> = paths
+    let mut idle: Vec<(Option<u64>, Option<f64>)> = paths
         .iter()
+        .chain(&tcp_paths)
         .zip(idle)
         .map(|(p, (rss, before))| {
             let ms = (cpu_of(&p.proxies).saturating_sub(before)).as_secs_f64() * 1e3
@@ -464,12 +584,14 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             (rss, (!p.proxies.is_empty()).then_some(ms))
         })
         .collect();
+    let tcp_idle = idle.split_off(paths.len());
 
     // fixed[path][rate]: one sample per round; added[path][rate]: (p50, p99) minus direct's.
     let mut fixed: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
     let mut added: Vec<Vec<Vec<(f64, f64)>>> =
         vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
     let mut peak: Vec<Vec<PeakSample>> = vec![Vec::new(); paths.len()];
+    let mut tcp_rounds: Vec<tcp::Rounds> = tcp_paths.iter().map(|_| Default::default()).collect();
     for round in 0..spec.rounds {
         for (ri, &rate) in spec.rates.iter().enumerate() {
             let mut direct = None;
@@ -519,6 +641,38 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 failed: r.failed,
             });
         }
+        for (pi, p) in tcp_paths.iter().enumerate() {
+            let s = tcp::step(p, spec.tcp_chunk, spec.peak, spec.connections)?;
+            log(&format!(
+                "round {} {:>10} throughput: {:.1} MiB/s, {} failed",
+                round + 1,
+                p.name,
+                s.report.mib_per_s,
+                s.report.failed()
+            ));
+            tcp_rounds[pi].bulk.push(s);
+        }
+        let mut direct = None;
+        for (pi, p) in tcp_paths.iter().enumerate() {
+            let s = tcp::step(p, tcp::PING_BYTES, spec.step, spec.connections)?;
+            let l = &s.report.latency_us;
+            log(&format!(
+                "round {} {:>10} ping-pong: {:.0} messages/s, p50 {} µs p99 {} µs, {} failed",
+                round + 1,
+                p.name,
+                s.report.exchanges_per_s,
+                l.p50,
+                l.p99,
+                s.report.failed()
+            ));
+            let (p50, p99) = (l.p50 as f64, l.p99 as f64);
+            if pi == 0 {
+                direct = Some((p50, p99));
+            } else if let Some(d) = direct {
+                tcp_rounds[pi].ping_added.push((p50 - d.0, p99 - d.1));
+            }
+            tcp_rounds[pi].ping.push(s);
+        }
     }
 
     let opt_median = |v: Vec<Option<f64>>| -> Option<f64> {
@@ -563,7 +717,19 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             idle_cpu_ms_per_s: idle[pi].1,
         })
         .collect();
-    let weft_vs_envoy = ratios(&results);
+    let tcp_results: Vec<TcpPathResult> = tcp_paths
+        .iter()
+        .zip(&tcp_rounds)
+        .zip(tcp_idle)
+        .map(|((p, r), idle)| r.result(p, idle))
+        .collect();
+    let mut weft_vs_envoy = ratios(&results);
+    if let Some(t) = tcp::ratios(&tcp_results) {
+        match &mut weft_vs_envoy {
+            Some(serde_json::Value::Object(m)) => m.extend(t),
+            _ => weft_vs_envoy = Some(serde_json::Value::Object(t)),
+        }
+    }
     Ok(BenchReport {
         schema: SCHEMA.into(),
         rounds: spec.rounds,
@@ -573,6 +739,9 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         pinned: spec.pin,
         paths: results,
         weft_vs_envoy,
+        tcp_paths: tcp_results,
+        tcp_chunk_bytes: spec.tcp_chunk,
+        tcp_ping_bytes: tcp::PING_BYTES,
     })
 }
 
@@ -651,9 +820,20 @@ impl BenchReport {
                 );
             }
         }
+        if !self.tcp_paths.is_empty() {
+            tcp::text(
+                &mut out,
+                &self.tcp_paths,
+                self.tcp_chunk_bytes,
+                self.tcp_ping_bytes,
+            );
+        }
         if let Some(r) = &self.weft_vs_envoy {
             let _ = writeln!(out, "\nweft ÷ envoy: {r}");
         }
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,7 +46,7 @@ pub enum Accepted {
     },
     /// mTLS; the client's verified SPIFFE identity.
     Mtls {
-        stream: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        stream: Box<tokio_rustls::server::TlsStream<crate::io::ReadAhead<TcpStream>>>,
         identity: Option<Identity>,
     },
 }
@@ -135,7 +135,11 @@ impl InboundTls {
             tracing::warn!(%peer, "mTLS connection refused: this proxy has no certificate yet");
             return None;
         };
-        let tls = match creds.acceptor().accept(stream).await {
+        let tls = match creds
+            .acceptor()
+            .accept(crate::io::ReadAhead::new(stream))
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 let reason = RejectReason::of_io(&e);

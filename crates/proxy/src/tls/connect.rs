@@ -23,13 +23,16 @@ pub async fn connect(
     expected: &Identity,
     stream: TcpStream,
     timeout: Duration,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
+) -> Result<tokio_rustls::client::TlsStream<crate::io::ReadAhead<TcpStream>>, HandshakeError> {
     let connector = creds.connector(expected);
-    tokio::time::timeout(timeout, connector.connect(server_name(expected), stream))
-        .await
-        .map_err(|_| HandshakeError::Timeout)?
-        .map_err(|e| HandshakeError::Failed {
-            kind: RejectReason::of_io(&e).map_or("handshake", |r| r.as_str()),
-            detail: e.to_string(),
-        })
+    tokio::time::timeout(
+        timeout,
+        connector.connect(server_name(expected), crate::io::ReadAhead::new(stream)),
+    )
+    .await
+    .map_err(|_| HandshakeError::Timeout)?
+    .map_err(|e| HandshakeError::Failed {
+        kind: RejectReason::of_io(&e).map_or("handshake", |r| r.as_str()),
+        detail: e.to_string(),
+    })
 }

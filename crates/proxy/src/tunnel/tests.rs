@@ -56,6 +56,66 @@ async fn a_tunnel_quiet_for_the_idle_timeout_is_closed() {
     assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
 }
 
+/// A writer that records the size of every write it takes.
+struct Writes {
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl AsyncRead for Writes {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Never sends anything back; the other direction stays open.
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Writes {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.sizes.lock().unwrap().push(buf.len());
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A 16 KiB chunk that arrives at once (an app's write, an HTTP/2 DATA frame) leaves in one
+/// write on the other side, not cut in two by the splice's buffer.
+#[tokio::test]
+async fn a_16_kib_chunk_is_passed_on_in_one_write() {
+    let (mut app_client, client_side) = tokio::io::duplex(1 << 20);
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = Writes {
+        sizes: sizes.clone(),
+    };
+    let d = drain();
+    let chunk = vec![7u8; 16 * 1024];
+    app_client.write_all(&chunk).await.unwrap();
+    app_client.write_all(&chunk).await.unwrap();
+    let tunnel =
+        tokio::spawn(
+            async move { splice(client_side, server, Duration::from_secs(5), &d, None).await },
+        );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sizes.lock().unwrap().iter().sum::<usize>() < 32 * 1024 {
+        assert!(Instant::now() < deadline, "{:?}", sizes.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tunnel.abort();
+    let sizes = sizes.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| n >= 16 * 1024), "{sizes:?}");
+}
+
 #[test]
 fn local_client_ports_parse_from_name_port_at_address() {
     use crate::settings::TcpPort;

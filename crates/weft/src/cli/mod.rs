@@ -88,6 +88,15 @@ enum DemoCmd {
     Echo(EchoArgs),
     /// A token issuer: GET /.well-known/jwks.json, GET|POST /token?sub=alice&groups=admin
     Auth(AuthArgs),
+    /// A TCP echo service: sends every byte back, closes after the client's half-close
+    TcpEcho(TcpEchoArgs),
+}
+
+#[derive(clap::Args)]
+struct TcpEchoArgs {
+    /// Where to listen (127.0.0.1:PORT); `weft up` sets PORT
+    #[arg(long, env = "PORT", default_value_t = 9000)]
+    port: u16,
 }
 
 #[derive(clap::Args)]
@@ -219,6 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
         Cmd::Demo(DemoCmd::Auth(a)) => auth(a),
+        Cmd::Demo(DemoCmd::TcpEcho(a)) => tcp_echo(a),
     }
 }
 
@@ -240,6 +250,23 @@ fn auth(a: AuthArgs) -> anyhow::Result<i32> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         demo::auth::serve_auth(listener, std::sync::Arc::new(issuer), shutdown).await?;
+        Ok(0)
+    })
+}
+
+fn tcp_echo(a: TcpEchoArgs) -> anyhow::Result<i32> {
+    // One thread, like the HTTP echo: the app stays cheap and its cost steady in benchmarks.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        demo::serve_tcp_echo(listener, shutdown).await?;
         Ok(0)
     })
 }

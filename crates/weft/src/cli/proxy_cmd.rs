@@ -149,7 +149,7 @@ fn parse_app_port(s: &str) -> Result<(u16, SocketAddr), String> {
     Ok((port, addr))
 }
 
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(super) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
