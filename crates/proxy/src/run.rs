@@ -499,33 +499,38 @@ async fn data_plane(
         let addr = l.local_addr().unwrap_or(s.admin);
         tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind { addr, what, source })
     };
-    if let Some(l) = outbound {
-        let l = from_std(l, "outbound")?;
-        let (drain, tracker2) = (proxy.drain.clone(), tracker.clone());
-        let namespace = s.default_namespace.clone();
-        if s.mode == Mode::Ingress {
+    let namespace = s.default_namespace.clone();
+    if s.mode == Mode::Ingress {
+        if let Some(l) = outbound {
+            let l = from_std(l, "outbound")?;
             let handler = Arc::new(proxy.forward(crate::ingress::Ingress { namespace }));
             let config = proxy.listener("ingress", Some(proxy.caps.total.clone()));
-            tracker.spawn(server::serve(l, handler, drain, tracker2, Arc::new(config)));
-        } else {
-            let handler = Arc::new(proxy.forward(crate::outbound::Sidecar {
-                namespace: namespace.clone(),
-            }));
-            // Local client ports: tunnels for clients that use no proxy.
-            for (target, l) in tcp_ports {
-                let l = from_std(l, "local client port")?;
-                let (fwd, ns) = (handler.clone(), namespace.clone());
-                tracker.spawn(crate::outbound::tunnel::serve_local(l, fwd, target, ns));
-            }
-            let config = Arc::new(proxy.listener("outbound", Some(proxy.caps.total.clone())));
-            // Transparent interception: the app's captured connections, by their original
-            // destination.
-            if let Some(c) = capture {
-                let c = from_std(c, "capture")?;
-                let (fwd, d, t) = (handler.clone(), drain.clone(), tracker.clone());
-                tracker.spawn(crate::capture::serve(c, fwd, d, t, config.clone()));
-            }
-            tracker.spawn(server::serve(l, handler, drain, tracker2, config));
+            let (drain, t) = (proxy.drain.clone(), tracker.clone());
+            tracker.spawn(server::serve(l, handler, drain, t, Arc::new(config)));
+        }
+    } else if outbound.is_some() || capture.is_some() || !tcp_ports.is_empty() {
+        // The outbound side, whichever of its listeners this proxy has.
+        let handler = Arc::new(proxy.forward(crate::outbound::Sidecar {
+            namespace: namespace.clone(),
+        }));
+        // Local client ports: tunnels for clients that use no proxy.
+        for (target, l) in tcp_ports {
+            let l = from_std(l, "local client port")?;
+            let (fwd, ns) = (handler.clone(), namespace.clone());
+            tracker.spawn(crate::outbound::tunnel::serve_local(l, fwd, target, ns));
+        }
+        let config = Arc::new(proxy.listener("outbound", Some(proxy.caps.total.clone())));
+        // Transparent interception: the app's captured connections, by their original
+        // destination.
+        if let Some(c) = capture {
+            let c = from_std(c, "capture")?;
+            let (fwd, d, t) = (handler.clone(), proxy.drain.clone(), tracker.clone());
+            tracker.spawn(crate::capture::serve(c, fwd, d, t, config.clone()));
+        }
+        if let Some(l) = outbound {
+            let l = from_std(l, "outbound")?;
+            let (drain, t) = (proxy.drain.clone(), tracker.clone());
+            tracker.spawn(server::serve(l, handler, drain, t, config));
         }
     }
     if let (Some(l), Some(app)) = (inbound, s.app) {
