@@ -1,7 +1,8 @@
 //! Captured traffic in a transparent mesh, end to end: unmodified clients in a pod (`curl`
 //! and Python's urllib with no proxy variables, a `grpcio` client, `redis-cli`) reach HTTP,
-//! gRPC and Redis services by name through their sidecars; a VirtualService's weights, JWT
-//! checks and STRICT mTLS apply to captured traffic as to any; Istio's metrics count it
+//! gRPC and Redis services by name through their sidecars; a VirtualService's weights, a GAMMA
+//! HTTPRoute, an SMI TrafficSplit, JWT checks, an AuthorizationPolicy and STRICT mTLS apply to
+//! captured traffic as to any; Istio's metrics count it
 //! exactly; and a connection to an address outside the mesh passes through under ALLOW_ANY and
 //! is refused under a REGISTRY_ONLY Sidecar resource. Real network namespaces: root only (CI
 //! runs as root); without root the tests say why they skip.
@@ -24,7 +25,9 @@ fn testdata(dir: &str) -> PathBuf {
 }
 
 /// `auth` (issues JWTs; first, so that the sidecars checking its tokens find its keys when they
-/// start), `web` (HTTP, v1 and v2 replicas), `echo` (gRPC), `cache` (Redis over TCP), `client` (where the clients run) and `plain` (a pod without sidecar).
+/// start), `web` (HTTP, v1 and v2 replicas), `echo` (gRPC), `cache` (Redis over TCP), `shop` and
+/// `cart` (no replicas of their own: an HTTPRoute and a TrafficSplit send them to `shop-b` and
+/// `cart-b`), `client` (where the clients run) and `plain` (a pod without sidecar).
 fn mesh_yaml(name: &str) -> String {
     let grpc = testdata("grpc").join("server.py");
     format!(
@@ -56,6 +59,16 @@ spec:
     - name: cache
       replicas: 1
       command: [sh, -c, 'exec redis-server --bind 127.0.0.1 --port $PORT --save "" --appendonly no']
+  - {{name: shop, port: 80}}
+  - name: shop-b
+    port: 80
+    workloads:
+    - {{name: shop-b, replicas: 1, command: [weft, demo, echo, --service, shop-b]}}
+  - {{name: cart, port: 80}}
+  - name: cart-b
+    port: 80
+    workloads:
+    - {{name: cart-b, replicas: 1, command: [weft, demo, echo, --service, cart-b]}}
   - name: client
     port: 80
     workloads:
@@ -222,7 +235,7 @@ fn spread(ns: &str, host: &str, n: usize) -> BTreeMap<String, usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weights_jwt_and_strict_mtls_apply_to_captured_traffic() {
+async fn routes_jwt_authorization_and_strict_mtls_apply_to_captured_traffic() {
     if !can_run_pods() {
         return;
     }
@@ -254,6 +267,32 @@ spec:
   jwtRules:
   - issuer: weft-auth
     jwksUri: http://auth.default.svc.cluster.local/.well-known/jwks.json
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-admin}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {paths: [/admin]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: shop, port: 80}]
+  rules:
+  - backendRefs: [{name: shop-b, port: 80}]
+---
+apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata: {name: cart}
+spec:
+  service: cart
+  backends:
+  - {service: cart-b, weight: 100}
 ";
     let m = Mesh::up(&format!("{}---\n{rules}", mesh_yaml("trules")));
     let (client_pod, _) = pod(&m.status, "client-0");
@@ -281,6 +320,20 @@ spec:
     assert_eq!(curl(&client_pod, "http://web/jwt", &["-H", &bearer]).0, 200);
     let bad = "authorization: Bearer not-a-jwt";
     assert_eq!(curl(&client_pod, "http://web/jwt", &["-H", bad]).0, 401);
+
+    // An AuthorizationPolicy denies the client /admin, by the identity its sidecar proved.
+    let (code, body) = curl(&client_pod, "http://web/admin", &[]);
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(curl(&client_pod, "http://web/public", &[]).0, 200);
+
+    // A GAMMA HTTPRoute and an SMI TrafficSplit route captured requests to services that have
+    // no replicas of their own.
+    for (parent, backend) in [("shop", "shop-b"), ("cart", "cart-b")] {
+        let (code, body) = curl(&client_pod, &format!("http://{parent}/"), &[]);
+        assert_eq!(code, 200, "{parent}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["service"], backend, "{parent}");
+    }
 
     // A pod without a sidecar calls web-v1's pod address: its inbound capture takes the
     // plaintext connection while the port is PERMISSIVE, refuses it once STRICT.
