@@ -553,6 +553,68 @@ fn bench_runs_the_tcp_paths_alone() {
     check_tcp_paths(&doc);
 }
 
+/// `weft bench --transparent` measures the same two hops with each side in a pod of a
+/// transparent mesh, the load captured in the client pod: every request answered, the ratios
+/// to the explicit path reported, and the pods gone afterwards. Needs root (CI runs as root).
+#[test]
+fn bench_runs_the_transparent_path() {
+    if !common::pods::can_run_pods() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(WEFT)
+        .args([
+            "bench",
+            "--envoy",
+            "none",
+            "--protocol",
+            "http",
+            "--transparent",
+            "--rates",
+            "200",
+            "--step",
+            "500ms",
+            "--peak",
+            "500ms",
+            "--rounds",
+            "1",
+            "--connections",
+            "4",
+            "-o",
+            "json",
+        ])
+        .env("WEFT_HOME", home.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let path = doc["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "weft-transparent")
+        .unwrap_or_else(|| panic!("no transparent path: {doc}"));
+    assert_eq!(path["proxies"], 2);
+    assert_eq!(path["peak_failed"], 0, "{path}");
+    assert_eq!(path["rates"][0]["failed"], 0, "{path}");
+    assert!(path["peak_rps"].as_f64().unwrap() > 0.0, "{path}");
+    let ratios = &doc["transparent_vs_explicit"];
+    assert!(
+        ratios["peak_cpu_per_request"].as_f64().is_some(),
+        "{ratios}"
+    );
+    let left = common::pods::sh(&["ip", "netns", "list"]);
+    assert!(
+        !left.contains("weft-bench-pods"),
+        "pods left behind: {left}"
+    );
+}
+
 /// `weft check` says per port which protocol weft assumed and why: an explicit `protocol`, an
 /// Istio port name prefix, `appProtocol`, Linkerd's opaque-ports annotation, or the default.
 #[test]

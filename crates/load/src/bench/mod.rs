@@ -19,6 +19,7 @@ mod envoy;
 mod procs;
 mod tcp;
 mod tls;
+mod transparent;
 
 use crate::{run_blocking, LoadSpec, Report};
 use procs::{cpu_time, first_line, free_port, rss_kib, spawn, Proc};
@@ -57,6 +58,9 @@ pub struct BenchSpec {
     pub protocol: Protocols,
     /// Bytes per chunk of the TCP throughput steps.
     pub tcp_chunk: usize,
+    /// Also the transparent path (`weft-transparent`): the two hops in pods of a transparent
+    /// mesh (needs root).
+    pub transparent: bool,
 }
 
 /// The workloads a benchmark runs.
@@ -124,6 +128,9 @@ pub struct BenchReport {
     /// weft ÷ envoy for each figure (lower is better, except throughput); the TCP figures
     /// under keys starting `tcp_`.
     pub weft_vs_envoy: Option<serde_json::Value>,
+    /// The transparent path ÷ the explicit `weft` path, when the transparent path ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transparent_vs_explicit: Option<serde_json::Value>,
     /// The TCP paths (empty when only HTTP ran).
     pub tcp_paths: Vec<TcpPathResult>,
     /// Bytes per chunk of the TCP throughput steps, and per message of the ping-pong steps.
@@ -137,6 +144,9 @@ struct Path {
     description: &'static str,
     target: SocketAddr,
     proxies: Vec<u32>,
+    /// The network namespace the load runs in (the transparent path's client pod); `None`:
+    /// this one.
+    netns: Option<String>,
     _procs: Vec<Proc>,
 }
 
@@ -171,16 +181,23 @@ fn load_spec(target: SocketAddr, rate: Option<f64>, d: Duration, connections: us
 
 /// Waits until a request through `target` succeeds.
 fn wait_path(target: SocketAddr, what: &str) -> Result<(), BenchError> {
+    wait_path_in(target, what, None)
+}
+
+/// [`wait_path`] from inside the network namespace `netns`, when given.
+fn wait_path_in(target: SocketAddr, what: &str, netns: Option<&str>) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut spec = load_spec(target, None, Duration::from_secs(1), 1);
         spec.duration = None;
         spec.requests = Some(1);
         spec.timeout = Duration::from_secs(2);
-        if let Ok(r) = run_blocking(spec, None) {
-            if r.succeeded == 1 {
-                return Ok(());
-            }
+        let answered = match netns {
+            Some(ns) => transparent::in_netns(ns, move || run_blocking(spec, None))?,
+            None => run_blocking(spec, None),
+        };
+        if answered.is_ok_and(|r| r.succeeded == 1) {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(BenchError::Setup(format!(
@@ -367,6 +384,7 @@ fn start_weft(
         },
         target,
         proxies: vec![client.pid(), sidecar.pid()],
+        netns: None,
         _procs: vec![client, sidecar],
     })
 }
@@ -427,6 +445,7 @@ fn start_envoy(
         },
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
+        netns: None,
         _procs: procs,
     })
 }
@@ -474,7 +493,11 @@ fn measured<T>(proxies: &[u32], work: impl FnOnce() -> T) -> (T, Duration, u64) 
 /// Runs one step on `path` and returns the load report with the proxies' CPU per request and
 /// their largest RSS seen during the step.
 fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), BenchError> {
-    let (report, cpu, rss) = measured(&path.proxies, || run_blocking(spec, None));
+    let (report, cpu, rss) = measured(&path.proxies, || match &path.netns {
+        Some(ns) => transparent::in_netns(ns, move || run_blocking(spec, None))
+            .and_then(|r| r.map_err(BenchError::from)),
+        None => run_blocking(spec, None).map_err(BenchError::from),
+    });
     let report = report?;
     let per_req = (!path.proxies.is_empty() && report.requests > 0)
         .then(|| cpu.as_secs_f64() * 1e6 / report.requests as f64);
@@ -525,9 +548,13 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             description: "client → app",
             target: app,
             proxies: vec![],
+            netns: None,
             _procs: vec![],
         });
         paths.push(start_weft(spec, &control, app_port, cpu)?);
+        if spec.transparent {
+            paths.push(transparent::start(spec, cpu)?);
+        }
         if let Some(envoy) = &spec.envoy {
             paths.push(start_envoy(spec, envoy, app_port, cpu)?);
         }
@@ -541,6 +568,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             description: "client → TCP echo",
             target: echo,
             proxies: vec![],
+            netns: None,
             _procs: vec![],
         });
         tcp_paths.push(tcp::start_weft(spec, &control, echo, cpu)?);
@@ -723,6 +751,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         .zip(tcp_idle)
         .map(|((p, r), idle)| r.result(p, idle))
         .collect();
+    let transparent_vs_explicit = transparent_ratios(&results);
     let mut weft_vs_envoy = ratios(&results);
     if let Some(t) = tcp::ratios(&tcp_results) {
         match &mut weft_vs_envoy {
@@ -739,10 +768,40 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         pinned: spec.pin,
         paths: results,
         weft_vs_envoy,
+        transparent_vs_explicit,
         tcp_paths: tcp_results,
         tcp_chunk_bytes: spec.tcp_chunk,
         tcp_ping_bytes: tcp::PING_BYTES,
     })
+}
+
+/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`): added latency and
+/// CPU per request, per rate, and at peak.
+fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
+    let w = paths.iter().find(|p| p.name == "weft")?;
+    let t = paths.iter().find(|p| p.name == "weft-transparent")?;
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a >= 0.0 => {
+            serde_json::json!((a / b * 100.0).round() / 100.0)
+        }
+        _ => serde_json::Value::Null,
+    };
+    let mut per_rate = serde_json::Map::new();
+    for (tr, wr) in t.rates.iter().zip(&w.rates) {
+        per_rate.insert(
+            format!("{}", tr.rate),
+            serde_json::json!({
+                "added_p50": div(tr.added_p50_us, wr.added_p50_us),
+                "added_p99": div(tr.added_p99_us, wr.added_p99_us),
+                "cpu_per_request": div(tr.cpu_us_per_request, wr.cpu_us_per_request),
+            }),
+        );
+    }
+    Some(serde_json::json!({
+        "peak_rps": div(Some(t.peak_rps), Some(w.peak_rps)),
+        "peak_cpu_per_request": div(t.peak_cpu_us_per_request, w.peak_cpu_us_per_request),
+        "rates": per_rate,
+    }))
 }
 
 fn ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
@@ -830,6 +889,9 @@ impl BenchReport {
         }
         if let Some(r) = &self.weft_vs_envoy {
             let _ = writeln!(out, "\nweft ÷ envoy: {r}");
+        }
+        if let Some(r) = &self.transparent_vs_explicit {
+            let _ = writeln!(out, "\nweft-transparent ÷ weft: {r}");
         }
         out
     }

