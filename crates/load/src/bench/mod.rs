@@ -389,6 +389,29 @@ fn start_weft(
     })
 }
 
+/// Starts one Envoy with the config `file` (one worker, as weft's proxies run one); its
+/// listener's port names its shared-memory base, so several run side by side.
+fn spawn_envoy(
+    name: &str,
+    envoy: &std::path::Path,
+    file: &std::path::Path,
+    listen: u16,
+    cpu: Option<usize>,
+) -> std::io::Result<Proc> {
+    let args = strings(&[
+        "-c",
+        &file.display().to_string(),
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+        "--base-id",
+        &listen.to_string(),
+    ]);
+    spawn(name, envoy, &args, &[], cpu, false)
+}
+
 fn start_envoy(
     spec: &BenchSpec,
     envoy: &std::path::Path,
@@ -418,21 +441,7 @@ fn start_envoy(
             &file,
             envoy::config(listen, upstream, h2, free_port()?, hop),
         )?;
-        let args: Vec<String> = [
-            "-c",
-            &file.display().to_string(),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--base-id",
-            &listen.to_string(),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        procs.push(spawn(name, envoy, &args, &[], cpu, false)?);
+        procs.push(spawn_envoy(name, envoy, &file, listen, cpu)?);
     }
     let target = SocketAddr::from(([127, 0, 0, 1], outbound));
     wait_path(target, "envoy")?;
@@ -775,59 +784,47 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     })
 }
 
-/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`): added latency and
-/// CPU per request, per rate, and at peak.
+/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`).
 fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
     let w = paths.iter().find(|p| p.name == "weft")?;
     let t = paths.iter().find(|p| p.name == "weft-transparent")?;
-    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 && a >= 0.0 => {
-            serde_json::json!((a / b * 100.0).round() / 100.0)
+    Some(path_ratios(t, w))
+}
+
+/// weft ÷ Envoy.
+fn ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
+    let w = paths.iter().find(|p| p.name == "weft")?;
+    let e = paths.iter().find(|p| p.name == "envoy")?;
+    Some(path_ratios(w, e))
+}
+
+/// `a` ÷ `b` for each figure of two paths: peak throughput, CPU per request at peak, RSS under
+/// load, and per rate the latency added over the direct path and the CPU per request. A ratio
+/// of an added latency that came out negative (noise below the direct path's) is null.
+fn path_ratios(a: &PathResult, b: &PathResult) -> serde_json::Value {
+    let div = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if y > 0.0 && x >= 0.0 => {
+            serde_json::json!((x / y * 100.0).round() / 100.0)
         }
         _ => serde_json::Value::Null,
     };
     let mut per_rate = serde_json::Map::new();
-    for (tr, wr) in t.rates.iter().zip(&w.rates) {
+    for (ar, br) in a.rates.iter().zip(&b.rates) {
         per_rate.insert(
-            format!("{}", tr.rate),
+            format!("{}", ar.rate),
             serde_json::json!({
-                "added_p50": div(tr.added_p50_us, wr.added_p50_us),
-                "added_p99": div(tr.added_p99_us, wr.added_p99_us),
-                "cpu_per_request": div(tr.cpu_us_per_request, wr.cpu_us_per_request),
+                "added_p50": div(ar.added_p50_us, br.added_p50_us),
+                "added_p99": div(ar.added_p99_us, br.added_p99_us),
+                "cpu_per_request": div(ar.cpu_us_per_request, br.cpu_us_per_request),
             }),
         );
     }
-    Some(serde_json::json!({
-        "peak_rps": div(Some(t.peak_rps), Some(w.peak_rps)),
-        "peak_cpu_per_request": div(t.peak_cpu_us_per_request, w.peak_cpu_us_per_request),
+    serde_json::json!({
+        "peak_rps": div(Some(a.peak_rps), Some(b.peak_rps)),
+        "peak_cpu_per_request": div(a.peak_cpu_us_per_request, b.peak_cpu_us_per_request),
+        "rss_load": div(a.rss_load_kib.map(|v| v as f64), b.rss_load_kib.map(|v| v as f64)),
         "rates": per_rate,
-    }))
-}
-
-fn ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
-    let w = paths.iter().find(|p| p.name == "weft")?;
-    let e = paths.iter().find(|p| p.name == "envoy")?;
-    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => serde_json::json!((a / b * 100.0).round() / 100.0),
-        _ => serde_json::Value::Null,
-    };
-    let mut per_rate = serde_json::Map::new();
-    for (wr, er) in w.rates.iter().zip(&e.rates) {
-        per_rate.insert(
-            format!("{}", wr.rate),
-            serde_json::json!({
-                "added_p50": div(wr.added_p50_us, er.added_p50_us),
-                "added_p99": div(wr.added_p99_us, er.added_p99_us),
-                "cpu_per_request": div(wr.cpu_us_per_request, er.cpu_us_per_request),
-            }),
-        );
-    }
-    Some(serde_json::json!({
-        "peak_rps": div(Some(w.peak_rps), Some(e.peak_rps)),
-        "peak_cpu_per_request": div(w.peak_cpu_us_per_request, e.peak_cpu_us_per_request),
-        "rss_load": div(w.rss_load_kib.map(|v| v as f64), e.rss_load_kib.map(|v| v as f64)),
-        "rates": per_rate,
-    }))
+    })
 }
 
 impl BenchReport {

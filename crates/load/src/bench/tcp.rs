@@ -280,18 +280,7 @@ pub(super) fn start_envoy(
             &file,
             envoy::tcp_config(listen, upstream, free_port()?, hop),
         )?;
-        let args = strings(&[
-            "-c",
-            &file.display().to_string(),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--base-id",
-            &listen.to_string(),
-        ]);
-        procs.push(spawn(name, envoy, &args, &[], cpu, false)?);
+        procs.push(super::spawn_envoy(name, envoy, &file, listen, cpu)?);
     }
     let target = SocketAddr::from(([127, 0, 0, 1], outbound));
     wait(target, "Envoy's TCP path")?;

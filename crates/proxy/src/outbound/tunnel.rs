@@ -60,24 +60,10 @@ pub(crate) async fn open<R: Send + Sync + 'static>(
     };
     let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
     tokio::spawn(async move {
-        let Dialed {
-            upstream,
-            counted,
-            instance,
-            _open,
-            _slot,
-        } = dialed;
-        let (client, server) = match tokio::try_join!(downstream, upstream) {
-            Ok((c, s)) => (TokioIo::new(c), TokioIo::new(s)),
-            Err(e) => {
-                tracing::debug!(%instance, error = %e, "tunnel not established");
-                return;
-            }
-        };
-        report(
-            &instance,
-            splice(client, server, idle, &drain, Some(&counted)).await,
-        );
+        match downstream.await {
+            Ok(client) => dialed.carry(TokioIo::new(client), idle, &drain).await,
+            Err(e) => tracing::debug!(error = %e, "tunnel not established"),
+        }
     });
     established()
 }
@@ -141,25 +127,8 @@ where
             return;
         }
     };
-    let Dialed {
-        upstream,
-        counted,
-        instance,
-        _open,
-        _slot,
-    } = dialed;
-    let server = match upstream.await {
-        Ok(s) => TokioIo::new(s),
-        Err(e) => {
-            tracing::debug!(%instance, error = %e, "tunnel not established");
-            return;
-        }
-    };
     let client = crate::sni::Prefixed::new(hello.bytes, client);
-    report(
-        &instance,
-        splice(client, server, fwd.tunnel_idle, &fwd.drain, Some(&counted)).await,
-    );
+    dialed.carry(client, fwd.tunnel_idle, &fwd.drain).await;
 }
 
 /// Why a tunnel was refused, as its answer's status and flag say it.
@@ -274,6 +243,33 @@ impl Target {
             return Err(no_service(authority));
         };
         Ok(Target::to(service.clone(), port))
+    }
+}
+
+impl Dialed {
+    /// Once the peer's stream is open, splices `client` to it until both sides are done.
+    async fn carry<C>(self, client: C, idle: std::time::Duration, drain: &crate::server::Drain)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Dialed {
+            upstream,
+            counted,
+            instance,
+            _open,
+            _slot,
+        } = self;
+        let server = match upstream.await {
+            Ok(s) => TokioIo::new(s),
+            Err(e) => {
+                tracing::debug!(%instance, error = %e, "tunnel not established");
+                return;
+            }
+        };
+        report(
+            &instance,
+            splice(client, server, idle, drain, Some(&counted)).await,
+        );
     }
 }
 
