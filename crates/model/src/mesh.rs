@@ -336,10 +336,56 @@ pub struct WorkloadSpec {
     /// endpoint of its service.
     #[serde(default = "yes")]
     pub sidecar: bool,
+    /// Whether a replica whose app exits is started again (a Kubernetes pod's
+    /// `restartPolicy`). Its sidecar is always restarted while the app runs.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// When an app that exited is started again: Kubernetes' `restartPolicy`, with its names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Always (a server, a Deployment's pods).
+    #[default]
+    Always,
+    /// Only after a non-zero exit status (or a signal): a job retried until it succeeds.
+    OnFailure,
+    /// Never: a job run once, whatever its outcome.
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        }
+    }
+
+    /// The policy named `name` (Kubernetes' spelling), if any.
+    pub fn parse(name: &str) -> Option<RestartPolicy> {
+        [
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
+    /// Whether an app that exited with `success` (status 0) is started again.
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 impl WorkloadSpec {
