@@ -400,6 +400,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn restart_policies_as_kubernetes_names_them() {
+        use RestartPolicy::*;
+        let restarts = |p: RestartPolicy| (p.restarts(true), p.restarts(false));
+        assert_eq!(restarts(Always), (true, true));
+        assert_eq!(restarts(OnFailure), (false, true));
+        assert_eq!(restarts(Never), (false, false));
+        for p in [Always, OnFailure, Never] {
+            assert_eq!(RestartPolicy::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(RestartPolicy::parse("always"), None);
+        // Older documents without the field read as before.
+        let old = r#"{"name":"w","labels":{},"replicas":1,"command":["x"],"env":{}}"#;
+        let w: WorkloadSpec = serde_json::from_str(old).unwrap();
+        assert_eq!((w.restart_policy, w.sidecar), (Always, true));
+    }
+
+    #[test]
     fn service_vips_are_stable_and_distinct() {
         let keys: Vec<ServiceKey> = (0..300)
             .map(|i| ServiceKey::new(format!("svc{i}"), "default"))
