@@ -37,6 +37,7 @@ use control::ca::Ca;
 use control::status;
 use control::{ControlError, ControlPlane, Registry};
 use model::{Identity, MeshSpec, RestartPolicy, ServiceSpec, WorkloadSpec};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -246,6 +247,7 @@ pub async fn up(
         tcp_services: TcpService::of(&registry.spec().services),
         registry: registry.clone(),
         network: network.clone(),
+        runs: Default::default(),
     };
     starter.publish_pods();
     let started = async {
@@ -347,6 +349,9 @@ pub(crate) struct Starter<'a> {
     registry: Arc<Registry>,
     /// The pods' network (transparent interception); `None`: every process on the host's.
     pub network: Option<Arc<Network>>,
+    /// How many times each replica (service, namespace, instance) has been started: only the
+    /// newest run of a job reports its outcome (one it replaces may finish meanwhile).
+    runs: Arc<std::sync::Mutex<BTreeMap<ReplicaKey, u64>>>,
 }
 
 /// A service port that is `protocol: tcp`, as a local client port reaches it.
@@ -442,6 +447,8 @@ impl Starter<'_> {
         stages: &mut Stages,
     ) -> Result<Replica, UpError> {
         // Run again (a change of its workload): no longer finished.
+        let key = (svc.name.clone(), svc.namespace.clone(), w.instance_name(i));
+        *lock(&self.runs).entry(key).or_default() += 1;
         self.registry
             .set_finished(&svc.name, &svc.namespace, &w.instance_name(i), None);
         if let Some(net) = &self.network {
@@ -617,6 +624,8 @@ impl Starter<'_> {
                 svc.namespace.clone(),
                 replica.instance.clone(),
             );
+            let runs = self.runs.clone();
+            let run = lock(&runs).get(&key).copied();
             tokio::spawn(async move {
                 let Some(outcome) = app.finished().await else {
                     return; // Stopped: a change of the mesh, or the mesh stopping.
@@ -633,7 +642,7 @@ impl Starter<'_> {
                     pod.remove();
                 }
                 // A replacement (a change of its workload) may run under its name by now.
-                if !retired.is_cancelled() {
+                if !retired.is_cancelled() && lock(&runs).get(&key).copied() == run {
                     registry.set_finished(&key.0, &key.1, &key.2, Some(outcome));
                 }
             });
@@ -805,6 +814,14 @@ impl Starter<'_> {
             netns,
         }
     }
+}
+
+/// A replica by (service, namespace, instance), as the registry names it.
+type ReplicaKey = (String, String, String);
+
+/// `m`, even if a thread panicked holding it (plain data: keep using it).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a sidecar's health says while everything but its app is ready (the proxy's own
