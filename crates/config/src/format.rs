@@ -129,6 +129,10 @@ pub(crate) struct Workload {
     /// `false`: the workload runs without a sidecar, as a plaintext client outside the mesh.
     #[serde(default = "yes")]
     pub sidecar: bool,
+    /// `Always` (default), `OnFailure` or `Never`; checked by the loader, which locates its
+    /// errors.
+    #[serde(rename = "restartPolicy")]
+    pub restart_policy: Option<String>,
 }
 
 fn one() -> u32 {

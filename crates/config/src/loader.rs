@@ -391,6 +391,18 @@ impl Loader {
                     model::valid::replicas(w.replicas),
                     &mut self.errors,
                 );
+                let restart_policy = match w.restart_policy.as_deref() {
+                    None => model::RestartPolicy::default(),
+                    Some(text) => model::RestartPolicy::parse(text).unwrap_or_else(|| {
+                        self.errors.push(doc.error(
+                            &format!("{field}.restartPolicy"),
+                            format!(
+                                "unknown restartPolicy `{text}`: use Always, OnFailure or Never"
+                            ),
+                        ));
+                        model::RestartPolicy::default()
+                    }),
+                };
                 let mut labels = w.labels;
                 labels
                     .entry("app".to_string())
@@ -402,6 +414,7 @@ impl Loader {
                     command: w.command,
                     env: w.env,
                     sidecar: w.sidecar,
+                    restart_policy,
                 });
             }
 

@@ -97,6 +97,7 @@ fn valid_mesh_with_defaults() {
                     command: words(&["weft", "demo", "echo", "--service", "hello"]),
                     env: map(&[]),
                     sidecar: true,
+                    restart_policy: Default::default(),
                 }],
                 capture: Default::default(),
             },
@@ -115,6 +116,7 @@ fn valid_mesh_with_defaults() {
                     command: words(&["postgres"]),
                     env: map(&[("PGPORT", "5432")]),
                     sidecar: true,
+                    restart_policy: Default::default(),
                 }],
                 capture: Default::default(),
             },
@@ -313,6 +315,35 @@ spec:
             "mesh.yaml:11:7: spec.services[0].workloads[0].command: command must not be empty",
             "mesh.yaml:14:9: spec.services[0].workloads[1].command[0]: the first word of command must not be empty",
         ]
+    );
+}
+
+#[test]
+fn restart_policy_is_read_and_checked() {
+    let text = "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: m}
+spec:
+  services:
+  - name: a
+    port: 80
+    workloads:
+    - {name: a-v1, command: [x]}
+    - {name: a-job, command: [x], restartPolicy: OnFailure}
+    - {name: a-once, command: [x], restartPolicy: Never}
+";
+    let policies: Vec<_> = mesh(text).services[0]
+        .workloads
+        .iter()
+        .map(|w| w.restart_policy)
+        .collect();
+    use model::RestartPolicy::*;
+    assert_eq!(policies, [Always, OnFailure, Never]);
+    let bad = text.replace("restartPolicy: Never", "restartPolicy: never");
+    assert_eq!(
+        error(&bad),
+        "11:36: spec.services[0].workloads[2].restartPolicy: unknown restartPolicy `never`: use Always, OnFailure or Never"
     );
 }
 

@@ -3,6 +3,7 @@
 //! reads this — proxies get immutable snapshots.
 
 use crate::snapshot::{build, mark_listed};
+use crate::status::Finished;
 use model::security::SecuritySpec;
 use model::{Identity, Labels, MeshSpec, Snapshot};
 use std::collections::BTreeMap;
@@ -278,6 +279,9 @@ struct Inner {
     trust_domain: String,
     /// Where replicas run in a transparent mesh: their pods, and the network they share.
     pods: crate::status::Pods,
+    /// The replicas whose app has finished for good (a job's), by (service, namespace,
+    /// instance): how, and its exit status as text.
+    finished: BTreeMap<(String, String, String), (Finished, String)>,
 }
 
 impl Inner {
@@ -323,6 +327,7 @@ impl Registry {
                 runs_ingress: false,
                 trust_domain: model::names::TRUST_DOMAIN.to_string(),
                 pods: Default::default(),
+                finished: BTreeMap::new(),
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -377,6 +382,39 @@ impl Registry {
         self.lock().pods.clone()
     }
 
+    /// Records that replica `instance` of `service` in `namespace` has finished for good: its
+    /// app ran to its end and will not be restarted (`exit`: its status, as `exit 0`). It is
+    /// no longer waited for (`weft status` shows it `completed` or `failed`), nor an endpoint
+    /// (its sidecar is stopped). `None`: it runs again (a new replica of that name started).
+    pub fn set_finished(
+        &self,
+        service: &str,
+        namespace: &str,
+        instance: &str,
+        outcome: Option<(Finished, String)>,
+    ) {
+        let key = (
+            service.to_string(),
+            namespace.to_string(),
+            instance.to_string(),
+        );
+        let mut inner = self.lock();
+        let changed = match outcome {
+            Some(o) => inner.finished.insert(key, o.clone()) != Some(o),
+            None => inner.finished.remove(&key).is_some(),
+        };
+        drop(inner);
+        // Not part of any snapshot; whoever waits on the mesh state still hears of it.
+        if changed {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The replicas that have finished for good, as [`Registry::set_finished`] recorded them.
+    pub fn finished(&self) -> BTreeMap<(String, String, String), (Finished, String)> {
+        self.lock().finished.clone()
+    }
+
     /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.
     pub fn prometheus(&self) -> Option<String> {
         self.lock().prometheus.clone()
@@ -402,11 +440,17 @@ impl Registry {
         }
         let inner = self.lock();
         let warm = declared_instances(&inner.spec).all(|(svc, inst)| {
-            inner
-                .proxies
-                .all()
-                .values()
-                .any(|p| p.node.instance == inst && p.node.service == svc && p.reported)
+            // A finished replica (a job's) registers no more.
+            let finished = inner
+                .finished
+                .keys()
+                .any(|(s, _, i)| *s == svc && *i == inst);
+            finished
+                || inner
+                    .proxies
+                    .all()
+                    .values()
+                    .any(|p| p.node.instance == inst && p.node.service == svc && p.reported)
         });
         warm
     }

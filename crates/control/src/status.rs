@@ -105,7 +105,8 @@ pub struct WorkloadStatus {
     /// The replica receives traffic from every proxy that could send it: its proxy reports it
     /// ready and every live proxy has applied a snapshot that lists it as an endpoint.
     pub ready: bool,
-    /// `ready`, `starting` (no proxy yet), `not-ready` (with `reason`), or `draining`.
+    /// `ready`, `starting` (no proxy yet), `not-ready` (with `reason`), `draining`, or, once its
+    /// app has finished for good, `completed` or `failed` (with the exit status as `reason`).
     pub state: String,
     pub reason: String,
     pub pid: u32,
@@ -117,6 +118,30 @@ pub struct WorkloadStatus {
     /// Its address in that namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pod_address: String,
+    /// Set once its app has finished for good (a job's, `restartPolicy: OnFailure | Never`):
+    /// `completed` (exit 0) or `failed`, as `state` then says too, with the exit status as
+    /// `reason`. A finished replica is no endpoint and keeps nothing pending. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Finished>,
+}
+
+/// How a replica's app finished for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finished {
+    /// It exited with status 0.
+    Completed,
+    /// It exited otherwise, and its restart policy says not to start it again.
+    Failed,
+}
+
+impl Finished {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Completed => "completed",
+            Finished::Failed => "failed",
+        }
+    }
 }
 
 /// A replica's row from its newest registration `rec` (`None`: no proxy yet); names are
@@ -147,6 +172,7 @@ fn row(rec: Option<&ProxyRecord>, proxies: &[ProxyRecord], identity: String) -> 
         config_version: rec.map(|r| r.acked).unwrap_or(0),
         pod: String::new(),
         pod_address: String::new(),
+        finished: None,
     }
 }
 
@@ -171,6 +197,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         .and_then(|p| p.node.outbound)
         .unwrap_or(spec.ingress);
     let pods = registry.pods();
+    let finished = registry.finished();
     let mut workloads = Vec::new();
     let mut listed: Vec<(&str, &str, String)> = Vec::new();
     for svc in &spec.services {
@@ -185,7 +212,16 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
                         && p.node.namespace == svc.namespace
                 });
                 listed.push((&svc.name, &svc.namespace, instance.clone()));
+                let key = (svc.name.clone(), svc.namespace.clone(), instance.clone());
+                let done = finished.get(&key);
+                // A finished replica's sidecar is gone: its last registration says nothing.
+                let rec = rec.filter(|_| done.is_none());
                 let mut row = row(rec.as_ref(), &proxies, svc.identity_in(&trust_domain).0);
+                if let Some((outcome, exit)) = done {
+                    row.state = outcome.as_str().into();
+                    row.reason = exit.clone();
+                    row.finished = Some(*outcome);
+                }
                 row.service = svc.name.clone();
                 row.namespace = svc.namespace.clone();
                 row.workload = w.name.clone();
@@ -279,7 +315,7 @@ fn pending(
         .collect();
     workloads
         .iter()
-        .filter(|w| !w.ready)
+        .filter(|w| !w.ready && w.finished.is_none())
         .map(|w| format!("{}: {} ({})", w.instance, w.state, w.reason))
         .chain(
             proxies

@@ -6,11 +6,14 @@
 //!   drained: its sidecar gets SIGTERM, stops accepting, is no longer listed as an endpoint and
 //!   finishes its in-flight requests, then its app is stopped.
 //! - A replica newly declared (more replicas, a workload or service added) is started.
-//! - A replica whose launch changed (command, env, labels, sidecar, access-log annotation, port
-//!   names and protocols) is replaced one at a time: the new one (same instance name) starts, and only once it is
+//! - A replica whose launch changed (command, env, labels, sidecar, restartPolicy, access-log
+//!   annotation, port names and protocols) is replaced one at a time: the new one (same instance name) starts, and only once it is
 //!   routable — an endpoint in a snapshot every proxy runs — is the old one drained. A new one
 //!   that does not become routable within the ready timeout is stopped, the old one keeps
 //!   serving, and the rollout stops there.
+//!
+//! A job's replica that has finished is left alone by edits elsewhere (nothing about it
+//! changed); a change of its own workload replaces it like any other, which runs the job again.
 //!
 //! Changes the registry applies by itself (ports, load balancer, routes, policies) need no
 //! process here.
@@ -205,7 +208,7 @@ impl Reconciler<'_, '_> {
 
     /// Waits until `r` is routable: its sidecar's registration is an endpoint in a snapshot
     /// every live proxy has applied. A replica without a sidecar is never an endpoint: it is
-    /// taken as started.
+    /// taken as started; so is a job's that has finished.
     async fn routable(&self, r: &Replica) -> bool {
         let Some(pid) = r.sidecar.as_ref().and_then(|s| s.pid) else {
             return true;
@@ -213,6 +216,10 @@ impl Reconciler<'_, '_> {
         let deadline = tokio::time::Instant::now() + self.timeout();
         let mut generation = self.registry.watch_generation();
         loop {
+            // A job that ran to its end (its outcome reaches the registry, which wakes this).
+            if r.finished() {
+                return true;
+            }
             let listed = self
                 .registry
                 .proxies()
@@ -258,6 +265,9 @@ fn changes(
     }
     if old.sidecar != w.sidecar {
         out.push("sidecar");
+    }
+    if old.restart_policy != w.restart_policy {
+        out.push("restartPolicy");
     }
     let access_log = |s: &ServiceSpec| {
         ACCESS_LOG_ANNOTATIONS

@@ -1,11 +1,16 @@
 //! Supervision of `weft up`'s processes: a process that exits is restarted with exponential
-//! backoff and reported; a [`Stage`] (the ingress, the sidecars, the apps, Prometheus) stops
+//! backoff and reported, unless its restart policy (a job's app: `OnFailure`, `Never`) says it
+//! has finished for good — then its supervision ends and [`Proc::finished`] says how; a [`Stage`] (the ingress, the sidecars, the apps, Prometheus) stops
 //! all its processes at once, each with SIGTERM and then, after the drain timeout, SIGKILL. One
 //! process can also be stopped alone the same way ([`Proc::stop`]), when a live change to the
 //! mesh removes or replaces its replica.
 
 use crate::launch::{forward, Launch};
+use control::status::Finished;
+use model::RestartPolicy;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::process::Child;
 use tokio::task::JoinSet;
@@ -36,26 +41,44 @@ impl Stage {
     }
 
     /// Supervises `child`, started from `launch`, until the stage stops or the returned
-    /// handle stops it.
+    /// handle stops it; restarted whenever it exits.
     pub fn supervise(&mut self, launch: Launch, child: Child) -> Proc {
+        self.supervise_with(launch, child, RestartPolicy::Always)
+    }
+
+    /// [`Stage::supervise`], restarting it only as `policy` says.
+    pub fn supervise_with(&mut self, launch: Launch, child: Child, policy: RestartPolicy) -> Proc {
         let proc = Proc {
             stop: self.stop.child_token(),
             exited: CancellationToken::new(),
+            outcome: Arc::new(OnceLock::new()),
             pid: child.id(),
         };
-        let (stop, exited) = (proc.stop.clone(), proc.exited.clone());
+        let (stop, exited, outcome) =
+            (proc.stop.clone(), proc.exited.clone(), proc.outcome.clone());
         let drain_timeout = self.drain_timeout;
         self.tasks.spawn(async move {
             let _exited = exited.drop_guard();
-            supervise(launch, child, stop, drain_timeout).await
+            if let Some(done) = supervise(launch, child, policy, stop, drain_timeout).await {
+                let _ = outcome.set(done);
+            }
         });
         proc
     }
 
-    /// Starts `launch` and supervises it.
+    /// Starts `launch` and supervises it; restarted whenever it exits.
     pub fn start(&mut self, launch: Launch) -> Result<Proc, crate::UpError> {
+        self.start_with(launch, RestartPolicy::Always)
+    }
+
+    /// Starts `launch` and supervises it, restarting it only as `policy` says.
+    pub fn start_with(
+        &mut self,
+        launch: Launch,
+        policy: RestartPolicy,
+    ) -> Result<Proc, crate::UpError> {
         let child = launch.spawn()?;
-        Ok(self.supervise(launch, child))
+        Ok(self.supervise_with(launch, child, policy))
     }
 
     /// Stops every process of the stage and waits until all have exited.
@@ -66,10 +89,14 @@ impl Stage {
 }
 
 /// One supervised process, which can be stopped alone.
+#[derive(Clone)]
 pub(crate) struct Proc {
     stop: CancellationToken,
     /// Cancelled once its supervision has ended (the process exited for good).
     exited: CancellationToken,
+    /// Set before `exited` when it ended because its restart policy said so (not stopped):
+    /// how it finished, and its exit status as text (`exit 0`).
+    outcome: Arc<OnceLock<(Finished, String)>>,
     /// The first start's process id (a proxy registers with it).
     pub pid: Option<u32>,
 }
@@ -81,10 +108,29 @@ impl Proc {
         self.stop.cancel();
         self.exited.cancelled().await;
     }
+
+    /// Waits until its supervision ends: how it finished when its restart policy ended it,
+    /// `None` when it was stopped.
+    pub async fn finished(&self) -> Option<(Finished, String)> {
+        self.exited.cancelled().await;
+        self.outcome.get().cloned()
+    }
+
+    /// How it finished, if its restart policy has ended its supervision.
+    pub fn outcome(&self) -> Option<(Finished, String)> {
+        self.outcome.get().cloned()
+    }
 }
 
-/// Runs `launch` until `stop`, restarting it with backoff when it exits.
-async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_timeout: Duration) {
+/// Runs `launch` until `stop`, restarting it with backoff when it exits and `policy` says so;
+/// how it finished when `policy` said not to (`None`: stopped).
+async fn supervise(
+    launch: Launch,
+    first: Child,
+    policy: RestartPolicy,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+) -> Option<(Finished, String)> {
     let what = launch.what();
     let mut child = first;
     if let Some(out) = child.stdout.take() {
@@ -97,7 +143,25 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
         tokio::select! {
             status = child.wait() => {
                 if stop.is_cancelled() {
-                    return;
+                    return None;
+                }
+                let success = matches!(&status, Ok(s) if s.success());
+                if !policy.restarts(success) {
+                    let exit = exit_text(&status);
+                    let done = match success {
+                        true => {
+                            crate::output::line(format!("weft: {what} completed ({exit})"));
+                            Finished::Completed
+                        }
+                        false => {
+                            crate::output::line(format!(
+                                "weft: {what} failed ({exit}); not restarted (restartPolicy: {})",
+                                policy.as_str()
+                            ));
+                            Finished::Failed
+                        }
+                    };
+                    return Some((done, exit));
                 }
                 if started.elapsed() >= RESTART_RESET_AFTER {
                     backoff = RESTART_MIN;
@@ -109,7 +173,7 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
                 ));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return None,
                 }
                 backoff = (backoff * 2).min(RESTART_MAX);
                 match launch.spawn() {
@@ -127,7 +191,7 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
             }
             _ = stop.cancelled() => {
                 terminate(&mut child, drain_timeout + EXIT_GRACE).await;
-                return;
+                return None;
             }
         }
     }
@@ -137,6 +201,18 @@ async fn supervise(launch: Launch, first: Child, stop: CancellationToken, drain_
 pub(crate) fn describe(status: std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A finished process's exit status, short: `exit 3`, `signal 9`.
+fn exit_text(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            (None, None) => s.to_string(),
+        },
         Err(e) => e.to_string(),
     }
 }

@@ -12,7 +12,10 @@
 //! ingress's, which the mesh file fixes.
 //!
 //! Supervision ([`crate::supervise`]): a process that exits is restarted with exponential
-//! backoff and reported.
+//! backoff and reported. A job (a workload whose `restartPolicy` is `OnFailure` or `Never`)
+//! runs once: its app starts once its sidecar is ready for it, and once the app has finished
+//! for good its sidecar is drained and stopped (its pod removed) and the registry marks the
+//! replica `completed` or `failed`, which nothing waits for.
 //!
 //! Live changes: the Mesh document is part of the configuration in force, so a `--watch`ed
 //! edit to it reaches the registry like any other; [`crate::reconcile`] then starts, stops and
@@ -33,7 +36,8 @@ use crate::supervise::{Proc, Stage};
 use control::ca::Ca;
 use control::status;
 use control::{ControlError, ControlPlane, Registry};
-use model::{Identity, MeshSpec, ServiceSpec, WorkloadSpec};
+use model::{Identity, MeshSpec, RestartPolicy, ServiceSpec, WorkloadSpec};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,6 +247,7 @@ pub async fn up(
         tcp_services: TcpService::of(&registry.spec().services),
         registry: registry.clone(),
         network: network.clone(),
+        runs: Default::default(),
     };
     starter.publish_pods();
     let started = async {
@@ -344,6 +349,9 @@ pub(crate) struct Starter<'a> {
     registry: Arc<Registry>,
     /// The pods' network (transparent interception); `None`: every process on the host's.
     pub network: Option<Arc<Network>>,
+    /// How many times each replica (service, namespace, instance) has been started: only the
+    /// newest run of a job reports its outcome (one it replaces may finish meanwhile).
+    runs: Arc<std::sync::Mutex<BTreeMap<ReplicaKey, u64>>>,
 }
 
 /// A service port that is `protocol: tcp`, as a local client port reaches it.
@@ -438,6 +446,11 @@ impl Starter<'_> {
         i: u32,
         stages: &mut Stages,
     ) -> Result<Replica, UpError> {
+        // Run again (a change of its workload): no longer finished.
+        let key = (svc.name.clone(), svc.namespace.clone(), w.instance_name(i));
+        *lock(&self.runs).entry(key).or_default() += 1;
+        self.registry
+            .set_finished(&svc.name, &svc.namespace, &w.instance_name(i), None);
         if let Some(net) = &self.network {
             return self.start_pod_replica(net, svc, w, i, stages).await;
         }
@@ -536,24 +549,105 @@ impl Starter<'_> {
             // Restarts bind the same addresses, so the app's HTTP_PROXY and peers' routes stay
             // valid.
             proxy.keep_addresses(&bound);
-            sidecar = Some(stages.sidecars.supervise(self.proxy(proxy), child));
+            let pid = child.id();
+            let proc = stages.sidecars.supervise(self.proxy(proxy), child);
+            // A job runs once: its first requests must find a sidecar with routes (as in a
+            // pod, below).
+            if w.restart_policy != RestartPolicy::Always {
+                if let Err(reason) = self.sidecar_started(pid).await {
+                    proc.stop().await;
+                    return Err(UpError::SidecarNotReady {
+                        instance: app.instance,
+                        timeout: opts.ready_timeout,
+                        reason,
+                    });
+                }
+            }
+            sidecar = Some(proc);
             app.proxy = Some(outbound);
         }
         let instance = app.instance.clone();
-        let app = stages.apps.start(Launch::App {
-            app,
-            exe: opts.exe.clone(),
-            netns: None,
-        })?;
-        Ok(Replica {
+        let started = stages.apps.start_with(
+            Launch::App {
+                app,
+                exe: opts.exe.clone(),
+                netns: None,
+            },
+            w.restart_policy,
+        );
+        let app = match started {
+            Ok(app) => app,
+            Err(e) => {
+                if let Some(s) = &sidecar {
+                    s.stop().await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(self.replica(svc, w, i, instance, sidecar, app, None))
+    }
+
+    /// A replica just started; for a job (a restart policy other than `Always`), the task that
+    /// ends its sidecar (and removes its pod) once its app has finished for good, and then
+    /// tells the registry.
+    #[allow(clippy::too_many_arguments)]
+    fn replica(
+        &self,
+        svc: &ServiceSpec,
+        w: &WorkloadSpec,
+        index: u32,
+        instance: String,
+        sidecar: Option<Proc>,
+        app: Proc,
+        pod: Option<PodHandle>,
+    ) -> Replica {
+        let replica = Replica {
             service: svc.key(),
             workload: w.name.clone(),
-            index: i,
+            index,
             instance,
             sidecar,
             app,
-            pod: None,
-        })
+            pod,
+            retired: CancellationToken::new(),
+        };
+        if w.restart_policy != RestartPolicy::Always {
+            let (app, sidecar, pod) = (
+                replica.app.clone(),
+                replica.sidecar.clone(),
+                replica.pod.clone(),
+            );
+            let retired = replica.retired.clone();
+            let registry = self.registry.clone();
+            let key = (
+                svc.name.clone(),
+                svc.namespace.clone(),
+                replica.instance.clone(),
+            );
+            let runs = self.runs.clone();
+            let run = lock(&runs).get(&key).copied();
+            tokio::spawn(async move {
+                let Some(outcome) = app.finished().await else {
+                    return; // Stopped: a change of the mesh, or the mesh stopping.
+                };
+                if retired.is_cancelled() {
+                    return;
+                }
+                // Its app is gone: nothing in flight needs the sidecar any more. It drains
+                // (leaves the endpoints) and exits.
+                if let Some(s) = &sidecar {
+                    s.stop().await;
+                }
+                if let Some(pod) = &pod {
+                    pod.remove();
+                }
+                // A replacement (a change of its workload) may run under its name by now.
+                if !retired.is_cancelled() && lock(&runs).get(&key).copied() == run {
+                    registry.set_finished(&key.0, &key.1, &key.2, Some(outcome));
+                }
+            });
+        }
+        replica
     }
 
     /// Starts replica `i` of workload `w` of `svc` in a pod of its own: the pod (namespace,
@@ -650,11 +744,14 @@ impl Starter<'_> {
             }
             sidecar = Some(proc);
         }
-        let started = stages.apps.start(Launch::App {
-            app,
-            exe: opts.exe.clone(),
-            netns: Some(netns),
-        });
+        let started = stages.apps.start_with(
+            Launch::App {
+                app,
+                exe: opts.exe.clone(),
+                netns: Some(netns),
+            },
+            w.restart_policy,
+        );
         let app = match started {
             Ok(app) => app,
             Err(e) => {
@@ -665,15 +762,7 @@ impl Starter<'_> {
                 return Err(e);
             }
         };
-        Ok(Replica {
-            service: svc.key(),
-            workload: w.name.clone(),
-            index: i,
-            instance,
-            sidecar,
-            app,
-            pod: Some(handle),
-        })
+        Ok(self.replica(svc, w, i, instance, sidecar, app, Some(handle)))
     }
 
     /// Waits until the sidecar `pid` is ready for its app: registered, running a snapshot, and
@@ -727,6 +816,14 @@ impl Starter<'_> {
     }
 }
 
+/// A replica by (service, namespace, instance), as the registry names it.
+type ReplicaKey = (String, String, String);
+
+/// `m`, even if a thread panicked holding it (plain data: keep using it).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What a sidecar's health says while everything but its app is ready (the proxy's own
 /// words): a pod's app starts once its sidecar says this or ready.
 const APP_NOT_ACCEPTING: &str = "app is not accepting connections";
@@ -755,6 +852,7 @@ fn publish_pods(net: &Network, registry: &Registry) {
 }
 
 /// A replica's pod, removed once its processes have stopped.
+#[derive(Clone)]
 pub(crate) struct PodHandle {
     network: Arc<Network>,
     registry: Arc<Registry>,
@@ -778,12 +876,22 @@ pub(crate) struct Replica {
     pub app: Proc,
     /// Its pod (transparent interception).
     pub pod: Option<PodHandle>,
+    /// Cancelled once it is being stopped (replaced, removed): a job's app that finishes then
+    /// is not reported as its replica's outcome.
+    retired: CancellationToken,
 }
 
 impl Replica {
+    /// Whether its app has finished for good (a job's, by its restart policy).
+    pub fn finished(&self) -> bool {
+        self.app.outcome().is_some()
+    }
+
     /// Drains it: the sidecar first (it stops accepting, the control plane stops listing it,
-    /// its in-flight requests finish — they still need the app), then the app.
+    /// its in-flight requests finish — they still need the app), then the app. (A job's
+    /// sidecar has stopped already once its app finished.)
     pub async fn stop(&self) {
+        self.retired.cancel();
         if let Some(s) = &self.sidecar {
             s.stop().await;
         }

@@ -25,8 +25,8 @@ pub mod tap;
 pub mod valid;
 
 pub use mesh::{
-    Capture, Interception, MeshSpec, OutboundPolicy, PortSpec, Protocol, ScopedOutboundPolicy,
-    ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,
+    Capture, Interception, MeshSpec, OutboundPolicy, PortSpec, Protocol, RestartPolicy,
+    ScopedOutboundPolicy, ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,
 };
 pub use names::{Authority, Identity, ServiceKey};
 pub use policy::{

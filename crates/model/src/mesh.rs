@@ -336,10 +336,56 @@ pub struct WorkloadSpec {
     /// endpoint of its service.
     #[serde(default = "yes")]
     pub sidecar: bool,
+    /// Whether a replica whose app exits is started again (a Kubernetes pod's
+    /// `restartPolicy`). Its sidecar is always restarted while the app runs.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// When an app that exited is started again: Kubernetes' `restartPolicy`, with its names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Always (a server, a Deployment's pods).
+    #[default]
+    Always,
+    /// Only after a non-zero exit status (or a signal): a job retried until it succeeds.
+    OnFailure,
+    /// Never: a job run once, whatever its outcome.
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        }
+    }
+
+    /// The policy named `name` (Kubernetes' spelling), if any.
+    pub fn parse(name: &str) -> Option<RestartPolicy> {
+        [
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
+    /// Whether an app that exited with `success` (status 0) is started again.
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 impl WorkloadSpec {
@@ -352,6 +398,23 @@ impl WorkloadSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policies_as_kubernetes_names_them() {
+        use RestartPolicy::*;
+        let restarts = |p: RestartPolicy| (p.restarts(true), p.restarts(false));
+        assert_eq!(restarts(Always), (true, true));
+        assert_eq!(restarts(OnFailure), (false, true));
+        assert_eq!(restarts(Never), (false, false));
+        for p in [Always, OnFailure, Never] {
+            assert_eq!(RestartPolicy::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(RestartPolicy::parse("always"), None);
+        // Older documents without the field read as before.
+        let old = r#"{"name":"w","labels":{},"replicas":1,"command":["x"],"env":{}}"#;
+        let w: WorkloadSpec = serde_json::from_str(old).unwrap();
+        assert_eq!((w.restart_policy, w.sidecar), (Always, true));
+    }
 
     #[test]
     fn service_vips_are_stable_and_distinct() {

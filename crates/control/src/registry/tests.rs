@@ -23,6 +23,7 @@ fn spec() -> MeshSpec {
                 command: vec!["x".into()],
                 env: Default::default(),
                 sidecar: true,
+                restart_policy: Default::default(),
             }],
             capture: Default::default(),
         }],
@@ -172,6 +173,7 @@ fn workloads_without_a_sidecar_are_not_waited_for() {
         command: vec!["x".into()],
         env: Default::default(),
         sidecar: false,
+        restart_policy: Default::default(),
     });
     assert_eq!(
         declared_instances(&s).map(|(_, i)| i).collect::<Vec<_>>(),
@@ -525,5 +527,62 @@ fn a_change_of_outbound_policy_alone_is_a_new_snapshot() {
     assert_eq!(
         r.snapshot().outbound_policy,
         model::OutboundPolicy::RegistryOnly
+    );
+}
+
+#[test]
+fn a_finished_replica_is_neither_waited_for_nor_pending() {
+    let r = Registry::new(spec());
+    let a = r.register(node("hello-v1-0", 1000));
+    r.set_health(a.id, true, String::new());
+    // hello-v1-1's app (a job) ran and exited before its sidecar was ever ready; the sidecar
+    // was stopped.
+    drop(r.register(node("hello-v1-1", 1001)));
+    assert!(!r.is_warm());
+    r.set_finished(
+        "hello",
+        "default",
+        "hello-v1-1",
+        Some((Finished::Completed, "exit 0".into())),
+    );
+    assert!(r.is_warm());
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let st = crate::status::build(&r, any, any);
+    let row = st
+        .workloads
+        .iter()
+        .find(|w| w.instance == "hello-v1-1")
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.reason.as_str(), row.ready),
+        ("completed", "exit 0", false)
+    );
+    let json = serde_json::to_value(row).unwrap();
+    assert_eq!(json["finished"], "completed");
+    assert!(
+        !st.pending.iter().any(|p| p.contains("hello-v1-1")),
+        "{:?}",
+        st.pending
+    );
+    let other = st
+        .workloads
+        .iter()
+        .find(|w| w.instance == "hello-v1-0")
+        .unwrap();
+    assert!(serde_json::to_value(other)
+        .unwrap()
+        .get("finished")
+        .is_none());
+
+    // Started again (its workload changed): waited for like any replica.
+    r.set_finished("hello", "default", "hello-v1-1", None);
+    assert!(!r.is_warm());
+    let st = crate::status::build(&r, any, any);
+    assert!(
+        st.pending
+            .iter()
+            .any(|p| p.starts_with("hello-v1-1: starting")),
+        "{:?}",
+        st.pending
     );
 }
