@@ -562,7 +562,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         });
         paths.push(start_weft(spec, &control, app_port, cpu)?);
         if spec.transparent {
-            paths.push(transparent::start(spec, cpu)?);
+            paths.extend(transparent::start(spec, cpu)?);
         }
         if let Some(envoy) = &spec.envoy {
             paths.push(start_envoy(spec, envoy, app_port, cpu)?);
@@ -784,11 +784,20 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     })
 }
 
-/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`).
+/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`), and, under
+/// `pods_explicit`, ÷ the explicit path in the same pods (`weft-pods-explicit`): what capture
+/// itself costs.
 fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
     let w = paths.iter().find(|p| p.name == "weft")?;
     let t = paths.iter().find(|p| p.name == "weft-transparent")?;
-    Some(path_ratios(t, w))
+    let mut r = path_ratios(t, w);
+    if let (Some(e), Some(o)) = (
+        paths.iter().find(|p| p.name == "weft-pods-explicit"),
+        r.as_object_mut(),
+    ) {
+        o.insert("pods_explicit".into(), path_ratios(t, e));
+    }
+    Some(r)
 }
 
 /// weft ÷ Envoy.

@@ -16,8 +16,11 @@ fn mesh_yaml() -> &'static str {
     "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench-pods}\nspec:\n  ingress: 127.0.0.1:0\n  interception: transparent\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - {name: bench-v1, replicas: 1, command: [weft, demo, echo, --service, bench]}\n  - name: loadgen\n    port: 80\n    workloads:\n    - {name: loadgen, replicas: 1, command: [weft, demo, echo, --service, loadgen]}\n"
 }
 
-/// Starts the mesh and waits until it is ready and the path answers.
-pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Path, BenchError> {
+/// Starts the mesh and waits until it is ready and its paths answer: `weft-transparent`, and
+/// `weft-pods-explicit` (the same pods, the load generator calling its sidecar's explicit
+/// outbound listener inside the client pod, as a client configured with a proxy does), which
+/// tells what capture itself costs from what the pods' network costs.
+pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, BenchError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::Setup(
             "the transparent path needs root (network namespaces, iptables)".into(),
@@ -57,19 +60,37 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Path, BenchE
     let vip = vip_in(&pod, "bench.default")?;
     let target = SocketAddr::from((vip, 80));
     super::wait_path_in(target, "weft (transparent)", Some(&pod))?;
-    Ok(Path {
-        name: "weft-transparent",
-        description: if spec.mtls {
-            "client in a pod → captured → weft sidecar → mTLS HTTP/2 → weft sidecar in a pod → app"
-        } else {
-            "client in a pod → captured → weft sidecar → HTTP/2 → weft sidecar in a pod → app"
+    // The explicit outbound listener weft up gives every sidecar in a pod.
+    let explicit = SocketAddr::from(([127, 0, 0, 1], EXPLICIT_PORT));
+    super::wait_path_in(explicit, "weft (explicit, in pods)", Some(&pod))?;
+    let proxies = vec![pid(&client), pid(&server)];
+    Ok(vec![
+        Path {
+            name: "weft-transparent",
+            description: if spec.mtls {
+                "client in a pod → captured → weft sidecar → mTLS HTTP/2 → weft sidecar in a pod → app"
+            } else {
+                "client in a pod → captured → weft sidecar → HTTP/2 → weft sidecar in a pod → app"
+            },
+            target,
+            proxies: proxies.clone(),
+            netns: Some(pod.clone()),
+            _procs: vec![up],
         },
-        target,
-        proxies: vec![pid(&client), pid(&server)],
-        netns: Some(pod),
-        _procs: vec![up],
-    })
+        Path {
+            name: "weft-pods-explicit",
+            description: "client in a pod → its weft sidecar's outbound listener → the same hops",
+            target: explicit,
+            proxies,
+            netns: Some(pod),
+            _procs: vec![],
+        },
+    ])
 }
+
+/// The port of a pod's sidecar's explicit outbound listener (`weft up` binds 127.0.0.1:15080
+/// in every pod).
+const EXPLICIT_PORT: u16 = 15080;
 
 /// Waits for `weft up`'s line saying the mesh is ready.
 fn wait_ready(up: &mut Proc) -> Result<(), BenchError> {
