@@ -14,8 +14,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// beta's port: inside its pod the app listens on it (each pod has its own network, so a fixed
+/// port cannot collide with anything on the host).
+const BETA_PORT: u16 = 8080;
+
 /// A transparent mesh: alpha (one replica, port 80, capture annotations), beta (two replicas,
-/// port 8080) and gamma (one replica outside the mesh, `sidecar: false`).
+/// port [`BETA_PORT`]) and gamma (one replica outside the mesh, `sidecar: false`).
 fn transparent_yaml(name: &str) -> String {
     format!(
         "apiVersion: weft.dev/v1alpha1
@@ -36,7 +40,7 @@ spec:
       replicas: 1
       command: [weft, demo, echo, --service, alpha]
   - name: beta
-    port: 8080
+    port: {BETA_PORT}
     workloads:
     - name: beta-v1
       replicas: 2
@@ -131,7 +135,7 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
         let port = if instance.starts_with("alpha") {
             80
         } else {
-            8080
+            BETA_PORT
         };
         let body = get_in_pod(pod, &format!("http://127.0.0.1:{port}/"));
         assert!(
@@ -218,7 +222,7 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
         "--",
         "python3",
         "-c",
-        "import os, urllib.request as u; print(os.environ.get('HTTP_PROXY')); print(u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8080/').read().decode())",
+        &format!("import os, urllib.request as u; print(os.environ.get('HTTP_PROXY')); print(u.build_opener(u.ProxyHandler({{}})).open('http://127.0.0.1:{BETA_PORT}/').read().decode())"),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -319,26 +319,54 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+impl Control {
+    /// Starts `weft proxy --mode MODE --control … --service SA ARGS…` joined to this control
+    /// plane under the service account `sa`, and waits for its first line (where it listens).
+    fn proxy(
+        &self,
+        spec: &BenchSpec,
+        name: &str,
+        mode: &str,
+        sa: &str,
+        args: &[&str],
+        cpu: Option<usize>,
+    ) -> Result<(Proc, String), BenchError> {
+        let mut argv = strings(&[
+            "proxy",
+            "--mode",
+            mode,
+            "--control",
+            &self.grpc,
+            "--service",
+            sa,
+        ]);
+        argv.extend(strings(args));
+        let mut p = spawn(
+            name,
+            &spec.weft,
+            &argv,
+            &self.proxy_env(spec, sa)?,
+            cpu,
+            true,
+        )?;
+        let line = first_line(&mut p)?;
+        Ok((p, line))
+    }
+}
+
 fn start_weft(
     spec: &BenchSpec,
     control: &Control,
     app: u16,
     cpu: Option<usize>,
 ) -> Result<Path, BenchError> {
-    let (s, grpc) = (strings, control.grpc.as_str());
-    let token_env = |sa: &str| control.proxy_env(spec, sa);
     let app = format!("127.0.0.1:{app}");
-    let mut sidecar = spawn(
+    let (sidecar, _) = control.proxy(
+        spec,
         "sidecar",
-        &spec.weft,
-        &s(&[
-            "proxy",
-            "--mode",
-            "sidecar",
-            "--control",
-            grpc,
-            "--service",
-            "bench",
+        "sidecar",
+        "bench",
+        &[
             "--workload",
             "bench-v1",
             "--instance",
@@ -347,33 +375,18 @@ fn start_weft(
             &app,
             "--inbound",
             "127.0.0.1:0",
-        ]),
-        &token_env("bench")?,
+        ],
         cpu,
-        true,
     )?;
-    first_line(&mut sidecar)?;
-    let mut client = spawn(
+    let (client, line) = control.proxy(
+        spec,
         "client",
-        &spec.weft,
-        &s(&[
-            "proxy",
-            "--mode",
-            "client",
-            "--control",
-            grpc,
-            "--service",
-            "loadgen",
-            "--instance",
-            "loadgen-0",
-            "--outbound",
-            "127.0.0.1:0",
-        ]),
-        &token_env("loadgen")?,
+        "client",
+        "loadgen",
+        &["--instance", "loadgen-0", "--outbound", "127.0.0.1:0"],
         cpu,
-        true,
     )?;
-    let target = parse_bound(&first_line(&mut client)?, "outbound")?;
+    let target = parse_bound(&line, "outbound")?;
     wait_path(target, "weft")?;
     Ok(Path {
         name: "weft",

@@ -2,7 +2,7 @@
 //! weft (a sidecar's local client port → mTLS HTTP/2 CONNECT → the app's sidecar) and through
 //! two Envoys (`tcp_proxy` → mTLS → `tcp_proxy`); the steps that measure them, and the results.
 
-use super::procs::{first_line, free_port, spawn, Proc};
+use super::procs::{free_port, spawn, Proc};
 use super::{envoy, measured, median, strings, tls, BenchError, BenchSpec, Control, Path};
 use crate::tcp::{run_tcp_blocking, TcpReport, TcpSpec};
 use serde::Serialize;
@@ -170,18 +170,12 @@ pub(super) fn start_weft(
     cpu: Option<usize>,
 ) -> Result<Path, BenchError> {
     let app = app.to_string();
-    let grpc = control.grpc.as_str();
-    let mut sidecar = spawn(
+    let (sidecar, _) = control.proxy(
+        spec,
         "tcp-sidecar",
-        &spec.weft,
-        &strings(&[
-            "proxy",
-            "--mode",
-            "sidecar",
-            "--control",
-            grpc,
-            "--service",
-            "bench-tcp",
+        "sidecar",
+        "bench-tcp",
+        &[
             "--workload",
             "bench-tcp-v1",
             "--instance",
@@ -192,27 +186,19 @@ pub(super) fn start_weft(
             "tcp",
             "--inbound",
             "127.0.0.1:0",
-        ]),
-        &control.proxy_env(spec, "bench-tcp")?,
+        ],
         cpu,
-        true,
     )?;
-    first_line(&mut sidecar)?;
     let local = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let tcp_port = format!("bench-tcp:{SERVICE_PORT}@{local}");
     // A client's sidecar: its own app is never called here (the echo stands in for it, so
     // its readiness probe finds something), only its local client port is.
-    let mut client = spawn(
+    let (client, _) = control.proxy(
+        spec,
         "tcp-client",
-        &spec.weft,
-        &strings(&[
-            "proxy",
-            "--mode",
-            "sidecar",
-            "--control",
-            grpc,
-            "--service",
-            "loadgen",
+        "sidecar",
+        "loadgen",
+        &[
             "--workload",
             "loadgen",
             "--instance",
@@ -223,17 +209,11 @@ pub(super) fn start_weft(
             "tcp",
             "--inbound",
             "127.0.0.1:0",
-            // Local client ports are served beside the outbound listener.
-            "--outbound",
-            "127.0.0.1:0",
             "--tcp-port",
             &tcp_port,
-        ]),
-        &control.proxy_env(spec, "loadgen")?,
+        ],
         cpu,
-        true,
     )?;
-    first_line(&mut client)?;
     wait(local, "weft's TCP path")?;
     Ok(Path {
         name: "tcp-weft",
