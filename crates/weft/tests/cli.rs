@@ -593,12 +593,23 @@ fn bench_runs_the_transparent_path() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: Value = serde_json::from_str(&text).unwrap();
-    let path = doc["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "weft-transparent")
-        .unwrap_or_else(|| panic!("no transparent path: {doc}"));
+    let named = |name: &str| {
+        doc["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} path: {doc}"))
+            .clone()
+    };
+    // The pods' network with no mesh: the transparent path's added latency counts from it.
+    let base = named("pods-direct");
+    assert_eq!(base["proxies"], 0, "{base}");
+    assert_eq!(base["rates"][0]["failed"], 0, "{base}");
+    assert!(base["rates"][0]["added_p50_us"].is_null(), "{base}");
+    let path = named("weft-transparent");
+    assert!(path["rates"][0]["added_p50_us"].is_f64(), "{path}");
+    assert_eq!(named("weft-pods-explicit")["rates"][0]["failed"], 0);
     assert_eq!(path["proxies"], 2);
     assert_eq!(path["peak_failed"], 0, "{path}");
     assert_eq!(path["rates"][0]["failed"], 0, "{path}");

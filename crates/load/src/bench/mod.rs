@@ -90,7 +90,8 @@ pub struct RateResult {
     pub p50_us: f64,
     pub p95_us: f64,
     pub p99_us: f64,
-    /// This path's latency minus the direct path's, in the same round (median over rounds).
+    /// This path's latency minus its baseline's (no proxies, same network: `direct`, or
+    /// `pods-direct` for paths between pods), in the same round (median over rounds).
     pub added_p50_us: Option<f64>,
     pub added_p99_us: Option<f64>,
     /// Proxy CPU time (all of this path's proxies) per request.
@@ -147,6 +148,10 @@ struct Path {
     /// The network namespace the load runs in (the transparent path's client pod); `None`:
     /// this one.
     netns: Option<String>,
+    /// The path without proxies whose latency, in the same round, this path's "added" latency
+    /// is counted from: `direct` on loopback, `pods-direct` for paths between pods (the same
+    /// network, with no mesh in it). `None` for such a baseline path itself.
+    base: Option<&'static str>,
     _procs: Vec<Proc>,
 }
 
@@ -398,6 +403,7 @@ fn start_weft(
         target,
         proxies: vec![client.pid(), sidecar.pid()],
         netns: None,
+        base: Some("direct"),
         _procs: vec![client, sidecar],
     })
 }
@@ -468,6 +474,7 @@ fn start_envoy(
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
         netns: None,
+        base: Some("direct"),
         _procs: procs,
     })
 }
@@ -571,6 +578,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             target: app,
             proxies: vec![],
             netns: None,
+            base: None,
             _procs: vec![],
         });
         paths.push(start_weft(spec, &control, app_port, cpu)?);
@@ -591,6 +599,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             target: echo,
             proxies: vec![],
             netns: None,
+            base: None,
             _procs: vec![],
         });
         tcp_paths.push(tcp::start_weft(spec, &control, echo, cpu)?);
@@ -636,7 +645,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         .collect();
     let tcp_idle = idle.split_off(paths.len());
 
-    // fixed[path][rate]: one sample per round; added[path][rate]: (p50, p99) minus direct's.
+    // fixed[path][rate]: one sample per round; added[path][rate]: (p50, p99) minus its
+    // baseline's in the same round.
     let mut fixed: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
     let mut added: Vec<Vec<Vec<(f64, f64)>>> =
         vec![vec![Vec::new(); spec.rates.len()]; paths.len()];
@@ -644,7 +654,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     let mut tcp_rounds: Vec<tcp::Rounds> = tcp_paths.iter().map(|_| Default::default()).collect();
     for round in 0..spec.rounds {
         for (ri, &rate) in spec.rates.iter().enumerate() {
-            let mut direct = None;
+            let mut this_round = Vec::with_capacity(paths.len());
             for (pi, p) in paths.iter().enumerate() {
                 let (r, cpu, _) = step(
                     p,
@@ -667,12 +677,15 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     r.achieved_rps,
                     r.failed,
                 );
-                if pi == 0 {
-                    direct = Some(s);
-                } else if let Some(d) = direct {
+                fixed[pi][ri].push(s);
+                this_round.push(s);
+            }
+            for (pi, p) in paths.iter().enumerate() {
+                let base = p.base.and_then(|b| paths.iter().position(|q| q.name == b));
+                if let Some(b) = base {
+                    let (s, d) = (this_round[pi], this_round[b]);
                     added[pi][ri].push((s.0 - d.0, s.2 - d.2));
                 }
-                fixed[pi][ri].push(s);
             }
         }
         for (pi, p) in paths.iter().enumerate() {
@@ -797,13 +810,33 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     })
 }
 
-/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`), and, under
-/// `pods_explicit`, ÷ the explicit path in the same pods (`weft-pods-explicit`): what capture
-/// itself costs.
+/// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`; each one's added
+/// latency counted from the same network without the mesh: `pods-direct` and `direct`), and,
+/// under `pods_explicit`, ÷ the explicit path in the same pods (`weft-pods-explicit`): what
+/// capture itself costs. `pods_network_p50_us`, per rate: what the pods' network adds to a call
+/// with no mesh (`pods-direct`'s p50 minus `direct`'s).
 fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
     let w = paths.iter().find(|p| p.name == "weft")?;
     let t = paths.iter().find(|p| p.name == "weft-transparent")?;
     let mut r = path_ratios(t, w);
+    if let (Some(pd), Some(d), Some(o)) = (
+        paths.iter().find(|p| p.name == "pods-direct"),
+        paths.iter().find(|p| p.name == "direct"),
+        r.as_object_mut(),
+    ) {
+        let net: serde_json::Map<String, serde_json::Value> = pd
+            .rates
+            .iter()
+            .zip(&d.rates)
+            .map(|(a, b)| {
+                (
+                    format!("{}", a.rate),
+                    serde_json::json!(a.p50_us - b.p50_us),
+                )
+            })
+            .collect();
+        o.insert("pods_network_p50_us".into(), net.into());
+    }
     if let (Some(e), Some(o)) = (
         paths.iter().find(|p| p.name == "weft-pods-explicit"),
         r.as_object_mut(),

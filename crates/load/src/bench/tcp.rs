@@ -225,6 +225,7 @@ pub(super) fn start_weft(
         target: local,
         proxies: vec![client.pid(), sidecar.pid()],
         netns: None,
+        base: Some("tcp-direct"),
         _procs: vec![client, sidecar],
     })
 }
@@ -274,6 +275,7 @@ pub(super) fn start_envoy(
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
         netns: None,
+        base: Some("tcp-direct"),
         _procs: procs,
     })
 }

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 /// The mesh `weft up` runs for this path.
 fn mesh_yaml() -> &'static str {
-    "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench-pods}\nspec:\n  ingress: 127.0.0.1:0\n  interception: transparent\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - {name: bench-v1, replicas: 1, command: [weft, demo, echo, --service, bench]}\n  - name: loadgen\n    port: 80\n    workloads:\n    - {name: loadgen, replicas: 1, command: [weft, demo, echo, --service, loadgen]}\n"
+    "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench-pods}\nspec:\n  ingress: 127.0.0.1:0\n  interception: transparent\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - {name: bench-v1, replicas: 1, command: [weft, demo, echo, --service, bench]}\n  - name: loadgen\n    port: 80\n    workloads:\n    - {name: loadgen, replicas: 1, command: [weft, demo, echo, --service, loadgen]}\n  - name: plain\n    port: 80\n    workloads:\n    - {name: plain-v1, replicas: 1, sidecar: false, command: [weft, demo, echo, --service, bench, --address, 0.0.0.0]}\n  - name: plainload\n    port: 80\n    workloads:\n    - {name: plainload, replicas: 1, sidecar: false, command: [weft, demo, echo, --service, plainload]}\n"
 }
 
-/// Starts the mesh and waits until it is ready and its paths answer: `weft-transparent`, and
-/// `weft-pods-explicit` (the same pods, the load generator calling its sidecar's explicit
-/// outbound listener inside the client pod, as a client configured with a proxy does), which
-/// tells what capture itself costs from what the pods' network costs.
+/// Starts the mesh and waits until it is ready and its paths answer: `pods-direct` (the load
+/// generator in a pod without a sidecar calling the app in another such pod: the pods' network
+/// with no mesh in it, the baseline the other two paths' added latency is counted from),
+/// `weft-transparent`, and `weft-pods-explicit` (the same pods, the load generator calling its
+/// sidecar's explicit outbound listener inside the client pod, as a client configured with a
+/// proxy does), which tells what capture itself costs.
 pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, BenchError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::Setup(
@@ -56,6 +58,16 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
     };
     let (client, server) = (row("loadgen-0")?, row("bench-v1-0")?);
     let pod = client["pod"].as_str().unwrap_or_default().to_string();
+    // Pods without a sidecar are not replicas of the mesh (`weft status` lists none): their
+    // namespaces are named like the others', and their hosts files give their addresses.
+    let unmeshed = |instance: &str| -> Result<String, BenchError> {
+        pod.strip_suffix("loadgen-0")
+            .map(|prefix| format!("{prefix}{instance}"))
+            .ok_or_else(|| BenchError::Setup(format!("unexpected pod name {pod}")))
+    };
+    let plain_pod = unmeshed("plainload-0")?;
+    let plain_app = SocketAddr::from((addr_in(&unmeshed("plain-v1-0")?, "plain-v1-0")?, 80));
+    super::wait_path_in(plain_app, "the app between pods", Some(&plain_pod))?;
     let pid = |w: &serde_json::Value| w["pid"].as_u64().unwrap_or(0) as u32;
     let vip = vip_in(&pod, "bench.default")?;
     let target = SocketAddr::from((vip, 80));
@@ -66,6 +78,15 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
     let proxies = vec![pid(&client), pid(&server)];
     Ok(vec![
         Path {
+            name: "pods-direct",
+            description: "client in a pod → app in another pod (no sidecars, no capture)",
+            target: plain_app,
+            proxies: vec![],
+            netns: Some(plain_pod),
+            base: None,
+            _procs: vec![],
+        },
+        Path {
             name: "weft-transparent",
             description: if spec.mtls {
                 "client in a pod → captured → weft sidecar → mTLS HTTP/2 → weft sidecar in a pod → app"
@@ -75,6 +96,7 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
             target,
             proxies: proxies.clone(),
             netns: Some(pod.clone()),
+            base: Some("pods-direct"),
             _procs: vec![up],
         },
         Path {
@@ -83,6 +105,7 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
             target: explicit,
             proxies,
             netns: Some(pod),
+            base: Some("pods-direct"),
             _procs: vec![],
         },
     ])
@@ -118,6 +141,11 @@ fn wait_ready(up: &mut Proc) -> Result<(), BenchError> {
 
 /// The virtual IP the pod `pod`'s hosts file gives `name`.
 fn vip_in(pod: &str, name: &str) -> Result<std::net::Ipv4Addr, BenchError> {
+    addr_in(pod, name)
+}
+
+/// The address the pod `pod`'s hosts file gives `name`.
+fn addr_in(pod: &str, name: &str) -> Result<std::net::Ipv4Addr, BenchError> {
     let hosts = std::fs::read_to_string(format!("/etc/netns/{pod}/hosts"))?;
     hosts
         .lines()

@@ -132,9 +132,13 @@ struct EchoArgs {
     fail_rate: f64,
     #[arg(long, default_value_t = 500)]
     fail_status: u16,
-    /// Where to listen (127.0.0.1:PORT); `weft up` sets PORT
+    /// Where to listen (ADDRESS:PORT); `weft up` sets PORT
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
+    /// The address to listen on: 127.0.0.1 (its sidecar, or clients on this machine), or
+    /// 0.0.0.0 in a pod reached from other pods without a sidecar
+    #[arg(long, default_value = "127.0.0.1")]
+    address: std::net::IpAddr,
     #[arg(long, env = "WEFT_INSTANCE", default_value = "local")]
     instance: String,
     /// Worker threads (a demo app is small; one keeps it cheap and its latency steady)
