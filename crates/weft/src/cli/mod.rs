@@ -287,7 +287,7 @@ fn echo(a: EchoArgs) -> anyhow::Result<i32> {
             .build()?
     };
     rt.block_on(async move {
-        let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+        let addr = SocketAddr::from((a.address, a.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
