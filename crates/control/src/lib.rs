@@ -11,12 +11,15 @@
 //!   change: validated as a whole, then handed to the registry.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
 //! - [`watch`]: the watched configuration files behind `--watch`.
+//! - [`etcd`]: etcd as the store of several control-plane replicas: resources, registrations,
+//!   the sealed CA root.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
 //! - `ca_api`: `POST /ca/{prepare,activate,retire}`, root rotation without downtime.
 
 pub mod ca;
 mod ca_api;
+pub mod etcd;
 pub mod http_api;
 mod join;
 pub mod listener;

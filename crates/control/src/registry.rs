@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub const WARMUP: Duration = Duration::from_secs(2);
 
 /// What a proxy said about itself in its hello, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub mode: String,
     pub service: String,
@@ -72,7 +72,7 @@ impl TryFrom<api::pb::Hello> for Node {
 }
 
 /// One connected proxy.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProxyRecord {
     pub node: Node,
     pub ready: bool,
@@ -89,6 +89,20 @@ pub struct ProxyRecord {
     pub listed_since: Option<u64>,
     /// The CA generation that signed the proxy's leaf, as it reports; 0: none (yet).
     pub leaf_generation: u64,
+    /// The control-plane replica the proxy is connected to, when several share a store;
+    /// empty for a control plane alone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
+    /// When it registered with that replica (ms since the epoch; 0 for a control plane
+    /// alone): a proxy that moved to another replica is listed by both until the first one's
+    /// lease lapses, and the newer registration is where it is.
+    #[serde(default)]
+    pub registered_ms: u64,
+    /// With several replicas: since which snapshot version each replica lists this proxy's
+    /// replica as an endpoint (every replica numbers its own snapshots, and a proxy applies
+    /// its own replica's). Empty for a control plane alone, where `listed_since` says it.
+    #[serde(skip)]
+    pub listed_by: BTreeMap<String, u64>,
 }
 
 /// Why a replica does not receive traffic from every proxy that could send it.
@@ -142,9 +156,18 @@ impl ProxyRecord {
         let Some(since) = self.listed_since else {
             return Err(NotRoutable::NotListed);
         };
+        // A proxy has applied a snapshot listing this replica once its acked version reaches
+        // the version since which its own control-plane replica lists it.
+        let since_for = |q: &ProxyRecord| -> Option<u64> {
+            if self.listed_by.is_empty() {
+                Some(since)
+            } else {
+                self.listed_by.get(&q.replica).copied()
+            }
+        };
         let behind: Vec<(String, u64)> = all
             .iter()
-            .filter(|q| !q.draining && q.acked < since)
+            .filter(|q| !q.draining && since_for(q).is_none_or(|s| q.acked < s))
             .map(|q| (q.name(), q.acked))
             .collect();
         if behind.is_empty() {
@@ -471,6 +494,9 @@ impl Registry {
                     nack: None,
                     listed_since: None,
                     leaf_generation: 0,
+                    replica: String::new(),
+                    registered_ms: 0,
+                    listed_by: BTreeMap::new(),
                 },
             );
             id
@@ -494,7 +520,12 @@ impl Registry {
         let inner = self.lock();
         let mut spec = inner.spec.clone();
         with_traffic(&mut spec, from);
-        build(&spec, inner.proxies.all(), inner.snapshot.version + 1).0
+        build(
+            &spec,
+            inner.proxies.all(),
+            next_version(inner.snapshot.version),
+        )
+        .0
     }
 
     /// Waits until every connected proxy has answered `version`: applied it (or a later one)
@@ -596,7 +627,11 @@ impl Registry {
     /// trust bundle travels with it); returns the version.
     pub fn republish(&self) -> u64 {
         let mut inner = self.lock();
-        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.snapshot.version + 1);
+        let (next, listed) = build(
+            &inner.spec,
+            inner.proxies.all(),
+            next_version(inner.snapshot.version),
+        );
         let next = Arc::new(next);
         let version = next.version;
         mark_listed(&mut *inner.proxies, &listed, version);
@@ -610,7 +645,11 @@ impl Registry {
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
-        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.snapshot.version + 1);
+        let (next, listed) = build(
+            &inner.spec,
+            inner.proxies.all(),
+            next_version(inner.snapshot.version),
+        );
         let now = &inner.snapshot;
         // Unchanged (a restarted proxy may list the same address under a new registration):
         // whoever is listed now is in the snapshot already out.
@@ -626,6 +665,19 @@ impl Registry {
         self.generation.send_modify(|g| *g += 1);
         out
     }
+}
+
+/// The version after `previous`: the wall clock in ms, or `previous + 1` if that is not later.
+/// Replicas of a control plane sharing a store number their snapshots on the same clock, so a
+/// snapshot one builds after another's change carries a later version than the one that made
+/// it: "applied version V or later" means the same to both (what `weft apply` waits on, and
+/// when a new endpoint is routable from every proxy).
+fn next_version(previous: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    now.max(previous + 1)
 }
 
 /// `spec` with `from`'s services, routes, policies, gateway virtual hosts, security and

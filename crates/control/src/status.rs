@@ -112,6 +112,9 @@ pub struct WorkloadStatus {
     pub pid: u32,
     /// The snapshot version this replica's proxy last applied.
     pub config_version: u64,
+    /// The control-plane replica its proxy is connected to, when several share a store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub control_replica: String,
     /// The network namespace it runs in (transparent interception); empty otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pod: String,
@@ -170,6 +173,7 @@ fn row(rec: Option<&ProxyRecord>, proxies: &[ProxyRecord], identity: String) -> 
         reason,
         pid: n.map(|n| n.pid).unwrap_or(0),
         config_version: rec.map(|r| r.acked).unwrap_or(0),
+        control_replica: rec.map(|r| r.replica.clone()).unwrap_or_default(),
         pod: String::new(),
         pod_address: String::new(),
         finished: None,

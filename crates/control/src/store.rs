@@ -6,20 +6,23 @@
 //! builder turns it into the next snapshot. A bad change changes nothing and the last good set
 //! keeps serving.
 //!
-//! Where the set is kept is a [`Backend`]: [`Memory`] today. A backend that keeps it elsewhere
-//! (an etcd key range, the Kubernetes API) implements the same two calls; the validation, the
-//! registry and the snapshot builder stay as they are.
+//! Where the set is kept is a [`Backend`]: [`Memory`], or an etcd key range shared by several
+//! control-plane replicas ([`crate::etcd`]); the Kubernetes API implements the same two calls.
+//! The validation, the registry and the snapshot builder stay as they are.
 
 use crate::registry::Registry;
 use config::{Diagnostic, Loaded, Resource};
 use std::sync::{Arc, Mutex};
 
 /// Where the resources in force are kept.
+#[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The resources in force.
     fn load(&self) -> config::Store;
-    /// Keeps `next` as the resources in force (it validated).
-    fn save(&self, next: &config::Store) -> Result<(), BackendError>;
+    /// Keeps `next` as the resources in force (it validated), if the resources in force are
+    /// still `base` (what [`Backend::load`] gave): a backend shared with other writers refuses
+    /// a change made over one they have replaced meanwhile.
+    async fn save(&self, base: &config::Store, next: &config::Store) -> Result<(), BackendError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +40,13 @@ impl Memory {
     }
 }
 
+#[tonic::async_trait]
 impl Backend for Memory {
     fn load(&self) -> config::Store {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn save(&self, next: &config::Store) -> Result<(), BackendError> {
+    async fn save(&self, _base: &config::Store, next: &config::Store) -> Result<(), BackendError> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
         Ok(())
     }
@@ -132,7 +136,8 @@ impl Resources {
     /// force if it validates and every resource of `new` is honoured.
     pub async fn change(&self, gone: &[Resource], new: Vec<Resource>) -> Result<Changed, Refused> {
         let _one_at_a_time = self.changing.lock().await;
-        let base = self.backend.load().deleted(gone);
+        let current = self.backend.load();
+        let base = current.deleted(gone);
         let next = base.applied(new.clone());
         let loaded = next.load().map_err(Refused::Invalid)?;
         // What is applied must be honoured; a resource already in force that is rejected (it
@@ -147,7 +152,10 @@ impl Resources {
             let blamed = self.blame(&base, &new);
             return Err(Refused::Undecodable { error, blamed });
         }
-        self.backend.save(&next).map_err(Refused::Backend)?;
+        self.backend
+            .save(&current, &next)
+            .await
+            .map_err(Refused::Backend)?;
         self.registry.set_traffic(loaded.mesh.clone());
         let version = self.registry.snapshot().version;
         Ok(Changed { loaded, version })
@@ -333,11 +341,12 @@ mod tests {
     /// Keeps nothing: every save fails.
     struct Refusing;
 
+    #[tonic::async_trait]
     impl Backend for Refusing {
         fn load(&self) -> config::Store {
             config::Store::default()
         }
-        fn save(&self, _: &config::Store) -> Result<(), BackendError> {
+        async fn save(&self, _: &config::Store, _: &config::Store) -> Result<(), BackendError> {
             Err(BackendError("read-only".into()))
         }
     }

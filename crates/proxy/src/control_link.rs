@@ -13,12 +13,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tonic::transport::{Channel, Endpoint};
 
-/// The control plane's address and how to talk to it.
+/// The control plane's addresses (one per replica) and how to talk to it. Calls go to one
+/// replica at a time; [`ControlLink::fail_over`] moves to the next.
 pub struct ControlLink {
-    pub addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    current: AtomicUsize,
     tls: Option<LinkTls>,
 }
 
@@ -33,7 +36,38 @@ struct LinkTls {
 impl ControlLink {
     /// Plaintext: the mesh runs no CA.
     pub fn plaintext(addr: SocketAddr) -> ControlLink {
-        ControlLink { addr, tls: None }
+        ControlLink {
+            addrs: vec![addr],
+            current: AtomicUsize::new(0),
+            tls: None,
+        }
+    }
+
+    /// The same link, with `others` (more replicas of the same control plane) to fail over to.
+    pub fn with_replicas(mut self, others: &[SocketAddr]) -> ControlLink {
+        for a in others {
+            if !self.addrs.contains(a) {
+                self.addrs.push(*a);
+            }
+        }
+        self
+    }
+
+    /// The replica calls go to now.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()]
+    }
+
+    /// Moves to the next replica (the current one was lost); returns it. With one replica,
+    /// that one again.
+    pub fn fail_over(&self) -> SocketAddr {
+        self.current.fetch_add(1, Ordering::Relaxed);
+        self.addr()
+    }
+
+    /// How many replicas the link knows.
+    pub fn replicas(&self) -> usize {
+        self.addrs.len()
     }
 
     /// TLS to the control plane of `own`'s trust domain, verified against `anchors_pem` (the
@@ -71,7 +105,8 @@ impl ControlLink {
             .with_no_client_auth();
         anchored.alpn_protocols = vec![tls::ALPN_H2.to_vec()];
         Ok(ControlLink {
-            addr,
+            addrs: vec![addr],
+            current: AtomicUsize::new(0),
             tls: Some(LinkTls {
                 anchored: Arc::new(anchored),
                 expected,
@@ -87,7 +122,7 @@ impl ControlLink {
 
     /// An endpoint for the control plane, to set timeouts on before [`ControlLink::connect`].
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::from_shared(format!("http://{}", self.addr))
+        Endpoint::from_shared(format!("http://{}", self.addr()))
             .expect("a socket address makes a valid URI")
     }
 
@@ -101,7 +136,7 @@ impl ControlLink {
             None => link.anchored.clone(),
         };
         let name = tls::server_name(&link.expected);
-        let addr = self.addr;
+        let addr = self.addr();
         let connector = tower::service_fn(move |_: http::Uri| {
             let config = config.clone();
             let name = name.clone();

@@ -73,7 +73,7 @@ pub async fn run(shared: Arc<Discovery>) {
             {
                 if !std::mem::replace(&mut refused_said, true) {
                     tracing::error!(
-                        control = %shared.control.addr,
+                        control = %shared.control.addr(),
                         "{}; the control plane refused the stream: {}",
                         no_token_message(),
                         s.message()
@@ -82,11 +82,20 @@ pub async fn run(shared: Arc<Discovery>) {
                 got
             }
             Err((got, e)) => {
-                tracing::warn!(control = %shared.control.addr, error = %e, "control plane stream lost; serving the last snapshot");
+                tracing::warn!(control = %shared.control.addr(), error = %e, "control plane stream lost; serving the last snapshot");
                 got
             }
         };
         shared.metrics.control_connected.set(0);
+        if shared.control.replicas() > 1 {
+            // Another replica serves the same mesh: try it next, at once the first time.
+            let next = shared.control.fail_over();
+            tracing::info!(control = %next, "trying another control-plane replica");
+            if got_snapshot {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+        }
         if got_snapshot {
             backoff = BACKOFF_MIN;
         }
@@ -147,7 +156,7 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
         .map_err(|e| (got, e.into()))?
         .into_inner();
     shared.metrics.control_connected.set(1);
-    tracing::info!(control = %shared.control.addr, "connected to the control plane");
+    tracing::info!(control = %shared.control.addr(), "connected to the control plane");
     // The ack of a snapshot whose JWT rules wait for keys: sent once they are fetched (or given
     // up on), so that "applied" means the rules are in force with their keys.
     let mut held: Option<pb::Ack> = None;

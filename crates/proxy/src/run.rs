@@ -65,13 +65,14 @@ fn control_link(
     slot: &Arc<crate::identity::Slot>,
 ) -> Result<ControlLink, RunError> {
     if settings.join_token.is_none() {
-        return Ok(ControlLink::plaintext(settings.control));
+        return Ok(ControlLink::plaintext(settings.control).with_replicas(&settings.control_more));
     }
     let anchors = settings
         .trust_anchors
         .as_deref()
         .ok_or(RunError::NoTrustAnchors)?;
     ControlLink::tls(settings.control, anchors, &settings.identity, slot.clone())
+        .map(|l| l.with_replicas(&settings.control_more))
         .map_err(RunError::TrustAnchors)
 }
 

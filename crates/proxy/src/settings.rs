@@ -46,6 +46,9 @@ pub struct Settings {
     pub identity: Identity,
     /// Where the control plane's gRPC server is.
     pub control: SocketAddr,
+    /// More replicas of the same control plane (sharing its store), tried in turn when the
+    /// one in use is lost.
+    pub control_more: Vec<SocketAddr>,
     /// Listener addresses; port 0 picks a free port. `None`: no such listener.
     pub outbound: Option<SocketAddr>,
     pub inbound: Option<SocketAddr>,

@@ -66,16 +66,47 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// The CA whose root is `cert_pem` with `key_pem`, kept by the caller (sealed in a store
+    /// shared by control-plane replicas): never written to disk. `source` names where they
+    /// came from, for errors.
+    pub fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        source: &Path,
+        config: CaConfig,
+    ) -> Result<Ca, CaError> {
+        let root = root_from_pem(cert_pem, key_pem, source, source)?;
+        Ca::assemble(config, None, root, Vec::new())
+    }
+
+    /// A new root for `trust_domain`, as PEM (certificate, key), for a caller that keeps it
+    /// itself ([`Ca::from_pem`] loads it).
+    pub fn new_root_pem(trust_domain: &str) -> Result<(String, String), CaError> {
+        let root = generate_root(trust_domain)?;
+        Ok((to_pem(&root.cert), root.issuer.key().serialize_pem()))
+    }
+}
+
 fn load_root(cert_path: &Path, key_path: &Path) -> Result<Authority, CaError> {
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    root_from_pem(&cert_pem, &key_pem, cert_path, key_path)
+}
+
+fn root_from_pem(
+    cert_pem: &str,
+    key_pem: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Authority, CaError> {
     let bad = |path: &Path, reason: String| CaError::BadCaFile {
         path: path.to_path_buf(),
         reason,
     };
-    let cert_pem = read(cert_path)?;
-    let key_pem = read(key_path)?;
     let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| bad(cert_path, format!("no PEM certificate: {e}")))?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(key_path, e.to_string()))?;
+    let key = KeyPair::from_pem(key_pem).map_err(|e| bad(key_path, e.to_string()))?;
     let (_, parsed) =
         x509_parser::parse_x509_certificate(&cert).map_err(|e| bad(cert_path, e.to_string()))?;
     if !parsed.is_ca() {

@@ -78,6 +78,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         instance: format!("{}-exec-{}", a.service, std::process::id()),
         labels: Default::default(),
         control,
+        control_more: Vec::new(),
         outbound: Some(any),
         inbound: None,
         admin: any,

@@ -18,9 +18,10 @@ enum ModeArg {
 pub struct ProxyArgs {
     #[arg(long, value_enum, default_value = "sidecar")]
     mode: ModeArg,
-    /// The control plane's gRPC address
-    #[arg(long)]
-    control: SocketAddr,
+    /// The control plane's gRPC address; several replicas of it (sharing one store) as
+    /// ADDR,ADDR…: the proxy uses one and moves to the next when it is lost
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    control: Vec<SocketAddr>,
     #[arg(long)]
     service: String,
     #[arg(long, default_value = "default")]
@@ -386,7 +387,8 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         workload: a.workload,
         instance: a.instance,
         labels: a.labels.into_iter().collect(),
-        control: a.control,
+        control: a.control[0],
+        control_more: a.control[1..].to_vec(),
         outbound: a.outbound,
         inbound: if mode == Mode::Sidecar {
             a.inbound
@@ -503,7 +505,7 @@ mod tests {
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Sidecar));
-        assert_eq!(a.control, launch.control);
+        assert_eq!(a.control, [launch.control]);
         assert_eq!(a.service, "backend");
         assert_eq!(a.namespace, "shop");
         assert_eq!(a.workload, "backend-v2");

@@ -99,20 +99,11 @@ pub struct CaArgs {
 impl CaArgs {
     /// The CA these flags describe for the mesh `mesh`; `None` with `--no-mtls`.
     pub fn open(&self, mesh: &str) -> anyhow::Result<Option<std::sync::Arc<control::ca::Ca>>> {
-        use control::ca::{Ca, CaConfig};
+        use control::ca::Ca;
         if self.no_mtls {
             return Ok(None);
         }
-        let mut config = CaConfig {
-            intermediate: self.intermediate,
-            ..CaConfig::default()
-        };
-        if let Some(t) = self.cert_ttl {
-            config.leaf_lifetime = t;
-        }
-        if let Some(td) = &self.trust_domain {
-            config.trust_domain = td.clone();
-        }
+        let config = self.config();
         let ca = match (&self.ca_cert, &self.ca_key) {
             (Some(cert), Some(key)) => Ca::from_files(cert, key, config),
             _ => {
@@ -125,6 +116,21 @@ impl CaArgs {
         }
         .map_err(|e| anyhow::anyhow!("CA: {e}"))?;
         Ok(Some(std::sync::Arc::new(ca)))
+    }
+
+    /// The CA's settings these flags give (lifetimes, trust domain, intermediate).
+    fn config(&self) -> control::ca::CaConfig {
+        let mut config = control::ca::CaConfig {
+            intermediate: self.intermediate,
+            ..control::ca::CaConfig::default()
+        };
+        if let Some(t) = self.cert_ttl {
+            config.leaf_lifetime = t;
+        }
+        if let Some(td) = &self.trust_domain {
+            config.trust_domain = td.clone();
+        }
+        config
     }
 }
 
@@ -141,6 +147,18 @@ pub struct ControlArgs {
     /// Watch the files and directories given and apply routing changes made to them
     #[arg(long)]
     watch: bool,
+    /// Keep the resources, the proxies' registrations and the CA root in etcd
+    /// (etcd://HOST:PORT[,HOST:PORT…]), shared by every replica started with the same store:
+    /// any replica serves any proxy. Default: in this process's memory
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// The key sealing the CA root (and the admin credential) in the store: a file with 64 hex
+    /// digits, mode 0600, the same on every replica [default: $WEFT_STORE_KEY]
+    #[arg(long, requires = "store", value_name = "PATH")]
+    store_key_file: Option<PathBuf>,
+    /// With --store and no files: the mesh in the store to serve [default: the only one]
+    #[arg(long, requires = "store", conflicts_with = "files")]
+    mesh: Option<String>,
     #[command(flatten)]
     ca: CaArgs,
 }
@@ -190,25 +208,122 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// The mesh the etcd cluster at `url` holds (`mesh`, or the only one): its `kind: Mesh` and
+/// everything applied to it, as the replicas that wrote it left it; `None` when it holds none.
+async fn mesh_in_store(url: &str, mesh: Option<&str>) -> anyhow::Result<Option<model::MeshSpec>> {
+    use control::etcd::{Etcd, EtcdResources};
+    let names = Etcd::meshes(url).await?;
+    let name = match (mesh, names.as_slice()) {
+        (Some(m), _) => m.to_string(),
+        (None, []) => return Ok(None),
+        (None, [one]) => one.clone(),
+        (None, many) => anyhow::bail!(
+            "{url} holds several meshes ({}): say which with --mesh NAME",
+            many.join(", ")
+        ),
+    };
+    let etcd = Etcd::connect(url, &name).await?;
+    let resources = EtcdResources::open(etcd, &config::Store::default()).await?;
+    let loaded = control::store::Backend::load(&*resources)
+        .load()
+        .map_err(|e| anyhow::anyhow!("the resources of mesh {name} in etcd: {e}"))?;
+    match loaded.mesh {
+        Some(m) => Ok(Some(m)),
+        None => anyhow::bail!("mesh {name} in {url} has no `kind: Mesh` document"),
+    }
+}
+
+/// A control-plane replica over the etcd cluster at `url`: the CA root and the admin
+/// credential sealed there (the first replica creates them), the files given applied over the
+/// resources there, the registrations shared with every other replica.
+async fn control_over_etcd(
+    a: &ControlArgs,
+    url: &str,
+    spec: model::MeshSpec,
+    files: config::Store,
+    listen: control::Listen,
+) -> anyhow::Result<(control::ControlPlane, String, control::etcd::Etcd)> {
+    use control::etcd::{Etcd, EtcdRegistrations, EtcdResources, SealKey};
+    let key = SealKey::from_file_or_env(a.store_key_file.as_deref())?;
+    let etcd = Etcd::connect(url, &spec.name).await?;
+    let ca = if a.ca.no_mtls {
+        None
+    } else {
+        Some(std::sync::Arc::new(etcd.ca(&key, a.ca.config()).await?))
+    };
+    let token = etcd
+        .admin_token(&key, local::meshes::new_admin_token())
+        .await?;
+    let resources = EtcdResources::open(etcd.clone(), &files).await?;
+    let loaded = control::store::Backend::load(&*resources)
+        .load()
+        .map_err(|e| anyhow::anyhow!("the resources in etcd: {e}"))?;
+    let (registrations, follower) = EtcdRegistrations::open(etcd.clone()).await?;
+    let registry = control::Registry::with_registrations(spec, Box::new(registrations));
+    // What is in force is what etcd holds (the files applied over it); the mesh's name and
+    // ingress are the files'.
+    registry.set_traffic(loaded.mesh);
+    follower.follow(registry.clone());
+    resources.follow(registry.clone());
+    let cp =
+        control::ControlPlane::start_with(registry, resources, listen, ca, Some(token.clone()))
+            .await?;
+    Ok((cp, token, etcd))
+}
+
 pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
-    let (spec, store) = load_mesh(&a.files)?;
-    local::meshes::ensure_home()?;
-    let ca = a.ca.open(&spec.name)?;
     let rt = runtime()?;
+    // Over a store with no files given: the mesh the store holds.
+    let from_store = match &a.store {
+        Some(url) if a.files.is_empty() => {
+            Some(rt.block_on(mesh_in_store(url, a.mesh.as_deref()))?)
+        }
+        _ => None,
+    };
+    let (spec, store) = match from_store {
+        Some(Some(spec)) => (spec, config::Store::default()),
+        _ => load_mesh(&a.files)?,
+    };
+    local::meshes::ensure_home()?;
     rt.block_on(async move {
-        let registry = control::Registry::new(spec.clone());
-        // The operator's credential for the API, in WEFT_HOME for the CLI.
-        let token = local::meshes::new_admin_token();
         let listen = control::Listen {
             grpc: a.listen,
             api: a.api,
         };
-        let backend = std::sync::Arc::new(control::store::Memory::new(store));
-        let cp =
-            control::ControlPlane::start_with(registry, backend, listen, ca, Some(token.clone()))
+        let (cp, token, etcd) = match &a.store {
+            None => {
+                let ca = a.ca.open(&spec.name)?;
+                let registry = control::Registry::new(spec.clone());
+                // The operator's credential for the API, in WEFT_HOME for the CLI.
+                let token = local::meshes::new_admin_token();
+                let backend = std::sync::Arc::new(control::store::Memory::new(store));
+                let cp = control::ControlPlane::start_with(
+                    registry,
+                    backend,
+                    listen,
+                    ca,
+                    Some(token.clone()),
+                )
                 .await?;
+                (cp, token, None)
+            }
+            Some(url) => {
+                let (cp, token, etcd) =
+                    control_over_etcd(&a, url, spec.clone(), store, listen).await?;
+                (cp, token, Some(etcd))
+            }
+        };
         if a.watch {
             cp.watch(a.files.clone());
+        }
+        if let Some(etcd) = &etcd {
+            etcd.announce(&control::etcd::Replica {
+                name: etcd.replica.clone(),
+                grpc: cp.grpc.to_string(),
+                api: cp.api.to_string(),
+                pid: std::process::id(),
+            })
+            .await?;
         }
         let _record = local::meshes::record(
             &local::meshes::MeshRecord {
@@ -221,8 +336,12 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             },
             Some(&token),
         )?;
+        let store = match &etcd {
+            Some(e) => format!(" · store etcd ({}), replica {}", e.endpoints(), e.replica),
+            None => String::new(),
+        };
         println!(
-            "weft: control plane for mesh {} ready: proxies connect to {}, API on http://{}",
+            "weft: control plane for mesh {} ready: proxies connect to {}, API on http://{}{store}",
             spec.name, cp.grpc, cp.api
         );
         let stop = CancellationToken::new();

@@ -1,0 +1,399 @@
+//! A control plane of several replicas over a real etcd cluster (3 members on loopback): the
+//! resources, the proxies' registrations and the CA root live in etcd, any replica serves any
+//! proxy, and losing a replica or an etcd member loses no request and no change.
+
+mod common;
+
+use common::etcd::{Cluster, Replica};
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const MESH: &str = "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: fleet}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: hello
+    port: 80
+    workloads:
+    - {name: hello-v1, replicas: 1, labels: {app: hello}, command: [weft, demo, echo]}
+  - name: client
+    port: 80
+";
+
+const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secret, namespace: default}
+spec:
+  selector: {matchLabels: {app: hello}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [\"/secret\"]}}]
+";
+
+/// A one-time join token for `identity` and the mesh's trust bundle, from `replica`'s API
+/// (with the admin credential its WEFT_HOME holds), written to files in `dir`.
+fn credentials(replica: &Replica, identity: &str, dir: &Path) -> (String, String) {
+    let token = std::fs::read_to_string(replica.home.path().join("meshes/fleet.token")).unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--fail-with-body", "-H", &auth])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let join = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"identity\": \"{identity}\"}}"),
+        &format!("http://{}/join", replica.api),
+    ]);
+    let bundle = curl(&[&format!("http://{}/ca/bundle", replica.api)]);
+    let name = identity.rsplit('/').next().unwrap();
+    let (t, b) = (dir.join(format!("{name}.token")), dir.join("bundle.pem"));
+    std::fs::write(&t, join).unwrap();
+    std::fs::write(&b, bundle).unwrap();
+    (t.display().to_string(), b.display().to_string())
+}
+
+/// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound.
+fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_json::Value) {
+    let controls: Vec<String> = controls.iter().map(|c| c.to_string()).collect();
+    let mut child = Command::new(WEFT)
+        .arg("proxy")
+        .args(["--control", &controls.join(",")])
+        .args(args)
+        .env("WEFT_HOME", home)
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bound = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    (Proc(child), bound)
+}
+
+fn addr(v: &serde_json::Value, key: &str) -> SocketAddr {
+    v[key].as_str().unwrap().parse().unwrap()
+}
+
+async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> Option<f64> {
+    let r = get(c, admin, "admin", "/metrics").await.ok()?;
+    r.text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+/// Waits until `f` holds, checking every 20 ms, for at most `within`; returns how long it took.
+async fn until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// `replica`'s `weft status` row of `instance`, if it lists it.
+fn row_in(replica: &Replica, instance: &str) -> Option<serde_json::Value> {
+    let out = replica.weft(&["status", "-o", "json"]);
+    let st = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?;
+    st["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .cloned()
+}
+
+/// Whether `replica` lists `instance` ready.
+fn ready_in(replica: &Replica, instance: &str) -> bool {
+    row_in(replica, instance).is_some_and(|w| w["ready"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_member() {
+    let mut etcd = Cluster::start(3);
+    let store = etcd.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, MESH).unwrap();
+    let deny = dir.path().join("deny.yaml");
+    std::fs::write(&deny, DENY_SECRET).unwrap();
+    // Fixed ports, so a replica restarted later is where the proxies look for it.
+    let (pa, pb) = (free_port(), free_port());
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let mut a = Replica::start(&store, &[&mesh], &listen(pa), &[]);
+    let b = Replica::start(&store, &[&mesh], &listen(pb), &[]);
+    let controls = [a.grpc, b.grpc];
+
+    // The CA root is in etcd, sealed: no key in the clear.
+    let ca_keys = etcd.get_prefix("/weft/meshes/fleet/ca/");
+    assert!(ca_keys.contains("/weft/meshes/fleet/ca/root"), "{ca_keys}");
+    assert!(
+        !ca_keys.contains("PRIVATE KEY"),
+        "the CA key is in etcd in the clear"
+    );
+
+    // hello's sidecar joins through A; a client proxy joins through B.
+    let app_port = free_port();
+    let _app = Proc(
+        Command::new(WEFT)
+            .args(["demo", "echo", "--service", "hello"])
+            .args(["--port", &app_port.to_string()])
+            .env("WEFT_INSTANCE", "hello-v1-0")
+            .env("WEFT_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (token, bundle) = credentials(&a, "spiffe://cluster.local/ns/default/sa/hello", dir.path());
+    let app = format!("127.0.0.1:{app_port}");
+    let (_hello, hello) = proxy(
+        home.path(),
+        &controls,
+        &[
+            "--mode",
+            "sidecar",
+            "--service",
+            "hello",
+            "--workload",
+            "hello-v1",
+            "--instance",
+            "hello-v1-0",
+            "--label",
+            "app=hello",
+            "--app",
+            &app,
+            "--inbound",
+            "127.0.0.1:0",
+            "--join-token-file",
+            &token,
+            "--trust-anchors-file",
+            &bundle,
+        ],
+    );
+    let (token, bundle) = credentials(
+        &b,
+        "spiffe://cluster.local/ns/default/sa/client",
+        dir.path(),
+    );
+    let (_client, client_bound) = proxy(
+        home.path(),
+        &[b.grpc, a.grpc],
+        &[
+            "--mode",
+            "client",
+            "--service",
+            "client",
+            "--instance",
+            "client-0",
+            "--outbound",
+            "127.0.0.1:0",
+            "--join-token-file",
+            &token,
+            "--trust-anchors-file",
+            &bundle,
+        ],
+    );
+    let outbound = addr(&client_bound, "outbound");
+    let (hello_admin, client_admin) = (addr(&hello, "admin"), addr(&client_bound, "admin"));
+    let c = client();
+
+    // B lists hello's replica, whose proxy registered with A: the registration went through
+    // etcd. The client (on B) reaches it over mTLS with certificates of the one shared root.
+    until(
+        "B lists hello-v1-0 ready",
+        Duration::from_secs(30),
+        || async { ready_in(&b, "hello-v1-0") },
+    )
+    .await;
+    until(
+        "the client proxy is ready",
+        Duration::from_secs(30),
+        || async {
+            get(&c, client_admin, "admin", "/ready")
+                .await
+                .map(|r| r.status)
+                .ok()
+                == Some(200)
+        },
+    )
+    .await;
+    let r = get(&c, outbound, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["instance"], "hello-v1-0", "{}", r.text);
+
+    // A change applied through B reaches the sidecar connected to A, and weft apply waits for
+    // every proxy of the mesh, on either replica.
+    let out = b.weft(&["apply", "-f", deny.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("applied by all 2 proxies"), "{said}");
+    let r = get(&c, outbound, "hello", "/secret").await.unwrap();
+    assert_eq!(
+        r.status, 403,
+        "the DENY applied through B, enforced by hello's sidecar: {}",
+        r.text
+    );
+    let listed = String::from_utf8_lossy(&a.weft(&["get"]).stdout).into_owned();
+    assert!(
+        listed.contains("default/no-secret"),
+        "A lists what B applied: {listed}"
+    );
+
+    // SIGKILL replica A under steady load: no request fails, and hello's sidecar moves to B.
+    let load = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let mut failed = Vec::new();
+            let mut n = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                match get(&c, outbound, "hello", "/").await {
+                    Ok(r) if r.status == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                n += 1;
+                SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (n, failed)
+        }
+    });
+    until(
+        "hello's sidecar is connected",
+        Duration::from_secs(10),
+        || async { metric(&c, hello_admin, "weft_control_plane_connected").await == Some(1.0) },
+    )
+    .await;
+    load_sends(200).await;
+    assert_eq!(
+        row_in(&b, "hello-v1-0").unwrap()["control_replica"],
+        a.name.as_str(),
+        "B says which replica hello's proxy uses"
+    );
+    a.kill();
+    let moved = until(
+        "hello's sidecar reconnects to B",
+        Duration::from_secs(30),
+        || async {
+            row_in(&b, "hello-v1-0")
+                .is_some_and(|w| w["ready"] == true && w["control_replica"] == b.name.as_str())
+        },
+    )
+    .await;
+    eprintln!("hello's sidecar moved from A to B in {moved:?}");
+    load_sends(200).await;
+
+    // SIGKILL an etcd member: changes still propagate (delete the DENY through B).
+    etcd.kill(0);
+    let out = b.weft(&["delete", "-f", deny.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until(
+        "/secret is allowed again",
+        Duration::from_secs(15),
+        || async {
+            get(&c, outbound, "hello", "/secret")
+                .await
+                .map(|r| r.status)
+                .ok()
+                == Some(200)
+        },
+    )
+    .await;
+    load_sends(200).await;
+
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, failed) = load.await.unwrap();
+    assert!(n >= 600, "only {n} requests under load");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+
+    // Everything stopped and restarted: the resources and the root are still there (the
+    // proxies' certificates, signed by the old process, are still trusted by the new one).
+    std::fs::write(&deny, DENY_SECRET).unwrap();
+    assert!(b
+        .weft(&["apply", "-f", deny.to_str().unwrap()])
+        .status
+        .success());
+    drop(b);
+    let b = Replica::start(&store, &[], &listen(pb), &[]);
+    let listed = String::from_utf8_lossy(&b.weft(&["get"]).stdout).into_owned();
+    assert!(
+        listed.contains("default/no-secret") && listed.contains("default/fleet"),
+        "{listed}"
+    );
+    until(
+        "both proxies are back on the restarted replica",
+        Duration::from_secs(30),
+        || async {
+            ready_in(&b, "hello-v1-0")
+                && metric(&c, client_admin, "weft_control_plane_connected").await == Some(1.0)
+        },
+    )
+    .await;
+    let r = get(&c, outbound, "hello", "/secret").await.unwrap();
+    assert_eq!(r.status, 403, "{}", r.text);
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Waits until the load has sent `more` requests since now (steady load across each event).
+async fn load_sends(more: u64) {
+    let goal = SENT.load(std::sync::atomic::Ordering::Relaxed) + more;
+    until("the load keeps going", Duration::from_secs(30), || async {
+        SENT.load(std::sync::atomic::Ordering::Relaxed) >= goal
+    })
+    .await;
+}
