@@ -29,7 +29,7 @@ use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use store::to_pem;
 use tokens::Token;
@@ -116,6 +116,8 @@ pub enum CaError {
     Generate(rcgen::Error),
     #[error("unknown, already used or expired join token")]
     UnknownToken,
+    #[error("the shared token store: {0}")]
+    TokenStore(String),
     #[error("the join token was issued to {token_for}, not {requested}")]
     TokenIdentityMismatch {
         token_for: Identity,
@@ -192,6 +194,20 @@ pub struct Ca {
     state: Mutex<State>,
     /// Outstanding one-time tokens.
     tokens: Mutex<HashMap<String, Token>>,
+    /// Tokens shared with other control-plane replicas (in their common store), used instead
+    /// of `tokens` by the async calls ([`Ca::certify`], [`Ca::mint_join_token`]).
+    shared: std::sync::OnceLock<Arc<dyn SharedTokens>>,
+}
+
+/// One-time tokens kept where every control-plane replica finds them (etcd), so a token one
+/// replica minted is spent at another, once.
+#[tonic::async_trait]
+pub trait SharedTokens: Send + Sync + 'static {
+    /// A new token letting one CSR for `identity` be signed until `expires`.
+    async fn mint(&self, identity: &Identity, expires: SystemTime) -> Result<String, CaError>;
+    /// Spends `token` if it exists, was minted for `identity` and has not expired; otherwise
+    /// refuses and leaves it as it was.
+    async fn spend(&self, token: &str, identity: &Identity) -> Result<(), CaError>;
 }
 
 impl std::fmt::Debug for Ca {
@@ -228,7 +244,17 @@ impl Ca {
                 generation: 1,
             }),
             tokens: Mutex::new(HashMap::new()),
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps this CA's tokens in `shared` from now on (set once, before it serves).
+    pub fn share_tokens(&self, shared: Arc<dyn SharedTokens>) {
+        let _ = self.shared.set(shared);
+    }
+
+    fn shared_tokens(&self) -> Option<&Arc<dyn SharedTokens>> {
+        self.shared.get()
     }
 
     pub fn config(&self) -> &CaConfig {

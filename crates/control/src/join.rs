@@ -47,6 +47,9 @@ impl Api {
         if let Err(e) = ca.check_identity(&identity) {
             return answer(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
-        answer(StatusCode::OK, ca.join_token(&identity))
+        match ca.mint_join_token(&identity).await {
+            Ok(token) => answer(StatusCode::OK, token),
+            Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        }
     }
 }

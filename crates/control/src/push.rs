@@ -105,7 +105,7 @@ impl Discovery for Push {
         }
         let r = req.into_inner();
         let identity = model::Identity(r.identity);
-        match ca.sign(r.csr_pem.as_bytes(), &identity, &r.token) {
+        match ca.certify(r.csr_pem.as_bytes(), &identity, &r.token).await {
             Ok(issued) => {
                 tracing::debug!(%identity, not_after = ?issued.not_after, "certificate issued");
                 Ok(Response::new(pb::CertifyResponse {

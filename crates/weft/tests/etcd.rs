@@ -103,6 +103,41 @@ fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_js
     (Proc(child), bound)
 }
 
+/// Runs `weft proxy ARGS` until it logs that the CA refused its join token (then stops it);
+/// returns its log.
+fn refused(home: &Path, controls: &[SocketAddr], args: &[&str]) -> String {
+    let controls: Vec<String> = controls.iter().map(|c| c.to_string()).collect();
+    let child = Command::new(WEFT)
+        .arg("proxy")
+        .args(["--control", &controls.join(",")])
+        .args(args)
+        .env("WEFT_HOME", home)
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("refused our join token") {
+            break;
+        }
+    }
+    drop(child);
+    log
+}
+
 fn addr(v: &serde_json::Value, key: &str) -> SocketAddr {
     v[key].as_str().unwrap().parse().unwrap()
 }
@@ -212,9 +247,10 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
         "spiffe://cluster.local/ns/default/sa/client",
         dir.path(),
     );
+    // Its token was minted by B; it asks A first: tokens live in etcd, spent wherever used.
     let (_client, client_bound) = proxy(
         home.path(),
-        &[b.grpc, a.grpc],
+        &[a.grpc, b.grpc],
         &[
             "--mode",
             "client",
@@ -257,6 +293,29 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     let r = get(&c, outbound, "hello", "/").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["instance"], "hello-v1-0", "{}", r.text);
+    // A join token is spent once, whichever replica sees it again.
+    let reused = refused(
+        home.path(),
+        &[b.grpc],
+        &[
+            "--mode",
+            "client",
+            "--service",
+            "client",
+            "--instance",
+            "client-1",
+            "--outbound",
+            "127.0.0.1:0",
+            "--join-token-file",
+            &token,
+            "--trust-anchors-file",
+            &bundle,
+        ],
+    );
+    assert!(
+        reused.contains("unknown, already used or expired join token"),
+        "{reused}"
+    );
 
     // A change applied through B reaches the sidecar connected to A, and weft apply waits for
     // every proxy of the mesh, on either replica.

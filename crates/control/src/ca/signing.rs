@@ -34,27 +34,64 @@ impl Ca {
             }
             Some(_) => {}
         }
-        self.check_identity(identity)?;
-        let csr = parse_csr(csr)?;
-        check_csr_san(&csr, identity)?;
-        let leaf = self.leaf(&csr.public_key, identity)?;
-
+        let mut issued = self.issue(csr, identity)?;
         tokens.remove(token);
         let renewal_token = random_token();
         tokens.insert(
             renewal_token.clone(),
             Token {
                 identity: identity.clone(),
-                expires: Some(leaf.not_after),
+                expires: Some(issued.not_after),
             },
         );
+        issued.renewal_token = renewal_token;
+        Ok(issued)
+    }
 
+    /// [`Ca::sign`] through the CA's shared tokens when it has them (several control-plane
+    /// replicas honour each other's tokens), else its own.
+    pub async fn certify(
+        &self,
+        csr: &[u8],
+        identity: &Identity,
+        token: &str,
+    ) -> Result<Issued, CaError> {
+        let Some(shared) = self.shared_tokens() else {
+            return self.sign(csr, identity, token);
+        };
+        // Checked before the token is spent: a bad request leaves it usable.
+        self.check_identity(identity)?;
+        let parsed = parse_csr(csr)?;
+        check_csr_san(&parsed, identity)?;
+        shared.spend(token, identity).await?;
+        let mut issued = self.issue(csr, identity)?;
+        issued.renewal_token = shared.mint(identity, issued.not_after).await?;
+        Ok(issued)
+    }
+
+    /// A one-time join token for `identity`: through the shared tokens when the CA has them.
+    pub async fn mint_join_token(&self, identity: &Identity) -> Result<String, CaError> {
+        match self.shared_tokens() {
+            Some(shared) => {
+                let expires = SystemTime::now() + self.config.join_token_lifetime;
+                shared.mint(identity, expires).await
+            }
+            None => Ok(self.join_token(identity)),
+        }
+    }
+
+    /// A leaf for `identity` from `csr`, checked; no token involved (the caller spent one).
+    fn issue(&self, csr: &[u8], identity: &Identity) -> Result<Issued, CaError> {
+        self.check_identity(identity)?;
+        let csr = parse_csr(csr)?;
+        check_csr_san(&csr, identity)?;
+        let leaf = self.leaf(&csr.public_key, identity)?;
         Ok(Issued {
             chain: leaf.chain,
             identity: identity.clone(),
             not_before: leaf.not_before,
             not_after: leaf.not_after,
-            renewal_token,
+            renewal_token: String::new(),
             generation: leaf.generation,
         })
     }

@@ -8,6 +8,9 @@
 //! | `resources-rev` | touched by every change of the resources: a change is written only if no other replica changed them since it read them (an etcd transaction) |
 //! | `proxies/REPLICA/ID` | one proxy connected to replica `REPLICA` (JSON), under that replica's lease: it vanishes when the replica dies |
 //! | `replicas/REPLICA` | a replica's addresses (JSON), under its lease |
+//! | `tokens/SHA256(TOKEN)` | a one-time join or renewal token: the identity it is for and its expiry; spent (deleted) by whichever replica signs with it |
+//! | `admin-token` | the API's admin credential, sealed |
+//! | `listed/REPLICA` | since which snapshot version replica `REPLICA` lists each endpoint, under its lease |
 //! | `ca/root` | the CA root's certificate and key, sealed (XChaCha20-Poly1305, key from `--store-key-file` or `WEFT_STORE_KEY`): never plaintext in etcd |
 //!
 //! Replicas need no leader: each keeps a copy of the keys it reads, kept current by a watch, and
@@ -18,11 +21,13 @@ pub mod client;
 mod registrations;
 mod resources;
 mod seal;
+mod tokens;
 
 pub use client::Client;
 pub use registrations::{EtcdRegistrations, Follower};
 pub use resources::EtcdResources;
 pub use seal::{SealError, SealKey};
+pub use tokens::EtcdTokens;
 
 use std::time::Duration;
 

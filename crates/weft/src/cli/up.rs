@@ -243,13 +243,16 @@ async fn control_over_etcd(
     files: config::Store,
     listen: control::Listen,
 ) -> anyhow::Result<(control::ControlPlane, String, control::etcd::Etcd)> {
-    use control::etcd::{Etcd, EtcdRegistrations, EtcdResources, SealKey};
+    use control::etcd::{Etcd, EtcdRegistrations, EtcdResources, EtcdTokens, SealKey};
     let key = SealKey::from_file_or_env(a.store_key_file.as_deref())?;
     let etcd = Etcd::connect(url, &spec.name).await?;
     let ca = if a.ca.no_mtls {
         None
     } else {
-        Some(std::sync::Arc::new(etcd.ca(&key, a.ca.config()).await?))
+        let ca = etcd.ca(&key, a.ca.config()).await?;
+        // A token one replica minted is spent at whichever replica the proxy reaches.
+        ca.share_tokens(std::sync::Arc::new(EtcdTokens::new(etcd.clone())));
+        Some(std::sync::Arc::new(ca))
     };
     let token = etcd
         .admin_token(&key, local::meshes::new_admin_token())
