@@ -133,6 +133,12 @@ pub(crate) struct Workload {
     /// errors.
     #[serde(rename = "restartPolicy")]
     pub restart_policy: Option<String>,
+    /// The joined hosts its replicas run on, by name (replica `i` on `hosts[i % len]`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Or: the joined hosts with these labels.
+    #[serde(default, rename = "hostSelector")]
+    pub host_selector: Labels,
 }
 
 fn one() -> u32 {

@@ -415,6 +415,10 @@ impl Loader {
                     env: w.env,
                     sidecar: w.sidecar,
                     restart_policy,
+                    placement: model::Placement {
+                        hosts: w.hosts,
+                        host_selector: w.host_selector,
+                    },
                 });
             }
 

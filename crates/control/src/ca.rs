@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use store::to_pem;
 use tokens::Token;
+pub(crate) use tokens::random_token;
 
 /// Leaf lifetime when none is configured: Istio's and Linkerd's default workload certificate
 /// lifetime.

@@ -35,6 +35,10 @@ pub struct Api {
     /// The operator's credential: every call but `/healthz` must carry it
     /// (`Authorization: Bearer TOKEN`); `None`: the API is open (embedded, tests).
     pub admin_token: Option<String>,
+    /// Joined hosts (`/hosts/…`).
+    pub hosts: Arc<crate::hosts::Hosts>,
+    /// The store shared with other replicas, if any (their addresses, for hosts).
+    pub store: Option<crate::etcd::Etcd>,
 }
 
 /// What `POST /apply` and `POST /delete` carry: YAML documents and the file they came from.
@@ -54,10 +58,13 @@ impl Api {
     /// mutating call whose body is not JSON (415: what a web page may send across origins
     /// without asking first is text or a form, never JSON).
     fn refusal<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
-        if req.uri().path() == "/healthz" {
+        let path = req.uri().path();
+        // A host authenticates with its bootstrap token (join) or its own credential.
+        let host_call = path.starts_with("/hosts/") && path != "/hosts/tokens";
+        if path == "/healthz" {
             return None;
         }
-        if let Some(token) = &self.admin_token {
+        if let (Some(token), false) = (&self.admin_token, host_call) {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -104,6 +111,14 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut rsp = Response::new(Full::new(Bytes::from(body)));
     *rsp.status_mut() = status;
     rsp
+}
+
+pub(crate) fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    text(status, body)
+}
+
+pub(crate) fn json_response<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
+    json(v)
 }
 
 /// How long `apply` waits for every proxy to run the new snapshot before answering anyway.
@@ -272,6 +287,9 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(req).await,
+                        (_, path) if path == "/hosts" || path.starts_with("/hosts/") => {
+                            api.hosts_request(req).await
+                        }
                         (&Method::POST, path) if path.starts_with("/ca/") => {
                             let step = path["/ca/".len()..].to_string();
                             api.ca_request(&step, req).await

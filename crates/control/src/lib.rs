@@ -11,6 +11,8 @@
 //!   change: validated as a whole, then handed to the registry.
 //! - [`server`]: starts the control plane (push server + HTTP API) on bound listeners.
 //! - [`watch`]: the watched configuration files behind `--watch`.
+//! - [`hosts`]: hosts joining the mesh: bootstrap tokens, host credentials, placement;
+//!   `hosts_api`: their `/hosts/…` calls.
 //! - [`etcd`]: etcd as the store of several control-plane replicas: resources, registrations,
 //!   the sealed CA root.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
@@ -20,6 +22,8 @@
 pub mod ca;
 mod ca_api;
 pub mod etcd;
+pub mod hosts;
+mod hosts_api;
 pub mod http_api;
 mod join;
 pub mod listener;

@@ -62,6 +62,21 @@ impl ControlPlane {
         ca: Option<Arc<crate::ca::Ca>>,
         admin_token: Option<String>,
     ) -> Result<ControlPlane, ControlError> {
+        let hosts = Arc::new(crate::hosts::Hosts::in_memory());
+        Self::start_shared(registry, backend, listen, ca, admin_token, hosts, None).await
+    }
+
+    /// [`ControlPlane::start_with`] for a replica sharing `store` with others: joined hosts
+    /// kept in `hosts`, and the other replicas listed from the store.
+    pub async fn start_shared(
+        registry: Arc<Registry>,
+        backend: Arc<dyn crate::store::Backend>,
+        listen: Listen,
+        ca: Option<Arc<crate::ca::Ca>>,
+        admin_token: Option<String>,
+        hosts: Arc<crate::hosts::Hosts>,
+        store: Option<crate::etcd::Etcd>,
+    ) -> Result<ControlPlane, ControlError> {
         let Listen { grpc, api } = listen;
         let bind = |addr, what| async move {
             TcpListener::bind(addr)
@@ -104,6 +119,8 @@ impl ControlPlane {
             resources: crate::store::Resources::new(backend, registry.clone()),
             admin_token,
             ca: ca.clone(),
+            hosts,
+            store,
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));
         Ok(ControlPlane {

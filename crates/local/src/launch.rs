@@ -49,6 +49,8 @@ pub struct ProxyLaunch {
     pub mode: ProxyMode,
     /// The control plane's gRPC address.
     pub control: SocketAddr,
+    /// More replicas of the control plane, to fail over to.
+    pub control_more: Vec<SocketAddr>,
     pub service: String,
     pub namespace: String,
     pub workload: String,
@@ -81,7 +83,11 @@ impl ProxyLaunch {
             argv.push(value);
         };
         flag("mode", self.mode.as_str().into());
-        flag("control", self.control.to_string());
+        let controls: Vec<String> = std::iter::once(&self.control)
+            .chain(&self.control_more)
+            .map(|c| c.to_string())
+            .collect();
+        flag("control", controls.join(","));
         flag("service", self.service.clone());
         flag("namespace", self.namespace.clone());
         flag("workload", self.workload.clone());
@@ -209,6 +215,23 @@ impl AppLaunch {
     }
 }
 
+/// Where a proxy about to start gets a one-time join token and the mesh's trust anchors: the
+/// mesh CA in this process (`weft up`), or the control plane's API (a joined host).
+pub trait Credentials: Send + Sync {
+    fn join_token(&self, identity: &Identity) -> Result<String, String>;
+    fn bundle_pem(&self) -> String;
+}
+
+impl Credentials for Ca {
+    fn join_token(&self, identity: &Identity) -> Result<String, String> {
+        Ok(Ca::join_token(self, identity))
+    }
+
+    fn bundle_pem(&self) -> String {
+        Ca::bundle_pem(self)
+    }
+}
+
 /// A process the supervisor starts, and starts again after it exits.
 #[derive(Clone)]
 pub(crate) enum Launch {
@@ -217,7 +240,7 @@ pub(crate) enum Launch {
     Proxy {
         proxy: Box<ProxyLaunch>,
         exe: PathBuf,
-        ca: Option<Arc<Ca>>,
+        ca: Option<Arc<dyn Credentials>>,
         /// The mesh's admin credential, for the proxy's `/tap` and `/shutdown`.
         admin_token: Arc<str>,
         /// The network namespace (pod) it runs in; `None`: the host's.
@@ -252,7 +275,7 @@ impl Launch {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self) -> Result<Command, UpError> {
         let (argv, env, unset): (_, _, &[&str]) = match self {
             Launch::Proxy { proxy, exe, .. } => (proxy.argv(exe), Vec::new(), &[]),
             Launch::App { app, exe, .. } => (app.argv(exe), app.env(), app.unset()),
@@ -283,18 +306,21 @@ impl Launch {
         } = self
         {
             // In the environment, not argv: other users cannot read it from `ps`.
-            cmd.env(JOIN_TOKEN_ENV, ca.join_token(&proxy.identity));
+            let token = ca.join_token(&proxy.identity).map_err(|why| {
+                UpError::ProxyStart(proxy.what(), format!("no join token: {why}"))
+            })?;
+            cmd.env(JOIN_TOKEN_ENV, token);
             // The roots its control plane's certificate chains to (public, but the proxy
             // must get them from its supervisor, not from the control plane it verifies).
             cmd.env(model::names::TRUST_ANCHORS_ENV, ca.bundle_pem());
         }
-        cmd
+        Ok(cmd)
     }
 
     /// Starts it: stdin closed, stdout piped (the caller reads it), stderr forwarded to ours
     /// line by line, in its own process group, and sent SIGTERM if `weft up` dies.
     pub fn spawn(&self) -> Result<Child, UpError> {
-        let mut cmd = self.command();
+        let mut cmd = self.command()?;
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -402,6 +428,7 @@ mod tests {
         ProxyLaunch {
             mode: ProxyMode::Sidecar,
             control: "127.0.0.1:15010".parse().unwrap(),
+            control_more: Vec::new(),
             service: "backend".into(),
             namespace: "shop".into(),
             workload: "backend-v1".into(),

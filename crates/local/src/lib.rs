@@ -17,10 +17,13 @@
 //!   through a bounded queue, dropped (and counted) rather than waited for.
 //! - [`pods`]: transparent interception: the mesh's bridge, a network namespace per replica,
 //!   its capture rules and hosts file, and the cleanup of what a dead `weft up` left.
+//! - [`host`]: `weft host join`: a host of a mesh run from its control plane's API: the replicas
+//!   placed on it and their sidecars, joined with a bootstrap token.
 //! - [`meshes`]: the directory where running meshes record their addresses, so the CLI finds them.
 //! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
 //!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
 
+pub mod host;
 pub mod launch;
 pub mod meshes;
 pub mod output;

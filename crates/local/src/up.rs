@@ -416,6 +416,7 @@ impl Starter<'_> {
         let proxy = ProxyLaunch {
             mode: ProxyMode::Ingress,
             control: self.control,
+            control_more: Vec::new(),
             service: INGRESS_NAME.into(),
             namespace: INGRESS_NAMESPACE.into(),
             workload: INGRESS_NAME.into(),
@@ -524,6 +525,7 @@ impl Starter<'_> {
             let mut proxy = ProxyLaunch {
                 mode: ProxyMode::Sidecar,
                 control: self.control,
+                control_more: Vec::new(),
                 service: svc.name.clone(),
                 namespace: svc.namespace.clone(),
                 workload: w.name.clone(),
@@ -708,6 +710,7 @@ impl Starter<'_> {
             let proxy = ProxyLaunch {
                 mode: ProxyMode::Sidecar,
                 control: self.control,
+                control_more: Vec::new(),
                 service: svc.name.clone(),
                 namespace: svc.namespace.clone(),
                 workload: w.name.clone(),
@@ -809,7 +812,11 @@ impl Starter<'_> {
         Launch::Proxy {
             proxy: Box::new(proxy),
             exe: self.opts.exe.clone(),
-            ca: self.opts.ca.clone(),
+            ca: self
+                .opts
+                .ca
+                .clone()
+                .map(|c| c as Arc<dyn crate::launch::Credentials>),
             admin_token: self.admin_token.clone(),
             netns,
         }

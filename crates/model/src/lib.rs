@@ -25,7 +25,7 @@ pub mod tap;
 pub mod valid;
 
 pub use mesh::{
-    Capture, Interception, MeshSpec, OutboundPolicy, PortSpec, Protocol, RestartPolicy,
+    Capture, Interception, MeshSpec, OutboundPolicy, Placement, PortSpec, Protocol, RestartPolicy,
     ScopedOutboundPolicy, ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,
 };
 pub use names::{Authority, Identity, ServiceKey};

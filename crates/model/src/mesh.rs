@@ -340,6 +340,52 @@ pub struct WorkloadSpec {
     /// `restartPolicy`). Its sidecar is always restarted while the app runs.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// Where its replicas run when hosts join the mesh (`weft host join`): replica `i` on
+    /// `placement.hosts[i % len]`, or on the joined hosts whose labels match
+    /// `placement.host_selector`; empty: on no joined host (`weft up` runs every replica on
+    /// its own machine whatever this says).
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+}
+
+/// Which hosts a workload's replicas run on (Mesh file: `hosts`, `hostSelector`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Host names, in order: replica `i` runs on `hosts[i % hosts.len()]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Labels a joined host must have; replica `i` runs on the `i % n`-th of the `n` matching
+    /// hosts, by name.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub host_selector: Labels,
+}
+
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.host_selector.is_empty()
+    }
+
+    /// The host replica `i` runs on, among the joined hosts `joined` (name, labels); `None`:
+    /// on none of them.
+    pub fn host_of<'a>(&'a self, i: u32, joined: &'a [(String, Labels)]) -> Option<&'a str> {
+        if !self.hosts.is_empty() {
+            return Some(&self.hosts[i as usize % self.hosts.len()]);
+        }
+        if self.host_selector.is_empty() {
+            return None;
+        }
+        let mut matching: Vec<&str> = joined
+            .iter()
+            .filter(|(_, labels)| {
+                self.host_selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        matching.sort_unstable();
+        (!matching.is_empty()).then(|| matching[i as usize % matching.len()])
+    }
 }
 
 fn yes() -> bool {

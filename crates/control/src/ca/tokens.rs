@@ -33,7 +33,7 @@ impl Ca {
     }
 }
 
-pub(super) fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; JOIN_TOKEN_BYTES];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -24,6 +24,7 @@ fn spec() -> MeshSpec {
                 env: Default::default(),
                 sidecar: true,
                 restart_policy: Default::default(),
+                placement: Default::default(),
             }],
             capture: Default::default(),
         }],
@@ -174,6 +175,7 @@ fn workloads_without_a_sidecar_are_not_waited_for() {
         env: Default::default(),
         sidecar: false,
         restart_policy: Default::default(),
+        placement: Default::default(),
     });
     assert_eq!(
         declared_instances(&s).map(|(_, i)| i).collect::<Vec<_>>(),

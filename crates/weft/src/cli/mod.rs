@@ -8,6 +8,7 @@ mod doctor;
 mod edges;
 mod exec;
 mod get;
+mod host;
 mod identity;
 mod live;
 mod load;
@@ -42,6 +43,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run the control plane alone
     Control(up::ControlArgs),
+    /// Hosts of a mesh: bootstrap tokens, joining a machine, the joined hosts
+    #[command(subcommand)]
+    Host(host::HostCmd),
     /// Run one proxy (started by `weft up` for every replica and for the ingress)
     Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Show what runs where in the running mesh
@@ -213,6 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Up(a) => up::up(a),
         Cmd::Control(a) => up::control(a),
+        Cmd::Host(c) => host::run(c),
         Cmd::Proxy(a) => proxy_cmd::run(*a),
         Cmd::Status(a) => status::run(a),
         Cmd::Exec(a) => exec::run(a),

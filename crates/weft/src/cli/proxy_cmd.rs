@@ -479,6 +479,7 @@ mod tests {
         let launch = ProxyLaunch {
             mode: ProxyMode::Sidecar,
             control: addr("127.0.0.1:15010"),
+            control_more: Vec::new(),
             service: "backend".into(),
             namespace: "shop".into(),
             workload: "backend-v2".into(),
@@ -536,6 +537,7 @@ mod tests {
         let launch = ProxyLaunch {
             mode: ProxyMode::Ingress,
             control: addr("127.0.0.1:15010"),
+            control_more: Vec::new(),
             service: local::INGRESS_NAME.into(),
             namespace: local::INGRESS_NAMESPACE.into(),
             workload: local::INGRESS_NAME.into(),

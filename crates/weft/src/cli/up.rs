@@ -246,14 +246,16 @@ async fn control_over_etcd(
     use control::etcd::{Etcd, EtcdRegistrations, EtcdResources, EtcdTokens, SealKey};
     let key = SealKey::from_file_or_env(a.store_key_file.as_deref())?;
     let etcd = Etcd::connect(url, &spec.name).await?;
+    // A token one replica minted is spent at whichever replica the proxy (or host) reaches.
+    let tokens = std::sync::Arc::new(EtcdTokens::new(etcd.clone()));
     let ca = if a.ca.no_mtls {
         None
     } else {
         let ca = etcd.ca(&key, a.ca.config()).await?;
-        // A token one replica minted is spent at whichever replica the proxy reaches.
-        ca.share_tokens(std::sync::Arc::new(EtcdTokens::new(etcd.clone())));
+        ca.share_tokens(tokens.clone());
         Some(std::sync::Arc::new(ca))
     };
+    let hosts = std::sync::Arc::new(control::hosts::Hosts::in_etcd(etcd.clone(), tokens));
     let token = etcd
         .admin_token(&key, local::meshes::new_admin_token())
         .await?;
@@ -268,9 +270,16 @@ async fn control_over_etcd(
     registry.set_traffic(loaded.mesh);
     follower.follow(registry.clone());
     resources.follow(registry.clone());
-    let cp =
-        control::ControlPlane::start_with(registry, resources, listen, ca, Some(token.clone()))
-            .await?;
+    let cp = control::ControlPlane::start_shared(
+        registry,
+        resources,
+        listen,
+        ca,
+        Some(token.clone()),
+        hosts,
+        Some(etcd.clone()),
+    )
+    .await?;
     Ok((cp, token, etcd))
 }
 

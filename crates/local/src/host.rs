@@ -1,0 +1,366 @@
+//! A host of a mesh (`weft host join`): joins through the control plane's API with a one-time
+//! bootstrap token (or the credential an earlier join saved), reads which replicas the mesh
+//! places on it, and runs each with its sidecar as `weft up` does — the app on 127.0.0.1, the
+//! sidecar's inbound on the host's address (other hosts' sidecars reach it there, over mTLS),
+//! every sidecar knowing every control-plane replica. Optionally an ingress gateway too. Runs
+//! until told to stop, then drains sidecars and stops apps.
+//!
+//! Each sidecar start gets a fresh join token from the API (`POST /hosts/NAME/join-token`),
+//! which the control plane only mints for identities of services placed on this host.
+
+use crate::launch::{app_port, AppLaunch, Credentials, Launch, ProxyLaunch, ProxyMode};
+use crate::supervise::Stage;
+use crate::UpError;
+use bytes::Bytes;
+use control::hosts::{Joined, Placed};
+use http_body_util::{BodyExt, Full};
+use model::{Identity, Labels};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// The control plane's API, one address per replica (tried in turn).
+    pub api: Vec<SocketAddr>,
+    /// A one-time bootstrap token (`weft host token NAME`); `None`: the credential an earlier
+    /// join of this host saved in `state`.
+    pub token: Option<String>,
+    pub name: String,
+    /// Where other hosts reach this one.
+    pub address: IpAddr,
+    pub labels: Labels,
+    /// Where this host keeps its credential (mode 0600).
+    pub state: PathBuf,
+    pub exe: PathBuf,
+    pub drain_timeout: Duration,
+    /// Run an ingress gateway listening here.
+    pub ingress: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("the control plane ({api}): {why}")]
+    Api { api: String, why: String },
+    #[error("no bootstrap token (--token) and no saved credential for host {0} in {1}")]
+    NoToken(String, String),
+    #[error("{0}: {1}")]
+    State(String, std::io::Error),
+    #[error(transparent)]
+    Up(#[from] UpError),
+}
+
+/// What a joined host keeps between its runs.
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct Saved {
+    joined: Joined,
+    api: Vec<SocketAddr>,
+}
+
+/// Calls the API, trying each address in turn.
+async fn call(
+    api: &[SocketAddr],
+    method: http::Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, Vec<u8>), HostError> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut last = String::from("no address");
+    for addr in api {
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path}"));
+        if let Some(b) = bearer {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
+        }
+        let payload = match &body {
+            Some(b) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(b).expect("JSON serializes"))
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(payload)).expect("a valid request");
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
+        match answered {
+            Ok(Ok(rsp)) => {
+                let status = rsp.status().as_u16();
+                let bytes = rsp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                return Ok((status, bytes));
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: no answer in 10 s"),
+        }
+    }
+    Err(HostError::Api {
+        api: api.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        why: last,
+    })
+}
+
+fn refused(api: &[SocketAddr], status: u16, body: &[u8]) -> HostError {
+    HostError::Api {
+        api: api.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        why: format!("{status}: {}", String::from_utf8_lossy(body).trim()),
+    }
+}
+
+/// Sidecars' join tokens, from the API with the host's credential.
+struct HostCredentials {
+    api: Vec<SocketAddr>,
+    host: String,
+    credential: String,
+    bundle: String,
+}
+
+impl Credentials for HostCredentials {
+    fn join_token(&self, identity: &Identity) -> Result<String, String> {
+        let body = serde_json::json!({ "identity": identity.0 });
+        let path = format!("/hosts/{}/join-token", self.host);
+        let answer = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(call(
+                &self.api,
+                http::Method::POST,
+                &path,
+                Some(&self.credential),
+                Some(body),
+            ))
+        });
+        match answer {
+            Ok((200, token)) => Ok(String::from_utf8_lossy(&token).into_owned()),
+            Ok((status, body)) => Err(refused(&self.api, status, &body).to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn bundle_pem(&self) -> String {
+        self.bundle.clone()
+    }
+}
+
+/// Joins (or reuses the saved credential) and returns what the control plane answered.
+async fn join(opts: &HostOptions) -> Result<Saved, HostError> {
+    let path = opts.state.join(format!("{}.json", opts.name));
+    let Some(token) = &opts.token else {
+        let text = std::fs::read(&path).map_err(|_| {
+            HostError::NoToken(opts.name.clone(), opts.state.display().to_string())
+        })?;
+        return serde_json::from_slice(&text)
+            .map_err(|e| HostError::State(path.display().to_string(), std::io::Error::other(e)));
+    };
+    let body = serde_json::json!({
+        "host": opts.name,
+        "token": token,
+        "address": opts.address,
+        "labels": opts.labels,
+    });
+    let (status, answer) = call(&opts.api, http::Method::POST, "/hosts/join", None, Some(body)).await?;
+    if status != 200 {
+        return Err(refused(&opts.api, status, &answer));
+    }
+    let joined: Joined = serde_json::from_slice(&answer).map_err(|e| HostError::Api {
+        api: format!("{:?}", opts.api),
+        why: format!("the join answer: {e}"),
+    })?;
+    let saved = Saved {
+        joined,
+        api: opts.api.clone(),
+    };
+    save(&path, &saved)?;
+    Ok(saved)
+}
+
+fn save(path: &std::path::Path, saved: &Saved) -> Result<(), HostError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let err = |e| HostError::State(path.display().to_string(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&serde_json::to_vec_pretty(saved).expect("JSON serializes"))
+        .map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Runs the host until `shutdown`; `on_ready` is told what it started.
+pub async fn run(
+    opts: HostOptions,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&str),
+) -> Result<(), HostError> {
+    let saved = join(&opts).await?;
+    let joined = &saved.joined;
+    let (status, body) = call(
+        &saved.api,
+        http::Method::GET,
+        &format!("/hosts/{}/placement", opts.name),
+        Some(&joined.credential),
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(refused(&saved.api, status, &body));
+    }
+    #[derive(serde::Deserialize)]
+    struct Placement {
+        replicas: Vec<Placed>,
+    }
+    let placement: Placement = serde_json::from_slice(&body).map_err(|e| HostError::Api {
+        api: format!("{:?}", saved.api),
+        why: format!("the placement: {e}"),
+    })?;
+    let credentials: Option<Arc<dyn Credentials>> = (!joined.trust_bundle.is_empty()).then(|| {
+        Arc::new(HostCredentials {
+            api: saved.api.clone(),
+            host: opts.name.clone(),
+            credential: joined.credential.clone(),
+            bundle: joined.trust_bundle.clone(),
+        }) as Arc<dyn Credentials>
+    });
+    let (control, control_more) = match joined.controls.split_first() {
+        Some((c, more)) => (*c, more.to_vec()),
+        None => {
+            return Err(HostError::Api {
+                api: format!("{:?}", saved.api),
+                why: "it named no control-plane replica".into(),
+            })
+        }
+    };
+    let admin_token: Arc<str> = Arc::from(joined.credential.as_str());
+    let proxy_launch = |proxy: ProxyLaunch| Launch::Proxy {
+        proxy: Box::new(proxy),
+        exe: opts.exe.clone(),
+        ca: credentials.clone(),
+        admin_token: admin_token.clone(),
+        netns: None,
+    };
+    let mut sidecars = Stage::new(opts.drain_timeout);
+    let mut apps = Stage::new(opts.drain_timeout);
+    let mut ingress_stage = Stage::new(opts.drain_timeout);
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut started = Vec::new();
+    if let Some(ingress) = opts.ingress {
+        let proxy = ProxyLaunch {
+            mode: ProxyMode::Ingress,
+            control,
+            control_more: control_more.clone(),
+            service: crate::up::INGRESS_NAME.into(),
+            namespace: crate::up::INGRESS_NAMESPACE.into(),
+            workload: crate::up::INGRESS_NAME.into(),
+            instance: format!("ingress-{}", opts.name),
+            labels: [
+                ("istio".to_string(), "ingressgateway".to_string()),
+                ("app".to_string(), crate::up::INGRESS_NAME.to_string()),
+            ]
+            .into(),
+            identity: Identity::spiffe_in(
+                &joined.trust_domain,
+                crate::up::INGRESS_NAMESPACE,
+                crate::up::INGRESS_NAME,
+            ),
+            app: None,
+            inbound: None,
+            outbound: Some(ingress),
+            admin: None,
+            drain_timeout: opts.drain_timeout,
+            access_log: None,
+            app_protocol: model::Protocol::Http,
+            extra_flags: Vec::new(),
+        };
+        let launch = proxy_launch(proxy);
+        let (child, _) = launch.start_proxy().await?;
+        ingress_stage.supervise(launch, child);
+        started.push(format!("ingress on {ingress}"));
+    }
+    for p in &placement.replicas {
+        let port = app_port().map_err(|e| UpError::Spawn {
+            what: p.instance.clone(),
+            program: "port allocation".into(),
+            source: e,
+        })?;
+        let mut app = AppLaunch {
+            command: p.command.clone(),
+            port,
+            named_ports: Vec::new(),
+            service: p.service.clone(),
+            namespace: p.namespace.clone(),
+            workload: p.workload.clone(),
+            instance: p.instance.clone(),
+            proxy: None,
+            env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        if p.sidecar {
+            let mut proxy = ProxyLaunch {
+                mode: ProxyMode::Sidecar,
+                control,
+                control_more: control_more.clone(),
+                service: p.service.clone(),
+                namespace: p.namespace.clone(),
+                workload: p.workload.clone(),
+                instance: p.instance.clone(),
+                labels: p.labels.clone(),
+                identity: Identity(p.identity.clone()),
+                app: Some(local(port)),
+                // Other hosts' sidecars reach this one at the host's address.
+                inbound: Some(SocketAddr::new(opts.address, 0)),
+                outbound: Some(local(0)),
+                admin: None,
+                drain_timeout: opts.drain_timeout,
+                access_log: None,
+                app_protocol: model::Protocol::parse(&p.protocol).unwrap_or_default(),
+                extra_flags: vec!["--app-port".into(), format!("{}={}", p.port, local(port))],
+            };
+            let launch = proxy_launch(proxy.clone());
+            let (child, bound) = launch.start_proxy().await?;
+            proxy.keep_addresses(&bound);
+            sidecars.supervise(proxy_launch(proxy), child);
+            app.proxy = bound.outbound;
+        }
+        let launch = Launch::App {
+            app,
+            exe: opts.exe.clone(),
+            netns: None,
+        };
+        apps.start(launch)?;
+        started.push(p.instance.clone());
+    }
+    on_ready(&format!(
+        "weft: host {} joined mesh {} at {}: running {}",
+        opts.name,
+        joined.mesh,
+        opts.address,
+        if started.is_empty() {
+            "nothing placed here".to_string()
+        } else {
+            started.join(", ")
+        }
+    ));
+    shutdown.cancelled().await;
+    ingress_stage.stop().await;
+    sidecars.stop().await;
+    apps.stop().await;
+    Ok(())
+}

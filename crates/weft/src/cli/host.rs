@@ -1,0 +1,161 @@
+//! `weft host`: hosts of a mesh beyond the control plane's machine. `weft host token NAME`
+//! mints a one-time bootstrap token for host NAME (operator, admin credential); `weft host join`
+//! runs on the host itself and runs the replicas the mesh places there; `weft host list` shows
+//! the joined hosts.
+
+use super::get::{get, post};
+use super::{on_signal, parse_duration, runtime};
+use clap::Subcommand;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// Mint a one-time bootstrap token for host NAME (it joins with it once, before it expires)
+    Token(TokenArgs),
+    /// Join this machine to a mesh as host NAME and run the replicas the mesh places here
+    Join(JoinArgs),
+    /// The hosts that joined the running mesh
+    List(ListArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The host's name, as the Mesh file's `workloads[].hosts` names it
+    name: String,
+    /// How long the token may wait to be used
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    ttl: Duration,
+    /// The running mesh whose control plane mints it [default: the only one running]
+    #[arg(long)]
+    mesh: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    mesh: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// The control plane's API (HTTP), one ADDRESS:PORT per replica: tried in turn
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    control: Vec<SocketAddr>,
+    /// The bootstrap token (`weft host token NAME`); without it, the credential an earlier
+    /// join of this host saved in $WEFT_HOME/hosts
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// The bootstrap token, from a file
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// This host's name [default: the machine's hostname]
+    #[arg(long)]
+    name: Option<String>,
+    /// The address other hosts reach this one at (its sidecars listen there)
+    #[arg(long)]
+    address: IpAddr,
+    /// A label of this host (for `hostSelector`), KEY=VALUE; repeatable
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Also run an ingress gateway here, listening on this address
+    #[arg(long, value_name = "ADDRESS")]
+    ingress: Option<SocketAddr>,
+    /// How long proxies drain on stop
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    drain_timeout: Duration,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+pub fn run(cmd: HostCmd) -> anyhow::Result<i32> {
+    match cmd {
+        HostCmd::Token(a) => token(a),
+        HostCmd::List(a) => list(a),
+        HostCmd::Join(a) => join(a),
+    }
+}
+
+fn token(a: TokenArgs) -> anyhow::Result<i32> {
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
+    runtime()?.block_on(async {
+        let body = serde_json::json!({ "host": a.name, "ttl_seconds": a.ttl.as_secs() });
+        let (status, body) = post(&format!("http://{}/hosts/tokens", mesh.api), &body).await?;
+        let text = String::from_utf8_lossy(&body);
+        if status != 200 {
+            anyhow::bail!("the control plane refused ({status}): {}", text.trim());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        println!("{}", v["token"].as_str().unwrap_or_default());
+        Ok(0)
+    })
+}
+
+fn list(a: ListArgs) -> anyhow::Result<i32> {
+    let mesh = local::meshes::find(a.mesh.as_deref())?;
+    runtime()?.block_on(async {
+        let (status, body) = get(&format!("http://{}/hosts", mesh.api)).await?;
+        if status != 200 {
+            anyhow::bail!(
+                "the control plane refused ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        let hosts: Vec<control::hosts::HostRecord> = serde_json::from_slice(&body)?;
+        println!("{:<20} {:<16} LABELS", "HOST", "ADDRESS");
+        for h in hosts {
+            let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{:<20} {:<16} {}", h.name, h.address, labels.join(","));
+        }
+        Ok(0)
+    })
+}
+
+fn join(a: JoinArgs) -> anyhow::Result<i32> {
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let name = match a.name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_err(|e| anyhow::anyhow!("this machine's hostname (give --name): {e}"))?
+            .trim()
+            .to_string(),
+    };
+    anyhow::ensure!(
+        control::hosts::valid_name(&name),
+        "{name:?} is not a host name (letters, digits, '-', '.'; at most 63)"
+    );
+    local::meshes::ensure_home()?;
+    let opts = local::host::HostOptions {
+        api: a.control,
+        token,
+        name,
+        address: a.address,
+        labels: a.labels.into_iter().collect(),
+        state: local::meshes::home().join("hosts"),
+        exe: std::env::current_exe()?,
+        drain_timeout: a.drain_timeout,
+        ingress: a.ingress,
+    };
+    runtime()?.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(on_signal(stop.clone()));
+        local::host::run(opts, stop, |line| println!("{line}")).await?;
+        eprintln!("weft: host stopped");
+        Ok(0)
+    })
+}
