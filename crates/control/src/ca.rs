@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use store::to_pem;
-use tokens::Token;
 pub(crate) use tokens::random_token;
+use tokens::Token;
 
 /// Leaf lifetime when none is configured: Istio's and Linkerd's default workload certificate
 /// lifetime.

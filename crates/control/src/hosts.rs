@@ -19,6 +19,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The ingress gateway's identity (as Istio's), which a host may run when its token allows.
+pub const INGRESS_NAMESPACE: &str = "istio-system";
+pub const INGRESS_NAME: &str = "istio-ingressgateway";
+
 /// A bootstrap token's lifetime unless the operator says otherwise.
 pub const DEFAULT_BOOTSTRAP_TTL: Duration = Duration::from_secs(3600);
 
@@ -34,6 +38,9 @@ pub struct HostRecord {
     pub credential_sha256: String,
     /// When it joined (ms since the epoch).
     pub joined_ms: u64,
+    /// Its bootstrap token allowed it to run an ingress gateway (the ingress's identity).
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 /// One replica placed on a host: what the host needs to start it and its sidecar.
@@ -101,9 +108,13 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// The pseudo-identity a bootstrap token is bound to: never a SPIFFE ID, so the CA never signs
-/// with one, and a proxy's join token never joins a host.
-fn host_identity(host: &str) -> Identity {
-    Identity(format!("host:{host}"))
+/// with one, and a proxy's join token never joins a host. A token for a host that may also run
+/// an ingress gateway is bound to `host-ingress:NAME`.
+fn host_identity(host: &str, ingress: bool) -> Identity {
+    match ingress {
+        false => Identity(format!("host:{host}")),
+        true => Identity(format!("host-ingress:{host}")),
+    }
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -142,14 +153,20 @@ impl Hosts {
         }
     }
 
-    /// A bootstrap token for `host`, valid once within `ttl`.
-    pub async fn mint(&self, host: &str, ttl: Duration) -> Result<String, HostError> {
+    /// A bootstrap token for `host`, valid once within `ttl`; with `ingress`, the host may
+    /// also run an ingress gateway.
+    pub async fn mint(
+        &self,
+        host: &str,
+        ttl: Duration,
+        ingress: bool,
+    ) -> Result<String, HostError> {
         if !valid_name(host) {
             return Err(HostError::BadName(host.into()));
         }
         Ok(self
             .tokens
-            .mint(&host_identity(host), SystemTime::now() + ttl)
+            .mint(&host_identity(host, ingress), SystemTime::now() + ttl)
             .await?)
     }
 
@@ -165,13 +182,23 @@ impl Hosts {
         if !valid_name(host) {
             return Err(HostError::BadName(host.into()));
         }
-        self.tokens
-            .spend(token, &host_identity(host))
-            .await
-            .map_err(|e| match e {
-                CaError::TokenStore(s) => HostError::Store(s),
-                _ => HostError::BadToken(host.into()),
-            })?;
+        let bad = |e: CaError| match e {
+            CaError::TokenStore(s) => HostError::Store(s),
+            _ => HostError::BadToken(host.into()),
+        };
+        let ingress = match self.tokens.spend(token, &host_identity(host, false)).await {
+            Ok(()) => false,
+            Err(CaError::TokenIdentityMismatch { token_for, .. })
+                if token_for == host_identity(host, true) =>
+            {
+                self.tokens
+                    .spend(token, &host_identity(host, true))
+                    .await
+                    .map_err(bad)?;
+                true
+            }
+            Err(e) => return Err(bad(e)),
+        };
         let credential = crate::ca::random_token();
         let record = HostRecord {
             name: host.into(),
@@ -179,6 +206,7 @@ impl Hosts {
             labels,
             credential_sha256: sha256_hex(&credential),
             joined_ms: now_ms(),
+            ingress,
         };
         match &self.backend {
             Backend::Memory(m) => {
@@ -229,10 +257,8 @@ impl Hosts {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|g| sha256_hex(g.trim()))
             .unwrap_or_default();
-        match model::credential::check(
-            Some(&format!("Bearer {given}")),
-            &record.credential_sha256,
-        ) {
+        match model::credential::check(Some(&format!("Bearer {given}")), &record.credential_sha256)
+        {
             model::credential::Presented::Right => Ok(record),
             _ => Err(HostError::WrongCredential(host.into())),
         }
@@ -296,11 +322,16 @@ impl SharedTokens for MemoryTokens {
         let mut m = lock(&self.0);
         let key = sha256_hex(token);
         match m.get(&key) {
-            Some((id, expires)) if id == identity && *expires > SystemTime::now() => {
+            Some((_, expires)) if *expires <= SystemTime::now() => Err(CaError::UnknownToken),
+            Some((id, _)) if id != identity => Err(CaError::TokenIdentityMismatch {
+                token_for: id.clone(),
+                requested: identity.clone(),
+            }),
+            Some(_) => {
                 m.remove(&key);
                 Ok(())
             }
-            _ => Err(CaError::UnknownToken),
+            None => Err(CaError::UnknownToken),
         }
     }
 }
@@ -313,7 +344,10 @@ mod tests {
     async fn bootstrap_tokens_join_once_their_own_host_before_they_expire() {
         let hosts = Hosts::in_memory();
         let addr: IpAddr = "10.0.0.2".parse().unwrap();
-        let t = hosts.mint("h1", Duration::from_secs(60)).await.unwrap();
+        let t = hosts
+            .mint("h1", Duration::from_secs(60), false)
+            .await
+            .unwrap();
         // Another host's name: refused, and the token stays good for its own.
         assert!(matches!(
             hosts.join("h2", &t, addr, Labels::new()).await,
@@ -326,7 +360,7 @@ mod tests {
             Err(HostError::BadToken(_))
         ));
         // Expired.
-        let old = hosts.mint("h1", Duration::ZERO).await.unwrap();
+        let old = hosts.mint("h1", Duration::ZERO, false).await.unwrap();
         assert!(hosts.join("h1", &old, addr, Labels::new()).await.is_err());
         // The credential authenticates h1 and nothing else.
         let bearer = format!("Bearer {cred}");
@@ -339,6 +373,22 @@ mod tests {
             hosts.authenticate("h9", Some(&bearer)).await,
             Err(HostError::Unknown(_))
         ));
-        assert!(hosts.mint("bad name", Duration::from_secs(1)).await.is_err());
+        assert!(hosts
+            .mint("bad name", Duration::from_secs(1), false)
+            .await
+            .is_err());
+        // A token that allows an ingress says so in the host's record.
+        let t = hosts
+            .mint("h3", Duration::from_secs(60), true)
+            .await
+            .unwrap();
+        hosts.join("h3", &t, addr, Labels::new()).await.unwrap();
+        let h3 = hosts
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.name == "h3");
+        assert!(h3.unwrap().ingress);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | call | credential | what |
 //! |---|---|---|
-//! | `POST /hosts/tokens` `{"host", "ttl_seconds"?}` | admin | a one-time bootstrap token for that host |
+//! | `POST /hosts/tokens` `{"host", "ttl_seconds"?, "ingress"?}` | admin | a one-time bootstrap token for that host (with `ingress`: it may run an ingress gateway) |
 //! | `GET /hosts` | admin | the joined hosts |
 //! | `POST /hosts/join` `{"host", "token", "address", "labels"?}` | the bootstrap token | joins: the host's credential, trust bundle, the replicas' gRPC addresses |
 //! | `GET /hosts/NAME/placement` | the host's | the replicas the mesh places on it |
@@ -46,6 +46,8 @@ async fn body<T: serde::de::DeserializeOwned>(
 struct TokenRequest {
     host: String,
     ttl_seconds: Option<u64>,
+    #[serde(default)]
+    ingress: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -75,7 +77,7 @@ impl Api {
                 let ttl = r
                     .ttl_seconds
                     .map_or(DEFAULT_BOOTSTRAP_TTL, Duration::from_secs);
-                match self.hosts.mint(&r.host, ttl).await {
+                match self.hosts.mint(&r.host, ttl, r.ingress).await {
                     Ok(token) => json_response(&serde_json::json!({
                         "host": r.host,
                         "token": token,
@@ -144,7 +146,14 @@ impl Api {
                             Ok(r) => r,
                             Err(rsp) => return rsp,
                         };
-                        if !placed.iter().any(|p| p.sidecar && p.identity == r.identity) {
+                        let ingress = model::Identity::spiffe_in(
+                            &self.registry.trust_domain(),
+                            hosts::INGRESS_NAMESPACE,
+                            hosts::INGRESS_NAME,
+                        );
+                        let allowed = placed.iter().any(|p| p.sidecar && p.identity == r.identity)
+                            || (host.ingress && r.identity == ingress.0);
+                        if !allowed {
                             tracing::warn!(host = %host.name, identity = %r.identity, "certificate outside the host's scope refused");
                             return refused(HostError::OutOfScope {
                                 host: host.name,

@@ -103,6 +103,10 @@ pub struct ProxyRecord {
     /// its own replica's). Empty for a control plane alone, where `listed_since` says it.
     #[serde(skip)]
     pub listed_by: BTreeMap<String, u64>,
+    /// With several replicas: the snapshot version the proxy's own replica serves now (what
+    /// "up to date" means for it). `None` for a control plane alone.
+    #[serde(skip)]
+    pub current: Option<u64>,
 }
 
 /// Why a replica does not receive traffic from every proxy that could send it.
@@ -269,6 +273,9 @@ pub trait Registrations: Send + 'static {
     /// Takes in the registrations written elsewhere since the last call; nothing to do when
     /// this registry is the only writer.
     fn reload(&mut self) {}
+    /// The snapshot version this registry serves now (shared stores tell the other replicas,
+    /// whose view of "has this proxy applied its replica's snapshot" needs it).
+    fn at_version(&mut self, _version: u64) {}
 }
 
 /// Registrations in this process's memory.
@@ -497,6 +504,7 @@ impl Registry {
                     replica: String::new(),
                     registered_ms: 0,
                     listed_by: BTreeMap::new(),
+                    current: None,
                 },
             );
             id
@@ -635,6 +643,7 @@ impl Registry {
         let next = Arc::new(next);
         let version = next.version;
         mark_listed(&mut *inner.proxies, &listed, version);
+        inner.proxies.at_version(version);
         inner.snapshot = next.clone();
         self.snapshots.send_replace(next);
         drop(inner);
@@ -661,6 +670,8 @@ impl Registry {
             self.snapshots.send_replace(next);
         }
         mark_listed(&mut *inner.proxies, &listed, listed_in);
+        let at = inner.snapshot.version;
+        inner.proxies.at_version(at);
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
         out

@@ -21,6 +21,12 @@ pub enum ControlError {
     },
 }
 
+/// How often the control plane pings each proxy's stream, and how long it waits for the answer:
+/// a proxy whose host vanished (powered off, cut from the network: no FIN, no RST) is
+/// deregistered, and its endpoints leave every snapshot, within about their sum.
+pub const PROXY_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+pub const PROXY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Where the control plane listens: proxies' gRPC stream and the JSON API.
 #[derive(Clone, Copy, Debug)]
 pub struct Listen {
@@ -104,7 +110,8 @@ impl ControlPlane {
         let incoming = crate::listener::incoming(grpc_l, tls, shutdown.clone());
         tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_interval(Some(PROXY_PING_INTERVAL))
+                .http2_keepalive_timeout(Some(PROXY_PING_TIMEOUT))
                 .add_service(push)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;

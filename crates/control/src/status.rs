@@ -324,16 +324,17 @@ fn pending(
         .chain(
             proxies
                 .iter()
-                .filter(|p| !p.draining && p.acked != version)
-                .map(|p| match p.refused(version) {
+                .filter(|p| !p.draining && p.acked != p.current.unwrap_or(version))
+                .map(|p| match p.refused(p.current.unwrap_or(version)) {
                     Some((refused, error)) => format!(
                         "{}: refused snapshot {refused}: {error} (runs {})",
                         p.name(),
                         p.acked
                     ),
                     None => format!(
-                        "{}: has not applied snapshot {version} (runs {})",
+                        "{}: has not applied snapshot {} (runs {})",
                         p.name(),
+                        p.current.unwrap_or(version),
                         p.acked
                     ),
                 }),

@@ -85,8 +85,7 @@ async fn call(
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).expect("a valid request");
-        let answered =
-            tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
+        let answered = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
         match answered {
             Ok(Ok(rsp)) => {
                 let status = rsp.status().as_u16();
@@ -103,14 +102,22 @@ async fn call(
         }
     }
     Err(HostError::Api {
-        api: api.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        api: api
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         why: last,
     })
 }
 
 fn refused(api: &[SocketAddr], status: u16, body: &[u8]) -> HostError {
     HostError::Api {
-        api: api.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        api: api
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         why: format!("{status}: {}", String::from_utf8_lossy(body).trim()),
     }
 }
@@ -152,9 +159,8 @@ impl Credentials for HostCredentials {
 async fn join(opts: &HostOptions) -> Result<Saved, HostError> {
     let path = opts.state.join(format!("{}.json", opts.name));
     let Some(token) = &opts.token else {
-        let text = std::fs::read(&path).map_err(|_| {
-            HostError::NoToken(opts.name.clone(), opts.state.display().to_string())
-        })?;
+        let text = std::fs::read(&path)
+            .map_err(|_| HostError::NoToken(opts.name.clone(), opts.state.display().to_string()))?;
         return serde_json::from_slice(&text)
             .map_err(|e| HostError::State(path.display().to_string(), std::io::Error::other(e)));
     };
@@ -164,7 +170,14 @@ async fn join(opts: &HostOptions) -> Result<Saved, HostError> {
         "address": opts.address,
         "labels": opts.labels,
     });
-    let (status, answer) = call(&opts.api, http::Method::POST, "/hosts/join", None, Some(body)).await?;
+    let (status, answer) = call(
+        &opts.api,
+        http::Method::POST,
+        "/hosts/join",
+        None,
+        Some(body),
+    )
+    .await?;
     if status != 200 {
         return Err(refused(&opts.api, status, &answer));
     }

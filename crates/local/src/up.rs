@@ -48,8 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The ingress gateway's identity, as Istio's (so policies written for it select it unchanged).
-pub const INGRESS_NAMESPACE: &str = "istio-system";
-pub const INGRESS_NAME: &str = "istio-ingressgateway";
+pub use control::hosts::{INGRESS_NAME, INGRESS_NAMESPACE};
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {

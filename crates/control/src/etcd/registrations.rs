@@ -22,15 +22,23 @@ use tokio::sync::mpsc;
 const REMOTE: u64 = 1 << 63;
 
 type Remote = Arc<Mutex<BTreeMap<String, ProxyRecord>>>;
-/// Other replicas' listings: replica → record key (`REPLICA/ID`) → since which version.
-type Listings = Arc<Mutex<BTreeMap<String, BTreeMap<String, u64>>>>;
+/// A replica's listing as `listed/REPLICA` holds it: the snapshot version it serves now, and
+/// since which version it lists each endpoint, by record key (`REPLICA/ID`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Listing {
+    version: u64,
+    since: BTreeMap<String, u64>,
+}
+
+/// Other replicas' listings, by replica.
+type Listings = Arc<Mutex<BTreeMap<String, Listing>>>;
 
 /// What the background writer writes.
 enum Write {
     /// One of this replica's proxies' records (`None`: delete it).
     Record(u64, Option<Box<ProxyRecord>>),
     /// This replica's listing.
-    Listing(BTreeMap<String, u64>),
+    Listing(Listing),
 }
 
 pub struct EtcdRegistrations {
@@ -42,7 +50,9 @@ pub struct EtcdRegistrations {
     /// Record key (`REPLICA/ID`) of every id in `merged`.
     keys: BTreeMap<u64, String>,
     /// The listing last sent to the writer.
-    published: BTreeMap<String, u64>,
+    published: Listing,
+    /// The snapshot version this replica serves now.
+    version: u64,
     writes: mpsc::UnboundedSender<Write>,
 }
 
@@ -54,7 +64,7 @@ pub struct Follower {
     start: i64,
 }
 
-fn lock_l(l: &Listings) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, u64>>> {
+fn lock_l(l: &Listings) -> std::sync::MutexGuard<'_, BTreeMap<String, Listing>> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -63,7 +73,7 @@ fn lock(r: &Remote) -> std::sync::MutexGuard<'_, BTreeMap<String, ProxyRecord>> 
 }
 
 /// Other replicas' listings from the `listed/REPLICA` keys of `kvs`.
-fn listings_of(etcd: &Etcd, kvs: Vec<Kv>) -> BTreeMap<String, BTreeMap<String, u64>> {
+fn listings_of(etcd: &Etcd, kvs: Vec<Kv>) -> BTreeMap<String, Listing> {
     let prefix = etcd.key("listed/");
     kvs.into_iter()
         .filter_map(|kv| {
@@ -121,7 +131,8 @@ impl EtcdRegistrations {
             listings: listings.clone(),
             merged: BTreeMap::new(),
             keys: BTreeMap::new(),
-            published: BTreeMap::new(),
+            published: Listing::default(),
+            version: 0,
             writes: tx,
         };
         me.reload();
@@ -142,7 +153,10 @@ impl EtcdRegistrations {
     /// and publishes this replica's listing if it changed.
     fn relist(&mut self) {
         let listings = lock_l(&self.listings).clone();
-        let mut mine = BTreeMap::new();
+        let mut mine = Listing {
+            version: self.version,
+            since: BTreeMap::new(),
+        };
         for (id, rec) in self.merged.iter_mut() {
             let Some(key) = self.keys.get(id) else {
                 continue;
@@ -150,13 +164,18 @@ impl EtcdRegistrations {
             rec.listed_by.clear();
             if let Some(since) = rec.listed_since {
                 rec.listed_by.insert(self.replica.clone(), since);
-                mine.insert(key.clone(), since);
+                mine.since.insert(key.clone(), since);
             }
             for (replica, listed) in &listings {
-                if let Some(since) = listed.get(key) {
+                if let Some(since) = listed.since.get(key) {
                     rec.listed_by.insert(replica.clone(), *since);
                 }
             }
+            rec.current = if rec.replica == self.replica {
+                Some(self.version)
+            } else {
+                listings.get(&rec.replica).map(|l| l.version)
+            };
         }
         if mine != self.published {
             self.published = mine.clone();
@@ -205,6 +224,13 @@ impl Registrations for EtcdRegistrations {
         self.merged.remove(&id);
         self.keys.remove(&id);
         self.relist();
+    }
+
+    fn at_version(&mut self, version: u64) {
+        if version != self.version {
+            self.version = version;
+            self.relist();
+        }
     }
 
     fn reload(&mut self) {
@@ -268,10 +294,10 @@ impl Registrations for EtcdRegistrations {
 async fn write_through(etcd: Etcd, mut rx: mpsc::UnboundedReceiver<Write>) {
     // id → record (None: delete); u64::MAX → the listing.
     let mut records: BTreeMap<u64, Option<Box<ProxyRecord>>> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, u64>> = None;
+    let mut listing: Option<Listing> = None;
     let take = |w: Write,
                 records: &mut BTreeMap<u64, Option<Box<ProxyRecord>>>,
-                listing: &mut Option<BTreeMap<String, u64>>| match w {
+                listing: &mut Option<Listing>| match w {
         Write::Record(id, rec) => {
             records.insert(id, rec);
         }

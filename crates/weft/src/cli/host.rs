@@ -31,6 +31,9 @@ pub struct TokenArgs {
     /// The running mesh whose control plane mints it [default: the only one running]
     #[arg(long)]
     mesh: Option<String>,
+    /// The host may also run an ingress gateway (`weft host join --ingress`)
+    #[arg(long)]
+    ingress: bool,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +88,11 @@ pub fn run(cmd: HostCmd) -> anyhow::Result<i32> {
 fn token(a: TokenArgs) -> anyhow::Result<i32> {
     let mesh = local::meshes::find(a.mesh.as_deref())?;
     runtime()?.block_on(async {
-        let body = serde_json::json!({ "host": a.name, "ttl_seconds": a.ttl.as_secs() });
+        let body = serde_json::json!({
+            "host": a.name,
+            "ttl_seconds": a.ttl.as_secs(),
+            "ingress": a.ingress,
+        });
         let (status, body) = post(&format!("http://{}/hosts/tokens", mesh.api), &body).await?;
         let text = String::from_utf8_lossy(&body);
         if status != 200 {

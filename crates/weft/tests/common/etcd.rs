@@ -179,8 +179,19 @@ pub struct Replica {
 
 impl Replica {
     /// Starts a replica over `store` with the mesh files `files`, its gRPC listener on
-    /// `listen`, and waits for its ready line.
+    /// `listen` (its API on any port of 127.0.0.1), and waits for its ready line.
     pub fn start(store: &str, files: &[&Path], listen: &str, extra: &[&str]) -> Replica {
+        Replica::start_on(store, files, listen, "127.0.0.1:0", extra)
+    }
+
+    /// [`Replica::start`] with its API on `api`.
+    pub fn start_on(
+        store: &str,
+        files: &[&Path],
+        listen: &str,
+        api: &str,
+        extra: &[&str],
+    ) -> Replica {
         let home = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec![
             "control".into(),
@@ -189,7 +200,7 @@ impl Replica {
             "--listen".into(),
             listen.into(),
             "--api".into(),
-            "127.0.0.1:0".into(),
+            api.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(files.iter().map(|f| f.display().to_string()));

@@ -1,0 +1,419 @@
+//! Hosts beyond the control plane's machine, simulated as network namespaces on a bridge the
+//! test creates (10.239.N.0/24, N from the test's process id): two control-plane replicas over a
+//! 3-member etcd cluster, three hosts joined with one-time bootstrap tokens, replicas placed by
+//! the Mesh file, traffic across hosts over mTLS through an ingress on another host, and a host
+//! cut off from the network. Needs root (namespaces, links); says why it skips without it.
+
+mod common;
+
+use common::etcd::{Cluster, Replica};
+use common::pods::{can_run_pods, sh};
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The hosts' network: a bridge, and a namespace per host with a veth on it; all removed on
+/// drop.
+struct Net {
+    bridge: String,
+    subnet: String,
+    hosts: Vec<String>,
+}
+
+impl Net {
+    fn create(n: usize) -> Net {
+        let id = std::process::id() % 200;
+        let net = Net {
+            bridge: format!("wfh{id}"),
+            subnet: format!("10.239.{id}"),
+            hosts: (1..=n).map(|i| format!("wtest-{id}-h{i}")).collect(),
+        };
+        net.remove();
+        sh(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}.1/24", net.subnet),
+            "dev",
+            &net.bridge,
+        ]);
+        sh(&["ip", "link", "set", &net.bridge, "up"]);
+        for (i, ns) in net.hosts.iter().enumerate() {
+            let veth = format!("wfh{id}v{i}");
+            sh(&["ip", "netns", "add", ns]);
+            sh(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]);
+            sh(&["ip", "link", "set", &veth, "master", &net.bridge]);
+            sh(&["ip", "link", "set", &veth, "up"]);
+            let addr = format!("{}/24", net.address(i));
+            sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            let gw = format!("{}.1", net.subnet);
+            sh(&["ip", "-n", ns, "route", "add", "default", "via", &gw]);
+        }
+        net
+    }
+
+    /// Host `i`'s address (0-based).
+    fn address(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, 11 + i)
+    }
+
+    fn gateway(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    fn remove(&self) {
+        for ns in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A `weft host join` running in a host's namespace.
+struct Host {
+    child: Child,
+    home: tempfile::TempDir,
+    line: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // SIGTERM: it drains its sidecars and stops its apps (children die with it anyway).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if wait_timeout(&mut self.child, Duration::from_secs(15)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `weft host join ARGS` in namespace `ns`; returns once it says it joined (or exits).
+fn join(ns: &str, args: &[&str]) -> Result<Host, String> {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, WEFT, "host", "join"])
+        .args(args)
+        .env("WEFT_HOME", home.path())
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = errors.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[{line}]");
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if !line.contains("joined mesh") {
+        let _ = wait_timeout(&mut child, Duration::from_secs(10));
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{line}{}", errors.lock().unwrap()));
+    }
+    Ok(Host { child, home, line })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `weft host token NAME ARGS` against `replica`.
+fn host_token(replica: &Replica, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["host", "token", name];
+    args.extend_from_slice(extra);
+    let out = replica.weft(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `replica`'s status row of `instance`, if listed.
+fn row(replica: &Replica, instance: &str) -> Option<serde_json::Value> {
+    let out = replica.weft(&["status", "-o", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    st["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["instance"] == instance)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_cut_host() {
+    if !can_run_pods() {
+        return;
+    }
+    let net = Net::create(3);
+    let etcd = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: hosts}
+spec:
+  ingress: 127.0.0.1:0
+  services:
+  - name: hello
+    port: 80
+    workloads:
+    - {name: hello-v1, replicas: 2, hosts: [h2, h3], command: [weft, demo, echo, --service, hello]}
+",
+    )
+    .unwrap();
+    let gw = net.gateway();
+    let on_gw = |p: u16| format!("{gw}:{p}");
+    let a = Replica::start_on(
+        &etcd.url(),
+        &[&mesh],
+        &on_gw(free_port()),
+        &on_gw(free_port()),
+        &[],
+    );
+    let b = Replica::start_on(
+        &etcd.url(),
+        &[&mesh],
+        &on_gw(free_port()),
+        &on_gw(free_port()),
+        &[],
+    );
+    let apis = format!("{},{}", a.api, b.api);
+
+    // One-time bootstrap tokens, minted through either replica.
+    let t1 = host_token(&a, "h1", &["--ingress"]);
+    let t2 = host_token(&b, "h2", &[]);
+    let t3 = host_token(&a, "h3", &[]);
+    let ingress: SocketAddr = format!("{}:8080", net.address(0)).parse().unwrap();
+    let _h1 = join(
+        &net.hosts[0],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &t1,
+            "--name",
+            "h1",
+            "--address",
+            &net.address(0),
+            "--ingress",
+            &ingress.to_string(),
+        ],
+    )
+    .unwrap();
+    let h2 = join(
+        &net.hosts[1],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &t2,
+            "--name",
+            "h2",
+            "--address",
+            &net.address(1),
+        ],
+    )
+    .unwrap();
+    assert!(h2.line.contains("hello-v1-0"), "{}", h2.line);
+    let h3 = join(
+        &net.hosts[2],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &t3,
+            "--name",
+            "h3",
+            "--address",
+            &net.address(2),
+        ],
+    )
+    .unwrap();
+    assert!(h3.line.contains("hello-v1-1"), "{}", h3.line);
+
+    // A bootstrap token is spent once; an expired one, or one for another host, never joins.
+    let again = join(
+        &net.hosts[0],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &t1,
+            "--name",
+            "h1",
+            "--address",
+            &net.address(0),
+        ],
+    );
+    let why = again.err().expect("a spent token joined again");
+    assert!(
+        why.contains("unknown, already used or expired bootstrap token"),
+        "{why}"
+    );
+    let expired = host_token(&a, "h1", &["--ttl", "0s"]);
+    let why = join(
+        &net.hosts[0],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &expired,
+            "--name",
+            "h1",
+            "--address",
+            &net.address(0),
+        ],
+    )
+    .err()
+    .expect("an expired token joined");
+    assert!(why.contains("bootstrap token"), "{why}");
+    let other = host_token(&a, "h9", &[]);
+    assert!(join(
+        &net.hosts[0],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &other,
+            "--name",
+            "h1",
+            "--address",
+            &net.address(0)
+        ]
+    )
+    .is_err());
+
+    // A host gets join tokens only for identities placed on it: h1 runs the ingress, not hello.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(_h1.home.path().join("hosts/h1.json")).unwrap())
+            .unwrap();
+    let credential = saved["joined"]["credential"].as_str().unwrap();
+    let ask = |identity: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {credential}"))
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(format!("{{\"identity\": \"{identity}\"}}"))
+            .arg(format!("http://{}/hosts/h1/join-token", a.api))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(ask("spiffe://cluster.local/ns/default/sa/hello"), "403");
+    assert_eq!(
+        ask("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"),
+        "200"
+    );
+
+    // Both replicas of hello, on h2 and h3, are ready; the ingress on h1 reaches both over
+    // mTLS, across the hosts' network.
+    let c = client();
+    // Either replica says the mesh is ready: every replica routable from every proxy, each
+    // proxy up to date with its own replica's snapshot.
+    for r in [&a, &b] {
+        let out = tokio::task::block_in_place(|| {
+            r.weft(&["status", "--wait", "--timeout", "60s", "-o", "json"])
+        });
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (inst, host) in [("hello-v1-0", 1), ("hello-v1-1", 2)] {
+        let inbound = row(&a, inst).unwrap()["inbound"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            inbound.starts_with(&format!("{}:", net.address(host))),
+            "{inst} takes traffic at {inbound}"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the ingress reached only {seen:?}"
+        );
+        if let Ok(r) = get(&c, ingress, "hello", "/").await {
+            if r.status == 200 {
+                seen.insert(r.body["instance"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+
+    // Cut h3 off the network: its sidecar's stream goes silent, the control plane drops it,
+    // and hello-v1-1 leaves the ingress's routes; from then on every request succeeds.
+    let cut = Instant::now();
+    sh(&["ip", "-n", &net.hosts[2], "link", "set", "eth0", "down"]);
+    let mut failed_before_removal = 0;
+    let mut removed = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while removed.is_none() {
+        assert!(Instant::now() < deadline, "hello-v1-1 was never removed");
+        let r = tokio::time::timeout(Duration::from_secs(2), get(&c, ingress, "hello", "/")).await;
+        if !matches!(r, Ok(Ok(ref r)) if r.status == 200) {
+            failed_before_removal += 1;
+        }
+        if row(&a, "hello-v1-1").is_some_and(|w| w["ready"] != true) {
+            removed = Some(cut.elapsed());
+        }
+    }
+    let removed = removed.unwrap();
+    eprintln!("h3 cut off: hello-v1-1 removed after {removed:?}; {failed_before_removal} requests failed before");
+    // Every proxy has the snapshot without it once no proxy is behind its replica's snapshot;
+    // from then on no request fails.
+    eventually(true, || async {
+        let out = a.weft(&["status", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+            s["pending"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| !p.to_string().contains("has not applied")))
+        })
+    })
+    .await;
+    for i in 0..200 {
+        let r = get(&c, ingress, "hello", "/").await.unwrap();
+        assert_eq!(
+            r.status, 200,
+            "request {i} after hello-v1-1 was removed: {}",
+            r.text
+        );
+        assert_eq!(r.body["instance"], "hello-v1-0");
+    }
+}
