@@ -209,6 +209,20 @@ impl Api {
         }
     }
 
+    /// `GET /status`, with the shared store's replicas and members' health when there is one.
+    async fn status(&self) -> Response<Full<Bytes>> {
+        let mut st = status::build(&self.registry, self.control, self.api);
+        if let Some(store) = &self.store {
+            st.store = Some(status::StoreStatus {
+                kind: "etcd".into(),
+                replica: store.replica.clone(),
+                replicas: store.replicas().await.unwrap_or_default(),
+                members: store.health().await,
+            });
+        }
+        json(&st)
+    }
+
     fn serve(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/status") => {
@@ -287,6 +301,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(req).await,
+                        (&Method::GET, "/status") => api.status().await,
                         (_, path) if path == "/hosts" || path.starts_with("/hosts/") => {
                             api.hosts_request(req).await
                         }

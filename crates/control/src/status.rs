@@ -44,6 +44,23 @@ pub struct Status {
     /// The network the mesh's pods share (transparent interception); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// The store control-plane replicas share (`weft control --store`): the replicas and the
+    /// store's members with their health; absent for a control plane alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// A shared store, as `weft status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// `etcd`.
+    pub kind: String,
+    /// The replica that answered.
+    pub replica: String,
+    /// Every live control-plane replica.
+    pub replicas: Vec<crate::etcd::Replica>,
+    /// The store's members and whether each answers.
+    pub members: Vec<crate::etcd::Member>,
 }
 
 /// The host side of a transparent mesh's pods: one bridge, one subnet.
@@ -302,6 +319,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         workloads,
         undeclared,
         nacks,
+        store: None,
         network: pods.network,
     }
 }

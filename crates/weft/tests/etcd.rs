@@ -317,6 +317,20 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
         "{reused}"
     );
 
+    // Either replica's status shows the replicas, the store's health, and which replica each
+    // proxy uses.
+    let shown = String::from_utf8_lossy(&b.weft(&["status"]).stdout).into_owned();
+    assert!(shown.contains("store: etcd 3/3 members healthy"), "{shown}");
+    assert!(
+        shown.contains(&format!("control replica {}", a.name)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("control replica {}", b.name)),
+        "{shown}"
+    );
+    assert!(shown.contains("CONTROL REPLICA"), "{shown}");
+
     // A change applied through B reaches the sidecar connected to A, and weft apply waits for
     // every proxy of the mesh, on either replica.
     let out = b.weft(&["apply", "-f", deny.to_str().unwrap()]);
@@ -388,6 +402,11 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
 
     // SIGKILL an etcd member: changes still propagate (delete the DENY through B).
     etcd.kill(0);
+    let shown = String::from_utf8_lossy(&b.weft(&["status"]).stdout).into_owned();
+    assert!(
+        shown.contains("store: etcd 2/3 members healthy (down: m0)"),
+        "{shown}"
+    );
     let out = b.weft(&["delete", "-f", deny.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -128,6 +128,36 @@ fn print_table(st: &Status) {
             n.bridge, n.subnet, n.gateway
         );
     }
+    if let Some(s) = &st.store {
+        let healthy = s.members.iter().filter(|m| m.healthy).count();
+        let down: Vec<&str> = s
+            .members
+            .iter()
+            .filter(|m| !m.healthy)
+            .map(|m| m.name.as_str())
+            .collect();
+        println!(
+            "store: {} {healthy}/{} members healthy{}",
+            s.kind,
+            s.members.len(),
+            if down.is_empty() {
+                String::new()
+            } else {
+                format!(" (down: {})", down.join(", "))
+            }
+        );
+        for r in &s.replicas {
+            let this = if r.name == s.replica {
+                "  (this one)"
+            } else {
+                ""
+            };
+            println!(
+                "control replica {}   grpc {}   api {}   pid {}{this}",
+                r.name, r.grpc, r.api, r.pid
+            );
+        }
+    }
     for p in &st.pending {
         println!("  pending: {p}");
     }
@@ -145,6 +175,8 @@ fn print_table(st: &Status) {
     }
     // The POD column only in a mesh whose replicas run in pods.
     let pods = st.network.is_some();
+    // Which control-plane replica each proxy uses, when several share a store.
+    let replicas = st.store.is_some();
     let rows: Vec<Vec<String>> = st
         .workloads
         .iter()
@@ -167,6 +199,9 @@ fn print_table(st: &Status) {
             if pods {
                 row.insert(2, format!("{} {}", w.pod, w.pod_address));
             }
+            if replicas {
+                row.push(w.control_replica.clone());
+            }
             row
         })
         .collect();
@@ -175,6 +210,9 @@ fn print_table(st: &Status) {
     ];
     if pods {
         head.insert(2, "POD");
+    }
+    if replicas {
+        head.push("CONTROL REPLICA");
     }
     let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
