@@ -321,6 +321,29 @@ spec:
 }
 
 #[test]
+fn placement_on_joined_hosts_is_read() {
+    let text = "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: m}
+spec:
+  services:
+  - name: a
+    port: 80
+    workloads:
+    - {name: a-v1, replicas: 2, hosts: [h1, h2], command: [x]}
+    - {name: a-v2, hostSelector: {zone: b}, command: [x]}
+    - {name: a-v3, command: [x]}
+";
+    let w = &mesh(text).services[0].workloads;
+    assert_eq!(w[0].placement.hosts, ["h1", "h2"]);
+    assert_eq!(w[1].placement.host_selector["zone"], "b");
+    assert!(w[2].placement.is_empty());
+    let bad = text.replace("hostSelector", "hostselector");
+    assert!(error(&bad).contains("hostselector"), "{}", error(&bad));
+}
+
+#[test]
 fn restart_policy_is_read_and_checked() {
     let text = "\
 apiVersion: weft.dev/v1alpha1

@@ -446,6 +446,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replicas_go_to_named_hosts_in_turn_or_to_matching_ones_by_name() {
+        let named = Placement {
+            hosts: vec!["h1".into(), "h2".into()],
+            ..Default::default()
+        };
+        let joined = vec![
+            (
+                "h3".to_string(),
+                Labels::from([("zone".into(), "a".into())]),
+            ),
+            (
+                "h1".to_string(),
+                Labels::from([("zone".into(), "a".into())]),
+            ),
+            (
+                "h2".to_string(),
+                Labels::from([("zone".into(), "b".into())]),
+            ),
+        ];
+        let on = |p: &Placement, i| p.host_of(i, &joined).map(str::to_string);
+        assert_eq!(on(&named, 0).as_deref(), Some("h1"));
+        assert_eq!(on(&named, 3).as_deref(), Some("h2"));
+        let zone_a = Placement {
+            host_selector: Labels::from([("zone".into(), "a".into())]),
+            ..Default::default()
+        };
+        assert_eq!(on(&zone_a, 0).as_deref(), Some("h1"));
+        assert_eq!(on(&zone_a, 1).as_deref(), Some("h3"));
+        let zone_c = Placement {
+            host_selector: Labels::from([("zone".into(), "c".into())]),
+            ..Default::default()
+        };
+        assert_eq!(on(&zone_c, 0), None);
+        assert_eq!(on(&Placement::default(), 0), None);
+    }
+
+    #[test]
     fn restart_policies_as_kubernetes_names_them() {
         use RestartPolicy::*;
         let restarts = |p: RestartPolicy| (p.restarts(true), p.restarts(false));
