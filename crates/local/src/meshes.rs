@@ -1,6 +1,9 @@
 //! Where running meshes record themselves, so that `weft status`, `weft exec` and later commands
 //! find a mesh without flags: one JSON file per mesh under `$WEFT_HOME/meshes/` (default
-//! `$XDG_RUNTIME_DIR/weft`, else `/tmp/weft-$UID`).
+//! `$XDG_RUNTIME_DIR/weft`, else `/tmp/weft-$UID`). And contexts, as kubectl has them: a mesh
+//! whose control plane runs elsewhere (its API addresses and the admin credential, a copy kept
+//! with mode 0600), under `$WEFT_HOME/contexts/NAME.json`, chosen with `weft --context NAME` or
+//! `WEFT_CONTEXT`.
 
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -41,6 +44,8 @@ pub enum FindError {
     NotFound { name: String, running: String },
     #[error("several meshes are running ({0}); choose one with --mesh NAME")]
     Several(String),
+    #[error("no context {name:?} in {}; add it with `weft context add`", dir.display())]
+    NoContext { name: String, dir: PathBuf },
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error(transparent)]
@@ -155,12 +160,98 @@ pub fn running() -> Vec<MeshRecord> {
     out
 }
 
-/// The mesh a command talks to: the one named, or the only one running. Records in a
-/// `$WEFT_HOME` others may write are not believed.
+/// A mesh whose control plane runs elsewhere, as `weft context add` saved it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Context {
+    pub name: String,
+    /// The control plane's API, one address per replica.
+    pub api: Vec<String>,
+    /// The admin credential's file (a copy, mode 0600).
+    pub token_file: String,
+}
+
+fn contexts_dir() -> PathBuf {
+    home().join("contexts")
+}
+
+/// Saves context `name`: the API addresses `api` and a private copy of the admin credential.
+pub fn add_context(name: &str, api: &[String], token: &str) -> Result<PathBuf, FindError> {
+    ensure_home()?;
+    let d = contexts_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let token_file = d.join(format!("{name}.token"));
+    write_private(&token_file, token.trim()).map_err(|e| FindError::Io(token_file.clone(), e))?;
+    let ctx = Context {
+        name: name.to_string(),
+        api: api.to_vec(),
+        token_file: token_file.display().to_string(),
+    };
+    let path = d.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&ctx).unwrap_or_default())
+        .map_err(|e| FindError::Io(path.clone(), e))?;
+    Ok(path)
+}
+
+/// Every saved context.
+pub fn contexts() -> Vec<Context> {
+    let Ok(entries) = std::fs::read_dir(contexts_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Context> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The context `WEFT_CONTEXT` names (`weft --context NAME` sets it), as a mesh record: its
+/// first API address that accepts a connection (one per replica).
+fn chosen_context() -> Option<Result<MeshRecord, FindError>> {
+    let name = std::env::var("WEFT_CONTEXT")
+        .ok()
+        .filter(|n| !n.is_empty())?;
+    let Some(ctx) = contexts().into_iter().find(|c| c.name == name) else {
+        return Some(Err(FindError::NoContext {
+            name,
+            dir: contexts_dir(),
+        }));
+    };
+    let up = ctx
+        .api
+        .iter()
+        .find(|a| {
+            a.parse::<std::net::SocketAddr>().is_ok_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok()
+            })
+        })
+        .or(ctx.api.first())
+        .cloned()
+        .unwrap_or_default();
+    Some(Ok(MeshRecord {
+        name: ctx.name,
+        pid: 0,
+        control: String::new(),
+        api: up,
+        ingress: String::new(),
+        token_file: Some(ctx.token_file),
+    }))
+}
+
+/// The mesh a command talks to: the context chosen (`--context`), the one named, or the only
+/// one running. Records in a `$WEFT_HOME` others may write are not believed.
 pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
     let h = home();
     if h.exists() {
         check_home(&h)?;
+    }
+    if let Some(ctx) = chosen_context() {
+        return ctx;
     }
     let all = running();
     let names = || {

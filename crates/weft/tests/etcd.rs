@@ -192,8 +192,9 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     // Fixed ports, so a replica restarted later is where the proxies look for it.
     let (pa, pb) = (free_port(), free_port());
     let listen = |p: u16| format!("127.0.0.1:{p}");
-    let mut a = Replica::start(&store, &[&mesh], &listen(pa), &[]);
-    let b = Replica::start(&store, &[&mesh], &listen(pb), &[]);
+    let (api_a, api_b) = (listen(free_port()), listen(free_port()));
+    let mut a = Replica::start_on(&store, &[&mesh], &listen(pa), &api_a, &[]);
+    let b = Replica::start_on(&store, &[&mesh], &listen(pb), &api_b, &[]);
     let controls = [a.grpc, b.grpc];
 
     // The CA root is in etcd, sealed: no key in the clear.
@@ -331,6 +332,36 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     );
     assert!(shown.contains("CONTROL REPLICA"), "{shown}");
 
+    // An operator elsewhere (another WEFT_HOME) saves a context with both replicas' APIs and
+    // the admin credential, and talks to the mesh through it.
+    let operator = tempfile::tempdir().unwrap();
+    let token_file = a.home.path().join("meshes/fleet.token");
+    let apis = format!("{},{}", a.api, b.api);
+    let out = weft_in(
+        operator.path(),
+        &[
+            "context",
+            "add",
+            "prod",
+            "--api",
+            &apis,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = weft_in(operator.path(), &["--context", "prod", "get"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        text.contains("default/fleet"),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
     // A change applied through B reaches the sidecar connected to A, and weft apply waits for
     // every proxy of the mesh, on either replica.
     let out = b.weft(&["apply", "-f", deny.to_str().unwrap()]);
@@ -445,7 +476,7 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
         .status
         .success());
     drop(b);
-    let b = Replica::start(&store, &[], &listen(pb), &[]);
+    let b = Replica::start_on(&store, &[], &listen(pb), &api_b, &[]);
     let listed = String::from_utf8_lossy(&b.weft(&["get"]).stdout).into_owned();
     assert!(
         listed.contains("default/no-secret") && listed.contains("default/fleet"),
@@ -462,6 +493,14 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     .await;
     let r = get(&c, outbound, "hello", "/secret").await.unwrap();
     assert_eq!(r.status, 403, "{}", r.text);
+    // A died long ago: the operator's context reaches the replica that answers.
+    let listed = weft_in(operator.path(), &["--context", "prod", "get"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        text.contains("default/no-secret"),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -30,6 +30,18 @@ fn credential(url: &str) -> Option<String> {
                 .into_iter()
                 .find(|m| &m.api == authority)
                 .and_then(|m| local::meshes::admin_token(&m))
+                .or_else(|| {
+                    // A saved context's API (`weft --context`).
+                    let c = local::meshes::contexts()
+                        .into_iter()
+                        .find(|c| c.api.iter().any(|a| a == authority))?;
+                    Some(
+                        std::fs::read_to_string(c.token_file)
+                            .ok()?
+                            .trim()
+                            .to_string(),
+                    )
+                })
         })
         .clone()
 }

@@ -1,7 +1,8 @@
 //! `weft host`: hosts of a mesh beyond the control plane's machine. `weft host token NAME`
 //! mints a one-time bootstrap token for host NAME (operator, admin credential); `weft host join`
 //! runs on the host itself and runs the replicas the mesh places there; `weft host list` shows
-//! the joined hosts.
+//! the joined hosts. `weft context add|list`: meshes whose control plane runs elsewhere, for
+//! `weft --context NAME`.
 
 use super::get::{get, post};
 use super::{on_signal, parse_duration, runtime};
@@ -69,6 +70,44 @@ pub struct JoinArgs {
     /// How long proxies drain on stop
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     drain_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum ContextCmd {
+    /// Save context NAME: a control plane's API (one address per replica) and its admin
+    /// credential (copied into $WEFT_HOME/contexts, mode 0600); then `weft --context NAME …`
+    Add(ContextAddArgs),
+    /// The saved contexts
+    List,
+}
+
+#[derive(clap::Args)]
+pub struct ContextAddArgs {
+    name: String,
+    /// The control plane's API, ADDRESS:PORT per replica
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    api: Vec<SocketAddr>,
+    /// A file holding the admin credential (a replica's $WEFT_HOME/meshes/MESH.token)
+    #[arg(long, value_name = "PATH")]
+    token_file: PathBuf,
+}
+
+pub fn context(cmd: ContextCmd) -> anyhow::Result<i32> {
+    match cmd {
+        ContextCmd::Add(a) => {
+            let token = std::fs::read_to_string(&a.token_file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.token_file.display()))?;
+            let api: Vec<String> = a.api.iter().map(|a| a.to_string()).collect();
+            let path = local::meshes::add_context(&a.name, &api, &token)?;
+            println!("context {} saved in {}", a.name, path.display());
+        }
+        ContextCmd::List => {
+            for c in local::meshes::contexts() {
+                println!("{:<20} {}", c.name, c.api.join(","));
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -33,6 +33,10 @@ use std::time::Duration;
     about = "A service mesh: sidecar proxy, control plane and CLI"
 )]
 pub struct Cli {
+    /// Talk to the mesh of this saved context (`weft context add`) instead of a mesh running
+    /// on this machine
+    #[arg(long, global = true, env = "WEFT_CONTEXT")]
+    context: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -46,6 +50,9 @@ enum Cmd {
     /// Hosts of a mesh: bootstrap tokens, joining a machine, the joined hosts
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Meshes whose control plane runs elsewhere: save one (its API and admin credential), list
+    #[command(subcommand)]
+    Context(host::ContextCmd),
     /// Run one proxy (started by `weft up` for every replica and for the ingress)
     Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Show what runs where in the running mesh
@@ -214,7 +221,13 @@ impl Cli {
 
 /// Runs a subcommand; the result is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(c) = &cli.context {
+        // Read by every lookup of the mesh to talk to (`local::meshes::find`); set before any
+        // thread starts.
+        std::env::set_var("WEFT_CONTEXT", c);
+    }
     match cli.cmd {
+        Cmd::Context(c) => host::context(c),
         Cmd::Up(a) => up::up(a),
         Cmd::Control(a) => up::control(a),
         Cmd::Host(c) => host::run(c),
