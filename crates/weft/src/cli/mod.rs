@@ -222,9 +222,8 @@ impl Cli {
 /// Runs a subcommand; the result is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(c) = &cli.context {
-        // Read by every lookup of the mesh to talk to (`local::meshes::find`); set before any
-        // thread starts.
-        std::env::set_var("WEFT_CONTEXT", c);
+        // Every lookup of the mesh to talk to (`local::meshes::find`) uses it.
+        local::meshes::choose_context(c);
     }
     match cli.cmd {
         Cmd::Context(c) => host::context(c),
