@@ -210,12 +210,18 @@ pub fn contexts() -> Vec<Context> {
     out
 }
 
-/// The context `WEFT_CONTEXT` names (`weft --context NAME` sets it), as a mesh record: its
-/// first API address that accepts a connection (one per replica).
+static CHOSEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Chooses context `name` for this process's lookups (`weft --context NAME`, or
+/// `WEFT_CONTEXT`, which the CLI reads into the same flag).
+pub fn choose_context(name: &str) {
+    let _ = CHOSEN.set(name.to_string());
+}
+
+/// The context chosen, as a mesh record: its first API address that accepts a connection
+/// (one per replica).
 fn chosen_context() -> Option<Result<MeshRecord, FindError>> {
-    let name = std::env::var("WEFT_CONTEXT")
-        .ok()
-        .filter(|n| !n.is_empty())?;
+    let name = CHOSEN.get().filter(|n| !n.is_empty())?.clone();
     let Some(ctx) = contexts().into_iter().find(|c| c.name == name) else {
         return Some(Err(FindError::NoContext {
             name,
