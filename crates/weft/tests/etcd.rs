@@ -150,20 +150,6 @@ async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> Option<f64> {
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
 }
 
-/// Waits until `f` holds, checking every 20 ms, for at most `within`; returns how long it took.
-async fn until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
-
 /// `replica`'s `weft status` row of `instance`, if it lists it.
 fn row_in(replica: &Replica, instance: &str) -> Option<serde_json::Value> {
     let out = replica.weft(&["status", "-o", "json"]);

@@ -195,7 +195,7 @@ spec:
     .unwrap();
     let gw = net.gateway();
     let on_gw = |p: u16| format!("{gw}:{p}");
-    let a = Replica::start_on(
+    let mut a = Replica::start_on(
         &etcd.url(),
         &[&mesh],
         &on_gw(free_port()),
@@ -377,6 +377,66 @@ spec:
         }
     }
 
+    // SIGKILL one control-plane replica under steady load across the hosts: every proxy that
+    // used it moves to the other; no request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let load = tokio::spawn({
+        let (c, stop, sent) = (c.clone(), stop.clone(), sent.clone());
+        async move {
+            let (mut n, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
+                match get(&c, ingress, "hello", "/").await {
+                    Ok(r) if r.status == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                n += 1;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (n, failed)
+        }
+    });
+    // At least 100 requests on each side of each event.
+    let more = |k: u32| {
+        let goal = sent.load(std::sync::atomic::Ordering::Relaxed) + k;
+        let sent = sent.clone();
+        async move {
+            until("the load keeps going", Duration::from_secs(30), || async {
+                sent.load(std::sync::atomic::Ordering::Relaxed) >= goal
+            })
+            .await;
+        }
+    };
+    more(100).await;
+    let killed = a.name.clone();
+    a.kill();
+    until(
+        "every proxy moved to the other replica",
+        Duration::from_secs(30),
+        || async {
+            let out = b.weft(&["status", "-o", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+                s["workloads"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .all(|w| w["ready"] == true && w["control_replica"] != killed.as_str())
+                })
+            })
+        },
+    )
+    .await;
+    more(100).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, failed) = load.await.unwrap();
+    assert!(n >= 200, "only {n} requests");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} requests failed while a replica died: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let a = &b;
+
     // Cut h3 off the network: its sidecar's stream goes silent, the control plane drops it,
     // and hello-v1-1 leaves the ingress's routes; from then on every request succeeds.
     let cut = Instant::now();
@@ -398,14 +458,18 @@ spec:
     eprintln!("h3 cut off: hello-v1-1 removed after {removed:?}; {failed_before_removal} requests failed before");
     // Every proxy has the snapshot without it once no proxy is behind its replica's snapshot;
     // from then on no request fails.
-    eventually(true, || async {
-        let out = a.weft(&["status", "-o", "json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
-            s["pending"]
-                .as_array()
-                .is_some_and(|p| p.iter().all(|p| !p.to_string().contains("has not applied")))
-        })
-    })
+    until(
+        "no proxy is behind its replica",
+        Duration::from_secs(30),
+        || async {
+            let out = a.weft(&["status", "-o", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+                s["pending"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().all(|p| !p.to_string().contains("has not applied")))
+            })
+        },
+    )
     .await;
     for i in 0..200 {
         let r = get(&c, ingress, "hello", "/").await.unwrap();

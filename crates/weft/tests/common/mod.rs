@@ -548,6 +548,20 @@ impl Mesh {
     }
 }
 
+/// Waits until `f` holds (and fails the test, naming `what`, if it does not), checking every 20 ms, for at most `within`; returns how long it took.
+pub async fn until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
 /// Polls `f` until it returns `want`, for at most 5 s; returns the last answer. Only for what a
 /// process reports after the fact (log lines through a pipe, a counter bumped after the peer
 /// saw the outcome): requests after `weft up`'s ready line or `weft apply`'s answer are asserted
