@@ -435,7 +435,7 @@ spec:
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    let a = &b;
+    // From here on, B is the control plane.
 
     // Cut h3 off the network: its sidecar's stream goes silent, the control plane drops it,
     // and hello-v1-1 leaves the ingress's routes; from then on every request succeeds.
@@ -450,7 +450,7 @@ spec:
         if !matches!(r, Ok(Ok(ref r)) if r.status == 200) {
             failed_before_removal += 1;
         }
-        if row(&a, "hello-v1-1").is_some_and(|w| w["ready"] != true) {
+        if row(&b, "hello-v1-1").is_some_and(|w| w["ready"] != true) {
             removed = Some(cut.elapsed());
         }
     }
@@ -462,7 +462,7 @@ spec:
         "no proxy is behind its replica",
         Duration::from_secs(30),
         || async {
-            let out = a.weft(&["status", "-o", "json"]);
+            let out = b.weft(&["status", "-o", "json"]);
             serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
                 s["pending"]
                     .as_array()
