@@ -89,6 +89,12 @@ pub struct ProxyArgs {
     /// up` passes them in the environment variable WEFT_TRUST_ANCHORS instead)
     #[arg(long, value_name = "PATH")]
     trust_anchors_file: Option<std::path::PathBuf>,
+    /// Keep the last snapshot applied and the proxy's certificate, key and renewal token in
+    /// this directory (created with mode 0700; refused when others may enter it), and start
+    /// from them: a proxy restarted while its control plane is down serves its last routes at
+    /// once, and with a certificate still valid it needs no new join token
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     exports: ExportArgs,
     #[command(flatten)]
@@ -417,6 +423,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         admin_token: std::env::var(model::names::ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty()),
+        state_dir: a.state_dir,
     };
     let mut exports = a.exports.exports();
     exports.log_dropped = super::log_dropped();
