@@ -8,10 +8,10 @@
 //! its control plane answers and pushes the current one.
 
 use crate::metrics::Metrics;
+use crate::persist::Persist;
 use crate::readiness::Readiness;
 use crate::security;
 use crate::server::Drain;
-use crate::persist::Persist;
 use crate::settings::Mode;
 use crate::state::{ProxyState, SnapshotSource, StateHandle};
 use crate::table::RouteTable;
@@ -259,7 +259,9 @@ fn restore(shared: &Discovery) {
                 );
             }
         }
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "the kept snapshot cannot be read; ignoring it"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the kept snapshot cannot be read; ignoring it")
+        }
     }
 }
 
@@ -318,7 +320,12 @@ fn apply_from(shared: &Discovery, mut wire: pb::Snapshot, source: SnapshotSource
                 .unwrap_or_default()
                 .as_secs_f64();
             shared.metrics.config_updated.set(now);
-            tracing::debug!(version, endpoints, source = source.as_str(), "snapshot applied");
+            tracing::debug!(
+                version,
+                endpoints,
+                source = source.as_str(),
+                "snapshot applied"
+            );
             if let (Some(persist), Some(encoded)) = (&shared.persist, keep) {
                 persist.save_snapshot(encoded);
             }

@@ -92,7 +92,8 @@ impl SavedCredentials {
         let key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| format!("the key: {e}"))?;
         let chain = certs(&self.chain_pem).map_err(|e| format!("the chain: {e}"))?;
         let bundle = certs(&self.bundle_pem).map_err(|e| format!("the trust bundle: {e}"))?;
-        let credentials = Credentials::new(identity, &key, chain, bundle).map_err(|e| e.to_string())?;
+        let credentials =
+            Credentials::new(identity, &key, chain, bundle).map_err(|e| e.to_string())?;
         Ok(Restored {
             credentials,
             renewal_token: self.renewal_token.clone().filter(|t| !t.is_empty()),

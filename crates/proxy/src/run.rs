@@ -300,7 +300,9 @@ pub fn run_with(
         Some(dir) => Some(crate::persist::Persist::open(dir)?),
         None => None,
     };
-    let kept = persist.as_deref().and_then(|p| restore_credentials(p, &settings));
+    let kept = persist
+        .as_deref()
+        .and_then(|p| restore_credentials(p, &settings));
     let control = Arc::new(control_link(&settings, &tls, kept.as_ref())?);
     let mtls = settings.join_token.is_some() || kept.is_some();
     let kept_token = kept.and_then(|k| {

@@ -240,7 +240,10 @@ fn discovery_keeping(dir: &std::path::Path) -> Discovery {
 
 fn kept_version(s: &Discovery) -> Option<u64> {
     let persist = s.persist.as_ref().unwrap();
-    assert!(persist.flush(Duration::from_secs(10)), "the writer is stuck");
+    assert!(
+        persist.flush(Duration::from_secs(10)),
+        "the writer is stuck"
+    );
     persist.load_snapshot().unwrap().map(|w| w.version)
 }
 

@@ -87,7 +87,10 @@ fn the_state_directory_is_created_0700_and_refused_when_others_may_enter_it() {
         chmod(&dir, mode);
         let err = create_private_dir(&dir).unwrap_err();
         let said = err.to_string();
-        assert!(matches!(err, PersistError::Unsafe { .. }), "{mode:o}: {said}");
+        assert!(
+            matches!(err, PersistError::Unsafe { .. }),
+            "{mode:o}: {said}"
+        );
         assert!(said.contains(&dir.display().to_string()), "{said}");
         assert!(said.contains("chmod 700"), "{said}");
         assert!(Persist::open(&dir).is_err(), "{mode:o}");
@@ -107,7 +110,12 @@ fn files_others_may_read_are_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let p = Persist::open(&state).unwrap();
-    write_atomic(&p.snapshot_path(), &pb::Snapshot::default().encode_to_vec(), 0o644).unwrap();
+    write_atomic(
+        &p.snapshot_path(),
+        &pb::Snapshot::default().encode_to_vec(),
+        0o644,
+    )
+    .unwrap();
     let err = p.load_snapshot().unwrap_err();
     assert!(matches!(err, PersistError::Unsafe { .. }), "{err}");
     assert!(err.to_string().contains(SNAPSHOT_FILE), "{err}");
@@ -131,7 +139,8 @@ fn nothing_kept_reads_as_none_and_garbage_as_corrupt_naming_the_file() {
     let err = p.load_snapshot().unwrap_err();
     assert!(matches!(err, PersistError::Corrupt { .. }), "{err}");
     assert!(
-        err.to_string().contains(&p.snapshot_path().display().to_string()),
+        err.to_string()
+            .contains(&p.snapshot_path().display().to_string()),
         "{err}"
     );
     write_atomic(&p.credentials_path(), b"{\"identity\": 3", FILE_MODE).unwrap();
