@@ -144,20 +144,24 @@ fn saved(identity: &Identity, key: &rcgen::KeyPair, rsp: &pb::CertifyResponse) -
 /// then renews for as long as the proxy runs: at ~70% of each leaf's life, or at once when the
 /// control plane says another root signs now ([`Slot::signing_generation`]). When `slot`
 /// already holds credentials (kept from the last run), `token` is their renewal token and the
-/// first step is skipped. `on_ready` is called once the first certificate is in and after each
+/// first step is skipped; should the CA refuse that token (it lives in the memory of the
+/// control plane that issued it), `fallback` (the join token the proxy was started with) is
+/// tried once instead. `on_ready` is called once the first certificate is in and after each
 /// renewal (the proxy then reports its health, which carries its leaf's generation). Each
 /// certificate is kept in `persist` with its key and the next renewal token.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     control: Arc<ControlLink>,
     identity: Identity,
     token: String,
+    fallback: Option<String>,
     slot: Arc<Slot>,
     metrics: Arc<crate::metrics::Metrics>,
     persist: Option<Arc<Persist>>,
     on_ready: impl Fn(),
 ) {
     let on_renewed = &on_ready;
-    let mut token = token;
+    let (mut token, mut fallback) = (token, fallback);
     let mut backoff = RETRY_MIN;
     let creds = match slot.get() {
         Some(kept) => kept.clone(),
@@ -242,6 +246,12 @@ pub async fn run(
                     break;
                 }
                 Err(e) => {
+                    let refused = matches!(&e, IdentityError::Refused(s) if s.code() == tonic::Code::PermissionDenied);
+                    if let Some(join) = fallback.take().filter(|_| refused) {
+                        tracing::warn!(%identity, error = %e, "the CA refused the renewal token; trying the join token");
+                        token = join;
+                        continue;
+                    }
                     // Keep serving with the current certificate; it is still valid for a while.
                     tracing::warn!(%identity, error = %e, "certificate renewal failed; retrying");
                     tokio::time::sleep(jittered(backoff)).await;

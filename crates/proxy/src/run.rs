@@ -536,14 +536,20 @@ async fn control_work(
             s.probe_interval,
         ));
     }
-    // Kept credentials renew with the token kept with them; new ones come with the join token.
-    match proxy.kept_token.clone().or_else(|| s.join_token.clone()) {
+    // Kept credentials renew with the token kept with them (the join token standing by); new
+    // ones come with the join token.
+    let (token, fallback) = match proxy.kept_token.clone() {
+        Some(kept) => (Some(kept), s.join_token.clone()),
+        None => (s.join_token.clone(), None),
+    };
+    match token {
         Some(token) if proxy.mtls => {
             let health = proxy.health.clone();
             tokio::spawn(crate::identity::run(
                 proxy.control.clone(),
                 s.identity.clone(),
                 token,
+                fallback,
                 proxy.tls.clone(),
                 proxy.metrics.clone(),
                 proxy.persist.clone(),

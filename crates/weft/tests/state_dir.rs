@@ -101,19 +101,29 @@ struct Control {
 }
 
 fn start_control(home: &Path, mesh: &Path, listen: &str, ca_dir: &Path) -> Control {
-    let (proc, line) = start(
-        home,
-        &[
-            "control",
-            mesh.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--api",
-            "127.0.0.1:0",
-            "--ca-dir",
-            ca_dir.to_str().unwrap(),
-        ],
-    );
+    start_control_with(home, mesh, listen, ca_dir, &[])
+}
+
+/// [`start_control`] with more flags.
+fn start_control_with(
+    home: &Path,
+    mesh: &Path,
+    listen: &str,
+    ca_dir: &Path,
+    more: &[&str],
+) -> Control {
+    let mut args = vec![
+        "control",
+        mesh.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--api",
+        "127.0.0.1:0",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+    ];
+    args.extend(more);
+    let (proc, line) = start(home, &args);
     assert!(line.contains("ready"), "{line}");
     let api = line
         .split("API on http://")
@@ -610,4 +620,172 @@ async fn a_corrupt_state_dir_is_reported_and_ignored_and_an_open_one_refused() {
         || async { kept_snapshot(&state).map(|s| s.version) == version },
     )
     .await;
+}
+
+/// `weft up` gives each sidecar a state directory in the mesh's run directory, one per start
+/// of the replica: a sidecar the supervisor restarts starts from what it kept, and the run
+/// directory goes when the mesh stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_up_restarts_a_sidecar_from_its_state_dir() {
+    let mut mesh = Mesh::up_logging_with(&mesh_yaml("kept-up", &[("hello", 1, "")]), "info", &[]);
+    let run = mesh.home.join("run/kept-up");
+    let state = run.join("proxies/hello-v1-0.default.1");
+    assert_eq!(mode_of(&run), 0o700);
+    for file in ["snapshot.pb", "credentials.json"] {
+        let path = state.join(file);
+        until(
+            &format!("{} is written", path.display()),
+            Duration::from_secs(10),
+            || async { path.exists() },
+        )
+        .await;
+        assert_eq!(mode_of(&path), 0o600, "{}", path.display());
+    }
+    let pid = workload(&mesh.status, "hello-v1-0")["pid"]
+        .as_u64()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    until(
+        "the restarted sidecar's replica is ready",
+        Duration::from_secs(60),
+        || async {
+            let st = tokio::task::block_in_place(|| mesh.status_json(Some("kept-up")));
+            let w = workload(&st, "hello-v1-0");
+            w["pid"].as_u64().is_some_and(|p| p != pid && p != 0) && w["ready"] == true
+        },
+    )
+    .await;
+    let log = mesh.stderr();
+    let restarted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("[hello-v1-0 proxy]"))
+        .collect();
+    for said in [
+        "using the certificate kept from the last run",
+        "serving the snapshot kept from the last run",
+    ] {
+        assert!(
+            restarted.iter().any(|l| l.contains(said)),
+            "the restarted sidecar did not say {said:?}:\n{log}"
+        );
+    }
+    let r = get(&client(), mesh.ingress, "hello", "/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    assert!(mesh.terminate(Duration::from_secs(30)).is_some());
+    assert!(!run.exists(), "{} outlived the mesh", run.display());
+}
+
+/// Renewal tokens live in the control plane's memory: after it restarts, a sidecar that kept its
+/// certificate falls back to the join token it is started with, so a restart with a fresh one
+/// renews the kept certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_certificate_renews_with_a_fresh_join_token_after_the_control_plane_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, MESH).unwrap();
+    let ca_dir = dir.path().join("ca");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // Leaves of 30 s (valid from 30 s back): renewed about 12 s after they are issued.
+    let ttl = ["--cert-ttl", "30s"];
+    let mut control = start_control_with(home.path(), &mesh, &listen, &ca_dir, &ttl);
+    let app_port = free_port();
+    let _app = echo_app(app_port);
+    let (token, bundle) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    let state = dir.path().join("hello-state");
+    let args = owned(&[
+        "--mode",
+        "sidecar",
+        "--control",
+        &listen,
+        "--service",
+        "hello",
+        "--workload",
+        "hello-v1",
+        "--instance",
+        "hello-v1-0",
+        "--app",
+        &format!("127.0.0.1:{app_port}"),
+        "--inbound",
+        "127.0.0.1:0",
+        "--join-token-file",
+        &token,
+        "--trust-anchors-file",
+        &bundle,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let (mut sidecar, bound) = proxy(home.path(), &args);
+    let c = client();
+    let admin = addr(&bound, "admin");
+    until("the sidecar is ready", Duration::from_secs(60), || {
+        is_ready(&c, admin)
+    })
+    .await;
+    let kept = || {
+        proxy::persist::Persist::open(&state)
+            .unwrap()
+            .load_credentials()
+            .ok()
+            .flatten()
+    };
+    until(
+        "the credentials are kept",
+        Duration::from_secs(10),
+        || async { kept().is_some() },
+    )
+    .await;
+
+    // A new control plane, same address and CA: it knows none of the renewal tokens. The
+    // sidecar restarts with a fresh join token and the certificate it kept.
+    control.proc.kill();
+    let control = start_control_with(home.path(), &mesh, &listen, &ca_dir, &ttl);
+    let (fresh, _) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    assert_eq!(fresh, token, "the same file, a fresh token");
+    sidecar.kill();
+    let before = kept().unwrap();
+    let (sidecar, bound) = proxy(home.path(), &args);
+    let admin = addr(&bound, "admin");
+    until(
+        "the restarted sidecar is ready",
+        Duration::from_secs(30),
+        || is_ready(&c, admin),
+    )
+    .await;
+    let log = sidecar.log();
+    assert!(
+        log.contains("using the certificate kept from the last run"),
+        "{log}"
+    );
+    // Its renewal: the kept token is refused, the join token is not.
+    let took = until(
+        "the kept certificate is renewed",
+        Duration::from_secs(60),
+        || async { metric(&c, admin, "weft_cert_renewals_total").await == Some(1.0) },
+    )
+    .await;
+    eprintln!("renewed {took:?} after the restarted sidecar was ready");
+    let log = sidecar.log();
+    assert!(
+        log.contains("the CA refused the renewal token; trying the join token"),
+        "{log}"
+    );
+    until(
+        "the renewed certificate is kept",
+        Duration::from_secs(10),
+        || async { kept().is_some_and(|k| k.chain_pem != before.chain_pem) },
+    )
+    .await;
+    let after = kept().unwrap();
+    assert_ne!(after.renewal_token, before.renewal_token);
+    assert_eq!(
+        metric(&c, admin, "weft_control_plane_connected").await,
+        Some(1.0)
+    );
+    drop((sidecar, control));
 }

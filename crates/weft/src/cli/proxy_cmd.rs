@@ -509,6 +509,7 @@ mod tests {
                 "--trace-sampling".into(),
                 "0.5".into(),
             ],
+            state_dir: Some("/run/user/1000/weft/run/shop/proxies/backend-v2-1.shop.1".into()),
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Sidecar));
@@ -536,6 +537,7 @@ mod tests {
             Some("http://127.0.0.1:4317")
         );
         assert_eq!(a.exports.trace_sampling, Some(0.5));
+        assert_eq!(a.state_dir, launch.state_dir);
     }
 
     #[test]
@@ -557,6 +559,7 @@ mod tests {
             access_log: None,
             app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
+            state_dir: None,
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Ingress));
@@ -577,5 +580,6 @@ mod tests {
         assert_eq!(a.drain_timeout, Some(Duration::from_secs(10)));
         assert!(a.exports.access_log.is_none());
         assert!(a.exports.otlp_endpoint.is_none());
+        assert_eq!(a.state_dir, None);
     }
 }
