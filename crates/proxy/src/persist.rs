@@ -256,7 +256,7 @@ fn write_jobs(dir: &Path, jobs: mpsc::Receiver<Job>) {
 
 /// `path`'s bytes, if it exists and is this user's alone.
 fn read_private(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
-    match fs::symlink_metadata(path) {
+    match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(PersistError::Io {
@@ -289,18 +289,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), PersistError> {
     check_private(dir, DIR_MODE)
 }
 
-/// Refuses `path` unless it is this user's, no symbolic link, and nobody else may read, write
-/// or enter it (`mode` is what it should be): a state directory others may write could hand
-/// the proxy their snapshot, one they may read gives away its key.
+/// Refuses `path` (what it points to, for a symbolic link) unless it is this user's and nobody
+/// else may read, write or enter it (`mode` is what it should be): a state directory others may
+/// write could hand the proxy their snapshot, one they may read gives away its key.
 pub fn check_private(path: &Path, mode: u32) -> Result<(), PersistError> {
-    let meta = fs::symlink_metadata(path).map_err(|source| PersistError::Io {
+    let meta = fs::metadata(path).map_err(|source| PersistError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let me = nix::unistd::getuid().as_raw();
-    let why = if meta.file_type().is_symlink() {
-        "it is a symbolic link".to_string()
-    } else if meta.uid() != me {
+    let why = if meta.uid() != me {
         format!("owned by uid {}, not by you (uid {me})", meta.uid())
     } else if meta.mode() & 0o077 != 0 {
         format!("others have access to it (mode {:o})", meta.mode() & 0o7777)

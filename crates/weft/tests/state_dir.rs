@@ -360,13 +360,13 @@ async fn a_sidecar_restarted_while_the_control_plane_is_down_serves_from_its_sta
         );
     }
     // Both keep their state, privately: the snapshot in force and the credentials.
-    let hello_version = admin_json(&c, hello_admin, "/config").await["version"]
-        .as_u64()
-        .unwrap();
     until(
         "hello's sidecar has kept the snapshot in force",
         Duration::from_secs(10),
-        || async { kept_snapshot(&hello_state).map(|s| s.version) == Some(hello_version) },
+        || async {
+            let in_force = admin_json(&c, hello_admin, "/config").await["version"].as_u64();
+            kept_snapshot(&hello_state).map(|s| s.version) == in_force
+        },
     )
     .await;
     for state in [&hello_state, &client_state] {
@@ -404,6 +404,7 @@ async fn a_sidecar_restarted_while_the_control_plane_is_down_serves_from_its_sta
     // hello's sidecar dies too, and starts again with the same flags: its join token is
     // spent, its control plane away. It serves from what it kept.
     sidecar.kill();
+    let hello_version = kept_snapshot(&hello_state).unwrap().version;
     let (sidecar, bound) = proxy(home.path(), &sidecar_args);
     let hello_admin = addr(&bound, "admin");
     let took = until(
@@ -613,11 +614,13 @@ async fn a_corrupt_state_dir_is_reported_and_ignored_and_an_open_one_refused() {
         );
     }
     // The garbage is replaced by what the proxy runs now.
-    let version = config["version"].as_u64();
     until(
-        "the good snapshot is kept",
+        "the snapshot in force is kept",
         Duration::from_secs(10),
-        || async { kept_snapshot(&state).map(|s| s.version) == version },
+        || async {
+            let in_force = admin_json(&c, hello_admin, "/config").await["version"].as_u64();
+            kept_snapshot(&state).map(|s| s.version) == in_force
+        },
     )
     .await;
 }
