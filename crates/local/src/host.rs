@@ -128,6 +128,10 @@ struct HostCredentials {
     host: String,
     credential: String,
     bundle: String,
+    /// The last token given for each identity: when no replica answers, a sidecar restarts
+    /// with it (spent, but it says the mesh runs mTLS) and serves from the certificate and
+    /// snapshot its state directory kept.
+    last: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Credentials for HostCredentials {
@@ -143,10 +147,21 @@ impl Credentials for HostCredentials {
                 Some(body),
             ))
         });
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         match answer {
-            Ok((200, token)) => Ok(String::from_utf8_lossy(&token).into_owned()),
+            Ok((200, token)) => {
+                let token = String::from_utf8_lossy(&token).into_owned();
+                last.insert(identity.0.clone(), token.clone());
+                Ok(token)
+            }
             Ok((status, body)) => Err(refused(&self.api, status, &body).to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => match last.get(&identity.0) {
+                Some(t) => {
+                    tracing::warn!(%identity, error = %e, "no control-plane replica answers; the sidecar starts from what it kept");
+                    Ok(t.clone())
+                }
+                None => Err(e.to_string()),
+            },
         }
     }
 
@@ -251,6 +266,7 @@ pub async fn run(
             host: opts.name.clone(),
             credential: joined.credential.clone(),
             bundle: joined.trust_bundle.clone(),
+            last: Default::default(),
         }) as Arc<dyn Credentials>
     });
     let (control, control_more) = match joined.controls.split_first() {
@@ -302,6 +318,7 @@ pub async fn run(
             access_log: None,
             app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
+            state_dir: None,
         };
         let launch = proxy_launch(proxy);
         let (child, _) = launch.start_proxy().await?;
@@ -345,6 +362,14 @@ pub async fn run(
                 access_log: None,
                 app_protocol: model::Protocol::parse(&p.protocol).unwrap_or_default(),
                 extra_flags: vec!["--app-port".into(), format!("{}={}", p.port, local(port))],
+                // Kept across restarts of the sidecar and of the host: a sidecar restarted
+                // while no control-plane replica answers serves from its last snapshot and
+                // certificate.
+                state_dir: Some(
+                    opts.state
+                        .join(&opts.name)
+                        .join(format!("{}.{}", p.instance, p.namespace)),
+                ),
             };
             let launch = proxy_launch(proxy.clone());
             let (child, bound) = launch.start_proxy().await?;

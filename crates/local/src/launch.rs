@@ -72,6 +72,9 @@ pub struct ProxyLaunch {
     pub app_protocol: model::Protocol,
     /// Further `weft proxy` flags, passed as they are (tracing: `--otlp-endpoint URL`…).
     pub extra_flags: Vec<String>,
+    /// Where the proxy keeps its last snapshot and its credentials (`--state-dir`), one per
+    /// launch: its restarts find them there; `None`: nothing kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ProxyLaunch {
@@ -116,6 +119,9 @@ impl ProxyLaunch {
         }
         if self.app_protocol != model::Protocol::Http {
             flag("app-protocol", self.app_protocol.to_string());
+        }
+        if let Some(dir) = &self.state_dir {
+            flag("state-dir", dir.display().to_string());
         }
         argv.extend(self.extra_flags.iter().cloned());
         argv
@@ -443,6 +449,7 @@ mod tests {
             access_log: None,
             app_protocol: model::Protocol::Http,
             extra_flags: vec!["--otlp-endpoint".into(), "http://127.0.0.1:4317".into()],
+            state_dir: None,
         }
     }
 

@@ -120,6 +120,12 @@ pub fn check_home(path: &Path) -> Result<(), HomeError> {
     Ok(())
 }
 
+/// Where a running mesh keeps what lives as long as it runs (its proxies' state directories):
+/// `$WEFT_HOME/run/MESH`, emptied when `weft up` starts and removed when it stops.
+pub fn run_dir(mesh: &str) -> PathBuf {
+    home().join("run").join(mesh)
+}
+
 pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("WEFT_HOME") {
         return PathBuf::from(h);

@@ -39,7 +39,7 @@ use control::{ControlError, ControlPlane, Registry};
 use model::{Identity, MeshSpec, RestartPolicy, ServiceSpec, WorkloadSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +108,11 @@ pub enum UpError {
     AlreadyRunning(String, u32),
     #[error("ingress: cannot listen on {0}: {1}")]
     IngressPort(SocketAddr, std::io::Error),
+    #[error("cannot prepare the mesh's run directory {}: {source}", path.display())]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -200,6 +205,13 @@ pub async fn up(
         .as_ref()
         .map(|p| prometheus::prepare(&spec.name, p, &opts.exe))
         .transpose()?;
+    // The sidecars' state directories live here for this run; a previous run's (a `weft up`
+    // that was killed) are not this one's to start from.
+    let run_dir = meshes::run_dir(&spec.name);
+    reset_run_dir(&run_dir).map_err(|source| UpError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
 
     let registry = Registry::new(spec.clone());
     registry.set_runs_ingress(true);
@@ -247,6 +259,7 @@ pub async fn up(
         registry: registry.clone(),
         network: network.clone(),
         runs: Default::default(),
+        run_dir: run_dir.clone(),
     };
     starter.publish_pods();
     let started = async {
@@ -308,6 +321,8 @@ pub async fn up(
         // The TSDB lives as long as the mesh; the config stays for whoever wants to read it.
         let _ = std::fs::remove_dir_all(&setup.data);
     }
+    // Every process has stopped: nothing reads or writes the proxies' state any more.
+    let _ = std::fs::remove_dir_all(&run_dir);
     control.shutdown.cancel();
     crate::output::flush(OUTPUT_FLUSH);
     result
@@ -351,6 +366,8 @@ pub(crate) struct Starter<'a> {
     /// How many times each replica (service, namespace, instance) has been started: only the
     /// newest run of a job reports its outcome (one it replaces may finish meanwhile).
     runs: Arc<std::sync::Mutex<BTreeMap<ReplicaKey, u64>>>,
+    /// The mesh's run directory ([`meshes::run_dir`]), where each sidecar keeps its state.
+    run_dir: PathBuf,
 }
 
 /// A service port that is `protocol: tcp`, as a local client port reaches it.
@@ -430,6 +447,8 @@ impl Starter<'_> {
             access_log: opts.access_log(None),
             app_protocol: model::Protocol::Http,
             extra_flags: opts.proxy_flags.clone(),
+            // The ingress starts from its control plane, which lives and dies with it.
+            state_dir: None,
         };
         let launch = self.proxy(proxy);
         let (child, _) = launch.start_proxy().await?;
@@ -521,6 +540,7 @@ impl Starter<'_> {
         };
         if w.sidecar {
             let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+            let state_dir = self.state_dir(svc, &instance);
             let mut proxy = ProxyLaunch {
                 mode: ProxyMode::Sidecar,
                 control: self.control,
@@ -539,6 +559,7 @@ impl Starter<'_> {
                 access_log: opts.access_log(Some(svc)),
                 app_protocol: svc.protocol(),
                 extra_flags: opts.proxy_flags.iter().cloned().chain(tcp_flags).collect(),
+                state_dir: Some(state_dir),
             };
             let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;
             let Some(outbound) = bound.outbound else {
@@ -724,6 +745,7 @@ impl Starter<'_> {
                 access_log: opts.access_log(Some(svc)),
                 app_protocol: svc.protocol(),
                 extra_flags: flags,
+                state_dir: Some(self.state_dir(svc, &instance)),
             };
             let launch = self.proxy_in(proxy, Some(netns.clone()));
             let (child, _) = match launch.start_proxy().await {
@@ -806,6 +828,22 @@ impl Starter<'_> {
         self.proxy_in(proxy, None)
     }
 
+    /// The state directory of the sidecar of `instance` of `svc` as it starts now: one per
+    /// start of the replica (its run), so that the supervisor's restarts of that sidecar find
+    /// what it kept, while a replacement (a rollout, which runs beside the one it replaces)
+    /// starts afresh rather than share a directory with a live proxy.
+    fn state_dir(&self, svc: &ServiceSpec, instance: &str) -> PathBuf {
+        let key = (
+            svc.name.clone(),
+            svc.namespace.clone(),
+            instance.to_string(),
+        );
+        let run = lock(&self.runs).get(&key).copied().unwrap_or(0);
+        self.run_dir
+            .join("proxies")
+            .join(format!("{instance}.{}.{run}", svc.namespace))
+    }
+
     /// [`Starter::proxy`], in network namespace `netns` (a pod).
     fn proxy_in(&self, proxy: ProxyLaunch, netns: Option<Arc<str>>) -> Launch {
         Launch::Proxy {
@@ -820,6 +858,20 @@ impl Starter<'_> {
             netns,
         }
     }
+}
+
+/// Empties `dir` (what a killed `weft up` of the same mesh left) and creates it, with its
+/// parent, readable by this user alone: the proxies keep their keys there.
+fn reset_run_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A replica by (service, namespace, instance), as the registry names it.

@@ -22,6 +22,8 @@ pub struct Admin {
     pub state: StateHandle,
     /// The proxy's mTLS credentials, once the CA has signed them.
     pub tls: Arc<crate::identity::Slot>,
+    /// The proxy speaks mTLS (and so waits for a certificate before it serves).
+    pub mtls: bool,
     pub edges: Arc<crate::edges::Edges>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub observe: Arc<crate::observe::Observe>,
@@ -113,13 +115,16 @@ impl Admin {
                     // The access log's format, `null` while it is off.
                     "access_log": self.observe.access_log.as_ref().map(|l| l.format().as_str()),
                     "version": state.version(),
+                    // Where the snapshot in force came from: `control` (pushed on the stream),
+                    // `persisted` (kept from the last run), `null` before the first.
+                    "snapshot_source": state.source.map(|s| s.as_str()),
                     "snapshot": &*state.routes.snapshot,
                 });
                 json(&doc)
             }
             (&Method::GET, "/identity") => match self.tls.get() {
                 Some(creds) => json(&crate::identity::describe(creds)),
-                None if self.settings.join_token.is_some() => text(
+                None if self.mtls => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no certificate from the mesh CA yet\n",
                 ),

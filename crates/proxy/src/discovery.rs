@@ -2,13 +2,18 @@
 //! snapshot pushed to it (validated on arrival; a bad one is nacked and the last good one keeps
 //! serving), acks it, and reports readiness and drain. When the control plane goes away the
 //! proxy keeps serving its last snapshot and reconnects with jittered exponential backoff.
+//!
+//! With a state directory ([`crate::persist`]), every snapshot applied is kept there, and a
+//! proxy that starts finds the last one and serves from it (checked as a pushed one is) until
+//! its control plane answers and pushes the current one.
 
 use crate::metrics::Metrics;
+use crate::persist::Persist;
 use crate::readiness::Readiness;
 use crate::security;
 use crate::server::Drain;
 use crate::settings::Mode;
-use crate::state::{ProxyState, StateHandle};
+use crate::state::{ProxyState, SnapshotSource, StateHandle};
 use crate::table::RouteTable;
 use api::pb::{self, discovery_client::DiscoveryClient, proxy_message::Msg};
 use model::Snapshot;
@@ -55,11 +60,15 @@ pub struct Discovery {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
+    /// The state directory: snapshots applied are kept there, and the last one is where a
+    /// starting proxy begins.
+    pub persist: Option<Arc<Persist>>,
 }
 
 /// Runs until the process exits. A proxy that joins the mesh CA first waits for its
 /// certificate: its control stream proves who it is with it.
 pub async fn run(shared: Arc<Discovery>) {
+    restore(&shared);
     if shared.control.is_tls() {
         shared.tls.wait_installed().await;
     }
@@ -224,10 +233,53 @@ fn drain_msg() -> pb::ProxyMessage {
     }
 }
 
-/// Validates and compiles a snapshot and puts it in force with one swap; the ack says what
-/// happened.
-fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
+/// Puts the snapshot kept in the state directory in force, if there is one and it is valid;
+/// one that is not is reported, naming its file, and left for the control plane's to replace.
+fn restore(shared: &Discovery) {
+    let Some(persist) = &shared.persist else {
+        return;
+    };
+    let path = persist.snapshot_path();
+    match persist.load_snapshot() {
+        Ok(None) => {}
+        Ok(Some(wire)) => {
+            let ack = apply_from(shared, wire, SnapshotSource::Persisted);
+            if ack.error.is_empty() {
+                tracing::info!(
+                    version = ack.version,
+                    path = %path.display(),
+                    "serving the snapshot kept from the last run until the control plane answers"
+                );
+            } else {
+                tracing::warn!(
+                    version = ack.version,
+                    path = %path.display(),
+                    error = %ack.error,
+                    "the kept snapshot is not valid; ignoring it"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the kept snapshot cannot be read; ignoring it")
+        }
+    }
+}
+
+/// Validates and compiles a snapshot pushed by the control plane and puts it in force with
+/// one swap; the ack says what happened.
+fn apply(shared: &Discovery, wire: pb::Snapshot) -> pb::Ack {
+    apply_from(shared, wire, SnapshotSource::Control)
+}
+
+/// [`apply`] for a snapshot from `source`. One from the control plane that is put in force is
+/// kept in the state directory, if the proxy has one.
+fn apply_from(shared: &Discovery, mut wire: pb::Snapshot, source: SnapshotSource) -> pb::Ack {
     let version = wire.version;
+    // Encoded before it is taken apart; kept only once it is in force.
+    let keep = match (&shared.persist, source) {
+        (Some(_), SnapshotSource::Control) => Some(prost::Message::encode_to_vec(&wire)),
+        _ => None,
+    };
     let bundle = std::mem::take(&mut wire.trust_bundle_pem);
     if !bundle.is_empty() && !shared.control.is_tls() {
         // The mesh runs mTLS: without a certificate this proxy would reach its peers in
@@ -256,7 +308,7 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
             }
         }
     }
-    match compile(shared, wire) {
+    match compile(shared, wire, source) {
         Ok((next, endpoints)) => {
             let mode = next.security.mode;
             shared.state.store(next);
@@ -268,7 +320,15 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
                 .unwrap_or_default()
                 .as_secs_f64();
             shared.metrics.config_updated.set(now);
-            tracing::debug!(version, endpoints, "snapshot applied");
+            tracing::debug!(
+                version,
+                endpoints,
+                source = source.as_str(),
+                "snapshot applied"
+            );
+            if let (Some(persist), Some(encoded)) = (&shared.persist, keep) {
+                persist.save_snapshot(encoded);
+            }
             pb::Ack {
                 version,
                 error: String::new(),
@@ -284,7 +344,11 @@ fn apply(shared: &Discovery, mut wire: pb::Snapshot) -> pb::Ack {
 /// The next state: the snapshot's routes (carrying over the live state of the endpoints and
 /// backends in force) and its security compiled for this workload; and how many endpoints it
 /// lists.
-fn compile(shared: &Discovery, wire: pb::Snapshot) -> Result<(ProxyState, usize), String> {
+fn compile(
+    shared: &Discovery,
+    wire: pb::Snapshot,
+    source: SnapshotSource,
+) -> Result<(ProxyState, usize), String> {
     let snapshot = Snapshot::try_from(wire).map_err(|e| e.to_string())?;
     let endpoints: usize = snapshot.services.iter().map(|s| s.endpoints.len()).sum();
     let me = crate::route::Me {
@@ -305,6 +369,7 @@ fn compile(shared: &Discovery, wire: pb::Snapshot) -> Result<(ProxyState, usize)
     let security = shared.security.compile(&routes.snapshot.security, port);
     let next = ProxyState {
         applied: true,
+        source: Some(source),
         routes,
         security,
         app_limits,

@@ -3,8 +3,13 @@
 //! of each certificate's lifetime with the renewal token the last answer carried. Renewal
 //! swaps the credentials in place ([`Credentials::rotate`]), so no connection or request is
 //! dropped. Without its control plane the proxy keeps its current certificate and retries.
+//!
+//! With a state directory ([`crate::persist`]) every certificate is kept there with its key and
+//! the renewal token; a proxy that starts with valid kept credentials installs them at once
+//! ([`Slot::install`]) and goes straight to renewing, never needing its (spent) join token.
 
 use crate::control_link::ControlLink;
+use crate::persist::{Persist, SavedCredentials};
 use crate::tls::{self, Credentials};
 use api::pb::{self, discovery_client::DiscoveryClient};
 use model::Identity;
@@ -55,6 +60,19 @@ impl Slot {
             }
             notified.await;
         }
+    }
+
+    /// Puts the first credentials in (from the CA, or kept from the last run), signed by CA
+    /// generation `generation`, and wakes whoever waits for them. `false`: there were some
+    /// already, which stay.
+    pub fn install(&self, creds: Arc<Credentials>, generation: u64) -> bool {
+        if self.creds.set(creds).is_err() {
+            return false;
+        }
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::Release);
+        self.installed.notify_waiters();
+        true
     }
 
     /// The CA generation of the leaf in force (0: no leaf yet).
@@ -110,60 +128,87 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Gets the first certificate (retrying until it works), publishes it in `slot`, then renews
-/// for as long as the proxy runs: at ~70% of each leaf's life, or at once when the control
-/// plane says another root signs now ([`Slot::signing_generation`]). `on_ready` is called once
-/// the first certificate is in and after each renewal (the proxy then reports its health,
-/// which carries its leaf's generation).
+/// What the CA answered, as the state directory keeps it.
+fn saved(identity: &Identity, key: &rcgen::KeyPair, rsp: &pb::CertifyResponse) -> SavedCredentials {
+    SavedCredentials {
+        identity: identity.0.clone(),
+        chain_pem: rsp.chain_pem.clone(),
+        key_pem: key.serialize_pem(),
+        bundle_pem: rsp.bundle_pem.clone(),
+        renewal_token: Some(rsp.renewal_token.clone()).filter(|t| !t.is_empty()),
+        generation: rsp.generation,
+    }
+}
+
+/// Gets the first certificate with `token` (retrying until it works), publishes it in `slot`,
+/// then renews for as long as the proxy runs: at ~70% of each leaf's life, or at once when the
+/// control plane says another root signs now ([`Slot::signing_generation`]). When `slot`
+/// already holds credentials (kept from the last run), `token` is their renewal token and the
+/// first step is skipped; should the CA refuse that token (it lives in the memory of the
+/// control plane that issued it), `fallback` (the join token the proxy was started with) is
+/// tried once instead. `on_ready` is called once the first certificate is in and after each
+/// renewal (the proxy then reports its health, which carries its leaf's generation). Each
+/// certificate is kept in `persist` with its key and the next renewal token.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     control: Arc<ControlLink>,
     identity: Identity,
-    join_token: String,
+    token: String,
+    fallback: Option<String>,
     slot: Arc<Slot>,
     metrics: Arc<crate::metrics::Metrics>,
+    persist: Option<Arc<Persist>>,
     on_ready: impl Fn(),
 ) {
     let on_renewed = &on_ready;
-    let mut token = join_token;
+    let (mut token, mut fallback) = (token, fallback);
     let mut backoff = RETRY_MIN;
-    // The first certificate.
-    let creds = loop {
-        match certify(&control, &identity, &token)
-            .await
-            .and_then(|(key, rsp)| {
-                let creds = Credentials::new(
-                    &identity,
-                    &key,
-                    certs(&rsp.chain_pem)?,
-                    certs(&rsp.bundle_pem)?,
-                )?;
-                Ok((creds, rsp.renewal_token, rsp.generation))
-            }) {
-            Ok((creds, next, generation)) => {
-                token = next;
-                slot.generation
-                    .store(generation, std::sync::atomic::Ordering::Release);
-                break creds;
-            }
-            Err(e) => {
-                tracing::warn!(%identity, error = %e, "no certificate yet; retrying");
-                // A refused token will not become valid: give up loudly instead of spinning.
-                if let IdentityError::Refused(s) = &e {
-                    if s.code() == tonic::Code::PermissionDenied {
-                        tracing::error!(%identity, "the CA refused our join token; this proxy cannot take mesh traffic");
-                        return;
+    let creds = match slot.get() {
+        Some(kept) => kept.clone(),
+        None => {
+            // The first certificate.
+            let (creds, generation) = loop {
+                match certify(&control, &identity, &token)
+                    .await
+                    .and_then(|(key, rsp)| {
+                        let creds = Credentials::new(
+                            &identity,
+                            &key,
+                            certs(&rsp.chain_pem)?,
+                            certs(&rsp.bundle_pem)?,
+                        )?;
+                        Ok((creds, saved(&identity, &key, &rsp)))
+                    }) {
+                    Ok((creds, kept)) => {
+                        token = rsp_token(&kept);
+                        let generation = kept.generation;
+                        if let Some(p) = &persist {
+                            p.save_credentials(kept);
+                        }
+                        break (creds, generation);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%identity, error = %e, "no certificate yet; retrying");
+                        // A refused token will not become valid: give up loudly instead of spinning.
+                        if let IdentityError::Refused(s) = &e {
+                            if s.code() == tonic::Code::PermissionDenied {
+                                tracing::error!(%identity, "the CA refused our join token; this proxy cannot take mesh traffic");
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(jittered(backoff)).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
                     }
                 }
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
+            };
+            slot.install(creds.clone(), generation);
+            let (_, not_after) = creds.validity();
+            tracing::info!(%identity, expires = ?not_after, "certificate installed");
+            creds
         }
     };
     let (_, not_after) = creds.validity();
     metrics.cert_expiry.set(unix(not_after) as i64);
-    let _ = slot.creds.set(creds.clone());
-    slot.installed.notify_waiters();
-    tracing::info!(%identity, expires = ?not_after, "certificate installed");
     on_ready();
 
     // Renewals: at ~70% of the leaf's life, or at once when another root starts signing.
@@ -182,13 +227,16 @@ pub async fn run(
                 .await
                 .and_then(|(key, rsp)| {
                     creds.rotate(&key, certs(&rsp.chain_pem)?, certs(&rsp.bundle_pem)?)?;
-                    Ok((rsp.renewal_token, rsp.generation))
+                    Ok(saved(&identity, &key, &rsp))
                 });
             match renewed {
-                Ok((next, generation)) => {
-                    token = next;
+                Ok(kept) => {
+                    token = rsp_token(&kept);
                     slot.generation
-                        .store(generation, std::sync::atomic::Ordering::Release);
+                        .store(kept.generation, std::sync::atomic::Ordering::Release);
+                    if let Some(p) = &persist {
+                        p.save_credentials(kept);
+                    }
                     // The control plane hears of the new leaf with the next health report.
                     on_renewed();
                     let (_, na) = creds.validity();
@@ -198,6 +246,12 @@ pub async fn run(
                     break;
                 }
                 Err(e) => {
+                    let refused = matches!(&e, IdentityError::Refused(s) if s.code() == tonic::Code::PermissionDenied);
+                    if let Some(join) = fallback.take().filter(|_| refused) {
+                        tracing::warn!(%identity, error = %e, "the CA refused the renewal token; trying the join token");
+                        token = join;
+                        continue;
+                    }
                     // Keep serving with the current certificate; it is still valid for a while.
                     tracing::warn!(%identity, error = %e, "certificate renewal failed; retrying");
                     tokio::time::sleep(jittered(backoff)).await;
@@ -206,6 +260,11 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The token the next renewal spends.
+fn rsp_token(kept: &SavedCredentials) -> String {
+    kept.renewal_token.clone().unwrap_or_default()
 }
 
 fn jittered(d: Duration) -> Duration {

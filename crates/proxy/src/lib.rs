@@ -42,6 +42,8 @@
 //! - [`grpc`]: gRPC's status as the outcome of a call, `grpc-timeout`, gRPC answers.
 //! - [`headers`]: what every hop does alike: weft's header names, request ids, hop-by-hop headers.
 //! - [`metrics`]: the proxy's Prometheus metrics.
+//! - [`persist`]: the state directory: the last snapshot applied and the credentials, kept
+//!   so that a proxy restarted without its control plane serves from them.
 //! - [`telemetry`]: Istio's standard metrics (lock-free recorder) and the `x-weft-peer` exchange.
 
 pub mod access_log;
@@ -69,6 +71,7 @@ pub mod metrics;
 pub mod observe;
 pub mod outbound;
 pub mod overload;
+pub mod persist;
 pub mod policy;
 pub mod readiness;
 pub mod route;

@@ -363,6 +363,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
 impl prometheus_client::collector::Collector for StateCollector {
     fn encode(
         &self,
@@ -381,6 +386,17 @@ impl prometheus_client::collector::Collector for StateCollector {
         for (state, n) in [("ready", ready), ("ejected", ejected), ("backoff", failing)] {
             let labels = StateLabels { state };
             ConstGauge::new(n as i64).encode(e.encode_family(&labels)?)?;
+        }
+        let source = self.state.load().source;
+        let mut e = encoder.encode_descriptor(
+            "weft_snapshot_source",
+            "1 for where the snapshot in force came from: control (pushed by the control plane) or persisted (kept in --state-dir by the last run, until the control plane answers)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for s in crate::state::SnapshotSource::ALL {
+            let labels = SourceLabels { source: s.as_str() };
+            ConstGauge::new(i64::from(source == Some(s))).encode(e.encode_family(&labels)?)?;
         }
         let c =
             ConstCounter::new(crate::policy::EJECTIONS.load(std::sync::atomic::Ordering::Relaxed));

@@ -7,6 +7,10 @@
 //!
 //! Shutdown: tell the control plane we are draining (peers stop picking us), stop accepting,
 //! let in-flight requests finish up to the drain timeout, then exit.
+//!
+//! With a state directory, the credentials kept there are installed before anything is served
+//! (when they are still valid and this proxy's), and the snapshot kept there is the first the
+//! control stream applies ([`crate::persist`]).
 
 use crate::admin::Admin;
 use crate::control_link::ControlLink;
@@ -27,6 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How long an exiting proxy waits for its state directory's last writes (a snapshot of a
+/// large mesh is a few megabytes; a disk that takes longer is not worth holding the exit for).
+const PERSIST_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The addresses a proxy actually listens on.
 #[derive(Clone, Debug, Serialize)]
@@ -57,19 +65,32 @@ pub enum RunError {
     NoTrustAnchors,
     #[error("the mesh's trust anchors: {0}")]
     TrustAnchors(crate::tls::TlsError),
+    #[error("--state-dir: {0}")]
+    StateDir(#[from] crate::persist::PersistError),
 }
 
-/// How this proxy reaches its control plane: TLS when it joins the mesh CA.
+/// How this proxy reaches its control plane: TLS when it is in the mesh CA's (it has a join
+/// token, or credentials kept from its last run, whose trust bundle then stands in for trust
+/// anchors it was not given).
 fn control_link(
     settings: &Settings,
     slot: &Arc<crate::identity::Slot>,
+    kept: Option<&crate::persist::Restored>,
 ) -> Result<ControlLink, RunError> {
-    if settings.join_token.is_none() {
+    if settings.join_token.is_none() && kept.is_none() {
         return Ok(ControlLink::plaintext(settings.control).with_replicas(&settings.control_more));
     }
+    let kept_bundle = kept.map(|k| {
+        k.credentials
+            .bundle()
+            .iter()
+            .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec())))
+            .collect::<String>()
+    });
     let anchors = settings
         .trust_anchors
         .as_deref()
+        .or(kept_bundle.as_deref())
         .ok_or(RunError::NoTrustAnchors)?;
     ControlLink::tls(settings.control, anchors, &settings.identity, slot.clone())
         .map(|l| l.with_replicas(&settings.control_more))
@@ -87,6 +108,13 @@ struct Proxy {
     readiness: Arc<Readiness>,
     /// The proxy's mTLS credentials, once the CA has signed them.
     tls: Arc<crate::identity::Slot>,
+    /// The proxy speaks mTLS (it has a join token or kept credentials), and nothing before it
+    /// has a certificate.
+    mtls: bool,
+    /// The state directory, if the proxy keeps one.
+    persist: Option<Arc<crate::persist::Persist>>,
+    /// The renewal token kept with the credentials restored at start.
+    kept_token: Option<String>,
     /// The control plane, and how to reach it.
     control: Arc<ControlLink>,
     /// The proxy's connection caps: its own (data-plane listeners count against it) and each
@@ -126,6 +154,7 @@ impl Proxy {
             readiness: self.readiness.clone(),
             metrics: self.metrics.clone(),
             drain: self.drain.clone(),
+            persist: self.persist.clone(),
         }
     }
 
@@ -163,6 +192,7 @@ impl Proxy {
             readiness: self.readiness.clone(),
             state: self.state.clone(),
             tls: self.tls.clone(),
+            mtls: self.mtls,
             edges: self.edges.clone(),
             metrics: self.metrics.clone(),
             observe: self.observe.clone(),
@@ -182,13 +212,40 @@ impl Proxy {
             drain: self.drain.clone(),
             observe: self.observe.clone(),
             peers: Arc::new(Peers {
-                tls: s.join_token.as_ref().map(|_| self.tls.clone()),
+                tls: self.mtls.then(|| self.tls.clone()),
                 metrics: self.metrics.clone(),
                 edges: self.edges.clone(),
                 identity: s.identity.0.clone(),
             }),
             max_buffered_body: s.limits.max_buffered_body,
             tunnel_idle: s.limits.idle_timeout,
+        }
+    }
+}
+
+/// The credentials kept in the state directory, if they are there, this proxy's and valid now;
+/// otherwise `None`, and why is logged.
+fn restore_credentials(
+    persist: &crate::persist::Persist,
+    settings: &Settings,
+) -> Option<crate::persist::Restored> {
+    let path = persist.credentials_path();
+    let saved = match persist.load_credentials() {
+        Ok(saved) => saved?,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the kept credentials cannot be read; ignoring them");
+            return None;
+        }
+    };
+    match saved.restore(&settings.identity) {
+        Ok(kept) => {
+            let (_, expires) = kept.credentials.validity();
+            tracing::info!(path = %path.display(), identity = %settings.identity, ?expires, "using the certificate kept from the last run");
+            Some(kept)
+        }
+        Err(why) => {
+            tracing::warn!(path = %path.display(), "the kept credentials are not usable ({why}); ignoring them");
+            None
         }
     }
 }
@@ -239,7 +296,19 @@ pub fn run_with(
     on_bound: impl FnOnce(&Bound),
 ) -> Result<(), RunError> {
     let tls: Arc<crate::identity::Slot> = Arc::default();
-    let control = Arc::new(control_link(&settings, &tls)?);
+    let persist = match &settings.state_dir {
+        Some(dir) => Some(crate::persist::Persist::open(dir)?),
+        None => None,
+    };
+    let kept = persist
+        .as_deref()
+        .and_then(|p| restore_credentials(p, &settings));
+    let control = Arc::new(control_link(&settings, &tls, kept.as_ref())?);
+    let mtls = settings.join_token.is_some() || kept.is_some();
+    let kept_token = kept.and_then(|k| {
+        tls.install(k.credentials, k.generation);
+        k.renewal_token
+    });
     // Connections are file descriptors: take all the kernel allows, and cap below it.
     let nofile = crate::limits::raise_nofile();
     let names: &[&'static str] = match settings.mode {
@@ -346,7 +415,6 @@ pub fn run_with(
     }
     let observe = Arc::new(observe);
     let edges: Arc<crate::edges::Edges> = Arc::default();
-    let mtls = settings.join_token.is_some();
     let readiness = Arc::new(Readiness::new(
         settings.mode,
         mtls,
@@ -370,6 +438,9 @@ pub fn run_with(
         health,
         readiness,
         tls,
+        mtls,
+        persist,
+        kept_token,
         control,
         caps,
         floods,
@@ -419,6 +490,12 @@ pub fn run_with(
     }
     done.cancel();
     let _ = control_thread.join();
+    // What was handed to the state directory's writer is on disk before the process ends.
+    if let Some(p) = &proxy.persist {
+        if !p.flush(PERSIST_FLUSH_TIMEOUT) {
+            tracing::warn!(dir = %p.dir().display(), "the state directory was not written in time");
+        }
+    }
     data_rt.shutdown_timeout(Duration::from_millis(100));
     result
 }
@@ -459,16 +536,35 @@ async fn control_work(
             s.probe_interval,
         ));
     }
-    if let Some(token) = s.join_token.clone() {
-        let health = proxy.health.clone();
-        tokio::spawn(crate::identity::run(
-            proxy.control.clone(),
-            s.identity.clone(),
-            token,
-            proxy.tls.clone(),
-            proxy.metrics.clone(),
-            move || health.changed.notify_one(),
-        ));
+    // Kept credentials renew with the token kept with them (the join token standing by); new
+    // ones come with the join token.
+    let (token, fallback) = match proxy.kept_token.clone() {
+        Some(kept) => (Some(kept), s.join_token.clone()),
+        None => (s.join_token.clone(), None),
+    };
+    match token {
+        Some(token) if proxy.mtls => {
+            let health = proxy.health.clone();
+            tokio::spawn(crate::identity::run(
+                proxy.control.clone(),
+                s.identity.clone(),
+                token,
+                fallback,
+                proxy.tls.clone(),
+                proxy.metrics.clone(),
+                proxy.persist.clone(),
+                move || health.changed.notify_one(),
+            ));
+        }
+        _ if proxy.mtls => {
+            let expires = proxy.tls.get().map(|c| c.validity().1);
+            tracing::warn!(?expires, "the kept certificate came with no renewal token and there is no join token: it will not be renewed");
+            if let Some(na) = expires {
+                let at = na.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                proxy.metrics.cert_expiry.set(at.as_secs() as i64);
+            }
+        }
+        _ => {}
     }
     tokio::spawn(crate::discovery::run(Arc::new(discovery)));
     match tokio::net::TcpListener::from_std(admin) {
@@ -543,7 +639,7 @@ async fn data_plane(
             proxy.drain.clone(),
         );
         handler.set_app_protocol(s.app_protocol);
-        handler.authenticated = s.join_token.is_some();
+        handler.authenticated = proxy.mtls;
         handler.state = Some(proxy.state.clone());
         let _ = proxy.app_pool.set(handler.pool.clone());
         let own = model::ServiceKey::new(&s.service, &s.namespace);

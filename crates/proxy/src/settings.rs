@@ -2,6 +2,7 @@
 
 use model::{Identity, Labels};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long shutdown waits for in-flight requests before closing what is left.
@@ -86,6 +87,10 @@ pub struct Settings {
     /// The credential the admin listener asks of `POST /shutdown` and `GET /tap`
     /// (`Authorization: Bearer`); `None`: both are refused.
     pub admin_token: Option<String>,
+    /// Where the proxy keeps the last snapshot it applied and its credentials (`--state-dir`),
+    /// and starts from them when they are there: a proxy restarted while its control plane is
+    /// away serves at once, without a new join token. `None`: nothing is kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A local client port: connections to `listen` are tunnelled to the service `target`

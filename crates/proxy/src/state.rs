@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct ProxyState {
     /// False for the empty state a proxy starts with, before its first snapshot.
     pub applied: bool,
+    /// Where the snapshot came from; `None` before the first.
+    pub source: Option<SnapshotSource>,
     /// Services, their balancers and routes, the gateway's virtual hosts.
     pub routes: RouteTable,
     /// JWT and authorization rules and the inbound port's mTLS mode.
@@ -25,6 +27,7 @@ impl ProxyState {
     pub fn empty(security: security::Compiled) -> ProxyState {
         ProxyState {
             applied: false,
+            source: None,
             routes: RouteTable::default(),
             security,
             app_limits: Default::default(),
@@ -34,6 +37,26 @@ impl ProxyState {
     /// The snapshot's version (0 before the first).
     pub fn version(&self) -> u64 {
         self.routes.version()
+    }
+}
+
+/// Where a snapshot in force came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotSource {
+    /// Pushed by the control plane on this proxy's stream.
+    Control,
+    /// Read from the state directory at start, kept from a previous run.
+    Persisted,
+}
+
+impl SnapshotSource {
+    pub const ALL: [SnapshotSource; 2] = [SnapshotSource::Control, SnapshotSource::Persisted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotSource::Control => "control",
+            SnapshotSource::Persisted => "persisted",
+        }
     }
 }
 

@@ -59,6 +59,7 @@ fn discovery() -> Discovery {
         readiness,
         metrics,
         drain,
+        persist: None,
     }
 }
 
@@ -228,4 +229,86 @@ fn a_new_snapshot_writes_nothing_into_the_state_in_force() {
         s.state.load().security.mode,
         model::security::MtlsMode::Disable
     );
+}
+
+/// A proxy's stream handles with the state directory `dir`.
+fn discovery_keeping(dir: &std::path::Path) -> Discovery {
+    let mut s = discovery();
+    s.persist = Some(Persist::open(&dir.join("state")).unwrap());
+    s
+}
+
+fn kept_version(s: &Discovery) -> Option<u64> {
+    let persist = s.persist.as_ref().unwrap();
+    assert!(
+        persist.flush(Duration::from_secs(10)),
+        "the writer is stuck"
+    );
+    persist.load_snapshot().unwrap().map(|w| w.version)
+}
+
+#[test]
+fn snapshots_put_in_force_are_kept_and_refused_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = discovery_keeping(dir.path());
+    assert_eq!(kept_version(&s), None);
+    apply(&s, pb::Snapshot::from(&snapshot(5, 1000)));
+    assert_eq!(kept_version(&s), Some(5));
+    let mut bad = pb::Snapshot::from(&snapshot(6, 2000));
+    bad.services[0].endpoints[0].address = "not an address".into();
+    assert!(!apply(&s, bad).error.is_empty());
+    assert_eq!(kept_version(&s), Some(5), "a refused snapshot was kept");
+    apply(&s, pb::Snapshot::from(&snapshot(7, 3000)));
+    assert_eq!(kept_version(&s), Some(7));
+}
+
+#[test]
+fn a_starting_proxy_serves_the_kept_snapshot_until_the_control_plane_pushes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = discovery_keeping(dir.path());
+    let mut wire = pb::Snapshot::from(&snapshot(5, 1000));
+    wire.ca_generation = 4;
+    apply(&before, wire.clone());
+    assert_eq!(kept_version(&before), Some(5));
+    assert_eq!(before.state.load().source, Some(SnapshotSource::Control));
+    // What is kept is the wire form as it came, CA generation included.
+    let persist = before.persist.as_ref().unwrap();
+    assert_eq!(persist.load_snapshot().unwrap(), Some(wire));
+    drop(before);
+
+    // The next run of the proxy, its control plane away.
+    let after = discovery_keeping(dir.path());
+    assert!(after.readiness.not_ready_reason().is_some());
+    restore(&after);
+    assert_eq!(after.state.load().version(), 5);
+    assert_eq!(after.state.load().source, Some(SnapshotSource::Persisted));
+    assert_eq!(endpoint_port(&after), Some(1000));
+    assert!(after.readiness.not_ready_reason().is_none());
+    assert_eq!(after.metrics.config_version.get(), 5);
+
+    // The control plane answers: its snapshot replaces the kept one, and is kept in turn.
+    apply(&after, pb::Snapshot::from(&snapshot(9, 2000)));
+    assert_eq!(after.state.load().source, Some(SnapshotSource::Control));
+    assert_eq!(endpoint_port(&after), Some(2000));
+    assert_eq!(kept_version(&after), Some(9));
+}
+
+#[test]
+fn a_kept_snapshot_that_does_not_decode_or_does_not_validate_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = discovery_keeping(dir.path());
+    let path = s.persist.as_ref().unwrap().snapshot_path();
+    crate::persist::write_atomic(&path, b"\x0a\xff\xff garbage", 0o600).unwrap();
+    restore(&s);
+    assert!(!s.state.load().applied);
+    assert_eq!(s.state.load().source, None);
+
+    let mut bad = pb::Snapshot::from(&snapshot(6, 2000));
+    bad.services[0].endpoints[0].address = "not an address".into();
+    crate::persist::write_atomic(&path, &prost::Message::encode_to_vec(&bad), 0o600).unwrap();
+    restore(&s);
+    assert!(!s.state.load().applied);
+    // A pushed snapshot still applies, and replaces the bad file.
+    apply(&s, pb::Snapshot::from(&snapshot(7, 1000)));
+    assert_eq!(kept_version(&s), Some(7));
 }

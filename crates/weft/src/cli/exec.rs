@@ -97,6 +97,8 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         limits: Default::default(),
         // Its own process is its only user: nothing to tap or shut down from outside.
         admin_token: None,
+        // Short-lived: it starts from the control plane every time.
+        state_dir: None,
     };
     let stop = CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();

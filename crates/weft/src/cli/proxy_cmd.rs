@@ -89,6 +89,12 @@ pub struct ProxyArgs {
     /// up` passes them in the environment variable WEFT_TRUST_ANCHORS instead)
     #[arg(long, value_name = "PATH")]
     trust_anchors_file: Option<std::path::PathBuf>,
+    /// Keep the last snapshot applied and the proxy's certificate, key and renewal token in
+    /// this directory (created with mode 0700; refused when others may enter it), and start
+    /// from them: a proxy restarted while its control plane is down serves its last routes at
+    /// once, and with a certificate still valid it needs no new join token
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     exports: ExportArgs,
     #[command(flatten)]
@@ -417,6 +423,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         admin_token: std::env::var(model::names::ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty()),
+        state_dir: a.state_dir,
     };
     let mut exports = a.exports.exports();
     exports.log_dropped = super::log_dropped();
@@ -503,6 +510,7 @@ mod tests {
                 "--trace-sampling".into(),
                 "0.5".into(),
             ],
+            state_dir: Some("/run/user/1000/weft/run/shop/proxies/backend-v2-1.shop.1".into()),
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Sidecar));
@@ -530,6 +538,7 @@ mod tests {
             Some("http://127.0.0.1:4317")
         );
         assert_eq!(a.exports.trace_sampling, Some(0.5));
+        assert_eq!(a.state_dir, launch.state_dir);
     }
 
     #[test]
@@ -552,6 +561,7 @@ mod tests {
             access_log: None,
             app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
+            state_dir: None,
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Ingress));
@@ -572,5 +582,6 @@ mod tests {
         assert_eq!(a.drain_timeout, Some(Duration::from_secs(10)));
         assert!(a.exports.access_log.is_none());
         assert!(a.exports.otlp_endpoint.is_none());
+        assert_eq!(a.state_dir, None);
     }
 }
