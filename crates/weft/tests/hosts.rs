@@ -23,8 +23,9 @@ struct Net {
 }
 
 impl Net {
-    fn create(n: usize) -> Net {
-        let id = std::process::id() % 200;
+    /// `n` hosts; `tag` keeps the networks of tests running side by side apart.
+    fn create(n: usize, tag: u32) -> Net {
+        let id = (std::process::id() * 2 + tag) % 250;
         let net = Net {
             bridge: format!("wfh{id}"),
             subnet: format!("10.239.{id}"),
@@ -174,7 +175,7 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
     if !can_run_pods() {
         return;
     }
-    let net = Net::create(3);
+    let net = Net::create(3, 0);
     let etcd = Cluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let mesh = dir.path().join("mesh.yaml");
@@ -480,4 +481,187 @@ spec:
         );
         assert_eq!(r.body["instance"], "hello-v1-0");
     }
+}
+
+/// The whole control plane stopped (both replicas SIGKILLed) for 60 s under steady load across
+/// hosts: no request fails on the routes the proxies know, and a sidecar killed meanwhile is
+/// restarted by its host and serves from the snapshot and certificate it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_control_plane_down_for_a_minute_loses_no_request() {
+    if !can_run_pods() {
+        return;
+    }
+    let net = Net::create(3, 1);
+    let etcd = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: outage}
+spec:
+  ingress: 127.0.0.1:0
+  defaultRetries: istio
+  services:
+  - name: hello
+    port: 80
+    workloads:
+    - {name: hello-v1, replicas: 2, hosts: [h2, h3], command: [weft, demo, echo, --service, hello]}
+",
+    )
+    .unwrap();
+    let gw = net.gateway();
+    let on_gw = |p: u16| format!("{gw}:{p}");
+    let mut a = Replica::start_on(
+        &etcd.url(),
+        &[&mesh],
+        &on_gw(free_port()),
+        &on_gw(free_port()),
+        &[],
+    );
+    let mut b = Replica::start_on(
+        &etcd.url(),
+        &[&mesh],
+        &on_gw(free_port()),
+        &on_gw(free_port()),
+        &[],
+    );
+    let apis = format!("{},{}", a.api, b.api);
+    let ingress: SocketAddr = format!("{}:8080", net.address(0)).parse().unwrap();
+    let mut hosts = Vec::new();
+    for (i, name) in ["h1", "h2", "h3"].iter().enumerate() {
+        let extra: &[&str] = if i == 0 { &["--ingress"] } else { &[] };
+        let token = host_token(&a, name, extra);
+        let address = net.address(i);
+        let mut args = vec![
+            "--control",
+            &apis,
+            "--token",
+            &token,
+            "--name",
+            name,
+            "--address",
+            &address,
+        ];
+        let ingress = ingress.to_string();
+        if i == 0 {
+            args.extend(["--ingress", &ingress]);
+        }
+        hosts.push(join(&net.hosts[i], &args).unwrap());
+    }
+    let out = tokio::task::block_in_place(|| {
+        a.weft(&["status", "--wait", "--timeout", "60s", "-o", "json"])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hello0 = st["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["instance"] == "hello-v1-0")
+        .unwrap()
+        .clone();
+    let sidecar_pid = hello0["pid"].as_u64().unwrap() as i32;
+    let sidecar_admin = hello0["admin"].as_str().unwrap().to_string();
+
+    let c = client();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let from_hello0 = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (c, sent, from0, stop) = (c.clone(), sent.clone(), from_hello0.clone(), stop.clone());
+        async move {
+            let mut failed = Vec::new();
+            // Bounded: at most 30,000 requests, and the test stops it after about 70 s.
+            for _ in 0..30_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match get(&c, ingress, "hello", "/").await {
+                    Ok(r) if r.status == 200 => {
+                        if r.body["instance"] == "hello-v1-0" {
+                            from0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failed
+        }
+    });
+    let more = |k: u32| {
+        let goal = sent.load(std::sync::atomic::Ordering::Relaxed) + k;
+        let sent = sent.clone();
+        async move {
+            until("the load keeps going", Duration::from_secs(30), || async {
+                sent.load(std::sync::atomic::Ordering::Relaxed) >= goal
+            })
+            .await;
+        }
+    };
+    more(100).await;
+    // Down: both replicas at once.
+    let down = Instant::now();
+    a.kill();
+    b.kill();
+    more(100).await;
+    // hello-v1-0's sidecar dies; its host restarts it, with no replica to ask for a token: it
+    // serves from what it kept.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let h2 = &net.hosts[1];
+    let config = until(
+        "the restarted sidecar serves from its kept snapshot",
+        Duration::from_secs(30),
+        || async {
+            let out = common::pods::in_pod(
+                h2,
+                &["curl", "-s", &format!("http://{sidecar_admin}/config")],
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|c| c["snapshot_source"] == "persisted")
+        },
+    )
+    .await;
+    eprintln!("the killed sidecar served from its kept snapshot {config:?} later");
+    let before = from_hello0.load(std::sync::atomic::Ordering::Relaxed);
+    until(
+        "hello-v1-0 answers again through the ingress",
+        Duration::from_secs(30),
+        || async { from_hello0.load(std::sync::atomic::Ordering::Relaxed) > before },
+    )
+    .await;
+    // The rest of the minute without a control plane.
+    until(
+        "a minute without a control plane",
+        Duration::from_secs(70),
+        || async { down.elapsed() >= Duration::from_secs(60) },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let failed = load.await.unwrap();
+    let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{n} requests over {:?} without a control plane, {} failed",
+        down.elapsed(),
+        failed.len()
+    );
+    assert!(n >= 1000, "only {n} requests");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    drop(hosts);
 }
