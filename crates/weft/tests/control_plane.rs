@@ -55,22 +55,6 @@ fn start_control(home: &std::path::Path, file: &str, listen: &str) -> (Proc, Str
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn metric(c: &HttpClient, admin: std::net::SocketAddr, name: &str) -> Option<f64> {
-    let r = get(c, admin, "admin", "/metrics").await.ok()?;
-    r.text
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-}
-
 /// `weft status --wait` for the one mesh of `home`: its status once it is ready.
 fn wait_ready(home: &std::path::Path) -> serde_json::Value {
     let out = tokio::task::block_in_place(|| {

@@ -21,14 +21,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const MESH: &str = "apiVersion: weft.dev/v1alpha1
 kind: Mesh
 metadata: {name: fleet}
@@ -53,36 +45,13 @@ spec:
   - to: [{operation: {paths: [\"/secret\"]}}]
 ";
 
-/// A one-time join token for `identity` and the mesh's trust bundle, from `replica`'s API
-/// (with the admin credential its WEFT_HOME holds), written to files in `dir`.
+/// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound.
+/// [`join_credentials`] from `replica`'s API, with the admin credential its WEFT_HOME holds.
 fn credentials(replica: &Replica, identity: &str, dir: &Path) -> (String, String) {
-    let token = std::fs::read_to_string(replica.home.path().join("meshes/fleet.token")).unwrap();
-    let auth = format!("Authorization: Bearer {}", token.trim());
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-s", "--fail-with-body", "-H", &auth])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let join = curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"identity\": \"{identity}\"}}"),
-        &format!("http://{}/join", replica.api),
-    ]);
-    let bundle = curl(&[&format!("http://{}/ca/bundle", replica.api)]);
-    let name = identity.rsplit('/').next().unwrap();
-    let (t, b) = (dir.join(format!("{name}.token")), dir.join("bundle.pem"));
-    std::fs::write(&t, join).unwrap();
-    std::fs::write(&b, bundle).unwrap();
-    (t.display().to_string(), b.display().to_string())
+    let token_file = replica.home.path().join("meshes/fleet.token");
+    join_credentials(&replica.api.to_string(), &token_file, identity, dir)
 }
 
-/// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound.
 fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_json::Value) {
     let controls: Vec<String> = controls.iter().map(|c| c.to_string()).collect();
     let mut child = Command::new(WEFT)
@@ -140,14 +109,6 @@ fn refused(home: &Path, controls: &[SocketAddr], args: &[&str]) -> String {
 
 fn addr(v: &serde_json::Value, key: &str) -> SocketAddr {
     v[key].as_str().unwrap().parse().unwrap()
-}
-
-async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> Option<f64> {
-    let r = get(c, admin, "admin", "/metrics").await.ok()?;
-    r.text
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
 }
 
 /// `replica`'s `weft status` row of `instance`, if it lists it.
@@ -371,34 +332,14 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     );
 
     // SIGKILL replica A under steady load: no request fails, and hello's sidecar moves to B.
-    let load = tokio::spawn({
-        let c = c.clone();
-        async move {
-            let mut failed = Vec::new();
-            let mut n = 0;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                match get(&c, outbound, "hello", "/").await {
-                    Ok(r) if r.status == 200 => {}
-                    other => failed.push(format!("{other:?}")),
-                }
-                n += 1;
-                SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if STOP.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (n, failed)
-        }
-    });
+    let load = SteadyLoad::start(&c, outbound, "hello", 20_000, |_| {});
     until(
         "hello's sidecar is connected",
         Duration::from_secs(10),
         || async { metric(&c, hello_admin, "weft_control_plane_connected").await == Some(1.0) },
     )
     .await;
-    load_sends(200).await;
+    load.more(200).await;
     assert_eq!(
         row_in(&b, "hello-v1-0").unwrap()["control_replica"],
         a.name.as_str(),
@@ -415,7 +356,7 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     )
     .await;
     eprintln!("hello's sidecar moved from A to B in {moved:?}");
-    load_sends(200).await;
+    load.more(200).await;
 
     // SIGKILL an etcd member: changes still propagate (delete the DENY through B).
     etcd.kill(0);
@@ -442,10 +383,9 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
         },
     )
     .await;
-    load_sends(200).await;
+    load.more(200).await;
 
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (n, failed) = load.await.unwrap();
+    let (n, failed) = load.stop().await;
     assert!(n >= 600, "only {n} requests under load");
     assert!(
         failed.is_empty(),
@@ -487,16 +427,4 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
         "{text}{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-}
-
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Waits until the load has sent `more` requests since now (steady load across each event).
-async fn load_sends(more: u64) {
-    let goal = SENT.load(std::sync::atomic::Ordering::Relaxed) + more;
-    until("the load keeps going", Duration::from_secs(30), || async {
-        SENT.load(std::sync::atomic::Ordering::Relaxed) >= goal
-    })
-    .await;
 }

@@ -138,14 +138,6 @@ fn join(ns: &str, args: &[&str]) -> Result<Host, String> {
     Ok(Host { child, home, line })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `weft host token NAME ARGS` against `replica`.
 fn host_token(replica: &Replica, name: &str, extra: &[&str]) -> String {
     let mut args = vec!["host", "token", name];
@@ -170,6 +162,45 @@ fn row(replica: &Replica, instance: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// The mesh file both tests use: hello's two replicas on h2 and h3; `extra` goes under `spec`.
+fn mesh_file(dir: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {{name: {name}}}
+spec:
+  ingress: 127.0.0.1:0
+{extra}  services:
+  - name: hello
+    port: 80
+    workloads:
+    - {{name: hello-v1, replicas: 2, hosts: [h2, h3], command: [weft, demo, echo, --service, hello]}}
+"
+        ),
+    )
+    .unwrap();
+    mesh
+}
+
+/// Two control-plane replicas over `etcd`, listening on the hosts' bridge.
+fn replicas(net: &Net, etcd: &Cluster, mesh: &std::path::Path) -> (Replica, Replica) {
+    let gw = net.gateway();
+    let on_gw = |p: u16| format!("{gw}:{p}");
+    let start = || {
+        Replica::start_on(
+            &etcd.url(),
+            &[mesh],
+            &on_gw(free_port()),
+            &on_gw(free_port()),
+            &[],
+        )
+    };
+    (start(), start())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_cut_host() {
     if !can_run_pods() {
@@ -178,38 +209,8 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
     let net = Net::create(3, 0);
     let etcd = Cluster::start(3);
     let dir = tempfile::tempdir().unwrap();
-    let mesh = dir.path().join("mesh.yaml");
-    std::fs::write(
-        &mesh,
-        "apiVersion: weft.dev/v1alpha1
-kind: Mesh
-metadata: {name: hosts}
-spec:
-  ingress: 127.0.0.1:0
-  services:
-  - name: hello
-    port: 80
-    workloads:
-    - {name: hello-v1, replicas: 2, hosts: [h2, h3], command: [weft, demo, echo, --service, hello]}
-",
-    )
-    .unwrap();
-    let gw = net.gateway();
-    let on_gw = |p: u16| format!("{gw}:{p}");
-    let mut a = Replica::start_on(
-        &etcd.url(),
-        &[&mesh],
-        &on_gw(free_port()),
-        &on_gw(free_port()),
-        &[],
-    );
-    let b = Replica::start_on(
-        &etcd.url(),
-        &[&mesh],
-        &on_gw(free_port()),
-        &on_gw(free_port()),
-        &[],
-    );
+    let mesh = mesh_file(dir.path(), "hosts", "");
+    let (mut a, b) = replicas(&net, &etcd, &mesh);
     let apis = format!("{},{}", a.api, b.api);
 
     // One-time bootstrap tokens, minted through either replica.
@@ -380,36 +381,8 @@ spec:
 
     // SIGKILL one control-plane replica under steady load across the hosts: every proxy that
     // used it moves to the other; no request fails.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let load = tokio::spawn({
-        let (c, stop, sent) = (c.clone(), stop.clone(), sent.clone());
-        async move {
-            let (mut n, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
-                match get(&c, ingress, "hello", "/").await {
-                    Ok(r) if r.status == 200 => {}
-                    other => failed.push(format!("{other:?}")),
-                }
-                n += 1;
-                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (n, failed)
-        }
-    });
-    // At least 100 requests on each side of each event.
-    let more = |k: u32| {
-        let goal = sent.load(std::sync::atomic::Ordering::Relaxed) + k;
-        let sent = sent.clone();
-        async move {
-            until("the load keeps going", Duration::from_secs(30), || async {
-                sent.load(std::sync::atomic::Ordering::Relaxed) >= goal
-            })
-            .await;
-        }
-    };
-    more(100).await;
+    let load = SteadyLoad::start(&c, ingress, "hello", 20_000, |_| {});
+    load.more(100).await;
     let killed = a.name.clone();
     a.kill();
     until(
@@ -426,9 +399,8 @@ spec:
         },
     )
     .await;
-    more(100).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (n, failed) = load.await.unwrap();
+    load.more(100).await;
+    let (n, failed) = load.stop().await;
     assert!(n >= 200, "only {n} requests");
     assert!(
         failed.is_empty(),
@@ -494,39 +466,8 @@ async fn the_whole_control_plane_down_for_a_minute_loses_no_request() {
     let net = Net::create(3, 1);
     let etcd = Cluster::start(3);
     let dir = tempfile::tempdir().unwrap();
-    let mesh = dir.path().join("mesh.yaml");
-    std::fs::write(
-        &mesh,
-        "apiVersion: weft.dev/v1alpha1
-kind: Mesh
-metadata: {name: outage}
-spec:
-  ingress: 127.0.0.1:0
-  defaultRetries: istio
-  services:
-  - name: hello
-    port: 80
-    workloads:
-    - {name: hello-v1, replicas: 2, hosts: [h2, h3], command: [weft, demo, echo, --service, hello]}
-",
-    )
-    .unwrap();
-    let gw = net.gateway();
-    let on_gw = |p: u16| format!("{gw}:{p}");
-    let mut a = Replica::start_on(
-        &etcd.url(),
-        &[&mesh],
-        &on_gw(free_port()),
-        &on_gw(free_port()),
-        &[],
-    );
-    let mut b = Replica::start_on(
-        &etcd.url(),
-        &[&mesh],
-        &on_gw(free_port()),
-        &on_gw(free_port()),
-        &[],
-    );
+    let mesh = mesh_file(dir.path(), "outage", "  defaultRetries: istio\n");
+    let (mut a, mut b) = replicas(&net, &etcd, &mesh);
     let apis = format!("{},{}", a.api, b.api);
     let ingress: SocketAddr = format!("{}:8080", net.address(0)).parse().unwrap();
     let mut hosts = Vec::new();
@@ -570,48 +511,20 @@ spec:
     let sidecar_admin = hello0["admin"].as_str().unwrap().to_string();
 
     let c = client();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let from_hello0 = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (c, sent, from0, stop) = (c.clone(), sent.clone(), from_hello0.clone(), stop.clone());
-        async move {
-            let mut failed = Vec::new();
-            // Bounded: at most 30,000 requests, and the test stops it after about 70 s.
-            for _ in 0..30_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match get(&c, ingress, "hello", "/").await {
-                    Ok(r) if r.status == 200 => {
-                        if r.body["instance"] == "hello-v1-0" {
-                            from0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    other => failed.push(format!("{other:?}")),
-                }
-                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            failed
+    let from0 = from_hello0.clone();
+    // Bounded: at most 30,000 requests; stopped after the minute.
+    let load = SteadyLoad::start(&c, ingress, "hello", 30_000, move |r| {
+        if r.body["instance"] == "hello-v1-0" {
+            from0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let more = |k: u32| {
-        let goal = sent.load(std::sync::atomic::Ordering::Relaxed) + k;
-        let sent = sent.clone();
-        async move {
-            until("the load keeps going", Duration::from_secs(30), || async {
-                sent.load(std::sync::atomic::Ordering::Relaxed) >= goal
-            })
-            .await;
-        }
-    };
-    more(100).await;
+    load.more(100).await;
     // Down: both replicas at once.
     let down = Instant::now();
     a.kill();
     b.kill();
-    more(100).await;
+    load.more(100).await;
     // hello-v1-0's sidecar dies; its host restarts it, with no replica to ask for a token: it
     // serves from what it kept.
     nix::sys::signal::kill(
@@ -648,9 +561,7 @@ spec:
         || async { down.elapsed() >= Duration::from_secs(60) },
     )
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let failed = load.await.unwrap();
-    let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let (n, failed) = load.stop().await;
     eprintln!(
         "{n} requests over {:?} without a control plane, {} failed",
         down.elapsed(),

@@ -70,14 +70,6 @@ fn start(home: &Path, args: &[&str]) -> (Proc, String) {
     (Proc { child, log }, line)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A mesh of `hello` (one replica, whose sidecar the tests start by hand) and `client` (no
 /// workload: the identity of the client proxy).
 const MESH: &str = "apiVersion: weft.dev/v1alpha1
@@ -134,33 +126,9 @@ fn start_control_with(
     Control { proc, api }
 }
 
-/// A one-time join token for `identity` and the mesh's trust bundle, from the control plane's
-/// API (with the admin credential `weft control` wrote to `home`), written to files in `dir`.
-fn credentials(home: &Path, api: &str, identity: &str, dir: &Path) -> (String, String) {
-    let token = std::fs::read_to_string(home.join("meshes/kept.token")).unwrap();
-    let auth = format!("Authorization: Bearer {}", token.trim());
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-s", "--fail-with-body", "-H", &auth])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let join = curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"identity\": \"{identity}\"}}"),
-        &format!("http://{api}/join"),
-    ]);
-    let bundle = curl(&[&format!("http://{api}/ca/bundle")]);
-    let name = identity.rsplit('/').next().unwrap();
-    let (t, b) = (dir.join(format!("{name}.token")), dir.join("bundle.pem"));
-    std::fs::write(&t, join).unwrap();
-    std::fs::write(&b, bundle).unwrap();
-    (t.display().to_string(), b.display().to_string())
+/// [`join_credentials`] with the admin credential `weft control` wrote to `home`.
+fn state_credentials(home: &Path, api: &str, identity: &str, dir: &Path) -> (String, String) {
+    join_credentials(api, &home.join("meshes/kept.token"), identity, dir)
 }
 
 fn echo_app(port: u16) -> Proc {
@@ -203,30 +171,8 @@ fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> Option<f64> {
-    let r = get(c, admin, "admin", "/metrics").await.ok()?;
-    r.text
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-}
-
 async fn admin_json(c: &HttpClient, admin: SocketAddr, path: &str) -> serde_json::Value {
     get(c, admin, "admin", path).await.unwrap().body
-}
-
-/// Waits until `f` holds, checking every 20 ms, for at most `within`; returns how long it took.
-async fn until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
 }
 
 async fn is_ready(c: &HttpClient, admin: SocketAddr) -> bool {
@@ -273,8 +219,8 @@ async fn a_sidecar_restarted_while_the_control_plane_is_down_serves_from_its_sta
 
     let app_port = free_port();
     let _app = echo_app(app_port);
-    let (hello_token, bundle) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
-    let (client_token, _) = credentials(home.path(), &control.api, CLIENT_ID, dir.path());
+    let (hello_token, bundle) = state_credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    let (client_token, _) = state_credentials(home.path(), &control.api, CLIENT_ID, dir.path());
     let hello_state = dir.path().join("state/hello");
     let client_state = dir.path().join("state/client");
     let sidecar_args = owned(&[
@@ -512,8 +458,8 @@ async fn a_corrupt_state_dir_is_reported_and_ignored_and_an_open_one_refused() {
     let control = start_control(home.path(), &mesh, &listen, &dir.path().join("ca"));
     let app_port = free_port();
     let _app = echo_app(app_port);
-    let (hello_token, bundle) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
-    let (client_token, _) = credentials(home.path(), &control.api, CLIENT_ID, dir.path());
+    let (hello_token, bundle) = state_credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    let (client_token, _) = state_credentials(home.path(), &control.api, CLIENT_ID, dir.path());
     let state = dir.path().join("hello-state");
     let args = |state: &Path| {
         owned(&[
@@ -699,7 +645,7 @@ async fn a_kept_certificate_renews_with_a_fresh_join_token_after_the_control_pla
     let mut control = start_control_with(home.path(), &mesh, &listen, &ca_dir, &ttl);
     let app_port = free_port();
     let _app = echo_app(app_port);
-    let (token, bundle) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    let (token, bundle) = state_credentials(home.path(), &control.api, HELLO_ID, dir.path());
     let state = dir.path().join("hello-state");
     let args = owned(&[
         "--mode",
@@ -748,7 +694,7 @@ async fn a_kept_certificate_renews_with_a_fresh_join_token_after_the_control_pla
     // sidecar restarts with a fresh join token and the certificate it kept.
     control.proc.kill();
     let control = start_control_with(home.path(), &mesh, &listen, &ca_dir, &ttl);
-    let (fresh, _) = credentials(home.path(), &control.api, HELLO_ID, dir.path());
+    let (fresh, _) = state_credentials(home.path(), &control.api, HELLO_ID, dir.path());
     assert_eq!(fresh, token, "the same file, a fresh token");
     sidecar.kill();
     let before = kept().unwrap();

@@ -2,8 +2,9 @@
 //! members on loopback ports, each in its own data directory, stopped (by PID) when dropped.
 //! And `weft control --store etcd://…` replicas over it.
 
+use super::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,15 +18,6 @@ pub fn etcd_binary() -> PathBuf {
         }
     }
     panic!("etcd is not installed: `apt-get install etcd-server` (scripts/test does)");
-}
-
-/// A port free now on 127.0.0.1 (etcd cannot be told to pick one and say which).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub struct Member {

@@ -548,6 +548,121 @@ impl Mesh {
     }
 }
 
+/// A port free now on 127.0.0.1 (for what must be told its port before it binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of the first sample of metric `name` (a line starting with it) on a proxy's admin
+/// `/metrics`.
+pub async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> Option<f64> {
+    let r = get(c, admin, "admin", "/metrics").await.ok()?;
+    r.text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+/// A one-time join token for `identity` and the mesh's trust bundle, from the control plane's
+/// API at `api` (with the admin credential in `token_file`), written to files in `dir`:
+/// (token file, bundle file), for `weft proxy --join-token-file … --trust-anchors-file …`.
+pub fn join_credentials(
+    api: &str,
+    token_file: &Path,
+    identity: &str,
+    dir: &Path,
+) -> (String, String) {
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--fail-with-body", "-H", &auth])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let join = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"identity\": \"{identity}\"}}"),
+        &format!("http://{api}/join"),
+    ]);
+    let bundle = curl(&[&format!("http://{api}/ca/bundle")]);
+    let name = identity.rsplit('/').next().unwrap();
+    let (t, b) = (dir.join(format!("{name}.token")), dir.join("bundle.pem"));
+    std::fs::write(&t, join).unwrap();
+    std::fs::write(&b, bundle).unwrap();
+    (t.display().to_string(), b.display().to_string())
+}
+
+/// Steady load: one GET every 5 ms to `addr` with Host `host`, counting what was sent and what
+/// failed, until stopped (bounded: at most `max` requests).
+pub struct SteadyLoad {
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl SteadyLoad {
+    /// Starts it; `on_ok` sees every 200 answer.
+    pub fn start(
+        c: &HttpClient,
+        addr: SocketAddr,
+        host: &'static str,
+        max: u64,
+        on_ok: impl Fn(&Reply) + Send + 'static,
+    ) -> SteadyLoad {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s, st) = (c.clone(), sent.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..max {
+                if st.load(Relaxed) {
+                    break;
+                }
+                match get(&c, addr, host, "/").await {
+                    Ok(r) if r.status == 200 => on_ok(&r),
+                    other => failed.push(format!("{other:?}")),
+                }
+                s.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failed
+        });
+        SteadyLoad { sent, stop, task }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `k` more requests have been sent (load on each side of an event).
+    pub async fn more(&self, k: u64) {
+        let goal = self.sent() + k;
+        until("the load keeps going", Duration::from_secs(30), || async {
+            self.sent() >= goal
+        })
+        .await;
+    }
+
+    /// Stops it: (requests sent, the failures).
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = self.sent.clone();
+        let failed = self.task.await.unwrap();
+        (sent.load(std::sync::atomic::Ordering::Relaxed), failed)
+    }
+}
+
 /// Waits until `f` holds (and fails the test, naming `what`, if it does not), checking every 20 ms, for at most `within`; returns how long it took.
 pub async fn until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
 where
