@@ -103,6 +103,9 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                     })
                 })
                 .collect::<Result<_, WireError>>()?,
+            // The control plane keeps the Sidecars' egress scopes: what a proxy receives is
+            // already narrowed to its own.
+            egress: Vec::new(),
         })
     }
 }

@@ -552,6 +552,7 @@ fn sample() -> Snapshot {
             scope: workload("shop", "web"),
             mode: model::OutboundPolicy::AllowAny,
         }],
+        egress: vec![],
     }
 }
 

@@ -696,11 +696,13 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.default_retries = m.default_retries;
             spec.outbound_policy = m.outbound_policy;
             spec.outbound_policies = m.outbound_policies;
+            spec.egress = m.egress;
         }
         None => {
             spec.routes.clear();
             spec.tcp_routes.clear();
             spec.outbound_policies.clear();
+            spec.egress.clear();
             spec.policies.clear();
             spec.gateway.clear();
             spec.security = SecuritySpec::new();

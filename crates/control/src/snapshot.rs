@@ -131,6 +131,7 @@ pub fn build(
         security: spec.security.clone(),
         outbound_policy: spec.outbound_policy,
         outbound_policies: spec.outbound_policies.clone(),
+        egress: spec.egress.clone(),
     };
     (snapshot, listed)
 }
