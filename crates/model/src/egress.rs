@@ -113,17 +113,15 @@ impl EgressHost {
         if self.name == "*" {
             return true;
         }
-        let (name, ns) = (&service.name, &service.namespace);
-        let spellings = [
-            format!("{name}.{ns}"),
-            format!("{name}.{ns}.svc"),
-            service.fqdn(),
-        ];
+        // Every spelling (`NAME.NS`, `NAME.NS.svc`, the FQDN) is a prefix of the FQDN.
+        let fqdn = service.fqdn();
+        let short = service.name.len() + 1 + service.namespace.len();
+        let spellings = [&fqdn[..short], &fqdn[..short + 4], &fqdn[..]];
         match self.name.strip_prefix('*') {
             // `*.SUFFIX`: any spelling that ends with `.SUFFIX` and has a label before it.
             Some(suffix) => spellings.iter().any(|s| s.ends_with(suffix)),
             // A bare name is a service of the namespace the host names (`*`: any).
-            None => *name == self.name || spellings.contains(&self.name),
+            None => service.name == self.name || spellings.contains(&self.name.as_str()),
         }
     }
 }
@@ -216,31 +214,32 @@ pub fn hosts_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Option<Vec<EgressHost
     Some(hosts)
 }
 
-/// Indices into `snapshot.services` of what a proxy bound by `hosts` (from [`hosts_for`]) is
-/// told about, ascending: the services its hosts admit, and what it cannot work without:
-/// its own service, every service the routes of those name (destinations and mirrors, as
-/// Istio adds a VirtualService's destinations to a Sidecar's scope), the services the
-/// ingress's gateway routes name when `who` is the ingress, and the services a `jwksUri`
-/// names (the proxy fetches keys through its own outbound listener).
-pub fn visible(snapshot: &Snapshot, hosts: &[EgressHost], who: &Viewer<'_>) -> Vec<usize> {
-    use std::collections::BTreeSet;
-    let namespace = &who.service.namespace;
-    let index: std::collections::HashMap<&ServiceKey, usize> = snapshot
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&s.key, i))
-        .collect();
-    let mut seen: BTreeSet<usize> = snapshot
+/// Indices into `snapshot.services` of the services `hosts` (from [`hosts_for`]) admit for a
+/// workload of `namespace`, ascending.
+pub fn admitted(snapshot: &Snapshot, hosts: &[EgressHost], namespace: &str) -> Vec<usize> {
+    snapshot
         .services
         .iter()
         .enumerate()
         .filter(|(_, s)| hosts.iter().any(|h| h.admits(namespace, &s.key)))
         .map(|(i, _)| i)
-        .collect();
-    seen.extend(index.get(who.service));
+        .collect()
+}
+
+/// Indices into `snapshot.services` of what a proxy is told about when its hosts admit
+/// `admitted` (from [`admitted`]), ascending: those, and what it cannot work without: its own
+/// service, every service the routes of those name (destinations and mirrors, as Istio adds a
+/// VirtualService's destinations to a Sidecar's scope), the services the ingress's gateway
+/// routes name when `who` is the ingress, and the services a `jwksUri` names (the proxy
+/// fetches keys through its own outbound listener).
+pub fn visible(snapshot: &Snapshot, admitted: &[usize], who: &Viewer<'_>) -> Vec<usize> {
+    use std::collections::BTreeSet;
+    let namespace = &who.service.namespace;
+    let index = |k: &ServiceKey| snapshot.services.iter().position(|s| &s.key == k);
+    let mut seen: BTreeSet<usize> = admitted.iter().copied().collect();
+    seen.extend(index(who.service));
     let mut named: Vec<&ServiceKey> = Vec::new();
-    for &i in &seen {
+    for &i in admitted {
         let svc = &snapshot.services[i];
         for r in &svc.routes {
             named.extend(r.destinations.iter().map(|d| &d.service));
@@ -248,6 +247,12 @@ pub fn visible(snapshot: &Snapshot, hosts: &[EgressHost], who: &Viewer<'_>) -> V
         }
         for r in &svc.tcp_routes {
             named.extend(r.destinations.iter().map(|d| &d.to.service));
+        }
+    }
+    if let Some(own) = index(who.service) {
+        let svc = &snapshot.services[own];
+        for r in &svc.routes {
+            named.extend(r.destinations.iter().map(|d| &d.service));
         }
     }
     if who.ingress {
@@ -265,7 +270,9 @@ pub fn visible(snapshot: &Snapshot, hosts: &[EgressHost], who: &Viewer<'_>) -> V
         .filter_map(|uri| jwks_service(uri, namespace))
         .collect();
     named.extend(jwks.iter());
-    seen.extend(named.into_iter().filter_map(|k| index.get(k)));
+    named.sort();
+    named.dedup();
+    seen.extend(named.into_iter().filter_map(index));
     seen.into_iter().collect()
 }
 

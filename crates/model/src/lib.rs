@@ -26,11 +26,11 @@ pub mod snapshot;
 pub mod tap;
 pub mod valid;
 
+pub use egress::{EgressHost, ScopedEgress};
 pub use mesh::{
     Capture, Interception, MeshSpec, OutboundPolicy, PortSpec, Protocol, RestartPolicy,
     ScopedOutboundPolicy, ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,
 };
-pub use egress::{EgressHost, ScopedEgress};
 pub use names::{Authority, Identity, ServiceKey};
 pub use policy::{
     ConnectionPool, FailureAccrual, HashOn, OutlierDetection, RetryBudget, ServicePolicy,

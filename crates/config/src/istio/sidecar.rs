@@ -151,7 +151,8 @@ pub(super) fn sidecars(pending: &[Pending], rejected: &mut Vec<Diagnostic>) -> S
             for (j, h) in l.hosts.iter().enumerate() {
                 match EgressHost::parse(h) {
                     Ok(h) => hosts.get_or_insert_with(Vec::new).push(h),
-                    Err(e) => errors.push(doc.error(&format!("spec.egress[{i}].hosts[{j}]"), e.to_string())),
+                    Err(e) => errors
+                        .push(doc.error(&format!("spec.egress[{i}].hosts[{j}]"), e.to_string())),
                 }
             }
         }

@@ -1203,7 +1203,11 @@ fn sidecar_resources_scope_outbound_traffic_policies() {
             "41:12: metadata.name: Sidecar default/three: one Sidecar without workloadSelector per namespace: default already has one at istio.yaml:31",
         ]
     );
-    assert!(loaded.unsupported.is_empty(), "{:?}", lines(&loaded.unsupported));
+    assert!(
+        loaded.unsupported.is_empty(),
+        "{:?}",
+        lines(&loaded.unsupported)
+    );
 }
 
 #[test]

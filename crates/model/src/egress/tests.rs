@@ -10,7 +10,7 @@ fn key(s: &str) -> ServiceKey {
 }
 
 /// Which of `services` `h` admits for a workload of `ns`.
-fn admitted(h: &str, ns: &str, services: &[&str]) -> Vec<String> {
+fn picked(h: &str, ns: &str, services: &[&str]) -> Vec<String> {
     let h = host(h);
     services
         .iter()
@@ -30,49 +30,49 @@ const MESH: &[&str] = &[
 #[test]
 fn namespace_parts_select_namespaces() {
     assert_eq!(
-        admitted("./*", "prod", MESH),
+        picked("./*", "prod", MESH),
         ["reviews.prod", "ratings.prod"]
     );
-    assert_eq!(admitted("./*", "default", MESH), ["hello.default"]);
+    assert_eq!(picked("./*", "default", MESH), ["hello.default"]);
     assert_eq!(
-        admitted("istio-system/*", "prod", MESH),
+        picked("istio-system/*", "prod", MESH),
         ["prometheus.istio-system"]
     );
-    assert_eq!(admitted("*/*", "prod", MESH).len(), MESH.len());
-    assert!(admitted("~/*", "prod", MESH).is_empty());
-    assert!(admitted("elsewhere/*", "prod", MESH).is_empty());
+    assert_eq!(picked("*/*", "prod", MESH).len(), MESH.len());
+    assert!(picked("~/*", "prod", MESH).is_empty());
+    assert!(picked("elsewhere/*", "prod", MESH).is_empty());
 }
 
 #[test]
 fn names_are_fqdns_wildcards_or_the_short_forms_clients_call() {
     assert_eq!(
-        admitted("*/reviews.prod.svc.cluster.local", "default", MESH),
+        picked("*/reviews.prod.svc.cluster.local", "default", MESH),
         ["reviews.prod"]
     );
     // The namespace part still applies to a fully qualified name.
-    assert!(admitted("test/reviews.prod.svc.cluster.local", "default", MESH).is_empty());
-    assert_eq!(admitted("prod/reviews", "default", MESH), ["reviews.prod"]);
+    assert!(picked("test/reviews.prod.svc.cluster.local", "default", MESH).is_empty());
+    assert_eq!(picked("prod/reviews", "default", MESH), ["reviews.prod"]);
     assert_eq!(
-        admitted("*/reviews", "default", MESH),
+        picked("*/reviews", "default", MESH),
         ["reviews.prod", "reviews.test"]
     );
-    assert_eq!(admitted("./reviews", "test", MESH), ["reviews.test"]);
-    assert_eq!(admitted("*/reviews.test", "prod", MESH), ["reviews.test"]);
-    assert_eq!(admitted("*/reviews.test.svc", "prod", MESH), ["reviews.test"]);
+    assert_eq!(picked("./reviews", "test", MESH), ["reviews.test"]);
+    assert_eq!(picked("*/reviews.test", "prod", MESH), ["reviews.test"]);
+    assert_eq!(picked("*/reviews.test.svc", "prod", MESH), ["reviews.test"]);
     assert_eq!(
-        admitted("*/*.prod.svc.cluster.local", "default", MESH),
+        picked("*/*.prod.svc.cluster.local", "default", MESH),
         ["reviews.prod", "ratings.prod"]
     );
     assert_eq!(
-        admitted("*/*.svc.cluster.local", "default", MESH).len(),
+        picked("*/*.svc.cluster.local", "default", MESH).len(),
         MESH.len()
     );
-    assert_eq!(admitted("*/*.test", "default", MESH), ["reviews.test"]);
+    assert_eq!(picked("*/*.test", "default", MESH), ["reviews.test"]);
     // A wildcard stands for whole labels: `*.view.prod` is not `reviews.prod`.
-    assert!(admitted("*/*.views.prod", "default", MESH).is_empty());
+    assert!(picked("*/*.views.prod", "default", MESH).is_empty());
     // Case does not matter; a trailing dot neither.
     assert_eq!(
-        admitted("PROD/Reviews.Prod.svc.cluster.local.", "default", MESH),
+        picked("PROD/Reviews.Prod.svc.cluster.local.", "default", MESH),
         ["reviews.prod"]
     );
 }
@@ -144,10 +144,18 @@ fn the_most_specific_sidecar_applies() {
     assert_eq!(pick("prod", &[("app", "db")]), Some("prod"));
     assert_eq!(pick("test", &[("app", "web")]), Some("root"));
     assert_eq!(pick("istio-system", &[]), Some("root"));
-    assert_eq!(egress_for(&all[1..], "istio-system", "test", &Labels::new()), None);
+    assert_eq!(
+        egress_for(&all[1..], "istio-system", "test", &Labels::new()),
+        None
+    );
     // A selector selects in its own namespace only.
     assert_eq!(
-        egress_for(&all[2..], "istio-system", "test", &labels(&[("app", "web")])),
+        egress_for(
+            &all[2..],
+            "istio-system",
+            "test",
+            &labels(&[("app", "web")])
+        ),
         None
     );
 }
@@ -249,7 +257,10 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
     let hosts = hosts_for(&s, &who(&hello)).unwrap();
     assert_eq!(hosts, [host("default/*")]);
     assert_eq!(
-        names(&s, &visible(&s, &hosts, &who(&hello))),
+        names(
+            &s,
+            &visible(&s, &super::admitted(&s, &hosts, "default"), &who(&hello))
+        ),
         [
             "hello.default",
             "other.default",
@@ -262,7 +273,13 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
     // which a bare name puts in its own namespace, where no `auth` runs).
     let s = snapshot(vec![sidecar(&["~/*"])]);
     let hosts = hosts_for(&s, &who(&lone)).unwrap();
-    assert_eq!(names(&s, &visible(&s, &hosts, &who(&lone))), ["lone.test"]);
+    assert_eq!(
+        names(
+            &s,
+            &visible(&s, &super::admitted(&s, &hosts, "test"), &who(&lone))
+        ),
+        ["lone.test"]
+    );
 
     // The ingress heeds no namespace-wide or mesh-default Sidecar…
     let edge = key("istio-ingressgateway.istio-system");
@@ -282,10 +299,16 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
     let s = snapshot(vec![picked]);
     let hosts = hosts_for(&s, &ingress).unwrap();
     assert_eq!(
-        names(&s, &visible(&s, &hosts, &ingress)),
+        names(
+            &s,
+            &visible(&s, &super::admitted(&s, &hosts, "istio-system"), &ingress)
+        ),
         ["reviews.prod", "ratings.prod", "gw.edge"]
     );
-    let scoped = s.scoped(&visible(&s, &hosts, &ingress), true);
+    let scoped = s.scoped(
+        &visible(&s, &super::admitted(&s, &hosts, "istio-system"), &ingress),
+        true,
+    );
     assert_eq!(scoped.services.len(), 3);
     assert_eq!(scoped.gateway, s.gateway);
     assert!(scoped.egress.is_empty());
