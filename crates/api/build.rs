@@ -1,4 +1,7 @@
-//! Compiles proto/weft.proto with protox (pure Rust), so a fresh machine needs no system protoc.
+//! Compiles proto/weft.proto with protox (pure Rust), so a fresh machine needs no system protoc;
+//! and a second server for the same `weft.v1.Discovery` service whose stream sends
+//! [`EncodedControlMessage`]s (the control plane's side: a snapshot many proxies share is
+//! encoded once).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/weft.proto");
     let fds = protox::compile(["proto/weft.proto"], ["proto"])?;
@@ -6,5 +9,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        tonic_build::manual::Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type(output)
+            .codec_path("tonic::codec::ProstCodec")
+    };
+    let discovery = tonic_build::manual::Service::builder()
+        .name("Discovery")
+        .package("weft.v1")
+        .method(
+            method(
+                "stream",
+                "Stream",
+                "crate::pb::ProxyMessage",
+                "crate::EncodedControlMessage",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "certify",
+                "Certify",
+                "crate::pb::CertifyRequest",
+                "crate::pb::CertifyResponse",
+            )
+            .build(),
+        )
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .build_server(true)
+        .compile(&[discovery]);
     Ok(())
 }

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`pb`]: the generated messages, client and server.
+//! - [`encoded`] and [`EncodedControlMessage`]: the control plane's server, which sends
+//!   snapshots encoded once and shared by every proxy that gets the same.
 //! - conversions: `From<&model::Snapshot> for pb::Snapshot` and `TryFrom<pb::Snapshot> for model::Snapshot`;
 //!   services and endpoints here, routes, route filters and gateway virtual hosts in `route`,
 //!   traffic policies and subsets in `policy`, security policies (mTLS modes, authorization,
@@ -26,6 +28,33 @@ pub use security::policy_name;
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("weft.v1");
+}
+
+/// The control plane's server of `weft.v1.Discovery`: the same service and methods as
+/// [`pb::discovery_server`], but its stream sends [`EncodedControlMessage`]s.
+pub mod encoded {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/weft.v1.Discovery.rs"));
+}
+
+/// A `ControlMessage` whose snapshot is already encoded: a length-delimited field is the same
+/// on the wire whether it holds bytes or an embedded message, so the proxy decodes this as a
+/// [`pb::ControlMessage`]. The control plane encodes a snapshot once for every proxy that gets
+/// the same one and shares the bytes (cloning [`bytes::Bytes`] copies nothing).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncodedControlMessage {
+    /// A [`pb::Snapshot`], encoded.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub snapshot: bytes::Bytes,
+}
+
+impl EncodedControlMessage {
+    pub fn new(snapshot: &pb::Snapshot) -> Self {
+        use prost::Message;
+        EncodedControlMessage {
+            snapshot: snapshot.encode_to_vec().into(),
+        }
+    }
 }
 
 /// A snapshot from the wire that cannot be applied; the proxy nacks it and keeps the last good one.
@@ -103,6 +132,9 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                     })
                 })
                 .collect::<Result<_, WireError>>()?,
+            // The control plane keeps the Sidecars' egress scopes: what a proxy receives is
+            // already narrowed to its own.
+            egress: Vec::new(),
         })
     }
 }

@@ -552,6 +552,7 @@ fn sample() -> Snapshot {
             scope: workload("shop", "web"),
             mode: model::OutboundPolicy::AllowAny,
         }],
+        egress: vec![],
     }
 }
 
@@ -879,3 +880,19 @@ fn bad_security_policies_are_rejected_by_policy() {
 /// A JWKS with one Ed25519 key (RFC 8037's example), which a proxy can verify tokens with.
 const ED25519_JWKS: &str =
     r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+#[test]
+fn an_encoded_control_message_is_a_control_message_on_the_wire() {
+    use prost::Message;
+    let wire = pb::Snapshot::from(&sample());
+    let bytes = crate::EncodedControlMessage::new(&wire).encode_to_vec();
+    let decoded = pb::ControlMessage::decode(bytes.as_slice()).unwrap();
+    assert_eq!(decoded.snapshot, Some(wire.clone()));
+    assert_eq!(
+        bytes,
+        pb::ControlMessage {
+            snapshot: Some(wire)
+        }
+        .encode_to_vec()
+    );
+}

@@ -155,8 +155,8 @@ impl Pending {
                 }
             }
             Kind::Sidecar(o) => {
-                for (field, _) in o.spec.ignored() {
-                    fields.push((field, not_yet()));
+                for (field, what) in o.spec.ignored() {
+                    fields.push((field, what.to_string()));
                 }
             }
             Kind::VirtualService(o) => {

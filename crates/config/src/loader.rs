@@ -536,6 +536,7 @@ impl Loader {
                 interception: self.interception.map(|(v, _)| v).unwrap_or_default(),
                 outbound_policy: self.outbound_policy.map(|(v, _)| v).unwrap_or_default(),
                 outbound_policies: istio.outbound_policies,
+                egress: istio.egress,
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,

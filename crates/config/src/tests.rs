@@ -143,6 +143,7 @@ fn valid_mesh_with_defaults() {
         interception: Default::default(),
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
+        egress: Default::default(),
     };
     assert_eq!(mesh(VALID), expected);
 }

@@ -5,6 +5,8 @@
 //!   ready, which snapshot version it acked); builds the snapshot proxies route from.
 //! - [`snapshot`]: the snapshot builder: the declared mesh and the ready sidecars → a snapshot.
 //! - [`push`]: the gRPC `Discovery` stream: hello, snapshots out, acks/health/drain in.
+//! - [`view`]: each proxy's snapshot, narrowed to its Istio Sidecar's egress hosts, built and
+//!   encoded once per distinct view.
 //! - [`http_api`]: the JSON API the CLI reads (`/status`, `/snapshot`).
 //! - [`status`]: the `weft status` document.
 //! - [`store`]: the resources in force behind a backend (in memory), and the one way they
@@ -33,6 +35,7 @@ pub mod server;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod view;
 pub mod watch;
 
 pub use registry::Registry;

@@ -1,10 +1,14 @@
 //! The gRPC `Discovery` stream (ADS-shaped): a proxy says hello, then receives the current
-//! snapshot and every later one; it answers each with an ack or a nack and reports its health
-//! and drain on the same stream. The proxy is deregistered when its stream ends.
+//! snapshot and every later one, narrowed to what its Sidecar scope admits ([`crate::view`]);
+//! it answers each with an ack or a nack and reports its health and drain on the same stream.
+//! The proxy is deregistered when its stream ends.
 
 use crate::listener::Peer;
 use crate::registry::{Node, Registry};
-use api::pb::{self, discovery_server::Discovery, proxy_message::Msg};
+use crate::view::Views;
+use api::encoded::discovery_server::Discovery;
+use api::pb::{self, proxy_message::Msg};
+use api::EncodedControlMessage;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +20,22 @@ pub struct Push {
     pub registry: Arc<Registry>,
     /// The mesh's CA; `None`: proxies run without certificates (plaintext between them).
     pub ca: Option<Arc<crate::ca::Ca>>,
+    /// Each proxy's view of the snapshot, built once per distinct view.
+    pub views: Arc<Views>,
+}
+
+impl Push {
+    pub fn new(registry: Arc<Registry>, ca: Option<Arc<crate::ca::Ca>>) -> Push {
+        Push {
+            registry,
+            views: Arc::new(Views::new(ca.clone())),
+            ca,
+        }
+    }
 }
 
 type ControlStream =
-    Pin<Box<dyn futures::Stream<Item = Result<pb::ControlMessage, Status>> + Send + 'static>>;
+    Pin<Box<dyn futures::Stream<Item = Result<EncodedControlMessage, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Discovery for Push {
@@ -46,9 +62,9 @@ impl Discovery for Push {
             return Err(refused);
         }
         tracing::debug!(instance = %node.instance, mode = %node.mode, "proxy connected");
-        let registration = self.registry.register(node);
+        let registration = self.registry.register(node.clone());
         let registry = self.registry.clone();
-        let ca = self.ca.clone();
+        let views = self.views.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             // Held for the stream's life: dropping it deregisters the proxy.
@@ -72,13 +88,8 @@ impl Discovery for Push {
                             return;
                         }
                         let snap = snapshots.borrow_and_update().clone();
-                        let mut wire = pb::Snapshot::from(&*snap);
-                        if let Some(ca) = &ca {
-                            wire.trust_bundle_pem = ca.bundle_pem();
-                            wire.ca_generation = ca.generation();
-                        }
-                        let msg = pb::ControlMessage { snapshot: Some(wire) };
-                        if tx.send(Ok(msg)).await.is_err() {
+                        let view = views.view(&snap, &node);
+                        if tx.send(Ok(view.message.clone())).await.is_err() {
                             return;
                         }
                     }

@@ -556,9 +556,9 @@ impl Registry {
 
     /// How the live proxies have answered `version` so far.
     pub fn answers(&self, version: u64) -> Answers {
-        let proxies = self.proxies();
+        let inner = self.lock();
         let mut answers = Answers::default();
-        for p in proxies.iter().filter(|p| !p.draining) {
+        for p in inner.proxies.all().values().filter(|p| !p.draining) {
             answers.proxies += 1;
             if p.acked >= version {
                 continue;
@@ -577,13 +577,30 @@ impl Registry {
     }
 
     pub fn set_health(&self, id: u64, ready: bool, reason: String) {
-        self.mutate(|inner| {
-            inner.update(id, |p| {
-                p.ready = ready;
-                p.reason = reason;
-                p.reported = true;
-            })
+        let mut inner = self.lock();
+        let same = inner
+            .proxies
+            .all()
+            .get(&id)
+            .is_some_and(|p| p.ready == ready);
+        if !same {
+            drop(inner);
+            self.mutate(|inner| {
+                inner.update(id, |p| {
+                    p.ready = ready;
+                    p.reason = reason;
+                    p.reported = true;
+                })
+            });
+            return;
+        }
+        // Whether it is ready is what snapshots depend on: unchanged, nothing to rebuild.
+        inner.update(id, |p| {
+            p.reason = reason;
+            p.reported = true;
         });
+        drop(inner);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Records which CA generation signed the proxy's leaf (its health says).
@@ -604,17 +621,17 @@ impl Registry {
     }
 
     pub fn ack(&self, id: u64, version: u64, error: String) {
-        self.mutate(|inner| {
-            inner.update(id, |p| {
-                if error.is_empty() {
-                    p.acked = version;
-                    p.nack = None;
-                } else {
-                    tracing::warn!(instance = %p.node.instance, version, %error, "proxy rejected a snapshot");
-                    p.nack = Some((version, error));
-                }
-            })
+        // No snapshot depends on what a proxy answered: nothing to rebuild.
+        self.lock().update(id, |p| {
+            if error.is_empty() {
+                p.acked = version;
+                p.nack = None;
+            } else {
+                tracing::warn!(instance = %p.node.instance, version, %error, "proxy rejected a snapshot");
+                p.nack = Some((version, error));
+            }
         });
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Reloads the registrations and rebuilds the snapshot from them (after a change that came
@@ -707,11 +724,13 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.default_retries = m.default_retries;
             spec.outbound_policy = m.outbound_policy;
             spec.outbound_policies = m.outbound_policies;
+            spec.egress = m.egress;
         }
         None => {
             spec.routes.clear();
             spec.tcp_routes.clear();
             spec.outbound_policies.clear();
+            spec.egress.clear();
             spec.policies.clear();
             spec.gateway.clear();
             spec.security = SecuritySpec::new();

@@ -5,7 +5,7 @@
 use crate::http_api::{self, Api};
 use crate::push::Push;
 use crate::registry::Registry;
-use api::pb::discovery_server::DiscoveryServer;
+use api::encoded::discovery_server::DiscoveryServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -98,10 +98,7 @@ impl ControlPlane {
             registry.set_trust_domain(&ca.config().trust_domain);
         }
 
-        let push = DiscoveryServer::new(Push {
-            registry: registry.clone(),
-            ca: ca.clone(),
-        });
+        let push = DiscoveryServer::new(Push::new(registry.clone(), ca.clone()));
         let stop = shutdown.clone();
         // With a CA the listener speaks TLS with the control plane's own certificate.
         let tls = ca

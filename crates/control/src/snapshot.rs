@@ -33,16 +33,25 @@ pub fn build(
         ),
         model::Interception::ProxyEnv => BTreeMap::new(),
     };
+    // Each service's sidecars, found in one pass over the proxies (in id order).
+    let mut sidecars: std::collections::HashMap<(&str, &str), Vec<(u64, &ProxyRecord)>> =
+        std::collections::HashMap::new();
+    for (id, p) in proxies {
+        if p.node.mode == "sidecar" {
+            sidecars
+                .entry((p.node.service.as_str(), p.node.namespace.as_str()))
+                .or_default()
+                .push((*id, p));
+        }
+    }
     let services = spec
         .services
         .iter()
         .map(|svc| {
             let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
             let serving = |p: &ProxyRecord| p.ready && !p.draining;
-            for (id, p) in proxies {
-                if p.node.mode == "sidecar"
-                    && p.node.service == svc.name
-                    && p.node.namespace == svc.namespace
+            let own = sidecars.get(&(svc.name.as_str(), svc.namespace.as_str()));
+            for &(id, p) in own.into_iter().flatten() {
                 {
                     // A newer registration at another address (a replacement started beside
                     // the old process) that cannot serve yet does not displace one that
@@ -53,7 +62,7 @@ pub fn build(
                         serving(p) || !serving(q) || p.node.inbound == q.node.inbound
                     });
                     if displaces {
-                        newest.insert(&p.node.instance, (*id, p));
+                        newest.insert(&p.node.instance, (id, p));
                     }
                 }
             }
@@ -131,6 +140,7 @@ pub fn build(
         security: spec.security.clone(),
         outbound_policy: spec.outbound_policy,
         outbound_policies: spec.outbound_policies.clone(),
+        egress: spec.egress.clone(),
     };
     (snapshot, listed)
 }

@@ -335,6 +335,7 @@ mod tests {
             interception: Default::default(),
             outbound_policy: Default::default(),
             outbound_policies: Default::default(),
+            egress: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! - [`route`]: HTTP routes — matches, weighted destinations, filters — in one shape for every API.
 //! - [`policy`]: per-service traffic policies — balancing, limits, ejection, retry budgets.
 //! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
+//! - [`egress`]: which services a workload's proxy is told about (Istio Sidecar `egress.hosts`).
 //! - [`tap`]: one request as a proxy's live tap reports it.
 //! - [`credential`]: checking the admin credential (`Authorization: Bearer`).
 //! - [`valid`]: the value checks `config`, the control plane and the proxy share (header names
@@ -14,6 +15,7 @@
 //!   [`jwks`]: the JWKS key sets they verify tokens with.
 
 pub mod credential;
+pub mod egress;
 pub mod jwks;
 pub mod mesh;
 pub mod names;
@@ -24,6 +26,7 @@ pub mod snapshot;
 pub mod tap;
 pub mod valid;
 
+pub use egress::{EgressHost, ScopedEgress};
 pub use mesh::{
     Capture, Interception, MeshSpec, OutboundPolicy, Placement, PortSpec, Protocol, RestartPolicy,
     ScopedOutboundPolicy, ServiceRoutes, ServiceSpec, ServiceTcpRoutes, WorkloadSpec,

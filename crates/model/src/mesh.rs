@@ -54,6 +54,10 @@ pub struct MeshSpec {
     /// The outbound policies of Istio Sidecar resources, for the workloads they select.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound_policies: Vec<ScopedOutboundPolicy>,
+    /// Istio Sidecar resources' egress hosts, for the workloads they select: which services
+    /// each proxy is told about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<crate::egress::ScopedEgress>,
 }
 
 /// An outbound traffic policy for the workloads `scope` selects (an Istio Sidecar resource).

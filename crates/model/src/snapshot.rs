@@ -109,6 +109,11 @@ pub struct Snapshot {
     /// Istio Sidecar resources' outbound policies, for the workloads they select.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound_policies: Vec<crate::mesh::ScopedOutboundPolicy>,
+    /// Istio Sidecar resources' egress hosts: the control plane sends each proxy the services
+    /// its Sidecar admits ([`Snapshot::scoped`]). Not sent to proxies: what one receives is
+    /// already filtered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<crate::egress::ScopedEgress>,
 }
 
 impl Snapshot {
@@ -123,12 +128,37 @@ impl Snapshot {
             security,
             outbound_policy,
             outbound_policies,
+            egress,
         } = self;
         services == &other.services
             && gateway == &other.gateway
             && security == &other.security
             && outbound_policy == &other.outbound_policy
             && outbound_policies == &other.outbound_policies
+            && egress == &other.egress
+    }
+
+    /// What a proxy told about only the services at `indices` (ascending, from
+    /// [`crate::egress::visible`]) receives: those services, the gateway's routes if it is the
+    /// ingress (`gateway`), every security and outbound policy (each proxy applies those that
+    /// select it), and no egress scopes (they are the control plane's business).
+    pub fn scoped(&self, indices: &[usize], gateway: bool) -> Snapshot {
+        Snapshot {
+            version: self.version,
+            services: indices
+                .iter()
+                .filter_map(|&i| self.services.get(i).cloned())
+                .collect(),
+            gateway: if gateway {
+                self.gateway.clone()
+            } else {
+                Vec::new()
+            },
+            security: self.security.clone(),
+            outbound_policy: self.outbound_policy,
+            outbound_policies: self.outbound_policies.clone(),
+            egress: Vec::new(),
+        }
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {

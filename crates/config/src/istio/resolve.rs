@@ -28,6 +28,8 @@ pub(crate) struct Resolved {
     pub ingress: Vec<HostRoutes>,
     /// Sidecars' outbound traffic policies.
     pub outbound_policies: Vec<model::ScopedOutboundPolicy>,
+    /// Sidecars' egress hosts.
+    pub egress: Vec<model::ScopedEgress>,
 }
 
 /// Turns every pending document into routes, policies and ingress routes; `services` is `None`
@@ -44,7 +46,9 @@ pub(crate) fn resolve(
     let mut out = Resolved::default();
     let subsets = destination_rules(&services, pending, &mut out.policies, rejected);
     let gateways = gateways(pending, rejected);
-    out.outbound_policies = super::sidecar::sidecars(pending, rejected);
+    let sidecars = super::sidecar::sidecars(pending, rejected);
+    out.outbound_policies = sidecars.outbound_policies;
+    out.egress = sidecars.egress;
 
     let mut vs_at: HashMap<ServiceKey, String> = HashMap::new();
     for p in pending {

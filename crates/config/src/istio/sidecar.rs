@@ -1,11 +1,13 @@
-//! Istio's Sidecar resource, for the one thing weft reads from it: the `outboundTrafficPolicy`
-//! of the workloads it selects (what their sidecars do with captured traffic to addresses that
-//! are no service). Its `egress`, `ingress` and `inboundConnectionPool` are notices.
+//! Istio's Sidecar resource, for the two things weft reads from it, for the workloads it
+//! selects: `egress[].hosts` (which services their proxies are told about; the control plane
+//! sends each proxy only those) and `outboundTrafficPolicy` (what their sidecars do with
+//! captured traffic to addresses that are no service). An egress listener's `port`, `bind` and
+//! `captureMode`, and `ingress` and `inboundConnectionPool`, are notices.
 
 use super::{Kind, Pending};
 use crate::diagnostic::{reject, Diagnostic};
 use model::security::Scope;
-use model::{Labels, OutboundPolicy, ScopedOutboundPolicy};
+use model::{EgressHost, Labels, OutboundPolicy, ScopedEgress, ScopedOutboundPolicy};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
@@ -15,9 +17,21 @@ use std::collections::HashMap;
 pub(crate) struct Sidecar {
     pub workload_selector: Option<SidecarSelector>,
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
-    pub egress: Option<Value>,
+    pub egress: Option<Vec<EgressListener>>,
     pub ingress: Option<Value>,
     pub inbound_connection_pool: Option<Value>,
+}
+
+/// One `egress[]` listener. weft's proxies have one outbound listener whatever the port, so
+/// the hosts of every listener together say what the workload sees.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct EgressListener {
+    pub port: Option<Value>,
+    pub bind: Option<Value>,
+    pub capture_mode: Option<Value>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// Networking's WorkloadSelector: `labels`, not `matchLabels`.
@@ -36,14 +50,30 @@ pub(crate) struct OutboundTrafficPolicy {
 }
 
 impl Sidecar {
-    /// The fields weft accepts and ignores, as `(field, name)`.
+    /// The fields weft accepts and ignores, as `(field, what is said of it)`.
     pub(super) fn ignored(&self) -> Vec<(String, &'static str)> {
+        const NOT_YET: &str = "is not yet supported; ignored";
         let egress_proxy = self
             .outbound_traffic_policy
             .as_ref()
             .is_some_and(|p| p.egress_proxy.is_some());
-        [
-            ("spec.egress", "egress", self.egress.is_some()),
+        let mut out = Vec::new();
+        for (i, l) in self.egress.iter().flatten().enumerate() {
+            let field = |name: &str| format!("spec.egress[{i}].{name}");
+            if l.port.is_some() {
+                out.push((
+                    field("port"),
+                    "is ignored: weft's proxies have one outbound listener, and the hosts apply on every port",
+                ));
+            }
+            if l.bind.is_some() {
+                out.push((field("bind"), NOT_YET));
+            }
+            if l.capture_mode.is_some() {
+                out.push((field("captureMode"), NOT_YET));
+            }
+        }
+        let rest = [
             ("spec.ingress", "ingress", self.ingress.is_some()),
             (
                 "spec.inboundConnectionPool",
@@ -58,19 +88,27 @@ impl Sidecar {
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
-        .map(|(f, n, _)| (f.to_string(), n))
-        .collect()
+        .map(|(f, _, _)| (f.to_string(), NOT_YET));
+        out.extend(rest);
+        out
     }
 }
 
-/// Every Sidecar's outbound traffic policy, scoped to the workloads it selects (without a
-/// selector, its namespace; proxies take a namespace scope in the root namespace as the whole
-/// mesh, as Istio does). One Sidecar without a selector per namespace: a second is rejected.
-pub(super) fn sidecars(
-    pending: &[Pending],
-    rejected: &mut Vec<Diagnostic>,
-) -> Vec<ScopedOutboundPolicy> {
-    let mut out = Vec::new();
+/// What the Sidecars say, each scoped to the workloads it selects (without a selector, its
+/// namespace; a namespace scope in the root namespace is the mesh's default, as in Istio).
+#[derive(Default)]
+pub(crate) struct Sidecars {
+    pub outbound_policies: Vec<ScopedOutboundPolicy>,
+    /// Every Sidecar's egress hosts (`None` for one without `egress`: it narrows nothing, but
+    /// still takes the place of a less specific one).
+    pub egress: Vec<ScopedEgress>,
+}
+
+/// Every Sidecar's outbound traffic policy and egress hosts. One Sidecar without a selector per
+/// namespace: a second is rejected; so is one with a malformed host (`NAMESPACE/DNS_NAME`) or an
+/// egress listener without hosts.
+pub(super) fn sidecars(pending: &[Pending], rejected: &mut Vec<Diagnostic>) -> Sidecars {
+    let mut out = Sidecars::default();
     let mut namespace_wide: HashMap<String, String> = HashMap::new();
     for p in pending {
         let Kind::Sidecar(sc) = &p.kind else {
@@ -102,6 +140,22 @@ pub(super) fn sidecars(
                 None
             }
         };
+        let mut hosts: Option<Vec<EgressHost>> = None;
+        for (i, l) in sc.spec.egress.iter().flatten().enumerate() {
+            if l.hosts.is_empty() {
+                errors.push(doc.error(
+                    &format!("spec.egress[{i}].hosts"),
+                    "an egress listener needs at least one host (NAMESPACE/DNS_NAME; `~/*` for none)",
+                ));
+            }
+            for (j, h) in l.hosts.iter().enumerate() {
+                match EgressHost::parse(h) {
+                    Ok(h) => hosts.get_or_insert_with(Vec::new).push(h),
+                    Err(e) => errors
+                        .push(doc.error(&format!("spec.egress[{i}].hosts[{j}]"), e.to_string())),
+                }
+            }
+        }
         if selector.is_none() {
             if let Some(at) = namespace_wide.get(&namespace) {
                 errors.push(doc.error(
@@ -119,14 +173,19 @@ pub(super) fn sidecars(
         if selector.is_none() {
             namespace_wide.insert(namespace.clone(), doc.place("metadata.name"));
         }
-        let Some(mode) = mode else {
-            continue;
-        };
         let scope = match selector {
             Some(labels) => Scope::Workload { namespace, labels },
             None => Scope::Namespace(namespace),
         };
-        out.push(ScopedOutboundPolicy { scope, mode });
+        out.egress.push(ScopedEgress {
+            name: label.clone(),
+            scope: scope.clone(),
+            hosts,
+        });
+        if let Some(mode) = mode {
+            out.outbound_policies
+                .push(ScopedOutboundPolicy { scope, mode });
+        }
     }
     out
 }

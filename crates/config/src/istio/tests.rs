@@ -1203,8 +1203,62 @@ fn sidecar_resources_scope_outbound_traffic_policies() {
             "41:12: metadata.name: Sidecar default/three: one Sidecar without workloadSelector per namespace: default already has one at istio.yaml:31",
         ]
     );
+    assert!(
+        loaded.unsupported.is_empty(),
+        "{:?}",
+        lines(&loaded.unsupported)
+    );
+}
+
+#[test]
+fn sidecar_egress_hosts_scope_what_workloads_see() {
+    use model::security::Scope;
+    use model::{EgressHost, ScopedEgress};
+    let loaded = load(&[
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  egress:\n  - hosts: ['./*', 'istio-system/*']\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web}\nspec:\n  workloadSelector: {labels: {app: web}}\n  egress:\n  - port: {number: 80, protocol: HTTP, name: http}\n    bind: 127.0.0.1\n    captureMode: NONE\n    hosts: ['*/reviews.prod.svc.cluster.local']\n  - hosts: ['./*']\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: open, namespace: prod}\nspec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: bad, namespace: test}\nspec:\n  egress:\n  - hosts: ['reviews.prod', './*', 'pr*d/x']\n  - hosts: []\n",
+    ]);
+    let h = |s: &str| EgressHost::parse(s).unwrap();
+    assert_eq!(
+        loaded.mesh.as_ref().unwrap().egress,
+        [
+            ScopedEgress {
+                name: "Sidecar istio-system/default".into(),
+                scope: Scope::Namespace("istio-system".into()),
+                hosts: Some(vec![h("./*"), h("istio-system/*")]),
+            },
+            ScopedEgress {
+                name: "Sidecar default/web".into(),
+                scope: Scope::Workload {
+                    namespace: "default".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                },
+                hosts: Some(vec![h("*/reviews.prod.svc.cluster.local"), h("./*")]),
+            },
+            // Without egress: it narrows nothing, but is the one its namespace's workloads get.
+            ScopedEgress {
+                name: "Sidecar prod/open".into(),
+                scope: Scope::Namespace("prod".into()),
+                hosts: None,
+            },
+        ]
+    );
+    assert_eq!(
+        lines(&loaded.rejected),
+        [
+            "44:13: spec.egress[0].hosts[0]: Sidecar test/bad: `reviews.prod` is not NAMESPACE/DNS_NAME (as `./*`, `istio-system/*` or `*/NAME.NAMESPACE.svc.cluster.local`)",
+            "44:36: spec.egress[0].hosts[2]: Sidecar test/bad: `pr*d/x`: the namespace must be `*`, `.`, `~` or a namespace's name",
+            "45:5: spec.egress[1].hosts: Sidecar test/bad: an egress listener needs at least one host (NAMESPACE/DNS_NAME; `~/*` for none)",
+        ]
+    );
     assert_eq!(
         lines(&loaded.unsupported),
-        ["27:3: spec.egress: Sidecar default/web: egress is not yet supported; ignored"]
+        [
+            "28:5: spec.egress[0].port: Sidecar default/web: port is ignored: weft's proxies have one outbound listener, and the hosts apply on every port",
+            "29:5: spec.egress[0].bind: Sidecar default/web: bind is not yet supported; ignored",
+            "30:5: spec.egress[0].captureMode: Sidecar default/web: captureMode is not yet supported; ignored",
+        ]
     );
 }

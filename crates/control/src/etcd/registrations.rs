@@ -213,8 +213,16 @@ impl Registrations for EtcdRegistrations {
         }
         // Another replica's proxy: only this replica's view of it changes (`listed_since`);
         // its own replica writes its record.
+        let relist = self
+            .merged
+            .get(&id)
+            .is_none_or(|old| old.listed_since != record.listed_since);
         self.merged.insert(id, record);
-        self.relist();
+        // The listings change only with `listed_since` (an ack or a health report leaves
+        // them, and the record's `listed_by`, as they were).
+        if relist {
+            self.relist();
+        }
     }
 
     fn delete(&mut self, id: u64) {

@@ -37,6 +37,7 @@ fn spec() -> MeshSpec {
         interception: Default::default(),
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
+        egress: Default::default(),
     }
 }
 

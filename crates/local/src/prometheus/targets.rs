@@ -131,6 +131,7 @@ mod tests {
             interception: Default::default(),
             outbound_policy: Default::default(),
             outbound_policies: Default::default(),
+            egress: Default::default(),
         }
     }
 

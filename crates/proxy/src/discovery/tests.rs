@@ -88,6 +88,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
         security: Default::default(),
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
+        egress: Default::default(),
     }
 }
 

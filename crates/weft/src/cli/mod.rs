@@ -7,6 +7,7 @@ mod check;
 mod doctor;
 mod edges;
 mod exec;
+mod fleet_sim;
 mod get;
 mod host;
 mod identity;
@@ -88,6 +89,9 @@ enum Cmd {
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
     Bench(bench::BenchArgs),
+    /// Simulate a fleet of proxies against control-plane replicas over etcd: how long a change
+    /// takes to reach every proxy, what the control plane and etcd spend
+    FleetSim(fleet_sim::FleetSimArgs),
     /// Demo applications
     #[command(subcommand)]
     Demo(DemoCmd),
@@ -215,6 +219,7 @@ impl Cli {
                 | Cmd::Apply(_)
                 | Cmd::Delete(_)
                 | Cmd::Get(_)
+                | Cmd::FleetSim(_)
         )
     }
 }
@@ -247,6 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Tap(a) => tap::run(a),
         Cmd::Top(a) => top::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::FleetSim(a) => fleet_sim::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
         Cmd::Demo(DemoCmd::Auth(a)) => auth(a),
         Cmd::Demo(DemoCmd::TcpEcho(a)) => tcp_echo(a),

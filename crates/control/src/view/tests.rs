@@ -1,0 +1,152 @@
+//! Unit tests: which services each proxy's view carries, and that views are built once per
+//! distinct one.
+
+use super::*;
+use model::egress::ScopedEgress;
+use model::security::Scope;
+use prost::Message;
+
+fn service(key: &str) -> model::Service {
+    let (name, ns) = key.split_once('.').unwrap();
+    model::Service {
+        key: ServiceKey::new(name, ns),
+        port: 80,
+        lb: Default::default(),
+        endpoints: vec![],
+        routes: vec![],
+        tcp_routes: vec![],
+        policy: Default::default(),
+        subsets: vec![],
+        vip: None,
+        ports: vec![],
+    }
+}
+
+/// Services in `a`, `b` and `shared`; with `scoped`, the mesh default Sidecar `./*` +
+/// `shared/*`.
+fn snapshot(version: u64, scoped: bool) -> Snapshot {
+    let egress = if scoped {
+        vec![ScopedEgress {
+            name: "Sidecar istio-system/default".into(),
+            scope: Scope::Namespace("istio-system".into()),
+            hosts: Some(vec![
+                EgressHost::parse("./*").unwrap(),
+                EgressHost::parse("shared/*").unwrap(),
+            ]),
+        }]
+    } else {
+        vec![]
+    };
+    Snapshot {
+        version,
+        services: ["one.a", "two.a", "one.b", "two.b", "db.shared"]
+            .iter()
+            .map(|k| service(k))
+            .collect(),
+        gateway: vec![model::VirtualHost {
+            name: "gw".into(),
+            hosts: vec!["*".into()],
+            routes: vec![],
+        }],
+        egress,
+        security: model::security::SecuritySpec::new(),
+        ..Snapshot::default()
+    }
+}
+
+fn node(mode: &str, service: &str, namespace: &str) -> Node {
+    Node {
+        mode: mode.into(),
+        service: service.into(),
+        namespace: namespace.into(),
+        workload: format!("{service}-v1"),
+        instance: format!("{service}-v1-0"),
+        labels: Default::default(),
+        inbound: None,
+        outbound: None,
+        admin: None,
+        app: None,
+        identity: model::Identity::spiffe(namespace, service),
+        pid: 1,
+    }
+}
+
+/// The services a view carries, as the proxy decodes them.
+fn carried(v: &View) -> Vec<String> {
+    let m = pb::ControlMessage::decode(v.message.encode_to_vec().as_slice()).unwrap();
+    let s = model::Snapshot::try_from(m.snapshot.unwrap()).unwrap();
+    assert_eq!(s.version, v.version);
+    s.services.iter().map(|s| s.key.to_string()).collect()
+}
+
+#[test]
+fn without_a_sidecar_every_proxy_shares_the_whole_snapshot() {
+    let views = Views::new(None);
+    let snap = snapshot(1, false);
+    let a = views.view(&snap, &node("sidecar", "one", "a"));
+    let b = views.view(&snap, &node("sidecar", "two", "b"));
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(carried(&a).len(), 5);
+    assert_eq!(
+        views.stats(),
+        ViewStats {
+            built: 1,
+            shared: 1
+        }
+    );
+}
+
+#[test]
+fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
+    let views = Views::new(None);
+    let snap = snapshot(1, true);
+    let one_a = views.view(&snap, &node("sidecar", "one", "a"));
+    assert_eq!(carried(&one_a), ["one.a", "two.a", "db.shared"]);
+    // Same content, another own service: the same view, not built again.
+    let two_a = views.view(&snap, &node("sidecar", "two", "a"));
+    assert!(Arc::ptr_eq(&one_a, &two_a));
+    let one_b = views.view(&snap, &node("sidecar", "one", "b"));
+    assert_eq!(carried(&one_b), ["one.b", "two.b", "db.shared"]);
+    // The ingress heeds no mesh-default Sidecar: everything, gateway included.
+    let ingress = views.view(
+        &snap,
+        &node("ingress", "istio-ingressgateway", "istio-system"),
+    );
+    assert_eq!(carried(&ingress).len(), 5);
+    let decoded = pb::ControlMessage::decode(ingress.message.encode_to_vec().as_slice())
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert_eq!(decoded.gateway.len(), 1);
+    let decoded = pb::ControlMessage::decode(one_a.message.encode_to_vec().as_slice())
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert!(
+        decoded.gateway.is_empty(),
+        "a narrowed sidecar gets no gateway"
+    );
+    assert_eq!(views.stats().built, 3);
+
+    // A new snapshot: built afresh; the one before still answers (uncached) for a proxy
+    // that has not moved on.
+    let next = snapshot(2, true);
+    let v2 = views.view(&next, &node("sidecar", "two", "a"));
+    assert_eq!(v2.version, 2);
+    let old = views.view(&snap, &node("sidecar", "one", "a"));
+    assert_eq!(old.version, 1);
+    assert_eq!(carried(&old), ["one.a", "two.a", "db.shared"]);
+    assert!(Arc::ptr_eq(
+        &v2,
+        &views.view(&next, &node("sidecar", "one", "a"))
+    ));
+}
+
+#[test]
+fn a_proxy_of_a_service_outside_its_scope_still_gets_its_own() {
+    let views = Views::new(None);
+    let mut snap = snapshot(1, true);
+    snap.egress[0].hosts = Some(vec![EgressHost::parse("shared/*").unwrap()]);
+    let v = views.view(&snap, &node("sidecar", "one", "a"));
+    assert_eq!(carried(&v), ["one.a", "db.shared"]);
+}
