@@ -164,7 +164,13 @@ impl Api {
         };
         let body = yaml.as_str();
         let new = config::resources(std::path::Path::new(&file), body);
-        if let Some(m) = new.iter().find(|r| r.kind == "Mesh") {
+        // Over a shared store the Mesh document is how an operator scales and places replicas
+        // (joined hosts follow it); the mesh's name stays. Elsewhere `weft up` owns it.
+        let mesh_name = self.registry.spec().name;
+        let changeable = |m: &config::Resource| {
+            self.store.is_some() && !delete && m.name == mesh_name
+        };
+        if let Some(m) = new.iter().find(|r| r.kind == "Mesh" && !changeable(r)) {
             return text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(

@@ -233,99 +233,70 @@ fn save(path: &std::path::Path, saved: &Saved) -> Result<(), HostError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Runs the host until `shutdown`; `on_ready` is told what it started.
-pub async fn run(
-    opts: HostOptions,
-    shutdown: CancellationToken,
-    on_ready: impl FnOnce(&str),
-) -> Result<(), HostError> {
-    let saved = join(&opts).await?;
-    let joined = &saved.joined;
+/// How often a host reads its placement again (a changed Mesh file, another host joining).
+const PLACEMENT_POLL: Duration = Duration::from_secs(2);
+
+#[derive(serde::Deserialize)]
+struct Placement {
+    replicas: Vec<Placed>,
+}
+
+/// The replicas the mesh places on this host now.
+async fn placement(saved: &Saved, host: &str) -> Result<Vec<Placed>, HostError> {
     let (status, body) = call(
         &saved.api,
         http::Method::GET,
-        &format!("/hosts/{}/placement", opts.name),
-        Some(&joined.credential),
+        &format!("/hosts/{host}/placement"),
+        Some(&saved.joined.credential),
         None,
     )
     .await?;
     if status != 200 {
         return Err(refused(&saved.api, status, &body));
     }
-    #[derive(serde::Deserialize)]
-    struct Placement {
-        replicas: Vec<Placed>,
-    }
-    let placement: Placement = serde_json::from_slice(&body).map_err(|e| HostError::Api {
+    let p: Placement = serde_json::from_slice(&body).map_err(|e| HostError::Api {
         api: format!("{:?}", saved.api),
         why: format!("the placement: {e}"),
     })?;
-    let credentials: Option<Arc<dyn Credentials>> = (!joined.trust_bundle.is_empty()).then(|| {
-        Arc::new(HostCredentials {
-            api: saved.api.clone(),
-            host: opts.name.clone(),
-            credential: joined.credential.clone(),
-            bundle: joined.trust_bundle.clone(),
-            last: Default::default(),
-        }) as Arc<dyn Credentials>
-    });
-    let (control, control_more) = match joined.controls.split_first() {
-        Some((c, more)) => (*c, more.to_vec()),
-        None => {
-            return Err(HostError::Api {
-                api: format!("{:?}", saved.api),
-                why: "it named no control-plane replica".into(),
-            })
+    Ok(p.replicas)
+}
+
+/// One replica running here: what it was started as, and its processes.
+struct Running {
+    placed: Placed,
+    sidecar: Option<crate::supervise::Proc>,
+    app: crate::supervise::Proc,
+}
+
+/// Starts replicas with their sidecars, as the mesh places them.
+struct Runner {
+    opts: HostOptions,
+    credentials: Option<Arc<dyn Credentials>>,
+    admin_token: Arc<str>,
+    control: SocketAddr,
+    control_more: Vec<SocketAddr>,
+    sidecars: Stage,
+    apps: Stage,
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Runner {
+    fn proxy_launch(&self, proxy: ProxyLaunch) -> Launch {
+        Launch::Proxy {
+            proxy: Box::new(proxy),
+            exe: self.opts.exe.clone(),
+            ca: self.credentials.clone(),
+            admin_token: self.admin_token.clone(),
+            netns: None,
         }
-    };
-    let admin_token: Arc<str> = Arc::from(joined.credential.as_str());
-    let proxy_launch = |proxy: ProxyLaunch| Launch::Proxy {
-        proxy: Box::new(proxy),
-        exe: opts.exe.clone(),
-        ca: credentials.clone(),
-        admin_token: admin_token.clone(),
-        netns: None,
-    };
-    let mut sidecars = Stage::new(opts.drain_timeout);
-    let mut apps = Stage::new(opts.drain_timeout);
-    let mut ingress_stage = Stage::new(opts.drain_timeout);
-    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let mut started = Vec::new();
-    if let Some(ingress) = opts.ingress {
-        let proxy = ProxyLaunch {
-            mode: ProxyMode::Ingress,
-            control,
-            control_more: control_more.clone(),
-            service: crate::up::INGRESS_NAME.into(),
-            namespace: crate::up::INGRESS_NAMESPACE.into(),
-            workload: crate::up::INGRESS_NAME.into(),
-            instance: format!("ingress-{}", opts.name),
-            labels: [
-                ("istio".to_string(), "ingressgateway".to_string()),
-                ("app".to_string(), crate::up::INGRESS_NAME.to_string()),
-            ]
-            .into(),
-            identity: Identity::spiffe_in(
-                &joined.trust_domain,
-                crate::up::INGRESS_NAMESPACE,
-                crate::up::INGRESS_NAME,
-            ),
-            app: None,
-            inbound: None,
-            outbound: Some(ingress),
-            admin: None,
-            drain_timeout: opts.drain_timeout,
-            access_log: None,
-            app_protocol: model::Protocol::Http,
-            extra_flags: Vec::new(),
-            state_dir: None,
-        };
-        let launch = proxy_launch(proxy);
-        let (child, _) = launch.start_proxy().await?;
-        ingress_stage.supervise(launch, child);
-        started.push(format!("ingress on {ingress}"));
     }
-    for p in &placement.replicas {
+
+    /// Starts `p`: its sidecar (inbound on the host's address), then its app.
+    async fn start(&mut self, p: &Placed) -> Result<Running, HostError> {
+        let opts = &self.opts;
         let port = app_port().map_err(|e| UpError::Spawn {
             what: p.instance.clone(),
             program: "port allocation".into(),
@@ -342,11 +313,12 @@ pub async fn run(
             proxy: None,
             env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
+        let mut sidecar = None;
         if p.sidecar {
             let mut proxy = ProxyLaunch {
                 mode: ProxyMode::Sidecar,
-                control,
-                control_more: control_more.clone(),
+                control: self.control,
+                control_more: self.control_more.clone(),
                 service: p.service.clone(),
                 namespace: p.namespace.clone(),
                 workload: p.workload.clone(),
@@ -371,10 +343,11 @@ pub async fn run(
                         .join(format!("{}.{}", p.instance, p.namespace)),
                 ),
             };
-            let launch = proxy_launch(proxy.clone());
+            let launch = self.proxy_launch(proxy.clone());
             let (child, bound) = launch.start_proxy().await?;
             proxy.keep_addresses(&bound);
-            sidecars.supervise(proxy_launch(proxy), child);
+            let launch = self.proxy_launch(proxy);
+            sidecar = Some(self.sidecars.supervise(launch, child));
             app.proxy = bound.outbound;
         }
         let launch = Launch::App {
@@ -382,7 +355,100 @@ pub async fn run(
             exe: opts.exe.clone(),
             netns: None,
         };
-        apps.start(launch)?;
+        let app = self.apps.start(launch)?;
+        Ok(Running {
+            placed: p.clone(),
+            sidecar,
+            app,
+        })
+    }
+
+    /// Stops one replica: its sidecar drains first, then its app stops.
+    async fn stop(r: Running) {
+        if let Some(s) = &r.sidecar {
+            s.stop().await;
+        }
+        r.app.stop().await;
+    }
+}
+
+/// Runs the host until `shutdown`; `on_ready` is told what it started. Reads its placement
+/// again every 2 s and starts, stops or replaces replicas until what runs matches it; while no
+/// replica of the control plane answers, what runs keeps running.
+pub async fn run(
+    opts: HostOptions,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&str),
+) -> Result<(), HostError> {
+    let saved = join(&opts).await?;
+    let joined = saved.joined.clone();
+    let placed = placement(&saved, &opts.name).await?;
+    let credentials: Option<Arc<dyn Credentials>> = (!joined.trust_bundle.is_empty()).then(|| {
+        Arc::new(HostCredentials {
+            api: saved.api.clone(),
+            host: opts.name.clone(),
+            credential: joined.credential.clone(),
+            bundle: joined.trust_bundle.clone(),
+            last: Default::default(),
+        }) as Arc<dyn Credentials>
+    });
+    let (control, control_more) = match joined.controls.split_first() {
+        Some((c, more)) => (*c, more.to_vec()),
+        None => {
+            return Err(HostError::Api {
+                api: format!("{:?}", saved.api),
+                why: "it named no control-plane replica".into(),
+            })
+        }
+    };
+    let mut runner = Runner {
+        opts: opts.clone(),
+        credentials,
+        admin_token: Arc::from(joined.credential.as_str()),
+        control,
+        control_more: control_more.clone(),
+        sidecars: Stage::new(opts.drain_timeout),
+        apps: Stage::new(opts.drain_timeout),
+    };
+    let mut ingress_stage = Stage::new(opts.drain_timeout);
+    let mut started = Vec::new();
+    if let Some(ingress) = opts.ingress {
+        let proxy = ProxyLaunch {
+            mode: ProxyMode::Ingress,
+            control,
+            control_more,
+            service: crate::up::INGRESS_NAME.into(),
+            namespace: crate::up::INGRESS_NAMESPACE.into(),
+            workload: crate::up::INGRESS_NAME.into(),
+            instance: format!("ingress-{}", opts.name),
+            labels: [
+                ("istio".to_string(), "ingressgateway".to_string()),
+                ("app".to_string(), crate::up::INGRESS_NAME.to_string()),
+            ]
+            .into(),
+            identity: Identity::spiffe_in(
+                &joined.trust_domain,
+                crate::up::INGRESS_NAMESPACE,
+                crate::up::INGRESS_NAME,
+            ),
+            app: None,
+            inbound: None,
+            outbound: Some(ingress),
+            admin: None,
+            drain_timeout: opts.drain_timeout,
+            access_log: None,
+            app_protocol: model::Protocol::Http,
+            extra_flags: Vec::new(),
+            state_dir: None,
+        };
+        let launch = runner.proxy_launch(proxy);
+        let (child, _) = launch.start_proxy().await?;
+        ingress_stage.supervise(launch, child);
+        started.push(format!("ingress on {ingress}"));
+    }
+    let mut running: Vec<Running> = Vec::new();
+    for p in &placed {
+        running.push(runner.start(p).await?);
         started.push(p.instance.clone());
     }
     on_ready(&format!(
@@ -396,9 +462,44 @@ pub async fn run(
             started.join(", ")
         }
     ));
-    shutdown.cancelled().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PLACEMENT_POLL) => {}
+        }
+        let Ok(placed) = placement(&saved, &opts.name).await else {
+            // No replica answers: keep what runs.
+            continue;
+        };
+        // Gone or changed: stopped (a changed one is started again below).
+        let (keep, gone): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
+            .into_iter()
+            .partition(|r| placed.contains(&r.placed));
+        running = keep;
+        for r in gone {
+            crate::output::line(format!(
+                "weft: host {}: stopping {}",
+                opts.name, r.placed.instance
+            ));
+            Runner::stop(r).await;
+        }
+        let new: Vec<Placed> = placed
+            .into_iter()
+            .filter(|p| !running.iter().any(|r| &r.placed == p))
+            .collect();
+        for p in &new {
+            crate::output::line(format!("weft: host {}: starting {}", opts.name, p.instance));
+            match runner.start(p).await {
+                Ok(r) => running.push(r),
+                Err(e) => crate::output::line(format!(
+                    "weft: host {}: cannot start {}: {e}",
+                    opts.name, p.instance
+                )),
+            }
+        }
+    }
     ingress_stage.stop().await;
-    sidecars.stop().await;
-    apps.stop().await;
+    runner.sidecars.stop().await;
+    runner.apps.stop().await;
     Ok(())
 }

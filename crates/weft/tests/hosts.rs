@@ -379,6 +379,40 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
         }
     }
 
+    // Hosts follow the placement: a third replica, placed on h2 (replica 2 → hosts[2 % 2]),
+    // starts there once the Mesh document changes; scaled back, it stops.
+    let scaled = std::fs::read_to_string(&mesh)
+        .unwrap()
+        .replace("replicas: 2", "replicas: 3");
+    let scaled_file = dir.path().join("scaled.yaml");
+    std::fs::write(&scaled_file, &scaled).unwrap();
+    let out = b.weft(&["apply", "-f", scaled_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("hello-v1-2 runs on h2", Duration::from_secs(30), || async {
+        row(&a, "hello-v1-2").is_some_and(|w| {
+            w["ready"] == true
+                && w["inbound"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with(&format!("{}:", net.address(1))))
+        })
+    })
+    .await;
+    let out = b.weft(&["apply", "-f", mesh.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("hello-v1-2 is gone", Duration::from_secs(30), || async {
+        row(&a, "hello-v1-2").is_none()
+            && !String::from_utf8_lossy(&a.weft(&["status"]).stdout).contains("hello-v1-2")
+    })
+    .await;
+
     // SIGKILL one control-plane replica under steady load across the hosts: every proxy that
     // used it moves to the other; no request fails.
     let load = SteadyLoad::start(&c, ingress, "hello", 20_000, |_| {});

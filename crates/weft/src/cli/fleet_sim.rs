@@ -15,7 +15,7 @@ mod streams;
 use super::{parse_duration, Output};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use report::{ms, secs, Report, ReplicaUse, Spread};
+use report::{ms, secs, ReplicaUse, Report, Spread};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -238,13 +238,11 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
 pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
     // One connection per simulated proxy: allow as many descriptors as the system lets us
     // (the replicas started next inherit the limit).
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
     {
-        let _ = nix::sys::resource::setrlimit(
-            nix::sys::resource::Resource::RLIMIT_NOFILE,
-            hard,
-            hard,
-        );
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let rt = super::runtime()?;
     let output = a.output;
@@ -258,7 +256,9 @@ pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
 
 async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let dir = tempfile::Builder::new().prefix("weft-fleet-sim-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("weft-fleet-sim-")
+        .tempdir()?;
     let etcd = match &a.store {
         Some(_) => None,
         None => {
@@ -283,8 +283,15 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let store_key = local::meshes::new_admin_token();
     let mut replicas = Vec::new();
     for n in 0..a.replicas as usize {
-        let (store, key, mesh, d) = (store.clone(), store_key.clone(), mesh.clone(), dir.path().to_path_buf());
-        let r = tokio::task::spawn_blocking(move || procs::Replica::start(n, &store, &key, &mesh, &d)).await??;
+        let (store, key, mesh, d) = (
+            store.clone(),
+            store_key.clone(),
+            mesh.clone(),
+            dir.path().to_path_buf(),
+        );
+        let r =
+            tokio::task::spawn_blocking(move || procs::Replica::start(n, &store, &key, &mesh, &d))
+                .await??;
         replicas.push(r);
     }
     let token = replicas[0].token(MESH)?;
