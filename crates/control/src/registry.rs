@@ -17,6 +17,17 @@ use tokio::sync::watch;
 /// would wipe the routes proxies are serving from.
 pub const WARMUP: Duration = Duration::from_secs(2);
 
+/// Registrations and health reports come in bursts (a fleet starting, a replica's proxies
+/// moving to another): the snapshot they change is rebuilt at most this often, the first
+/// change of a burst at once and the rest together at the end of the interval, so that a
+/// thousand proxies becoming ready make a few snapshots rather than a thousand (istiod
+/// debounces its pushes the same way, by 100 ms). Changes of the configuration are built at
+/// once.
+pub const COALESCE: Duration = Duration::from_millis(100);
+
+/// How long `wait_applied` lets acks gather before it walks every proxy again.
+const ANSWERS_EVERY: Duration = Duration::from_millis(10);
+
 /// What a proxy said about itself in its hello, validated.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
@@ -269,6 +280,10 @@ pub trait Registrations: Send + 'static {
     /// Takes in the registrations written elsewhere since the last call; nothing to do when
     /// this registry is the only writer.
     fn reload(&mut self) {}
+    /// Called after a batch of `put`s (each snapshot's marking of who it lists): what a
+    /// store derives from all the records at once (a listing it publishes) is derived here
+    /// rather than after each one.
+    fn settle(&mut self) {}
 }
 
 /// Registrations in this process's memory.
@@ -305,6 +320,8 @@ struct Inner {
     /// The replicas whose app has finished for good (a job's), by (service, namespace,
     /// instance): how, and its exit status as text.
     finished: BTreeMap<(String, String, String), (Finished, String)>,
+    /// Registrations changed elsewhere ([`Registry::refresh`]): reloaded before the next build.
+    reload: bool,
 }
 
 impl Inner {
@@ -317,8 +334,19 @@ impl Inner {
     }
 }
 
+/// When the snapshot was last rebuilt for registrations and health, and whether a rebuild is
+/// due at the end of the current interval.
+#[derive(Default)]
+struct Rebuilds {
+    last: Option<Instant>,
+    scheduled: bool,
+}
+
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// This registry, for the task that rebuilds it at the end of a coalescing interval.
+    me: std::sync::Weak<Registry>,
+    rebuilds: Mutex<Rebuilds>,
     started: Instant,
     snapshots: watch::Sender<Arc<Snapshot>>,
     /// Bumped on every change (registrations, health, acks), for whoever waits on the mesh state.
@@ -340,7 +368,9 @@ impl Registry {
             .as_millis() as u64;
         let (snapshot, _) = build(&spec, proxies.all(), epoch);
         let snapshot = Arc::new(snapshot);
-        Arc::new(Registry {
+        Arc::new_cyclic(|me| Registry {
+            me: me.clone(),
+            rebuilds: Mutex::new(Rebuilds::default()),
             inner: Mutex::new(Inner {
                 spec,
                 proxies,
@@ -351,6 +381,7 @@ impl Registry {
                 trust_domain: model::names::TRUST_DOMAIN.to_string(),
                 pods: Default::default(),
                 finished: BTreeMap::new(),
+                reload: false,
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -479,7 +510,7 @@ impl Registry {
     }
 
     pub fn register(self: &Arc<Self>, node: Node) -> Registration {
-        let id = self.mutate(|inner| {
+        let id = self.mutate_soon(|inner| {
             let id = inner.next_id;
             inner.next_id += 1;
             inner.proxies.put(
@@ -543,6 +574,9 @@ impl Registry {
                 _ = generation.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return self.answers(version),
             }
+            // Each check walks every proxy: let a fleet's acks gather first.
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + ANSWERS_EVERY))
+                .await;
         }
     }
 
@@ -577,7 +611,7 @@ impl Registry {
             .is_some_and(|p| p.ready == ready);
         if !same {
             drop(inner);
-            self.mutate(|inner| {
+            self.mutate_soon(|inner| {
                 inner.update(id, |p| {
                     p.ready = ready;
                     p.reason = reason;
@@ -629,11 +663,13 @@ impl Registry {
     /// Reloads the registrations and rebuilds the snapshot from them (after a change that came
     /// from elsewhere than this registry's calls, such as another replica's in a shared store).
     pub fn refresh(&self) {
-        self.mutate(|inner| inner.proxies.reload());
+        // Reloading walks every registration: once per rebuild, however many changes a burst
+        // brings.
+        self.mutate_soon(|inner| inner.reload = true);
     }
 
     fn remove(&self, id: u64) {
-        self.mutate(|inner| {
+        self.mutate_soon(|inner| {
             inner.proxies.delete(id);
         });
     }
@@ -659,9 +695,53 @@ impl Registry {
         version
     }
 
+    /// Applies a change of registrations or health, and rebuilds the snapshot now if it was not
+    /// rebuilt for one within [`COALESCE`], else at the end of that interval (at once without a
+    /// runtime to wait on).
+    fn mutate_soon<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let out = f(&mut self.lock());
+        let now = Instant::now();
+        let mut r = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+        if r.scheduled {
+            drop(r);
+            // The rebuild to come takes this change in; waiters on the records hear of it now.
+            self.generation.send_modify(|g| *g += 1);
+            return out;
+        }
+        let due = r.last.map_or(now, |last| last + COALESCE);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if due > now => {
+                r.scheduled = true;
+                drop(r);
+                self.generation.send_modify(|g| *g += 1);
+                let me = self.me.clone();
+                rt.spawn(async move {
+                    tokio::time::sleep_until(due.into()).await;
+                    if let Some(registry) = me.upgrade() {
+                        {
+                            let mut r = registry.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+                            r.scheduled = false;
+                            r.last = Some(Instant::now());
+                        }
+                        registry.mutate(|_| ());
+                    }
+                });
+            }
+            _ => {
+                r.last = Some(now);
+                drop(r);
+                self.mutate(|_| ());
+            }
+        }
+        out
+    }
+
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
+        if std::mem::take(&mut inner.reload) {
+            inner.proxies.reload();
+        }
         let (next, listed) = build(
             &inner.spec,
             inner.proxies.all(),

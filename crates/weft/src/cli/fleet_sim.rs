@@ -15,7 +15,7 @@ mod streams;
 use super::{parse_duration, Output};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use report::{ms, secs, Report, ReplicaUse, Spread};
+use report::{ms, secs, ReplicaUse, Report, Spread};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -193,11 +193,13 @@ async fn wait_for(
         if done() {
             return Ok(());
         }
-        anyhow::ensure!(
-            fleet.failed.load(Ordering::SeqCst) == 0,
-            "{what}: {} simulated proxies' streams failed",
-            fleet.failed.load(Ordering::SeqCst)
-        );
+        let failed = fleet.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let first = (0..fleet.seen.len())
+                .find_map(|i| fleet.seen(i).failed)
+                .unwrap_or_default();
+            anyhow::bail!("{what}: {failed} simulated proxies' streams failed; the first: {first}");
+        }
         tokio::select! {
             _ = woken => {}
             // Also re-checked now and then: a notification between the check and the wait is
@@ -238,13 +240,11 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
 pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
     // One connection per simulated proxy: allow as many descriptors as the system lets us
     // (the replicas started next inherit the limit).
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
     {
-        let _ = nix::sys::resource::setrlimit(
-            nix::sys::resource::Resource::RLIMIT_NOFILE,
-            hard,
-            hard,
-        );
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let rt = super::runtime()?;
     let output = a.output;
@@ -258,7 +258,9 @@ pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
 
 async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let dir = tempfile::Builder::new().prefix("weft-fleet-sim-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("weft-fleet-sim-")
+        .tempdir()?;
     let etcd = match &a.store {
         Some(_) => None,
         None => {
@@ -283,8 +285,15 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let store_key = local::meshes::new_admin_token();
     let mut replicas = Vec::new();
     for n in 0..a.replicas as usize {
-        let (store, key, mesh, d) = (store.clone(), store_key.clone(), mesh.clone(), dir.path().to_path_buf());
-        let r = tokio::task::spawn_blocking(move || procs::Replica::start(n, &store, &key, &mesh, &d)).await??;
+        let (store, key, mesh, d) = (
+            store.clone(),
+            store_key.clone(),
+            mesh.clone(),
+            dir.path().to_path_buf(),
+        );
+        let r =
+            tokio::task::spawn_blocking(move || procs::Replica::start(n, &store, &key, &mesh, &d))
+                .await??;
         replicas.push(r);
     }
     let token = replicas[0].token(MESH)?;

@@ -224,7 +224,13 @@ impl Replica {
         let log = std::fs::File::create(dir.join(format!("replica-{n}.log")))?;
         let mut child = Command::new(std::env::current_exe()?)
             .args(["control", "--store", store])
-            .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-mtls"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--no-mtls",
+            ])
             .arg(mesh)
             .env("WEFT_HOME", &home)
             .env("WEFT_STORE_KEY", store_key)

@@ -145,8 +145,14 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        line(format!("etcd while connecting: {}", counters(&self.etcd_startup)));
-        line(format!("etcd over the changes: {}", counters(&self.etcd_changes)));
+        line(format!(
+            "etcd while connecting: {}",
+            counters(&self.etcd_startup)
+        ));
+        line(format!(
+            "etcd over the changes: {}",
+            counters(&self.etcd_changes)
+        ));
         if let Some(e) = &self.etcd_use {
             line(format!(
                 "etcd member: CPU {:.2} s connecting, {:.2} s over the changes; RSS peak {:.0} MB",
