@@ -167,9 +167,8 @@ impl Api {
         // Over a shared store the Mesh document is how an operator scales and places replicas
         // (joined hosts follow it); the mesh's name stays. Elsewhere `weft up` owns it.
         let mesh_name = self.registry.spec().name;
-        let changeable = |m: &config::Resource| {
-            self.store.is_some() && !delete && m.name == mesh_name
-        };
+        let changeable =
+            |m: &config::Resource| self.store.is_some() && !delete && m.name == mesh_name;
         if let Some(m) = new.iter().find(|r| r.kind == "Mesh" && !changeable(r)) {
             return text(
                 StatusCode::UNPROCESSABLE_ENTITY,

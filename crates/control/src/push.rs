@@ -81,20 +81,42 @@ impl Discovery for Push {
                 }
             }
             snapshots.mark_changed();
+            let mut pace = Pace::default();
             loop {
                 tokio::select! {
-                    changed = snapshots.changed() => {
+                    // One snapshot at a time: the next waits for the proxy's answer to this
+                    // one, and is then the latest (a slow proxy skips versions rather than
+                    // queueing them).
+                    changed = snapshots.changed(), if pace.awaiting.is_none() => {
                         if changed.is_err() {
                             return;
                         }
                         let snap = snapshots.borrow_and_update().clone();
                         let view = views.view(&snap, &node);
-                        if tx.send(Ok(view.message.clone())).await.is_err() {
+                        if let Some(current) = pace.unchanged(&view) {
+                            // Nothing it sees changed: it runs this version already.
+                            if let Some(v) = current {
+                                registry.ack(id, v, String::new());
+                            }
+                            continue;
+                        }
+                        let message = view.message(&snap);
+                        pace.sent(view);
+                        if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
                     }
+                    _ = tokio::time::sleep_until(pace.deadline), if pace.awaiting.is_some() => {
+                        tracing::warn!(instance = %node.instance, "no answer to the last snapshot within {ANSWER_WAIT:?}; sending the next anyway");
+                        pace.awaiting = None;
+                    }
                     m = from_proxy.message() => match m {
-                        Ok(Some(m)) => handle(&registry, id, m),
+                        Ok(Some(mut m)) => {
+                            if let Some(Msg::Ack(a)) = &mut m.msg {
+                                pace.answered(a);
+                            }
+                            handle(&registry, id, m)
+                        }
                         // Stream over: `registration` drops and the proxy is deregistered.
                         _ => return,
                     },
@@ -174,6 +196,72 @@ fn refusal(ca: &crate::ca::Ca, node: &Node, peer: &Peer) -> Option<Status> {
             node.identity, node.service, node.namespace
         ))
     })
+}
+
+/// How long a proxy may take to answer a snapshot before it is sent the next anyway (a proxy
+/// answers every one, applied or refused, in far less).
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// Where one proxy's stream stands: the view it was last sent, whether its answer is awaited,
+/// and the latest version it runs as far as it can tell (views it was not sent because they
+/// say the same as the one it has).
+struct Pace {
+    last: Option<Arc<crate::view::View>>,
+    /// The version whose answer is awaited.
+    awaiting: Option<u64>,
+    deadline: tokio::time::Instant,
+    /// The proxy applied `last`.
+    applied: bool,
+    /// The latest version whose view is the same as `last`.
+    current: u64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            last: None,
+            awaiting: None,
+            deadline: tokio::time::Instant::now(),
+            applied: false,
+            current: 0,
+        }
+    }
+}
+
+impl Pace {
+    /// `None`: `view` must be sent. `Some(v)`: it says what the proxy was last sent; `v` is
+    /// the version to record it at if it applied that one.
+    fn unchanged(&mut self, view: &crate::view::View) -> Option<Option<u64>> {
+        let last = self.last.as_ref()?;
+        if !view.same_as(last) {
+            return None;
+        }
+        self.current = self.current.max(view.version);
+        Some(self.applied.then_some(self.current))
+    }
+
+    fn sent(&mut self, view: Arc<crate::view::View>) {
+        self.awaiting = Some(view.version);
+        self.deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        self.current = view.version;
+        self.applied = false;
+        self.last = Some(view);
+    }
+
+    /// The proxy answered `a`; an ack of the last snapshot sent stands for the later versions
+    /// that say the same.
+    fn answered(&mut self, a: &mut pb::Ack) {
+        let Some(sent) = self.last.as_ref().map(|l| l.version) else {
+            return;
+        };
+        if a.version >= sent {
+            self.awaiting = None;
+            if a.version == sent && a.error.is_empty() {
+                self.applied = true;
+                a.version = a.version.max(self.current);
+            }
+        }
+    }
 }
 
 fn handle(registry: &Registry, id: u64, m: pb::ProxyMessage) {

@@ -17,6 +17,17 @@ use tokio::sync::watch;
 /// would wipe the routes proxies are serving from.
 pub const WARMUP: Duration = Duration::from_secs(2);
 
+/// Registrations and health reports come in bursts (a fleet starting, a replica's proxies
+/// moving to another): the snapshot they change is rebuilt at most this often, the first
+/// change of a burst at once and the rest together at the end of the interval, so that a
+/// thousand proxies becoming ready make a few snapshots rather than a thousand (istiod
+/// debounces its pushes the same way, by 100 ms). Changes of the configuration are built at
+/// once.
+pub const COALESCE: Duration = Duration::from_millis(100);
+
+/// How long `wait_applied` lets acks gather before it walks every proxy again.
+const ANSWERS_EVERY: Duration = Duration::from_millis(10);
+
 /// What a proxy said about itself in its hello, validated.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
@@ -276,6 +287,10 @@ pub trait Registrations: Send + 'static {
     /// The snapshot version this registry serves now (shared stores tell the other replicas,
     /// whose view of "has this proxy applied its replica's snapshot" needs it).
     fn at_version(&mut self, _version: u64) {}
+    /// Called after a batch of `put`s (each snapshot's marking of who it lists): what a
+    /// store derives from all the records at once (a listing it publishes) is derived here
+    /// rather than after each one.
+    fn settle(&mut self) {}
 }
 
 /// Registrations in this process's memory.
@@ -312,9 +327,19 @@ struct Inner {
     /// The replicas whose app has finished for good (a job's), by (service, namespace,
     /// instance): how, and its exit status as text.
     finished: BTreeMap<(String, String, String), (Finished, String)>,
+    /// Registrations changed elsewhere ([`Registry::refresh`]): reloaded before the next build.
+    reload: bool,
+    /// Over a shared store: the least version the next snapshot may carry, the revision of the
+    /// resources it reflects shifted up 32 bits (see [`Registry::set_traffic_at`]). `None`: a
+    /// control plane alone, numbering snapshots on the wall clock.
+    floor: Option<u64>,
 }
 
 impl Inner {
+    fn next_version(&self) -> u64 {
+        next_version(self.snapshot.version, self.floor)
+    }
+
     /// Changes the registration `id`, if it is still there.
     fn update(&mut self, id: u64, change: impl FnOnce(&mut ProxyRecord)) {
         if let Some(mut p) = self.proxies.all().get(&id).cloned() {
@@ -324,8 +349,19 @@ impl Inner {
     }
 }
 
+/// When the snapshot was last rebuilt for registrations and health, and whether a rebuild is
+/// due at the end of the current interval.
+#[derive(Default)]
+struct Rebuilds {
+    last: Option<Instant>,
+    scheduled: bool,
+}
+
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// This registry, for the task that rebuilds it at the end of a coalescing interval.
+    me: std::sync::Weak<Registry>,
+    rebuilds: Mutex<Rebuilds>,
     started: Instant,
     snapshots: watch::Sender<Arc<Snapshot>>,
     /// Bumped on every change (registrations, health, acks), for whoever waits on the mesh state.
@@ -347,7 +383,9 @@ impl Registry {
             .as_millis() as u64;
         let (snapshot, _) = build(&spec, proxies.all(), epoch);
         let snapshot = Arc::new(snapshot);
-        Arc::new(Registry {
+        Arc::new_cyclic(|me| Registry {
+            me: me.clone(),
+            rebuilds: Mutex::new(Rebuilds::default()),
             inner: Mutex::new(Inner {
                 spec,
                 proxies,
@@ -358,6 +396,8 @@ impl Registry {
                 trust_domain: model::names::TRUST_DOMAIN.to_string(),
                 pods: Default::default(),
                 finished: BTreeMap::new(),
+                reload: false,
+                floor: None,
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -486,7 +526,7 @@ impl Registry {
     }
 
     pub fn register(self: &Arc<Self>, node: Node) -> Registration {
-        let id = self.mutate(|inner| {
+        let id = self.mutate_soon(|inner| {
             let id = inner.next_id;
             inner.next_id += 1;
             inner.proxies.put(
@@ -522,18 +562,46 @@ impl Registry {
         self.mutate(|inner| with_traffic(&mut inner.spec, from));
     }
 
+    /// Numbers this registry's snapshots after the resources revision of a store shared with
+    /// other replicas: from now on every snapshot carries at least `revision << 32` (and a
+    /// snapshot built before it took that revision in carries less), so "a proxy acked version
+    /// `revision << 32` or later" means, on every replica alike, "it runs the resources of that
+    /// revision". Call once, before any proxy connects, with the revision loaded.
+    pub fn number_by_revision(&self, revision: u64) {
+        let floor = revision << 32;
+        let mut inner = self.lock();
+        inner.floor = Some(floor);
+        let mut snap = (*inner.snapshot).clone();
+        snap.version = floor;
+        let snap = Arc::new(snap);
+        inner.snapshot = snap.clone();
+        self.snapshots.send_replace(snap);
+    }
+
+    /// [`Registry::set_traffic`] with the resources of store revision `revision` (a registry
+    /// numbering by revision): its snapshot carries at least `revision << 32` even when nothing
+    /// a proxy gets changed. Returns that version: what "every proxy runs this change" waits for.
+    pub fn set_traffic_at(&self, from: Option<MeshSpec>, revision: u64) -> u64 {
+        let floor = revision << 32;
+        self.mutate(|inner| {
+            inner.floor = Some(inner.floor.unwrap_or(0).max(floor));
+            with_traffic(&mut inner.spec, from);
+        });
+        if self.snapshot().version < floor {
+            // Same content as before: still a version at the floor, which an ack of the same
+            // view stands for.
+            self.republish();
+        }
+        floor
+    }
+
     /// The snapshot [`Registry::set_traffic`] with `from` would push now, without changing
     /// anything: what the proxies would be asked to apply.
     pub fn preview(&self, from: Option<MeshSpec>) -> Snapshot {
         let inner = self.lock();
         let mut spec = inner.spec.clone();
         with_traffic(&mut spec, from);
-        build(
-            &spec,
-            inner.proxies.all(),
-            next_version(inner.snapshot.version),
-        )
-        .0
+        build(&spec, inner.proxies.all(), inner.next_version()).0
     }
 
     /// Waits until every connected proxy has answered `version`: applied it (or a later one)
@@ -551,6 +619,9 @@ impl Registry {
                 _ = generation.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return self.answers(version),
             }
+            // Each check walks every proxy: let a fleet's acks gather first.
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + ANSWERS_EVERY))
+                .await;
         }
     }
 
@@ -585,7 +656,7 @@ impl Registry {
             .is_some_and(|p| p.ready == ready);
         if !same {
             drop(inner);
-            self.mutate(|inner| {
+            self.mutate_soon(|inner| {
                 inner.update(id, |p| {
                     p.ready = ready;
                     p.reason = reason;
@@ -637,11 +708,13 @@ impl Registry {
     /// Reloads the registrations and rebuilds the snapshot from them (after a change that came
     /// from elsewhere than this registry's calls, such as another replica's in a shared store).
     pub fn refresh(&self) {
-        self.mutate(|inner| inner.proxies.reload());
+        // Reloading walks every registration: once per rebuild, however many changes a burst
+        // brings.
+        self.mutate_soon(|inner| inner.reload = true);
     }
 
     fn remove(&self, id: u64) {
-        self.mutate(|inner| {
+        self.mutate_soon(|inner| {
             inner.proxies.delete(id);
         });
     }
@@ -652,15 +725,12 @@ impl Registry {
     /// trust bundle travels with it); returns the version.
     pub fn republish(&self) -> u64 {
         let mut inner = self.lock();
-        let (next, listed) = build(
-            &inner.spec,
-            inner.proxies.all(),
-            next_version(inner.snapshot.version),
-        );
+        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.next_version());
         let next = Arc::new(next);
         let version = next.version;
-        mark_listed(&mut *inner.proxies, &listed, version);
+        // The version first: the listing the store derives once the marking is done carries it.
         inner.proxies.at_version(version);
+        mark_listed(&mut *inner.proxies, &listed, version);
         inner.snapshot = next.clone();
         self.snapshots.send_replace(next);
         drop(inner);
@@ -668,14 +738,54 @@ impl Registry {
         version
     }
 
+    /// Applies a change of registrations or health, and rebuilds the snapshot now if it was not
+    /// rebuilt for one within [`COALESCE`], else at the end of that interval (at once without a
+    /// runtime to wait on).
+    fn mutate_soon<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let out = f(&mut self.lock());
+        let now = Instant::now();
+        let mut r = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+        if r.scheduled {
+            drop(r);
+            // The rebuild to come takes this change in; waiters on the records hear of it now.
+            self.generation.send_modify(|g| *g += 1);
+            return out;
+        }
+        let due = r.last.map_or(now, |last| last + COALESCE);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if due > now => {
+                r.scheduled = true;
+                drop(r);
+                self.generation.send_modify(|g| *g += 1);
+                let me = self.me.clone();
+                rt.spawn(async move {
+                    tokio::time::sleep_until(due.into()).await;
+                    if let Some(registry) = me.upgrade() {
+                        {
+                            let mut r = registry.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+                            r.scheduled = false;
+                            r.last = Some(Instant::now());
+                        }
+                        registry.mutate(|_| ());
+                    }
+                });
+            }
+            _ => {
+                r.last = Some(now);
+                drop(r);
+                self.mutate(|_| ());
+            }
+        }
+        out
+    }
+
     fn mutate<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner);
-        let (next, listed) = build(
-            &inner.spec,
-            inner.proxies.all(),
-            next_version(inner.snapshot.version),
-        );
+        if std::mem::take(&mut inner.reload) {
+            inner.proxies.reload();
+        }
+        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.next_version());
         let now = &inner.snapshot;
         // Unchanged (a restarted proxy may list the same address under a new registration):
         // whoever is listed now is in the snapshot already out.
@@ -686,26 +796,29 @@ impl Registry {
             inner.snapshot = next.clone();
             self.snapshots.send_replace(next);
         }
-        mark_listed(&mut *inner.proxies, &listed, listed_in);
         let at = inner.snapshot.version;
         inner.proxies.at_version(at);
+        mark_listed(&mut *inner.proxies, &listed, listed_in);
         drop(inner);
         self.generation.send_modify(|g| *g += 1);
         out
     }
 }
 
-/// The version after `previous`: the wall clock in ms, or `previous + 1` if that is not later.
-/// Replicas of a control plane sharing a store number their snapshots on the same clock, so a
-/// snapshot one builds after another's change carries a later version than the one that made
-/// it: "applied version V or later" means the same to both (what `weft apply` waits on, and
-/// when a new endpoint is routable from every proxy).
-fn next_version(previous: u64) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    now.max(previous + 1)
+/// The version after `previous`: for a control plane alone the wall clock in ms (a restarted
+/// one never reuses a version a proxy acked), over a shared store `floor` (the resources
+/// revision it reflects, shifted up 32 bits); `previous + 1` when that is not later.
+fn next_version(previous: u64, floor: Option<u64>) -> u64 {
+    match floor {
+        Some(floor) => floor.max(previous + 1),
+        None => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            now.max(previous + 1)
+        }
+    }
 }
 
 /// `spec` with `from`'s services, routes, policies, gateway virtual hosts, security and

@@ -56,10 +56,14 @@ pub fn build(
                     // A newer registration at another address (a replacement started beside
                     // the old process) that cannot serve yet does not displace one that
                     // serves: the old one stays listed until the new one is ready. At the same
-                    // address it is the same proxy restarted, and the old registration is
-                    // stale.
+                    // address it is the same proxy restarted (or moved to another
+                    // control-plane replica), and the old registration is stale once the new
+                    // one has said how it is (its first health report follows its hello at
+                    // once): until then the address stays listed as it was.
                     let displaces = newest.get(p.node.instance.as_str()).is_none_or(|(_, q)| {
-                        serving(p) || !serving(q) || p.node.inbound == q.node.inbound
+                        serving(p)
+                            || !serving(q)
+                            || (p.reported && p.node.inbound == q.node.inbound)
                     });
                     if displaces {
                         newest.insert(&p.node.instance, (id, p));
@@ -183,6 +187,7 @@ fn retried(mut route: HttpRoute, default: Option<&RetryPolicy>) -> HttpRoute {
 /// Records which proxies the snapshot at `version` lists as endpoints: a proxy newly listed is
 /// listed since `version`, one no longer listed is not.
 pub fn mark_listed(proxies: &mut dyn Registrations, listed: &[u64], version: u64) {
+    let listed: std::collections::HashSet<u64> = listed.iter().copied().collect();
     let changed: Vec<(u64, ProxyRecord)> = proxies
         .all()
         .iter()
@@ -200,4 +205,5 @@ pub fn mark_listed(proxies: &mut dyn Registrations, listed: &[u64], version: u64
     for (id, p) in changed {
         proxies.put(id, p);
     }
+    proxies.settle();
 }

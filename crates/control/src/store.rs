@@ -21,8 +21,13 @@ pub trait Backend: Send + Sync + 'static {
     fn load(&self) -> config::Store;
     /// Keeps `next` as the resources in force (it validated), if the resources in force are
     /// still `base` (what [`Backend::load`] gave): a backend shared with other writers refuses
-    /// a change made over one they have replaced meanwhile.
-    async fn save(&self, base: &config::Store, next: &config::Store) -> Result<(), BackendError>;
+    /// a change made over one they have replaced meanwhile. Returns the store's revision of
+    /// the change when the store has revisions shared by several replicas (etcd), else `None`.
+    async fn save(
+        &self,
+        base: &config::Store,
+        next: &config::Store,
+    ) -> Result<Option<u64>, BackendError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +51,13 @@ impl Backend for Memory {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    async fn save(&self, _base: &config::Store, next: &config::Store) -> Result<(), BackendError> {
+    async fn save(
+        &self,
+        _base: &config::Store,
+        next: &config::Store,
+    ) -> Result<Option<u64>, BackendError> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -152,12 +161,19 @@ impl Resources {
             let blamed = self.blame(&base, &new);
             return Err(Refused::Undecodable { error, blamed });
         }
-        self.backend
+        let revision = self
+            .backend
             .save(&current, &next)
             .await
             .map_err(Refused::Backend)?;
-        self.registry.set_traffic(loaded.mesh.clone());
-        let version = self.registry.snapshot().version;
+        let version = match revision {
+            // Every replica's snapshot carrying this revision is numbered at least so.
+            Some(rev) => self.registry.set_traffic_at(loaded.mesh.clone(), rev),
+            None => {
+                self.registry.set_traffic(loaded.mesh.clone());
+                self.registry.snapshot().version
+            }
+        };
         Ok(Changed { loaded, version })
     }
 }
@@ -347,7 +363,11 @@ mod tests {
         fn load(&self) -> config::Store {
             config::Store::default()
         }
-        async fn save(&self, _: &config::Store, _: &config::Store) -> Result<(), BackendError> {
+        async fn save(
+            &self,
+            _: &config::Store,
+            _: &config::Store,
+        ) -> Result<Option<u64>, BackendError> {
             Err(BackendError("read-only".into()))
         }
     }

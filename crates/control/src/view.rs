@@ -4,21 +4,63 @@
 //! service, whether it is the ingress) and then by their content, so that a change costs one
 //! build and one encoding per distinct view, not per proxy; every proxy no Sidecar narrows
 //! shares one.
+//!
+//! Each view also knows the latest snapshot version at which anything it carries changed
+//! (services are compared with the snapshot before, one by one): a proxy whose view did not
+//! change since the one it was sent ([`View::same_as`]) need not be sent anything, so a change
+//! costs pushes only to the proxies that see it.
 
 use crate::registry::Node;
 use api::{pb, EncodedControlMessage};
 use model::egress::{self, EgressHost, Viewer};
 use model::{ServiceKey, Snapshot};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-/// One proxy's snapshot, ready to send.
+/// One proxy's snapshot.
 #[derive(Debug)]
 pub struct View {
     pub version: u64,
-    pub message: EncodedControlMessage,
+    /// The services it carries, in order.
+    keys: Vec<ServiceKey>,
+    /// `None`: the whole snapshot; else the indices of its services.
+    indices: Option<Vec<usize>>,
+    gateway: bool,
+    /// The latest snapshot version at which anything it carries changed.
+    changed_at: u64,
+    /// The CA's generation and trust bundle it carries.
+    ca: (u64, String),
+    message: OnceLock<EncodedControlMessage>,
+}
+
+impl View {
     /// How many services it carries.
-    pub services: usize,
+    pub fn services(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether it says what `earlier` (a view of an older snapshot) says: the same services,
+    /// none of which (nor anything else it carries) changed since.
+    pub fn same_as(&self, earlier: &View) -> bool {
+        self.changed_at <= earlier.version
+            && self.gateway == earlier.gateway
+            && self.keys == earlier.keys
+    }
+
+    /// The message to send, encoded on first use; `snapshot` is the one it is a view of.
+    pub fn message(&self, snapshot: &Snapshot) -> EncodedControlMessage {
+        debug_assert_eq!(snapshot.version, self.version);
+        self.message
+            .get_or_init(|| {
+                let mut wire = match &self.indices {
+                    None => pb::Snapshot::from(snapshot),
+                    Some(indices) => pb::Snapshot::from(&snapshot.scoped(indices, self.gateway)),
+                };
+                (wire.ca_generation, wire.trust_bundle_pem) = self.ca.clone();
+                EncodedControlMessage::new(&wire)
+            })
+            .clone()
+    }
 }
 
 /// What makes two proxies' views differ.
@@ -33,12 +75,22 @@ enum Key {
     },
 }
 
+/// Since which version each part of a snapshot has been as it is.
+#[derive(Clone, Debug, Default)]
+struct Revisions {
+    /// Per service, by index.
+    services: Vec<u64>,
+    gateway: u64,
+    /// Security and outbound policies, and the CA state views carry.
+    rest: u64,
+}
+
 #[derive(Default)]
 struct Cache {
-    /// The snapshot version and CA state the entries are for.
-    version: u64,
-    generation: u64,
-    bundle: String,
+    /// The snapshot the entries are for, and the CA state.
+    snapshot: Option<Arc<Snapshot>>,
+    ca: (u64, String),
+    revisions: Revisions,
     /// Services admitted per set of hosts (before each proxy's own additions).
     admitted: HashMap<Vec<EgressHost>, Arc<Vec<usize>>>,
     by_key: HashMap<Key, Arc<View>>,
@@ -46,10 +98,64 @@ struct Cache {
     by_content: HashMap<(Vec<usize>, bool), Arc<View>>,
 }
 
-/// Distinct views built, for whoever measures the cache (`/status` does not show them).
+impl Cache {
+    fn version(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.version)
+    }
+
+    /// Moves on to `next` (a later snapshot) or to a new CA state: what changed since the
+    /// snapshot before is dated `next.version`.
+    fn advance(&mut self, next: &Arc<Snapshot>, ca: (u64, String)) {
+        let v = next.version;
+        let revisions = match &self.snapshot {
+            None => Revisions {
+                services: vec![v; next.services.len()],
+                gateway: v,
+                rest: v,
+            },
+            Some(prev) => {
+                let at: HashMap<&ServiceKey, usize> = prev
+                    .services
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (&s.key, i))
+                    .collect();
+                let r = &self.revisions;
+                let same_rest = prev.security == next.security
+                    && prev.outbound_policy == next.outbound_policy
+                    && prev.outbound_policies == next.outbound_policies
+                    && self.ca == ca;
+                Revisions {
+                    services: next
+                        .services
+                        .iter()
+                        .map(|s| match at.get(&s.key) {
+                            Some(&i) if prev.services[i] == *s => r.services[i],
+                            _ => v,
+                        })
+                        .collect(),
+                    gateway: if prev.gateway == next.gateway {
+                        r.gateway
+                    } else {
+                        v
+                    },
+                    rest: if same_rest { r.rest } else { v },
+                }
+            }
+        };
+        *self = Cache {
+            snapshot: Some(next.clone()),
+            ca,
+            revisions,
+            ..Cache::default()
+        };
+    }
+}
+
+/// Distinct views built, for whoever measures the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewStats {
-    /// Views built since the control plane started (each encoded once).
+    /// Views built (each encoded at most once).
     pub built: u64,
     /// Views handed out from the cache.
     pub shared: u64,
@@ -90,7 +196,7 @@ impl Views {
     }
 
     /// The view of `snapshot` the proxy `node` is sent.
-    pub fn view(&self, snapshot: &Snapshot, node: &Node) -> Arc<View> {
+    pub fn view(&self, snapshot: &Arc<Snapshot>, node: &Node) -> Arc<View> {
         let service = ServiceKey::new(&node.service, &node.namespace);
         let who = Viewer {
             service: &service,
@@ -106,26 +212,18 @@ impl Views {
                 ingress: who.ingress,
             },
         };
-        let (generation, bundle) = match &self.ca {
+        let ca = match &self.ca {
             Some(ca) => (ca.generation(), ca.bundle_pem()),
             None => (0, String::new()),
         };
         // Entries are for one snapshot and one CA state; an older snapshot (a proxy's task
-        // still sending the one before) is built without touching them.
-        let current = {
+        // still on the one before) gets a view built aside, dated its own version.
+        let (current, revisions) = {
             let mut c = self.lock();
-            if snapshot.version > c.version
-                || (snapshot.version == c.version
-                    && (generation != c.generation || bundle != c.bundle))
-            {
-                *c = Cache {
-                    version: snapshot.version,
-                    generation,
-                    bundle: bundle.clone(),
-                    ..Cache::default()
-                };
+            if snapshot.version > c.version() || (snapshot.version == c.version() && ca != c.ca) {
+                c.advance(snapshot, ca.clone());
             }
-            let current = c.version == snapshot.version;
+            let current = c.version() == snapshot.version;
             if current {
                 if let Some(v) = c.by_key.get(&key) {
                     let v = v.clone();
@@ -134,24 +232,24 @@ impl Views {
                     return v;
                 }
             }
-            current
+            (current, current.then(|| c.revisions.clone()))
         };
-        let content = match &hosts {
-            None => None,
-            Some(h) => {
-                let cached = current
-                    .then(|| self.lock().admitted.get(h).cloned())
-                    .flatten();
-                let admitted = cached.unwrap_or_else(|| {
-                    let a = Arc::new(egress::admitted(snapshot, h, &service.namespace));
-                    if current {
-                        self.lock().admitted.insert(h.clone(), a.clone());
-                    }
-                    a
-                });
-                Some((egress::visible(snapshot, &admitted, &who), who.ingress))
-            }
-        };
+        let indices = hosts.as_ref().map(|h| {
+            let cached = current
+                .then(|| self.lock().admitted.get(h).cloned())
+                .flatten();
+            let admitted = cached.unwrap_or_else(|| {
+                let a = Arc::new(egress::admitted(snapshot, h, &service.namespace));
+                if current {
+                    self.lock().admitted.insert(h.clone(), a.clone());
+                }
+                a
+            });
+            egress::visible(snapshot, &admitted, &who)
+        });
+        // The whole snapshot carries the gateway; a narrowed one only for the ingress.
+        let gateway = indices.is_none() || who.ingress;
+        let content = indices.clone().map(|i| (i, gateway));
         if let (true, Some(c)) = (current, &content) {
             let found = self.lock().by_content.get(c).cloned();
             if let Some(v) = found {
@@ -160,21 +258,40 @@ impl Views {
                 return v;
             }
         }
-        let mut wire = match &content {
-            None => pb::Snapshot::from(snapshot),
-            Some((indices, gateway)) => pb::Snapshot::from(&snapshot.scoped(indices, *gateway)),
+        let all: Vec<usize>;
+        let carried = match &indices {
+            Some(i) => i,
+            None => {
+                all = (0..snapshot.services.len()).collect();
+                &all
+            }
         };
-        wire.trust_bundle_pem = bundle;
-        wire.ca_generation = generation;
+        let changed_at = match &revisions {
+            None => snapshot.version,
+            Some(r) => carried
+                .iter()
+                .map(|&i| r.services[i])
+                .chain([r.rest])
+                .chain(gateway.then_some(r.gateway))
+                .max()
+                .unwrap_or(snapshot.version),
+        };
         let view = Arc::new(View {
             version: snapshot.version,
-            services: wire.services.len(),
-            message: EncodedControlMessage::new(&wire),
+            keys: carried
+                .iter()
+                .map(|&i| snapshot.services[i].key.clone())
+                .collect(),
+            indices,
+            gateway,
+            changed_at,
+            ca,
+            message: OnceLock::new(),
         });
         self.count(true);
         if current {
             let mut c = self.lock();
-            if c.version == snapshot.version {
+            if c.version() == snapshot.version {
                 if let Some(content) = content {
                     c.by_content.insert(content, view.clone());
                 }

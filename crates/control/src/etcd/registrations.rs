@@ -53,6 +53,9 @@ pub struct EtcdRegistrations {
     published: Listing,
     /// The snapshot version this replica serves now.
     version: u64,
+    /// A record's `listed_since` (or the version served) changed since the listing was last
+    /// derived.
+    relist_due: bool,
     writes: mpsc::UnboundedSender<Write>,
 }
 
@@ -133,6 +136,7 @@ impl EtcdRegistrations {
             keys: BTreeMap::new(),
             published: Listing::default(),
             version: 0,
+            relist_due: false,
             writes: tx,
         };
         me.reload();
@@ -149,6 +153,19 @@ impl EtcdRegistrations {
 }
 
 impl EtcdRegistrations {
+    /// Whether another replica lists a registration of the proxy `record` is (it moved here).
+    fn moved(&self, record: &ProxyRecord) -> bool {
+        let n = &record.node;
+        lock(&self.remote).values().any(|r| {
+            let m = &r.node;
+            m.pid == n.pid
+                && m.instance == n.instance
+                && m.service == n.service
+                && m.namespace == n.namespace
+                && m.mode == n.mode
+        })
+    }
+
     /// Fills `listed_by` of every record from this replica's view and the others' listings,
     /// and publishes this replica's listing if it changed.
     fn relist(&mut self) {
@@ -200,13 +217,14 @@ impl Registrations for EtcdRegistrations {
                     .as_millis() as u64,
             };
             self.keys.insert(id, format!("{}/{id}", self.replica));
+            let first_report = record.reported && self.own.get(&id).is_none_or(|old| !old.reported);
             let new = self.own.insert(id, record.clone()).is_none();
             let _ = self
                 .writes
                 .send(Write::Record(id, Some(Box::new(record.clone()))));
-            if new {
-                // It may have moved here from another replica: rebuild the view without its
-                // older registration.
+            if (new || first_report) && self.moved(&record) {
+                // It moved here from another replica: rebuild the view without its older
+                // registration once this one has said how it is.
                 self.reload();
                 return;
             }
@@ -219,8 +237,12 @@ impl Registrations for EtcdRegistrations {
             .is_none_or(|old| old.listed_since != record.listed_since);
         self.merged.insert(id, record);
         // The listings change only with `listed_since` (an ack or a health report leaves
-        // them, and the record's `listed_by`, as they were).
-        if relist {
+        // them, and the record's `listed_by`, as they were); derived once a batch is done.
+        self.relist_due |= relist;
+    }
+
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.relist_due) {
             self.relist();
         }
     }
@@ -229,15 +251,18 @@ impl Registrations for EtcdRegistrations {
         if self.own.remove(&id).is_some() {
             let _ = self.writes.send(Write::Record(id, None));
         }
-        self.merged.remove(&id);
+        let listed = self
+            .merged
+            .remove(&id)
+            .is_some_and(|r| r.listed_since.is_some());
         self.keys.remove(&id);
-        self.relist();
+        self.relist_due |= listed;
     }
 
     fn at_version(&mut self, version: u64) {
         if version != self.version {
             self.version = version;
-            self.relist();
+            self.relist_due = true;
         }
     }
 
@@ -261,9 +286,12 @@ impl Registrations for EtcdRegistrations {
             merged.insert(id, rec);
         }
         // A proxy that moved here from a replica that died is listed by both until the dead
-        // one's lease lapses: only its newest registration counts.
-        let newest: BTreeMap<(String, String, String, String, u32), u64> =
-            merged.values().fold(BTreeMap::new(), |mut m, r| {
+        // one's lease lapses: only its newest registration counts, once it has reported its
+        // health (until then the older one keeps its address listed).
+        let newest: BTreeMap<(String, String, String, String, u32), u64> = merged
+            .values()
+            .filter(|r| r.reported)
+            .fold(BTreeMap::new(), |mut m, r| {
                 let n = &r.node;
                 let k = (
                     n.mode.clone(),

@@ -77,6 +77,11 @@ impl EtcdResources {
         Ok(me)
     }
 
+    /// The store revision of the resources in force (of their last change).
+    pub fn revision(&self) -> u64 {
+        lock(&self.copy).rev.max(0) as u64
+    }
+
     /// Reads every resource key into the copy.
     async fn reread(&self) -> Result<(), EtcdError> {
         let (kvs, _) = self
@@ -256,7 +261,7 @@ impl EtcdResources {
         match self.load().load() {
             Ok(loaded) => {
                 tracing::info!("resources changed by another control-plane replica");
-                registry.set_traffic(loaded.mesh);
+                registry.set_traffic_at(loaded.mesh, self.revision());
             }
             // Only a set that validated is ever written; a change of the keys by hand may not.
             Err(errors) => {
@@ -283,12 +288,16 @@ impl Backend for EtcdResources {
         lock(&self.copy).store.clone()
     }
 
-    async fn save(&self, base: &config::Store, next: &config::Store) -> Result<(), BackendError> {
+    async fn save(
+        &self,
+        base: &config::Store,
+        next: &config::Store,
+    ) -> Result<Option<u64>, BackendError> {
         let r = self.write(base, next).await;
         if r.is_err() {
             // Whatever happened, read what is there now: the next change starts from it.
             let _ = self.reread().await;
         }
-        r
+        r.map(|()| Some(self.revision()))
     }
 }

@@ -304,22 +304,26 @@ fn a_restarted_proxy_is_routable_only_once_its_new_registration_is_listed_and_ap
 }
 
 #[test]
-fn a_proxy_registered_again_before_its_old_stream_ended_is_listed_only_once_ready() {
+fn a_proxy_registered_again_before_its_old_stream_ended_takes_over_once_it_reports() {
     let r = Registry::new(spec());
     let old = r.register(node("hello-v1-0", 1000));
     r.set_health(old.id, true, String::new());
     let v = r.snapshot().version;
-    // The old stream has not ended yet when the restarted proxy registers: the newest
-    // registration speaks for the replica, which is no endpoint until it reports ready.
+    // The old stream has not ended yet when the proxy registers again (it restarted, or moved
+    // to another control-plane replica): until the new registration reports, the address
+    // stays listed as it was.
     let new = r.register(node("hello-v1-0", 1000));
+    assert_eq!(r.snapshot().version, v);
+    assert_eq!(endpoints(&r), ["hello-v1-0"]);
+    // Ready: the newest registration speaks for the replica, at the same address.
     r.set_health(new.id, true, String::new());
-    assert_eq!(
-        r.snapshot().version,
-        v + 2,
-        "unlisted while not ready, then listed"
-    );
-    assert_eq!(record(&r, new.id).listed_since, Some(v + 2));
+    assert_eq!(r.snapshot().version, v, "the same endpoint all along");
+    assert_eq!(record(&r, new.id).listed_since, Some(v));
     assert_eq!(record(&r, old.id).listed_since, None);
+    // Not ready: it is no endpoint, whatever the old registration said.
+    r.set_health(new.id, false, "app not accepting".into());
+    assert!(r.snapshot().version > v);
+    assert!(endpoints(&r).is_empty());
 }
 
 /// Registrations two registries share, as replicas sharing a store would.

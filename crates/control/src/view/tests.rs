@@ -24,7 +24,7 @@ fn service(key: &str) -> model::Service {
 
 /// Services in `a`, `b` and `shared`; with `scoped`, the mesh default Sidecar `./*` +
 /// `shared/*`.
-fn snapshot(version: u64, scoped: bool) -> Snapshot {
+fn snapshot(version: u64, scoped: bool) -> Arc<Snapshot> {
     let egress = if scoped {
         vec![ScopedEgress {
             name: "Sidecar istio-system/default".into(),
@@ -37,7 +37,7 @@ fn snapshot(version: u64, scoped: bool) -> Snapshot {
     } else {
         vec![]
     };
-    Snapshot {
+    Arc::new(Snapshot {
         version,
         services: ["one.a", "two.a", "one.b", "two.b", "db.shared"]
             .iter()
@@ -51,7 +51,7 @@ fn snapshot(version: u64, scoped: bool) -> Snapshot {
         egress,
         security: model::security::SecuritySpec::new(),
         ..Snapshot::default()
-    }
+    })
 }
 
 fn node(mode: &str, service: &str, namespace: &str) -> Node {
@@ -72,8 +72,8 @@ fn node(mode: &str, service: &str, namespace: &str) -> Node {
 }
 
 /// The services a view carries, as the proxy decodes them.
-fn carried(v: &View) -> Vec<String> {
-    let m = pb::ControlMessage::decode(v.message.encode_to_vec().as_slice()).unwrap();
+fn carried(v: &View, snap: &Snapshot) -> Vec<String> {
+    let m = pb::ControlMessage::decode(v.message(snap).encode_to_vec().as_slice()).unwrap();
     let s = model::Snapshot::try_from(m.snapshot.unwrap()).unwrap();
     assert_eq!(s.version, v.version);
     s.services.iter().map(|s| s.key.to_string()).collect()
@@ -86,7 +86,7 @@ fn without_a_sidecar_every_proxy_shares_the_whole_snapshot() {
     let a = views.view(&snap, &node("sidecar", "one", "a"));
     let b = views.view(&snap, &node("sidecar", "two", "b"));
     assert!(Arc::ptr_eq(&a, &b));
-    assert_eq!(carried(&a).len(), 5);
+    assert_eq!(carried(&a, &snap).len(), 5);
     assert_eq!(
         views.stats(),
         ViewStats {
@@ -101,24 +101,24 @@ fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
     let views = Views::new(None);
     let snap = snapshot(1, true);
     let one_a = views.view(&snap, &node("sidecar", "one", "a"));
-    assert_eq!(carried(&one_a), ["one.a", "two.a", "db.shared"]);
+    assert_eq!(carried(&one_a, &snap), ["one.a", "two.a", "db.shared"]);
     // Same content, another own service: the same view, not built again.
     let two_a = views.view(&snap, &node("sidecar", "two", "a"));
     assert!(Arc::ptr_eq(&one_a, &two_a));
     let one_b = views.view(&snap, &node("sidecar", "one", "b"));
-    assert_eq!(carried(&one_b), ["one.b", "two.b", "db.shared"]);
+    assert_eq!(carried(&one_b, &snap), ["one.b", "two.b", "db.shared"]);
     // The ingress heeds no mesh-default Sidecar: everything, gateway included.
     let ingress = views.view(
         &snap,
         &node("ingress", "istio-ingressgateway", "istio-system"),
     );
-    assert_eq!(carried(&ingress).len(), 5);
-    let decoded = pb::ControlMessage::decode(ingress.message.encode_to_vec().as_slice())
+    assert_eq!(carried(&ingress, &snap).len(), 5);
+    let decoded = pb::ControlMessage::decode(ingress.message(&snap).encode_to_vec().as_slice())
         .unwrap()
         .snapshot
         .unwrap();
     assert_eq!(decoded.gateway.len(), 1);
-    let decoded = pb::ControlMessage::decode(one_a.message.encode_to_vec().as_slice())
+    let decoded = pb::ControlMessage::decode(one_a.message(&snap).encode_to_vec().as_slice())
         .unwrap()
         .snapshot
         .unwrap();
@@ -135,7 +135,7 @@ fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
     assert_eq!(v2.version, 2);
     let old = views.view(&snap, &node("sidecar", "one", "a"));
     assert_eq!(old.version, 1);
-    assert_eq!(carried(&old), ["one.a", "two.a", "db.shared"]);
+    assert_eq!(carried(&old, &snap), ["one.a", "two.a", "db.shared"]);
     assert!(Arc::ptr_eq(
         &v2,
         &views.view(&next, &node("sidecar", "one", "a"))
@@ -145,8 +145,50 @@ fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
 #[test]
 fn a_proxy_of_a_service_outside_its_scope_still_gets_its_own() {
     let views = Views::new(None);
-    let mut snap = snapshot(1, true);
+    let mut snap = (*snapshot(1, true)).clone();
     snap.egress[0].hosts = Some(vec![EgressHost::parse("shared/*").unwrap()]);
+    let snap = Arc::new(snap);
     let v = views.view(&snap, &node("sidecar", "one", "a"));
-    assert_eq!(carried(&v), ["one.a", "db.shared"]);
+    assert_eq!(carried(&v, &snap), ["one.a", "db.shared"]);
+}
+
+#[test]
+fn a_view_is_unchanged_when_nothing_it_carries_changed() {
+    let views = Views::new(None);
+    let first = snapshot(1, true);
+    let (a, b) = (node("sidecar", "one", "a"), node("sidecar", "one", "b"));
+    let (a1, b1) = (views.view(&first, &a), views.view(&first, &b));
+    // A new endpoint of `one.b`: news for namespace b, not for a.
+    let mut next = (*snapshot(2, true)).clone();
+    next.services[2].endpoints.push(model::Endpoint {
+        instance: "one-v1-1".into(),
+        workload: "one-v1".into(),
+        address: "127.0.0.1:9".parse().unwrap(),
+        labels: Default::default(),
+        identity: model::Identity::spiffe("b", "one"),
+    });
+    let next = Arc::new(next);
+    let (a2, b2) = (views.view(&next, &a), views.view(&next, &b));
+    assert!(a2.same_as(&a1));
+    assert!(!b2.same_as(&b1));
+    // Unchanged again at 3: still what a proxy of b was sent at 2, not at 1.
+    let mut third = (*next).clone();
+    third.version = 3;
+    let third = Arc::new(third);
+    let b3 = views.view(&third, &b);
+    assert!(b3.same_as(&b2));
+    assert!(!b3.same_as(&b1));
+    // A service more in a's namespace changes a's view; so does a change of security.
+    let mut fourth = (*third).clone();
+    fourth.version = 4;
+    fourth.services.push(service("three.a"));
+    let fourth = Arc::new(fourth);
+    assert!(!views.view(&fourth, &a).same_as(&a2));
+    assert!(views.view(&fourth, &b).same_as(&b3));
+    let mut fifth = (*fourth).clone();
+    fifth.version = 5;
+    fifth.security.root_namespace = "mesh-root".into();
+    let fifth = Arc::new(fifth);
+    let b5 = views.view(&fifth, &b);
+    assert!(!b5.same_as(&views.view(&fourth, &b)));
 }

@@ -128,7 +128,7 @@ fn service_of(a: &FleetSimArgs, s: u32) -> (String, String) {
 fn identity_of(a: &FleetSimArgs, i: usize) -> streams::Identity {
     let s = (i % a.services as usize) as u32;
     if s == 0 {
-        let version = if (i / a.services as usize) % 2 == 0 {
+        let version = if (i / a.services as usize).is_multiple_of(2) {
             "v1"
         } else {
             "v2"
@@ -193,11 +193,13 @@ async fn wait_for(
         if done() {
             return Ok(());
         }
-        anyhow::ensure!(
-            fleet.failed.load(Ordering::SeqCst) == 0,
-            "{what}: {} simulated proxies' streams failed",
-            fleet.failed.load(Ordering::SeqCst)
-        );
+        let failed = fleet.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let first = (0..fleet.seen.len())
+                .find_map(|i| fleet.seen(i).failed)
+                .unwrap_or_default();
+            anyhow::bail!("{what}: {failed} simulated proxies' streams failed; the first: {first}");
+        }
         tokio::select! {
             _ = woken => {}
             // Also re-checked now and then: a notification between the check and the wait is

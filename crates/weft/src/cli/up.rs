@@ -265,9 +265,11 @@ async fn control_over_etcd(
         .map_err(|e| anyhow::anyhow!("the resources in etcd: {e}"))?;
     let (registrations, follower) = EtcdRegistrations::open(etcd.clone()).await?;
     let registry = control::Registry::with_registrations(spec, Box::new(registrations));
+    // Snapshots numbered by the resources revision they carry, alike on every replica.
+    registry.number_by_revision(resources.revision());
     // What is in force is what etcd holds (the files applied over it); the mesh's name and
     // ingress are the files'.
-    registry.set_traffic(loaded.mesh);
+    registry.set_traffic_at(loaded.mesh, resources.revision());
     follower.follow(registry.clone());
     resources.follow(registry.clone());
     let cp = control::ControlPlane::start_shared(
