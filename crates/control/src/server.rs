@@ -23,9 +23,11 @@ pub enum ControlError {
 
 /// How often the control plane pings each proxy's stream, and how long it waits for the answer:
 /// a proxy whose host vanished (powered off, cut from the network: no FIN, no RST) is
-/// deregistered, and its endpoints leave every snapshot, within about their sum.
-pub const PROXY_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
-pub const PROXY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// deregistered, and its endpoints leave every snapshot, within about their sum (10–30 s). Not
+/// shorter: a proxy paused for a while (a stopped process, a frozen VM) keeps its
+/// registration, and with it what it holds (a root rotation waits for its certificate).
+pub const PROXY_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub const PROXY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Where the control plane listens: proxies' gRPC stream and the JSON API.
 #[derive(Clone, Copy, Debug)]
