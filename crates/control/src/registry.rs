@@ -508,6 +508,16 @@ impl Registry {
         if self.started.elapsed() >= WARMUP {
             return true;
         }
+        // A registration or health report whose rebuild is still to come: the snapshot out
+        // does not list what the reports say yet.
+        if self
+            .rebuilds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scheduled
+        {
+            return false;
+        }
         let inner = self.lock();
         let warm = declared_instances(&inner.spec).all(|(svc, inst)| {
             // A finished replica (a job's) registers no more.
