@@ -456,7 +456,8 @@ async fn write_through(etcd: Etcd, writes: Arc<Writes>) {
             for what in failed {
                 match what {
                     Some(id) => {
-                        if let (false, Some(rec)) = (p.records.contains_key(&id), records.get(&id)) {
+                        if let (false, Some(rec)) = (p.records.contains_key(&id), records.get(&id))
+                        {
                             p.records.insert(id, rec.clone());
                         }
                     }
@@ -594,8 +595,12 @@ impl Follower {
                         {
                             let mut theirs = lock(&remote);
                             let records = others(p, &mine);
-                            let changed: BTreeSet<String> =
-                                theirs.records.keys().chain(records.keys()).cloned().collect();
+                            let changed: BTreeSet<String> = theirs
+                                .records
+                                .keys()
+                                .chain(records.keys())
+                                .cloned()
+                                .collect();
                             theirs.changed.extend(changed);
                             theirs.records = records;
                         }

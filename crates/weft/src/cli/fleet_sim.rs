@@ -339,7 +339,10 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
             .collect();
         (replicas, token, api)
     } else {
-        let file = a.token_file.as_ref().expect("clap requires it with --control");
+        let file = a
+            .token_file
+            .as_ref()
+            .expect("clap requires it with --control");
         let token = std::fs::read_to_string(file)?.trim().to_string();
         let replicas = a
             .control
@@ -351,7 +354,11 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
                 _started: None,
             })
             .collect();
-        (replicas, token, a.api.expect("clap requires it with --control"))
+        (
+            replicas,
+            token,
+            a.api.expect("clap requires it with --control"),
+        )
     };
 
     // The fleet connects.
