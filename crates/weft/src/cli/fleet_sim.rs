@@ -153,7 +153,7 @@ fn service_of(a: &FleetSimArgs, s: u32) -> (String, String) {
 fn identity_of(a: &FleetSimArgs, i: usize) -> streams::Identity {
     let s = (i % a.services as usize) as u32;
     if s == 0 {
-        let version = if (i / a.services as usize) % 2 == 0 {
+        let version = if (i / a.services as usize).is_multiple_of(2) {
             "v1"
         } else {
             "v2"
