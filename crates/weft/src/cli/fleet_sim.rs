@@ -410,6 +410,8 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let settle = connect_started.elapsed();
     let etcd_settled = procs::etcd_counters(metrics).await?;
     let cpu_settled = cpu(&replicas);
+    let sim_cpu = || procs::cpu_time(std::process::id()).unwrap_or_default();
+    let sim_cpu_settled = sim_cpu();
     let etcd_cpu_settled = etcd_cpu();
 
     // The changes, one after the other.
@@ -457,6 +459,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     }
     let etcd_after = procs::etcd_counters(metrics).await?;
     let cpu_after = cpu(&replicas);
+    let sim_cpu_after = sim_cpu();
     let etcd_cpu_after = etcd_cpu();
     let etcd_use = etcd.as_ref().map(|e| {
         let (peak, now) = e.proc.memory().unwrap_or_default();
@@ -526,6 +529,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
         etcd_startup: delta(&etcd_settled, &etcd_before),
         etcd_changes: delta(&etcd_after, &etcd_settled),
         etcd_use,
+        simulator_cpu_changes_s: secs(sim_cpu_after.saturating_sub(sim_cpu_settled)),
         failed,
         took_s: 0.0,
     };
