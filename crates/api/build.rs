@@ -1,7 +1,6 @@
 //! Compiles proto/weft.proto with protox (pure Rust), so a fresh machine needs no system protoc;
-//! and a second server for the same `weft.v1.Discovery` service whose stream sends
-//! [`EncodedControlMessage`]s (the control plane's side: a snapshot many proxies share is
-//! encoded once).
+//! and, for the control plane, a server of `weft.v1.Discovery` with its `Certify` method only
+//! (the control plane serves `Stream` by hand, sending each snapshot's bytes uncopied).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/weft.proto");
     let fds = protox::compile(["proto/weft.proto"], ["proto"])?;
@@ -20,17 +19,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let discovery = tonic_build::manual::Service::builder()
         .name("Discovery")
         .package("weft.v1")
-        .method(
-            method(
-                "stream",
-                "Stream",
-                "crate::pb::ProxyMessage",
-                "crate::EncodedControlMessage",
-            )
-            .client_streaming()
-            .server_streaming()
-            .build(),
-        )
         .method(
             method(
                 "certify",

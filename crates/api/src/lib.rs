@@ -3,8 +3,9 @@
 //!
 //! Layout:
 //! - [`pb`]: the generated messages, client and server.
-//! - [`encoded`] and [`EncodedControlMessage`]: the control plane's server, which sends
-//!   snapshots encoded once and shared by every proxy that gets the same.
+//! - [`control_side`] and [`control_frame`]: the control plane's server (`Certify`) and the
+//!   framing of the messages it streams by hand, each snapshot encoded once and shared by every
+//!   proxy that gets the same.
 //! - conversions: `From<&model::Snapshot> for pb::Snapshot` and `TryFrom<pb::Snapshot> for model::Snapshot`;
 //!   services and endpoints here, routes, route filters and gateway virtual hosts in `route`,
 //!   traffic policies and subsets in `policy`, security policies (mTLS modes, authorization,
@@ -30,31 +31,32 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 }
 
-/// The control plane's server of `weft.v1.Discovery`: the same service and methods as
-/// [`pb::discovery_server`], but its stream sends [`EncodedControlMessage`]s.
-pub mod encoded {
+/// The control plane's server of `weft.v1.Discovery`, generated for `Certify` alone: the
+/// control plane serves `Stream` by hand, framing each message around a snapshot encoded once
+/// and shared ([`control_frame`]), where a generated server would copy it into a buffer of
+/// every stream's own.
+pub mod control_side {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/weft.v1.Discovery.rs"));
 }
 
-/// A `ControlMessage` whose snapshot is already encoded: a length-delimited field is the same
-/// on the wire whether it holds bytes or an embedded message, so the proxy decodes this as a
-/// [`pb::ControlMessage`]. The control plane encodes a snapshot once for every proxy that gets
-/// the same one and shares the bytes (cloning [`bytes::Bytes`] copies nothing).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EncodedControlMessage {
-    /// A [`pb::Snapshot`], encoded.
-    #[prost(bytes = "bytes", tag = "1")]
-    pub snapshot: bytes::Bytes,
-}
+/// The gRPC route of `Discovery.Stream`.
+pub const STREAM_PATH: &str = "/weft.v1.Discovery/Stream";
 
-impl EncodedControlMessage {
-    pub fn new(snapshot: &pb::Snapshot) -> Self {
-        use prost::Message;
-        EncodedControlMessage {
-            snapshot: snapshot.encode_to_vec().into(),
-        }
-    }
+/// One `ControlMessage` on the wire, as gRPC frames it, whose snapshot is `snapshot` (a
+/// [`pb::Snapshot`], encoded): the frame's prefix with the message's field header, then the
+/// snapshot's bytes themselves, not copied (cloning [`bytes::Bytes`] shares them).
+pub fn control_frame(snapshot: &bytes::Bytes) -> [bytes::Bytes; 2] {
+    use bytes::BufMut;
+    let len = snapshot.len() as u64;
+    let field = 1 + prost::encoding::encoded_len_varint(len);
+    let mut head = bytes::BytesMut::with_capacity(5 + field);
+    // Not compressed; the message's length; field 1 (`snapshot`), length-delimited.
+    head.put_u8(0);
+    head.put_u32((field as u64 + len) as u32);
+    head.put_u8(0x0a);
+    prost::encoding::encode_varint(len, &mut head);
+    [head.freeze(), snapshot.clone()]
 }
 
 /// A snapshot from the wire that cannot be applied; the proxy nacks it and keeps the last good one.

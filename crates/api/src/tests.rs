@@ -882,17 +882,19 @@ const ED25519_JWKS: &str =
     r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 
 #[test]
-fn an_encoded_control_message_is_a_control_message_on_the_wire() {
+fn a_control_frame_is_a_grpc_framed_control_message() {
     use prost::Message;
     let wire = pb::Snapshot::from(&sample());
-    let bytes = crate::EncodedControlMessage::new(&wire).encode_to_vec();
-    let decoded = pb::ControlMessage::decode(bytes.as_slice()).unwrap();
-    assert_eq!(decoded.snapshot, Some(wire.clone()));
-    assert_eq!(
-        bytes,
-        pb::ControlMessage {
-            snapshot: Some(wire)
-        }
-        .encode_to_vec()
-    );
+    let snapshot = bytes::Bytes::from(wire.encode_to_vec());
+    let [head, body] = crate::control_frame(&snapshot);
+    assert_eq!(body, snapshot, "the snapshot's bytes, as they were");
+    let framed = [head.as_ref(), body.as_ref()].concat();
+    assert_eq!(framed[0], 0, "not compressed");
+    let len = u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len, framed.len() - 5);
+    let message = pb::ControlMessage {
+        snapshot: Some(wire),
+    };
+    assert_eq!(framed[5..], message.encode_to_vec());
+    assert_eq!(pb::ControlMessage::decode(&framed[5..]).unwrap(), message);
 }

@@ -2,18 +2,24 @@
 //! snapshot and every later one, narrowed to what its Sidecar scope admits ([`crate::view`]);
 //! it answers each with an ack or a nack and reports its health and drain on the same stream.
 //! The proxy is deregistered when its stream ends.
+//!
+//! The stream is served by hand ([`DiscoveryRoutes`]): each message goes out as its gRPC frame
+//! around the view's encoded bytes, shared by every proxy that gets the same view, where a
+//! generated server would copy every message into a buffer each stream keeps (as large as the
+//! largest snapshot it ever sent). `Certify` is the generated server's.
 
 use crate::listener::Peer;
 use crate::registry::{Node, Registry};
 use crate::view::Views;
-use api::encoded::discovery_server::Discovery;
+use api::control_side::discovery_server::{Discovery, DiscoveryServer};
 use api::pb::{self, proxy_message::Msg};
-use api::EncodedControlMessage;
+use bytes::Bytes;
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct Push {
@@ -34,19 +40,125 @@ impl Push {
     }
 }
 
-type ControlStream =
-    Pin<Box<dyn futures::Stream<Item = Result<EncodedControlMessage, Status>> + Send + 'static>>;
+/// `weft.v1.Discovery`: `Stream` served by [`Push::stream`] (by hand), `Certify` by the
+/// generated server.
+#[derive(Clone)]
+pub struct DiscoveryRoutes {
+    push: Arc<Push>,
+    generated: DiscoveryServer<Push>,
+}
 
-#[tonic::async_trait]
-impl Discovery for Push {
-    type StreamStream = ControlStream;
+impl DiscoveryRoutes {
+    pub fn new(push: Push) -> DiscoveryRoutes {
+        let push = Arc::new(push);
+        DiscoveryRoutes {
+            generated: DiscoveryServer::from_arc(push.clone()),
+            push,
+        }
+    }
+}
 
-    async fn stream(
+impl tonic::server::NamedService for DiscoveryRoutes {
+    const NAME: &'static str = "weft.v1.Discovery";
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl tonic::codegen::Service<http::Request<tonic::body::BoxBody>> for DiscoveryRoutes {
+    type Response = http::Response<tonic::body::BoxBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::BoxBody>) -> Self::Future {
+        if req.uri().path() != api::STREAM_PATH {
+            return tonic::codegen::Service::call(&mut self.generated, req);
+        }
+        let push = self.push.clone();
+        Box::pin(async move {
+            let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
+            let decoder = tonic::codec::Codec::decoder(&mut tonic::codec::ProstCodec::<
+                pb::ProxyMessage,
+                pb::ProxyMessage,
+            >::default());
+            let from_proxy = Streaming::new_request(decoder, req.into_body(), None, None);
+            Ok(match push.stream(peer, from_proxy).await {
+                Ok(rx) => grpc_response(ControlBody {
+                    rx,
+                    next: None,
+                    done: false,
+                }),
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+/// A gRPC response streaming `body`.
+fn grpc_response(body: ControlBody) -> http::Response<tonic::body::BoxBody> {
+    let mut rsp = http::Response::new(tonic::body::boxed(body));
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    rsp
+}
+
+/// The body of a `Stream` response: a `ControlMessage` frame per encoded snapshot the stream's
+/// task sends, then the gRPC status in trailers (OK when the task ends the stream, else its
+/// error).
+struct ControlBody {
+    rx: mpsc::Receiver<Result<Bytes, Status>>,
+    /// The snapshot bytes of the frame whose head went out last.
+    next: Option<Bytes>,
+    done: bool,
+}
+
+impl http_body::Body for ControlBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if let Some(b) = self.next.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let status = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(snapshot))) => {
+                let [head, body] = api::control_frame(&snapshot);
+                self.next = (!body.is_empty()).then_some(body);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+            }
+            Poll::Ready(Some(Err(status))) => status,
+            Poll::Ready(None) => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        // A status that cannot be put in headers is reported as an internal error.
+        if let Err(status) = status.add_header(&mut trailers) {
+            let _ = Status::internal(status.message().to_string()).add_header(&mut trailers);
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+    }
+}
+
+impl Push {
+    /// Serves one proxy's stream: its Hello first, then snapshots out (encoded, through the
+    /// channel returned) and its acks, health and drain in, until either side ends it.
+    pub async fn stream(
         &self,
-        req: Request<Streaming<pb::ProxyMessage>>,
-    ) -> Result<Response<ControlStream>, Status> {
-        let peer = peer(&req);
-        let mut from_proxy = req.into_inner();
+        peer: Peer,
+        mut from_proxy: Streaming<pb::ProxyMessage>,
+    ) -> Result<mpsc::Receiver<Result<Bytes, Status>>, Status> {
         let hello = match from_proxy.message().await? {
             Some(pb::ProxyMessage {
                 msg: Some(Msg::Hello(h)),
@@ -65,7 +177,8 @@ impl Discovery for Push {
         let registration = self.registry.register(node.clone());
         let registry = self.registry.clone();
         let views = self.views.clone();
-        let (tx, rx) = mpsc::channel(4);
+        // One snapshot in flight at a time (see `Pace`), and the stream's end.
+        let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             // Held for the stream's life: dropping it deregisters the proxy.
             let registration = registration;
@@ -101,7 +214,7 @@ impl Discovery for Push {
                             continue;
                         }
                         let message = view.message(&snap);
-                        pace.sent(view);
+                        pace.sent(view.stamp());
                         if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
@@ -123,9 +236,12 @@ impl Discovery for Push {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(rx)
     }
+}
 
+#[tonic::async_trait]
+impl Discovery for Push {
     async fn certify(
         &self,
         req: Request<pb::CertifyRequest>,
@@ -207,7 +323,7 @@ const ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// and the latest version it runs as far as it can tell (views it was not sent because they
 /// say the same as the one it has).
 struct Pace {
-    last: Option<Arc<crate::view::View>>,
+    last: Option<crate::view::Stamp>,
     /// The version whose answer is awaited.
     awaiting: Option<u64>,
     deadline: tokio::time::Instant,
@@ -241,7 +357,7 @@ impl Pace {
         Some(self.applied.then_some(self.current))
     }
 
-    fn sent(&mut self, view: Arc<crate::view::View>) {
+    fn sent(&mut self, view: crate::view::Stamp) {
         self.awaiting = Some(view.version);
         self.deadline = tokio::time::Instant::now() + ANSWER_WAIT;
         self.current = view.version;

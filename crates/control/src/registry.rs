@@ -621,9 +621,8 @@ impl Registry {
         let deadline = tokio::time::Instant::now() + within;
         let mut generation = self.watch_generation();
         loop {
-            let answers = self.answers(version);
-            if answers.silent.is_empty() {
-                return answers;
+            if self.all_answered(version) {
+                return self.answers(version);
             }
             tokio::select! {
                 _ = generation.changed() => {}
@@ -633,6 +632,16 @@ impl Registry {
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + ANSWERS_EVERY))
                 .await;
         }
+    }
+
+    /// Whether every live proxy has answered `version` (without naming anyone: cheap enough
+    /// to ask after every ack).
+    fn all_answered(&self, version: u64) -> bool {
+        self.lock()
+            .proxies
+            .all()
+            .values()
+            .all(|p| p.draining || p.acked >= version || p.refused(version).is_some())
     }
 
     /// How the live proxies have answered `version` so far.
@@ -721,6 +730,17 @@ impl Registry {
         // Reloading walks every registration: once per rebuild, however many changes a burst
         // brings.
         self.mutate_soon(|inner| inner.reload = true);
+    }
+
+    /// Takes in registrations changed elsewhere in what the proxies answered (acks, health
+    /// reasons) or in the listings, which no snapshot depends on: no rebuild.
+    pub fn refresh_answers(&self) {
+        {
+            let mut inner = self.lock();
+            inner.proxies.reload();
+            inner.proxies.settle();
+        }
+        self.generation.send_modify(|g| *g += 1);
     }
 
     fn remove(&self, id: u64) {

@@ -3,9 +3,8 @@
 //! reported before anything runs.
 
 use crate::http_api::{self, Api};
-use crate::push::Push;
+use crate::push::{DiscoveryRoutes, Push};
 use crate::registry::Registry;
-use api::encoded::discovery_server::DiscoveryServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -100,7 +99,7 @@ impl ControlPlane {
             registry.set_trust_domain(&ca.config().trust_domain);
         }
 
-        let push = DiscoveryServer::new(Push::new(registry.clone(), ca.clone()));
+        let push = DiscoveryRoutes::new(Push::new(registry.clone(), ca.clone()));
         let stop = shutdown.clone();
         // With a CA the listener speaks TLS with the control plane's own certificate.
         let tls = ca

@@ -11,7 +11,8 @@
 //! costs pushes only to the proxies that see it.
 
 use crate::registry::Node;
-use api::{pb, EncodedControlMessage};
+use api::pb;
+use bytes::Bytes;
 use model::egress::{self, EgressHost, Viewer};
 use model::{ServiceKey, Snapshot};
 use std::collections::HashMap;
@@ -21,43 +22,59 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 #[derive(Debug)]
 pub struct View {
     pub version: u64,
-    /// The services it carries, in order.
-    keys: Vec<ServiceKey>,
+    stamp: Stamp,
     /// `None`: the whole snapshot; else the indices of its services.
     indices: Option<Vec<usize>>,
+    /// The CA's generation and trust bundle it carries.
+    ca: (u64, String),
+    message: OnceLock<Bytes>,
+}
+
+/// What a view says, as far as telling whether a later one says the same: kept for each proxy
+/// in place of the view it was sent, whose encoded bytes can then go.
+#[derive(Clone, Debug)]
+pub struct Stamp {
+    pub version: u64,
+    /// The services it carries, in order.
+    keys: Arc<Vec<ServiceKey>>,
     gateway: bool,
     /// The latest snapshot version at which anything it carries changed.
     changed_at: u64,
-    /// The CA's generation and trust bundle it carries.
-    ca: (u64, String),
-    message: OnceLock<EncodedControlMessage>,
 }
 
 impl View {
     /// How many services it carries.
     pub fn services(&self) -> usize {
-        self.keys.len()
+        self.stamp.keys.len()
     }
 
-    /// Whether it says what `earlier` (a view of an older snapshot) says: the same services,
+    pub fn stamp(&self) -> Stamp {
+        self.stamp.clone()
+    }
+
+    /// Whether it says what the view `earlier` (of an older snapshot) said: the same services,
     /// none of which (nor anything else it carries) changed since.
-    pub fn same_as(&self, earlier: &View) -> bool {
-        self.changed_at <= earlier.version
-            && self.gateway == earlier.gateway
-            && self.keys == earlier.keys
+    pub fn same_as(&self, earlier: &Stamp) -> bool {
+        let now = &self.stamp;
+        now.changed_at <= earlier.version
+            && now.gateway == earlier.gateway
+            && (Arc::ptr_eq(&now.keys, &earlier.keys) || now.keys == earlier.keys)
     }
 
-    /// The message to send, encoded on first use; `snapshot` is the one it is a view of.
-    pub fn message(&self, snapshot: &Snapshot) -> EncodedControlMessage {
+    /// The snapshot to send, encoded on first use (once for every proxy that gets this view);
+    /// `snapshot` is the one it is a view of.
+    pub fn message(&self, snapshot: &Snapshot) -> Bytes {
         debug_assert_eq!(snapshot.version, self.version);
         self.message
             .get_or_init(|| {
                 let mut wire = match &self.indices {
                     None => pb::Snapshot::from(snapshot),
-                    Some(indices) => pb::Snapshot::from(&snapshot.scoped(indices, self.gateway)),
+                    Some(indices) => {
+                        pb::Snapshot::from(&snapshot.scoped(indices, self.stamp.gateway))
+                    }
                 };
                 (wire.ca_generation, wire.trust_bundle_pem) = self.ca.clone();
-                EncodedControlMessage::new(&wire)
+                prost::Message::encode_to_vec(&wire).into()
             })
             .clone()
     }
@@ -278,13 +295,18 @@ impl Views {
         };
         let view = Arc::new(View {
             version: snapshot.version,
-            keys: carried
-                .iter()
-                .map(|&i| snapshot.services[i].key.clone())
-                .collect(),
+            stamp: Stamp {
+                version: snapshot.version,
+                keys: Arc::new(
+                    carried
+                        .iter()
+                        .map(|&i| snapshot.services[i].key.clone())
+                        .collect(),
+                ),
+                gateway,
+                changed_at,
+            },
             indices,
-            gateway,
-            changed_at,
             ca,
             message: OnceLock::new(),
         });

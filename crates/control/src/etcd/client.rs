@@ -456,6 +456,18 @@ pub fn put_op(key: &str, value: Vec<u8>) -> rpc::RequestOp {
     }
 }
 
+/// A put under `lease` (0: none).
+pub fn put_leased_op(key: &str, value: Vec<u8>, lease: i64) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(Op::RequestPut(rpc::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
 pub fn delete_op(key: &str) -> rpc::RequestOp {
     rpc::RequestOp {
         request: Some(Op::RequestDeleteRange(rpc::DeleteRangeRequest {

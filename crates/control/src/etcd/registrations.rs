@@ -13,15 +13,23 @@
 use super::client::{Event, Kv, WatchEnd};
 use super::Etcd;
 use crate::registry::{ProxyRecord, Registrations, Registry};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Ids of other replicas' proxies have this bit set; this replica's never do.
 const REMOTE: u64 = 1 << 63;
 
-type Remote = Arc<Mutex<BTreeMap<String, ProxyRecord>>>;
+/// Other replicas' records as the watch delivers them, by key, and the keys that changed since
+/// the registry last took them in.
+#[derive(Default)]
+struct Theirs {
+    records: BTreeMap<String, ProxyRecord>,
+    changed: BTreeSet<String>,
+}
+
+type Remote = Arc<Mutex<Theirs>>;
 /// A replica's listing as `listed/REPLICA` holds it: the snapshot version it serves now, and
 /// since which version it lists each endpoint, by record key (`REPLICA/ID`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,18 +41,59 @@ struct Listing {
 /// Other replicas' listings, by replica.
 type Listings = Arc<Mutex<BTreeMap<String, Listing>>>;
 
-/// What the background writer writes.
-enum Write {
-    /// One of this replica's proxies' records (`None`: delete it).
-    Record(u64, Option<Box<ProxyRecord>>),
-    /// This replica's listing.
-    Listing(Listing),
+/// Who a proxy is, whichever replica it registered with: its registrations at several
+/// replicas (it moved) are one proxy.
+type Ident = (String, String, String, String, u32);
+
+fn ident(r: &ProxyRecord) -> Ident {
+    let n = &r.node;
+    (
+        n.mode.clone(),
+        n.service.clone(),
+        n.namespace.clone(),
+        n.instance.clone(),
+        n.pid,
+    )
 }
+
+/// What waits to be written: the newest state of each of this replica's records that changed
+/// (`None`: delete it) and its listing. A change replaces the one before it, so however far
+/// etcd lags behind (a fleet acking a snapshot), this holds one entry per proxy at most.
+#[derive(Default)]
+struct Pending {
+    records: BTreeMap<u64, Option<ProxyRecord>>,
+    listing: Option<Listing>,
+    /// The registrations are gone: the writer stops.
+    closed: bool,
+}
+
+/// The writer's inbox.
+#[derive(Default)]
+struct Writes {
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+}
+
+impl Writes {
+    fn change(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        self.wake.notify_one();
+    }
+}
+
+/// Writes per etcd transaction (etcd refuses more than 128 by default).
+const OPS_PER_TXN: usize = 100;
 
 pub struct EtcdRegistrations {
     replica: String,
     own: BTreeMap<u64, ProxyRecord>,
     remote: Remote,
+    /// Other replicas' records as last taken in, by id, whether shown or not.
+    theirs: BTreeMap<u64, ProxyRecord>,
+    /// The ids (own and others') of each proxy.
+    groups: HashMap<Ident, BTreeSet<u64>>,
+    /// Another replica's listing changed since the records' `listed_by` were derived.
+    listings_changed: Arc<AtomicBool>,
     listings: Listings,
     merged: BTreeMap<u64, ProxyRecord>,
     /// Record key (`REPLICA/ID`) of every id in `merged`.
@@ -56,7 +105,7 @@ pub struct EtcdRegistrations {
     /// A record's `listed_since` (or the version served) changed since the listing was last
     /// derived.
     relist_due: bool,
-    writes: mpsc::UnboundedSender<Write>,
+    writes: Arc<Writes>,
 }
 
 /// Follows the other replicas' registrations once the registry exists.
@@ -64,6 +113,7 @@ pub struct Follower {
     etcd: Etcd,
     remote: Remote,
     listings: Listings,
+    listings_changed: Arc<AtomicBool>,
     start: i64,
 }
 
@@ -71,7 +121,7 @@ fn lock_l(l: &Listings) -> std::sync::MutexGuard<'_, BTreeMap<String, Listing>> 
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn lock(r: &Remote) -> std::sync::MutexGuard<'_, BTreeMap<String, ProxyRecord>> {
+fn lock(r: &Remote) -> std::sync::MutexGuard<'_, Theirs> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -116,7 +166,7 @@ impl EtcdRegistrations {
             .await
             .map_err(|e| etcd.err(e))?;
         let mine = etcd.key(&format!("proxies/{}/", etcd.replica));
-        let remote = others(kvs, &mine);
+        let records = others(kvs, &mine);
         let (kvs, rev2) = etcd
             .client()
             .get(&etcd.key("listed/"), true)
@@ -124,20 +174,27 @@ impl EtcdRegistrations {
             .map_err(|e| etcd.err(e))?;
         let listings = Arc::new(Mutex::new(listings_of(&etcd, kvs)));
         let start = rev.min(rev2) + 1;
-        let remote = Arc::new(Mutex::new(remote));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_through(etcd.clone(), rx));
+        let remote = Arc::new(Mutex::new(Theirs {
+            changed: records.keys().cloned().collect(),
+            records,
+        }));
+        let writes = Arc::new(Writes::default());
+        tokio::spawn(write_through(etcd.clone(), writes.clone()));
+        let listings_changed = Arc::new(AtomicBool::new(true));
         let mut me = EtcdRegistrations {
             replica: etcd.replica.clone(),
             own: BTreeMap::new(),
             remote: remote.clone(),
+            theirs: BTreeMap::new(),
+            groups: HashMap::new(),
+            listings_changed: listings_changed.clone(),
             listings: listings.clone(),
             merged: BTreeMap::new(),
             keys: BTreeMap::new(),
             published: Listing::default(),
             version: 0,
             relist_due: false,
-            writes: tx,
+            writes,
         };
         me.reload();
         Ok((
@@ -146,6 +203,7 @@ impl EtcdRegistrations {
                 etcd,
                 remote,
                 listings,
+                listings_changed,
                 start,
             },
         ))
@@ -153,17 +211,50 @@ impl EtcdRegistrations {
 }
 
 impl EtcdRegistrations {
-    /// Whether another replica lists a registration of the proxy `record` is (it moved here).
-    fn moved(&self, record: &ProxyRecord) -> bool {
-        let n = &record.node;
-        lock(&self.remote).values().any(|r| {
-            let m = &r.node;
-            m.pid == n.pid
-                && m.instance == n.instance
-                && m.service == n.service
-                && m.namespace == n.namespace
-                && m.mode == n.mode
-        })
+    /// Shows the registrations of proxy `who` that count: this replica's always, another
+    /// replica's only if no registration of it that has reported its health is newer (a proxy
+    /// that moved here from a replica that died is listed by both until the dead one's lease
+    /// lapses; until the new registration reports, the old one keeps its address listed).
+    fn regroup(&mut self, who: &Ident) {
+        let Some(ids) = self.groups.get(who) else {
+            return;
+        };
+        let record = |id: &u64| self.own.get(id).or_else(|| self.theirs.get(id));
+        let newest = ids
+            .iter()
+            .filter_map(record)
+            .filter(|r| r.reported)
+            .map(|r| r.registered_ms)
+            .max();
+        let mut show = Vec::new();
+        let mut hide = Vec::new();
+        for id in ids {
+            if id & REMOTE == 0 {
+                continue;
+            }
+            match self.theirs.get(id) {
+                Some(r) if newest.is_none_or(|t| t <= r.registered_ms) => show.push(*id),
+                _ => hide.push(*id),
+            }
+        }
+        for id in hide {
+            if self.merged.remove(&id).is_some() {
+                self.relist_due = true;
+            }
+        }
+        for id in show {
+            let mut r = self.theirs[&id].clone();
+            match self.merged.get(&id) {
+                // Keep what this replica marked (when it listed that proxy's replica) and what
+                // the listings say.
+                Some(old) => {
+                    r.listed_since = old.listed_since;
+                    r.listed_by = old.listed_by.clone();
+                }
+                None => self.relist_due = true,
+            }
+            self.merged.insert(id, r);
+        }
     }
 
     /// Fills `listed_by` of every record from this replica's view and the others' listings,
@@ -196,7 +287,7 @@ impl EtcdRegistrations {
         }
         if mine != self.published {
             self.published = mine.clone();
-            let _ = self.writes.send(Write::Listing(mine));
+            self.writes.change(|p| p.listing = Some(mine));
         }
     }
 }
@@ -219,13 +310,16 @@ impl Registrations for EtcdRegistrations {
             self.keys.insert(id, format!("{}/{id}", self.replica));
             let first_report = record.reported && self.own.get(&id).is_none_or(|old| !old.reported);
             let new = self.own.insert(id, record.clone()).is_none();
-            let _ = self
-                .writes
-                .send(Write::Record(id, Some(Box::new(record.clone()))));
-            if (new || first_report) && self.moved(&record) {
-                // It moved here from another replica: rebuild the view without its older
-                // registration once this one has said how it is.
-                self.reload();
+            self.writes
+                .change(|p| drop(p.records.insert(id, Some(record.clone()))));
+            if new || first_report {
+                // It may have moved here from another replica: its older registration there
+                // stops counting once this one has said how it is.
+                let who = ident(&record);
+                self.groups.entry(who.clone()).or_default().insert(id);
+                self.merged.insert(id, record);
+                self.relist_due = true;
+                self.regroup(&who);
                 return;
             }
         }
@@ -248,8 +342,17 @@ impl Registrations for EtcdRegistrations {
     }
 
     fn delete(&mut self, id: u64) {
-        if self.own.remove(&id).is_some() {
-            let _ = self.writes.send(Write::Record(id, None));
+        if let Some(old) = self.own.remove(&id) {
+            self.writes.change(|p| drop(p.records.insert(id, None)));
+            let who = ident(&old);
+            if let Some(g) = self.groups.get_mut(&who) {
+                g.remove(&id);
+                if g.is_empty() {
+                    self.groups.remove(&who);
+                }
+            }
+            // Another replica's registration of it may count again.
+            self.regroup(&who);
         }
         let listed = self
             .merged
@@ -266,125 +369,151 @@ impl Registrations for EtcdRegistrations {
         }
     }
 
+    /// Takes in what changed in the other replicas' records since the last call.
     fn reload(&mut self) {
-        let remote = lock(&self.remote).clone();
-        let mut merged = self.own.clone();
-        let mut keys: BTreeMap<u64, String> = self
-            .own
-            .keys()
-            .map(|id| (*id, format!("{}/{id}", self.replica)))
-            .collect();
+        let changes: Vec<(String, Option<ProxyRecord>)> = {
+            let mut theirs = lock(&self.remote);
+            let keys = std::mem::take(&mut theirs.changed);
+            keys.into_iter()
+                .map(|k| {
+                    let rec = theirs.records.get(&k).cloned();
+                    (k, rec)
+                })
+                .collect()
+        };
+        let mut touched: BTreeSet<Ident> = BTreeSet::new();
         let proxies_prefix = "/proxies/";
-        for (key, mut rec) in remote {
+        for (key, rec) in changes {
             let id = remote_id(&key);
-            // Keep what this replica marked: when it listed that proxy's replica.
-            rec.listed_since = self.merged.get(&id).and_then(|old| old.listed_since);
-            let short = key
-                .rsplit_once(proxies_prefix)
-                .map_or(key.clone(), |(_, k)| k.to_string());
-            keys.insert(id, short);
-            merged.insert(id, rec);
-        }
-        // A proxy that moved here from a replica that died is listed by both until the dead
-        // one's lease lapses: only its newest registration counts, once it has reported its
-        // health (until then the older one keeps its address listed).
-        let newest: BTreeMap<(String, String, String, String, u32), u64> = merged
-            .values()
-            .filter(|r| r.reported)
-            .fold(BTreeMap::new(), |mut m, r| {
-                let n = &r.node;
-                let k = (
-                    n.mode.clone(),
-                    n.service.clone(),
-                    n.namespace.clone(),
-                    n.instance.clone(),
-                    n.pid,
-                );
-                let e = m.entry(k).or_insert(0);
-                *e = (*e).max(r.registered_ms);
-                m
-            });
-        merged.retain(|id, r| {
-            let n = &r.node;
-            let k = (
-                n.mode.clone(),
-                n.service.clone(),
-                n.namespace.clone(),
-                n.instance.clone(),
-                n.pid,
-            );
-            let keep = id & REMOTE == 0 || newest.get(&k).is_none_or(|t| *t <= r.registered_ms);
-            if !keep {
-                keys.remove(id);
+            if let Some(old) = self.theirs.remove(&id) {
+                let who = ident(&old);
+                if let Some(g) = self.groups.get_mut(&who) {
+                    g.remove(&id);
+                    if g.is_empty() {
+                        self.groups.remove(&who);
+                    }
+                }
+                touched.insert(who);
             }
-            keep
-        });
-        self.merged = merged;
-        self.keys = keys;
-        self.relist();
+            match rec {
+                Some(rec) => {
+                    let short = key
+                        .rsplit_once(proxies_prefix)
+                        .map_or(key.clone(), |(_, k)| k.to_string());
+                    self.keys.insert(id, short);
+                    let who = ident(&rec);
+                    self.groups.entry(who.clone()).or_default().insert(id);
+                    self.theirs.insert(id, rec);
+                    touched.insert(who);
+                }
+                None => {
+                    self.keys.remove(&id);
+                    if self.merged.remove(&id).is_some() {
+                        self.relist_due = true;
+                    }
+                }
+            }
+        }
+        for who in touched {
+            self.regroup(&who);
+        }
+        if self.listings_changed.swap(false, Ordering::SeqCst) {
+            self.relist_due = true;
+        }
+    }
+}
+
+impl Drop for EtcdRegistrations {
+    fn drop(&mut self) {
+        self.writes.change(|p| p.closed = true);
     }
 }
 
 /// Writes this replica's proxies' records (the newest state of each) and its listing under its
-/// lease, retrying while etcd does not answer.
-async fn write_through(etcd: Etcd, mut rx: mpsc::UnboundedReceiver<Write>) {
-    // id → record (None: delete); u64::MAX → the listing.
-    let mut records: BTreeMap<u64, Option<Box<ProxyRecord>>> = BTreeMap::new();
-    let mut listing: Option<Listing> = None;
-    let take = |w: Write,
-                records: &mut BTreeMap<u64, Option<Box<ProxyRecord>>>,
-                listing: &mut Option<Listing>| match w {
-        Write::Record(id, rec) => {
-            records.insert(id, rec);
-        }
-        Write::Listing(l) => *listing = Some(l),
-    };
+/// lease, many to a transaction, retrying while etcd does not answer.
+async fn write_through(etcd: Etcd, writes: Arc<Writes>) {
     let client = etcd.client().clone();
     loop {
+        let Pending {
+            records,
+            listing,
+            closed,
+        } = std::mem::take(&mut *writes.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if closed {
+            return;
+        }
         if records.is_empty() && listing.is_none() {
-            match rx.recv().await {
-                Some(w) => take(w, &mut records, &mut listing),
-                None => return,
-            }
+            writes.wake.notified().await;
+            continue;
         }
-        while let Ok(w) = rx.try_recv() {
-            take(w, &mut records, &mut listing);
-        }
-        let mut failed = false;
-        for (id, rec) in std::mem::take(&mut records) {
-            let key = etcd.key(&format!("proxies/{}/{id}", etcd.replica));
-            let done = match &rec {
-                Some(r) => client
-                    .put(
+        let mut ops: Vec<(Option<u64>, super::client::pb::etcdserverpb::RequestOp)> = records
+            .iter()
+            .map(|(id, rec)| {
+                let key = etcd.key(&format!("proxies/{}/{id}", etcd.replica));
+                let op = match rec {
+                    Some(r) => super::client::put_leased_op(
                         &key,
                         serde_json::to_vec(r).expect("a record serializes"),
                         etcd.lease,
-                    )
-                    .await
-                    .map(|_| ()),
-                None => client.delete(&key).await,
-            };
-            if let Err(e) = done {
-                tracing::warn!(error = %e.message(), "writing a registration to etcd; retrying");
-                failed = true;
-                records.insert(id, rec);
-            }
-        }
-        if let Some(l) = listing.take() {
+                    ),
+                    None => super::client::delete_op(&key),
+                };
+                (Some(*id), op)
+            })
+            .collect();
+        if let Some(l) = &listing {
             let key = etcd.key(&format!("listed/{}", etcd.replica));
-            let value = serde_json::to_vec(&l).expect("a listing serializes");
-            if let Err(e) = client.put(&key, value, etcd.lease).await {
-                tracing::warn!(error = %e.message(), "writing this replica's listing to etcd; retrying");
-                failed = true;
-                listing = Some(l);
+            let value = serde_json::to_vec(l).expect("a listing serializes");
+            ops.push((None, super::client::put_leased_op(&key, value, etcd.lease)));
+        }
+        let mut failed: Vec<Option<u64>> = Vec::new();
+        let mut batch = Vec::new();
+        for (what, op) in ops {
+            batch.push((what, op));
+            if batch.len() == OPS_PER_TXN {
+                failed.extend(write_batch(&client, std::mem::take(&mut batch)).await);
             }
         }
-        if failed {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            // A newer state of the same proxy that arrived meanwhile wins.
-            while let Ok(w) = rx.try_recv() {
-                take(w, &mut records, &mut listing);
+        failed.extend(write_batch(&client, batch).await);
+        if failed.is_empty() {
+            continue;
+        }
+        // What failed goes back, unless a newer state of it arrived meanwhile (that one wins).
+        writes.change(|p| {
+            for what in failed {
+                match what {
+                    Some(id) => {
+                        if let (false, Some(rec)) = (p.records.contains_key(&id), records.get(&id))
+                        {
+                            p.records.insert(id, rec.clone());
+                        }
+                    }
+                    None => {
+                        if p.listing.is_none() {
+                            p.listing = listing.clone();
+                        }
+                    }
+                }
             }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes one transaction; what it carried, if it failed.
+async fn write_batch(
+    client: &super::Client,
+    batch: Vec<(Option<u64>, super::client::pb::etcdserverpb::RequestOp)>,
+) -> Vec<Option<u64>> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let (whats, ops): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    match client.txn(Vec::new(), ops, Vec::new()).await {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "writing registrations to etcd; retrying");
+            whats
         }
     }
 }
@@ -398,6 +527,7 @@ impl Follower {
                 etcd,
                 remote,
                 listings,
+                listings_changed,
                 mut start,
             } = self;
             let mine = etcd.key(&format!("proxies/{}/", etcd.replica));
@@ -429,39 +559,56 @@ impl Follower {
                         }
                     };
                     start = start.max(rev + 1);
-                    let mut changed = false;
+                    // Whether the snapshot may change (who is registered, ready, draining),
+                    // or only what the proxies answered and the listings.
+                    let (mut snapshot, mut answers) = (false, false);
                     for e in events {
                         let (kv, put) = match e {
                             Event::Put(kv) => (kv, true),
                             Event::Delete(kv) => (kv, false),
                         };
                         if kv.key.starts_with(&proxies) && !kv.key.starts_with(&mine) {
-                            let mut remote = lock(&remote);
+                            let mut theirs = lock(&remote);
                             if put {
-                                if let Ok(rec) = serde_json::from_slice(&kv.value) {
-                                    remote.insert(kv.key, rec);
-                                    changed = true;
+                                if let Ok(rec) = serde_json::from_slice::<ProxyRecord>(&kv.value) {
+                                    let same = theirs.records.get(&kv.key).is_some_and(|old| {
+                                        old.node == rec.node
+                                            && old.ready == rec.ready
+                                            && old.draining == rec.draining
+                                            && old.reported == rec.reported
+                                            && old.registered_ms == rec.registered_ms
+                                    });
+                                    snapshot |= !same;
+                                    answers = true;
+                                    theirs.changed.insert(kv.key.clone());
+                                    theirs.records.insert(kv.key, rec);
                                 }
-                            } else {
-                                changed |= remote.remove(&kv.key).is_some();
+                            } else if theirs.records.remove(&kv.key).is_some() {
+                                theirs.changed.insert(kv.key);
+                                snapshot = true;
                             }
                         } else if let Some(replica) = kv.key.strip_prefix(&listed) {
                             if kv.key == own_listing {
                                 continue;
                             }
                             let mut l = lock_l(&listings);
-                            if put {
-                                if let Ok(map) = serde_json::from_slice(&kv.value) {
-                                    l.insert(replica.to_string(), map);
-                                    changed = true;
-                                }
+                            let changed = if put {
+                                serde_json::from_slice(&kv.value)
+                                    .map(|map| l.insert(replica.to_string(), map))
+                                    .is_ok()
                             } else {
-                                changed |= l.remove(replica).is_some();
+                                l.remove(replica).is_some()
+                            };
+                            if changed {
+                                listings_changed.store(true, Ordering::SeqCst);
+                                answers = true;
                             }
                         }
                     }
-                    if changed {
+                    if snapshot {
                         registry.refresh();
+                    } else if answers {
+                        registry.refresh_answers();
                     }
                 }
                 if afresh {
@@ -472,8 +619,20 @@ impl Follower {
                         Ok::<_, tonic::Status>((p, l, r1.max(r2)))
                     };
                     if let Ok((p, l, rev)) = got.await {
-                        *lock(&remote) = others(p, &mine);
+                        {
+                            let mut theirs = lock(&remote);
+                            let records = others(p, &mine);
+                            let changed: BTreeSet<String> = theirs
+                                .records
+                                .keys()
+                                .chain(records.keys())
+                                .cloned()
+                                .collect();
+                            theirs.changed.extend(changed);
+                            theirs.records = records;
+                        }
                         *lock_l(&listings) = listings_of(&etcd, l);
+                        listings_changed.store(true, Ordering::SeqCst);
                         start = rev + 1;
                         registry.refresh();
                     }

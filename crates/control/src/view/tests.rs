@@ -73,8 +73,8 @@ fn node(mode: &str, service: &str, namespace: &str) -> Node {
 
 /// The services a view carries, as the proxy decodes them.
 fn carried(v: &View, snap: &Snapshot) -> Vec<String> {
-    let m = pb::ControlMessage::decode(v.message(snap).encode_to_vec().as_slice()).unwrap();
-    let s = model::Snapshot::try_from(m.snapshot.unwrap()).unwrap();
+    let m = pb::Snapshot::decode(v.message(snap)).unwrap();
+    let s = model::Snapshot::try_from(m).unwrap();
     assert_eq!(s.version, v.version);
     s.services.iter().map(|s| s.key.to_string()).collect()
 }
@@ -113,15 +113,9 @@ fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
         &node("ingress", "istio-ingressgateway", "istio-system"),
     );
     assert_eq!(carried(&ingress, &snap).len(), 5);
-    let decoded = pb::ControlMessage::decode(ingress.message(&snap).encode_to_vec().as_slice())
-        .unwrap()
-        .snapshot
-        .unwrap();
+    let decoded = pb::Snapshot::decode(ingress.message(&snap)).unwrap();
     assert_eq!(decoded.gateway.len(), 1);
-    let decoded = pb::ControlMessage::decode(one_a.message(&snap).encode_to_vec().as_slice())
-        .unwrap()
-        .snapshot
-        .unwrap();
+    let decoded = pb::Snapshot::decode(one_a.message(&snap)).unwrap();
     assert!(
         decoded.gateway.is_empty(),
         "a narrowed sidecar gets no gateway"
@@ -169,26 +163,26 @@ fn a_view_is_unchanged_when_nothing_it_carries_changed() {
     });
     let next = Arc::new(next);
     let (a2, b2) = (views.view(&next, &a), views.view(&next, &b));
-    assert!(a2.same_as(&a1));
-    assert!(!b2.same_as(&b1));
+    assert!(a2.same_as(&a1.stamp()));
+    assert!(!b2.same_as(&b1.stamp()));
     // Unchanged again at 3: still what a proxy of b was sent at 2, not at 1.
     let mut third = (*next).clone();
     third.version = 3;
     let third = Arc::new(third);
     let b3 = views.view(&third, &b);
-    assert!(b3.same_as(&b2));
-    assert!(!b3.same_as(&b1));
+    assert!(b3.same_as(&b2.stamp()));
+    assert!(!b3.same_as(&b1.stamp()));
     // A service more in a's namespace changes a's view; so does a change of security.
     let mut fourth = (*third).clone();
     fourth.version = 4;
     fourth.services.push(service("three.a"));
     let fourth = Arc::new(fourth);
-    assert!(!views.view(&fourth, &a).same_as(&a2));
-    assert!(views.view(&fourth, &b).same_as(&b3));
+    assert!(!views.view(&fourth, &a).same_as(&a2.stamp()));
+    assert!(views.view(&fourth, &b).same_as(&b3.stamp()));
     let mut fifth = (*fourth).clone();
     fifth.version = 5;
     fifth.security.root_namespace = "mesh-root".into();
     let fifth = Arc::new(fifth);
     let b5 = views.view(&fifth, &b);
-    assert!(!b5.same_as(&views.view(&fourth, &b)));
+    assert!(!b5.same_as(&views.view(&fourth, &b).stamp()));
 }

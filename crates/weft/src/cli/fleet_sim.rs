@@ -72,8 +72,33 @@ pub struct FleetSimArgs {
     /// Streams opening at once
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Use control-plane replicas already running over `--store` (started with the mesh
+    /// `--print-mesh` writes and `--no-mtls`) instead of starting them: their gRPC addresses,
+    /// comma-separated
+    #[arg(long = "control", value_name = "ADDR", value_delimiter = ',', requires_all = ["api", "token_file", "store"])]
+    control: Vec<std::net::SocketAddr>,
+    /// With --control: the API of one of them, where the changes are applied
+    #[arg(long, value_name = "ADDR")]
+    api: Option<std::net::SocketAddr>,
+    /// With --control: the file holding the API's admin credential
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// With --control: their PIDs, in the same order, for their CPU time and memory
+    #[arg(long = "control-pid", value_name = "PID", value_delimiter = ',')]
+    control_pid: Vec<u32>,
+    /// Print the mesh file the simulation serves (services, `common`'s routes, the Sidecar)
+    /// and exit
+    #[arg(long)]
+    print_mesh: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
+}
+
+/// A control-plane replica the fleet connects to: one this run started, or one given.
+struct Control {
+    grpc: std::net::SocketAddr,
+    pid: Option<u32>,
+    _started: Option<procs::Replica>,
 }
 
 /// The mesh file: the services (no workloads: the simulated proxies register for them),
@@ -214,10 +239,10 @@ async fn wait_for(
 }
 
 /// Replicas' CPU time now.
-fn cpu(replicas: &[procs::Replica]) -> Vec<Duration> {
+fn cpu(replicas: &[Control]) -> Vec<Duration> {
     replicas
         .iter()
-        .map(|r| r.proc.cpu().unwrap_or_default())
+        .map(|r| r.pid.and_then(procs::cpu_time).unwrap_or_default())
         .collect()
 }
 
@@ -238,6 +263,10 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
 }
 
 pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
+    if a.print_mesh {
+        print!("{}", mesh_yaml(&a));
+        return Ok(0);
+    }
     // One connection per simulated proxy: allow as many descriptors as the system lets us
     // (the replicas started next inherit the limit).
     if let Ok((_, hard)) =
@@ -282,22 +311,55 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     };
     let mesh = dir.path().join("mesh.yaml");
     std::fs::write(&mesh, mesh_yaml(&a))?;
-    let store_key = local::meshes::new_admin_token();
-    let mut replicas = Vec::new();
-    for n in 0..a.replicas as usize {
-        let (store, key, mesh, d) = (
-            store.clone(),
-            store_key.clone(),
-            mesh.clone(),
-            dir.path().to_path_buf(),
-        );
-        let r =
-            tokio::task::spawn_blocking(move || procs::Replica::start(n, &store, &key, &mesh, &d))
-                .await??;
-        replicas.push(r);
-    }
-    let token = replicas[0].token(MESH)?;
-    let api = replicas[0].api;
+    let (replicas, token, api) = if a.control.is_empty() {
+        let store_key = local::meshes::new_admin_token();
+        let mut replicas = Vec::new();
+        for n in 0..a.replicas as usize {
+            let (store, key, mesh, d) = (
+                store.clone(),
+                store_key.clone(),
+                mesh.clone(),
+                dir.path().to_path_buf(),
+            );
+            let r = tokio::task::spawn_blocking(move || {
+                procs::Replica::start(n, &store, &key, &mesh, &d)
+            })
+            .await??;
+            replicas.push(r);
+        }
+        let token = replicas[0].token(MESH)?;
+        let api = replicas[0].api;
+        let replicas: Vec<Control> = replicas
+            .into_iter()
+            .map(|r| Control {
+                grpc: r.grpc,
+                pid: Some(r.proc.pid()),
+                _started: Some(r),
+            })
+            .collect();
+        (replicas, token, api)
+    } else {
+        let file = a
+            .token_file
+            .as_ref()
+            .expect("clap requires it with --control");
+        let token = std::fs::read_to_string(file)?.trim().to_string();
+        let replicas = a
+            .control
+            .iter()
+            .enumerate()
+            .map(|(i, grpc)| Control {
+                grpc: *grpc,
+                pid: a.control_pid.get(i).copied(),
+                _started: None,
+            })
+            .collect();
+        (
+            replicas,
+            token,
+            a.api.expect("clap requires it with --control"),
+        )
+    };
 
     // The fleet connects.
     let etcd_before = procs::etcd_counters(metrics).await?;
@@ -348,6 +410,8 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let settle = connect_started.elapsed();
     let etcd_settled = procs::etcd_counters(metrics).await?;
     let cpu_settled = cpu(&replicas);
+    let sim_cpu = || procs::cpu_time(std::process::id()).unwrap_or_default();
+    let sim_cpu_settled = sim_cpu();
     let etcd_cpu_settled = etcd_cpu();
 
     // The changes, one after the other.
@@ -395,6 +459,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     }
     let etcd_after = procs::etcd_counters(metrics).await?;
     let cpu_after = cpu(&replicas);
+    let sim_cpu_after = sim_cpu();
     let etcd_cpu_after = etcd_cpu();
     let etcd_use = etcd.as_ref().map(|e| {
         let (peak, now) = e.proc.memory().unwrap_or_default();
@@ -410,7 +475,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (peak, now) = r.proc.memory().unwrap_or_default();
+            let (peak, now) = r.pid.and_then(procs::memory).unwrap_or_default();
             ReplicaUse {
                 cpu_startup_s: secs(cpu_settled[i].saturating_sub(cpu_before[i])),
                 cpu_changes_s: secs(cpu_after[i].saturating_sub(cpu_settled[i])),
@@ -464,6 +529,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
         etcd_startup: delta(&etcd_settled, &etcd_before),
         etcd_changes: delta(&etcd_after, &etcd_settled),
         etcd_use,
+        simulator_cpu_changes_s: secs(sim_cpu_after.saturating_sub(sim_cpu_settled)),
         failed,
         took_s: 0.0,
     };

@@ -35,17 +35,7 @@ impl Proc {
 
     /// Its peak and current resident memory, in bytes, from /proc.
     pub fn memory(&self) -> Option<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kb = |field: &str| -> Option<u64> {
-            let line = status.lines().find(|l| l.starts_with(field))?;
-            line[field.len()..]
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-                .map(|k| k * 1024)
-        };
-        Some((kb("VmHWM:")?, kb("VmRSS:")?))
+        memory(self.pid())
     }
 
     fn stop(&mut self) {
@@ -71,6 +61,21 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The peak and current resident memory of process `pid`, in bytes, from /proc.
+pub fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    Some((kb("VmHWM:")?, kb("VmRSS:")?))
 }
 
 /// User + system CPU time of process `pid` (all its threads).

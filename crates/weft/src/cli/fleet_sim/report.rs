@@ -86,6 +86,9 @@ pub struct Report {
     /// the simulation started it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_use: Option<ReplicaUse>,
+    /// The simulation's own CPU seconds over the changes (its proxies share the machine with
+    /// the control plane).
+    pub simulator_cpu_changes_s: f64,
     /// Streams that ended early.
     pub failed: usize,
     /// Wall time of the whole run, s.
@@ -159,6 +162,10 @@ impl Report {
                 e.cpu_startup_s, e.cpu_changes_s, e.peak_rss_mb
             ));
         }
+        line(format!(
+            "simulated proxies: CPU {:.2} s over the changes",
+            self.simulator_cpu_changes_s
+        ));
         if self.failed > 0 || !self.apply_not_ok.is_empty() {
             line(format!(
                 "failed streams: {}; apply answers other than 200: {:?}",
@@ -171,14 +178,4 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let s = Spread::of((1..=100).map(f64::from).collect());
-        assert_eq!((s.p50, s.p99, s.max, s.count), (50.0, 99.0, 100.0, 100));
-        assert_eq!(Spread::of(vec![3.0]).p99, 3.0);
-        assert_eq!(Spread::of(vec![]), Spread::default());
-    }
-}
+mod tests;
