@@ -30,7 +30,91 @@ struct StepBody {
     force: bool,
 }
 
+/// What `POST /ca/operator` asks for.
+#[derive(serde::Deserialize)]
+struct OperatorBody {
+    name: String,
+    /// How long the certificate is valid [default: 30 days].
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// The longest an operator certificate may be valid.
+const OPERATOR_MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How long an operator certificate is valid unless asked otherwise.
+const OPERATOR_DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl Api {
+    /// `POST /ca/operator` with `{"name": NAME, "ttl_seconds": N}`: a key and a client
+    /// certificate for operator NAME (`spiffe://TRUST_DOMAIN/ns/weft-system/sa/operator-NAME`),
+    /// which the API takes in place of the admin credential over TLS, and the trust bundle to
+    /// verify the API with. The caller is an admin (the credential, or an operator's
+    /// certificate).
+    pub(crate) async fn operator_request(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let Some(ca) = &self.ca else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "this control plane runs no CA\n".into(),
+            );
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("the body: {e}\n")),
+        };
+        let asked: OperatorBody = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"name\": NAME, \"ttl_seconds\": N}}: {e}\n"),
+                )
+            }
+        };
+        let ttl = asked
+            .ttl_seconds
+            .map_or(OPERATOR_DEFAULT_TTL, Duration::from_secs);
+        if ttl.is_zero() || ttl > OPERATOR_MAX_TTL {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "ttl_seconds: between 1 and {} (366 days)\n",
+                    OPERATOR_MAX_TTL.as_secs()
+                ),
+            );
+        }
+        match ca.operator_cert(&asked.name, ttl) {
+            Ok(cert) => {
+                let not_after = cert
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                tracing::info!(operator = %asked.name, not_after, "operator certificate issued");
+                crate::http_api::json_response(&serde_json::json!({
+                    "identity": model::Identity::operator(&ca.config().trust_domain, &asked.name).0,
+                    "certificate": cert.chain_pem(),
+                    "key": cert.key_pem(),
+                    "trust_bundle": ca.bundle_pem(),
+                    "not_after": not_after,
+                }))
+            }
+            Err(e) => plain(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "operator name {:?}: a letter or digit first, then letters, digits, '-', '.', '_'; at most 63 ({e})\n",
+                    asked.name
+                ),
+            ),
+        }
+    }
+
     /// `POST /ca/STEP` with a JSON body (`{}`, or `{"force": true}` for retire).
     pub(crate) async fn ca_request(
         &self,

@@ -100,11 +100,40 @@ fn now_ms() -> u64 {
 }
 
 fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+    hex_sha256(s.as_bytes())
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A bootstrap token as `weft host token` prints it, `SECRET.PIN`, split: the secret the
+/// control plane spends, and the pin (the SHA-256, hex, of a root of the mesh's trust bundle)
+/// the joining host checks the API's trust bundle against before it sends the secret. A token
+/// without a pin is the secret alone.
+pub fn split_bootstrap(token: &str) -> (&str, Option<&str>) {
+    match token.split_once('.') {
+        Some((secret, pin)) => (secret, Some(pin)),
+        None => (token, None),
+    }
+}
+
+/// The pins ([`split_bootstrap`]) of the certificates of a PEM trust bundle.
+pub fn bundle_pins(bundle_pem: &str) -> Vec<String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(bundle_pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| hex_sha256(&c))
+        .collect()
+}
+
+/// The pin of `root` (DER).
+pub fn root_pin(root: &[u8]) -> String {
+    hex_sha256(root)
 }
 
 /// The pseudo-identity a bootstrap token is bound to: never a SPIFFE ID, so the CA never signs
@@ -182,6 +211,7 @@ impl Hosts {
         if !valid_name(host) {
             return Err(HostError::BadName(host.into()));
         }
+        let (token, _) = split_bootstrap(token);
         let bad = |e: CaError| match e {
             CaError::TokenStore(s) => HostError::Store(s),
             _ => HostError::BadToken(host.into()),
@@ -339,6 +369,38 @@ impl SharedTokens for MemoryTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bootstrap_token_carries_the_pin_of_a_root_of_the_bundle() {
+        let ca = crate::ca::Ca::generate(crate::ca::CaConfig::default()).unwrap();
+        let pin = root_pin(&ca.root());
+        assert_eq!(pin.len(), 64);
+        assert_eq!(bundle_pins(&ca.bundle_pem()), vec![pin.clone()]);
+        let token = format!("abc123.{pin}");
+        assert_eq!(split_bootstrap(&token), ("abc123", Some(pin.as_str())));
+        assert_eq!(split_bootstrap("abc123"), ("abc123", None));
+        // A second root (prepared for rotation) is in the bundle too: either pin matches.
+        ca.prepare_root().unwrap();
+        let pins = bundle_pins(&ca.bundle_pem());
+        assert_eq!(pins.len(), 2);
+        assert!(pins.contains(&pin));
+    }
+
+    #[tokio::test]
+    async fn a_pinned_token_joins_as_its_secret() {
+        let hosts = Hosts::in_memory();
+        let addr: IpAddr = "10.0.0.2".parse().unwrap();
+        let t = hosts
+            .mint("h1", Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        let pinned = format!("{t}.{}", "ab".repeat(32));
+        hosts.join("h1", &pinned, addr, Labels::new()).await.unwrap();
+        assert!(matches!(
+            hosts.join("h1", &t, addr, Labels::new()).await,
+            Err(HostError::BadToken(_))
+        ));
+    }
 
     #[tokio::test]
     async fn bootstrap_tokens_join_once_their_own_host_before_they_expire() {

@@ -78,11 +78,22 @@ impl Api {
                     .ttl_seconds
                     .map_or(DEFAULT_BOOTSTRAP_TTL, Duration::from_secs);
                 match self.hosts.mint(&r.host, ttl, r.ingress).await {
-                    Ok(token) => json_response(&serde_json::json!({
-                        "host": r.host,
-                        "token": token,
-                        "expires_in_seconds": ttl.as_secs(),
-                    })),
+                    Ok(token) => {
+                        // The token to give the host carries the signing root's pin, so the
+                        // host can check whom it talks to before it sends the secret.
+                        let pin = self.ca.as_ref().map(|ca| hosts::root_pin(&ca.root()));
+                        let join_token = match &pin {
+                            Some(p) => format!("{token}.{p}"),
+                            None => token.clone(),
+                        };
+                        json_response(&serde_json::json!({
+                            "host": r.host,
+                            "token": token,
+                            "join_token": join_token,
+                            "ca_hash": pin.map(|p| format!("sha256:{p}")),
+                            "expires_in_seconds": ttl.as_secs(),
+                        }))
+                    }
                     Err(e) => refused(e),
                 }
             }

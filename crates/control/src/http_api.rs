@@ -57,14 +57,39 @@ impl Api {
     /// Refuses a call without the operator's credential (401), with another one (403), or a
     /// mutating call whose body is not JSON (415: what a web page may send across origins
     /// without asking first is text or a form, never JSON).
-    fn refusal<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    ///
+    /// With a CA, a plaintext call from anywhere but this machine's loopback is refused (426):
+    /// other machines speak TLS, and an operator's client certificate ([`Identity::operator`])
+    /// stands for the credential. The trust bundle (`GET /ca/bundle`, what a host checks against
+    /// its token's pin before it trusts the API) and `/healthz` are open to all.
+    ///
+    /// [`Identity::operator`]: model::Identity::operator
+    fn refusal<B>(
+        &self,
+        req: &Request<B>,
+        peer: &crate::listener::Peer,
+    ) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path();
         // A host authenticates with its bootstrap token (join) or its own credential.
         let host_call = path.starts_with("/hosts/") && path != "/hosts/tokens";
-        if path == "/healthz" {
+        if path == "/healthz" || (req.method() == Method::GET && path == "/ca/bundle") {
             return None;
         }
-        if let (Some(token), false) = (&self.admin_token, host_call) {
+        let local = peer.remote.is_some_and(|a| a.ip().is_loopback());
+        if self.ca.is_some() && !peer.tls && !local {
+            return Some(text(
+                StatusCode::UPGRADE_REQUIRED,
+                format!(
+                    "this API speaks HTTPS to other machines (TLS with the control plane's certificate of the mesh CA); plain HTTP only from this machine's loopback: https://{}{path}\n",
+                    self.api
+                ),
+            ));
+        }
+        let operator = match (&self.ca, &peer.identity) {
+            (Some(ca), Some(id)) => id.operator_name(&ca.config().trust_domain).is_some(),
+            _ => false,
+        };
+        if let (Some(token), false, false) = (&self.admin_token, host_call, operator) {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -286,20 +311,31 @@ pub fn applied_lines(
 /// Whether `r`'s own errors reject it. (Kinds that several API groups share, like Linkerd's
 /// `HTTPRoute`, are labelled `KIND.GROUP`.)
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
+    use tokio_stream::StreamExt;
+    // With a CA the API speaks TLS too (the control plane's certificate; an operator may
+    // present one of theirs); plaintext is for this machine's loopback alone.
+    let tls = api
+        .ca
+        .clone()
+        .map(|ca| Arc::new(crate::listener::ServerTls::for_api(ca)));
+    let mut incoming = crate::listener::incoming(listener, tls, shutdown.clone());
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
+            c = incoming.next() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(_)) => continue,
+                None => return,
             },
         };
+        let peer = Arc::new(stream.peer().clone());
         let api = api.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let api = api.clone();
+                let peer = peer.clone();
                 async move {
-                    if let Some(refused) = api.refusal(&req) {
+                    if let Some(refused) = api.refusal(&req, &peer) {
                         return Ok::<_, Infallible>(refused);
                     }
                     let rsp = match (req.method(), req.uri().path()) {
@@ -310,6 +346,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (_, path) if path == "/hosts" || path.starts_with("/hosts/") => {
                             api.hosts_request(req).await
                         }
+                        (&Method::POST, "/ca/operator") => api.operator_request(req).await,
                         (&Method::POST, path) if path.starts_with("/ca/") => {
                             let step = path["/ca/".len()..].to_string();
                             api.ca_request(&step, req).await

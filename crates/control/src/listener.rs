@@ -1,4 +1,5 @@
-//! The control plane's gRPC listener. In a mesh with a CA it speaks TLS 1.3 (ALPN h2) with a
+//! The control plane's listeners (gRPC, and the HTTP API). In a mesh with a CA they speak TLS 1.3
+//! (ALPN h2; the API also http/1.1) with a
 //! certificate of the mesh CA for the control plane's own identity
 //! ([`model::Identity::control_plane`]), which proxies verify against the mesh's trust anchors,
 //! and it reads the client certificate a proxy presents: the RPCs learn who is calling from
@@ -36,6 +37,8 @@ pub struct Peer {
     pub tls: bool,
     /// The SPIFFE ID of the client certificate, verified against the mesh's trust bundle.
     pub identity: Option<Identity>,
+    /// The address the connection comes from.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 /// An accepted connection, plaintext or TLS, with who is on it.
@@ -47,6 +50,13 @@ pub struct Conn {
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -103,6 +113,7 @@ impl AsyncWrite for Conn {
 pub struct ServerTls {
     ca: Arc<Ca>,
     provider: Arc<CryptoProvider>,
+    alpn: Vec<Vec<u8>>,
     built: Mutex<Option<Built>>,
 }
 
@@ -114,10 +125,21 @@ struct Built {
 }
 
 impl ServerTls {
+    /// For the gRPC listener (ALPN h2).
     pub fn new(ca: Arc<Ca>) -> ServerTls {
+        ServerTls::with_alpn(ca, vec![b"h2".to_vec()])
+    }
+
+    /// For the HTTP API (ALPN h2 and http/1.1).
+    pub fn for_api(ca: Arc<Ca>) -> ServerTls {
+        ServerTls::with_alpn(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    }
+
+    fn with_alpn(ca: Arc<Ca>, alpn: Vec<Vec<u8>>) -> ServerTls {
         ServerTls {
             ca,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            alpn,
             built: Mutex::new(None),
         }
     }
@@ -151,7 +173,7 @@ impl ServerTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(cert.chain, key)
             .map_err(|e| e.to_string())?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = self.alpn.clone();
         let life = cert
             .not_after
             .duration_since(cert.not_before)
@@ -207,12 +229,13 @@ pub fn incoming(
 }
 
 async fn accept(stream: TcpStream, tls: Option<Arc<ServerTls>>) -> io::Result<Conn> {
+    let remote = stream.peer_addr().ok();
     let Some(tls) = tls else {
-        return Ok(plain(stream));
+        return Ok(plain(stream, remote));
     };
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 0 || first[0] != TLS_HANDSHAKE {
-        return Ok(plain(stream));
+        return Ok(plain(stream, remote));
     }
     let config = tls.config().map_err(io::Error::other)?;
     let stream = tokio_rustls::TlsAcceptor::from(config)
@@ -229,14 +252,18 @@ async fn accept(stream: TcpStream, tls: Option<Arc<ServerTls>>) -> io::Result<Co
         peer: Peer {
             tls: true,
             identity,
+            remote,
         },
     })
 }
 
-fn plain(stream: TcpStream) -> Conn {
+fn plain(stream: TcpStream, remote: Option<std::net::SocketAddr>) -> Conn {
     Conn {
         io: Io::Plain(stream),
-        peer: Peer::default(),
+        peer: Peer {
+            remote,
+            ..Peer::default()
+        },
     }
 }
 

@@ -7,13 +7,21 @@
 //!
 //! Each sidecar start gets a fresh join token from the API (`POST /hosts/NAME/join-token`),
 //! which the control plane only mints for identities of services placed on this host.
+//!
+//! The API is spoken to over TLS, the control plane verified against the mesh's trust bundle.
+//! The first time, the host has no bundle: the bootstrap token carries the SHA-256 of the
+//! mesh's root (`SECRET.PIN`, as `weft host token` prints it), the host reads the public bundle
+//! and checks it holds that root before it sends the secret (as `kubeadm join`'s CA hash). The
+//! bundle is saved with the credential and read again every placement poll, so a root rotated
+//! in while the host runs is trusted before it signs the API's certificate.
 
+use crate::api_call::{call_once, TlsFor};
 use crate::launch::{app_port, AppLaunch, Credentials, Launch, ProxyLaunch, ProxyMode};
 use crate::supervise::Stage;
 use crate::UpError;
 use bytes::Bytes;
 use control::hosts::{Joined, Placed};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use model::{Identity, Labels};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -21,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HostOptions {
     /// The control plane's API, one address per replica (tried in turn).
     pub api: Vec<SocketAddr>,
@@ -38,6 +46,11 @@ pub struct HostOptions {
     pub drain_timeout: Duration,
     /// Run an ingress gateway listening here.
     pub ingress: Option<SocketAddr>,
+    /// The SHA-256 (hex, `sha256:` optional) of a root of the mesh's trust bundle, when the
+    /// token does not carry it.
+    pub ca_pin: Option<String>,
+    /// Makes the TLS config the API is spoken to with.
+    pub tls_for: TlsFor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,72 +72,144 @@ struct Saved {
     api: Vec<SocketAddr>,
 }
 
-/// Calls the API, trying each address in turn.
-async fn call(
-    api: &[SocketAddr],
-    method: http::Method,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> Result<(u16, Vec<u8>), HostError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut last = String::from("no address");
-    for addr in api {
-        let mut req = http::Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{addr}{path}"));
-        if let Some(b) = bearer {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
-        }
-        let payload = match &body {
-            Some(b) => {
-                req = req.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(b).expect("JSON serializes"))
-            }
-            None => Bytes::new(),
-        };
-        let req = req.body(Full::new(payload)).expect("a valid request");
-        let answered = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
-        match answered {
-            Ok(Ok(rsp)) => {
-                let status = rsp.status().as_u16();
-                let bytes = rsp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes().to_vec())
-                    .unwrap_or_default();
-                return Ok((status, bytes));
-            }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: no answer in 10 s"),
-        }
-    }
-    Err(HostError::Api {
-        api: api
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-        why: last,
-    })
+/// The control plane's API as this host reaches it: every replica's address, and the TLS it
+/// speaks to them, verifying the control plane against the mesh's trust bundle (plaintext only
+/// when every address is this machine's loopback and nothing pins the mesh's root).
+struct Api {
+    addrs: Vec<SocketAddr>,
+    tls_for: TlsFor,
+    /// The trust bundle the TLS config verifies with, and the config.
+    tls: std::sync::RwLock<Option<(String, Arc<rustls::ClientConfig>)>>,
 }
 
-fn refused(api: &[SocketAddr], status: u16, body: &[u8]) -> HostError {
-    HostError::Api {
-        api: api
+impl Api {
+    fn new(addrs: Vec<SocketAddr>, tls_for: TlsFor) -> Api {
+        Api {
+            addrs,
+            tls_for,
+            tls: std::sync::RwLock::new(None),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.addrs
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
-            .join(","),
-        why: format!("{status}: {}", String::from_utf8_lossy(body).trim()),
+            .join(",")
     }
+
+    fn error(&self, why: impl Into<String>) -> HostError {
+        HostError::Api {
+            api: self.describe(),
+            why: why.into(),
+        }
+    }
+
+    /// Verifies the control plane with `bundle` from now on (no change if it is the one in use).
+    fn trust(&self, bundle: &str) -> Result<(), HostError> {
+        let mut tls = self.tls.write().unwrap_or_else(|p| p.into_inner());
+        if tls.as_ref().is_some_and(|(b, _)| b == bundle) {
+            return Ok(());
+        }
+        let config = (self.tls_for)(bundle)
+            .map_err(|e| self.error(format!("the mesh's trust bundle: {e}")))?;
+        *tls = Some((bundle.to_string(), config));
+        Ok(())
+    }
+
+    fn bundle(&self) -> Option<String> {
+        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner());
+        tls.as_ref().map(|(b, _)| b.clone())
+    }
+
+    /// Calls the API, trying each address in turn.
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>), HostError> {
+        let tls = {
+            let tls = self.tls.read().unwrap_or_else(|p| p.into_inner());
+            tls.as_ref().map(|(_, c)| c.clone())
+        };
+        if tls.is_none() && !self.addrs.iter().all(|a| a.ip().is_loopback()) {
+            return Err(self.error(
+                "no trust bundle to verify the control plane with: join with the token `weft host token` prints (it pins the mesh's root), or give --ca-hash",
+            ));
+        }
+        let mut last = String::from("no address");
+        for addr in &self.addrs {
+            let mut req = http::Request::builder()
+                .method(method.clone())
+                .uri(path.to_string());
+            if let Some(b) = bearer {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
+            }
+            let payload = match &body {
+                Some(b) => {
+                    req = req.header(http::header::CONTENT_TYPE, "application/json");
+                    Bytes::from(serde_json::to_vec(b).expect("JSON serializes"))
+                }
+                None => Bytes::new(),
+            };
+            let req = req.body(Full::new(payload)).expect("a valid request");
+            match call_once(*addr, tls.as_ref(), req).await {
+                Ok((status, body)) => return Ok((status, body.to_vec())),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(self.error(last))
+    }
+
+    /// Fetches the mesh's trust bundle in plaintext (it is public) and trusts it if it holds
+    /// the root `pin` names: the check that makes the TLS that follows safe to send a secret
+    /// over.
+    async fn pin(&self, pin: &str) -> Result<(), HostError> {
+        let pin = pin
+            .trim()
+            .trim_start_matches("sha256:")
+            .to_ascii_lowercase();
+        let mut last = String::from("no address");
+        for addr in &self.addrs {
+            let req = http::Request::get("/ca/bundle")
+                .body(Full::new(Bytes::new()))
+                .expect("a valid request");
+            match call_once(*addr, None, req).await {
+                Ok((200, body)) => {
+                    let bundle = String::from_utf8_lossy(&body).into_owned();
+                    if !control::hosts::bundle_pins(&bundle).contains(&pin) {
+                        return Err(self.error(format!(
+                            "{addr}: its trust bundle holds no root of SHA-256 {pin} (the token's pin): not the mesh the token is for, or someone in between; nothing was sent"
+                        )));
+                    }
+                    return self.trust(&bundle);
+                }
+                Ok((status, body)) => {
+                    last = format!(
+                        "{addr}: GET /ca/bundle: {status}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    )
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(self.error(last))
+    }
+}
+
+fn refused(api: &Api, status: u16, body: &[u8]) -> HostError {
+    api.error(format!(
+        "{status}: {}",
+        String::from_utf8_lossy(body).trim()
+    ))
 }
 
 /// Sidecars' join tokens, from the API with the host's credential.
 struct HostCredentials {
-    api: Vec<SocketAddr>,
+    api: Arc<Api>,
     host: String,
     credential: String,
     bundle: String,
@@ -139,8 +224,7 @@ impl Credentials for HostCredentials {
         let body = serde_json::json!({ "identity": identity.0 });
         let path = format!("/hosts/{}/join-token", self.host);
         let answer = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(call(
-                &self.api,
+            tokio::runtime::Handle::current().block_on(self.api.call(
                 http::Method::POST,
                 &path,
                 Some(&self.credential),
@@ -170,36 +254,43 @@ impl Credentials for HostCredentials {
     }
 }
 
-/// Joins (or reuses the saved credential) and returns what the control plane answered.
-async fn join(opts: &HostOptions) -> Result<Saved, HostError> {
+/// Joins (or reuses the saved credential) and returns what the control plane answered. With a
+/// pin (the token's, or `--ca-hash`), the API's trust bundle is checked against it before the
+/// token is sent, and the API is spoken to over TLS from then on; a saved join trusts the
+/// bundle it saved.
+async fn join(opts: &HostOptions, api: &Api) -> Result<Saved, HostError> {
     let path = opts.state.join(format!("{}.json", opts.name));
     let Some(token) = &opts.token else {
         let text = std::fs::read(&path)
             .map_err(|_| HostError::NoToken(opts.name.clone(), opts.state.display().to_string()))?;
-        return serde_json::from_slice(&text)
-            .map_err(|e| HostError::State(path.display().to_string(), std::io::Error::other(e)));
+        let saved: Saved = serde_json::from_slice(&text)
+            .map_err(|e| HostError::State(path.display().to_string(), std::io::Error::other(e)))?;
+        if !saved.joined.trust_bundle.is_empty() {
+            api.trust(&saved.joined.trust_bundle)?;
+        }
+        return Ok(saved);
     };
+    let (_, token_pin) = control::hosts::split_bootstrap(token);
+    if let Some(pin) = opts.ca_pin.as_deref().or(token_pin) {
+        api.pin(pin).await?;
+    }
     let body = serde_json::json!({
         "host": opts.name,
         "token": token,
         "address": opts.address,
         "labels": opts.labels,
     });
-    let (status, answer) = call(
-        &opts.api,
-        http::Method::POST,
-        "/hosts/join",
-        None,
-        Some(body),
-    )
-    .await?;
+    let (status, answer) = api
+        .call(http::Method::POST, "/hosts/join", None, Some(body))
+        .await?;
     if status != 200 {
-        return Err(refused(&opts.api, status, &answer));
+        return Err(refused(api, status, &answer));
     }
-    let joined: Joined = serde_json::from_slice(&answer).map_err(|e| HostError::Api {
-        api: format!("{:?}", opts.api),
-        why: format!("the join answer: {e}"),
-    })?;
+    let joined: Joined =
+        serde_json::from_slice(&answer).map_err(|e| api.error(format!("the join answer: {e}")))?;
+    if !joined.trust_bundle.is_empty() {
+        api.trust(&joined.trust_bundle)?;
+    }
     let saved = Saved {
         joined,
         api: opts.api.clone(),
@@ -242,23 +333,44 @@ struct Placement {
 }
 
 /// The replicas the mesh places on this host now.
-async fn placement(saved: &Saved, host: &str) -> Result<Vec<Placed>, HostError> {
-    let (status, body) = call(
-        &saved.api,
-        http::Method::GET,
-        &format!("/hosts/{host}/placement"),
-        Some(&saved.joined.credential),
-        None,
-    )
-    .await?;
+async fn placement(api: &Api, saved: &Saved, host: &str) -> Result<Vec<Placed>, HostError> {
+    let (status, body) = api
+        .call(
+            http::Method::GET,
+            &format!("/hosts/{host}/placement"),
+            Some(&saved.joined.credential),
+            None,
+        )
+        .await?;
     if status != 200 {
-        return Err(refused(&saved.api, status, &body));
+        return Err(refused(api, status, &body));
     }
-    let p: Placement = serde_json::from_slice(&body).map_err(|e| HostError::Api {
-        api: format!("{:?}", saved.api),
-        why: format!("the placement: {e}"),
-    })?;
+    let p: Placement =
+        serde_json::from_slice(&body).map_err(|e| api.error(format!("the placement: {e}")))?;
     Ok(p.replicas)
+}
+
+/// Reads the mesh's trust bundle again over the verified API and trusts it from now on if it
+/// changed (a root being rotated in: the next root signs the API's certificate once
+/// activated), keeping it in the saved state for the next start.
+async fn refresh_bundle(api: &Api, saved: &mut Saved, path: &std::path::Path) {
+    if api.bundle().is_none() {
+        return;
+    }
+    let Ok((200, body)) = api.call(http::Method::GET, "/ca/bundle", None, None).await else {
+        return;
+    };
+    let bundle = String::from_utf8_lossy(&body).into_owned();
+    if bundle == saved.joined.trust_bundle || bundle.trim().is_empty() {
+        return;
+    }
+    if api.trust(&bundle).is_ok() {
+        tracing::info!("the mesh's trust bundle changed; trusting the new one");
+        saved.joined.trust_bundle = bundle;
+        if let Err(e) = save(path, saved) {
+            tracing::warn!(error = %e, "keeping the new trust bundle");
+        }
+    }
 }
 
 /// One replica running here: what it was started as, and its processes.
@@ -380,12 +492,14 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&str),
 ) -> Result<(), HostError> {
-    let saved = join(&opts).await?;
+    let api = Arc::new(Api::new(opts.api.clone(), opts.tls_for.clone()));
+    let mut saved = join(&opts, &api).await?;
+    let saved_path = opts.state.join(format!("{}.json", opts.name));
     let joined = saved.joined.clone();
-    let placed = placement(&saved, &opts.name).await?;
+    let placed = placement(&api, &saved, &opts.name).await?;
     let credentials: Option<Arc<dyn Credentials>> = (!joined.trust_bundle.is_empty()).then(|| {
         Arc::new(HostCredentials {
-            api: saved.api.clone(),
+            api: api.clone(),
             host: opts.name.clone(),
             credential: joined.credential.clone(),
             bundle: joined.trust_bundle.clone(),
@@ -394,12 +508,7 @@ pub async fn run(
     });
     let (control, control_more) = match joined.controls.split_first() {
         Some((c, more)) => (*c, more.to_vec()),
-        None => {
-            return Err(HostError::Api {
-                api: format!("{:?}", saved.api),
-                why: "it named no control-plane replica".into(),
-            })
-        }
+        None => return Err(api.error("it named no control-plane replica")),
     };
     let mut runner = Runner {
         opts: opts.clone(),
@@ -467,7 +576,8 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PLACEMENT_POLL) => {}
         }
-        let Ok(placed) = placement(&saved, &opts.name).await else {
+        refresh_bundle(&api, &mut saved, &saved_path).await;
+        let Ok(placed) = placement(&api, &saved, &opts.name).await else {
             // No replica answers: keep what runs.
             continue;
         };

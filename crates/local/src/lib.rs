@@ -23,6 +23,7 @@
 //! - [`prometheus`]: `weft up --prometheus`: Prometheus's config and the scrape targets it
 //!   discovers (every proxy's admin `/metrics`), kept up to date from the registry.
 
+pub mod api_call;
 pub mod host;
 pub mod launch;
 pub mod meshes;

@@ -20,6 +20,25 @@ pub struct MeshRecord {
     /// `Authorization: Bearer`; absent for a control plane whose API needs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// The mesh's trust bundle (PEM), when its API speaks TLS to other machines: the CLI then
+    /// speaks TLS to it too, verifying the control plane with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// Keeps mesh `name`'s trust bundle beside its record (`ca_file`), replacing an older one.
+pub fn write_bundle(name: &str, pem: &str) -> Result<PathBuf, FindError> {
+    let d = dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let path = d.join(format!("{name}.ca.pem"));
+    let tmp = d.join(format!(".{name}.ca.pem.{}", std::process::id()));
+    std::fs::write(&tmp, pem).map_err(|e| FindError::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| FindError::Io(path.clone(), e))?;
+    Ok(path)
 }
 
 /// A fresh admin credential for a control plane's API: 32 random bytes, hex.
@@ -167,21 +186,44 @@ pub fn running() -> Vec<MeshRecord> {
 }
 
 /// A mesh whose control plane runs elsewhere, as `weft context add` saved it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Context {
     pub name: String,
     /// The control plane's API, one address per replica.
     pub api: Vec<String>,
-    /// The admin credential's file (a copy, mode 0600).
+    /// The admin credential's file (a copy, mode 0600); empty when an operator certificate
+    /// stands for it.
+    #[serde(default)]
     pub token_file: String,
+    /// The mesh's trust bundle (a copy): the API is then spoken to over TLS, the control plane
+    /// verified with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// An operator's client certificate and key (copies, the key mode 0600), presented over TLS
+    /// in place of the admin credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+}
+
+/// What `weft context add` is given: the files are copied into the context's directory.
+#[derive(Clone, Debug, Default)]
+pub struct ContextFiles {
+    /// The admin credential.
+    pub token: Option<String>,
+    /// The trust bundle, PEM.
+    pub ca: Option<String>,
+    /// An operator's certificate chain and private key, PEM.
+    pub cert: Option<(String, String)>,
 }
 
 fn contexts_dir() -> PathBuf {
     home().join("contexts")
 }
 
-/// Saves context `name`: the API addresses `api` and a private copy of the admin credential.
-pub fn add_context(name: &str, api: &[String], token: &str) -> Result<PathBuf, FindError> {
+/// Saves context `name`: the API addresses `api` and private copies of what `files` holds.
+pub fn add_context(name: &str, api: &[String], files: &ContextFiles) -> Result<PathBuf, FindError> {
     ensure_home()?;
     let d = contexts_dir();
     std::fs::DirBuilder::new()
@@ -189,13 +231,26 @@ pub fn add_context(name: &str, api: &[String], token: &str) -> Result<PathBuf, F
         .mode(0o700)
         .create(&d)
         .map_err(|e| FindError::Io(d.clone(), e))?;
-    let token_file = d.join(format!("{name}.token"));
-    write_private(&token_file, token.trim()).map_err(|e| FindError::Io(token_file.clone(), e))?;
-    let ctx = Context {
+    let keep = |suffix: &str, text: &str| -> Result<String, FindError> {
+        let path = d.join(format!("{name}.{suffix}"));
+        write_private(&path, text).map_err(|e| FindError::Io(path.clone(), e))?;
+        Ok(path.display().to_string())
+    };
+    let mut ctx = Context {
         name: name.to_string(),
         api: api.to_vec(),
-        token_file: token_file.display().to_string(),
+        ..Context::default()
     };
+    if let Some(token) = &files.token {
+        ctx.token_file = keep("token", token.trim())?;
+    }
+    if let Some(ca) = &files.ca {
+        ctx.ca_file = Some(keep("ca.pem", ca)?);
+    }
+    if let Some((cert, key)) = &files.cert {
+        ctx.cert_file = Some(keep("crt", cert)?);
+        ctx.key_file = Some(keep("key", key)?);
+    }
     let path = d.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&ctx).unwrap_or_default())
         .map_err(|e| FindError::Io(path.clone(), e))?;
@@ -251,7 +306,8 @@ fn chosen_context() -> Option<Result<MeshRecord, FindError>> {
         control: String::new(),
         api: up,
         ingress: String::new(),
-        token_file: Some(ctx.token_file),
+        token_file: (!ctx.token_file.is_empty()).then_some(ctx.token_file),
+        ca_file: ctx.ca_file,
     }))
 }
 

@@ -246,6 +246,7 @@ pub async fn up(
             api: control.api.to_string(),
             ingress: spec.ingress.to_string(),
             token_file: None,
+            ca_file: None,
         },
         Some(&token),
     )?;

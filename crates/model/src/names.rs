@@ -26,6 +26,8 @@ pub const TRUST_ANCHORS_ENV: &str = "WEFT_TRUST_ANCHORS";
 pub const CONTROL_NAMESPACE: &str = "weft-system";
 /// The control plane's service account in [`CONTROL_NAMESPACE`].
 pub const CONTROL_ACCOUNT: &str = "weft-control";
+/// The service-account prefix of operators' identities ([`Identity::operator`]).
+pub const OPERATOR_ACCOUNT_PREFIX: &str = "operator-";
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The cluster domain of fully qualified service names, as in Kubernetes.
@@ -138,6 +140,29 @@ impl Identity {
     /// [`CONTROL_NAMESPACE`], is reserved).
     pub fn control_plane(trust_domain: &str) -> Self {
         Self::spiffe_in(trust_domain, CONTROL_NAMESPACE, CONTROL_ACCOUNT)
+    }
+
+    /// An operator's SPIFFE ID in `trust_domain` (`weft ca operator NAME`): what an operator's
+    /// client certificate for the control plane's API names. In the reserved
+    /// [`CONTROL_NAMESPACE`], so no proxy can be given it.
+    pub fn operator(trust_domain: &str, name: &str) -> Self {
+        Self::spiffe_in(
+            trust_domain,
+            CONTROL_NAMESPACE,
+            &format!("{OPERATOR_ACCOUNT_PREFIX}{name}"),
+        )
+    }
+
+    /// The operator's name if this is an operator's identity ([`Identity::operator`]) of
+    /// `trust_domain`.
+    pub fn operator_name(&self, trust_domain: &str) -> Option<&str> {
+        let rest = self
+            .0
+            .strip_prefix("spiffe://")?
+            .strip_prefix(trust_domain)?;
+        let rest = rest.strip_prefix(&format!("/ns/{CONTROL_NAMESPACE}/sa/"))?;
+        rest.strip_prefix(OPERATOR_ACCOUNT_PREFIX)
+            .filter(|n| !n.is_empty() && !n.contains('/'))
     }
 
     /// The SPIFFE ID of a service account in a namespace of `trust_domain`.

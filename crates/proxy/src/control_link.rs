@@ -95,7 +95,7 @@ impl ControlLink {
         let verifier = tls::verify::AnchoredServerVerifier::new(
             Arc::new(roots),
             provider.clone(),
-            expected.clone(),
+            Some(expected.clone()),
         )?;
         let mut anchored = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])

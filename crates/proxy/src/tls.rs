@@ -14,9 +14,11 @@
 //!
 //! Layout: [`credentials`] (key, chain, bundle, configs), [`verify`] (the verifiers and reasons),
 //! [`detect`] (TLS or plaintext), [`renew`] (when to renew), and the two handshakes:
-//! [`accept`] (an inbound listener's, as the port's mode says) and [`connect`] (to a peer).
+//! [`accept`] (an inbound listener's, as the port's mode says) and [`connect`] (to a peer);
+//! [`api`] is the TLS of a client of the control plane's HTTP API.
 
 pub mod accept;
+pub mod api;
 pub mod connect;
 pub mod credentials;
 pub mod detect;
@@ -24,6 +26,7 @@ pub mod renew;
 pub mod verify;
 
 pub use accept::{Accepted, InboundTls};
+pub use api::api_client_config;
 pub use credentials::{csr, server_name, Credentials};
 pub use detect::{classify, sniff, Sniffed};
 pub use renew::{renew_at, renew_in};

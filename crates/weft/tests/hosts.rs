@@ -162,6 +162,79 @@ fn row(replica: &Replica, instance: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// `weft ca operator` issues a client certificate that the API takes over TLS in place of the
+/// admin credential: a context holding only it (no token) runs `weft status`; the same call
+/// over TLS with neither is refused.
+fn operator_certificates_stand_for_the_admin_credential(a: &Replica) {
+    let files = tempfile::tempdir().unwrap();
+    let out = a.weft(&[
+        "ca",
+        "operator",
+        "--name",
+        "alice",
+        "--out",
+        files.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = |name: &str| files.path().join(name).display().to_string();
+    let mode = std::fs::metadata(f("alice.key")).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let home = tempfile::tempdir().unwrap();
+    let api = a.api.to_string();
+    let out = weft_in(
+        home.path(),
+        &[
+            "context",
+            "add",
+            "ops",
+            "--api",
+            &api,
+            "--ca-file",
+            &f("ca.pem"),
+            "--cert-file",
+            &f("alice.crt"),
+            "--key-file",
+            &f("alice.key"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = weft_in(home.path(), &["--context", "ops", "status", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        st["workloads"].as_array().is_some_and(|w| !w.is_empty()),
+        "{st}"
+    );
+    // Over TLS with neither the certificate nor the credential: 401; with the certificate: 200.
+    let code = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"]);
+        if with_cert {
+            c.args(["--cert", &f("alice.crt"), "--key", &f("alice.key")]);
+        }
+        let out = c.arg(format!("https://{api}/status")).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(false), "401");
+    assert_eq!(code(true), "200");
+}
+
 /// The mesh file both tests use: hello's two replicas on h2 and h3; `extra` goes under `spec`.
 fn mesh_file(dir: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
     let mesh = dir.join("mesh.yaml");
@@ -213,10 +286,71 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
     let (mut a, b) = replicas(&net, &etcd, &mesh);
     let apis = format!("{},{}", a.api, b.api);
 
-    // One-time bootstrap tokens, minted through either replica.
+    // One-time bootstrap tokens, minted through either replica. Each carries the pin of the
+    // mesh's root (SECRET.SHA256), which a host checks the API against before it sends it.
     let t1 = host_token(&a, "h1", &["--ingress"]);
     let t2 = host_token(&b, "h2", &[]);
     let t3 = host_token(&a, "h3", &[]);
+    let (secret2, pin2) = t2.split_once('.').expect("the token carries a pin");
+    assert_eq!(pin2.len(), 64, "{t2}");
+
+    // Other machines speak TLS to the API: plain HTTP from a host's namespace is refused, the
+    // public trust bundle excepted.
+    let plain = |path: &str| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.hosts[1],
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code}"])
+            .arg(format!("http://{}{path}", a.api))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(plain("/status"), "426");
+    assert_eq!(plain("/ca/bundle"), "200");
+    // A token whose pin names another root is not sent: the join fails and the token stays
+    // good for the real join below.
+    let wrong_pin = format!("{secret2}.{}", "0".repeat(64));
+    let why = join(
+        &net.hosts[1],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            &wrong_pin,
+            "--name",
+            "h2",
+            "--address",
+            &net.address(1),
+        ],
+    )
+    .err()
+    .expect("a join with a wrong pin went ahead");
+    assert!(why.contains("holds no root"), "{why}");
+    // Without a pin there is nothing to verify the API with: refused before anything is sent.
+    let why = join(
+        &net.hosts[1],
+        &[
+            "--control",
+            &apis,
+            "--token",
+            secret2,
+            "--name",
+            "h2",
+            "--address",
+            &net.address(1),
+        ],
+    )
+    .err()
+    .expect("a join without a pin went ahead over plaintext");
+    assert!(why.contains("no trust bundle"), "{why}");
     let ingress: SocketAddr = format!("{}:8080", net.address(0)).parse().unwrap();
     let _h1 = join(
         &net.hosts[0],
@@ -322,13 +456,15 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
         serde_json::from_slice(&std::fs::read(_h1.home.path().join("hosts/h1.json")).unwrap())
             .unwrap();
     let credential = saved["joined"]["credential"].as_str().unwrap();
+    // (Over TLS, as from another machine; -k: curl cannot check a SPIFFE-only certificate,
+    // and what is tested here is who may have which token.)
     let ask = |identity: &str| {
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
             .arg(format!("Authorization: Bearer {credential}"))
             .args(["-H", "Content-Type: application/json", "-d"])
             .arg(format!("{{\"identity\": \"{identity}\"}}"))
-            .arg(format!("http://{}/hosts/h1/join-token", a.api))
+            .arg(format!("https://{}/hosts/h1/join-token", a.api))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -355,6 +491,7 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    operator_certificates_stand_for_the_admin_credential(&a);
     for (inst, host) in [("hello-v1-0", 1), ("hello-v1-1", 2)] {
         let inbound = row(&a, inst).unwrap()["inbound"]
             .as_str()

@@ -112,12 +112,51 @@ impl Ca {
         })
     }
 
+    /// A key and a client certificate for operator `name` ([`Identity::operator`]), valid for
+    /// `lifetime`: it authenticates the operator to the control plane's API over TLS. The
+    /// caller has authenticated the operator as an admin.
+    pub fn operator_cert(
+        &self,
+        name: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<ServingCert, CaError> {
+        let identity = Identity::operator(&self.config.trust_domain, name);
+        let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            && identity.operator_name(&self.config.trust_domain) == Some(name);
+        if !valid {
+            return Err(CaError::InvalidIdentity(identity.0));
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let leaf = self.leaf_for(&key, &identity, lifetime)?;
+        Ok(ServingCert {
+            key_pkcs8: key.serialize_der(),
+            chain: leaf.chain,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            generation: leaf.generation,
+        })
+    }
+
     /// Signs a SPIFFE leaf for `identity` over `public_key` with the signer in force.
     fn leaf(&self, public_key: &impl PublicKeyData, identity: &Identity) -> Result<Leaf, CaError> {
+        self.leaf_for(public_key, identity, self.config.leaf_lifetime)
+    }
+
+    /// [`Ca::leaf`] valid for `lifetime`.
+    fn leaf_for(
+        &self,
+        public_key: &impl PublicKeyData,
+        identity: &Identity,
+        lifetime: std::time::Duration,
+    ) -> Result<Leaf, CaError> {
         let now = now_seconds();
-        let backdate = CLOCK_SKEW_BACKDATE.min(self.config.leaf_lifetime);
+        let backdate = CLOCK_SKEW_BACKDATE.min(lifetime);
         let not_before = now - to_time(backdate);
-        let not_after = now + to_time(self.config.leaf_lifetime);
+        let not_after = now + to_time(lifetime);
         let uri = identity
             .0
             .clone()
@@ -198,7 +237,8 @@ struct Leaf {
     generation: u64,
 }
 
-/// The control plane's own certificate and key ([`Ca::control_plane_cert`]).
+/// The control plane's own certificate and key ([`Ca::control_plane_cert`]), or an operator's
+/// ([`Ca::operator_cert`]).
 pub struct ServingCert {
     /// Leaf first, then the intermediate (when the CA has one).
     pub chain: Vec<CertificateDer<'static>>,
@@ -208,6 +248,22 @@ pub struct ServingCert {
     pub not_after: SystemTime,
     /// The CA's generation when it signed ([`Ca::generation`]).
     pub generation: u64,
+}
+
+impl ServingCert {
+    /// The chain as concatenated PEM blocks (leaf first).
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|c| super::store::to_pem(c)).collect()
+    }
+
+    /// The private key as a PKCS#8 PEM block.
+    pub fn key_pem(&self) -> String {
+        let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+        pem::encode_config(
+            &pem::Pem::new("PRIVATE KEY", self.key_pkcs8.clone()),
+            config,
+        )
+    }
 }
 
 fn parse_csr(csr: &[u8]) -> Result<CertificateSigningRequestParams, CaError> {

@@ -548,3 +548,35 @@ fn a_join_token_dies_after_its_lifetime() {
     let err = ca.sign(pem.as_bytes(), &hello, &token).unwrap_err();
     assert!(matches!(err, CaError::UnknownToken), "{err}");
 }
+
+#[test]
+fn operator_certificates_name_a_reserved_identity_for_their_lifetime() {
+    let ca = Ca::generate(CaConfig::default()).unwrap();
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let cert = ca.operator_cert("alice", week).unwrap();
+    verify(&cert.chain, &ca.bundle()).unwrap();
+    let leaf = parse(&cert.chain[0]);
+    let uri = "spiffe://cluster.local/ns/weft-system/sa/operator-alice";
+    assert_eq!(uri_sans(&leaf), vec![uri]);
+    assert_eq!(
+        Identity(uri.into()).operator_name("cluster.local"),
+        Some("alice")
+    );
+    let life = leaf.validity().not_after.timestamp() - secs(SystemTime::now());
+    assert!((week.as_secs() as i64 - 5..=week.as_secs() as i64 + 5).contains(&life));
+    // The PEM forms parse back to the same key and chain.
+    assert!(cert.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(cert.chain_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    // A name that is not one account segment, or a proxy asking for the identity: refused.
+    for bad in ["", "a/b", "a b", "..", &"x".repeat(64)] {
+        assert!(ca.operator_cert(bad, week).is_err(), "{bad:?}");
+    }
+    let operator = Identity::operator("cluster.local", "alice");
+    assert!(matches!(
+        ca.check_identity(&operator),
+        Err(CaError::Reserved(_))
+    ));
+    // Another trust domain's operator is not this one's.
+    assert_eq!(operator.operator_name("example.org"), None);
+    assert_eq!(id("default", "operator-alice").operator_name("cluster.local"), None);
+}

@@ -430,26 +430,34 @@ impl ClientCertVerifier for MeshClientVerifier {
 }
 
 /// Verifies the server's certificate against fixed trust anchors, expecting one identity: how a
-/// proxy that has no certificate of its own yet checks its control plane.
+/// proxy that has no certificate of its own yet checks its control plane, and how the CLI and a
+/// host check the control plane's API ([`api_client_config`]).
 #[derive(Debug)]
 pub(crate) struct AnchoredServerVerifier {
     /// rustls' own verifier over the same anchors: its handshake-signature checks are ours.
     signatures: Arc<rustls::client::WebPkiServerVerifier>,
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
-    trust_domain: String,
-    expected: Identity,
+    /// The identity expected; `None`: the control plane's of whatever trust domain the anchors
+    /// sign for (they sign that reserved identity for control planes only).
+    expected: Option<(String, Identity)>,
 }
 
 impl AnchoredServerVerifier {
     pub(crate) fn new(
         roots: Arc<RootCertStore>,
         provider: Arc<CryptoProvider>,
-        expected: Identity,
+        expected: Option<Identity>,
     ) -> Result<AnchoredServerVerifier, TlsError> {
-        let trust_domain = trust_domain_of(&expected)
-            .ok_or_else(|| TlsError::NotSpiffe(expected.clone()))?
-            .to_string();
+        let expected = match expected {
+            Some(id) => Some((
+                trust_domain_of(&id)
+                    .ok_or_else(|| TlsError::NotSpiffe(id.clone()))?
+                    .to_string(),
+                id,
+            )),
+            None => None,
+        };
         let signatures = rustls::client::WebPkiServerVerifier::builder_with_provider(
             roots.clone(),
             provider.clone(),
@@ -460,7 +468,6 @@ impl AnchoredServerVerifier {
             signatures,
             roots,
             provider,
-            trust_domain,
             expected,
         })
     }
@@ -487,7 +494,26 @@ impl ServerCertVerifier for AnchoredServerVerifier {
         .inspect_err(|e| {
             tracing::warn!(error = %e, "the control plane's certificate does not chain to this proxy's trust anchors");
         })?;
-        check_spiffe(end_entity, &self.trust_domain, Some(&self.expected))
+        let checked = match &self.expected {
+            Some((trust_domain, expected)) => {
+                check_spiffe(end_entity, trust_domain, Some(expected)).map(|_| ())
+            }
+            None => spiffe_id(end_entity)
+                .map_err(|r| (r, "no usable SPIFFE URI SAN".to_string()))
+                .and_then(|id| {
+                    let ours =
+                        trust_domain_of(&id).is_some_and(|td| id == Identity::control_plane(td));
+                    if ours {
+                        Ok(())
+                    } else {
+                        Err((
+                            RejectReason::IdentityMismatch,
+                            format!("presented {id}, expected a control plane's identity"),
+                        ))
+                    }
+                }),
+        };
+        checked
             .map(|_| ServerCertVerified::assertion())
             .map_err(|(reason, detail)| {
                 tracing::warn!(%detail, "the control plane's certificate: {reason}");

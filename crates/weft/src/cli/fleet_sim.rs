@@ -90,6 +90,9 @@ pub struct FleetSimArgs {
     /// and exit
     #[arg(long)]
     print_mesh: bool,
+    /// Keep the scratch directory (etcd's and the replicas' logs) and print where it is
+    #[arg(long)]
+    keep_logs: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
 }
@@ -287,9 +290,13 @@ pub fn run(a: FleetSimArgs) -> anyhow::Result<i32> {
 
 async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
+    let mut dir = tempfile::Builder::new()
         .prefix("weft-fleet-sim-")
         .tempdir()?;
+    if a.keep_logs {
+        dir.disable_cleanup(true);
+        eprintln!("weft fleet-sim: logs kept in {}", dir.path().display());
+    }
     let etcd = match &a.store {
         Some(_) => None,
         None => {

@@ -70,6 +70,10 @@ pub struct JoinArgs {
     /// How long proxies drain on stop
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     drain_timeout: Duration,
+    /// The SHA-256 of the mesh's root (`sha256:HEX`), checked before the token is sent, when
+    /// the token does not carry it (`weft host token` prints one that does)
+    #[arg(long, value_name = "sha256:HEX")]
+    ca_hash: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -88,17 +92,44 @@ pub struct ContextAddArgs {
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     api: Vec<SocketAddr>,
     /// A file holding the admin credential (a replica's $WEFT_HOME/meshes/MESH.token)
+    #[arg(long, value_name = "PATH", required_unless_present = "cert_file")]
+    token_file: Option<PathBuf>,
+    /// The mesh's trust bundle (PEM; `weft ca operator` writes it, a replica keeps it as
+    /// $WEFT_HOME/meshes/MESH.ca.pem): the API is then spoken to over TLS, as it must be from
+    /// another machine
     #[arg(long, value_name = "PATH")]
-    token_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    /// An operator's certificate (`weft ca operator NAME`), presented over TLS in place of
+    /// the admin credential
+    #[arg(long, value_name = "PATH", requires_all = ["key_file", "ca_file"])]
+    cert_file: Option<PathBuf>,
+    /// The operator certificate's private key
+    #[arg(long, value_name = "PATH", requires = "cert_file")]
+    key_file: Option<PathBuf>,
 }
 
 pub fn context(cmd: ContextCmd) -> anyhow::Result<i32> {
     match cmd {
         ContextCmd::Add(a) => {
-            let token = std::fs::read_to_string(&a.token_file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.token_file.display()))?;
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            };
+            let files = local::meshes::ContextFiles {
+                token: a.token_file.as_ref().map(read).transpose()?,
+                ca: a.ca_file.as_ref().map(read).transpose()?,
+                cert: match (&a.cert_file, &a.key_file) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    _ => None,
+                },
+            };
+            if let Some(ca) = &files.ca {
+                // Refused now rather than at the first call.
+                let cert = files.cert.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+                proxy::tls::api_client_config(ca, cert)
+                    .map_err(|e| anyhow::anyhow!("the trust bundle or certificate: {e}"))?;
+            }
             let api: Vec<String> = a.api.iter().map(|a| a.to_string()).collect();
-            let path = local::meshes::add_context(&a.name, &api, &token)?;
+            let path = local::meshes::add_context(&a.name, &api, &files)?;
             println!("context {} saved in {}", a.name, path.display());
         }
         ContextCmd::List => {
@@ -138,7 +169,9 @@ fn token(a: TokenArgs) -> anyhow::Result<i32> {
             anyhow::bail!("the control plane refused ({status}): {}", text.trim());
         }
         let v: serde_json::Value = serde_json::from_slice(&body)?;
-        println!("{}", v["token"].as_str().unwrap_or_default());
+        // The token with the mesh root's pin, which the host checks before it sends it.
+        let token = v["join_token"].as_str().or(v["token"].as_str());
+        println!("{}", token.unwrap_or_default());
         Ok(0)
     })
 }
@@ -196,6 +229,8 @@ fn join(a: JoinArgs) -> anyhow::Result<i32> {
         exe: std::env::current_exe()?,
         drain_timeout: a.drain_timeout,
         ingress: a.ingress,
+        ca_pin: a.ca_hash,
+        tls_for: super::get::api_tls_for(),
     };
     runtime()?.block_on(async move {
         let stop = CancellationToken::new();

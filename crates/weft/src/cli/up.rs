@@ -339,6 +339,26 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             })
             .await?;
         }
+        // The trust bundle beside the record: the CLI speaks TLS to an API that is not on
+        // loopback, verifying the control plane with it (kept current as roots rotate).
+        let ca_file = match &cp.ca {
+            Some(ca) if !cp.api.ip().is_loopback() => {
+                let path = local::meshes::write_bundle(&spec.name, &ca.bundle_pem())?;
+                let (ca, name) = (ca.clone(), spec.name.clone());
+                tokio::spawn(async move {
+                    let mut written = ca.bundle_pem();
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        let now = ca.bundle_pem();
+                        if now != written && local::meshes::write_bundle(&name, &now).is_ok() {
+                            written = now;
+                        }
+                    }
+                });
+                Some(path.display().to_string())
+            }
+            _ => None,
+        };
         let _record = local::meshes::record(
             &local::meshes::MeshRecord {
                 name: spec.name.clone(),
@@ -347,6 +367,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                 api: cp.api.to_string(),
                 ingress: spec.ingress.to_string(),
                 token_file: None,
+                ca_file,
             },
             Some(&token),
         )?;
@@ -354,8 +375,14 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             Some(e) => format!(" · store etcd ({}), replica {}", e.endpoints(), e.replica),
             None => String::new(),
         };
+        // Other machines reach the API over TLS when there is a CA; plain HTTP is for loopback.
+        let scheme = if cp.ca.is_some() && !cp.api.ip().is_loopback() {
+            "https"
+        } else {
+            "http"
+        };
         println!(
-            "weft: control plane for mesh {} ready: proxies connect to {}, API on http://{}{store}",
+            "weft: control plane for mesh {} ready: proxies connect to {}, API on {scheme}://{}{store}",
             spec.name, cp.grpc, cp.api
         );
         let stop = CancellationToken::new();

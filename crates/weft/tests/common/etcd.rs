@@ -225,7 +225,7 @@ impl Replica {
         let line = rx
             .recv_timeout(super::READY_TIMEOUT)
             .unwrap_or_else(|_| panic!("no ready line: {}", stderr.lock().unwrap()));
-        // "… proxies connect to ADDR, API on http://ADDR · store etcd (…), replica NAME"
+        // "… proxies connect to ADDR, API on http[s]://ADDR · store etcd (…), replica NAME"
         let after = |marker: &str| -> String {
             line.split(marker)
                 .nth(1)
@@ -236,7 +236,12 @@ impl Replica {
                 .to_string()
         };
         let grpc = after("proxies connect to ").parse().unwrap();
-        let api = after("API on http://").parse().unwrap();
+        // https when the API is not on loopback and there is a CA.
+        let api = after("API on http")
+            .trim_start_matches('s')
+            .trim_start_matches("://")
+            .parse()
+            .unwrap();
         let name = after("replica ");
         Replica {
             child,
