@@ -28,17 +28,22 @@ pub struct MeshRecord {
 
 /// Keeps mesh `name`'s trust bundle beside its record (`ca_file`), replacing an older one.
 pub fn write_bundle(name: &str, pem: &str) -> Result<PathBuf, FindError> {
-    let d = dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)
-        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let d = private_dir(dir())?;
     let path = d.join(format!("{name}.ca.pem"));
     let tmp = d.join(format!(".{name}.ca.pem.{}", std::process::id()));
     std::fs::write(&tmp, pem).map_err(|e| FindError::Io(tmp.clone(), e))?;
     std::fs::rename(&tmp, &path).map_err(|e| FindError::Io(path.clone(), e))?;
     Ok(path)
+}
+
+/// `d`, created (with its parents) if missing, only this user may enter it.
+fn private_dir(d: PathBuf) -> Result<PathBuf, FindError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| FindError::Io(d.clone(), e))?;
+    Ok(d)
 }
 
 /// A fresh admin credential for a control plane's API: 32 random bytes, hex.
@@ -225,12 +230,7 @@ fn contexts_dir() -> PathBuf {
 /// Saves context `name`: the API addresses `api` and private copies of what `files` holds.
 pub fn add_context(name: &str, api: &[String], files: &ContextFiles) -> Result<PathBuf, FindError> {
     ensure_home()?;
-    let d = contexts_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)
-        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let d = private_dir(contexts_dir())?;
     let keep = |suffix: &str, text: &str| -> Result<String, FindError> {
         let path = d.join(format!("{name}.{suffix}"));
         write_private(&path, text).map_err(|e| FindError::Io(path.clone(), e))?;
@@ -353,12 +353,7 @@ pub fn find(name: Option<&str>) -> Result<MeshRecord, FindError> {
 /// by this user alone); the returned guard removes both when dropped.
 pub fn record(rec: &MeshRecord, token: Option<&str>) -> Result<RecordGuard, FindError> {
     ensure_home()?;
-    let d = dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)
-        .map_err(|e| FindError::Io(d.clone(), e))?;
+    let d = private_dir(dir())?;
     let mut rec = rec.clone();
     let mut token_path = None;
     if let Some(token) = token {

@@ -100,9 +100,18 @@ impl Ca {
     /// [`Identity::control_plane`] of this trust domain, from the signer in force (no token:
     /// the control plane holds the CA).
     pub fn control_plane_cert(&self) -> Result<ServingCert, CaError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         let identity = Identity::control_plane(&self.config.trust_domain);
-        let leaf = self.leaf(&key, &identity)?;
+        self.serving_cert(&identity, self.config.leaf_lifetime)
+    }
+
+    /// A fresh key and a leaf over it for `identity`, valid for `lifetime`.
+    fn serving_cert(
+        &self,
+        identity: &Identity,
+        lifetime: std::time::Duration,
+    ) -> Result<ServingCert, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let leaf = self.leaf_for(&key, identity, lifetime)?;
         Ok(ServingCert {
             key_pkcs8: key.serialize_der(),
             chain: leaf.chain,
@@ -121,7 +130,10 @@ impl Ca {
         lifetime: std::time::Duration,
     ) -> Result<ServingCert, CaError> {
         let identity = Identity::operator(&self.config.trust_domain, name);
-        let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
             && name.len() <= 63
             && name
                 .bytes()
@@ -130,15 +142,7 @@ impl Ca {
         if !valid {
             return Err(CaError::InvalidIdentity(identity.0));
         }
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
-        let leaf = self.leaf_for(&key, &identity, lifetime)?;
-        Ok(ServingCert {
-            key_pkcs8: key.serialize_der(),
-            chain: leaf.chain,
-            not_before: leaf.not_before,
-            not_after: leaf.not_after,
-            generation: leaf.generation,
-        })
+        self.serving_cert(&identity, lifetime)
     }
 
     /// Signs a SPIFFE leaf for `identity` over `public_key` with the signer in force.
