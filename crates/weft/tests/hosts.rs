@@ -516,6 +516,72 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
         }
     }
 
+    // A security change applied through B and a routing change through A reach every proxy on
+    // every host (hello's sidecars on h2 and h3, the ingress on h1), `weft apply` says so, and
+    // both take effect across the hosts.
+    let deny = dir.path().join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secret, namespace: default}
+spec:
+  selector: {matchLabels: {app: hello}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [\"/secret\"]}}]
+",
+    )
+    .unwrap();
+    let teapot = dir.path().join("teapot.yaml");
+    std::fs::write(
+        &teapot,
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hello, namespace: default}
+spec:
+  hosts: [hello]
+  http:
+  - match: [{uri: {prefix: /teapot}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: hello}}]
+  - route: [{destination: {host: hello}}]
+",
+    )
+    .unwrap();
+    for (replica, file) in [(&b, &deny), (&a, &teapot)] {
+        let out =
+            tokio::task::block_in_place(|| replica.weft(&["apply", "-f", file.to_str().unwrap()]));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && said.contains("applied by all 3 proxies"),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        get(&c, ingress, "hello", "/secret").await.unwrap().status,
+        403
+    );
+    assert_eq!(
+        get(&c, ingress, "hello", "/teapot").await.unwrap().status,
+        418
+    );
+    assert_eq!(get(&c, ingress, "hello", "/").await.unwrap().status, 200);
+    for (replica, file) in [(&a, &deny), (&b, &teapot)] {
+        let out =
+            tokio::task::block_in_place(|| replica.weft(&["delete", "-f", file.to_str().unwrap()]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        get(&c, ingress, "hello", "/secret").await.unwrap().status,
+        200
+    );
+
     // Hosts follow the placement: a third replica, placed on h2 (replica 2 → hosts[2 % 2]),
     // starts there once the Mesh document changes; scaled back, it stops.
     let scaled = std::fs::read_to_string(&mesh)
