@@ -11,6 +11,8 @@
 //! - [`auth`]: the token issuer behind `weft demo auth` (JWKS + signed JWTs).
 //! - [`serve_tcp_echo`] (`tcp_echo`): `weft demo tcp-echo`, a TCP service that sends every byte
 //!   back and closes after the client's half-close.
+//! - [`shop`]: the shop's domain — inventory, payment and orders in SQLite, and the order saga
+//!   with its compensation and recovery.
 //!
 //! The service does not depend on any other weft crate: it is an ordinary app the mesh carries.
 
@@ -19,6 +21,7 @@ mod fetch;
 mod handler;
 mod parse;
 mod server;
+pub mod shop;
 mod tcp_echo;
 #[cfg(test)]
 mod tests;

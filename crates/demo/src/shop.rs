@@ -1,0 +1,42 @@
+//! The shop's domain: the state of its inventory, payment and order services and the order saga
+//! that keeps them consistent, each service's state in its own SQLite database.
+//!
+//! Layout:
+//! - [`db`]: one SQLite database per service (a WAL file under the data directory, or memory),
+//!   and the idempotency records every mutating call goes through.
+//! - [`inventory`]: stock, reservations per order, releases.
+//! - [`payment`]: charges per order, refunds, and the switches (`fail_rate`, `delay`) that make
+//!   the mesh's retries, timeouts and breakers visible.
+//! - [`orders`]: orders and their states, with a lease held by the coordinator driving each.
+//! - [`saga`]: the order flow — charge, reserve, confirm — and its compensation (release,
+//!   refund), replayable from any point: every step is idempotent, so a coordinator that died
+//!   mid-flow is finished by any other ([`saga::recover`]).
+//!
+//! Every mutating call is idempotent twice over: by its `Idempotency-Key` (the same key and body
+//! replays the first answer; the same key with another body is refused), and by the order it
+//! is for (a second charge or reservation for an order answers what the first did; a charge or
+//! reservation arriving after the order's refund or release is refused, so a request delayed in
+//! the network cannot leave anything behind a cancelled order).
+
+pub mod db;
+pub mod inventory;
+pub mod orders;
+pub mod payment;
+pub mod saga;
+#[cfg(test)]
+mod tests;
+
+/// A line of an order: a product and how many.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    pub product: String,
+    pub qty: u32,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
