@@ -2,6 +2,8 @@
 //! that keeps them consistent, each service's state in its own SQLite database.
 //!
 //! Layout:
+//! - [`catalog`]: the products and their prices; [`users`]: accounts, for the auth service's
+//!   logins.
 //! - [`db`]: one SQLite database per service (a WAL file under the data directory, or memory),
 //!   and the idempotency records every mutating call goes through.
 //! - [`inventory`]: stock, reservations per order, releases.
@@ -18,6 +20,7 @@
 //! reservation arriving after the order's refund or release is refused, so a request delayed in
 //! the network cannot leave anything behind a cancelled order).
 
+pub mod catalog;
 pub mod db;
 pub mod inventory;
 pub mod orders;
@@ -25,6 +28,7 @@ pub mod payment;
 pub mod saga;
 #[cfg(test)]
 mod tests;
+pub mod users;
 
 /// A line of an order: a product and how many.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -315,3 +315,28 @@ async fn a_coordinator_that_died_mid_flow_is_replaced_and_nothing_is_done_twice(
         assert_eq!(steps.inventory.reservation(&id).await.unwrap(), items(1, 0));
     }
 }
+
+#[tokio::test]
+async fn the_catalog_and_the_demo_account_are_there_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = super::catalog::Catalog::open(Some(&dir.path().join("p.db")))
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.all().await.unwrap().len(),
+        super::catalog::SEED.len()
+    );
+    assert_eq!(catalog.get("tea").await.unwrap().unwrap().price_cents, 850);
+    assert!(catalog.get("nothing").await.unwrap().is_none());
+    let users = super::users::Users::open(None).await.unwrap();
+    let (name, password, _) = super::users::DEMO_USER;
+    assert_eq!(
+        users.verify(name, password).await.unwrap().unwrap().name,
+        name
+    );
+    assert!(users.verify(name, "guess").await.unwrap().is_none());
+    assert!(users.verify("mallory", password).await.unwrap().is_none());
+    // Opened again: the seed adds nothing twice, and the demo account keeps its password.
+    assert!(!users.add(name, "other", "Other").await.unwrap());
+    assert!(users.verify(name, password).await.unwrap().is_some());
+}
