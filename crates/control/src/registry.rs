@@ -868,6 +868,7 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.outbound_policy = m.outbound_policy;
             spec.outbound_policies = m.outbound_policies;
             spec.egress = m.egress;
+            spec.scope = m.scope;
         }
         None => {
             spec.routes.clear();

@@ -89,6 +89,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
         egress: Default::default(),
+        ..Default::default()
     }
 }
 
