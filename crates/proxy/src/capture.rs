@@ -128,7 +128,18 @@ async fn handle(
         tracing::debug!(%peer, "connection straight to the capture port; closed");
         return;
     }
-    let state = fwd.state.load_full();
+    let mut state = fwd.state.load_full();
+    if state.routes.snapshot.on_demand && state.routes.by_vip(dst.ip()).is_none() {
+        // A service this proxy has not been told about yet: asked for by its address.
+        let has = |s: &crate::state::ProxyState| s.routes.by_vip(dst.ip()).is_some();
+        if fwd
+            .on_demand
+            .wait(&dst.ip().to_string(), &fwd.state, has)
+            .await
+        {
+            state = fwd.state.load_full();
+        }
+    }
     let Some(service) = state.routes.by_vip(dst.ip()).cloned() else {
         match state.routes.outbound_policy {
             model::OutboundPolicy::AllowAny => passthrough(stream, dst, &fwd).await,

@@ -60,6 +60,7 @@ fn discovery() -> Discovery {
         metrics,
         drain,
         persist: None,
+        on_demand: Default::default(),
     }
 }
 
