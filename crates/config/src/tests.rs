@@ -1637,7 +1637,10 @@ spec:
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_eq!(hosts, ["shop/cart", "prod/ratings", "prod/reviews", "shared/*"]);
+    assert_eq!(
+        hosts,
+        ["shop/cart", "prod/ratings", "prod/reviews", "shared/*"]
+    );
     assert_eq!(m.services[1].depends_on, Some(vec![]));
     assert_eq!(m.services[2].depends_on, None);
     assert_eq!(mesh(VALID).scope, model::egress::MeshScope::Whole);

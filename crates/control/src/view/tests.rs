@@ -115,7 +115,8 @@ fn a_sidecar_narrows_each_namespace_to_its_own_and_shared_services() {
     // The ingress heeds no mesh-default Sidecar: everything, gateway included.
     let ingress = views.view(
         &snap,
-        &node("ingress", "istio-ingressgateway", "istio-system"), &none(),
+        &node("ingress", "istio-ingressgateway", "istio-system"),
+        &none(),
     );
     assert_eq!(carried(&ingress, &snap).len(), 5);
     let decoded = pb::Snapshot::decode(ingress.message(&snap)).unwrap();
@@ -156,7 +157,10 @@ fn a_view_is_unchanged_when_nothing_it_carries_changed() {
     let views = Views::new(None);
     let first = snapshot(1, true);
     let (a, b) = (node("sidecar", "one", "a"), node("sidecar", "one", "b"));
-    let (a1, b1) = (views.view(&first, &a, &none()), views.view(&first, &b, &none()));
+    let (a1, b1) = (
+        views.view(&first, &a, &none()),
+        views.view(&first, &b, &none()),
+    );
     // A new endpoint of `one.b`: news for namespace b, not for a.
     let mut next = (*snapshot(2, true)).clone();
     next.services[2].endpoints.push(model::Endpoint {
@@ -167,7 +171,10 @@ fn a_view_is_unchanged_when_nothing_it_carries_changed() {
         identity: model::Identity::spiffe("b", "one"),
     });
     let next = Arc::new(next);
-    let (a2, b2) = (views.view(&next, &a, &none()), views.view(&next, &b, &none()));
+    let (a2, b2) = (
+        views.view(&next, &a, &none()),
+        views.view(&next, &b, &none()),
+    );
     assert!(a2.same_as(&a1.stamp()));
     assert!(!b2.same_as(&b1.stamp()));
     // Unchanged again at 3: still what a proxy of b was sent at 2, not at 1.
@@ -206,7 +213,10 @@ fn declared(scope: model::egress::MeshScope) -> Arc<Snapshot> {
     }];
     snap.services[1].routes = vec![model::HttpRoute {
         name: "r".into(),
-        destinations: vec![model::Destination::service(ServiceKey::new("one", "b"), 100)],
+        destinations: vec![model::Destination::service(
+            ServiceKey::new("one", "b"),
+            100,
+        )],
         ..Default::default()
     }];
     Arc::new(snap)
@@ -223,7 +233,10 @@ fn a_declaring_service_gets_what_it_declares_when_the_mesh_says_so() {
 
     let snap = declared(MeshScope::Declared);
     let one_a = views.view(&snap, &node("sidecar", "one", "a"), &none());
-    assert_eq!(carried(&one_a, &snap), ["one.a", "one.b", "two.b", "db.shared"]);
+    assert_eq!(
+        carried(&one_a, &snap),
+        ["one.a", "one.b", "two.b", "db.shared"]
+    );
     let decoded = pb::Snapshot::decode(one_a.message(&snap)).unwrap();
     assert!(!decoded.on_demand);
     assert!(decoded.gateway.is_empty());
@@ -273,8 +286,15 @@ fn an_observing_proxy_starts_small_and_grows_by_what_it_asks_for() {
     assert!(Arc::ptr_eq(&first, &views.view(&snap, &two_a, &gone)));
     // A declaring service starts from its declaration, and may ask too.
     let one_a = views.view(&snap, &node("sidecar", "one", "a"), &asked);
-    assert_eq!(carried(&one_a, &snap), ["one.a", "one.b", "two.b", "db.shared"]);
-    assert!(pb::Snapshot::decode(one_a.message(&snap)).unwrap().on_demand);
+    assert_eq!(
+        carried(&one_a, &snap),
+        ["one.a", "one.b", "two.b", "db.shared"]
+    );
+    assert!(
+        pb::Snapshot::decode(one_a.message(&snap))
+            .unwrap()
+            .on_demand
+    );
     // The ingress routes by any name: the whole snapshot.
     let ingress = views.view(
         &snap,
@@ -287,6 +307,13 @@ fn an_observing_proxy_starts_small_and_grows_by_what_it_asks_for() {
     with_sidecar.egress = snapshot(1, true).egress.clone();
     let with_sidecar = Arc::new(with_sidecar);
     let v = views.view(&with_sidecar, &two_a, &asked);
-    assert_eq!(carried(&v, &with_sidecar), ["one.a", "two.a", "one.b", "db.shared"]);
-    assert!(!pb::Snapshot::decode(v.message(&with_sidecar)).unwrap().on_demand);
+    assert_eq!(
+        carried(&v, &with_sidecar),
+        ["one.a", "two.a", "one.b", "db.shared"]
+    );
+    assert!(
+        !pb::Snapshot::decode(v.message(&with_sidecar))
+            .unwrap()
+            .on_demand
+    );
 }

@@ -326,17 +326,23 @@ fn depends_on_entries_read_as_hosts_of_named_namespaces() {
     assert_eq!(read("prod/ratings").unwrap(), "prod/ratings");
     assert_eq!(read("prod/*").unwrap(), "prod/*");
     for bad in [
-        "", "*", "Cart", "a.b.c", "prod/a.b", "*/cart", "prod/", "/cart", "a/b/c", "x y",
-        "cart.", ".prod",
+        "", "*", "Cart", "a.b.c", "prod/a.b", "*/cart", "prod/", "/cart", "a/b/c", "x y", "cart.",
+        ".prod",
     ] {
         let e = read(bad).unwrap_err();
-        assert!(e.to_string().contains("is not NAME, NAME.NAMESPACE"), "{bad}: {e}");
+        assert!(
+            e.to_string().contains("is not NAME, NAME.NAMESPACE"),
+            "{bad}: {e}"
+        );
     }
     let h = EgressHost::depends_on("ratings.prod", "shop").unwrap();
     assert_eq!(h.service(), Some(key("ratings.prod")));
     assert!(h.admits("shop", &key("ratings.prod")));
     assert!(!h.admits("shop", &key("reviews.prod")));
-    assert_eq!(EgressHost::depends_on("prod/*", "shop").unwrap().service(), None);
+    assert_eq!(
+        EgressHost::depends_on("prod/*", "shop").unwrap().service(),
+        None
+    );
     assert_eq!(MeshScope::parse("observed"), Some(MeshScope::Observed));
     assert_eq!(MeshScope::parse("Observed"), None);
 }
@@ -376,8 +382,17 @@ fn a_sidecar_wins_over_depends_on_which_wins_over_the_mesh_scope() {
     assert!(!b.on_demand);
     let hosts = b.hosts.unwrap();
     assert_eq!(
-        names(&s, &visible(&s, &super::admitted(&s, &hosts, "default"), &who(&hello))),
-        ["hello.default", "reviews.prod", "ratings.prod", "auth.default", "lone.test"]
+        names(
+            &s,
+            &visible(&s, &super::admitted(&s, &hosts, "default"), &who(&hello))
+        ),
+        [
+            "hello.default",
+            "reviews.prod",
+            "ratings.prod",
+            "auth.default",
+            "lone.test"
+        ]
     );
     assert_eq!(bound_for(&s, &who(&other)), whole);
 
@@ -419,14 +434,20 @@ fn an_asked_host_names_a_service_as_the_proxy_resolves_it() {
     let mut s = snapshot(vec![]);
     s.services[3].vip = Some("10.235.0.7".parse().unwrap());
     let asked = |h: &str, ns: &str| asked_service(&s, h, ns).map(|i| s.services[i].key.to_string());
-    assert_eq!(asked("reviews.prod", "default").as_deref(), Some("reviews.prod"));
+    assert_eq!(
+        asked("reviews.prod", "default").as_deref(),
+        Some("reviews.prod")
+    );
     assert_eq!(asked("reviews", "prod").as_deref(), Some("reviews.prod"));
     assert_eq!(asked("reviews", "default"), None);
     assert_eq!(
         asked("Reviews.prod.svc.cluster.local.", "default").as_deref(),
         Some("reviews.prod")
     );
-    assert_eq!(asked("10.235.0.7", "default").as_deref(), Some("ratings.prod"));
+    assert_eq!(
+        asked("10.235.0.7", "default").as_deref(),
+        Some("ratings.prod")
+    );
     assert_eq!(asked("nosuch.prod", "default"), None);
     assert_eq!(asked("example.com", "default"), None);
 }

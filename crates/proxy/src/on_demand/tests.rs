@@ -76,5 +76,8 @@ async fn without_an_answer_the_wait_ends_at_its_bound() {
     assert_eq!(t0.elapsed(), ASK_WAIT);
     // Never refused: still asked for (a reconnecting stream lists it).
     assert_eq!(od.asked(), ["far"]);
-    assert!(!od.wait("", &state, |_| true).await, "no host, nothing to ask");
+    assert!(
+        !od.wait("", &state, |_| true).await,
+        "no host, nothing to ask"
+    );
 }

@@ -23,7 +23,14 @@ fn loaded(a: &FleetSimArgs) -> model::MeshSpec {
 
 #[test]
 fn declared_scoping_declares_common_and_two_more_per_service() {
-    let m = loaded(&args(&["--scope", "declared", "--services", "5", "--namespaces", "2"]));
+    let m = loaded(&args(&[
+        "--scope",
+        "declared",
+        "--services",
+        "5",
+        "--namespaces",
+        "2",
+    ]));
     assert_eq!(m.scope, model::egress::MeshScope::Declared);
     let declared = |i: usize| -> Vec<String> {
         m.services[i]
