@@ -417,6 +417,7 @@ fn may_ask(snapshot: &model::Snapshot, node: &Node) -> bool {
         service: &service,
         labels: &node.labels,
         ingress: node.mode == "ingress",
+        asks: node.asks,
     };
     model::egress::bound_for(snapshot, &who).on_demand
 }

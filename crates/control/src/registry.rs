@@ -43,6 +43,9 @@ pub struct Node {
     pub app: Option<SocketAddr>,
     pub identity: Identity,
     pub pid: u32,
+    /// It asks for services its snapshot lacks (proxies that predate asking do not).
+    #[serde(default)]
+    pub asks: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,7 @@ impl TryFrom<api::pb::Hello> for Node {
             labels: h.labels.into_iter().collect(),
             identity: Identity(h.identity),
             pid: h.pid,
+            asks: h.asks,
         })
     }
 }

@@ -234,6 +234,7 @@ impl Views {
             service: &service,
             labels: &node.labels,
             ingress: node.mode == "ingress",
+            asks: node.asks,
         };
         let egress::Bound { hosts, on_demand } = egress::bound_for(snapshot, &who);
         let asked: Vec<ServiceKey> = if on_demand {

@@ -2,7 +2,8 @@
 //! first gets its own service only, with `on_demand` set; an Ask for a service of the mesh
 //! brings a snapshot that carries it, one for a host no service has is refused at once; a proxy
 //! that lists in its Hello what it was given gets it in its first snapshot from another
-//! replica; and a proxy a Sidecar bounds has every ask refused.
+//! replica; a proxy a Sidecar bounds has every ask refused; and a proxy that predates asking
+//! gets what it would in a mesh that declares (here, its service declaring nothing: all).
 
 use api::pb::{self, discovery_client::DiscoveryClient, proxy_message::Msg};
 use control::registry::Registry;
@@ -49,6 +50,17 @@ struct Proxy {
 impl Proxy {
     /// Opens a stream for a sidecar of `service` in `namespace`, listing `asked` as given before.
     async fn open(cp: &ControlPlane, service: &str, namespace: &str, asked: &[&str]) -> Proxy {
+        Self::open_as(cp, service, namespace, asked, true).await
+    }
+
+    /// [`Proxy::open`] for a proxy that asks (`asks`) or predates asking.
+    async fn open_as(
+        cp: &ControlPlane,
+        service: &str,
+        namespace: &str,
+        asked: &[&str],
+        asks: bool,
+    ) -> Proxy {
         let hello = pb::Hello {
             service: service.into(),
             namespace: namespace.into(),
@@ -58,6 +70,7 @@ impl Proxy {
             mode: "sidecar".into(),
             identity: model::Identity::spiffe(namespace, service).0,
             asked: asked.iter().map(|h| h.to_string()).collect(),
+            asks,
             ..Default::default()
         };
         let (tx, rx) = mpsc::channel(8);
@@ -178,4 +191,21 @@ async fn a_proxy_a_sidecar_bounds_asks_for_nothing() {
     let m = far.next().await;
     assert_eq!(m.refused, ["client.front"]);
     assert!(m.snapshot.is_none());
+}
+
+#[tokio::test]
+async fn a_proxy_that_predates_asking_is_sent_the_whole_mesh() {
+    let cp = replica().await;
+    let mut old = Proxy::open_as(&cp, "client", "front", &[], false).await;
+    assert_eq!(
+        old.next_snapshot().await,
+        (
+            vec![
+                "client.front".to_string(),
+                "far.back".to_string(),
+                "near.front".to_string()
+            ],
+            false
+        )
+    );
 }

@@ -266,6 +266,9 @@ pub struct Viewer<'a> {
     /// gateways heed no Sidecar; namespace-wide and mesh-default ones never narrow the
     /// ingress, which routes by service name).
     pub ingress: bool,
+    /// It asks for services it lacks (`spec.scope: observed`); one that cannot (it predates
+    /// asking) is treated as in a mesh that declares.
+    pub asks: bool,
 }
 
 /// The Sidecar that applies to `who`, if any: for the ingress only one whose workload selector
@@ -337,7 +340,7 @@ pub fn bound_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Bound {
             on_demand: false,
         };
     }
-    let on_demand = snapshot.scope == MeshScope::Observed;
+    let on_demand = snapshot.scope == MeshScope::Observed && who.asks;
     let declared = snapshot
         .declared
         .iter()

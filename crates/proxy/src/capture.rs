@@ -129,7 +129,8 @@ async fn handle(
         return;
     }
     let mut state = fwd.state.load_full();
-    if state.routes.snapshot.on_demand && state.routes.by_vip(dst.ip()).is_none() {
+    let mut found = state.routes.by_vip(dst.ip()).cloned();
+    if found.is_none() && state.routes.snapshot.on_demand {
         // A service this proxy has not been told about yet: asked for by its address.
         let has = |s: &crate::state::ProxyState| s.routes.by_vip(dst.ip()).is_some();
         if fwd
@@ -138,9 +139,10 @@ async fn handle(
             .await
         {
             state = fwd.state.load_full();
+            found = state.routes.by_vip(dst.ip()).cloned();
         }
     }
-    let Some(service) = state.routes.by_vip(dst.ip()).cloned() else {
+    let Some(service) = found else {
         match state.routes.outbound_policy {
             model::OutboundPolicy::AllowAny => passthrough(stream, dst, &fwd).await,
             model::OutboundPolicy::RegistryOnly => {

@@ -272,6 +272,7 @@ fn hello(s: &Settings, b: &Bound) -> pb::Hello {
         pid: std::process::id(),
         // Filled in per stream (`discovery::hello`).
         asked: Vec::new(),
+        asks: true,
     }
 }
 

@@ -57,6 +57,7 @@ fn node(instance: &str, port: u16) -> Node {
         app: None,
         identity: Identity::spiffe("default", "hello"),
         pid: 1,
+        asks: true,
     }
 }
 

@@ -68,6 +68,7 @@ fn node(mode: &str, service: &str, namespace: &str) -> Node {
         app: None,
         identity: model::Identity::spiffe(namespace, service),
         pid: 1,
+        asks: true,
     }
 }
 

@@ -114,6 +114,7 @@ mod tests {
             app: None,
             identity: Identity::spiffe("default", service),
             pid: 1,
+            asks: true,
         }
     }
 

@@ -245,6 +245,7 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
         service,
         labels: &labels,
         ingress: false,
+        asks: true,
     };
 
     // No Sidecar: everything.
@@ -288,6 +289,7 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
         service: &edge,
         labels: &gw_labels,
         ingress: true,
+        asks: true,
     };
     assert_eq!(hosts_for(&s, &ingress), None);
     // …but one that selects it by its labels: then it also sees what its gateway routes name.
@@ -355,6 +357,7 @@ fn a_sidecar_wins_over_depends_on_which_wins_over_the_mesh_scope() {
         service,
         labels: &labels,
         ingress: false,
+        asks: true,
     };
     let declared = |s: &mut Snapshot| {
         s.declared = vec![Declared {
@@ -411,6 +414,19 @@ fn a_sidecar_wins_over_depends_on_which_wins_over_the_mesh_scope() {
         ..who(&other)
     };
     assert_eq!(bound_for(&s, &ingress), whole);
+    // A proxy that predates asking: as under `declared`.
+    let old = |service| Viewer {
+        asks: false,
+        ..who(service)
+    };
+    assert_eq!(bound_for(&s, &old(&other)), whole);
+    assert_eq!(
+        bound_for(&s, &old(&hello)),
+        Bound {
+            hosts: bound_for(&s, &who(&hello)).hosts,
+            on_demand: false
+        }
+    );
 
     // An Istio Sidecar applies instead of either, and its proxies ask for nothing.
     let mut s = snapshot(vec![ScopedEgress {
