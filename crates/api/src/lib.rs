@@ -59,6 +59,19 @@ pub fn control_frame(snapshot: &bytes::Bytes) -> [bytes::Bytes; 2] {
     [head.freeze(), snapshot.clone()]
 }
 
+/// Any `message` on the wire, as gRPC frames it (not compressed, its length, its bytes).
+pub fn message_frame(message: &impl prost::Message) -> bytes::Bytes {
+    use bytes::BufMut;
+    let len = message.encoded_len();
+    let mut out = bytes::BytesMut::with_capacity(5 + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    message
+        .encode(&mut out)
+        .expect("the buffer holds the message's encoded length");
+    out.freeze()
+}
+
 /// A snapshot from the wire that cannot be applied; the proxy nacks it and keeps the last good one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -102,6 +115,7 @@ impl From<&Snapshot> for pb::Snapshot {
                     mode: outbound_to(p.mode),
                 })
                 .collect(),
+            on_demand: s.on_demand,
         }
     }
 }
@@ -137,6 +151,9 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             // The control plane keeps the Sidecars' egress scopes: what a proxy receives is
             // already narrowed to its own.
             egress: Vec::new(),
+            scope: Default::default(),
+            declared: Vec::new(),
+            on_demand: s.on_demand,
         })
     }
 }

@@ -553,6 +553,9 @@ fn sample() -> Snapshot {
             mode: model::OutboundPolicy::AllowAny,
         }],
         egress: vec![],
+        scope: Default::default(),
+        declared: vec![],
+        on_demand: true,
     }
 }
 
@@ -894,6 +897,7 @@ fn a_control_frame_is_a_grpc_framed_control_message() {
     assert_eq!(len, framed.len() - 5);
     let message = pb::ControlMessage {
         snapshot: Some(wire),
+        refused: vec![],
     };
     assert_eq!(framed[5..], message.encode_to_vec());
     assert_eq!(pb::ControlMessage::decode(&framed[5..]).unwrap(), message);

@@ -54,6 +54,9 @@ pub(crate) struct MeshBody {
     /// Istio's mesh config `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`.
     #[serde(rename = "outboundTrafficPolicy")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// Which services the proxies no Sidecar narrows are told about: `whole` (the default),
+    /// `declared` or `observed`.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,9 @@ pub(crate) struct Service {
     pub annotations: Labels,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// The services it calls: `NAME`, `NAME.NAMESPACE`, `NAMESPACE/NAME` or `NAMESPACE/*`.
+    #[serde(rename = "dependsOn")]
+    pub depends_on: Option<Vec<String>>,
 }
 
 /// One entry of a service's `ports`.

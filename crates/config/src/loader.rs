@@ -48,6 +48,10 @@ pub(crate) struct Loader {
     /// `spec.interception` and `spec.outboundTrafficPolicy.mode` as set so far, and where.
     interception: Option<(model::Interception, String)>,
     outbound_policy: Option<(model::OutboundPolicy, String)>,
+    scope: Option<(model::egress::MeshScope, String)>,
+    /// Each `dependsOn` entry that names one service, with where it is written: checked
+    /// against the mesh's services once every file is read.
+    depends_on: Vec<(model::ServiceKey, Diagnostic)>,
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
@@ -310,6 +314,16 @@ impl Loader {
                 agree(doc, FIELD, v, &mut self.outbound_policy, &mut self.errors);
             }
         }
+        if let Some(text) = &mesh.spec.scope {
+            const FIELD: &str = "spec.scope";
+            match model::egress::MeshScope::parse(text) {
+                Some(v) => agree(doc, FIELD, v, &mut self.scope, &mut self.errors),
+                None => self.errors.push(doc.error(
+                    FIELD,
+                    format!("unknown scope `{text}`: use whole, declared or observed"),
+                )),
+            }
+        }
         self.security.defaults.mesh(
             doc,
             mesh.spec.root_namespace.as_deref(),
@@ -422,6 +436,22 @@ impl Loader {
                 });
             }
 
+            let depends_on = s.depends_on.map(|entries| {
+                let mut hosts = Vec::new();
+                for (j, entry) in entries.iter().enumerate() {
+                    let field = format!("{field}.dependsOn[{j}]");
+                    match model::EgressHost::depends_on(entry, &namespace) {
+                        Ok(h) => {
+                            if let Some(key) = h.service() {
+                                self.depends_on.push((key, doc.error(&field, "")));
+                            }
+                            hosts.push(h);
+                        }
+                        Err(e) => self.errors.push(doc.error(&field, e.to_string())),
+                    }
+                }
+                hosts
+            });
             let key = model::ServiceKey::new(&s.name, &namespace);
             let capture = crate::capture::capture(doc, &field, &s.annotations, &mut self.errors);
             let (errors, notices) = (&mut self.errors, &mut self.unsupported);
@@ -436,6 +466,7 @@ impl Loader {
                 annotations: s.annotations,
                 workloads,
                 capture,
+                depends_on,
             };
             self.security
                 .defaults
@@ -475,6 +506,16 @@ impl Loader {
     }
 
     pub fn finish(mut self) -> Result<Loaded, Errors> {
+        let keys: std::collections::HashSet<model::ServiceKey> =
+            self.services.iter().map(ServiceSpec::key).collect();
+        for (key, at) in std::mem::take(&mut self.depends_on) {
+            if !keys.contains(&key) {
+                self.errors.push(Diagnostic {
+                    message: format!("{key} is not a service of the mesh"),
+                    ..at
+                });
+            }
+        }
         let services = self.name.is_some().then_some(self.services.as_slice());
         let istio = istio::resolve(
             services,
@@ -537,6 +578,7 @@ impl Loader {
                 outbound_policy: self.outbound_policy.map(|(v, _)| v).unwrap_or_default(),
                 outbound_policies: istio.outbound_policies,
                 egress: istio.egress,
+                scope: self.scope.map(|(v, _)| v).unwrap_or_default(),
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,

@@ -101,6 +101,7 @@ fn valid_mesh_with_defaults() {
                     placement: Default::default(),
                 }],
                 capture: Default::default(),
+                depends_on: None,
             },
             ServiceSpec {
                 name: "db".into(),
@@ -121,6 +122,7 @@ fn valid_mesh_with_defaults() {
                     placement: Default::default(),
                 }],
                 capture: Default::default(),
+                depends_on: None,
             },
             ServiceSpec {
                 name: "idle".into(),
@@ -132,6 +134,7 @@ fn valid_mesh_with_defaults() {
                 annotations: map(&[]),
                 workloads: vec![],
                 capture: Default::default(),
+                depends_on: None,
             },
         ],
         routes: Vec::new(),
@@ -144,6 +147,7 @@ fn valid_mesh_with_defaults() {
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
         egress: Default::default(),
+        scope: Default::default(),
     };
     assert_eq!(mesh(VALID), expected);
 }
@@ -1603,6 +1607,75 @@ spec:
             "mesh.yaml:6:27: spec.outboundTrafficPolicy.mode: unknown mode `ALLOW_SOME`: use ALLOW_ANY or REGISTRY_ONLY",
             "mesh.yaml:10:5: spec.services[0].annotations.config.linkerd.io/skip-inbound-ports: `80-70` is not a port or a range of ports like 6379-6380",
             "mesh.yaml:10:5: spec.services[0].annotations.traffic.sidecar.istio.io/includeOutboundIPRanges: `10.0.0.0/33` is not a CIDR: prefix length 33 > 32",
+        ]
+    );
+}
+
+#[test]
+fn depends_on_and_the_mesh_scope_are_read() {
+    let m = mesh(
+        "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: shop, namespace: shop}
+spec:
+  scope: declared
+  services:
+  - name: web
+    port: 80
+    dependsOn: [cart, ratings.prod, prod/reviews, shared/*]
+  - {name: cart, port: 80, dependsOn: []}
+  - {name: ratings, namespace: prod, port: 80}
+  - {name: reviews, namespace: prod, port: 80}
+",
+    );
+    assert_eq!(m.scope, model::egress::MeshScope::Declared);
+    let hosts: Vec<String> = m.services[0]
+        .depends_on
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        hosts,
+        ["shop/cart", "prod/ratings", "prod/reviews", "shared/*"]
+    );
+    assert_eq!(m.services[1].depends_on, Some(vec![]));
+    assert_eq!(m.services[2].depends_on, None);
+    assert_eq!(mesh(VALID).scope, model::egress::MeshScope::Whole);
+
+    let e: Vec<String> = errors(
+        "\
+apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: shop}
+spec:
+  scope: lazy
+  services:
+  - name: web
+    port: 80
+    dependsOn:
+    - cart
+    - Cart
+    - a.b.c
+    - \"*/web\"
+  - {name: api, port: 80, dependsOn: [web, nosuch.prod]}
+",
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let form = "is not NAME, NAME.NAMESPACE, NAMESPACE/NAME or NAMESPACE/* (names are lowercase letters, digits and '-')";
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml:5:3: spec.scope: unknown scope `lazy`: use whole, declared or observed".to_string(),
+            format!("mesh.yaml:11:7: spec.services[0].dependsOn[1]: `Cart` {form}"),
+            format!("mesh.yaml:12:7: spec.services[0].dependsOn[2]: `a.b.c` {form}"),
+            format!("mesh.yaml:13:7: spec.services[0].dependsOn[3]: `*/web` {form}"),
+            "mesh.yaml:10:7: spec.services[0].dependsOn[0]: cart.default is not a service of the mesh".to_string(),
+            "mesh.yaml:14:44: spec.services[1].dependsOn[1]: nosuch.prod is not a service of the mesh".to_string(),
         ]
     );
 }

@@ -3,6 +3,11 @@
 //! it answers each with an ack or a nack and reports its health and drain on the same stream.
 //! The proxy is deregistered when its stream ends.
 //!
+//! A proxy told about some services only (`spec.scope: observed`) asks on the same stream for
+//! a host a request names and its snapshot lacks: the service is added to its view for as long
+//! as the stream lives (a reconnecting proxy lists what it was given in its Hello), or the
+//! host is refused at once when no service of the mesh has it or the proxy may not ask.
+//!
 //! The stream is served by hand ([`DiscoveryRoutes`]): each message goes out as its gRPC frame
 //! around the view's encoded bytes, shared by every proxy that gets the same view, where a
 //! generated server would copy every message into a buffer each stream keeps (as large as the
@@ -14,6 +19,7 @@ use crate::view::Views;
 use api::control_side::discovery_server::{Discovery, DiscoveryServer};
 use api::pb::{self, proxy_message::Msg};
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -107,11 +113,20 @@ fn grpc_response(body: ControlBody) -> http::Response<tonic::body::BoxBody> {
     rsp
 }
 
-/// The body of a `Stream` response: a `ControlMessage` frame per encoded snapshot the stream's
-/// task sends, then the gRPC status in trailers (OK when the task ends the stream, else its
-/// error).
+/// What a stream's task sends its proxy.
+#[derive(Debug)]
+pub enum Out {
+    /// A snapshot, encoded (shared with every proxy that gets the same view).
+    Snapshot(Bytes),
+    /// Hosts it asked for and will not be sent.
+    Refused(Vec<String>),
+}
+
+/// The body of a `Stream` response: a `ControlMessage` frame per encoded snapshot (or
+/// refusal) the stream's task sends, then the gRPC status in trailers (OK when the task ends
+/// the stream, else its error).
 struct ControlBody {
-    rx: mpsc::Receiver<Result<Bytes, Status>>,
+    rx: mpsc::Receiver<Result<Out, Status>>,
     /// The snapshot bytes of the frame whose head went out last.
     next: Option<Bytes>,
     done: bool,
@@ -133,10 +148,19 @@ impl http_body::Body for ControlBody {
         }
         let status = match self.rx.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(snapshot))) => {
+            Poll::Ready(Some(Ok(Out::Snapshot(snapshot)))) => {
                 let [head, body] = api::control_frame(&snapshot);
                 self.next = (!body.is_empty()).then_some(body);
                 return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+            }
+            Poll::Ready(Some(Ok(Out::Refused(refused)))) => {
+                let message = pb::ControlMessage {
+                    snapshot: None,
+                    refused,
+                };
+                return Poll::Ready(Some(Ok(http_body::Frame::data(api::message_frame(
+                    &message,
+                )))));
             }
             Poll::Ready(Some(Err(status))) => status,
             Poll::Ready(None) => Status::ok(""),
@@ -158,8 +182,8 @@ impl Push {
         &self,
         peer: Peer,
         mut from_proxy: Streaming<pb::ProxyMessage>,
-    ) -> Result<mpsc::Receiver<Result<Bytes, Status>>, Status> {
-        let hello = match from_proxy.message().await? {
+    ) -> Result<mpsc::Receiver<Result<Out, Status>>, Status> {
+        let mut hello = match from_proxy.message().await? {
             Some(pb::ProxyMessage {
                 msg: Some(Msg::Hello(h)),
             }) => h,
@@ -169,6 +193,7 @@ impl Push {
                 ))
             }
         };
+        let given = std::mem::take(&mut hello.asked);
         let node = Node::try_from(hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(refused) = self.ca.as_ref().and_then(|ca| refusal(ca, &node, &peer)) {
             return Err(refused);
@@ -184,13 +209,26 @@ impl Push {
             let registration = registration;
             let id = registration.id;
             let mut snapshots = registry.subscribe();
+            // Asks that come before there is a snapshot to judge them by.
+            let mut early: Vec<String> = Vec::new();
             while !registry.is_warm() {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     m = from_proxy.message() => match m {
+                        Ok(Some(pb::ProxyMessage { msg: Some(Msg::Ask(a)) })) => early.extend(a.hosts),
                         Ok(Some(m)) => handle(&registry, id, m),
                         _ => return,
                     },
+                }
+            }
+            // What it was given before (on this replica or another) and asks on this stream.
+            let mut asked = Asked::default();
+            {
+                let snap = snapshots.borrow().clone();
+                asked.given(&snap, &node, given);
+                let refused = asked.ask(&snap, &node, early);
+                if !refused.is_empty() && tx.send(Ok(Out::Refused(refused))).await.is_err() {
+                    return;
                 }
             }
             snapshots.mark_changed();
@@ -205,7 +243,7 @@ impl Push {
                             return;
                         }
                         let snap = snapshots.borrow_and_update().clone();
-                        let view = views.view(&snap, &node);
+                        let view = views.view(&snap, &node, &asked.keys);
                         if let Some(current) = pace.unchanged(&view) {
                             // Nothing it sees changed: it runs this version already.
                             if let Some(v) = current {
@@ -215,7 +253,7 @@ impl Push {
                         }
                         let message = view.message(&snap);
                         pace.sent(view.stamp());
-                        if tx.send(Ok(message)).await.is_err() {
+                        if tx.send(Ok(Out::Snapshot(message))).await.is_err() {
                             return;
                         }
                     }
@@ -224,6 +262,19 @@ impl Push {
                         pace.awaiting = None;
                     }
                     m = from_proxy.message() => match m {
+                        Ok(Some(pb::ProxyMessage { msg: Some(Msg::Ask(a)) })) => {
+                            let snap = snapshots.borrow().clone();
+                            let before = asked.keys.len();
+                            let refused = asked.ask(&snap, &node, a.hosts);
+                            if asked.keys.len() > before {
+                                // Its next view carries them (sent once it has answered the
+                                // one before, as any change).
+                                snapshots.mark_changed();
+                            }
+                            if !refused.is_empty() && tx.send(Ok(Out::Refused(refused))).await.is_err() {
+                                return;
+                            }
+                        }
                         Ok(Some(mut m)) => {
                             if let Some(Msg::Ack(a)) = &mut m.msg {
                                 pace.answered(a);
@@ -314,6 +365,63 @@ fn refusal(ca: &crate::ca::Ca, node: &Node, peer: &Peer) -> Option<Status> {
     })
 }
 
+/// The services one proxy asked for on its stream (and was given on streams before), for as
+/// long as the stream lives.
+#[derive(Default)]
+struct Asked {
+    keys: BTreeSet<model::ServiceKey>,
+}
+
+impl Asked {
+    /// Hosts the proxy `node` lists in its Hello as given before: taken as far as it may still
+    /// ask for them and they name a service of `snapshot` (a name is taken even when its
+    /// service is gone for now, as an asked one stays).
+    fn given(&mut self, snapshot: &model::Snapshot, node: &Node, hosts: Vec<String>) {
+        if hosts.is_empty() || !may_ask(snapshot, node) {
+            return;
+        }
+        for host in hosts {
+            let named = model::Authority::parse(&host).service_key(&node.namespace);
+            let found = model::egress::asked_service(snapshot, &host, &node.namespace)
+                .map(|i| snapshot.services[i].key.clone());
+            self.keys.extend(found.or(named));
+        }
+    }
+
+    /// The proxy `node` asks for `hosts`: those naming a service of `snapshot` are added when
+    /// it may ask for more; the others are returned, refused.
+    fn ask(&mut self, snapshot: &model::Snapshot, node: &Node, hosts: Vec<String>) -> Vec<String> {
+        let mut refused = Vec::new();
+        if hosts.is_empty() {
+            return refused;
+        }
+        let may = may_ask(snapshot, node);
+        for host in hosts {
+            match model::egress::asked_service(snapshot, &host, &node.namespace) {
+                Some(i) if may => {
+                    let key = &snapshot.services[i].key;
+                    tracing::debug!(instance = %node.instance, %host, service = %key, "service asked for");
+                    self.keys.insert(key.clone());
+                }
+                _ => refused.push(host),
+            }
+        }
+        refused
+    }
+}
+
+/// Whether `node` may ask for services it lacks in `snapshot`.
+fn may_ask(snapshot: &model::Snapshot, node: &Node) -> bool {
+    let service = model::ServiceKey::new(&node.service, &node.namespace);
+    let who = model::egress::Viewer {
+        service: &service,
+        labels: &node.labels,
+        ingress: node.mode == "ingress",
+        asks: node.asks,
+    };
+    model::egress::bound_for(snapshot, &who).on_demand
+}
+
 /// How long a proxy may take to answer a snapshot before it is sent the next anyway. A proxy
 /// answers most in far less, but holds its answer while the snapshot's JWT rules wait for keys
 /// — which it may need the next snapshot to fetch (the issuer's endpoints): it must get it.
@@ -389,6 +497,7 @@ fn handle(registry: &Registry, id: u64, m: pb::ProxyMessage) {
             registry.set_health(id, h.ready, h.reason)
         }
         Some(Msg::Drain(_)) => registry.set_draining(id),
-        Some(Msg::Hello(_)) | None => {}
+        // Asks are the stream task's (they change what it sends).
+        Some(Msg::Hello(_)) | Some(Msg::Ask(_)) | None => {}
     }
 }

@@ -43,6 +43,9 @@ pub struct Node {
     pub app: Option<SocketAddr>,
     pub identity: Identity,
     pub pid: u32,
+    /// It asks for services its snapshot lacks (proxies that predate asking do not).
+    #[serde(default)]
+    pub asks: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,7 @@ impl TryFrom<api::pb::Hello> for Node {
             labels: h.labels.into_iter().collect(),
             identity: Identity(h.identity),
             pid: h.pid,
+            asks: h.asks,
         })
     }
 }
@@ -868,6 +872,7 @@ fn with_traffic(spec: &mut MeshSpec, from: Option<MeshSpec>) {
             spec.outbound_policy = m.outbound_policy;
             spec.outbound_policies = m.outbound_policies;
             spec.egress = m.egress;
+            spec.scope = m.scope;
         }
         None => {
             spec.routes.clear();

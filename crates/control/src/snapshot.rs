@@ -145,6 +145,18 @@ pub fn build(
         outbound_policy: spec.outbound_policy,
         outbound_policies: spec.outbound_policies.clone(),
         egress: spec.egress.clone(),
+        scope: spec.scope,
+        declared: spec
+            .services
+            .iter()
+            .filter_map(|s| {
+                Some(model::egress::Declared {
+                    service: s.key(),
+                    hosts: s.depends_on.clone()?,
+                })
+            })
+            .collect(),
+        on_demand: false,
     };
     (snapshot, listed)
 }

@@ -352,6 +352,7 @@ mod tests {
             outbound_policy: Default::default(),
             outbound_policies: Default::default(),
             egress: Default::default(),
+            scope: Default::default(),
         })
     }
 

@@ -1,9 +1,10 @@
-//! What each proxy is sent: the snapshot narrowed to the services its Istio Sidecar admits
-//! (`model::egress`), encoded once for every proxy that gets the same one. Views are cached per
-//! snapshot by what makes them differ (the Sidecar's hosts as they apply, the proxy's own
-//! service, whether it is the ingress) and then by their content, so that a change costs one
-//! build and one encoding per distinct view, not per proxy; every proxy no Sidecar narrows
-//! shares one.
+//! What each proxy is sent: the snapshot narrowed to the services its Istio Sidecar admits, or
+//! (by the Mesh file's `spec.scope`) those its service declares it calls, or what it cannot
+//! work without plus the services it asked for (`model::egress::bound_for`), encoded once for
+//! every proxy that gets the same one. Views are cached per snapshot by what makes them differ
+//! (the hosts as they apply, the proxy's own service, whether it is the ingress, what it asked
+//! for) and then by their content, so that a change costs one build and one encoding per
+//! distinct view, not per proxy; every proxy nothing narrows shares one.
 //!
 //! Each view also knows the latest snapshot version at which anything it carries changed
 //! (services are compared with the snapshot before, one by one): a proxy whose view did not
@@ -15,7 +16,7 @@ use api::pb;
 use bytes::Bytes;
 use model::egress::{self, EgressHost, Viewer};
 use model::{ServiceKey, Snapshot};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// One proxy's snapshot.
@@ -38,6 +39,8 @@ pub struct Stamp {
     /// The services it carries, in order.
     keys: Arc<Vec<ServiceKey>>,
     gateway: bool,
+    /// The proxy may ask for more services.
+    on_demand: bool,
     /// The latest snapshot version at which anything it carries changed.
     changed_at: u64,
 }
@@ -58,6 +61,7 @@ impl View {
         let now = &self.stamp;
         now.changed_at <= earlier.version
             && now.gateway == earlier.gateway
+            && now.on_demand == earlier.on_demand
             && (Arc::ptr_eq(&now.keys, &earlier.keys) || now.keys == earlier.keys)
     }
 
@@ -69,9 +73,11 @@ impl View {
             .get_or_init(|| {
                 let mut wire = match &self.indices {
                     None => pb::Snapshot::from(snapshot),
-                    Some(indices) => {
-                        pb::Snapshot::from(&snapshot.scoped(indices, self.stamp.gateway))
-                    }
+                    Some(indices) => pb::Snapshot::from(&snapshot.scoped(
+                        indices,
+                        self.stamp.gateway,
+                        self.stamp.on_demand,
+                    )),
                 };
                 (wire.ca_generation, wire.trust_bundle_pem) = self.ca.clone();
                 prost::Message::encode_to_vec(&wire).into()
@@ -83,12 +89,15 @@ impl View {
 /// What makes two proxies' views differ.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    /// No Sidecar narrows it: the whole snapshot.
+    /// Nothing narrows it: the whole snapshot.
     Whole,
     Scoped {
         hosts: Vec<EgressHost>,
         service: ServiceKey,
         ingress: bool,
+        on_demand: bool,
+        /// The services it asked for (on demand), in order.
+        asked: Vec<ServiceKey>,
     },
 }
 
@@ -111,8 +120,8 @@ struct Cache {
     /// Services admitted per set of hosts (before each proxy's own additions).
     admitted: HashMap<Vec<EgressHost>, Arc<Vec<usize>>>,
     by_key: HashMap<Key, Arc<View>>,
-    /// By content: (services, with the gateway).
-    by_content: HashMap<(Vec<usize>, bool), Arc<View>>,
+    /// By content: (services, with the gateway, on demand).
+    by_content: HashMap<(Vec<usize>, bool, bool), Arc<View>>,
 }
 
 impl Cache {
@@ -212,21 +221,35 @@ impl Views {
         }
     }
 
-    /// The view of `snapshot` the proxy `node` is sent.
-    pub fn view(&self, snapshot: &Arc<Snapshot>, node: &Node) -> Arc<View> {
+    /// The view of `snapshot` the proxy `node` is sent; `asked`: the services it asked for,
+    /// added when it may ask ([`egress::Bound::on_demand`]).
+    pub fn view(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        node: &Node,
+        asked: &BTreeSet<ServiceKey>,
+    ) -> Arc<View> {
         let service = ServiceKey::new(&node.service, &node.namespace);
         let who = Viewer {
             service: &service,
             labels: &node.labels,
             ingress: node.mode == "ingress",
+            asks: node.asks,
         };
-        let hosts = egress::hosts_for(snapshot, &who);
+        let egress::Bound { hosts, on_demand } = egress::bound_for(snapshot, &who);
+        let asked: Vec<ServiceKey> = if on_demand {
+            asked.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
         let key = match &hosts {
             None => Key::Whole,
             Some(h) => Key::Scoped {
                 hosts: h.clone(),
                 service: service.clone(),
                 ingress: who.ingress,
+                on_demand,
+                asked: asked.clone(),
             },
         };
         let ca = match &self.ca {
@@ -262,11 +285,25 @@ impl Views {
                 }
                 a
             });
-            egress::visible(snapshot, &admitted, &who)
+            if asked.is_empty() {
+                return egress::visible(snapshot, &admitted, &who);
+            }
+            let mut with_asked: BTreeSet<usize> = admitted.iter().copied().collect();
+            with_asked.extend(
+                snapshot
+                    .services
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| asked.binary_search(&s.key).is_ok())
+                    .map(|(i, _)| i),
+            );
+            let with_asked: Vec<usize> = with_asked.into_iter().collect();
+            egress::visible(snapshot, &with_asked, &who)
         });
         // The whole snapshot carries the gateway; a narrowed one only for the ingress.
         let gateway = indices.is_none() || who.ingress;
-        let content = indices.clone().map(|i| (i, gateway));
+        let on_demand = on_demand && indices.is_some();
+        let content = indices.clone().map(|i| (i, gateway, on_demand));
         if let (true, Some(c)) = (current, &content) {
             let found = self.lock().by_content.get(c).cloned();
             if let Some(v) = found {
@@ -304,6 +341,7 @@ impl Views {
                         .collect(),
                 ),
                 gateway,
+                on_demand,
                 changed_at,
             },
             indices,

@@ -209,6 +209,7 @@ async fn start(ca: Arc<Ca>) -> (Arc<Registry>, ControlPlane) {
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
         egress: Default::default(),
+        scope: Default::default(),
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(

@@ -4,6 +4,11 @@
 //! the services its Sidecar admits (and what it cannot work without: its own service, the
 //! destinations of the routes it holds); a service outside that set is, to the proxy, an
 //! unknown host.
+//!
+//! Without a Sidecar, the Mesh file's `spec.scope` ([`MeshScope`]) decides: the whole mesh
+//! (`whole`, the default), the services a service declares it calls (`dependsOn`, with
+//! `declared` or `observed`), or, with `observed`, only what the proxy cannot work without at
+//! first, growing with the hosts it asks the control plane for ([`asked_service`]).
 
 use crate::names::ServiceKey;
 use crate::security::Scope;
@@ -48,6 +53,53 @@ pub enum EgressHostError {
     Name(String),
 }
 
+/// How the proxies no Sidecar narrows are scoped: the Mesh file's `spec.scope`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshScope {
+    /// Every such proxy is told about every service (`dependsOn` is not applied).
+    #[default]
+    Whole,
+    /// A proxy of a service that declares `dependsOn` is told about those services; others
+    /// about every service.
+    Declared,
+    /// A proxy is told about what its service declares (`dependsOn`), else only about what it
+    /// cannot work without, and about every service it asks for when a request names one it
+    /// lacks.
+    Observed,
+}
+
+impl MeshScope {
+    pub const ALL: [MeshScope; 3] = [MeshScope::Whole, MeshScope::Declared, MeshScope::Observed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshScope::Whole => "whole",
+            MeshScope::Declared => "declared",
+            MeshScope::Observed => "observed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MeshScope> {
+        MeshScope::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// The services one service declares it calls (a Mesh-file service's `dependsOn`), as egress
+/// hosts resolved for its namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Declared {
+    pub service: ServiceKey,
+    pub hosts: Vec<EgressHost>,
+}
+
+/// Why a `dependsOn` entry cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DependsOnError {
+    #[error("`{0}` is not NAME, NAME.NAMESPACE, NAMESPACE/NAME or NAMESPACE/* (names are lowercase letters, digits and '-')")]
+    Form(String),
+}
+
 /// Whether `s` is a DNS label as Kubernetes names are (lowercase letters, digits, `-`).
 fn is_label(s: &str) -> bool {
     !s.is_empty()
@@ -86,6 +138,36 @@ impl EgressHost {
             namespace,
             name: name.to_string(),
         })
+    }
+
+    /// Reads one `dependsOn` entry of a service in `namespace`: `NAME` (a service of
+    /// `namespace`), `NAME.NAMESPACE`, `NAMESPACE/NAME` or `NAMESPACE/*` (every service of a
+    /// namespace). Names are as Kubernetes writes them (lowercase).
+    pub fn depends_on(s: &str, namespace: &str) -> Result<EgressHost, DependsOnError> {
+        let bad = || DependsOnError::Form(s.to_string());
+        let (ns, name) = match (s.split_once('/'), s.split_once('.')) {
+            (Some((ns, name)), None) => (ns, name),
+            (None, Some((name, ns))) => (ns, name),
+            (None, None) => (namespace, s),
+            (Some(_), Some(_)) => return Err(bad()),
+        };
+        if !is_label(ns) || !(name == "*" || is_label(name)) || (name == "*" && !s.contains('/')) {
+            return Err(bad());
+        }
+        Ok(EgressHost {
+            namespace: EgressNamespace::Named(ns.to_string()),
+            name: name.to_string(),
+        })
+    }
+
+    /// The one service this host names, if it names one (`NAMESPACE/NAME`).
+    pub fn service(&self) -> Option<ServiceKey> {
+        match &self.namespace {
+            EgressNamespace::Named(ns) if is_label(&self.name) => {
+                Some(ServiceKey::new(&self.name, ns))
+            }
+            _ => None,
+        }
     }
 
     /// This host as it applies to a workload of `namespace`: `.` becomes that namespace.
@@ -184,14 +266,16 @@ pub struct Viewer<'a> {
     /// gateways heed no Sidecar; namespace-wide and mesh-default ones never narrow the
     /// ingress, which routes by service name).
     pub ingress: bool,
+    /// It asks for services it lacks (`spec.scope: observed`); one that cannot (it predates
+    /// asking) is treated as in a mesh that declares.
+    pub asks: bool,
 }
 
-/// The egress hosts that bound what `who` is told about in `snapshot`, with `.` resolved to
-/// its namespace, sorted and without repeats: the same for every proxy a Sidecar treats alike.
-/// `None`: no Sidecar with `egress` applies, and it is told about every service.
-pub fn hosts_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Option<Vec<EgressHost>> {
+/// The Sidecar that applies to `who`, if any: for the ingress only one whose workload selector
+/// picks it.
+fn sidecar_for<'a>(snapshot: &'a Snapshot, who: &Viewer<'_>) -> Option<&'a ScopedEgress> {
     let namespace = &who.service.namespace;
-    let sidecar = if who.ingress {
+    if who.ingress {
         snapshot.egress.iter().find(|s| {
             matches!(s.scope, Scope::Workload { .. }) && s.scope.selects(namespace, who.labels)
         })
@@ -202,8 +286,15 @@ pub fn hosts_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Option<Vec<EgressHost
             namespace,
             who.labels,
         )
-    };
-    let mut hosts: Vec<EgressHost> = sidecar?
+    }
+}
+
+/// The egress hosts that bound what `who` is told about in `snapshot`, with `.` resolved to
+/// its namespace, sorted and without repeats: the same for every proxy a Sidecar treats alike.
+/// `None`: no Sidecar with `egress` applies, and it is told about every service.
+pub fn hosts_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Option<Vec<EgressHost>> {
+    let namespace = &who.service.namespace;
+    let mut hosts: Vec<EgressHost> = sidecar_for(snapshot, who)?
         .hosts
         .as_ref()?
         .iter()
@@ -212,6 +303,74 @@ pub fn hosts_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Option<Vec<EgressHost
     hosts.sort();
     hosts.dedup();
     Some(hosts)
+}
+
+/// What bounds the services a proxy is told about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bound {
+    /// The egress hosts whose services it is told about (sorted, without repeats); `None`:
+    /// every service.
+    pub hosts: Option<Vec<EgressHost>>,
+    /// It may ask for more services as requests name them (`spec.scope: observed`, no
+    /// Sidecar applies).
+    pub on_demand: bool,
+}
+
+/// What bounds what `who` is told about in `snapshot`: an Istio Sidecar that applies to it
+/// (the explicit resource wins), else, by `spec.scope`, what its service declares
+/// (`dependsOn`), else (`observed`) nothing but what it cannot work without, to grow on demand.
+/// The ingress, which routes by any service's name, is bounded by a Sidecar only.
+pub fn bound_for(snapshot: &Snapshot, who: &Viewer<'_>) -> Bound {
+    if let Some(sidecar) = sidecar_for(snapshot, who) {
+        if sidecar.hosts.is_some() {
+            return Bound {
+                hosts: hosts_for(snapshot, who),
+                on_demand: false,
+            };
+        }
+        // A Sidecar without `egress` narrows nothing, as Istio's default egress listener.
+        return Bound {
+            hosts: None,
+            on_demand: false,
+        };
+    }
+    if who.ingress || snapshot.scope == MeshScope::Whole {
+        return Bound {
+            hosts: None,
+            on_demand: false,
+        };
+    }
+    let on_demand = snapshot.scope == MeshScope::Observed && who.asks;
+    let declared = snapshot
+        .declared
+        .iter()
+        .find(|d| &d.service == who.service)
+        .map(|d| {
+            let mut hosts = d.hosts.clone();
+            hosts.sort();
+            hosts.dedup();
+            hosts
+        });
+    Bound {
+        hosts: match (declared, on_demand) {
+            (Some(hosts), _) => Some(hosts),
+            (None, true) => Some(Vec::new()),
+            (None, false) => None,
+        },
+        on_demand,
+    }
+}
+
+/// The service of `snapshot` a proxy of `namespace` names with `host` (a name as the proxy's
+/// app wrote it, without port: `NAME`, `NAME.NAMESPACE`, the FQDN; or a service's virtual IP),
+/// as an index into `snapshot.services`.
+pub fn asked_service(snapshot: &Snapshot, host: &str, namespace: &str) -> Option<usize> {
+    let host = host.trim().trim_end_matches('.');
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return snapshot.services.iter().position(|s| s.vip == Some(ip));
+    }
+    let key = crate::names::Authority::parse(host).service_key(namespace)?;
+    snapshot.services.iter().position(|s| s.key == key)
 }
 
 /// Indices into `snapshot.services` of the services `hosts` (from [`hosts_for`]) admit for a

@@ -58,6 +58,9 @@ pub struct MeshSpec {
     /// each proxy is told about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<crate::egress::ScopedEgress>,
+    /// How proxies no Sidecar narrows are scoped (`spec.scope`).
+    #[serde(default)]
+    pub scope: crate::egress::MeshScope,
 }
 
 /// An outbound traffic policy for the workloads `scope` selects (an Istio Sidecar resource).
@@ -214,6 +217,9 @@ pub struct ServiceSpec {
     /// Traffic its replicas' capture rules leave alone (transparent interception).
     #[serde(default, skip_serializing_if = "Capture::is_empty")]
     pub capture: Capture,
+    /// The services it calls (`dependsOn`), resolved for its namespace; `None`: not declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<crate::egress::EgressHost>>,
 }
 
 /// What a service port carries, as Istio's protocol selection names it.

@@ -114,6 +114,21 @@ pub struct Snapshot {
     /// already filtered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<crate::egress::ScopedEgress>,
+    /// How proxies no Sidecar narrows are scoped (the Mesh file's `spec.scope`). Not sent to
+    /// proxies.
+    #[serde(default, skip_serializing_if = "is_whole")]
+    pub scope: crate::egress::MeshScope,
+    /// The services each service declares it calls (`dependsOn`). Not sent to proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declared: Vec<crate::egress::Declared>,
+    /// What a proxy receives: it is told about some services only and may ask its control
+    /// plane for another when a request names one it lacks (`spec.scope: observed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
+}
+
+fn is_whole(s: &crate::egress::MeshScope) -> bool {
+    *s == crate::egress::MeshScope::Whole
 }
 
 impl Snapshot {
@@ -129,6 +144,9 @@ impl Snapshot {
             outbound_policy,
             outbound_policies,
             egress,
+            scope,
+            declared,
+            on_demand,
         } = self;
         services == &other.services
             && gateway == &other.gateway
@@ -136,13 +154,17 @@ impl Snapshot {
             && outbound_policy == &other.outbound_policy
             && outbound_policies == &other.outbound_policies
             && egress == &other.egress
+            && scope == &other.scope
+            && declared == &other.declared
+            && on_demand == &other.on_demand
     }
 
     /// What a proxy told about only the services at `indices` (ascending, from
     /// [`crate::egress::visible`]) receives: those services, the gateway's routes if it is the
     /// ingress (`gateway`), every security and outbound policy (each proxy applies those that
-    /// select it), and no egress scopes (they are the control plane's business).
-    pub fn scoped(&self, indices: &[usize], gateway: bool) -> Snapshot {
+    /// select it), and no egress scopes or declarations (they are the control plane's
+    /// business); `on_demand`: it may ask for more.
+    pub fn scoped(&self, indices: &[usize], gateway: bool, on_demand: bool) -> Snapshot {
         Snapshot {
             version: self.version,
             services: indices
@@ -158,6 +180,9 @@ impl Snapshot {
             outbound_policy: self.outbound_policy,
             outbound_policies: self.outbound_policies.clone(),
             egress: Vec::new(),
+            scope: Default::default(),
+            declared: Vec::new(),
+            on_demand,
         }
     }
 

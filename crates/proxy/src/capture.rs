@@ -128,8 +128,21 @@ async fn handle(
         tracing::debug!(%peer, "connection straight to the capture port; closed");
         return;
     }
-    let state = fwd.state.load_full();
-    let Some(service) = state.routes.by_vip(dst.ip()).cloned() else {
+    let mut state = fwd.state.load_full();
+    let mut found = state.routes.by_vip(dst.ip()).cloned();
+    if found.is_none() && state.routes.snapshot.on_demand {
+        // A service this proxy has not been told about yet: asked for by its address.
+        let has = |s: &crate::state::ProxyState| s.routes.by_vip(dst.ip()).is_some();
+        if fwd
+            .on_demand
+            .wait(&dst.ip().to_string(), &fwd.state, has)
+            .await
+        {
+            state = fwd.state.load_full();
+            found = state.routes.by_vip(dst.ip()).cloned();
+        }
+    }
+    let Some(service) = found else {
         match state.routes.outbound_policy {
             model::OutboundPolicy::AllowAny => passthrough(stream, dst, &fwd).await,
             model::OutboundPolicy::RegistryOnly => {

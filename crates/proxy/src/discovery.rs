@@ -3,6 +3,10 @@
 //! serving), acks it, and reports readiness and drain. When the control plane goes away the
 //! proxy keeps serving its last snapshot and reconnects with jittered exponential backoff.
 //!
+//! With a snapshot that carries some services only (`on_demand`), the stream also carries the
+//! hosts requests named and the snapshot lacks ([`crate::on_demand`]) to the control plane, and
+//! its refusals back.
+//!
 //! With a state directory ([`crate::persist`]), every snapshot applied is kept there, and a
 //! proxy that starts finds the last one and serves from it (checked as a pushed one is) until
 //! its control plane answers and pushes the current one.
@@ -63,6 +67,8 @@ pub struct Discovery {
     /// The state directory: snapshots applied are kept there, and the last one is where a
     /// starting proxy begins.
     pub persist: Option<Arc<Persist>>,
+    /// Hosts asked for on demand, and who waits for them.
+    pub on_demand: Arc<crate::on_demand::OnDemand>,
 }
 
 /// Runs until the process exits. A proxy that joins the mesh CA first waits for its
@@ -114,9 +120,13 @@ pub async fn run(shared: Arc<Discovery>) {
     }
 }
 
+/// The hello, listing what this proxy was given on demand so far.
 fn hello(shared: &Discovery) -> pb::ProxyMessage {
     pb::ProxyMessage {
-        msg: Some(Msg::Hello(shared.hello.clone())),
+        msg: Some(Msg::Hello(pb::Hello {
+            asked: shared.on_demand.asked(),
+            ..shared.hello.clone()
+        })),
     }
 }
 
@@ -153,6 +163,15 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
     let (tx, rx) = mpsc::channel(16);
     let _ = tx.send(hello(shared)).await;
     let _ = tx.send(health(shared)).await;
+    // Asks a lost stream did not carry (those it did are in the hello).
+    let unsent = shared.on_demand.take_unsent();
+    if !unsent.is_empty() {
+        let _ = tx
+            .send(pb::ProxyMessage {
+                msg: Some(Msg::Ask(pb::Ask { hosts: unsent })),
+            })
+            .await;
+    }
     let mut drained_sent = false;
     if shared.drain.is_draining() {
         let _ = tx.send(drain_msg()).await;
@@ -174,6 +193,10 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
         tokio::select! {
             msg = inbound.message() => {
                 let msg = msg.map_err(|e| (got, e.into()))?.ok_or((got, StreamError::Closed))?;
+                if !msg.refused.is_empty() {
+                    tracing::debug!(hosts = ?msg.refused, "the control plane has no service for these hosts");
+                    shared.on_demand.refused(msg.refused, shared.state.load().version());
+                }
                 if let Some(snapshot) = msg.snapshot {
                     let ack = apply(shared, snapshot);
                     got |= ack.error.is_empty();
@@ -210,6 +233,12 @@ async fn session(shared: &Arc<Discovery>) -> Result<bool, (bool, StreamError)> {
                     }
                 }
                 let _ = tx.send(health(shared)).await;
+            }
+            _ = shared.on_demand.to_send() => {
+                let hosts = shared.on_demand.take_unsent();
+                if !hosts.is_empty() && send(Msg::Ask(pb::Ask { hosts })).await.is_err() {
+                    return Err((got, StreamError::Closed));
+                }
             }
             _ = shared.drain.started(), if !drained_sent => {
                 drained_sent = true;
@@ -312,6 +341,7 @@ fn apply_from(shared: &Discovery, mut wire: pb::Snapshot, source: SnapshotSource
         Ok((next, endpoints)) => {
             let mode = next.security.mode;
             shared.state.store(next);
+            shared.on_demand.applied(version);
             shared.inbound_tls.mode_changed(mode);
             shared.metrics.config_version.set(version as i64);
             shared.metrics.endpoints_ready.set(endpoints as i64);

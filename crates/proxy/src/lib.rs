@@ -6,6 +6,8 @@
 //! - [`run`]: binds every listener eagerly, starts the runtimes, and drains on shutdown.
 //! - [`discovery`]: the control-plane stream: receives snapshots, compiles and swaps them in,
 //!   acks them, reports health.
+//! - [`on_demand`]: hosts a snapshot lacks, asked for on the control stream while their
+//!   requests wait (`spec.scope: observed`).
 //! - [`state`]: one snapshot compiled for this proxy (routes, security, mTLS mode) behind one
 //!   swap; every request reads it through one load.
 //! - [`readiness`]: whether the proxy should receive traffic, and why not.
@@ -69,6 +71,7 @@ pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
+pub mod on_demand;
 pub mod outbound;
 pub mod overload;
 pub mod persist;

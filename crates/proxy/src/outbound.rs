@@ -65,6 +65,8 @@ pub struct Forward<R> {
     pub max_buffered_body: u64,
     /// A `CONNECT` tunnel that carries nothing this long is closed ([`tunnel`]).
     pub tunnel_idle: std::time::Duration,
+    /// Hosts the snapshot lacks, asked for from the control plane ([`crate::on_demand`]).
+    pub on_demand: Arc<crate::on_demand::OnDemand>,
 }
 
 /// A sidecar's (or `weft exec`'s client proxy's) outbound handler.
@@ -122,6 +124,24 @@ impl<R: Resolve> Handler for Forward<R> {
 }
 
 impl<R: Resolve> Forward<R> {
+    /// The state to route a request for `authority` with, once the control plane was asked
+    /// for the host `state` lacks and a snapshot carrying it is in force; `None`: `state` may
+    /// not have it on demand, or the host was refused, or the wait ran out.
+    async fn asked(
+        &self,
+        state: &crate::state::ProxyState,
+        authority: &str,
+    ) -> Option<Arc<crate::state::ProxyState>> {
+        let host = self.resolve.lacks(&state.routes, authority)?;
+        let found = self
+            .on_demand
+            .wait(&host, &self.state, |s| {
+                self.resolve.lacks(&s.routes, authority).is_none()
+            })
+            .await;
+        found.then(|| self.state.load_full())
+    }
+
     /// Routes a request and sends it on; says which service it went to (`service_out`, once
     /// known) and which endpoint gave the answer (`upstream_out`), for the metrics, and, when
     /// `operation_out` is `Some` (the request has a span), the span name of its route.
@@ -143,6 +163,8 @@ impl<R: Resolve> Forward<R> {
         let Some(authority) = request_authority(&parts.uri, &parts.headers) else {
             return flags::respond(Flag::BadRequest, "request names no host");
         };
+        // The state a host asked for on demand arrived in, if the request had to wait for it.
+        let grown: Arc<crate::state::ProxyState>;
         let routed = match self.resolve.route(&state.routes, &authority, &parts) {
             Ok(r) => r,
             // A captured connection to a service's virtual IP whose requests name no service
@@ -152,7 +174,17 @@ impl<R: Resolve> Forward<R> {
                     Ok(r) => r,
                     Err(rsp) => return *rsp,
                 },
-                None => return *rsp,
+                // Boxed: the rare path adds nothing to every request's future.
+                None => match Box::pin(self.asked(&state, &authority)).await {
+                    Some(next) => {
+                        grown = next;
+                        match self.resolve.route(&grown.routes, &authority, &parts) {
+                            Ok(r) => r,
+                            Err(rsp) => return *rsp,
+                        }
+                    }
+                    None => return *rsp,
+                },
             },
         };
         let rule = routed.rule;

@@ -133,6 +133,8 @@ struct Proxy {
     /// Cancelled to ask for shutdown (signal, admin `/shutdown`, or the embedding program).
     shutdown: CancellationToken,
     drain: Drain,
+    /// Hosts asked for on demand: the outbound side asks, the control stream carries them.
+    on_demand: Arc<crate::on_demand::OnDemand>,
 }
 
 impl Proxy {
@@ -155,6 +157,7 @@ impl Proxy {
             metrics: self.metrics.clone(),
             drain: self.drain.clone(),
             persist: self.persist.clone(),
+            on_demand: self.on_demand.clone(),
         }
     }
 
@@ -219,6 +222,7 @@ impl Proxy {
             }),
             max_buffered_body: s.limits.max_buffered_body,
             tunnel_idle: s.limits.idle_timeout,
+            on_demand: self.on_demand.clone(),
         }
     }
 }
@@ -266,6 +270,9 @@ fn hello(s: &Settings, b: &Bound) -> pb::Hello {
         mode: s.mode.as_str().to_string(),
         identity: s.identity.0.clone(),
         pid: std::process::id(),
+        // Filled in per stream (`discovery::hello`).
+        asked: Vec::new(),
+        asks: true,
     }
 }
 
@@ -450,6 +457,7 @@ pub fn run_with(
         observe,
         shutdown: shutdown.clone(),
         drain: drain.clone(),
+        on_demand: Default::default(),
     });
     let discovery = proxy.discovery(security);
 

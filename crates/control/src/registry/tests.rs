@@ -27,6 +27,7 @@ fn spec() -> MeshSpec {
                 placement: Default::default(),
             }],
             capture: Default::default(),
+            depends_on: None,
         }],
         routes: Vec::new(),
         tcp_routes: Vec::new(),
@@ -38,6 +39,7 @@ fn spec() -> MeshSpec {
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
         egress: Default::default(),
+        scope: Default::default(),
     }
 }
 
@@ -55,6 +57,7 @@ fn node(instance: &str, port: u16) -> Node {
         app: None,
         identity: Identity::spiffe("default", "hello"),
         pid: 1,
+        asks: true,
     }
 }
 

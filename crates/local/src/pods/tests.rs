@@ -11,6 +11,7 @@ fn svc(name: &str, namespace: &str) -> ServiceSpec {
         annotations: Default::default(),
         workloads: Vec::new(),
         capture: Default::default(),
+        depends_on: None,
     }
 }
 

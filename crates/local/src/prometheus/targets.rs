@@ -114,6 +114,7 @@ mod tests {
             app: None,
             identity: Identity::spiffe("default", service),
             pid: 1,
+            asks: true,
         }
     }
 
@@ -132,6 +133,7 @@ mod tests {
             outbound_policy: Default::default(),
             outbound_policies: Default::default(),
             egress: Default::default(),
+            scope: Default::default(),
         }
     }
 

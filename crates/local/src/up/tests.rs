@@ -16,6 +16,7 @@ fn service(name: &str, port: u16, protocol: model::Protocol) -> model::ServiceSp
         annotations: Default::default(),
         workloads: Vec::new(),
         capture: Default::default(),
+        depends_on: None,
     }
 }
 

@@ -245,6 +245,7 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
         service,
         labels: &labels,
         ingress: false,
+        asks: true,
     };
 
     // No Sidecar: everything.
@@ -288,6 +289,7 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
         service: &edge,
         labels: &gw_labels,
         ingress: true,
+        asks: true,
     };
     assert_eq!(hosts_for(&s, &ingress), None);
     // …but one that selects it by its labels: then it also sees what its gateway routes name.
@@ -308,10 +310,160 @@ fn a_proxy_sees_what_its_hosts_admit_and_what_it_cannot_work_without() {
     let scoped = s.scoped(
         &visible(&s, &super::admitted(&s, &hosts, "istio-system"), &ingress),
         true,
+        false,
     );
     assert_eq!(scoped.services.len(), 3);
     assert_eq!(scoped.gateway, s.gateway);
     assert!(scoped.egress.is_empty());
     assert_eq!(scoped.version, s.version);
-    assert!(s.scoped(&[0], false).gateway.is_empty());
+    assert!(s.scoped(&[0], false, false).gateway.is_empty());
+    assert!(s.scoped(&[0], false, true).on_demand);
+}
+
+#[test]
+fn depends_on_entries_read_as_hosts_of_named_namespaces() {
+    let read = |s: &str| EgressHost::depends_on(s, "shop").map(|h| h.to_string());
+    assert_eq!(read("cart").unwrap(), "shop/cart");
+    assert_eq!(read("ratings.prod").unwrap(), "prod/ratings");
+    assert_eq!(read("prod/ratings").unwrap(), "prod/ratings");
+    assert_eq!(read("prod/*").unwrap(), "prod/*");
+    for bad in [
+        "", "*", "Cart", "a.b.c", "prod/a.b", "*/cart", "prod/", "/cart", "a/b/c", "x y", "cart.",
+        ".prod",
+    ] {
+        let e = read(bad).unwrap_err();
+        assert!(
+            e.to_string().contains("is not NAME, NAME.NAMESPACE"),
+            "{bad}: {e}"
+        );
+    }
+    let h = EgressHost::depends_on("ratings.prod", "shop").unwrap();
+    assert_eq!(h.service(), Some(key("ratings.prod")));
+    assert!(h.admits("shop", &key("ratings.prod")));
+    assert!(!h.admits("shop", &key("reviews.prod")));
+    assert_eq!(
+        EgressHost::depends_on("prod/*", "shop").unwrap().service(),
+        None
+    );
+    assert_eq!(MeshScope::parse("observed"), Some(MeshScope::Observed));
+    assert_eq!(MeshScope::parse("Observed"), None);
+}
+
+#[test]
+fn a_sidecar_wins_over_depends_on_which_wins_over_the_mesh_scope() {
+    let labels = Labels::new();
+    let (hello, other) = (key("hello.default"), key("other.default"));
+    let who = |service| Viewer {
+        service,
+        labels: &labels,
+        ingress: false,
+        asks: true,
+    };
+    let declared = |s: &mut Snapshot| {
+        s.declared = vec![Declared {
+            service: hello.clone(),
+            hosts: vec![
+                EgressHost::depends_on("lone.test", "default").unwrap(),
+                EgressHost::depends_on("prod/*", "default").unwrap(),
+            ],
+        }]
+    };
+    let whole = Bound {
+        hosts: None,
+        on_demand: false,
+    };
+
+    // `whole` (the default): declarations are not applied.
+    let mut s = snapshot(vec![]);
+    declared(&mut s);
+    assert_eq!(bound_for(&s, &who(&hello)), whole);
+
+    // `declared`: the declaring service sees what it declared (and what it cannot work
+    // without); one that declares nothing sees everything.
+    s.scope = MeshScope::Declared;
+    let b = bound_for(&s, &who(&hello));
+    assert!(!b.on_demand);
+    let hosts = b.hosts.unwrap();
+    assert_eq!(
+        names(
+            &s,
+            &visible(&s, &super::admitted(&s, &hosts, "default"), &who(&hello))
+        ),
+        [
+            "hello.default",
+            "reviews.prod",
+            "ratings.prod",
+            "auth.default",
+            "lone.test"
+        ]
+    );
+    assert_eq!(bound_for(&s, &who(&other)), whole);
+
+    // `observed`: the same start for a declaring service, nothing for another; both ask.
+    s.scope = MeshScope::Observed;
+    assert!(bound_for(&s, &who(&hello)).on_demand);
+    assert_eq!(
+        bound_for(&s, &who(&other)),
+        Bound {
+            hosts: Some(vec![]),
+            on_demand: true
+        }
+    );
+    let ingress = Viewer {
+        ingress: true,
+        ..who(&other)
+    };
+    assert_eq!(bound_for(&s, &ingress), whole);
+    // A proxy that predates asking: as under `declared`.
+    let old = |service| Viewer {
+        asks: false,
+        ..who(service)
+    };
+    assert_eq!(bound_for(&s, &old(&other)), whole);
+    assert_eq!(
+        bound_for(&s, &old(&hello)),
+        Bound {
+            hosts: bound_for(&s, &who(&hello)).hosts,
+            on_demand: false
+        }
+    );
+
+    // An Istio Sidecar applies instead of either, and its proxies ask for nothing.
+    let mut s = snapshot(vec![ScopedEgress {
+        name: "Sidecar istio-system/default".into(),
+        scope: Scope::Namespace("istio-system".into()),
+        hosts: Some(vec![host("./*")]),
+    }]);
+    declared(&mut s);
+    s.scope = MeshScope::Observed;
+    assert_eq!(
+        bound_for(&s, &who(&hello)),
+        Bound {
+            hosts: Some(vec![host("default/*")]),
+            on_demand: false
+        }
+    );
+}
+
+#[test]
+fn an_asked_host_names_a_service_as_the_proxy_resolves_it() {
+    let mut s = snapshot(vec![]);
+    s.services[3].vip = Some("10.235.0.7".parse().unwrap());
+    let asked = |h: &str, ns: &str| asked_service(&s, h, ns).map(|i| s.services[i].key.to_string());
+    assert_eq!(
+        asked("reviews.prod", "default").as_deref(),
+        Some("reviews.prod")
+    );
+    assert_eq!(asked("reviews", "prod").as_deref(), Some("reviews.prod"));
+    assert_eq!(asked("reviews", "default"), None);
+    assert_eq!(
+        asked("Reviews.prod.svc.cluster.local.", "default").as_deref(),
+        Some("reviews.prod")
+    );
+    assert_eq!(
+        asked("10.235.0.7", "default").as_deref(),
+        Some("ratings.prod")
+    );
+    assert_eq!(asked("nosuch.prod", "default"), None);
+    assert_eq!(asked("example.com", "default"), None);
 }

@@ -60,6 +60,7 @@ fn discovery() -> Discovery {
         metrics,
         drain,
         persist: None,
+        on_demand: Default::default(),
     }
 }
 
@@ -89,6 +90,7 @@ fn snapshot(version: u64, port: u16) -> Snapshot {
         outbound_policy: Default::default(),
         outbound_policies: Default::default(),
         egress: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,13 @@ pub trait Resolve: Send + Sync + 'static {
         None
     }
 
+    /// The host to ask the control plane for when `table` has no service `authority` names
+    /// and may have it on demand (without port, as the request names it); `None`: the answer
+    /// stands.
+    fn lacks(&self, _table: &RouteTable, _authority: &str) -> Option<String> {
+        None
+    }
+
     /// The rule and destination for a request to `authority`; `Err`: the answer (404 `NR`).
     fn route<'t>(
         &self,
@@ -56,6 +63,10 @@ impl Resolve for Sidecar {
 
     fn tunnels(&self) -> Option<&str> {
         Some(&self.namespace)
+    }
+
+    fn lacks(&self, table: &RouteTable, authority: &str) -> Option<String> {
+        lacks(table, &Authority::parse(authority), &self.namespace)
     }
 
     fn route<'t>(
@@ -94,6 +105,13 @@ pub(crate) fn service_route<'t>(
     service
         .route(parts)
         .ok_or_else(|| no_route(&service.key, parts))
+}
+
+/// The host of `auth` to ask for, when `table` may have services on demand and none of its
+/// services is the one `auth` names (a bare name resolving in `namespace`).
+pub(crate) fn lacks(table: &RouteTable, auth: &Authority<'_>, namespace: &str) -> Option<String> {
+    (table.snapshot.on_demand && !auth.host.is_empty() && table.resolve(auth, namespace).is_none())
+        .then(|| auth.host.to_string())
 }
 
 /// 404 `NR`: no service has this name.

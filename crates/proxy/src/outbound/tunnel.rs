@@ -11,7 +11,7 @@
 //! the peer answers `200` the app gets its own `200`, and the two streams are spliced
 //! ([`crate::tunnel::splice`]).
 
-use super::resolve::no_service;
+use super::resolve::{lacks, no_service};
 use super::send::ready_sender;
 use super::MAX_ATTEMPTS;
 use crate::body::{self, Body, RequestBody};
@@ -39,7 +39,7 @@ pub(crate) async fn open<R: Send + Sync + 'static>(
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return flags::respond(Flag::BadRequest, "CONNECT needs a host:port target");
     };
-    let target = match Target::resolve(&fwd, &authority, namespace) {
+    let target = match Target::resolve(&fwd, &authority, namespace).await {
         Ok(t) => t,
         Err(rsp) => return *rsp,
     };
@@ -87,15 +87,17 @@ pub async fn serve_local<R: Send + Sync + 'static>(
             continue;
         };
         let _ = client.set_nodelay(true);
-        match Target::resolve(&fwd, &target, &namespace) {
-            Ok(t) => {
-                let fwd = fwd.clone();
-                tokio::spawn(async move { carry(&fwd, &t, client, Vec::new()).await });
+        let (fwd, target, namespace) = (fwd.clone(), target.clone(), namespace.clone());
+        // Resolved in the connection's own task: one waiting for its service (on demand)
+        // holds up no other.
+        tokio::spawn(async move {
+            match Target::resolve(&fwd, &target, &namespace).await {
+                Ok(t) => carry(&fwd, &t, client, Vec::new()).await,
+                Err(rsp) => {
+                    tracing::info!(%peer, %target, why = %refusal(&rsp), "local client port: no tunnel")
+                }
             }
-            Err(rsp) => {
-                tracing::info!(%peer, %target, why = %refusal(&rsp), "local client port: no tunnel")
-            }
-        }
+        });
     }
 }
 
@@ -224,9 +226,10 @@ impl Target {
         }
     }
 
-    /// The service `authority` (`NAME:PORT`, any name form) names. `Err`: the answer for the
-    /// client (400, 404 `NR`).
-    fn resolve<R>(
+    /// The service `authority` (`NAME:PORT`, any name form) names, asked for when the snapshot
+    /// in force lacks it and may have it on demand. `Err`: the answer for the client (400,
+    /// 404 `NR`).
+    async fn resolve<R>(
         fwd: &Forward<R>,
         authority: &str,
         namespace: &str,
@@ -239,10 +242,22 @@ impl Target {
             )));
         };
         let state = fwd.state.load_full();
-        let Some(service) = state.routes.resolve(&auth, namespace) else {
+        if let Some(service) = state.routes.resolve(&auth, namespace) {
+            return Ok(Target::to(service.clone(), port));
+        }
+        let Some(host) = lacks(&state.routes, &auth, namespace) else {
             return Err(no_service(authority));
         };
-        Ok(Target::to(service.clone(), port))
+        drop(state);
+        let has = |s: &crate::state::ProxyState| s.routes.resolve(&auth, namespace).is_some();
+        if !fwd.on_demand.wait(&host, &fwd.state, has).await {
+            return Err(no_service(authority));
+        }
+        let state = fwd.state.load_full();
+        match state.routes.resolve(&auth, namespace) {
+            Some(service) => Ok(Target::to(service.clone(), port)),
+            None => Err(no_service(authority)),
+        }
     }
 }
 

@@ -38,9 +38,20 @@ pub(super) async fn open<R: Resolve>(
     let Some(authority) = request_authority(&parts.uri, &parts.headers) else {
         return flags::respond(Flag::BadRequest, "request names no host");
     };
+    let grown: std::sync::Arc<crate::state::ProxyState>;
     let routed = match fwd.resolve.route(&state.routes, &authority, &parts) {
         Ok(r) => r,
-        Err(rsp) => return *rsp,
+        // Boxed: the rare path adds nothing to every upgrade's future.
+        Err(rsp) => match Box::pin(fwd.asked(&state, &authority)).await {
+            Some(next) => {
+                grown = next;
+                match fwd.resolve.route(&grown.routes, &authority, &parts) {
+                    Ok(r) => r,
+                    Err(rsp) => return *rsp,
+                }
+            }
+            None => return *rsp,
+        },
     };
     let Some(backend) = routed.backend else {
         return flags::respond_with(

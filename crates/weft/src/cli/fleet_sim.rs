@@ -35,6 +35,9 @@ enum Scoping {
     Namespace,
     /// No Sidecar: every proxy gets the whole mesh
     None,
+    /// `spec.scope: declared`: each service declares `dependsOn` `common` and the two
+    /// services after it, and its proxies see those (and their own)
+    Declared,
 }
 
 #[derive(clap::Args)]
@@ -106,16 +109,21 @@ struct Control {
 
 /// The mesh file: the services (no workloads: the simulated proxies register for them),
 /// `common`'s subsets and its VirtualService at weight 0 for v2, and with namespace scoping
-/// the mesh-default Sidecar.
+/// the mesh-default Sidecar; with declared scoping, each service's `dependsOn`.
 fn mesh_yaml(a: &FleetSimArgs) -> String {
+    let declared = a.scope == Scoping::Declared;
     let mut y = format!(
-        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {MESH}}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - {{name: {}, namespace: {}, port: 80}}\n",
-        COMMON.0, COMMON.1
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {MESH}}}\nspec:\n  ingress: 127.0.0.1:0\n{}  services:\n  - {{name: {}, namespace: {}, port: 80{}}}\n",
+        if declared { "  scope: declared\n" } else { "" },
+        COMMON.0,
+        COMMON.1,
+        depends_on(a, 0),
     );
     for s in 1..a.services {
         let (name, ns) = service_of(a, s);
         y.push_str(&format!(
-            "  - {{name: {name}, namespace: {ns}, port: 80}}\n"
+            "  - {{name: {name}, namespace: {ns}, port: 80{}}}\n",
+            depends_on(a, s)
         ));
     }
     y.push_str(&format!(
@@ -127,6 +135,27 @@ fn mesh_yaml(a: &FleetSimArgs) -> String {
         y.push_str("---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  egress:\n  - hosts: [\"./*\", \"shared/*\"]\n");
     }
     y
+}
+
+/// Service `s`'s `dependsOn` field, with declared scoping (else nothing): `common` and the two
+/// services after it (wrapping around; fewer when there are fewer services).
+fn depends_on(a: &FleetSimArgs, s: u32) -> String {
+    if a.scope != Scoping::Declared {
+        return String::new();
+    }
+    let mut named = Vec::new();
+    if s != 0 {
+        named.push(format!("{}.{}", COMMON.0, COMMON.1));
+    }
+    for k in 1..=2 {
+        let t = (s + k) % a.services;
+        if t != 0 && t != s {
+            let (name, ns) = service_of(a, t);
+            named.push(format!("{name}.{ns}"));
+        }
+    }
+    named.dedup();
+    format!(", dependsOn: [{}]", named.join(", "))
 }
 
 /// Change `k`: `common`'s VirtualService sending k% to subset v2 (0: all to v1).
@@ -520,6 +549,7 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
         scope: match a.scope {
             Scoping::Namespace => "namespace",
             Scoping::None => "none",
+            Scoping::Declared => "declared",
         }
         .into(),
         connect_s: secs(connect),
@@ -551,3 +581,6 @@ async fn simulate(a: FleetSimArgs) -> anyhow::Result<Report> {
         ..report
     })
 }
+
+#[cfg(test)]
+mod tests;

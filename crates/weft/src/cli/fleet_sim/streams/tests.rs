@@ -42,6 +42,7 @@ fn a_snapshot_is_read_for_its_change_without_decoding_the_rest() {
     // Through the control message, as it arrives.
     let msg = pb::ControlMessage {
         snapshot: Some(snap),
+        refused: vec![],
     }
     .encode_to_vec();
     let lite = LiteControl::decode(msg.as_slice()).unwrap();

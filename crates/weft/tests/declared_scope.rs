@@ -1,0 +1,179 @@
+//! Scoping by what services call, end to end. With `spec.scope: declared`, `client` declares
+//! `dependsOn: [far.back]`: its sidecar reaches `far`, answers a call to `near` exactly as one
+//! to a host no service has (404, NR), and its admin `/config` lists only `client` and `far`,
+//! while `far`, which declares nothing, still sees the whole mesh; an Istio Sidecar that
+//! applies to `client` then wins over its declaration. With `spec.scope: observed`, `client`'s
+//! sidecar starts with its own service only; its app's first call to `far` succeeds (the
+//! sidecar asks the control plane for it and holds the call until it has it), `far` is then in
+//! its snapshot, and a call to a host no service has is still a 404, answered without waiting
+//! out the ask's bound.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn mesh(scope: &str, client_depends_on: &str) -> String {
+    format!(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {{name: {scope}}}
+spec:
+  ingress: 127.0.0.1:0
+  scope: {scope}
+  services:
+  - name: client
+    namespace: front
+    port: 80
+{client_depends_on}    workloads:
+    - name: client-v1
+      labels: {{app: client}}
+      command: [weft, demo, echo, --service, client, --version, v1]
+  - name: near
+    namespace: front
+    port: 80
+    workloads:
+    - name: near-v1
+      labels: {{app: near}}
+      command: [weft, demo, echo, --service, near, --version, v1]
+  - name: far
+    namespace: back
+    port: 80
+    workloads:
+    - name: far-v1
+      labels: {{app: far}}
+      command: [weft, demo, echo, --service, far, --version, v1]
+"#
+    )
+}
+
+const SIDECAR: &str = r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: front}
+spec:
+  egress:
+  - hosts: ["./*"]
+"#;
+
+/// What `client`'s app got for a call to `url` through its sidecar: the status and body
+/// (text), as the demo's `/fetch` reports them.
+async fn from_client(c: &HttpClient, mesh: &Mesh, url: &str) -> (u16, String) {
+    let path = format!(
+        "/fetch?url={}",
+        form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+    );
+    let r = get(c, mesh.ingress, "client.front", &path).await.unwrap();
+    let d = &r.body["downstream"];
+    assert!(d.is_object(), "{url}: {}", r.text);
+    let body = match &d["body"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    (d["status"].as_u64().unwrap_or(0) as u16, body)
+}
+
+/// The services (`NAME.NAMESPACE`) in the snapshot instance `instance`'s proxy runs, and the
+/// size of that snapshot as its admin `/config` shows it (JSON bytes).
+async fn services_of(c: &HttpClient, mesh: &Mesh, instance: &str) -> (Vec<String>, usize) {
+    let status = mesh.status_json(None);
+    let admin: SocketAddr = workload(&status, instance)["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = get(c, admin, "admin", "/config").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let snapshot = &r.body["snapshot"];
+    let mut names: Vec<String> = snapshot["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}.{}",
+                s["key"]["name"].as_str().unwrap(),
+                s["key"]["namespace"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    (names, snapshot.to_string().len())
+}
+
+const EVERYTHING: [&str; 3] = ["client.front", "far.back", "near.front"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaring_service_reaches_what_it_declares_and_nothing_else() {
+    let mesh = Mesh::up(&mesh("declared", "    dependsOn: [far.back]\n"));
+    let c = client();
+
+    let (status, body) = from_client(&c, &mesh, "http://far.back/").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = from_client(&c, &mesh, "http://near/").await;
+    let (unknown_status, unknown_body) = from_client(&c, &mesh, "http://nosuch/").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no service in the mesh for host"), "{body}");
+    assert_eq!(
+        (status, body.replace("near", "nosuch")),
+        (unknown_status, unknown_body)
+    );
+    let (declared, declared_bytes) = services_of(&c, &mesh, "client-v1-0").await;
+    assert_eq!(declared, ["client.front", "far.back"]);
+    // `far` declares nothing: the whole mesh, a larger snapshot.
+    let (whole, whole_bytes) = services_of(&c, &mesh, "far-v1-0").await;
+    assert_eq!(whole, EVERYTHING);
+    assert!(
+        declared_bytes < whole_bytes,
+        "{declared_bytes} >= {whole_bytes}"
+    );
+
+    // An Istio Sidecar that applies to `client` wins over its declaration.
+    mesh.apply_yaml("sidecar.yaml", SIDECAR);
+    assert_eq!(
+        services_of(&c, &mesh, "client-v1-0").await.0,
+        ["client.front", "near.front"]
+    );
+    let (status, body) = from_client(&c, &mesh, "http://near/").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = from_client(&c, &mesh, "http://far.back/").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observing_proxy_gets_a_service_the_first_time_its_app_calls_it() {
+    let mesh = Mesh::up(&mesh("observed", ""));
+    let c = client();
+    assert_eq!(
+        services_of(&c, &mesh, "client-v1-0").await.0,
+        ["client.front"]
+    );
+
+    // The first call succeeds: no failure the app sees.
+    let (status, body) = from_client(&c, &mesh, "http://far.back/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("far"), "{body}");
+    assert_eq!(
+        services_of(&c, &mesh, "client-v1-0").await.0,
+        ["client.front", "far.back"]
+    );
+    // A bare name resolves in the caller's namespace, as ever.
+    let (status, body) = from_client(&c, &mesh, "http://near/").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(services_of(&c, &mesh, "client-v1-0").await.0, EVERYTHING);
+
+    // A host no service has: the usual 404, refused by the control plane rather than waited
+    // out (the ask's bound is 2 s).
+    let t0 = Instant::now();
+    let (status, body) = from_client(&c, &mesh, "http://nosuch.back/").await;
+    let took = t0.elapsed();
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("no service in the mesh for host \"nosuch.back\""),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Other proxies started small too and were not given what `client` asked for.
+    assert_eq!(services_of(&c, &mesh, "far-v1-0").await.0, ["far.back"]);
+}
