@@ -395,7 +395,10 @@ mod tests {
             .await
             .unwrap();
         let pinned = format!("{t}.{}", "ab".repeat(32));
-        hosts.join("h1", &pinned, addr, Labels::new()).await.unwrap();
+        hosts
+            .join("h1", &pinned, addr, Labels::new())
+            .await
+            .unwrap();
         assert!(matches!(
             hosts.join("h1", &t, addr, Labels::new()).await,
             Err(HostError::BadToken(_))

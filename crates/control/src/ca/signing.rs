@@ -121,7 +121,10 @@ impl Ca {
         lifetime: std::time::Duration,
     ) -> Result<ServingCert, CaError> {
         let identity = Identity::operator(&self.config.trust_domain, name);
-        let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
             && name.len() <= 63
             && name
                 .bytes()

@@ -578,5 +578,8 @@ fn operator_certificates_name_a_reserved_identity_for_their_lifetime() {
     ));
     // Another trust domain's operator is not this one's.
     assert_eq!(operator.operator_name("example.org"), None);
-    assert_eq!(id("default", "operator-alice").operator_name("cluster.local"), None);
+    assert_eq!(
+        id("default", "operator-alice").operator_name("cluster.local"),
+        None
+    );
 }
