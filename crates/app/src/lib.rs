@@ -16,7 +16,9 @@
 //! - [`health`]: `/healthz` and `/readyz` with dependency checks.
 //! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT.
 
+pub mod auth;
 pub mod client;
+pub mod metrics;
 pub mod propagate;
 pub mod trace;
 
