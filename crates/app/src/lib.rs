@@ -17,7 +17,10 @@
 //! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT.
 
 pub mod auth;
+pub mod batch;
+pub mod breaker;
 pub mod client;
+pub mod limit;
 pub mod metrics;
 pub mod propagate;
 pub mod trace;
