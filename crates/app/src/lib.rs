@@ -20,9 +20,11 @@ pub mod auth;
 pub mod batch;
 pub mod breaker;
 pub mod client;
+pub mod health;
 pub mod limit;
 pub mod metrics;
 pub mod propagate;
+pub mod shutdown;
 pub mod trace;
 
 #[cfg(test)]
