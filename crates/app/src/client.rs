@@ -43,7 +43,8 @@ use crate::propagate::{grpc_timeout_value, Propagated, GRPC_TIMEOUT, REQUEST_TIM
 
 /// Connecting to a local sidecar or a peer takes milliseconds; seconds mean it is gone.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A call with no deadline of its own still ends (the mesh's default route timeout is 15 s).
+/// A call with no deadline of its own still ends (Envoy's default route timeout, for the same
+/// reason: a route without a timeout of its own waits forever).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Idle connections are closed before the peer's usual keep-alive timeout (60 s and up).
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -24,7 +24,8 @@ use http::Request;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 
-/// The end-user header the mesh's edge sets from a verified token, unless the app names another.
+/// The header naming the end user, unless the app names another (set from a verified token, e.g.
+/// by a RequestAuthentication's `outputClaimToHeaders` at the edge).
 pub const DEFAULT_END_USER_HEADER: HeaderName = HeaderName::from_static("x-weft-end-user");
 /// A caller's deadline in milliseconds (the HTTP counterpart of `grpc-timeout`); the SDK's client
 /// sends the time left in it.

@@ -139,9 +139,17 @@ pub fn inject_current(h: &mut HeaderMap) {
 ///     .route("/items/{id}", get(|| async { "item" }))
 ///     .layer(TraceLayer::global());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TraceLayer<T = BoxedTracer> {
     tracer: std::sync::Arc<T>,
+}
+
+impl<T> Clone for TraceLayer<T> {
+    fn clone(&self) -> Self {
+        TraceLayer {
+            tracer: self.tracer.clone(),
+        }
+    }
 }
 
 impl TraceLayer<BoxedTracer> {
@@ -171,10 +179,19 @@ impl<S, T> tower::Layer<S> for TraceLayer<T> {
 }
 
 /// The service [`TraceLayer`] makes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Traced<S, T> {
     inner: S,
     tracer: std::sync::Arc<T>,
+}
+
+impl<S: Clone, T> Clone for Traced<S, T> {
+    fn clone(&self) -> Self {
+        Traced {
+            inner: self.inner.clone(),
+            tracer: self.tracer.clone(),
+        }
+    }
 }
 
 impl<S, T, B, RB> tower::Service<Request<B>> for Traced<S, T>
