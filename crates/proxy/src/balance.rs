@@ -10,7 +10,8 @@
 //! replicas evenly and still steers hard away from slow or overloaded ones.) An endpoint more
 //! than [`CLEARLY_WORSE`] times costlier than the other one drawn is never taken, so a clearly
 //! slow replica gets nothing until its estimate decays, as in Linkerd. Endpoints that just
-//! failed to connect sit out a short backoff.
+//! failed to connect, or left an attempt unanswered past its per-try timeout (a failed request
+//! leaves no latency sample: the timeout counts as one), sit out a short, growing backoff.
 //!
 //! All state here is atomics: the hot path takes no lock.
 
@@ -116,11 +117,30 @@ impl EndpointState {
 
     /// A connection to this endpoint failed: sit out an exponentially growing backoff.
     pub fn connect_failed(&self) {
+        self.back_off(now_ns());
+        self.conn.reset();
+    }
+
+    /// An attempt here got no answer within `waited` (a per-try timeout). A request that fails
+    /// leaves no latency sample, so without this an endpoint that went silent (its host cut off)
+    /// keeps the estimate of its last answer and keeps being picked: its estimate becomes at
+    /// least `waited`, and it sits out the same growing backoff as after a failed connection.
+    /// Its next answer ends both. Its connection stays: other requests may be on it.
+    pub fn timed_out(&self, waited: Duration) {
+        let now = now_ns();
+        let sample = waited.as_nanos() as u64;
+        if sample as f64 > self.rtt_estimate_ns(now) {
+            self.rtt_ns.store(sample, Relaxed);
+            self.stamp_ns.store(now, Relaxed);
+        }
+        self.back_off(now);
+    }
+
+    fn back_off(&self, now: u64) {
         let streak = self.fail_streak.fetch_add(1, Relaxed).min(10);
         let backoff = (FAIL_BACKOFF_MIN * 2u32.pow(streak)).min(FAIL_BACKOFF_MAX);
         self.fail_until_ns
-            .store(now_ns() + backoff.as_nanos() as u64, Relaxed);
-        self.conn.reset();
+            .store(now + backoff.as_nanos() as u64, Relaxed);
     }
 
     fn record(&self, started: u64) {

@@ -647,25 +647,74 @@ spec:
     );
     // From here on, B is the control plane.
 
+    // GETs get a retry policy with a per-try timeout, as a user running across hosts would
+    // set: an attempt that finds its host gone is tried again on another.
+    let retries = dir.path().join("retries.yaml");
+    std::fs::write(
+        &retries,
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hello, namespace: default}
+spec:
+  hosts: [hello]
+  http:
+  - route: [{destination: {host: hello}}]
+    retries: {attempts: 3, perTryTimeout: 300ms, retryOn: \"connect-failure,reset,5xx\"}
+",
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| b.weft(&["apply", "-f", retries.to_str().unwrap()]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Cut h3 off the network: its sidecar's stream goes silent, the control plane drops it,
-    // and hello-v1-1 leaves the ingress's routes; from then on every request succeeds.
+    // and hello-v1-1 leaves the ingress's routes. Meanwhile the requests the ingress sends
+    // there time out after 300 ms and are retried on h2: none fails.
     let cut = Instant::now();
     sh(&["ip", "-n", &net.hosts[2], "link", "set", "eth0", "down"]);
-    let mut failed_before_removal = 0;
+    let (mut sent, mut failed, mut slow) = (0, Vec::new(), 0);
     let mut removed = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while removed.is_none() {
         assert!(Instant::now() < deadline, "hello-v1-1 was never removed");
-        let r = tokio::time::timeout(Duration::from_secs(2), get(&c, ingress, "hello", "/")).await;
-        if !matches!(r, Ok(Ok(ref r)) if r.status == 200) {
-            failed_before_removal += 1;
+        let asked = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), get(&c, ingress, "hello", "/")).await;
+        sent += 1;
+        match r {
+            Ok(Ok(r)) if r.status == 200 => {
+                assert_eq!(r.body["instance"], "hello-v1-0");
+                if asked.elapsed() >= Duration::from_millis(300) {
+                    slow += 1;
+                }
+            }
+            other => failed.push(format!("{other:?}")),
         }
         if row(&b, "hello-v1-1").is_some_and(|w| w["ready"] != true) {
             removed = Some(cut.elapsed());
         }
     }
     let removed = removed.unwrap();
-    eprintln!("h3 cut off: hello-v1-1 removed after {removed:?}; {failed_before_removal} requests failed before");
+    eprintln!("h3 cut off: hello-v1-1 removed after {removed:?}; {sent} requests meanwhile, {slow} retried (≥ 300 ms), {} failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed while h3 was cut off: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        slow > 0,
+        "no request went to the cut-off host: the test saw nothing"
+    );
+    // An attempt that timed out counts as that slow, and the endpoint sits out a growing
+    // backoff (0.25 s, doubling, at most 10 s): about 8 probes in the 30 s before removal, not
+    // one request in two.
+    assert!(
+        slow <= 12,
+        "{slow} of {sent} requests went to the silent host first"
+    );
     // Every proxy has the snapshot without it once no proxy is behind its replica's snapshot;
     // from then on no request fails.
     until(

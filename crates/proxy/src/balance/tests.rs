@@ -170,3 +170,21 @@ fn tripped_endpoints_get_nothing_even_as_a_last_resort() {
     eps[1].health.record(&p, fail, || 1, 2);
     assert!(pick(&eps, Choice::Random, &[]).is_none());
 }
+
+#[test]
+fn an_endpoint_that_went_silent_is_avoided_until_it_answers() {
+    let eps = eps(2);
+    eps[0].rtt_ns.store(1_000_000, Relaxed);
+    eps[1].rtt_ns.store(1_000_000, Relaxed);
+    // A per-try timeout of 300 ms at endpoint 1: no latency sample arrives, yet it must not
+    // keep looking as cheap as before.
+    eps[1].timed_out(Duration::from_millis(300));
+    assert!(eps[1].rtt_estimate_ns(now_ns()) > 250e6);
+    for _ in 0..200 {
+        assert_eq!(pick_p2c(&eps, &[]).unwrap().0, 0);
+    }
+    // With nothing else left it is still tried; an answer ends its backoff.
+    assert_eq!(pick_p2c(&eps, &[0]).unwrap().0, 1);
+    eps[1].start().success();
+    assert!(!eps[1].is_failing_now());
+}

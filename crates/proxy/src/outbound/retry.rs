@@ -218,6 +218,9 @@ impl Attempts<'_> {
                     return flags::respond(flag, msg);
                 }
                 Err(AttemptError::PerTryTimeout(msg)) => {
+                    if let Some(t) = per_try {
+                        ep.timed_out(t);
+                    }
                     self.failed(&ep);
                     last_error = Some((Flag::UpstreamTimeout, msg));
                     last_response = None;
