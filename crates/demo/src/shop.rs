@@ -10,6 +10,9 @@
 //! - [`payment`]: charges per order, refunds, and the switches (`fail_rate`, `delay`) that make
 //!   the mesh's retries, timeouts and breakers visible.
 //! - [`orders`]: orders and their states, with a lease held by the coordinator driving each.
+//! - [`http`]: each service's JSON API (axum on the app SDK), and the saga's steps as calls
+//!   between the services.
+//! - [`run`]: one service run as `weft demo shop SERVICE`.
 //! - [`saga`]: the order flow — charge, reserve, confirm — and its compensation (release,
 //!   refund), replayable from any point: every step is idempotent, so a coordinator that died
 //!   mid-flow is finished by any other ([`saga::recover`]).
@@ -22,9 +25,13 @@
 
 pub mod catalog;
 pub mod db;
+pub mod http;
+#[cfg(test)]
+mod http_tests;
 pub mod inventory;
 pub mod orders;
 pub mod payment;
+pub mod run;
 pub mod saga;
 #[cfg(test)]
 mod tests;

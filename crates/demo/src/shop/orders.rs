@@ -106,11 +106,7 @@ impl Orders {
     ) -> Result<Result<(Order, bool), Answer>, DbError> {
         let (key, user, owner) = (key.to_string(), user.to_string(), self.owner.clone());
         let lease = self.lease.as_millis() as i64;
-        let print = fingerprint(
-            json!({"user": user, "items": items, "total": total_cents})
-                .to_string()
-                .as_bytes(),
-        );
+        let print = request_print(&user, &items);
         self.db
             .tx(move |tx| {
                 let (answer, replayed) = idempotent(tx, &key, &print, |tx| {
@@ -141,6 +137,42 @@ impl Orders {
                     }
                     _ => Ok(Err(answer)),
                 }
+            })
+            .await
+    }
+
+    /// The order an earlier call with `key` created, if any: `Ok` when this call asks the same
+    /// (a retry), `Err` with a 422 when it asks something else under the same key.
+    pub async fn replay(
+        &self,
+        key: &str,
+        user: &str,
+        items: &[Item],
+    ) -> Result<Option<Result<Order, Answer>>, DbError> {
+        let (key, print) = (key.to_string(), request_print(user, items));
+        self.db
+            .tx(move |tx| {
+                let before: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT fingerprint, body FROM idempotency WHERE key = ?1",
+                        [&key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((was, body)) = before else {
+                    return Ok(None);
+                };
+                if was != print {
+                    return Ok(Some(Err(Answer::json(
+                        422,
+                        json!({"error": format!("Idempotency-Key {key:?} was used for another request")}),
+                    ))));
+                }
+                let id = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                Ok(load(tx, &id)?.map(Ok))
             })
             .await
     }
@@ -252,6 +284,11 @@ fn load(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Order>> {
         },
     )
     .optional()
+}
+
+/// What makes two order requests the same: who asks for what (the price is the shop's).
+fn request_print(user: &str, items: &[Item]) -> String {
+    fingerprint(json!({"user": user, "items": items}).to_string().as_bytes())
 }
 
 /// A fresh order id: 16 random bytes, hex.

@@ -105,6 +105,55 @@ enum DemoCmd {
     Auth(AuthArgs),
     /// A TCP echo service: sends every byte back, closes after the client's half-close
     TcpEcho(TcpEchoArgs),
+    /// One of the shop's services (state in SQLite under --data, or --memory)
+    Shop(ShopArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShopService {
+    Inventory,
+    Payment,
+    Product,
+    User,
+    Order,
+}
+
+#[derive(clap::Args)]
+struct ShopArgs {
+    #[arg(value_enum)]
+    service: ShopService,
+    /// Where the service keeps its SQLite file (SERVICE.db)
+    #[arg(
+        long,
+        env = "WEFT_SHOP_DATA",
+        default_value = "shop-data",
+        conflicts_with = "memory"
+    )]
+    data: std::path::PathBuf,
+    /// Keep the state in memory (lost on exit)
+    #[arg(long)]
+    memory: bool,
+    /// Where to listen (127.0.0.1:PORT); `weft up` sets PORT
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// This replica's name (the order service's leases)
+    #[arg(long, env = "WEFT_INSTANCE", default_value = "local")]
+    instance: String,
+    /// payment: the share of charges declined (503, nothing charged), 0 to 1
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// payment: added before every charge is answered
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// order: the inventory service's URL
+    #[arg(long, default_value = "http://inventory")]
+    inventory: String,
+    /// order: the payment service's URL
+    #[arg(long, default_value = "http://payment")]
+    payment: String,
+    /// order: the product service's URL
+    #[arg(long, default_value = "http://product")]
+    product: String,
 }
 
 #[derive(clap::Args)]
@@ -256,7 +305,51 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),
         Cmd::Demo(DemoCmd::Auth(a)) => auth(a),
         Cmd::Demo(DemoCmd::TcpEcho(a)) => tcp_echo(a),
+        Cmd::Demo(DemoCmd::Shop(a)) => shop(a),
     }
+}
+
+fn shop(a: ShopArgs) -> anyhow::Result<i32> {
+    use demo::shop::run::Service;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.fail_rate),
+        "--fail-rate {} is not between 0 and 1",
+        a.fail_rate
+    );
+    let service = match a.service {
+        ShopService::Inventory => Service::Inventory,
+        ShopService::Payment => Service::Payment,
+        ShopService::Product => Service::Product,
+        ShopService::User => Service::User,
+        ShopService::Order => Service::Order,
+    };
+    let opts = demo::shop::run::ShopOptions {
+        service,
+        data: (!a.memory).then_some(a.data),
+        switches: demo::shop::payment::Switches {
+            fail_rate: a.fail_rate,
+            delay: a.delay,
+        },
+        peers: demo::shop::http::Peers {
+            inventory: a.inventory,
+            payment: a.payment,
+            product: a.product,
+        },
+        instance: a.instance,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let stop = app::shutdown::Shutdown::on_signals()?;
+        demo::shop::run::run(opts, listener, stop).await?;
+        Ok(0)
+    })
 }
 
 fn auth(a: AuthArgs) -> anyhow::Result<i32> {
