@@ -10,9 +10,8 @@
 
 mod common;
 
+use common::scope::*;
 use common::*;
-use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn mesh(scope: &str, client_depends_on: &str) -> String {
@@ -47,59 +46,6 @@ spec:
       command: [weft, demo, echo, --service, far, --version, v1]
 "#
     )
-}
-
-const SIDECAR: &str = r#"apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: front}
-spec:
-  egress:
-  - hosts: ["./*"]
-"#;
-
-/// What `client`'s app got for a call to `url` through its sidecar: the status and body
-/// (text), as the demo's `/fetch` reports them.
-async fn from_client(c: &HttpClient, mesh: &Mesh, url: &str) -> (u16, String) {
-    let path = format!(
-        "/fetch?url={}",
-        form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
-    );
-    let r = get(c, mesh.ingress, "client.front", &path).await.unwrap();
-    let d = &r.body["downstream"];
-    assert!(d.is_object(), "{url}: {}", r.text);
-    let body = match &d["body"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    (d["status"].as_u64().unwrap_or(0) as u16, body)
-}
-
-/// The services (`NAME.NAMESPACE`) in the snapshot instance `instance`'s proxy runs, and the
-/// size of that snapshot as its admin `/config` shows it (JSON bytes).
-async fn services_of(c: &HttpClient, mesh: &Mesh, instance: &str) -> (Vec<String>, usize) {
-    let status = mesh.status_json(None);
-    let admin: SocketAddr = workload(&status, instance)["admin"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let r = get(c, admin, "admin", "/config").await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let snapshot = &r.body["snapshot"];
-    let mut names: Vec<String> = snapshot["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}.{}",
-                s["key"]["name"].as_str().unwrap(),
-                s["key"]["namespace"].as_str().unwrap()
-            )
-        })
-        .collect();
-    names.sort();
-    (names, snapshot.to_string().len())
 }
 
 const EVERYTHING: [&str; 3] = ["client.front", "far.back", "near.front"];

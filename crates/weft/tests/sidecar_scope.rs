@@ -6,9 +6,8 @@
 
 mod common;
 
+use common::scope::*;
 use common::*;
-use serde_json::Value;
-use std::net::SocketAddr;
 
 const MESH: &str = r#"apiVersion: weft.dev/v1alpha1
 kind: Mesh
@@ -39,57 +38,6 @@ spec:
       command: [weft, demo, echo, --service, far, --version, v1]
 "#;
 
-const SIDECAR: &str = r#"apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: front}
-spec:
-  egress:
-  - hosts: ["./*"]
-"#;
-
-/// What `client`'s app got for a call to `url` through its sidecar: the status and body
-/// (text), as the demo's `/fetch` reports them.
-async fn from_client(c: &HttpClient, mesh: &Mesh, url: &str) -> (u16, String) {
-    let path = format!(
-        "/fetch?url={}",
-        form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
-    );
-    let r = get(c, mesh.ingress, "client.front", &path).await.unwrap();
-    let d = &r.body["downstream"];
-    assert!(d.is_object(), "{url}: {}", r.text);
-    let body = match &d["body"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    (d["status"].as_u64().unwrap_or(0) as u16, body)
-}
-
-/// The services (`NAME.NAMESPACE`) in the snapshot instance `instance`'s proxy runs.
-async fn services_of(c: &HttpClient, mesh: &Mesh, instance: &str) -> Vec<String> {
-    let status = mesh.status_json(None);
-    let admin: SocketAddr = workload(&status, instance)["admin"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let r = get(c, admin, "admin", "/config").await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let mut names: Vec<String> = r.body["snapshot"]["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}.{}",
-                s["key"]["name"].as_str().unwrap(),
-                s["key"]["namespace"].as_str().unwrap()
-            )
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_limits_a_client_to_its_namespace() {
     let mesh = Mesh::up(MESH);
@@ -99,7 +47,7 @@ async fn a_sidecar_limits_a_client_to_its_namespace() {
     // Before: the whole mesh.
     let (status, body) = from_client(&c, &mesh, "http://far.back/").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(services_of(&c, &mesh, "client-v1-0").await, everything);
+    assert_eq!(services_of(&c, &mesh, "client-v1-0").await.0, everything);
 
     mesh.apply_yaml("sidecar.yaml", SIDECAR);
     // `weft apply` answered once every proxy runs the change: no waiting.
@@ -114,14 +62,14 @@ async fn a_sidecar_limits_a_client_to_its_namespace() {
     let (status, body) = from_client(&c, &mesh, "http://near/").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        services_of(&c, &mesh, "client-v1-0").await,
+        services_of(&c, &mesh, "client-v1-0").await.0,
         ["client.front", "near.front"]
     );
     // The Sidecar is `front`'s: `far` in `back` still sees the whole mesh.
-    assert_eq!(services_of(&c, &mesh, "far-v1-0").await, everything);
+    assert_eq!(services_of(&c, &mesh, "far-v1-0").await.0, everything);
 
     mesh.delete_file("sidecar.yaml");
     let (status, body) = from_client(&c, &mesh, "http://far.back/").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(services_of(&c, &mesh, "client-v1-0").await, everything);
+    assert_eq!(services_of(&c, &mesh, "client-v1-0").await.0, everything);
 }

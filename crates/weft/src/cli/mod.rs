@@ -343,13 +343,18 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
         .build()?;
     rt.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(addr).await?;
         let stop = app::shutdown::Shutdown::on_signals()?;
         demo::shop::run::run(opts, listener, stop).await?;
         Ok(0)
     })
+}
+
+/// A demo app's listener, with an error that names the address.
+async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 fn auth(a: AuthArgs) -> anyhow::Result<i32> {
@@ -364,9 +369,7 @@ fn auth(a: AuthArgs) -> anyhow::Result<i32> {
         .build()?;
     rt.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(addr).await?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         demo::auth::serve_auth(listener, std::sync::Arc::new(issuer), shutdown).await?;
@@ -381,9 +384,7 @@ fn tcp_echo(a: TcpEchoArgs) -> anyhow::Result<i32> {
         .build()?;
     rt.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(addr).await?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         demo::serve_tcp_echo(listener, shutdown).await?;
@@ -404,9 +405,7 @@ fn echo(a: EchoArgs) -> anyhow::Result<i32> {
     };
     rt.block_on(async move {
         let addr = SocketAddr::from((a.address, a.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(addr).await?;
         let opts = demo::EchoOptions {
             service: a.service,
             version: a.version,

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod pods;
+pub mod scope;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
