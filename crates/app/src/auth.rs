@@ -42,6 +42,8 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// How soon a failed fetch is tried again.
 pub const FAILED_FETCH_RETRY: Duration = Duration::from_secs(5);
+/// The least time between two fetches after one failed, when a token names a key not held.
+pub const REFETCH_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// A JWKS larger than this is not one.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
 
@@ -125,8 +127,8 @@ struct Remote {
     url: String,
     client: Client,
     min_refetch: Duration,
-    /// Held while fetching; when the last fetch ended.
-    last: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while fetching: when the set was last fetched, and whether that worked.
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -217,11 +219,19 @@ impl JwksInner {
             return Ok(());
         };
         let mut last = remote.last.lock().await;
-        if last.is_some_and(|t| t.elapsed() < remote.min_refetch) {
-            return Ok(());
+        match *last {
+            Some((t, true)) if t.elapsed() < remote.min_refetch => return Ok(()),
+            // The last fetch failed (the issuer not reachable yet, as while a mesh starts): the
+            // token waits for one more try, soon, rather than being refused for a key the
+            // issuer has.
+            Some((t, false)) => {
+                let gap = remote.min_refetch.min(REFETCH_AFTER_FAILURE);
+                tokio::time::sleep(gap.saturating_sub(t.elapsed())).await;
+            }
+            _ => {}
         }
         let result = remote.get().await;
-        *last = Some(Instant::now());
+        *last = Some((Instant::now(), result.is_ok()));
         let set = result?;
         self.keys.store(Arc::new(usable(&set)));
         Ok(())

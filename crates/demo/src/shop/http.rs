@@ -442,6 +442,7 @@ async fn list(Shared(s): Shared<OrderService>, Query(q): Query<ListQuery>) -> Re
 
 async fn place(
     Shared(s): Shared<OrderService>,
+    ext: axum::http::Extensions,
     h: HeaderMap,
     Json(b): Json<ItemsBody>,
 ) -> Response {
@@ -455,11 +456,17 @@ async fn place(
             json!({"error": "items: 1 to 1,000 of each product"}),
         );
     }
-    let user = h
-        .get(END_USER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("anonymous")
-        .to_string();
+    // The verified token's subject (the service checks tokens itself when run with --jwks),
+    // else what the mesh says the end user is.
+    let user = ext
+        .get::<app::auth::Claims>()
+        .and_then(|c| c.subject().map(str::to_string))
+        .or_else(|| {
+            h.get(END_USER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "anonymous".into());
     // A retry of a request already taken: its order, taken further if still open.
     match s.orders.replay(&key, &user, &b.items).await {
         Ok(Some(Ok(o))) => return finish(&s, o).await,

@@ -47,6 +47,11 @@ pub struct ShopOptions {
     pub peers: Peers,
     /// This replica's name (order: in the leases it takes).
     pub instance: String,
+    /// order: check end users' tokens against this JWKS (through the sidecar) and take the
+    /// user from the token's subject; `None`: from the `x-weft-end-user` header.
+    pub jwks: Option<String>,
+    /// With `jwks`: the tokens' issuer.
+    pub issuer: String,
 }
 
 /// How long an order coordinator holds an order before another may take it over.
@@ -101,7 +106,18 @@ pub async fn run(opts: ShopOptions, listener: TcpListener, stop: Shutdown) -> Re
                 RECOVERY_EVERY,
                 stop.token(),
             )));
-            http::order(orders, remote)
+            let router = http::order(orders, remote.clone());
+            match &opts.jwks {
+                Some(url) => {
+                    let jwks = app::auth::Jwks::remote(
+                        url.clone(),
+                        remote.client.clone(),
+                        app::auth::DEFAULT_REFRESH,
+                    );
+                    router.layer(app::auth::JwtLayer::new(jwks).issuer(&opts.issuer))
+                }
+                None => router,
+            }
         }
     };
     let app = http::wrap(router, &health);

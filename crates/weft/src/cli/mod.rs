@@ -122,14 +122,10 @@ enum ShopService {
 struct ShopArgs {
     #[arg(value_enum)]
     service: ShopService,
-    /// Where the service keeps its SQLite file (SERVICE.db)
-    #[arg(
-        long,
-        env = "WEFT_SHOP_DATA",
-        default_value = "shop-data",
-        conflicts_with = "memory"
-    )]
-    data: std::path::PathBuf,
+    /// Where the service keeps its SQLite file (SERVICE.db) [default: $WEFT_HOME/shop-data
+    /// when WEFT_HOME is set, as under `weft up`, else ./shop-data]
+    #[arg(long, env = "WEFT_SHOP_DATA", conflicts_with = "memory")]
+    data: Option<std::path::PathBuf>,
     /// Keep the state in memory (lost on exit)
     #[arg(long)]
     memory: bool,
@@ -154,6 +150,12 @@ struct ShopArgs {
     /// order: the product service's URL
     #[arg(long, default_value = "http://product")]
     product: String,
+    /// order: check end users' tokens against this JWKS URL (the user is the token's subject)
+    #[arg(long)]
+    jwks: Option<String>,
+    /// order: with --jwks, the tokens' issuer
+    #[arg(long, default_value = demo::auth::DEFAULT_ISSUER)]
+    issuer: String,
 }
 
 #[derive(clap::Args)]
@@ -325,7 +327,13 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
     };
     let opts = demo::shop::run::ShopOptions {
         service,
-        data: (!a.memory).then_some(a.data),
+        data: (!a.memory).then(|| {
+            a.data
+                .unwrap_or_else(|| match std::env::var_os("WEFT_HOME") {
+                    Some(home) => std::path::PathBuf::from(home).join("shop-data"),
+                    None => "shop-data".into(),
+                })
+        }),
         switches: demo::shop::payment::Switches {
             fail_rate: a.fail_rate,
             delay: a.delay,
@@ -336,6 +344,8 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
             product: a.product,
         },
         instance: a.instance,
+        jwks: a.jwks,
+        issuer: a.issuer,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

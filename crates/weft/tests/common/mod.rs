@@ -426,6 +426,11 @@ pub fn example_dir(name: &str) -> PathBuf {
 }
 
 impl Mesh {
+    /// The `WEFT_HOME` the mesh runs in, if the test made it.
+    pub fn home(&self) -> Option<&Path> {
+        self._home.as_ref().map(|h| h.path())
+    }
+
     /// `weft up DIR` on a copy of an example folder (its top-level YAML files, which is what
     /// `weft up DIR` reads), with the ingress moved to a free port. The
     /// copy is `mesh.files`.
