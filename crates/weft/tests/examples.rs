@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Every folder under `examples/`, each run by the test of the same name below.
-const EXAMPLES: [&str; 10] = [
+const EXAMPLES: [&str; 11] = [
     "hello",
     "canary",
     "ab-testing",
@@ -24,6 +24,7 @@ const EXAMPLES: [&str; 10] = [
     "linkerd",
     "gateway-api",
     "jwt",
+    "shop",
 ];
 
 /// What one request got.
@@ -291,6 +292,38 @@ async fn jwt() {
     assert_eq!(a.status, 200, "{a:?}\n{}", mesh.stderr());
     let a = get_h(&c, &mesh, "httpbin", "/admin", &[]).await;
     assert_eq!(a.status, 403, "{a:?}");
+}
+
+/// The shop's back end: the catalog is open, an end user's token reads the order API and no
+/// token does not, and payment answers nobody from the ingress (tests/shop.rs places orders).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shop() {
+    let mesh = up("shop");
+    mesh.weft_ok(&["status", "--wait", "--timeout", "60s"]);
+    let c = client();
+    let products = get_h(&c, &mesh, "product", "/products", &[]).await;
+    assert_eq!(products.status, 200, "{products:?}");
+    assert!(
+        products.body.as_array().is_some_and(|p| p.len() >= 5),
+        "{products:?}"
+    );
+    let t = get_h(&c, &mesh, "auth", "/token?sub=alice&aud=shop", &[]).await;
+    let token = t.body["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let mine = get_h(
+        &c,
+        &mesh,
+        "order",
+        "/orders?user=alice",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(mine.status, 200, "{mine:?}\n{}", mesh.stderr());
+    assert_eq!(mine.body, serde_json::json!([]));
+    let anon = get_h(&c, &mesh, "order", "/orders?user=alice", &[]).await;
+    assert_eq!(anon.status, 403, "{anon:?}");
+    let pay = get_h(&c, &mesh, "payment", "/total", &[]).await;
+    assert_eq!(pay.status, 403, "{pay:?}");
 }
 
 /// The built-in demo: hello's two replicas answer through the ingress, and hello reaches slow
