@@ -194,6 +194,7 @@ async fn a_payment_failing_thirty_percent_behind_retries_charges_each_order_once
     let c = client();
     let carol = token(&c, &mesh, "carol").await;
     let n = 40;
+    let mut confirmed = 0;
     for i in 0..n {
         let (status, o) = order(
             &c,
@@ -203,12 +204,24 @@ async fn a_payment_failing_thirty_percent_behind_retries_charges_each_order_once
             json!([{"product": "honey", "qty": 1}]),
         )
         .await;
-        assert_eq!(status, 201, "order {i}: {o}");
+        // Five attempts (resilience.yaml): an order fails only when all five are declined,
+        // 0.3^5 = 0.24% of the time; then it is cancelled with nothing charged.
+        match status {
+            201 => confirmed += 1,
+            409 => assert_eq!(o["state"], "cancelled", "order {i}: {o}"),
+            _ => panic!("order {i}: {status} {o}"),
+        }
     }
+    // Expected failures 0.1 in 40: more than 2 has odds under 1 in 5,000.
+    assert!(
+        confirmed >= n - 2,
+        "only {confirmed} of {n} orders went through"
+    );
     let b = books(&mesh).await;
-    // Declines charge nothing; the retried charge is the only one: 40 × 6.90.
-    assert_eq!(b.payment.total_charged().await.unwrap(), n * 690);
-    assert_eq!(b.inventory.stock().await.unwrap()["honey"], 300 - n);
+    // Declines charge nothing; the charge that went through is the only one: 6.90 per
+    // confirmed order, whatever the retries.
+    assert_eq!(b.payment.total_charged().await.unwrap(), confirmed * 690);
+    assert_eq!(b.inventory.stock().await.unwrap()["honey"], 300 - confirmed);
     let counts = b.orders.counts().await.unwrap();
-    assert_eq!(counts.get("confirmed"), Some(&n), "{counts:?}");
+    assert_eq!(counts.get("confirmed"), Some(&confirmed), "{counts:?}");
 }
