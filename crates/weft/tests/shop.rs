@@ -2,8 +2,9 @@
 //! an order placed through the ingress and confirmed, the books (stock, order, charge) agreeing
 //! in the services' own databases; no token, no order; payment unreachable but for the order
 //! service; a payment that always fails cancels every order and leaves nothing reserved or
-//! charged; a payment failing 30% of the time behind the mesh's retry policy lets every order
-//! through, each charged once.
+//! charged; a payment failing 30% of the time behind the mesh's retry policy lets the orders
+//! through, each charged once; an order replica SIGKILLed mid-stream loses no order, charges
+//! none twice and leaves none pending.
 
 mod common;
 
@@ -224,4 +225,110 @@ async fn a_payment_failing_thirty_percent_behind_retries_charges_each_order_once
     assert_eq!(b.inventory.stock().await.unwrap()["honey"], 300 - confirmed);
     let counts = b.orders.counts().await.unwrap();
     assert_eq!(counts.get("confirmed"), Some(&confirmed), "{counts:?}");
+}
+
+/// The PID of the app of replica `instance` of the mesh running in `home` (its environment
+/// names both).
+fn app_pid(home: &Path, instance: &str) -> nix::unistd::Pid {
+    let want = [
+        format!("WEFT_INSTANCE={instance}"),
+        format!("WEFT_HOME={}", home.display()),
+    ];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let is_app = String::from_utf8_lossy(&cmdline).contains("shop\0order");
+        if is_app && want.iter().all(|w| vars.contains(w)) {
+            return nix::unistd::Pid::from_raw(pid);
+        }
+    }
+    panic!("no process of {instance} under {}", home.display());
+}
+
+/// One order replica SIGKILLed during a steady stream of orders. Each customer sends its order
+/// again with the same Idempotency-Key until it gets a final answer, as a client should: every
+/// order ends confirmed exactly once, none is charged twice, and none is left pending once the
+/// dead replica's leases have run out and recovery has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_twice() {
+    let mesh = shop("");
+    let c = client();
+    let erin = token(&c, &mesh, "erin").await;
+    let victim = app_pid(mesh.home().unwrap(), "order-0");
+    let n: i64 = 60;
+    let customers = 4;
+    let done = std::sync::atomic::AtomicI64::new(0);
+    let resent = std::sync::atomic::AtomicI64::new(0);
+    // Four customers ordering at once, so orders are in flight in the replica when it dies.
+    let customer = |who: i64| {
+        let (c, mesh, erin, done, resent) = (&c, &mesh, &erin, &done, &resent);
+        async move {
+            let mut ids = Vec::new();
+            for i in (who..n).step_by(customers as usize) {
+                let key = format!("erin-{i}");
+                let items = json!([{"product": "tea", "qty": 1}]);
+                let mut tries = 0;
+                let o = loop {
+                    tries += 1;
+                    assert!(tries <= 50, "order {i} never got a final answer");
+                    match order(c, mesh, Some(erin), &key, items.clone()).await {
+                        (201, o) => break o,
+                        (status, o) => {
+                            // The replica died under it (or its route is still going away):
+                            // again, with the same key.
+                            assert!(status >= 500, "order {i}: {status} {o}");
+                            resent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                };
+                assert_eq!(o["state"], "confirmed", "order {i}: {o}");
+                ids.push(o["id"].as_str().unwrap().to_string());
+                if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n / 3 {
+                    nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGKILL).unwrap();
+                }
+            }
+            ids
+        }
+    };
+    let (a, b, c3, d) = tokio::join!(customer(0), customer(1), customer(2), customer(3));
+    let ids: std::collections::BTreeSet<String> = [a, b, c3, d].into_iter().flatten().collect();
+    let resent = resent.into_inner();
+    eprintln!("{n} orders, {resent} sent again after the kill");
+    assert_eq!(ids.len(), n as usize, "a key gave two orders");
+    let b = books(&mesh).await;
+    // Nothing left open: orders the dead replica held are finished by the other once their
+    // lease runs out (15 s), or by it once restarted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let counts = b.orders.counts().await.unwrap();
+        let open = counts.get("pending").copied().unwrap_or(0)
+            + counts.get("compensating").copied().unwrap_or(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders still open: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let counts = b.orders.counts().await.unwrap();
+    let confirmed = counts.get("confirmed").copied().unwrap_or(0);
+    assert_eq!(confirmed, n, "{counts:?}");
+    assert_eq!(b.payment.total_charged().await.unwrap(), n * 850);
+    assert_eq!(b.inventory.stock().await.unwrap()["tea"], 500 - n);
+    for id in &ids {
+        let charge = b.payment.charge_for(id).await.unwrap().unwrap();
+        assert_eq!(charge.charged_cents, 850, "{id}");
+    }
 }
