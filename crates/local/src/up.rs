@@ -67,6 +67,9 @@ pub struct UpOptions {
     /// Every proxy's access-log format (`json` or `apache`); a service's [`ACCESS_LOG_ANNOTATIONS`]
     /// name another (or turn it on) for its sidecars. `None`: off.
     pub access_log: Option<String>,
+    /// Environment every app gets before its workload's own `env` (which wins): the OTLP
+    /// collector the proxies export to, so that apps built on the SDK send their spans there too.
+    pub app_env: Vec<(String, String)>,
 }
 
 impl UpOptions {
@@ -534,8 +537,12 @@ impl Starter<'_> {
             workload: w.name.clone(),
             instance: instance.clone(),
             proxy: None,
-            env: tcp_env
-                .into_iter()
+            env: self
+                .opts
+                .app_env
+                .iter()
+                .cloned()
+                .chain(tcp_env)
                 .chain(w.env.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .collect(),
         };
@@ -711,7 +718,12 @@ impl Starter<'_> {
             workload: w.name.clone(),
             instance: instance.clone(),
             proxy: None,
-            env: w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: opts
+                .app_env
+                .iter()
+                .cloned()
+                .chain(w.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect(),
         };
         let mut sidecar = None;
         if w.sidecar {

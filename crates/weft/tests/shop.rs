@@ -4,7 +4,8 @@
 //! service; a payment that always fails cancels every order and leaves nothing reserved or
 //! charged; a payment failing 30% of the time behind the mesh's retry policy lets the orders
 //! through, each charged once; an order replica SIGKILLed mid-stream loses no order, charges
-//! none twice and leaves none pending.
+//! none twice and leaves none pending; one order is one trace across proxies and apps, seen by
+//! a real OTLP receiver.
 
 mod common;
 
@@ -19,6 +20,11 @@ use std::time::Duration;
 
 /// `examples/shop` with payment's command given `payment_flags`.
 fn shop(payment_flags: &str) -> Mesh {
+    shop_with(payment_flags, &[])
+}
+
+/// [`shop`] with `weft up ARGS…`.
+fn shop_with(payment_flags: &str, args: &[&str]) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(example_dir("shop")).unwrap() {
         let path = entry.unwrap().path();
@@ -28,7 +34,7 @@ fn shop(payment_flags: &str) -> Mesh {
         );
         std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
     }
-    let mesh = Mesh::up_dir(dir.path());
+    let mesh = Mesh::up_dir_with(dir.path(), args);
     // Every replica routable (the order service needs auth, product, inventory and payment).
     mesh.weft_ok(&["status", "--wait", "--timeout", "60s"]);
     mesh
@@ -330,5 +336,71 @@ async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_tw
     for id in &ids {
         let charge = b.payment.charge_for(id).await.unwrap().unwrap();
         assert_eq!(charge.charged_cents, 850, "{id}");
+    }
+}
+
+/// One order is one trace: the ingress's span, the order service's (its sidecar's and its
+/// app's, made with the SDK), and under it the calls to product, inventory and payment, each
+/// seen by its sidecar and its app — exported by proxies and apps alike to one OTLP receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_from_the_ingress_to_inventory_and_payment() {
+    let (collector, collected) = common::otlp::grpc_receiver().await;
+    let endpoint = format!("http://{collector}");
+    let mesh = shop_with("", &["--otlp-endpoint", &endpoint]);
+    let c = client();
+    let frank = token(&c, &mesh, "frank").await;
+    let (status, o) = order(
+        &c,
+        &mesh,
+        Some(&frank),
+        "frank-1",
+        json!([{"product": "cup", "qty": 1}]),
+    )
+    .await;
+    assert_eq!(status, 201, "{o}");
+    let trace = collected.trace_of("/orders").await;
+    // The apps' spans, named by their service (the SDK's TraceLayer: `METHOD /route`), and one
+    // tree: every span but the ingress's first has its parent in the trace. Spans arrive in
+    // batches from a dozen processes: wait until both hold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<common::otlp::Received> = collected
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.span.trace_id == trace)
+            .cloned()
+            .collect();
+        let has = |service: &str, name: &str| {
+            spans
+                .iter()
+                .any(|r| r.service == service && r.span.name == name)
+        };
+        let apps = has("order", "POST /orders")
+            && has("product", "GET /products/{id}")
+            && has("inventory", "POST /check")
+            && has("inventory", "POST /reservations")
+            && has("payment", "POST /charges");
+        let ids: std::collections::BTreeSet<&[u8]> =
+            spans.iter().map(|r| r.span.span_id.as_slice()).collect();
+        let roots: Vec<_> = spans
+            .iter()
+            .filter(|r| !ids.contains(r.span.parent_span_id.as_slice()))
+            .map(|r| (r.service.as_str(), r.span.name.as_str()))
+            .collect();
+        if apps && roots.len() == 1 && roots[0].0 == "istio-ingressgateway" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace {}: apps' spans all there: {apps}; roots {roots:?}; spans {:?}",
+            common::otlp::hex(&trace),
+            spans
+                .iter()
+                .map(|r| (&r.service, &r.span.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

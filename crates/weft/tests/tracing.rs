@@ -6,129 +6,15 @@
 
 mod common;
 
+use common::otlp::*;
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 use prost::Message;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A span as received, with its resource's `service.name`.
-#[derive(Clone, Debug)]
-struct Received {
-    service: String,
-    span: Span,
-}
-
-/// Everything the receiver got, and how (path and content type of HTTP requests).
-#[derive(Clone, Default)]
-struct Collected {
-    spans: Arc<Mutex<Vec<Received>>>,
-    http_requests: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl Collected {
-    fn add(&self, req: ExportTraceServiceRequest) {
-        let mut spans = self.spans.lock().unwrap();
-        for rs in req.resource_spans {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| string_attr(&r.attributes, "service.name"))
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    spans.push(Received {
-                        service: service.clone(),
-                        span,
-                    });
-                }
-            }
-        }
-    }
-
-    /// The spans of the trace `trace_id`, once there are `n` of them.
-    async fn trace(&self, trace_id: &[u8], n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans: Vec<Received> = self
-                .spans
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|r| r.span.trace_id == trace_id)
-                .cloned()
-                .collect();
-            if spans.len() >= n {
-                return spans;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "trace {} has {} spans, not {n}: {spans:#?}",
-                hex(trace_id),
-                spans.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The trace whose ingress span served `path`.
-    async fn trace_of(&self, path: &str) -> Vec<u8> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let found = self.spans.lock().unwrap().iter().find_map(|r| {
-                (r.service == "istio-ingressgateway"
-                    && string_attr(&r.span.attributes, "url.path").as_deref() == Some(path))
-                .then(|| r.span.trace_id.clone())
-            });
-            if let Some(t) = found {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no ingress span for {path}; got {:#?}",
-                self.spans.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-struct GrpcReceiver(Collected);
-
-#[tonic::async_trait]
-impl TraceService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.add(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-/// An OTLP/gRPC receiver on 127.0.0.1:0.
-async fn grpc_receiver() -> (SocketAddr, Collected) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let collected = Collected::default();
-    let service = TraceServiceServer::new(GrpcReceiver(collected.clone()));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (addr, collected)
-}
 
 /// An OTLP/HTTP receiver (protobuf bodies) on 127.0.0.1:0.
 async fn http_receiver() -> (SocketAddr, Collected) {
@@ -183,28 +69,6 @@ async fn http_receiver() -> (SocketAddr, Collected) {
         }
     });
     (addr, collected)
-}
-
-fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.clone()),
-            _ => None,
-        }
-    })
-}
-
-fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::IntValue(i) => Some(*i),
-            _ => None,
-        }
-    })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The span name of a request to B, which has no routes.

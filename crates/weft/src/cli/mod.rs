@@ -354,8 +354,14 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
         let listener = listen(addr).await?;
+        // Spans to the collector the mesh exports to (`weft up --otlp-endpoint` passes it on).
+        let otlp = app::trace::Otlp::from_env(service.name())?;
         let stop = app::shutdown::Shutdown::on_signals()?;
-        demo::shop::run::run(opts, listener, stop).await?;
+        let served = demo::shop::run::run(opts, listener, stop).await;
+        if let Some(otlp) = otlp {
+            otlp.shutdown().await;
+        }
+        served?;
         Ok(0)
     })
 }

@@ -328,6 +328,23 @@ impl ExportArgs {
         }
     }
 
+    /// The OTLP collector as the OpenTelemetry SDKs read it (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`), for the apps `weft up` starts: their spans join the
+    /// proxies' in one trace.
+    pub fn app_env(&self) -> Vec<(String, String)> {
+        let Some(e) = &self.otlp_endpoint else {
+            return Vec::new();
+        };
+        let protocol = match self.otlp_protocol {
+            Some(OtlpProtocolArg::Http) => "http/protobuf",
+            Some(OtlpProtocolArg::Grpc) | None => "grpc",
+        };
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), e.clone()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
+        ]
+    }
+
     /// The tracing flags again, for the proxies `weft up` starts.
     pub fn tracing_flags(&self) -> Vec<String> {
         let mut a = Vec::new();

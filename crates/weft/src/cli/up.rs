@@ -179,6 +179,7 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
         ca: a.ca.open(&spec.name)?,
         prometheus,
         proxy_flags: [a.exports.tracing_flags(), a.limits.flags()].concat(),
+        app_env: a.exports.app_env(),
         access_log: a.exports.access_log.map(|f| f.as_str().to_string()),
     };
     let rt = runtime()?;

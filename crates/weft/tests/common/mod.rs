@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod otlp;
 pub mod pods;
 pub mod scope;
 
@@ -435,6 +436,11 @@ impl Mesh {
     /// `weft up DIR` reads), with the ingress moved to a free port. The
     /// copy is `mesh.files`.
     pub fn up_dir(dir: &Path) -> Mesh {
+        Self::up_dir_with(dir, &[])
+    }
+
+    /// [`Mesh::up_dir`] with `weft up ARGS…`.
+    pub fn up_dir_with(dir: &Path, args: &[&str]) -> Mesh {
         let files = tempfile::tempdir().unwrap();
         let mut moved = false;
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -459,9 +465,10 @@ impl Mesh {
         }
         assert!(moved, "{}: no `ingress:` in its Mesh", dir.display());
         let home = tempfile::tempdir().unwrap();
-        let target = files.path().display().to_string();
+        let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        argv.push(files.path().display().to_string());
         // The only mesh running in this home.
-        let mut m = Self::launch(files, home.path(), &[target], "warn", None);
+        let mut m = Self::launch(files, home.path(), &argv, "warn", None);
         m._home = Some(home);
         m
     }
