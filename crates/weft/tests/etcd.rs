@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::etcd::{Cluster, Replica};
+use common::etcd::{Cluster, Replica, DENY_SECRET};
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -33,16 +33,6 @@ spec:
     - {name: hello-v1, replicas: 1, labels: {app: hello}, command: [weft, demo, echo]}
   - name: client
     port: 80
-";
-
-const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-secret, namespace: default}
-spec:
-  selector: {matchLabels: {app: hello}}
-  action: DENY
-  rules:
-  - to: [{operation: {paths: [\"/secret\"]}}]
 ";
 
 /// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::etcd::{Cluster, Replica};
+use common::etcd::{Cluster, Replica, DENY_SECRET};
 use common::pods::{can_run_pods, sh};
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -520,19 +520,7 @@ async fn hosts_join_with_one_time_tokens_carry_traffic_across_hosts_and_lose_a_c
     // every host (hello's sidecars on h2 and h3, the ingress on h1), `weft apply` says so, and
     // both take effect across the hosts.
     let deny = dir.path().join("deny.yaml");
-    std::fs::write(
-        &deny,
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-secret, namespace: default}
-spec:
-  selector: {matchLabels: {app: hello}}
-  action: DENY
-  rules:
-  - to: [{operation: {paths: [\"/secret\"]}}]
-",
-    )
-    .unwrap();
+    std::fs::write(&deny, DENY_SECRET).unwrap();
     let teapot = dir.path().join("teapot.yaml");
     std::fs::write(
         &teapot,

@@ -269,3 +269,14 @@ impl Drop for Replica {
         self.kill();
     }
 }
+
+/// An AuthorizationPolicy denying hello's `/secret`: a security change the replicas' tests apply.
+pub const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secret, namespace: default}
+spec:
+  selector: {matchLabels: {app: hello}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [\"/secret\"]}}]
+";
