@@ -2,7 +2,8 @@
 //!
 //! At start it makes an ES256 (P-256) key with ring; the key lives only in this process, so a
 //! restart rotates it (proxies fetch the new JWKS when they meet its unknown `kid`). Several
-//! replicas would each have their own key: run one.
+//! replicas would each have their own key: run one. ([`Issuer::open`] keeps the key in a file
+//! instead, as the shop's auth service does.)
 //!
 //! - `GET /.well-known/jwks.json`: the public key (`kid` is its RFC 7638 thumbprint), what a
 //!   RequestAuthentication's `jwksUri` points at.
@@ -74,6 +75,8 @@ impl Default for AuthOptions {
 pub enum AuthError {
     #[error("generating the signing key: {0}")]
     KeyGen(String),
+    #[error("the signing key {0}: {1}")]
+    Key(String, String),
 }
 
 /// Why a token request was refused (a 400 that says so).
@@ -218,8 +221,51 @@ impl Issuer {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|e| AuthError::KeyGen(e.to_string()))?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .map_err(|e| AuthError::KeyGen(e.to_string()))?;
+        Issuer::from_pkcs8(opts, pkcs8.as_ref())
+    }
+
+    /// Signs with the ES256 key at `path` (PKCS#8 DER), made and written there (mode 0600) at
+    /// the first start: tokens outlive a restart of the issuer, and replicas sharing the file
+    /// share the key.
+    pub fn open(opts: AuthOptions, path: &std::path::Path) -> Result<Issuer, AuthError> {
+        let io = |e: std::io::Error| AuthError::Key(path.display().to_string(), e.to_string());
+        match std::fs::read(path) {
+            Ok(der) => Issuer::from_pkcs8(opts, &der)
+                .map_err(|e| AuthError::Key(path.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let rng = SystemRandom::new();
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|e| AuthError::KeyGen(e.to_string()))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                // Written aside and renamed: a crash never leaves half a key.
+                let tmp = path.with_extension("tmp");
+                {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .map_err(io)?;
+                    f.write_all(pkcs8.as_ref()).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                }
+                std::fs::rename(&tmp, path).map_err(io)?;
+                Issuer::from_pkcs8(opts, pkcs8.as_ref())
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Signs with the ES256 (P-256) key `pkcs8` (PKCS#8 DER).
+    pub fn from_pkcs8(opts: AuthOptions, pkcs8: &[u8]) -> Result<Issuer, AuthError> {
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+            .map_err(|e| AuthError::KeyGen(format!("not a P-256 PKCS#8 key: {e}")))?;
         // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
         let point = pair.public_key().as_ref();
         if point.len() != 65 || point[0] != 4 {
@@ -238,10 +284,15 @@ impl Issuer {
         }]});
         Ok(Issuer {
             opts,
-            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            key: EncodingKey::from_ec_der(pkcs8),
             jwks: Bytes::from(jwks.to_string()),
             kid,
         })
+    }
+
+    /// What tokens carry unless asked otherwise.
+    pub fn options(&self) -> &AuthOptions {
+        &self.opts
     }
 
     pub fn issuer(&self) -> &str {

@@ -12,6 +12,8 @@
 //! - [`orders`]: orders and their states, with a lease held by the coordinator driving each.
 //! - [`http`]: each service's JSON API (axum on the app SDK), and the saga's steps as calls
 //!   between the services.
+//! - [`frontend`]: the HTML pages and the public JSON API; [`login`]: the auth service, which
+//!   logs users in against the user service and signs their tokens.
 //! - [`run`]: one service run as `weft demo shop SERVICE`.
 //! - [`saga`]: the order flow — charge, reserve, confirm — and its compensation (release,
 //!   refund), replayable from any point: every step is idempotent, so a coordinator that died
@@ -25,10 +27,12 @@
 
 pub mod catalog;
 pub mod db;
+pub mod frontend;
 pub mod http;
 #[cfg(test)]
 mod http_tests;
 pub mod inventory;
+pub mod login;
 pub mod orders;
 pub mod payment;
 pub mod run;

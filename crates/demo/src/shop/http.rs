@@ -251,10 +251,70 @@ struct Login {
     password: String,
 }
 
-/// The user service: `POST /verify {name, password}` (200 with the user, 401), `GET
-/// /users/{name}`.
+#[derive(serde::Deserialize)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+/// Why `u` cannot be an account, if it cannot.
+fn invalid_user(u: &NewUser) -> Option<&'static str> {
+    let name_ok = (1..=64).contains(&u.name.len())
+        && u.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Some("name: 1 to 64 of a-z, 0-9, - and _");
+    }
+    if !(8..=200).contains(&u.password.len()) {
+        return Some("password: 8 to 200 bytes");
+    }
+    if u.display_name.len() > 100 {
+        return Some("display_name: at most 100 bytes");
+    }
+    None
+}
+
+/// The user service: `POST /verify {name, password}` (200 with the user, 401), `POST /users
+/// {name, password, display_name}` (201 made; 200 when that name already has that password, so
+/// a retried sign-up succeeds; 409 a taken name; 400 an invalid one), `GET /users/{name}`.
 pub fn user(users: Users) -> Router {
     Router::new()
+        .route(
+            "/users",
+            post(
+                |Shared(u): Shared<Users>, Json(n): Json<NewUser>| async move {
+                    if let Some(why) = invalid_user(&n) {
+                        return (StatusCode::BAD_REQUEST, Json(json!({"error": why})))
+                            .into_response();
+                    }
+                    let display = if n.display_name.is_empty() {
+                        &n.name
+                    } else {
+                        &n.display_name
+                    };
+                    match u.add(&n.name, &n.password, display).await {
+                        Ok(true) => (
+                            StatusCode::CREATED,
+                            Json(json!({"name": n.name, "display_name": display})),
+                        )
+                            .into_response(),
+                        Ok(false) => match u.verify(&n.name, &n.password).await {
+                            Ok(Some(user)) => Json(json!(user)).into_response(),
+                            Ok(None) => (
+                                StatusCode::CONFLICT,
+                                Json(json!({"error": format!("the name {:?} is taken", n.name)})),
+                            )
+                                .into_response(),
+                            Err(e) => failed(e),
+                        },
+                        Err(e) => failed(e),
+                    }
+                },
+            ),
+        )
         .route(
             "/verify",
             post(
@@ -288,12 +348,15 @@ pub fn user(users: Users) -> Router {
         .with_state(users)
 }
 
-/// Where the order service finds the others (through its sidecar, by service name).
+/// Where a service finds the others (through its sidecar, by service name).
 #[derive(Clone, Debug)]
 pub struct Peers {
     pub inventory: String,
     pub payment: String,
     pub product: String,
+    pub user: String,
+    pub auth: String,
+    pub order: String,
 }
 
 impl Default for Peers {
@@ -302,6 +365,9 @@ impl Default for Peers {
             inventory: "http://inventory".into(),
             payment: "http://payment".into(),
             product: "http://product".into(),
+            user: "http://user".into(),
+            auth: "http://auth".into(),
+            order: "http://order".into(),
         }
     }
 }
@@ -325,7 +391,20 @@ impl Remote {
         self.send(req).await
     }
 
-    async fn send(&self, req: http::Request<app::client::Body>) -> Result<(u16, Value), String> {
+    /// POSTs `body` to `url` (a call that changes nothing, or whose target is idempotent by
+    /// itself).
+    pub(crate) async fn post_plain(&self, url: &str, body: Value) -> Result<(u16, Value), String> {
+        let req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(app::client::Body::from(body.to_string()))
+            .map_err(|e| e.to_string())?;
+        self.send(req).await
+    }
+
+    pub(crate) async fn send(
+        &self,
+        req: http::Request<app::client::Body>,
+    ) -> Result<(u16, Value), String> {
         use http_body_util::BodyExt;
         let rsp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = rsp.status().as_u16();
@@ -341,7 +420,7 @@ impl Remote {
         ))
     }
 
-    async fn get(&self, url: &str) -> Result<(u16, Value), String> {
+    pub(crate) async fn get(&self, url: &str) -> Result<(u16, Value), String> {
         let req = http::Request::get(url)
             .body(app::client::Body::default())
             .map_err(|e| e.to_string())?;
@@ -418,10 +497,16 @@ pub fn order(orders: Orders, remote: Remote) -> Router {
         .route(
             "/orders/{id}",
             get(
-                |Shared(s): Shared<OrderService>, Path(id): Path<String>| async move {
+                |Shared(s): Shared<OrderService>,
+                 ext: axum::http::Extensions,
+                 Path(id): Path<String>| async move {
+                    // With a verified token, a user sees only their own orders.
+                    let me = subject(&ext);
                     match s.orders.get(&id).await {
-                        Ok(Some(o)) => Json(json!(o)).into_response(),
-                        Ok(None) => {
+                        Ok(Some(o)) if me.as_ref().is_none_or(|me| *me == o.user) => {
+                            Json(json!(o)).into_response()
+                        }
+                        Ok(_) => {
                             (StatusCode::NOT_FOUND, Json(json!({"order": id}))).into_response()
                         }
                         Err(e) => failed(e),
@@ -432,9 +517,21 @@ pub fn order(orders: Orders, remote: Remote) -> Router {
         .with_state(OrderService { orders, remote })
 }
 
-async fn list(Shared(s): Shared<OrderService>, Query(q): Query<ListQuery>) -> Response {
+/// The subject of the request's verified token, if the service checks tokens.
+fn subject(ext: &axum::http::Extensions) -> Option<String> {
+    ext.get::<app::auth::Claims>()
+        .and_then(|c| c.subject().map(str::to_string))
+}
+
+async fn list(
+    Shared(s): Shared<OrderService>,
+    ext: axum::http::Extensions,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    // With a verified token: that user's orders, whatever `user=` says.
+    let user = subject(&ext).or(q.user);
     s.orders
-        .list(q.user.as_deref(), q.limit.unwrap_or(50).min(500))
+        .list(user.as_deref(), q.limit.unwrap_or(50).min(500))
         .await
         .map(|o| Json(json!(o)).into_response())
         .unwrap_or_else(failed)
@@ -458,9 +555,7 @@ async fn place(
     }
     // The verified token's subject (the service checks tokens itself when run with --jwks),
     // else what the mesh says the end user is.
-    let user = ext
-        .get::<app::auth::Claims>()
-        .and_then(|c| c.subject().map(str::to_string))
+    let user = subject(&ext)
         .or_else(|| {
             h.get(END_USER)
                 .and_then(|v| v.to_str().ok())

@@ -46,6 +46,7 @@ async fn shop(switches: Switches) -> Shop {
             inventory: format!("http://{inventory}"),
             payment: format!("http://{payment}"),
             product: format!("http://{product}"),
+            ..Peers::default()
         },
     };
     let orders = Orders::open(None, "test", Duration::from_secs(10)).unwrap();

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 /// The shop's services that keep state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
+    Frontend,
+    Auth,
     Inventory,
     Payment,
     Product,
@@ -26,6 +28,8 @@ pub enum Service {
 impl Service {
     pub fn name(self) -> &'static str {
         match self {
+            Service::Frontend => "frontend",
+            Service::Auth => "auth",
             Service::Inventory => "inventory",
             Service::Payment => "payment",
             Service::Product => "product",
@@ -50,8 +54,10 @@ pub struct ShopOptions {
     /// order: check end users' tokens against this JWKS (through the sidecar) and take the
     /// user from the token's subject; `None`: from the `x-weft-end-user` header.
     pub jwks: Option<String>,
-    /// With `jwks`: the tokens' issuer.
+    /// With `jwks`: the tokens' issuer; auth: the issuer it signs as.
     pub issuer: String,
+    /// auth: the `aud` of the tokens it signs.
+    pub audience: Option<String>,
 }
 
 /// How long an order coordinator holds an order before another may take it over.
@@ -63,6 +69,8 @@ pub const RECOVERY_EVERY: Duration = Duration::from_secs(2);
 pub enum RunError {
     #[error(transparent)]
     Db(#[from] super::db::DbError),
+    #[error(transparent)]
+    Key(#[from] crate::auth::AuthError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
 }
@@ -83,7 +91,26 @@ pub async fn run(opts: ShopOptions, listener: TcpListener, stop: Shutdown) -> Re
     let path = path.as_deref();
     let health = Health::new();
     let mut background = None;
+    let remote = || Remote {
+        client: app::client::Client::new(),
+        peers: opts.peers.clone(),
+    };
     let router = match opts.service {
+        Service::Frontend => super::frontend::router(remote()),
+        Service::Auth => {
+            let issue = crate::auth::AuthOptions {
+                issuer: opts.issuer.clone(),
+                audience: opts.audience.clone(),
+                ..crate::auth::AuthOptions::default()
+            };
+            // The key beside the databases (tokens outlive a restart), or made for this run.
+            let issuer = match &opts.data {
+                Some(dir) => crate::auth::Issuer::open(issue, &dir.join("auth-key.der"))?,
+                None => crate::auth::Issuer::generate(issue)?,
+            };
+            tracing::info!(issuer = %issuer.issuer(), kid = %issuer.kid(), "signing tokens");
+            super::login::router(std::sync::Arc::new(issuer), remote())
+        }
         Service::Inventory => {
             let seed: Vec<(&str, u32)> = super::catalog::SEED
                 .iter()
@@ -96,10 +123,7 @@ pub async fn run(opts: ShopOptions, listener: TcpListener, stop: Shutdown) -> Re
         Service::User => http::user(Users::open(path).await?),
         Service::Order => {
             let orders = Orders::open(path, &opts.instance, ORDER_LEASE)?;
-            let remote = Remote {
-                client: app::client::Client::new(),
-                peers: opts.peers.clone(),
-            };
+            let remote = remote();
             background = Some(tokio::spawn(super::saga::recover(
                 orders.clone(),
                 remote.clone(),

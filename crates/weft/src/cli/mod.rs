@@ -111,6 +111,8 @@ enum DemoCmd {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ShopService {
+    Frontend,
+    Auth,
     Inventory,
     Payment,
     Product,
@@ -147,13 +149,25 @@ struct ShopArgs {
     /// order: the payment service's URL
     #[arg(long, default_value = "http://payment")]
     payment: String,
-    /// order: the product service's URL
+    /// order, frontend: the product service's URL
     #[arg(long, default_value = "http://product")]
     product: String,
+    /// auth: the user service's URL
+    #[arg(long, default_value = "http://user")]
+    user: String,
+    /// frontend: the auth service's URL
+    #[arg(long, default_value = "http://auth")]
+    auth: String,
+    /// frontend: the order service's URL
+    #[arg(long, default_value = "http://order")]
+    order: String,
+    /// auth: the `aud` of the tokens it signs
+    #[arg(long, default_value = "shop")]
+    audience: String,
     /// order: check end users' tokens against this JWKS URL (the user is the token's subject)
     #[arg(long)]
     jwks: Option<String>,
-    /// order: with --jwks, the tokens' issuer
+    /// order: with --jwks, the tokens' issuer; auth: the issuer it signs as
     #[arg(long, default_value = demo::auth::DEFAULT_ISSUER)]
     issuer: String,
 }
@@ -319,6 +333,8 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
         a.fail_rate
     );
     let service = match a.service {
+        ShopService::Frontend => Service::Frontend,
+        ShopService::Auth => Service::Auth,
         ShopService::Inventory => Service::Inventory,
         ShopService::Payment => Service::Payment,
         ShopService::Product => Service::Product,
@@ -342,10 +358,14 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
             inventory: a.inventory,
             payment: a.payment,
             product: a.product,
+            user: a.user,
+            auth: a.auth,
+            order: a.order,
         },
         instance: a.instance,
         jwks: a.jwks,
         issuer: a.issuer,
+        audience: Some(a.audience),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
