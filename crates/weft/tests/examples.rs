@@ -223,9 +223,6 @@ fn every_example_is_tested_and_valid() {
             stdout.contains(" 0 warning(s)") && stderr.trim().is_empty(),
             "{name}: {stdout}{stderr}"
         );
-        if name == "hello" {
-            continue; // the built-in demo, described in the top-level README
-        }
         let readme = std::fs::read_to_string(dir.join("README.md"))
             .unwrap_or_else(|e| panic!("{name}/README.md: {e}"));
         assert!(
@@ -294,39 +291,162 @@ async fn jwt() {
     assert_eq!(a.status, 403, "{a:?}");
 }
 
-/// The shop's back end: the catalog is open, an end user's token reads the order API and no
-/// token does not, and payment answers nobody from the ingress (tests/shop.rs places orders).
+/// `weft up` with no files runs the shop: it says where it is, how to log in and what to try;
+/// its pages answer through the ingress, the demo account logs in and an order is confirmed
+/// (tests/shop.rs runs the same files through their paces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_mesh_is_the_shop() {
+    let mesh = Mesh::up_built_in(&["--ingress", "127.0.0.1:0"]);
+    assert!(
+        mesh.ready_line.contains("mesh shop is ready"),
+        "{}",
+        mesh.ready_line
+    );
+    mesh.weft_ok(&["status", "--wait", "--timeout", "60s"]);
+    let welcome = format!(
+        "The shop is open at http://{}/  (log in as alice / wonderland)",
+        mesh.ingress
+    );
+    until("the welcome", Duration::from_secs(10), || async {
+        let out = mesh.stdout.lock().unwrap().clone();
+        out.contains(&welcome)
+            && out.contains("apply -f examples/shop/steps/resilience-canary.yaml")
+    })
+    .await;
+    // Seven services; the frontend and order with two replicas each.
+    let status: serde_json::Value =
+        serde_json::from_str(&mesh.weft_ok(&["status", "-o", "json"])).unwrap();
+    let replicas = |svc: &str| {
+        status["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["service"] == svc)
+            .count()
+    };
+    for (svc, n) in [
+        ("frontend", 2),
+        ("order", 2),
+        ("auth", 1),
+        ("user", 1),
+        ("product", 2),
+        ("inventory", 1),
+        ("payment", 2),
+    ] {
+        assert_eq!(replicas(svc), n, "{svc}: {status}");
+    }
+    // Whatever the host, the ingress serves the frontend's pages.
+    let c = client();
+    let page = get(&c, mesh.ingress, &mesh.ingress.to_string(), "/")
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("Green tea") && page.text.contains("Log in"),
+        "{}",
+        page.text
+    );
+    // The demo account logs in and orders.
+    let login = post_json(
+        &mesh,
+        "/api/login",
+        None,
+        r#"{"name": "alice", "password": "wonderland"}"#,
+    )
+    .await;
+    assert_eq!(login.0, 200, "{:?}", login.1);
+    let token = login.1["access_token"].as_str().unwrap().to_string();
+    let (status, o) = post_json(
+        &mesh,
+        "/api/orders",
+        Some(&token),
+        r#"{"items": [{"product": "cup", "qty": 1}]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, o["state"].as_str()),
+        (201, Some("confirmed")),
+        "{o}"
+    );
+    let mine = get_with(
+        &c,
+        mesh.ingress,
+        "shop",
+        "/api/orders",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine.body[0]["id"], o["id"], "{}", mine.text);
+}
+
+/// examples/shop as files: the pages answer through the ingress, the demo account logs in,
+/// orders need its token (tests/shop.rs places them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop() {
     let mesh = up("shop");
     mesh.weft_ok(&["status", "--wait", "--timeout", "60s"]);
     let c = client();
-    let products = get_h(&c, &mesh, "product", "/products", &[]).await;
+    let products = get_h(&c, &mesh, "shop", "/api/products", &[]).await;
     assert_eq!(products.status, 200, "{products:?}");
     assert!(
         products.body.as_array().is_some_and(|p| p.len() >= 5),
         "{products:?}"
     );
-    let t = get_h(&c, &mesh, "auth", "/token?sub=alice&aud=shop", &[]).await;
-    let token = t.body["access_token"].as_str().unwrap().to_string();
-    let bearer = format!("Bearer {token}");
+    let login = post_json(
+        &mesh,
+        "/api/login",
+        None,
+        r#"{"name": "alice", "password": "wonderland"}"#,
+    )
+    .await;
+    assert_eq!(login.0, 200, "{:?}", login.1);
+    let bearer = format!("Bearer {}", login.1["access_token"].as_str().unwrap());
     let mine = get_h(
         &c,
         &mesh,
-        "order",
-        "/orders?user=alice",
+        "shop",
+        "/api/orders",
         &[("authorization", &bearer)],
     )
     .await;
     assert_eq!(mine.status, 200, "{mine:?}\n{}", mesh.stderr());
     assert_eq!(mine.body, serde_json::json!([]));
-    let anon = get_h(&c, &mesh, "order", "/orders?user=alice", &[]).await;
+    let anon = get_h(&c, &mesh, "shop", "/api/orders", &[]).await;
     assert_eq!(anon.status, 403, "{anon:?}");
-    let pay = get_h(&c, &mesh, "payment", "/total", &[]).await;
-    assert_eq!(pay.status, 403, "{pay:?}");
 }
 
-/// The built-in demo: hello's two replicas answer through the ingress, and hello reaches slow
+/// POSTs `body` (JSON) to the ingress: status and JSON answer.
+async fn post_json(
+    mesh: &Mesh,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use http_body_util::Full;
+    let mut req = http::Request::post(format!("http://{}{path}", mesh.ingress))
+        .header("content-type", "application/json");
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let rsp = c
+        .request(
+            req.body(Full::new(bytes::Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// examples/hello: hello's two replicas answer through the ingress, and hello reaches slow
 /// through its sidecar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello() {

@@ -1,7 +1,8 @@
-//! The shop on the mesh, end to end (`weft up examples/shop`): an end user's token from `auth`,
-//! an order placed through the ingress and confirmed, the books (stock, order, charge) agreeing
-//! in the services' own databases; no token, no order; payment unreachable but for the order
-//! service; a payment that always fails cancels every order and leaves nothing reserved or
+//! The shop on the mesh, end to end (`weft up examples/shop`): an end user signed up or logged
+//! in through the frontend (the token from `auth`), an order placed through the ingress and
+//! confirmed, the books (stock, order, charge) agreeing in the services' own databases; no
+//! token, no order; payment, inventory and accounts unreachable from the frontend; the pages in
+//! a real browser; a payment that always fails cancels every order and leaves nothing reserved or
 //! charged; a payment failing 30% of the time behind the mesh's retry policy lets the orders
 //! through, each charged once; an order replica SIGKILLed mid-stream loses no order, charges
 //! none twice and leaves none pending; one order is one trace across proxies and apps, seen by
@@ -40,41 +41,31 @@ fn shop_with(payment_flags: &str, args: &[&str]) -> Mesh {
     mesh
 }
 
-/// A token for `user` from the shop's issuer, through the ingress.
-async fn token(c: &HttpClient, mesh: &Mesh, user: &str) -> String {
-    let r = get(
-        c,
-        mesh.ingress,
-        "auth",
-        &format!("/token?sub={user}&aud=shop&format=raw"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.text.trim().to_string()
-}
-
-/// POSTs an order of `items` through the ingress.
-async fn order(
-    c: &HttpClient,
+/// POSTs JSON `body` to `path` through the ingress (every host goes to the frontend): the
+/// status and the JSON answer (or, not JSON — a proxy's own answer — what it said).
+async fn post(
     mesh: &Mesh,
+    path: &str,
     bearer: Option<&str>,
-    key: &str,
-    items: Value,
+    key: Option<&str>,
+    body: Value,
 ) -> (u16, Value) {
-    let mut req = http::Request::post(format!("http://{}/orders", mesh.ingress))
-        .header("host", "order")
-        .header("content-type", "application/json")
-        .header("idempotency-key", key);
+    let mut req = http::Request::post(format!("http://{}{path}", mesh.ingress))
+        .header("host", "shop.example")
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
     if let Some(t) = bearer {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let body = json!({ "items": items }).to_string();
-    let _ = c;
     let posts = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
     let rsp = posts
-        .request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .request(
+            req.body(Full::new(bytes::Bytes::from(body.to_string())))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = rsp.status().as_u16();
@@ -87,11 +78,38 @@ async fn order(
     };
     let (flag, challenge) = (said("x-weft-flag"), said("www-authenticate"));
     let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
-    // Not JSON (a proxy's own answer): what it said, for the assertion's message.
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         json!({"text": String::from_utf8_lossy(&bytes), "flag": flag, "www-authenticate": challenge})
     });
     (status, body)
+}
+
+/// A token for a new account `user`, signed up through the frontend (the auth service checks
+/// it with the user service and signs it).
+async fn token(mesh: &Mesh, user: &str) -> String {
+    let (status, v) = post(
+        mesh,
+        "/api/signup",
+        None,
+        None,
+        json!({"name": user, "password": format!("{user}-secret"), "display_name": user}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["user"]["name"], user, "{v}");
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Places an order of `items` through the frontend's API.
+async fn order(mesh: &Mesh, bearer: Option<&str>, key: &str, items: Value) -> (u16, Value) {
+    post(
+        mesh,
+        "/api/orders",
+        bearer,
+        Some(key),
+        json!({ "items": items }),
+    )
+    .await
 }
 
 /// The services' own books, read from their databases.
@@ -125,16 +143,45 @@ async fn books(mesh: &Mesh) -> Books {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_through_the_ingress_is_confirmed_and_the_books_agree() {
     let mesh = shop("");
-    let c = client();
-    let alice = token(&c, &mesh, "alice").await;
+    // The demo account logs in; a wrong password does not.
+    let (status, v) = post(
+        &mesh,
+        "/api/login",
+        None,
+        None,
+        json!({"name": "alice", "password": "wonderland"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let alice = v["access_token"].as_str().unwrap().to_string();
+    let (status, v) = post(
+        &mesh,
+        "/api/login",
+        None,
+        None,
+        json!({"name": "alice", "password": "wrong"}),
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    // A taken name cannot be signed up again with another password.
+    let (status, v) = post(
+        &mesh,
+        "/api/signup",
+        None,
+        None,
+        json!({"name": "alice", "password": "not-alices"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+
     let items = json!([{"product": "pot", "qty": 2}, {"product": "tea", "qty": 1}]);
-    let (status, o) = order(&c, &mesh, Some(&alice), "alice-1", items.clone()).await;
+    let (status, o) = order(&mesh, Some(&alice), "alice-1", items.clone()).await;
     assert_eq!(status, 201, "{o}");
     assert_eq!(o["state"], "confirmed");
     assert_eq!(o["user"], "alice", "the user is the token's subject");
     assert_eq!(o["total_cents"], 2 * 4_900 + 850);
     // Sent again with the same key: the same order, nothing more charged or reserved.
-    let (status, again) = order(&c, &mesh, Some(&alice), "alice-1", items).await;
+    let (status, again) = order(&mesh, Some(&alice), "alice-1", items).await;
     assert_eq!((status, &again["id"]), (201, &o["id"]));
 
     let b = books(&mesh).await;
@@ -152,32 +199,143 @@ async fn an_order_through_the_ingress_is_confirmed_and_the_books_agree() {
     let kept = b.orders.get(id).await.unwrap().unwrap();
     assert_eq!(format!("{:?}", kept.state), "Confirmed");
 
-    // No token: no order (the sidecar's authorization, before the app).
-    let (status, _) = order(
-        &c,
-        &mesh,
-        None,
-        "anon-1",
-        json!([{"product": "tea", "qty": 1}]),
-    )
-    .await;
-    assert_eq!(status, 403);
-    // Payment and inventory answer the order service only: from the ingress, 403.
-    for (host, path) in [("payment", "/total"), ("inventory", "/stock")] {
-        let r = get(&c, mesh.ingress, host, path).await.unwrap();
-        assert_eq!(r.status, 403, "{host}{path}: {}", r.text);
-    }
+    // Another user sees only their own orders.
+    let dan = token(&mesh, "dan").await;
+    let c = client();
+    let mine = get_bearer(&c, &mesh, "/api/orders", &alice).await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    let theirs = get_bearer(&c, &mesh, "/api/orders", &dan).await;
+    assert_eq!(theirs, json!([]));
+
+    // No token: no order (the order service's sidecar refuses it, before the app).
+    let (status, v) = order(&mesh, None, "anon-1", json!([{"product": "tea", "qty": 1}])).await;
+    assert_eq!(status, 403, "{v}");
     assert_eq!(b.payment.total_charged().await.unwrap(), 10_650);
+}
+
+/// A GET of the frontend's JSON API with a token: the JSON answer (200 asserted).
+async fn get_bearer(c: &HttpClient, mesh: &Mesh, path: &str, token: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let r = get_with(
+        c,
+        mesh.ingress,
+        "shop.example",
+        path,
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.text);
+    serde_json::from_str(&r.text).unwrap()
+}
+
+/// Each service answers only those that must call it: the frontend — the service facing the
+/// internet — reaching payment, inventory or the accounts directly gets 403 from their
+/// sidecars, while what it must call answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frontend_cannot_reach_payment_inventory_or_accounts() {
+    let mesh = shop("");
+    let as_frontend = |url: &str| {
+        let out = mesh.weft_ok(&[
+            "exec",
+            "--service",
+            "frontend",
+            "--",
+            "curl",
+            "-s",
+            "-i",
+            "-X",
+            "GET",
+            url,
+        ]);
+        let status: u16 = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, out)
+    };
+    for url in [
+        "http://payment/total",
+        "http://inventory/stock",
+        "http://user/users/alice",
+    ] {
+        let (status, out) = as_frontend(url);
+        assert_eq!(status, 403, "{url}: {out}");
+        assert!(
+            out.to_ascii_lowercase().contains("x-weft-flag: rbac"),
+            "{url}: {out}"
+        );
+    }
+    let (status, out) = as_frontend("http://product/products");
+    assert_eq!(status, 200, "{out}");
+    // From the ingress, every host is the frontend's: payment's own name does not reach it.
+    let c = client();
+    let r = get(&c, mesh.ingress, "payment", "/total").await.unwrap();
+    assert_eq!(r.status, 404, "{}", r.text);
+    let b = books(&mesh).await;
+    assert_eq!(b.payment.total_charged().await.unwrap(), 0);
+}
+
+/// The shop's pages in a real browser (headless Chromium over the DevTools protocol): the
+/// product page, the demo login, a product added to the cart, the order placed and its page
+/// showing CONFIRMED — and the order's books agreeing. Screenshots of each step land in
+/// target/screenshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_and_places_an_order() {
+    let mesh = shop("");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/browser/shop.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{}", mesh.ingress))
+        .arg(&shots)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mesh.stderr()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["state"], "CONFIRMED", "{seen}");
+    assert_eq!(seen["cart"], "Cart (0)", "the cart is spent: {seen}");
+    for page in ["shop-products.png", "shop-cart.png", "shop-order.png"] {
+        let png = std::fs::read(shots.join(page)).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{page}: {} bytes",
+            png.len()
+        );
+    }
+    // What the page said is what the books say.
+    let id = seen["order"].as_str().unwrap();
+    let b = books(&mesh).await;
+    let o = b.orders.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (format!("{:?}", o.state), o.user.as_str()),
+        ("Confirmed".into(), "alice")
+    );
+    assert_eq!(
+        b.payment
+            .charge_for(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .charged_cents,
+        850
+    );
+    assert_eq!(b.inventory.stock().await.unwrap()["tea"], 499);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_always_fails_cancels_orders_and_leaves_nothing_behind() {
     let mesh = shop(", --fail-rate, \"1\"");
-    let c = client();
-    let bob = token(&c, &mesh, "bob").await;
+    let bob = token(&mesh, "bob").await;
     for i in 0..3 {
         let (status, o) = order(
-            &c,
             &mesh,
             Some(&bob),
             &format!("bob-{i}"),
@@ -198,13 +356,11 @@ async fn a_payment_that_always_fails_cancels_orders_and_leaves_nothing_behind() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_failing_thirty_percent_behind_retries_charges_each_order_once() {
     let mesh = shop(", --fail-rate, \"0.3\"");
-    let c = client();
-    let carol = token(&c, &mesh, "carol").await;
+    let carol = token(&mesh, "carol").await;
     let n = 40;
     let mut confirmed = 0;
     for i in 0..n {
         let (status, o) = order(
-            &c,
             &mesh,
             Some(&carol),
             &format!("carol-{i}"),
@@ -267,8 +423,7 @@ fn app_pid(home: &Path, instance: &str) -> nix::unistd::Pid {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_twice() {
     let mesh = shop("");
-    let c = client();
-    let erin = token(&c, &mesh, "erin").await;
+    let erin = token(&mesh, "erin").await;
     let victim = app_pid(mesh.home().unwrap(), "order-0");
     let n: i64 = 60;
     let customers = 4;
@@ -276,7 +431,7 @@ async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_tw
     let resent = std::sync::atomic::AtomicI64::new(0);
     // Four customers ordering at once, so orders are in flight in the replica when it dies.
     let customer = |who: i64| {
-        let (c, mesh, erin, done, resent) = (&c, &mesh, &erin, &done, &resent);
+        let (mesh, erin, done, resent) = (&mesh, &erin, &done, &resent);
         async move {
             let mut ids = Vec::new();
             for i in (who..n).step_by(customers as usize) {
@@ -286,7 +441,7 @@ async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_tw
                 let o = loop {
                     tries += 1;
                     assert!(tries <= 50, "order {i} never got a final answer");
-                    match order(c, mesh, Some(erin), &key, items.clone()).await {
+                    match order(mesh, Some(erin), &key, items.clone()).await {
                         (201, o) => break o,
                         (status, o) => {
                             // The replica died under it (or its route is still going away):
@@ -339,18 +494,16 @@ async fn an_order_replica_killed_mid_stream_loses_nothing_and_charges_nothing_tw
     }
 }
 
-/// One order is one trace: the ingress's span, the order service's (its sidecar's and its
-/// app's, made with the SDK), and under it the calls to product, inventory and payment, each
+/// One order is one trace: the ingress's span, the frontend's, the order service's (their
+/// sidecars' and their apps', made with the SDK), and under it the calls to product, inventory and payment, each
 /// seen by its sidecar and its app — exported by proxies and apps alike to one OTLP receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_order_is_one_trace_from_the_ingress_to_inventory_and_payment() {
+async fn one_order_is_one_trace_from_the_ingress_through_the_frontend_to_inventory_and_payment() {
     let (collector, collected) = common::otlp::grpc_receiver().await;
     let endpoint = format!("http://{collector}");
     let mesh = shop_with("", &["--otlp-endpoint", &endpoint]);
-    let c = client();
-    let frank = token(&c, &mesh, "frank").await;
+    let frank = token(&mesh, "frank").await;
     let (status, o) = order(
-        &c,
         &mesh,
         Some(&frank),
         "frank-1",
@@ -358,7 +511,7 @@ async fn one_order_is_one_trace_from_the_ingress_to_inventory_and_payment() {
     )
     .await;
     assert_eq!(status, 201, "{o}");
-    let trace = collected.trace_of("/orders").await;
+    let trace = collected.trace_of("/api/orders").await;
     // The apps' spans, named by their service (the SDK's TraceLayer: `METHOD /route`), and one
     // tree: every span but the ingress's first has its parent in the trace. Spans arrive in
     // batches from a dozen processes: wait until both hold.
@@ -377,7 +530,8 @@ async fn one_order_is_one_trace_from_the_ingress_to_inventory_and_payment() {
                 .iter()
                 .any(|r| r.service == service && r.span.name == name)
         };
-        let apps = has("order", "POST /orders")
+        let apps = has("frontend", "POST /api/orders")
+            && has("order", "POST /orders")
             && has("product", "GET /products/{id}")
             && has("inventory", "POST /check")
             && has("inventory", "POST /reservations")

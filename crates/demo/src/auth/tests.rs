@@ -389,3 +389,32 @@ async fn readyz_says_no_while_draining() {
     let rsp = handle(&i, &shutdown, req).await;
     assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[test]
+fn a_key_kept_in_a_file_signs_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys/auth-key.der");
+    let first = Issuer::open(AuthOptions::default(), &path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key is the owner's only");
+    let again = Issuer::open(AuthOptions::default(), &path).unwrap();
+    assert_eq!(first.kid(), again.kid());
+    assert_eq!(first.jwks(), again.jwks());
+    // A token signed before the restart verifies against the JWKS served after it.
+    let ask = TokenRequest {
+        sub: "alice".into(),
+        ..TokenRequest::default()
+    };
+    let t = first.issue(&ask, now()).unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(again.jwks()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_required_spec_claims(&["exp"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&t.token, &key, &v).unwrap();
+    assert_eq!(claims.claims["sub"], "alice");
+    // Not a key: an error that names the file.
+    std::fs::write(&path, b"not a key").unwrap();
+    let e = Issuer::open(AuthOptions::default(), &path).unwrap_err().to_string();
+    assert!(e.contains("auth-key.der"), "{e}");
+}

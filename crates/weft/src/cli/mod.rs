@@ -461,13 +461,34 @@ fn echo(a: EchoArgs) -> anyhow::Result<i32> {
 pub use proxy::run::cancel_on_signal as on_signal;
 
 /// The mesh the files declare (none: the built-in demo), and the resources they hold.
+/// What `weft up` runs with no files: the shop (the same as examples/shop).
+pub const BUILT_IN: [(&str, &str); 4] = [
+    (
+        "mesh.yaml",
+        include_str!("../../../../examples/shop/mesh.yaml"),
+    ),
+    (
+        "gateway.yaml",
+        include_str!("../../../../examples/shop/gateway.yaml"),
+    ),
+    (
+        "security.yaml",
+        include_str!("../../../../examples/shop/security.yaml"),
+    ),
+    (
+        "resilience.yaml",
+        include_str!("../../../../examples/shop/resilience.yaml"),
+    ),
+];
+
 pub fn load_mesh(files: &[PathBuf]) -> anyhow::Result<(model::MeshSpec, config::Store)> {
-    const DEMO: &str = include_str!("../../../../examples/hello/mesh.yaml");
     let store = if files.is_empty() {
-        config::Store::default().applied(config::resources(
-            std::path::Path::new("<built-in demo>"),
-            DEMO,
-        ))
+        BUILT_IN
+            .iter()
+            .fold(config::Store::default(), |store, (name, text)| {
+                let path = std::path::Path::new("<built-in shop>").join(name);
+                store.applied(config::resources(&path, text))
+            })
     } else {
         config::read_store(files)
             .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?

@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Mesh files or directories (multi-document YAML); none: the built-in demo
+    /// Mesh files or directories (multi-document YAML); none: the shop (examples/shop)
     files: Vec<PathBuf>,
+    /// Where the ingress listens, in place of the Mesh's `spec.ingress` (port 0: a free one)
+    #[arg(long, value_name = "ADDR")]
+    ingress: Option<SocketAddr>,
     /// Give up if the mesh is not ready after this long [default: 60s]
     #[arg(long, value_parser = parse_duration)]
     ready_timeout: Option<Duration>,
@@ -136,7 +139,7 @@ impl CaArgs {
 
 #[derive(clap::Args)]
 pub struct ControlArgs {
-    /// Mesh files or directories; none: the built-in demo
+    /// Mesh files or directories; none: the built-in shop (examples/shop)
     files: Vec<PathBuf>,
     /// Where proxies connect (gRPC)
     #[arg(long, default_value = "127.0.0.1:15010")]
@@ -165,7 +168,11 @@ pub struct ControlArgs {
 
 pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
     let prometheus = a.prometheus()?;
-    let (spec, store) = load_mesh(&a.files)?;
+    let (mut spec, store) = load_mesh(&a.files)?;
+    if let Some(addr) = a.ingress {
+        spec.ingress = addr;
+    }
+    let built_in = a.files.is_empty();
     // Before anything starts: a WEFT_HOME others may write could hold their CA key.
     local::meshes::ensure_home()?;
     let exe = std::env::current_exe()?;
@@ -202,11 +209,46 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
                 st.control,
                 services.len()
             );
+            if built_in {
+                println!("{}", welcome(&st.ingress));
+            }
         })
         .await?;
         eprintln!("weft: mesh stopped");
         Ok(0)
     })
+}
+
+/// What a new user of the built-in shop reads once it is up: where it is, how to log in, what
+/// to try.
+fn welcome(ingress: &str) -> String {
+    let (name, password, _) = demo::shop::users::DEMO_USER;
+    // The command as this user can type it: `target/release/weft` from a checkout.
+    let weft = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let cwd = std::env::current_dir().ok()?;
+            exe.strip_prefix(&cwd).ok().map(|p| p.display().to_string())
+        })
+        .unwrap_or_else(|| "weft".into());
+    format!(
+        "
+The shop is open at http://{ingress}/  (log in as {name} / {password})
+Seven services, two replicas of the frontend and of order, STRICT mTLS, only the calls that
+must happen allowed, end users' JWTs on orders, payment retried (examples/shop, docs/shop.md).
+
+Try, in another terminal:
+  {weft} status                  every replica, its proxy and its identity
+  {weft} stat                    success rate, RPS and latency per service
+  {weft} tap order               live requests to the order service
+  {weft} top frontend            the frontend's busiest paths
+  {weft} edges                   who calls whom, and over mTLS
+  {weft} load --rate 50 --duration 30s http://{ingress}/         the product page under load
+  {weft} apply -f examples/shop/steps/resilience-faults.yaml   the mesh fails 30% of payments
+  {weft} apply -f examples/shop/steps/resilience-canary.yaml   10% of payments to payment-v2
+  {weft} apply -f examples/shop/resilience.yaml                back to normal
+"
+    )
 }
 
 /// The mesh the etcd cluster at `url` holds (`mesh`, or the only one): its `kind: Mesh` and

@@ -52,6 +52,8 @@ pub struct Mesh {
     _home: Option<tempfile::TempDir>,
     pub files: tempfile::TempDir,
     pub stderr: Arc<Mutex<String>>,
+    /// What `weft up` printed on stdout (its ready line and what follows it).
+    pub stdout: Arc<Mutex<String>>,
     /// The first line of `weft up`'s output that said "ready".
     pub ready_line: String,
     pub status: Value,
@@ -176,8 +178,15 @@ impl Mesh {
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let log_lines = stderr.clone();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let printed = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                {
+                    let mut p = printed.lock().unwrap();
+                    p.push_str(&line);
+                    p.push('\n');
+                }
                 if combined {
                     let mut b = log_lines.lock().unwrap();
                     b.push_str(&line);
@@ -211,6 +220,7 @@ impl Mesh {
             _home: None,
             files,
             stderr,
+            stdout,
             ready_line,
             status: Value::Null,
             ingress: "127.0.0.1:0".parse().unwrap(),
@@ -357,10 +367,22 @@ pub async fn get(
     host: &str,
     path: &str,
 ) -> Result<Reply, Failure> {
-    let req = http::Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
+    get_with(c, addr, host, path, &[]).await
+}
+
+/// [`get`] with more headers.
+pub async fn get_with(
+    c: &HttpClient,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, Failure> {
+    let mut req = http::Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(Empty::new()).unwrap();
     let rsp = c.request(req).await.map_err(|e| {
         if e.is_connect() {
             Failure::Connect(format!("{e:?}"))
@@ -440,6 +462,16 @@ impl Mesh {
     }
 
     /// [`Mesh::up_dir`] with `weft up ARGS…`.
+    /// `weft up ARGS…` with no files: the built-in shop.
+    pub fn up_built_in(args: &[&str]) -> Mesh {
+        let home = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut m = Self::launch(files, home.path(), &argv, "warn", None);
+        m._home = Some(home);
+        m
+    }
+
     pub fn up_dir_with(dir: &Path, args: &[&str]) -> Mesh {
         let files = tempfile::tempdir().unwrap();
         let mut moved = false;
