@@ -415,6 +415,8 @@ fn a_key_kept_in_a_file_signs_after_a_restart() {
     assert_eq!(claims.claims["sub"], "alice");
     // Not a key: an error that names the file.
     std::fs::write(&path, b"not a key").unwrap();
-    let e = Issuer::open(AuthOptions::default(), &path).unwrap_err().to_string();
+    let e = Issuer::open(AuthOptions::default(), &path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("auth-key.der"), "{e}");
 }

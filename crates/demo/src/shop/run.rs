@@ -58,6 +58,8 @@ pub struct ShopOptions {
     pub issuer: String,
     /// auth: the `aud` of the tokens it signs.
     pub audience: Option<String>,
+    /// inventory: the stock of every product at the first start, in place of the catalog's.
+    pub stock: Option<u32>,
 }
 
 /// How long an order coordinator holds an order before another may take it over.
@@ -114,7 +116,7 @@ pub async fn run(opts: ShopOptions, listener: TcpListener, stop: Shutdown) -> Re
         Service::Inventory => {
             let seed: Vec<(&str, u32)> = super::catalog::SEED
                 .iter()
-                .map(|(id, _, _, _, stock)| (*id, *stock))
+                .map(|(id, _, _, _, stock)| (*id, opts.stock.unwrap_or(*stock)))
                 .collect();
             http::inventory(Inventory::open(path, &seed).await?)
         }

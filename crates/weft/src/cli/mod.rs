@@ -164,6 +164,9 @@ struct ShopArgs {
     /// auth: the `aud` of the tokens it signs
     #[arg(long, default_value = "shop")]
     audience: String,
+    /// inventory: the stock of every product at the first start [default: the catalog's]
+    #[arg(long)]
+    stock: Option<u32>,
     /// order: check end users' tokens against this JWKS URL (the user is the token's subject)
     #[arg(long)]
     jwks: Option<String>,
@@ -366,6 +369,7 @@ fn shop(a: ShopArgs) -> anyhow::Result<i32> {
         jwks: a.jwks,
         issuer: a.issuer,
         audience: Some(a.audience),
+        stock: a.stock,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
