@@ -61,6 +61,7 @@
 //!   rule a resource translates into, checked whole as the proxy decodes it
 //!   (`model::valid`) and located at the part it came from.
 
+pub mod canary;
 mod capture;
 mod diagnostic;
 mod doc;
@@ -102,6 +103,9 @@ pub struct Loaded {
     /// message starts with the resource's `KIND NS/NAME: ` (`Namespace NAME: `). The rest of the
     /// configuration applies.
     pub rejected: Vec<Diagnostic>,
+    /// The progressive rollouts declared (`kind: Canary`), for the control plane's canary
+    /// controller; a Canary with errors is rejected (in `rejected`) and not here.
+    pub canaries: Vec<model::canary::Canary>,
 }
 
 /// Loads files and directories (a directory means its `*.yaml`, `*.yml` and `*.json` files,

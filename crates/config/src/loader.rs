@@ -55,6 +55,8 @@ pub(crate) struct Loader {
     /// Istio and Linkerd security documents, inbound routes and default inbound policies,
     /// resolved once every file is read.
     security: security::Security,
+    /// `kind: Canary` documents, checked against the services once every file is read.
+    canaries: Vec<crate::doc::Parsed<crate::canary::Document>>,
 }
 
 impl Loader {
@@ -174,6 +176,18 @@ impl Loader {
                     first_line: document.first_line,
                     tree,
                     kind,
+                }),
+                Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
+            }
+            return;
+        }
+        if kind == "Canary" && api_version == API_VERSION {
+            match serde_yaml_ng::from_str::<crate::canary::Document>(document.text) {
+                Ok(parsed) => self.canaries.push(crate::doc::Parsed {
+                    file: file.to_path_buf(),
+                    first_line: document.first_line,
+                    tree,
+                    kind: parsed,
                 }),
                 Err(e) => self.reject_unparsed(&doc, api_version, kind, &e),
             }
@@ -551,6 +565,25 @@ impl Loader {
             self.security
                 .resolve(services, &mut self.rejected, &mut self.unsupported);
         security.cluster_networks = self.cluster_networks.clone();
+        let mut canaries = Vec::new();
+        for pending in std::mem::take(&mut self.canaries) {
+            let crate::doc::Parsed {
+                file,
+                first_line,
+                tree,
+                kind,
+            } = pending;
+            let doc = Doc {
+                file: &file,
+                first_line,
+                tree: &tree,
+            };
+            let label = k8s::label_of(API_VERSION, "Canary", doc.tree);
+            match crate::canary::check(&doc, kind, services) {
+                Ok(c) => canaries.push(c),
+                Err(errors) => reject(&label, errors, &mut self.rejected),
+            }
+        }
         if !self.errors.is_empty() {
             // Everything wrong at once: the fatal errors, then the rejections.
             self.errors.append(&mut self.rejected);
@@ -582,6 +615,7 @@ impl Loader {
             }),
             unsupported: self.unsupported,
             rejected: self.rejected,
+            canaries,
         })
     }
 }

@@ -171,6 +171,7 @@ fn no_mesh_document_is_no_mesh() {
             mesh: None,
             unsupported: vec![],
             rejected: vec![],
+            canaries: vec![],
         }
     );
 }
@@ -1063,6 +1064,7 @@ spec:
             mesh: None,
             unsupported: vec![],
             rejected: vec![],
+            canaries: vec![],
         }
     );
 }

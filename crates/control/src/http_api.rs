@@ -239,6 +239,30 @@ impl Api {
         }
     }
 
+    /// `POST /canaries/NAMESPACE/NAME/ACTION` (pause, resume, abort, promote): the rollout's
+    /// state once the action is in force.
+    async fn canary_action(&self, path: &str) -> Response<Full<Bytes>> {
+        use crate::canary::{act, Action, ActionError};
+        let parts: Vec<&str> = path["/canaries/".len()..].split('/').collect();
+        let [ns, name, action] = parts.as_slice() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "POST /canaries/NAMESPACE/NAME/pause|resume|abort|promote\n".into(),
+            );
+        };
+        let Some(action) = Action::parse(action) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no action {action:?}: pause, resume, abort or promote\n"),
+            );
+        };
+        match act(self, ns, name, action).await {
+            Ok(state) => json(&state),
+            Err(e @ ActionError::NoSuch(_)) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        }
+    }
+
     /// `GET /status`, with the shared store's replicas and members' health when there is one.
     async fn status(&self) -> Response<Full<Bytes>> {
         let mut st = status::build(&self.registry, self.control, self.api);
@@ -260,6 +284,7 @@ impl Api {
             }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
             (&Method::GET, "/resources") => json(&self.resources.stated()),
+            (&Method::GET, "/canaries") => json(&crate::canary::views(&self.resources.current())),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             // The mesh's trust anchors, for a proxy started by hand (`--trust-anchors-file`).
             (&Method::GET, "/ca/bundle") => match &self.ca {
@@ -343,6 +368,10 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(req).await,
                         (&Method::GET, "/status") => api.status().await,
+                        (&Method::POST, path) if path.starts_with("/canaries/") => {
+                            let path = path.to_string();
+                            api.canary_action(&path).await
+                        }
                         (_, path) if path == "/hosts" || path.starts_with("/hosts/") => {
                             api.hosts_request(req).await
                         }

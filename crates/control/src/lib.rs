@@ -17,12 +17,15 @@
 //!   `hosts_api`: their `/hosts/…` calls.
 //! - [`etcd`]: etcd as the store of several control-plane replicas: resources, registrations,
 //!   the sealed CA root.
+//! - [`canary`]: the canary controller: progressive rollouts (`kind: Canary`) moved step by
+//!   step on the proxies' metrics, with rollback; `GET /canaries`, `POST /canaries/…`.
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
 //! - `ca_api`: `POST /ca/{prepare,activate,retire}`, root rotation without downtime.
 
 pub mod ca;
 mod ca_api;
+pub mod canary;
 pub mod etcd;
 pub mod hosts;
 mod hosts_api;

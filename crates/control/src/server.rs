@@ -128,6 +128,7 @@ impl ControlPlane {
             store,
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));
+        tokio::spawn(crate::canary::run(api_state.clone(), shutdown.clone()));
         Ok(ControlPlane {
             registry,
             grpc,

@@ -77,6 +77,9 @@ pub enum Refused {
     },
     /// The backend could not keep it.
     Backend(BackendError),
+    /// It changes a resource a rollout manages (the canary controller owns it): the message
+    /// names it and what to do instead.
+    Owned(String),
 }
 
 impl std::fmt::Display for Refused {
@@ -108,6 +111,7 @@ impl std::fmt::Display for Refused {
                 f.write_str(&lines.join("\n"))
             }
             Refused::Backend(e) => write!(f, "{e}"),
+            Refused::Owned(why) => f.write_str(why),
         }
     }
 }
@@ -142,10 +146,54 @@ impl Resources {
     }
 
     /// Removes the resources keyed as `gone`, adds or replaces `new`, and puts the result in
-    /// force if it validates and every resource of `new` is honoured.
+    /// force if it validates and every resource of `new` is honoured. A resource a rollout
+    /// manages (see [`crate::canary`]) is refused to this path.
     pub async fn change(&self, gone: &[Resource], new: Vec<Resource>) -> Result<Changed, Refused> {
         let _one_at_a_time = self.changing.lock().await;
         let current = self.backend.load();
+        for r in gone.iter().chain(&new) {
+            let owned = current
+                .resources
+                .iter()
+                .find(|o| o.key() == r.key())
+                .and_then(|o| crate::canary::owner_of(o).map(|owner| (o, owner)));
+            if let Some((o, owner)) = owned {
+                return Err(Refused::Owned(format!(
+                    "{}:{}: {} {}/{} is managed by Canary {owner} while it exists: move its traffic with `weft canary promote|abort|pause`, or delete the Canary first",
+                    r.file.display(),
+                    r.first_line,
+                    o.kind,
+                    o.namespace,
+                    o.name
+                )));
+            }
+        }
+        self.put(current, gone, new).await
+    }
+
+    /// Changes the resources as `decide` says, given those in force (`None`: no change), with
+    /// no other change in between: how the canary controller moves a rollout's routes (its own
+    /// resources, which [`Resources::change`] refuses to others).
+    pub async fn update<F>(&self, decide: F) -> Result<Option<Changed>, Refused>
+    where
+        F: FnOnce(&config::Store) -> Option<(Vec<Resource>, Vec<Resource>)>,
+    {
+        let _one_at_a_time = self.changing.lock().await;
+        let current = self.backend.load();
+        match decide(&current) {
+            None => Ok(None),
+            Some((gone, new)) => self.put(current, &gone, new).await.map(Some),
+        }
+    }
+
+    /// Validates `current` with `gone` removed and `new` applied, and keeps it (the caller
+    /// holds `changing`).
+    async fn put(
+        &self,
+        current: config::Store,
+        gone: &[Resource],
+        new: Vec<Resource>,
+    ) -> Result<Changed, Refused> {
         let base = current.deleted(gone);
         let next = base.applied(new.clone());
         let loaded = next.load().map_err(Refused::Invalid)?;

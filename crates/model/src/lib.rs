@@ -9,11 +9,13 @@
 //! - [`security`]: mTLS modes, authorization policies and JWT rules, with their scopes.
 //! - [`egress`]: which services a workload's proxy is told about (Istio Sidecar `egress.hosts`).
 //! - [`tap`]: one request as a proxy's live tap reports it.
+//! - [`canary`]: progressive rollouts (`kind: Canary`) and the state the controller keeps.
 //! - [`credential`]: checking the admin credential (`Authorization: Bearer`).
 //! - [`valid`]: the value checks `config`, the control plane and the proxy share (header names
 //!   and values, URIs, regexes, numeric ranges, whole routes, policies and JWT rules), and
 //!   [`jwks`]: the JWKS key sets they verify tokens with.
 
+pub mod canary;
 pub mod credential;
 pub mod egress;
 pub mod jwks;

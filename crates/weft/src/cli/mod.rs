@@ -3,6 +3,7 @@
 mod apply;
 mod bench;
 mod ca;
+mod canary;
 mod check;
 mod doctor;
 mod edges;
@@ -85,6 +86,10 @@ enum Cmd {
     Tap(tap::TapArgs),
     /// The busiest paths of a service, live (a terminal view)
     Top(top::TopArgs),
+    /// Progressive rollouts run by the control plane: start, status, pause, resume, abort,
+    /// promote
+    #[command(subcommand)]
+    Canary(canary::CanaryCmd),
     /// Generate HTTP load: fixed rate (coordinated-omission corrected) or max throughput
     Load(load::LoadArgs),
     /// Benchmark: direct vs weft's two-hop path vs Envoy's, interleaved rounds, medians
@@ -319,6 +324,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Stat(a) => stat::run(a),
         Cmd::Tap(a) => tap::run(a),
         Cmd::Top(a) => top::run(a),
+        Cmd::Canary(c) => canary::run(c),
         Cmd::Bench(a) => bench::run(a),
         Cmd::FleetSim(a) => fleet_sim::run(a),
         Cmd::Demo(DemoCmd::Echo(a)) => echo(a),

@@ -1,0 +1,152 @@
+//! Judging a rollout's new version: the destination-side metrics (what its replicas'
+//! sidecars counted as received, so a client's retries cannot hide a failure) of the replicas
+//! of both versions, read from their proxies' admin `/metrics` at two moments, compared with
+//! the thresholds.
+
+use crate::registry::ProxyRecord;
+use model::canary::{Canary, Judged, Target};
+use stat::{Kind, Reading, Replica};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long one proxy's `/metrics` may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which version a replica serves, if it is one of the rollout's.
+pub fn version_of(c: &Canary, p: &ProxyRecord) -> Option<String> {
+    let n = &p.node;
+    if n.namespace != c.namespace || n.mode == "ingress" {
+        return None;
+    }
+    match &c.target {
+        Target::Subsets { service } => {
+            let name = service.split('.').next().unwrap_or(service);
+            (n.service == name)
+                .then(|| n.labels.get("version").cloned())
+                .flatten()
+                .filter(|v| *v == c.from || *v == c.to)
+        }
+        Target::HttpRoute { .. } | Target::TrafficSplit { .. } => [&c.from, &c.to]
+            .into_iter()
+            .find(|v| **v == n.service)
+            .cloned(),
+    }
+}
+
+/// The rollout's replicas: their stat rows' keys, by version.
+pub fn replicas(c: &Canary, proxies: &[ProxyRecord]) -> Vec<(String, Replica, String)> {
+    proxies
+        .iter()
+        .filter_map(|p| {
+            let version = version_of(c, p)?;
+            let admin = p.node.admin?;
+            Some((
+                version,
+                Replica {
+                    namespace: p.node.namespace.clone(),
+                    service: p.node.service.clone(),
+                    workload: p.node.workload.clone(),
+                    ready: p.ready,
+                    proxy: p.node.instance.clone(),
+                },
+                format!("http://{admin}/metrics"),
+            ))
+        })
+        .collect()
+}
+
+/// Reads every replica's `/metrics` (those that do not answer in time are left out).
+pub async fn read(urls: &[(String, String)]) -> HashMap<String, Reading> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let reads = urls.iter().map(|(proxy, url)| {
+        let client = client.clone();
+        async move {
+            let uri: http::Uri = url.parse().ok()?;
+            let got = tokio::time::timeout(READ_TIMEOUT, async {
+                use http_body_util::BodyExt;
+                let rsp = client.get(uri).await.ok()?;
+                let body = rsp.into_body().collect().await.ok()?.to_bytes();
+                Reading::parse(std::str::from_utf8(&body).ok()?).ok()
+            })
+            .await
+            .ok()
+            .flatten()?;
+            Some((proxy.clone(), got))
+        }
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The new version's figures between `before` and `after` (`secs` apart), judged.
+pub fn judge(
+    c: &Canary,
+    replicas: &[(String, Replica, String)],
+    before: &HashMap<String, Reading>,
+    after: &HashMap<String, Reading>,
+    secs: f64,
+    now_ms: u64,
+) -> Judged {
+    let (kind, row_of): (Kind, fn(&Replica) -> String) = match c.target {
+        Target::Subsets { .. } => (Kind::Workload, |r| r.workload.clone()),
+        _ => (Kind::Service, |r| r.service.clone()),
+    };
+    let mine: Vec<Replica> = replicas
+        .iter()
+        .filter(|(v, _, _)| *v == c.to)
+        .map(|(_, r, _)| r.clone())
+        .collect();
+    let names: Vec<String> = mine.iter().map(row_of).collect();
+    let rows = stat::rows(kind, &mine, before, after, secs);
+    let (mut requests, mut failed, mut p99) = (0u64, 0u64, None::<f64>);
+    for row in rows.iter().filter(|r| names.contains(&r.name)) {
+        requests += row.requests;
+        failed += row.failed;
+        if let Some(l) = &row.latency_ms {
+            // Several workloads of one version: the slowest one's p99 (conservative).
+            p99 = Some(p99.map_or(l.p99, |p: f64| p.max(l.p99)));
+        }
+    }
+    let error_rate = (requests > 0).then(|| failed as f64 / requests as f64);
+    let mut reasons = Vec::new();
+    let a = &c.analysis;
+    let verdict = if requests < a.min_requests.max(1) {
+        reasons.push(format!(
+            "{requests} requests to {} in {secs:.0}s, fewer than the {} an analysis needs",
+            c.to, a.min_requests
+        ));
+        "waiting"
+    } else {
+        if let Some(rate) = error_rate.filter(|r| *r > a.max_error_rate) {
+            reasons.push(format!(
+                "error rate {:.2}% is over {:.2}% ({failed} of {requests} failed)",
+                rate * 100.0,
+                a.max_error_rate * 100.0
+            ));
+        }
+        if let (Some(max), Some(p)) = (a.max_p99, p99) {
+            let max_ms = max.as_secs_f64() * 1000.0;
+            if p > max_ms {
+                reasons.push(format!("p99 {p:.0} ms is over {max_ms:.0} ms"));
+            }
+        }
+        if reasons.is_empty() {
+            "passed"
+        } else {
+            "failed"
+        }
+    };
+    Judged {
+        at_ms: now_ms,
+        requests,
+        failed,
+        error_rate,
+        p99_ms: p99,
+        verdict: verdict.into(),
+        reasons,
+    }
+}
