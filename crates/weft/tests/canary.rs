@@ -598,3 +598,217 @@ async fn a_canary_resource_is_checked_field_by_field() {
         serde_json::from_str(&mesh.weft_ok(&["canary", "status", "-o", "json"])).unwrap();
     assert_eq!(all, serde_json::json!([]));
 }
+
+/// The control plane restarted mid-rollout: `weft control` over etcd, SIGKILLed at the second
+/// step and started again on the same store and ports; the rollout goes on from that step
+/// (its history intact) and completes, the proxies serving meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_control_plane_resumes_the_rollout_at_the_same_step() {
+    use common::etcd::{credentials, proxy, Cluster, Proc, Replica};
+    let etcd = Cluster::start(1);
+    let store = etcd.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh_file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: rollout}
+spec:
+  services:
+  - name: echo
+    port: 80
+    workloads:
+    - {name: echo-v1, replicas: 1, labels: {app: echo, version: v1}, command: [weft, demo, echo]}
+    - {name: echo-v2, replicas: 1, labels: {app: echo, version: v2}, command: [weft, demo, echo]}
+  - name: client
+    port: 80
+",
+    )
+    .unwrap();
+    let (grpc, api) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut control = Replica::start_on(&store, &[&mesh_file], &grpc, &api, &[]);
+    let home = tempfile::tempdir().unwrap();
+    // echo v1 and v2, each an app behind its sidecar, and a client proxy to send through.
+    let mut keep: Vec<Proc> = Vec::new();
+    for version in ["v1", "v2"] {
+        let port = free_port();
+        keep.push(Proc(
+            std::process::Command::new(WEFT)
+                .args(["demo", "echo", "--service", "echo", "--version", version])
+                .args(["--port", &port.to_string()])
+                .env("WEFT_LOG", "warn")
+                .spawn()
+                .unwrap(),
+        ));
+        let (token, bundle) = credentials(
+            &control,
+            "spiffe://cluster.local/ns/default/sa/echo",
+            dir.path(),
+        );
+        let (p, _) = proxy(
+            home.path(),
+            &[control.grpc],
+            &[
+                "--mode",
+                "sidecar",
+                "--service",
+                "echo",
+                "--workload",
+                &format!("echo-{version}"),
+                "--instance",
+                &format!("echo-{version}-0"),
+                "--label",
+                "app=echo",
+                "--label",
+                &format!("version={version}"),
+                "--app",
+                &format!("127.0.0.1:{port}"),
+                "--inbound",
+                "127.0.0.1:0",
+                "--join-token-file",
+                &token,
+                "--trust-anchors-file",
+                &bundle,
+            ],
+        );
+        keep.push(p);
+    }
+    let (token, bundle) = credentials(
+        &control,
+        "spiffe://cluster.local/ns/default/sa/client",
+        dir.path(),
+    );
+    let (_client, bound) = proxy(
+        home.path(),
+        &[control.grpc],
+        &[
+            "--mode",
+            "client",
+            "--service",
+            "client",
+            "--instance",
+            "client-0",
+            "--outbound",
+            "127.0.0.1:0",
+            "--join-token-file",
+            &token,
+            "--trust-anchors-file",
+            &bundle,
+        ],
+    );
+    let outbound: std::net::SocketAddr = bound["outbound"].as_str().unwrap().parse().unwrap();
+    until("both versions routable", Duration::from_secs(30), || {
+        let c = client();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                if let Ok(r) = get(&c, outbound, "echo", "/").await {
+                    if r.status == 200 {
+                        seen.insert(r.body["version"].as_str().unwrap_or("").to_string());
+                    }
+                }
+            }
+            seen.len() == 2
+        }
+    })
+    .await;
+    // Steady load through the client proxy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(0usize));
+    let loops: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, failures) = (stop.clone(), failures.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match get(&c, outbound, "echo", "/").await {
+                        Ok(r) if r.status == 200 => {}
+                        _ => *failures.lock().unwrap() += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    let canary = |c: &Replica, args: &[&str]| {
+        let out = c.weft(&[&["canary"], args].concat());
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.stderr.lock().unwrap()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    canary(
+        &control,
+        &[
+            "start",
+            "echo",
+            "--from",
+            "v1",
+            "--to",
+            "v2",
+            "--steps",
+            "10,25,50,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "20",
+        ],
+    );
+    let status_of = |c: &Replica| -> Value {
+        serde_json::from_str(&canary(c, &["status", "echo", "-o", "json"])).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let v = status_of(&control);
+        if v["state"]["weight"] == 25 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never reached 25%: {v:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    control.kill();
+    let control = Replica::start_on(&store, &[&mesh_file], &grpc, &api, &[]);
+    // The same step, the same history.
+    let after = status_of(&control);
+    assert_eq!(after["state"]["weight"], 25, "{after:#}");
+    assert_eq!(after["state"]["started_ms"], before["state"]["started_ms"]);
+    assert_eq!(after["state"]["history"], before["state"]["history"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let v = status_of(&control);
+        if phase(&v) == "succeeded" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not promoted after the restart: {v:#}\n{}",
+            control.stderr.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let _ = l.await;
+    }
+    let weights: Vec<u64> = done["state"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["phase"] != "initializing")
+        .map(|e| e["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [10, 25, 50, 100], "{done:#}");
+    assert_eq!(
+        *failures.lock().unwrap(),
+        0,
+        "requests failed across the restart"
+    );
+}

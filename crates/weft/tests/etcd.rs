@@ -4,22 +4,13 @@
 
 mod common;
 
-use common::etcd::{Cluster, Replica, DENY_SECRET};
+use common::etcd::{credentials, proxy, Cluster, Proc, Replica, DENY_SECRET};
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const MESH: &str = "apiVersion: weft.dev/v1alpha1
 kind: Mesh
@@ -34,33 +25,6 @@ spec:
   - name: client
     port: 80
 ";
-
-/// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound.
-/// [`join_credentials`] from `replica`'s API, with the admin credential its WEFT_HOME holds.
-fn credentials(replica: &Replica, identity: &str, dir: &Path) -> (String, String) {
-    let token_file = replica.home.path().join("meshes/fleet.token");
-    join_credentials(&replica.api.to_string(), &token_file, identity, dir)
-}
-
-fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_json::Value) {
-    let controls: Vec<String> = controls.iter().map(|c| c.to_string()).collect();
-    let mut child = Command::new(WEFT)
-        .arg("proxy")
-        .args(["--control", &controls.join(",")])
-        .args(args)
-        .env("WEFT_HOME", home)
-        .env("WEFT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bound = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    (Proc(child), bound)
-}
 
 /// Runs `weft proxy ARGS` until it logs that the CA refused its join token (then stops it);
 /// returns its log.

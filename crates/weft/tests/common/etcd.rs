@@ -280,3 +280,47 @@ spec:
   rules:
   - to: [{operation: {paths: [\"/secret\"]}}]
 ";
+
+/// A process stopped (SIGKILL) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`super::join_credentials`] from `replica`'s API, with the admin credential its WEFT_HOME
+/// holds (the one mesh it serves).
+pub fn credentials(replica: &Replica, identity: &str, dir: &Path) -> (String, String) {
+    let token_file = std::fs::read_dir(replica.home.path().join("meshes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "token"))
+        .expect("the replica's admin credential");
+    super::join_credentials(&replica.api.to_string(), &token_file, identity, dir)
+}
+
+/// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound
+/// (the JSON line it prints).
+pub fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_json::Value) {
+    let controls: Vec<String> = controls.iter().map(|c| c.to_string()).collect();
+    let mut child = Command::new(super::WEFT)
+        .arg("proxy")
+        .args(["--control", &controls.join(",")])
+        .args(args)
+        .env("WEFT_HOME", home)
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bound = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    (Proc(child), bound)
+}
