@@ -812,3 +812,162 @@ spec:
         "requests failed across the restart"
     );
 }
+
+/// Rollouts on the other traffic-splitting APIs: an SMI TrafficSplit's backends (clients
+/// call the apex through the ingress) and a Gateway API HTTPRoute's (GAMMA: a route on the
+/// apex Service, for calls made inside the mesh, here by `front`), both moved to 50% and then
+/// promoted, each step's share within 7 points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_move_traffic_split_and_http_route_backends() {
+    let echo = |svc: &str, v: &str| {
+        format!("  - name: {svc}-{v}\n    port: 80\n    workloads:\n    - {{name: {svc}-{v}, labels: {{app: {svc}, version: {v}}}, replicas: 1, command: [weft, demo, echo, --service, {svc}, --version, {v}]}}\n")
+    };
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: apis}}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: web\n    port: 80\n  - name: api\n    port: 80\n  - name: front\n    port: 80\n    workloads:\n    - {{name: front, labels: {{app: front}}, replicas: 1, command: [weft, demo, echo, --service, front]}}\n{}{}{}{}---
+apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata: {{name: web, namespace: default}}
+spec:
+  service: web
+  backends:
+  - {{service: web-v1, weight: 100}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: api, namespace: default}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: api, port: 80}}]
+  rules:
+  - backendRefs: [{{name: api-v1, port: 80}}]
+",
+        echo("web", "v1"),
+        echo("web", "v2"),
+        echo("api", "v1"),
+        echo("api", "v2"),
+    );
+    let mesh = Mesh::up(&yaml);
+    let seen: Arc<Mutex<Vec<(u64, &'static str, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = [
+        ("web", "/"),
+        ("front", "/fetch?url=http://api/"),
+        ("web", "/"),
+        ("front", "/fetch?url=http://api/"),
+    ]
+    .into_iter()
+    .map(|(host, path)| {
+        let (seen, stop, ingress) = (seen.clone(), stop.clone(), mesh.ingress);
+        tokio::spawn(async move {
+            let c = client();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(r) = get(&c, ingress, host, path).await {
+                    let body = if host == "web" {
+                        &r.body
+                    } else {
+                        &r.body["downstream"]["body"]
+                    };
+                    let v = body["version"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().push((now_ms(), host, v));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    })
+    .collect();
+    let common_args = [
+        "--steps",
+        "50,100",
+        "--interval",
+        "3s",
+        "--min-requests",
+        "20",
+    ];
+    mesh.weft_ok(
+        &[
+            &[
+                "canary",
+                "start",
+                "web",
+                "--traffic-split",
+                "web",
+                "--from",
+                "web-v1",
+                "--to",
+                "web-v2",
+            ][..],
+            &common_args,
+        ]
+        .concat(),
+    );
+    mesh.weft_ok(
+        &[
+            &[
+                "canary",
+                "start",
+                "api",
+                "--http-route",
+                "api",
+                "--from",
+                "api-v1",
+                "--to",
+                "api-v2",
+            ][..],
+            &common_args,
+        ]
+        .concat(),
+    );
+    let status_of = |name: &str| -> Value {
+        serde_json::from_str(&mesh.weft_ok(&["canary", "status", name, "-o", "json"])).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (web, api) = loop {
+        let (web, api) = (status_of("web"), status_of("api"));
+        if phase(&web) == "succeeded" && phase(&api) == "succeeded" {
+            break (web, api);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web: {web:#}\napi: {api:#}\n{}",
+            mesh.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(web["route"], "TrafficSplit default/web");
+    assert_eq!(api["route"], "HTTPRoute default/api");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let _ = l.await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    for (host, status, prefix) in [("web", &web, "web"), ("front", &api, "api")] {
+        let history = status["state"]["history"].as_array().unwrap();
+        let at = |w: u64| {
+            history
+                .iter()
+                .find(|e| e["weight"] == w && e["phase"] != "initializing")
+                .map(|e| e["at_ms"].as_u64().unwrap())
+                .unwrap_or_else(|| panic!("{host}: no step at {w}%: {history:#?}"))
+        };
+        let (half, full) = (at(50), at(100));
+        let share = |from: u64, to: u64| {
+            let window: Vec<_> = seen
+                .iter()
+                .filter(|(t, h, _)| *h == host && *t >= from && *t < to)
+                .collect();
+            let v2 = window.iter().filter(|(_, _, v)| *v == "v2").count();
+            (100.0 * v2 as f64 / window.len().max(1) as f64, window.len())
+        };
+        let (s, n) = share(half + 300, full);
+        assert!(
+            n >= 100 && (s - 50.0).abs() <= 7.0,
+            "{prefix} at 50%: v2 had {s:.1}% of {n}"
+        );
+        let (s, n) = share(full + 300, u64::MAX);
+        assert!(
+            n >= 20 && s == 100.0,
+            "{prefix} at 100%: v2 had {s:.1}% of {n}"
+        );
+    }
+}

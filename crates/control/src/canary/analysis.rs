@@ -150,3 +150,106 @@ pub fn judge(
         reasons,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::canary::Analysis;
+
+    fn canary() -> Canary {
+        Canary {
+            namespace: "default".into(),
+            name: "greeter".into(),
+            target: Target::Subsets {
+                service: "greeter".into(),
+            },
+            from: "v1".into(),
+            to: "v2".into(),
+            steps: vec![10, 100],
+            interval: Duration::from_secs(10),
+            analysis: Analysis {
+                max_error_rate: 0.05,
+                max_p99: Some(Duration::from_millis(100)),
+                min_requests: 50,
+                failed_checks: 1,
+            },
+            ab: None,
+            pre_rollout: None,
+            pre_promotion: None,
+        }
+    }
+
+    /// A gRPC server's sidecar: `ok` calls answered grpc-status 0 and `unavailable` answered
+    /// 14 — all of them HTTP 200 — in 5 ms.
+    fn metrics(workload: &str, ok: u64, unavailable: u64) -> Reading {
+        let labels = |grpc: &str| {
+            format!("reporter=\"destination\",destination_service_name=\"greeter\",destination_service_namespace=\"default\",destination_workload=\"{workload}\",destination_workload_namespace=\"default\",response_code=\"200\",grpc_response_status=\"{grpc}\",request_protocol=\"grpc\"")
+        };
+        let mut t = String::new();
+        for (grpc, n) in [("0", ok), ("14", unavailable)] {
+            t += &format!("istio_requests_total{{{}}} {n}\n", labels(grpc));
+            for le in ["1.0", "5.0", "10.0", "+Inf"] {
+                let count = if le == "1.0" { 0 } else { n };
+                t += &format!(
+                    "istio_request_duration_milliseconds_bucket{{le=\"{le}\",{}}} {count}\n",
+                    labels(grpc)
+                );
+            }
+        }
+        Reading::parse(&t).unwrap()
+    }
+
+    fn replicas() -> Vec<(String, Replica, String)> {
+        ["v1", "v2"]
+            .into_iter()
+            .map(|v| {
+                (
+                    v.to_string(),
+                    Replica {
+                        namespace: "default".into(),
+                        service: "greeter".into(),
+                        workload: format!("greeter-{v}"),
+                        ready: true,
+                        proxy: format!("greeter-{v}-0"),
+                    },
+                    String::new(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grpc_calls_are_judged_by_their_grpc_status_not_their_http_status() {
+        let c = canary();
+        let before: HashMap<String, Reading> = [
+            ("greeter-v1-0".to_string(), metrics("greeter-v1", 0, 0)),
+            ("greeter-v2-0".to_string(), metrics("greeter-v2", 0, 0)),
+        ]
+        .into();
+        // v1's failures do not count against v2; v2's UNAVAILABLE answers (HTTP 200) do.
+        let after: HashMap<String, Reading> = [
+            ("greeter-v1-0".to_string(), metrics("greeter-v1", 10, 90)),
+            ("greeter-v2-0".to_string(), metrics("greeter-v2", 90, 10)),
+        ]
+        .into();
+        let j = judge(&c, &replicas(), &before, &after, 10.0, 1);
+        assert_eq!((j.requests, j.failed), (100, 10));
+        assert_eq!(j.verdict, "failed", "{j:?}");
+        assert!(
+            j.reasons[0].contains("error rate 10.00% is over 5.00%"),
+            "{j:?}"
+        );
+        assert!(j.p99_ms.unwrap() <= 5.0, "{j:?}");
+        // Healthy, but too few calls: not judged yet.
+        let few: HashMap<String, Reading> =
+            [("greeter-v2-0".to_string(), metrics("greeter-v2", 20, 0))].into();
+        let j = judge(&c, &replicas(), &before, &few, 10.0, 1);
+        assert_eq!(j.verdict, "waiting", "{j:?}");
+        let many: HashMap<String, Reading> =
+            [("greeter-v2-0".to_string(), metrics("greeter-v2", 200, 1))].into();
+        assert_eq!(
+            judge(&c, &replicas(), &before, &many, 10.0, 1).verdict,
+            "passed"
+        );
+    }
+}

@@ -434,3 +434,131 @@ pub fn plan(
 
 /// The name of the VirtualService rule the A/B phase adds.
 const AB_RULE: &str = "canary-ab";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::canary::{Analysis, Phase};
+    use std::path::Path;
+    use std::time::Duration;
+
+    const SHOP: &str = "apiVersion: weft.dev/v1alpha1
+kind: Mesh
+metadata: {name: shop}
+spec:
+  services:
+  - name: payment
+    port: 80
+    workloads:
+    - {name: payment-v1, labels: {app: payment, version: v1}, replicas: 1, command: [x]}
+    - {name: payment-v2, labels: {app: payment, version: v2}, replicas: 1, command: [x]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: payment, namespace: default}
+spec:
+  hosts: [payment]
+  http:
+  - route:
+    - {destination: {host: payment, subset: stable}, weight: 100}
+    timeout: 10s
+    retries: {attempts: 5, perTryTimeout: 2s, retryOn: \"5xx\"}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payment, namespace: default}
+spec:
+  host: payment
+  subsets:
+  - {name: stable, labels: {version: v1}}
+";
+
+    fn canary(ab: bool) -> Canary {
+        Canary {
+            namespace: "default".into(),
+            name: "payment".into(),
+            target: Target::Subsets {
+                service: "payment".into(),
+            },
+            from: "v1".into(),
+            to: "v2".into(),
+            steps: vec![25, 100],
+            interval: Duration::from_secs(5),
+            analysis: Analysis::default(),
+            ab: ab.then(|| model::canary::AbPhase {
+                header: "x-canary".into(),
+                value: "true".into(),
+                duration: Duration::from_secs(5),
+            }),
+            pre_rollout: None,
+            pre_promotion: None,
+        }
+    }
+
+    #[test]
+    fn the_services_virtual_service_is_taken_over_with_its_retries_and_subsets_completed() {
+        let store = config::Store {
+            resources: config::resources(Path::new("shop.yaml"), SHOP),
+        };
+        let mut state = RolloutState::new(1);
+        state.enter(Phase::Testing, 25, 2, "x");
+        state.ab = true;
+        let c = canary(true);
+        let new = plan(&store, &c, &state).unwrap();
+        // The DestinationRule gains a subset for v2 (v1's is `stable`); the VirtualService
+        // keeps its name, timeout and retries, and gets the weights and the A/B rule.
+        let kinds: Vec<(&str, &str)> = new
+            .iter()
+            .map(|r| (r.kind.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("DestinationRule", "payment"),
+                ("VirtualService", "payment")
+            ]
+        );
+        let next = store.applied(new.clone());
+        let loaded = next.load().unwrap();
+        assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
+        let vs: Value = serde_yaml_ng::from_str(&new[1].text).unwrap();
+        let http = vs["spec"]["http"].as_sequence().unwrap();
+        assert_eq!(http.len(), 2);
+        assert_eq!(http[0]["name"].as_str(), Some(AB_RULE));
+        assert_eq!(
+            http[0]["match"][0]["headers"]["x-canary"]["exact"].as_str(),
+            Some("true")
+        );
+        assert_eq!(
+            http[1]["route"][0]["destination"]["subset"].as_str(),
+            Some("stable")
+        );
+        assert_eq!(http[1]["route"][0]["weight"].as_u64(), Some(75));
+        assert_eq!(
+            http[1]["route"][1]["destination"]["subset"].as_str(),
+            Some("v2")
+        );
+        assert_eq!(http[1]["route"][1]["weight"].as_u64(), Some(25));
+        assert_eq!(http[1]["retries"]["attempts"].as_u64(), Some(5));
+        assert_eq!(http[0]["timeout"].as_str(), Some("10s"));
+        // Owned, with its state; a second plan (A/B over) removes the A/B rule.
+        assert_eq!(owner_of(&new[1]).as_deref(), Some("default/payment"));
+        let (_, kept) = state_in(&next, "default/payment").unwrap();
+        assert_eq!(kept, state);
+        state.ab = false;
+        let again = plan(&next, &c, &state).unwrap();
+        assert_eq!(again.len(), 1, "the subsets are there now");
+        let vs: Value = serde_yaml_ng::from_str(&again[0].text).unwrap();
+        assert_eq!(vs["spec"]["http"].as_sequence().unwrap().len(), 1);
+        // Once the Canary is gone, its route is released as it stands.
+        let after = next.applied(again);
+        let released = orphans(&after, &[]);
+        assert_eq!(released.len(), 1);
+        assert_eq!(owner_of(&released[0]), None);
+        assert!(
+            released[0].text.contains("weight: 25"),
+            "{}",
+            released[0].text
+        );
+    }
+}
