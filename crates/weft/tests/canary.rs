@@ -846,7 +846,9 @@ spec:
         echo("api", "v2"),
     );
     let mesh = Mesh::up(&yaml);
-    let seen: Arc<Mutex<Vec<(u64, &'static str, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    // (when, which host was called, which version answered)
+    type Answers = Arc<Mutex<Vec<(u64, &'static str, String)>>>;
+    let seen: Answers = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let loops: Vec<_> = [
         ("web", "/"),
