@@ -380,6 +380,42 @@ async fn the_built_in_mesh_is_the_shop() {
     assert_eq!(mine.body[0]["id"], o["id"], "{}", mine.text);
 }
 
+/// examples/canary/rollout: `weft up` with a Canary and its own traffic runs the whole
+/// rollout by itself (here with 2 s steps in place of 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["mesh.yaml", "canary.yaml"] {
+        let text = std::fs::read_to_string(example_dir("canary").join("rollout").join(f))
+            .unwrap()
+            .replace("interval: 15s", "interval: 2s")
+            .replace("minRequests: 50", "minRequests: 10");
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let mesh = Mesh::up_dir_with(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let v: Value =
+            serde_json::from_str(&mesh.weft_ok(&["canary", "status", "echo", "-o", "json"]))
+                .unwrap();
+        if v["state"]["phase"] == "succeeded" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v:#}\n{}", mesh.stderr());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let weights: Vec<u64> = done["state"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["phase"] != "initializing")
+        .map(|e| e["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [10, 25, 50, 100], "{done:#}");
+    let answers = ok_gets(&mesh, "echo", "/", &[], 50).await;
+    assert!(answers.iter().all(|a| a.version() == "v2"));
+}
+
 /// examples/shop as files: the pages answer through the ingress, the demo account logs in,
 /// orders need its token (tests/shop.rs places them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

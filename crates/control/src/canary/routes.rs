@@ -280,11 +280,19 @@ pub fn plan(
                 if http.is_empty() {
                     http.push(map(vec![]));
                 }
+                // The rules the weights go in: those that match every request (a rule
+                // for some requests only — a header, a user — keeps its destination), or every
+                // rule when all of them match some requests only.
+                let routable = |rule: &Value| {
+                    !(rule.get("redirect").is_some() || rule.get("directResponse").is_some())
+                };
+                let catch_all = |rule: &Value| routable(rule) && rule.get("match").is_none();
+                let any_catch_all = http.iter().any(catch_all);
                 for rule in http.iter_mut() {
+                    if !(catch_all(rule) || (!any_catch_all && routable(rule))) {
+                        continue;
+                    }
                     if let Some(m) = rule.as_mapping_mut() {
-                        if m.contains_key("redirect") || m.contains_key("directResponse") {
-                            continue;
-                        }
                         m.insert(
                             s("route"),
                             Value::Sequence(vec![
@@ -295,9 +303,13 @@ pub fn plan(
                     }
                 }
                 if let (true, Some(ab)) = (state.ab, &c.ab) {
-                    // The header's requests to the new version, with the first rule's
+                    // The header's requests to the new version, with the catch-all rule's
                     // timeout and retries.
-                    let mut rule = http[0].as_mapping().cloned().unwrap_or_default();
+                    let template = http
+                        .iter()
+                        .find(|r| r.get("match").is_none())
+                        .unwrap_or(&http[0]);
+                    let mut rule = template.as_mapping().cloned().unwrap_or_default();
                     rule.remove("match");
                     rule.insert(s("name"), s(AB_RULE));
                     rule.insert(
@@ -459,6 +471,9 @@ metadata: {name: payment, namespace: default}
 spec:
   hosts: [payment]
   http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route:
+    - {destination: {host: payment, subset: stable}}
   - route:
     - {destination: {host: payment, subset: stable}, weight: 100}
     timeout: 10s
@@ -523,7 +538,14 @@ spec:
         assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
         let vs: Value = serde_yaml_ng::from_str(&new[1].text).unwrap();
         let http = vs["spec"]["http"].as_sequence().unwrap();
-        assert_eq!(http.len(), 2);
+        assert_eq!(http.len(), 3);
+        // jason's rule keeps its destination.
+        assert_eq!(http[1]["route"].as_sequence().unwrap().len(), 1);
+        assert_eq!(
+            http[1]["route"][0]["destination"]["subset"].as_str(),
+            Some("stable")
+        );
+        let http: Vec<Value> = [&http[0], &http[2]].into_iter().cloned().collect();
         assert_eq!(http[0]["name"].as_str(), Some(AB_RULE));
         assert_eq!(
             http[0]["match"][0]["headers"]["x-canary"]["exact"].as_str(),
@@ -549,7 +571,7 @@ spec:
         let again = plan(&next, &c, &state).unwrap();
         assert_eq!(again.len(), 1, "the subsets are there now");
         let vs: Value = serde_yaml_ng::from_str(&again[0].text).unwrap();
-        assert_eq!(vs["spec"]["http"].as_sequence().unwrap().len(), 1);
+        assert_eq!(vs["spec"]["http"].as_sequence().unwrap().len(), 2);
         // Once the Canary is gone, its route is released as it stands.
         let after = next.applied(again);
         let released = orphans(&after, &[]);

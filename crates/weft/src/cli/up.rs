@@ -246,6 +246,8 @@ Try, in another terminal:
   {weft} load --rate 50 --duration 30s http://{ingress}/         the product page under load
   {weft} apply -f examples/shop/steps/resilience-faults.yaml   the mesh fails 30% of payments
   {weft} apply -f examples/shop/steps/resilience-canary.yaml   10% of payments to payment-v2
+  {weft} canary start payment --from v1 --to v2 --interval 20s --min-requests 10 --follow
+                                 payment-v2 rolled out step by step as orders come in
   {weft} apply -f examples/shop/resilience.yaml                back to normal
 "
     )
