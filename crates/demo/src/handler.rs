@@ -45,6 +45,10 @@ impl State {
     }
 }
 
+/// The largest `/bytes/N` body.
+pub const MAX_BYTES: usize = 16 << 20;
+static BYTES: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+
 /// The JSON every non-health endpoint answers with.
 #[derive(Serialize)]
 struct Echo<'a> {
@@ -66,6 +70,8 @@ struct Echo<'a> {
 
 enum Route {
     Echo,
+    /// `/bytes/N`: N bytes of body (at most [`MAX_BYTES`]), for benchmarks of large answers.
+    Bytes(usize),
     Status(StatusCode),
     Delay(Duration),
     Fetch,
@@ -155,6 +161,19 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
             return respond(state, plan.status.unwrap_or(ready), "text/plain", text);
         }
         Route::Status(code) => status = code,
+        Route::Bytes(n) if !failing => {
+            // One shared buffer: the answer costs the app no copy.
+            let body = BYTES
+                .get_or_init(|| Bytes::from(vec![b'x'; MAX_BYTES]))
+                .slice(..n);
+            return respond(
+                state,
+                plan.status.unwrap_or(StatusCode::OK),
+                "application/octet-stream",
+                body,
+            );
+        }
+        Route::Bytes(_) => {}
         Route::Fetch if !failing => {
             let url = echo.query.get("url").map(String::as_str);
             match fetch::fetch(&state.client, state.opts.proxy, &parts.headers, url).await {
@@ -214,6 +233,12 @@ fn plan_for(path: &str, query: &BTreeMap<String, String>) -> Result<Plan, String
         ("healthz", None) => Route::Healthz,
         ("readyz", None) => Route::Readyz,
         ("fetch", None) => Route::Fetch,
+        ("bytes", Some(n)) => Route::Bytes(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= MAX_BYTES)
+                .ok_or_else(|| format!("invalid size {n:?}: 0 to {MAX_BYTES} bytes"))?,
+        ),
         ("status", Some(code)) => Route::Status(parse_status(code)?),
         ("delay", Some(ms)) => {
             Route::Delay(parse_duration(ms).ok_or_else(|| format!("invalid delay {ms:?}"))?)

@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`serve_echo`] (`server`): the accept loop — HTTP/1.1 keep-alive and h2c, graceful drain.
-//! - `handler`: routing (`/status/{code}`, `/delay/{ms}`, `/healthz`, `/readyz`, `/fetch`,
+//! - `handler`: routing (`/status/{code}`, `/delay/{ms}`, `/bytes/{n}`, `/healthz`, `/readyz`, `/fetch`,
 //!   everything else echoes), the query knobs (`?delay=`, `?status=`, `?fail_times=N`: the
 //!   first N attempts of one `x-request-id` fail) and the JSON response.
 //! - `fetch`: `/fetch`, one downstream call through the sidecar, propagating trace headers.
@@ -29,6 +29,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use handler::MAX_BYTES;
 pub use parse::{parse_duration, proxy_from_env};
 pub use server::serve_echo;
 pub use tcp_echo::serve_tcp_echo;

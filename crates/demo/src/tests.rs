@@ -162,6 +162,21 @@ async fn status_from_path_and_query() {
 }
 
 #[tokio::test]
+async fn bytes_answers_that_many_bytes() {
+    let server = start(named("alpha")).await;
+    for n in [0usize, 1, 16 * 1024, 256 * 1024] {
+        let reply = get(server.addr, &format!("/bytes/{n}")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.len(), n);
+        assert_eq!(reply.headers["content-type"], "application/octet-stream");
+    }
+    assert_eq!(
+        get(server.addr, "/bytes/10?status=201").await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
 async fn rejects_bad_knobs() {
     let server = start(named("alpha")).await;
     for path in [
@@ -171,6 +186,8 @@ async fn rejects_bad_knobs() {
         "/?status=x",
         "/?delay=soon",
         "/delay/-1",
+        "/bytes/lots",
+        "/bytes/16777217",
     ] {
         let reply = get(server.addr, path).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");

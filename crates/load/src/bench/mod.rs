@@ -58,6 +58,8 @@ pub struct BenchSpec {
     pub protocol: Protocols,
     /// Bytes per chunk of the TCP throughput steps.
     pub tcp_chunk: usize,
+    /// The HTTP steps' response size and client protocol.
+    pub shape: Shape,
     /// Also the transparent path (`weft-transparent`): the two hops in pods of a transparent
     /// mesh (needs root).
     pub transparent: bool,
@@ -137,6 +139,12 @@ pub struct BenchReport {
     /// Bytes per chunk of the TCP throughput steps, and per message of the ping-pong steps.
     pub tcp_chunk_bytes: usize,
     pub tcp_ping_bytes: usize,
+    /// The HTTP steps' response body size (0: the echo app's small JSON answer).
+    #[serde(default)]
+    pub body_bytes: usize,
+    /// Whether the load generator spoke HTTP/2 (h2c) to the first hop.
+    #[serde(default)]
+    pub h2: bool,
 }
 
 /// One path under test: where to send, which processes are its proxies.
@@ -168,9 +176,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn load_spec(target: SocketAddr, rate: Option<f64>, d: Duration, connections: usize) -> LoadSpec {
+/// What each request of the HTTP steps is: the response body's size and the client's protocol.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shape {
+    /// The app answers this many bytes (`/bytes/N`); 0: its small JSON echo.
+    pub body_size: usize,
+    /// HTTP/2 (h2c) from the load generator to the first hop; else HTTP/1.1.
+    pub h2: bool,
+}
+
+/// With HTTP/2, the requests in flight share this many connections.
+const H2_CONNECTIONS: usize = 2;
+
+fn load_spec(
+    target: SocketAddr,
+    rate: Option<f64>,
+    d: Duration,
+    connections: usize,
+    shape: Shape,
+) -> LoadSpec {
+    let path = if shape.body_size > 0 {
+        format!("/bytes/{}", shape.body_size)
+    } else {
+        "/bench".into()
+    };
     let mut spec = LoadSpec::new(
-        format!("http://{target}/bench")
+        format!("http://{target}{path}")
             .parse()
             .expect("a socket address makes a URI"),
     );
@@ -178,7 +209,12 @@ fn load_spec(target: SocketAddr, rate: Option<f64>, d: Duration, connections: us
         .push((http::header::HOST, http::HeaderValue::from_static("bench")));
     spec.rate = rate;
     spec.duration = Some(d);
-    spec.connections = connections;
+    spec.http2 = shape.h2;
+    spec.connections = if shape.h2 {
+        H2_CONNECTIONS.min(connections)
+    } else {
+        connections
+    };
     spec.concurrency = connections;
     spec.timeout = Duration::from_secs(10);
     spec
@@ -193,7 +229,7 @@ fn wait_path(target: SocketAddr, what: &str) -> Result<(), BenchError> {
 fn wait_path_in(target: SocketAddr, what: &str, netns: Option<&str>) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut spec = load_spec(target, None, Duration::from_secs(1), 1);
+        let mut spec = load_spec(target, None, Duration::from_secs(1), 1, Shape::default());
         spec.duration = None;
         spec.requests = Some(1);
         spec.timeout = Duration::from_secs(2);
@@ -617,6 +653,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 Some(500.0),
                 Duration::from_secs(1),
                 spec.connections,
+                spec.shape,
             ),
         )?;
     }
@@ -658,7 +695,13 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             for (pi, p) in paths.iter().enumerate() {
                 let (r, cpu, _) = step(
                     p,
-                    load_spec(p.target, Some(rate), spec.step, spec.connections),
+                    load_spec(
+                        p.target,
+                        Some(rate),
+                        spec.step,
+                        spec.connections,
+                        spec.shape,
+                    ),
                 )?;
                 let l = &r.latency_us;
                 log(&format!(
@@ -689,7 +732,10 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             }
         }
         for (pi, p) in paths.iter().enumerate() {
-            let (r, cpu, rss) = step(p, load_spec(p.target, None, spec.peak, spec.connections))?;
+            let (r, cpu, rss) = step(
+                p,
+                load_spec(p.target, None, spec.peak, spec.connections, spec.shape),
+            )?;
             log(&format!(
                 "round {} {:>6} peak: {:.0} rps, {} failed",
                 round + 1,
@@ -807,6 +853,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
         tcp_paths: tcp_results,
         tcp_chunk_bytes: spec.tcp_chunk,
         tcp_ping_bytes: tcp::PING_BYTES,
+        body_bytes: spec.shape.body_size,
+        h2: spec.shape.h2,
     })
 }
 
@@ -889,11 +937,13 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "weft bench: {} rounds, {}s per rate step, {}s peak steps, {} connections{}; medians over rounds",
+            "weft bench: {} rounds, {}s per rate step, {}s peak steps, {} {}{}{}; medians over rounds",
             self.rounds,
             self.step_s,
             self.peak_s,
             self.connections,
+            if self.h2 { "requests in flight over HTTP/2 (h2c)" } else { "connections" },
+            if self.body_bytes > 0 { format!(", {}-byte responses", self.body_bytes) } else { String::new() },
             if self.pinned { ", load on CPU0, the rest on CPU1" } else { "" }
         );
         let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());

@@ -1,10 +1,14 @@
 //! The benchmark's Envoy configurations, checked with `envoy --mode validate` when an Envoy
-//! binary is at hand (`ENVOY=PATH`, or `envoy` on PATH), and its TCP figures' arithmetic.
+//! binary is at hand (`ENVOY=PATH`, or `envoy` on PATH), its TCP figures' arithmetic, and the
+//! HTTP steps' request shape.
 
 use super::envoy::{self, Tls};
 use super::tcp::Spread;
 use super::tls::EnvoyCerts;
+use super::{load_spec, Shape};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn envoy_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ENVOY") {
@@ -129,4 +133,28 @@ fn tcp_ratios_divide_weft_by_envoy() {
         super::tcp::ratios(&paths[..2]).is_none(),
         "no Envoy, no ratios"
     );
+}
+
+#[test]
+fn the_request_shape_sets_the_path_and_the_protocol() {
+    let target: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let plain = load_spec(
+        target,
+        Some(500.0),
+        Duration::from_secs(1),
+        32,
+        Shape::default(),
+    );
+    assert_eq!(plain.url.path(), "/bench");
+    assert_eq!(
+        (plain.http2, plain.connections, plain.concurrency),
+        (false, 32, 32)
+    );
+    let big = Shape {
+        body_size: 16 * 1024,
+        h2: true,
+    };
+    let s = load_spec(target, None, Duration::from_secs(1), 32, big);
+    assert_eq!(s.url.path(), "/bytes/16384");
+    assert_eq!((s.http2, s.connections, s.concurrency), (true, 2, 32));
 }

