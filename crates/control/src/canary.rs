@@ -237,17 +237,8 @@ impl Controller {
             return;
         }
         let i = next.step.map_or(0, |i| i + 1);
-        let Some(&weight) = c.steps.get(i) else {
-            // Already at the last step (100): done.
-            next.enter(
-                Phase::Succeeded,
-                100,
-                now,
-                format!("{} has all the traffic", c.to),
-            );
-            self.log(c, next);
-            return;
-        };
+        // Past the last step (which is 100) there is nothing but the promotion.
+        let weight = c.steps.get(i).copied().unwrap_or(100);
         if weight >= 100 {
             if let Some(url) = &c.pre_promotion {
                 if let Err(why) = webhook(url, c, "pre-promotion").await {
@@ -262,7 +253,7 @@ impl Controller {
                     return;
                 }
             }
-            next.step = Some(i);
+            next.step = Some(i.min(c.steps.len() - 1));
             next.enter(
                 Phase::Succeeded,
                 100,

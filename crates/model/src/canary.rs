@@ -211,17 +211,7 @@ impl RolloutState {
         if self.history.last().is_some_and(|e| e.message == message) {
             return;
         }
-        let (phase, weight) = (self.phase, self.weight);
-        self.history.push(Event {
-            at_ms: now_ms,
-            phase,
-            weight,
-            message,
-        });
-        const KEEP: usize = 64;
-        if self.history.len() > KEEP {
-            self.history.remove(1);
-        }
+        self.record(now_ms, message);
     }
 
     /// Moves to `phase` with weight `weight` at `now_ms`, recording why.
@@ -231,14 +221,19 @@ impl RolloutState {
         self.weight = weight;
         self.since_ms = now_ms;
         self.message = message.clone();
+        self.record(now_ms, message);
+    }
+
+    /// Adds `message` to the history at the phase and weight in force, keeping it bounded: the
+    /// first event and the latest ones.
+    fn record(&mut self, now_ms: u64, message: String) {
+        const KEEP: usize = 64;
         self.history.push(Event {
             at_ms: now_ms,
-            phase,
-            weight,
+            phase: self.phase,
+            weight: self.weight,
             message,
         });
-        // Bounded: the first events and the latest.
-        const KEEP: usize = 64;
         if self.history.len() > KEEP {
             self.history.remove(1);
         }

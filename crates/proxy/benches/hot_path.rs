@@ -5,50 +5,20 @@
 //! sidecar's authorization of the order service's call, recording Istio's metrics for it, and
 //! the header work every hop does. `tests/allocations.rs` counts the same steps' allocations.
 
+#[path = "fixtures/mod.rs"]
+mod fixtures;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderValue, Request};
-use model::{Authority, Identity, Labels, ServiceKey, Snapshot};
+use fixtures::{charge, labels, peer, snapshot};
+use http::{HeaderMap, HeaderValue};
+use model::{Authority, Identity, ServiceKey};
 use proxy::authz::{Authorizer, AuthzStats, HttpAttributes, RequestContext, Workload};
 use proxy::filters::HeaderOps;
 use proxy::table::RouteTable;
 use proxy::telemetry::{
-    DestinationService, Peer, PeerMetadata, Protocol, Reporter, RequestRecord, ResponseFlags,
-    Telemetry,
+    DestinationService, Protocol, Reporter, RequestRecord, ResponseFlags, Telemetry,
 };
 use std::time::Duration;
-
-fn snapshot() -> Snapshot {
-    serde_json::from_str(include_str!("fixtures/shop-snapshot.json")).expect("the fixture")
-}
-
-/// A request as the order service sends it to payment through its sidecar.
-fn charge() -> Request<()> {
-    Request::post("http://payment/charges")
-        .header("host", "payment")
-        .header("content-type", "application/json")
-        .header("idempotency-key", "0123456789abcdef:charge")
-        .header("x-request-id", "5f0c2a4e-8f1b-4c3e-9a57-2b1d0e6f7a81")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .body(())
-        .unwrap()
-}
-
-fn peer(workload: &str) -> Peer {
-    let labels: Labels = [("app", workload), ("version", "v1")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let id = Identity::spiffe("default", workload);
-    Peer::new(PeerMetadata::from_labels(
-        workload,
-        "default",
-        &labels,
-        Some(&id),
-    ))
-}
 
 fn hot_path(c: &mut Criterion) {
     let table = RouteTable::compile(snapshot(), &RouteTable::default()).expect("compiles");
@@ -64,10 +34,7 @@ fn hot_path(c: &mut Criterion) {
     });
 
     let spec = snapshot().security;
-    let labels: Labels = [("app", "payment"), ("version", "v1")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let labels = labels("payment");
     let mut registry = prometheus_client::registry::Registry::default();
     let stats = AuthzStats::register(&mut registry);
     let authz = Authorizer::compile(

@@ -4,14 +4,17 @@
 //! shop's snapshot). The whole path's allocations per request, as a running proxy makes them,
 //! are counted by `scripts/allocs` (docs/benchmarks.md).
 
-use http::{HeaderValue, Request};
-use model::{Authority, Identity, Labels, ServiceKey, Snapshot};
+#[path = "../benches/fixtures/mod.rs"]
+mod fixtures;
+
+use fixtures::{charge, labels, peer, snapshot};
+use http::HeaderValue;
+use model::{Authority, Identity, ServiceKey};
 use proxy::authz::{Authorizer, AuthzStats, HttpAttributes, RequestContext, Workload};
 use proxy::filters::HeaderOps;
 use proxy::table::RouteTable;
 use proxy::telemetry::{
-    DestinationService, Peer, PeerMetadata, Protocol, Reporter, RequestRecord, ResponseFlags,
-    Telemetry,
+    DestinationService, Protocol, Reporter, RequestRecord, ResponseFlags, Telemetry,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -51,27 +54,6 @@ fn per_call(mut f: impl FnMut()) -> f64 {
         f();
     }
     (ALLOCATIONS.with(Cell::get) - before) as f64 / 1_000.0
-}
-
-fn snapshot() -> Snapshot {
-    serde_json::from_str(include_str!("../benches/fixtures/shop-snapshot.json")).unwrap()
-}
-
-fn charge() -> Request<()> {
-    Request::post("http://payment/charges")
-        .header("host", "payment")
-        .header("content-type", "application/json")
-        .header("idempotency-key", "0123456789abcdef:charge")
-        .header("x-request-id", "5f0c2a4e-8f1b-4c3e-9a57-2b1d0e6f7a81")
-        .body(())
-        .unwrap()
-}
-
-fn labels(app: &str) -> Labels {
-    [("app", app), ("version", "v1")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// What each step may allocate per request: what it does today. Lower them when a change
@@ -121,15 +103,6 @@ fn the_per_request_steps_allocate_no_more_than_they_do_today() {
     });
 
     let t = Telemetry::new();
-    let peer = |w: &str| {
-        let id = Identity::spiffe("default", w);
-        Peer::new(PeerMetadata::from_labels(
-            w,
-            "default",
-            &labels(w),
-            Some(&id),
-        ))
-    };
     let (src, dst) = (peer("order"), peer("payment"));
     let svc = DestinationService::new(&ServiceKey::new("payment", "default"));
     let metrics = per_call(|| {

@@ -347,7 +347,7 @@ async fn the_built_in_mesh_is_the_shop() {
         page.text
     );
     // The demo account logs in and orders.
-    let login = post_json(
+    let login = post_to(
         &mesh,
         "/api/login",
         None,
@@ -356,7 +356,7 @@ async fn the_built_in_mesh_is_the_shop() {
     .await;
     assert_eq!(login.0, 200, "{:?}", login.1);
     let token = login.1["access_token"].as_str().unwrap().to_string();
-    let (status, o) = post_json(
+    let (status, o) = post_to(
         &mesh,
         "/api/orders",
         Some(&token),
@@ -429,7 +429,7 @@ async fn shop() {
         products.body.as_array().is_some_and(|p| p.len() >= 5),
         "{products:?}"
     );
-    let login = post_json(
+    let login = post_to(
         &mesh,
         "/api/login",
         None,
@@ -453,33 +453,16 @@ async fn shop() {
 }
 
 /// POSTs `body` (JSON) to the ingress: status and JSON answer.
-async fn post_json(
+async fn post_to(
     mesh: &Mesh,
     path: &str,
     bearer: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    use http_body_util::Full;
-    let mut req = http::Request::post(format!("http://{}{path}", mesh.ingress))
-        .header("content-type", "application/json");
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let rsp = c
-        .request(
-            req.body(Full::new(bytes::Bytes::from(body.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = rsp.status().as_u16();
-    let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    post_json(mesh.ingress, path, &headers, &body).await
 }
 
 /// examples/hello: hello's two replicas answer through the ingress, and hello reaches slow

@@ -14,7 +14,6 @@ use common::*;
 use demo::shop::inventory::Inventory;
 use demo::shop::orders::Orders;
 use demo::shop::payment::{Payment, Switches};
-use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -53,38 +52,15 @@ async fn post(
     key: Option<&str>,
     body: Value,
 ) -> (u16, Value) {
-    let mut req = http::Request::post(format!("http://{}{path}", mesh.ingress))
-        .header("host", "shop.example")
-        .header("content-type", "application/json");
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("host", "shop.example")];
     if let Some(k) = key {
-        req = req.header("idempotency-key", k);
+        headers.push(("idempotency-key", k));
     }
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
     }
-    let posts = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let rsp = posts
-        .request(
-            req.body(Full::new(bytes::Bytes::from(body.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = rsp.status().as_u16();
-    let said = |h: &str| {
-        rsp.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (flag, challenge) = (said("x-weft-flag"), said("www-authenticate"));
-    let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        json!({"text": String::from_utf8_lossy(&bytes), "flag": flag, "www-authenticate": challenge})
-    });
-    (status, body)
+    post_json(mesh.ingress, path, &headers, &body).await
 }
 
 /// A token for a new account `user`, signed up through the frontend (the auth service checks

@@ -115,6 +115,35 @@ fn spec_hosts_match(v: &Value, service: &str, namespace: &str) -> bool {
         })
 }
 
+/// A resource of `kind` the controller makes for `c` (named `canary-NAME`), before its text.
+fn made(kind: &str, c: &Canary) -> Resource {
+    Resource {
+        kind: kind.into(),
+        api_version: "networking.istio.io/v1".into(),
+        namespace: c.namespace.clone(),
+        name: format!("canary-{}", c.name),
+        file: PathBuf::new(),
+        first_line: 1,
+        text: String::new(),
+    }
+}
+
+/// The resource of `kind` named `name` in `c`'s namespace, parsed.
+fn named(
+    store: &config::Store,
+    c: &Canary,
+    kind: &str,
+    name: &str,
+) -> Result<(Resource, Value), String> {
+    let r = store
+        .resources
+        .iter()
+        .find(|r| r.namespace == c.namespace && r.kind == kind && r.name == name)
+        .ok_or_else(|| format!("no {kind} {}/{name}", c.namespace))?;
+    let v = parse(r).ok_or_else(|| format!("its {kind} does not parse"))?;
+    Ok((r.clone(), v))
+}
+
 /// The resources to write so that `store` routes as `state` says for `c`: the owned route
 /// (taken over, or made), annotated with the owner and the state, and what it needs (a
 /// DestinationRule's subsets). An error says why the rollout cannot route.
@@ -209,15 +238,7 @@ pub fn plan(
                 }
             }
             if dr_changed {
-                let template = dr.cloned().unwrap_or_else(|| Resource {
-                    kind: "DestinationRule".into(),
-                    api_version: "networking.istio.io/v1".into(),
-                    namespace: c.namespace.clone(),
-                    name: format!("canary-{}", c.name),
-                    file: PathBuf::new(),
-                    first_line: 1,
-                    text: String::new(),
-                });
+                let template = dr.cloned().unwrap_or_else(|| made("DestinationRule", c));
                 out.push(rewritten(&template, &dr_value));
             }
             let (from_subset, to_subset) = (names[0].clone(), names[1].clone());
@@ -327,26 +348,12 @@ pub fn plan(
                 }
             }
             annotate(&mut v);
-            let template = vs.cloned().unwrap_or_else(|| Resource {
-                kind: "VirtualService".into(),
-                api_version: "networking.istio.io/v1".into(),
-                namespace: c.namespace.clone(),
-                name: format!("canary-{}", c.name),
-                file: PathBuf::new(),
-                first_line: 1,
-                text: String::new(),
-            });
+            let template = vs.cloned().unwrap_or_else(|| made("VirtualService", c));
             out.push(rewritten(&template, &v));
             Ok(out)
         }
         Target::HttpRoute { route } => {
-            let r = store
-                .resources
-                .iter()
-                .filter(in_ns)
-                .find(|r| r.kind == "HTTPRoute" && r.name == *route)
-                .ok_or_else(|| format!("no HTTPRoute {}/{route}", c.namespace))?;
-            let mut v = parse(r).ok_or("its HTTPRoute does not parse")?;
+            let (r, mut v) = named(store, c, "HTTPRoute", route)?;
             {
                 let rules = v
                     .get_mut("spec")
@@ -414,16 +421,10 @@ pub fn plan(
                 }
             }
             annotate(&mut v);
-            Ok(vec![rewritten(r, &v)])
+            Ok(vec![rewritten(&r, &v)])
         }
         Target::TrafficSplit { split } => {
-            let r = store
-                .resources
-                .iter()
-                .filter(in_ns)
-                .find(|r| r.kind == "TrafficSplit" && r.name == *split)
-                .ok_or_else(|| format!("no TrafficSplit {}/{split}", c.namespace))?;
-            let mut v = parse(r).ok_or("its TrafficSplit does not parse")?;
+            let (r, mut v) = named(store, c, "TrafficSplit", split)?;
             let spec = v
                 .get_mut("spec")
                 .and_then(Value::as_mapping_mut)
@@ -439,7 +440,7 @@ pub fn plan(
                 ]),
             );
             annotate(&mut v);
-            Ok(vec![rewritten(r, &v)])
+            Ok(vec![rewritten(&r, &v)])
         }
     }
 }

@@ -685,49 +685,51 @@ async fn order_page(Shared(r): Shared<Remote>, h: HeaderMap, Path(id): Path<Stri
 
 // ---- the JSON API ----
 
+/// Passes a call on to another service and its answer back as it came.
+async fn pass(
+    r: &Remote,
+    url: String,
+    body: Option<&Value>,
+    token: Option<&str>,
+    key: Option<&str>,
+) -> Response {
+    match call(r, &url, body, token, key).await {
+        Ok(a) => a.relay(),
+        Err(rsp) => rsp,
+    }
+}
+
 async fn api_products(Shared(r): Shared<Remote>) -> Response {
-    match call(
+    pass(
         &r,
-        &format!("{}/products", r.peers.product),
+        format!("{}/products", r.peers.product),
         None,
         None,
         None,
     )
     .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
 }
 
 async fn api_login(Shared(r): Shared<Remote>, body: axum::Json<Value>) -> Response {
-    match call(
+    pass(
         &r,
-        &format!("{}/login", r.peers.auth),
+        format!("{}/login", r.peers.auth),
         Some(&body.0),
         None,
         None,
     )
     .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
 }
 
 async fn api_signup(Shared(r): Shared<Remote>, body: axum::Json<Value>) -> Response {
-    match call(
+    pass(
         &r,
-        &format!("{}/signup", r.peers.auth),
+        format!("{}/signup", r.peers.auth),
         Some(&body.0),
         None,
         None,
     )
     .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
 }
 
 async fn api_place(Shared(r): Shared<Remote>, h: HeaderMap, body: axum::Json<Value>) -> Response {
@@ -736,52 +738,19 @@ async fn api_place(Shared(r): Shared<Remote>, h: HeaderMap, body: axum::Json<Val
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(new_key);
-    let t = token(&h);
-    match call(
-        &r,
-        &format!("{}/orders", r.peers.order),
-        Some(&body.0),
-        t.as_deref(),
-        Some(&key),
-    )
-    .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
+    let url = format!("{}/orders", r.peers.order);
+    pass(&r, url, Some(&body.0), token(&h).as_deref(), Some(&key)).await
 }
 
 async fn api_orders(Shared(r): Shared<Remote>, h: HeaderMap) -> Response {
-    let t = token(&h);
-    match call(
-        &r,
-        &format!("{}/orders", r.peers.order),
-        None,
-        t.as_deref(),
-        None,
-    )
-    .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
+    let url = format!("{}/orders", r.peers.order);
+    pass(&r, url, None, token(&h).as_deref(), None).await
 }
 
 async fn api_order(Shared(r): Shared<Remote>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    let t = token(&h);
     let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    match call(
-        &r,
-        &format!("{}/orders/{id}", r.peers.order),
-        None,
-        t.as_deref(),
-        None,
-    )
-    .await
-    {
-        Ok(a) => a.relay(),
-        Err(rsp) => rsp,
-    }
+    let url = format!("{}/orders/{id}", r.peers.order);
+    pass(&r, url, None, token(&h).as_deref(), None).await
 }
 
 #[cfg(test)]

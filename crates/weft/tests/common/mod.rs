@@ -370,6 +370,41 @@ pub async fn get(
     get_with(c, addr, host, path, &[]).await
 }
 
+/// POSTs JSON `body` to `path` at `addr` with `headers`: the status and the JSON answer (or,
+/// when it is not JSON — a proxy's own answer — `{text, flag, www-authenticate}`).
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Value) {
+    use http_body_util::Full;
+    let mut req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let c = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let rsp = c
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let said = |h: &str| {
+        rsp.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (flag, challenge) = (said("x-weft-flag"), said("www-authenticate"));
+    let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::json!({"text": String::from_utf8_lossy(&bytes), "flag": flag, "www-authenticate": challenge})
+    });
+    (status, body)
+}
+
 /// [`get`] with more headers.
 pub async fn get_with(
     c: &HttpClient,
