@@ -23,7 +23,7 @@ use crate::diagnostic::Diagnostic;
 use crate::doc::Doc;
 use crate::policy::istio_duration;
 use model::canary::{AbPhase, Analysis, Canary, Target, DEFAULT_INTERVAL, DEFAULT_STEPS};
-use model::{ServiceKey, ServiceSpec};
+use model::{Authority, ServiceKey, ServiceSpec};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -147,13 +147,15 @@ fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// `NAME`, `NAME.NAMESPACE` or the FQDN, in `namespace` when it names none.
-pub fn service_key(name: &str, namespace: &str) -> ServiceKey {
-    let mut parts = name.split('.');
-    let first = parts.next().unwrap_or_default();
-    match parts.next() {
-        Some(ns) => ServiceKey::new(first, ns),
-        None => ServiceKey::new(first, namespace),
+/// A service's short name from any name it answers to (`NAME`, `NAME.NAMESPACE`, the FQDN),
+/// if it is in `namespace`: a rollout moves traffic within its own namespace.
+fn short_name(name: &str, namespace: &str) -> Result<String, String> {
+    match Authority::parse(name).service_key(namespace) {
+        Some(key) if key.namespace == namespace => Ok(key.name),
+        Some(key) => Err(format!(
+            "{key} is in another namespace than the Canary's ({namespace})"
+        )),
+        None => Err(format!("`{name}` is not a service name")),
     }
 }
 
@@ -183,9 +185,10 @@ pub(crate) fn check(
     let s = d.spec;
     let mut err = |field: &str, why: String| errors.push(doc.error(field, why));
     let target = match (&s.service, &s.target_ref) {
-        (Some(service), None) => Some(Target::Subsets {
-            service: service.clone(),
-        }),
+        (Some(service), None) => short_name(service, &namespace)
+            .map_err(|e| err("spec.service", e))
+            .ok()
+            .map(|service| Target::Subsets { service }),
         (None, Some(t)) => match t.kind.as_str() {
             "HTTPRoute" => Some(Target::HttpRoute {
                 route: t.name.clone(),
@@ -217,13 +220,26 @@ pub(crate) fn check(
             None
         }
     };
-    if s.from == s.to {
+    // With a route's or a TrafficSplit's backends the versions are Services: by short name.
+    let (mut from, mut to) = (s.from.clone(), s.to.clone());
+    if matches!(
+        target,
+        Some(Target::HttpRoute { .. } | Target::TrafficSplit { .. })
+    ) {
+        for (field, v) in [("spec.from", &mut from), ("spec.to", &mut to)] {
+            match short_name(v, &namespace) {
+                Ok(name) => *v = name,
+                Err(e) => err(field, e),
+            }
+        }
+    }
+    if from == to {
         err("spec.to", format!("`{}` is also `from`", s.to));
     }
     // The versions exist: as `version` labels of the service's workloads, or as services.
     if let Some(services) = services {
         let find = |name: &str| {
-            let key = service_key(name, &namespace);
+            let key = ServiceKey::new(name, namespace.as_str());
             services.iter().find(|svc| svc.key() == key)
         };
         match &target {
@@ -252,7 +268,7 @@ pub(crate) fn check(
                 }
             },
             Some(_) => {
-                for (field, v) in [("spec.from", &s.from), ("spec.to", &s.to)] {
+                for (field, v) in [("spec.from", &from), ("spec.to", &to)] {
                     if find(v).is_none() {
                         err(field, format!("{v} is not a service of the mesh"));
                     }
@@ -363,8 +379,8 @@ pub(crate) fn check(
             namespace,
             name: d.metadata.name,
             target,
-            from: s.from,
-            to: s.to,
+            from,
+            to,
             steps,
             interval,
             analysis,

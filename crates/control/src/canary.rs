@@ -86,6 +86,16 @@ fn state_of(store: &config::Store, c: &Canary) -> Option<(Resource, RolloutState
 impl Controller {
     async fn tick(&mut self, api: &Arc<Api>) {
         let store = api.resources.current();
+        // Most meshes run no rollout: then there is nothing to validate the whole set for.
+        let concerns_us = store
+            .resources
+            .iter()
+            .any(|r| r.kind == "Canary" || routes::owner_of(r).is_some());
+        if !concerns_us {
+            self.marks.clear();
+            self.hooked.clear();
+            return;
+        }
         let Ok(loaded) = store.load() else {
             return;
         };
@@ -135,7 +145,7 @@ impl Controller {
             self.marks.remove(&key);
             self.hooked.remove(&key);
             tracing::info!(canary = %key, from = %c.from, to = %c.to, target = %c.target.describe(), "canary: rollout started");
-            return self.write(api, c, None, fresh).await;
+            return put(api, c, None, fresh).await;
         };
         let mut next = state.clone();
         match state.phase {
@@ -149,7 +159,7 @@ impl Controller {
                             now,
                             format!("pre-rollout webhook: {why}; retried every {:?}", c.interval),
                         );
-                        return self.write_if_changed(api, c, &state, next).await;
+                        return put(api, c, Some(&state), next).await;
                     }
                 }
                 match &c.ab {
@@ -176,7 +186,7 @@ impl Controller {
                     }
                 }
                 self.log(c, &next);
-                self.write(api, c, Some(&state), next).await
+                put(api, c, Some(&state), next).await
             }
             Phase::Testing | Phase::Progressing => {
                 let Some(judged) = self.analyse(api, c, &state).await else {
@@ -209,7 +219,7 @@ impl Controller {
                     "waiting" => next.message = judged.reasons.join("; "),
                     _ => self.advance(c, &mut next, now).await,
                 }
-                self.write(api, c, Some(&state), next).await
+                put(api, c, Some(&state), next).await
             }
             Phase::Paused | Phase::Succeeded | Phase::RolledBack | Phase::Aborted => Ok(()),
         }
@@ -295,82 +305,50 @@ impl Controller {
         state: &RolloutState,
     ) -> Option<Judged> {
         let key = routes::key(c);
+        // The interval's first reading, or the judgement at its end; nothing in between.
+        let fresh = self
+            .marks
+            .get(&key)
+            .is_none_or(|m| m.since_ms != state.since_ms);
+        if !fresh && self.marks.get(&key)?.at.elapsed() < c.interval {
+            return None;
+        }
         let replicas = analysis::replicas(c, &api.registry.proxies());
         let urls: Vec<(String, String)> = replicas
             .iter()
             .map(|(_, r, url)| (r.proxy.clone(), url.clone()))
             .collect();
-        let fresh = self
-            .marks
-            .get(&key)
-            .is_none_or(|m| m.since_ms != state.since_ms);
-        if fresh {
-            let readings = analysis::read(&urls).await;
-            self.marks.insert(
-                key,
-                Mark {
-                    at: Instant::now(),
-                    since_ms: state.since_ms,
-                    readings,
-                },
-            );
-            return None;
-        }
-        let mark = self.marks.get(&key)?;
-        if mark.at.elapsed() < c.interval {
-            return None;
-        }
-        let after = analysis::read(&urls).await;
-        let secs = mark.at.elapsed().as_secs_f64();
-        let judged = analysis::judge(c, &replicas, &mark.readings, &after, secs, now_ms());
+        let readings = analysis::read(&urls).await;
+        let mark = Mark {
+            at: Instant::now(),
+            since_ms: state.since_ms,
+            readings,
+        };
+        // A fresh interval starts here; else the one that ended is judged.
+        let start = self.marks.insert(key, mark).filter(|_| !fresh)?;
+        let secs = start.at.elapsed().as_secs_f64();
+        let after = &self.marks.get(&routes::key(c))?.readings;
+        let judged = analysis::judge(c, &replicas, &start.readings, after, secs, now_ms());
         tracing::info!(
             canary = %routes::key(c), verdict = %judged.verdict, requests = judged.requests,
             error_rate = ?judged.error_rate, p99_ms = ?judged.p99_ms, "canary: analysis"
         );
-        self.marks.insert(
-            routes::key(c),
-            Mark {
-                at: Instant::now(),
-                since_ms: state.since_ms,
-                readings: after,
-            },
-        );
         Some(judged)
-    }
-
-    async fn write_if_changed(
-        &mut self,
-        api: &Arc<Api>,
-        c: &Canary,
-        base: &RolloutState,
-        next: RolloutState,
-    ) -> Result<(), String> {
-        if *base == next {
-            return Ok(());
-        }
-        self.write(api, c, Some(base), next).await
-    }
-
-    /// Puts `next` in force if the state in force is still `base` (another replica or an
-    /// operator's command may have moved it meanwhile: then nothing is written).
-    async fn write(
-        &mut self,
-        api: &Arc<Api>,
-        c: &Canary,
-        base: Option<&RolloutState>,
-        next: RolloutState,
-    ) -> Result<(), String> {
-        put(api, c, base, next).await
     }
 }
 
-/// Writes `next` for `c` if the state in force is `base`.
+/// Puts `next` in force for `c` if the state in force is still `base` (another replica or an
+/// operator's command may have moved it meanwhile: then nothing is written). The same state
+/// again writes nothing either: every write is a new snapshot for every proxy.
 async fn put(
     api: &Api,
     c: &Canary,
     base: Option<&RolloutState>,
     next: RolloutState,
 ) -> Result<(), String> {
+    if base == Some(&next) {
+        return Ok(());
+    }
     let mut why = None;
     let r = api
         .resources

@@ -12,7 +12,7 @@ pub struct Canary {
     pub name: String,
     /// Where the traffic is split.
     pub target: Target,
-    /// The version that has the traffic (a `version` label value, or a Service's name).
+    /// The version that has the traffic (a `version` label value, or a Service's short name).
     pub from: String,
     /// The version that gets it.
     pub to: String,
@@ -35,7 +35,8 @@ pub struct Canary {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Target {
     /// A service whose workloads differ by their `version` label: the versions are subsets
-    /// (a VirtualService with a DestinationRule's subsets).
+    /// (a VirtualService with a DestinationRule's subsets). Its short name, in the Canary's
+    /// namespace.
     Subsets { service: String },
     /// A Gateway API HTTPRoute whose backends are the two versions' Services.
     #[serde(rename = "httproute")]

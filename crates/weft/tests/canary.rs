@@ -609,7 +609,7 @@ async fn a_canary_resource_is_checked_field_by_field() {
 /// (its history intact) and completes, the proxies serving meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_control_plane_resumes_the_rollout_at_the_same_step() {
-    use common::etcd::{credentials, proxy, Cluster, Proc, Replica};
+    use common::etcd::{client_args, credentials, proxy, Cluster, Proc, Replica};
     let etcd = Cluster::start(1);
     let store = etcd.url();
     let dir = tempfile::tempdir().unwrap();
@@ -690,20 +690,7 @@ spec:
     let (_client, bound) = proxy(
         home.path(),
         &[control.grpc],
-        &[
-            "--mode",
-            "client",
-            "--service",
-            "client",
-            "--instance",
-            "client-0",
-            "--outbound",
-            "127.0.0.1:0",
-            "--join-token-file",
-            &token,
-            "--trust-anchors-file",
-            &bundle,
-        ],
+        &client_args("client-0", &token, &bundle),
     );
     let outbound: std::net::SocketAddr = bound["outbound"].as_str().unwrap().parse().unwrap();
     until("both versions routable", Duration::from_secs(30), || {
@@ -803,14 +790,7 @@ spec:
     for l in loops {
         let _ = l.await;
     }
-    let weights: Vec<u64> = done["state"]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["phase"] != "initializing")
-        .map(|e| e["weight"].as_u64().unwrap())
-        .collect();
-    assert_eq!(weights, [10, 25, 50, 100], "{done:#}");
+    assert_eq!(rollout_weights(&done), [10, 25, 50, 100], "{done:#}");
     assert_eq!(
         *failures.lock().unwrap(),
         0,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::etcd::{credentials, proxy, Cluster, Proc, Replica, DENY_SECRET};
+use common::etcd::{client_args, credentials, proxy, Cluster, Proc, Replica, DENY_SECRET};
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -153,20 +153,7 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     let (_client, client_bound) = proxy(
         home.path(),
         &[a.grpc, b.grpc],
-        &[
-            "--mode",
-            "client",
-            "--service",
-            "client",
-            "--instance",
-            "client-0",
-            "--outbound",
-            "127.0.0.1:0",
-            "--join-token-file",
-            &token,
-            "--trust-anchors-file",
-            &bundle,
-        ],
+        &client_args("client-0", &token, &bundle),
     );
     let outbound = addr(&client_bound, "outbound");
     let (hello_admin, client_admin) = (addr(&hello, "admin"), addr(&client_bound, "admin"));
@@ -199,20 +186,7 @@ async fn replicas_over_etcd_serve_any_proxy_and_survive_losing_a_replica_or_a_me
     let reused = refused(
         home.path(),
         &[b.grpc],
-        &[
-            "--mode",
-            "client",
-            "--service",
-            "client",
-            "--instance",
-            "client-1",
-            "--outbound",
-            "127.0.0.1:0",
-            "--join-token-file",
-            &token,
-            "--trust-anchors-file",
-            &bundle,
-        ],
+        &client_args("client-1", &token, &bundle),
     );
     assert!(
         reused.contains("unknown, already used or expired join token"),

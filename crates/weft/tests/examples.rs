@@ -404,14 +404,7 @@ async fn canary_rollout() {
         assert!(Instant::now() < deadline, "{v:#}\n{}", mesh.stderr());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let weights: Vec<u64> = done["state"]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["phase"] != "initializing")
-        .map(|e| e["weight"].as_u64().unwrap())
-        .collect();
-    assert_eq!(weights, [10, 25, 50, 100], "{done:#}");
+    assert_eq!(rollout_weights(&done), [10, 25, 50, 100], "{done:#}");
     let answers = ok_gets(&mesh, "echo", "/", &[], 50).await;
     assert!(answers.iter().all(|a| a.version() == "v2"));
 }

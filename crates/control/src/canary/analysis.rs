@@ -19,13 +19,10 @@ pub fn version_of(c: &Canary, p: &ProxyRecord) -> Option<String> {
         return None;
     }
     match &c.target {
-        Target::Subsets { service } => {
-            let name = service.split('.').next().unwrap_or(service);
-            (n.service == name)
-                .then(|| n.labels.get("version").cloned())
-                .flatten()
-                .filter(|v| *v == c.from || *v == c.to)
-        }
+        Target::Subsets { service } => (n.service == *service)
+            .then(|| n.labels.get("version").cloned())
+            .flatten()
+            .filter(|v| *v == c.from || *v == c.to),
         Target::HttpRoute { .. } | Target::TrafficSplit { .. } => [&c.from, &c.to]
             .into_iter()
             .find(|v| **v == n.service)

@@ -172,12 +172,11 @@ pub fn plan(
     let in_ns = |r: &&Resource| r.namespace == c.namespace;
     match &c.target {
         Target::Subsets { service } => {
-            let service = service.split('.').next().unwrap_or(service).to_string();
             let mut out = Vec::new();
             // The subsets: an existing DestinationRule's, completed; or one made.
             let dr = store.resources.iter().filter(in_ns).find(|r| {
                 r.kind == "DestinationRule"
-                    && parse(r).is_some_and(|v| spec_hosts_match(&v, &service, &c.namespace))
+                    && parse(r).is_some_and(|v| spec_hosts_match(&v, service, &c.namespace))
             });
             let mut names = Vec::new();
             let mut dr_value = match dr {
@@ -192,7 +191,7 @@ pub fn plan(
                             ("namespace", s(&c.namespace)),
                         ]),
                     ),
-                    ("spec", map(vec![("host", s(&service))])),
+                    ("spec", map(vec![("host", s(service))])),
                 ]),
             };
             let mut dr_changed = dr.is_none();
@@ -253,7 +252,7 @@ pub fn plan(
                     store.resources.iter().filter(in_ns).find(|r| {
                         r.kind == "VirtualService"
                             && parse(r).is_some_and(|v| {
-                                spec_hosts_match(&v, &service, &c.namespace)
+                                spec_hosts_match(&v, service, &c.namespace)
                                     && v.get("spec").and_then(|s| s.get("gateways")).is_none()
                             })
                     })
@@ -273,7 +272,7 @@ pub fn plan(
                     (
                         "spec",
                         map(vec![
-                            ("hosts", Value::Sequence(vec![s(&service)])),
+                            ("hosts", Value::Sequence(vec![s(service)])),
                             ("http", Value::Sequence(vec![map(vec![])])),
                         ]),
                     ),
@@ -283,7 +282,7 @@ pub fn plan(
                 map(vec![
                     (
                         "destination",
-                        map(vec![("host", s(&service)), ("subset", s(subset))]),
+                        map(vec![("host", s(service)), ("subset", s(subset))]),
                     ),
                     ("weight", Value::from(weight)),
                 ])

@@ -20,7 +20,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
@@ -106,19 +105,7 @@ async fn call(
     let req = req
         .body(app::client::Body::from(body))
         .map_err(|e| unavailable(e.to_string()))?;
-    let rsp = remote
-        .client
-        .request(req)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let status = rsp.status();
-    let content_type = rsp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = rsp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .to_bytes();
+    let (status, content_type, body) = remote.exchange(req).await.map_err(unavailable)?;
     Ok(Answer {
         status,
         content_type,

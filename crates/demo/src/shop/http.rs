@@ -405,19 +405,29 @@ impl Remote {
         &self,
         req: http::Request<app::client::Body>,
     ) -> Result<(u16, Value), String> {
+        let (status, _, bytes) = self.exchange(req).await?;
+        Ok((
+            status.as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Sends `req` and reads the whole answer: status, content type and body as received.
+    pub(crate) async fn exchange(
+        &self,
+        req: http::Request<app::client::Body>,
+    ) -> Result<(StatusCode, Option<http::HeaderValue>, bytes::Bytes), String> {
         use http_body_util::BodyExt;
         let rsp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        let status = rsp.status().as_u16();
+        let status = rsp.status();
+        let content_type = rsp.headers().get(http::header::CONTENT_TYPE).cloned();
         let bytes = rsp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        Ok((status, content_type, bytes))
     }
 
     pub(crate) async fn get(&self, url: &str) -> Result<(u16, Value), String> {

@@ -92,10 +92,7 @@ fn token(issuer: &Issuer, user: Value, status: StatusCode) -> Response {
         sub: name.to_string(),
         ..TokenRequest::default()
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match issuer.issue(&ask, now) {
+    match issuer.issue(&ask, crate::auth::now()) {
         Ok(t) => {
             tracing::info!(sub = %t.claims.sub, "logged in");
             (

@@ -303,6 +303,25 @@ pub fn credentials(replica: &Replica, identity: &str, dir: &Path) -> (String, St
     super::join_credentials(&replica.api.to_string(), &token_file, identity, dir)
 }
 
+/// The arguments of a `weft proxy` client (an outbound listener on any port, under the
+/// `client` service) joining with the token and trust bundle in those files.
+pub fn client_args<'a>(instance: &'a str, token: &'a str, bundle: &'a str) -> [&'a str; 12] {
+    [
+        "--mode",
+        "client",
+        "--service",
+        "client",
+        "--instance",
+        instance,
+        "--outbound",
+        "127.0.0.1:0",
+        "--join-token-file",
+        token,
+        "--trust-anchors-file",
+        bundle,
+    ]
+}
+
 /// `weft proxy ARGS` with the control-plane replicas `controls`; returns it and what it bound
 /// (the JSON line it prints).
 pub fn proxy(home: &Path, controls: &[SocketAddr], args: &[&str]) -> (Proc, serde_json::Value) {

@@ -405,6 +405,18 @@ pub async fn post_json(
     (status, body)
 }
 
+/// The new version's weight at each move of a rollout, from `weft canary status NAME -o json`
+/// (its history, the start left out).
+pub fn rollout_weights(status: &Value) -> Vec<u64> {
+    status["state"]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["phase"] != "initializing")
+        .map(|e| e["weight"].as_u64().unwrap_or(0))
+        .collect()
+}
+
 /// [`get`] with more headers.
 pub async fn get_with(
     c: &HttpClient,
