@@ -132,6 +132,14 @@ class Browser:
     def inner_text(self, selector):
         return self.eval(f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText")
 
+    def press(self, key, code, key_code):
+        """Presses and releases one key in the focused element, as a keyboard would."""
+        for kind in ("keyDown", "keyUp"):
+            params = {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": key_code}
+            if kind == "keyDown" and key == "Enter":
+                params["text"] = "\r"
+            self.send("Input.dispatchKeyEvent", **params)
+
     def screenshot(self, path):
         r = self.send("Page.captureScreenshot", format="png")
         with open(path, "wb") as f:

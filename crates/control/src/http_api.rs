@@ -39,6 +39,8 @@ pub struct Api {
     pub hosts: Arc<crate::hosts::Hosts>,
     /// The store shared with other replicas, if any (their addresses, for hosts).
     pub store: Option<crate::etcd::Etcd>,
+    /// The web dashboard's history, tap feed and recent refusals.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 /// What `POST /apply` and `POST /delete` carry: YAML documents and the file they came from.
@@ -85,11 +87,20 @@ impl Api {
                 ),
             ));
         }
+        // The dashboard signs browsers in with a cookie (or takes the credential as here).
+        let dashboard = crate::dashboard::owns(path);
+        if dashboard {
+            if let Some(refused) = crate::dashboard::refusal(self, req) {
+                return Some(refused);
+            }
+        }
         let operator = match (&self.ca, &peer.identity) {
             (Some(ca), Some(id)) => id.operator_name(&ca.config().trust_domain).is_some(),
             _ => false,
         };
-        if let (Some(token), false, false) = (&self.admin_token, host_call, operator) {
+        if let (Some(token), false, false, false) =
+            (&self.admin_token, host_call, operator, dashboard)
+        {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -212,7 +223,11 @@ impl Api {
             self.resources.change(&[], new.clone()).await
         };
         match changed {
-            Err(refused) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{refused}\n")),
+            Err(refused) => {
+                let error = refused.to_string();
+                self.dashboard.refused(&file, error.clone());
+                text(StatusCode::UNPROCESSABLE_ENTITY, format!("{error}\n"))
+            }
             Ok(Changed { loaded, version }) => {
                 // Answer once every proxy has answered the new snapshot, so scripts can rely on
                 // a 200 meaning every proxy runs it.
@@ -241,7 +256,7 @@ impl Api {
 
     /// `POST /canaries/NAMESPACE/NAME/ACTION` (pause, resume, abort, promote): the rollout's
     /// state once the action is in force.
-    async fn canary_action(&self, path: &str) -> Response<Full<Bytes>> {
+    pub(crate) async fn canary_action(&self, path: &str) -> Response<Full<Bytes>> {
         use crate::canary::{act, Action, ActionError};
         let parts: Vec<&str> = path["/canaries/".len()..].split('/').collect();
         let [ns, name, action] = parts.as_slice() else {
@@ -364,6 +379,9 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                         return Ok::<_, Infallible>(refused);
                     }
                     let rsp = match (req.method(), req.uri().path()) {
+                        (_, path) if crate::dashboard::owns(path) => {
+                            crate::dashboard::serve(&api, req).await
+                        }
                         (&Method::POST, "/apply") => api.change(req, false).await,
                         (&Method::POST, "/delete") => api.change(req, true).await,
                         (&Method::POST, "/join") => api.join(req).await,

@@ -19,6 +19,9 @@
 //!   the sealed CA root.
 //! - [`canary`]: the canary controller: progressive rollouts (`kind: Canary`) moved step by
 //!   step on the proxies' metrics, with rollback; `GET /canaries`, `POST /canaries/…`.
+//! - [`dashboard`]: the web dashboard under `/dashboard/`: its pages (vendored, no build step)
+//!   and the JSON they read, sampled from the proxies' admin endpoints while someone looks.
+//! - [`route_table`]: a service's route table as text (`weft routes`, the dashboard).
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
 //! - `ca_api`: `POST /ca/{prepare,activate,retire}`, root rotation without downtime.
@@ -26,6 +29,7 @@
 pub mod ca;
 mod ca_api;
 pub mod canary;
+pub mod dashboard;
 pub mod etcd;
 pub mod hosts;
 mod hosts_api;
@@ -34,6 +38,7 @@ mod join;
 pub mod listener;
 pub mod push;
 pub mod registry;
+pub mod route_table;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -322,6 +322,8 @@ struct Inner {
     snapshot: Arc<Snapshot>,
     /// The URL of the Prometheus `weft up --prometheus` runs beside the mesh.
     prometheus: Option<String>,
+    /// The URL of the dashboard's own listener (`--dashboard`).
+    dashboard: Option<String>,
     /// The mesh runs an ingress gateway of its own (`weft up` does): it is not ready without it.
     runs_ingress: bool,
     /// The trust domain of the mesh's SPIFFE identities (its CA's).
@@ -396,6 +398,7 @@ impl Registry {
                 next_id: 1,
                 snapshot: snapshot.clone(),
                 prometheus: None,
+                dashboard: None,
                 runs_ingress: false,
                 trust_domain: model::names::TRUST_DOMAIN.to_string(),
                 pods: Default::default(),
@@ -487,6 +490,15 @@ impl Registry {
     /// The replicas that have finished for good, as [`Registry::set_finished`] recorded them.
     pub fn finished(&self) -> BTreeMap<(String, String, String), (Finished, String)> {
         self.lock().finished.clone()
+    }
+
+    pub fn set_dashboard(&self, url: Option<String>) {
+        self.lock().dashboard = url;
+    }
+
+    /// The URL of the dashboard's own listener, if `--dashboard` opened one.
+    pub fn dashboard(&self) -> Option<String> {
+        self.lock().dashboard.clone()
     }
 
     /// The URL of the mesh's Prometheus, if `weft up --prometheus` runs one.

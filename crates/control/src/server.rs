@@ -47,6 +47,27 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Serves the dashboard (and the API behind it) on one more listener, `addr`: `/` there
+    /// leads to `/dashboard/`. Returns the address bound.
+    pub async fn serve_dashboard(&self, addr: SocketAddr) -> Result<SocketAddr, ControlError> {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ControlError::Bind {
+                addr,
+                what: "dashboard",
+                source,
+            })?;
+        let bound = l.local_addr().unwrap_or(addr);
+        self.registry
+            .set_dashboard(Some(format!("http://{bound}/dashboard/")));
+        tokio::spawn(http_api::serve(
+            l,
+            self.api_state.clone(),
+            self.shutdown.clone(),
+        ));
+        Ok(bound)
+    }
+
     /// Binds both listeners and starts serving on the current runtime, with the resources
     /// `store` in force, kept in memory.
     pub async fn start(
@@ -126,6 +147,7 @@ impl ControlPlane {
             ca: ca.clone(),
             hosts,
             store,
+            dashboard: Default::default(),
         });
         tokio::spawn(http_api::serve(api_l, api_state.clone(), shutdown.clone()));
         tokio::spawn(crate::canary::run(api_state.clone(), shutdown.clone()));

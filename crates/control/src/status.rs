@@ -19,6 +19,11 @@ pub struct Status {
     /// The URL of the Prometheus scraping the mesh (`weft up --prometheus`), empty without one.
     #[serde(default)]
     pub prometheus: String,
+    /// The URL of the web dashboard's own listener (`--dashboard`), empty without one (the
+    /// dashboard is always under the API's `/dashboard/`; `weft dashboard` prints the URL to
+    /// sign in with).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dashboard: String,
     /// The trust domain of the mesh's SPIFFE identities.
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
@@ -312,6 +317,7 @@ pub fn build(registry: &Registry, control: SocketAddr, api: SocketAddr) -> Statu
         ingress: ingress.to_string(),
         ingress_admin,
         prometheus: registry.prometheus().unwrap_or_default(),
+        dashboard: registry.dashboard().unwrap_or_default(),
         trust_domain,
         version,
         ready: pending.is_empty(),

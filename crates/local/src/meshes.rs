@@ -24,6 +24,10 @@ pub struct MeshRecord {
     /// speaks TLS to it too, verifying the control plane with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Where the web dashboard has a listener of its own (`--dashboard`); it is also under the
+    /// API's `/dashboard/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
 }
 
 /// Keeps mesh `name`'s trust bundle beside its record (`ca_file`), replacing an older one.
@@ -308,6 +312,7 @@ fn chosen_context() -> Option<Result<MeshRecord, FindError>> {
         ingress: String::new(),
         token_file: (!ctx.token_file.is_empty()).then_some(ctx.token_file),
         ca_file: ctx.ca_file,
+        dashboard: None,
     }))
 }
 

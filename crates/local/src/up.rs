@@ -70,6 +70,9 @@ pub struct UpOptions {
     /// Environment every app gets before its workload's own `env` (which wins): the OTLP
     /// collector the proxies export to, so that apps built on the SDK send their spans there too.
     pub app_env: Vec<(String, String)>,
+    /// Serve the web dashboard on this address too (`--dashboard`); it is always under the
+    /// API's `/dashboard/`.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl UpOptions {
@@ -241,6 +244,10 @@ pub async fn up(
     if !opts.watch.is_empty() {
         control.watch(opts.watch.clone());
     }
+    let dashboard = match opts.dashboard {
+        Some(addr) => Some(control.serve_dashboard(addr).await?),
+        None => None,
+    };
     let _record = meshes::record(
         &MeshRecord {
             name: spec.name.clone(),
@@ -250,6 +257,7 @@ pub async fn up(
             ingress: spec.ingress.to_string(),
             token_file: None,
             ca_file: None,
+            dashboard: dashboard.map(|d| d.to_string()),
         },
         Some(&token),
     )?;

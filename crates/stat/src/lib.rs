@@ -23,5 +23,5 @@ pub mod sketch;
 
 pub use quantile::{bucket_counts_quantile, histogram_quantile};
 pub use report::{Percentiles, StatReport, StatRow, SCHEMA};
-pub use rows::{rows, Kind, Reading, Replica};
+pub use rows::{edge_rows, rows, EdgeRow, Kind, Reading, Replica};
 pub use sketch::Sketch;

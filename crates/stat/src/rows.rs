@@ -215,6 +215,78 @@ pub fn rows(
         .collect()
 }
 
+/// One edge of the mesh over a window: the requests one caller (what `src` names: a workload,
+/// a service, `unknown` for a caller outside the mesh…) made to one service, as that service's
+/// replicas counted them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EdgeRow {
+    pub src: String,
+    /// The caller's SPIFFE identity, `unknown` without one.
+    pub src_principal: String,
+    pub dst_namespace: String,
+    pub dst_service: String,
+    pub dst_principal: String,
+    pub requests: u64,
+    pub failed: u64,
+    pub success_rate: Option<f64>,
+    pub rps: f64,
+    pub latency_ms: Option<Percentiles>,
+    /// The share of its requests that came over mutual TLS.
+    pub mtls_share: Option<f64>,
+}
+
+/// Every edge that carried requests between two readings `secs` apart, sorted, from the
+/// `reporter="destination"` series of every proxy read. `src(namespace, workload, principal)`
+/// names the caller from its series' `source_*` labels (`unknown` where a label is missing):
+/// the calls of every caller it gives the same name are one edge.
+pub fn edge_rows(
+    before: &HashMap<String, Reading>,
+    after: &HashMap<String, Reading>,
+    secs: f64,
+    src: impl Fn(&str, &str, &str) -> String,
+) -> Vec<EdgeRow> {
+    type Key = [String; 5];
+    let label = |s: &Sample, n: &str| s.label(n).unwrap_or("unknown").to_string();
+    let mut acc: BTreeMap<Key, Acc> = BTreeMap::new();
+    for (proxy, r) in after {
+        for (s, d) in deltas(before.get(proxy), r) {
+            let principal = label(s, "source_principal");
+            let key: Key = [
+                src(
+                    s.label("source_workload_namespace").unwrap_or("unknown"),
+                    s.label("source_workload").unwrap_or("unknown"),
+                    &principal,
+                ),
+                principal,
+                label(s, "destination_service_namespace"),
+                label(s, "destination_service_name"),
+                label(s, "destination_principal"),
+            ];
+            acc.entry(key).or_default().add(s, d);
+        }
+    }
+    acc.into_iter()
+        .filter(|(_, a)| a.requests > 0.0)
+        .map(|(k, a)| {
+            let row = a.row(&(k[2].clone(), k[3].clone()), k[3].clone(), 0, secs);
+            let [src, src_principal, dst_namespace, dst_service, dst_principal] = k;
+            EdgeRow {
+                src,
+                src_principal,
+                dst_namespace,
+                dst_service,
+                dst_principal,
+                requests: row.requests,
+                failed: row.failed,
+                success_rate: row.success_rate,
+                rps: row.rps,
+                latency_ms: row.latency_ms,
+                mtls_share: row.mtls_share,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +441,32 @@ mod tests {
             Kind::Workload.row_of(r),
             ("default".to_string(), "hello-v1".to_string())
         );
+    }
+
+    #[test]
+    fn edges_are_counted_per_caller_and_service() {
+        let before: HashMap<String, Reading> =
+            [("hello-v1-0".into(), reading(&metrics(100, 10)))].into();
+        let after: HashMap<String, Reading> =
+            [("hello-v1-0".into(), reading(&metrics(150, 30)))].into();
+        let workload = |ns: &str, w: &str, _: &str| format!("{ns}/{w}");
+        let es = edge_rows(&before, &after, 5.0, workload);
+        assert_eq!(es.len(), 2, "{es:?}");
+        // The meshed caller: 50 more, all fine, all mTLS.
+        let a = es
+            .iter()
+            .find(|e| e.src_principal == "spiffe://cluster.local/ns/default/sa/a")
+            .unwrap();
+        assert_eq!((a.requests, a.failed, a.rps), (50, 0, 10.0));
+        assert_eq!((a.dst_service.as_str(), a.mtls_share), ("hello", Some(1.0)));
+        // The plaintext one: 20 more, all failed.
+        let u = es.iter().find(|e| e.src_principal == "unknown").unwrap();
+        assert_eq!((u.requests, u.failed, u.success_rate), (20, 20, Some(0.0)));
+        assert_eq!(u.mtls_share, Some(0.0));
+        // Nothing new: no edge.
+        assert!(edge_rows(&after, &after, 5.0, workload).is_empty());
+        // The caller is named as `src` names it (edges differ by principal too).
+        let named = edge_rows(&before, &after, 5.0, |_, _, p| format!("caller {p}"));
+        assert_eq!(named[0].src, format!("caller {}", named[0].src_principal));
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod ca;
 mod canary;
 mod check;
+mod dashboard;
 mod doctor;
 mod edges;
 mod exec;
@@ -80,6 +81,9 @@ enum Cmd {
     Ca(ca::CaArgs),
     /// Who talks to whom: client and server identities, and whether each edge is mTLS
     Edges(edges::EdgesArgs),
+    /// Print the URL of the running mesh's web dashboard (the service graph, golden metrics,
+    /// live tap, routes, resources, identities and rollouts); opens nothing
+    Dashboard(dashboard::DashboardArgs),
     /// Success rate, RPS, latency percentiles, meshed and mTLS share per service or workload
     Stat(stat::StatArgs),
     /// A live stream of the requests a service handles (or, with --to, sends)
@@ -286,6 +290,7 @@ impl Cli {
                 | Cmd::Identity(_)
                 | Cmd::Ca(_)
                 | Cmd::Edges(_)
+                | Cmd::Dashboard(_)
                 | Cmd::Stat(_)
                 | Cmd::Tap(_)
                 | Cmd::Top(_)
@@ -321,6 +326,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Identity(a) => identity::run(a),
         Cmd::Ca(a) => ca::run(a),
         Cmd::Edges(a) => edges::run(a),
+        Cmd::Dashboard(a) => dashboard::run(a),
         Cmd::Stat(a) => stat::run(a),
         Cmd::Tap(a) => tap::run(a),
         Cmd::Top(a) => top::run(a),

@@ -56,31 +56,7 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&snapshot.gateway)?);
                 return Ok(0);
             }
-            println!(
-                "ingress gateway: {} virtual hosts, snapshot {}",
-                snapshot.gateway.len(),
-                snapshot.version
-            );
-            for v in &snapshot.gateway {
-                println!("  {} (hosts: {})", v.name, v.hosts.join(", "));
-                for (i, r) in v.routes.iter().enumerate() {
-                    let to: Vec<String> = r
-                        .destinations
-                        .iter()
-                        .map(|d| format!("{} weight {}", d.service, d.weight))
-                        .collect();
-                    println!(
-                        "    {}. {}: {} → {}",
-                        i + 1,
-                        r.name,
-                        compact(&r.matches),
-                        to.join(", ")
-                    );
-                }
-            }
-            if snapshot.gateway.is_empty() {
-                println!("  none: requests are routed by service name (Host)");
-            }
+            print!("{}", control::route_table::gateway(&snapshot));
             return Ok(0);
         }
         let svc = snapshot
@@ -90,100 +66,11 @@ pub fn run(a: RoutesArgs) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&svc.routes)?);
             return Ok(0);
         }
-        println!(
-            "{key}: port {}, {} ready endpoints, snapshot {} from {}",
-            svc.port,
-            svc.endpoints.len(),
-            snapshot.version,
-            proxy.instance
-        );
-        if !svc.policy.is_empty() {
-            println!("  policy: {}", compact(&svc.policy));
-        }
-        for sub in &svc.subsets {
-            println!("  subset {}: {}", sub.name, compact(&sub.policy));
-        }
-        if svc.routes.is_empty() {
-            println!("  no routes: every request goes to every endpoint");
-        }
-        for (i, r) in svc.routes.iter().enumerate() {
-            let matches = if r.matches.is_empty() {
-                "every request".to_string()
-            } else {
-                r.matches
-                    .iter()
-                    .map(|m| serde_json::to_string(m).unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            };
-            let dests = shares(r.destinations.iter().map(|d| (d, None)));
-            println!(
-                "  {}. {}\n     match: {matches}\n     to:    {}",
-                i + 1,
-                r.name,
-                dests.join(", ")
-            );
-            // Everything else the rule does (timeouts, retries, faults, filters), as JSON.
-            let mut rest = serde_json::to_value(r)?;
-            if let Some(o) = rest.as_object_mut() {
-                for k in ["name", "matches", "destinations"] {
-                    o.remove(k);
-                }
-                for (k, v) in o.iter() {
-                    println!("     {k}: {}", compact(v));
-                }
-            }
-        }
-        if !svc.tcp_routes.is_empty() {
-            println!("  connection rules (tunnels, TCP):");
-        }
-        for (i, r) in svc.tcp_routes.iter().enumerate() {
-            let matches = if r.matches.is_empty() {
-                "every connection".to_string()
-            } else {
-                r.matches
-                    .iter()
-                    .map(compact)
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            };
-            let dests = shares(r.destinations.iter().map(|d| (&d.to, d.port)));
-            println!(
-                "  {}. {}\n     match: {matches}\n     to:    {}",
-                i + 1,
-                r.name,
-                dests.join(", ")
-            );
-        }
+        let table =
+            control::route_table::service(&snapshot, &key, &proxy.instance).unwrap_or_default();
+        print!("{table}");
         Ok(0)
     })
-}
-
-/// Each destination (with its port, if it names one) and its share of the traffic.
-fn shares<'a>(
-    dests: impl Iterator<Item = (&'a model::Destination, Option<u16>)> + Clone,
-) -> Vec<String> {
-    let total: u32 = dests.clone().map(|(d, _)| d.weight).sum();
-    dests
-        .map(|(d, port)| {
-            let subset = d
-                .subset
-                .as_deref()
-                .map(|s| format!(" subset {s}"))
-                .unwrap_or_default();
-            let port = port.map(|p| format!(" port {p}")).unwrap_or_default();
-            let share = if total > 0 {
-                100.0 * d.weight as f64 / total as f64
-            } else {
-                0.0
-            };
-            format!("{}{subset}{port} {share:.0}%", d.service)
-        })
-        .collect()
-}
-
-fn compact<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// One route's counters as a proxy's admin `/routes` reports them.

@@ -41,9 +41,17 @@ pub struct UpArgs {
     exports: super::proxy_cmd::ExportArgs,
     #[command(flatten)]
     limits: super::proxy_cmd::LimitArgs,
+    /// Serve the web dashboard on ADDR as well (port 0: a free one) [default ADDR:
+    /// 127.0.0.1:20001]; it is always under the API's /dashboard/, and `weft dashboard` prints
+    /// its URL
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_DASHBOARD)]
+    dashboard: Option<SocketAddr>,
     #[command(flatten)]
     ca: CaArgs,
 }
+
+/// Where `--dashboard` alone serves the dashboard (Kiali's port).
+const DEFAULT_DASHBOARD: &str = "127.0.0.1:20001";
 
 impl UpArgs {
     /// What `--prometheus [ADDR]` and `--scrape-interval` ask for. A value that is not HOST:PORT
@@ -162,6 +170,10 @@ pub struct ControlArgs {
     /// With --store and no files: the mesh in the store to serve [default: the only one]
     #[arg(long, requires = "store", conflicts_with = "files")]
     mesh: Option<String>,
+    /// Serve the web dashboard on ADDR as well [default ADDR: 127.0.0.1:20001]; it is always
+    /// under the API's /dashboard/
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_DASHBOARD)]
+    dashboard: Option<SocketAddr>,
     #[command(flatten)]
     ca: CaArgs,
 }
@@ -188,6 +200,7 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
         proxy_flags: [a.exports.tracing_flags(), a.limits.flags()].concat(),
         app_env: a.exports.app_env(),
         access_log: a.exports.access_log.map(|f| f.as_str().to_string()),
+        dashboard: a.dashboard,
     };
     let rt = runtime()?;
     rt.block_on(async move {
@@ -198,11 +211,18 @@ pub fn up(mut a: UpArgs) -> anyhow::Result<i32> {
             let replicas = st.workloads.len();
             let services: std::collections::BTreeSet<_> =
                 st.workloads.iter().map(|w| &w.service).collect();
-            let prometheus = if st.prometheus.is_empty() {
+            let mut prometheus = if st.prometheus.is_empty() {
                 String::new()
             } else {
                 format!(" · prometheus {}", st.prometheus)
             };
+            if !st.dashboard.is_empty() {
+                // The URL to sign in with carries the credential: `weft dashboard` prints it.
+                prometheus.push_str(&format!(
+                    " · dashboard {} (`weft dashboard` prints the URL to open)",
+                    st.dashboard
+                ));
+            }
             println!(
                 "weft: mesh {name} is ready: ingress http://{} · control {} · {replicas} replicas of {} services{prometheus}",
                 st.ingress,
@@ -404,6 +424,10 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             }
             _ => None,
         };
+        let dashboard = match a.dashboard {
+            Some(addr) => Some(cp.serve_dashboard(addr).await?),
+            None => None,
+        };
         let _record = local::meshes::record(
             &local::meshes::MeshRecord {
                 name: spec.name.clone(),
@@ -413,6 +437,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                 ingress: spec.ingress.to_string(),
                 token_file: None,
                 ca_file,
+                dashboard: dashboard.map(|d| d.to_string()),
             },
             Some(&token),
         )?;
