@@ -1,11 +1,15 @@
 """weft's dashboard in a real browser: signs in with the URL `weft dashboard` prints, reads
 the service graph (every node and edge, with their numbers) from the SVG, opens a service's
 page from the graph with the keyboard, reads its numbers and waits for its charts, watches
-the live tap until requests with identities arrive, finds a refused change on the
-configuration page, and lists identities and rollouts; screenshots each page. Prints one
+the graph by workload (both versions of a rollout in progress), the live tap until requests
+with identities arrive, finds a refused change on the configuration page, and lists
+identities and the rollout; screenshots each page. Prints one
 JSON document with what each page showed.
 
-    python3 dashboard.py URL SCREENSHOT_DIR SERVICE REFUSED_FILE
+    python3 dashboard.py URL SCREENSHOT_DIR NAMESPACE/SERVICE REFUSED_FILE ROLLOUT
+
+ROLLOUT: NAMESPACE/SERVICE of a rollout in progress, whose two versions the graph by workload
+shows.
 """
 
 import json
@@ -18,7 +22,7 @@ from cdp import Browser  # noqa: E402
 
 
 def main():
-    url, shots, service, refused_file = sys.argv[1:5]
+    url, shots, service, refused_file, rollout = sys.argv[1:6]
     os.makedirs(shots, exist_ok=True)
     seen = {}
     with Browser(width=1500, height=1000, timeout=60.0) as b:
@@ -69,6 +73,18 @@ def main():
         }))()""")
         b.screenshot(os.path.join(shots, "dashboard-service.png"))
 
+        # The graph by workload: both versions of the service being rolled out get traffic.
+        b.eval("location.hash = '#/graph/workload'")
+        b.wait_for(f"[...document.querySelectorAll('#graph g.edge[data-src-principal]')].filter(e => "
+                   f"e.dataset.dst.startsWith({json.dumps(rollout + '-')})).length >= 2",
+                   what=f"edges to both versions of {rollout}")
+        seen["workload_graph"] = b.eval("""(() => ({
+            title: document.querySelector('h1').innerText,
+            nodes: [...document.querySelectorAll('#graph g.node')].map(n => n.dataset.id),
+            edges: [...document.querySelectorAll('#graph g.edge[data-src-principal]')].map(e => [e.dataset.src, e.dataset.dst, parseFloat(e.dataset.rps)]),
+        }))()""")
+        b.screenshot(os.path.join(shots, "dashboard-workloads.png"))
+
         # Live tap: requests with identities, and how old the newest is when it shows.
         b.eval("location.hash = '#/tap'")
         opened = time.monotonic()
@@ -100,7 +116,8 @@ def main():
         b.screenshot(os.path.join(shots, "dashboard-identities.png"))
 
         b.eval("location.hash = '#/canaries'")
-        b.wait_for("document.querySelector('#rollouts').children.length > 0", what="the rollouts page")
+        b.wait_for(f"document.querySelector('#rollouts .canary[data-name={json.dumps(rollout.split('/')[1])}]')",
+                   what=f"the rollout of {rollout}")
         seen["canaries"] = b.inner_text("#rollouts")
         b.screenshot(os.path.join(shots, "dashboard-rollouts.png"))
     print(json.dumps(seen))

@@ -26,6 +26,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use model::credential::Presented;
 use serde::Serialize;
+use stat::Kind;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -280,7 +281,11 @@ pub async fn serve<B>(api: &Arc<Api>, req: Request<B>) -> Response<Full<Bytes>> 
         "" => asset("index.html").unwrap_or_else(|| text(StatusCode::NOT_FOUND, "")),
         "api/overview" => {
             dash.sampler.touch(api);
-            json(&overview(api))
+            let by = match query(&req, "by").as_deref() {
+                Some("workload") => Kind::Workload,
+                _ => Kind::Service,
+            };
+            json(&overview(api, by))
         }
         "api/service" => {
             dash.sampler.touch(api);
@@ -304,15 +309,26 @@ pub async fn serve<B>(api: &Arc<Api>, req: Request<B>) -> Response<Full<Bytes>> 
     }
 }
 
-/// The graph node a caller belongs to: its service's (`NAMESPACE/SERVICE`) when it is a
-/// replica of the mesh, `outside` for a caller without a mesh identity, else its own workload
-/// (`client:NAMESPACE/WORKLOAD`: the ingress gateway, `weft exec`).
-pub fn caller(workloads: &[WorkloadStatus], ns: &str, workload: &str, principal: &str) -> String {
+/// The graph node a caller belongs to: its service's (`NAMESPACE/SERVICE`; by
+/// [`Kind::Workload`], its workload's) when it is a replica of the mesh, `outside` for a
+/// caller without a mesh identity, else its own workload (`client:NAMESPACE/WORKLOAD`: the
+/// ingress gateway, `weft exec`).
+pub fn caller(
+    kind: Kind,
+    workloads: &[WorkloadStatus],
+    ns: &str,
+    workload: &str,
+    principal: &str,
+) -> String {
     if let Some(w) = workloads
         .iter()
         .find(|w| w.namespace == ns && w.workload == workload)
     {
-        return format!("{}/{}", w.namespace, w.service);
+        let name = match kind {
+            Kind::Service => &w.service,
+            Kind::Workload => &w.workload,
+        };
+        return format!("{}/{name}", w.namespace);
     }
     if matches!(principal, "" | "unknown") {
         return "outside".into();
@@ -334,12 +350,14 @@ fn health(success: Option<f64>) -> &'static str {
 #[derive(Serialize)]
 struct Node {
     id: String,
-    /// `service`, `gateway` (the ingress gateway), `client` (another workload that is no
+    /// `service` (or `workload`, in the graph by workload), `gateway` (the ingress gateway), `client` (another workload that is no
     /// service's replica: a `weft exec`) or `outside` (callers without a mesh identity). For
     /// all but services the numbers are what they send.
     kind: &'static str,
     namespace: String,
     name: String,
+    /// The service whose page the node links to (empty for callers that are no replica).
+    service: String,
     principal: String,
     workloads: Vec<String>,
     replicas: usize,
@@ -388,17 +406,27 @@ fn status(api: &Api) -> Status {
     crate::status::build(&api.registry, api.control, api.api)
 }
 
-fn overview(api: &Api) -> Overview {
+/// The graph with a node per service, or (by `Kind::Workload`) per workload.
+fn overview(api: &Api, by: Kind) -> Overview {
     let st = status(api);
     let window = api.dashboard.sampler.window();
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let (kind, rows, window_edges) = match by {
+        Kind::Service => ("service", &window.services, &window.edges),
+        Kind::Workload => ("workload", &window.workloads, &window.workload_edges),
+    };
     for w in &st.workloads {
-        let id = format!("{}/{}", w.namespace, w.service);
+        let name = match by {
+            Kind::Service => &w.service,
+            Kind::Workload => &w.workload,
+        };
+        let id = format!("{}/{name}", w.namespace);
         let n = nodes.entry(id.clone()).or_insert_with(|| Node {
             id,
-            kind: "service",
+            kind,
             namespace: w.namespace.clone(),
-            name: w.service.clone(),
+            name: name.clone(),
+            service: w.service.clone(),
             principal: w.identity.clone(),
             workloads: Vec::new(),
             replicas: 0,
@@ -414,7 +442,7 @@ fn overview(api: &Api) -> Overview {
         n.replicas += 1;
         n.ready += usize::from(w.ready);
     }
-    for r in &window.services {
+    for r in rows {
         if let Some(n) = nodes.get_mut(&format!("{}/{}", r.namespace, r.name)) {
             n.rps = r.rps;
             n.success_rate = r.success_rate;
@@ -423,8 +451,8 @@ fn overview(api: &Api) -> Overview {
         }
     }
     let mut edges = Vec::new();
-    for e in &window.edges {
-        let dst = format!("{}/{}", e.dst_namespace, e.dst_service);
+    for e in window_edges {
+        let dst = format!("{}/{}", e.dst_namespace, e.dst_name);
         for (id, principal) in [(&e.src, &e.src_principal), (&dst, &e.dst_principal)] {
             if nodes.contains_key(id) {
                 continue;
@@ -435,7 +463,7 @@ fn overview(api: &Api) -> Overview {
                 let bare = id.strip_prefix("client:").unwrap_or(id);
                 let (ns, name) = bare.split_once('/').unwrap_or(("", bare));
                 let kind = if !id.starts_with("client:") {
-                    "service"
+                    kind
                 } else if name == crate::hosts::INGRESS_NAME {
                     "gateway"
                 } else {
@@ -448,6 +476,7 @@ fn overview(api: &Api) -> Overview {
                 Node {
                     id: id.clone(),
                     kind,
+                    service: String::new(),
                     namespace,
                     name,
                     principal: principal.clone(),
@@ -476,7 +505,7 @@ fn overview(api: &Api) -> Overview {
         });
     }
     // Callers that are no service show what they send.
-    for n in nodes.values_mut().filter(|n| n.kind != "service") {
+    for n in nodes.values_mut().filter(|n| n.service.is_empty()) {
         let out: Vec<&Edge> = edges.iter().filter(|e| e.src == n.id).collect();
         let requests: u64 = out.iter().map(|e| e.requests).sum();
         n.rps = out.iter().map(|e| e.rps).sum();
@@ -630,7 +659,7 @@ fn service_page(api: &Api, ns: &str, name: &str) -> Option<ServicePage> {
         edges: window
             .edges
             .iter()
-            .filter(|e| e.src == me || (e.dst_namespace == ns && e.dst_service == name))
+            .filter(|e| e.src == me || (e.dst_namespace == ns && e.dst_name == name))
             .cloned()
             .collect(),
         prometheus,
@@ -807,11 +836,15 @@ mod tests {
             w("shop", "order", "order-v1"),
             w("shop", "order", "order-v2"),
         ];
-        assert_eq!(caller(&all, "shop", "order-v2", "spiffe://x"), "shop/order");
-        assert_eq!(caller(&all, "shop", "unknown", "unknown"), "outside");
+        let svc = |ns: &str, wl: &str, p: &str| caller(Kind::Service, &all, ns, wl, p);
+        assert_eq!(svc("shop", "order-v2", "spiffe://x"), "shop/order");
         assert_eq!(
-            caller(
-                &all,
+            caller(Kind::Workload, &all, "shop", "order-v2", "spiffe://x"),
+            "shop/order-v2"
+        );
+        assert_eq!(svc("shop", "unknown", "unknown"), "outside");
+        assert_eq!(
+            svc(
                 "istio-system",
                 "istio-ingressgateway",
                 "spiffe://td/ns/istio-system/sa/ingress"

@@ -224,7 +224,8 @@ pub struct EdgeRow {
     /// The caller's SPIFFE identity, `unknown` without one.
     pub src_principal: String,
     pub dst_namespace: String,
-    pub dst_service: String,
+    /// The service called (by [`Kind::Workload`]: the workload that answered).
+    pub dst_name: String,
     pub dst_principal: String,
     pub requests: u64,
     pub failed: u64,
@@ -236,10 +237,12 @@ pub struct EdgeRow {
 }
 
 /// Every edge that carried requests between two readings `secs` apart, sorted, from the
-/// `reporter="destination"` series of every proxy read. `src(namespace, workload, principal)`
+/// `reporter="destination"` series of every proxy read, to services or (by `kind`) to
+/// workloads. `src(namespace, workload, principal)`
 /// names the caller from its series' `source_*` labels (`unknown` where a label is missing):
 /// the calls of every caller it gives the same name are one edge.
 pub fn edge_rows(
+    kind: Kind,
     before: &HashMap<String, Reading>,
     after: &HashMap<String, Reading>,
     secs: f64,
@@ -258,8 +261,8 @@ pub fn edge_rows(
                     &principal,
                 ),
                 principal,
-                label(s, "destination_service_namespace"),
-                label(s, "destination_service_name"),
+                kind.row_of_sample(s).map_or("unknown".into(), |r| r.0),
+                kind.row_of_sample(s).map_or("unknown".into(), |r| r.1),
                 label(s, "destination_principal"),
             ];
             acc.entry(key).or_default().add(s, d);
@@ -269,12 +272,12 @@ pub fn edge_rows(
         .filter(|(_, a)| a.requests > 0.0)
         .map(|(k, a)| {
             let row = a.row(&(k[2].clone(), k[3].clone()), k[3].clone(), 0, secs);
-            let [src, src_principal, dst_namespace, dst_service, dst_principal] = k;
+            let [src, src_principal, dst_namespace, dst_name, dst_principal] = k;
             EdgeRow {
                 src,
                 src_principal,
                 dst_namespace,
-                dst_service,
+                dst_name,
                 dst_principal,
                 requests: row.requests,
                 failed: row.failed,
@@ -450,7 +453,7 @@ mod tests {
         let after: HashMap<String, Reading> =
             [("hello-v1-0".into(), reading(&metrics(150, 30)))].into();
         let workload = |ns: &str, w: &str, _: &str| format!("{ns}/{w}");
-        let es = edge_rows(&before, &after, 5.0, workload);
+        let es = edge_rows(Kind::Service, &before, &after, 5.0, workload);
         assert_eq!(es.len(), 2, "{es:?}");
         // The meshed caller: 50 more, all fine, all mTLS.
         let a = es
@@ -458,15 +461,20 @@ mod tests {
             .find(|e| e.src_principal == "spiffe://cluster.local/ns/default/sa/a")
             .unwrap();
         assert_eq!((a.requests, a.failed, a.rps), (50, 0, 10.0));
-        assert_eq!((a.dst_service.as_str(), a.mtls_share), ("hello", Some(1.0)));
+        assert_eq!((a.dst_name.as_str(), a.mtls_share), ("hello", Some(1.0)));
+        // To workloads: the one that answered.
+        let to = edge_rows(Kind::Workload, &before, &after, 5.0, workload);
+        assert!(to.iter().all(|e| e.dst_name == "hello-v1"), "{to:?}");
         // The plaintext one: 20 more, all failed.
         let u = es.iter().find(|e| e.src_principal == "unknown").unwrap();
         assert_eq!((u.requests, u.failed, u.success_rate), (20, 20, Some(0.0)));
         assert_eq!(u.mtls_share, Some(0.0));
         // Nothing new: no edge.
-        assert!(edge_rows(&after, &after, 5.0, workload).is_empty());
+        assert!(edge_rows(Kind::Service, &after, &after, 5.0, workload).is_empty());
         // The caller is named as `src` names it (edges differ by principal too).
-        let named = edge_rows(&before, &after, 5.0, |_, _, p| format!("caller {p}"));
+        let named = edge_rows(Kind::Service, &before, &after, 5.0, |_, _, p| {
+            format!("caller {p}")
+        });
         assert_eq!(named[0].src, format!("caller {}", named[0].src_principal));
     }
 }

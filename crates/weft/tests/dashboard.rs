@@ -4,8 +4,9 @@
 //! checked against `weft edges -o json` and the load's rates; a service page opened from the
 //! graph with the keyboard agrees with `weft stat`; the tap page shows live requests with
 //! identities within 2 s; a refused `weft apply` shows its error with file and line; the
-//! identities and rollouts pages show. Without the credential the dashboard answers nothing.
-//! Screenshots of every page land in target/screenshots.
+//! graph by workload shows both versions of a rollout in progress, and the rollouts page its
+//! weights; the identities page every proxy's certificate. Without the credential the
+//! dashboard answers nothing. Screenshots of every page land in target/screenshots.
 
 mod common;
 
@@ -130,6 +131,20 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
         "/api/orders",
     );
     let _pages = load(&mesh, PAGES, &[], "/api/products");
+    // A rollout of payment v2, held at half the traffic.
+    mesh.weft_ok(&[
+        "canary",
+        "start",
+        "payment",
+        "--from",
+        "v1",
+        "--to",
+        "v2",
+        "--steps",
+        "50,100",
+        "--interval",
+        "600s",
+    ]);
 
     // A change the control plane refuses: a weight over 100, on line 10.
     let bad = mesh.files.path().join("bad-weights.yaml");
@@ -150,6 +165,7 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
             shots.to_str().unwrap(),
             "default/order",
             "bad-weights.yaml",
+            "default/payment",
         ])
         .output()
         .await
@@ -348,11 +364,43 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
         ids.iter().any(|r| r.to_string().contains(&sa("order"))),
         "{ids:?}"
     );
-    assert!(seen["canaries"].as_str().unwrap().contains("No rollout"));
+    // The rollout's progress, and both versions in the graph by workload.
+    let rollout = seen["canaries"].as_str().unwrap();
+    assert!(rollout.contains("payment.default: v1 → v2"), "{rollout}");
+    assert!(
+        rollout.contains("v1 50%") && rollout.contains("v2 50%"),
+        "{rollout}"
+    );
+    let wg = &seen["workload_graph"];
+    assert_eq!(wg["title"], "Workload graph");
+    for v in [
+        "default/payment-v1",
+        "default/payment-v2",
+        "default/order",
+        "default/frontend",
+    ] {
+        assert!(
+            wg["nodes"].to_string().contains(&format!("\"{v}\"")),
+            "{v}: {wg}"
+        );
+    }
+    let to = |w: &str| -> f64 {
+        wg["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e[0] == "default/order" && e[1] == w)
+            .map(|e| e[2].as_f64().unwrap())
+            .sum()
+    };
+    let (v1, v2) = (to("default/payment-v1"), to("default/payment-v2"));
+    near("payment v1 + v2", v1 + v2, ORDERS as f64, 0.10);
+    assert!(v1 > 0.0 && v2 > 0.0, "{wg}");
 
     for page in [
         "graph",
         "service",
+        "workloads",
         "tap",
         "config",
         "identities",

@@ -35,7 +35,10 @@ pub struct Window {
     pub secs: f64,
     pub services: Vec<StatRow>,
     pub workloads: Vec<StatRow>,
+    /// Edges to services, callers named by [`super::caller`].
     pub edges: Vec<EdgeRow>,
+    /// Edges to workloads, callers named by their workload.
+    pub workload_edges: Vec<EdgeRow>,
 }
 
 struct Taken {
@@ -148,9 +151,20 @@ impl Sampler {
                         &b.readings,
                         secs,
                     ),
-                    edges: stat::edge_rows(&a.readings, &b.readings, secs, |ns, w, p| {
-                        super::caller(&st.workloads, ns, w, p)
-                    }),
+                    edges: stat::edge_rows(
+                        Kind::Service,
+                        &a.readings,
+                        &b.readings,
+                        secs,
+                        |ns, w, p| super::caller(Kind::Service, &st.workloads, ns, w, p),
+                    ),
+                    workload_edges: stat::edge_rows(
+                        Kind::Workload,
+                        &a.readings,
+                        &b.readings,
+                        secs,
+                        |ns, w, p| super::caller(Kind::Workload, &st.workloads, ns, w, p),
+                    ),
                 }
             }
             _ => Window::default(),

@@ -181,21 +181,23 @@ function drawGraph(o) {
   svg.append(edgeLayer);
   for (const n of o.nodes) {
     const p = pos[n.id];
-    const stats = n.kind === "service"
+    const replica = n.kind === "service" || n.kind === "workload";
+    const stats = replica
       ? `${fmt.rps(n.rps)} rps · ${fmt.pct(n.success_rate)} · p99 ${fmt.ms(n.p99_ms)}`
       : `calls ${fmt.rps(n.rps)} rps · ${fmt.pct(n.success_rate)}`;
     const sub = n.kind === "service" ? `${n.ready}/${n.replicas} ready · ${n.workloads.join(", ")}`
+      : n.kind === "workload" ? `${n.ready}/${n.replicas} ready · service ${n.service}`
       : n.kind === "outside" ? "callers without a mesh identity" : n.kind === "gateway" ? "ingress gateway" : `mesh client, ${n.namespace}`;
     const g = s("g", { class: `node health-${n.health}`, "data-id": n.id, "data-kind": n.kind, "data-rps": n.rps.toFixed(3),
       "data-health": n.health, transform: `translate(${p.x},${p.y})` },
       s("title", {}, `${n.id} (${n.principal || "no identity"}): ${stats}; ${healthText(n.health)}`),
       s("rect", { width: p.w, height: p.h, rx: 6 }),
-      s("text", { x: 10, y: 20, class: "name" }, n.kind === "service" ? `${n.name}.${n.namespace}` : n.name),
+      s("text", { x: 10, y: 20, class: "name" }, replica ? `${n.name}.${n.namespace}` : n.name),
       s("text", { x: 10, y: 38, class: "stats" }, stats),
       s("text", { x: 10, y: 55, class: "stats" }, sub.length > 34 ? sub.slice(0, 33) + "…" : sub),
       s("text", { x: 10, y: 71, class: "htext" }, healthText(n.health)));
-    if (n.kind === "service") {
-      const link = s("a", { href: `#/service/${encodeURIComponent(n.namespace)}/${encodeURIComponent(n.name)}`,
+    if (replica) {
+      const link = s("a", { href: `#/service/${encodeURIComponent(n.namespace)}/${encodeURIComponent(n.service)}`,
         "aria-label": `${n.name}.${n.namespace}: ${stats}, ${healthText(n.health)}` }, g);
       svg.append(link);
     } else {
@@ -207,9 +209,12 @@ function drawGraph(o) {
   return svg;
 }
 
-function graph() {
+function graph(by) {
+  by = by === "workload" ? "workload" : "service";
   const wrap = h("div", { id: "graph-wrap" });
-  main.append(h("h1", {}, "Service graph"),
+  const toggle = h("div", { role: "group", "aria-label": "nodes per" }, "Nodes per ",
+    ...["service", "workload"].map((k) => h("a", { href: `#/graph/${k}`, "aria-current": k === by ? "true" : null, class: "toggle" }, k === by ? `[${k}]` : k)), " ");
+  main.append(h("h1", {}, by === "service" ? "Service graph" : "Workload graph"), toggle,
     h("p", { class: "note", id: "graph-note" }, "Reading the proxies…"),
     h("div", { class: "legend" },
       h("span", {}, "Node and edge: requests/s · success rate · p99 over the window"),
@@ -217,19 +222,19 @@ function graph() {
       h("span", {}, "✓ mTLS: every request mutual TLS · ⚠ plaintext")),
     wrap, h("h2", {}, "Edges"), h("div", { id: "edge-table" }));
   return every(2000, async () => {
-    const o = await api("overview");
+    const o = await api(`overview?by=${by}`);
     header(o);
     document.getElementById("graph-note").textContent = o.window_s
       ? `Over the last ${o.window_s.toFixed(1)} s. ${o.edges.length} edges carried traffic.`
       : "Reading the proxies… (numbers appear after the second reading, in 2 s)";
     wrap.replaceChildren(drawGraph(o));
     const rows = o.edges.map((e) => h("tr", { "data-src-principal": e.src_principal, "data-dst-principal": e.dst_principal },
-      h("td", { class: "mono" }, e.src_principal), h("td", { class: "mono" }, e.dst_principal),
+      h("td", {}, e.src), h("td", {}, e.dst), h("td", { class: "mono" }, `${e.src_principal} → ${e.dst_principal}`),
       h("td", { class: "num" }, fmt.rps(e.rps)), h("td", { class: "num" }, fmt.pct(e.success_rate)),
       h("td", { class: "num" }, fmt.ms(e.p99_ms)), h("td", {}, e.mtls ? "yes" : "no"),
       h("td", { class: `health health-${e.health}` }, healthText(e.health))));
     document.getElementById("edge-table").replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"), h("th", { class: "num" }, "RPS"),
+      h("thead", {}, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"), h("th", {}, "Identities"), h("th", { class: "num" }, "RPS"),
         h("th", { class: "num" }, "Success"), h("th", { class: "num" }, "p99"), h("th", {}, "mTLS"), h("th", {}, "Health"))),
       h("tbody", {}, rows)));
   });
@@ -300,7 +305,7 @@ function service(ns, name) {
         h("td", { class: w.ready ? "health health-healthy" : "health health-failing" }, w.ready ? "● ready" : `✖ ${w.state} ${w.reason}`),
         h("td", { class: "mono" }, w.identity), h("td", { class: "mono" }, w.admin))))));
     edges.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, ...["From", "To", "RPS", "Success", "p99", "mTLS"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, d.edges.map((e) => h("tr", {}, h("td", { class: "mono" }, e.src), h("td", { class: "mono" }, `${e.dst_namespace}/${e.dst_service}`),
+      h("tbody", {}, d.edges.map((e) => h("tr", {}, h("td", { class: "mono" }, e.src), h("td", { class: "mono" }, `${e.dst_namespace}/${e.dst_name}`),
         h("td", { class: "num" }, fmt.rps(e.rps)), h("td", { class: "num" }, fmt.pct(e.success_rate)),
         h("td", { class: "num" }, fmt.ms(e.latency_ms ? e.latency_ms.p99 : null)), h("td", {}, e.mtls_share === 1 ? "yes" : fmt.pct(e.mtls_share)))))));
     // Charts: redrawn when a point was added.
