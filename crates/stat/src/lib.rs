@@ -9,6 +9,8 @@
 //!   A success is a request not answered 5xx (as Istio's dashboards count it); meshed means a
 //!   `source_principal` other than `unknown` (the caller proved a mesh identity); mTLS means
 //!   `connection_security_policy="mutual_tls"`.
+//! - [`edge_rows`]: the same deltas per caller and callee (service or workload): the edges of
+//!   the dashboard's graph.
 //! - [`quantile`]: Prometheus's `histogram_quantile` interpolation over bucket counts (the
 //!   rows' latency percentiles come from the deltas of
 //!   `istio_request_duration_milliseconds_bucket`).
