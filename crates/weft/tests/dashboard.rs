@@ -131,6 +131,35 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
         "/api/orders",
     );
     let _pages = load(&mesh, PAGES, &[], "/api/products");
+    // Both loads flowing before the dashboard is first asked for numbers, so that its first
+    // window is all under load.
+    let admins: Vec<(String, std::net::SocketAddr)> = status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["service"].as_str().unwrap().to_string(),
+                w["admin"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let inbound = |svc: &'static str| {
+        let (c, admins) = (c.clone(), admins.clone());
+        async move {
+            let mut n = 0.0;
+            for (_, admin) in admins.iter().filter(|(s, _)| s == svc) {
+                n += metric_sum(&c, *admin, "weft_requests_total{direction=\"inbound\"").await;
+            }
+            n
+        }
+    };
+    until(
+        "orders reach payment and pages product",
+        std::time::Duration::from_secs(30),
+        || async { inbound("payment").await > 0.0 && inbound("product").await > 0.0 },
+    )
+    .await;
     // A rollout of payment v2, held at half the traffic.
     mesh.weft_ok(&[
         "canary",
@@ -396,6 +425,21 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
     let (v1, v2) = (to("default/payment-v1"), to("default/payment-v2"));
     near("payment v1 + v2", v1 + v2, ORDERS as f64, 0.10);
     assert!(v1 > 0.0 && v2 > 0.0, "{wg}");
+
+    // The same pages are under the control-plane API's /dashboard/ too.
+    let api: std::net::SocketAddr = status["api"].as_str().unwrap().parse().unwrap();
+    let bearer_header = format!("Bearer {token}");
+    let on_api = get_with(
+        &c,
+        api,
+        &api.to_string(),
+        "/dashboard/api/overview",
+        &[("authorization", &bearer_header)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(on_api.status, 200, "{}", on_api.text);
+    assert_eq!(on_api.body["mesh"], "shop");
 
     for page in [
         "graph",
