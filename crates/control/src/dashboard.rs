@@ -368,6 +368,27 @@ struct Node {
     health: &'static str,
 }
 
+impl Node {
+    /// A node without replicas or traffic yet.
+    fn idle(id: String, kind: &'static str, namespace: &str, name: &str, principal: &str) -> Node {
+        Node {
+            id,
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            service: String::new(),
+            principal: principal.into(),
+            workloads: Vec::new(),
+            replicas: 0,
+            ready: 0,
+            rps: 0.0,
+            success_rate: None,
+            p99_ms: None,
+            health: "idle",
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Edge {
     src: String,
@@ -421,20 +442,10 @@ fn overview(api: &Api, by: Kind) -> Overview {
             Kind::Workload => &w.workload,
         };
         let id = format!("{}/{name}", w.namespace);
-        let n = nodes.entry(id.clone()).or_insert_with(|| Node {
-            id,
-            kind,
-            namespace: w.namespace.clone(),
-            name: name.clone(),
-            service: w.service.clone(),
-            principal: w.identity.clone(),
-            workloads: Vec::new(),
-            replicas: 0,
-            ready: 0,
-            rps: 0.0,
-            success_rate: None,
-            p99_ms: None,
-            health: "idle",
+        let n = nodes.entry(id.clone()).or_insert_with(|| {
+            let mut n = Node::idle(id, kind, &w.namespace, name, &w.identity);
+            n.service = w.service.clone();
+            n
         });
         if !n.workloads.contains(&w.workload) {
             n.workloads.push(w.workload.clone());
@@ -473,21 +484,7 @@ fn overview(api: &Api, by: Kind) -> Overview {
             };
             nodes.insert(
                 id.clone(),
-                Node {
-                    id: id.clone(),
-                    kind,
-                    service: String::new(),
-                    namespace,
-                    name,
-                    principal: principal.clone(),
-                    workloads: Vec::new(),
-                    replicas: 0,
-                    ready: 0,
-                    rps: 0.0,
-                    success_rate: None,
-                    p99_ms: None,
-                    health: "idle",
-                },
+                Node::idle(id.clone(), kind, &namespace, &name, principal),
             );
         }
         edges.push(Edge {

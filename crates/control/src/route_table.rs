@@ -55,23 +55,8 @@ pub fn service(snapshot: &Snapshot, key: &ServiceKey, from: &str) -> Option<Stri
         out.push_str("  no routes: every request goes to every endpoint\n");
     }
     for (i, r) in svc.routes.iter().enumerate() {
-        let matches = if r.matches.is_empty() {
-            "every request".to_string()
-        } else {
-            r.matches
-                .iter()
-                .map(compact)
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        };
         let dests = shares(r.destinations.iter().map(|d| (d, None)));
-        let _ = writeln!(
-            out,
-            "  {}. {}\n     match: {matches}\n     to:    {}",
-            i + 1,
-            r.name,
-            dests.join(", ")
-        );
+        rule(&mut out, i, &r.name, &r.matches, "every request", &dests);
         // Everything else the rule does (timeouts, retries, faults, filters), as JSON.
         if let Ok(serde_json::Value::Object(mut rest)) = serde_json::to_value(r) {
             for k in ["name", "matches", "destinations"] {
@@ -86,25 +71,32 @@ pub fn service(snapshot: &Snapshot, key: &ServiceKey, from: &str) -> Option<Stri
         out.push_str("  connection rules (tunnels, TCP):\n");
     }
     for (i, r) in svc.tcp_routes.iter().enumerate() {
-        let matches = if r.matches.is_empty() {
-            "every connection".to_string()
-        } else {
-            r.matches
-                .iter()
-                .map(compact)
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        };
         let dests = shares(r.destinations.iter().map(|d| (&d.to, d.port)));
-        let _ = writeln!(
-            out,
-            "  {}. {}\n     match: {matches}\n     to:    {}",
-            i + 1,
-            r.name,
-            dests.join(", ")
-        );
+        rule(&mut out, i, &r.name, &r.matches, "every connection", &dests);
     }
     Some(out)
+}
+
+/// Rule `i`'s lines: its name, what it matches (`all` when nothing) and where it sends.
+fn rule<M: serde::Serialize>(
+    out: &mut String,
+    i: usize,
+    name: &str,
+    matches: &[M],
+    all: &str,
+    dests: &[String],
+) {
+    let matches = if matches.is_empty() {
+        all.to_string()
+    } else {
+        matches.iter().map(compact).collect::<Vec<_>>().join(" OR ")
+    };
+    let _ = writeln!(
+        out,
+        "  {}. {name}\n     match: {matches}\n     to:    {}",
+        i + 1,
+        dests.join(", ")
+    );
 }
 
 /// Each destination (with its port, if it names one) and its share of the traffic.

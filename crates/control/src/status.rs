@@ -372,3 +372,39 @@ fn pending(
         )
         .collect()
 }
+
+impl Status {
+    /// Every proxy with an admin address, `(instance, admin)`: the replicas' sidecars, then the
+    /// ingress gateway (as `ingress`).
+    pub fn admins(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .workloads
+            .iter()
+            .filter(|w| !w.admin.is_empty())
+            .map(|w| (w.instance.clone(), w.admin.clone()))
+            .collect();
+        if !self.ingress_admin.is_empty() {
+            out.push(("ingress".into(), self.ingress_admin.clone()));
+        }
+        out
+    }
+}
+
+impl WorkloadStatus {
+    /// The replica as `stat`'s rows count it, its proxy's readings keyed by [`proxy_key`].
+    pub fn replica(&self) -> stat::Replica {
+        stat::Replica {
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            workload: self.workload.clone(),
+            ready: self.ready,
+            proxy: proxy_key(&self.instance, &self.admin),
+        }
+    }
+}
+
+/// The key of a proxy's readings: its instance and admin address (a replica restarted on
+/// another address is a new series).
+pub fn proxy_key(instance: &str, admin: &str) -> String {
+    format!("{instance}@{admin}")
+}

@@ -185,7 +185,7 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
     let refused = mesh.weft(&["apply", "-f", bad.to_str().unwrap()]);
     assert!(!refused.status.success());
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    let shots = screenshots_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/browser/dashboard.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
@@ -441,16 +441,13 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
     assert_eq!(on_api.status, 200, "{}", on_api.text);
     assert_eq!(on_api.body["mesh"], "shop");
 
-    for page in [
-        "graph",
-        "service",
-        "workloads",
-        "tap",
-        "config",
-        "identities",
-        "rollouts",
-    ] {
-        let png = std::fs::read(shots.join(format!("dashboard-{page}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{page}");
-    }
+    assert_screenshots(&[
+        "dashboard-graph.png",
+        "dashboard-service.png",
+        "dashboard-workloads.png",
+        "dashboard-tap.png",
+        "dashboard-config.png",
+        "dashboard-identities.png",
+        "dashboard-rollouts.png",
+    ]);
 }

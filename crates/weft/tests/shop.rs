@@ -263,7 +263,7 @@ async fn the_frontend_cannot_reach_payment_inventory_or_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_and_places_an_order() {
     let mesh = shop("");
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    let shots = screenshots_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/browser/shop.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
@@ -281,14 +281,7 @@ async fn a_browser_logs_in_and_places_an_order() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["state"], "CONFIRMED", "{seen}");
     assert_eq!(seen["cart"], "Cart (0)", "the cart is spent: {seen}");
-    for page in ["shop-products.png", "shop-cart.png", "shop-order.png"] {
-        let png = std::fs::read(shots.join(page)).unwrap();
-        assert!(
-            png.starts_with(b"\x89PNG") && png.len() > 5_000,
-            "{page}: {} bytes",
-            png.len()
-        );
-    }
+    assert_screenshots(&["shop-products.png", "shop-cart.png", "shop-order.png"]);
     // What the page said is what the books say.
     let id = seen["order"].as_str().unwrap();
     let b = books(&mesh).await;

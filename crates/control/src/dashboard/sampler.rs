@@ -97,24 +97,15 @@ impl Sampler {
     /// Reads every proxy once and adds the interval since the last reading.
     async fn read_once(&self, api: &Api) {
         let st = crate::status::build(&api.registry, api.control, api.api);
-        let replicas: Vec<Replica> = st.workloads.iter().map(replica).collect();
-        let mut urls: Vec<(String, String)> = st
-            .workloads
-            .iter()
-            .filter(|w| !w.admin.is_empty())
-            .map(|w| {
-                (
-                    proxy_key(&w.instance, &w.admin),
-                    format!("http://{}/metrics", w.admin),
-                )
+        let replicas: Vec<Replica> = st.workloads.iter().map(|w| w.replica()).collect();
+        let urls: Vec<(String, String)> = st
+            .admins()
+            .into_iter()
+            .map(|(instance, admin)| {
+                let url = format!("http://{admin}/metrics");
+                (crate::status::proxy_key(&instance, &admin), url)
             })
             .collect();
-        if !st.ingress_admin.is_empty() {
-            urls.push((
-                proxy_key("ingress", &st.ingress_admin),
-                format!("http://{}/metrics", st.ingress_admin),
-            ));
-        }
         let readings = crate::canary::analysis::read(&urls).await;
         let now = Instant::now();
         let t_ms = unix_ms();
@@ -190,22 +181,6 @@ impl Sampler {
     pub fn running(&self) -> bool {
         self.running.load(Relaxed)
     }
-}
-
-fn replica(w: &crate::status::WorkloadStatus) -> Replica {
-    Replica {
-        namespace: w.namespace.clone(),
-        service: w.service.clone(),
-        workload: w.workload.clone(),
-        ready: w.ready,
-        proxy: proxy_key(&w.instance, &w.admin),
-    }
-}
-
-/// A proxy's readings are keyed by its instance and admin address (a restarted replica is a
-/// new series).
-fn proxy_key(instance: &str, admin: &str) -> String {
-    format!("{instance}@{admin}")
 }
 
 pub fn unix_ms() -> u64 {

@@ -99,16 +99,7 @@ impl TapFeed {
                 return;
             }
             let st = crate::status::build(&api.registry, api.control, api.api);
-            let mut proxies: Vec<(String, String)> = st
-                .workloads
-                .iter()
-                .filter(|w| !w.admin.is_empty())
-                .map(|w| (w.instance.clone(), w.admin.clone()))
-                .collect();
-            if !st.ingress_admin.is_empty() {
-                proxies.push(("ingress".into(), st.ingress_admin.clone()));
-            }
-            for (instance, admin) in proxies {
+            for (instance, admin) in st.admins() {
                 let key = format!("{instance}@{admin}");
                 let stop = {
                     let mut s = self.lock();

@@ -46,17 +46,8 @@ async fn collect(mesh: Option<&str>) -> anyhow::Result<Vec<MeshEdge>> {
     let m = local::meshes::find(mesh)?;
     let (_, body) = get(&format!("http://{}/status", m.api)).await?;
     let st: Status = serde_json::from_slice(&body)?;
-    let mut admins: Vec<(String, String)> = st
-        .workloads
-        .iter()
-        .filter(|w| !w.admin.is_empty())
-        .map(|w| (w.instance.clone(), w.admin.clone()))
-        .collect();
-    if !st.ingress_admin.is_empty() {
-        admins.push(("ingress".into(), st.ingress_admin.clone()));
-    }
     let mut out = Vec::new();
-    for (instance, admin) in admins {
+    for (instance, admin) in st.admins() {
         let Ok((200, body)) = get(&format!("http://{admin}/edges")).await else {
             continue;
         };

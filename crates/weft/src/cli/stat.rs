@@ -14,7 +14,7 @@ use super::live::{self, unix_ms};
 use super::text::{columns, ms};
 use super::{parse_duration, runtime, Output};
 use ::stat::{Kind, Percentiles, Reading, Replica, StatReport, SCHEMA};
-use control::status::{Status, WorkloadStatus};
+use control::status::{proxy_key, Status, WorkloadStatus};
 use model::ServiceKey;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -79,23 +79,12 @@ impl Target {
     }
 }
 
-/// A replica as the rows count it; its proxy's readings are keyed by [`proxy_key`].
-fn replica(w: &WorkloadStatus) -> Replica {
-    Replica {
-        namespace: w.namespace.clone(),
-        service: w.service.clone(),
-        workload: w.workload.clone(),
-        ready: w.ready,
-        proxy: proxy_key(&w.instance, &w.admin),
-    }
-}
-
 /// The replicas the rows cover.
 fn replicas(target: &Target, st: &Status) -> Vec<Replica> {
     st.workloads
         .iter()
         .filter(|w| target.covers(w))
-        .map(replica)
+        .map(WorkloadStatus::replica)
         .collect()
 }
 
@@ -107,10 +96,6 @@ struct Proxy {
     row: (String, String),
 }
 
-fn proxy_key(instance: &str, admin: &str) -> String {
-    format!("{instance}@{admin}")
-}
-
 fn proxies(target: &Target, st: &Status) -> Vec<Proxy> {
     st.workloads
         .iter()
@@ -118,7 +103,7 @@ fn proxies(target: &Target, st: &Status) -> Vec<Proxy> {
         .map(|w| Proxy {
             instance: w.instance.clone(),
             admin: w.admin.clone(),
-            row: target.kind().row_of(&replica(w)),
+            row: target.kind().row_of(&w.replica()),
         })
         .collect()
 }

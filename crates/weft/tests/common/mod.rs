@@ -488,6 +488,23 @@ pub async fn inbound_requests(c: &HttpClient, mesh: &Mesh, instance: &str) -> f6
     metric_sum(c, admin, "weft_requests_total{direction=\"inbound\"").await
 }
 
+/// Where the browser tests save their screenshots: `target/screenshots`.
+pub fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+}
+
+/// Each of `names` in [`screenshots_dir`] is a PNG with something on it.
+pub fn assert_screenshots(names: &[&str]) {
+    for name in names {
+        let png = std::fs::read(screenshots_dir().join(name)).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{name}: {} bytes",
+            png.len()
+        );
+    }
+}
+
 /// The folder of `examples/NAME` in the repository.
 pub fn example_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
