@@ -25,6 +25,8 @@
 //!   and multi-document files, merged into one mesh.
 //! - `loader`: header reading, validation, merging, and the unsupported-kind notices; it hands
 //!   each document to its dialect and resolves the dialects once every file is read.
+//! - [`inject`]: Kubernetes workloads given weft's sidecar and capture init container (`weft
+//!   inject`, the admission webhook): YAML in, YAML out, errors located the same way.
 //! - [`Store`] / [`Resource`]: the resources in force, keyed by API group, kind, namespace and
 //!   name, as `weft apply` / `weft delete` change them.
 //!
@@ -69,6 +71,7 @@ mod format;
 mod gateway;
 mod http_route;
 mod ingress;
+pub mod inject;
 mod istio;
 mod k8s;
 mod linkerd;

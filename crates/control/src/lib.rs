@@ -21,6 +21,8 @@
 //!   step on the proxies' metrics, with rollback; `GET /canaries`, `POST /canaries/…`.
 //! - [`dashboard`]: the web dashboard under `/dashboard/`: its pages (vendored, no build step)
 //!   and the JSON they read, sampled from the proxies' admin endpoints while someone looks.
+//! - [`kubernetes`]: what the control plane may read and write in a cluster (its RBAC) and the
+//!   manifests `weft install --kubernetes` prints.
 //! - [`route_table`]: a service's route table as text (`weft routes`, the dashboard).
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
@@ -35,6 +37,7 @@ pub mod hosts;
 mod hosts_api;
 pub mod http_api;
 mod join;
+pub mod kubernetes;
 pub mod listener;
 pub mod push;
 pub mod registry;

@@ -29,13 +29,13 @@ pub const POD_PREFIX: [u8; 2] = [10, 234];
 const FIRST_POD_HOST: u8 = 2;
 const LAST_POD_HOST: u8 = 249;
 /// Where a sidecar takes the connections its pod receives (Istio's inbound capture port).
-pub const INBOUND_PORT: u16 = 15006;
+pub const INBOUND_PORT: u16 = model::names::POD_INBOUND_PORT;
 /// A sidecar's admin listener in a pod (Istio's status port), reachable from the host.
-pub const ADMIN_PORT: u16 = 15020;
+pub const ADMIN_PORT: u16 = model::names::POD_ADMIN_PORT;
 /// Where the capture rules send a pod's outbound TCP (Istio's outbound capture port).
-pub const CAPTURE_PORT: u16 = 15001;
+pub const CAPTURE_PORT: u16 = model::names::POD_CAPTURE_PORT;
 /// The sidecar's explicit outbound listener in a pod (for clients that are told a proxy).
-pub const OUTBOUND_PORT: u16 = 15080;
+pub const OUTBOUND_PORT: u16 = model::names::POD_OUTBOUND_PORT;
 /// The SO_MARK a sidecar gives its own outbound sockets, which the capture rules let pass
 /// (Istio's proxy uses the same value).
 pub const SOCKET_MARK: u32 = 1337;
@@ -424,7 +424,12 @@ impl Network {
         let gateway = self.gateway().to_string();
         run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway])?;
         if let Some(capture) = capture {
-            let rules = capture_rules(self.gateway(), capture);
+            let exempt = Exempt {
+                mark: Some(SOCKET_MARK),
+                hosts: vec![self.gateway()],
+                ..Exempt::default()
+            };
+            let rules = capture_rules(&exempt, capture);
             run_with_input(
                 &["ip", "netns", "exec", ns, "iptables-restore", "--noflush"],
                 Some(&rules),
@@ -490,13 +495,22 @@ impl Drop for Network {
     }
 }
 
+/// Whose outbound connections the capture rules let pass: the sidecar's own, told apart by
+/// their socket mark (`weft up`'s pods: [`SOCKET_MARK`]) or by the proxy's user id (Kubernetes
+/// pods, as Istio's), and connections to `hosts` (the control plane).
+#[derive(Clone, Debug, Default)]
+pub struct Exempt {
+    pub mark: Option<u32>,
+    pub uid: Option<u32>,
+    pub hosts: Vec<Ipv4Addr>,
+}
+
 /// The `nat` table rules (for `iptables-restore --noflush`) that send a pod's TCP through its
 /// sidecar, as Istio's `istio-iptables` writes them: inbound connections to any port but the
 /// sidecar's own and the excluded ones go to [`INBOUND_PORT`]; outbound connections go to
-/// [`CAPTURE_PORT`] unless they are the sidecar's own (marked [`SOCKET_MARK`]), stay in the
-/// pod, go to the host (`gateway`, the control plane) or are excluded by port or CIDR; with
-/// `include_outbound_cidrs`, only connections to those are captured.
-pub fn capture_rules(gateway: Ipv4Addr, capture: &Capture) -> String {
+/// [`CAPTURE_PORT`] unless they are `exempt`, stay in the pod or are excluded by port or CIDR;
+/// with `include_outbound_cidrs`, only connections to those are captured.
+pub fn capture_rules(exempt: &Exempt, capture: &Capture) -> String {
     let mut r = String::from("*nat\n:WEFT_INBOUND - [0:0]\n:WEFT_OUTPUT - [0:0]\n");
     r.push_str("-A PREROUTING -p tcp -j WEFT_INBOUND\n");
     r.push_str("-A OUTPUT -p tcp -j WEFT_OUTPUT\n");
@@ -510,9 +524,16 @@ pub fn capture_rules(gateway: Ipv4Addr, capture: &Capture) -> String {
         r,
         "-A WEFT_INBOUND -p tcp -j REDIRECT --to-ports {INBOUND_PORT}"
     );
-    let _ = writeln!(r, "-A WEFT_OUTPUT -m mark --mark {SOCKET_MARK} -j RETURN");
+    if let Some(mark) = exempt.mark {
+        let _ = writeln!(r, "-A WEFT_OUTPUT -m mark --mark {mark} -j RETURN");
+    }
+    if let Some(uid) = exempt.uid {
+        let _ = writeln!(r, "-A WEFT_OUTPUT -m owner --uid-owner {uid} -j RETURN");
+    }
     r.push_str("-A WEFT_OUTPUT -o lo -j RETURN\n");
-    let _ = writeln!(r, "-A WEFT_OUTPUT -d {gateway}/32 -j RETURN");
+    for host in &exempt.hosts {
+        let _ = writeln!(r, "-A WEFT_OUTPUT -d {host}/32 -j RETURN");
+    }
     for port in &capture.exclude_outbound_ports {
         let _ = writeln!(r, "-A WEFT_OUTPUT -p tcp --dport {port} -j RETURN");
     }

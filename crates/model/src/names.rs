@@ -35,6 +35,17 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Istio's default SPIFFE trust domain.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
+/// In a pod (a `weft up` transparent pod or a Kubernetes pod): where a sidecar takes the
+/// connections its pod receives (Istio's inbound capture port).
+pub const POD_INBOUND_PORT: u16 = 15006;
+/// In a pod: the sidecar's admin listener (Istio's status port), reachable from outside it.
+pub const POD_ADMIN_PORT: u16 = 15020;
+/// In a pod: where the capture rules send the app's outbound TCP (Istio's outbound capture
+/// port).
+pub const POD_CAPTURE_PORT: u16 = 15001;
+/// In a pod: the sidecar's explicit outbound listener (for clients that are told a proxy).
+pub const POD_OUTBOUND_PORT: u16 = 15080;
+
 /// A service's name and namespace: the key everything about a service is stored under.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServiceKey {

@@ -42,8 +42,12 @@ fn the_first_subnet_no_interface_uses() {
 
 #[test]
 fn capture_rules_skip_the_sidecar_the_host_and_the_exclusions() {
-    let gw = Ipv4Addr::new(10, 234, 3, 1);
-    let all = capture_rules(gw, &Capture::default());
+    let gw = Exempt {
+        mark: Some(SOCKET_MARK),
+        hosts: vec![Ipv4Addr::new(10, 234, 3, 1)],
+        ..Exempt::default()
+    };
+    let all = capture_rules(&gw, &Capture::default());
     assert!(all.contains("-A PREROUTING -p tcp -j WEFT_INBOUND\n"));
     assert!(all.contains("-A WEFT_INBOUND -p tcp --dport 15006 -j RETURN\n"));
     assert!(all.contains("-A WEFT_INBOUND -p tcp --dport 15020 -j RETURN\n"));
@@ -54,7 +58,7 @@ fn capture_rules_skip_the_sidecar_the_host_and_the_exclusions() {
     assert!(all.ends_with("-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n"));
 
     let some = capture_rules(
-        gw,
+        &gw,
         &Capture {
             exclude_outbound_ports: vec![5432],
             exclude_inbound_ports: vec![9901],
@@ -70,6 +74,16 @@ fn capture_rules_skip_the_sidecar_the_host_and_the_exclusions() {
     ));
     // Exclusions come before the redirect that would take them.
     assert!(some.find("--dport 9901").unwrap() < some.find("--to-ports 15006").unwrap());
+    // Kubernetes pods: the proxy's user, no host.
+    let k8s = capture_rules(
+        &Exempt {
+            uid: Some(1337),
+            ..Exempt::default()
+        },
+        &Capture::default(),
+    );
+    assert!(k8s.contains("-A WEFT_OUTPUT -m owner --uid-owner 1337 -j RETURN\n"));
+    assert!(!k8s.contains("--mark") && !k8s.contains("/32"), "{k8s}");
 }
 
 #[test]

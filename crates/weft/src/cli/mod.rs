@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod ca;
 mod canary;
+mod capture;
 mod check;
 mod dashboard;
 mod doctor;
@@ -13,6 +14,8 @@ mod fleet_sim;
 mod get;
 mod host;
 mod identity;
+mod inject;
+mod install;
 mod live;
 mod load;
 mod proxy_cmd;
@@ -81,6 +84,14 @@ enum Cmd {
     Ca(ca::CaArgs),
     /// Who talks to whom: client and server identities, and whether each edge is mTLS
     Edges(edges::EdgesArgs),
+    /// Kubernetes manifests with weft's sidecar and capture init container added to every
+    /// workload (as `istioctl kube-inject` / `linkerd inject`)
+    Inject(inject::InjectArgs),
+    /// Print the manifests that install weft's control plane on a Kubernetes cluster
+    Install(install::InstallArgs),
+    /// Install the capture rules (iptables) in this network namespace: what an injected pod's
+    /// init container runs
+    Capture(capture::CaptureArgs),
     /// Print the URL of the running mesh's web dashboard (the service graph, golden metrics,
     /// live tap, routes, resources, identities and rollouts); opens nothing
     Dashboard(dashboard::DashboardArgs),
@@ -291,6 +302,9 @@ impl Cli {
                 | Cmd::Ca(_)
                 | Cmd::Edges(_)
                 | Cmd::Dashboard(_)
+                | Cmd::Inject(_)
+                | Cmd::Install(_)
+                | Cmd::Capture(_)
                 | Cmd::Stat(_)
                 | Cmd::Tap(_)
                 | Cmd::Top(_)
@@ -327,6 +341,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Ca(a) => ca::run(a),
         Cmd::Edges(a) => edges::run(a),
         Cmd::Dashboard(a) => dashboard::run(a),
+        Cmd::Inject(a) => inject::run(a),
+        Cmd::Install(a) => install::run(a),
+        Cmd::Capture(a) => capture::run(a),
         Cmd::Stat(a) => stat::run(a),
         Cmd::Tap(a) => tap::run(a),
         Cmd::Top(a) => top::run(a),

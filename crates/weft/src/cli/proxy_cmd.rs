@@ -18,9 +18,10 @@ enum ModeArg {
 pub struct ProxyArgs {
     #[arg(long, value_enum, default_value = "sidecar")]
     mode: ModeArg,
-    /// The control plane's gRPC address; several replicas of it (sharing one store) as
-    /// ADDR,ADDR…: the proxy uses one and moves to the next when it is lost
-    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    /// The control plane's gRPC address (IP:PORT, or HOST:PORT resolved once at start, as a
+    /// Kubernetes Service's name); several replicas of it (sharing one store) as ADDR,ADDR…:
+    /// the proxy uses one and moves to the next when it is lost
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1.., value_parser = parse_control)]
     control: Vec<SocketAddr>,
     #[arg(long)]
     service: String,
@@ -140,6 +141,18 @@ pub struct LimitArgs {
 /// A size in bytes: `65536`, `64KiB` (or `64k`), `1MiB` (or `1m`).
 fn parse_protocol(s: &str) -> Result<model::Protocol, String> {
     model::Protocol::parse(s).ok_or_else(|| format!("`{s}` is not one of http, http2, grpc, tcp"))
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now (its first address).
+fn parse_control(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not IP:PORT and HOST:PORT does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 /// `PORT=ADDRESS`, as `--app-port` takes it.
@@ -600,5 +613,16 @@ mod tests {
         assert!(a.exports.access_log.is_none());
         assert!(a.exports.otlp_endpoint.is_none());
         assert_eq!(a.state_dir, None);
+    }
+
+    #[test]
+    fn the_control_plane_may_be_named() {
+        assert_eq!(
+            parse_control("127.0.0.1:15010").unwrap(),
+            "127.0.0.1:15010".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(parse_control("localhost:15010").unwrap().port(), 15010);
+        assert!(parse_control("no-such-host.invalid:1").is_err());
+        assert!(parse_control("localhost").is_err());
     }
 }

@@ -1,0 +1,439 @@
+//! Kubernetes manifests: `weft inject` on manifests in the shapes of Istio's bookinfo and
+//! Linkerd's emojivoto and on every kind of workload (testdata/kubernetes), checked against
+//! golden files (`WEFT_UPDATE_GOLDEN=1` rewrites them), injected twice without change, and
+//! validated offline: against the Kubernetes OpenAPI schemas of the cluster version weft
+//! targets (PyPI `kubernetes-validate --strict`) and by `kubectl apply --dry-run=client`
+//! against testdata/kubernetes/apiserver.py, which answers kubectl's discovery requests in the
+//! API's own shapes (there is no API server here). `weft install --kubernetes` validated the
+//! same way, and its RBAC rules compared with the table in docs/kubernetes.md. And `weft
+//! capture`, the injected init container's command, installing its rules in a real network
+//! namespace (as root).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Kubernetes version the manifests are validated for: native sidecars (init containers
+/// with `restartPolicy: Always`) are on by default from 1.29.
+const KUBERNETES: &str = "1.30.0";
+
+const INPUTS: [&str; 3] = ["bookinfo", "emojivoto", "workloads"];
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kubernetes")
+}
+
+/// `weft ARGS` with `stdin`: (status, stdout, stderr).
+fn weft_with(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(WEFT)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn inject(file: &Path) -> (String, String) {
+    let (code, out, err) = weft_with(
+        &[
+            "inject",
+            "-f",
+            file.to_str().unwrap(),
+            "--image",
+            "weft:test",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    (out, err)
+}
+
+#[test]
+fn injected_manifests_match_their_golden_files_and_injecting_again_changes_nothing() {
+    for name in INPUTS {
+        let input = testdata().join(format!("{name}.yaml"));
+        let (out, report) = inject(&input);
+        let golden = testdata().join(format!("{name}.injected.yaml"));
+        if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &out).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+            panic!("{}: {e} (WEFT_UPDATE_GOLDEN=1 writes it)", golden.display())
+        });
+        assert!(
+            out == want,
+            "{name}: the output differs from {}:\n{out}",
+            golden.display()
+        );
+        // Again, from stdin: nothing changes, and every workload says so.
+        let (code, again, again_report) =
+            weft_with(&["inject", "-f", "-", "--image", "weft:test"], Some(&out));
+        assert_eq!(code, 0, "{again_report}");
+        assert_eq!(again, out, "{name}: injecting twice changed it");
+        assert!(!again_report.contains(": injected"), "{again_report}");
+        eprintln!("{name}:\n{report}");
+    }
+}
+
+#[test]
+fn what_is_injected_and_what_is_left_alone() {
+    let (_, report) = inject(&testdata().join("workloads.yaml"));
+    for line in [
+        "StatefulSet cache/redis: injected",
+        "Job default/migrate: injected",
+        "CronJob default/report: injected",
+        "DaemonSet default/node-agent: skipped: it uses the host's network",
+        "Deployment default/legacy: skipped: opted out: labels sidecar.istio.io/inject: false",
+        "Pod default/debug: injected",
+        "Deployment default/listed: injected",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "{line:?} not in:\n{report}"
+        );
+    }
+    // emojivoto's Namespace opts in; with --opt-in, only what opts in is injected.
+    let (code, _, report) = weft_with(
+        &[
+            "inject",
+            "--opt-in",
+            "-f",
+            testdata().join("emojivoto.yaml").to_str().unwrap(),
+            "-f",
+            testdata().join("bookinfo.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("Deployment emojivoto/web: injected"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "Deployment default/productpage-v1: skipped: neither it nor namespace default opts in"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_bad_annotation_is_an_error_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(testdata().join("bookinfo.yaml"))
+        .unwrap()
+        .replace("proxyMemoryLimit: 512Mi", "proxyMemoryLimit: plenty");
+    std::fs::write(&bad, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("proxyMemoryLimit"))
+        .unwrap()
+        + 1;
+    let (code, out, err) = weft_with(&["inject", "-f", bad.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "nothing printed on an error: {out}");
+    assert!(
+        err.contains(&format!("bad.yaml:{line}:")) && err.contains("`plenty`"),
+        "{err}"
+    );
+}
+
+/// `kubernetes-validate` (PyPI), as `python3 -m kubernetes_validate`.
+fn validator() -> Option<Command> {
+    let ok = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| {
+        let mut c = Command::new("python3");
+        c.args(["-m", "kubernetes_validate", "--strict", "-k", KUBERNETES]);
+        c
+    })
+}
+
+#[test]
+fn injected_manifests_pass_the_kubernetes_schemas_and_kubectl() {
+    let mut validate = validator().expect(
+        "kubernetes-validate is not installed (pip install kubernetes-validate; scripts/test does)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for name in INPUTS {
+        let (out, _) = inject(&testdata().join(format!("{name}.yaml")));
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, out).unwrap();
+        files.push(f);
+    }
+    let out = validate.args(&files).output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubernetes-validate:\n{said}");
+    assert!(!said.contains("ERROR"), "{said}");
+    kubectl_dry_run(&files);
+}
+
+/// `kubectl apply --dry-run=client` of `files` against the discovery stand-in: every object is
+/// mapped to its resource and "created (dry run)".
+pub fn kubectl_dry_run(files: &[PathBuf]) {
+    assert!(
+        Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output()
+            .is_ok(),
+        "kubectl is not installed (Debian kubectl; scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let mut server = Command::new("python3")
+        .arg(testdata().join("apiserver.py"))
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !port_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apiserver.py did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    for f in files {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", dir.path().join("none"))
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .args(["apply", "--dry-run=client", "--validate=false", "-f"])
+            .arg(f)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl apply --dry-run=client -f {}: {}{said}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs = std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("kind:") && !l.contains("List"))
+            .count();
+        let created = said.lines().filter(|l| l.ends_with("(dry run)")).count();
+        assert!(
+            created >= docs,
+            "{}: {created} of {docs} objects:\n{said}",
+            f.display()
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn the_capture_rules_the_init_container_installs() {
+    let (code, rules, err) = weft_with(
+        &[
+            "capture",
+            "--dry-run",
+            "--exclude-outbound-ports",
+            "5432",
+            "--include-outbound-cidrs",
+            "10.96.0.0/12",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    for rule in [
+        "-A WEFT_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+        "-A WEFT_OUTPUT -p tcp --dport 5432 -j RETURN",
+        "-A WEFT_OUTPUT -d 10.96.0.0/12 -p tcp -j REDIRECT --to-ports 15001",
+        "-A WEFT_INBOUND -p tcp -j REDIRECT --to-ports 15006",
+        "-A WEFT_INBOUND -p tcp --dport 15020 -j RETURN",
+    ] {
+        assert!(
+            rules.lines().any(|l| l == rule),
+            "{rule:?} not in:\n{rules}"
+        );
+    }
+    let (code, _, err) = weft_with(&["capture", "--include-outbound-cidrs", "10.96/12"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("10.96/12"), "{err}");
+}
+
+/// As root: `weft capture` in a network namespace of its own, then the namespace's `nat`
+/// table holds the rules.
+#[test]
+fn capture_installs_its_rules_in_a_network_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: creating a network namespace needs root (CI runs as root)");
+        return;
+    }
+    let ns = format!("weft-test-capture-{}", std::process::id());
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["ip", "netns", "add", &ns]);
+    let installed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            WEFT,
+            "capture",
+            "--exclude-inbound-ports",
+            "16379",
+        ])
+        .output()
+        .unwrap();
+    let saved = Command::new("ip")
+        .args(["netns", "exec", &ns, "iptables-save", "-t", "nat"])
+        .output()
+        .unwrap();
+    run(&["ip", "netns", "delete", &ns]);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let saved = String::from_utf8_lossy(&saved.stdout);
+    for rule in [
+        "-A PREROUTING -p tcp -j WEFT_INBOUND",
+        "-A OUTPUT -p tcp -j WEFT_OUTPUT",
+        "-A WEFT_INBOUND -p tcp -m tcp --dport 16379 -j RETURN",
+        "-A WEFT_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+    ] {
+        assert!(
+            saved.lines().any(|l| l == rule),
+            "{rule:?} not in:\n{saved}"
+        );
+    }
+}
+
+#[test]
+fn the_install_manifests_pass_the_kubernetes_schemas_and_kubectl() {
+    let (code, out, err) = weft_with(
+        &[
+            "install",
+            "--kubernetes",
+            "--image",
+            "registry.example/weft:1.0",
+            "--set",
+            "replicas=3",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("install.yaml");
+    std::fs::write(&f, &out).unwrap();
+    let mut validate = validator().expect("kubernetes-validate is not installed");
+    let checked = validate.arg(&f).output().unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        checked.status.success() && !said.contains("ERROR"),
+        "{said}"
+    );
+    kubectl_dry_run(&[f]);
+    let kinds: Vec<String> = serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| {
+            let v = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap();
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service",
+            "MutatingWebhookConfiguration"
+        ]
+    );
+    assert!(out.contains("replicas: 3"));
+    let (code, _, err) = weft_with(&["install", "--kubernetes", "--set", "replicas=none"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("replicas"), "{err}");
+}
+
+/// (API group, resource, verb) of every rule of the ClusterRole and Role `weft install`
+/// prints.
+fn installed_rules() -> std::collections::BTreeSet<(String, String, String)> {
+    let (_, out, _) = weft_with(&["install", "--kubernetes"], None);
+    let mut rules = std::collections::BTreeSet::new();
+    for d in serde_yaml_ng::Deserializer::from_str(&out) {
+        let v = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap();
+        if !matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for r in v["rules"].as_sequence().unwrap() {
+            let strs = |k: &str| -> Vec<String> {
+                r[k].as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect()
+            };
+            for g in strs("apiGroups") {
+                for res in strs("resources") {
+                    for verb in strs("verbs") {
+                        rules.insert((g.clone(), res.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn the_rbac_rules_in_the_docs_are_the_installed_ones() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/kubernetes.md"),
+    )
+    .unwrap();
+    let table = docs
+        .split("<!-- rbac -->")
+        .nth(1)
+        .expect("docs/kubernetes.md: the RBAC table between <!-- rbac --> markers");
+    let mut documented = std::collections::BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let group = cells[1].trim_end_matches(" (core)").trim_matches('`');
+        let group = if group == "\"\"" { "" } else { group };
+        for res in cells[2].split(',').map(str::trim) {
+            for verb in cells[3].split(',').map(str::trim) {
+                documented.insert((group.to_string(), res.to_string(), verb.to_string()));
+            }
+        }
+    }
+    assert_eq!(documented, installed_rules());
+}

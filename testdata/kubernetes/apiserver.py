@@ -1,0 +1,104 @@
+"""A stand-in for a Kubernetes API server's discovery, for `kubectl apply --dry-run=client`
+with no cluster: answers /api, /apis and each group version's resource list in the API's own
+JSON shapes (as a v1.30 server answers them, trimmed to the kinds weft's manifests use), and
+404 (a `Status`) for every object, so that kubectl maps each document to its resource, checks
+it, and reports it "created (dry run)". Nothing is stored.
+
+    python3 apiserver.py PORT_FILE     # listens on 127.0.0.1:0, writes the port to PORT_FILE
+"""
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ALL = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+def res(name, kind, namespaced, short=None, verbs=ALL):
+    r = {"name": name, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs}
+    if short:
+        r["shortNames"] = short
+    return r
+
+
+GROUPS = {
+    ("", "v1"): [
+        res("namespaces", "Namespace", False, ["ns"]),
+        res("services", "Service", True, ["svc"]),
+        res("serviceaccounts", "ServiceAccount", True, ["sa"]),
+        res("configmaps", "ConfigMap", True, ["cm"]),
+        res("secrets", "Secret", True),
+        res("pods", "Pod", True, ["po"]),
+        res("endpoints", "Endpoints", True, ["ep"]),
+        res("replicationcontrollers", "ReplicationController", True, ["rc"]),
+    ],
+    ("apps", "v1"): [
+        res("deployments", "Deployment", True, ["deploy"]),
+        res("statefulsets", "StatefulSet", True, ["sts"]),
+        res("daemonsets", "DaemonSet", True, ["ds"]),
+        res("replicasets", "ReplicaSet", True, ["rs"]),
+    ],
+    ("batch", "v1"): [res("jobs", "Job", True), res("cronjobs", "CronJob", True, ["cj"])],
+    ("rbac.authorization.k8s.io", "v1"): [
+        res("clusterroles", "ClusterRole", False),
+        res("clusterrolebindings", "ClusterRoleBinding", False),
+        res("roles", "Role", True),
+        res("rolebindings", "RoleBinding", True),
+    ],
+    ("admissionregistration.k8s.io", "v1"): [
+        res("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
+        res("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+    ],
+    ("coordination.k8s.io", "v1"): [res("leases", "Lease", True)],
+    ("policy", "v1"): [res("poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"])],
+    ("discovery.k8s.io", "v1"): [res("endpointslices", "EndpointSlice", True)],
+    ("apiextensions.k8s.io", "v1"): [
+        res("customresourcedefinitions", "CustomResourceDefinition", False, ["crd", "crds"]),
+    ],
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def send(self, code, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/api":
+            return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.server_port}"}]})
+        if path == "/apis":
+            groups = []
+            for (g, v) in GROUPS:
+                if g:
+                    gv = {"groupVersion": f"{g}/{v}", "version": v}
+                    groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
+            return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        for (g, v), resources in GROUPS.items():
+            prefix = f"/apis/{g}/{v}" if g else f"/api/{v}"
+            if path == prefix:
+                return self.send(200, {"kind": "APIResourceList", "apiVersion": "v1",
+                                       "groupVersion": f"{g}/{v}" if g else v, "resources": resources})
+        return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "message": f"{path} not found", "reason": "NotFound", "code": 404})
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(server.server_port))
+    import os
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
