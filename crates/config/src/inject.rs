@@ -553,10 +553,38 @@ impl Pod {
                 ("startupProbe", "startupz"),
             ] {
                 let Some(probe) = c.get(key) else { continue };
-                if probe.get("httpGet").is_some() || probe.get("tcpSocket").is_some() {
-                    let path = format!("/app-health/{name}/{short}");
-                    probes.push((i, key, path, probe.clone()));
+                // HTTPS probes go to the app as they are (the proxy asks in plain HTTP only).
+                let https = str_at(probe, &["httpGet", "scheme"])
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+                let Some(kind) = ["httpGet", "tcpSocket"]
+                    .into_iter()
+                    .find(|k| probe.get(*k).is_some())
+                    .filter(|_| !https)
+                else {
+                    continue;
+                };
+                let mut probe = probe.clone();
+                // A named port is the container's port of that name.
+                if let Some(port) = probe[kind].get("port").and_then(Value::as_str) {
+                    let named = c
+                        .get("ports")
+                        .and_then(Value::as_sequence)
+                        .into_iter()
+                        .flatten()
+                        .find(|p| str_at(p, &["name"]) == Some(port))
+                        .and_then(|p| p.get("containerPort").cloned());
+                    match named {
+                        Some(n) => probe[kind]["port"] = n,
+                        None => {
+                            errors.push(ctx.error(
+                                &format!("spec.containers[{i}].{key}.{kind}.port"),
+                                format!("no port of container {name} is named `{port}`"),
+                            ));
+                            continue;
+                        }
+                    }
                 }
+                probes.push((i, key, format!("/app-health/{name}/{short}"), probe));
             }
         }
         let mut resources = Mapping::new();

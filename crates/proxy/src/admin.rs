@@ -1,5 +1,6 @@
 //! The admin listener: `/ready`, `/live`, `/config` (JSON), `/identity` (the certificate the
-//! proxy holds, JSON), `/metrics` (Prometheus text) and
+//! proxy holds, JSON), `/metrics` (Prometheus text), the app's own probes (`/app-health/…`,
+//! see [`crate::app_health`]) and
 //! `POST /shutdown` (drain and exit, as Linkerd's). Served off the data-plane threads, on
 //! loopback. What acts or reveals requests (`POST /shutdown`, `GET /tap`) needs the mesh's
 //! admin credential.
@@ -190,8 +191,21 @@ impl Handler for Admin {
         req: Request<crate::body::RequestBody>,
         _peer: Arc<crate::server::PeerInfo>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
-        let rsp = self.serve(&req);
-        async move { rsp }
+        // The app's own probes are asked of the app; everything else is answered at once.
+        let prober = (req.method() == Method::GET)
+            .then(|| self.settings.app_probers.get(req.uri().path()).cloned())
+            .flatten();
+        let rsp = prober.is_none().then(|| self.serve(&req));
+        async move {
+            match (prober, rsp) {
+                (Some(p), _) => match crate::app_health::probe(&p).await {
+                    Ok(what) => text(StatusCode::OK, format!("{what}\n")),
+                    Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                },
+                (None, Some(rsp)) => rsp,
+                (None, None) => text(StatusCode::INTERNAL_SERVER_ERROR, ""),
+            }
+        }
     }
 }
 

@@ -50,6 +50,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app_health;
 pub mod app_pool;
 pub mod authz;
 pub mod balance;

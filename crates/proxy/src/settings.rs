@@ -91,6 +91,9 @@ pub struct Settings {
     /// and starts from them when they are there: a proxy restarted while its control plane is
     /// away serves at once, without a new join token. `None`: nothing is kept.
     pub state_dir: Option<PathBuf>,
+    /// The app's own probes, asked on the admin listener's `/app-health/…` paths (an injected
+    /// Kubernetes pod's, from `WEFT_APP_PROBERS`); empty: none.
+    pub app_probers: crate::app_health::Probers,
 }
 
 /// A local client port: connections to `listen` are tunnelled to the service `target`

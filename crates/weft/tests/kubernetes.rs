@@ -437,3 +437,90 @@ fn the_rbac_rules_in_the_docs_are_the_installed_ones() {
     }
     assert_eq!(documented, installed_rules());
 }
+
+/// What an injected pod's rewritten probes reach: the proxy's admin `/app-health/…` asks the
+/// app as the original probe said (here an HTTP GET that passes and a TCP connect to a closed
+/// port), and a proxy given probes it cannot ask does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_answers_the_apps_rewritten_probes() {
+    use std::io::{BufRead, BufReader};
+    let app_port = free_port();
+    let mut app = Command::new(WEFT)
+        .args([
+            "demo",
+            "echo",
+            "--service",
+            "app",
+            "--port",
+            &app_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until(
+        "the app listens",
+        std::time::Duration::from_secs(20),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", app_port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let closed = free_port();
+    let probers = serde_json::json!({
+        "/app-health/app/readyz": {"httpGet": {"path": "/healthz", "port": app_port}, "timeoutSeconds": 2},
+        "/app-health/app/livez": {"tcpSocket": {"port": closed}},
+    });
+    let proxy = |probers: &str| {
+        Command::new(WEFT)
+            .args(["proxy", "--mode", "sidecar", "--control", "127.0.0.1:9"])
+            .args([
+                "--service",
+                "app",
+                "--admin",
+                "127.0.0.1:0",
+                "--inbound",
+                "127.0.0.1:0",
+            ])
+            .args(["--app", &format!("127.0.0.1:{app_port}")])
+            .env("WEFT_APP_PROBERS", probers)
+            .env_remove("WEFT_JOIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut sidecar = proxy(&probers.to_string());
+    let mut first = String::new();
+    BufReader::new(sidecar.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bound: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
+    let c = client();
+    let ready = get(&c, admin, "admin", "/app-health/app/readyz")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    let live = get(&c, admin, "admin", "/app-health/app/livez")
+        .await
+        .unwrap();
+    assert_eq!(live.status, 503, "{}", live.text);
+    assert!(live.text.contains(&closed.to_string()), "{}", live.text);
+    let other = get(&c, admin, "admin", "/app-health/other/readyz")
+        .await
+        .unwrap();
+    assert_eq!(other.status, 404);
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
+    // Probes it cannot ask: it says so and does not start.
+    let bad = proxy(r#"{"/app-health/app/readyz": {"httpGet": {"port": 1, "scheme": "HTTPS"}}}"#)
+        .wait_with_output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("plain HTTP"));
+    let _ = app.kill();
+    let _ = app.wait();
+}

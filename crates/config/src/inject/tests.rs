@@ -265,3 +265,44 @@ fn quantities() {
         assert!(!quantity(bad), "{bad}");
     }
 }
+
+#[test]
+fn named_probe_ports_are_resolved_and_https_probes_left_alone() {
+    let text = DEPLOYMENT
+        .replace(
+            "httpGet: {path: /health, port: 9080}",
+            "httpGet: {path: /health, port: http}",
+        )
+        .replace(
+            "tcpSocket: {port: 9080}",
+            "httpGet: {path: /live, port: 9443, scheme: HTTPS}",
+        );
+    let (v, _) = one(&text, &opts());
+    let spec = &v["spec"]["template"]["spec"];
+    let app = container(spec, "containers", "productpage");
+    assert_eq!(
+        app["livenessProbe"]["httpGet"]["port"], 9443,
+        "HTTPS: as it was"
+    );
+    let proxy = container(spec, "initContainers", SIDECAR);
+    let env = proxy["env"].as_sequence().unwrap();
+    let probers = env.iter().find(|e| e["name"] == PROBERS_ENV).unwrap();
+    let probers: serde_json::Value =
+        serde_json::from_str(probers["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        probers["/app-health/productpage/readyz"]["httpGet"]["port"],
+        9080
+    );
+    assert!(probers.get("/app-health/productpage/livez").is_none());
+    let unknown = DEPLOYMENT.replace(
+        "httpGet: {path: /health, port: 9080}",
+        "httpGet: {path: /health, port: web}",
+    );
+    let errors = inject(Path::new("a.yaml"), &unknown, &opts()).unwrap_err();
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("no port of container productpage is named `web`"),
+        "{errors:?}"
+    );
+}

@@ -99,6 +99,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         admin_token: None,
         // Short-lived: it starts from the control plane every time.
         state_dir: None,
+        app_probers: Default::default(),
     };
     let stop = CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -454,6 +454,12 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
             .ok()
             .filter(|t| !t.is_empty()),
         state_dir: a.state_dir,
+        app_probers: match std::env::var(proxy::app_health::ENV) {
+            Ok(json) if !json.trim().is_empty() => {
+                proxy::app_health::parse(&json).map_err(|e| anyhow::anyhow!(e))?
+            }
+            _ => Default::default(),
+        },
     };
     let mut exports = a.exports.exports();
     exports.log_dropped = super::log_dropped();
