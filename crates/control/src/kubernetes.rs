@@ -380,6 +380,14 @@ spec:
         - 0.0.0.0:15014
         - --webhook
         - 0.0.0.0:15017
+        - --webhook-dns
+        - {account}.{ns}.svc
+        - --webhook-dns
+        - {account}.{ns}.svc.cluster.local
+        - --inject-image
+        - {image}
+        - --inject-control
+        - {account}.{ns}.svc:15010
         - --trust-domain
         - {trust_domain}
         env:
@@ -440,9 +448,8 @@ kind: MutatingWebhookConfiguration
 metadata:
   name: {webhook}
 webhooks:
-# Namespaces labelled istio-injection=enabled (Istio's convention); pods that opt in by label
-# elsewhere are sent by the second hook. Linkerd's namespace annotation cannot be selected on:
-# the control plane reads it and injects those namespaces' pods from the second hook too.
+# Namespaces labelled istio-injection=enabled (Istio's convention): every pod not opted out is
+# injected. Pods elsewhere go to the second hook, which injects those that opt in.
 - name: namespace.sidecar-injector.weft.dev
   admissionReviewVersions: [v1]
   sideEffects: None
@@ -450,7 +457,7 @@ webhooks:
   reinvocationPolicy: Never
   timeoutSeconds: 10
   clientConfig:
-    service: {{name: {account}, namespace: {ns}, path: /inject, port: 443}}
+    service: {{name: {account}, namespace: {ns}, path: /inject/namespace, port: 443}}
   rules:
   - operations: [CREATE]
     apiGroups: [""]

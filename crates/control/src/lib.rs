@@ -23,6 +23,7 @@
 //!   and the JSON they read, sampled from the proxies' admin endpoints while someone looks.
 //! - [`kubernetes`]: what the control plane may read and write in a cluster (its RBAC) and the
 //!   manifests `weft install --kubernetes` prints.
+//! - [`webhook`]: the admission webhook that injects pods as the API server creates them.
 //! - [`route_table`]: a service's route table as text (`weft routes`, the dashboard).
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
@@ -48,6 +49,7 @@ pub mod status;
 pub mod store;
 pub mod view;
 pub mod watch;
+pub mod webhook;
 
 pub use registry::Registry;
 pub use server::{ControlError, ControlPlane, Listen};

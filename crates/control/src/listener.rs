@@ -114,6 +114,9 @@ pub struct ServerTls {
     ca: Arc<Ca>,
     provider: Arc<CryptoProvider>,
     alpn: Vec<Vec<u8>>,
+    /// DNS names the certificate carries too, and no client certificate asked (the admission
+    /// webhook's, for the Kubernetes API server); empty: the control plane's own listeners.
+    dns: Vec<String>,
     built: Mutex<Option<Built>>,
 }
 
@@ -135,11 +138,20 @@ impl ServerTls {
         ServerTls::with_alpn(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
     }
 
+    /// For the admission webhook: a certificate for `dns` too, TLS 1.2 or 1.3, no client
+    /// certificate.
+    pub fn for_webhook(ca: Arc<Ca>, dns: Vec<String>) -> ServerTls {
+        let mut tls = ServerTls::with_alpn(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        tls.dns = dns;
+        tls
+    }
+
     fn with_alpn(ca: Arc<Ca>, alpn: Vec<Vec<u8>>) -> ServerTls {
         ServerTls {
             ca,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             alpn,
+            dns: Vec::new(),
             built: Mutex::new(None),
         }
     }
@@ -153,6 +165,9 @@ impl ServerTls {
             if b.generation == generation && b.bundle == bundle && SystemTime::now() < b.renew_at {
                 return Ok(b.config.clone());
             }
+        }
+        if !self.dns.is_empty() {
+            return self.webhook_config(&mut built, bundle);
         }
         let cert = self.ca.control_plane_cert().map_err(|e| e.to_string())?;
         let mut roots = RootCertStore::empty();
@@ -171,6 +186,39 @@ impl ServerTls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(verifier)
+            .with_single_cert(cert.chain, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = self.alpn.clone();
+        let life = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        let config = Arc::new(config);
+        *built = Some(Built {
+            generation: cert.generation,
+            bundle,
+            renew_at: cert.not_before + life / 2,
+            config: config.clone(),
+        });
+        Ok(config)
+    }
+}
+
+impl ServerTls {
+    fn webhook_config(
+        &self,
+        built: &mut Option<Built>,
+        bundle: String,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let cert = self
+            .ca
+            .control_plane_cert_for(&self.dns)
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pkcs8));
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
             .with_single_cert(cert.chain, key)
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = self.alpn.clone();

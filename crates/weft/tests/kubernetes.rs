@@ -524,3 +524,174 @@ async fn the_proxy_answers_the_apps_rewritten_probes() {
     let _ = app.kill();
     let _ = app.wait();
 }
+
+/// The admission webhook of `weft control --webhook`, over real TLS checked by name (curl with
+/// the mesh's roots, as the API server with the webhook's caBundle): a pod of an opted-in
+/// namespace comes back with a JSON patch that makes it what `weft inject` makes of it; the
+/// opt-in-only path leaves it alone; a pod with a bad annotation is refused with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
+    use std::io::{BufRead, BufReader};
+    let home = tempfile::tempdir().unwrap();
+    let mesh = testdata().join("webhook-mesh.yaml");
+    let mut control = Command::new(WEFT)
+        .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args(["--webhook", "127.0.0.1:0", "--inject-image", "weft:test"])
+        .arg(&mesh)
+        .env("WEFT_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let mut out = BufReader::new(control.stdout.take().unwrap());
+    while !ready.contains("ready") {
+        ready.clear();
+        assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
+    }
+    let after = |marker: &str| -> String {
+        let rest = &ready[ready
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {ready}"))
+            + marker.len()..];
+        rest.split(|c: char| c.is_whitespace() || c == ',')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let api = after("API on http://");
+    let webhook: std::net::SocketAddr = after("injection webhook on https://").parse().unwrap();
+    let bundle = home.path().join("bundle.pem");
+    let got = Command::new("curl")
+        .args(["-sf", &format!("http://{api}/ca/bundle"), "-o"])
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(got.success());
+
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "productpage-v1-5f8d9b-",
+            "namespace": "default",
+            "labels": {"app": "productpage", "version": "v1", "pod-template-hash": "5f8d9b"},
+            "annotations": {"prometheus.io/scrape": "true"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "productpage-v1-5f8d9b", "uid": "d3b07384", "controller": true}]
+        },
+        "spec": {
+            "serviceAccountName": "bookinfo-productpage",
+            "containers": [{
+                "name": "productpage",
+                "image": "docker.io/istio/examples-bookinfo-productpage-v1:1.20.2",
+                "ports": [{"containerPort": 9080, "protocol": "TCP"}],
+                "readinessProbe": {"httpGet": {"path": "/health", "port": 9080}}
+            }]
+        }
+    });
+    let review = |pod: &serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "default",
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod,
+                "oldObject": null,
+                "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        })
+    };
+    let name = "weft-control.weft-system.svc";
+    let post = |path: &str, body: &serde_json::Value, by_name: bool| {
+        let file = home.path().join("review.json");
+        std::fs::write(&file, body.to_string()).unwrap();
+        let host = if by_name {
+            name.to_string()
+        } else {
+            "127.0.0.1".to_string()
+        };
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&bundle)
+            .args(["--resolve", &format!("{name}:{}:127.0.0.1", webhook.port())])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("https://{host}:{}{path}", webhook.port()))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The certificate is for the Service's names, not for an address.
+    let (ok, _, err) = post("/inject/namespace", &review(&pod), false);
+    assert!(!ok, "TLS to 127.0.0.1 should not verify: {err}");
+
+    let (ok, body, err) = post("/inject/namespace", &review(&pod), true);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rsp = &answer["response"];
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(rsp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(rsp["allowed"], true);
+    assert_eq!(rsp["patchType"], "JSONPatch");
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(rsp["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    // What `weft inject` makes of the same pod, as its Deployment would name it.
+    let mut named = pod.clone();
+    named["metadata"]["name"] = "productpage-v1".into();
+    let (code, injected, err) = weft_with(
+        &["inject", "-f", "-", "--image", "weft:test"],
+        Some(&named.to_string()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let injected: serde_json::Value = serde_yaml_ng::from_str(&injected).unwrap();
+    assert_eq!(patched["spec"], injected["spec"]);
+    assert_eq!(
+        patched["metadata"]["annotations"]["weft.dev/injected"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        patched["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        patched["metadata"]["generateName"],
+        "productpage-v1-5f8d9b-"
+    );
+
+    // Only pods that opt in on the other path.
+    let (ok, body, _) = post("/inject", &review(&pod), true);
+    assert!(ok);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+
+    let mut bad = pod.clone();
+    bad["metadata"]["annotations"]["sidecar.istio.io/proxyCPU"] = "fast".into();
+    let (ok, body, _) = post("/inject/namespace", &review(&bad), true);
+    assert!(ok);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("proxyCPU") && message.contains("`fast`"),
+        "{message}"
+    );
+    let _ = control.kill();
+    let _ = control.wait();
+}

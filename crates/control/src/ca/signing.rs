@@ -101,17 +101,25 @@ impl Ca {
     /// the control plane holds the CA).
     pub fn control_plane_cert(&self) -> Result<ServingCert, CaError> {
         let identity = Identity::control_plane(&self.config.trust_domain);
-        self.serving_cert(&identity, self.config.leaf_lifetime)
+        self.serving_cert(&identity, &[], self.config.leaf_lifetime)
+    }
+
+    /// The control plane's certificate with DNS names too (the admission webhook's: the
+    /// Kubernetes API server checks the name of the Service it calls).
+    pub fn control_plane_cert_for(&self, dns: &[String]) -> Result<ServingCert, CaError> {
+        let identity = Identity::control_plane(&self.config.trust_domain);
+        self.serving_cert(&identity, dns, self.config.leaf_lifetime)
     }
 
     /// A fresh key and a leaf over it for `identity`, valid for `lifetime`.
     fn serving_cert(
         &self,
         identity: &Identity,
+        dns: &[String],
         lifetime: std::time::Duration,
     ) -> Result<ServingCert, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
-        let leaf = self.leaf_for(&key, identity, lifetime)?;
+        let leaf = self.leaf_for(&key, identity, dns, lifetime)?;
         Ok(ServingCert {
             key_pkcs8: key.serialize_der(),
             chain: leaf.chain,
@@ -142,12 +150,12 @@ impl Ca {
         if !valid {
             return Err(CaError::InvalidIdentity(identity.0));
         }
-        self.serving_cert(&identity, lifetime)
+        self.serving_cert(&identity, &[], lifetime)
     }
 
     /// Signs a SPIFFE leaf for `identity` over `public_key` with the signer in force.
     fn leaf(&self, public_key: &impl PublicKeyData, identity: &Identity) -> Result<Leaf, CaError> {
-        self.leaf_for(public_key, identity, self.config.leaf_lifetime)
+        self.leaf_for(public_key, identity, &[], self.config.leaf_lifetime)
     }
 
     /// [`Ca::leaf`] valid for `lifetime`.
@@ -155,6 +163,7 @@ impl Ca {
         &self,
         public_key: &impl PublicKeyData,
         identity: &Identity,
+        dns: &[String],
         lifetime: std::time::Duration,
     ) -> Result<Leaf, CaError> {
         let now = now_seconds();
@@ -171,6 +180,13 @@ impl Ca {
         // marks the SAN extension critical, as RFC 5280 asks.
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(uri)];
+        for name in dns {
+            let name = name
+                .clone()
+                .try_into()
+                .map_err(|_| CaError::InvalidIdentity(format!("DNS name {name}")))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

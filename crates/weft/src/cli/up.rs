@@ -174,6 +174,20 @@ pub struct ControlArgs {
     /// under the API's /dashboard/
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_DASHBOARD)]
     dashboard: Option<SocketAddr>,
+    /// Serve the Kubernetes admission webhook that injects pods (HTTPS, a certificate of the
+    /// mesh CA for --webhook-dns; POST /inject, /inject/namespace)
+    #[arg(long, value_name = "ADDR")]
+    webhook: Option<SocketAddr>,
+    /// The DNS names of the webhook's certificate (repeatable) [default: the Service
+    /// weft-control.weft-system.svc and its cluster.local form]
+    #[arg(long, value_name = "NAME", requires = "webhook")]
+    webhook_dns: Vec<String>,
+    /// The image injected pods run
+    #[arg(long, value_name = "IMAGE", default_value_t = super::inject::default_image())]
+    inject_image: String,
+    /// Where injected pods' proxies reach the control plane (HOST:PORT)
+    #[arg(long, value_name = "HOST:PORT", default_value_t = super::inject::default_control())]
+    inject_control: String,
     #[command(flatten)]
     ca: CaArgs,
 }
@@ -428,6 +442,37 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             Some(addr) => Some(cp.serve_dashboard(addr).await?),
             None => None,
         };
+        let webhook = match (a.webhook, &cp.ca) {
+            (None, _) => String::new(),
+            (Some(_), None) => anyhow::bail!("--webhook needs the mesh CA (its certificate is the CA's)"),
+            (Some(addr), Some(ca)) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--webhook {addr}: {e}"))?;
+                let bound = l.local_addr()?;
+                let dns = if a.webhook_dns.is_empty() {
+                    control::webhook::dns_names(model::names::CONTROL_NAMESPACE)
+                } else {
+                    a.webhook_dns.clone()
+                };
+                let opts = config::inject::Options {
+                    image: a.inject_image.clone(),
+                    control: a.inject_control.clone(),
+                    trust_domain: ca.config().trust_domain.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    by_default: false,
+                    namespaces: Default::default(),
+                };
+                tokio::spawn(control::webhook::serve(
+                    l,
+                    ca.clone(),
+                    dns,
+                    opts,
+                    cp.shutdown.clone(),
+                ));
+                format!(" · injection webhook on https://{bound}")
+            }
+        };
         let _record = local::meshes::record(
             &local::meshes::MeshRecord {
                 name: spec.name.clone(),
@@ -452,7 +497,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             "http"
         };
         println!(
-            "weft: control plane for mesh {} ready: proxies connect to {}, API on {scheme}://{}{store}",
+            "weft: control plane for mesh {} ready: proxies connect to {}, API on {scheme}://{}{store}{webhook}",
             spec.name, cp.grpc, cp.api
         );
         let stop = CancellationToken::new();
