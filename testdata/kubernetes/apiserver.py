@@ -1,10 +1,17 @@
-"""A stand-in for a Kubernetes API server's discovery, for `kubectl apply --dry-run=client`
-with no cluster: answers /api, /apis and each group version's resource list in the API's own
-JSON shapes (as a v1.30 server answers them, trimmed to the kinds weft's manifests use), and
-404 (a `Status`) for every object, so that kubectl maps each document to its resource, checks
-it, and reports it "created (dry run)". Nothing is stored.
+"""A stand-in for a Kubernetes API server, for what the tests cannot run a real one for.
 
-    python3 apiserver.py PORT_FILE     # listens on 127.0.0.1:0, writes the port to PORT_FILE
+Discovery, for `kubectl apply --dry-run=client` with no cluster: answers /api, /apis and each
+group version's resource list in the API's own JSON shapes (as a v1.33 server answers them,
+trimmed to the kinds weft's manifests use), and 404 (a `Status`) for every object, so that
+kubectl maps each document to its resource, checks it, and reports it "created (dry run)".
+Nothing is stored.
+
+TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`), as the API server answers
+them: the tokens of TOKENS_JSON (`{"TOKEN": "system:serviceaccount:NS:SA" or null}`) are
+authenticated as that user for the audiences asked, unknown ones are not; each review asked is
+appended to LOG (one JSON line).
+
+    python3 apiserver.py PORT_FILE [TOKENS_JSON LOG]   # listens on 127.0.0.1:0, writes the port
 """
 
 import json
@@ -87,11 +94,42 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                "message": f"{path} not found", "reason": "NotFound", "code": 404})
 
+    def do_POST(self):
+        path = self.path.split("?")[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if path != "/apis/authentication.k8s.io/v1/tokenreviews" or TOKENS is None:
+            return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                   "message": f"{path} not found", "reason": "NotFound", "code": 404})
+        with open(LOG, "a") as f:
+            f.write(json.dumps(body) + "\n")
+        spec = body.get("spec", {})
+        user = TOKENS.get(spec.get("token", ""))
+        status = {"authenticated": False, "error": "invalid bearer token"}
+        if user:
+            ns = user.split(":")[2]
+            status = {"authenticated": True,
+                      "user": {"username": user, "uid": "8a3c9c5e-0d1f-4f2e-9b1a-3c2d1e0f4a5b",
+                               "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}",
+                                          "system:authenticated"]},
+                      "audiences": spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local"]}
+        return self.send(201, {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                               "metadata": {"creationTimestamp": None}, "spec": spec, "status": status})
+
     def log_message(self, *args):
         pass
 
 
+TOKENS = None
+LOG = None
+
+
 def main():
+    global TOKENS, LOG
+    if len(sys.argv) > 3:
+        with open(sys.argv[2]) as f:
+            TOKENS = json.load(f)
+        LOG = sys.argv[3]
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(server.server_port))

@@ -1,6 +1,9 @@
 //! Kubernetes: what the control plane may read and write in a cluster ([`CLUSTER_ACCESS`],
 //! [`NAMESPACE_ACCESS`]: one list, from which the RBAC rules are made and which the docs
-//! print), and the manifests `weft install --kubernetes` prints ([`manifests`]).
+//! print), the manifests `weft install --kubernetes` prints ([`manifests`]), and [`tokens`]:
+//! proxies' ServiceAccount tokens checked by TokenReview.
+
+pub mod tokens;
 
 use std::fmt::Write as _;
 

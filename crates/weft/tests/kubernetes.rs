@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The Kubernetes version the manifests are validated for: native sidecars (init containers
-/// with `restartPolicy: Always`) are on by default from 1.29.
-const KUBERNETES: &str = "1.30.0";
+/// with `restartPolicy: Always`) are on by default from 1.29 and GA in 1.33, the version weft's API types are for.
+const KUBERNETES: &str = "1.33.0";
 
 const INPUTS: [&str; 3] = ["bookinfo", "emojivoto", "workloads"];
 
@@ -694,4 +694,189 @@ async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
     );
     let _ = control.kill();
     let _ = control.wait();
+}
+
+/// A proxy in a pod joins with its projected ServiceAccount token: `weft control
+/// --service-account-tokens` asks the API server (the stand-in's TokenReview, in the API's
+/// shapes) whose token it is, with audience `weft`, and signs a certificate for that account's
+/// SPIFFE identity only; a token for another account, or one the API server does not
+/// authenticate, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_joins_with_its_service_account_token() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (good, stranger) = (
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwcCJ9.c2ln",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    );
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(
+        &tokens,
+        serde_json::json!({good: "system:serviceaccount:default:bookinfo-productpage", stranger: null}).to_string(),
+    )
+    .unwrap();
+    let log = dir.path().join("reviews.log");
+    let port_file = dir.path().join("port");
+    let mut apiserver = Command::new("python3")
+        .arg(testdata().join("apiserver.py"))
+        .args([&port_file, &tokens, &log])
+        .spawn()
+        .unwrap();
+    until(
+        "the API stand-in listens",
+        std::time::Duration::from_secs(20),
+        || {
+            let exists = port_file.exists();
+            async move { exists }
+        },
+    )
+    .await;
+    let api_port = std::fs::read_to_string(&port_file).unwrap();
+
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut control = Command::new(WEFT)
+        .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args([
+            "--service-account-tokens",
+            "--kubernetes-api",
+            &format!("http://127.0.0.1:{api_port}"),
+        ])
+        .arg(testdata().join("webhook-mesh.yaml"))
+        .env("WEFT_HOME", &home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let mut out = BufReader::new(control.stdout.take().unwrap());
+    while !ready.contains("ready") {
+        ready.clear();
+        assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
+    }
+    let word_after = |marker: &str| -> String {
+        let at = ready
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {ready}"))
+            + marker.len();
+        ready[at..]
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let grpc = word_after("proxies connect to ");
+    let api = word_after("API on http://");
+    let bundle = dir.path().join("bundle.pem");
+    assert!(Command::new("curl")
+        .args(["-sf", &format!("http://{api}/ca/bundle"), "-o"])
+        .arg(&bundle)
+        .status()
+        .unwrap()
+        .success());
+
+    let td = "spiffe://cluster.local/ns/default/sa";
+    let proxy = |token: &str, account: &str| {
+        let file = dir
+            .path()
+            .join(format!("token-{account}-{}", token.len() + account.len()));
+        std::fs::write(&file, token).unwrap();
+        let mut child = Command::new(WEFT)
+            .args([
+                "proxy",
+                "--mode",
+                "sidecar",
+                "--control",
+                &grpc,
+                "--service",
+                "productpage",
+            ])
+            .args([
+                "--identity",
+                &format!("{td}/{account}"),
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .args(["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9"])
+            .arg("--join-token-file")
+            .arg(&file)
+            .arg("--trust-anchors-file")
+            .arg(&bundle)
+            .env_remove("WEFT_JOIN_TOKEN")
+            .env("WEFT_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let bound: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, admin, rx)
+    };
+    let c = client();
+    let (mut joined, admin, _) = proxy(good, "bookinfo-productpage");
+    until(
+        "the proxy holds its certificate",
+        std::time::Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                get(&c, admin, "admin", "/identity")
+                    .await
+                    .is_ok_and(|r| r.status == 200)
+            }
+        },
+    )
+    .await;
+    let id = get(&c, admin, "admin", "/identity").await.unwrap();
+    assert_eq!(id.body["identity"], format!("{td}/bookinfo-productpage"));
+    let _ = joined.kill();
+    let _ = joined.wait();
+    // The API server was asked, for the audience the injected token is minted for.
+    let asked = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(asked.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "TokenReview");
+    assert_eq!(first["spec"]["audiences"], serde_json::json!(["weft"]));
+
+    // Another account's identity with that token, and a token the API server refuses.
+    for (token, account, why) in [
+        (good, "reviews", "bookinfo-productpage"),
+        (stranger, "bookinfo-productpage", "invalid bearer token"),
+    ] {
+        let (mut refused, admin, said) = proxy(token, account);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut lines = Vec::new();
+        while !lines
+            .iter()
+            .any(|l: &String| l.contains("the CA refused our join token"))
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match said.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("{account}: not refused: {lines:?}"),
+            }
+        }
+        assert!(
+            lines.iter().any(|l| l.contains(why)),
+            "{why} not in {lines:?}"
+        );
+        let id = get(&c, admin, "admin", "/identity").await.unwrap();
+        assert_eq!(id.status, 503, "no certificate: {}", id.text);
+        let _ = refused.kill();
+        let _ = refused.wait();
+    }
+    let _ = control.kill();
+    let _ = control.wait();
+    let _ = apiserver.kill();
+    let _ = apiserver.wait();
 }

@@ -185,6 +185,13 @@ pub struct ControlArgs {
     /// The image injected pods run
     #[arg(long, value_name = "IMAGE", default_value_t = super::inject::default_image())]
     inject_image: String,
+    /// Accept Kubernetes ServiceAccount tokens (audience weft) as proxies' join credentials,
+    /// each checked by a TokenReview: a certificate only for that account's SPIFFE identity
+    #[arg(long, conflicts_with = "store")]
+    service_account_tokens: bool,
+    /// The Kubernetes API server to ask [default: the cluster weft runs in, or $KUBECONFIG's]
+    #[arg(long, value_name = "URL", requires = "service_account_tokens")]
+    kubernetes_api: Option<String>,
     /// Where injected pods' proxies reach the control plane (HOST:PORT)
     #[arg(long, value_name = "HOST:PORT", default_value_t = super::inject::default_control())]
     inject_control: String,
@@ -386,6 +393,20 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
         let (cp, token, etcd) = match &a.store {
             None => {
                 let ca = a.ca.open(&spec.name)?;
+                if a.service_account_tokens {
+                    let Some(ca) = &ca else {
+                        anyhow::bail!("--service-account-tokens needs the mesh CA");
+                    };
+                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    ca.share_tokens(std::sync::Arc::new(
+                        control::kubernetes::tokens::ServiceAccountTokens::new(
+                            client,
+                            &ca.config().trust_domain,
+                        ),
+                    ));
+                }
                 let registry = control::Registry::new(spec.clone());
                 // The operator's credential for the API, in WEFT_HOME for the CLI.
                 let token = local::meshes::new_admin_token();
