@@ -8,10 +8,15 @@ Nothing is stored.
 
 TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`), as the API server answers
 them: the tokens of TOKENS_JSON (`{"TOKEN": "system:serviceaccount:NS:SA" or null}`) are
-authenticated as that user for the audiences asked, unknown ones are not; each review asked is
-appended to LOG (one JSON line).
+authenticated as that user for the audiences asked, unknown ones are not.
 
-    python3 apiserver.py PORT_FILE [TOKENS_JSON LOG]   # listens on 127.0.0.1:0, writes the port
+Objects given with --object (JSON files of cluster-scoped objects, at their API paths): GET
+answers them with a resourceVersion, PUT replaces them when its resourceVersion is the current
+one (else 409 Conflict, as the API server does).
+
+Every TokenReview and PUT is appended to LOG (one JSON line each).
+
+    python3 apiserver.py PORT_FILE [--tokens TOKENS_JSON] [--log LOG] [--object FILE]...
 """
 
 import json
@@ -76,6 +81,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
+        if path in OBJECTS:
+            return self.send(200, OBJECTS[path])
         if path == "/api":
             return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.server_port}"}]})
@@ -93,6 +100,23 @@ class Handler(BaseHTTPRequestHandler):
                                        "groupVersion": f"{g}/{v}" if g else v, "resources": resources})
         return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                "message": f"{path} not found", "reason": "NotFound", "code": 404})
+
+    def do_PUT(self):
+        path = self.path.split("?")[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if path not in OBJECTS:
+            return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                   "message": f"{path} not found", "reason": "NotFound", "code": 404})
+        current = OBJECTS[path]["metadata"]["resourceVersion"]
+        if body.get("metadata", {}).get("resourceVersion") != current:
+            return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                   "message": "the object has been modified", "reason": "Conflict", "code": 409})
+        body["metadata"]["resourceVersion"] = str(int(current) + 1)
+        OBJECTS[path] = body
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"put": path, "object": body}) + "\n")
+        return self.send(200, body)
 
     def do_POST(self):
         path = self.path.split("?")[0].rstrip("/")
@@ -122,14 +146,33 @@ class Handler(BaseHTTPRequestHandler):
 
 TOKENS = None
 LOG = None
+OBJECTS = {}
+
+
+def path_of(obj):
+    group, _, version = obj["apiVersion"].rpartition("/")
+    plural = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations"}[obj["kind"]]
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{prefix}/{plural}/{obj['metadata']['name']}"
 
 
 def main():
     global TOKENS, LOG
-    if len(sys.argv) > 3:
-        with open(sys.argv[2]) as f:
-            TOKENS = json.load(f)
-        LOG = sys.argv[3]
+    args = sys.argv[2:]
+    while args:
+        flag, value, args = args[0], args[1], args[2:]
+        if flag == "--tokens":
+            with open(value) as f:
+                TOKENS = json.load(f)
+        elif flag == "--log":
+            LOG = value
+        elif flag == "--object":
+            with open(value) as f:
+                obj = json.load(f)
+            obj.setdefault("metadata", {})["resourceVersion"] = "1"
+            OBJECTS[path_of(obj)] = obj
+        else:
+            raise SystemExit(f"unknown flag {flag}")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(server.server_port))

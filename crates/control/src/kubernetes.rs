@@ -1,8 +1,10 @@
 //! Kubernetes: what the control plane may read and write in a cluster ([`CLUSTER_ACCESS`],
 //! [`NAMESPACE_ACCESS`]: one list, from which the RBAC rules are made and which the docs
-//! print), the manifests `weft install --kubernetes` prints ([`manifests`]), and [`tokens`]:
-//! proxies' ServiceAccount tokens checked by TokenReview.
+//! print), the manifests `weft install --kubernetes` prints ([`manifests`]), [`tokens`]:
+//! proxies' ServiceAccount tokens checked by TokenReview, and [`ca_bundle`]: the injection
+//! webhook's `caBundle` kept the mesh's roots.
 
+pub mod ca_bundle;
 pub mod tokens;
 
 use std::fmt::Write as _;
@@ -381,8 +383,11 @@ spec:
         - 0.0.0.0:15010
         - --api
         - 0.0.0.0:15014
+        - --service-account-tokens
         - --webhook
         - 0.0.0.0:15017
+        - --webhook-configuration
+        - {webhook}
         - --webhook-dns
         - {account}.{ns}.svc
         - --webhook-dns

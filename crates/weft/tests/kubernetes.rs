@@ -21,6 +21,30 @@ const KUBERNETES: &str = "1.33.0";
 
 const INPUTS: [&str; 3] = ["bookinfo", "emojivoto", "workloads"];
 
+/// A child process killed (and reaped) when dropped, so that a failing test leaves nothing
+/// running that holds the test's output open.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kubernetes")
 }
@@ -199,11 +223,14 @@ pub fn kubectl_dry_run(files: &[PathBuf]) {
     );
     let dir = tempfile::tempdir().unwrap();
     let port_file = dir.path().join("port");
-    let mut server = Command::new("python3")
-        .arg(testdata().join("apiserver.py"))
-        .arg(&port_file)
-        .spawn()
-        .unwrap();
+    let mut server = Reaped(
+        Command::new("python3")
+            .stdout(std::process::Stdio::null())
+            .arg(testdata().join("apiserver.py"))
+            .arg(&port_file)
+            .spawn()
+            .unwrap(),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !port_file.exists() {
         assert!(
@@ -445,19 +472,21 @@ fn the_rbac_rules_in_the_docs_are_the_installed_ones() {
 async fn the_proxy_answers_the_apps_rewritten_probes() {
     use std::io::{BufRead, BufReader};
     let app_port = free_port();
-    let mut app = Command::new(WEFT)
-        .args([
-            "demo",
-            "echo",
-            "--service",
-            "app",
-            "--port",
-            &app_port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut app = Reaped(
+        Command::new(WEFT)
+            .args([
+                "demo",
+                "echo",
+                "--service",
+                "app",
+                "--port",
+                &app_port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     until(
         "the app listens",
         std::time::Duration::from_secs(20),
@@ -492,7 +521,7 @@ async fn the_proxy_answers_the_apps_rewritten_probes() {
             .spawn()
             .unwrap()
     };
-    let mut sidecar = proxy(&probers.to_string());
+    let mut sidecar = Reaped(proxy(&probers.to_string()));
     let mut first = String::new();
     BufReader::new(sidecar.stdout.take().unwrap())
         .read_line(&mut first)
@@ -534,15 +563,50 @@ async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
     use std::io::{BufRead, BufReader};
     let home = tempfile::tempdir().unwrap();
     let mesh = testdata().join("webhook-mesh.yaml");
-    let mut control = Command::new(WEFT)
-        .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-        .args(["--webhook", "127.0.0.1:0", "--inject-image", "weft:test"])
-        .arg(&mesh)
-        .env("WEFT_HOME", home.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    // The webhook's configuration as `weft install` makes it, in the API stand-in.
+    let (_, install, _) = weft_with(&["install", "--kubernetes"], None);
+    let hooks: serde_json::Value = serde_yaml_ng::Deserializer::from_str(&install)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "MutatingWebhookConfiguration")
         .unwrap();
+    let object = home.path().join("hooks.json");
+    std::fs::write(&object, hooks.to_string()).unwrap();
+    let (port_file, log) = (home.path().join("port"), home.path().join("api.log"));
+    let mut apiserver = Reaped(
+        Command::new("python3")
+            .stdout(std::process::Stdio::null())
+            .arg(testdata().join("apiserver.py"))
+            .arg(&port_file)
+            .arg("--object")
+            .arg(&object)
+            .arg("--log")
+            .arg(&log)
+            .spawn()
+            .unwrap(),
+    );
+    until(
+        "the API stand-in listens",
+        std::time::Duration::from_secs(20),
+        || {
+            let exists = port_file.exists();
+            async move { exists }
+        },
+    )
+    .await;
+    let api_port = std::fs::read_to_string(&port_file).unwrap();
+    let mut control = Reaped(
+        Command::new(WEFT)
+            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(["--webhook", "127.0.0.1:0", "--inject-image", "weft:test"])
+            .args(["--webhook-configuration", "weft-sidecar-injector"])
+            .args(["--kubernetes-api", &format!("http://127.0.0.1:{api_port}")])
+            .arg(&mesh)
+            .env("WEFT_HOME", home.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut ready = String::new();
     let mut out = BufReader::new(control.stdout.take().unwrap());
     while !ready.contains("ready") {
@@ -692,8 +756,28 @@ async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
         message.contains("proxyCPU") && message.contains("`fast`"),
         "{message}"
     );
+    // Before it said it was ready, it made the hooks trust the mesh's roots.
+    let put: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let roots = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bundle).unwrap());
+    let written: Vec<&serde_json::Value> = put["object"]["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["clientConfig"]["caBundle"])
+        .collect();
+    assert_eq!(written.len(), 2);
+    assert!(written.iter().all(|b| **b == roots), "{written:?}");
     let _ = control.kill();
     let _ = control.wait();
+    let _ = apiserver.kill();
+    let _ = apiserver.wait();
 }
 
 /// A proxy in a pod joins with its projected ServiceAccount token: `weft control
@@ -717,11 +801,18 @@ async fn a_proxy_joins_with_its_service_account_token() {
     .unwrap();
     let log = dir.path().join("reviews.log");
     let port_file = dir.path().join("port");
-    let mut apiserver = Command::new("python3")
-        .arg(testdata().join("apiserver.py"))
-        .args([&port_file, &tokens, &log])
-        .spawn()
-        .unwrap();
+    let mut apiserver = Reaped(
+        Command::new("python3")
+            .stdout(std::process::Stdio::null())
+            .arg(testdata().join("apiserver.py"))
+            .arg(&port_file)
+            .arg("--tokens")
+            .arg(&tokens)
+            .arg("--log")
+            .arg(&log)
+            .spawn()
+            .unwrap(),
+    );
     until(
         "the API stand-in listens",
         std::time::Duration::from_secs(20),
@@ -735,19 +826,21 @@ async fn a_proxy_joins_with_its_service_account_token() {
 
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    let mut control = Command::new(WEFT)
-        .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-        .args([
-            "--service-account-tokens",
-            "--kubernetes-api",
-            &format!("http://127.0.0.1:{api_port}"),
-        ])
-        .arg(testdata().join("webhook-mesh.yaml"))
-        .env("WEFT_HOME", &home)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut control = Reaped(
+        Command::new(WEFT)
+            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args([
+                "--service-account-tokens",
+                "--kubernetes-api",
+                &format!("http://127.0.0.1:{api_port}"),
+            ])
+            .arg(testdata().join("webhook-mesh.yaml"))
+            .env("WEFT_HOME", &home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut ready = String::new();
     let mut out = BufReader::new(control.stdout.take().unwrap());
     while !ready.contains("ready") {
@@ -781,33 +874,35 @@ async fn a_proxy_joins_with_its_service_account_token() {
             .path()
             .join(format!("token-{account}-{}", token.len() + account.len()));
         std::fs::write(&file, token).unwrap();
-        let mut child = Command::new(WEFT)
-            .args([
-                "proxy",
-                "--mode",
-                "sidecar",
-                "--control",
-                &grpc,
-                "--service",
-                "productpage",
-            ])
-            .args([
-                "--identity",
-                &format!("{td}/{account}"),
-                "--admin",
-                "127.0.0.1:0",
-            ])
-            .args(["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9"])
-            .arg("--join-token-file")
-            .arg(&file)
-            .arg("--trust-anchors-file")
-            .arg(&bundle)
-            .env_remove("WEFT_JOIN_TOKEN")
-            .env("WEFT_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(WEFT)
+                .args([
+                    "proxy",
+                    "--mode",
+                    "sidecar",
+                    "--control",
+                    &grpc,
+                    "--service",
+                    "productpage",
+                ])
+                .args([
+                    "--identity",
+                    &format!("{td}/{account}"),
+                    "--admin",
+                    "127.0.0.1:0",
+                ])
+                .args(["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9"])
+                .arg("--join-token-file")
+                .arg(&file)
+                .arg("--trust-anchors-file")
+                .arg(&bundle)
+                .env_remove("WEFT_JOIN_TOKEN")
+                .env("WEFT_LOG", "info")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)

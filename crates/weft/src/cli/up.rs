@@ -189,8 +189,13 @@ pub struct ControlArgs {
     /// each checked by a TokenReview: a certificate only for that account's SPIFFE identity
     #[arg(long, conflicts_with = "store")]
     service_account_tokens: bool,
-    /// The Kubernetes API server to ask [default: the cluster weft runs in, or $KUBECONFIG's]
-    #[arg(long, value_name = "URL", requires = "service_account_tokens")]
+    /// Keep this MutatingWebhookConfiguration's caBundle the mesh's roots, through the
+    /// Kubernetes API (`weft install --kubernetes` names it weft-sidecar-injector)
+    #[arg(long, value_name = "NAME", requires = "webhook")]
+    webhook_configuration: Option<String>,
+    /// The Kubernetes API server to ask (TokenReviews, the webhook's caBundle) [default: the
+    /// cluster weft runs in, or $KUBECONFIG's]
+    #[arg(long, value_name = "URL")]
     kubernetes_api: Option<String>,
     /// Where injected pods' proxies reach the control plane (HOST:PORT)
     #[arg(long, value_name = "HOST:PORT", default_value_t = super::inject::default_control())]
@@ -491,6 +496,21 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                     opts,
                     cp.shutdown.clone(),
                 ));
+                if let Some(name) = &a.webhook_configuration {
+                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    // Written once before the control plane says it is ready.
+                    control::kubernetes::ca_bundle::write(&client, name, &ca.bundle_pem())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    tokio::spawn(control::kubernetes::ca_bundle::keep(
+                        client,
+                        ca.clone(),
+                        name.clone(),
+                        cp.shutdown.clone(),
+                    ));
+                }
                 format!(" · injection webhook on https://{bound}")
             }
         };
