@@ -166,75 +166,88 @@ impl ServerTls {
                 return Ok(b.config.clone());
             }
         }
-        if !self.dns.is_empty() {
-            return self.webhook_config(&mut built, bundle);
-        }
+        let (cert, config) = if self.dns.is_empty() {
+            self.control_plane_config()?
+        } else {
+            self.webhook_config()?
+        };
+        let mut config = config;
+        config.alpn_protocols = self.alpn.clone();
+        let life = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        let config = Arc::new(config);
+        *built = Some(Built {
+            generation: cert.generation,
+            bundle,
+            renew_at: cert.not_before + life / 2,
+            config: config.clone(),
+        });
+        Ok(config)
+    }
+
+    /// The control plane's certificate, TLS 1.3, a client certificate optional (a proxy asks
+    /// for its first one before it has any; the RPCs decide what an anonymous caller may do).
+    fn control_plane_config(&self) -> Result<(Served, ServerConfig), String> {
         let cert = self.ca.control_plane_cert().map_err(|e| e.to_string())?;
         let mut roots = RootCertStore::empty();
         for root in self.ca.bundle() {
             roots.add(root).map_err(|e| e.to_string())?;
         }
-        // A client certificate is optional at the handshake (a proxy asks for its first one
-        // before it has any); the RPCs decide what an anonymous caller may do.
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pkcs8));
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+        let (served, chain, key) = split(cert);
+        let config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(cert.chain, key)
+            .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
-        config.alpn_protocols = self.alpn.clone();
-        let life = cert
-            .not_after
-            .duration_since(cert.not_before)
-            .unwrap_or_default();
-        let config = Arc::new(config);
-        *built = Some(Built {
-            generation: cert.generation,
-            bundle,
-            renew_at: cert.not_before + life / 2,
-            config: config.clone(),
-        });
-        Ok(config)
+        Ok((served, config))
     }
-}
 
-impl ServerTls {
-    fn webhook_config(
-        &self,
-        built: &mut Option<Built>,
-        bundle: String,
-    ) -> Result<Arc<ServerConfig>, String> {
+    /// The webhook's: the DNS names too, TLS 1.2 or 1.3, no client certificate.
+    fn webhook_config(&self) -> Result<(Served, ServerConfig), String> {
         let cert = self
             .ca
             .control_plane_cert_for(&self.dns)
             .map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pkcs8));
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+        let (served, chain, key) = split(cert);
+        let config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
-            .with_single_cert(cert.chain, key)
+            .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
-        config.alpn_protocols = self.alpn.clone();
-        let life = cert
-            .not_after
-            .duration_since(cert.not_before)
-            .unwrap_or_default();
-        let config = Arc::new(config);
-        *built = Some(Built {
-            generation: cert.generation,
-            bundle,
-            renew_at: cert.not_before + life / 2,
-            config: config.clone(),
-        });
-        Ok(config)
+        Ok((served, config))
     }
+}
+
+/// When a served certificate was made and until when it holds.
+struct Served {
+    generation: u64,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+fn split(
+    cert: crate::ca::ServingCert,
+) -> (
+    Served,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+) {
+    let served = Served {
+        generation: cert.generation,
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pkcs8));
+    (served, cert.chain, key)
 }
 
 /// Accepts on `listener` until `stop`, handing each connection to the gRPC server once it is

@@ -210,24 +210,16 @@ fn injected_manifests_pass_the_kubernetes_schemas_and_kubectl() {
     kubectl_dry_run(&files);
 }
 
-/// `kubectl apply --dry-run=client` of `files` against the discovery stand-in: every object is
-/// mapped to its resource and "created (dry run)".
-pub fn kubectl_dry_run(files: &[PathBuf]) {
-    assert!(
-        Command::new("kubectl")
-            .arg("version")
-            .arg("--client")
-            .output()
-            .is_ok(),
-        "kubectl is not installed (Debian kubectl; scripts/test installs it)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port_file = dir.path().join("port");
-    let mut server = Reaped(
+/// The API stand-in (testdata/kubernetes/apiserver.py) with `args`, its files in `dir`:
+/// the process (killed when dropped) and its base URL.
+fn api_stand_in(dir: &Path, args: &[&std::ffi::OsStr]) -> (Reaped, String) {
+    let port_file = dir.join("port");
+    let server = Reaped(
         Command::new("python3")
             .stdout(std::process::Stdio::null())
             .arg(testdata().join("apiserver.py"))
             .arg(&port_file)
+            .args(args)
             .spawn()
             .unwrap(),
     );
@@ -240,10 +232,74 @@ pub fn kubectl_dry_run(files: &[PathBuf]) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let port = std::fs::read_to_string(&port_file).unwrap();
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// `weft control ARGS testdata/kubernetes/webhook-mesh.yaml` in `home`, once it says it is
+/// ready: the process and the word after each of `markers` in its ready line.
+fn weft_control(home: &Path, args: &[&str], markers: &[&str]) -> (Reaped, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut control = Reaped(
+        Command::new(WEFT)
+            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(args)
+            .arg(testdata().join("webhook-mesh.yaml"))
+            .env("WEFT_HOME", home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    let mut out = BufReader::new(control.stdout.take().unwrap());
+    while !ready.contains("ready") {
+        ready.clear();
+        assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
+    }
+    let words = markers
+        .iter()
+        .map(|marker| {
+            let at = ready
+                .find(marker)
+                .unwrap_or_else(|| panic!("{marker} in {ready}"))
+                + marker.len();
+            ready[at..]
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (control, words)
+}
+
+/// The mesh's roots from the control plane's API at `api`, written to `file`.
+fn fetch_bundle(api: &str, file: &Path) {
+    let got = Command::new("curl")
+        .args(["-sf", &format!("http://{api}/ca/bundle"), "-o"])
+        .arg(file)
+        .status()
+        .unwrap();
+    assert!(got.success());
+}
+
+/// `kubectl apply --dry-run=client` of `files` against the discovery stand-in: every object is
+/// mapped to its resource and "created (dry run)".
+pub fn kubectl_dry_run(files: &[PathBuf]) {
+    assert!(
+        Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output()
+            .is_ok(),
+        "kubectl is not installed (Debian kubectl; scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = api_stand_in(dir.path(), &[]);
     for f in files {
         let out = Command::new("kubectl")
             .env("KUBECONFIG", dir.path().join("none"))
-            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .args(["--server", &url])
             .args(["apply", "--dry-run=client", "--validate=false", "-f"])
             .arg(f)
             .output()
@@ -560,9 +616,7 @@ async fn the_proxy_answers_the_apps_rewritten_probes() {
 /// opt-in-only path leaves it alone; a pod with a bad annotation is refused with the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
-    use std::io::{BufRead, BufReader};
     let home = tempfile::tempdir().unwrap();
-    let mesh = testdata().join("webhook-mesh.yaml");
     // The webhook's configuration as `weft install` makes it, in the API stand-in.
     let (_, install, _) = weft_with(&["install", "--kubernetes"], None);
     let hooks: serde_json::Value = serde_yaml_ng::Deserializer::from_str(&install)
@@ -571,67 +625,33 @@ async fn the_admission_webhook_injects_pods_as_weft_inject_does() {
         .unwrap();
     let object = home.path().join("hooks.json");
     std::fs::write(&object, hooks.to_string()).unwrap();
-    let (port_file, log) = (home.path().join("port"), home.path().join("api.log"));
-    let mut apiserver = Reaped(
-        Command::new("python3")
-            .stdout(std::process::Stdio::null())
-            .arg(testdata().join("apiserver.py"))
-            .arg(&port_file)
-            .arg("--object")
-            .arg(&object)
-            .arg("--log")
-            .arg(&log)
-            .spawn()
-            .unwrap(),
+    let log = home.path().join("api.log");
+    let (mut apiserver, url) = api_stand_in(
+        home.path(),
+        &[
+            "--object".as_ref(),
+            object.as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ],
     );
-    until(
-        "the API stand-in listens",
-        std::time::Duration::from_secs(20),
-        || {
-            let exists = port_file.exists();
-            async move { exists }
-        },
-    )
-    .await;
-    let api_port = std::fs::read_to_string(&port_file).unwrap();
-    let mut control = Reaped(
-        Command::new(WEFT)
-            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-            .args(["--webhook", "127.0.0.1:0", "--inject-image", "weft:test"])
-            .args(["--webhook-configuration", "weft-sidecar-injector"])
-            .args(["--kubernetes-api", &format!("http://127.0.0.1:{api_port}")])
-            .arg(&mesh)
-            .env("WEFT_HOME", home.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut control, words) = weft_control(
+        home.path(),
+        &[
+            "--webhook",
+            "127.0.0.1:0",
+            "--inject-image",
+            "weft:test",
+            "--webhook-configuration",
+            "weft-sidecar-injector",
+            "--kubernetes-api",
+            &url,
+        ],
+        &["API on http://", "injection webhook on https://"],
     );
-    let mut ready = String::new();
-    let mut out = BufReader::new(control.stdout.take().unwrap());
-    while !ready.contains("ready") {
-        ready.clear();
-        assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
-    }
-    let after = |marker: &str| -> String {
-        let rest = &ready[ready
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {ready}"))
-            + marker.len()..];
-        rest.split(|c: char| c.is_whitespace() || c == ',')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let api = after("API on http://");
-    let webhook: std::net::SocketAddr = after("injection webhook on https://").parse().unwrap();
+    let webhook: std::net::SocketAddr = words[1].parse().unwrap();
     let bundle = home.path().join("bundle.pem");
-    let got = Command::new("curl")
-        .args(["-sf", &format!("http://{api}/ca/bundle"), "-o"])
-        .arg(&bundle)
-        .status()
-        .unwrap();
-    assert!(got.success());
+    fetch_bundle(&words[0], &bundle);
 
     let pod = serde_json::json!({
         "apiVersion": "v1",
@@ -800,73 +820,25 @@ async fn a_proxy_joins_with_its_service_account_token() {
     )
     .unwrap();
     let log = dir.path().join("reviews.log");
-    let port_file = dir.path().join("port");
-    let mut apiserver = Reaped(
-        Command::new("python3")
-            .stdout(std::process::Stdio::null())
-            .arg(testdata().join("apiserver.py"))
-            .arg(&port_file)
-            .arg("--tokens")
-            .arg(&tokens)
-            .arg("--log")
-            .arg(&log)
-            .spawn()
-            .unwrap(),
+    let (mut apiserver, url) = api_stand_in(
+        dir.path(),
+        &[
+            "--tokens".as_ref(),
+            tokens.as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ],
     );
-    until(
-        "the API stand-in listens",
-        std::time::Duration::from_secs(20),
-        || {
-            let exists = port_file.exists();
-            async move { exists }
-        },
-    )
-    .await;
-    let api_port = std::fs::read_to_string(&port_file).unwrap();
-
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    let mut control = Reaped(
-        Command::new(WEFT)
-            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-            .args([
-                "--service-account-tokens",
-                "--kubernetes-api",
-                &format!("http://127.0.0.1:{api_port}"),
-            ])
-            .arg(testdata().join("webhook-mesh.yaml"))
-            .env("WEFT_HOME", &home)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut control, words) = weft_control(
+        &home,
+        &["--service-account-tokens", "--kubernetes-api", &url],
+        &["proxies connect to ", "API on http://"],
     );
-    let mut ready = String::new();
-    let mut out = BufReader::new(control.stdout.take().unwrap());
-    while !ready.contains("ready") {
-        ready.clear();
-        assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
-    }
-    let word_after = |marker: &str| -> String {
-        let at = ready
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {ready}"))
-            + marker.len();
-        ready[at..]
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let grpc = word_after("proxies connect to ");
-    let api = word_after("API on http://");
+    let grpc = words[0].clone();
     let bundle = dir.path().join("bundle.pem");
-    assert!(Command::new("curl")
-        .args(["-sf", &format!("http://{api}/ca/bundle"), "-o"])
-        .arg(&bundle)
-        .status()
-        .unwrap()
-        .success());
+    fetch_bundle(&words[1], &bundle);
 
     let td = "spiffe://cluster.local/ns/default/sa";
     let proxy = |token: &str, account: &str| {
