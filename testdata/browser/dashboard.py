@@ -69,6 +69,7 @@ def main():
             at_ms: Date.now(),
             versions: [...document.querySelectorAll('#svc-versions tbody tr')].map(r => r.dataset.workload),
             routes: document.querySelector('#svc-routes').innerText,
+            resources: [...document.querySelectorAll('#svc-resources tbody tr')].map(r => r.innerText),
             charts: [...document.querySelectorAll('.uplot .u-title')].map(t => t.textContent),
         }))()""")
         b.screenshot(os.path.join(shots, "dashboard-service.png"))

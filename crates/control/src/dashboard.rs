@@ -577,6 +577,9 @@ struct ServicePage {
     series: BTreeMap<String, Series>,
     /// What `weft routes` prints for it.
     routes: String,
+    /// The resources about it (named after it, or whose errors and warnings name it), with
+    /// their state and located errors and warnings.
+    resources: Vec<crate::store::Stated>,
     /// Its callers and callees over the current window.
     edges: Vec<stat::EdgeRow>,
     prometheus: Option<String>,
@@ -653,6 +656,12 @@ fn service_page(api: &Api, ns: &str, name: &str) -> Option<ServicePage> {
         t,
         series,
         routes,
+        resources: api
+            .resources
+            .stated()
+            .into_iter()
+            .filter(|s| about(s, ns, name))
+            .collect(),
         edges: window
             .edges
             .iter()
@@ -661,6 +670,20 @@ fn service_page(api: &Api, ns: &str, name: &str) -> Option<ServicePage> {
             .collect(),
         prometheus,
     })
+}
+
+/// Whether a resource is about service `ns/name`: it is named after it, or one of its errors
+/// or warnings names the service (`name.ns`, its FQDN, or `name` as a word).
+fn about(s: &crate::store::Stated, ns: &str, name: &str) -> bool {
+    if s.resource.namespace == ns && s.resource.name == name {
+        return true;
+    }
+    let qualified = format!("{name}.{ns}");
+    let word = |t: &str| {
+        t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .any(|w| w == name || w == qualified || w.starts_with(&format!("{qualified}.")))
+    };
+    s.reasons.iter().chain(&s.warnings).any(|t| word(t))
 }
 
 #[derive(Serialize)]
@@ -856,6 +879,46 @@ mod tests {
         assert_eq!(health(Some(1.0)), "healthy");
         assert_eq!(health(Some(0.97)), "degraded");
         assert_eq!(health(Some(0.5)), "failing");
+    }
+
+    #[test]
+    fn resources_about_a_service_are_named_after_it_or_name_it() {
+        let stated = |name: &str, warning: &str| crate::store::Stated {
+            resource: config::Resource {
+                kind: "VirtualService".into(),
+                api_version: "networking.istio.io/v1".into(),
+                namespace: "shop".into(),
+                name: name.into(),
+                file: "routes.yaml".into(),
+                first_line: 1,
+                text: String::new(),
+            },
+            state: crate::store::State::Applied,
+            reasons: Vec::new(),
+            warnings: vec![warning.to_string()],
+        };
+        assert!(about(&stated("order", ""), "shop", "order"));
+        assert!(about(
+            &stated("x", "routes.yaml:3:1: host order.shop overridden"),
+            "shop",
+            "order"
+        ));
+        assert!(about(
+            &stated("x", "host order.shop.svc.cluster.local"),
+            "shop",
+            "order"
+        ));
+        assert!(about(
+            &stated("x", "service order has no port 81"),
+            "shop",
+            "order"
+        ));
+        assert!(!about(
+            &stated("x", "service orders has none"),
+            "shop",
+            "order"
+        ));
+        assert!(!about(&stated("order", ""), "other", "order"));
     }
 
     #[test]

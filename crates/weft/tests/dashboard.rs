@@ -348,6 +348,12 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
         seen["service"]["charts"],
         json!(["Requests/s", "Success rate", "Latency (ms)"])
     );
+    // The resources about order, as the configuration page states them.
+    let about = seen["service"]["resources"].to_string();
+    assert!(
+        about.contains("AuthorizationPolicy") && about.contains("default/order"),
+        "{about}"
+    );
     assert!(
         seen["service"]["routes"]
             .as_str()

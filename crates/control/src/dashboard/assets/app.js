@@ -278,10 +278,12 @@ function service(ns, name) {
   const summary = h("div", { id: "svc-summary", class: "card" }, "Reading the proxies…");
   const chartBox = h("div", { class: "charts" }, h("div", { id: "c-rps" }), h("div", { id: "c-success" }), h("div", { id: "c-latency" }));
   const routes = h("pre", { id: "svc-routes" });
+  const resources = h("div", { id: "svc-resources" });
   const replicas = h("div", { id: "svc-replicas" });
   const edges = h("div", { id: "svc-edges" });
   main.append(head, summary, h("h2", {}, "Over the last minutes, per version"), chartBox,
-    h("h2", {}, "Callers and callees"), edges, h("h2", {}, "Routes in force"), routes, h("h2", {}, "Replicas"), replicas);
+    h("h2", {}, "Callers and callees"), edges, h("h2", {}, "Routes in force"), routes,
+    h("h2", {}, "Resources about it"), resources, h("h2", {}, "Replicas"), replicas);
   let drawn = 0;
   return every(2000, async () => {
     const d = await api(`service?namespace=${encodeURIComponent(ns)}&name=${encodeURIComponent(name)}`);
@@ -300,6 +302,13 @@ function service(ns, name) {
           h("td", { class: "num" }, fmt.pct(w.success_rate)),
           ...["p50", "p95", "p99"].map((q) => h("td", { class: "num" }, fmt.ms(w.latency_ms ? w.latency_ms[q] : null))))))));
     routes.textContent = d.routes;
+    resources.replaceChildren(d.resources.length
+      ? h("table", {}, h("thead", {}, h("tr", {}, ...["Kind", "Resource", "File", "State", "Errors and warnings"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, d.resources.map((r) => h("tr", { "data-state": r.state },
+          h("td", {}, r.kind), h("td", {}, `${r.namespace}/${r.name}`), h("td", { class: "mono" }, `${r.file}:${r.first_line}`),
+          h("td", { class: `state-${r.state}` }, r.state === "rejected" ? "✖ rejected" : r.state === "ignored" ? "▲ ignored" : "✓ " + r.state),
+          h("td", {}, (r.reasons || []).map((x) => h("div", { class: "error mono" }, x)), (r.warnings || []).map((x) => h("div", { class: "mono" }, "warning: " + x)))))))
+      : h("p", { class: "note" }, "No resource names this service."));
     replicas.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, ...["Replica", "Workload", "State", "Identity", "Admin"].map((t) => h("th", {}, t)))),
       h("tbody", {}, d.replicas.map((w) => h("tr", {}, h("td", {}, w.instance), h("td", {}, w.workload),
         h("td", { class: w.ready ? "health health-healthy" : "health health-failing" }, w.ready ? "● ready" : `✖ ${w.state} ${w.reason}`),
@@ -402,7 +411,7 @@ function config() {
       h("thead", {}, h("tr", {}, ...["Kind", "Resource", "File", "State", "Errors and warnings"].map((t) => h("th", {}, t)))),
       h("tbody", {}, c.resources.map((r) => h("tr", { "data-state": r.state },
         h("td", {}, r.kind), h("td", {}, `${r.namespace}/${r.name}`), h("td", { class: "mono" }, `${r.file}:${r.first_line}`),
-        h("td", { class: `state-${r.state}` }, r.state === "Rejected" ? "✖ Rejected" : r.state === "Ignored" ? "▲ Ignored" : "✓ " + r.state),
+        h("td", { class: `state-${r.state}` }, r.state === "rejected" ? "✖ rejected" : r.state === "ignored" ? "▲ ignored" : "✓ " + r.state),
         h("td", {}, (r.reasons || []).map((x) => h("div", { class: "error mono" }, x)), (r.warnings || []).map((x) => h("div", { class: "mono" }, "warning: " + x)))))));
     const nacks = c.nacks.length
       ? h("ul", {}, c.nacks.map((n) => h("li", { class: "error" }, JSON.stringify(n))))
