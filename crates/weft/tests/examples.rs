@@ -311,8 +311,21 @@ async fn the_built_in_mesh_is_the_shop() {
         let out = mesh.stdout.lock().unwrap().clone();
         out.contains(&welcome)
             && out.contains("apply -f examples/shop/steps/resilience-canary.yaml")
+            && out.contains(" dashboard ")
     })
     .await;
+    // Without --dashboard, the dashboard is under the API: `weft dashboard` prints where, and
+    // the URL signs a browser in.
+    let url = mesh.weft_ok(&["dashboard"]).trim().to_string();
+    let api = mesh.status["api"].as_str().unwrap();
+    let path = url
+        .strip_prefix(&format!("http://{api}"))
+        .unwrap_or_else(|| panic!("{url} is not under the API {api}"));
+    assert!(path.starts_with("/dashboard/?token="), "{url}");
+    let signed_in = get(&client(), api.parse().unwrap(), api, path)
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
     // Seven services; the frontend and order with two replicas each.
     let status: serde_json::Value =
         serde_json::from_str(&mesh.weft_ok(&["status", "-o", "json"])).unwrap();

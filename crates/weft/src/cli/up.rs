@@ -289,6 +289,7 @@ Try, in another terminal:
   {weft} tap order               live requests to the order service
   {weft} top frontend            the frontend's busiest paths
   {weft} edges                   who calls whom, and over mTLS
+  {weft} dashboard               the web dashboard's URL: the graph, metrics per version, tap
   {weft} load --rate 50 --duration 30s http://{ingress}/         the product page under load
   {weft} apply -f examples/shop/steps/resilience-faults.yaml   the mesh fails 30% of payments
   {weft} apply -f examples/shop/steps/resilience-canary.yaml   10% of payments to payment-v2
