@@ -10,11 +10,13 @@ TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`), as the API se
 them: the tokens of TOKENS_JSON (`{"TOKEN": "system:serviceaccount:NS:SA" or null}`) are
 authenticated as that user for the audiences asked, unknown ones are not.
 
-Objects given with --object (JSON files of cluster-scoped objects, at their API paths): GET
-answers them with a resourceVersion, PUT replaces them when its resourceVersion is the current
-one (else 409 Conflict, as the API server does).
+Objects given with --object (JSON files of Namespaces, ConfigMaps and
+MutatingWebhookConfigurations, at their API paths): GET answers one with its resourceVersion
+(and `GET /api/v1/namespaces` lists the Namespaces), PUT replaces one when its resourceVersion
+is the current one (else 409 Conflict, as the API server does), POST to a collection creates
+one (409 AlreadyExists when it is there).
 
-Every TokenReview and PUT is appended to LOG (one JSON line each).
+Every TokenReview, PUT and POST is appended to LOG (one JSON line each).
 
     python3 apiserver.py PORT_FILE [--tokens TOKENS_JSON] [--log LOG] [--object FILE]...
 """
@@ -83,6 +85,10 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0].rstrip("/")
         if path in OBJECTS:
             return self.send(200, OBJECTS[path])
+        if path == "/api/v1/namespaces":
+            items = [o for p, o in sorted(OBJECTS.items()) if o["kind"] == "Namespace"]
+            return self.send(200, {"kind": "NamespaceList", "apiVersion": "v1",
+                                   "metadata": {"resourceVersion": "1"}, "items": items})
         if path == "/api":
             return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.server_port}"}]})
@@ -122,6 +128,18 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        if path.endswith("/configmaps"):
+            body.setdefault("apiVersion", "v1")
+            body.setdefault("kind", "ConfigMap")
+            at = path_of(body)
+            if at in OBJECTS:
+                return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                       "message": "already exists", "reason": "AlreadyExists", "code": 409})
+            body.setdefault("metadata", {})["resourceVersion"] = "1"
+            OBJECTS[at] = body
+            with open(LOG, "a") as f:
+                f.write(json.dumps({"post": at, "object": body}) + "\n")
+            return self.send(201, body)
         if path != "/apis/authentication.k8s.io/v1/tokenreviews" or TOKENS is None:
             return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                    "message": f"{path} not found", "reason": "NotFound", "code": 404})
@@ -151,8 +169,11 @@ OBJECTS = {}
 
 def path_of(obj):
     group, _, version = obj["apiVersion"].rpartition("/")
-    plural = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations"}[obj["kind"]]
+    plural = obj["kind"].lower() + "s"
     prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    ns = obj["metadata"].get("namespace")
+    if ns and obj["kind"] != "Namespace":
+        prefix += f"/namespaces/{ns}"
     return f"{prefix}/{plural}/{obj['metadata']['name']}"
 
 

@@ -2,9 +2,11 @@
 //! [`NAMESPACE_ACCESS`]: one list, from which the RBAC rules are made and which the docs
 //! print), the manifests `weft install --kubernetes` prints ([`manifests`]), [`tokens`]:
 //! proxies' ServiceAccount tokens checked by TokenReview, and [`ca_bundle`]: the injection
-//! webhook's `caBundle` kept the mesh's roots.
+//! webhook's `caBundle` kept the mesh's roots, and [`ca_roots`]: the roots in every namespace
+//! for injected pods.
 
 pub mod ca_bundle;
+pub mod ca_roots;
 pub mod tokens;
 
 use std::fmt::Write as _;
@@ -384,6 +386,7 @@ spec:
         - --api
         - 0.0.0.0:15014
         - --service-account-tokens
+        - --ca-root-configmaps
         - --webhook
         - 0.0.0.0:15017
         - --webhook-configuration

@@ -947,3 +947,65 @@ async fn a_proxy_joins_with_its_service_account_token() {
     let _ = apiserver.kill();
     let _ = apiserver.wait();
 }
+
+/// `weft control --ca-root-configmaps` puts the mesh's roots, which injected pods mount, in
+/// the ConfigMap weft-ca-root of every namespace before it says it is ready: created where it
+/// is missing, rewritten where it is stale.
+#[test]
+fn the_roots_are_in_every_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    for (i, obj) in [
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "weft-ca-root", "namespace": "shop"}, "data": {"root-cert.pem": "stale"}}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = dir.path().join(format!("object-{i}.json"));
+        std::fs::write(&f, obj.to_string()).unwrap();
+        args.push("--object".into());
+        args.push(f.into());
+    }
+    let log = dir.path().join("api.log");
+    args.push("--log".into());
+    args.push(log.clone().into());
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (_apiserver, url) = api_stand_in(dir.path(), &refs);
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let (_control, words) = weft_control(
+        &home,
+        &["--ca-root-configmaps", "--kubernetes-api", &url],
+        &["API on http://"],
+    );
+    let bundle = dir.path().join("bundle.pem");
+    fetch_bundle(&words[0], &bundle);
+    let roots = std::fs::read_to_string(&bundle).unwrap();
+    let writes: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let written = |verb: &str, ns: &str| {
+        let path = format!("/api/v1/namespaces/{ns}/configmaps/weft-ca-root");
+        writes
+            .iter()
+            .find(|w| w[verb] == path.as_str())
+            .unwrap_or_else(|| panic!("no {verb} of {path}: {writes:?}"))["object"]["data"]
+            ["root-cert.pem"]
+            .clone()
+    };
+    assert_eq!(
+        written("post", "default"),
+        roots.as_str(),
+        "created where missing"
+    );
+    assert_eq!(
+        written("put", "shop"),
+        roots.as_str(),
+        "rewritten where stale"
+    );
+}

@@ -193,8 +193,12 @@ pub struct ControlArgs {
     /// Kubernetes API (`weft install --kubernetes` names it weft-sidecar-injector)
     #[arg(long, value_name = "NAME", requires = "webhook")]
     webhook_configuration: Option<String>,
-    /// The Kubernetes API server to ask (TokenReviews, the webhook's caBundle) [default: the
-    /// cluster weft runs in, or $KUBECONFIG's]
+    /// Keep the mesh's roots in the ConfigMap weft-ca-root of every namespace, which injected
+    /// pods mount (through the Kubernetes API)
+    #[arg(long)]
+    ca_root_configmaps: bool,
+    /// The Kubernetes API server to ask (TokenReviews, the webhook's caBundle, the roots'
+    /// ConfigMaps) [default: the cluster weft runs in, or $KUBECONFIG's]
     #[arg(long, value_name = "URL")]
     kubernetes_api: Option<String>,
     /// Where injected pods' proxies reach the control plane (HOST:PORT)
@@ -469,6 +473,23 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             Some(addr) => Some(cp.serve_dashboard(addr).await?),
             None => None,
         };
+        if a.ca_root_configmaps {
+            let Some(ca) = &cp.ca else {
+                anyhow::bail!("--ca-root-configmaps needs the mesh CA");
+            };
+            let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            // Written once before the control plane says it is ready.
+            control::kubernetes::ca_roots::sync(&client, &ca.bundle_pem())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tokio::spawn(control::kubernetes::ca_roots::keep(
+                client,
+                ca.clone(),
+                cp.shutdown.clone(),
+            ));
+        }
         let webhook = match (a.webhook, &cp.ca) {
             (None, _) => String::new(),
             (Some(_), None) => anyhow::bail!("--webhook needs the mesh CA (its certificate is the CA's)"),
