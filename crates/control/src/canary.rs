@@ -431,9 +431,14 @@ pub struct Weights {
 
 /// Every rollout in force, with its state.
 pub fn views(store: &config::Store) -> Vec<View> {
-    let Ok(loaded) = store.load() else {
-        return Vec::new();
-    };
+    match store.load() {
+        Ok(loaded) => views_of(store, &loaded),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`views`] of what `store` loaded to.
+pub fn views_of(store: &config::Store, loaded: &config::Loaded) -> Vec<View> {
     loaded
         .canaries
         .iter()

@@ -515,6 +515,7 @@ fn overview(api: &Api, by: Kind) -> Overview {
         });
         n.health = health(n.success_rate);
     }
+    let (canaries, problems) = rollouts_and_problems(api);
     Overview {
         mesh: st.mesh.clone(),
         trust_domain: st.trust_domain.clone(),
@@ -525,20 +526,25 @@ fn overview(api: &Api, by: Kind) -> Overview {
         pending: st.pending.clone(),
         nodes: nodes.into_values().collect(),
         edges,
-        canaries: crate::canary::views(&api.resources.current()),
-        problems: problems(api),
+        canaries,
+        problems,
     }
 }
 
-/// Resources rejected in force plus recent refused changes.
-fn problems(api: &Api) -> usize {
-    let rejected = api
-        .resources
-        .stated()
+/// The rollouts in force, and how many problems the configuration has (resources rejected in
+/// force plus recent refused changes), from one load of the resources.
+fn rollouts_and_problems(api: &Api) -> (Vec<crate::canary::View>, usize) {
+    let store = api.resources.current();
+    let loaded = store.load();
+    let rejected = crate::store::stated_as_loaded(&store, &loaded)
         .iter()
         .filter(|s| s.state == crate::store::State::Rejected)
         .count();
-    rejected + api.dashboard.refusals().len()
+    let canaries = match &loaded {
+        Ok(l) => crate::canary::views_of(&store, l),
+        Err(_) => Vec::new(),
+    };
+    (canaries, rejected + api.dashboard.refusals().len())
 }
 
 /// One version's (workload's) series over the history.
@@ -744,8 +750,7 @@ async fn identities(api: &Api) -> Vec<IdentityRow> {
             st.ingress_admin.clone(),
         ));
     }
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<Bytes>>();
+    let client = crate::proxy_admin::client();
     let now = time::OffsetDateTime::now_utc();
     let reads = proxies
         .into_iter()
@@ -782,31 +787,15 @@ async fn identities(api: &Api) -> Vec<IdentityRow> {
 }
 
 async fn read_json(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Empty<Bytes>,
-    >,
+    client: &crate::proxy_admin::Client,
     url: &str,
 ) -> Result<serde_json::Value, String> {
-    use http_body_util::BodyExt;
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let read = async {
-        let rsp = client.get(uri).await.map_err(|e| e.to_string())?;
-        let status = rsp.status();
-        let body = rsp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(String::from_utf8_lossy(&body).trim().to_string());
-        }
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .map_err(|_| "no answer in 2 s".to_string())?
+    let (status, body) =
+        crate::proxy_admin::get(client, url, std::time::Duration::from_secs(2)).await?;
+    if !status.is_success() {
+        return Err(String::from_utf8_lossy(&body).trim().to_string());
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod http_api;
 mod join;
 pub mod kubernetes;
 pub mod listener;
+pub mod proxy_admin;
 pub mod push;
 pub mod registry;
 pub mod route_table;

@@ -306,19 +306,28 @@ impl Resources {
     /// every resource rejected with the errors.
     pub fn stated(&self) -> Vec<Stated> {
         let store = self.current();
-        match store.load() {
-            Ok(loaded) => stated(&store, &loaded),
-            Err(errors) => store
-                .resources
-                .iter()
-                .map(|r| Stated {
-                    resource: r.clone(),
-                    state: State::Rejected,
-                    reasons: vec![errors.to_string()],
-                    warnings: Vec::new(),
-                })
-                .collect(),
-        }
+        stated_as_loaded(&store, &store.load())
+    }
+}
+
+/// [`stated`] of what `store` loaded to; every resource rejected with the errors when it did
+/// not load.
+pub fn stated_as_loaded(
+    store: &config::Store,
+    loaded: &Result<Loaded, config::Errors>,
+) -> Vec<Stated> {
+    match loaded {
+        Ok(loaded) => stated(store, loaded),
+        Err(errors) => store
+            .resources
+            .iter()
+            .map(|r| Stated {
+                resource: r.clone(),
+                state: State::Rejected,
+                reasons: vec![errors.to_string()],
+                warnings: Vec::new(),
+            })
+            .collect(),
     }
 }
 

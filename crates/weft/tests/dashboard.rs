@@ -13,7 +13,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::Path;
 
 /// The shop with stock for every order the load places.
 fn shop() -> Mesh {
@@ -186,31 +185,23 @@ async fn the_dashboard_shows_the_shop_under_load_in_a_browser() {
     assert!(!refused.status.success());
 
     let shots = screenshots_dir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/browser/dashboard.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([
+    let seen = browser(
+        &mesh,
+        "dashboard.py",
+        &[
             url.as_str(),
             shots.to_str().unwrap(),
             "default/order",
             "bad-weights.yaml",
             "default/payment",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        mesh.stderr()
-    );
+        ],
+    )
+    .await;
     // `weft stat` over the same kind of window, right after the page was read.
     let stat: Value =
         serde_json::from_str(&mesh.weft_ok(&["stat", "order", "-o", "json", "--window", "10s"]))
             .unwrap();
     let edges: Value = serde_json::from_str(&mesh.weft_ok(&["edges", "-o", "json"])).unwrap();
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // Signed in by the cookie: the token is gone from the address.
     assert!(

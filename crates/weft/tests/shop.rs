@@ -263,22 +263,8 @@ async fn the_frontend_cannot_reach_payment_inventory_or_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_and_places_an_order() {
     let mesh = shop("");
-    let shots = screenshots_dir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/browser/shop.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(format!("http://{}", mesh.ingress))
-        .arg(&shots)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        mesh.stderr()
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (base, shots) = (format!("http://{}", mesh.ingress), screenshots_dir());
+    let seen = browser(&mesh, "shop.py", &[&base, shots.to_str().unwrap()]).await;
     assert_eq!(seen["state"], "CONFIRMED", "{seen}");
     assert_eq!(seen["cart"], "Cart (0)", "the cart is spent: {seen}");
     assert_screenshots(&["shop-products.png", "shop-cart.png", "shop-order.png"]);

@@ -54,21 +54,14 @@ pub fn replicas(c: &Canary, proxies: &[ProxyRecord]) -> Vec<(String, Replica, St
 
 /// Reads every replica's `/metrics` (those that do not answer in time are left out).
 pub async fn read(urls: &[(String, String)]) -> HashMap<String, Reading> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client = crate::proxy_admin::client();
     let reads = urls.iter().map(|(proxy, url)| {
         let client = client.clone();
         async move {
-            let uri: http::Uri = url.parse().ok()?;
-            let got = tokio::time::timeout(READ_TIMEOUT, async {
-                use http_body_util::BodyExt;
-                let rsp = client.get(uri).await.ok()?;
-                let body = rsp.into_body().collect().await.ok()?.to_bytes();
-                Reading::parse(std::str::from_utf8(&body).ok()?).ok()
-            })
-            .await
-            .ok()
-            .flatten()?;
+            let (_, body) = crate::proxy_admin::get(&client, url, READ_TIMEOUT)
+                .await
+                .ok()?;
+            let got = Reading::parse(std::str::from_utf8(&body).ok()?).ok()?;
             Some((proxy.clone(), got))
         }
     });

@@ -4,7 +4,6 @@
 //! register; nobody polling for [`IDLE`] ends every stream.
 
 use crate::http_api::Api;
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -131,9 +130,7 @@ impl TapFeed {
 
     /// One proxy's `/tap`, line by line into the buffer, until it ends.
     async fn stream(&self, admin: &str, token: Option<&str>) -> Result<(), String> {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<Bytes>>();
+        let client = crate::proxy_admin::client();
         let mut req = http::Request::get(format!("http://{admin}/tap?seconds=600"));
         if let Some(t) = token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));

@@ -493,6 +493,27 @@ pub fn screenshots_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
 }
 
+/// Runs the browser script `testdata/browser/SCRIPT` with `args` against `mesh` and returns
+/// the JSON it prints of what the pages showed (failing with its stderr and the mesh's).
+pub async fn browser(mesh: &Mesh, script: &str, args: &[&str]) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/browser")
+        .join(script);
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mesh.stderr()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Each of `names` in [`screenshots_dir`] is a PNG with something on it.
 pub fn assert_screenshots(names: &[&str]) {
     for name in names {
