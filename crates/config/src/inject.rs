@@ -671,23 +671,21 @@ impl Pod {
     }
 
     fn write(&self, ctx: &Ctx, template: &mut Value, opts: &Options) {
-        let meta = entry(template, "metadata");
-        let annotations = entry(meta, "annotations");
-        if let Value::Mapping(m) = annotations {
+        // `kubectl logs` and `exec` pick the app, not the proxy.
+        let app = template["spec"]["containers"]
+            .as_sequence()
+            .and_then(|cs| cs.first())
+            .and_then(|c| str_at(c, &["name"]))
+            .map(str::to_string);
+        if let Value::Mapping(m) = entry(entry(template, "metadata"), "annotations") {
             m.insert(INJECTED.into(), opts.version.clone().into());
-        }
-        let spec = entry(template, "spec");
-        // The app's probes go to the sidecar's admin port, which asks the app.
-        let mut probers = Mapping::new();
-        if let Some(Value::Sequence(containers)) = spec.get_mut("containers") {
-            if let Some(first) = containers.first().and_then(|c| str_at(c, &["name"])) {
-                let first = first.to_string();
-                if let Value::Mapping(m) = &mut *annotations_of(template) {
-                    m.entry("kubectl.kubernetes.io/default-container".into())
-                        .or_insert(first.into());
-                }
+            if let Some(app) = app {
+                m.entry("kubectl.kubernetes.io/default-container".into())
+                    .or_insert(app.into());
             }
         }
+        // The app's probes go to the sidecar's admin port, which asks the app.
+        let mut probers = Mapping::new();
         let spec = entry(template, "spec");
         if let Some(Value::Sequence(containers)) = spec.get_mut("containers") {
             for (i, key, path, probe) in &self.probes {
@@ -891,10 +889,6 @@ fn entry<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
         *e = Value::Mapping(Mapping::new());
     }
     e
-}
-
-fn annotations_of(template: &mut Value) -> &mut Value {
-    entry(entry(template, "metadata"), "annotations")
 }
 
 #[cfg(test)]
