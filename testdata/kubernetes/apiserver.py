@@ -12,18 +12,41 @@ authenticated as that user for the audiences asked, unknown ones are not.
 
 Objects given with --object (JSON files of Namespaces, ConfigMaps and
 MutatingWebhookConfigurations, at their API paths): GET answers one with its resourceVersion
-(and `GET /api/v1/namespaces` lists the Namespaces), PUT replaces one when its resourceVersion
+(and the Namespaces are listed with those of --cluster), PUT replaces one when its resourceVersion
 is the current one (else 409 Conflict, as the API server does), POST to a collection creates
 one (409 AlreadyExists when it is there).
 
 Every TokenReview, PUT and POST is appended to LOG (one JSON line each).
 
+List and watch, as the API server serves them to informers, over the objects of --cluster (a
+JSON list of objects, as `kubectl get -o json` prints them, in their API shapes) and of
+--object: `GET COLLECTION` (cluster-wide, e.g. /api/v1/services) answers a `KINDList` with the
+current resourceVersion; `GET COLLECTION?watch=true&resourceVersion=N` streams (chunked, one
+JSON `{"type", "object"}` per line) the events after N, then every later one, until its
+timeoutSeconds. Every object change bumps the one resourceVersion counter, as etcd's revision.
+The test drives the changes:
+
+    POST /_test/events    {"events": [{"type": "ADDED"|"MODIFIED"|"DELETED", "object": {...}}],
+                           "silent": false}   apply them; silent: change the objects without
+                                              recording events (only a relist sees them)
+    POST /_test/bookmark  a BOOKMARK at a new resourceVersion on every collection
+    POST /_test/expire    every resourceVersion so far is too old: open watches get an ERROR
+                          event with a 410 Status (reason Expired), and so does a watch from one
+    POST /_test/drop      every open watch connection is cut without ending its stream
+    GET  /_test/requests  every list and watch request so far: {"collection", "watch",
+                          "resourceVersion"}
+
     python3 apiserver.py PORT_FILE [--tokens TOKENS_JSON] [--log LOG] [--object FILE]...
+                                   [--cluster FILE]
 """
 
 import json
+import socket
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 ALL = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -71,8 +94,18 @@ GROUPS = {
     ],
 }
 
+# The custom resources of --cluster's kinds are served as their CRDs would be installed.
+CLUSTER_GROUPS = {
+    ("networking.istio.io", "v1"): [
+        res("virtualservices", "VirtualService", True, ["vs"]),
+        res("destinationrules", "DestinationRule", True, ["dr"]),
+    ],
+}
+
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def send(self, code, doc):
         body = json.dumps(doc).encode()
         self.send_response(code)
@@ -83,12 +116,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0].rstrip("/")
+        query = {k: v[0] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+        if path == "/_test/requests":
+            with LOCK:
+                return self.send(200, list(REQUESTS))
+        if path in COLLECTIONS:
+            return self.collection(path, query)
         if path in OBJECTS:
             return self.send(200, OBJECTS[path])
-        if path == "/api/v1/namespaces":
-            items = [o for p, o in sorted(OBJECTS.items()) if o["kind"] == "Namespace"]
-            return self.send(200, {"kind": "NamespaceList", "apiVersion": "v1",
-                                   "metadata": {"resourceVersion": "1"}, "items": items})
         if path == "/api":
             return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.server_port}"}]})
@@ -106,6 +141,102 @@ class Handler(BaseHTTPRequestHandler):
                                        "groupVersion": f"{g}/{v}" if g else v, "resources": resources})
         return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                "message": f"{path} not found", "reason": "NotFound", "code": 404})
+
+    def collection(self, path, query):
+        watching = query.get("watch") in ("true", "1")
+        with LOCK:
+            REQUESTS.append({"collection": path, "watch": watching,
+                             "resourceVersion": query.get("resourceVersion", "")})
+            if not watching:
+                kind = KINDS[path]
+                items = []
+                for obj in COLLECTIONS[path].values():
+                    item = dict(obj)
+                    item.pop("apiVersion", None)
+                    item.pop("kind", None)
+                    items.append(item)
+                return self.send(200, {"kind": kind + "List", "apiVersion": API_VERSIONS[path],
+                                       "metadata": {"resourceVersion": str(RV)}, "items": items})
+        self.watch(path, int(query.get("resourceVersion") or 0), float(query.get("timeoutSeconds") or 290))
+
+    def watch(self, path, since, timeout):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(event):
+            data = (json.dumps(event) + "\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        deadline = time.monotonic() + timeout
+        with LOCK:
+            dropped, expired = DROPS, EXPIRES
+            too_old = since < EXPIRED_BELOW
+            seen = len(EVENTS)
+            pending = [] if too_old else [e for (rv, p, e) in EVENTS if p == path and rv > since]
+        try:
+            while True:
+                if too_old:
+                    chunk({"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": f"too old resource version: {since} ({EXPIRED_BELOW})",
+                        "reason": "Expired", "code": 410}})
+                    break
+                for e in pending:
+                    chunk(e)
+                with LOCK:
+                    while (len(EVENTS) == seen and DROPS == dropped and EXPIRES == expired
+                           and time.monotonic() < deadline):
+                        LOCK.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+                    if DROPS != dropped:
+                        # Cut, as a connection through a failing load balancer is.
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    too_old = EXPIRES != expired
+                    pending = [e for (rv, p, e) in EVENTS[seen:] if p == path]
+                    seen = len(EVENTS)
+                    if not too_old and not pending and time.monotonic() >= deadline:
+                        break
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    def test_control(self, path, body):
+        global RV, EXPIRED_BELOW, DROPS, EXPIRES
+        with LOCK:
+            if path == "/_test/events":
+                for e in body["events"]:
+                    obj = e["object"]
+                    RV += 1
+                    obj.setdefault("metadata", {})["resourceVersion"] = str(RV)
+                    collection = collection_of(obj)
+                    key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                    if e["type"] == "DELETED":
+                        COLLECTIONS[collection].pop(key, None)
+                    else:
+                        COLLECTIONS[collection][key] = obj
+                    if not body.get("silent"):
+                        EVENTS.append((RV, collection, {"type": e["type"], "object": obj}))
+            elif path == "/_test/bookmark":
+                RV += 1
+                for collection in COLLECTIONS:
+                    EVENTS.append((RV, collection, {"type": "BOOKMARK", "object": {
+                        "kind": KINDS[collection], "apiVersion": API_VERSIONS[collection],
+                        "metadata": {"resourceVersion": str(RV),
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}}}))
+            elif path == "/_test/expire":
+                EXPIRED_BELOW = RV + 1
+                EXPIRES += 1
+            elif path == "/_test/drop":
+                DROPS += 1
+            else:
+                return self.send(404, {"kind": "Status", "code": 404})
+            LOCK.notify_all()
+            return self.send(200, {"resourceVersion": str(RV)})
 
     def do_PUT(self):
         path = self.path.split("?")[0].rstrip("/")
@@ -128,6 +259,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        if path.startswith("/_test/"):
+            return self.test_control(path, body)
         if path.endswith("/configmaps"):
             body.setdefault("apiVersion", "v1")
             body.setdefault("kind", "ConfigMap")
@@ -165,6 +298,47 @@ class Handler(BaseHTTPRequestHandler):
 TOKENS = None
 LOG = None
 OBJECTS = {}
+# List and watch: the collections served (cluster-wide path -> {(namespace, name): object}),
+# each one's kind and apiVersion, the events so far (resourceVersion, collection, event), and
+# what the test asked for.
+LOCK = threading.Condition()
+RV = 1000
+COLLECTIONS = {}
+KINDS = {}
+API_VERSIONS = {}
+EVENTS = []
+EXPIRED_BELOW = 0
+EXPIRES = 0
+DROPS = 0
+REQUESTS = []
+CLUSTER = []
+
+
+def collection_of(obj):
+    group, _, version = obj["apiVersion"].rpartition("/")
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{prefix}/{obj['kind'].lower()}s"
+
+
+def serve_collections():
+    """Every listable resource of GROUPS and CLUSTER_GROUPS, empty until objects arrive."""
+    GROUPS.update(CLUSTER_GROUPS)
+    for (g, v), resources in GROUPS.items():
+        for r in resources:
+            if "list" not in r["verbs"]:
+                continue
+            prefix = f"/apis/{g}/{v}" if g else f"/api/{v}"
+            path = f"{prefix}/{r['name']}"
+            COLLECTIONS.setdefault(path, {})
+            KINDS[path] = r["kind"]
+            API_VERSIONS[path] = f"{g}/{v}" if g else v
+
+
+def keep(obj):
+    global RV
+    RV += 1
+    obj.setdefault("metadata", {})["resourceVersion"] = str(RV)
+    COLLECTIONS[collection_of(obj)][(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
 
 
 def path_of(obj):
@@ -180,6 +354,7 @@ def path_of(obj):
 def main():
     global TOKENS, LOG
     args = sys.argv[2:]
+    serve_collections()
     while args:
         flag, value, args = args[0], args[1], args[2:]
         if flag == "--tokens":
@@ -192,8 +367,15 @@ def main():
                 obj = json.load(f)
             obj.setdefault("metadata", {})["resourceVersion"] = "1"
             OBJECTS[path_of(obj)] = obj
+            if obj["kind"] == "Namespace":
+                CLUSTER.append(json.loads(json.dumps(obj)))
+        elif flag == "--cluster":
+            with open(value) as f:
+                CLUSTER.extend(json.load(f)["items"])
         else:
             raise SystemExit(f"unknown flag {flag}")
+    for obj in CLUSTER:
+        keep(obj)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(server.server_port))

@@ -305,6 +305,13 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether an object's `metadata` (a Namespace's, a pod's) opts into injection (`Some(true)`),
+/// out of it (`Some(false)`), or says nothing, by the annotations and labels Istio and Linkerd
+/// read.
+pub fn opts_in(metadata: &Value) -> Option<bool> {
+    opted(metadata).map(|(yes, _)| yes)
+}
+
 /// Whether `metadata` opts in or out, and by which annotation or label.
 fn opted(metadata: &Value) -> Option<(bool, String)> {
     let get = |map: &str, key: &str| str_at(metadata, &[map, key]).map(str::to_string);

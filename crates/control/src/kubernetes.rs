@@ -2,11 +2,13 @@
 //! [`NAMESPACE_ACCESS`]: one list, from which the RBAC rules are made and which the docs
 //! print), the manifests `weft install --kubernetes` prints ([`manifests`]), [`tokens`]:
 //! proxies' ServiceAccount tokens checked by TokenReview, and [`ca_bundle`]: the injection
-//! webhook's `caBundle` kept the mesh's roots, and [`ca_roots`]: the roots in every namespace
-//! for injected pods.
+//! webhook's `caBundle` kept the mesh's roots, [`ca_roots`]: the roots in every namespace
+//! for injected pods, and [`cluster`]: the cluster's services, endpoints and mesh resources
+//! watched into the registry.
 
 pub mod ca_bundle;
 pub mod ca_roots;
+pub mod cluster;
 pub mod tokens;
 
 use std::fmt::Write as _;
@@ -33,7 +35,7 @@ pub const LEASE_NAME: &str = "weft-control";
 pub const CLUSTER_ACCESS: &[Access] = &[
     Access {
         group: "",
-        resources: &["namespaces", "services", "pods", "serviceaccounts"],
+        resources: &["namespaces", "services", "pods"],
         verbs: READ,
         names: &[],
         why: "the registry: services, their pods (labels, service account, IP, readiness) and which namespaces opt into injection",

@@ -2,7 +2,7 @@
 //! from both (by `snapshot::build`, a pure function of the two). Mutations come from the push server (control path only); the data plane never
 //! reads this — proxies get immutable snapshots.
 
-use crate::snapshot::{build, mark_listed};
+use crate::snapshot::{build, mark_listed, Discovered};
 use crate::status::Finished;
 use model::security::SecuritySpec;
 use model::{Identity, Labels, MeshSpec, Snapshot};
@@ -339,6 +339,8 @@ struct Inner {
     /// resources it reflects shifted up 32 bits (see [`Registry::set_traffic_at`]). `None`: a
     /// control plane alone, numbering snapshots on the wall clock.
     floor: Option<u64>,
+    /// Endpoints and virtual IPs a cluster's API says (EndpointSlices, ClusterIPs).
+    discovered: Discovered,
 }
 
 impl Inner {
@@ -387,7 +389,7 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let (snapshot, _) = build(&spec, proxies.all(), epoch);
+        let (snapshot, _) = build(&spec, proxies.all(), &Discovered::default(), epoch);
         let snapshot = Arc::new(snapshot);
         Arc::new_cyclic(|me| Registry {
             me: me.clone(),
@@ -405,6 +407,7 @@ impl Registry {
                 finished: BTreeMap::new(),
                 reload: false,
                 floor: None,
+                discovered: Discovered::default(),
             }),
             started: Instant::now(),
             snapshots: watch::Sender::new(snapshot),
@@ -588,6 +591,25 @@ impl Registry {
         self.mutate(|inner| with_traffic(&mut inner.spec, from));
     }
 
+    /// Replaces the endpoints and virtual IPs found outside the registrations (a cluster's
+    /// EndpointSlices and ClusterIPs); proxies get the new snapshot at once when it changes
+    /// what they see.
+    pub fn set_discovered(&self, discovered: Discovered) {
+        if self.lock().discovered == discovered {
+            return;
+        }
+        self.mutate(|inner| inner.discovered = discovered);
+    }
+
+    /// [`Registry::set_traffic`] and [`Registry::set_discovered`] at once (one snapshot): a
+    /// cluster's objects compiled.
+    pub fn set_traffic_discovered(&self, from: Option<MeshSpec>, discovered: Discovered) {
+        self.mutate(|inner| {
+            with_traffic(&mut inner.spec, from);
+            inner.discovered = discovered;
+        });
+    }
+
     /// Numbers this registry's snapshots after the resources revision of a store shared with
     /// other replicas: from now on every snapshot carries at least `revision << 32` (and a
     /// snapshot built before it took that revision in carries less), so "a proxy acked version
@@ -627,7 +649,13 @@ impl Registry {
         let inner = self.lock();
         let mut spec = inner.spec.clone();
         with_traffic(&mut spec, from);
-        build(&spec, inner.proxies.all(), inner.next_version()).0
+        build(
+            &spec,
+            inner.proxies.all(),
+            &inner.discovered,
+            inner.next_version(),
+        )
+        .0
     }
 
     /// Waits until every connected proxy has answered `version`: applied it (or a later one)
@@ -771,7 +799,12 @@ impl Registry {
     /// trust bundle travels with it); returns the version.
     pub fn republish(&self) -> u64 {
         let mut inner = self.lock();
-        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.next_version());
+        let (next, listed) = build(
+            &inner.spec,
+            inner.proxies.all(),
+            &inner.discovered,
+            inner.next_version(),
+        );
         let next = Arc::new(next);
         let version = next.version;
         // The version first: the listing the store derives once the marking is done carries it.
@@ -831,7 +864,12 @@ impl Registry {
         if std::mem::take(&mut inner.reload) {
             inner.proxies.reload();
         }
-        let (next, listed) = build(&inner.spec, inner.proxies.all(), inner.next_version());
+        let (next, listed) = build(
+            &inner.spec,
+            inner.proxies.all(),
+            &inner.discovered,
+            inner.next_version(),
+        );
         let now = &inner.snapshot;
         // Unchanged (a restarted proxy may list the same address under a new registration):
         // whoever is listed now is in the snapshot already out.

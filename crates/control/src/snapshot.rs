@@ -1,12 +1,22 @@
 //! The snapshot builder: what every proxy gets, as a pure function of the declared mesh (services,
 //! routes, policies, gateway, security) and the proxies connected (which sidecars are ready to
-//! serve). Whatever keeps the configuration and the registrations (memory today) hands them
-//! here; the builder does not know where they came from.
+//! serve, or what a cluster's EndpointSlices say serves: [`Discovered`]). Whatever keeps the
+//! configuration and the registrations hands them here; the builder does not know where they
+//! came from.
 
 use crate::registry::{ProxyRecord, Registrations};
 use model::route::{Destination, HttpRoute, RetryPolicy};
 use model::{Endpoint, MeshSpec, Service, ServiceKey, Snapshot};
 use std::collections::BTreeMap;
+
+/// Endpoints and virtual IPs found outside the proxies' registrations: a Kubernetes cluster's
+/// EndpointSlices (the ready addresses of each Service's meshed pods) and ClusterIPs. A service
+/// listed here takes its endpoints from here, not from the sidecars registered for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Discovered {
+    pub endpoints: BTreeMap<ServiceKey, Vec<Endpoint>>,
+    pub vips: BTreeMap<ServiceKey, std::net::Ipv4Addr>,
+}
 
 /// The name of the catch-all route a service without routes gets when the mesh has a default
 /// retry policy (`weft routes` and the proxies' `/routes` show it).
@@ -16,10 +26,12 @@ pub const DEFAULT_ROUTE: &str = "default route (spec.defaultRetries)";
 /// serve it, and the ids of those sidecars' registrations. When a replica has several
 /// registrations, the newest wins (its proxy restarted or reconnected), except that one at
 /// another address that cannot serve yet leaves a serving one listed (a replacement is
-/// starting beside it).
+/// starting beside it). A service [`Discovered`] lists has the endpoints listed there; its
+/// sidecars' registrations count as listed when their instance is one of them.
 pub fn build(
     spec: &MeshSpec,
     proxies: &BTreeMap<u64, ProxyRecord>,
+    discovered: &Discovered,
     version: u64,
 ) -> (Snapshot, Vec<u64>) {
     let mut listed = Vec::new();
@@ -51,6 +63,13 @@ pub fn build(
             let mut newest: BTreeMap<&str, (u64, &ProxyRecord)> = BTreeMap::new();
             let serving = |p: &ProxyRecord| p.ready && !p.draining;
             let own = sidecars.get(&(svc.name.as_str(), svc.namespace.as_str()));
+            if let Some(found) = discovered.endpoints.get(&svc.key()) {
+                for &(id, p) in own.into_iter().flatten() {
+                    if found.iter().any(|e| e.instance == p.node.instance) {
+                        listed.push(id);
+                    }
+                }
+            }
             for &(id, p) in own.into_iter().flatten() {
                 {
                     // A newer registration at another address (a replacement started beside
@@ -70,21 +89,24 @@ pub fn build(
                     }
                 }
             }
-            let endpoints = newest
-                .values()
-                .filter(|(_, p)| p.ready && !p.draining)
-                .filter_map(|(id, p)| {
-                    let address = p.node.inbound?;
-                    listed.push(*id);
-                    Some(Endpoint {
-                        instance: p.node.instance.clone(),
-                        workload: p.node.workload.clone(),
-                        address,
-                        labels: p.node.labels.clone(),
-                        identity: p.node.identity.clone(),
+            let endpoints = match discovered.endpoints.get(&svc.key()) {
+                Some(found) => found.clone(),
+                None => newest
+                    .values()
+                    .filter(|(_, p)| p.ready && !p.draining)
+                    .filter_map(|(id, p)| {
+                        let address = p.node.inbound?;
+                        listed.push(*id);
+                        Some(Endpoint {
+                            instance: p.node.instance.clone(),
+                            workload: p.node.workload.clone(),
+                            address,
+                            labels: p.node.labels.clone(),
+                            identity: p.node.identity.clone(),
+                        })
                     })
-                })
-                .collect();
+                    .collect(),
+            };
             let routes = spec
                 .routes
                 .iter()
@@ -113,7 +135,11 @@ pub fn build(
                 tcp_routes,
                 policy,
                 subsets,
-                vip: vips.get(&svc.key()).copied(),
+                vip: discovered
+                    .vips
+                    .get(&svc.key())
+                    .or_else(|| vips.get(&svc.key()))
+                    .copied(),
                 ports: svc
                     .ports
                     .iter()

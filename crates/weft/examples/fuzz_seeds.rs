@@ -50,7 +50,12 @@ fn main() {
         }
     }
     for (name, mesh) in meshes {
-        let (mut snapshot, _) = control::snapshot::build(&mesh, &BTreeMap::new(), 1);
+        let (mut snapshot, _) = control::snapshot::build(
+            &mesh,
+            &BTreeMap::new(),
+            &control::snapshot::Discovered::default(),
+            1,
+        );
         let mut port = 20000u16;
         for (svc, spec) in snapshot.services.iter_mut().zip(&mesh.services) {
             for w in &spec.workloads {

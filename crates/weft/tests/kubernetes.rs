@@ -238,12 +238,23 @@ fn api_stand_in(dir: &Path, args: &[&std::ffi::OsStr]) -> (Reaped, String) {
 /// `weft control ARGS testdata/kubernetes/webhook-mesh.yaml` in `home`, once it says it is
 /// ready: the process and the word after each of `markers` in its ready line.
 fn weft_control(home: &Path, args: &[&str], markers: &[&str]) -> (Reaped, Vec<String>) {
+    let mesh = testdata().join("webhook-mesh.yaml");
+    weft_control_of(home, args, Some(&mesh), markers)
+}
+
+/// [`weft_control`] with the mesh file `mesh` (none: none given).
+fn weft_control_of(
+    home: &Path,
+    args: &[&str],
+    mesh: Option<&Path>,
+    markers: &[&str],
+) -> (Reaped, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut control = Reaped(
         Command::new(WEFT)
             .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
             .args(args)
-            .arg(testdata().join("webhook-mesh.yaml"))
+            .args(mesh)
             .env("WEFT_HOME", home)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -1008,4 +1019,368 @@ fn the_roots_are_in_every_namespace() {
         roots.as_str(),
         "rewritten where stale"
     );
+}
+
+/// What the stand-in's `/_test/…` endpoints are asked to do.
+async fn stand_in(api: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let (status, answer) = post_json(addr, path, &[], &body).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+/// The stand-in's list and watch requests so far.
+async fn watch_requests(api: &str) -> Vec<serde_json::Value> {
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let reply = get(&client(), addr, "apiserver", "/_test/requests")
+        .await
+        .unwrap();
+    reply.body.as_array().unwrap().clone()
+}
+
+/// One object of testdata/kubernetes/cluster/bookinfo.json, by kind and name.
+fn recorded(kind: &str, name: &str) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata().join("cluster/bookinfo.json")).unwrap(),
+    )
+    .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {name} in cluster/bookinfo.json"))
+        .clone()
+}
+
+/// A service of a proxy's snapshot (its `/config`), if it is there.
+fn snapshot_service<'a>(
+    config: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    config["snapshot"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"]["name"] == name)
+}
+
+/// A service's endpoints in a proxy's snapshot: `INSTANCE ADDRESS IDENTITY version=V`, sorted.
+fn snapshot_endpoints(config: &serde_json::Value, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = snapshot_service(config, name)
+        .map(|s| s["endpoints"].as_array().unwrap().clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} version={}",
+                e["instance"].as_str().unwrap(),
+                e["address"].as_str().unwrap(),
+                e["identity"].as_str().unwrap(),
+                e["labels"]["version"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A service's route weights in a proxy's snapshot: `SUBSET=WEIGHT` of each destination of
+/// each route.
+fn snapshot_weights(config: &serde_json::Value, name: &str) -> Vec<String> {
+    snapshot_service(config, name)
+        .map(|s| s["routes"].as_array().unwrap().clone())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|r| r["destinations"].as_array().unwrap().clone())
+        .map(|d| format!("{}={}", d["subset"].as_str().unwrap_or("-"), d["weight"]))
+        .collect()
+}
+
+/// `weft control --kubernetes` against the API stand-in serving the objects recorded in
+/// testdata/kubernetes/cluster/bookinfo.json (in the API's JSON shapes), and a proxy connected
+/// to it: after each step of the watch (the initial list; MODIFIED, ADDED and DELETED events;
+/// a BOOKMARK then a dropped watch; a 410 Gone forcing a relist) the snapshot the proxy has
+/// applied is the cluster's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clusters_objects_watched_become_the_snapshot_proxies_get() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (_api_server, api) = api_stand_in(
+        dir.path(),
+        &[
+            "--cluster".as_ref(),
+            testdata().join("cluster/bookinfo.json").as_os_str(),
+        ],
+    );
+    let (_control, words) = weft_control_of(
+        dir.path(),
+        &["--kubernetes", "--kubernetes-api", &api, "--no-mtls"],
+        None,
+        &["connect to ", "API on http://"],
+    );
+    let grpc = &words[0];
+    // Ready means the cluster was listed: every kind the control plane follows was.
+    let listed: std::collections::BTreeSet<String> = watch_requests(&api)
+        .await
+        .iter()
+        .filter(|r| r["watch"] == false)
+        .map(|r| r["collection"].as_str().unwrap().to_string())
+        .collect();
+    for collection in [
+        "/api/v1/namespaces",
+        "/api/v1/services",
+        "/api/v1/pods",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "/apis/networking.istio.io/v1/virtualservices",
+        "/apis/networking.istio.io/v1/destinationrules",
+    ] {
+        assert!(
+            listed.contains(collection),
+            "{collection} listed: {listed:?}"
+        );
+    }
+    let mut proxy = Reaped(
+        Command::new(WEFT)
+            .args(["proxy", "--mode", "client", "--control", grpc])
+            .args(["--service", "productpage", "--namespace", "bookinfo"])
+            .args(["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env_remove("WEFT_JOIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bound: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
+    let c = client();
+    // The proxy's snapshot, once `holds` holds for it (the step's readiness signal: the
+    // snapshot changes when the control plane has taken the step in).
+    let config = |what: &'static str, holds: Box<dyn Fn(&serde_json::Value) -> bool + Send>| {
+        let c = c.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let got = get(&c, admin, "admin", "/config").await;
+                if let Ok(reply) = got {
+                    if reply.body["snapshot"]["services"].is_array() && holds(&reply.body) {
+                        return reply.body;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{what}: the proxy's snapshot is {}",
+                        serde_json::to_string_pretty(&reply.body["snapshot"]["services"]).unwrap()
+                    );
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: no /config");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let td = "spiffe://cluster.local/ns/bookinfo/sa";
+    let v1 =
+        format!("reviews-v1-6f8d8c9d7b-q8wzt 10.244.1.11:15006 {td}/bookinfo-reviews version=v1");
+    let v2 =
+        format!("reviews-v2-5c7b7f6d9-lm4cx 10.244.1.12:15006 {td}/bookinfo-reviews version=v2");
+    let v3 =
+        format!("reviews-v3-84779c7bbc-9zq6d 10.244.1.14:15006 {td}/bookinfo-reviews version=v3");
+
+    // 1. The initial list.
+    let (a, b) = (v1.clone(), v2.clone());
+    let snap = config(
+        "the initial list",
+        Box::new(move |s| snapshot_endpoints(s, "reviews") == [a.clone(), b.clone()]),
+    )
+    .await;
+    let reviews = snapshot_service(&snap, "reviews").unwrap();
+    assert_eq!(reviews["vip"], "10.96.44.3");
+    assert_eq!(reviews["port"], 9080);
+    assert_eq!(snapshot_weights(&snap, "reviews"), ["v1=80", "v2=20"]);
+    assert_eq!(
+        snapshot_endpoints(&snap, "productpage"),
+        [format!(
+            "productpage-v1-7d9c4b8b5-x2x7k 10.244.1.10:15006 {td}/bookinfo-productpage version=v1"
+        )]
+    );
+    // ratings: in a namespace that opts into injection, but its pod opted out: a service of
+    // the mesh without endpoints. mysqldb: neither, so not the mesh's.
+    assert_eq!(snapshot_endpoints(&snap, "ratings"), Vec::<String>::new());
+    assert!(snapshot_service(&snap, "ratings").is_some());
+    assert!(snapshot_service(&snap, "mysqldb").is_none());
+
+    // 2. MODIFIED: reviews-v2 stops being ready.
+    let mut slice = recorded("EndpointSlice", "reviews-7qz9m");
+    slice["endpoints"][1]["conditions"]["ready"] = false.into();
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "MODIFIED", "object": slice}]}),
+    )
+    .await;
+    let a = v1.clone();
+    config(
+        "v2 not ready",
+        Box::new(move |s| snapshot_endpoints(s, "reviews") == [a.clone()]),
+    )
+    .await;
+
+    // 3. ADDED: a reviews-v3 pod, and the slice lists it ready.
+    let mut pod = recorded("Pod", "reviews-v2-5c7b7f6d9-lm4cx");
+    pod["metadata"]["name"] = "reviews-v3-84779c7bbc-9zq6d".into();
+    pod["metadata"]["labels"]["version"] = "v3".into();
+    pod["status"]["podIP"] = "10.244.1.14".into();
+    let mut endpoint = slice["endpoints"][0].clone();
+    endpoint["addresses"] = serde_json::json!(["10.244.1.14"]);
+    endpoint["targetRef"]["name"] = "reviews-v3-84779c7bbc-9zq6d".into();
+    slice["endpoints"].as_array_mut().unwrap().push(endpoint);
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "ADDED", "object": pod}, {"type": "MODIFIED", "object": slice}]}),
+    )
+    .await;
+    let (a, b) = (v1.clone(), v3.clone());
+    config(
+        "v3 added",
+        Box::new(move |s| snapshot_endpoints(s, "reviews") == [a.clone(), b.clone()]),
+    )
+    .await;
+
+    // 4. A BOOKMARK, then every watch connection dropped, and a change made meanwhile: the
+    // watches resume from the bookmark's resourceVersion (no relist) and get the change.
+    let lists_before = watch_requests(&api)
+        .await
+        .iter()
+        .filter(|r| r["watch"] == false)
+        .count();
+    let bookmark = stand_in(&api, "/_test/bookmark", serde_json::json!({})).await;
+    let bookmark: u64 = bookmark["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Taken in when the watch of VirtualServices asks from it; until then the drop could come
+    // before the bookmark reached the control plane.
+    let delivered = std::time::Instant::now();
+    loop {
+        stand_in(&api, "/_test/drop", serde_json::json!({})).await;
+        let resumed = watch_requests(&api).await.iter().any(|r| {
+            r["watch"] == true
+                && r["collection"] == "/apis/networking.istio.io/v1/virtualservices"
+                && r["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >= bookmark
+        });
+        if resumed {
+            break;
+        }
+        assert!(
+            delivered.elapsed() < std::time::Duration::from_secs(20),
+            "no watch resumed from the bookmark"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut vs = recorded("VirtualService", "reviews");
+    vs["spec"]["http"][0]["route"][0]["weight"] = 50.into();
+    vs["spec"]["http"][0]["route"][1]["weight"] = 50.into();
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "MODIFIED", "object": vs}]}),
+    )
+    .await;
+    config(
+        "weights after the dropped watch",
+        Box::new(|s| snapshot_weights(s, "reviews") == ["v1=50", "v2=50"]),
+    )
+    .await;
+    let lists_after = watch_requests(&api)
+        .await
+        .iter()
+        .filter(|r| r["watch"] == false)
+        .count();
+    assert_eq!(
+        lists_before, lists_after,
+        "a dropped watch resumes without a list"
+    );
+
+    // 5. 410 Gone: ratings deleted without an event a watch could see, then every
+    // resourceVersion expires: the watches relist, and the list is the truth.
+    let ratings = recorded("Service", "ratings");
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"silent": true, "events": [{"type": "DELETED", "object": ratings}]}),
+    )
+    .await;
+    stand_in(&api, "/_test/expire", serde_json::json!({})).await;
+    config(
+        "ratings gone after the relist",
+        Box::new(|s| snapshot_service(s, "ratings").is_none()),
+    )
+    .await;
+    let relisted = watch_requests(&api)
+        .await
+        .iter()
+        .filter(|r| r["watch"] == false && r["collection"] == "/api/v1/services")
+        .count();
+    assert!(
+        relisted >= 2,
+        "services listed again after the 410: {relisted}"
+    );
+    // What was known stays: the relist replaced each kind as a whole, with the same objects.
+    let snap = config(
+        "reviews kept",
+        Box::new(|s| snapshot_service(s, "reviews").is_some()),
+    )
+    .await;
+    assert_eq!(
+        snapshot_endpoints(&snap, "reviews"),
+        [v1.clone(), v3.clone()]
+    );
+    assert_eq!(snapshot_weights(&snap, "reviews"), ["v1=50", "v2=50"]);
+
+    // 6. DELETED: the VirtualService goes, and with it the weights.
+    let vs = recorded("VirtualService", "reviews");
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "DELETED", "object": vs}]}),
+    )
+    .await;
+    config(
+        "the VirtualService deleted",
+        Box::new(|s| {
+            snapshot_weights(s, "reviews")
+                .iter()
+                .all(|w| w.starts_with("-="))
+        }),
+    )
+    .await;
+
+    // 7. One that does not validate is left out; the rest keeps serving.
+    let mut bad = recorded("VirtualService", "reviews");
+    bad["metadata"]["name"] = "broken".into();
+    bad["spec"]["http"][0]["route"][0]["weight"] = "eighty".into();
+    let mut good = recorded("VirtualService", "reviews");
+    good["spec"]["http"][0]["route"][0]["weight"] = 10.into();
+    good["spec"]["http"][0]["route"][1]["weight"] = 90.into();
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "ADDED", "object": bad}, {"type": "ADDED", "object": good}]}),
+    )
+    .await;
+    config(
+        "the valid one applied",
+        Box::new(|s| snapshot_weights(s, "reviews") == ["v1=10", "v2=90"]),
+    )
+    .await;
 }

@@ -197,8 +197,13 @@ pub struct ControlArgs {
     /// pods mount (through the Kubernetes API)
     #[arg(long)]
     ca_root_configmaps: bool,
-    /// The Kubernetes API server to ask (TokenReviews, the webhook's caBundle, the roots'
-    /// ConfigMaps) [default: the cluster weft runs in, or $KUBECONFIG's]
+    /// The mesh is a Kubernetes cluster's: its Services, EndpointSlices, Pods and Namespaces
+    /// and the Istio, Gateway API, Linkerd, SMI and Canary resources installed, watched through
+    /// the Kubernetes API (files given add the mesh-wide settings of their Mesh document)
+    #[arg(long, conflicts_with = "store")]
+    kubernetes: bool,
+    /// The Kubernetes API server to ask (the cluster's objects, TokenReviews, the webhook's
+    /// caBundle, the roots' ConfigMaps) [default: the cluster weft runs in, or $KUBECONFIG's]
     #[arg(long, value_name = "URL")]
     kubernetes_api: Option<String>,
     /// Where injected pods' proxies reach the control plane (HOST:PORT)
@@ -392,6 +397,16 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
     };
     let (spec, store) = match from_store {
         Some(Some(spec)) => (spec, config::Store::default()),
+        // On a cluster with no files: a mesh of the cluster's services alone.
+        _ if a.kubernetes && a.files.is_empty() => {
+            let store = control::kubernetes::cluster::default_mesh();
+            let spec = store
+                .load()
+                .ok()
+                .and_then(|l| l.mesh)
+                .ok_or_else(|| anyhow::anyhow!("the default mesh does not load"))?;
+            (spec, store)
+        }
         _ => load_mesh(&a.files)?,
     };
     local::meshes::ensure_home()?;
@@ -420,7 +435,27 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                 let registry = control::Registry::new(spec.clone());
                 // The operator's credential for the API, in WEFT_HOME for the CLI.
                 let token = local::meshes::new_admin_token();
-                let backend = std::sync::Arc::new(control::store::Memory::new(store));
+                let backend: std::sync::Arc<dyn control::store::Backend> = if a.kubernetes {
+                    if let Some(ca) = &ca {
+                        registry.set_trust_domain(&ca.config().trust_domain);
+                    }
+                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let cluster =
+                        control::kubernetes::cluster::Cluster::start(client, store, registry.clone())
+                            .await;
+                    // Ready once the cluster has been listed, so that the first snapshot
+                    // proxies get is the cluster's.
+                    if !cluster.synced(std::time::Duration::from_secs(30)).await {
+                        eprintln!(
+                            "weft: warning: the Kubernetes API has not listed every kind within 30 s; serving what it has"
+                        );
+                    }
+                    cluster.resources.clone()
+                } else {
+                    std::sync::Arc::new(control::store::Memory::new(store))
+                };
                 let cp = control::ControlPlane::start_with(
                     registry,
                     backend,
