@@ -16,7 +16,10 @@ MutatingWebhookConfigurations, at their API paths): GET answers one with its res
 is the current one (else 409 Conflict, as the API server does), POST to a collection creates
 one (409 AlreadyExists when it is there).
 
-Every TokenReview, PUT and POST is appended to LOG (one JSON line each).
+Every TokenReview, PUT, POST and PATCH is appended to LOG (one JSON line each). POST to a
+namespaced collection creates the object (409 AlreadyExists when it is there); PATCH of a
+--cluster object's `/status` merges the patch into its status (a JSON merge patch, logged with
+its fieldManager) and is a MODIFIED event.
 
 List and watch, as the API server serves them to informers, over the objects of --cluster (a
 JSON list of objects, as `kubectl get -o json` prints them, in their API shapes) and of
@@ -99,6 +102,10 @@ CLUSTER_GROUPS = {
     ("networking.istio.io", "v1"): [
         res("virtualservices", "VirtualService", True, ["vs"]),
         res("destinationrules", "DestinationRule", True, ["dr"]),
+    ],
+    ("gateway.networking.k8s.io", "v1"): [
+        res("httproutes", "HTTPRoute", True),
+        res("httproutes/status", "HTTPRoute", True, verbs=["get", "patch", "update"]),
     ],
 }
 
@@ -238,6 +245,31 @@ class Handler(BaseHTTPRequestHandler):
             LOCK.notify_all()
             return self.send(200, {"resourceVersion": str(RV)})
 
+    def do_PATCH(self):
+        """A JSON merge patch of a --cluster object's status subresource."""
+        path = self.path.split("?")[0].rstrip("/")
+        query = {k: v[0] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        patch = json.loads(self.rfile.read(length) or b"{}")
+        parts = path.split("/")
+        if len(parts) < 6 or parts[-1] != "status" or parts[-5] != "namespaces":
+            return self.send(404, {"kind": "Status", "code": 404, "message": f"{path} not found"})
+        ns, plural, name = parts[-4], parts[-3], parts[-2]
+        collection = "/".join(parts[:-5]) + "/" + plural
+        with LOCK:
+            global RV
+            obj = COLLECTIONS.get(collection, {}).get((ns, name))
+            if obj is None:
+                return self.send(404, {"kind": "Status", "code": 404, "message": f"{path} not found"})
+            obj["status"] = merge(obj.get("status"), patch.get("status"))
+            RV += 1
+            obj["metadata"]["resourceVersion"] = str(RV)
+            EVENTS.append((RV, collection, {"type": "MODIFIED", "object": obj}))
+            log(json.dumps({"patch": path, "fieldManager": query.get("fieldManager"),
+                            "status": patch.get("status")}))
+            LOCK.notify_all()
+            return self.send(200, obj)
+
     def do_PUT(self):
         path = self.path.split("?")[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
@@ -251,8 +283,7 @@ class Handler(BaseHTTPRequestHandler):
                                    "message": "the object has been modified", "reason": "Conflict", "code": 409})
         body["metadata"]["resourceVersion"] = str(int(current) + 1)
         OBJECTS[path] = body
-        with open(LOG, "a") as f:
-            f.write(json.dumps({"put": path, "object": body}) + "\n")
+        log(json.dumps({"put": path, "object": body}))
         return self.send(200, body)
 
     def do_POST(self):
@@ -261,23 +292,24 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         if path.startswith("/_test/"):
             return self.test_control(path, body)
-        if path.endswith("/configmaps"):
-            body.setdefault("apiVersion", "v1")
-            body.setdefault("kind", "ConfigMap")
+        created = kind_of_collection(path)
+        if created:
+            api_version, kind = created
+            body.setdefault("apiVersion", api_version)
+            body.setdefault("kind", kind)
+            body.setdefault("metadata", {}).setdefault("namespace", path.strip("/").split("/")[-2])
             at = path_of(body)
             if at in OBJECTS:
                 return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                        "message": "already exists", "reason": "AlreadyExists", "code": 409})
             body.setdefault("metadata", {})["resourceVersion"] = "1"
             OBJECTS[at] = body
-            with open(LOG, "a") as f:
-                f.write(json.dumps({"post": at, "object": body}) + "\n")
+            log(json.dumps({"post": at, "object": body}))
             return self.send(201, body)
         if path != "/apis/authentication.k8s.io/v1/tokenreviews" or TOKENS is None:
             return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                    "message": f"{path} not found", "reason": "NotFound", "code": 404})
-        with open(LOG, "a") as f:
-            f.write(json.dumps(body) + "\n")
+        log(json.dumps(body))
         spec = body.get("spec", {})
         user = TOKENS.get(spec.get("token", ""))
         status = {"authenticated": False, "error": "invalid bearer token"}
@@ -312,6 +344,37 @@ EXPIRES = 0
 DROPS = 0
 REQUESTS = []
 CLUSTER = []
+
+
+def log(entry):
+    """Appends one JSON line to LOG, when there is one."""
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write(entry + "\n")
+
+
+def merge(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge(out.get(k), v)
+    return out
+
+
+def kind_of_collection(path):
+    """(apiVersion, kind) of a namespaced collection path (/api/v1/namespaces/NS/PLURAL)."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 5 and parts[-3] == "namespaces":
+        group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+        for r in GROUPS.get((group, version), []):
+            if r["name"] == parts[-1]:
+                return (f"{group}/{version}" if group else version), r["kind"]
+    return None
 
 
 def collection_of(obj):

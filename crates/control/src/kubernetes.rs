@@ -3,12 +3,15 @@
 //! print), the manifests `weft install --kubernetes` prints ([`manifests`]), [`tokens`]:
 //! proxies' ServiceAccount tokens checked by TokenReview, and [`ca_bundle`]: the injection
 //! webhook's `caBundle` kept the mesh's roots, [`ca_roots`]: the roots in every namespace
-//! for injected pods, and [`cluster`]: the cluster's services, endpoints and mesh resources
-//! watched into the registry.
+//! for injected pods, [`cluster`]: the cluster's services, endpoints and mesh resources
+//! watched into the registry (and routes' status written back), [`ca_secret`]: the CA's root
+//! shared by the replicas, and [`lease`]: which replica writes.
 
 pub mod ca_bundle;
 pub mod ca_roots;
+pub mod ca_secret;
 pub mod cluster;
+pub mod lease;
 pub mod tokens;
 
 use std::fmt::Write as _;

@@ -1384,3 +1384,201 @@ async fn the_clusters_objects_watched_become_the_snapshot_proxies_get() {
     )
     .await;
 }
+
+/// A replica's name in the Lease (`HOST-PID`, as outside a pod).
+fn replica_identity(pid: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    format!("{}-{pid}", host.trim())
+}
+
+/// The Lease the replicas elect their writer with, from the stand-in: its holder.
+async fn lease_holder(api: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let path = "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-control";
+    let reply = get(&client(), addr, "apiserver", path).await.ok()?;
+    reply.body["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// This mesh's conditions on each HTTPRoute, from the stand-in: `NAME: TYPE=STATUS/REASON, …`.
+async fn route_conditions(api: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let list = get(
+        &client(),
+        addr,
+        "apiserver",
+        "/apis/gateway.networking.k8s.io/v1/httproutes",
+    )
+    .await
+    .unwrap()
+    .body;
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let conditions = r["status"]["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["controllerName"] == "weft.dev/control-plane")
+                .flat_map(|p| p["conditions"].as_array().unwrap().clone())
+                .map(|c| {
+                    format!(
+                        "{}={}/{}",
+                        c["type"].as_str().unwrap(),
+                        c["status"].as_str().unwrap(),
+                        c["reason"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            (
+                r["metadata"]["name"].as_str().unwrap().to_string(),
+                conditions,
+            )
+        })
+        .collect()
+}
+
+/// The field managers of the status writes the stand-in logged.
+fn status_writers(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["patch"].as_str().is_some_and(|p| p.ends_with("/status")))
+        .map(|l| l["fieldManager"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Two `weft control --kubernetes` replicas: one CA root between them (the Secret the first
+/// creates), one leader by the Lease, and only the leader writes the Accepted / ResolvedRefs
+/// conditions Gateway API expects on HTTPRoutes; when it is killed the other takes the Lease
+/// over and writes the next change's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_one_root_and_only_the_leader_writes_route_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("api.log");
+    let (_api_server, api) = api_stand_in(
+        dir.path(),
+        &[
+            "--cluster".as_ref(),
+            testdata().join("cluster/bookinfo.json").as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ],
+    );
+    let args = [
+        "--kubernetes",
+        "--kubernetes-api",
+        &api,
+        "--leader-lease",
+        "2s",
+    ];
+    let markers = ["API on http://"];
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&home_a).unwrap();
+    std::fs::create_dir_all(&home_b).unwrap();
+    let (first, first_words) = weft_control_of(&home_a, &args, None, &markers);
+    let (second, second_words) = weft_control_of(&home_b, &args, None, &markers);
+
+    // One root: the first replica created the Secret, the second read it.
+    let (bundle_a, bundle_b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+    fetch_bundle(&first_words[0], &bundle_a);
+    fetch_bundle(&second_words[0], &bundle_b);
+    assert_eq!(
+        std::fs::read_to_string(&bundle_a).unwrap(),
+        std::fs::read_to_string(&bundle_b).unwrap(),
+        "both replicas sign with one root"
+    );
+    let secrets_created = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"post\": \"/api/v1/namespaces/weft-system/secrets/weft-ca\""))
+        .count();
+    assert_eq!(secrets_created, 1);
+
+    // One leader: the first, which found no Lease.
+    let (id_first, id_second) = (replica_identity(first.id()), replica_identity(second.id()));
+    assert_eq!(lease_holder(&api).await.as_deref(), Some(id_first.as_str()));
+
+    // Routes: one whose backend is a service of the mesh, one whose is not.
+    let route = |name: &str, parent: &str, backend: &str| {
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "bookinfo", "generation": 1,
+                         "uid": format!("5b2c{name}"), "creationTimestamp": "2026-11-30T09:20:00Z"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 9080}],
+                     "rules": [{"backendRefs": [{"name": backend, "port": 9080}]}]},
+        })
+    };
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [
+            {"type": "ADDED", "object": route("productpage", "productpage", "productpage")},
+            {"type": "ADDED", "object": route("to-nowhere", "reviews", "details")},
+        ]}),
+    )
+    .await;
+    let want = |productpage: [&str; 2], nowhere: [&str; 2]| {
+        std::collections::BTreeMap::from([
+            (
+                "productpage".to_string(),
+                productpage.map(String::from).to_vec(),
+            ),
+            ("to-nowhere".to_string(), nowhere.map(String::from).to_vec()),
+        ])
+    };
+    let accepted = ["Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"];
+    let not_found = [
+        "Accepted=False/UnsupportedValue",
+        "ResolvedRefs=False/BackendNotFound",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut got = route_conditions(&api).await;
+    while got != want(accepted, not_found) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        got = route_conditions(&api).await;
+    }
+    assert_eq!(got, want(accepted, not_found));
+    let writers = status_writers(&log);
+    assert!(
+        !writers.is_empty() && writers.iter().all(|w| *w == id_first),
+        "{writers:?}"
+    );
+
+    // The leader dies without letting go: the other takes the Lease over once it has seen it
+    // unrenewed for the lease's 2 s, and writes the next change's status.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lease_holder(&api).await.as_deref() != Some(id_second.as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second replica did not take over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut changed = route("productpage", "productpage", "details");
+    changed["metadata"]["generation"] = 2.into();
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "MODIFIED", "object": changed}]}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut got = route_conditions(&api).await;
+    while got != want(not_found, not_found) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        got = route_conditions(&api).await;
+    }
+    assert_eq!(got, want(not_found, not_found));
+    let later: Vec<String> = status_writers(&log).split_off(writers.len());
+    assert!(
+        !later.is_empty() && later.iter().all(|w| *w == id_second),
+        "{later:?}"
+    );
+    drop(second);
+}

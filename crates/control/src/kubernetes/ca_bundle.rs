@@ -37,17 +37,21 @@ pub async fn write(client: &kube::Client, name: &str, bundle: &str) -> Result<bo
     Ok(changed)
 }
 
-/// Keeps the configuration `name`'s bundle the CA's until `stop`.
+/// Keeps the configuration `name`'s bundle the CA's until `stop`, while this replica leads.
 pub async fn keep(
     client: kube::Client,
     ca: Arc<crate::ca::Ca>,
     name: String,
+    mut leader: super::lease::Leader,
     stop: CancellationToken,
 ) {
     let mut written = String::new();
     loop {
         let bundle = ca.bundle_pem();
-        if bundle != written {
+        if !leader.is_leader() {
+            // Written again on taking over: the one who led may have left it stale.
+            written.clear();
+        } else if bundle != written {
             match write(&client, &name, &bundle).await {
                 Ok(changed) => {
                     if changed {
@@ -63,6 +67,7 @@ pub async fn keep(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
+            _ = leader.changed() => {}
         }
     }
 }

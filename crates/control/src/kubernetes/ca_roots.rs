@@ -68,12 +68,21 @@ pub async fn sync(client: &kube::Client, bundle: &str) -> Result<Vec<String>, St
     Ok(written)
 }
 
-/// Keeps every namespace's ConfigMap the CA's roots until `stop`.
-pub async fn keep(client: kube::Client, ca: Arc<crate::ca::Ca>, stop: CancellationToken) {
+/// Keeps every namespace's ConfigMap the CA's roots until `stop`, while this replica leads.
+pub async fn keep(
+    client: kube::Client,
+    ca: Arc<crate::ca::Ca>,
+    mut leader: super::lease::Leader,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
+            _ = leader.changed() => {}
+        }
+        if !leader.is_leader() {
+            continue;
         }
         match sync(&client, &ca.bundle_pem()).await {
             Ok(written) if !written.is_empty() => {

@@ -25,7 +25,10 @@
 //!   carry. One that does not validate is left out with its error logged; the rest applies.
 //!
 //! The resources are the cluster's: they change with `kubectl apply`, and the control plane's
-//! own API refuses `weft apply` ([`ClusterResources`]).
+//! own API refuses `weft apply` ([`ClusterResources`]). The leader among the replicas
+//! ([`super::lease`]) writes back what Gateway API expects of a mesh: each HTTPRoute's and
+//! GRPCRoute's `status.parents` entry of this controller, with the `Accepted` and
+//! `ResolvedRefs` conditions (other controllers' entries kept).
 
 use crate::registry::Registry;
 use crate::snapshot::Discovered;
@@ -181,6 +184,8 @@ impl Cluster {
         client: kube::Client,
         seed: config::Store,
         registry: Arc<Registry>,
+        leader: super::lease::Leader,
+        identity: String,
     ) -> Cluster {
         let shared = Arc::new(Shared {
             known: Mutex::new(Known::default()),
@@ -236,11 +241,17 @@ impl Cluster {
         let resources = Arc::new(ClusterResources {
             store: Mutex::new(seed.clone()),
         });
+        let writer = StatusWriter {
+            client,
+            leader,
+            identity,
+        };
         tokio::spawn(compile_changes(
             shared.clone(),
             seed,
             registry,
             resources.clone(),
+            writer,
         ));
         Cluster { resources, shared }
     }
@@ -361,15 +372,21 @@ async fn compile_changes(
     seed: config::Store,
     registry: Arc<Registry>,
     resources: Arc<ClusterResources>,
+    writer: StatusWriter,
 ) {
     let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut leader = writer.leader.clone();
     loop {
-        shared.changed.notified().await;
+        tokio::select! {
+            _ = shared.changed.notified() => {}
+            // A new leader writes the status its predecessor may have left stale.
+            leads = leader.changed() => if !leads { continue },
+        }
         tokio::time::sleep(SETTLE).await;
         let trust_domain = registry.trust_domain();
-        let view = {
+        let (view, routes) = {
             let known = shared.known();
-            View::of(&known, &trust_domain)
+            (View::of(&known, &trust_domain), routes_of(&known))
         };
         let compiled = compile(&seed, &view);
         let now: BTreeSet<String> = compiled.problems.iter().cloned().collect();
@@ -379,14 +396,166 @@ async fn compile_changes(
         reported = now;
         match compiled.loaded {
             Some((store, loaded)) => {
+                registry.set_traffic_discovered(loaded.mesh.clone(), view.discovered);
+                if writer.leader.is_leader() {
+                    let stated = crate::store::stated(&store, &loaded);
+                    writer.write(&routes, &stated, &compiled.problems).await;
+                }
                 *resources.store.lock().unwrap_or_else(|p| p.into_inner()) = store;
-                registry.set_traffic_discovered(loaded.mesh, view.discovered);
             }
             None => tracing::warn!(
                 "the cluster's resources do not compile as a whole; the last set that did keeps serving"
             ),
         }
     }
+}
+
+/// The controller name of this mesh in routes' `status.parents`.
+pub const CONTROLLER_NAME: &str = "weft.dev/control-plane";
+
+/// The kinds whose status Gateway API expects a mesh to write.
+const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
+/// The Gateway API routes the watches know, with their API resource.
+fn routes_of(known: &Known) -> Vec<(Arc<ApiResource>, DynamicObject)> {
+    known
+        .kinds
+        .values()
+        .flat_map(|objects| objects.values())
+        .filter_map(|o| match o {
+            Object::Custom(ar, obj)
+                if ar.group == "gateway.networking.k8s.io"
+                    && ROUTE_KINDS.contains(&ar.kind.as_str()) =>
+            {
+                Some((ar.clone(), (**obj).clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes routes' status (the leader does).
+struct StatusWriter {
+    client: kube::Client,
+    leader: super::lease::Leader,
+    /// This replica's name, as the field manager of its writes.
+    identity: String,
+}
+
+impl StatusWriter {
+    /// Writes each route's status where it differs from what the route has.
+    async fn write(
+        &self,
+        routes: &[(Arc<ApiResource>, DynamicObject)],
+        stated: &[crate::store::Stated],
+        problems: &[String],
+    ) {
+        for (ar, route) in routes {
+            let (Some(name), Some(ns)) = (&route.metadata.name, &route.metadata.namespace) else {
+                continue;
+            };
+            let file = PathBuf::from(format!("{}.{}/{ns}/{name}", ar.plural, ar.group));
+            let state = stated.iter().find(|s| s.resource.file == file);
+            let problems: Vec<String> = problems
+                .iter()
+                .filter(|p| p.contains(&format!("{}:", file.display())))
+                .cloned()
+                .collect();
+            let current = route.data["status"]["parents"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let Some(parents) = route_parents(route, state, &problems, &current) else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &**ar);
+            let params = kube::api::PatchParams {
+                field_manager: Some(self.identity.clone()),
+                ..Default::default()
+            };
+            let patch = serde_json::json!({"status": {"parents": parents}});
+            match api
+                .patch_status(name, &params, &kube::api::Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(kind = %ar.kind, route = %format!("{ns}/{name}"), "status written")
+                }
+                Err(e) => {
+                    tracing::warn!(kind = %ar.kind, route = %format!("{ns}/{name}"), error = %e, "cannot write status")
+                }
+            }
+        }
+    }
+}
+
+/// A route's `status.parents` with this controller's entry for each of its `parentRefs` (the
+/// other controllers' entries as they are), or `None` when that is what it has.
+fn route_parents(
+    route: &DynamicObject,
+    state: Option<&crate::store::Stated>,
+    problems: &[String],
+    current: &[serde_json::Value],
+) -> Option<Vec<serde_json::Value>> {
+    use crate::store::State;
+    let refs = route.data["spec"]["parentRefs"].as_array()?;
+    let generation = route.metadata.generation;
+    let reasons: Vec<String> = match state {
+        Some(s) => s.reasons.clone(),
+        None => problems.to_vec(),
+    };
+    let message = reasons.join("; ");
+    let not_found = |field: &str| {
+        reasons
+            .iter()
+            .any(|r| r.contains(field) && r.contains("not a service of the mesh"))
+    };
+    let (accepted, accepted_reason) = match state.map(|s| s.state) {
+        Some(State::Applied) => (true, "Accepted"),
+        _ if not_found("parentRefs") => (false, "NoMatchingParent"),
+        _ => (false, "UnsupportedValue"),
+    };
+    let (resolved, resolved_reason) = if not_found("backendRefs") {
+        (false, "BackendNotFound")
+    } else {
+        (true, "ResolvedRefs")
+    };
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |kind: &str, ok: bool, reason: &str, parent_ref: &serde_json::Value| {
+        let message = if ok { String::new() } else { message.clone() };
+        // The transition time stays while the condition does.
+        let since = current
+            .iter()
+            .filter(|p| p["controllerName"] == CONTROLLER_NAME && &p["parentRef"] == parent_ref)
+            .flat_map(|p| p["conditions"].as_array().cloned().unwrap_or_default())
+            .find(|c| c["type"] == kind && c["status"] == if ok { "True" } else { "False" })
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+            .unwrap_or_else(|| now.clone());
+        serde_json::json!({
+            "type": kind,
+            "status": if ok { "True" } else { "False" },
+            "reason": reason,
+            "message": message,
+            "observedGeneration": generation,
+            "lastTransitionTime": since,
+        })
+    };
+    let mut parents: Vec<serde_json::Value> = current
+        .iter()
+        .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+        .cloned()
+        .collect();
+    for parent_ref in refs {
+        parents.push(serde_json::json!({
+            "parentRef": parent_ref,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": [
+                condition("Accepted", accepted, accepted_reason, parent_ref),
+                condition("ResolvedRefs", resolved, resolved_reason, parent_ref),
+            ],
+        }));
+    }
+    (parents != current).then_some(parents)
 }
 
 /// The cluster's state as the mesh sees it: its services (as Mesh-file entries), their

@@ -129,6 +129,11 @@ impl CaArgs {
         Ok(Some(std::sync::Arc::new(ca)))
     }
 
+    /// Whether the CA's root is to be kept in the cluster (no root given, mTLS on).
+    fn in_secret(&self) -> bool {
+        !self.no_mtls && self.ca_dir.is_none() && self.ca_cert.is_none()
+    }
+
     /// The CA's settings these flags give (lifetimes, trust domain, intermediate).
     fn config(&self) -> control::ca::CaConfig {
         let mut config = control::ca::CaConfig {
@@ -202,6 +207,10 @@ pub struct ControlArgs {
     /// the Kubernetes API (files given add the mesh-wide settings of their Mesh document)
     #[arg(long, conflicts_with = "store")]
     kubernetes: bool,
+    /// With --kubernetes: how long the leader's Lease lasts unrenewed before another replica
+    /// takes over the writes (routes' status, the roots' ConfigMaps, the webhook's caBundle)
+    #[arg(long, value_parser = parse_duration, default_value = "15s", requires = "kubernetes")]
+    leader_lease: Duration,
     /// The Kubernetes API server to ask (the cluster's objects, TokenReviews, the webhook's
     /// caBundle, the roots' ConfigMaps) [default: the cluster weft runs in, or $KUBECONFIG's]
     #[arg(long, value_name = "URL")]
@@ -415,9 +424,41 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             grpc: a.listen,
             api: a.api,
         };
+        // On a cluster: its API, which replica writes to it, and the CA's root shared by the
+        // replicas (in a Secret, unless a root is given).
+        let cluster = if a.kubernetes {
+            let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let namespace = std::env::var("WEFT_POD_NAMESPACE")
+                .unwrap_or_else(|_| model::names::CONTROL_NAMESPACE.to_string());
+            let identity = control::kubernetes::lease::identity();
+            let leader = control::kubernetes::lease::elect(
+                client.clone(),
+                &namespace,
+                control::kubernetes::LEASE_NAME,
+                identity.clone(),
+                a.leader_lease,
+                CancellationToken::new(),
+            )
+            .await;
+            Some((client, namespace, identity, leader))
+        } else {
+            None
+        };
+        let leader = cluster
+            .as_ref()
+            .map_or_else(control::kubernetes::lease::Leader::alone, |c| c.3.clone());
         let (cp, token, etcd) = match &a.store {
             None => {
-                let ca = a.ca.open(&spec.name)?;
+                let ca = match &cluster {
+                    Some((client, namespace, ..)) if a.ca.in_secret() => Some(std::sync::Arc::new(
+                        control::kubernetes::ca_secret::open(client, namespace, a.ca.config())
+                            .await
+                            .map_err(|e| anyhow::anyhow!("CA: {e}"))?,
+                    )),
+                    _ => a.ca.open(&spec.name)?,
+                };
                 if a.service_account_tokens {
                     let Some(ca) = &ca else {
                         anyhow::bail!("--service-account-tokens needs the mesh CA");
@@ -435,16 +476,24 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                 let registry = control::Registry::new(spec.clone());
                 // The operator's credential for the API, in WEFT_HOME for the CLI.
                 let token = local::meshes::new_admin_token();
-                let backend: std::sync::Arc<dyn control::store::Backend> = if a.kubernetes {
+                let backend: std::sync::Arc<dyn control::store::Backend> = if let Some((
+                    client,
+                    _,
+                    identity,
+                    leader,
+                )) = &cluster
+                {
                     if let Some(ca) = &ca {
                         registry.set_trust_domain(&ca.config().trust_domain);
                     }
-                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e))?;
-                    let cluster =
-                        control::kubernetes::cluster::Cluster::start(client, store, registry.clone())
-                            .await;
+                    let cluster = control::kubernetes::cluster::Cluster::start(
+                        client.clone(),
+                        store,
+                        registry.clone(),
+                        leader.clone(),
+                        identity.clone(),
+                    )
+                    .await;
                     // Ready once the cluster has been listed, so that the first snapshot
                     // proxies get is the cluster's.
                     if !cluster.synced(std::time::Duration::from_secs(30)).await {
@@ -515,13 +564,16 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            // Written once before the control plane says it is ready.
-            control::kubernetes::ca_roots::sync(&client, &ca.bundle_pem())
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            // Written once before the control plane says it is ready (by the leader).
+            if leader.is_leader() {
+                control::kubernetes::ca_roots::sync(&client, &ca.bundle_pem())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            }
             tokio::spawn(control::kubernetes::ca_roots::keep(
                 client,
                 ca.clone(),
+                leader.clone(),
                 cp.shutdown.clone(),
             ));
         }
@@ -557,14 +609,17 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                     let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
                         .await
                         .map_err(|e| anyhow::anyhow!(e))?;
-                    // Written once before the control plane says it is ready.
-                    control::kubernetes::ca_bundle::write(&client, name, &ca.bundle_pem())
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    // Written once before the control plane says it is ready (by the leader).
+                    if leader.is_leader() {
+                        control::kubernetes::ca_bundle::write(&client, name, &ca.bundle_pem())
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))?;
+                    }
                     tokio::spawn(control::kubernetes::ca_bundle::keep(
                         client,
                         ca.clone(),
                         name.clone(),
+                        leader.clone(),
                         cp.shutdown.clone(),
                     ));
                 }
