@@ -413,6 +413,12 @@ spec:
         - name: WEFT_POD_NAMESPACE
           valueFrom:
             fieldRef: {{fieldPath: metadata.namespace}}
+        # The control plane's own files (its API credential, its record): the root filesystem
+        # is read-only.
+        - name: WEFT_HOME
+          value: /var/run/weft
+        volumeMounts:
+        - {{name: weft-home, mountPath: /var/run/weft}}
         ports:
         - {{name: grpc-xds, containerPort: 15010}}
         - {{name: http-api, containerPort: 15014}}
@@ -430,6 +436,9 @@ spec:
           allowPrivilegeEscalation: false
           readOnlyRootFilesystem: true
           capabilities: {{drop: [ALL]}}
+      volumes:
+      - name: weft-home
+        emptyDir: {{medium: Memory}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget

@@ -1582,3 +1582,103 @@ async fn replicas_share_one_root_and_only_the_leader_writes_route_status() {
     );
     drop(second);
 }
+
+/// The control plane `weft install --kubernetes` deploys, started with its Deployment's own
+/// arguments and environment (its listeners on loopback, the stand-in as its API server): it
+/// becomes ready serving the cluster, holds the Lease under its pod's name, keeps the CA's
+/// root in the Secret, and writes the webhook's caBundle and the roots' ConfigMaps.
+#[test]
+fn the_installed_deployment_starts_a_control_plane_that_serves_the_cluster() {
+    use std::io::{BufRead, BufReader};
+    let (code, out, err) = weft_with(&["install", "--kubernetes"], None);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .collect();
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let container = of("Deployment")["spec"]["template"]["spec"]["containers"][0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut stand_in_args: Vec<std::ffi::OsString> = vec![
+        "--cluster".into(),
+        testdata().join("cluster/bookinfo.json").into(),
+    ];
+    for kind in ["MutatingWebhookConfiguration", "Namespace"] {
+        let f = dir.path().join(format!("{kind}.json"));
+        std::fs::write(&f, of(kind).to_string()).unwrap();
+        stand_in_args.push("--object".into());
+        stand_in_args.push(f.into());
+    }
+    let log = dir.path().join("api.log");
+    stand_in_args.push("--log".into());
+    stand_in_args.push(log.clone().into());
+    let refs: Vec<&std::ffi::OsStr> = stand_in_args.iter().map(|a| a.as_os_str()).collect();
+    let (_api_server, api) = api_stand_in(dir.path(), &refs);
+    // Its arguments as the Deployment gives them, listening on loopback ports of its own.
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            if a.starts_with("0.0.0.0:") {
+                "127.0.0.1:0".to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(args[..2], ["control", "--kubernetes"]);
+    let mut cmd = Command::new(WEFT);
+    cmd.args(&args).args(["--kubernetes-api", &api]);
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = match name {
+            "WEFT_POD_NAME" => "weft-control-7c9d8f6b5-x4k2p".to_string(),
+            "WEFT_POD_NAMESPACE" => "weft-system".to_string(),
+            "WEFT_HOME" => dir.path().join("home").display().to_string(),
+            other => panic!("an environment variable the test does not know: {other}"),
+        };
+        cmd.env(name, value);
+    }
+    let mut control = Reaped(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    let mut out = BufReader::new(control.stdout.take().unwrap());
+    while !line.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "weft control ended");
+    }
+    assert!(line.contains("injection webhook on https://"), "{line}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(
+        rt.block_on(lease_holder(&api)).as_deref(),
+        Some("weft-control-7c9d8f6b5-x4k2p")
+    );
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let wrote = |key: &str, path: &str| logged.iter().any(|l| l[key] == path);
+    assert!(wrote(
+        "post",
+        "/api/v1/namespaces/weft-system/secrets/weft-ca"
+    ));
+    assert!(wrote(
+        "put",
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/weft-sidecar-injector"
+    ));
+    for ns in ["weft-system", "bookinfo", "legacy"] {
+        assert!(
+            wrote(
+                "post",
+                &format!("/api/v1/namespaces/{ns}/configmaps/weft-ca-root")
+            ),
+            "the roots' ConfigMap in {ns}"
+        );
+    }
+}
