@@ -16,7 +16,11 @@ MutatingWebhookConfigurations, at their API paths): GET answers one with its res
 is the current one (else 409 Conflict, as the API server does), POST to a collection creates
 one (409 AlreadyExists when it is there).
 
-Every TokenReview, PUT, POST and PATCH is appended to LOG (one JSON line each). POST to a
+Objects of the --cluster groups (the custom resources) are also read, replaced (PUT, refused
+with 409 Conflict for a stale resourceVersion), created (POST) and deleted (DELETE) one by one
+at their paths, each change an event of the watches.
+
+Every TokenReview, PUT, POST, DELETE and PATCH is appended to LOG (one JSON line each). POST to a
 namespaced collection creates the object (409 AlreadyExists when it is there); PATCH of a
 --cluster object's `/status` merges the patch into its status (a JSON merge patch, logged with
 its fieldManager) and is a MODIFIED event.
@@ -107,7 +111,10 @@ CLUSTER_GROUPS = {
         res("httproutes", "HTTPRoute", True),
         res("httproutes/status", "HTTPRoute", True, verbs=["get", "patch", "update"]),
     ],
+    ("weft.dev", "v1alpha1"): [res("canaries", "Canary", True)],
 }
+
+CLUSTER_GROUP_NAMES = {g for (g, _) in CLUSTER_GROUPS}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -129,6 +136,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, list(REQUESTS))
         if path in COLLECTIONS:
             return self.collection(path, query)
+        found = cluster_object(path)
+        if found:
+            with LOCK:
+                obj = COLLECTIONS[found[0]].get(found[1])
+            if obj is None:
+                return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                       "message": f"{path} not found", "reason": "NotFound", "code": 404})
+            return self.send(200, obj)
         if path in OBJECTS:
             return self.send(200, OBJECTS[path])
         if path == "/api":
@@ -270,10 +285,37 @@ class Handler(BaseHTTPRequestHandler):
             LOCK.notify_all()
             return self.send(200, obj)
 
+    def do_DELETE(self):
+        path = self.path.split("?")[0].rstrip("/")
+        found = cluster_object(path)
+        with LOCK:
+            obj = found and COLLECTIONS[found[0]].get(found[1])
+            if not obj:
+                return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                       "message": f"{path} not found", "reason": "NotFound", "code": 404})
+            cluster_change("DELETED", found[0], obj)
+            log(json.dumps({"delete": path}))
+            return self.send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
     def do_PUT(self):
         path = self.path.split("?")[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        found = cluster_object(path)
+        if found:
+            with LOCK:
+                current = COLLECTIONS[found[0]].get(found[1])
+                if current is None:
+                    return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                           "message": f"{path} not found", "reason": "NotFound", "code": 404})
+                if body.get("metadata", {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                    return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                           "message": "the object has been modified", "reason": "Conflict",
+                                           "code": 409})
+                body.setdefault("status", current.get("status"))
+                cluster_change("MODIFIED", found[0], body)
+                log(json.dumps({"put": path, "object": body}))
+                return self.send(200, body)
         if path not in OBJECTS:
             return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                    "message": f"{path} not found", "reason": "NotFound", "code": 404})
@@ -293,6 +335,20 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_test/"):
             return self.test_control(path, body)
         created = kind_of_collection(path)
+        collection = created and "/".join(path.split("/")[:-3] + [path.split("/")[-1]])
+        if created and collection in COLLECTIONS and collection_group(collection) in CLUSTER_GROUP_NAMES:
+            api_version, kind = created
+            body.setdefault("apiVersion", api_version)
+            body.setdefault("kind", kind)
+            body.setdefault("metadata", {}).setdefault("namespace", path.strip("/").split("/")[-2])
+            with LOCK:
+                if (body["metadata"]["namespace"], body["metadata"]["name"]) in COLLECTIONS[collection]:
+                    return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                           "message": "already exists", "reason": "AlreadyExists", "code": 409})
+                body["metadata"].pop("resourceVersion", None)
+                cluster_change("ADDED", collection, body)
+                log(json.dumps({"post": path_of(body), "object": body}))
+                return self.send(201, body)
         if created:
             api_version, kind = created
             body.setdefault("apiVersion", api_version)
@@ -366,6 +422,36 @@ def merge(target, patch):
     return out
 
 
+def cluster_object(path):
+    """(collection, (namespace, name)) of a namespaced object path of a --cluster kind
+    (/apis/G/V/namespaces/NS/PLURAL/NAME), if it is one."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 6 and parts[-4] == "namespaces":
+        collection = "/" + "/".join(parts[:-4] + [parts[-2]])
+        if collection in COLLECTIONS and collection_group(collection) in CLUSTER_GROUP_NAMES:
+            return collection, (parts[-3], parts[-1])
+    return None
+
+
+def collection_group(collection):
+    parts = collection.strip("/").split("/")
+    return "" if parts[0] == "api" else parts[1]
+
+
+def cluster_change(kind, collection, obj):
+    """Keeps a change of a --cluster object (the caller holds LOCK) and records its event."""
+    global RV
+    RV += 1
+    obj.setdefault("metadata", {})["resourceVersion"] = str(RV)
+    key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+    if kind == "DELETED":
+        COLLECTIONS[collection].pop(key, None)
+    else:
+        COLLECTIONS[collection][key] = obj
+    EVENTS.append((RV, collection, {"type": kind, "object": obj}))
+    LOCK.notify_all()
+
+
 def kind_of_collection(path):
     """(apiVersion, kind) of a namespaced collection path (/api/v1/namespaces/NS/PLURAL)."""
     parts = path.strip("/").split("/")
@@ -377,10 +463,19 @@ def kind_of_collection(path):
     return None
 
 
+def plural_of(obj):
+    """An object's resource name, as its group's discovery lists it."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    for r in GROUPS.get((group, version), []):
+        if r["kind"] == obj["kind"] and "/" not in r["name"]:
+            return r["name"]
+    return obj["kind"].lower() + "s"
+
+
 def collection_of(obj):
     group, _, version = obj["apiVersion"].rpartition("/")
     prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    return f"{prefix}/{obj['kind'].lower()}s"
+    return f"{prefix}/{plural_of(obj)}"
 
 
 def serve_collections():
@@ -406,7 +501,7 @@ def keep(obj):
 
 def path_of(obj):
     group, _, version = obj["apiVersion"].rpartition("/")
-    plural = obj["kind"].lower() + "s"
+    plural = plural_of(obj)
     prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
     ns = obj["metadata"].get("namespace")
     if ns and obj["kind"] != "Namespace":

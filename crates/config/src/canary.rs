@@ -236,7 +236,9 @@ pub(crate) fn check(
     if from == to {
         err("spec.to", format!("`{}` is also `from`", s.to));
     }
-    // The versions exist: as `version` labels of the service's workloads, or as services.
+    // The versions exist: as `version` labels of the service's workloads (when the mesh runs
+    // them: a service without workloads, such as a cluster's, has replicas the mesh file does
+    // not list), or as services.
     if let Some(services) = services {
         let find = |name: &str| {
             let key = ServiceKey::new(name, namespace.as_str());
@@ -248,6 +250,7 @@ pub(crate) fn check(
                     "spec.service",
                     format!("{service} is not a service of the mesh"),
                 ),
+                Some(svc) if svc.workloads.is_empty() => {}
                 Some(svc) => {
                     let versions: Vec<&str> = svc
                         .workloads

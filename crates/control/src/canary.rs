@@ -7,7 +7,9 @@
 //! The rollout's state lives in the store with the route it owns (an annotation), so it goes
 //! on when the CLI that started it exits and resumes at the same step after the control plane
 //! restarts (over etcd, or a `weft control` whose store outlives it). Replicas sharing a store
-//! may all run the controller: every move is a conditional update of the state in force.
+//! may all run the controller: every move is a conditional update of the state in force. On a
+//! Kubernetes cluster the leader alone runs it, and its moves are written to the cluster's
+//! objects.
 //!
 //! Layout: [`routes`] (the owned route and how weights are written into it), [`analysis`]
 //! (reading and judging the proxies' metrics), and here the state machine, the webhooks and
@@ -91,7 +93,8 @@ impl Controller {
             .resources
             .iter()
             .any(|r| r.kind == "Canary" || routes::owner_of(r).is_some());
-        if !concerns_us {
+        // On a cluster only the elected replica moves rollouts.
+        if !concerns_us || !api.resources.runs_controllers() {
             self.marks.clear();
             self.hooked.clear();
             return;

@@ -79,10 +79,10 @@ pub const CLUSTER_ACCESS: &[Access] = &[
     },
     Access {
         group: "networking.istio.io",
-        resources: &["virtualservices"],
-        verbs: &["update", "patch"],
+        resources: &["virtualservices", "destinationrules"],
+        verbs: &["create", "update", "patch"],
         names: &[],
-        why: "the canary controller moves the weights of the routes it owns",
+        why: "the canary controller moves the weights of the routes it owns (and makes the route and subsets of a service that has none)",
     },
     Access {
         group: "security.istio.io",

@@ -28,6 +28,13 @@ pub trait Backend: Send + Sync + 'static {
         base: &config::Store,
         next: &config::Store,
     ) -> Result<Option<u64>, BackendError>;
+
+    /// Whether this replica runs the controllers that change the resources on their own (the
+    /// canary controller): every replica over a shared store whose writes are conditional, only
+    /// the elected one where they go to a cluster's objects.
+    fn runs_controllers(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +150,11 @@ impl Resources {
     /// The resources in force.
     pub fn current(&self) -> config::Store {
         self.backend.load()
+    }
+
+    /// Whether this replica runs the controllers that change the resources on their own.
+    pub fn runs_controllers(&self) -> bool {
+        self.backend.runs_controllers()
     }
 
     /// Removes the resources keyed as `gone`, adds or replaces `new`, and puts the result in

@@ -256,7 +256,12 @@ fn restore_credentials(
 
 /// How this proxy introduces itself to the control plane.
 fn hello(s: &Settings, b: &Bound) -> pb::Hello {
-    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    // A listener on 0.0.0.0 is reached at the advertised address (the pod's IP).
+    let reachable = |a: SocketAddr| match s.advertise {
+        Some(ip) if a.ip().is_unspecified() => SocketAddr::new(ip, a.port()),
+        _ => a,
+    };
+    let addr = |a: Option<SocketAddr>| a.map(|a| reachable(a).to_string()).unwrap_or_default();
     pb::Hello {
         service: s.service.clone(),
         namespace: s.namespace.clone(),
@@ -265,7 +270,7 @@ fn hello(s: &Settings, b: &Bound) -> pb::Hello {
         labels: s.labels.clone().into_iter().collect(),
         inbound: addr(b.inbound),
         outbound: addr(b.outbound),
-        admin: b.admin.to_string(),
+        admin: reachable(b.admin).to_string(),
         app: addr(s.app),
         mode: s.mode.as_str().to_string(),
         identity: s.identity.0.clone(),

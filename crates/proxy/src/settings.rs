@@ -71,6 +71,9 @@ pub struct Settings {
     /// `SO_MARK` of the proxy's own outbound connections (`--socket-mark`), which the pod's
     /// capture rules let through; `None`: unmarked.
     pub socket_mark: Option<u32>,
+    /// The address the control plane and peers reach this proxy at, for its listeners bound to
+    /// an unspecified address (a pod's IP); `None`: the bound addresses as they are.
+    pub advertise: Option<std::net::IpAddr>,
     pub drain_timeout: Duration,
     pub drain_grace: Duration,
     pub probe_interval: Duration,

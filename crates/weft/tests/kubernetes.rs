@@ -1682,3 +1682,288 @@ fn the_installed_deployment_starts_a_control_plane_that_serves_the_cluster() {
         );
     }
 }
+
+/// A rollout on a cluster: the recorded reviews pods at loopback addresses (127.0.0.2 and
+/// 127.0.0.3, each with a real sidecar at port 15006 in front of an echo app), a client proxy
+/// sending to reviews, and a `kind: Canary` added to the cluster: the control plane's canary
+/// controller moves the weights by writing the VirtualService in the cluster (PUT with the
+/// resourceVersion it saw), the watch brings each write back, and the rollout ends with every
+/// request to v2.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // The recorded cluster with the reviews pods and endpoints at loopback addresses.
+    let mut list: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata().join("cluster/bookinfo.json")).unwrap(),
+    )
+    .unwrap();
+    let loopback = [("10.244.1.11", "127.0.0.2"), ("10.244.1.12", "127.0.0.3")];
+    let mut text = list.to_string();
+    for (from, to) in loopback {
+        text = text.replace(from, to);
+    }
+    list = serde_json::from_str(&text).unwrap();
+    let cluster = dir.path().join("cluster.json");
+    std::fs::write(&cluster, list.to_string()).unwrap();
+    let log = dir.path().join("api.log");
+    let (_api_server, api) = api_stand_in(
+        dir.path(),
+        &[
+            "--cluster".as_ref(),
+            cluster.as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ],
+    );
+    let (_control, words) = weft_control_of(
+        dir.path(),
+        &["--kubernetes", "--kubernetes-api", &api, "--no-mtls"],
+        None,
+        &["connect to ", "API on http://"],
+    );
+    let grpc = words[0].clone();
+    let started = |args: Vec<String>| -> (Reaped, serde_json::Value) {
+        let mut p = Reaped(
+            Command::new(WEFT)
+                .args(&args)
+                .env_remove("WEFT_JOIN_TOKEN")
+                .env_remove("WEFT_POD_IP")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut first = String::new();
+        BufReader::new(p.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let bound = serde_json::from_str(&first).unwrap();
+        (p, bound)
+    };
+    let mut keep = Vec::new();
+    for (version, pod, ip) in [
+        ("v1", "reviews-v1-6f8d8c9d7b-q8wzt", "127.0.0.2"),
+        ("v2", "reviews-v2-5c7b7f6d9-lm4cx", "127.0.0.3"),
+    ] {
+        let port = free_port();
+        keep.push(Reaped(
+            Command::new(WEFT)
+                .args(["demo", "echo", "--service", "reviews", "--version", version])
+                .args(["--port", &port.to_string()])
+                .env("WEFT_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        let args = [
+            "proxy",
+            "--mode",
+            "sidecar",
+            "--control",
+            &grpc,
+            "--service",
+            "reviews",
+            "--namespace",
+            "bookinfo",
+            "--workload",
+            &format!("reviews-{version}"),
+            "--instance",
+            pod,
+            "--label",
+            "app=reviews",
+            "--label",
+            &format!("version={version}"),
+            "--inbound",
+            &format!("{ip}:15006"),
+            "--admin",
+            "127.0.0.1:0",
+            "--app",
+            &format!("127.0.0.1:{port}"),
+        ];
+        keep.push(started(args.iter().map(|a| a.to_string()).collect()).0);
+    }
+    let (_client, bound) = started(
+        [
+            "proxy",
+            "--mode",
+            "client",
+            "--control",
+            &grpc,
+            "--service",
+            "productpage",
+            "--namespace",
+            "bookinfo",
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect(),
+    );
+    let outbound: std::net::SocketAddr = bound["outbound"].as_str().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
+    // The client proxy knows reviews' two endpoints before any request is sent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let config = get(&client(), admin, "admin", "/config")
+            .await
+            .unwrap()
+            .body;
+        if config["snapshot"]["services"].is_array()
+            && snapshot_endpoints(&config, "reviews").len() == 2
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client proxy has no reviews endpoints"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Requests to reviews through the client proxy until the rollout is over (at most 60 s);
+    // which version answered each, counted after the rollout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = client();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut answered = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                if let Ok(r) = get(&c, outbound, "reviews.bookinfo:9080", "/").await {
+                    answered.push((
+                        r.status,
+                        r.body["version"].as_str().unwrap_or("").to_string(),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            answered
+        })
+    };
+    let canary = serde_json::json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "reviews", "namespace": "bookinfo", "uid": "9e1c0a4e-canary",
+                     "creationTimestamp": "2026-11-30T10:00:00Z", "generation": 1},
+        "spec": {"service": "reviews", "from": "v1", "to": "v2", "steps": [50, 100],
+                 "interval": "1s", "analysis": {"minRequests": 5, "maxErrorRate": "5%", "maxP99": "0s"}},
+    });
+    stand_in(
+        &api,
+        "/_test/events",
+        serde_json::json!({"events": [{"type": "ADDED", "object": canary}]}),
+    )
+    .await;
+    // The VirtualService in the cluster, as the controller writes it.
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let vs_path = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews";
+    let weights = || async move {
+        let vs = get(&client(), addr, "apiserver", vs_path)
+            .await
+            .unwrap()
+            .body;
+        vs["spec"]["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["route"].as_array().cloned().unwrap_or_default())
+            .map(|d| {
+                format!(
+                    "{}={}",
+                    d["destination"]["subset"].as_str().unwrap_or("-"),
+                    d["weight"]
+                )
+            })
+            .collect::<Vec<String>>()
+    };
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    loop {
+        let w = weights().await;
+        if seen.last() != Some(&w) {
+            seen.push(w.clone());
+        }
+        if w.iter().any(|x| x.ends_with("=100"))
+            && w.iter().any(|x| x.contains("v2"))
+            && w.contains(&"v2=100".to_string())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout did not finish: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Through 50/50 to 100% v2, each move a write to the cluster by the control plane.
+    assert!(
+        seen.iter().any(|w| w.contains(&"v2=50".to_string())),
+        "{seen:?}"
+    );
+    let puts = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("\"put\": \"{vs_path}\"")))
+        .count();
+    assert!(puts >= 2, "{puts} writes of the VirtualService");
+    // The proxies run the last move: the client proxy's snapshot sends everything to v2.
+    let c = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let config = get(&c, admin, "admin", "/config").await.unwrap().body;
+        let w = snapshot_weights(&config, "reviews");
+        if w.contains(&"v2=100".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy's weights: {w:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = load.await.unwrap();
+    assert!(
+        answered.iter().all(|(status, _)| *status == 200),
+        "a request failed during the rollout"
+    );
+    let v2 = answered.iter().filter(|(_, v)| v == "v2").count();
+    assert!(
+        v2 > 0 && answered.len() > 50,
+        "{} answers, {v2} from v2",
+        answered.len()
+    );
+    let (code, out, err) = weft_with_home(
+        dir.path(),
+        &[
+            "canary",
+            "status",
+            "reviews",
+            "--namespace",
+            "bookinfo",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("succeeded"), "{out}");
+}
+
+/// `weft ARGS` with WEFT_HOME `home`: exit code, stdout, stderr.
+fn weft_with_home(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(WEFT)
+        .args(args)
+        .env("WEFT_HOME", home)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -25,7 +25,9 @@
 //!   carry. One that does not validate is left out with its error logged; the rest applies.
 //!
 //! The resources are the cluster's: they change with `kubectl apply`, and the control plane's
-//! own API refuses `weft apply` ([`ClusterResources`]). The leader among the replicas
+//! own API refuses `weft apply` ([`ClusterResources`]); the one writer through it is the canary
+//! controller (on the leader), whose moves of the routes it owns are written to the cluster's
+//! objects with the resourceVersion last seen. The leader among the replicas
 //! ([`super::lease`]) writes back what Gateway API expects of a mesh: each HTTPRoute's and
 //! GRPCRoute's `status.parents` entry of this controller, with the `Accepted` and
 //! `ResolvedRefs` conditions (other controllers' entries kept).
@@ -122,6 +124,8 @@ struct Shared {
     changed: tokio::sync::Notify,
     /// Kinds being followed; `listed` catching up with it is the first sync.
     followed: Mutex<BTreeSet<String>>,
+    /// The custom kinds the cluster serves, by (group, kind).
+    served: Mutex<BTreeMap<(String, String), Arc<ApiResource>>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
 
@@ -144,9 +148,14 @@ impl Shared {
 }
 
 /// The resources in force on a cluster: what the watches compiled last. A change through the
-/// control plane's API is refused: the cluster's objects change through the Kubernetes API.
+/// control plane's API is refused (the cluster's objects change through the Kubernetes API),
+/// except a rollout's: the canary controller's moves of the routes it owns are written to the
+/// cluster's objects.
 pub struct ClusterResources {
     store: Mutex<config::Store>,
+    shared: Arc<Shared>,
+    client: kube::Client,
+    leader: super::lease::Leader,
 }
 
 #[tonic::async_trait]
@@ -157,14 +166,123 @@ impl Backend for ClusterResources {
 
     async fn save(
         &self,
-        _base: &config::Store,
-        _next: &config::Store,
+        base: &config::Store,
+        next: &config::Store,
     ) -> Result<Option<u64>, BackendError> {
-        Err(BackendError(
-            "on Kubernetes the resources are the cluster's: change them with `kubectl apply` \
-             or `kubectl delete`"
-                .to_string(),
-        ))
+        let changes = changed(base, next);
+        let owned = |r: &Option<&Resource>| r.is_some_and(|r| crate::canary::owner_of(r).is_some());
+        if !changes.iter().any(|(b, a)| owned(b) || owned(a)) {
+            return Err(BackendError(
+                "on Kubernetes the resources are the cluster's: change them with `kubectl apply` \
+                 or `kubectl delete`"
+                    .to_string(),
+            ));
+        }
+        for (before, after) in changes {
+            self.write(before, after).await?;
+        }
+        *self.store.lock().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        Ok(None)
+    }
+
+    fn runs_controllers(&self) -> bool {
+        self.leader.is_leader()
+    }
+}
+
+/// The resources that differ between `base` and `next`: (before, after), `None` where there
+/// is none.
+fn changed<'a>(
+    base: &'a config::Store,
+    next: &'a config::Store,
+) -> Vec<(Option<&'a Resource>, Option<&'a Resource>)> {
+    let before: BTreeMap<_, &Resource> = base.resources.iter().map(|r| (r.key(), r)).collect();
+    let after: BTreeMap<_, &Resource> = next.resources.iter().map(|r| (r.key(), r)).collect();
+    let keys: BTreeSet<_> = before.keys().chain(after.keys()).cloned().collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (b, a) = (before.get(&k).copied(), after.get(&k).copied());
+            (b.map(|r| &r.text) != a.map(|r| &r.text)).then_some((b, a))
+        })
+        .collect()
+}
+
+impl ClusterResources {
+    /// Writes one resource's change to the cluster: replaced (with the resourceVersion last
+    /// seen, so a change made meanwhile is not overwritten), created or deleted; what the API
+    /// answers is what the watches know from then on.
+    async fn write(
+        &self,
+        before: Option<&Resource>,
+        after: Option<&Resource>,
+    ) -> Result<(), BackendError> {
+        let r = after
+            .or(before)
+            .ok_or_else(|| BackendError("nothing to write".into()))?;
+        let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
+        let ar = self
+            .shared
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(r.group().to_string(), r.kind.clone()))
+            .cloned()
+            .ok_or_else(|| BackendError(format!("{what}: the cluster does not serve its kind")))?;
+        let kind_name = format!("{}.{}", ar.plural, ar.group);
+        let key = (r.namespace.clone(), r.name.clone());
+        let seen = self
+            .shared
+            .known()
+            .kinds
+            .get(&kind_name)
+            .and_then(|objects| objects.get(&key))
+            .and_then(|o| match o {
+                Object::Custom(_, o) => o.metadata.resource_version.clone(),
+                _ => None,
+            });
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &r.namespace, &*ar);
+        let failed = |e: kube::Error| match e {
+            kube::Error::Api(e) if e.code == 409 => BackendError(format!(
+                "{what} changed in the cluster meanwhile; try again"
+            )),
+            e => BackendError(format!("{what}: {e}")),
+        };
+        let Some(after) = after else {
+            api.delete(&r.name, &kube::api::DeleteParams::default())
+                .await
+                .map_err(failed)?;
+            if let Some(objects) = self.shared.known().kinds.get_mut(&kind_name) {
+                objects.remove(&key);
+            }
+            self.shared.changed.notify_one();
+            return Ok(());
+        };
+        let mut value: serde_json::Value = serde_yaml_ng::from_str(&after.text)
+            .map_err(|e| BackendError(format!("{what}: {e}")))?;
+        match &seen {
+            Some(rv) => value["metadata"]["resourceVersion"] = rv.clone().into(),
+            None => {
+                if let Some(m) = value["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+            }
+        }
+        let obj: DynamicObject =
+            serde_json::from_value(value).map_err(|e| BackendError(format!("{what}: {e}")))?;
+        let params = kube::api::PostParams::default();
+        let written = match seen {
+            Some(_) => api.replace(&r.name, &params, &obj).await,
+            None => api.create(&params, &obj).await,
+        }
+        .map_err(failed)?;
+        self.shared
+            .known()
+            .kinds
+            .entry(kind_name)
+            .or_default()
+            .insert(key, Object::Custom(ar, Box::new(written)));
+        self.shared.changed.notify_one();
+        Ok(())
     }
 }
 
@@ -191,6 +309,7 @@ impl Cluster {
             known: Mutex::new(Known::default()),
             changed: tokio::sync::Notify::new(),
             followed: Mutex::new(BTreeSet::new()),
+            served: Mutex::new(BTreeMap::new()),
             synced: tokio::sync::watch::Sender::new(false),
         });
         follow(
@@ -240,6 +359,9 @@ impl Cluster {
         }
         let resources = Arc::new(ClusterResources {
             store: Mutex::new(seed.clone()),
+            shared: shared.clone(),
+            client: client.clone(),
+            leader: leader.clone(),
         });
         let writer = StatusWriter {
             client,
@@ -286,6 +408,11 @@ async fn follow_group(shared: &Arc<Shared>, client: &kube::Client, group: &str) 
         let name = format!("{}.{}", ar.plural, ar.group);
         let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
         let ar = Arc::new(ar);
+        shared
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ar.group.clone(), ar.kind.clone()), ar.clone());
         follow(shared, name, api, move |o| {
             Object::Custom(ar.clone(), Box::new(o))
         });

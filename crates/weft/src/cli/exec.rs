@@ -88,6 +88,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         app_ports: Vec::new(),
         capture_outbound: None,
         socket_mark: None,
+        advertise: None,
         drain_timeout: Duration::from_secs(2),
         drain_grace: Duration::ZERO,
         probe_interval: Duration::from_secs(1),

@@ -59,6 +59,10 @@ pub struct ProxyArgs {
     /// rules let them through (needs CAP_NET_ADMIN)
     #[arg(long, value_name = "MARK")]
     socket_mark: Option<u32>,
+    /// The address the control plane and peers reach this proxy at, for listeners bound to an
+    /// unspecified address (0.0.0.0): in a pod, the pod's IP (injection sets WEFT_POD_IP)
+    #[arg(long, value_name = "IP", env = "WEFT_POD_IP")]
+    advertise: Option<std::net::IpAddr>,
     #[arg(long)]
     inbound: Option<SocketAddr>,
     #[arg(long)]
@@ -442,6 +446,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         app_ports: a.app_ports,
         capture_outbound: a.capture_outbound,
         socket_mark: a.socket_mark,
+        advertise: a.advertise,
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
         drain_grace: a.drain_grace.unwrap_or(settings::DEFAULT_DRAIN_GRACE),
         probe_interval: a.probe_interval.unwrap_or(settings::DEFAULT_PROBE_INTERVAL),
