@@ -120,6 +120,11 @@ CLUSTER_GROUP_NAMES = {g for (g, _) in CLUSTER_GROUPS}
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def failure(self, code, reason, message):
+        """A `Status` as the API server answers a failed request."""
+        return self.send(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": message, "reason": reason, "code": code})
+
     def send(self, code, doc):
         body = json.dumps(doc).encode()
         self.send_response(code)
@@ -141,8 +146,7 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 obj = COLLECTIONS[found[0]].get(found[1])
             if obj is None:
-                return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                       "message": f"{path} not found", "reason": "NotFound", "code": 404})
+                return self.failure(404, "NotFound", f"{path} not found")
             return self.send(200, obj)
         if path in OBJECTS:
             return self.send(200, OBJECTS[path])
@@ -161,8 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == prefix:
                 return self.send(200, {"kind": "APIResourceList", "apiVersion": "v1",
                                        "groupVersion": f"{g}/{v}" if g else v, "resources": resources})
-        return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                               "message": f"{path} not found", "reason": "NotFound", "code": 404})
+        return self.failure(404, "NotFound", f"{path} not found")
 
     def collection(self, path, query):
         watching = query.get("watch") in ("true", "1")
@@ -291,8 +294,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             obj = found and COLLECTIONS[found[0]].get(found[1])
             if not obj:
-                return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                       "message": f"{path} not found", "reason": "NotFound", "code": 404})
+                return self.failure(404, "NotFound", f"{path} not found")
             cluster_change("DELETED", found[0], obj)
             log(json.dumps({"delete": path}))
             return self.send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
@@ -306,23 +308,18 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 current = COLLECTIONS[found[0]].get(found[1])
                 if current is None:
-                    return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                           "message": f"{path} not found", "reason": "NotFound", "code": 404})
+                    return self.failure(404, "NotFound", f"{path} not found")
                 if body.get("metadata", {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                    return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                           "message": "the object has been modified", "reason": "Conflict",
-                                           "code": 409})
+                    return self.failure(409, "Conflict", "the object has been modified")
                 body.setdefault("status", current.get("status"))
                 cluster_change("MODIFIED", found[0], body)
                 log(json.dumps({"put": path, "object": body}))
                 return self.send(200, body)
         if path not in OBJECTS:
-            return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                   "message": f"{path} not found", "reason": "NotFound", "code": 404})
+            return self.failure(404, "NotFound", f"{path} not found")
         current = OBJECTS[path]["metadata"]["resourceVersion"]
         if body.get("metadata", {}).get("resourceVersion") != current:
-            return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                   "message": "the object has been modified", "reason": "Conflict", "code": 409})
+            return self.failure(409, "Conflict", "the object has been modified")
         body["metadata"]["resourceVersion"] = str(int(current) + 1)
         OBJECTS[path] = body
         log(json.dumps({"put": path, "object": body}))
@@ -343,8 +340,7 @@ class Handler(BaseHTTPRequestHandler):
             body.setdefault("metadata", {}).setdefault("namespace", path.strip("/").split("/")[-2])
             with LOCK:
                 if (body["metadata"]["namespace"], body["metadata"]["name"]) in COLLECTIONS[collection]:
-                    return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                           "message": "already exists", "reason": "AlreadyExists", "code": 409})
+                    return self.failure(409, "AlreadyExists", "already exists")
                 body["metadata"].pop("resourceVersion", None)
                 cluster_change("ADDED", collection, body)
                 log(json.dumps({"post": path_of(body), "object": body}))
@@ -356,15 +352,13 @@ class Handler(BaseHTTPRequestHandler):
             body.setdefault("metadata", {}).setdefault("namespace", path.strip("/").split("/")[-2])
             at = path_of(body)
             if at in OBJECTS:
-                return self.send(409, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                       "message": "already exists", "reason": "AlreadyExists", "code": 409})
+                return self.failure(409, "AlreadyExists", "already exists")
             body.setdefault("metadata", {})["resourceVersion"] = "1"
             OBJECTS[at] = body
             log(json.dumps({"post": at, "object": body}))
             return self.send(201, body)
         if path != "/apis/authentication.k8s.io/v1/tokenreviews" or TOKENS is None:
-            return self.send(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                   "message": f"{path} not found", "reason": "NotFound", "code": 404})
+            return self.failure(404, "NotFound", f"{path} not found")
         log(json.dumps(body))
         spec = body.get("spec", {})
         user = TOKENS.get(spec.get("token", ""))

@@ -1021,6 +1021,26 @@ fn the_roots_are_in_every_namespace() {
     );
 }
 
+/// `weft ARGS` (a proxy), once it has printed its bound addresses: the process and them.
+fn started(args: &[&str]) -> (Reaped, serde_json::Value) {
+    use std::io::{BufRead, BufReader};
+    let mut p = Reaped(
+        Command::new(WEFT)
+            .args(args)
+            .env_remove("WEFT_JOIN_TOKEN")
+            .env_remove("WEFT_POD_IP")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(p.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (p, serde_json::from_str(&first).unwrap())
+}
+
 /// What the stand-in's `/_test/…` endpoints are asked to do.
 async fn stand_in(api: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
     let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
@@ -1104,7 +1124,6 @@ fn snapshot_weights(config: &serde_json::Value, name: &str) -> Vec<String> {
 /// applied is the cluster's.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_clusters_objects_watched_become_the_snapshot_proxies_get() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let (_api_server, api) = api_stand_in(
         dir.path(),
@@ -1140,22 +1159,21 @@ async fn the_clusters_objects_watched_become_the_snapshot_proxies_get() {
             "{collection} listed: {listed:?}"
         );
     }
-    let mut proxy = Reaped(
-        Command::new(WEFT)
-            .args(["proxy", "--mode", "client", "--control", grpc])
-            .args(["--service", "productpage", "--namespace", "bookinfo"])
-            .args(["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .env_remove("WEFT_JOIN_TOKEN")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(proxy.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let bound: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let (_proxy, bound) = started(&[
+        "proxy",
+        "--mode",
+        "client",
+        "--control",
+        grpc,
+        "--service",
+        "productpage",
+        "--namespace",
+        "bookinfo",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     let c = client();
     // The proxy's snapshot, once `holds` holds for it (the step's readiness signal: the
@@ -1691,7 +1709,6 @@ fn the_installed_deployment_starts_a_control_plane_that_serves_the_cluster() {
 /// request to v2.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     // The recorded cluster with the reviews pods and endpoints at loopback addresses.
     let mut list: serde_json::Value = serde_json::from_str(
@@ -1723,24 +1740,6 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
         &["connect to ", "API on http://"],
     );
     let grpc = words[0].clone();
-    let started = |args: Vec<String>| -> (Reaped, serde_json::Value) {
-        let mut p = Reaped(
-            Command::new(WEFT)
-                .args(&args)
-                .env_remove("WEFT_JOIN_TOKEN")
-                .env_remove("WEFT_POD_IP")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let mut first = String::new();
-        BufReader::new(p.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let bound = serde_json::from_str(&first).unwrap();
-        (p, bound)
-    };
     let mut keep = Vec::new();
     for (version, pod, ip) in [
         ("v1", "reviews-v1-6f8d8c9d7b-q8wzt", "127.0.0.2"),
@@ -1781,28 +1780,23 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
             "--app",
             &format!("127.0.0.1:{port}"),
         ];
-        keep.push(started(args.iter().map(|a| a.to_string()).collect()).0);
+        keep.push(started(&args).0);
     }
-    let (_client, bound) = started(
-        [
-            "proxy",
-            "--mode",
-            "client",
-            "--control",
-            &grpc,
-            "--service",
-            "productpage",
-            "--namespace",
-            "bookinfo",
-            "--outbound",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect(),
-    );
+    let (_client, bound) = started(&[
+        "proxy",
+        "--mode",
+        "client",
+        "--control",
+        &grpc,
+        "--service",
+        "productpage",
+        "--namespace",
+        "bookinfo",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let outbound: std::net::SocketAddr = bound["outbound"].as_str().unwrap().parse().unwrap();
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     // The client proxy knows reviews' two endpoints before any request is sent.
@@ -1938,7 +1932,7 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
         "{} answers, {v2} from v2",
         answered.len()
     );
-    let (code, out, err) = weft_with_home(
+    let status = weft_in(
         dir.path(),
         &[
             "canary",
@@ -1950,20 +1944,11 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
             "json",
         ],
     );
-    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     assert!(out.contains("succeeded"), "{out}");
-}
-
-/// `weft ARGS` with WEFT_HOME `home`: exit code, stdout, stderr.
-fn weft_with_home(home: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(WEFT)
-        .args(args)
-        .env("WEFT_HOME", home)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
