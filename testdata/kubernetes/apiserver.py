@@ -44,7 +44,7 @@ The test drives the changes:
                           "resourceVersion"}
 
     python3 apiserver.py PORT_FILE [--tokens TOKENS_JSON] [--log LOG] [--object FILE]...
-                                   [--cluster FILE]
+                                   [--cluster FILE] [--port PORT]
 """
 
 import json
@@ -394,6 +394,8 @@ EXPIRES = 0
 DROPS = 0
 REQUESTS = []
 CLUSTER = []
+# --port: where to listen (default: a free port).
+PORT = [0]
 
 
 def log(entry):
@@ -521,6 +523,8 @@ def main():
             OBJECTS[path_of(obj)] = obj
             if obj["kind"] == "Namespace":
                 CLUSTER.append(json.loads(json.dumps(obj)))
+        elif flag == "--port":
+            PORT[0] = int(value)
         elif flag == "--cluster":
             with open(value) as f:
                 CLUSTER.extend(json.load(f)["items"])
@@ -528,7 +532,7 @@ def main():
             raise SystemExit(f"unknown flag {flag}")
     for obj in CLUSTER:
         keep(obj)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", PORT[0]), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(server.server_port))
     import os

@@ -1952,3 +1952,114 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
     );
     assert!(out.contains("succeeded"), "{out}");
 }
+
+/// A control plane whose Kubernetes API is not there yet serves no proxy (it is not ready, so
+/// proxies keep what they run and go to another replica) rather than a mesh without the
+/// cluster in it; once the API answers, it lists, compiles and becomes ready, and the first
+/// snapshot a proxy gets is the cluster's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_plane_is_ready_only_once_the_cluster_is_listed() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let mut control = Reaped(
+        Command::new(WEFT)
+            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(["--kubernetes", "--kubernetes-api", &api, "--no-mtls"])
+            .env("WEFT_HOME", dir.path())
+            .env("WEFT_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (lines, said) = std::sync::mpsc::channel::<(bool, String)>();
+    for (is_out, stream) in [
+        (
+            true,
+            Box::new(control.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        ),
+        (false, Box::new(control.stderr.take().unwrap())),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines.send((is_out, line));
+            }
+        });
+    }
+    // It tried the API and failed (its watches say so)…
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (is_out, line) = said
+            .recv_timeout(left)
+            .expect("no word from the control plane");
+        before.push(line.clone());
+        if !is_out && line.contains("watch failed") {
+            break;
+        }
+    }
+    // …and said nothing of being ready.
+    assert!(!before.iter().any(|l| l.contains("ready")), "{before:?}");
+    // The API server comes up on that port: the control plane lists, compiles, is ready.
+    let (_api_server, _) = api_stand_in(
+        dir.path(),
+        &[
+            "--cluster".as_ref(),
+            testdata().join("cluster/bookinfo.json").as_os_str(),
+            "--port".as_ref(),
+            port.to_string().as_ref(),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (is_out, line) = said
+            .recv_timeout(left)
+            .expect("not ready after the API came up");
+        if is_out && line.contains("ready") {
+            break line;
+        }
+    };
+    let at = ready.find("connect to ").unwrap() + "connect to ".len();
+    let grpc = ready[at..].split([' ', ',']).next().unwrap().to_string();
+    let (_proxy, bound) = started(&[
+        "proxy",
+        "--mode",
+        "client",
+        "--control",
+        &grpc,
+        "--service",
+        "productpage",
+        "--namespace",
+        "bookinfo",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let first = loop {
+        let config = get(&client(), admin, "admin", "/config")
+            .await
+            .unwrap()
+            .body;
+        // The first snapshot from the control plane (before it, the proxy has none).
+        if config["snapshot_source"] == "control" {
+            break config;
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        snapshot_endpoints(&first, "reviews").len(),
+        2,
+        "the first snapshot is the cluster's: {}",
+        first["snapshot"]
+    );
+    assert_eq!(snapshot_weights(&first, "reviews"), ["v1=80", "v2=20"]);
+}

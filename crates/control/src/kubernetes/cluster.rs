@@ -122,6 +122,10 @@ struct Known {
 struct Shared {
     known: Mutex<Known>,
     changed: tokio::sync::Notify,
+    /// Every mesh API has been found or is known not to be installed.
+    discovered: std::sync::atomic::AtomicBool,
+    /// The first compilation after every followed kind was listed has been handed over.
+    compiled: tokio::sync::watch::Sender<bool>,
     /// Kinds being followed; `listed` catching up with it is the first sync.
     followed: Mutex<BTreeSet<String>>,
     /// The custom kinds the cluster serves, by (group, kind).
@@ -141,7 +145,8 @@ impl Shared {
     fn check_synced(&self) {
         let followed = self.followed().clone();
         let listed = self.known().listed.clone();
-        if followed.is_subset(&listed) {
+        let discovered = self.discovered.load(std::sync::atomic::Ordering::Acquire);
+        if discovered && followed.is_subset(&listed) {
             self.synced.send_replace(true);
         }
     }
@@ -311,6 +316,8 @@ impl Cluster {
             followed: Mutex::new(BTreeSet::new()),
             served: Mutex::new(BTreeMap::new()),
             synced: tokio::sync::watch::Sender::new(false),
+            compiled: tokio::sync::watch::Sender::new(false),
+            discovered: std::sync::atomic::AtomicBool::new(false),
         });
         follow(
             &shared,
@@ -336,27 +343,7 @@ impl Cluster {
             Api::<EndpointSlice>::all(client.clone()),
             |o| Object::Slice(Box::new(o)),
         );
-        let mut missing = Vec::new();
-        for group in MESH_API_GROUPS {
-            if !follow_group(&shared, &client, group).await {
-                missing.push(*group);
-            }
-        }
-        if !missing.is_empty() {
-            let (shared, client) = (shared.clone(), client.clone());
-            tokio::spawn(async move {
-                while !missing.is_empty() {
-                    tokio::time::sleep(REDISCOVER).await;
-                    let mut still = Vec::new();
-                    for group in missing {
-                        if !follow_group(&shared, &client, group).await {
-                            still.push(group);
-                        }
-                    }
-                    missing = still;
-                }
-            });
-        }
+        tokio::spawn(discover(shared.clone(), client.clone()));
         let resources = Arc::new(ClusterResources {
             store: Mutex::new(seed.clone()),
             shared: shared.clone(),
@@ -378,26 +365,81 @@ impl Cluster {
         Cluster { resources, shared }
     }
 
-    /// Waits until every kind followed has been listed once (or `within` passed): whether it
-    /// was.
+    /// Waits until every kind followed has been listed once and what they hold has been
+    /// compiled and handed to the registry (or `within` passed): whether it has.
     pub async fn synced(&self, within: Duration) -> bool {
-        let mut rx = self.shared.synced.subscribe();
+        let mut rx = self.shared.compiled.subscribe();
         tokio::time::timeout(within, rx.wait_for(|s| *s))
             .await
             .is_ok_and(|r| r.is_ok())
     }
 }
 
+/// Finds which mesh APIs the cluster serves and follows them: every group is looked for until
+/// it is found or known not to be installed (an API server that does not answer is asked
+/// again every second), which the first sync waits for; those not installed are looked for
+/// again every 30 s.
+async fn discover(shared: Arc<Shared>, client: kube::Client) {
+    let mut pending: Vec<&str> = MESH_API_GROUPS.to_vec();
+    let mut missing = Vec::new();
+    while !pending.is_empty() {
+        let mut again = Vec::new();
+        for group in pending {
+            match follow_group(&shared, &client, group).await {
+                Lookup::Followed => {}
+                Lookup::NotInstalled => missing.push(group),
+                Lookup::Unreachable => again.push(group),
+            }
+        }
+        pending = again;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    shared
+        .discovered
+        .store(true, std::sync::atomic::Ordering::Release);
+    shared.check_synced();
+    while !missing.is_empty() {
+        tokio::time::sleep(REDISCOVER).await;
+        let mut still = Vec::new();
+        for group in missing {
+            if !matches!(
+                follow_group(&shared, &client, group).await,
+                Lookup::Followed
+            ) {
+                still.push(group);
+            }
+        }
+        missing = still;
+    }
+}
+
+/// What looking for a mesh API found.
+enum Lookup {
+    Followed,
+    NotInstalled,
+    /// The API server did not answer (or not as one does): look again.
+    Unreachable,
+}
+
 /// Follows the resources of the mesh API `group` that [`super::CLUSTER_ACCESS`] lets us watch,
-/// at the most stable version the cluster serves each; `false` when the group is not installed
-/// (or discovery failed: it is tried again later).
-async fn follow_group(shared: &Arc<Shared>, client: &kube::Client, group: &str) -> bool {
+/// at the most stable version the cluster serves each.
+async fn follow_group(shared: &Arc<Shared>, client: &kube::Client, group: &str) -> Lookup {
     let wanted = mesh_api_resources(group);
     let found = match kube::discovery::group(client, group).await {
         Ok(found) => found,
+        Err(kube::Error::Discovery(e)) => {
+            tracing::debug!(group, error = %e, "mesh API not installed");
+            return Lookup::NotInstalled;
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::debug!(group, error = %e, "mesh API not installed");
+            return Lookup::NotInstalled;
+        }
         Err(e) => {
-            tracing::debug!(group, error = %e, "mesh API not installed (or not discoverable yet)");
-            return false;
+            tracing::warn!(group, error = %e, "cannot look for a mesh API; trying again");
+            return Lookup::Unreachable;
         }
     };
     for (ar, caps) in found.resources_by_stability() {
@@ -417,7 +459,7 @@ async fn follow_group(shared: &Arc<Shared>, client: &kube::Client, group: &str) 
             Object::Custom(ar.clone(), Box::new(o))
         });
     }
-    true
+    Lookup::Followed
 }
 
 /// Follows one kind: its objects kept in `shared` under `kind` (replaced as a whole by each
@@ -502,6 +544,7 @@ async fn compile_changes(
     writer: StatusWriter,
 ) {
     let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut checked = ServiceChecks::default();
     let mut leader = writer.leader.clone();
     loop {
         tokio::select! {
@@ -510,12 +553,13 @@ async fn compile_changes(
             leads = leader.changed() => if !leads { continue },
         }
         tokio::time::sleep(SETTLE).await;
+        let synced = *shared.synced.borrow();
         let trust_domain = registry.trust_domain();
         let (view, routes) = {
             let known = shared.known();
             (View::of(&known, &trust_domain), routes_of(&known))
         };
-        let compiled = compile(&seed, &view);
+        let compiled = compile(&seed, &view, &mut checked);
         let now: BTreeSet<String> = compiled.problems.iter().cloned().collect();
         for p in now.difference(&reported) {
             tracing::warn!("{p}");
@@ -529,6 +573,9 @@ async fn compile_changes(
                     writer.write(&routes, &stated, &compiled.problems).await;
                 }
                 *resources.store.lock().unwrap_or_else(|p| p.into_inner()) = store;
+                if synced {
+                    shared.compiled.send_replace(true);
+                }
             }
             None => tracing::warn!(
                 "the cluster's resources do not compile as a whole; the last set that did keeps serving"
@@ -949,7 +996,7 @@ struct Compiled {
 /// none) and the custom resources applied over it; a resource that does not validate is left
 /// out (each custom resource is checked alone first, then the whole set, leaving out those the
 /// errors name).
-fn compile(seed: &config::Store, view: &View) -> Compiled {
+fn compile(seed: &config::Store, view: &View, checked: &mut ServiceChecks) -> Compiled {
     let mut problems = Vec::new();
     let mut resources: Vec<Resource> = seed
         .resources
@@ -957,7 +1004,20 @@ fn compile(seed: &config::Store, view: &View) -> Compiled {
         .filter(|r| r.kind != "Mesh")
         .cloned()
         .collect();
-    resources.push(mesh_document(seed, &view.services));
+    // Each Service checked alone first (a Mesh document of it), so that one the mesh cannot
+    // take is left out rather than the whole set.
+    let mut services = Vec::new();
+    for entry in &view.services {
+        match checked.check(entry) {
+            None => services.push(entry.clone()),
+            Some(why) => problems.push(format!(
+                "Service {}/{} left out: {why}",
+                entry["namespace"].as_str().unwrap_or_default(),
+                entry["name"].as_str().unwrap_or_default()
+            )),
+        }
+    }
+    resources.push(mesh_document(seed, &services));
     let mut store = config::Store { resources }.applied(Vec::new());
     let mut custom = Vec::new();
     for r in &view.custom {
@@ -1009,6 +1069,33 @@ fn compile(seed: &config::Store, view: &View) -> Compiled {
     Compiled {
         loaded: None,
         problems,
+    }
+}
+
+/// What each Service's entry gave when checked alone (`Some`: why it cannot be taken), kept
+/// while the entry is the same.
+#[derive(Default)]
+struct ServiceChecks(std::collections::HashMap<String, Option<String>>);
+
+impl ServiceChecks {
+    fn check(&mut self, entry: &serde_json::Value) -> Option<String> {
+        let key = entry.to_string();
+        if let Some(known) = self.0.get(&key) {
+            return known.clone();
+        }
+        let alone = config::Store {
+            resources: vec![mesh_document(
+                &config::Store::default(),
+                std::slice::from_ref(entry),
+            )],
+        };
+        let verdict = alone.load().err().map(|e| e.to_string());
+        // Services come and go: the cache holds what the cluster has now, give or take.
+        if self.0.len() > 10_000 {
+            self.0.clear();
+        }
+        self.0.insert(key, verdict.clone());
+        verdict
     }
 }
 
@@ -1207,12 +1294,48 @@ mod tests {
             view.discovered.vips[&key],
             "10.96.0.17".parse::<std::net::Ipv4Addr>().unwrap()
         );
-        let compiled = compile(&config::Store::default(), &view);
+        let compiled = compile(
+            &config::Store::default(),
+            &view,
+            &mut ServiceChecks::default(),
+        );
         let (_, loaded) = compiled.loaded.expect("compiles");
         let mesh = loaded.mesh.expect("a mesh");
         assert_eq!(mesh.name, "kubernetes");
         assert_eq!(mesh.services.len(), 1);
         assert_eq!(mesh.services[0].port, 9080);
+    }
+
+    #[test]
+    fn a_service_the_mesh_cannot_take_is_left_out_and_the_rest_applies() {
+        let view = View {
+            services: vec![
+                serde_json::json!({"name": "reviews", "namespace": "bookinfo", "ports": [{"port": 9080, "name": "http"}]}),
+                serde_json::json!({"name": "odd", "namespace": "bookinfo",
+                    "ports": [{"port": 80, "name": "http"}, {"port": 81, "name": "http"}]}),
+            ],
+            ..View::default()
+        };
+        let mut checked = ServiceChecks::default();
+        let compiled = compile(&config::Store::default(), &view, &mut checked);
+        let (_, loaded) = compiled.loaded.expect("the rest compiles");
+        let names: Vec<String> = loaded
+            .mesh
+            .unwrap()
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(names, ["reviews"]);
+        assert!(
+            compiled
+                .problems
+                .iter()
+                .any(|p| p.starts_with("Service bookinfo/odd left out: ")),
+            "{:?}",
+            compiled.problems
+        );
+        assert_eq!(checked.0.len(), 2, "each entry checked once and kept");
     }
 
     #[test]
@@ -1254,7 +1377,11 @@ mod tests {
             view.custom[1].file,
             Path::new("virtualservices.networking.istio.io/bookinfo/reviews")
         );
-        let compiled = compile(&config::Store::default(), &view);
+        let compiled = compile(
+            &config::Store::default(),
+            &view,
+            &mut ServiceChecks::default(),
+        );
         let (store, loaded) = compiled.loaded.expect("the rest compiles");
         let stated = crate::store::stated(&store, &loaded);
         let state = |name: &str| {

@@ -494,11 +494,13 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                         identity.clone(),
                     )
                     .await;
-                    // Ready once the cluster has been listed, so that the first snapshot
-                    // proxies get is the cluster's.
-                    if !cluster.synced(std::time::Duration::from_secs(30)).await {
+                    // Ready once the cluster has been listed and compiled, so that the first
+                    // snapshot proxies get is the cluster's: until then no proxy is served
+                    // (they keep what they run; the readiness probe fails, so they go to
+                    // another replica), rather than sent a mesh without the cluster in it.
+                    while !cluster.synced(std::time::Duration::from_secs(30)).await {
                         eprintln!(
-                            "weft: warning: the Kubernetes API has not listed every kind within 30 s; serving what it has"
+                            "weft: waiting for the Kubernetes API to list the cluster; no proxy is served until it has"
                         );
                     }
                     cluster.resources.clone()
