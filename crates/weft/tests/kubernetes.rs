@@ -8,6 +8,13 @@
 //! same way, and its RBAC rules compared with the table in docs/kubernetes.md. And `weft
 //! capture`, the injected init container's command, installing its rules in a real network
 //! namespace (as root).
+//!
+//! The control plane on a cluster (`weft control --kubernetes`) against the same stand-in
+//! serving list and watch over objects recorded in the API's shapes
+//! (testdata/kubernetes/cluster): the snapshot a real proxy applies after each watch event,
+//! bookmark, dropped watch and 410; two replicas sharing one root and electing the one that
+//! writes routes' status; a rollout whose moves are written to the cluster; readiness only
+//! once the cluster is listed; and the installed Deployment's own arguments.
 
 mod common;
 
