@@ -641,9 +641,12 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             },
             Some(&token),
         )?;
-        let store = match &etcd {
-            Some(e) => format!(" · store etcd ({}), replica {}", e.endpoints(), e.replica),
-            None => String::new(),
+        let store = match (&etcd, &cluster) {
+            (Some(e), _) => format!(" · store etcd ({}), replica {}", e.endpoints(), e.replica),
+            (None, Some((_, namespace, identity, _))) => format!(
+                " · the mesh is the Kubernetes cluster's, replica {identity} in {namespace}"
+            ),
+            (None, None) => String::new(),
         };
         // Other machines reach the API over TLS when there is a CA; plain HTTP is for loopback.
         let scheme = if cp.ca.is_some() && !cp.api.ip().is_loopback() {
