@@ -1048,6 +1048,25 @@ fn started(args: &[&str]) -> (Reaped, serde_json::Value) {
     (p, serde_json::from_str(&first).unwrap())
 }
 
+/// A client proxy of productpage in bookinfo, connected to the control plane at `grpc`.
+fn productpage_client(grpc: &str) -> (Reaped, serde_json::Value) {
+    started(&[
+        "proxy",
+        "--mode",
+        "client",
+        "--control",
+        grpc,
+        "--service",
+        "productpage",
+        "--namespace",
+        "bookinfo",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+}
+
 /// What the stand-in's `/_test/…` endpoints are asked to do.
 async fn stand_in(api: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
     let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
@@ -1166,21 +1185,7 @@ async fn the_clusters_objects_watched_become_the_snapshot_proxies_get() {
             "{collection} listed: {listed:?}"
         );
     }
-    let (_proxy, bound) = started(&[
-        "proxy",
-        "--mode",
-        "client",
-        "--control",
-        grpc,
-        "--service",
-        "productpage",
-        "--namespace",
-        "bookinfo",
-        "--outbound",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let (_proxy, bound) = productpage_client(grpc);
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     let c = client();
     // The proxy's snapshot, once `holds` holds for it (the step's readiness signal: the
@@ -1789,21 +1794,7 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
         ];
         keep.push(started(&args).0);
     }
-    let (_client, bound) = started(&[
-        "proxy",
-        "--mode",
-        "client",
-        "--control",
-        &grpc,
-        "--service",
-        "productpage",
-        "--namespace",
-        "bookinfo",
-        "--outbound",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let (_client, bound) = productpage_client(&grpc);
     let outbound: std::net::SocketAddr = bound["outbound"].as_str().unwrap().parse().unwrap();
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     // The client proxy knows reviews' two endpoints before any request is sent.
@@ -2033,21 +2024,7 @@ async fn a_control_plane_is_ready_only_once_the_cluster_is_listed() {
     };
     let at = ready.find("connect to ").unwrap() + "connect to ".len();
     let grpc = ready[at..].split([' ', ',']).next().unwrap().to_string();
-    let (_proxy, bound) = started(&[
-        "proxy",
-        "--mode",
-        "client",
-        "--control",
-        &grpc,
-        "--service",
-        "productpage",
-        "--namespace",
-        "bookinfo",
-        "--outbound",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let (_proxy, bound) = productpage_client(&grpc);
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let first = loop {
