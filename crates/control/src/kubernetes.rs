@@ -16,6 +16,31 @@ pub mod tokens;
 
 use std::fmt::Write as _;
 
+/// The one client of the Kubernetes API a control plane uses for everything it asks of it
+/// (watches, TokenReviews, its writes), made when first needed.
+pub struct ApiClient {
+    url: Option<String>,
+    client: tokio::sync::OnceCell<kube::Client>,
+}
+
+impl ApiClient {
+    /// A client of the API server at `url` (`None`: the cluster this runs in, or
+    /// `$KUBECONFIG`'s).
+    pub fn new(url: Option<String>) -> ApiClient {
+        ApiClient {
+            url,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<kube::Client, String> {
+        self.client
+            .get_or_try_init(|| tokens::client(self.url.as_deref()))
+            .await
+            .cloned()
+    }
+}
+
 /// Access to some resources of one API group, and why the control plane needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct Access {

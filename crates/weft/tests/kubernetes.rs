@@ -256,14 +256,22 @@ fn weft_control_of(
     mesh: Option<&Path>,
     markers: &[&str],
 ) -> (Reaped, Vec<String>) {
+    let mut cmd = Command::new(WEFT);
+    cmd.args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args(args)
+        .args(mesh)
+        .env("WEFT_HOME", home);
+    let (control, ready) = until_ready(cmd);
+    let words = markers.iter().map(|m| word_after(&ready, m)).collect();
+    (control, words)
+}
+
+/// `cmd` (a `weft control`) started, once it has printed its ready line: the process and the
+/// line.
+fn until_ready(mut cmd: Command) -> (Reaped, String) {
     use std::io::{BufRead, BufReader};
     let mut control = Reaped(
-        Command::new(WEFT)
-            .args(["control", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-            .args(args)
-            .args(mesh)
-            .env("WEFT_HOME", home)
-            .stdout(std::process::Stdio::piped())
+        cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
@@ -274,21 +282,20 @@ fn weft_control_of(
         ready.clear();
         assert!(out.read_line(&mut ready).unwrap() > 0, "weft control ended");
     }
-    let words = markers
-        .iter()
-        .map(|marker| {
-            let at = ready
-                .find(marker)
-                .unwrap_or_else(|| panic!("{marker} in {ready}"))
-                + marker.len();
-            ready[at..]
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    (control, words)
+    (control, ready)
+}
+
+/// The word after `marker` in `line` (up to a space or a comma).
+fn word_after(line: &str, marker: &str) -> String {
+    let at = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {line}"))
+        + marker.len();
+    line[at..]
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The mesh's roots from the control plane's API at `api`, written to `file`.
@@ -1067,9 +1074,14 @@ fn productpage_client(grpc: &str) -> (Reaped, serde_json::Value) {
     ])
 }
 
+/// The address of the stand-in at `api` (`http://ADDR`).
+fn api_addr(api: &str) -> std::net::SocketAddr {
+    api.trim_start_matches("http://").parse().unwrap()
+}
+
 /// What the stand-in's `/_test/…` endpoints are asked to do.
 async fn stand_in(api: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let addr = api_addr(api);
     let (status, answer) = post_json(addr, path, &[], &body).await;
     assert_eq!(status, 200, "{path}: {answer}");
     answer
@@ -1077,7 +1089,7 @@ async fn stand_in(api: &str, path: &str, body: serde_json::Value) -> serde_json:
 
 /// The stand-in's list and watch requests so far.
 async fn watch_requests(api: &str) -> Vec<serde_json::Value> {
-    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let addr = api_addr(api);
     let reply = get(&client(), addr, "apiserver", "/_test/requests")
         .await
         .unwrap();
@@ -1423,7 +1435,7 @@ fn replica_identity(pid: u32) -> String {
 
 /// The Lease the replicas elect their writer with, from the stand-in: its holder.
 async fn lease_holder(api: &str) -> Option<String> {
-    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let addr = api_addr(api);
     let path = "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-control";
     let reply = get(&client(), addr, "apiserver", path).await.ok()?;
     reply.body["spec"]["holderIdentity"]
@@ -1433,7 +1445,7 @@ async fn lease_holder(api: &str) -> Option<String> {
 
 /// This mesh's conditions on each HTTPRoute, from the stand-in: `NAME: TYPE=STATUS/REASON, …`.
 async fn route_conditions(api: &str) -> std::collections::BTreeMap<String, Vec<String>> {
-    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let addr = api_addr(api);
     let list = get(
         &client(),
         addr,
@@ -1619,7 +1631,6 @@ async fn replicas_share_one_root_and_only_the_leader_writes_route_status() {
 /// root in the Secret, and writes the webhook's caBundle and the roots' ConfigMaps.
 #[test]
 fn the_installed_deployment_starts_a_control_plane_that_serves_the_cluster() {
-    use std::io::{BufRead, BufReader};
     let (code, out, err) = weft_with(&["install", "--kubernetes"], None);
     assert_eq!(code, 0, "{err}");
     let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&out)
@@ -1670,18 +1681,7 @@ fn the_installed_deployment_starts_a_control_plane_that_serves_the_cluster() {
         };
         cmd.env(name, value);
     }
-    let mut control = Reaped(
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    let mut out = BufReader::new(control.stdout.take().unwrap());
-    while !line.contains("ready") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "weft control ended");
-    }
+    let (_control, line) = until_ready(cmd);
     assert!(line.contains("injection webhook on https://"), "{line}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(
@@ -1852,7 +1852,7 @@ async fn a_canary_on_a_cluster_moves_the_weights_through_the_api() {
     )
     .await;
     // The VirtualService in the cluster, as the controller writes it.
-    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let addr = api_addr(&api);
     let vs_path = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews";
     let weights = || async move {
         let vs = get(&client(), addr, "apiserver", vs_path)
@@ -2022,8 +2022,7 @@ async fn a_control_plane_is_ready_only_once_the_cluster_is_listed() {
             break line;
         }
     };
-    let at = ready.find("connect to ").unwrap() + "connect to ".len();
-    let grpc = ready[at..].split([' ', ',']).next().unwrap().to_string();
+    let grpc = word_after(&ready, "connect to ");
     let (_proxy, bound) = productpage_client(&grpc);
     let admin: std::net::SocketAddr = bound["admin"].as_str().unwrap().parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -130,7 +130,8 @@ struct Shared {
     followed: Mutex<BTreeSet<String>>,
     /// The custom kinds the cluster serves, by (group, kind).
     served: Mutex<BTreeMap<(String, String), Arc<ApiResource>>>,
-    synced: tokio::sync::watch::Sender<bool>,
+    /// Every mesh API is settled and every kind followed has been listed.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -147,7 +148,8 @@ impl Shared {
         let listed = self.known().listed.clone();
         let discovered = self.discovered.load(std::sync::atomic::Ordering::Acquire);
         if discovered && followed.is_subset(&listed) {
-            self.synced.send_replace(true);
+            self.synced
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -315,7 +317,7 @@ impl Cluster {
             changed: tokio::sync::Notify::new(),
             followed: Mutex::new(BTreeSet::new()),
             served: Mutex::new(BTreeMap::new()),
-            synced: tokio::sync::watch::Sender::new(false),
+            synced: std::sync::atomic::AtomicBool::new(false),
             compiled: tokio::sync::watch::Sender::new(false),
             discovered: std::sync::atomic::AtomicBool::new(false),
         });
@@ -473,7 +475,9 @@ fn follow<K>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     shared.followed().insert(kind.clone());
-    shared.synced.send_replace(false);
+    shared
+        .synced
+        .store(false, std::sync::atomic::Ordering::Release);
     let shared = shared.clone();
     tokio::spawn(async move {
         let key = |o: &K| {
@@ -544,7 +548,7 @@ async fn compile_changes(
     writer: StatusWriter,
 ) {
     let mut reported: BTreeSet<String> = BTreeSet::new();
-    let mut checked = ServiceChecks::default();
+    let mut checked = Checks::default();
     let mut leader = writer.leader.clone();
     loop {
         tokio::select! {
@@ -553,11 +557,13 @@ async fn compile_changes(
             leads = leader.changed() => if !leads { continue },
         }
         tokio::time::sleep(SETTLE).await;
-        let synced = *shared.synced.borrow();
+        let synced = shared.synced.load(std::sync::atomic::Ordering::Acquire);
         let trust_domain = registry.trust_domain();
+        let leads = writer.leader.is_leader();
         let (view, routes) = {
             let known = shared.known();
-            (View::of(&known, &trust_domain), routes_of(&known))
+            let routes = if leads { routes_of(&known) } else { Vec::new() };
+            (View::of(&known, &trust_domain), routes)
         };
         let compiled = compile(&seed, &view, &mut checked);
         let now: BTreeSet<String> = compiled.problems.iter().cloned().collect();
@@ -568,7 +574,7 @@ async fn compile_changes(
         match compiled.loaded {
             Some((store, loaded)) => {
                 registry.set_traffic_discovered(loaded.mesh.clone(), view.discovered);
-                if writer.leader.is_leader() {
+                if leads {
                     let stated = crate::store::stated(&store, &loaded);
                     writer.write(&routes, &stated, &compiled.problems).await;
                 }
@@ -996,7 +1002,7 @@ struct Compiled {
 /// none) and the custom resources applied over it; a resource that does not validate is left
 /// out (each custom resource is checked alone first, then the whole set, leaving out those the
 /// errors name).
-fn compile(seed: &config::Store, view: &View, checked: &mut ServiceChecks) -> Compiled {
+fn compile(seed: &config::Store, view: &View, checked: &mut Checks) -> Compiled {
     let mut problems = Vec::new();
     let mut resources: Vec<Resource> = seed
         .resources
@@ -1008,7 +1014,13 @@ fn compile(seed: &config::Store, view: &View, checked: &mut ServiceChecks) -> Co
     // take is left out rather than the whole set.
     let mut services = Vec::new();
     for entry in &view.services {
-        match checked.check(entry) {
+        let alone = || {
+            let doc = mesh_document(&config::Store::default(), std::slice::from_ref(entry));
+            config::Store {
+                resources: vec![doc],
+            }
+        };
+        match checked.check(entry.to_string(), alone) {
             None => services.push(entry.clone()),
             Some(why) => problems.push(format!(
                 "Service {}/{} left out: {why}",
@@ -1021,13 +1033,12 @@ fn compile(seed: &config::Store, view: &View, checked: &mut ServiceChecks) -> Co
     let mut store = config::Store { resources }.applied(Vec::new());
     let mut custom = Vec::new();
     for r in &view.custom {
-        match (config::Store {
+        let alone = || config::Store {
             resources: vec![r.clone()],
-        })
-        .load()
-        {
-            Ok(_) => custom.push(r.clone()),
-            Err(errors) => problems.push(format!(
+        };
+        match checked.check(format!("{}\n{}", r.file.display(), r.text), alone) {
+            None => custom.push(r.clone()),
+            Some(errors) => problems.push(format!(
                 "{} {}/{} left out: {errors}",
                 r.kind, r.namespace, r.name
             )),
@@ -1072,25 +1083,19 @@ fn compile(seed: &config::Store, view: &View, checked: &mut ServiceChecks) -> Co
     }
 }
 
-/// What each Service's entry gave when checked alone (`Some`: why it cannot be taken), kept
-/// while the entry is the same.
+/// What each Service's entry and each custom resource gave when loaded alone (`Some`: its
+/// errors), kept while it is the same: a change to one object checks only that one again.
 #[derive(Default)]
-struct ServiceChecks(std::collections::HashMap<String, Option<String>>);
+struct Checks(std::collections::HashMap<String, Option<String>>);
 
-impl ServiceChecks {
-    fn check(&mut self, entry: &serde_json::Value) -> Option<String> {
-        let key = entry.to_string();
+impl Checks {
+    /// The errors of `alone()` loaded, for the object whose text is `key`.
+    fn check(&mut self, key: String, alone: impl FnOnce() -> config::Store) -> Option<String> {
         if let Some(known) = self.0.get(&key) {
             return known.clone();
         }
-        let alone = config::Store {
-            resources: vec![mesh_document(
-                &config::Store::default(),
-                std::slice::from_ref(entry),
-            )],
-        };
-        let verdict = alone.load().err().map(|e| e.to_string());
-        // Services come and go: the cache holds what the cluster has now, give or take.
+        let verdict = alone().load().err().map(|e| e.to_string());
+        // Objects come and go: the cache holds what the cluster has now, give or take.
         if self.0.len() > 10_000 {
             self.0.clear();
         }
@@ -1294,11 +1299,7 @@ mod tests {
             view.discovered.vips[&key],
             "10.96.0.17".parse::<std::net::Ipv4Addr>().unwrap()
         );
-        let compiled = compile(
-            &config::Store::default(),
-            &view,
-            &mut ServiceChecks::default(),
-        );
+        let compiled = compile(&config::Store::default(), &view, &mut Checks::default());
         let (_, loaded) = compiled.loaded.expect("compiles");
         let mesh = loaded.mesh.expect("a mesh");
         assert_eq!(mesh.name, "kubernetes");
@@ -1316,7 +1317,7 @@ mod tests {
             ],
             ..View::default()
         };
-        let mut checked = ServiceChecks::default();
+        let mut checked = Checks::default();
         let compiled = compile(&config::Store::default(), &view, &mut checked);
         let (_, loaded) = compiled.loaded.expect("the rest compiles");
         let names: Vec<String> = loaded
@@ -1377,11 +1378,7 @@ mod tests {
             view.custom[1].file,
             Path::new("virtualservices.networking.istio.io/bookinfo/reviews")
         );
-        let compiled = compile(
-            &config::Store::default(),
-            &view,
-            &mut ServiceChecks::default(),
-        );
+        let compiled = compile(&config::Store::default(), &view, &mut Checks::default());
         let (store, loaded) = compiled.loaded.expect("the rest compiles");
         let stated = crate::store::stated(&store, &loaded);
         let state = |name: &str| {

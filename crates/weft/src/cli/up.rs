@@ -424,11 +424,11 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             grpc: a.listen,
             api: a.api,
         };
+        let kube_api = control::kubernetes::ApiClient::new(a.kubernetes_api.clone());
         // On a cluster: its API, which replica writes to it, and the CA's root shared by the
         // replicas (in a Secret, unless a root is given).
         let cluster = if a.kubernetes {
-            let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
-                .await
+            let client = kube_api.get().await
                 .map_err(|e| anyhow::anyhow!(e))?;
             let namespace = std::env::var("WEFT_POD_NAMESPACE")
                 .unwrap_or_else(|_| model::names::CONTROL_NAMESPACE.to_string());
@@ -463,8 +463,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                     let Some(ca) = &ca else {
                         anyhow::bail!("--service-account-tokens needs the mesh CA");
                     };
-                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
-                        .await
+                    let client = kube_api.get().await
                         .map_err(|e| anyhow::anyhow!(e))?;
                     ca.share_tokens(std::sync::Arc::new(
                         control::kubernetes::tokens::ServiceAccountTokens::new(
@@ -563,8 +562,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
             let Some(ca) = &cp.ca else {
                 anyhow::bail!("--ca-root-configmaps needs the mesh CA");
             };
-            let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
-                .await
+            let client = kube_api.get().await
                 .map_err(|e| anyhow::anyhow!(e))?;
             // Written once before the control plane says it is ready (by the leader).
             if leader.is_leader() {
@@ -608,8 +606,7 @@ pub fn control(a: ControlArgs) -> anyhow::Result<i32> {
                     cp.shutdown.clone(),
                 ));
                 if let Some(name) = &a.webhook_configuration {
-                    let client = control::kubernetes::tokens::client(a.kubernetes_api.as_deref())
-                        .await
+                    let client = kube_api.get().await
                         .map_err(|e| anyhow::anyhow!(e))?;
                     // Written once before the control plane says it is ready (by the leader).
                     if leader.is_leader() {
