@@ -3,12 +3,12 @@
 //! (as Linkerd does), so the two-hop path costs one pooled connection, not one per request.
 //! A backend whose `connectionPool` limits connections has its own instead ([`PeerConn`], one
 //! request at a time each, pooled by `policy::pool`). The mTLS handshake itself is
-//! `tls::connect`.
+//! `tls::connect`; the HTTP/2 client on it, [`client`].
 
-use crate::body::Body;
+pub mod client;
+
 use arc_swap::ArcSwapOption;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+pub use client::Sender;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,6 @@ use std::time::Duration;
 /// How long to wait for a peer proxy to accept a connection. Peers are on loopback or a LAN; a
 /// peer that takes longer is treated as down and another endpoint is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 PING interval on idle connections, to notice a dead peer without traffic.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -26,7 +24,7 @@ pub enum ConnectError {
     #[error("connect to {0}: timed out after {1:?}")]
     Timeout(SocketAddr, Duration),
     #[error("HTTP/2 handshake with {0}: {1}")]
-    Handshake(SocketAddr, hyper::Error),
+    Handshake(SocketAddr, h2::Error),
     #[error("mTLS handshake with {addr} (expecting {expected}): {kind}: {detail}")]
     Tls {
         addr: SocketAddr,
@@ -52,7 +50,7 @@ pub enum Transport {
 /// The pooled connection to one endpoint.
 #[derive(Default)]
 pub struct H2Pool {
-    current: ArcSwapOption<http2::SendRequest<Body>>,
+    current: ArcSwapOption<Sender>,
     /// Serialises connection setup so that a burst of requests opens one connection, not many.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -64,7 +62,7 @@ impl H2Pool {
         addr: SocketAddr,
         connect_timeout: Option<Duration>,
         transport: impl FnOnce() -> Result<Transport, ConnectError>,
-    ) -> Result<http2::SendRequest<Body>, ConnectError> {
+    ) -> Result<Sender, ConnectError> {
         if let Some(s) = self.live() {
             return Ok(s);
         }
@@ -84,7 +82,7 @@ impl H2Pool {
         Ok(send)
     }
 
-    fn live(&self) -> Option<http2::SendRequest<Body>> {
+    fn live(&self) -> Option<Sender> {
         let cur = self.current.load();
         match cur.as_deref() {
             Some(s) if !s.is_closed() => Some(s.clone()),
@@ -101,7 +99,7 @@ impl H2Pool {
 /// A connection of a backend's own pool (`policy::pool`) to one endpoint's proxy.
 pub struct PeerConn {
     pub addr: SocketAddr,
-    pub send: http2::SendRequest<Body>,
+    pub send: Sender,
 }
 
 impl crate::policy::pool::Pooled for PeerConn {
@@ -127,7 +125,7 @@ async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     transport: Transport,
-) -> Result<http2::SendRequest<Body>, ConnectError> {
+) -> Result<Sender, ConnectError> {
     let stream = tokio::time::timeout(timeout, crate::io::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(addr, timeout))?
@@ -154,25 +152,16 @@ async fn connect(
     }
 }
 
-async fn h2_handshake<S>(addr: SocketAddr, io: S) -> Result<http2::SendRequest<Body>, ConnectError>
+async fn h2_handshake<S>(addr: SocketAddr, io: S) -> Result<Sender, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_while_idle(false)
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        .handshake(TokioIo::new(crate::io::Unvectored(crate::io::Corked::new(
-            io,
-        ))))
+    let settings = client::Settings {
+        stream_window: 1 << 20,
+        connection_window: 4 << 20,
+    };
+    let io = crate::io::Unvectored(crate::io::Corked::new(io));
+    client::handshake(io, settings)
         .await
-        .map_err(|e| ConnectError::Handshake(addr, e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "peer connection closed");
-        }
-    });
-    Ok(send)
+        .map_err(|e| ConnectError::Handshake(addr, e))
 }

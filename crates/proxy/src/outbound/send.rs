@@ -9,7 +9,7 @@ use crate::body::{self, Body};
 use crate::flags::{self, Flag};
 use crate::metrics::Metrics;
 use crate::policy::{ConnPool, Lease, Refused};
-use crate::upstream::{ConnectError, PeerConn, Transport};
+use crate::upstream::{ConnectError, PeerConn, Sender, Transport};
 use http::{Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +60,7 @@ pub(super) async fn ready_sender(
     ep: &Arc<EndpointState>,
     connect_timeout: Option<Duration>,
     peers: &Peers,
-) -> Result<hyper::client::conn::http2::SendRequest<Body>, String> {
+) -> Result<Sender, String> {
     let metrics = &peers.metrics;
     // Called only when a new connection is opened.
     // 0: no new connection; 1: a new plaintext one; 2: a new mTLS one.
@@ -113,13 +113,7 @@ pub(super) async fn leased_sender(
     ep: &Arc<EndpointState>,
     connect_timeout: Option<Duration>,
     peers: &Peers,
-) -> Result<
-    (
-        hyper::client::conn::http2::SendRequest<Body>,
-        Lease<PeerConn>,
-    ),
-    NoLease,
-> {
+) -> Result<(Sender, Lease<PeerConn>), NoLease> {
     let addr = ep.endpoint.address;
     let open = || async {
         let transport = transport_for(&peers.tls, ep)?;
@@ -176,7 +170,7 @@ fn connect_failed(metrics: &Metrics, ep: &EndpointState, e: &ConnectError) -> St
 /// fails, so that the next request opens another), or one of the backend's own.
 pub(super) async fn send(
     ep: &Arc<EndpointState>,
-    mut sender: hyper::client::conn::http2::SendRequest<Body>,
+    mut sender: Sender,
     req: Request<Body>,
     in_flight: InFlight,
     idempotent: bool,
@@ -202,14 +196,14 @@ pub(super) async fn send(
                 _ => {}
             }
             in_flight.success();
-            Ok(rsp.map(body::incoming))
+            Ok(rsp)
         }
         // The client stalled its body: the upstream connection is fine.
         Err(e) if body::timed_out(&e) => Err(AttemptError::Final(
             Flag::StreamIdleTimeout,
             format!("the client's request body: {e}"),
         )),
-        Err(e) if never_processed(&e) => {
+        Err(e) if e.never_processed() => {
             if shared {
                 ep.conn.reset();
             }
@@ -232,19 +226,4 @@ pub(super) async fn send(
 
 fn connect_message(instance: &str, e: &ConnectError) -> String {
     format!("{instance}: {e}")
-}
-
-/// True when hyper or h2 says the peer did not start processing the request.
-fn never_processed(e: &hyper::Error) -> bool {
-    if e.is_canceled() {
-        return true;
-    }
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        src = s.source();
-    }
-    false
 }

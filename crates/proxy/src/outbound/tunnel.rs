@@ -145,7 +145,9 @@ fn refusal(rsp: &Response<Body>) -> String {
 /// refusal by its app), and the endpoint's in-flight count for the attempt.
 pub(super) struct Answered {
     pub ep: Arc<crate::balance::EndpointState>,
-    pub rsp: Response<hyper::body::Incoming>,
+    pub rsp: Response<Body>,
+    /// The stream's bytes, when the peer accepted it (a 2xx answer).
+    pub stream: Option<crate::upstream::client::Stream>,
     pub in_flight: crate::balance::InFlight,
 }
 
@@ -173,8 +175,8 @@ pub(super) async fn to_an_endpoint<R>(
                 continue;
             }
         };
-        let rsp = match sender.send_request(make()).await {
-            Ok(rsp) => rsp,
+        let (rsp, stream) = match sender.connect(make()).await {
+            Ok(answered) => answered,
             Err(e) => {
                 ep.conn.reset();
                 last_error = format!("{}: {e}", ep.endpoint.instance);
@@ -185,7 +187,12 @@ pub(super) async fn to_an_endpoint<R>(
             last_error = format!("{}: its app refused", ep.endpoint.instance);
             continue;
         }
-        return Ok(Answered { ep, rsp, in_flight });
+        return Ok(Answered {
+            ep,
+            rsp,
+            stream,
+            in_flight,
+        });
     }
     Err(last_error)
 }
@@ -200,7 +207,7 @@ fn report(instance: &str, r: Result<crate::tunnel::Carried, crate::tunnel::Splic
 /// A tunnel a peer sidecar has accepted: its stream (once the upgrade completes), the
 /// connection's TCP series (`reporter="source"`), and the endpoint it is counted in flight on.
 struct Dialed {
-    upstream: hyper::upgrade::OnUpgrade,
+    upstream: crate::upstream::client::Stream,
     counted: TcpConnection,
     instance: String,
     _open: crate::balance::InFlight,
@@ -274,16 +281,9 @@ impl Dialed {
             _open,
             _slot,
         } = self;
-        let server = match upstream.await {
-            Ok(s) => TokioIo::new(s),
-            Err(e) => {
-                tracing::debug!(%instance, error = %e, "tunnel not established");
-                return;
-            }
-        };
         report(
             &instance,
-            splice(client, server, idle, drain, Some(&counted)).await,
+            splice(client, upstream, idle, drain, Some(&counted)).await,
         );
     }
 }
@@ -348,12 +348,13 @@ async fn dial<R>(
     let last_error = match to_an_endpoint(fwd, &backend, make).await {
         Ok(Answered {
             ep,
-            mut rsp,
+            rsp,
+            stream,
             in_flight,
         }) => {
-            if rsp.status() != StatusCode::OK {
-                return Err(Box::new(rsp.map(body::incoming)));
-            }
+            let Some(stream) = stream.filter(|_| rsp.status() == StatusCode::OK) else {
+                return Err(Box::new(rsp));
+            };
             in_flight.success();
             let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
             let telemetry = &fwd.observe.telemetry;
@@ -372,7 +373,7 @@ async fn dial<R>(
                 mtls,
             });
             return Ok(Dialed {
-                upstream: hyper::upgrade::on(&mut rsp),
+                upstream: stream,
                 counted,
                 instance: ep.endpoint.instance.clone(),
                 // Counted as in flight for as long as it is open: least-request balances

@@ -97,7 +97,8 @@ pub(super) async fn open<R: Resolve>(
     let last_error = match super::tunnel::to_an_endpoint(fwd, backend, make).await {
         Ok(super::tunnel::Answered {
             ep,
-            mut rsp,
+            rsp,
+            stream,
             in_flight,
         }) => {
             let mtls = fwd.peers.tls.is_some() && !ep.plaintext;
@@ -112,19 +113,17 @@ pub(super) async fn open<R: Resolve>(
                 endpoint: ep.clone(),
             });
             in_flight.success();
-            if rsp.status() != StatusCode::OK {
-                return rsp.map(body::incoming);
-            }
-            let upstream = hyper::upgrade::on(&mut rsp);
+            let Some(upstream) = stream.filter(|_| rsp.status() == StatusCode::OK) else {
+                return rsp;
+            };
             let open = ep.start();
             let (idle, drain) = (fwd.tunnel_idle, fwd.drain.clone());
             let instance = ep.endpoint.instance.clone();
             tokio::spawn(async move {
                 let _open = open;
-                match tokio::try_join!(downstream, upstream) {
-                    Ok((c, s)) => {
-                        if let Err(e) =
-                            splice(TokioIo::new(c), TokioIo::new(s), idle, &drain, None).await
+                match downstream.await {
+                    Ok(c) => {
+                        if let Err(e) = splice(TokioIo::new(c), upstream, idle, &drain, None).await
                         {
                             tracing::debug!(%instance, error = %e, "upgraded connection ended");
                         }
