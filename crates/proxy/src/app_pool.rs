@@ -2,6 +2,10 @@
 //! connections. A connection goes back to the queue when the response body it carried has been
 //! read to the end; one whose body was abandoned is closed. The hot path takes no lock.
 //!
+//! A connection has no task of its own: the request that holds it drives its reads and writes
+//! (and the response body, while it streams, does), so the app's answer wakes that request's
+//! task directly instead of a connection task that then hands the answer over.
+//!
 //! The connections are capped ([`AppLimits`]: 256 by default, or the service's DestinationRule
 //! `connectionPool.tcp.maxConnections`): past the cap a request waits for a connection to come
 //! back, at most [`QUEUE_TIMEOUT`] and with at most `http1MaxPendingRequests` others (1,024 by
@@ -20,6 +24,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,10 +148,38 @@ impl Drop for Slot {
     }
 }
 
+/// The HTTP/1.1 connection to the app itself (its reads, writes and state).
+type AppIo = http1::Connection<TokioIo<TcpStream>, Body>;
+
 /// A connection to the app and its slot.
 struct Conn {
     sender: http1::SendRequest<Body>,
+    /// Polled by whichever request holds the connection; `None` once it has ended.
+    io: Option<AppIo>,
     _slot: Slot,
+}
+
+/// Runs `fut` while driving the connection `io` in the same task: `fut` waits on what the
+/// connection does (writing the request, reading the answer) and the connection on the socket.
+async fn driven<F: Future>(io: &mut Option<AppIo>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        drive(io, cx);
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Lets the connection make progress; forgets it once it has ended.
+fn drive(io: &mut Option<AppIo>, cx: &mut Context<'_>) {
+    if let Some(c) = io.as_mut() {
+        if Pin::new(c).poll(cx).is_ready() {
+            *io = None;
+        }
+    }
 }
 
 pub struct AppPool {
@@ -273,10 +306,11 @@ impl AppPool {
         let mut req = req;
         loop {
             let (mut conn, reused) = self.get(limits).await?;
-            match conn.sender.try_send_request(req).await {
+            let Conn { sender, io, .. } = &mut conn;
+            match driven(io, sender.try_send_request(req)).await {
                 Ok(rsp) if content_length(&rsp).is_some_and(|n| n <= READ_WHOLE) => {
                     let (parts, b) = rsp.into_parts();
-                    let whole = read_whole(b).await?;
+                    let whole = driven(io, read_whole(b)).await?;
                     self.give_back(conn);
                     return Ok(Response::from_parts(parts, body::full(whole)));
                 }
@@ -355,7 +389,8 @@ impl AppPool {
 
     async fn checkout(&self) -> Option<Conn> {
         while let Some(mut c) = self.idle.pop() {
-            if !c.sender.is_closed() && c.sender.ready().await.is_ok() {
+            let Conn { sender, io, .. } = &mut c;
+            if !sender.is_closed() && driven(io, sender.ready()).await.is_ok() {
                 return Some(c);
             }
         }
@@ -375,17 +410,18 @@ impl AppPool {
 
     async fn connect(&self, slot: Slot) -> Result<Conn, AppError> {
         let stream = self.dial().await?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(Conn {
             sender,
+            io: Some(io),
             _slot: slot,
         })
     }
 
     fn give_back(&self, c: Conn) {
+        if c.io.is_none() {
+            return;
+        }
         // A full queue drops the connection, which closes it (and frees its slot).
         if self.idle.push(c).is_ok() && self.open.waiting.load(Ordering::Acquire) > 0 {
             self.open.freed.notify_one();
@@ -415,6 +451,9 @@ impl http_body::Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some((conn, _)) = self.back.as_mut() {
+            drive(&mut conn.io, cx);
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             None => self.done(),

@@ -259,3 +259,115 @@ async fn a_closed_http2_connection_is_replaced_by_the_next_request() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// An HTTP/1.1 app (hyper's server) counting its connections: `/big` answers 64 KiB,
+/// `/upload` the length of the body it read, `/close` closes the connection after answering
+/// (without saying so), anything else a short answer.
+async fn h1_app() -> (SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+            let close_tx = std::sync::Mutex::new(Some(close_tx));
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let close = match req.uri().path() {
+                    "/close" => close_tx.lock().unwrap().take(),
+                    _ => None,
+                };
+                async move {
+                    let body = match req.uri().path() {
+                        "/big" => Bytes::from(vec![b'x'; 64 * 1024]),
+                        "/upload" => {
+                            let b = http_body_util::BodyExt::collect(req.into_body())
+                                .await?
+                                .to_bytes();
+                            Bytes::from(b.len().to_string())
+                        }
+                        _ => Bytes::from_static(b"ok"),
+                    };
+                    if let Some(c) = close {
+                        let _ = c.send(());
+                    }
+                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(body)))
+                }
+            });
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    // Answered: let the answer go out, then drop the socket.
+                    Ok(()) = close_rx => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn to(path: &str, body: Body) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.uri_mut() = path.parse().unwrap();
+    req.headers_mut()
+        .insert(http::header::HOST, "app".parse().unwrap());
+    req
+}
+
+async fn text(rsp: Response<Body>) -> String {
+    let b = http_body_util::BodyExt::collect(rsp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn one_connection_carries_short_streamed_and_uploaded_exchanges_in_turn() {
+    let (addr, accepted) = h1_app().await;
+    let pool = AppPool::new(addr);
+    let limits = AppLimits::default();
+    for _ in 0..3 {
+        let rsp = pool.send(to("/", body::empty()), limits).await.unwrap();
+        assert_eq!(text(rsp).await, "ok");
+        // Larger than what is read whole: it streams, and the connection comes back after.
+        let rsp = pool.send(to("/big", body::empty()), limits).await.unwrap();
+        assert_eq!(text(rsp).await.len(), 64 * 1024);
+        // An upload larger than the socket buffers: written while the answer is awaited.
+        let upload = body::full(vec![b'u'; 1 << 20]);
+        let rsp = pool.send(to("/upload", upload), limits).await.unwrap();
+        assert_eq!(text(rsp).await, (1 << 20).to_string());
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one keep-alive connection"
+    );
+    assert_eq!(pool.idle(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_app_closed_while_idle_is_not_used_again() {
+    let (addr, accepted) = h1_app().await;
+    let pool = AppPool::new(addr);
+    let limits = AppLimits::default();
+    let rsp = pool
+        .send(to("/close", body::empty()), limits)
+        .await
+        .unwrap();
+    assert_eq!(text(rsp).await, "ok");
+    for _ in 0..3 {
+        let rsp = pool.send(to("/", body::empty()), limits).await.unwrap();
+        assert_eq!(text(rsp).await, "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
