@@ -154,14 +154,16 @@ type AppIo = http1::Connection<TokioIo<TcpStream>, Body>;
 /// A connection to the app and its slot.
 struct Conn {
     sender: http1::SendRequest<Body>,
-    /// Polled by whichever request holds the connection; `None` once it has ended.
-    io: Option<AppIo>,
+    /// Polled by whichever request holds the connection; `None` once it has ended. Boxed: the
+    /// connection's state is several hundred bytes, and a `Conn` moves in and out of the idle
+    /// queue and the request's future with every request.
+    io: Option<Box<AppIo>>,
     _slot: Slot,
 }
 
 /// Runs `fut` while driving the connection `io` in the same task: `fut` waits on what the
 /// connection does (writing the request, reading the answer) and the connection on the socket.
-async fn driven<F: Future>(io: &mut Option<AppIo>, fut: F) -> F::Output {
+async fn driven<F: Future>(io: &mut Option<Box<AppIo>>, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
@@ -174,9 +176,9 @@ async fn driven<F: Future>(io: &mut Option<AppIo>, fut: F) -> F::Output {
 }
 
 /// Lets the connection make progress; forgets it once it has ended.
-fn drive(io: &mut Option<AppIo>, cx: &mut Context<'_>) {
+fn drive(io: &mut Option<Box<AppIo>>, cx: &mut Context<'_>) {
     if let Some(c) = io.as_mut() {
-        if Pin::new(c).poll(cx).is_ready() {
+        if Pin::new(&mut **c).poll(cx).is_ready() {
             *io = None;
         }
     }
@@ -413,7 +415,7 @@ impl AppPool {
         let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(Conn {
             sender,
-            io: Some(io),
+            io: Some(Box::new(io)),
             _slot: slot,
         })
     }

@@ -371,3 +371,13 @@ async fn a_connection_the_app_closed_while_idle_is_not_used_again() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_pooled_connection_is_small_to_move() {
+    // It moves in and out of the idle queue and the request's future with every request.
+    assert!(
+        std::mem::size_of::<Conn>() <= 64,
+        "{}",
+        std::mem::size_of::<Conn>()
+    );
+}
