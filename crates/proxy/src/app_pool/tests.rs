@@ -123,6 +123,39 @@ fn a_traffic_policy_sets_the_limits() {
 /// counts the connections it accepted.
 async fn h2_app() -> (SocketAddr, Arc<AtomicUsize>) {
     use http_body_util::BodyExt;
+    counting_app(|s| {
+        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            assert_eq!(req.version(), http::Version::HTTP_2);
+            assert_eq!(req.uri().authority().unwrap().as_str(), "echo:50051");
+            assert_eq!(req.headers()["te"], "trailers");
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(4);
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                while let Some(Ok(f)) = body.frame().await {
+                    if let Ok(d) = f.into_data() {
+                        let _ = tx.send(Ok(Frame::data(d))).await;
+                    }
+                }
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let _ = tx.send(Ok(Frame::trailers(t))).await;
+            });
+            let body =
+                http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok::<_, std::convert::Infallible>(Response::new(body))
+        });
+        tokio::spawn(
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc),
+        );
+    })
+    .await
+}
+
+/// An app on loopback that hands each connection it accepts to `serve`, counting them.
+async fn counting_app(
+    serve: impl Fn(tokio::net::TcpStream) + Send + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -131,31 +164,7 @@ async fn h2_app() -> (SocketAddr, Arc<AtomicUsize>) {
         loop {
             let (s, _) = l.accept().await.unwrap();
             a.fetch_add(1, Ordering::SeqCst);
-            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                assert_eq!(req.version(), http::Version::HTTP_2);
-                assert_eq!(req.uri().authority().unwrap().as_str(), "echo:50051");
-                assert_eq!(req.headers()["te"], "trailers");
-                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(4);
-                let mut body = req.into_body();
-                tokio::spawn(async move {
-                    while let Some(Ok(f)) = body.frame().await {
-                        if let Ok(d) = f.into_data() {
-                            let _ = tx.send(Ok(Frame::data(d))).await;
-                        }
-                    }
-                    let mut t = http::HeaderMap::new();
-                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let _ = tx.send(Ok(Frame::trailers(t))).await;
-                });
-                let body = http_body_util::StreamBody::new(
-                    tokio_stream::wrappers::ReceiverStream::new(rx),
-                );
-                Ok::<_, std::convert::Infallible>(Response::new(body))
-            });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc),
-            );
+            serve(s);
         }
     });
     (addr, accepted)
@@ -265,54 +274,46 @@ async fn a_closed_http2_connection_is_replaced_by_the_next_request() {
 /// (without saying so), anything else a short answer.
 async fn h1_app() -> (SocketAddr, Arc<AtomicUsize>) {
     use hyper::service::service_fn;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let a = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            a.fetch_add(1, Ordering::SeqCst);
-            let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-            let close_tx = std::sync::Mutex::new(Some(close_tx));
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let close = match req.uri().path() {
-                    "/close" => close_tx.lock().unwrap().take(),
-                    _ => None,
+    counting_app(|s| {
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let close_tx = std::sync::Mutex::new(Some(close_tx));
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let close = match req.uri().path() {
+                "/close" => close_tx.lock().unwrap().take(),
+                _ => None,
+            };
+            async move {
+                let body = match req.uri().path() {
+                    "/big" => Bytes::from(vec![b'x'; 64 * 1024]),
+                    "/upload" => {
+                        let b = http_body_util::BodyExt::collect(req.into_body())
+                            .await?
+                            .to_bytes();
+                        Bytes::from(b.len().to_string())
+                    }
+                    _ => Bytes::from_static(b"ok"),
                 };
-                async move {
-                    let body = match req.uri().path() {
-                        "/big" => Bytes::from(vec![b'x'; 64 * 1024]),
-                        "/upload" => {
-                            let b = http_body_util::BodyExt::collect(req.into_body())
-                                .await?
-                                .to_bytes();
-                            Bytes::from(b.len().to_string())
-                        }
-                        _ => Bytes::from_static(b"ok"),
-                    };
-                    if let Some(c) = close {
-                        let _ = c.send(());
-                    }
-                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(body)))
+                if let Some(c) = close {
+                    let _ = c.send(());
                 }
-            });
-            tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    // Answered: let the answer go out, then drop the socket.
-                    Ok(()) = close_rx => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(body)))
+            }
+        });
+        tokio::spawn(async move {
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // Answered: let the answer go out, then drop the socket.
+                Ok(()) = close_rx => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 }
-            });
-        }
-    });
-    (addr, accepted)
+            }
+        });
+    })
+    .await
 }
 
 fn to(path: &str, body: Body) -> Request<Body> {
