@@ -159,6 +159,7 @@ where
     let settings = client::Settings {
         stream_window: 1 << 20,
         connection_window: 4 << 20,
+        keepalive: client::KEEPALIVE_INTERVAL,
     };
     let io = crate::io::Unvectored(crate::io::Corked::new(io));
     client::handshake(io, settings)

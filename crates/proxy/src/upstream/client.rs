@@ -16,14 +16,15 @@ use http_body::{Body as _, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How often an open connection is pinged, to notice a peer that is gone without a FIN.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a connection with streams open is pinged, to notice a peer that is gone without a
+/// FIN (an idle one is not: its peer's idle timeout may close it).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is given up.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Headers HTTP/2 forbids (RFC 9113 §8.2.2): a request carrying them would be refused by `h2`.
@@ -60,12 +61,32 @@ impl Error {
 pub struct Sender {
     tx: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    /// Streams open now (an answer or a `CONNECT` stream not yet dropped).
+    open: Arc<AtomicUsize>,
 }
 
 /// Settings of a peer connection.
 pub struct Settings {
     pub stream_window: u32,
     pub connection_window: u32,
+    /// Ping interval while streams are open ([`KEEPALIVE_INTERVAL`]).
+    pub keepalive: Duration,
+}
+
+/// One open stream in its connection's count, until dropped.
+struct Opened(Arc<AtomicUsize>);
+
+impl Opened {
+    fn new(open: &Arc<AtomicUsize>) -> Opened {
+        open.fetch_add(1, Ordering::Relaxed);
+        Opened(open.clone())
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs the HTTP/2 handshake over `io` and spawns the task that drives the connection.
@@ -83,15 +104,20 @@ where
         .handshake::<_, Bytes>(io)
         .await?;
     let closed = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
     let mut ping = conn.ping_pong();
-    let flag = closed.clone();
+    let (flag, streams) = (closed.clone(), open.clone());
+    let interval = settings.keepalive;
     tokio::spawn(async move {
         let keepalive = async {
             let Some(ping) = ping.as_mut() else {
                 return std::future::pending().await;
             };
             loop {
-                tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+                tokio::time::sleep(interval).await;
+                if streams.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
                 match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return format!("keepalive ping: {e}"),
@@ -107,7 +133,7 @@ where
         }
         flag.store(true, Ordering::Release);
     });
-    Ok(Sender { tx, closed })
+    Ok(Sender { tx, closed, open })
 }
 
 impl Sender {
@@ -126,6 +152,7 @@ impl Sender {
         let (head, body) = prepare(req);
         let eos = body.is_end_stream();
         let (answer, tx) = self.tx.send_request(head, eos).map_err(Error::NotSent)?;
+        let opened = Opened::new(&self.open);
         let rsp = if eos {
             answer.await.map_err(Error::H2)?
         } else {
@@ -155,7 +182,7 @@ impl Sender {
             }
             rsp
         };
-        Ok(RecvBody::answer(rsp))
+        Ok(RecvBody::answer(rsp, opened))
     }
 
     /// Opens a `CONNECT` stream with `req`; on a 2xx answer the stream carries bytes both ways.
@@ -165,6 +192,7 @@ impl Sender {
     ) -> Result<(Response<Body>, Option<Stream>), Error> {
         let (head, _) = prepare(req);
         let (answer, tx) = self.tx.send_request(head, false).map_err(Error::NotSent)?;
+        let opened = Opened::new(&self.open);
         let rsp = answer.await.map_err(Error::H2)?;
         if rsp.status().is_success() {
             let (parts, rx) = rsp.into_parts();
@@ -172,13 +200,14 @@ impl Sender {
                 tx,
                 rx,
                 pending: Bytes::new(),
+                _opened: opened,
             };
             Ok((
                 Response::from_parts(parts, crate::body::empty()),
                 Some(stream),
             ))
         } else {
-            Ok((RecvBody::answer(rsp), None))
+            Ok((RecvBody::answer(rsp, opened), None))
         }
     }
 }
@@ -267,17 +296,19 @@ struct RecvBody {
     rx: RecvStream,
     data_done: bool,
     length: Option<u64>,
+    _opened: Opened,
 }
 
 impl RecvBody {
     /// The answer with its body boxed; the body's length as its head declares it.
-    fn answer(rsp: Response<RecvStream>) -> Response<Body> {
+    fn answer(rsp: Response<RecvStream>, opened: Opened) -> Response<Body> {
         let length = content_length(rsp.headers());
         rsp.map(|rx| {
             crate::body::boxed(RecvBody {
                 rx,
                 data_done: false,
                 length,
+                _opened: opened,
             })
         })
     }
@@ -338,6 +369,7 @@ pub struct Stream {
     rx: RecvStream,
     /// What the last DATA frame held beyond the reader's buffer.
     pending: Bytes,
+    _opened: Opened,
 }
 
 fn io_error(e: h2::Error) -> io::Error {

@@ -30,6 +30,7 @@ where
         Settings {
             stream_window: 1 << 20,
             connection_window: 4 << 20,
+            keepalive: KEEPALIVE_INTERVAL,
         },
     )
     .await
@@ -209,6 +210,7 @@ async fn a_closed_connection_says_so_and_a_request_on_it_was_never_sent() {
     let settings = Settings {
         stream_window: 1 << 20,
         connection_window: 4 << 20,
+        keepalive: KEEPALIVE_INTERVAL,
     };
     let mut client = handshake(s, settings).await.unwrap();
     server.await.unwrap();
@@ -223,4 +225,96 @@ async fn a_closed_connection_says_so_and_a_request_on_it_was_never_sent() {
     *req.uri_mut() = "http://svc.test/".parse().unwrap();
     let err = client.send_request(req).await.unwrap_err();
     assert!(err.never_processed(), "{err}");
+}
+
+/// A socket that counts the bytes read from it.
+struct Counting(TcpStream, Arc<AtomicUsize>);
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.0).poll_read(cx, buf))?;
+        self.1
+            .fetch_add(buf.filled().len() - before, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_connection_is_pinged_while_a_stream_is_open_and_left_quiet_when_idle() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let (got_request, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let r = received.clone();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut conn = h2::server::handshake(Counting(s, r)).await.unwrap();
+        // Streams are held open, unanswered, while the connection keeps being served.
+        while let Some(Ok(stream)) = conn.accept().await {
+            let _ = got_request.send(stream);
+        }
+    });
+    let s = TcpStream::connect(addr).await.unwrap();
+    let interval = Duration::from_millis(50);
+    let settings = Settings {
+        stream_window: 1 << 20,
+        connection_window: 4 << 20,
+        keepalive: interval,
+    };
+    let mut client = handshake(s, settings).await.unwrap();
+    // Settled: the handshake's frames (and their acknowledgements) are in.
+    let mut req = Request::new(crate::body::empty());
+    *req.uri_mut() = "http://svc.test/".parse().unwrap();
+    let mut first = client.clone();
+    let answer = tokio::spawn(async move { first.send_request(req).await });
+    let (_, respond) = requests.recv().await.unwrap();
+    let mut respond = respond;
+    respond.send_response(Response::new(()), true).unwrap();
+    answer.await.unwrap().unwrap();
+
+    // Idle: ten intervals pass with no byte from the client.
+    let quiet = received.load(Ordering::SeqCst);
+    tokio::time::sleep(interval * 10).await;
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        quiet,
+        "an idle connection was pinged"
+    );
+
+    // A stream waits for its answer: the connection is pinged.
+    let mut req = Request::new(crate::body::empty());
+    *req.uri_mut() = "http://svc.test/slow".parse().unwrap();
+    let waiting = tokio::spawn(async move { client.send_request(req).await });
+    let _held = requests.recv().await.unwrap();
+    let asked = received.load(Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        // A PING frame is 17 bytes.
+        while received.load(Ordering::SeqCst) < asked + 17 {
+            tokio::time::sleep(interval).await;
+        }
+    })
+    .await
+    .expect("no ping while a stream was open");
+    waiting.abort();
 }
