@@ -106,15 +106,6 @@ async fn read_whole(mut b: Incoming) -> Result<Bytes, hyper::Error> {
     Ok(first.unwrap_or_else(|| more.freeze()))
 }
 
-fn content_length<B>(rsp: &Response<B>) -> Option<u64> {
-    rsp.headers()
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The app did not accept a connection: nothing reached it.
@@ -310,7 +301,10 @@ impl AppPool {
             let (mut conn, reused) = self.get(limits).await?;
             let Conn { sender, io, .. } = &mut conn;
             match driven(io, sender.try_send_request(req)).await {
-                Ok(rsp) if content_length(&rsp).is_some_and(|n| n <= READ_WHOLE) => {
+                Ok(rsp)
+                    if crate::headers::content_length(rsp.headers())
+                        .is_some_and(|n| n <= READ_WHOLE) =>
+                {
                     let (parts, b) = rsp.into_parts();
                     let whole = driven(io, read_whole(b)).await?;
                     self.give_back(conn);

@@ -15,6 +15,16 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const CLIENT_ID: HeaderName = HeaderName::from_static(CLIENT_ID_HEADER);
 pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
+/// The body length a message's head declares (`content-length`), if it declares one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones the
 /// `Connection` header names. `TE: trailers` stays, as Envoy keeps it: gRPC requires it end to
 /// end (servers refuse a call without it), and it is the one `TE` HTTP/2 allows.

@@ -18,7 +18,7 @@ use crate::telemetry::{
 };
 use crate::trace::{Active, Outcome, Side, Tracer};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,19 +73,12 @@ impl Started {
         Started {
             at: Instant::now(),
             protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
-            request_bytes: content_length(headers),
+            request_bytes: crate::headers::content_length(headers).unwrap_or(0),
             tap: tap.capture(req),
             span: None,
             log: None,
         }
     }
-}
-
-fn content_length(h: &HeaderMap) -> u64 {
-    h.get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 impl Observe {
@@ -286,7 +279,7 @@ impl Observe {
         r.mtls = mtls;
         r.duration = started.at.elapsed();
         r.request_bytes = started.request_bytes;
-        r.response_bytes = content_length(rsp.headers());
+        r.response_bytes = crate::headers::content_length(rsp.headers()).unwrap_or(0);
         let at_trailers =
             r.protocol == Protocol::Grpc && r.grpc_status.is_none() && r.response_code == 200;
         let mut event = None;

@@ -204,7 +204,7 @@ fn report(instance: &str, r: Result<crate::tunnel::Carried, crate::tunnel::Splic
     }
 }
 
-/// A tunnel a peer sidecar has accepted: its stream (once the upgrade completes), the
+/// A tunnel a peer sidecar has accepted: its stream, the
 /// connection's TCP series (`reporter="source"`), and the endpoint it is counted in flight on.
 struct Dialed {
     upstream: crate::upstream::client::Stream,

@@ -11,7 +11,7 @@ use crate::body::{Body, BoxError};
 use bytes::{Buf, Bytes};
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderMap, Method, Request, Response};
+use http::{header, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -27,8 +27,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is given up.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Headers HTTP/2 forbids (RFC 9113 §8.2.2): a request carrying them would be refused by `h2`.
-const CONNECTION_HEADERS: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
 
 /// Why a request on a peer connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -212,18 +210,12 @@ impl Sender {
     }
 }
 
-/// The head `h2` sends (connection-specific headers dropped, a known length stated), and the
-/// body.
+/// The head `h2` sends (hop-by-hop headers dropped: HTTP/2 forbids them and `h2` would refuse
+/// the request; a known length stated), and the body.
 fn prepare(req: Request<Body>) -> (Request<()>, Body) {
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
-    for name in CONNECTION_HEADERS {
-        h.remove(name);
-    }
-    h.remove(header::TRANSFER_ENCODING);
-    if h.get(header::TE).is_some_and(|v| v != "trailers") {
-        h.remove(header::TE);
-    }
+    crate::headers::strip_hop_by_hop(h);
     if parts.method != Method::CONNECT {
         if let Some(len) = body.size_hint().exact() {
             let payload = !matches!(
@@ -302,7 +294,7 @@ struct RecvBody {
 impl RecvBody {
     /// The answer with its body boxed; the body's length as its head declares it.
     fn answer(rsp: Response<RecvStream>, opened: Opened) -> Response<Body> {
-        let length = content_length(rsp.headers());
+        let length = crate::headers::content_length(rsp.headers());
         rsp.map(|rx| {
             crate::body::boxed(RecvBody {
                 rx,
@@ -350,16 +342,6 @@ impl http_body::Body for RecvBody {
             None => SizeHint::default(),
         }
     }
-}
-
-/// The declared length of a body, from its head's `content-length`.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The bytes of an accepted `CONNECT` stream, as a socket: reads take the peer's DATA frames,

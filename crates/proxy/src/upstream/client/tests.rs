@@ -66,7 +66,7 @@ async fn an_upload_larger_than_the_window_arrives_whole_and_trailers_come_back()
         }
         let mut send = respond.send_response(Response::new(()), false).unwrap();
         send.send_data(Bytes::from(got.to_string()), false).unwrap();
-        let mut trailers = HeaderMap::new();
+        let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
         send.send_trailers(trailers).unwrap();
     })
