@@ -77,10 +77,26 @@ pub struct ProxyLaunch {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The name of the proxy-only executable, installed beside `weft`.
+pub const PROXY_EXE: &str = "weft-proxy";
+
+/// The command that runs a proxy, to which its flags are appended: `weft-proxy` when it sits
+/// beside the weft executable `exe` (the data plane alone: a proxy maps a fraction of the code
+/// `weft` has), else `exe proxy`.
+pub fn proxy_command(exe: &Path) -> Vec<String> {
+    let alone = exe.with_file_name(PROXY_EXE);
+    if alone.is_file() {
+        vec![alone.display().to_string()]
+    } else {
+        vec![exe.display().to_string(), "proxy".to_string()]
+    }
+}
+
 impl ProxyLaunch {
-    /// The command line that runs this proxy with the weft executable `exe`.
+    /// The command line that runs this proxy with the weft executable `exe` (see
+    /// [`proxy_command`]).
     pub fn argv(&self, exe: &Path) -> Vec<String> {
-        let mut argv = vec![exe.display().to_string(), "proxy".to_string()];
+        let mut argv = proxy_command(exe);
         let mut flag = |name: &str, value: String| {
             argv.push(format!("--{name}"));
             argv.push(value);
@@ -479,6 +495,23 @@ mod tests {
         assert_eq!(value(&again, "--outbound"), Some("127.0.0.1:41001"));
         assert_eq!(value(&again, "--admin"), Some("127.0.0.1:41002"));
         assert_eq!(again.iter().filter(|a| *a == "--inbound").count(), 1);
+    }
+
+    #[test]
+    fn proxies_run_from_weft_proxy_when_it_is_installed_beside_weft() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("weft");
+        std::fs::write(&exe, "").unwrap();
+        let p = sidecar();
+        assert_eq!(
+            p.argv(&exe)[..2],
+            [exe.display().to_string(), "proxy".into()]
+        );
+        let alone = dir.path().join(PROXY_EXE);
+        std::fs::write(&alone, "").unwrap();
+        let argv = p.argv(&exe);
+        assert_eq!(argv[0], alone.display().to_string());
+        assert_eq!(argv[1..3], ["--mode", "sidecar"]);
     }
 
     #[test]

@@ -42,6 +42,10 @@ async fn ingress_balances_across_replicas_and_status_reports_them() {
         }
         assert!(w["labels"].is_object());
         assert_eq!(w["ready"], Value::Bool(true), "{w}");
+        // A sidecar runs from the proxy-only executable installed beside `weft`.
+        let pid = w["pid"].as_u64().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe.file_name().unwrap(), "weft-proxy", "{w}");
         for f in ["app", "inbound", "outbound", "admin"] {
             assert!(
                 w[f].as_str()

@@ -41,6 +41,9 @@ const IDLE_WINDOW: Duration = Duration::from_secs(3);
 pub struct BenchSpec {
     /// The weft executable (app, control plane and proxies are started from it).
     pub weft: PathBuf,
+    /// The command that runs a weft proxy, to which its flags are appended: `weft-proxy`, or
+    /// `weft proxy` (the command `weft up` uses).
+    pub proxy: Vec<String>,
     pub envoy: Option<PathBuf>,
     /// Fixed rates (requests/s) at which latency is measured.
     pub rates: Vec<f64>,
@@ -361,7 +364,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 impl Control {
-    /// Starts `weft proxy --mode MODE --control … --service SA ARGS…` joined to this control
+    /// Starts `weft-proxy --mode MODE --control … --service SA ARGS…` joined to this control
     /// plane under the service account `sa`, and waits for its first line (where it listens).
     fn proxy(
         &self,
@@ -372,19 +375,23 @@ impl Control {
         args: &[&str],
         cpu: Option<usize>,
     ) -> Result<(Proc, String), BenchError> {
-        let mut argv = strings(&[
-            "proxy",
+        let (program, leading) = spec
+            .proxy
+            .split_first()
+            .ok_or_else(|| BenchError::Setup("no command to run a proxy with".into()))?;
+        let mut argv = leading.to_vec();
+        argv.extend(strings(&[
             "--mode",
             mode,
             "--control",
             &self.grpc,
             "--service",
             sa,
-        ]);
+        ]));
         argv.extend(strings(args));
         let mut p = spawn(
             name,
-            &spec.weft,
+            std::path::Path::new(program),
             &argv,
             &self.proxy_env(spec, sa)?,
             cpu,

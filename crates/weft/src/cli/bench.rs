@@ -90,8 +90,10 @@ fn find_envoy(arg: Option<String>) -> Option<PathBuf> {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let workdir = tempfile_dir()?;
+    let weft = std::env::current_exe()?;
     let spec = load::bench::BenchSpec {
-        weft: std::env::current_exe()?,
+        proxy: local::launch::proxy_command(&weft),
+        weft,
         envoy: find_envoy(a.envoy),
         rates: a.rates,
         step: a.step,

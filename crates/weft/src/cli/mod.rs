@@ -27,6 +27,8 @@ mod text;
 mod top;
 mod up;
 
+pub use proxy_cmd::{run as run_proxy, ProxyArgs};
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
