@@ -30,9 +30,6 @@ const FIRST_POD_HOST: u8 = 2;
 const LAST_POD_HOST: u8 = 249;
 /// Where a sidecar takes the connections its pod receives (Istio's inbound capture port).
 pub const INBOUND_PORT: u16 = model::names::POD_INBOUND_PORT;
-/// Where the other sidecars and the ingress reach a pod's sidecar (mTLS): never redirected, and
-/// its packets skip connection tracking ([`untracked_rules`]).
-pub const PEER_PORT: u16 = model::names::POD_PEER_PORT;
 /// A sidecar's admin listener in a pod (Istio's status port), reachable from the host.
 pub const ADMIN_PORT: u16 = model::names::POD_ADMIN_PORT;
 /// Where the capture rules send a pod's outbound TCP (Istio's outbound capture port).
@@ -428,18 +425,15 @@ impl Network {
         run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway])?;
         if let Some(capture) = capture {
             let exempt = Exempt {
-                peer_port: Some(PEER_PORT),
                 mark: Some(SOCKET_MARK),
                 hosts: vec![self.gateway()],
                 ..Exempt::default()
             };
             let rules = capture_rules(&exempt, capture);
-            let restore = ["ip", "netns", "exec", ns, "iptables-restore", "--noflush"];
-            run_with_input(&restore, Some(&rules))?;
-            // A kernel without the raw table still has working pods, with tracked peers.
-            if let Err(e) = run_with_input(&restore, Some(&untracked_rules(PEER_PORT))) {
-                tracing::warn!(pod = ns, error = %e, "peer connections stay tracked");
-            }
+            run_with_input(
+                &["ip", "netns", "exec", ns, "iptables-restore", "--noflush"],
+                Some(&rules),
+            )?;
         }
         Ok(())
     }
@@ -506,8 +500,6 @@ impl Drop for Network {
 /// pods, as Istio's), and connections to `hosts` (the control plane).
 #[derive(Clone, Debug, Default)]
 pub struct Exempt {
-    /// The sidecar's port for its peers' connections, which are not redirected either.
-    pub peer_port: Option<u16>,
     pub mark: Option<u32>,
     pub uid: Option<u32>,
     pub hosts: Vec<Ipv4Addr>,
@@ -524,7 +516,6 @@ pub fn capture_rules(exempt: &Exempt, capture: &Capture) -> String {
     r.push_str("-A OUTPUT -p tcp -j WEFT_OUTPUT\n");
     for port in [INBOUND_PORT, ADMIN_PORT]
         .into_iter()
-        .chain(exempt.peer_port)
         .chain(capture.exclude_inbound_ports.iter().copied())
     {
         let _ = writeln!(r, "-A WEFT_INBOUND -p tcp --dport {port} -j RETURN");
@@ -557,25 +548,6 @@ pub fn capture_rules(exempt: &Exempt, capture: &Capture) -> String {
             let _ = writeln!(r, "-A WEFT_OUTPUT -d {cidr} -p tcp {redirect}");
         }
         r.push_str("-A WEFT_OUTPUT -j RETURN\n");
-    }
-    r.push_str("COMMIT\n");
-    r
-}
-
-/// The `raw` table rules (for `iptables-restore --noflush`) that take the connections of a
-/// sidecar's peer port `port` out of the pod's connection tracking, both ways: in a pod with
-/// capture rules every packet is otherwise looked up in the conntrack table, which these
-/// connections do not need (they are never redirected). Nothing else uses the port: it is not
-/// in the kernel's ephemeral range, and the sidecar alone listens on it.
-pub fn untracked_rules(port: u16) -> String {
-    let mut r = String::from("*raw\n");
-    for (chain, dir) in [
-        ("PREROUTING", "dport"),
-        ("PREROUTING", "sport"),
-        ("OUTPUT", "dport"),
-        ("OUTPUT", "sport"),
-    ] {
-        let _ = writeln!(r, "-A {chain} -p tcp --{dir} {port} -j NOTRACK");
     }
     r.push_str("COMMIT\n");
     r

@@ -741,8 +741,6 @@ impl Starter<'_> {
             flags.extend([
                 "--capture-outbound".to_string(),
                 local(pods::CAPTURE_PORT).to_string(),
-                "--capture-inbound".to_string(),
-                in_pod(pods::INBOUND_PORT).to_string(),
                 "--socket-mark".to_string(),
                 pods::SOCKET_MARK.to_string(),
             ]);
@@ -761,7 +759,7 @@ impl Starter<'_> {
                 labels: w.labels.clone(),
                 identity: svc.identity_in(opts.trust_domain()),
                 app: Some(local(first)),
-                inbound: Some(in_pod(pods::PEER_PORT)),
+                inbound: Some(in_pod(pods::INBOUND_PORT)),
                 outbound: Some(local(pods::OUTBOUND_PORT)),
                 admin: Some(in_pod(pods::ADMIN_PORT)),
                 drain_timeout: opts.drain_timeout,

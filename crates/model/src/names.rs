@@ -38,10 +38,6 @@ pub const TRUST_DOMAIN: &str = "cluster.local";
 /// In a pod (a `weft up` transparent pod or a Kubernetes pod): where a sidecar takes the
 /// connections its pod receives (Istio's inbound capture port).
 pub const POD_INBOUND_PORT: u16 = 15006;
-/// In a `weft up` pod: where the other sidecars and the ingress reach the sidecar (mTLS). The
-/// pod's capture rules never redirect this port, so its packets skip connection tracking
-/// (`NOTRACK`); the number is Istio's HBONE port.
-pub const POD_PEER_PORT: u16 = 15008;
 /// In a pod: the sidecar's admin listener (Istio's status port), reachable from outside it.
 pub const POD_ADMIN_PORT: u16 = 15020;
 /// In a pod: where the capture rules send the app's outbound TCP (Istio's outbound capture

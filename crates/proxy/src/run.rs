@@ -45,10 +45,6 @@ pub struct Bound {
     /// The capture listener of transparent interception.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_outbound: Option<SocketAddr>,
-    /// The inbound listener the capture rules send a pod's received connections to, when peers
-    /// reach `inbound` at a port of its own.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capture_inbound: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -348,11 +344,6 @@ pub fn run_with(
         crate::io::set_socket_mark(mark);
     }
     let inbound = settings.inbound.map(|a| bind(a, "inbound")).transpose()?;
-    let capture_inbound = settings
-        .capture_inbound
-        .filter(|_| settings.mode == Mode::Sidecar && inbound.is_some())
-        .map(|a| bind(a, "capture inbound"))
-        .transpose()?;
     let admin = bind(settings.admin, "admin")?;
     let tcp_ports = settings
         .tcp_ports
@@ -365,7 +356,6 @@ pub fn run_with(
         outbound: outbound.as_ref().and_then(local),
         admin: local(&admin).unwrap_or(settings.admin),
         capture_outbound: capture.as_ref().and_then(local),
-        capture_inbound: capture_inbound.as_ref().and_then(local),
     };
     on_bound(&bound);
 
@@ -504,7 +494,7 @@ pub fn run_with(
         proxy.clone(),
         outbound,
         capture,
-        [inbound, capture_inbound],
+        inbound,
         tcp_ports,
     ));
     // The last spans go out while the control runtime (which does the export's I/O) still runs.
@@ -610,7 +600,7 @@ async fn data_plane(
     proxy: Arc<Proxy>,
     outbound: Option<std::net::TcpListener>,
     capture: Option<std::net::TcpListener>,
-    [inbound, capture_inbound]: [Option<std::net::TcpListener>; 2],
+    inbound: Option<std::net::TcpListener>,
     tcp_ports: Vec<(String, std::net::TcpListener)>,
 ) -> Result<(), RunError> {
     let tracker = TaskTracker::new();
@@ -676,28 +666,16 @@ async fn data_plane(
         let mut config = proxy.listener("inbound", Some(proxy.caps.total.clone()));
         config.tls = Some(proxy.inbound_tls.clone());
         let handler = Arc::new(handler);
-        // In a pod, the capture rules send clients outside the mesh here too (or to the
-        // capture listener, when peers have a port of their own).
+        // In a pod, the capture rules send clients outside the mesh here too.
         if s.capture_outbound.is_some() {
             config.redirected = Some(handler.clone());
-        }
-        let config = Arc::new(config);
-        // Both inbound listeners serve the same side, under one connection cap.
-        if let Some(c) = capture_inbound {
-            tracker.spawn(server::serve(
-                from_std(c, "capture inbound")?,
-                handler.clone(),
-                proxy.drain.clone(),
-                tracker.clone(),
-                config.clone(),
-            ));
         }
         tracker.spawn(server::serve(
             from_std(l, "inbound")?,
             handler,
             proxy.drain.clone(),
             tracker.clone(),
-            config,
+            Arc::new(config),
         ));
     }
 

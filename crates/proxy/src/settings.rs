@@ -68,10 +68,6 @@ pub struct Settings {
     /// Transparent interception (`--capture-outbound`): where the pod's capture rules send
     /// its app's outbound TCP connections; the original destination picks the service.
     pub capture_outbound: Option<SocketAddr>,
-    /// Transparent interception (`--capture-inbound`): a second inbound listener, where the
-    /// pod's capture rules send the connections the pod receives, for a pod whose peers reach
-    /// `inbound` at a port of its own; `None`: `inbound` takes both.
-    pub capture_inbound: Option<SocketAddr>,
     /// `SO_MARK` of the proxy's own outbound connections (`--socket-mark`), which the pod's
     /// capture rules let through; `None`: unmarked.
     pub socket_mark: Option<u32>,

@@ -170,7 +170,6 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
         "-A OUTPUT -p tcp -j WEFT_OUTPUT",
         "-A WEFT_INBOUND -p tcp -m tcp --dport 15006 -j RETURN",
         "-A WEFT_INBOUND -p tcp -m tcp --dport 15020 -j RETURN",
-        "-A WEFT_INBOUND -p tcp -m tcp --dport 15008 -j RETURN",
         "-A WEFT_INBOUND -p tcp -m tcp --dport 9901 -j RETURN",
         "-A WEFT_INBOUND -p tcp -j REDIRECT --to-ports 15006",
         "-A WEFT_OUTPUT -m mark --mark 0x539 -j RETURN",
@@ -184,29 +183,6 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
             rules.contains(&format!("{rule}\n")),
             "{rule} not in\n{rules}"
         );
-    }
-
-    // Sidecars reach each other at the peer port, outside connection tracking.
-    let raw = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        "weft-tp-pods-alpha-v1-0",
-        "iptables-save",
-        "-t",
-        "raw",
-    ]);
-    for rule in [
-        "-A PREROUTING -p tcp -m tcp --dport 15008 -j NOTRACK",
-        "-A PREROUTING -p tcp -m tcp --sport 15008 -j NOTRACK",
-        "-A OUTPUT -p tcp -m tcp --dport 15008 -j NOTRACK",
-        "-A OUTPUT -p tcp -m tcp --sport 15008 -j NOTRACK",
-    ] {
-        assert!(raw.contains(&format!("{rule}\n")), "{rule} not in\n{raw}");
-    }
-    for w in mesh.status["workloads"].as_array().unwrap() {
-        let inbound = w["inbound"].as_str().unwrap();
-        assert!(inbound.ends_with(":15008"), "{w}");
     }
 
     // Names: each service at the VIP the snapshot carries.

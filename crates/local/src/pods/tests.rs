@@ -56,17 +56,6 @@ fn capture_rules_skip_the_sidecar_the_host_and_the_exclusions() {
     assert!(all.contains("-A WEFT_OUTPUT -o lo -j RETURN\n"));
     assert!(all.contains("-A WEFT_OUTPUT -d 10.234.3.1/32 -j RETURN\n"));
     assert!(all.ends_with("-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n"));
-    // Without a peer port, none is exempt.
-    assert!(!all.contains("15008"));
-    let peers = capture_rules(
-        &Exempt {
-            peer_port: Some(PEER_PORT),
-            ..gw.clone()
-        },
-        &Capture::default(),
-    );
-    assert!(peers.contains("-A WEFT_INBOUND -p tcp --dport 15008 -j RETURN\n"));
-    assert!(peers.find("--dport 15008").unwrap() < peers.find("--to-ports 15006").unwrap());
 
     let some = capture_rules(
         &gw,

@@ -87,7 +87,6 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         tcp_ports: Vec::new(),
         app_ports: Vec::new(),
         capture_outbound: None,
-        capture_inbound: None,
         socket_mark: None,
         advertise: None,
         drain_timeout: Duration::from_secs(2),

@@ -55,11 +55,6 @@ pub struct ProxyArgs {
     /// TCP connections to (sidecars only); each is routed by its original destination
     #[arg(long, value_name = "ADDRESS")]
     capture_outbound: Option<SocketAddr>,
-    /// Transparent interception: a second inbound listener, where the pod's capture rules send
-    /// the connections the pod receives, when peers reach `--inbound` at a port of its own
-    /// (sidecars only)
-    #[arg(long, value_name = "ADDRESS")]
-    capture_inbound: Option<SocketAddr>,
     /// Mark the proxy's own outbound connections with this SO_MARK, so that the pod's capture
     /// rules let them through (needs CAP_NET_ADMIN)
     #[arg(long, value_name = "MARK")]
@@ -450,7 +445,6 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         },
         app_ports: a.app_ports,
         capture_outbound: a.capture_outbound,
-        capture_inbound: a.capture_inbound,
         socket_mark: a.socket_mark,
         advertise: a.advertise,
         drain_timeout: a.drain_timeout.unwrap_or(settings::DEFAULT_DRAIN_TIMEOUT),
