@@ -443,6 +443,10 @@ fn bench_runs_a_short_round_and_reports_every_path() {
         // lowers it; a wrong pacer would be far off.
         assert!((120.0..=220.0).contains(&achieved), "{p}");
         assert!(step["p50_us"].as_f64().unwrap() <= step["p99_us"].as_f64().unwrap());
+        // Round by round too; with one round, its figures are the medians.
+        assert_eq!(p["peak_rounds"].as_array().map(Vec::len), Some(1), "{p}");
+        assert_eq!(p["peak_rounds"][0]["rps"], p["peak_rps"], "{p}");
+        assert_eq!(step["rounds"][0]["p50_us"], step["p50_us"], "{p}");
     }
     let weft = &paths[1];
     assert_eq!(weft["proxies"], 2);

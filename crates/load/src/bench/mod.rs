@@ -103,6 +103,25 @@ pub struct RateResult {
     pub cpu_us_per_request: Option<f64>,
     pub achieved_rps: f64,
     pub failed: u64,
+    /// The figures of each round, in order (the medians above are over these).
+    pub rounds: Vec<RateRound>,
+}
+
+/// One fixed-rate step of one round.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateRound {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub added_p50_us: Option<f64>,
+    pub added_p99_us: Option<f64>,
+    pub cpu_us_per_request: Option<f64>,
+}
+
+/// One peak step of one round.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeakRound {
+    pub rps: f64,
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -113,6 +132,8 @@ pub struct PathResult {
     pub peak_rps: f64,
     pub peak_cpu_us_per_request: Option<f64>,
     pub peak_failed: u64,
+    /// Each round's peak step, in order (the medians above are over these).
+    pub peak_rounds: Vec<PeakRound>,
     pub rates: Vec<RateResult>,
     /// Largest single proxy's RSS, idle and at peak load.
     pub rss_idle_kib: Option<u64>,
@@ -805,6 +826,13 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             peak_rps: median(peak[pi].iter().map(|x| x.rps).collect()),
             peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.cpu).collect()),
             peak_failed: peak[pi].iter().map(|x| x.failed).sum(),
+            peak_rounds: peak[pi]
+                .iter()
+                .map(|x| PeakRound {
+                    rps: x.rps,
+                    cpu_us_per_request: x.cpu,
+                })
+                .collect(),
             rates: spec
                 .rates
                 .iter()
@@ -824,6 +852,17 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                         cpu_us_per_request: opt_median(s.iter().map(|x| x.3).collect()),
                         achieved_rps: median(s.iter().map(|x| x.4).collect()),
                         failed: s.iter().map(|x| x.5).sum(),
+                        rounds: s
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| RateRound {
+                                p50_us: x.0,
+                                p99_us: x.2,
+                                added_p50_us: a.get(i).map(|a| a.0),
+                                added_p99_us: a.get(i).map(|a| a.1),
+                                cpu_us_per_request: x.3,
+                            })
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -909,8 +948,10 @@ fn ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
 }
 
 /// `a` ÷ `b` for each figure of two paths: peak throughput, CPU per request at peak, RSS under
-/// load, and per rate the latency added over the direct path and the CPU per request. A ratio
-/// of an added latency that came out negative (noise below the direct path's) is null.
+/// load, and per rate the latency added over the direct path and the CPU per request; the
+/// medians' ratio, and under `…_rounds` the ratio in each round (the paths ran side by side in
+/// it). A ratio of an added latency that came out negative (noise below the direct path's) is
+/// null.
 fn path_ratios(a: &PathResult, b: &PathResult) -> serde_json::Value {
     let div = |x: Option<f64>, y: Option<f64>| match (x, y) {
         (Some(x), Some(y)) if y > 0.0 && x >= 0.0 => {
@@ -918,20 +959,40 @@ fn path_ratios(a: &PathResult, b: &PathResult) -> serde_json::Value {
         }
         _ => serde_json::Value::Null,
     };
+    // Round by round: the paths ran side by side in each round.
+    let rounds = |x: Vec<Option<f64>>, y: Vec<Option<f64>>| -> Vec<serde_json::Value> {
+        x.into_iter().zip(y).map(|(x, y)| div(x, y)).collect()
+    };
     let mut per_rate = serde_json::Map::new();
     for (ar, br) in a.rates.iter().zip(&b.rates) {
+        let of = |r: &RateResult, f: fn(&RateRound) -> Option<f64>| -> Vec<Option<f64>> {
+            r.rounds.iter().map(f).collect()
+        };
         per_rate.insert(
             format!("{}", ar.rate),
             serde_json::json!({
                 "added_p50": div(ar.added_p50_us, br.added_p50_us),
                 "added_p99": div(ar.added_p99_us, br.added_p99_us),
                 "cpu_per_request": div(ar.cpu_us_per_request, br.cpu_us_per_request),
+                "added_p50_rounds": rounds(of(ar, |r| r.added_p50_us), of(br, |r| r.added_p50_us)),
+                "cpu_per_request_rounds": rounds(
+                    of(ar, |r| r.cpu_us_per_request),
+                    of(br, |r| r.cpu_us_per_request),
+                ),
             }),
         );
     }
+    let peak = |p: &PathResult, f: fn(&PeakRound) -> Option<f64>| -> Vec<Option<f64>> {
+        p.peak_rounds.iter().map(f).collect()
+    };
     serde_json::json!({
         "peak_rps": div(Some(a.peak_rps), Some(b.peak_rps)),
+        "peak_rps_rounds": rounds(peak(a, |r| Some(r.rps)), peak(b, |r| Some(r.rps))),
         "peak_cpu_per_request": div(a.peak_cpu_us_per_request, b.peak_cpu_us_per_request),
+        "peak_cpu_per_request_rounds": rounds(
+            peak(a, |r| r.cpu_us_per_request),
+            peak(b, |r| r.cpu_us_per_request),
+        ),
         "rss_load": div(a.rss_load_kib.map(|v| v as f64), b.rss_load_kib.map(|v| v as f64)),
         "rates": per_rate,
     })
@@ -956,10 +1017,14 @@ impl BenchReport {
         let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
         for p in &self.paths {
             let _ = writeln!(out, "\n{} — {}", p.name, p.description);
+            let rounds: Vec<f64> = p.peak_rounds.iter().map(|r| r.rps).collect();
+            let spread = Spread::of(&rounds);
             let _ = writeln!(
                 out,
-                "  peak {:.0} rps ({} failed), proxy CPU {} µs/request at peak",
+                "  peak {:.0} rps (rounds {:.0}–{:.0}, {} failed), proxy CPU {} µs/request at peak",
                 p.peak_rps,
+                spread.min,
+                spread.max,
                 p.peak_failed,
                 f(p.peak_cpu_us_per_request)
             );

@@ -158,3 +158,96 @@ fn the_request_shape_sets_the_path_and_the_protocol() {
     assert_eq!(s.url.path(), "/bytes/16384");
     assert_eq!((s.http2, s.connections, s.concurrency), (true, 2, 32));
 }
+
+/// An HTTP path with one rate step: its peak and added p50 in each round.
+fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
+    let round = |a: &f64| super::RateRound {
+        p50_us: a + 100.0,
+        p99_us: a + 200.0,
+        added_p50_us: Some(*a),
+        added_p99_us: Some(a * 2.0),
+        cpu_us_per_request: Some(a / 2.0),
+    };
+    super::PathResult {
+        name: name.into(),
+        description: String::new(),
+        proxies: 2,
+        peak_rps: super::median(peaks.to_vec()),
+        peak_cpu_us_per_request: Some(10.0),
+        peak_failed: 0,
+        peak_rounds: peaks
+            .iter()
+            .map(|&rps| super::PeakRound {
+                rps,
+                cpu_us_per_request: Some(1e6 / rps),
+            })
+            .collect(),
+        rates: vec![super::RateResult {
+            rate: 500.0,
+            p50_us: 0.0,
+            p95_us: 0.0,
+            p99_us: 0.0,
+            added_p50_us: Some(super::median(added.to_vec())),
+            added_p99_us: None,
+            cpu_us_per_request: None,
+            achieved_rps: 500.0,
+            failed: 0,
+            rounds: added.iter().map(round).collect(),
+        }],
+        rss_idle_kib: None,
+        rss_load_kib: None,
+        idle_cpu_ms_per_s: None,
+    }
+}
+
+#[test]
+fn ratios_are_given_round_by_round_too() {
+    let weft = http_path(
+        "weft",
+        &[30_000.0, 26_000.0, 20_000.0],
+        &[100.0, 90.0, 60.0],
+    );
+    let envoy = http_path(
+        "envoy",
+        &[10_000.0, 13_000.0, 8_000.0],
+        &[200.0, 300.0, -5.0],
+    );
+    let r = super::path_ratios(&weft, &envoy);
+    assert_eq!(r["peak_rps"], 2.6);
+    assert_eq!(r["peak_rps_rounds"], serde_json::json!([3.0, 2.0, 2.5]));
+    assert_eq!(
+        r["peak_cpu_per_request_rounds"],
+        serde_json::json!([0.33, 0.5, 0.4])
+    );
+    let rate = &r["rates"]["500"];
+    // A round whose baseline came out negative has no ratio.
+    assert_eq!(
+        rate["added_p50_rounds"],
+        serde_json::json!([0.5, 0.3, null])
+    );
+    assert_eq!(
+        rate["cpu_per_request_rounds"],
+        serde_json::json!([0.5, 0.3, null])
+    );
+    let text = super::BenchReport {
+        schema: super::SCHEMA.into(),
+        rounds: 3,
+        step_s: 1.0,
+        peak_s: 1.0,
+        connections: 1,
+        pinned: false,
+        paths: vec![weft],
+        weft_vs_envoy: None,
+        transparent_vs_explicit: None,
+        tcp_paths: Vec::new(),
+        tcp_chunk_bytes: 0,
+        tcp_ping_bytes: 0,
+        body_bytes: 0,
+        h2: false,
+    }
+    .to_text();
+    assert!(
+        text.contains("peak 26000 rps (rounds 20000–30000, 0 failed)"),
+        "{text}"
+    );
+}
