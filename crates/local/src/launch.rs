@@ -80,16 +80,48 @@ pub struct ProxyLaunch {
 /// The name of the proxy-only executable, installed beside `weft`.
 pub const PROXY_EXE: &str = "weft-proxy";
 
+/// What `weft --version` and `weft-proxy --version` say: the version, and which build of the
+/// sources this is (two executables of one build say the same).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (build ",
+    env!("WEFT_BUILD"),
+    ")"
+);
+
 /// The command that runs a proxy, to which its flags are appended: `weft-proxy` when it sits
-/// beside the weft executable `exe` (the data plane alone: a proxy maps a fraction of the code
-/// `weft` has), else `exe proxy`.
+/// beside the weft executable `exe` and comes from the same build (the data plane alone: a
+/// proxy maps a fraction of the code `weft` has), else `exe proxy`. A `weft-proxy` left by an
+/// earlier build is not used: `cargo run` rebuilds only `weft`.
 pub fn proxy_command(exe: &Path) -> Vec<String> {
     let alone = exe.with_file_name(PROXY_EXE);
-    if alone.is_file() {
+    if same_build(&alone) {
         vec![alone.display().to_string()]
     } else {
         vec![exe.display().to_string(), "proxy".to_string()]
     }
+}
+
+/// Whether `alone` is a `weft-proxy` of this build (asked once per path).
+fn same_build(alone: &Path) -> bool {
+    static ASKED: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut asked = ASKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, same)) = asked.iter().find(|(p, _)| p == alone) {
+        return *same;
+    }
+    let same = alone.is_file()
+        && std::process::Command::new(alone)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|out| {
+                out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).trim()
+                        == format!("{PROXY_EXE} {VERSION}")
+            });
+    asked.push((alone.to_path_buf(), same));
+    same
 }
 
 impl ProxyLaunch {
@@ -497,20 +529,31 @@ mod tests {
         assert_eq!(again.iter().filter(|a| *a == "--inbound").count(), 1);
     }
 
+    /// A stand-in `weft-proxy` in `dir` that answers `--version` with `version`.
+    fn fake_proxy(dir: &Path, version: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let alone = dir.join(PROXY_EXE);
+        std::fs::write(&alone, format!("#!/bin/sh\necho '{PROXY_EXE} {version}'\n")).unwrap();
+        std::fs::set_permissions(&alone, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     #[test]
-    fn proxies_run_from_weft_proxy_when_it_is_installed_beside_weft() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("weft");
-        std::fs::write(&exe, "").unwrap();
+    fn proxies_run_from_a_weft_proxy_of_the_same_build_beside_weft() {
         let p = sidecar();
-        assert_eq!(
-            p.argv(&exe)[..2],
-            [exe.display().to_string(), "proxy".into()]
+        let (none, stale, same) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
         );
-        let alone = dir.path().join(PROXY_EXE);
-        std::fs::write(&alone, "").unwrap();
-        let argv = p.argv(&exe);
-        assert_eq!(argv[0], alone.display().to_string());
+        let weft = |d: &tempfile::TempDir| d.path().join("weft");
+        fake_proxy(stale.path(), "0.1.0 (build 1-2)");
+        fake_proxy(same.path(), VERSION);
+        for d in [&none, &stale] {
+            let argv = p.argv(&weft(d));
+            assert_eq!(argv[..2], [weft(d).display().to_string(), "proxy".into()]);
+        }
+        let argv = p.argv(&weft(&same));
+        assert_eq!(argv[0], same.path().join(PROXY_EXE).display().to_string());
         assert_eq!(argv[1..3], ["--mode", "sidecar"]);
     }
 

@@ -8,7 +8,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     name = "weft-proxy",
-    version,
+    version = local::launch::VERSION,
     about = "One weft proxy (sidecar, ingress or client): the flags of `weft proxy`"
 )]
 struct Args {

@@ -37,7 +37,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     name = "weft",
-    version,
+    version = local::launch::VERSION,
     about = "A service mesh: sidecar proxy, control plane and CLI"
 )]
 pub struct Cli {
