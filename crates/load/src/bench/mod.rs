@@ -959,40 +959,36 @@ fn path_ratios(a: &PathResult, b: &PathResult) -> serde_json::Value {
         }
         _ => serde_json::Value::Null,
     };
-    // Round by round: the paths ran side by side in each round.
-    let rounds = |x: Vec<Option<f64>>, y: Vec<Option<f64>>| -> Vec<serde_json::Value> {
-        x.into_iter().zip(y).map(|(x, y)| div(x, y)).collect()
-    };
+    // Round by round (the paths ran side by side in each round): `f` of each of a's rounds ÷
+    // `f` of b's.
+    fn rounds<R>(
+        a: &[R],
+        b: &[R],
+        f: fn(&R) -> Option<f64>,
+        div: impl Fn(Option<f64>, Option<f64>) -> serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        a.iter().zip(b).map(|(x, y)| div(f(x), f(y))).collect()
+    }
     let mut per_rate = serde_json::Map::new();
     for (ar, br) in a.rates.iter().zip(&b.rates) {
-        let of = |r: &RateResult, f: fn(&RateRound) -> Option<f64>| -> Vec<Option<f64>> {
-            r.rounds.iter().map(f).collect()
-        };
+        let (ars, brs) = (&ar.rounds[..], &br.rounds[..]);
         per_rate.insert(
             format!("{}", ar.rate),
             serde_json::json!({
                 "added_p50": div(ar.added_p50_us, br.added_p50_us),
                 "added_p99": div(ar.added_p99_us, br.added_p99_us),
                 "cpu_per_request": div(ar.cpu_us_per_request, br.cpu_us_per_request),
-                "added_p50_rounds": rounds(of(ar, |r| r.added_p50_us), of(br, |r| r.added_p50_us)),
-                "cpu_per_request_rounds": rounds(
-                    of(ar, |r| r.cpu_us_per_request),
-                    of(br, |r| r.cpu_us_per_request),
-                ),
+                "added_p50_rounds": rounds(ars, brs, |r| r.added_p50_us, div),
+                "cpu_per_request_rounds": rounds(ars, brs, |r| r.cpu_us_per_request, div),
             }),
         );
     }
-    let peak = |p: &PathResult, f: fn(&PeakRound) -> Option<f64>| -> Vec<Option<f64>> {
-        p.peak_rounds.iter().map(f).collect()
-    };
+    let (ap, bp) = (&a.peak_rounds[..], &b.peak_rounds[..]);
     serde_json::json!({
         "peak_rps": div(Some(a.peak_rps), Some(b.peak_rps)),
-        "peak_rps_rounds": rounds(peak(a, |r| Some(r.rps)), peak(b, |r| Some(r.rps))),
+        "peak_rps_rounds": rounds(ap, bp, |r| Some(r.rps), div),
         "peak_cpu_per_request": div(a.peak_cpu_us_per_request, b.peak_cpu_us_per_request),
-        "peak_cpu_per_request_rounds": rounds(
-            peak(a, |r| r.cpu_us_per_request),
-            peak(b, |r| r.cpu_us_per_request),
-        ),
+        "peak_cpu_per_request_rounds": rounds(ap, bp, |r| r.cpu_us_per_request, div),
         "rss_load": div(a.rss_load_kib.map(|v| v as f64), b.rss_load_kib.map(|v| v as f64)),
         "rates": per_rate,
     })
