@@ -1,6 +1,7 @@
-//! Lays out `weft-proxy`'s machine code so that the functions a proxy runs sit together: the
-//! linker places them first, in the order of `weft-proxy.order` (written by
-//! `scripts/order-proxy-text`). The kernel maps an executable's code in 64 KiB windows around
+//! Lays out the executables' machine code so that the functions a proxy runs sit together: the
+//! linker places them first, in the order of `weft-proxy.order` for `weft-proxy` and of
+//! `weft.order` for `weft` (whose `weft proxy` runs the same proxy), both written by
+//! `scripts/order-proxy-text`. The kernel maps an executable's code in 64 KiB windows around
 //! each page that runs, so packing what runs into few windows keeps a proxy's resident size down.
 //!
 //! The order is given to the linker only where it is certainly lld (rustc's default linker for
@@ -12,19 +13,26 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    println!("cargo::rerun-if-changed=weft-proxy.order");
+    const ORDERS: [(&str, &str); 2] = [("weft-proxy", "weft-proxy.order"), ("weft", "weft.order")];
+    for (_, file) in ORDERS {
+        println!("cargo::rerun-if-changed={file}");
+    }
     println!("cargo::rerun-if-env-changed=WEFT_TEXT_ORDER");
-    let order = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("weft-proxy.order");
-    let wanted = env::var("WEFT_TEXT_ORDER").as_deref() != Ok("off")
-        && env::var("PROFILE").as_deref() == Ok("release")
-        && order.is_file();
-    if wanted && linker_is_rust_lld() {
-        println!(
-            "cargo::rustc-link-arg-bin=weft-proxy=-Wl,--symbol-ordering-file={}",
-            order.display()
-        );
-        // Functions renamed or gone since the file was written are skipped without a word.
-        println!("cargo::rustc-link-arg-bin=weft-proxy=-Wl,--no-warn-symbol-ordering");
+    if env::var("WEFT_TEXT_ORDER").as_deref() == Ok("off")
+        || env::var("PROFILE").as_deref() != Ok("release")
+        || !linker_is_rust_lld()
+    {
+        return;
+    }
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap();
+    for (bin, file) in ORDERS {
+        let order = Path::new(&dir).join(file);
+        if order.is_file() {
+            let arg = format!("--symbol-ordering-file={}", order.display());
+            println!("cargo::rustc-link-arg-bin={bin}=-Wl,{arg}");
+            // Functions renamed or gone since the file was written are skipped without a word.
+            println!("cargo::rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
+        }
     }
 }
 
