@@ -378,6 +378,8 @@ struct Running {
     placed: Placed,
     sidecar: Option<crate::supervise::Proc>,
     app: crate::supervise::Proc,
+    /// Its app's port, leased while it runs.
+    _port: crate::launch::PortLease,
 }
 
 /// Starts replicas with their sidecars, as the mesh places them.
@@ -409,11 +411,12 @@ impl Runner {
     /// Starts `p`: its sidecar (inbound on the host's address), then its app.
     async fn start(&mut self, p: &Placed) -> Result<Running, HostError> {
         let opts = &self.opts;
-        let port = app_port().map_err(|e| UpError::Spawn {
+        let lease = app_port().map_err(|e| UpError::Spawn {
             what: p.instance.clone(),
             program: "port allocation".into(),
             source: e,
         })?;
+        let port = lease.port;
         let mut app = AppLaunch {
             command: p.command.clone(),
             port,
@@ -472,6 +475,7 @@ impl Runner {
             placed: p.clone(),
             sidecar,
             app,
+            _port: lease,
         })
     }
 

@@ -5,8 +5,10 @@
 //! addresses it got on its first stdout line ([`Bound`]). A sidecar's are stored into its
 //! [`ProxyLaunch`], so that a restart binds the same ones and its app's `HTTP_PROXY` and its
 //! peers' routes stay valid. An app, though, is told its port (`PORT`) before it binds it, so
-//! that port is chosen here by [`app_port`]: drawn at random below the kernel's ephemeral range
-//! and checked free. Only app ports are chosen that way; nothing here picks a port for a proxy.
+//! that port is chosen here by [`app_port`]: drawn at random below the kernel's ephemeral range,
+//! checked free, and leased ([`PortLease`]) so that no other `weft` process picks it before the
+//! app binds it. Only app ports (and a sidecar's local TCP client ports, which its app is told
+//! too) are chosen that way; nothing here picks a port for a proxy's own listeners.
 
 use crate::UpError;
 use control::ca::Ca;
@@ -448,13 +450,19 @@ async fn forward_lines<R: AsyncRead + Unpin>(mut lines: Lines<BufReader<R>>, wha
 /// The lowest port [`app_port`] hands out: above the well-known and most registered services.
 const APP_PORT_MIN: u16 = 10_000;
 
-/// A port for an app to listen on. The app binds it some time after it was chosen, so it must
-/// not be one the kernel hands out by itself meanwhile (to another listener on port 0, or as
-/// the local port of an outgoing connection, which took an app's port when meshes started
-/// together): it is drawn below the ephemeral range (`net.ipv4.ip_local_port_range`), at random
-/// so that meshes starting together draw different ones, and checked free. Where the
-/// ephemeral range leaves no room below it, the kernel picks one.
-pub(crate) fn app_port() -> std::io::Result<u16> {
+/// A port for an app to listen on, leased to this process until the lease is dropped.
+///
+/// The app binds it some time after it was chosen, so it must not be one the kernel hands out
+/// by itself meanwhile (to another listener on port 0, or as the local port of an outgoing
+/// connection, which took an app's port when meshes started together): it is drawn below the
+/// ephemeral range (`net.ipv4.ip_local_port_range`), at random, and checked free. A free port
+/// is not enough when several meshes start together: another `weft` process may draw the same
+/// one before this app binds it (its app then fails with "address in use", and the other
+/// app answers in its place). So each pick also takes a lease, an abstract Unix socket named
+/// after the port ([`lease_name`]): no other `weft` process picks a port whose lease is held,
+/// and the kernel releases it when the holder exits, however it exits. Where the ephemeral
+/// range leaves no room below it, the kernel picks the port.
+pub(crate) fn app_port() -> std::io::Result<PortLease> {
     use rand::Rng;
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -464,14 +472,53 @@ pub(crate) fn app_port() -> std::io::Result<u16> {
         let mut rng = rand::thread_rng();
         for _ in 0..64 {
             let port = rng.gen_range(APP_PORT_MIN..ephemeral_low);
+            let Some(lease) = PortLease::take(port) else {
+                continue;
+            };
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
+                return Ok(lease);
             }
         }
     }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
-        .port())
+        .port();
+    Ok(PortLease::take(port).unwrap_or(PortLease { port, _held: None }))
+}
+
+/// An app port picked by [`app_port`], kept from other `weft` processes' picks while this
+/// value lives (by the replica it was picked for).
+#[derive(Debug)]
+pub(crate) struct PortLease {
+    pub port: u16,
+    /// The bound abstract socket; `None` where none could be bound (not Linux).
+    _held: Option<std::os::unix::net::UnixDatagram>,
+}
+
+impl PortLease {
+    /// The lease of `port`, unless another process (or this one) holds it.
+    fn take(port: u16) -> Option<PortLease> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let Ok(name) = SocketAddr::from_abstract_name(lease_name(port)) else {
+            return Some(PortLease { port, _held: None });
+        };
+        match UnixDatagram::bind_addr(&name) {
+            Ok(held) => Some(PortLease {
+                port,
+                _held: Some(held),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+            // Abstract sockets unavailable: the free-port check alone, as before.
+            Err(_) => Some(PortLease { port, _held: None }),
+        }
+    }
+}
+
+/// The abstract socket name that leases app port `port` (in the network namespace `weft` runs
+/// in, which its proxy-env apps share).
+fn lease_name(port: u16) -> String {
+    format!("weft/app-port/127.0.0.1:{port}")
 }
 
 #[cfg(test)]
@@ -594,8 +641,27 @@ mod tests {
             .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
             .unwrap_or(32_768);
         if low > APP_PORT_MIN + 1_000 {
-            let port = app_port().unwrap();
+            let port = app_port().unwrap().port;
             assert!((APP_PORT_MIN..low).contains(&port), "{port}");
         }
+    }
+
+    /// Meshes that start together draw their apps' ports at the same time: a port one picked
+    /// is never picked by another before its app binds it, and is free again once the pick
+    /// is dropped.
+    #[test]
+    fn a_picked_port_is_leased_until_dropped() {
+        let picked = app_port().unwrap();
+        assert!(picked._held.is_some(), "no lease was taken");
+        assert!(PortLease::take(picked.port).is_none());
+        let others: Vec<_> = (0..200).map(|_| app_port().unwrap()).collect();
+        assert!(others.iter().all(|o| o.port != picked.port));
+        let mut ports: Vec<u16> = others.iter().map(|o| o.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), others.len(), "a port was picked twice");
+        let port = picked.port;
+        drop(picked);
+        assert!(PortLease::take(port).is_some());
     }
 }

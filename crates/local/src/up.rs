@@ -487,11 +487,19 @@ impl Starter<'_> {
         }
         let opts = self.opts;
         let instance = w.instance_name(i);
-        let port = app_port().map_err(|e| UpError::Spawn {
-            what: instance.clone(),
-            program: "port allocation".into(),
-            source: e,
-        })?;
+        // Every port picked for this replica, leased until it is dropped.
+        let mut leases = Vec::new();
+        let mut pick = || {
+            let lease = app_port().map_err(|e| UpError::Spawn {
+                what: instance.clone(),
+                program: "port allocation".into(),
+                source: e,
+            })?;
+            let port = lease.port;
+            leases.push(lease);
+            Ok::<u16, UpError>(port)
+        };
+        let port = pick()?;
         // The first port is `PORT` (and `PORT_<NAME>` when named); each further one gets a
         // port of its own.
         let mut named_ports = Vec::new();
@@ -504,11 +512,7 @@ impl Starter<'_> {
             let Some(env) = p.env_name() else { continue };
             let port = match k {
                 0 => port,
-                _ => app_port().map_err(|e| UpError::Spawn {
-                    what: instance.clone(),
-                    program: "port allocation".into(),
-                    source: e,
-                })?,
+                _ => pick()?,
             };
             if k > 0 {
                 app_ports.push((p.port, port));
@@ -524,11 +528,7 @@ impl Starter<'_> {
                 tcp_flags.push(format!("{service_port}=127.0.0.1:{app}"));
             }
             for t in self.tcp_services.iter().filter(|t| t.key != svc.key()) {
-                let port = app_port().map_err(|e| UpError::Spawn {
-                    what: instance.clone(),
-                    program: "port allocation".into(),
-                    source: e,
-                })?;
+                let port = pick()?;
                 let listen = SocketAddr::from(([127, 0, 0, 1], port));
                 tcp_env.push((t.env_name(), listen.to_string()));
                 tcp_flags.push("--tcp-port".to_string());
@@ -622,7 +622,9 @@ impl Starter<'_> {
                 return Err(e);
             }
         };
-        Ok(self.replica(svc, w, i, instance, sidecar, app, None))
+        let mut replica = self.replica(svc, w, i, instance, sidecar, app, None);
+        replica.ports = leases;
+        Ok(replica)
     }
 
     /// A replica just started; for a job (a restart policy other than `Always`), the task that
@@ -647,6 +649,7 @@ impl Starter<'_> {
             sidecar,
             app,
             pod,
+            ports: Vec::new(),
             retired: CancellationToken::new(),
         };
         if w.restart_policy != RestartPolicy::Always {
@@ -955,6 +958,8 @@ pub(crate) struct Replica {
     pub app: Proc,
     /// Its pod (transparent interception).
     pub pod: Option<PodHandle>,
+    /// The ports picked for its app and sidecar (outside a pod), leased while it lives.
+    ports: Vec<crate::launch::PortLease>,
     /// Cancelled once it is being stopped (replaced, removed): a job's app that finishes then
     /// is not reported as its replica's outcome.
     retired: CancellationToken,
