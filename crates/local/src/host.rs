@@ -427,6 +427,12 @@ impl Runner {
             instance: p.instance.clone(),
             proxy: None,
             env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            pid_file: p.sidecar.then(|| {
+                opts.state
+                    .join(&opts.name)
+                    .join("apps")
+                    .join(format!("{}.{}.pid", p.instance, p.namespace))
+            }),
         };
         let mut sidecar = None;
         if p.sidecar {
@@ -457,6 +463,7 @@ impl Runner {
                         .join(&opts.name)
                         .join(format!("{}.{}", p.instance, p.namespace)),
                 ),
+                app_pid_file: app.pid_file.clone(),
             };
             let launch = self.proxy_launch(proxy.clone());
             let (child, bound) = launch.start_proxy().await?;
@@ -553,6 +560,7 @@ pub async fn run(
             app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
             state_dir: None,
+            app_pid_file: None,
         };
         let launch = runner.proxy_launch(proxy);
         let (child, _) = launch.start_proxy().await?;

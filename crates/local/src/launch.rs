@@ -77,6 +77,9 @@ pub struct ProxyLaunch {
     /// Where the proxy keeps its last snapshot and its credentials (`--state-dir`), one per
     /// launch: its restarts find them there; `None`: nothing kept.
     pub state_dir: Option<PathBuf>,
+    /// Where the app's supervisor keeps the app's process id ([`AppLaunch::pid_file`]), so
+    /// that the sidecar tells the app from another process on its port (`--app-pid-file`).
+    pub app_pid_file: Option<PathBuf>,
 }
 
 /// The name of the proxy-only executable, installed beside `weft`.
@@ -173,6 +176,9 @@ impl ProxyLaunch {
         if let Some(dir) = &self.state_dir {
             flag("state-dir", dir.display().to_string());
         }
+        if let Some(file) = &self.app_pid_file {
+            flag("app-pid-file", file.display().to_string());
+        }
         argv.extend(self.extra_flags.iter().cloned());
         argv
     }
@@ -221,6 +227,8 @@ pub struct AppLaunch {
     pub proxy: Option<SocketAddr>,
     /// The workload's own environment, set last.
     pub env: Vec<(String, String)>,
+    /// Written with its process id at every start (its sidecar's `--app-pid-file`).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl AppLaunch {
@@ -403,6 +411,17 @@ impl Launch {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(forward(err, self.what()));
         }
+        if let (Launch::App { app, .. }, Some(pid)) = (self, child.id()) {
+            if let Some(file) = &app.pid_file {
+                if let Err(e) = write_pid(file, pid) {
+                    crate::output::line(format!(
+                        "weft: {}: cannot write {}: {e}",
+                        self.what(),
+                        file.display()
+                    ));
+                }
+            }
+        }
         Ok(child)
     }
 
@@ -445,6 +464,21 @@ async fn forward_lines<R: AsyncRead + Unpin>(mut lines: Lines<BufReader<R>>, wha
     while let Ok(Some(line)) = lines.next_line().await {
         crate::output::line(format!("[{what}] {line}"));
     }
+}
+
+/// Writes `pid` to `file` whole (a reader never sees half of it), creating its directory
+/// (readable by this user alone).
+fn write_pid(file: &Path, pid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = file.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let partial = file.with_extension("pid.partial");
+    std::fs::write(&partial, pid.to_string())?;
+    std::fs::rename(&partial, file)
 }
 
 /// The lowest port [`app_port`] hands out: above the well-known and most registered services.
@@ -545,6 +579,7 @@ mod tests {
             app_protocol: model::Protocol::Http,
             extra_flags: vec!["--otlp-endpoint".into(), "http://127.0.0.1:4317".into()],
             state_dir: None,
+            app_pid_file: None,
         }
     }
 
@@ -616,6 +651,7 @@ mod tests {
             instance: "backend-v1-0".into(),
             proxy: Some("127.0.0.1:41001".parse().unwrap()),
             env: vec![("GREETING".into(), "hi".into())],
+            pid_file: None,
         };
         assert_eq!(app.argv(Path::new("/bin/weft"))[0], "/bin/weft");
         let env = app.env();

@@ -461,6 +461,7 @@ impl Starter<'_> {
             extra_flags: opts.proxy_flags.clone(),
             // The ingress starts from its control plane, which lives and dies with it.
             state_dir: None,
+            app_pid_file: None,
         };
         let launch = self.proxy(proxy);
         let (child, _) = launch.start_proxy().await?;
@@ -553,6 +554,7 @@ impl Starter<'_> {
                 .chain(tcp_env)
                 .chain(w.env.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .collect(),
+            pid_file: w.sidecar.then(|| self.app_pid_file(svc, &instance)),
         };
         if w.sidecar {
             let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -576,6 +578,7 @@ impl Starter<'_> {
                 app_protocol: svc.protocol(),
                 extra_flags: opts.proxy_flags.iter().cloned().chain(tcp_flags).collect(),
                 state_dir: Some(state_dir),
+                app_pid_file: app.pid_file.clone(),
             };
             let (child, bound) = self.proxy(proxy.clone()).start_proxy().await?;
             let Some(outbound) = bound.outbound else {
@@ -735,6 +738,7 @@ impl Starter<'_> {
                 .cloned()
                 .chain(w.env.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .collect(),
+            pid_file: None,
         };
         let mut sidecar = None;
         if w.sidecar {
@@ -770,6 +774,8 @@ impl Starter<'_> {
                 app_protocol: svc.protocol(),
                 extra_flags: flags,
                 state_dir: Some(self.state_dir(svc, &instance)),
+                // Its own network namespace: no other process takes its app's port.
+                app_pid_file: None,
             };
             let launch = self.proxy_in(proxy, Some(netns.clone()));
             let (child, _) = match launch.start_proxy().await {
@@ -866,6 +872,21 @@ impl Starter<'_> {
         self.run_dir
             .join("proxies")
             .join(format!("{instance}.{}.{run}", svc.namespace))
+    }
+
+    /// Where `instance`'s app's process id is kept as it starts now (one file per run, as
+    /// [`Starter::state_dir`]), for its sidecar to tell the app from another process on its
+    /// port.
+    fn app_pid_file(&self, svc: &ServiceSpec, instance: &str) -> PathBuf {
+        let key = (
+            svc.name.clone(),
+            svc.namespace.clone(),
+            instance.to_string(),
+        );
+        let run = lock(&self.runs).get(&key).copied().unwrap_or(0);
+        self.run_dir
+            .join("apps")
+            .join(format!("{instance}.{}.{run}.pid", svc.namespace))
     }
 
     /// [`Starter::proxy`], in network namespace `netns` (a pod).

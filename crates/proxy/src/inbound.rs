@@ -32,6 +32,9 @@ const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct AppHealth {
     ready: AtomicBool,
+    /// Why it is not ready when the reason is not the usual one (another process holds its
+    /// port); read when health is reported, never on the request path.
+    why: std::sync::Mutex<Option<String>>,
     /// Wakes the control-plane stream to report the change.
     pub changed: Notify,
     /// Wakes the prober to watch for the app's return.
@@ -44,12 +47,38 @@ impl AppHealth {
     }
 
     pub fn set(&self, ready: bool) {
+        let had_why = self.set_why(None);
         if self.ready.swap(ready, Ordering::AcqRel) != ready {
             self.changed.notify_one();
             if !ready {
                 self.went_down.notify_one();
             }
+        } else if had_why {
+            self.changed.notify_one();
         }
+    }
+
+    /// Not ready, for the reason `why` (said as is in its health).
+    pub fn set_not_ready_because(&self, why: String) {
+        let changed = self.set_why(Some(why));
+        if self.ready.swap(false, Ordering::AcqRel) || changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Why it is not ready, when [`AppHealth::set_not_ready_because`] said.
+    pub fn why(&self) -> Option<String> {
+        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether that changed the reason.
+    fn set_why(&self, why: Option<String>) -> bool {
+        let mut held = self.why.lock().unwrap_or_else(|p| p.into_inner());
+        if *held == why {
+            return false;
+        }
+        *held = why;
+        true
     }
 }
 
@@ -344,29 +373,52 @@ impl Handler for Inbound {
     }
 }
 
-/// Watches whether the app accepts TCP connections. While it is not ready the app is checked
+/// Watches whether the app accepts TCP connections (and, given `pid_file`, whether what
+/// accepts them is the app: [`crate::app_owner`]). While it is not ready the app is checked
 /// every `interval`, so a (re)started app gets traffic quickly; while it is ready, only every
 /// [`READY_PROBE_INTERVAL`]: traffic itself reports a dead app at once (a refused connection
 /// flips readiness), and an idle sidecar should cost nothing.
 pub async fn probe_app(
     app: SocketAddr,
+    pid_file: Option<std::path::PathBuf>,
     health: Arc<AppHealth>,
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
+    use crate::app_owner::Holder;
     loop {
-        let ok = matches!(
+        let accepts = matches!(
             tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(app)).await,
             Ok(Ok(_))
         );
+        let holder = match (&pid_file, accepts) {
+            (Some(file), true) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || crate::app_owner::holder(app, &file))
+                    .await
+                    .unwrap_or(Holder::App)
+            }
+            _ => Holder::App,
+        };
+        let ok = accepts && holder == Holder::App;
         // Worded without "ready": scripts wait for `weft up`'s ready line, often on its
         // output and its log together.
-        match (ok, health.is_ready()) {
-            (true, false) => tracing::info!(%app, "app accepts connections"),
-            (false, true) => tracing::info!(%app, "app stopped accepting connections"),
+        match (ok, health.is_ready(), &holder) {
+            (true, false, _) => tracing::info!(%app, "app accepts connections"),
+            (false, true, Holder::App) => {
+                tracing::info!(%app, "app stopped accepting connections")
+            }
             _ => {}
         }
-        health.set(ok);
+        match holder {
+            Holder::Other(why) => {
+                if health.why().as_ref() != Some(&why) {
+                    tracing::warn!(%app, "{why}");
+                }
+                health.set_not_ready_because(why);
+            }
+            _ => health.set(ok),
+        }
         metrics.app_ready.set(ok as i64);
         let wait = if ok { READY_PROBE_INTERVAL } else { interval };
         // A refused connection on the data path wakes the prober early.

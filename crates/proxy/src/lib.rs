@@ -26,6 +26,7 @@
 //! - [`ingress`]: the gateway's first step (JWT, authorization, virtual hosts), then the
 //!   outbound path.
 //! - [`inbound`]: mesh → app: forward to the local app.
+//! - [`app_owner`]: whether what listens on the app's address is the app, not another process.
 //! - [`tunnel`]: `CONNECT` tunnels: the destination side, and splicing byte streams.
 //! - [`upgrade`]: HTTP/1.1 upgrades (WebSocket) carried between proxies and replayed to the app.
 //! - [`jwt`]: end-user JWT authentication (Istio RequestAuthentication), JWKS fetching.
@@ -51,6 +52,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app_health;
+pub mod app_owner;
 pub mod app_pool;
 pub mod authz;
 pub mod balance;

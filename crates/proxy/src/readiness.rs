@@ -59,6 +59,9 @@ impl Readiness {
         } else if self.needs_certificate && self.tls.get().is_none() {
             "no certificate from the mesh CA yet"
         } else if self.mode == Mode::Sidecar && !self.health.is_ready() {
+            if let Some(why) = self.health.why() {
+                return Some(why.into());
+            }
             "app is not accepting connections"
         } else if let Some(uri) = self.starting_without_jwks() {
             return Some(format!("JWKS {uri} not fetched yet").into());

@@ -544,6 +544,7 @@ async fn control_work(
     if let (Mode::Sidecar, Some(app)) = (s.mode, s.app) {
         tokio::spawn(inbound::probe_app(
             app,
+            s.app_pid_file.clone(),
             proxy.health.clone(),
             proxy.metrics.clone(),
             s.probe_interval,

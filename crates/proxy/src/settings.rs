@@ -56,6 +56,10 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// The local app (sidecar mode).
     pub app: Option<SocketAddr>,
+    /// A file where the app's supervisor keeps the app's process id (`--app-pid-file`): the
+    /// app is ready only when it, or a process of its group, holds the listener on `app`
+    /// ([`crate::app_owner`]). `None`: accepting connections is enough.
+    pub app_pid_file: Option<PathBuf>,
     /// What the app speaks on that address (`--app-protocol`): HTTP/1.1 unless `http2` or
     /// `grpc` (h2c) or `tcp` (a byte stream).
     pub app_protocol: model::Protocol,

@@ -2,7 +2,8 @@
 //! the log on the same stream) or `weft status --wait` returns, the first request through the
 //! ingress, the first call from one sidecar to another and the first call of a `weft exec`
 //! client are all routed; `weft status` calls a replica ready only when every proxy routes to
-//! it, also after its sidecar was killed and restarted.
+//! it, also after its sidecar was killed and restarted, and never while another process holds
+//! its app's port.
 
 mod common;
 
@@ -291,4 +292,90 @@ fn status_wait_returns_once_the_mesh_routes() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(ok, 2);
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+}
+
+/// Another process takes a replica's app port before the app binds it (here a listener the
+/// app's own start script leaves behind, outside the app's process group; in life another
+/// mesh's app, or any program): the app cannot start, and although the port accepts
+/// connections the replica is never called ready — `weft up` gives up at its ready timeout and
+/// says which process holds the port, rather than route the service to that process.
+#[test]
+fn a_replica_whose_port_another_process_holds_is_never_ready() {
+    let files = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mark = files.path().join("taken");
+    let impostor_pid = files.path().join("impostor.pid");
+    // An HTTP server on the app's port that answers as the service would, in a session (and
+    // so a process group) of its own; it writes its process id once it listens.
+    let impostor = format!(
+        "import http.server,os\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20 def do_GET(self):\n\
+         \x20   b=b'{{\"service\":\"taken\",\"impostor\":true}}'\n\
+         \x20   self.send_response(200); self.send_header('content-length',str(len(b))); self.end_headers(); self.wfile.write(b)\n\
+         s=http.server.HTTPServer(('127.0.0.1',int(os.environ['PORT'])),H)\n\
+         open('{pid}.partial','w').write(str(os.getpid())); os.rename('{pid}.partial','{pid}')\n\
+         s.serve_forever()",
+        pid = impostor_pid.display()
+    );
+    std::fs::write(files.path().join("impostor.py"), impostor).unwrap();
+    // The app's command: the first start leaves the impostor behind, then every start runs
+    // the real app, which finds its port taken.
+    let script = format!(
+        "if [ ! -e {mark} ]; then touch {mark}; setsid python3 {py} </dev/null >/dev/null 2>&1 &\n\
+         for i in $(seq 100); do [ -e {pid} ] && break; sleep 0.1; done; fi\n\
+         exec {weft} demo echo --service taken --version v1",
+        mark = mark.display(),
+        py = files.path().join("impostor.py").display(),
+        pid = impostor_pid.display(),
+        weft = WEFT,
+    );
+    let yaml = format!(
+        "{}  - name: taken\n    port: 80\n    workloads:\n    - name: taken-v1\n      replicas: 1\n      command: [sh, -c, {script:?}]\n",
+        mesh_yaml("portheld", &[("front", 1, "")])
+    );
+    let file = files.path().join("mesh.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let mut up = std::process::Command::new(WEFT)
+        .args(["up", file.to_str().unwrap(), "--ready-timeout", "10s"])
+        .env("WEFT_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_timeout(&mut up, Duration::from_secs(90));
+    if exited.is_none() {
+        let _ = up.kill();
+    }
+    let out = up.wait_with_output().unwrap();
+    let impostor = std::fs::read_to_string(&impostor_pid).ok();
+    if let Some(pid) = impostor
+        .as_deref()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let impostor = impostor.expect("the impostor never listened");
+    assert!(
+        !stdout.contains("is ready") && !stderr.contains("mesh portheld is ready"),
+        "a mesh whose replica's port another process holds was called ready:\n{stdout}\n{stderr}"
+    );
+    assert!(exited.is_some(), "weft up did not give up:\n{stderr}");
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let said = stderr
+        .lines()
+        .find(|l| l.contains("taken-v1-0:"))
+        .unwrap_or_default();
+    assert!(
+        said.contains(&format!(
+            "another process (pid {}, python3)",
+            impostor.trim()
+        )) && said.contains("not the app"),
+        "the reason does not name the process holding the port:\n{stderr}"
+    );
 }

@@ -83,6 +83,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         inbound: None,
         admin: any,
         app: None,
+        app_pid_file: None,
         app_protocol: model::Protocol::Http,
         tcp_ports: Vec::new(),
         app_ports: Vec::new(),

@@ -40,6 +40,11 @@ pub struct ProxyArgs {
     /// The local app (sidecar mode)
     #[arg(long)]
     app: Option<SocketAddr>,
+    /// A file the app's supervisor keeps the app's process id in (`weft up` writes one at
+    /// every start of the app): the app is ready only once that process, or one of its process
+    /// group, listens on --app, never while another process holds that port
+    #[arg(long, value_name = "PATH")]
+    app_pid_file: Option<std::path::PathBuf>,
     /// What the app speaks: http (HTTP/1.1), http2 or grpc (h2c), tcp
     #[arg(long, default_value = "http", value_parser = parse_protocol)]
     app_protocol: model::Protocol,
@@ -437,6 +442,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         },
         admin: a.admin,
         app: a.app,
+        app_pid_file: a.app_pid_file,
         app_protocol: a.app_protocol,
         tcp_ports: if mode == Mode::Sidecar {
             a.tcp_ports
@@ -552,6 +558,7 @@ mod tests {
                 "0.5".into(),
             ],
             state_dir: Some("/run/user/1000/weft/run/shop/proxies/backend-v2-1.shop.1".into()),
+            app_pid_file: Some("/run/user/1000/weft/run/shop/apps/backend-v2-1.shop.1.pid".into()),
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Sidecar));
@@ -580,6 +587,7 @@ mod tests {
         );
         assert_eq!(a.exports.trace_sampling, Some(0.5));
         assert_eq!(a.state_dir, launch.state_dir);
+        assert_eq!(a.app_pid_file, launch.app_pid_file);
     }
 
     #[test]
@@ -603,6 +611,7 @@ mod tests {
             app_protocol: model::Protocol::Http,
             extra_flags: Vec::new(),
             state_dir: None,
+            app_pid_file: None,
         };
         let a = parse(&launch);
         assert!(matches!(a.mode, ModeArg::Ingress));
@@ -624,6 +633,7 @@ mod tests {
         assert!(a.exports.access_log.is_none());
         assert!(a.exports.otlp_endpoint.is_none());
         assert_eq!(a.state_dir, None);
+        assert_eq!(a.app_pid_file, None);
     }
 
     #[test]
