@@ -28,7 +28,10 @@ pub enum Holder {
 }
 
 /// Who listens on `app`, the app being the process named in `pid_file` and its group.
-pub fn holder(app: SocketAddr, pid_file: &Path) -> Holder {
+/// `member` remembers, from one check to the next, the process of the group that held the
+/// listener (an app that forks its server), so that a check of a ready app reads one or two
+/// processes, not all of them.
+pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Holder {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -44,10 +47,17 @@ pub fn holder(app: SocketAddr, pid_file: &Path) -> Holder {
     for inode in socket_inodes(pid) {
         unseen.remove(&inode);
     }
+    if let Some(m) = member.filter(|&m| !unseen.is_empty() && group_of(m) == Some(pid)) {
+        for inode in socket_inodes(m) {
+            unseen.remove(&inode);
+        }
+    }
     if !unseen.is_empty() {
-        for member in processes().filter(|&p| p != pid && group_of(p) == Some(pid)) {
-            for inode in socket_inodes(member) {
-                unseen.remove(&inode);
+        for p in processes().filter(|&p| p != pid && group_of(p) == Some(pid)) {
+            let held = socket_inodes(p);
+            if unseen.iter().any(|i| held.contains(i)) {
+                unseen.retain(|i| !held.contains(i));
+                *member = Some(p);
             }
             if unseen.is_empty() {
                 break;
@@ -190,7 +200,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let app = l.local_addr().unwrap();
         let file = pid_file(dir.path(), std::process::id());
-        assert_eq!(holder(app, &file), Holder::App);
+        assert_eq!(holder(app, &file, &mut None), Holder::App);
     }
 
     #[test]
@@ -198,7 +208,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let app = l.local_addr().unwrap();
-        assert_eq!(holder(app, &dir.path().join("app.pid")), Holder::NotStarted);
+        assert_eq!(
+            holder(app, &dir.path().join("app.pid"), &mut None),
+            Holder::NotStarted
+        );
     }
 
     /// Another process listening on the app's port (on the unspecified address, which takes
@@ -226,7 +239,7 @@ mod tests {
         let port: u16 = line.trim().parse().unwrap();
         let app = SocketAddr::from(([127, 0, 0, 1], port));
         let file = pid_file(dir.path(), std::process::id());
-        let verdict = holder(app, &file);
+        let verdict = holder(app, &file, &mut None);
         let _ = other.kill();
         let _ = other.wait();
         let Holder::Other(why) = verdict else {
@@ -237,6 +250,40 @@ mod tests {
             "{why}"
         );
         assert!(why.contains(&app.to_string()), "{why}");
+    }
+
+    /// An app that forks its server (a shell running it, a pre-forking server): the process
+    /// holding the listener is of the app's group, and is remembered for the next check.
+    #[test]
+    fn a_listener_of_a_process_of_the_apps_group_is_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = Command::new("sh")
+            .args([
+                "-c",
+                "python3 -c \"import socket,sys\n\
+                 s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+                 print(s.getsockname()[1], flush=True); sys.stdin.read()\"; true",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(app.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let app_addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let file = pid_file(dir.path(), app.id());
+        let mut member = None;
+        let first = holder(app_addr, &file, &mut member);
+        let again = holder(app_addr, &file, &mut member);
+        drop(app.stdin.take());
+        let _ = app.wait();
+        assert_eq!(first, Holder::App);
+        assert_eq!(again, Holder::App);
+        assert!(member.is_some_and(|m| m != app.id()), "{member:?}");
     }
 
     #[test]

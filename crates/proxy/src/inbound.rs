@@ -386,6 +386,7 @@ pub async fn probe_app(
     interval: Duration,
 ) {
     use crate::app_owner::Holder;
+    let mut member = None;
     loop {
         let accepts = matches!(
             tokio::time::timeout(APP_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(app)).await,
@@ -394,9 +395,13 @@ pub async fn probe_app(
         let holder = match (&pid_file, accepts) {
             (Some(file), true) => {
                 let file = file.clone();
-                tokio::task::spawn_blocking(move || crate::app_owner::holder(app, &file))
-                    .await
-                    .unwrap_or(Holder::App)
+                let check = tokio::task::spawn_blocking(move || {
+                    let holder = crate::app_owner::holder(app, &file, &mut member);
+                    (holder, member)
+                });
+                let (holder, found) = check.await.unwrap_or((Holder::App, None));
+                member = found;
+                holder
             }
             _ => Holder::App,
         };
