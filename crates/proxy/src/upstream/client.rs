@@ -43,12 +43,18 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the peer did not start processing the request: it never left, or the peer
-    /// refused the stream.
+    /// True when the peer did not start processing the request: it never left, the peer
+    /// refused the stream, or the peer's graceful GOAWAY (a proxy that drains) left the stream
+    /// out — `h2` fails a stream with the peer's GOAWAY (`NO_ERROR`) only when its id is above
+    /// the GOAWAY's last stream id, which the peer promises it has not processed (RFC 9113
+    /// §6.8); streams it kept end normally or, cut short, with a broken pipe.
     pub fn never_processed(&self) -> bool {
         match self {
             Error::NotSent(_) => true,
-            Error::H2(e) => e.reason() == Some(Reason::REFUSED_STREAM),
+            Error::H2(e) => {
+                e.reason() == Some(Reason::REFUSED_STREAM)
+                    || (e.is_go_away() && e.is_remote() && e.reason() == Some(Reason::NO_ERROR))
+            }
             Error::Body(_) => false,
         }
     }

@@ -227,6 +227,64 @@ async fn a_closed_connection_says_so_and_a_request_on_it_was_never_sent() {
     assert!(err.never_processed(), "{err}");
 }
 
+/// A peer that drains (its GOAWAY says it processed no stream) after the request's HEADERS
+/// reached it: the request was never processed, and may go to another endpoint.
+#[tokio::test]
+async fn a_stream_left_out_of_a_graceful_goaway_was_never_processed() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (saw_headers, headers_seen) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // The server's preface: SETTINGS, and the ACK of the client's.
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        // Frames until the request's HEADERS (type 1).
+        loop {
+            let mut head = [0u8; 9];
+            s.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            if head[3] == 1 {
+                break;
+            }
+        }
+        // GOAWAY, last stream id 0, NO_ERROR: stream 1 was not processed.
+        s.write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let _ = saw_headers.send(());
+        // Read until the client closes.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let s = TcpStream::connect(addr).await.unwrap();
+    let settings = Settings {
+        stream_window: 1 << 20,
+        connection_window: 4 << 20,
+        keepalive: KEEPALIVE_INTERVAL,
+    };
+    let mut client = handshake(s, settings).await.unwrap();
+    let mut req = Request::new(crate::body::empty());
+    *req.uri_mut() = "http://svc.test/".parse().unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), client.send_request(req))
+        .await
+        .expect("the request ended")
+        .unwrap_err();
+    headers_seen
+        .await
+        .expect("the request's HEADERS reached the peer");
+    assert!(matches!(err, Error::H2(_)), "{err:?}");
+    assert!(err.never_processed(), "{err}");
+    drop(client);
+    let _ = server.await;
+}
+
 /// A socket that counts the bytes read from it.
 struct Counting(TcpStream, Arc<AtomicUsize>);
 
