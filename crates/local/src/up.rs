@@ -863,27 +863,27 @@ impl Starter<'_> {
     /// what it kept, while a replacement (a rollout, which runs beside the one it replaces)
     /// starts afresh rather than share a directory with a live proxy.
     fn state_dir(&self, svc: &ServiceSpec, instance: &str) -> PathBuf {
+        let run = self.run_of(svc, instance);
+        self.run_dir
+            .join("proxies")
+            .join(format!("{instance}.{}.{run}", svc.namespace))
+    }
+
+    /// How many times `instance` of `svc` has been started, this start included.
+    fn run_of(&self, svc: &ServiceSpec, instance: &str) -> u64 {
         let key = (
             svc.name.clone(),
             svc.namespace.clone(),
             instance.to_string(),
         );
-        let run = lock(&self.runs).get(&key).copied().unwrap_or(0);
-        self.run_dir
-            .join("proxies")
-            .join(format!("{instance}.{}.{run}", svc.namespace))
+        lock(&self.runs).get(&key).copied().unwrap_or(0)
     }
 
     /// Where `instance`'s app's process id is kept as it starts now (one file per run, as
     /// [`Starter::state_dir`]), for its sidecar to tell the app from another process on its
     /// port.
     fn app_pid_file(&self, svc: &ServiceSpec, instance: &str) -> PathBuf {
-        let key = (
-            svc.name.clone(),
-            svc.namespace.clone(),
-            instance.to_string(),
-        );
-        let run = lock(&self.runs).get(&key).copied().unwrap_or(0);
+        let run = self.run_of(svc, instance);
         self.run_dir
             .join("apps")
             .join(format!("{instance}.{}.{run}.pid", svc.namespace))

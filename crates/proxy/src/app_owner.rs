@@ -188,6 +188,22 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
+    /// Runs `command` in a process group of its own (never this process's, whoever started
+    /// the test), its stdin kept open; the port it prints once it listens.
+    fn listening(command: &mut Command) -> (std::process::Child, u16) {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line.trim().parse().unwrap())
+    }
+
     fn pid_file(dir: &Path, pid: u32) -> std::path::PathBuf {
         let path = dir.join("app.pid");
         std::fs::write(&path, pid.to_string()).unwrap();
@@ -219,24 +235,12 @@ mod tests {
     #[test]
     fn another_process_on_the_apps_port_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let mut other = Command::new("python3")
-            .args([
-                "-c",
-                "import socket,sys\n\
-                 s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen()\n\
-                 print(s.getsockname()[1], flush=True); sys.stdin.read()",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            // Never in this process's group, whoever started the test.
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(other.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
+        let (mut other, port) = listening(Command::new("python3").args([
+            "-c",
+            "import socket,sys\n\
+             s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen()\n\
+             print(s.getsockname()[1], flush=True); sys.stdin.read()",
+        ]));
         let app = SocketAddr::from(([127, 0, 0, 1], port));
         let file = pid_file(dir.path(), std::process::id());
         let verdict = holder(app, &file, &mut None);
@@ -257,23 +261,12 @@ mod tests {
     #[test]
     fn a_listener_of_a_process_of_the_apps_group_is_the_app() {
         let dir = tempfile::tempdir().unwrap();
-        let mut app = Command::new("sh")
-            .args([
-                "-c",
-                "python3 -c \"import socket,sys\n\
-                 s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
-                 print(s.getsockname()[1], flush=True); sys.stdin.read()\"; true",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(app.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
+        let (mut app, port) = listening(Command::new("sh").args([
+            "-c",
+            "python3 -c \"import socket,sys\n\
+             s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+             print(s.getsockname()[1], flush=True); sys.stdin.read()\"; true",
+        ]));
         let app_addr = SocketAddr::from(([127, 0, 0, 1], port));
         let file = pid_file(dir.path(), app.id());
         let mut member = None;

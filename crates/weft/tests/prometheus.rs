@@ -86,6 +86,31 @@ impl Prom {
         v.first().map(|(_, x)| *x)
     }
 
+    /// Every target Prometheus scrapes, one line each: its address, health and last error.
+    async fn targets(&self) -> String {
+        let r = match get(&self.client, self.addr, "prometheus", "/api/v1/targets").await {
+            Ok(r) => r,
+            Err(e) => return format!("  /api/v1/targets: {e:?}"),
+        };
+        r.body["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "  {} {} {}: {} (last scrape {} taking {}s)",
+                    t["labels"]["job"],
+                    t["labels"]["instance"],
+                    t["health"],
+                    t["lastError"],
+                    t["lastScrape"],
+                    t["lastScrapeDuration"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Polls `expr` until `ok` holds for its value, for at most [`PROMETHEUS_WAIT`].
     async fn wait_for(&self, expr: &str, ok: impl Fn(Option<f64>) -> bool) -> Option<f64> {
         let deadline = Instant::now() + PROMETHEUS_WAIT;
@@ -94,10 +119,12 @@ impl Prom {
             if ok(v) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{expr} is still {v:?} after {PROMETHEUS_WAIT:?}"
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "{expr} is still {v:?} after {PROMETHEUS_WAIT:?}; Prometheus's targets:\n{}",
+                    self.targets().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

@@ -25,16 +25,16 @@ where
         }
     });
     let s = TcpStream::connect(addr).await.unwrap();
-    handshake(
-        s,
-        Settings {
-            stream_window: 1 << 20,
-            connection_window: 4 << 20,
-            keepalive: KEEPALIVE_INTERVAL,
-        },
-    )
-    .await
-    .unwrap()
+    handshake(s, test_settings()).await.unwrap()
+}
+
+/// Windows larger than the server's, pings at the usual interval.
+fn test_settings() -> Settings {
+    Settings {
+        stream_window: 1 << 20,
+        connection_window: 4 << 20,
+        keepalive: KEEPALIVE_INTERVAL,
+    }
 }
 
 /// A body whose frames come from the returned sender, as a client sends them.
@@ -207,11 +207,7 @@ async fn a_closed_connection_says_so_and_a_request_on_it_was_never_sent() {
         while conn.accept().await.is_some() {}
     });
     let s = TcpStream::connect(addr).await.unwrap();
-    let settings = Settings {
-        stream_window: 1 << 20,
-        connection_window: 4 << 20,
-        keepalive: KEEPALIVE_INTERVAL,
-    };
+    let settings = test_settings();
     let mut client = handshake(s, settings).await.unwrap();
     server.await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -264,11 +260,7 @@ async fn a_stream_left_out_of_a_graceful_goaway_was_never_processed() {
         let _ = s.read_to_end(&mut rest).await;
     });
     let s = TcpStream::connect(addr).await.unwrap();
-    let settings = Settings {
-        stream_window: 1 << 20,
-        connection_window: 4 << 20,
-        keepalive: KEEPALIVE_INTERVAL,
-    };
+    let settings = test_settings();
     let mut client = handshake(s, settings).await.unwrap();
     let mut req = Request::new(crate::body::empty());
     *req.uri_mut() = "http://svc.test/".parse().unwrap();
@@ -336,9 +328,8 @@ async fn a_connection_is_pinged_while_a_stream_is_open_and_left_quiet_when_idle(
     let s = TcpStream::connect(addr).await.unwrap();
     let interval = Duration::from_millis(50);
     let settings = Settings {
-        stream_window: 1 << 20,
-        connection_window: 4 << 20,
         keepalive: interval,
+        ..test_settings()
     };
     let mut client = handshake(s, settings).await.unwrap();
     // Settled: the handshake's frames (and their acknowledgements) are in.
