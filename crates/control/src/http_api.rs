@@ -299,6 +299,10 @@ impl Api {
             }
             (&Method::GET, "/snapshot") => json(&*self.registry.snapshot()),
             (&Method::GET, "/resources") => json(&self.resources.stated()),
+            (&Method::GET, "/prometheus/targets") => json(&crate::scrape_targets::targets(
+                &self.registry.spec().name,
+                &self.registry.proxies(),
+            )),
             (&Method::GET, "/canaries") => json(&crate::canary::views(&self.resources.current())),
             (&Method::GET, "/healthz") => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
             // The mesh's trust anchors, for a proxy started by hand (`--trust-anchors-file`).

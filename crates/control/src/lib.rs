@@ -25,6 +25,7 @@
 //!   manifests `weft install --kubernetes` prints.
 //! - [`webhook`]: the admission webhook that injects pods as the API server creates them.
 //! - [`route_table`]: a service's route table as text (`weft routes`, the dashboard).
+//! - [`scrape_targets`]: which proxies Prometheus scrapes (`GET /prometheus/targets`).
 //! - [`ca`]: the mesh CA: roots, intermediates, join tokens, signing proxies' CSRs.
 //! - `join`: `POST /join`, join tokens for proxies the CLI starts.
 //! - `ca_api`: `POST /ca/{prepare,activate,retire}`, root rotation without downtime.
@@ -44,6 +45,7 @@ pub mod proxy_admin;
 pub mod push;
 pub mod registry;
 pub mod route_table;
+pub mod scrape_targets;
 pub mod server;
 pub mod snapshot;
 pub mod status;

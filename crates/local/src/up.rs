@@ -276,7 +276,7 @@ pub async fn up(
     starter.publish_pods();
     let started = async {
         if let Some(setup) = &prom {
-            start_prometheus(setup, &registry, &control, &mut stages.prometheus)?;
+            start_prometheus(setup, &registry, &control, &token, &mut stages.prometheus)?;
         }
         starter.start_all(&spec, &mut stages).await
     };
@@ -340,14 +340,17 @@ pub async fn up(
     result
 }
 
-/// Starts Prometheus (supervised like every other process) and the task that keeps its targets
-/// file listing the registry's proxies; the mesh reports its URL from now on.
+/// Starts Prometheus (supervised like every other process), which asks the control plane's
+/// API for its targets with the admin credential `token`, and the task that keeps
+/// `targets.json` listing the registry's proxies; the mesh reports its URL from now on.
 fn start_prometheus(
     setup: &prometheus::Setup,
     registry: &Arc<Registry>,
     control: &ControlPlane,
+    token: &str,
     stage: &mut Stage,
 ) -> Result<(), UpError> {
+    setup.write_config(control.api, token)?;
     tokio::spawn(prometheus::keep_targets(
         registry.clone(),
         setup.targets.clone(),

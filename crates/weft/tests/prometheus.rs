@@ -30,6 +30,8 @@ fn unix_now() -> f64 {
 struct Prom {
     addr: SocketAddr,
     client: HttpClient,
+    /// `weft up`'s output so far, told when a wait runs out.
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Prom {
@@ -45,6 +47,7 @@ impl Prom {
         Prom {
             addr,
             client: client(),
+            log: mesh.stderr.clone(),
         }
     }
 
@@ -120,9 +123,13 @@ impl Prom {
                 return v;
             }
             if Instant::now() >= deadline {
+                let log = self.log.lock().unwrap().clone();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
                 panic!(
-                    "{expr} is still {v:?} after {PROMETHEUS_WAIT:?}; Prometheus's targets:\n{}",
-                    self.targets().await
+                    "{expr} is still {v:?} after {PROMETHEUS_WAIT:?}; Prometheus's targets:\n{}\n\
+                     the end of weft up's output:\n{}",
+                    self.targets().await,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -4,10 +4,17 @@
 //! come and go.
 //!
 //! Layout of the state directory, `$WEFT_HOME/prometheus/MESH/`:
-//! - `prometheus.yml`: one scrape job, [`JOB`], reading `targets.json` (`file_sd_configs`), and
-//!   the repository's `dashboards/alerts.yaml` as rules when the binary sits in a checkout;
-//! - `targets.json`: rewritten atomically (temporary file + rename, so Prometheus never reads
-//!   half a file) whenever the set of connected proxies changes;
+//! - `prometheus.yml`: one scrape job, [`JOB`], whose targets Prometheus asks the control
+//!   plane's API for every scrape interval (`http_sd_configs`, `GET /prometheus/targets`, with
+//!   the mesh's admin credential from `api.token`), and the repository's
+//!   `dashboards/alerts.yaml` as rules when the binary sits in a checkout. Not a watched file:
+//!   Prometheus's file discovery stops for good when it gets no inotify instance (the user's
+//!   `fs.inotify.max_user_instances`, 128 by default, is shared with editors, browsers and
+//!   every other Prometheus), and the mesh would then go unscraped;
+//! - `api.token`: the admin credential (mode 0600), for Prometheus to present;
+//! - `targets.json`: the same targets as a `file_sd_configs` file, for a Prometheus of your
+//!   own, rewritten atomically (temporary file + rename, so a reader never sees half a file)
+//!   whenever the set of connected proxies changes;
 //! - `data/`: the TSDB, which lives as long as the mesh (wiped on start, removed on stop).
 //!
 //! Which proxies are targets: every connected one with an admin address (the ingress, every
@@ -77,6 +84,8 @@ pub struct Setup {
     pub binary: PathBuf,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The admin credential Prometheus presents to the API.
+    pub token: PathBuf,
     pub targets: PathBuf,
     pub data: PathBuf,
     /// The rules file loaded, if the binary sits in a checkout that has one.
@@ -130,6 +139,7 @@ pub fn prepare(mesh: &str, opts: &PrometheusOptions, exe: &Path) -> Result<Setup
     let setup = Setup {
         binary,
         config: dir.join("prometheus.yml"),
+        token: dir.join("api.token"),
         targets: dir.join("targets.json"),
         data,
         rules: find_rules(exe),
@@ -137,15 +147,39 @@ pub fn prepare(mesh: &str, opts: &PrometheusOptions, exe: &Path) -> Result<Setup
         listen,
         scrape_interval: opts.scrape_interval,
     };
-    // No targets until the proxies register; Prometheus starts with an empty list.
+    // No targets until the proxies register.
     write_atomic(&setup.targets, b"[]\n").map_err(io(&setup.targets))?;
-    let yaml = config_yaml(
-        setup.scrape_interval,
-        &setup.targets,
-        setup.rules.as_deref(),
-    );
-    write_atomic(&setup.config, yaml.as_bytes()).map_err(io(&setup.config))?;
     Ok(setup)
+}
+
+impl Setup {
+    /// Writes `prometheus.yml` and `api.token`: Prometheus asks the API at `api` for its
+    /// targets, presenting `token`.
+    pub fn write_config(&self, api: SocketAddr, token: &str) -> Result<(), PrometheusError> {
+        write_private(&self.token, token)
+            .map_err(|e| PrometheusError::Io(self.token.clone(), e))?;
+        let yaml = config_yaml(
+            self.scrape_interval,
+            api,
+            &self.token,
+            self.rules.as_deref(),
+        );
+        write_atomic(&self.config, yaml.as_bytes())
+            .map_err(|e| PrometheusError::Io(self.config.clone(), e))
+    }
+}
+
+/// Writes `text` to `path`, readable by this user alone (any older file is replaced).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// The `prometheus` executable on `path` (a `PATH` value).
@@ -193,8 +227,14 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-/// `prometheus.yml`: one job scraping every target of `targets` every `interval`.
-pub fn config_yaml(interval: Duration, targets: &Path, rules: Option<&Path>) -> String {
+/// `prometheus.yml`: one job scraping every `interval` the targets the API at `api` lists
+/// (asked as often, presenting the credential in `token`).
+pub fn config_yaml(
+    interval: Duration,
+    api: SocketAddr,
+    token: &Path,
+    rules: Option<&Path>,
+) -> String {
     // The timeout may not exceed the interval; Prometheus's default is 10s.
     let timeout = interval.min(Duration::from_secs(10));
     let mut y = format!(
@@ -210,10 +250,14 @@ pub fn config_yaml(interval: Duration, targets: &Path, rules: Option<&Path>) -> 
             quoted(&r.display().to_string())
         ));
     }
+    // The type is said although `Bearer` is its default: Prometheus 2.42 sends the bare
+    // credential on service discovery requests otherwise.
     y.push_str(&format!(
-        "scrape_configs:\n  - job_name: {}\n    metrics_path: /metrics\n    file_sd_configs:\n      - files: [{}]\n",
+        "scrape_configs:\n  - job_name: {}\n    metrics_path: /metrics\n    http_sd_configs:\n      - url: {}\n        refresh_interval: {}\n        authorization:\n          type: Bearer\n          credentials_file: {}\n",
         quoted(JOB),
-        quoted(&targets.display().to_string()),
+        quoted(&format!("http://{api}/prometheus/targets")),
+        duration(interval),
+        quoted(&token.display().to_string()),
     ));
     y
 }
@@ -249,9 +293,12 @@ mod tests {
 
     #[test]
     fn config_has_the_job_the_interval_and_the_rules() {
+        let api: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+        let token = Path::new("/h/prometheus/m/api.token");
         let y = config_yaml(
             Duration::from_secs(1),
-            Path::new("/h/prometheus/m/targets.json"),
+            api,
+            token,
             Some(Path::new("/repo/dashboards/alerts.yaml")),
         );
         assert!(
@@ -264,18 +311,24 @@ mod tests {
             "{y}"
         );
         assert!(y.contains("job_name: \"weft-proxies\""), "{y}");
+        // Asked of the API every interval, with the credential: no file to watch.
         assert!(
-            y.contains("files: [\"/h/prometheus/m/targets.json\"]"),
+            y.contains(
+                "http_sd_configs:\n      - url: \"http://127.0.0.1:40123/prometheus/targets\"\n        \
+                 refresh_interval: 1s\n        authorization:\n          type: Bearer\n          \
+                 credentials_file: \"/h/prometheus/m/api.token\"\n"
+            ),
             "{y}"
         );
+        assert!(!y.contains("file_sd_configs"), "{y}");
 
-        let y = config_yaml(Duration::from_millis(1500), Path::new("/t.json"), None);
+        let y = config_yaml(Duration::from_millis(1500), api, token, None);
         assert!(
             y.contains("scrape_interval: 1500ms\n  scrape_timeout: 1500ms"),
             "{y}"
         );
         assert!(!y.contains("rule_files"), "{y}");
-        let y = config_yaml(Duration::from_secs(30), Path::new("/t.json"), None);
+        let y = config_yaml(Duration::from_secs(30), api, token, None);
         assert!(
             y.contains("scrape_interval: 30s\n  scrape_timeout: 10s"),
             "{y}"
@@ -290,13 +343,14 @@ mod tests {
              (apt-get install --no-install-recommends prometheus)",
         );
         let dir = tempfile::tempdir().unwrap();
-        let targets = dir.path().join("targets.json");
-        std::fs::write(&targets, "[]").unwrap();
+        let token = dir.path().join("api.token");
+        write_private(&token, "secret").unwrap();
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/alerts.yaml");
         let config = dir.path().join("prometheus.yml");
         let yaml = config_yaml(
             Duration::from_secs(1),
-            &targets,
+            "127.0.0.1:40123".parse().unwrap(),
+            &token,
             rules.is_file().then_some(rules.as_path()),
         );
         std::fs::write(&config, yaml).unwrap();

@@ -1,54 +1,15 @@
-//! The scrape targets of `weft up --prometheus`: which proxies Prometheus scrapes (see the
-//! parent module) and the `file_sd_configs` file listing them, kept up to date from the
-//! registry.
+//! The scrape targets of `weft up --prometheus` (which proxies Prometheus scrapes, see the
+//! parent module; [`control::scrape_targets`] computes them, and the control plane's API serves
+//! them to Prometheus) and `targets.json`, the same list as a `file_sd_configs` file, kept up to
+//! date from the registry.
 
-use control::registry::{ProxyRecord, Registry};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use control::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// One entry of a `file_sd_configs` file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TargetGroup {
-    pub targets: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// The targets file's content for `proxies` (see the module docs for which proxies): one group
-/// per proxy, labelled with `mesh`, `service`, `namespace`, `workload`, `instance` (weft's
-/// instance name, in place of Prometheus's default `HOST:PORT`) and `mode`, in a stable order.
-pub fn targets(mesh: &str, proxies: &[ProxyRecord]) -> Vec<TargetGroup> {
-    let mut newest: BTreeMap<(&str, &str, &str, &str), &ProxyRecord> = BTreeMap::new();
-    // `proxies` comes in registration order: a later registration of an instance wins.
-    for p in proxies.iter().filter(|p| p.node.admin.is_some()) {
-        let n = &p.node;
-        newest.insert((&n.mode, &n.namespace, &n.service, &n.instance), p);
-    }
-    newest
-        .values()
-        .filter_map(|p| {
-            let n = &p.node;
-            let labels = [
-                ("mesh", mesh),
-                ("service", &n.service),
-                ("namespace", &n.namespace),
-                ("workload", &n.workload),
-                ("instance", &n.instance),
-                ("mode", &n.mode),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            Some(TargetGroup {
-                targets: vec![n.admin?.to_string()],
-                labels,
-            })
-        })
-        .collect()
-}
+pub use control::scrape_targets::{targets, TargetGroup};
 
 /// Replaces `path` with `bytes` at once: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
