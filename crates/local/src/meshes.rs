@@ -380,7 +380,7 @@ pub fn record(rec: &MeshRecord, token: Option<&str>) -> Result<RecordGuard, Find
 }
 
 /// Writes `text` to a new file only this user may read (any older one is replaced).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);

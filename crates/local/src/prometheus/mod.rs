@@ -156,7 +156,7 @@ impl Setup {
     /// Writes `prometheus.yml` and `api.token`: Prometheus asks the API at `api` for its
     /// targets, presenting `token`.
     pub fn write_config(&self, api: SocketAddr, token: &str) -> Result<(), PrometheusError> {
-        write_private(&self.token, token)
+        crate::meshes::write_private(&self.token, token)
             .map_err(|e| PrometheusError::Io(self.token.clone(), e))?;
         let yaml = config_yaml(
             self.scrape_interval,
@@ -167,19 +167,6 @@ impl Setup {
         write_atomic(&self.config, yaml.as_bytes())
             .map_err(|e| PrometheusError::Io(self.config.clone(), e))
     }
-}
-
-/// Writes `text` to `path`, readable by this user alone (any older file is replaced).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 /// The `prometheus` executable on `path` (a `PATH` value).
@@ -344,7 +331,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("api.token");
-        write_private(&token, "secret").unwrap();
+        crate::meshes::write_private(&token, "secret").unwrap();
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/alerts.yaml");
         let config = dir.path().join("prometheus.yml");
         let yaml = config_yaml(
