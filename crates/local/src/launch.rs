@@ -698,6 +698,15 @@ mod tests {
         assert_eq!(ports.len(), others.len(), "a port was picked twice");
         let port = picked.port;
         drop(picked);
-        assert!(PortLease::take(port).is_some());
+        // A child that another test forks at this moment holds a copy of the socket until it
+        // execs (the socket is close-on-exec): the name is free again once that copy is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while PortLease::take(port).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease of {port} outlived its drop"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
