@@ -27,6 +27,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -92,6 +93,8 @@ pub struct Setup {
     pub rules: Option<PathBuf>,
     pub listen: SocketAddr,
     pub scrape_interval: Duration,
+    /// The lease of the port picked for it (port 0 asked), held while the mesh runs.
+    pub(crate) _lease: Option<Arc<crate::launch::PortLease>>,
 }
 
 impl Setup {
@@ -125,7 +128,7 @@ pub fn prepare(mesh: &str, opts: &PrometheusOptions, exe: &Path) -> Result<Setup
     if opts.scrape_interval < Duration::from_millis(1) {
         return Err(PrometheusError::Interval);
     }
-    let listen = resolve_listen(opts.listen)?;
+    let (listen, lease) = resolve_listen(opts.listen)?;
     let dir = crate::meshes::home().join("prometheus").join(mesh);
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -146,6 +149,7 @@ pub fn prepare(mesh: &str, opts: &PrometheusOptions, exe: &Path) -> Result<Setup
         dir,
         listen,
         scrape_interval: opts.scrape_interval,
+        _lease: lease.map(Arc::new),
     };
     // No targets until the proxies register.
     write_atomic(&setup.targets, b"[]\n").map_err(io(&setup.targets))?;
@@ -180,12 +184,21 @@ pub fn find_binary(path: Option<&std::ffi::OsStr>) -> Result<PathBuf, Prometheus
         .ok_or(PrometheusError::NotInstalled)
 }
 
-/// A concrete address to hand Prometheus: port 0 becomes a free port; a given port must be free
-/// now (a clear error before anything starts, rather than a crash-looping Prometheus).
-fn resolve_listen(listen: SocketAddr) -> Result<SocketAddr, PrometheusError> {
-    let l = std::net::TcpListener::bind(listen).map_err(|e| PrometheusError::Listen(listen, e))?;
-    l.local_addr()
-        .map_err(|e| PrometheusError::Listen(listen, e))
+/// A concrete address to hand Prometheus: port 0 on 127.0.0.1 becomes a port picked as an
+/// app's is ([`crate::launch::app_port`]: below the ephemeral range, so no connection's local
+/// port takes it before Prometheus binds it, and leased from other `weft` processes); port 0
+/// elsewhere, any free port; a given port must be free now (a clear error before anything
+/// starts, rather than a crash-looping Prometheus).
+fn resolve_listen(
+    listen: SocketAddr,
+) -> Result<(SocketAddr, Option<crate::launch::PortLease>), PrometheusError> {
+    let err = |e| PrometheusError::Listen(listen, e);
+    if listen.port() == 0 && listen.ip() == std::net::Ipv4Addr::LOCALHOST {
+        let lease = crate::launch::app_port().map_err(err)?;
+        return Ok((SocketAddr::new(listen.ip(), lease.port), Some(lease)));
+    }
+    let l = std::net::TcpListener::bind(listen).map_err(err)?;
+    Ok((l.local_addr().map_err(err)?, None))
 }
 
 /// `dashboards/alerts.yaml` of the checkout the binary was built in (`target/debug/weft` →
@@ -320,6 +333,21 @@ mod tests {
             y.contains("scrape_interval: 30s\n  scrape_timeout: 10s"),
             "{y}"
         );
+    }
+
+    /// Port 0 on loopback is picked as an app's port is (below the ephemeral range, leased);
+    /// a taken port is refused before anything starts.
+    #[test]
+    fn port_zero_is_leased_and_a_taken_port_refused() {
+        let (addr, lease) = resolve_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(lease.as_ref().map(|l| l.port), Some(addr.port()));
+        assert!(
+            std::net::TcpListener::bind(addr).is_ok(),
+            "{addr} is not free"
+        );
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = resolve_listen(taken.local_addr().unwrap()).unwrap_err();
+        assert!(matches!(err, PrometheusError::Listen(..)), "{err}");
     }
 
     #[test]
