@@ -8,9 +8,11 @@
 //! traffic to that other process. So when the supervisor writes the app's process id to a
 //! file (`--app-pid-file`; `weft up` does, at every start of the app), the sidecar also finds
 //! the listening sockets on the app's address (`/proc/self/net/tcp`, `tcp6`) and counts the app
-//! ready only when each of them is held by that process or a process of its group (the app's
-//! children: `weft up` starts each app in a group of its own). Where this cannot be seen (no
-//! procfs, another user's process), the connect check alone decides, as without the file.
+//! ready only when each of them is held by that process, a process of its group (the app's
+//! children: `weft up` starts each app in a group of its own), or a helper started after it
+//! while it runs; never by a process that was there before the app, nor while the app is not
+//! running. Where this cannot be seen (no procfs, another user's process), the connect check
+//! alone decides, as without the file.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,9 +29,12 @@ pub enum Holder {
     Other(String),
 }
 
-/// Who listens on `app`, the app being the process named in `pid_file` and its group.
-/// `member` remembers, from one check to the next, the process of the group that held the
-/// listener (an app that forks its server), so that a check of a ready app reads one or two
+/// Who listens on `app`, the app being the process named in `pid_file`, the processes of its
+/// group, and any process started after it while it runs: a helper the app had started for it
+/// outside its group (`docker run -p` has `dockerd` start a `docker-proxy` on the port). A
+/// process that was there before the app, or one listening while the app is not running,
+/// holds the port in its place. `member` remembers, from one check to the next, the process
+/// that held the listener for the app, so that a check of a ready app reads one or two
 /// processes, not all of them.
 pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Holder {
     let Some(pid) = std::fs::read_to_string(pid_file)
@@ -42,12 +47,20 @@ pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Hol
     if listeners.is_empty() {
         return Holder::App;
     }
+    // `None`: the app's process is gone (it exited, and is restarted or not).
+    let app_started = started_at(pid);
+    let for_the_app = |p: u32| {
+        group_of(p) == Some(pid)
+            || app_started
+                .zip(started_at(p))
+                .is_some_and(|(app, other)| other >= app)
+    };
     let mut unseen = listeners.clone();
     // Most apps hold their listener in the process started (a common case costs one process).
     for inode in socket_inodes(pid) {
         unseen.remove(&inode);
     }
-    if let Some(m) = member.filter(|&m| !unseen.is_empty() && group_of(m) == Some(pid)) {
+    if let Some(m) = member.filter(|&m| !unseen.is_empty() && m != pid && for_the_app(m)) {
         for inode in socket_inodes(m) {
             unseen.remove(&inode);
         }
@@ -64,24 +77,30 @@ pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Hol
             }
         }
     }
-    let Some(&inode) = unseen.iter().next() else {
-        return Holder::App;
-    };
-    // A process of the app's user whose file descriptors weft could not read would look
-    // foreign: only a holder found, or an app whose own sockets could be read, makes it so.
-    let owner = processes().find(|&p| socket_inodes(p).contains(&inode));
-    match owner {
-        Some(p) => Holder::Other(format!(
-            "another process (pid {p}{}) listens on the app's address {app}, not the app (pid {pid})",
-            command_name(p)
-                .map(|c| format!(", {c}"))
-                .unwrap_or_default()
-        )),
-        None if readable(pid) => Holder::Other(format!(
-            "another process listens on the app's address {app}, not the app (pid {pid})"
-        )),
-        None => Holder::App,
+    let unseen: Vec<u64> = unseen.into_iter().collect();
+    for inode in unseen {
+        // A process of the app's user whose file descriptors weft could not read would look
+        // foreign: only a holder found, or an app whose own sockets could be read, makes it so.
+        match processes().find(|&p| socket_inodes(p).contains(&inode)) {
+            Some(p) if for_the_app(p) => *member = Some(p),
+            Some(p) => {
+                return Holder::Other(format!(
+                    "another process (pid {p}{}) listens on the app's address {app}, not the app (pid {pid}{})",
+                    command_name(p)
+                        .map(|c| format!(", {c}"))
+                        .unwrap_or_default(),
+                    if app_started.is_some() { "" } else { ", not running" }
+                ))
+            }
+            None if readable(pid) => {
+                return Holder::Other(format!(
+                    "another process listens on the app's address {app}, not the app (pid {pid})"
+                ))
+            }
+            None => {}
+        }
     }
+    Holder::App
 }
 
 /// The inodes of the listening TCP sockets that take connections to `app` in this network
@@ -152,6 +171,20 @@ fn group_of(pid: u32) -> Option<u32> {
     // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// When `pid` started (clock ticks since boot); `None` when it is gone (or has exited and not
+/// been reaped yet).
+fn started_at(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+    // stime cutime cstime priority nice num_threads itrealvalue starttime …
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The inodes of the sockets `pid` holds open (empty where its descriptors cannot be read).
@@ -230,30 +263,83 @@ mod tests {
         );
     }
 
-    /// Another process listening on the app's port (on the unspecified address, which takes
-    /// connections to 127.0.0.1 too) is named, and the app is not ready.
-    #[test]
-    fn another_process_on_the_apps_port_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut other, port) = listening(Command::new("python3").args([
+    /// A server on 0.0.0.0 (which takes connections to 127.0.0.1 too) in a process group of its
+    /// own; its port.
+    fn other_listener() -> (std::process::Child, u16) {
+        listening(Command::new("python3").args([
             "-c",
             "import socket,sys\n\
              s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen()\n\
              print(s.getsockname()[1], flush=True); sys.stdin.read()",
-        ]));
-        let app = SocketAddr::from(([127, 0, 0, 1], port));
-        let file = pid_file(dir.path(), std::process::id());
-        let verdict = holder(app, &file, &mut None);
-        let _ = other.kill();
-        let _ = other.wait();
+        ]))
+    }
+
+    fn stop(mut child: std::process::Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A process that was listening on the app's port before the app started holds it in the
+    /// app's place: it is named, and the app is not ready.
+    #[test]
+    fn a_process_there_before_the_app_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (other, port) = other_listener();
+        // The app starts after it (a later clock tick).
+        let app = loop {
+            let app = Command::new("sleep").arg("30").spawn().unwrap();
+            if started_at(app.id()) > started_at(other.id()) {
+                break app;
+            }
+            stop(app);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let verdict = holder(addr, &pid_file(dir.path(), app.id()), &mut None);
+        let other_pid = other.id();
+        stop(app);
+        stop(other);
         let Holder::Other(why) = verdict else {
             panic!("{verdict:?}")
         };
         assert!(
-            why.contains(&format!("pid {}", other.id())) && why.contains("python3"),
+            why.contains(&format!("another process (pid {other_pid}, python3)"))
+                && why.contains(&addr.to_string()),
             "{why}"
         );
-        assert!(why.contains(&app.to_string()), "{why}");
+    }
+
+    /// A process started after the app, outside its group, while the app runs, is taken for a
+    /// helper the app had started (`docker run -p` has `dockerd` start a `docker-proxy`).
+    #[test]
+    fn a_helper_started_after_the_app_is_the_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        // This process is the app; the server starts after it.
+        let (helper, port) = other_listener();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut member = None;
+        let verdict = holder(addr, &pid_file(dir.path(), std::process::id()), &mut member);
+        let helper_pid = helper.id();
+        stop(helper);
+        assert_eq!(verdict, Holder::App);
+        assert_eq!(member, Some(helper_pid));
+    }
+
+    /// While the app is not running (it exited; it is restarted after a backoff), whatever
+    /// listens on its port is not the app.
+    #[test]
+    fn a_listener_while_the_app_is_not_running_is_not_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let (other, port) = other_listener();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let verdict = holder(addr, &pid_file(dir.path(), gone.id()), &mut None);
+        stop(other);
+        let Holder::Other(why) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert!(why.contains("not running"), "{why}");
     }
 
     /// An app that forks its server (a shell running it, a pre-forking server): the process

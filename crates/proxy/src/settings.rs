@@ -57,8 +57,8 @@ pub struct Settings {
     /// The local app (sidecar mode).
     pub app: Option<SocketAddr>,
     /// A file where the app's supervisor keeps the app's process id (`--app-pid-file`): the
-    /// app is ready only when it, or a process of its group, holds the listener on `app`
-    /// ([`crate::app_owner`]). `None`: accepting connections is enough.
+    /// app is ready only when it (a process of its group, a helper started after it) holds
+    /// the listener on `app` ([`crate::app_owner`]). `None`: accepting connections is enough.
     pub app_pid_file: Option<PathBuf>,
     /// What the app speaks on that address (`--app-protocol`): HTTP/1.1 unless `http2` or
     /// `grpc` (h2c) or `tcp` (a byte stream).

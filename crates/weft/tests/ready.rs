@@ -295,20 +295,26 @@ fn status_wait_returns_once_the_mesh_routes() {
 }
 
 /// Another process takes a replica's app port before the app binds it (here a listener the
-/// app's own start script leaves behind, outside the app's process group; in life another
-/// mesh's app, or any program): the app cannot start, and although the port accepts
-/// connections the replica is never called ready — `weft up` gives up at its ready timeout and
-/// says which process holds the port, rather than route the service to that process.
+/// app's own first start leaves behind, in a session of its own, listening once that start has
+/// exited; in life any program that binds that port first): the app cannot start, and although
+/// the port accepts connections the replica is never called ready — `weft up` gives up at its
+/// ready timeout and says which process holds the port, rather than route the service to it.
 #[test]
 fn a_replica_whose_port_another_process_holds_is_never_ready() {
     let files = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let mark = files.path().join("taken");
     let impostor_pid = files.path().join("impostor.pid");
-    // An HTTP server on the app's port that answers as the service would, in a session (and
-    // so a process group) of its own; it writes its process id once it listens.
+    // An HTTP server on the app's port that answers as the service would. It waits until the
+    // app's start that launched it has exited (so it was there before every later start of
+    // the app), then listens and writes its process id.
     let impostor = format!(
-        "import http.server,os\n\
+        "import http.server,os,sys,time\n\
+         def alive(p):\n\
+         \x20 try: return open(f'/proc/{{p}}/stat').read().rsplit(')',1)[1].split()[0] != 'Z'\n\
+         \x20 except OSError: return False\n\
+         t=time.time()\n\
+         while alive(int(sys.argv[1])) and time.time()-t < 30: time.sleep(0.01)\n\
          class H(http.server.BaseHTTPRequestHandler):\n\
          \x20 def do_GET(self):\n\
          \x20   b=b'{{\"service\":\"taken\",\"impostor\":true}}'\n\
@@ -319,11 +325,12 @@ fn a_replica_whose_port_another_process_holds_is_never_ready() {
         pid = impostor_pid.display()
     );
     std::fs::write(files.path().join("impostor.py"), impostor).unwrap();
-    // The app's command: the first start leaves the impostor behind, then every start runs
-    // the real app, which finds its port taken.
+    // The app's command: the first start leaves the impostor behind and fails; every later
+    // start waits for the impostor to listen, then runs the real app, which finds its port
+    // taken.
     let script = format!(
-        "if [ ! -e {mark} ]; then touch {mark}; setsid python3 {py} </dev/null >/dev/null 2>&1 &\n\
-         for i in $(seq 100); do [ -e {pid} ] && break; sleep 0.1; done; fi\n\
+        "if [ ! -e {mark} ]; then touch {mark}; setsid python3 {py} $$ </dev/null >/dev/null 2>&1 & exit 1; fi\n\
+         for i in $(seq 300); do [ -e {pid} ] && break; sleep 0.1; done\n\
          exec {weft} demo echo --service taken --version v1",
         mark = mark.display(),
         py = files.path().join("impostor.py").display(),

@@ -41,8 +41,9 @@ pub struct ProxyArgs {
     #[arg(long)]
     app: Option<SocketAddr>,
     /// A file the app's supervisor keeps the app's process id in (`weft up` writes one at
-    /// every start of the app): the app is ready only once that process, or one of its process
-    /// group, listens on --app, never while another process holds that port
+    /// every start of the app): the app is ready only once that process, one of its process
+    /// group, or a helper started after it listens on --app, never while a process that was
+    /// there first holds that port
     #[arg(long, value_name = "PATH")]
     app_pid_file: Option<std::path::PathBuf>,
     /// What the app speaks: http (HTTP/1.1), http2 or grpc (h2c), tcp
