@@ -476,9 +476,7 @@ fn write_pid(file: &Path, pid: u32) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    let partial = file.with_extension("pid.partial");
-    std::fs::write(&partial, pid.to_string())?;
-    std::fs::rename(&partial, file)
+    crate::prometheus::write_atomic(file, pid.to_string().as_bytes())
 }
 
 /// The lowest port [`app_port`] hands out: above the well-known and most registered services.

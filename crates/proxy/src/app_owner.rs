@@ -43,8 +43,8 @@ pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Hol
     else {
         return Holder::NotStarted;
     };
-    let listeners = listening_inodes(app);
-    if listeners.is_empty() {
+    let mut unseen = listening_inodes(app);
+    if unseen.is_empty() {
         return Holder::App;
     }
     // `None`: the app's process is gone (it exited, and is restarted or not).
@@ -55,50 +55,40 @@ pub fn holder(app: SocketAddr, pid_file: &Path, member: &mut Option<u32>) -> Hol
                 .zip(started_at(p))
                 .is_some_and(|(app, other)| other >= app)
     };
-    let mut unseen = listeners.clone();
-    // Most apps hold their listener in the process started (a common case costs one process).
-    for inode in socket_inodes(pid) {
-        unseen.remove(&inode);
-    }
-    if let Some(m) = member.filter(|&m| !unseen.is_empty() && m != pid && for_the_app(m)) {
-        for inode in socket_inodes(m) {
+    // Most apps hold their listener in the process started, or in the one that held it at the
+    // last check: the common cases cost one or two processes.
+    for p in std::iter::once(pid).chain(member.filter(|&m| m != pid && for_the_app(m))) {
+        for inode in socket_inodes(p) {
             unseen.remove(&inode);
         }
     }
-    if !unseen.is_empty() {
-        for p in processes().filter(|&p| p != pid && group_of(p) == Some(pid)) {
-            let held = socket_inodes(p);
-            if unseen.iter().any(|i| held.contains(i)) {
-                unseen.retain(|i| !held.contains(i));
-                *member = Some(p);
-            }
-            if unseen.is_empty() {
-                break;
-            }
+    // Otherwise every process, once: whoever holds what is left is the app's or another.
+    for p in processes().filter(|&p| p != pid) {
+        if unseen.is_empty() {
+            break;
         }
+        let held = socket_inodes(p);
+        if !unseen.iter().any(|i| held.contains(i)) {
+            continue;
+        }
+        if !for_the_app(p) {
+            return Holder::Other(format!(
+                "another process (pid {p}{}) listens on the app's address {app}, not the app (pid {pid}{})",
+                command_name(p)
+                    .map(|c| format!(", {c}"))
+                    .unwrap_or_default(),
+                if app_started.is_some() { "" } else { ", not running" }
+            ));
+        }
+        unseen.retain(|i| !held.contains(i));
+        *member = Some(p);
     }
-    let unseen: Vec<u64> = unseen.into_iter().collect();
-    for inode in unseen {
-        // A process of the app's user whose file descriptors weft could not read would look
-        // foreign: only a holder found, or an app whose own sockets could be read, makes it so.
-        match processes().find(|&p| socket_inodes(p).contains(&inode)) {
-            Some(p) if for_the_app(p) => *member = Some(p),
-            Some(p) => {
-                return Holder::Other(format!(
-                    "another process (pid {p}{}) listens on the app's address {app}, not the app (pid {pid}{})",
-                    command_name(p)
-                        .map(|c| format!(", {c}"))
-                        .unwrap_or_default(),
-                    if app_started.is_some() { "" } else { ", not running" }
-                ))
-            }
-            None if readable(pid) => {
-                return Holder::Other(format!(
-                    "another process listens on the app's address {app}, not the app (pid {pid})"
-                ))
-            }
-            None => {}
-        }
+    // A process of the app's user whose file descriptors weft could not read would look
+    // foreign: only a holder found, or an app whose own sockets could be read, makes it so.
+    if !unseen.is_empty() && readable(pid) {
+        return Holder::Other(format!(
+            "another process listens on the app's address {app}, not the app (pid {pid})"
+        ));
     }
     Holder::App
 }
