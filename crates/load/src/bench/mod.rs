@@ -2,8 +2,8 @@
 //!
 //! Paths: `direct` (load generator → app), `weft` (→ client proxy → HTTP/2 → sidecar → app) and,
 //! when an `envoy` binary is available, `envoy` (the same two hops through two Envoys). Rounds
-//! interleave the paths (A B C A B C …) and every figure quoted is the median over rounds, as a
-//! noisy 2-core VM needs (see docs/benchmarks.md). Per step: latency at fixed
+//! interleave the paths, every other round in reverse (A B C C B A …), and every figure quoted
+//! is the median over rounds, as a noisy 2-core VM needs (see docs/benchmarks.md). Per step: latency at fixed
 //! rates (open model, coordinated-omission corrected), peak throughput (closed model), proxy CPU
 //! time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under load.
 //!
@@ -597,6 +597,16 @@ fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), Bench
     Ok((report, per_req, rss))
 }
 
+/// The order the paths (`0..n`) run in round `round`: as given in even rounds, reversed in odd
+/// ones.
+fn round_order(round: usize, n: usize) -> Vec<usize> {
+    if round % 2 == 0 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 fn pin_self(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     if set.set(cpu).is_ok() {
@@ -718,9 +728,14 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
     let mut peak: Vec<Vec<PeakSample>> = vec![Vec::new(); paths.len()];
     let mut tcp_rounds: Vec<tcp::Rounds> = tcp_paths.iter().map(|_| Default::default()).collect();
     for round in 0..spec.rounds {
+        // Every other round runs the paths in reverse (A B C, C B A, …), so no path always
+        // runs first, last or right after the same other path: what a step leaves behind (or
+        // a machine that drifts within a round) weighs on each path alike over the rounds.
+        let order = |n: usize| round_order(round, n);
         for (ri, &rate) in spec.rates.iter().enumerate() {
-            let mut this_round = Vec::with_capacity(paths.len());
-            for (pi, p) in paths.iter().enumerate() {
+            let mut this_round = vec![None; paths.len()];
+            for pi in order(paths.len()) {
+                let p = &paths[pi];
                 let (r, cpu, _) = step(
                     p,
                     load_spec(
@@ -749,17 +764,17 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     r.failed,
                 );
                 fixed[pi][ri].push(s);
-                this_round.push(s);
+                this_round[pi] = Some(s);
             }
             for (pi, p) in paths.iter().enumerate() {
                 let base = p.base.and_then(|b| paths.iter().position(|q| q.name == b));
-                if let Some(b) = base {
-                    let (s, d) = (this_round[pi], this_round[b]);
+                if let (Some(s), Some(d)) = (this_round[pi], base.and_then(|b| this_round[b])) {
                     added[pi][ri].push((s.0 - d.0, s.2 - d.2));
                 }
             }
         }
-        for (pi, p) in paths.iter().enumerate() {
+        for pi in order(paths.len()) {
+            let p = &paths[pi];
             let (r, cpu, rss) = step(
                 p,
                 load_spec(p.target, None, spec.peak, spec.connections, spec.shape),
@@ -778,7 +793,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 failed: r.failed,
             });
         }
-        for (pi, p) in tcp_paths.iter().enumerate() {
+        for pi in order(tcp_paths.len()) {
+            let p = &tcp_paths[pi];
             let s = tcp::step(p, spec.tcp_chunk, spec.peak, spec.connections)?;
             log(&format!(
                 "round {} {:>10} throughput: {:.1} MiB/s, {} failed",
@@ -789,8 +805,9 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             ));
             tcp_rounds[pi].bulk.push(s);
         }
-        let mut direct = None;
-        for (pi, p) in tcp_paths.iter().enumerate() {
+        let mut ping: Vec<Option<(f64, f64)>> = vec![None; tcp_paths.len()];
+        for pi in order(tcp_paths.len()) {
+            let p = &tcp_paths[pi];
             let s = tcp::step(p, tcp::PING_BYTES, spec.step, spec.connections)?;
             let l = &s.report.latency_us;
             log(&format!(
@@ -802,13 +819,16 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 l.p99,
                 s.report.failed()
             ));
-            let (p50, p99) = (l.p50 as f64, l.p99 as f64);
-            if pi == 0 {
-                direct = Some((p50, p99));
-            } else if let Some(d) = direct {
-                tcp_rounds[pi].ping_added.push((p50 - d.0, p99 - d.1));
-            }
+            ping[pi] = Some((l.p50 as f64, l.p99 as f64));
             tcp_rounds[pi].ping.push(s);
+        }
+        // The first TCP path is the direct one, the others' baseline.
+        if let Some(&Some(d)) = ping.first() {
+            for (pi, p) in ping.iter().enumerate().skip(1) {
+                if let Some((p50, p99)) = p {
+                    tcp_rounds[pi].ping_added.push((p50 - d.0, p99 - d.1));
+                }
+            }
         }
     }
 

@@ -251,3 +251,12 @@ fn ratios_are_given_round_by_round_too() {
         "{text}"
     );
 }
+
+/// Every other round runs the paths in reverse, each round all of them once.
+#[test]
+fn odd_rounds_run_the_paths_in_reverse() {
+    assert_eq!(super::round_order(0, 3), [0, 1, 2]);
+    assert_eq!(super::round_order(1, 3), [2, 1, 0]);
+    assert_eq!(super::round_order(2, 3), [0, 1, 2]);
+    assert_eq!(super::round_order(3, 1), [0]);
+}
