@@ -1,6 +1,6 @@
 //! Pods for transparent interception (`spec.interception: transparent`): one Linux bridge per
-//! mesh, one network namespace per replica with a veth on that bridge, the iptables rules that
-//! send a pod's TCP traffic through its sidecar, a hosts file per pod that names every service
+//! mesh, one network namespace per replica whose `eth0` is a macvlan (bridge mode) on that
+//! bridge, the iptables rules that send a pod's TCP traffic through its sidecar, a hosts file per pod that names every service
 //! by its virtual IP, and the record in `$WEFT_HOME` that lets a later `weft up` (or `weft
 //! doctor`) remove what a `weft up` that died left behind.
 //!
@@ -8,9 +8,18 @@
 //! be inspected (and removed by hand) with the same tools: `ip netns list`, `ip -n NS addr`,
 //! `ip netns exec NS iptables-save`.
 //!
+//! Why macvlans: traffic between two macvlans of the same device goes straight from one to the
+//! other inside the macvlan driver, one hop as on loopback, where a veth pair per pod sends it
+//! through both veths and the bridge's forwarding (and, on hosts with `br_netfilter`, through
+//! the host's iptables: a FORWARD chain that drops by default, as Docker sets it, would drop
+//! it). The bridge is only the macvlans' lower device and a switch for what users attach to it
+//! themselves; the host's address on the mesh is a macvlan of its own (`wfg` and the bridge's
+//! hash), since a macvlan's lower device cannot reach its macvlans.
+//!
 //! Addresses: the mesh's pods share `10.234.N.0/24`, N the first subnet no interface of the
-//! host uses; `.1` is the bridge (the host, where the control plane listens), `.2`–`.249` are
-//! pods, `.250`–`.254` are left for whatever users or tests attach to the bridge themselves.
+//! host uses; `.1` is the host (its macvlan on the bridge, where the control plane listens),
+//! `.2`–`.249` are pods, `.250`–`.254` are left for whatever users or tests attach to the
+//! bridge themselves.
 //! Services' virtual IPs are [`model::mesh::service_vips`] (`10.235.0.0/16`); they never leave
 //! a pod.
 
@@ -44,7 +53,11 @@ pub const NETNS_PREFIX: &str = "weft-";
 /// Bridge names start with this (then a hash of the mesh's name: interface names have at most
 /// 15 bytes).
 pub const BRIDGE_PREFIX: &str = "wft";
-/// Host ends of pods' veth pairs start with this (then a hash of the namespace's name).
+/// The host's macvlan on a mesh's bridge, which holds the host's address in the mesh: `wfg` and
+/// the bridge's hash.
+const GATEWAY_PREFIX: &str = "wfg";
+/// Host ends of pods' veth pairs started with this (then a hash of the namespace's name), before
+/// pods had macvlans; still removed with a leftover pod.
 const VETH_PREFIX: &str = "wfv";
 /// The longest namespace name weft makes; longer ones are cut and end in a hash. (The kernel
 /// allows more, but names are typed and read by people.)
@@ -166,7 +179,15 @@ pub fn netns_name(mesh: &str, instance: &str) -> String {
     format!("{cut}-{hash}")
 }
 
-/// The host end of the veth pair of namespace `ns` (the pod's end is its `eth0`).
+/// The host's macvlan on bridge `bridge`, holding the host's address in the mesh.
+pub fn gateway_link(bridge: &str) -> String {
+    format!(
+        "{GATEWAY_PREFIX}{}",
+        bridge.strip_prefix(BRIDGE_PREFIX).unwrap_or(bridge)
+    )
+}
+
+/// The host end of the veth pair a pod in namespace `ns` had when pods had veths.
 fn veth_name(ns: &str) -> String {
     format!("{VETH_PREFIX}{}", short_hash(ns))
 }
@@ -303,14 +324,19 @@ impl Network {
         // Recorded before it exists, so that a crash in between leaves nothing unrecorded.
         net.write_record()?;
         run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
-        let gateway = format!("{}/24", net.gateway());
-        run(&["ip", "addr", "add", &gateway, "dev", &bridge])?;
         run(&["ip", "link", "set", &bridge, "up"])?;
+        let host = gateway_link(&bridge);
+        run(&[
+            "ip", "link", "add", &host, "link", &bridge, "type", "macvlan", "mode", "bridge",
+        ])?;
+        let gateway = format!("{}/24", net.gateway());
+        run(&["ip", "addr", "add", &gateway, "dev", &host])?;
+        run(&["ip", "link", "set", &host, "up"])?;
         drop(lock);
         Ok(net)
     }
 
-    /// The bridge's address: the host, as pods see it.
+    /// The host's address in the mesh (on its macvlan of the bridge), as pods see it.
     pub fn gateway(&self) -> Ipv4Addr {
         subnet_addr(self.subnet, 1)
     }
@@ -352,9 +378,9 @@ impl Network {
         pods
     }
 
-    /// Makes the pod of replica `instance` of `svc`: its namespace with `lo` up, a veth on the
-    /// bridge (its end `eth0`, with the next free address and a default route via the
-    /// bridge), its hosts file naming `services`, and, when `capture` is given (a replica with
+    /// Makes the pod of replica `instance` of `svc`: its namespace with `lo` up, a macvlan on
+    /// the bridge as its `eth0` (with the next free address and a default route via the host's
+    /// address), its hosts file naming `services`, and, when `capture` is given (a replica with
     /// a sidecar), the capture rules.
     pub fn add_pod(
         &self,
@@ -408,16 +434,26 @@ impl Network {
         capture: Option<&Capture>,
     ) -> Result<(), PodError> {
         let ns = pod.name.as_str();
-        let veth = veth_name(ns);
         write_hosts(pod, services)?;
         write_resolv_conf(pod)?;
         run(&["ip", "netns", "add", ns])?;
         run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        // Made in the pod's namespace, on the bridge in the host's: it goes with the namespace.
         run(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            "ip",
+            "link",
+            "add",
+            "link",
+            &self.bridge,
+            "name",
+            "eth0",
+            "netns",
+            ns,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
         ])?;
-        run(&["ip", "link", "set", &veth, "master", &self.bridge])?;
-        run(&["ip", "link", "set", &veth, "up"])?;
         let address = format!("{}/24", pod.address);
         run(&["ip", "-n", ns, "addr", "add", &address, "dev", "eth0"])?;
         run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
@@ -438,8 +474,8 @@ impl Network {
         Ok(())
     }
 
-    /// Removes pod `name`: the processes still in it, its veth, its namespace and its
-    /// `/etc/netns` directory. Failures are reported, not returned: what remains is in the
+    /// Removes pod `name`: the processes still in it, its namespace (and with it its macvlan)
+    /// and its `/etc/netns` directory. Failures are reported, not returned: what remains is in the
     /// record, for `weft doctor`.
     pub fn remove_pod(&self, name: &str) {
         for line in remove_netns(name) {
@@ -459,7 +495,8 @@ impl Network {
         }
     }
 
-    /// Removes every pod, then the bridge and the record. Once only.
+    /// Removes every pod, then the bridge (and with it the host's macvlan on it) and the record.
+    /// Once only.
     pub fn teardown(&self) {
         if std::mem::replace(&mut self.lock().torn_down, true) {
             return;
@@ -631,8 +668,8 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
 }
 
 /// Removes namespace `ns` and what goes with it: the processes still in it (SIGKILL; only
-/// those), the host end of its veth, the namespace, its `/etc/netns` directory. What failed,
-/// one line each.
+/// those), the host end of a veth a pod of an earlier weft had, the namespace (its macvlan goes
+/// with it), its `/etc/netns` directory. What failed, one line each.
 fn remove_netns(ns: &str) -> Vec<String> {
     let mut failed = Vec::new();
     let exists = Path::new("/run/netns").join(ns).exists();

@@ -559,7 +559,8 @@ fn bench_runs_the_tcp_paths_alone() {
 
 /// `weft bench --transparent` measures the same two hops with each side in a pod of a
 /// transparent mesh, the load captured in the client pod: every request answered, the ratios
-/// to the explicit path reported, and the pods gone afterwards. Needs root (CI runs as root).
+/// to the explicit paths (the benchmark's own proxies, and a `weft up` mesh on loopback)
+/// reported, and the pods gone afterwards. Needs root (CI runs as root).
 #[test]
 fn bench_runs_the_transparent_path() {
     if !common::pods::can_run_pods() {
@@ -614,6 +615,15 @@ fn bench_runs_the_transparent_path() {
     let path = named("weft-transparent");
     assert!(path["rates"][0]["added_p50_us"].is_f64(), "{path}");
     assert_eq!(named("weft-pods-explicit")["rates"][0]["failed"], 0);
+    // The same services in a weft up mesh on loopback: the like-for-like explicit path.
+    let proxy_env = named("weft-proxy-env");
+    assert_eq!(proxy_env["proxies"], 2, "{proxy_env}");
+    assert_eq!(proxy_env["rates"][0]["failed"], 0, "{proxy_env}");
+    assert_eq!(proxy_env["peak_failed"], 0, "{proxy_env}");
+    assert!(
+        proxy_env["rates"][0]["added_p50_us"].is_f64(),
+        "{proxy_env}"
+    );
     assert_eq!(path["proxies"], 2);
     assert_eq!(path["peak_failed"], 0, "{path}");
     assert_eq!(path["rates"][0]["failed"], 0, "{path}");
@@ -621,6 +631,12 @@ fn bench_runs_the_transparent_path() {
     let ratios = &doc["transparent_vs_explicit"];
     assert!(
         ratios["peak_cpu_per_request"].as_f64().is_some(),
+        "{ratios}"
+    );
+    assert!(
+        ratios["proxy_env"]["peak_cpu_per_request"]
+            .as_f64()
+            .is_some(),
         "{ratios}"
     );
     let left = common::pods::sh(&["ip", "netns", "list"]);

@@ -279,6 +279,15 @@ fn footprint(mesh: &str, bridge: &str) -> Footprint {
                 .map(|e| e.file_name().to_string_lossy().into_owned()),
         );
     }
+    // The host's links stacked on the bridge (`upper_NAME`): its macvlan in the mesh.
+    if let Ok(d) = std::fs::read_dir(format!("/sys/class/net/{bridge}")) {
+        links.extend(d.flatten().filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("upper_")
+                .map(str::to_string)
+        }));
+    }
     let pids = namespaces
         .iter()
         .flat_map(|n| {
@@ -324,8 +333,13 @@ async fn ctrl_c_leaves_no_pod_link_or_process() {
         .to_string();
     let f = footprint("tp-stop", &bridge);
     assert_eq!(f.namespaces.len(), 4);
-    // The bridge and a veth per pod.
-    assert_eq!(f.links.len(), 5, "{:?}", f.links);
+    // On the host, the bridge and the host's macvlan on it; each pod's eth0 is a macvlan on
+    // the bridge, in the pod's namespace.
+    assert_eq!(f.links.len(), 2, "{:?}", f.links);
+    for ns in &f.namespaces {
+        let eth0 = sh(&["ip", "-n", ns, "-d", "link", "show", "eth0"]);
+        assert!(eth0.contains("macvlan mode bridge"), "{ns}: {eth0}");
+    }
     // A sidecar and an app per pod, the one outside the mesh has no sidecar.
     assert_eq!(f.pids.len(), 7, "{:?}", f.pids);
     nix::sys::signal::kill(mesh.pid(), nix::sys::signal::Signal::SIGINT).unwrap();

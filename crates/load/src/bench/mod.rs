@@ -927,8 +927,10 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
 /// The transparent path ÷ the explicit one (`weft-transparent` ÷ `weft`; each one's added
 /// latency counted from the same network without the mesh: `pods-direct` and `direct`), and,
 /// under `pods_explicit`, ÷ the explicit path in the same pods (`weft-pods-explicit`): what
-/// capture itself costs. `pods_network_p50_us`, per rate: what the pods' network adds to a call
-/// with no mesh (`pods-direct`'s p50 minus `direct`'s).
+/// capture itself costs; under `proxy_env`, ÷ the same two services in a `weft up` mesh without
+/// pods (`weft-proxy-env`): what the mesh's interception mode costs, the rest of the mesh alike.
+/// `pods_network_p50_us`, per rate: what the pods' network adds to a call with no mesh
+/// (`pods-direct`'s p50 minus `direct`'s).
 fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
     let w = paths.iter().find(|p| p.name == "weft")?;
     let t = paths.iter().find(|p| p.name == "weft-transparent")?;
@@ -956,6 +958,12 @@ fn transparent_ratios(paths: &[PathResult]) -> Option<serde_json::Value> {
         r.as_object_mut(),
     ) {
         o.insert("pods_explicit".into(), path_ratios(t, e));
+    }
+    if let (Some(e), Some(o)) = (
+        paths.iter().find(|p| p.name == "weft-proxy-env"),
+        r.as_object_mut(),
+    ) {
+        o.insert("proxy_env".into(), path_ratios(t, e));
     }
     Some(r)
 }

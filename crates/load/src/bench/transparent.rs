@@ -3,7 +3,8 @@
 //! generator runs inside the client pod's network namespace and calls the service's virtual IP
 //! with no proxy: the pod's capture rules send each connection to its sidecar, which routes it
 //! by its original destination over mTLS to the server pod's sidecar, which hands it to the app
-//! there. Needs root (network namespaces, iptables).
+//! there. Needs root (network namespaces, iptables). Beside it, `weft-proxy-env` runs the
+//! explicit path in a `weft up` mesh too, so that only the interception differs.
 
 use super::procs::{spawn, Proc};
 use super::{BenchError, BenchSpec, Path};
@@ -21,42 +22,18 @@ fn mesh_yaml() -> &'static str {
 /// with no mesh in it, the baseline the other two paths' added latency is counted from),
 /// `weft-transparent`, and `weft-pods-explicit` (the same pods, the load generator calling its
 /// sidecar's explicit outbound listener inside the client pod, as a client configured with a
-/// proxy does), which tells what capture itself costs.
+/// proxy does), which tells what capture itself costs; and first `weft-proxy-env`, the same
+/// services in a `weft up` mesh without pods ([`start_proxy_env`]).
 pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, BenchError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::Setup(
             "the transparent path needs root (network namespaces, iptables)".into(),
         ));
     }
-    let home = spec.workdir.join("pods-home");
-    std::fs::create_dir_all(&home)?;
-    let mesh = spec.workdir.join("bench-pods.yaml");
-    std::fs::write(&mesh, mesh_yaml())?;
-    let env = [
-        ("WEFT_LOG", "warn".to_string()),
-        ("WEFT_HOME", home.display().to_string()),
-    ];
-    let mut args = vec!["up".to_string(), mesh.display().to_string()];
-    if !spec.mtls {
-        args.push("--no-mtls".into());
-    }
-    let mut up = spawn("weft up (transparent)", &spec.weft, &args, &env, cpu, true)?;
-    up.graceful = true;
-    wait_ready(&mut up)?;
-    let status = std::process::Command::new(&spec.weft)
-        .args(["status", "-o", "json"])
-        .env("WEFT_HOME", &home)
-        .output()?;
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout)
-        .map_err(|e| BenchError::Setup(format!("weft status of the transparent mesh: {e}")))?;
-    let row = |instance: &str| {
-        status["workloads"]
-            .as_array()
-            .and_then(|w| w.iter().find(|w| w["instance"] == instance))
-            .cloned()
-            .ok_or_else(|| BenchError::Setup(format!("no {instance} in the transparent mesh")))
-    };
-    let (client, server) = (row("loadgen-0")?, row("bench-v1-0")?);
+    let proxy_env = start_proxy_env(spec, cpu)?;
+    let (up, status) = run_up(spec, "pods", mesh_yaml(), cpu)?;
+    let find = |instance: &str| row(&status, instance, "transparent");
+    let (client, server) = (find("loadgen-0")?, find("bench-v1-0")?);
     let pod = client["pod"].as_str().unwrap_or_default().to_string();
     // Pods without a sidecar are not replicas of the mesh (`weft status` lists none): their
     // namespaces are named like the others', and their hosts files give their addresses.
@@ -77,6 +54,7 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
     super::wait_path_in(explicit, "weft (explicit, in pods)", Some(&pod))?;
     let proxies = vec![pid(&client), pid(&server)];
     Ok(vec![
+        proxy_env,
         Path {
             name: "pods-direct",
             description: "client in a pod → app in another pod (no sidecars, no capture)",
@@ -111,6 +89,95 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
     ])
 }
 
+/// The same two services in a `weft up` mesh with `interception: proxy-env` (the default): every
+/// process on 127.0.0.1, the client calling its sidecar's outbound listener as its `HTTP_PROXY`.
+fn proxy_env_yaml() -> &'static str {
+    "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: weft-bench-proxy-env}\nspec:\n  ingress: 127.0.0.1:0\n  services:\n  - name: bench\n    port: 80\n    workloads:\n    - {name: bench-v1, replicas: 1, command: [weft, demo, echo, --service, bench]}\n  - name: loadgen\n    port: 80\n    workloads:\n    - {name: loadgen, replicas: 1, command: [weft, demo, echo, --service, loadgen]}\n"
+}
+
+/// `weft-proxy-env`: the explicit path as a `weft up` mesh runs it (sidecars started, joined and
+/// configured by `weft up`, as the pods' are), so that the transparent path can also be set
+/// against the same mesh with only the interception changed, not only against the `weft`
+/// path's two proxies started by the benchmark itself.
+fn start_proxy_env(spec: &BenchSpec, cpu: Option<usize>) -> Result<Path, BenchError> {
+    let (up, status) = run_up(spec, "proxy-env", proxy_env_yaml(), cpu)?;
+    let find = |instance: &str| row(&status, instance, "proxy-env");
+    let (client, server) = (find("loadgen-0")?, find("bench-v1-0")?);
+    let target: SocketAddr = client["outbound"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            BenchError::Setup(format!("loadgen-0 has no outbound listener: {client}"))
+        })?;
+    super::wait_path(target, "weft (proxy-env mesh)")?;
+    let pid = |w: &serde_json::Value| w["pid"].as_u64().unwrap_or(0) as u32;
+    Ok(Path {
+        name: "weft-proxy-env",
+        description: if spec.mtls {
+            "client → its weft sidecar (HTTP_PROXY) → mTLS HTTP/2 → weft sidecar → app, a weft up mesh on 127.0.0.1"
+        } else {
+            "client → its weft sidecar (HTTP_PROXY) → HTTP/2 → weft sidecar → app, a weft up mesh on 127.0.0.1"
+        },
+        target,
+        proxies: vec![pid(&client), pid(&server)],
+        netns: None,
+        base: Some("direct"),
+        _procs: vec![up],
+    })
+}
+
+/// Runs `weft up` on the mesh `yaml` (in its own WEFT_HOME, `NAME-home`), waits until it is
+/// ready, and returns it with its `weft status -o json`.
+fn run_up(
+    spec: &BenchSpec,
+    name: &str,
+    yaml: &str,
+    cpu: Option<usize>,
+) -> Result<(Proc, serde_json::Value), BenchError> {
+    let home = spec.workdir.join(format!("{name}-home"));
+    std::fs::create_dir_all(&home)?;
+    let mesh = spec.workdir.join(format!("bench-{name}.yaml"));
+    std::fs::write(&mesh, yaml)?;
+    let env = [
+        ("WEFT_LOG", "warn".to_string()),
+        ("WEFT_HOME", home.display().to_string()),
+    ];
+    let mut args = vec!["up".to_string(), mesh.display().to_string()];
+    if !spec.mtls {
+        args.push("--no-mtls".into());
+    }
+    let mut up = spawn(
+        &format!("weft up ({name})"),
+        &spec.weft,
+        &args,
+        &env,
+        cpu,
+        true,
+    )?;
+    up.graceful = true;
+    wait_ready(&mut up)?;
+    let status = std::process::Command::new(&spec.weft)
+        .args(["status", "-o", "json"])
+        .env("WEFT_HOME", &home)
+        .output()?;
+    let status = serde_json::from_slice(&status.stdout)
+        .map_err(|e| BenchError::Setup(format!("weft status of the {name} mesh: {e}")))?;
+    Ok((up, status))
+}
+
+/// `instance`'s row in a mesh's `weft status -o json`.
+fn row(
+    status: &serde_json::Value,
+    instance: &str,
+    mesh: &str,
+) -> Result<serde_json::Value, BenchError> {
+    status["workloads"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["instance"] == instance))
+        .cloned()
+        .ok_or_else(|| BenchError::Setup(format!("no {instance} in the {mesh} mesh")))
+}
+
 /// The port of a pod's sidecar's explicit outbound listener (`weft up` binds 127.0.0.1:15080
 /// in every pod).
 const EXPLICIT_PORT: u16 = 15080;
@@ -136,7 +203,7 @@ fn wait_ready(up: &mut Proc) -> Result<(), BenchError> {
         }
     });
     rx.recv_timeout(Duration::from_secs(90))
-        .map_err(|_| BenchError::Setup("the transparent mesh was not ready within 90 s".into()))
+        .map_err(|_| BenchError::Setup("a weft up mesh was not ready within 90 s".into()))
 }
 
 /// The virtual IP the pod `pod`'s hosts file gives `name`.
