@@ -301,7 +301,7 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+pub fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
     let buf = Arc::new(Mutex::new(String::new()));
     let b = buf.clone();
     std::thread::spawn(move || {
