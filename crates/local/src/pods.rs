@@ -703,6 +703,17 @@ fn remove_netns(ns: &str) -> Vec<String> {
     failed
 }
 
+/// The index (in the host's namespace) of the link namespace `ns`'s `eth0` is stacked on: for a
+/// pod, the bridge its macvlan belongs to (`ip -o link` prints `N: eth0@ifINDEX: …`).
+fn eth0_lower(ns: &str) -> Option<u32> {
+    let out = run(&["ip", "-n", ns, "-o", "link", "show", "eth0"]).ok()?;
+    let (_, rest) = out.split_once("eth0@if")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -867,7 +878,8 @@ impl std::fmt::Display for Leftover {
 /// What weft left on the host that no running mesh owns. Namespaces recorded by a dead mesh in
 /// `home`, and `weft-*` namespaces no record claims that hold no process (a mesh of another
 /// `$WEFT_HOME` always has processes in its pods); `/etc/netns/weft-*` directories without a
-/// namespace; `wft*` bridges of no running mesh with nothing attached but those leftover pods.
+/// namespace; `wft*` bridges of no running mesh that no running pod's macvlan belongs to, with
+/// nothing attached but those leftover pods.
 /// Pods come before bridges, which [`remove`] then finds empty.
 pub fn leftovers(home: &Path) -> Vec<Leftover> {
     let dead = dead_records(home);
@@ -908,6 +920,25 @@ pub fn leftovers(home: &Path) -> Vec<Leftover> {
     bridges.sort();
     for name in bridges {
         if live.iter().any(|r| r.bridge == name) {
+            continue;
+        }
+        // A running pod on it: a namespace of weft's with processes (a mesh of another
+        // WEFT_HOME, whose record this one does not see) whose eth0 is a macvlan of it.
+        let index =
+            std::fs::read_to_string(Path::new("/sys/class/net").join(&name).join("ifindex"))
+                .ok()
+                .and_then(|i| i.trim().parse::<u32>().ok());
+        let running_pod = index.is_some_and(|index| {
+            namespaces
+                .iter()
+                .filter(|ns| ns.starts_with(NETNS_PREFIX))
+                .filter(|ns| {
+                    !out.iter()
+                        .any(|l| matches!(l, Leftover::Netns { name, .. } if name == *ns))
+                })
+                .any(|ns| eth0_lower(ns) == Some(index))
+        });
+        if running_pod {
             continue;
         }
         // What is attached to it, but the veths of the leftover pods listed above (which go

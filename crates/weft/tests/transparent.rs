@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::pods::{can_run_pods, in_pod_ok, sh};
+use common::pods::{can_run_pods, sh};
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -671,6 +671,12 @@ async fn weft_doctor_cleans_pods_of_a_lost_weft_home() {
         .unwrap()
         .to_string();
     let f = footprint("tp-lost", &bridge);
+    // While it runs, another WEFT_HOME's doctor takes nothing of it for a leftover: its pods
+    // hold processes, and its bridge holds their macvlans.
+    let other = tempfile::tempdir().unwrap();
+    let out = weft_in(other.path(), &["doctor", "--mesh", "tp-lost"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("leftover"), "{text}");
     mesh.child.kill().unwrap();
     mesh.child.wait().unwrap();
     // Its record goes with its WEFT_HOME; its children exit on their own (SIGTERM when weft up
@@ -686,7 +692,6 @@ async fn weft_doctor_cleans_pods_of_a_lost_weft_home() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let other = tempfile::tempdir().unwrap();
     let out = weft_in(other.path(), &["doctor", "--mesh", "tp-lost"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for ns in &f.namespaces {

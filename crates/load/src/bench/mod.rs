@@ -600,7 +600,7 @@ fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), Bench
 /// The order the paths (`0..n`) run in round `round`: as given in even rounds, reversed in odd
 /// ones.
 fn round_order(round: usize, n: usize) -> Vec<usize> {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         (0..n).collect()
     } else {
         (0..n).rev().collect()
