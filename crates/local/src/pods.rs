@@ -1,8 +1,8 @@
 //! Pods for transparent interception (`spec.interception: transparent`): one Linux bridge per
 //! mesh, one network namespace per replica whose `eth0` is a macvlan (bridge mode) on that
-//! bridge, the iptables rules that send a pod's TCP traffic through its sidecar, a hosts file per pod that names every service
-//! by its virtual IP, and the record in `$WEFT_HOME` that lets a later `weft up` (or `weft
-//! doctor`) remove what a `weft up` that died left behind.
+//! bridge, the iptables rules that send a pod's TCP traffic through its sidecar, a hosts file
+//! per pod that names every service by its virtual IP, and the record in `$WEFT_HOME` that lets
+//! a later `weft up` (or `weft doctor`) remove what a `weft up` that died left behind.
 //!
 //! Everything is done with the `ip` and `iptables-restore` commands, so what weft creates can
 //! be inspected (and removed by hand) with the same tools: `ip netns list`, `ip -n NS addr`,
@@ -180,7 +180,7 @@ pub fn netns_name(mesh: &str, instance: &str) -> String {
 }
 
 /// The host's macvlan on bridge `bridge`, holding the host's address in the mesh.
-pub fn gateway_link(bridge: &str) -> String {
+fn gateway_link(bridge: &str) -> String {
     format!(
         "{GATEWAY_PREFIX}{}",
         bridge.strip_prefix(BRIDGE_PREFIX).unwrap_or(bridge)
@@ -475,8 +475,8 @@ impl Network {
     }
 
     /// Removes pod `name`: the processes still in it, its namespace (and with it its macvlan)
-    /// and its `/etc/netns` directory. Failures are reported, not returned: what remains is in the
-    /// record, for `weft doctor`.
+    /// and its `/etc/netns` directory. Failures are reported, not returned: what remains is in
+    /// the record, for `weft doctor`.
     pub fn remove_pod(&self, name: &str) {
         for line in remove_netns(name) {
             crate::output::line(format!("weft: pod {name}: {line}"));
