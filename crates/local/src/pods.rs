@@ -916,6 +916,18 @@ pub fn leftovers(home: &Path) -> Vec<Leftover> {
         names.sort();
         out.extend(names.into_iter().map(|name| Leftover::EtcDir { name }));
     }
+    // The running pods (`weft-*` namespaces not listed as leftovers), and what each one's eth0
+    // is stacked on: asked once, and only when there is a bridge to look at.
+    let running: Vec<String> = namespaces
+        .iter()
+        .filter(|ns| ns.starts_with(NETNS_PREFIX))
+        .filter(|ns| {
+            !out.iter()
+                .any(|l| matches!(l, Leftover::Netns { name, .. } if name == *ns))
+        })
+        .cloned()
+        .collect();
+    let mut lowers: Option<Vec<u32>> = None;
     let mut bridges = links_named(BRIDGE_PREFIX);
     bridges.sort();
     for name in bridges {
@@ -929,14 +941,9 @@ pub fn leftovers(home: &Path) -> Vec<Leftover> {
                 .ok()
                 .and_then(|i| i.trim().parse::<u32>().ok());
         let running_pod = index.is_some_and(|index| {
-            namespaces
-                .iter()
-                .filter(|ns| ns.starts_with(NETNS_PREFIX))
-                .filter(|ns| {
-                    !out.iter()
-                        .any(|l| matches!(l, Leftover::Netns { name, .. } if name == *ns))
-                })
-                .any(|ns| eth0_lower(ns) == Some(index))
+            lowers
+                .get_or_insert_with(|| running.iter().filter_map(|ns| eth0_lower(ns)).collect())
+                .contains(&index)
         });
         if running_pod {
             continue;

@@ -3,9 +3,10 @@
 //! Paths: `direct` (load generator → app), `weft` (→ client proxy → HTTP/2 → sidecar → app) and,
 //! when an `envoy` binary is available, `envoy` (the same two hops through two Envoys). Rounds
 //! interleave the paths, every other round in reverse (A B C C B A …), and every figure quoted
-//! is the median over rounds, as a noisy 2-core VM needs (see docs/benchmarks.md). Per step: latency at fixed
-//! rates (open model, coordinated-omission corrected), peak throughput (closed model), proxy CPU
-//! time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under load.
+//! is the median over rounds, as a noisy 2-core VM needs (see docs/benchmarks.md). Per step:
+//! latency at fixed rates (open model, coordinated-omission corrected), peak throughput (closed
+//! model), proxy CPU time per request (`/proc/PID/task/*/schedstat`), proxy RSS idle and under
+//! load.
 //!
 //! TCP paths (`tcp`, module `tcp`): `tcp-direct` (load generator → TCP echo app), `tcp-weft` (→ a
 //! weft sidecar's local client port → mTLS HTTP/2 CONNECT → the echo's sidecar → app) and

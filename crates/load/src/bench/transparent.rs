@@ -45,7 +45,6 @@ pub(super) fn start(spec: &BenchSpec, cpu: Option<usize>) -> Result<Vec<Path>, B
     let plain_pod = unmeshed("plainload-0")?;
     let plain_app = SocketAddr::from((addr_in(&unmeshed("plain-v1-0")?, "plain-v1-0")?, 80));
     super::wait_path_in(plain_app, "the app between pods", Some(&plain_pod))?;
-    let pid = |w: &serde_json::Value| w["pid"].as_u64().unwrap_or(0) as u32;
     let vip = vip_in(&pod, "bench.default")?;
     let target = SocketAddr::from((vip, 80));
     super::wait_path_in(target, "weft (transparent)", Some(&pod))?;
@@ -110,7 +109,6 @@ fn start_proxy_env(spec: &BenchSpec, cpu: Option<usize>) -> Result<Path, BenchEr
             BenchError::Setup(format!("loadgen-0 has no outbound listener: {client}"))
         })?;
     super::wait_path(target, "weft (proxy-env mesh)")?;
-    let pid = |w: &serde_json::Value| w["pid"].as_u64().unwrap_or(0) as u32;
     Ok(Path {
         name: "weft-proxy-env",
         description: if spec.mtls {
@@ -163,6 +161,11 @@ fn run_up(
     let status = serde_json::from_slice(&status.stdout)
         .map_err(|e| BenchError::Setup(format!("weft status of the {name} mesh: {e}")))?;
     Ok((up, status))
+}
+
+/// The process id of a row of `weft status -o json` (its proxy's).
+fn pid(row: &serde_json::Value) -> u32 {
+    row["pid"].as_u64().unwrap_or(0) as u32
 }
 
 /// `instance`'s row in a mesh's `weft status -o json`.
