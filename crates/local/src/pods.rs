@@ -73,6 +73,11 @@ const CAP_NET_ADMIN: u32 = 12;
 pub enum PodError {
     #[error("interception: transparent needs root or CAP_NET_ADMIN (to create network namespaces and iptables rules): run weft up as root, or use interception: proxy-env")]
     NotPrivileged,
+    #[error("interception: transparent needs the `{tool}` command (Debian package {package}): install it, or use interception: proxy-env")]
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+    },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
     #[error("cannot run `{command}`: {source}")]
@@ -110,6 +115,19 @@ pub fn check_privileges() -> Result<(), PodError> {
     } else {
         Err(PodError::NotPrivileged)
     }
+}
+
+/// Whether the commands pods are made with are installed: `ip` (iproute2) and `nft` (nftables,
+/// for the capture rules).
+pub fn check_tools() -> Result<(), PodError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = |tool: &str| std::env::split_paths(&path).any(|d| d.join(tool).is_file());
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        if !found(tool) {
+            return Err(PodError::MissingTool { tool, package });
+        }
+    }
+    Ok(())
 }
 
 /// Runs `argv` and returns its stdout; a failure names the command and carries its stderr.
@@ -465,11 +483,27 @@ impl Network {
                 hosts: vec![self.gateway()],
                 ..Exempt::default()
             };
-            let rules = capture_rules(&exempt, capture);
-            run_with_input(
-                &["ip", "netns", "exec", ns, "iptables-restore", "--noflush"],
-                Some(&rules),
-            )?;
+            let rules = tproxy::ruleset(&exempt, capture);
+            run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
+            let (mark, table) = (
+                tproxy::CAPTURE_MARK.to_string(),
+                tproxy::CAPTURE_TABLE.to_string(),
+            );
+            run(&[
+                "ip", "-n", ns, "rule", "add", "fwmark", &mark, "lookup", &table,
+            ])?;
+            let local = [
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+            ];
+            run(&[&local[..], &["table", &table]].concat())?;
         }
         Ok(())
     }
@@ -1010,6 +1044,8 @@ pub fn forget_cleaned(home: &Path) {
         }
     }
 }
+
+pub mod tproxy;
 
 #[cfg(test)]
 mod tests;

@@ -200,6 +200,7 @@ pub async fn up(
     let transparent = spec.interception == model::Interception::Transparent;
     if transparent {
         pods::check_privileges()?;
+        pods::check_tools()?;
     }
     // A clear error before anything starts, rather than a crash-looping ingress.
     drop(

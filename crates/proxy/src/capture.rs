@@ -1,6 +1,6 @@
 //! Transparent interception, outbound: the listener a pod's capture rules send its app's TCP
 //! connections to (`--capture-outbound`). Each connection's original destination
-//! (`SO_ORIGINAL_DST`) says where the app meant to go:
+//! ([`crate::io::original_dst`]) says where the app meant to go:
 //!
 //! - a service's virtual IP on one of its ports: a `tcp` port is tunnelled as a byte stream
 //!   (`outbound::tunnel`, with the service's connection rules); on an HTTP port the first bytes
@@ -103,14 +103,6 @@ pub async fn serve(
     }
 }
 
-/// Where a captured connection was going, when it was captured.
-fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    socket2::SockRef::from(stream)
-        .original_dst_v4()
-        .ok()?
-        .as_socket()
-}
-
 async fn handle(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -119,15 +111,11 @@ async fn handle(
     drain: Drain,
     config: Arc<server::Listener>,
 ) {
-    let Some(dst) = original_dst(&stream) else {
-        tracing::debug!(%peer, "captured connection without an original destination; closed");
-        return;
-    };
-    if Some(dst) == own {
+    let Some(dst) = own.and_then(|own| crate::io::original_dst(&stream, own)) else {
         // A connection to the capture port itself, not one the rules sent: it would loop.
         tracing::debug!(%peer, "connection straight to the capture port; closed");
         return;
-    }
+    };
     let mut state = fwd.state.load_full();
     let mut found = state.routes.by_vip(dst.ip()).cloned();
     if found.is_none() && state.routes.snapshot.on_demand {

@@ -39,6 +39,47 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpSt
     socket.connect(addr).await
 }
 
+/// Where a connection accepted on `listener` (its bound address) was going when a pod's capture
+/// rules sent it there: its `SO_ORIGINAL_DST` when the rules rewrote its destination (`nat`
+/// `REDIRECT`, Kubernetes pods), else its own local address when the rules handed it over
+/// unchanged (`tproxy`, `weft up`'s pods). `None` for a connection made to the listener itself.
+pub fn original_dst(
+    stream: &tokio::net::TcpStream,
+    listener: std::net::SocketAddr,
+) -> Option<std::net::SocketAddr> {
+    let local = stream.local_addr().ok()?;
+    let redirected = socket2::SockRef::from(stream)
+        .original_dst_v4()
+        .ok()
+        .and_then(|a| a.as_socket());
+    let dst = redirected.unwrap_or(local);
+    let own = if listener.ip().is_unspecified() {
+        dst.port() == listener.port()
+    } else {
+        dst == listener
+    };
+    (!own).then_some(dst)
+}
+
+/// Prepares a listener of a sidecar in a pod: `transparent` (`IP_TRANSPARENT`) to accept the
+/// connections `tproxy` rules hand it for addresses that are not its own, and its sockets marked
+/// with the proxy's socket mark (the accepted ones inherit it), so that the pod's rules let its
+/// replies through. Best effort: where the rules are `nat` ones (Kubernetes pods, whose proxy
+/// may lack CAP_NET_ADMIN) neither is needed.
+pub fn prepare_listener(listener: &std::net::TcpListener, transparent: bool) {
+    let sock = socket2::SockRef::from(listener);
+    if transparent {
+        if let Err(e) = sock.set_ip_transparent_v4(true) {
+            tracing::debug!(error = %e, "listener not transparent");
+        }
+    }
+    if let Some(mark) = SOCKET_MARK.get() {
+        if let Err(e) = sock.set_mark(*mark) {
+            tracing::debug!(error = %e, "listener not marked");
+        }
+    }
+}
+
 /// `S`, reporting that it has no vectored writes.
 pub struct Unvectored<S>(pub S);
 

@@ -350,6 +350,16 @@ pub fn run_with(
         .iter()
         .map(|t| Ok((t.target.clone(), bind(t.listen, "local client port")?)))
         .collect::<Result<Vec<_>, RunError>>()?;
+    if capture.is_some() {
+        // In a pod: the listeners its capture rules hand connections to, and every listener's
+        // replies let through.
+        for l in [&capture, &inbound].into_iter().flatten() {
+            crate::io::prepare_listener(l, true);
+        }
+        for l in outbound.iter().chain([&admin]) {
+            crate::io::prepare_listener(l, false);
+        }
+    }
     let local = |l: &std::net::TcpListener| l.local_addr().ok();
     let bound = Bound {
         inbound: inbound.as_ref().and_then(local),

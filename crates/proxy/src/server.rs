@@ -72,16 +72,6 @@ pub trait Redirected: Send + Sync + 'static {
     ) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, TcpStream>;
 }
 
-/// The port a connection was for when a pod's capture rules redirected it here (its original
-/// destination's, when that is not the listener's own address).
-fn redirected_port(stream: &TcpStream) -> Option<u16> {
-    let dst = socket2::SockRef::from(stream)
-        .original_dst_v4()
-        .ok()?
-        .as_socket()?;
-    (Some(dst) != stream.local_addr().ok()).then_some(dst.port())
-}
-
 impl Listener {
     /// A slot on this listener and in the proxy, or `None` at either cap.
     pub(crate) fn admit(&self) -> Option<(ConnPermit, Option<ConnPermit>)> {
@@ -200,6 +190,7 @@ pub async fn serve<H: Handler>(
     config: Arc<Listener>,
 ) {
     let builder = Arc::new(builder(&config.limits));
+    let own = listener.local_addr().ok();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -234,7 +225,8 @@ pub async fn serve<H: Handler>(
         crate::limits::keepalive(&stream);
         let mut stream = stream;
         if let Some(r) = &config.redirected {
-            if let Some(port) = redirected_port(&stream) {
+            let dst = own.and_then(|own| crate::io::original_dst(&stream, own));
+            if let Some(port) = dst.map(|d| d.port()) {
                 match r.clone().opaque(stream, peer, port) {
                     Ok(serve) => {
                         tracker.spawn(async move {

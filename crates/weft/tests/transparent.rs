@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::pods::{can_run_pods, sh};
+use common::pods::{can_run_pods, pod_rules, sh};
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -162,40 +162,78 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
         "netns",
         "exec",
         "weft-tp-pods-gamma-v1-0",
-        "iptables-save",
-        "-t",
-        "nat",
+        "nft",
+        "list",
+        "ruleset",
     ]);
-    assert!(!plain.contains("WEFT_"), "{plain}");
+    assert!(plain.trim().is_empty(), "{plain}");
 
-    let rules = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        "weft-tp-pods-alpha-v1-0",
-        "iptables-save",
-        "-t",
-        "nat",
-    ]);
+    // A port the app serves itself (skip-inbound-ports) is reached straight from outside the
+    // pod, and so are its replies (without conntrack, the rules tell them by their port).
+    let alpha_addr = &pods
+        .iter()
+        .find(|p| p.1 == "weft-tp-pods-alpha-v1-0")
+        .unwrap()
+        .2;
+    let mut own_server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "weft-tp-pods-alpha-v1-0",
+            "python3",
+            "-m",
+            "http.server",
+            "9901",
+        ])
+        .args(["--bind", "0.0.0.0", "--directory", "/proc/self"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{alpha_addr}:9901/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listing = loop {
+        let out = try_get_in_pod("weft-tp-pods-gamma-v1-0", &url);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GET {url} from gamma's pod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = own_server.kill();
+    let _ = own_server.wait();
+    assert!(listing.contains("Directory listing"), "{listing}");
+
+    // The capture rules: nftables `tproxy`, no `nat` table (so no connection tracking).
+    let alpha = "weft-tp-pods-alpha-v1-0";
+    let rules = pod_rules(alpha);
     for rule in [
-        "-A PREROUTING -p tcp -j WEFT_INBOUND",
-        "-A OUTPUT -p tcp -j WEFT_OUTPUT",
-        "-A WEFT_INBOUND -p tcp -m tcp --dport 15006 -j RETURN",
-        "-A WEFT_INBOUND -p tcp -m tcp --dport 15020 -j RETURN",
-        "-A WEFT_INBOUND -p tcp -m tcp --dport 9901 -j RETURN",
-        "-A WEFT_INBOUND -p tcp -j REDIRECT --to-ports 15006",
-        "-A WEFT_OUTPUT -m mark --mark 0x539 -j RETURN",
-        "-A WEFT_OUTPUT -o lo -j RETURN",
-        &format!("-A WEFT_OUTPUT -d {gateway}/32 -j RETURN"),
-        "-A WEFT_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN",
-        "-A WEFT_OUTPUT -d 192.168.0.0/16 -j RETURN",
-        "-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+        "iif \"lo\" meta mark 0x0000053a meta l4proto tcp tproxy to 127.0.0.1:15001 accept",
+        "tcp dport { 9901, 15006, 15020 } return",
+        "meta l4proto tcp tproxy to :15006 meta mark set 0x0000053a accept",
+        "meta mark 0x00000539 return",
+        "oif \"lo\" return",
+        &format!("ip daddr {gateway} return"),
+        "tcp dport 5432 return",
+        "ip daddr 192.168.0.0/16 return",
+        "tcp sport 9901 return",
+        "meta mark set 0x0000053a",
     ] {
         assert!(
-            rules.contains(&format!("{rule}\n")),
+            rules.contains(&format!("\t{rule}\n")),
             "{rule} not in\n{rules}"
         );
     }
+    let nat = sh(&["ip", "netns", "exec", alpha, "iptables-save", "-t", "nat"]);
+    assert!(!nat.contains("WEFT_"), "{nat}");
+    let routing = sh(&["ip", "-n", alpha, "rule", "list"]);
+    assert!(routing.contains("fwmark 0x53a lookup 133"), "{routing}");
+    let table = sh(&["ip", "-n", alpha, "route", "show", "table", "133"]);
+    assert!(table.contains("local default dev lo"), "{table}");
 
     // Names: each service at the VIP the snapshot carries.
     let alpha_admin: SocketAddr = format!("{}:15020", pods[0].2).parse().unwrap();
@@ -600,12 +638,9 @@ async fn a_watched_change_of_services_rewrites_hosts_in_place_and_capture_makes_
     let new_pod = alpha["pod"].as_str().unwrap();
     assert_ne!(new_pod, "weft-tp-watch-alpha-v1-0", "{st}");
     assert!(!namespaces().contains(&"weft-tp-watch-alpha-v1-0".to_string()));
-    let rules = sh(&["ip", "netns", "exec", new_pod, "iptables-save", "-t", "nat"]);
-    assert!(
-        rules.contains("-A WEFT_OUTPUT -p tcp -m tcp --dport 5433 -j RETURN\n"),
-        "{rules}"
-    );
-    assert!(!rules.contains("--dport 5432"), "{rules}");
+    let rules = pod_rules(new_pod);
+    assert!(rules.contains("\ttcp dport 5433 return\n"), "{rules}");
+    assert!(!rules.contains("5432"), "{rules}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,3 +111,48 @@ fn hosts_name_services_by_their_vip_and_bare_in_the_own_namespace() {
         "{db}\tdb.data db.data.svc db.data.svc.cluster.local\n"
     )));
 }
+
+#[test]
+fn tproxy_rules_skip_the_sidecar_the_host_and_the_exclusions() {
+    let gw = Exempt {
+        mark: Some(SOCKET_MARK),
+        hosts: vec![Ipv4Addr::new(10, 234, 3, 1)],
+        ..Exempt::default()
+    };
+    let all = tproxy::ruleset(&gw, &Capture::default());
+    for line in [
+        "    iif \"lo\" meta mark 1338 meta l4proto tcp tproxy to 127.0.0.1:15001 accept\n",
+        "    tcp dport { 15006, 15020 } return\n",
+        "    meta l4proto tcp tproxy to :15006 meta mark set 1338 accept\n",
+        "    meta mark 1337 return\n",
+        "    oif \"lo\" return\n",
+        "    ip daddr 10.234.3.1 return\n",
+    ] {
+        assert!(all.contains(line), "{line} not in\n{all}");
+    }
+    assert!(all.ends_with("    meta mark set 1338\n  }\n}\n"), "{all}");
+    assert!(!all.contains("sport"), "{all}");
+
+    let some = tproxy::ruleset(
+        &gw,
+        &Capture {
+            exclude_outbound_ports: vec![5432],
+            exclude_inbound_ports: vec![9901],
+            include_outbound_cidrs: vec!["10.235.0.0/16".into()],
+            exclude_outbound_cidrs: vec!["192.168.0.0/16".into(), "172.16.0.0/12".into()],
+        },
+    );
+    for line in [
+        "    tcp dport { 15006, 15020, 9901 } return\n",
+        "    tcp dport 5432 return\n",
+        "    ip daddr { 192.168.0.0/16, 172.16.0.0/12 } return\n",
+        // The app's own replies on a port it serves itself.
+        "    tcp sport 9901 return\n",
+        "    ip daddr != 10.235.0.0/16 return\n    meta mark set 1338\n",
+    ] {
+        assert!(some.contains(line), "{line} not in\n{some}");
+    }
+    // Exclusions come before the capture that would take them.
+    assert!(some.find("dport { 15006").unwrap() < some.find("tproxy to :15006").unwrap());
+    assert!(some.find("tcp dport 5432").unwrap() < some.find("meta mark set 1338\n").unwrap());
+}

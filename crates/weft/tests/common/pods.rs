@@ -1,5 +1,5 @@
 //! Helpers for tests of transparent meshes: whether this machine can run pods (root, `ip`,
-//! `iptables`), commands inside a pod's network namespace, and a namespace outside the mesh
+//! `nft`, `iptables`), commands inside a pod's network namespace, and a namespace outside the mesh
 //! attached to its bridge.
 
 use std::process::{Command, Output};
@@ -11,7 +11,14 @@ pub fn can_run_pods() -> bool {
         eprintln!("skipped: transparent interception needs root (network namespaces, iptables)");
         return false;
     }
-    for tool in ["ip", "iptables-restore", "iptables-save", "python3", "curl"] {
+    for tool in [
+        "ip",
+        "nft",
+        "iptables-restore",
+        "iptables-save",
+        "python3",
+        "curl",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -36,6 +43,13 @@ pub fn sh(argv: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The capture rules of pod `ns` (`nft list table ip weft`).
+pub fn pod_rules(ns: &str) -> String {
+    sh(&[
+        "ip", "netns", "exec", ns, "nft", "list", "table", "ip", "weft",
+    ])
 }
 
 /// Runs `argv` inside network namespace `ns`, as an unmodified app there would: no proxy
