@@ -1,12 +1,14 @@
 //! Pods for transparent interception (`spec.interception: transparent`): one Linux bridge per
 //! mesh, one network namespace per replica whose `eth0` is a macvlan (bridge mode) on that
-//! bridge, the iptables rules that send a pod's TCP traffic through its sidecar, a hosts file
-//! per pod that names every service by its virtual IP, and the record in `$WEFT_HOME` that lets
-//! a later `weft up` (or `weft doctor`) remove what a `weft up` that died left behind.
+//! bridge, the nftables rules that send a pod's TCP traffic through its sidecar ([`tproxy`]), a
+//! hosts file per pod that names every service by its virtual IP, and the record in
+//! `$WEFT_HOME` that lets a later `weft up` (or `weft doctor`) remove what a `weft up` that died
+//! left behind.
 //!
-//! Everything is done with the `ip` and `iptables-restore` commands, so what weft creates can
-//! be inspected (and removed by hand) with the same tools: `ip netns list`, `ip -n NS addr`,
-//! `ip netns exec NS iptables-save`.
+//! Everything is done with the `ip` and `nft` commands, so what weft creates can be inspected
+//! (and removed by hand) with the same tools: `ip netns list`, `ip -n NS addr`,
+//! `ip netns exec NS nft list ruleset`. (The `nat` rules of [`capture_rules`] are what
+//! `weft capture` installs in Kubernetes pods.)
 //!
 //! Why macvlans: traffic between two macvlans of the same device goes straight from one to the
 //! other inside the macvlan driver, one hop as on loopback, where a veth pair per pod sends it
@@ -576,8 +578,8 @@ pub struct Exempt {
     pub hosts: Vec<Ipv4Addr>,
 }
 
-/// The `nat` table rules (for `iptables-restore --noflush`) that send a pod's TCP through its
-/// sidecar, as Istio's `istio-iptables` writes them: inbound connections to any port but the
+/// The `nat` table rules (for `iptables-restore --noflush`) that send a Kubernetes pod's TCP
+/// through its sidecar (`weft capture`), as Istio's `istio-iptables` writes them: inbound connections to any port but the
 /// sidecar's own and the excluded ones go to [`INBOUND_PORT`]; outbound connections go to
 /// [`CAPTURE_PORT`] unless they are `exempt`, stay in the pod or are excluded by port or CIDR;
 /// with `include_outbound_cidrs`, only connections to those are captured.
