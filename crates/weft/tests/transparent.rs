@@ -369,6 +369,11 @@ fn assert_gone(f: &Footprint) {
     for pid in &f.pids {
         assert!(!alive(*pid), "process {pid} of a pod is still running");
     }
+    // Capture rules live only in the pods: none on the host, before or after.
+    let nft = sh(&["nft", "list", "ruleset"]);
+    assert!(!nft.contains("table ip weft"), "{nft}");
+    let iptables = sh(&["iptables-save"]);
+    assert!(!iptables.contains("WEFT_"), "{iptables}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,6 +539,37 @@ fn without_cap_net_admin_weft_up_refuses_a_transparent_mesh() {
     assert!(!namespaces()
         .iter()
         .any(|n| n.starts_with("weft-tp-unprivileged-")));
+}
+
+#[test]
+fn without_nft_weft_up_says_which_package_it_needs() {
+    if !can_run_pods() {
+        return;
+    }
+    // A PATH with `ip` but no `nft`.
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let ip = sh(&["sh", "-c", "command -v ip"]);
+    std::os::unix::fs::symlink(ip.trim(), bin.join("ip")).unwrap();
+    let file = home.path().join("mesh.yaml");
+    std::fs::write(&file, transparent_yaml("tp-no-nft")).unwrap();
+    let out = Command::new(WEFT)
+        .arg("up")
+        .arg(&file)
+        .env("WEFT_HOME", home.path().join("home"))
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interception: transparent needs the `nft` command (Debian package nftables): install it, or use interception: proxy-env"),
+        "{err}"
+    );
+    assert!(!namespaces()
+        .iter()
+        .any(|n| n.starts_with("weft-tp-no-nft-")));
 }
 
 #[test]
