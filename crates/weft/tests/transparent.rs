@@ -881,3 +881,143 @@ fn pods_reach_each_other_on_a_host_whose_forward_chain_drops() {
     // The chain was there and dropping: what the pods sent never went through it.
     assert!(dropped.contains("policy DROP 0 packets"), "{dropped}");
 }
+
+/// Namespaces a test makes by hand, deleted (with what runs in them) when it ends.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            for pid in sh(&["ip", "netns", "pids", ns]).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A TCP connection from inside `ns` to `addr`: what the server sent, or the error's class name
+/// (`ConnectionRefusedError`, `TimeoutError`).
+fn connect_in(ns: &str, addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "import socket\ntry:\n    s = socket.create_connection(('{host}', {port}), timeout=1)\n    print(s.recv(100).decode())\nexcept OSError as e:\n    print(type(e).__name__)"
+    );
+    common::pods::in_pod_ok(ns, &["python3", "-c", &script])
+        .trim()
+        .to_string()
+}
+
+/// The pods' capture rules on their own, in two namespaces the test makes: a connection from the
+/// app and one from outside go, destinations intact, to whatever holds the sidecar's capture
+/// ports; while nothing does (a sidecar starting or restarting), the app's is refused and the
+/// outside one's dropped: neither is delivered past the missing sidecar to the app's own port.
+#[test]
+fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
+    if !can_run_pods() {
+        return;
+    }
+    let (pod, outside) = (
+        format!("wftcap-{}", std::process::id()),
+        format!("wftout-{}", std::process::id()),
+    );
+    let _cleanup = Netns(vec![pod.clone(), outside.clone()]);
+    for ns in [&pod, &outside] {
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh(&[
+        "ip", "-n", &pod, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+        &outside,
+    ]);
+    for (ns, addr) in [(&pod, "10.233.252.1/24"), (&outside, "10.233.252.2/24")] {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    }
+    sh(&["ip", "-n", &pod, "route", "add", "default", "dev", "eth0"]);
+    // The outside namespace stands for the host, which the rules exempt (the control plane
+    // there): the app's replies to it are not captured.
+    let exempt = local::pods::Exempt {
+        mark: Some(local::pods::SOCKET_MARK),
+        hosts: vec![std::net::Ipv4Addr::new(10, 233, 252, 2)],
+        ..Default::default()
+    };
+    let rules = local::pods::tproxy::ruleset(&exempt, &model::Capture::default());
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &pod, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "{rules}");
+    sh(&[
+        "ip", "-n", &pod, "rule", "add", "fwmark", "1338", "lookup", "133",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "133",
+    ]);
+    // Servers that answer each connection with a name and the address it was accepted on.
+    let serve = |name: &str, listen: &[(&str, u16)], transparent: bool| {
+        let listeners: Vec<String> = listen
+            .iter()
+            .map(|(h, p)| format!("('{h}', {p})"))
+            .collect();
+        let script = format!(
+            "import socket, threading\n\
+             def serve(l):\n    while True:\n        c, _ = l.accept()\n        h, p = c.getsockname()\n        c.sendall(f'{name} {{h}}:{{p}}'.encode())\n        c.close()\n\
+             for addr in [{}]:\n    l = socket.socket()\n    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    if {}:\n        l.setsockopt(socket.SOL_IP, 19, 1)\n        l.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 1337)\n    l.bind(addr)\n    l.listen(16)\n    threading.Thread(target=serve, args=(l,), daemon=True).start()\n\
+             print('ready', flush=True)\n\
+             threading.Event().wait()\n",
+            listeners.join(", "),
+            if transparent { "True" } else { "False" },
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &pod, "python3", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    };
+    // The app, on a port of its own, and no sidecar yet.
+    let mut app = serve("app", &[("0.0.0.0", 8080)], false);
+    assert_eq!(
+        connect_in(&pod, "10.235.0.9:8080"),
+        "ConnectionRefusedError"
+    );
+    assert_eq!(connect_in(&outside, "10.233.252.1:8080"), "TimeoutError");
+    // What is not captured still reaches the app: the pod's own loopback.
+    assert_eq!(connect_in(&pod, "127.0.0.1:8080"), "app 127.0.0.1:8080");
+
+    // A stand-in sidecar on the capture ports: both connections reach it, their destination
+    // being the address it accepted them on.
+    let mut sidecar = serve("sidecar", &[("127.0.0.1", 15001), ("0.0.0.0", 15006)], true);
+    assert_eq!(
+        connect_in(&pod, "10.235.0.9:8080"),
+        "sidecar 10.235.0.9:8080"
+    );
+    assert_eq!(
+        connect_in(&outside, "10.233.252.1:8080"),
+        "sidecar 10.233.252.1:8080"
+    );
+    for child in [&mut app, &mut sidecar] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -124,6 +124,9 @@ fn tproxy_rules_skip_the_sidecar_the_host_and_the_exclusions() {
         "    iif \"lo\" meta mark 1338 meta l4proto tcp tproxy to 127.0.0.1:15001 accept\n",
         "    tcp dport { 15006, 15020 } return\n",
         "    meta l4proto tcp tproxy to :15006 meta mark set 1338 accept\n",
+        // Without a sidecar to take them: refused, and dropped, never past it.
+        "    iif \"lo\" meta mark 1338 meta l4proto tcp reject with tcp reset\n",
+        "    tcp flags & (syn | ack) == syn drop\n",
         "    meta mark 1337 return\n",
         "    oif \"lo\" return\n",
         "    ip daddr 10.234.3.1 return\n",

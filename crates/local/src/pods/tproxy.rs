@@ -22,6 +22,8 @@
 //! `IP_TRANSPARENT` (to accept connections for addresses that are not theirs) and carry the
 //! sidecar's socket mark, so that its replies are not captured in turn. Packets of connections
 //! the pod's sockets made themselves fall through `tproxy` (it takes only transparent sockets).
+//! A connection `tproxy` cannot hand over (no sidecar listening yet) never goes past it: the
+//! app's is refused, one from outside the pod dropped.
 
 use super::{Exempt, ADMIN_PORT, CAPTURE_PORT, INBOUND_PORT};
 use model::Capture;
@@ -57,6 +59,13 @@ pub fn ruleset(exempt: &Exempt, capture: &Capture) -> String {
         r,
         "    iif \"lo\" meta mark {CAPTURE_MARK} meta l4proto tcp tproxy to 127.0.0.1:{CAPTURE_PORT} accept"
     );
+    // Not taken above: the sidecar's capture listener is not there (the sidecar is starting or
+    // restarting). Refused, as a `REDIRECT` to a port nobody listens on is, rather than delivered
+    // to whatever in the pod listens on the destination's port.
+    let _ = writeln!(
+        r,
+        "    iif \"lo\" meta mark {CAPTURE_MARK} meta l4proto tcp reject with tcp reset"
+    );
     r.push_str("    iif \"lo\" accept\n    meta l4proto tcp jump inbound\n  }\n");
     r.push_str("  chain inbound {\n");
     let mut own: Vec<u16> = vec![INBOUND_PORT, ADMIN_PORT];
@@ -64,8 +73,12 @@ pub fn ruleset(exempt: &Exempt, capture: &Capture) -> String {
     let _ = writeln!(r, "    tcp dport {} return", set(&own));
     let _ = writeln!(
         r,
-        "    meta l4proto tcp tproxy to :{INBOUND_PORT} meta mark set {CAPTURE_MARK} accept\n  }}"
+        "    meta l4proto tcp tproxy to :{INBOUND_PORT} meta mark set {CAPTURE_MARK} accept"
     );
+    // A new connection the sidecar is not there to take never reaches the app past it (STRICT
+    // mTLS would be bypassed); dropped, so that the client's next SYN finds the sidecar back.
+    // Other packets are those of the pod's own connections (replies to the sidecar's).
+    r.push_str("    tcp flags & (syn | ack) == syn drop\n  }\n");
     r.push_str("  chain output {\n    type route hook output priority mangle; policy accept;\n");
     r.push_str("    meta l4proto tcp jump capture\n  }\n  chain capture {\n");
     if let Some(mark) = exempt.mark {
