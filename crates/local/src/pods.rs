@@ -137,7 +137,7 @@ pub(crate) fn run(argv: &[&str]) -> Result<String, PodError> {
     run_with_input(argv, None)
 }
 
-fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, PodError> {
+pub(crate) fn run_with_input(argv: &[&str], input: Option<&str>) -> Result<String, PodError> {
     use std::io::Write;
     let command = argv.join(" ");
     let mut cmd = Command::new(argv[0]);
@@ -485,27 +485,7 @@ impl Network {
                 hosts: vec![self.gateway()],
                 ..Exempt::default()
             };
-            let rules = tproxy::ruleset(&exempt, capture);
-            run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
-            let (mark, table) = (
-                tproxy::CAPTURE_MARK.to_string(),
-                tproxy::CAPTURE_TABLE.to_string(),
-            );
-            run(&[
-                "ip", "-n", ns, "rule", "add", "fwmark", &mark, "lookup", &table,
-            ])?;
-            let local = [
-                "ip",
-                "-n",
-                ns,
-                "route",
-                "add",
-                "local",
-                "0.0.0.0/0",
-                "dev",
-                "lo",
-            ];
-            run(&[&local[..], &["table", &table]].concat())?;
+            tproxy::install(ns, &exempt, capture)?;
         }
         Ok(())
     }

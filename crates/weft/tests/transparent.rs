@@ -220,7 +220,7 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
         &format!("ip daddr {gateway} return"),
         "tcp dport 5432 return",
         "ip daddr 192.168.0.0/16 return",
-        "tcp sport 9901 return",
+        "tcp sport { 9901, 15006, 15020 } return",
         "meta mark set 0x0000053a",
     ] {
         assert!(
@@ -899,9 +899,14 @@ impl Drop for Netns {
 /// A TCP connection from inside `ns` to `addr`: what the server sent, or the error's class name
 /// (`ConnectionRefusedError`, `TimeoutError`).
 fn connect_in(ns: &str, addr: &str) -> String {
+    connect_from(ns, addr, "0.0.0.0")
+}
+
+/// [`connect_in`] from source address `source`.
+fn connect_from(ns: &str, addr: &str, source: &str) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap();
     let script = format!(
-        "import socket\ntry:\n    s = socket.create_connection(('{host}', {port}), timeout=1)\n    print(s.recv(100).decode())\nexcept OSError as e:\n    print(type(e).__name__)"
+        "import socket\ntry:\n    s = socket.create_connection(('{host}', {port}), timeout=1, source_address=('{source}', 0))\n    print(s.recv(100).decode())\nexcept OSError as e:\n    print(type(e).__name__)"
     );
     common::pods::in_pod_ok(ns, &["python3", "-c", &script])
         .trim()
@@ -930,7 +935,12 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
         "ip", "-n", &pod, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
         &outside,
     ]);
-    for (ns, addr) in [(&pod, "10.233.252.1/24"), (&outside, "10.233.252.2/24")] {
+    // Outside: .2 stands for the host, .3 for another pod.
+    for (ns, addr) in [
+        (&pod, "10.233.252.1/24"),
+        (&outside, "10.233.252.2/24"),
+        (&outside, "10.233.252.3/24"),
+    ] {
         sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
         sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
     }
@@ -942,30 +952,7 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
         hosts: vec![std::net::Ipv4Addr::new(10, 233, 252, 2)],
         ..Default::default()
     };
-    let rules = local::pods::tproxy::ruleset(&exempt, &model::Capture::default());
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &pod, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
-    assert!(nft.wait().unwrap().success(), "{rules}");
-    sh(&[
-        "ip", "-n", &pod, "rule", "add", "fwmark", "1338", "lookup", "133",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &pod,
-        "route",
-        "add",
-        "local",
-        "0.0.0.0/0",
-        "dev",
-        "lo",
-        "table",
-        "133",
-    ]);
+    local::pods::tproxy::install(&pod, &exempt, &model::Capture::default()).unwrap();
     // Servers that answer each connection with a name and the address it was accepted on.
     let serve = |name: &str, listen: &[(&str, u16)], transparent: bool| {
         let listeners: Vec<String> = listen
@@ -1002,6 +989,16 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
         "ConnectionRefusedError"
     );
     assert_eq!(connect_in(&outside, "10.233.252.1:8080"), "TimeoutError");
+    let peer = "10.233.252.3";
+    assert_eq!(
+        connect_from(&outside, "10.233.252.1:8080", peer),
+        "TimeoutError"
+    );
+    // A peer's sidecar calling this pod's sidecar learns at once that it is down.
+    assert_eq!(
+        connect_from(&outside, "10.233.252.1:15006", peer),
+        "ConnectionRefusedError"
+    );
     // What is not captured still reaches the app: the pod's own loopback.
     assert_eq!(connect_in(&pod, "127.0.0.1:8080"), "app 127.0.0.1:8080");
 
@@ -1014,6 +1011,10 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
     );
     assert_eq!(
         connect_in(&outside, "10.233.252.1:8080"),
+        "sidecar 10.233.252.1:8080"
+    );
+    assert_eq!(
+        connect_from(&outside, "10.233.252.1:8080", peer),
         "sidecar 10.233.252.1:8080"
     );
     for child in [&mut app, &mut sidecar] {

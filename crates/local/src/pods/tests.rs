@@ -134,7 +134,10 @@ fn tproxy_rules_skip_the_sidecar_the_host_and_the_exclusions() {
         assert!(all.contains(line), "{line} not in\n{all}");
     }
     assert!(all.ends_with("    meta mark set 1338\n  }\n}\n"), "{all}");
-    assert!(!all.contains("sport"), "{all}");
+    assert!(
+        all.contains("    tcp sport { 15006, 15020 } return\n"),
+        "{all}"
+    );
 
     let some = tproxy::ruleset(
         &gw,
@@ -150,7 +153,7 @@ fn tproxy_rules_skip_the_sidecar_the_host_and_the_exclusions() {
         "    tcp dport 5432 return\n",
         "    ip daddr { 192.168.0.0/16, 172.16.0.0/12 } return\n",
         // The app's own replies on a port it serves itself.
-        "    tcp sport 9901 return\n",
+        "    tcp sport { 15006, 15020, 9901 } return\n",
         "    ip daddr != 10.235.0.0/16 return\n    meta mark set 1338\n",
     ] {
         assert!(some.contains(line), "{line} not in\n{some}");

@@ -25,7 +25,7 @@
 //! A connection `tproxy` cannot hand over (no sidecar listening yet) never goes past it: the
 //! app's is refused, one from outside the pod dropped.
 
-use super::{Exempt, ADMIN_PORT, CAPTURE_PORT, INBOUND_PORT};
+use super::{run, run_with_input, Exempt, PodError, ADMIN_PORT, CAPTURE_PORT, INBOUND_PORT};
 use model::Capture;
 use std::fmt::Write as _;
 
@@ -35,6 +35,30 @@ pub const CAPTURE_MARK: u32 = 1338;
 pub const CAPTURE_TABLE: u32 = 133;
 /// The nftables table (family `ip`) of the rules.
 pub const TABLE: &str = "weft";
+
+/// Installs the capture rules ([`ruleset`]) in network namespace `ns`, and the routing rule
+/// and table that send [`CAPTURE_MARK`]ed packets to its loopback.
+pub fn install(ns: &str, exempt: &Exempt, capture: &Capture) -> Result<(), PodError> {
+    let rules = ruleset(exempt, capture);
+    run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
+    let (mark, table) = (CAPTURE_MARK.to_string(), CAPTURE_TABLE.to_string());
+    run(&[
+        "ip", "-n", ns, "rule", "add", "fwmark", &mark, "lookup", &table,
+    ])?;
+    let local = [
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+    ];
+    run(&[&local[..], &["table", &table]].concat())?;
+    Ok(())
+}
 
 /// `{ a, b }`, or the one element alone (nft sets want at least one).
 fn set<T: std::fmt::Display>(items: &[T]) -> String {
@@ -105,15 +129,11 @@ pub fn ruleset(exempt: &Exempt, capture: &Capture) -> String {
             set(&capture.exclude_outbound_cidrs)
         );
     }
-    // The app's replies on the ports it serves itself (there is no connection tracking to
-    // tell a reply from a new connection).
-    if !capture.exclude_inbound_ports.is_empty() {
-        let _ = writeln!(
-            r,
-            "    tcp sport {} return",
-            set(&capture.exclude_inbound_ports)
-        );
-    }
+    // What the pod serves on ports of its own: the app's replies on an excluded inbound port,
+    // and the kernel's resets from the sidecar's ports while it is down (so that a peer learns
+    // at once, rather than at its connect timeout). There is no connection tracking to tell a
+    // reply from a new connection.
+    let _ = writeln!(r, "    tcp sport {} return", set(&own));
     if !capture.include_outbound_cidrs.is_empty() {
         let _ = writeln!(
             r,
