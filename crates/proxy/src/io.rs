@@ -40,25 +40,29 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpSt
 }
 
 /// Where a connection accepted on `listener` (its bound address) was going when a pod's capture
-/// rules sent it there: its `SO_ORIGINAL_DST` when the rules rewrote its destination (`nat`
-/// `REDIRECT`, Kubernetes pods), else its own local address when the rules handed it over
-/// unchanged (`tproxy`, `weft up`'s pods). `None` for a connection made to the listener itself.
+/// rules sent it there: its own local address when the rules handed it over unchanged
+/// (`tproxy`, `weft up`'s pods), else its `SO_ORIGINAL_DST` when they rewrote its destination
+/// (`nat` `REDIRECT`, Kubernetes pods). `None` for a connection made to the listener itself.
 pub fn original_dst(
     stream: &tokio::net::TcpStream,
     listener: std::net::SocketAddr,
 ) -> Option<std::net::SocketAddr> {
-    let local = stream.local_addr().ok()?;
-    let redirected = socket2::SockRef::from(stream)
-        .original_dst_v4()
-        .ok()
-        .and_then(|a| a.as_socket());
-    let dst = redirected.unwrap_or(local);
-    let own = if listener.ip().is_unspecified() {
-        dst.port() == listener.port()
-    } else {
-        dst == listener
+    let own = |a: std::net::SocketAddr| {
+        if listener.ip().is_unspecified() {
+            a.port() == listener.port()
+        } else {
+            a == listener
+        }
     };
-    (!own).then_some(dst)
+    let local = stream.local_addr().ok()?;
+    if !own(local) {
+        return Some(local);
+    }
+    let dst = socket2::SockRef::from(stream)
+        .original_dst_v4()
+        .ok()?
+        .as_socket()?;
+    (!own(dst)).then_some(dst)
 }
 
 /// Prepares a listener of a sidecar in a pod: `transparent` (`IP_TRANSPARENT`) to accept the

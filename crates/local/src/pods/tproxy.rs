@@ -45,7 +45,7 @@ pub fn install(ns: &str, exempt: &Exempt, capture: &Capture) -> Result<(), PodEr
     run(&[
         "ip", "-n", ns, "rule", "add", "fwmark", &mark, "lookup", &table,
     ])?;
-    let local = [
+    run(&[
         "ip",
         "-n",
         ns,
@@ -55,8 +55,9 @@ pub fn install(ns: &str, exempt: &Exempt, capture: &Capture) -> Result<(), PodEr
         "0.0.0.0/0",
         "dev",
         "lo",
-    ];
-    run(&[&local[..], &["table", &table]].concat())?;
+        "table",
+        &table,
+    ])?;
     Ok(())
 }
 
