@@ -499,20 +499,24 @@ impl RouteTable {
         )
     }
 
-    /// The service an authority names (`NAME`, `NAME.NS`, `NAME.NS.svc.cluster.local`, with or
-    /// without a port), a bare name resolving in `namespace`.
+    /// The service an authority names (`NAME`, `NAME.NS`, `NAME.NS.svc.cluster.local`, or its
+    /// virtual IP, with or without a port), a bare name resolving in `namespace`. A request to a
+    /// service's virtual IP (`http://10.235.0.7/` from an app whose connection was captured)
+    /// names it as Istio's virtual hosts do, which list the service's cluster IP beside its
+    /// names.
     pub fn resolve(&self, authority: &Authority<'_>, namespace: &str) -> Option<&Arc<Service>> {
         let bare = !authority.host.contains('.');
         if let Some(found) = self.by_host.get(authority.host) {
             // A dotted form names one service; a bare name means the one in `namespace`.
             return found.iter().find(|s| !bare || s.key.namespace == namespace);
         }
+        if let Ok(ip) = authority.host.parse::<std::net::Ipv4Addr>() {
+            return self.by_vip.get(&ip);
+        }
         // Upper case, a trailing dot: the general parser.
         self.services.get(&authority.service_key(namespace)?)
     }
 
-    /// The gateway virtual host for `host` (the most specific pattern wins), if any.
-    /// The service `key`, if the snapshot has it.
     /// The service whose virtual IP `ip` is.
     pub fn by_vip(&self, ip: std::net::IpAddr) -> Option<&Arc<Service>> {
         match ip {

@@ -145,3 +145,63 @@ pub fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Endpoint, Identity, LoadBalancer, ServiceKey, Snapshot};
+
+    /// `reviews` with the virtual IP 10.235.0.7 on port 9080.
+    fn table() -> RouteTable {
+        let service = model::Service {
+            key: ServiceKey::new("reviews", "default"),
+            port: 9080,
+            lb: LoadBalancer::RoundRobin,
+            endpoints: vec![Endpoint {
+                instance: "reviews-v1-0".into(),
+                workload: "reviews-v1".into(),
+                address: "10.233.0.5:9080".parse().unwrap(),
+                labels: Default::default(),
+                identity: Identity::spiffe("default", "reviews"),
+            }],
+            routes: vec![],
+            tcp_routes: vec![],
+            policy: Default::default(),
+            subsets: vec![],
+            vip: Some("10.235.0.7".parse().unwrap()),
+            ports: vec![],
+        };
+        let snapshot = Snapshot {
+            services: vec![service],
+            ..Default::default()
+        };
+        RouteTable::compile(snapshot, &Default::default()).unwrap()
+    }
+
+    fn get(authority: &str) -> Parts {
+        let req = Request::get(format!("http://{authority}/"))
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    #[test]
+    fn a_request_for_a_services_virtual_ip_is_for_that_service() {
+        let table = table();
+        for authority in ["reviews:9080", "10.235.0.7:9080"] {
+            let routed = service_route(&table, authority, "default", &get(authority), true);
+            let routed = routed.unwrap_or_else(|r| panic!("{authority}: {}", r.status()));
+            assert_eq!(
+                routed.backend.unwrap().name,
+                "reviews.default",
+                "{authority}"
+            );
+        }
+        // Another address, or the service's address on a port it does not listen on, is none
+        // of the mesh's.
+        for authority in ["10.235.0.8:9080", "10.235.0.7:80", "10.235.0.7"] {
+            let routed = service_route(&table, authority, "default", &get(authority), true);
+            assert!(routed.is_err(), "{authority} was routed");
+        }
+    }
+}
