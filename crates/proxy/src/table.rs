@@ -525,10 +525,12 @@ impl RouteTable {
         }
     }
 
+    /// The service `key`, if the snapshot has it.
     pub fn service(&self, key: &ServiceKey) -> Option<&Arc<Service>> {
         self.services.get(key)
     }
 
+    /// The gateway virtual host for `host` (the most specific pattern wins), if any.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.gateway
             .iter()
