@@ -517,28 +517,36 @@ fn without_cap_net_admin_weft_up_refuses_a_transparent_mesh() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("mesh.yaml");
-    std::fs::write(&file, transparent_yaml("tp-unprivileged")).unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--inh-caps=-net_admin",
-            "--bounding-set=-net_admin",
-            WEFT,
-            "up",
-        ])
+    let mut up = Command::new("setpriv");
+    up.args([
+        "--inh-caps=-net_admin",
+        "--bounding-set=-net_admin",
+        WEFT,
+        "up",
+    ]);
+    assert_up_refused(
+        up,
+        home.path(),
+        "tp-unprivileged",
+        "interception: transparent needs root or CAP_NET_ADMIN (to create network namespaces and iptables rules): run weft up as root, or use interception: proxy-env",
+    );
+}
+
+/// Runs `up` (a command ending in `weft up`) on a transparent mesh named `mesh` in `home`, and
+/// checks that it exits 1 saying `message` and makes no pod.
+fn assert_up_refused(mut up: Command, home: &Path, mesh: &str, message: &str) {
+    let file = home.join("mesh.yaml");
+    std::fs::write(&file, transparent_yaml(mesh)).unwrap();
+    let out = up
         .arg(&file)
-        .env("WEFT_HOME", home.path().join("home"))
+        .env("WEFT_HOME", home.join("home"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("interception: transparent needs root or CAP_NET_ADMIN (to create network namespaces and iptables rules): run weft up as root, or use interception: proxy-env"),
-        "{err}"
-    );
-    assert!(!namespaces()
-        .iter()
-        .any(|n| n.starts_with("weft-tp-unprivileged-")));
+    assert!(err.contains(message), "{err}");
+    let prefix = format!("weft-{mesh}-");
+    assert!(!namespaces().iter().any(|n| n.starts_with(&prefix)));
 }
 
 #[test]
@@ -552,24 +560,14 @@ fn without_nft_weft_up_says_which_package_it_needs() {
     std::fs::create_dir(&bin).unwrap();
     let ip = sh(&["sh", "-c", "command -v ip"]);
     std::os::unix::fs::symlink(ip.trim(), bin.join("ip")).unwrap();
-    let file = home.path().join("mesh.yaml");
-    std::fs::write(&file, transparent_yaml("tp-no-nft")).unwrap();
-    let out = Command::new(WEFT)
-        .arg("up")
-        .arg(&file)
-        .env("WEFT_HOME", home.path().join("home"))
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("interception: transparent needs the `nft` command (Debian package nftables): install it, or use interception: proxy-env"),
-        "{err}"
+    let mut up = Command::new(WEFT);
+    up.arg("up").env("PATH", &bin);
+    assert_up_refused(
+        up,
+        home.path(),
+        "tp-no-nft",
+        "interception: transparent needs the `nft` command (Debian package nftables): install it, or use interception: proxy-env",
     );
-    assert!(!namespaces()
-        .iter()
-        .any(|n| n.starts_with("weft-tp-no-nft-")));
 }
 
 #[test]
@@ -953,7 +951,9 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
         ..Default::default()
     };
     local::pods::tproxy::install(&pod, &exempt, &model::Capture::default()).unwrap();
-    // Servers that answer each connection with a name and the address it was accepted on.
+    // Servers that answer each connection with a name and the address it was accepted on. Their
+    // ports are fixed: they are inside the namespace this test made (nothing else binds there),
+    // and 15001 and 15006 are the ones the rules hand connections to.
     let serve = |name: &str, listen: &[(&str, u16)], transparent: bool| {
         let listeners: Vec<String> = listen
             .iter()
