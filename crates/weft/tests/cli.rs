@@ -447,6 +447,15 @@ fn bench_runs_a_short_round_and_reports_every_path() {
         assert_eq!(p["peak_rounds"].as_array().map(Vec::len), Some(1), "{p}");
         assert_eq!(p["peak_rounds"][0]["rps"], p["peak_rps"], "{p}");
         assert_eq!(step["rounds"][0]["p50_us"], step["p50_us"], "{p}");
+        // The app the benchmark started is measured on every path that ends at it: each
+        // request costs it some CPU, the floor beside which the proxies' is read.
+        for v in [
+            &p["peak_app_cpu_us_per_request"],
+            &step["app_cpu_us_per_request"],
+            &step["rounds"][0]["app_cpu_us_per_request"],
+        ] {
+            assert!(v.as_f64().is_some_and(|v| v > 0.0), "{p}");
+        }
     }
     let weft = &paths[1];
     assert_eq!(weft["proxies"], 2);

@@ -102,6 +102,10 @@ pub struct RateResult {
     pub added_p99_us: Option<f64>,
     /// Proxy CPU time (all of this path's proxies) per request.
     pub cpu_us_per_request: Option<f64>,
+    /// The app's CPU time per request in the same step (`None` where the benchmark did not
+    /// start the app itself): what one wake of a small HTTP server costs on this machine, the
+    /// floor under each of a proxy's wakes.
+    pub app_cpu_us_per_request: Option<f64>,
     pub achieved_rps: f64,
     pub failed: u64,
     /// The figures of each round, in order (the medians above are over these).
@@ -116,6 +120,7 @@ pub struct RateRound {
     pub added_p50_us: Option<f64>,
     pub added_p99_us: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
+    pub app_cpu_us_per_request: Option<f64>,
 }
 
 /// One peak step of one round.
@@ -123,6 +128,7 @@ pub struct RateRound {
 pub struct PeakRound {
     pub rps: f64,
     pub cpu_us_per_request: Option<f64>,
+    pub app_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -132,6 +138,8 @@ pub struct PathResult {
     pub proxies: usize,
     pub peak_rps: f64,
     pub peak_cpu_us_per_request: Option<f64>,
+    /// The app's CPU time per request at peak (see [`RateResult::app_cpu_us_per_request`]).
+    pub peak_app_cpu_us_per_request: Option<f64>,
     pub peak_failed: u64,
     /// Each round's peak step, in order (the medians above are over these).
     pub peak_rounds: Vec<PeakRound>,
@@ -178,6 +186,9 @@ struct Path {
     description: &'static str,
     target: SocketAddr,
     proxies: Vec<u32>,
+    /// The app this path ends at, when the benchmark started it (its CPU per request is
+    /// reported beside the proxies'); empty otherwise.
+    app: Vec<u32>,
     /// The network namespace the load runs in (the transparent path's client pod); `None`:
     /// this one.
     netns: Option<String>,
@@ -467,6 +478,7 @@ fn start_weft(
         },
         target,
         proxies: vec![client.pid(), sidecar.pid()],
+        app: vec![],
         netns: None,
         base: Some("direct"),
         _procs: vec![client, sidecar],
@@ -538,6 +550,7 @@ fn start_envoy(
         },
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
+        app: vec![],
         netns: None,
         base: Some("direct"),
         _procs: procs,
@@ -545,13 +558,23 @@ fn start_envoy(
 }
 
 /// One fixed-rate step's figures.
-type Sample = (f64, f64, f64, Option<f64>, f64, u64);
+#[derive(Clone, Copy)]
+struct Sample {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    cpu: Option<f64>,
+    app_cpu: Option<f64>,
+    rps: f64,
+    failed: u64,
+}
 
 /// One peak step's figures.
 #[derive(Clone)]
 struct PeakSample {
     rps: f64,
     cpu: Option<f64>,
+    app_cpu: Option<f64>,
     rss: u64,
     failed: u64,
 }
@@ -560,9 +583,13 @@ fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
 
-/// Runs `work` while watching `proxies`: what it returned, the CPU time the proxies spent
-/// meanwhile, and the largest RSS any of them had (sampled every 100 ms).
-fn measured<T>(proxies: &[u32], work: impl FnOnce() -> T) -> (T, Duration, u64) {
+/// Runs `work` while watching `proxies` and `app`: what it returned, the CPU time the proxies
+/// and the app spent meanwhile, and the largest RSS any proxy had (sampled every 100 ms).
+fn measured<T>(
+    proxies: &[u32],
+    app: &[u32],
+    work: impl FnOnce() -> T,
+) -> (T, Duration, Duration, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -576,26 +603,42 @@ fn measured<T>(proxies: &[u32], work: impl FnOnce() -> T) -> (T, Duration, u64) 
             }
         })
     };
-    let before = cpu_of(proxies);
+    let (before, app_before) = (cpu_of(proxies), cpu_of(app));
     let out = work();
     let cpu = cpu_of(proxies).saturating_sub(before);
+    let app_cpu = cpu_of(app).saturating_sub(app_before);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    (out, cpu, max_rss.load(Ordering::Relaxed))
+    (out, cpu, app_cpu, max_rss.load(Ordering::Relaxed))
 }
 
-/// Runs one step on `path` and returns the load report with the proxies' CPU per request and
-/// their largest RSS seen during the step.
-fn step(path: &Path, spec: LoadSpec) -> Result<(Report, Option<f64>, u64), BenchError> {
-    let (report, cpu, rss) = measured(&path.proxies, || match &path.netns {
+/// One step's load report, with the proxies' and the app's CPU per request and the largest
+/// proxy RSS seen during it.
+struct Stepped {
+    report: Report,
+    cpu: Option<f64>,
+    app_cpu: Option<f64>,
+    rss: u64,
+}
+
+/// Runs one step on `path`.
+fn step(path: &Path, spec: LoadSpec) -> Result<Stepped, BenchError> {
+    let (report, cpu, app_cpu, rss) = measured(&path.proxies, &path.app, || match &path.netns {
         Some(ns) => transparent::in_netns(ns, move || run_blocking(spec, None))
             .and_then(|r| r.map_err(BenchError::from)),
         None => run_blocking(spec, None).map_err(BenchError::from),
     });
     let report = report?;
-    let per_req = (!path.proxies.is_empty() && report.requests > 0)
-        .then(|| cpu.as_secs_f64() * 1e6 / report.requests as f64);
-    Ok((report, per_req, rss))
+    let per_req = |pids: &[u32], t: Duration| {
+        (!pids.is_empty() && report.requests > 0)
+            .then(|| t.as_secs_f64() * 1e6 / report.requests as f64)
+    };
+    Ok(Stepped {
+        cpu: per_req(&path.proxies, cpu),
+        app_cpu: per_req(&path.app, app_cpu),
+        report,
+        rss,
+    })
 }
 
 /// The order the paths (`0..n`) run in round `round`: as given in even rounds, reversed in odd
@@ -645,6 +688,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             cpu,
             false,
         )?);
+        let app_pid = apps.iter().map(Proc::pid).collect::<Vec<_>>();
         let app = SocketAddr::from(([127, 0, 0, 1], app_port));
         wait_path(app, "the app")?;
         paths.push(Path {
@@ -652,16 +696,23 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             description: "client → app",
             target: app,
             proxies: vec![],
+            app: app_pid.clone(),
             netns: None,
             base: None,
             _procs: vec![],
         });
-        paths.push(start_weft(spec, &control, app_port, cpu)?);
+        paths.push(Path {
+            app: app_pid.clone(),
+            ..start_weft(spec, &control, app_port, cpu)?
+        });
         if spec.transparent {
             paths.extend(transparent::start(spec, cpu)?);
         }
         if let Some(envoy) = &spec.envoy {
-            paths.push(start_envoy(spec, envoy, app_port, cpu)?);
+            paths.push(Path {
+                app: app_pid,
+                ..start_envoy(spec, envoy, app_port, cpu)?
+            });
         }
     }
     let mut tcp_paths = Vec::new();
@@ -673,6 +724,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             description: "client → TCP echo",
             target: echo,
             proxies: vec![],
+            app: vec![],
             netns: None,
             base: None,
             _procs: vec![],
@@ -737,7 +789,12 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             let mut this_round = vec![None; paths.len()];
             for pi in order(paths.len()) {
                 let p = &paths[pi];
-                let (r, cpu, _) = step(
+                let Stepped {
+                    report: r,
+                    cpu,
+                    app_cpu,
+                    ..
+                } = step(
                     p,
                     load_spec(
                         p.target,
@@ -756,27 +813,33 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     l.p99,
                     r.failed
                 ));
-                let s = (
-                    l.p50 as f64,
-                    l.p95 as f64,
-                    l.p99 as f64,
+                let s = Sample {
+                    p50: l.p50 as f64,
+                    p95: l.p95 as f64,
+                    p99: l.p99 as f64,
                     cpu,
-                    r.achieved_rps,
-                    r.failed,
-                );
+                    app_cpu,
+                    rps: r.achieved_rps,
+                    failed: r.failed,
+                };
                 fixed[pi][ri].push(s);
                 this_round[pi] = Some(s);
             }
             for (pi, p) in paths.iter().enumerate() {
                 let base = p.base.and_then(|b| paths.iter().position(|q| q.name == b));
                 if let (Some(s), Some(d)) = (this_round[pi], base.and_then(|b| this_round[b])) {
-                    added[pi][ri].push((s.0 - d.0, s.2 - d.2));
+                    added[pi][ri].push((s.p50 - d.p50, s.p99 - d.p99));
                 }
             }
         }
         for pi in order(paths.len()) {
             let p = &paths[pi];
-            let (r, cpu, rss) = step(
+            let Stepped {
+                report: r,
+                cpu,
+                app_cpu,
+                rss,
+            } = step(
                 p,
                 load_spec(p.target, None, spec.peak, spec.connections, spec.shape),
             )?;
@@ -790,6 +853,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             peak[pi].push(PeakSample {
                 rps: r.achieved_rps,
                 cpu,
+                app_cpu,
                 rss,
                 failed: r.failed,
             });
@@ -846,12 +910,14 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             proxies: p.proxies.len(),
             peak_rps: median(peak[pi].iter().map(|x| x.rps).collect()),
             peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.cpu).collect()),
+            peak_app_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.app_cpu).collect()),
             peak_failed: peak[pi].iter().map(|x| x.failed).sum(),
             peak_rounds: peak[pi]
                 .iter()
                 .map(|x| PeakRound {
                     rps: x.rps,
                     cpu_us_per_request: x.cpu,
+                    app_cpu_us_per_request: x.app_cpu,
                 })
                 .collect(),
             rates: spec
@@ -863,25 +929,27 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     let a = &added[pi][ri];
                     RateResult {
                         rate,
-                        p50_us: median(s.iter().map(|x| x.0).collect()),
-                        p95_us: median(s.iter().map(|x| x.1).collect()),
-                        p99_us: median(s.iter().map(|x| x.2).collect()),
+                        p50_us: median(s.iter().map(|x| x.p50).collect()),
+                        p95_us: median(s.iter().map(|x| x.p95).collect()),
+                        p99_us: median(s.iter().map(|x| x.p99).collect()),
                         added_p50_us: (!a.is_empty())
                             .then(|| median(a.iter().map(|x| x.0).collect())),
                         added_p99_us: (!a.is_empty())
                             .then(|| median(a.iter().map(|x| x.1).collect())),
-                        cpu_us_per_request: opt_median(s.iter().map(|x| x.3).collect()),
-                        achieved_rps: median(s.iter().map(|x| x.4).collect()),
-                        failed: s.iter().map(|x| x.5).sum(),
+                        cpu_us_per_request: opt_median(s.iter().map(|x| x.cpu).collect()),
+                        app_cpu_us_per_request: opt_median(s.iter().map(|x| x.app_cpu).collect()),
+                        achieved_rps: median(s.iter().map(|x| x.rps).collect()),
+                        failed: s.iter().map(|x| x.failed).sum(),
                         rounds: s
                             .iter()
                             .enumerate()
                             .map(|(i, x)| RateRound {
-                                p50_us: x.0,
-                                p99_us: x.2,
+                                p50_us: x.p50,
+                                p99_us: x.p99,
                                 added_p50_us: a.get(i).map(|a| a.0),
                                 added_p99_us: a.get(i).map(|a| a.1),
-                                cpu_us_per_request: x.3,
+                                cpu_us_per_request: x.cpu,
+                                app_cpu_us_per_request: x.app_cpu,
                             })
                             .collect(),
                     }
@@ -1044,19 +1112,24 @@ impl BenchReport {
             let _ = writeln!(out, "\n{} — {}", p.name, p.description);
             let rounds: Vec<f64> = p.peak_rounds.iter().map(|r| r.rps).collect();
             let spread = Spread::of(&rounds);
+            let app = |v: Option<f64>| {
+                v.map(|v| format!(", app CPU {v:.0} µs/request"))
+                    .unwrap_or_default()
+            };
             let _ = writeln!(
                 out,
-                "  peak {:.0} rps (rounds {:.0}–{:.0}, {} failed), proxy CPU {} µs/request at peak",
+                "  peak {:.0} rps (rounds {:.0}–{:.0}, {} failed), proxy CPU {} µs/request at peak{}",
                 p.peak_rps,
                 spread.min,
                 spread.max,
                 p.peak_failed,
-                f(p.peak_cpu_us_per_request)
+                f(p.peak_cpu_us_per_request),
+                app(p.peak_app_cpu_us_per_request)
             );
             for r in &p.rates {
                 let _ = writeln!(
                     out,
-                    "  @{:>6} rps: p50 {:>5.0} µs  p95 {:>5.0} µs  p99 {:>5.0} µs  added p50 {:>5} µs  p99 {:>5} µs  proxy CPU {:>4} µs/request  ({} failed)",
+                    "  @{:>6} rps: p50 {:>5.0} µs  p95 {:>5.0} µs  p99 {:>5.0} µs  added p50 {:>5} µs  p99 {:>5} µs  proxy CPU {:>4} µs/request{}  ({} failed)",
                     r.rate,
                     r.p50_us,
                     r.p95_us,
@@ -1064,6 +1137,7 @@ impl BenchReport {
                     f(r.added_p50_us),
                     f(r.added_p99_us),
                     f(r.cpu_us_per_request),
+                    app(r.app_cpu_us_per_request),
                     r.failed
                 );
             }

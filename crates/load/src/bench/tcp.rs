@@ -105,7 +105,7 @@ pub(super) fn step(
     spec.connections = connections;
     spec.chunk = chunk;
     spec.duration = duration;
-    let (report, cpu, rss) = measured(&path.proxies, || run_tcp_blocking(spec));
+    let (report, cpu, _, rss) = measured(&path.proxies, &path.app, || run_tcp_blocking(spec));
     let report = report?;
     let proxied = !path.proxies.is_empty();
     let us = cpu.as_secs_f64() * 1e6;
@@ -224,6 +224,7 @@ pub(super) fn start_weft(
         },
         target: local,
         proxies: vec![client.pid(), sidecar.pid()],
+        app: vec![],
         netns: None,
         base: Some("tcp-direct"),
         _procs: vec![client, sidecar],
@@ -274,6 +275,7 @@ pub(super) fn start_envoy(
         },
         target,
         proxies: procs.iter().map(Proc::pid).collect(),
+        app: vec![],
         netns: None,
         base: Some("tcp-direct"),
         _procs: procs,

@@ -167,6 +167,7 @@ fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
         added_p50_us: Some(*a),
         added_p99_us: Some(a * 2.0),
         cpu_us_per_request: Some(a / 2.0),
+        app_cpu_us_per_request: Some(a / 4.0),
     };
     super::PathResult {
         name: name.into(),
@@ -174,12 +175,14 @@ fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
         proxies: 2,
         peak_rps: super::median(peaks.to_vec()),
         peak_cpu_us_per_request: Some(10.0),
+        peak_app_cpu_us_per_request: Some(4.0),
         peak_failed: 0,
         peak_rounds: peaks
             .iter()
             .map(|&rps| super::PeakRound {
                 rps,
                 cpu_us_per_request: Some(1e6 / rps),
+                app_cpu_us_per_request: None,
             })
             .collect(),
         rates: vec![super::RateResult {
@@ -190,6 +193,7 @@ fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
             added_p50_us: Some(super::median(added.to_vec())),
             added_p99_us: None,
             cpu_us_per_request: None,
+            app_cpu_us_per_request: Some(25.0),
             achieved_rps: 500.0,
             failed: 0,
             rounds: added.iter().map(round).collect(),
@@ -247,7 +251,11 @@ fn ratios_are_given_round_by_round_too() {
     }
     .to_text();
     assert!(
-        text.contains("peak 26000 rps (rounds 20000–30000, 0 failed)"),
+        text.contains("peak 26000 rps (rounds 20000–30000, 0 failed), proxy CPU 10 µs/request at peak, app CPU 4 µs/request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("proxy CPU    - µs/request, app CPU 25 µs/request"),
         "{text}"
     );
 }
