@@ -29,6 +29,14 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// `Connection` header names. `TE: trailers` stays, as Envoy keeps it: gRPC requires it end to
 /// end (servers refuse a call without it), and it is the one `TE` HTTP/2 allows.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (comparisons, no hashing) instead of a
+    // lookup of each hop-by-hop name, on every message of every hop.
+    if !headers
+        .iter()
+        .any(|(name, value)| is_hop_by_hop(name, value))
+    {
+        return;
+    }
     let te_trailers = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
@@ -56,6 +64,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Whether a header is one [`strip_hop_by_hop`] removes (or, for `Connection`, one whose
+/// value names headers it removes); `TE: trailers` is kept as it is.
+fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue) -> bool {
+    if name == header::TE {
+        return !value.as_bytes().eq_ignore_ascii_case(b"trailers");
+    }
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 /// Makes a response fit the downstream connection it goes back on.
@@ -102,5 +123,49 @@ mod tests {
         assert_eq!(&a[14..15], "4", "version 4: {a}");
         assert!("89ab".contains(&a[19..20]), "RFC 4122 variant: {a}");
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// Each hop-by-hop header goes, alone or among end-to-end ones, and so do the headers a
+    /// `Connection` header names; the end-to-end ones stay as they were, repeated values too.
+    #[test]
+    fn the_hop_by_hop_strip_removes_each_hop_by_hop_header_and_nothing_else() {
+        let kept = [
+            ("accept", "*/*"),
+            ("x-custom", "1"),
+            ("x-custom", "2"),
+            ("te", "trailers"),
+        ];
+        for hop in [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+        ] {
+            let mut h = map(&[kept[0], kept[1], hop, kept[2]]);
+            strip_hop_by_hop(&mut h);
+            assert!(
+                !h.get_all(hop.0).iter().any(|v| v == hop.1),
+                "{hop:?} stayed: {h:?}"
+            );
+            assert_eq!(h.get_all("x-custom").iter().count(), 2, "{h:?}");
+            assert_eq!(h["accept"], "*/*");
+        }
+        let mut h = map(&[("connection", "x-hop, close"), ("x-hop", "1"), kept[0]]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, map(&[kept[0]]), "what Connection names goes too");
+        let mut h = map(&kept);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, map(&kept), "no hop-by-hop header: untouched");
     }
 }
