@@ -453,12 +453,21 @@ fn bench_runs_a_short_round_and_reports_every_path() {
             &p["peak_app_cpu_us_per_request"],
             &step["app_cpu_us_per_request"],
             &step["rounds"][0]["app_cpu_us_per_request"],
+            &step["app_slices_per_request"],
         ] {
             assert!(v.as_f64().is_some_and(|v| v > 0.0), "{p}");
         }
     }
     let weft = &paths[1];
     assert_eq!(weft["proxies"], 2);
+    // The proxies' wakes per request (time slices), beside their CPU.
+    assert!(
+        weft["rates"][0]["slices_per_request"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{weft}"
+    );
+    assert_eq!(paths[0]["rates"][0]["slices_per_request"], Value::Null);
     for field in ["peak_cpu_us_per_request", "rss_idle_kib", "rss_load_kib"] {
         assert!(
             weft[field].as_f64().is_some_and(|v| v > 0.0),

@@ -23,7 +23,7 @@ mod tls;
 mod transparent;
 
 use crate::{run_blocking, LoadSpec, Report};
-use procs::{cpu_time, first_line, free_port, rss_kib, spawn, Proc};
+use procs::{cpu_time, first_line, free_port, rss_kib, spawn, time_slices, Proc};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +106,11 @@ pub struct RateResult {
     /// start the app itself): what one wake of a small HTTP server costs on this machine, the
     /// floor under each of a proxy's wakes.
     pub app_cpu_us_per_request: Option<f64>,
+    /// Time slices the proxies ran in per request (schedstat): wakes, and returns to the CPU
+    /// after being preempted.
+    pub slices_per_request: Option<f64>,
+    /// The app's time slices per request.
+    pub app_slices_per_request: Option<f64>,
     pub achieved_rps: f64,
     pub failed: u64,
     /// The figures of each round, in order (the medians above are over these).
@@ -121,6 +126,8 @@ pub struct RateRound {
     pub added_p99_us: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
     pub app_cpu_us_per_request: Option<f64>,
+    pub slices_per_request: Option<f64>,
+    pub app_slices_per_request: Option<f64>,
 }
 
 /// One peak step of one round.
@@ -565,6 +572,8 @@ struct Sample {
     p99: f64,
     cpu: Option<f64>,
     app_cpu: Option<f64>,
+    slices: Option<f64>,
+    app_slices: Option<f64>,
     rps: f64,
     failed: u64,
 }
@@ -583,13 +592,24 @@ fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
 
-/// Runs `work` while watching `proxies` and `app`: what it returned, the CPU time the proxies
-/// and the app spent meanwhile, and the largest RSS any proxy had (sampled every 100 ms).
-fn measured<T>(
-    proxies: &[u32],
-    app: &[u32],
-    work: impl FnOnce() -> T,
-) -> (T, Duration, Duration, u64) {
+fn slices_of(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| time_slices(*p)).sum()
+}
+
+/// What the processes a step watched did during it.
+struct Watched {
+    /// CPU time of the proxies, and of the app.
+    cpu: Duration,
+    app_cpu: Duration,
+    /// Time slices of the proxies, and of the app.
+    slices: u64,
+    app_slices: u64,
+    /// The largest RSS any proxy had (sampled every 100 ms).
+    rss: u64,
+}
+
+/// Runs `work` while watching `proxies` and `app`: what it returned, and what they did.
+fn measured<T>(proxies: &[u32], app: &[u32], work: impl FnOnce() -> T) -> (T, Watched) {
     let stop = Arc::new(AtomicBool::new(false));
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -604,40 +624,54 @@ fn measured<T>(
         })
     };
     let (before, app_before) = (cpu_of(proxies), cpu_of(app));
+    let (slices_before, app_slices_before) = (slices_of(proxies), slices_of(app));
     let out = work();
     let cpu = cpu_of(proxies).saturating_sub(before);
     let app_cpu = cpu_of(app).saturating_sub(app_before);
+    let slices = slices_of(proxies).saturating_sub(slices_before);
+    let app_slices = slices_of(app).saturating_sub(app_slices_before);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    (out, cpu, app_cpu, max_rss.load(Ordering::Relaxed))
+    let watched = Watched {
+        cpu,
+        app_cpu,
+        slices,
+        app_slices,
+        rss: max_rss.load(Ordering::Relaxed),
+    };
+    (out, watched)
 }
 
-/// One step's load report, with the proxies' and the app's CPU per request and the largest
-/// proxy RSS seen during it.
+/// One step's load report, with the proxies' and the app's CPU and time slices per request
+/// and the largest proxy RSS seen during it.
 struct Stepped {
     report: Report,
     cpu: Option<f64>,
     app_cpu: Option<f64>,
+    slices: Option<f64>,
+    app_slices: Option<f64>,
     rss: u64,
 }
 
 /// Runs one step on `path`.
 fn step(path: &Path, spec: LoadSpec) -> Result<Stepped, BenchError> {
-    let (report, cpu, app_cpu, rss) = measured(&path.proxies, &path.app, || match &path.netns {
+    let (report, w) = measured(&path.proxies, &path.app, || match &path.netns {
         Some(ns) => transparent::in_netns(ns, move || run_blocking(spec, None))
             .and_then(|r| r.map_err(BenchError::from)),
         None => run_blocking(spec, None).map_err(BenchError::from),
     });
     let report = report?;
-    let per_req = |pids: &[u32], t: Duration| {
-        (!pids.is_empty() && report.requests > 0)
-            .then(|| t.as_secs_f64() * 1e6 / report.requests as f64)
+    let per_req = |pids: &[u32], v: f64| {
+        (!pids.is_empty() && report.requests > 0).then(|| v / report.requests as f64)
     };
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     Ok(Stepped {
-        cpu: per_req(&path.proxies, cpu),
-        app_cpu: per_req(&path.app, app_cpu),
+        cpu: per_req(&path.proxies, us(w.cpu)),
+        app_cpu: per_req(&path.app, us(w.app_cpu)),
+        slices: per_req(&path.proxies, w.slices as f64),
+        app_slices: per_req(&path.app, w.app_slices as f64),
         report,
-        rss,
+        rss: w.rss,
     })
 }
 
@@ -793,6 +827,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     report: r,
                     cpu,
                     app_cpu,
+                    slices,
+                    app_slices,
                     ..
                 } = step(
                     p,
@@ -819,6 +855,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     p99: l.p99 as f64,
                     cpu,
                     app_cpu,
+                    slices,
+                    app_slices,
                     rps: r.achieved_rps,
                     failed: r.failed,
                 };
@@ -839,6 +877,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                 cpu,
                 app_cpu,
                 rss,
+                ..
             } = step(
                 p,
                 load_spec(p.target, None, spec.peak, spec.connections, spec.shape),
@@ -938,6 +977,10 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                             .then(|| median(a.iter().map(|x| x.1).collect())),
                         cpu_us_per_request: opt_median(s.iter().map(|x| x.cpu).collect()),
                         app_cpu_us_per_request: opt_median(s.iter().map(|x| x.app_cpu).collect()),
+                        slices_per_request: opt_median(s.iter().map(|x| x.slices).collect()),
+                        app_slices_per_request: opt_median(
+                            s.iter().map(|x| x.app_slices).collect(),
+                        ),
                         achieved_rps: median(s.iter().map(|x| x.rps).collect()),
                         failed: s.iter().map(|x| x.failed).sum(),
                         rounds: s
@@ -950,6 +993,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                                 added_p99_us: a.get(i).map(|a| a.1),
                                 cpu_us_per_request: x.cpu,
                                 app_cpu_us_per_request: x.app_cpu,
+                                slices_per_request: x.slices,
+                                app_slices_per_request: x.app_slices,
                             })
                             .collect(),
                     }

@@ -127,6 +127,20 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Time slices the process has run in, over all its threads (the third field of
+/// `/proc/PID/task/*/schedstat`): each is one wake, or one return to the CPU after being
+/// preempted. 0 where schedstat is missing.
+pub fn time_slices(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Resident memory in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -105,7 +105,8 @@ pub(super) fn step(
     spec.connections = connections;
     spec.chunk = chunk;
     spec.duration = duration;
-    let (report, cpu, _, rss) = measured(&path.proxies, &path.app, || run_tcp_blocking(spec));
+    let (report, w) = measured(&path.proxies, &path.app, || run_tcp_blocking(spec));
+    let (cpu, rss) = (w.cpu, w.rss);
     let report = report?;
     let proxied = !path.proxies.is_empty();
     let us = cpu.as_secs_f64() * 1e6;

@@ -168,6 +168,8 @@ fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
         added_p99_us: Some(a * 2.0),
         cpu_us_per_request: Some(a / 2.0),
         app_cpu_us_per_request: Some(a / 4.0),
+        slices_per_request: Some(4.0),
+        app_slices_per_request: Some(1.0),
     };
     super::PathResult {
         name: name.into(),
@@ -194,6 +196,8 @@ fn http_path(name: &str, peaks: &[f64], added: &[f64]) -> super::PathResult {
             added_p99_us: None,
             cpu_us_per_request: None,
             app_cpu_us_per_request: Some(25.0),
+            slices_per_request: None,
+            app_slices_per_request: None,
             achieved_rps: 500.0,
             failed: 0,
             rounds: added.iter().map(round).collect(),
