@@ -103,8 +103,8 @@ pub struct RateResult {
     /// Proxy CPU time (all of this path's proxies) per request.
     pub cpu_us_per_request: Option<f64>,
     /// The app's CPU time per request in the same step (`None` where the benchmark did not
-    /// start the app itself): what one wake of a small HTTP server costs on this machine, the
-    /// floor under each of a proxy's wakes.
+    /// start the app itself): about what one wake of a small HTTP server costs on this machine,
+    /// the yardstick `scripts/bench-floor` holds each of a proxy's wakes against.
     pub app_cpu_us_per_request: Option<f64>,
     /// Time slices the proxies ran in per request (schedstat): wakes, and returns to the CPU
     /// after being preempted.
