@@ -212,7 +212,10 @@ async fn pods_have_their_address_capture_rules_and_service_names() {
     let alpha = "weft-tp-pods-alpha-v1-0";
     let rules = pod_rules(alpha);
     for rule in [
-        "iif \"lo\" meta mark 0x0000053a meta l4proto tcp tproxy to 127.0.0.1:15001 accept",
+        &format!(
+            "iif \"lo\" meta mark 0x0000053a meta l4proto tcp tproxy to 127.0.0.1:{} accept",
+            model::names::POD_CAPTURE_PORT
+        ),
         "tcp dport { 9901, 15006, 15020 } return",
         "meta l4proto tcp tproxy to :15006 meta mark set 0x0000053a accept",
         "meta mark 0x00000539 return",
@@ -953,7 +956,7 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
     local::pods::tproxy::install(&pod, &exempt, &model::Capture::default()).unwrap();
     // Servers that answer each connection with a name and the address it was accepted on. Their
     // ports are fixed: they are inside the namespace this test made (nothing else binds there),
-    // and 15001 and 15006 are the ones the rules hand connections to.
+    // and the sidecar's are the capture ports the rules hand connections to.
     let serve = |name: &str, listen: &[(&str, u16)], transparent: bool| {
         let listeners: Vec<String> = listen
             .iter()
@@ -1004,7 +1007,14 @@ fn capture_rules_never_let_a_connection_past_a_missing_sidecar() {
 
     // A stand-in sidecar on the capture ports: both connections reach it, their destination
     // being the address it accepted them on.
-    let mut sidecar = serve("sidecar", &[("127.0.0.1", 15001), ("0.0.0.0", 15006)], true);
+    let mut sidecar = serve(
+        "sidecar",
+        &[
+            ("127.0.0.1", model::names::POD_CAPTURE_PORT),
+            ("0.0.0.0", model::names::POD_INBOUND_PORT),
+        ],
+        true,
+    );
     assert_eq!(
         connect_in(&pod, "10.235.0.9:8080"),
         "sidecar 10.235.0.9:8080"
