@@ -23,7 +23,7 @@ mod tls;
 mod transparent;
 
 use crate::{run_blocking, LoadSpec, Report};
-use procs::{cpu_time, first_line, free_port, rss_kib, spawn, time_slices, Proc};
+use procs::{cpu_time, first_line, free_port, rss_kib, sched, spawn, Proc, Sched};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -592,8 +592,8 @@ fn cpu_of(pids: &[u32]) -> Duration {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
 
-fn slices_of(pids: &[u32]) -> u64 {
-    pids.iter().map(|p| time_slices(*p)).sum()
+fn sched_of(pids: &[u32]) -> Sched {
+    pids.iter().map(|p| sched(*p)).sum()
 }
 
 /// What the processes a step watched did during it.
@@ -623,20 +623,16 @@ fn measured<T>(proxies: &[u32], app: &[u32], work: impl FnOnce() -> T) -> (T, Wa
             }
         })
     };
-    let (before, app_before) = (cpu_of(proxies), cpu_of(app));
-    let (slices_before, app_slices_before) = (slices_of(proxies), slices_of(app));
+    let (before, app_before) = (sched_of(proxies), sched_of(app));
     let out = work();
-    let cpu = cpu_of(proxies).saturating_sub(before);
-    let app_cpu = cpu_of(app).saturating_sub(app_before);
-    let slices = slices_of(proxies).saturating_sub(slices_before);
-    let app_slices = slices_of(app).saturating_sub(app_slices_before);
+    let (after, app_after) = (sched_of(proxies), sched_of(app));
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let watched = Watched {
-        cpu,
-        app_cpu,
-        slices,
-        app_slices,
+        cpu: after.cpu.saturating_sub(before.cpu),
+        app_cpu: app_after.cpu.saturating_sub(app_before.cpu),
+        slices: after.slices.saturating_sub(before.slices),
+        app_slices: app_after.slices.saturating_sub(app_before.slices),
         rss: max_rss.load(Ordering::Relaxed),
     };
     (out, watched)

@@ -94,51 +94,68 @@ pub fn first_line(p: &mut Proc) -> std::io::Result<String> {
     Ok(line)
 }
 
-/// CPU time the process has used, over all its threads, with nanosecond resolution
-/// (`/proc/PID/task/*/schedstat`; falls back to the tick-resolution `/proc/PID/stat`).
-pub fn cpu_time(pid: u32) -> Duration {
-    let mut total = 0u64;
+/// What the scheduler counted for a process, over all its threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sched {
+    /// CPU time used, with nanosecond resolution.
+    pub cpu: Duration,
+    /// Time slices run in: each one wake, or one return to the CPU after being preempted.
+    pub slices: u64,
+}
+
+impl std::ops::Add for Sched {
+    type Output = Sched;
+    fn add(self, o: Sched) -> Sched {
+        Sched {
+            cpu: self.cpu + o.cpu,
+            slices: self.slices + o.slices,
+        }
+    }
+}
+
+impl std::iter::Sum for Sched {
+    fn sum<I: Iterator<Item = Sched>>(iter: I) -> Sched {
+        iter.fold(Sched::default(), |a, b| a + b)
+    }
+}
+
+/// The process's [`Sched`], from `/proc/PID/task/*/schedstat` (run time in ns, wait time,
+/// time slices), one read per thread; where schedstat is missing, the CPU time from the
+/// tick-resolution `/proc/PID/stat` and no slices.
+pub fn sched(pid: u32) -> Sched {
+    let mut total = Sched::default();
     let mut found = false;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                if let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    total += ns;
-                    found = true;
-                }
+            let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
+                continue;
+            };
+            let mut fields = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+            if let Some(Some(ns)) = fields.next() {
+                total.cpu += Duration::from_nanos(ns);
+                total.slices += fields.nth(1).flatten().unwrap_or(0);
+                found = true;
             }
         }
     }
     if found {
-        return Duration::from_nanos(total);
+        return total;
     }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
+        return total;
     };
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    total.cpu = Duration::from_millis(ticks * 10);
+    total
 }
 
-/// Time slices the process has run in, over all its threads (the third field of
-/// `/proc/PID/task/*/schedstat`): each is one wake, or one return to the CPU after being
-/// preempted. 0 where schedstat is missing.
-pub fn time_slices(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
-        .sum()
+/// CPU time the process has used, over all its threads ([`sched`]).
+pub fn cpu_time(pid: u32) -> Duration {
+    sched(pid).cpu
 }
 
 /// Resident memory in KiB (`VmRSS`).
