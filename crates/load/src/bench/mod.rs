@@ -564,16 +564,23 @@ fn start_envoy(
     })
 }
 
+/// What a step cost per request: the proxies' and the app's CPU time (µs) and time slices
+/// (`None` where the path has no proxies, or the benchmark did not start its app).
+#[derive(Clone, Copy)]
+struct PerRequest {
+    cpu: Option<f64>,
+    app_cpu: Option<f64>,
+    slices: Option<f64>,
+    app_slices: Option<f64>,
+}
+
 /// One fixed-rate step's figures.
 #[derive(Clone, Copy)]
 struct Sample {
     p50: f64,
     p95: f64,
     p99: f64,
-    cpu: Option<f64>,
-    app_cpu: Option<f64>,
-    slices: Option<f64>,
-    app_slices: Option<f64>,
+    per: PerRequest,
     rps: f64,
     failed: u64,
 }
@@ -582,8 +589,7 @@ struct Sample {
 #[derive(Clone)]
 struct PeakSample {
     rps: f64,
-    cpu: Option<f64>,
-    app_cpu: Option<f64>,
+    per: PerRequest,
     rss: u64,
     failed: u64,
 }
@@ -638,14 +644,10 @@ fn measured<T>(proxies: &[u32], app: &[u32], work: impl FnOnce() -> T) -> (T, Wa
     (out, watched)
 }
 
-/// One step's load report, with the proxies' and the app's CPU and time slices per request
-/// and the largest proxy RSS seen during it.
+/// One step's load report, what it cost per request, and the largest proxy RSS seen during it.
 struct Stepped {
     report: Report,
-    cpu: Option<f64>,
-    app_cpu: Option<f64>,
-    slices: Option<f64>,
-    app_slices: Option<f64>,
+    per: PerRequest,
     rss: u64,
 }
 
@@ -661,12 +663,15 @@ fn step(path: &Path, spec: LoadSpec) -> Result<Stepped, BenchError> {
         (!pids.is_empty() && report.requests > 0).then(|| v / report.requests as f64)
     };
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    Ok(Stepped {
+    let per = PerRequest {
         cpu: per_req(&path.proxies, us(w.cpu)),
         app_cpu: per_req(&path.app, us(w.app_cpu)),
         slices: per_req(&path.proxies, w.slices as f64),
         app_slices: per_req(&path.app, w.app_slices as f64),
+    };
+    Ok(Stepped {
         report,
+        per,
         rss: w.rss,
     })
 }
@@ -819,14 +824,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             let mut this_round = vec![None; paths.len()];
             for pi in order(paths.len()) {
                 let p = &paths[pi];
-                let Stepped {
-                    report: r,
-                    cpu,
-                    app_cpu,
-                    slices,
-                    app_slices,
-                    ..
-                } = step(
+                let Stepped { report: r, per, .. } = step(
                     p,
                     load_spec(
                         p.target,
@@ -849,10 +847,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                     p50: l.p50 as f64,
                     p95: l.p95 as f64,
                     p99: l.p99 as f64,
-                    cpu,
-                    app_cpu,
-                    slices,
-                    app_slices,
+                    per,
                     rps: r.achieved_rps,
                     failed: r.failed,
                 };
@@ -870,10 +865,8 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             let p = &paths[pi];
             let Stepped {
                 report: r,
-                cpu,
-                app_cpu,
+                per,
                 rss,
-                ..
             } = step(
                 p,
                 load_spec(p.target, None, spec.peak, spec.connections, spec.shape),
@@ -887,8 +880,7 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             ));
             peak[pi].push(PeakSample {
                 rps: r.achieved_rps,
-                cpu,
-                app_cpu,
+                per,
                 rss,
                 failed: r.failed,
             });
@@ -944,15 +936,17 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
             description: p.description.into(),
             proxies: p.proxies.len(),
             peak_rps: median(peak[pi].iter().map(|x| x.rps).collect()),
-            peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.cpu).collect()),
-            peak_app_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.app_cpu).collect()),
+            peak_cpu_us_per_request: opt_median(peak[pi].iter().map(|x| x.per.cpu).collect()),
+            peak_app_cpu_us_per_request: opt_median(
+                peak[pi].iter().map(|x| x.per.app_cpu).collect(),
+            ),
             peak_failed: peak[pi].iter().map(|x| x.failed).sum(),
             peak_rounds: peak[pi]
                 .iter()
                 .map(|x| PeakRound {
                     rps: x.rps,
-                    cpu_us_per_request: x.cpu,
-                    app_cpu_us_per_request: x.app_cpu,
+                    cpu_us_per_request: x.per.cpu,
+                    app_cpu_us_per_request: x.per.app_cpu,
                 })
                 .collect(),
             rates: spec
@@ -971,11 +965,13 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                             .then(|| median(a.iter().map(|x| x.0).collect())),
                         added_p99_us: (!a.is_empty())
                             .then(|| median(a.iter().map(|x| x.1).collect())),
-                        cpu_us_per_request: opt_median(s.iter().map(|x| x.cpu).collect()),
-                        app_cpu_us_per_request: opt_median(s.iter().map(|x| x.app_cpu).collect()),
-                        slices_per_request: opt_median(s.iter().map(|x| x.slices).collect()),
+                        cpu_us_per_request: opt_median(s.iter().map(|x| x.per.cpu).collect()),
+                        app_cpu_us_per_request: opt_median(
+                            s.iter().map(|x| x.per.app_cpu).collect(),
+                        ),
+                        slices_per_request: opt_median(s.iter().map(|x| x.per.slices).collect()),
                         app_slices_per_request: opt_median(
-                            s.iter().map(|x| x.app_slices).collect(),
+                            s.iter().map(|x| x.per.app_slices).collect(),
                         ),
                         achieved_rps: median(s.iter().map(|x| x.rps).collect()),
                         failed: s.iter().map(|x| x.failed).sum(),
@@ -987,10 +983,10 @@ pub fn run(spec: &BenchSpec, mut log: impl FnMut(&str)) -> Result<BenchReport, B
                                 p99_us: x.p99,
                                 added_p50_us: a.get(i).map(|a| a.0),
                                 added_p99_us: a.get(i).map(|a| a.1),
-                                cpu_us_per_request: x.cpu,
-                                app_cpu_us_per_request: x.app_cpu,
-                                slices_per_request: x.slices,
-                                app_slices_per_request: x.app_slices,
+                                cpu_us_per_request: x.per.cpu,
+                                app_cpu_us_per_request: x.per.app_cpu,
+                                slices_per_request: x.per.slices,
+                                app_slices_per_request: x.per.app_slices,
                             })
                             .collect(),
                     }
