@@ -25,6 +25,17 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The hop-by-hop headers (RFC 9110 §7.6.1) besides `TE`, which [`strip_hop_by_hop`] keeps
+/// when it says `trailers`.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones the
 /// `Connection` header names. `TE: trailers` stays, as Envoy keeps it: gRPC requires it end to
 /// end (servers refuse a call without it), and it is the one `TE` HTTP/2 allows.
@@ -50,15 +61,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for n in HOP_BY_HOP.iter().chain([&header::TE]) {
         headers.remove(n);
     }
     if te_trailers {
@@ -72,11 +75,7 @@ fn is_hop_by_hop(name: &HeaderName, value: &HeaderValue) -> bool {
     if name == header::TE {
         return !value.as_bytes().eq_ignore_ascii_case(b"trailers");
     }
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    HOP_BY_HOP.contains(name)
 }
 
 /// Makes a response fit the downstream connection it goes back on.
